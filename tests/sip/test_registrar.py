@@ -1,0 +1,323 @@
+"""Tests for the registrar and digest authentication (warden.sip.registrar, auth)."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from warden.errors import SipError
+from warden.sip.auth import AuthThrottle, NonceManager, NonceState, answer_challenge
+from warden.sip.authenticator import Authenticator, Throttled
+from warden.sip.flow import Flow
+from warden.sip.message import Request, Response
+from warden.sip.parser import parse_datagram
+from warden.sip.registrar import ExpiryPolicy, Registrar
+from warden.store.credentials import make_extension
+from warden.testing.memory import MemoryDirectory, MemoryLocationService
+
+REALM = "pbx.test"
+FLOW = Flow("udp", "192.0.2.10", 5062)
+
+
+def register(
+    user: str = "1001",
+    contact: str = "<sip:1001@192.0.2.10:5062>",
+    cseq: int = 1,
+    call_id: str = "call-1",
+    expires: str | None = None,
+    authorization: str | None = None,
+    to_user: str | None = None,
+) -> Request:
+    """A REGISTER for ``user`` in the test realm."""
+    lines = [
+        "REGISTER sip:pbx.test SIP/2.0",
+        f"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK{cseq}x{call_id}",
+        "Max-Forwards: 70",
+        f"To: <sip:{to_user or user}@pbx.test>",
+        f"From: <sip:{user}@pbx.test>;tag=abc",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+    ]
+    if contact:
+        lines.append(f"Contact: {contact}")
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    if authorization:
+        lines.append(f"Authorization: {authorization}")
+    request = parse_datagram(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(request, Request)
+    return request
+
+
+class RegistrarTestCase(SynchronousTestCase):
+    """A registrar over memory stores and a Clock."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.directory = MemoryDirectory(
+            [
+                make_extension("1001", "Front Desk", REALM, "secret1001"),
+                make_extension("1002", "Sales", REALM, "secret1002", algorithms=("SHA-256",)),
+                make_extension("1003", "Off", REALM, "secret1003", enabled=False),
+            ]
+        )
+        self.location = MemoryLocationService()
+        self.nonces = NonceManager(self.clock, lifetime=300)
+        self.throttle = AuthThrottle(self.clock, limit=3, window=60, block_seconds=300)
+        self.auth = Authenticator(
+            self.clock, self.directory, self.nonces, self.throttle, REALM, ("MD5", "SHA-256")
+        )
+        self.registrar = Registrar(
+            self.clock, self.auth, self.location, ExpiryPolicy(60, 3600, 7200),
+            lambda host: host == REALM, "node-a",
+        )  # fmt: skip
+
+    def handle(self, request: Request, flow: Flow = FLOW) -> Response:
+        """Run the registrar; return the response (errors become responses)."""
+        d = self.registrar.handle(request, flow)
+        results: list[object] = []
+        d.addBoth(results.append)
+        value = results[0]
+        if hasattr(value, "value"):
+            error = value.value  # type: ignore[attr-defined]
+            if isinstance(error, SipError):
+                response = Response(error.status, error.reason, list(error.headers))
+                return response
+            raise error
+        assert isinstance(value, Response)
+        return value
+
+    def challenge(self, user: str = "1001", **kwargs: object) -> Response:
+        """Send an unauthenticated REGISTER; it must be challenged."""
+        response = self.handle(register(user=user, **kwargs))  # type: ignore[arg-type]
+        self.assertEqual(response.status, 401)
+        return response
+
+    def authed(
+        self,
+        user: str = "1001",
+        password: str | None = None,
+        index: int = 0,
+        nc: int = 1,
+        challenge: Response | None = None,
+        **kwargs: object,
+    ) -> Response:
+        """Challenge then answer with credentials; return the final response."""
+        challenge = challenge or self.challenge(user=user)
+        value = challenge.get_all("WWW-Authenticate")[index]
+        authz = answer_challenge(
+            value, user, password or f"secret{user}", "REGISTER", "sip:pbx.test", nc=nc
+        )
+        kwargs.setdefault("cseq", 2)
+        return self.handle(register(user=user, authorization=authz, **kwargs))  # type: ignore[arg-type]
+
+
+class AuthTests(RegistrarTestCase):
+    """Digest authentication edge cases."""
+
+    def test_challenge_offers_md5_first(self) -> None:
+        """The default challenge offers MD5 then SHA-256, qop=auth, one nonce each."""
+        values = self.challenge().get_all("WWW-Authenticate")
+        self.assertEqual(len(values), 2)
+        self.assertIn("algorithm=MD5", values[0])
+        self.assertIn("algorithm=SHA-256", values[1])
+        self.assertIn('qop="auth"', values[0])
+        self.assertIn('realm="pbx.test"', values[0])
+
+    def test_md5_success(self) -> None:
+        """Correct MD5 credentials register the contact."""
+        self.assertEqual(self.authed().status, 200)
+
+    def test_sha256_success(self) -> None:
+        """Correct SHA-256 credentials (RFC 8760) register the contact."""
+        self.assertEqual(self.authed(index=1).status, 200)
+
+    def test_per_extension_algorithms(self) -> None:
+        """An extension limited to SHA-256 is offered SHA-256 only."""
+        values = self.challenge(user="1002").get_all("WWW-Authenticate")
+        self.assertEqual(len(values), 1)
+        self.assertIn("algorithm=SHA-256", values[0])
+        self.assertEqual(self.authed(user="1002").status, 200)
+
+    def test_wrong_password(self) -> None:
+        """A wrong password gets 403 and counts as a failure."""
+        self.assertEqual(self.authed(password="nope").status, 403)
+
+    def test_unknown_user_same_as_wrong_password(self) -> None:
+        """An unknown user is challenged and then refused exactly like a wrong password."""
+        self.assertEqual(self.authed(user="9999", password="x").status, 403)
+
+    def test_disabled_extension(self) -> None:
+        """A disabled extension cannot register."""
+        self.assertEqual(self.authed(user="1003").status, 403)
+
+    def test_wrong_realm(self) -> None:
+        """Credentials for another realm are ignored: a fresh challenge."""
+        value = self.challenge().get_all("WWW-Authenticate")[0].replace(REALM, "other.test")
+        authz = answer_challenge(value, "1001", "secret1001", "REGISTER", "sip:pbx.test")
+        response = self.handle(register(authorization=authz, cseq=2))
+        self.assertEqual(response.status, 401)
+
+    def test_stale_nonce(self) -> None:
+        """A correct answer with an expired nonce gets 401 stale=true."""
+        challenge = self.challenge()
+        self.clock.advance(301)
+        response = self.authed(challenge=challenge)
+        self.assertEqual(response.status, 401)
+        self.assertIn("stale=true", response.get("WWW-Authenticate") or "")
+
+    def test_nonce_just_before_expiry(self) -> None:
+        """A nonce is accepted up to its lifetime."""
+        challenge = self.challenge()
+        self.clock.advance(299)
+        self.assertEqual(self.authed(challenge=challenge).status, 200)
+
+    def test_replayed_nonce_count(self) -> None:
+        """Reusing a nonce-count is a replay: challenged again, not accepted."""
+        challenge = self.challenge()
+        self.assertEqual(self.authed(challenge=challenge, cseq=2).status, 200)
+        replay = self.authed(challenge=challenge, cseq=3)
+        self.assertEqual(replay.status, 401)
+        self.assertEqual(self.authed(challenge=challenge, nc=2, cseq=4).status, 200)
+
+    def test_forged_nonce(self) -> None:
+        """A nonce Warden did not issue is challenged and counted as a failure."""
+        value = 'Digest realm="pbx.test", nonce="18c.abcd.0000", algorithm=MD5, qop="auth"'
+        authz = answer_challenge(value, "1001", "secret1001", "REGISTER", "sip:pbx.test")
+        self.assertEqual(self.handle(register(authorization=authz)).status, 401)
+
+    def test_unknown_scheme_challenged(self) -> None:
+        """An Authorization of an unknown scheme is never accepted (RFC 4475 regaut01)."""
+        response = self.handle(register(authorization="NoOneKnowsThisScheme opaque-data=here"))
+        self.assertEqual(response.status, 401)
+
+    def test_identity_must_match_to(self) -> None:
+        """Credentials of 1001 cannot register 1002's AOR (403)."""
+        challenge = self.challenge()
+        value = challenge.get_all("WWW-Authenticate")[0]
+        authz = answer_challenge(value, "1001", "secret1001", "REGISTER", "sip:pbx.test")
+        response = self.handle(register(user="1001", to_user="1002", authorization=authz, cseq=2))
+        self.assertEqual(response.status, 403)
+
+    def test_throttle_blocks_source(self) -> None:
+        """After the failure limit, the source gets 403 without any credential check."""
+        for _ in range(3):
+            self.assertEqual(self.authed(password="bad").status, 403)
+        self.assertTrue(self.throttle.is_blocked(FLOW.host))
+        d = self.registrar.handle(register(), FLOW)
+        self.failureResultOf(d, Throttled)
+        other = Flow("udp", "192.0.2.99", 5060)
+        self.assertEqual(self.handle(register(), other).status, 401)
+        self.clock.advance(301)
+        self.assertFalse(self.throttle.is_blocked(FLOW.host))
+
+    def test_nonce_manager_states(self) -> None:
+        """Nonces are valid, stale after the lifetime, invalid when tampered with."""
+        nonce = self.nonces.issue()
+        self.assertIs(self.nonces.check(nonce), NonceState.VALID)
+        self.assertIs(self.nonces.check(nonce[:-1] + "0"), NonceState.INVALID)
+        self.assertIs(self.nonces.check("garbage"), NonceState.INVALID)
+        self.clock.advance(300.5)
+        self.assertIs(self.nonces.check(nonce), NonceState.STALE)
+        self.assertEqual(self.nonces.forget_expired(), 1)
+
+
+class BindingTests(RegistrarTestCase):
+    """RFC 3261 §10.3 binding rules."""
+
+    def bindings(self, aor: str = "1001") -> list[tuple[str, float]]:
+        """(contact, seconds left) of the AOR."""
+        now = self.clock.seconds()
+        found = self.successResultOf(self.location.bindings_for(aor, now))
+        return sorted((b.contact, b.expires_at - now) for b in found)
+
+    def test_register_lists_bindings(self) -> None:
+        """200 OK lists every current binding with its remaining expiry."""
+        response = self.authed(contact="<sip:1001@192.0.2.10:5062>;expires=600")
+        self.assertEqual(response.get_all("Contact"), ["<sip:1001@192.0.2.10:5062>;expires=600"])
+        self.assertEqual(self.bindings(), [("sip:1001@192.0.2.10:5062", 600)])
+
+    def test_several_contacts_and_q(self) -> None:
+        """Several contacts per AOR, with q values, ordered by preference."""
+        response = self.authed(contact="<sip:a@192.0.2.1>;q=0.5, <sip:b@192.0.2.2>;q=0.9")
+        self.assertEqual(
+            response.get_all("Contact"),
+            ["<sip:b@192.0.2.2>;expires=3600;q=0.9", "<sip:a@192.0.2.1>;expires=3600;q=0.5"],
+        )
+
+    def test_expires_header_and_cap(self) -> None:
+        """The Expires header applies; intervals above the maximum are capped."""
+        self.authed(expires="100000")
+        self.assertEqual(self.bindings(), [("sip:1001@192.0.2.10:5062", 7200)])
+
+    def test_interval_too_brief(self) -> None:
+        """An expiry below the minimum gets 423 with Min-Expires."""
+        response = self.authed(expires="10")
+        self.assertEqual(response.status, 423)
+        self.assertEqual(response.get("Min-Expires"), "60")
+
+    def test_unregister_one(self) -> None:
+        """expires=0 removes that contact only."""
+        self.authed(contact="<sip:a@192.0.2.1>, <sip:b@192.0.2.2>")
+        self.authed(contact="<sip:a@192.0.2.1>;expires=0", cseq=3)
+        self.assertEqual([c for c, _ in self.bindings()], ["sip:b@192.0.2.2"])
+
+    def test_star_removes_all(self) -> None:
+        """Contact: * with Expires: 0 removes every binding."""
+        self.authed(contact="<sip:a@192.0.2.1>, <sip:b@192.0.2.2>")
+        self.assertEqual(self.authed(contact="*", expires="0", cseq=3).status, 200)
+        self.assertEqual(self.bindings(), [])
+
+    def test_star_needs_expires_zero(self) -> None:
+        """Contact: * without Expires: 0 is a 400."""
+        self.assertEqual(self.authed(contact="*", expires="60").status, 400)
+
+    def test_query(self) -> None:
+        """A REGISTER without Contact returns the bindings and changes nothing."""
+        self.authed()
+        response = self.authed(contact="", cseq=3)
+        self.assertEqual(len(response.get_all("Contact")), 1)
+
+    def test_cseq_order(self) -> None:
+        """Same Call-ID with a CSeq not above the binding's is refused (§10.3 step 7)."""
+        self.authed(cseq=5)
+        self.assertEqual(self.authed(cseq=5).status, 400)
+        self.assertEqual(self.authed(cseq=6).status, 200)
+        self.assertEqual(self.authed(cseq=1, call_id="other").status, 200)
+
+    def test_equal_contacts_replace(self) -> None:
+        """A contact equal under §19.1.4 (parameter case) refreshes the binding."""
+        self.authed(contact="<sip:1001@192.0.2.1;transport=UDP>")
+        self.authed(contact="<sip:1001@192.0.2.1;transport=udp>;expires=120", cseq=3)
+        self.assertEqual(len(self.bindings()), 1)
+        self.assertEqual(self.bindings()[0][1], 120)
+
+    def test_binding_records_flow_and_node(self) -> None:
+        """The binding records the source flow, node, Call-ID and CSeq."""
+        self.authed(cseq=7)
+        now = self.clock.seconds()
+        (binding,) = self.successResultOf(self.location.bindings_for("1001", now))
+        self.assertEqual(
+            (binding.received, binding.node_id, binding.call_id, binding.cseq),
+            ("udp:192.0.2.10:5062", "node-a", "call-1", 7),
+        )
+
+    def test_bindings_expire_on_the_clock(self) -> None:
+        """A binding is gone once its expiry passes."""
+        self.authed(expires="60")
+        self.clock.advance(59.9)
+        self.assertEqual(len(self.bindings()), 1)
+        self.clock.advance(0.2)
+        self.assertEqual(self.bindings(), [])
+
+    def test_foreign_domain(self) -> None:
+        """REGISTER for a domain Warden does not serve gets 404."""
+        request = register()
+        request.uri_text = "sip:elsewhere.test"
+        request._cache.clear()
+        self.assertEqual(self.handle(request).status, 404)
+
+    def test_non_sip_contact(self) -> None:
+        """A non-SIP contact cannot be bound."""
+        self.assertEqual(self.authed(contact="<tel:+15551234>").status, 400)

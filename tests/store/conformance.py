@@ -1,0 +1,307 @@
+"""
+Conformance suites for the store interfaces.
+
+One mixin per interface, run against every implementation (memory fakes, SQLite,
+the caching directory): a subclass mixes it into a trial ``TestCase`` and defines
+``make_store()``, returning the store or a Deferred that fires with it. Tests are
+coroutines, so stores whose Deferreds fire later (SQLite's thread pool) run the
+same checks as the memory fakes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from warden.errors import ExtensionExists, ExtensionNotFound
+from warden.store.credentials import make_extension
+from warden.store.model import Binding, Extension
+
+
+def extension(number: str, name: str = "", password: str = "secret", **kw: Any) -> Extension:
+    """An extension with HA1 values over ``number:test.example:password``."""
+    return make_extension(number, name, "test.example", password, **kw)
+
+
+def binding(aor: str, key: str, expires_at: float, **kw: Any) -> Binding:
+    """A binding of ``aor`` whose contact is ``sip:<key>@192.0.2.1``."""
+    return Binding(aor=aor, contact=f"sip:{key}@192.0.2.1", key=key, expires_at=expires_at, **kw)
+
+
+def by_key(bindings: list[Binding]) -> list[Binding]:
+    """``bindings`` sorted by AOR then key (the order of bindings_for is not specified)."""
+    return sorted(bindings, key=lambda b: (b.aor, b.key))
+
+
+class DirectoryConformanceMixin:
+    """
+    The behaviour every L{warden.interfaces.IDirectory} must have.
+
+    Subclasses define ``make_store()`` (store or Deferred of store).
+    """
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
+    async def store(self) -> Any:
+        return await defer.maybeDeferred(self.make_store)
+
+    async def test_get_missing(self) -> None:
+        """get_extension fires with None for a number that was never added."""
+        directory = await self.store()
+        self.assertIsNone(await directory.get_extension("100"))
+
+    async def test_add_then_get(self) -> None:
+        """An added extension comes back from get_extension, every field intact."""
+        directory = await self.store()
+        ext = extension("100", "Front Desk", algorithms=("SHA-256", "MD5"), enabled=False)
+        self.assertIsNone(await directory.add_extension(ext))
+        self.assertEqual(await directory.get_extension("100"), ext)
+
+    async def test_add_duplicate(self) -> None:
+        """Adding a taken number fails with ExtensionExists and keeps the first one."""
+        directory = await self.store()
+        first = extension("100", "First")
+        await directory.add_extension(first)
+        with self.assertRaises(ExtensionExists):
+            await directory.add_extension(extension("100", "Second"))
+        self.assertEqual(await directory.get_extension("100"), first)
+
+    async def test_list_empty(self) -> None:
+        """An empty directory lists nothing and counts zero."""
+        directory = await self.store()
+        self.assertEqual(await directory.list_extensions(), [])
+        self.assertEqual(await directory.count_extensions(), 0)
+
+    async def test_list_order(self) -> None:
+        """list_extensions orders by number, shorter numbers first (9 < 10 < 100)."""
+        directory = await self.store()
+        for number in ["200", "30", "1000", "100", "31", "9"]:
+            await directory.add_extension(extension(number))
+        listed = [e.number for e in await directory.list_extensions()]
+        self.assertEqual(listed, ["9", "30", "31", "100", "200", "1000"])
+
+    async def test_count(self) -> None:
+        """count_extensions counts what was added."""
+        directory = await self.store()
+        for number in ["100", "101", "102"]:
+            await directory.add_extension(extension(number))
+        self.assertEqual(await directory.count_extensions(), 3)
+
+    async def test_update(self) -> None:
+        """update_extension replaces every field of the stored extension."""
+        directory = await self.store()
+        await directory.add_extension(extension("100", "Old"))
+        new = extension("100", "New", password="other", algorithms=("MD5",), enabled=False)
+        self.assertIsNone(await directory.update_extension(new))
+        self.assertEqual(await directory.get_extension("100"), new)
+
+    async def test_update_missing(self) -> None:
+        """Updating an unknown number fails with ExtensionNotFound and creates nothing."""
+        directory = await self.store()
+        with self.assertRaises(ExtensionNotFound):
+            await directory.update_extension(extension("100"))
+        self.assertIsNone(await directory.get_extension("100"))
+
+    async def test_remove(self) -> None:
+        """remove_extension fires True and the extension is gone; others stay."""
+        directory = await self.store()
+        await directory.add_extension(extension("100"))
+        await directory.add_extension(extension("101"))
+        self.assertIs(await directory.remove_extension("100"), True)
+        self.assertIsNone(await directory.get_extension("100"))
+        self.assertEqual([e.number for e in await directory.list_extensions()], ["101"])
+
+    async def test_remove_missing(self) -> None:
+        """remove_extension fires False for a number that is not there."""
+        directory = await self.store()
+        self.assertIs(await directory.remove_extension("100"), False)
+
+    async def test_upsert_counts(self) -> None:
+        """upsert_extensions counts new rows as added, changed rows as updated, and
+        unchanged rows as neither; the directory then holds the upserted values."""
+        directory = await self.store()
+        same, old = extension("100", "Same"), extension("101", "Old")
+        await directory.add_extension(same)
+        await directory.add_extension(old)
+        changed, new = extension("101", "Changed"), extension("102", "New")
+        self.assertEqual(await directory.upsert_extensions([same, changed, new]), (1, 1))
+        self.assertEqual(await directory.list_extensions(), [same, changed, new])
+
+    async def test_upsert_idempotent(self) -> None:
+        """Upserting the same list twice changes nothing the second time."""
+        directory = await self.store()
+        batch = [extension(str(n), f"Phone {n}") for n in range(100, 150)]
+        self.assertEqual(await directory.upsert_extensions(batch), (50, 0))
+        self.assertEqual(await directory.upsert_extensions(batch), (0, 0))
+        self.assertEqual(await directory.list_extensions(), batch)
+
+    async def test_upsert_empty(self) -> None:
+        """Upserting nothing fires (0, 0)."""
+        directory = await self.store()
+        self.assertEqual(await directory.upsert_extensions([]), (0, 0))
+
+    async def test_upsert_repeated_number(self) -> None:
+        """A number given twice in one upsert is added then updated; the last copy wins."""
+        directory = await self.store()
+        first, last = extension("100", "First"), extension("100", "Last")
+        self.assertEqual(await directory.upsert_extensions([first, last]), (1, 1))
+        self.assertEqual(await directory.get_extension("100"), last)
+
+    async def test_upsert_changes_password(self) -> None:
+        """An upsert with a new password replaces the HA1 values (counted as updated)."""
+        directory = await self.store()
+        await directory.upsert_extensions([extension("100", password="one")])
+        again = extension("100", password="two")
+        self.assertEqual(await directory.upsert_extensions([again]), (0, 1))
+        self.assertEqual(await directory.get_extension("100"), again)
+
+
+class LocationServiceConformanceMixin:
+    """
+    The behaviour every L{warden.interfaces.ILocationService} must have.
+
+    Subclasses define ``make_store()``; it may use ``self.clock`` (a ``Clock``
+    made before it is called). Writes are awaited through L{write}, which also
+    asks the store to flush, so write-behind stores commit without the clock
+    being advanced.
+    """
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
+    async def store(self) -> Any:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        return await defer.maybeDeferred(self.make_store)
+
+    async def write(self, store: Any, d: defer.Deferred[Any]) -> Any:
+        flushed = store.flush()
+        result = await d
+        await flushed
+        return result
+
+    async def test_empty(self) -> None:
+        """A new location service has no bindings."""
+        store = await self.store()
+        self.assertEqual(await store.bindings_for("100", 0.0), [])
+        self.assertEqual(await store.all_bindings(0.0), [])
+        self.assertEqual(await store.count(0.0), 0)
+
+    async def test_apply_adds(self) -> None:
+        """apply adds bindings, which bindings_for returns with every field intact."""
+        store = await self.store()
+        one = binding("100", "a", 2000.0, q=0.5, call_id="c1@x", cseq=7, received="udp:1:2")
+        two = binding("100", "b", 2100.0, user_agent="Phone/1", node_id="n1")
+        self.assertIsNone(await self.write(store, store.apply("100", [one, two], [])))
+        self.assertEqual(by_key(await store.bindings_for("100", 1000.0)), [one, two])
+
+    async def test_apply_replaces_same_key(self) -> None:
+        """A binding with a key already bound replaces the old one."""
+        store = await self.store()
+        await self.write(store, store.apply("100", [binding("100", "a", 2000.0, cseq=1)], []))
+        newer = binding("100", "a", 3000.0, cseq=2)
+        await self.write(store, store.apply("100", [newer], []))
+        self.assertEqual(await store.bindings_for("100", 1000.0), [newer])
+
+    async def test_apply_removes(self) -> None:
+        """apply removes the bindings whose keys are listed; unknown keys are ignored."""
+        store = await self.store()
+        a, b = binding("100", "a", 2000.0), binding("100", "b", 2000.0)
+        await self.write(store, store.apply("100", [a, b], []))
+        await self.write(store, store.apply("100", [], ["a", "nope"]))
+        self.assertEqual(await store.bindings_for("100", 1000.0), [b])
+
+    async def test_apply_removes_then_adds(self) -> None:
+        """Removals apply before upserts, in one step: a key in both ends up bound."""
+        store = await self.store()
+        await self.write(store, store.apply("100", [binding("100", "a", 2000.0)], []))
+        c, a = binding("100", "c", 2000.0), binding("100", "a", 2500.0)
+        await self.write(store, store.apply("100", [c, a], ["a"]))
+        self.assertEqual(by_key(await store.bindings_for("100", 1000.0)), [a, c])
+
+    async def test_apply_wrong_aor(self) -> None:
+        """apply fails with ValueError for a binding of another AOR and changes nothing."""
+        store = await self.store()
+        with self.assertRaises(ValueError):
+            await store.apply(
+                "100", [binding("100", "a", 2000.0), binding("200", "b", 2000.0)], []
+            )
+        self.assertEqual(await store.count(0.0), 0)
+
+    async def test_aors_are_independent(self) -> None:
+        """Changes to one AOR leave the others alone."""
+        store = await self.store()
+        a, b = binding("100", "a", 2000.0), binding("200", "a", 2000.0)
+        await self.write(store, store.apply("100", [a], []))
+        await self.write(store, store.apply("200", [b], []))
+        await self.write(store, store.apply("100", [], ["a"]))
+        self.assertEqual(await store.bindings_for("100", 1000.0), [])
+        self.assertEqual(await store.bindings_for("200", 1000.0), [b])
+
+    async def test_expiry_hides_bindings(self) -> None:
+        """Reads leave out bindings whose expires_at is not after ``now``, as the clock
+        moves up to and past the expiry."""
+        store = await self.store()
+        await self.write(store, store.apply("100", [binding("100", "a", 1060.0)], []))
+        self.clock.advance(59.999)
+        now = self.clock.seconds()
+        self.assertEqual(len(await store.bindings_for("100", now)), 1)
+        self.assertEqual(await store.count(now), 1)
+        self.clock.advance(0.001)
+        now = self.clock.seconds()
+        self.assertEqual(await store.bindings_for("100", now), [])
+        self.assertEqual(await store.all_bindings(now), [])
+        self.assertEqual(await store.count(now), 0)
+
+    async def test_expire(self) -> None:
+        """expire removes bindings with expires_at <= now, fires with how many, and
+        keeps the rest."""
+        store = await self.store()
+        old, edge = binding("100", "old", 1010.0), binding("200", "edge", 1020.0)
+        fresh = binding("100", "fresh", 1030.0)
+        await self.write(store, store.apply("100", [old, fresh], []))
+        await self.write(store, store.apply("200", [edge], []))
+        self.clock.advance(20)
+        self.assertEqual(await self.write(store, store.expire(self.clock.seconds())), 2)
+        self.assertEqual(await store.all_bindings(0.0), [fresh])
+        self.assertEqual(await self.write(store, store.expire(self.clock.seconds())), 0)
+
+    async def test_remove_aor(self) -> None:
+        """remove_aor removes every binding of the AOR and fires with the number."""
+        store = await self.store()
+        await self.write(
+            store,
+            store.apply("100", [binding("100", "a", 2000.0), binding("100", "b", 2000.0)], []),
+        )
+        other = binding("200", "a", 2000.0)
+        await self.write(store, store.apply("200", [other], []))
+        self.assertEqual(await self.write(store, store.remove_aor("100")), 2)
+        self.assertEqual(await store.all_bindings(1000.0), [other])
+
+    async def test_remove_unknown_aor(self) -> None:
+        """remove_aor of an AOR without bindings fires with 0."""
+        store = await self.store()
+        self.assertEqual(await self.write(store, store.remove_aor("100")), 0)
+
+    async def test_all_bindings_and_count(self) -> None:
+        """all_bindings lists every unexpired binding by AOR (numeric) then key;
+        count counts them."""
+        store = await self.store()
+        b100 = [binding("100", "b", 2000.0), binding("100", "a", 2000.0)]
+        b20 = [binding("20", "z", 2000.0), binding("20", "gone", 1000.0)]
+        await self.write(store, store.apply("100", b100, []))
+        await self.write(store, store.apply("20", b20, []))
+        now = self.clock.seconds()
+        self.assertEqual(await store.all_bindings(now), [b20[0], b100[1], b100[0]])
+        self.assertEqual(await store.count(now), 3)
+
+    async def test_flush(self) -> None:
+        """flush fires, with or without pending changes."""
+        store = await self.store()
+        self.assertIsNone(await store.flush())
+        d = store.apply("100", [binding("100", "a", 2000.0)], [])
+        self.assertIsNone(await store.flush())
+        self.assertIsNone(await d)

@@ -1,0 +1,64 @@
+"""
+The memory fakes of ``warden.testing`` pass the store conformance suites and
+provide their interfaces.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from tests.store.conformance import (
+    DirectoryConformanceMixin,
+    LocationServiceConformanceMixin,
+    binding,
+    extension,
+)
+from warden.errors import ExtensionExists
+from warden.interfaces import IDirectory, ILocationService
+from warden.testing import MemoryDirectory, MemoryLocationService
+
+
+class MemoryDirectoryConformanceTests(DirectoryConformanceMixin, TestCase):
+    """MemoryDirectory against the IDirectory conformance suite."""
+
+    def make_store(self) -> MemoryDirectory:
+        return MemoryDirectory()
+
+
+class MemoryLocationServiceConformanceTests(LocationServiceConformanceMixin, TestCase):
+    """MemoryLocationService against the ILocationService conformance suite."""
+
+    def make_store(self) -> MemoryLocationService:
+        return MemoryLocationService()
+
+
+class MemoryFakeTests(SynchronousTestCase):
+    """Properties of the fakes beyond the interface contracts."""
+
+    def test_directory_provides_interface(self) -> None:
+        """MemoryDirectory provides IDirectory completely."""
+        self.assertTrue(verifyObject(IDirectory, MemoryDirectory()))
+
+    def test_location_provides_interface(self) -> None:
+        """MemoryLocationService provides ILocationService completely."""
+        self.assertTrue(verifyObject(ILocationService, MemoryLocationService()))
+
+    def test_directory_answers_synchronously(self) -> None:
+        """Every MemoryDirectory Deferred has fired when it is returned, failures too."""
+        directory = MemoryDirectory([extension("100")])
+        self.assertEqual(self.successResultOf(directory.count_extensions()), 1)
+        self.failureResultOf(directory.add_extension(extension("100")), ExtensionExists)
+
+    def test_location_answers_synchronously(self) -> None:
+        """Every MemoryLocationService Deferred has fired when it is returned."""
+        location = MemoryLocationService()
+        self.successResultOf(location.apply("100", [binding("100", "a", 10.0)], []))
+        self.assertEqual(self.successResultOf(location.count(0.0)), 1)
+        self.failureResultOf(location.apply("100", [binding("200", "a", 10.0)], []), ValueError)
+
+    def test_directory_initial_contents(self) -> None:
+        """MemoryDirectory can start with extensions."""
+        ext = extension("100")
+        directory = MemoryDirectory([ext])
+        self.assertEqual(self.successResultOf(directory.get_extension("100")), ext)

@@ -1,0 +1,424 @@
+"""
+Warden's configuration: TOML (stdlib ``tomllib``) into frozen ``attrs`` sections.
+
+Every key is optional; ``etc/warden.example.toml`` lists them all with their
+defaults. Each section class validates its own values, so a section built by
+hand (in a test) is checked exactly like one read from a file. Unknown sections
+and keys, values of the wrong type (a boolean is not an integer) and values out
+of range raise L{ConfigError} naming the file and the dotted key::
+
+    warden.toml: sip.port: must be an integer 0..65535, got "abc"
+
+Command-line options override the file through L{load_effective_config}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from warden.errors import ConfigError, ConfigFileError
+from warden.store.credentials import ALGORITHMS
+
+__all__ = [
+    "RegistrarConfig",
+    "ServerConfig",
+    "SipConfig",
+    "StoreConfig",
+    "WardenConfig",
+    "load_config",
+    "load_effective_config",
+    "parse_config_text",
+]
+
+TRANSPORTS = ("udp", "tcp")
+STORE_BACKENDS = ("sqlite",)
+COMMAND_LINE = "command line"
+
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_NODE_ID = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
+_REALM_FORBIDDEN = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _show(value: object) -> str:
+    """Render a value the way it was (probably) written in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
+def _fail(instance: Any, name: str, problem: str) -> ConfigError:
+    return ConfigError(f"{instance.SECTION}.{name}", problem)
+
+
+def _rule(test: Callable[[Any], bool], expected: str) -> _Validator:
+    """An attrs validator: ``test(value)`` must hold, else "must be <expected>"."""
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not test(value):
+            raise _fail(instance, attribute.name, f"must be {expected}, got {_show(value)}")
+
+    return validate
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(low: int, high: int | None = None) -> _Validator:
+    if high is None:
+        return _rule(lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
+    return _rule(lambda v: _is_int(v) and low <= v <= high, f"an integer {low}..{high}")
+
+
+def _seconds(minimum: float = 0.0, *, allow_zero: bool = False) -> _Validator:
+    def test(value: Any) -> bool:
+        if not isinstance(value, float) or not math.isfinite(value):
+            return False
+        return value >= minimum if allow_zero else value > minimum
+
+    return _rule(test, f"a number {'>=' if allow_zero else '>'} {minimum:g} (seconds)")
+
+
+def _to_float(value: Any) -> Any:
+    """Accept integers where seconds are expected (``t1 = 1``); leave the rest."""
+    return float(value) if _is_int(value) else value
+
+
+def _to_tuple(value: Any) -> Any:
+    """TOML arrays arrive as lists; keep them as tuples so sections stay hashable."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _to_domains(value: Any) -> Any:
+    """Lower-case host names and drop repeats (DNS names are case-insensitive)."""
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(dict.fromkeys(v.lower() for v in value))
+    return value
+
+
+def _is_hostname(value: object) -> bool:
+    if not isinstance(value, str) or not 0 < len(value) <= 253:
+        return False
+    return all(_HOST_LABEL.match(label) for label in value.split("."))
+
+
+def _is_ip_or_empty(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value == "":
+        return True
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _choices(allowed: Sequence[str]) -> _Validator:
+    """A non-empty list of distinct values taken from ``allowed``."""
+    expected = f"a non-empty list of distinct values from {', '.join(allowed)}"
+    return _rule(
+        lambda v: (
+            isinstance(v, tuple)
+            and len(v) > 0
+            and len(set(v)) == len(v)
+            and all(isinstance(x, str) and x in allowed for x in v)
+        ),
+        expected,
+    )
+
+
+def _is_string(value: object) -> bool:
+    return isinstance(value, str)
+
+
+@attrs.frozen
+class ServerConfig:
+    """
+    ``[server]``: who this node is and where it keeps its files.
+
+    Attributes:
+        node_id: this node's name in bindings; "" means the host name.
+        data_dir: created at start; relative to the working directory.
+        domains: extra local domain names (lower-cased, repeats dropped).
+        realm: the digest realm; "" means the first domain, else the host name.
+    """
+
+    SECTION: ClassVar[str] = "server"
+
+    node_id: str = attrs.field(
+        default="",
+        validator=_rule(
+            lambda v: isinstance(v, str) and bool(_NODE_ID.match(v)),
+            "a string of at most 64 letters, digits, '.', '-' or '_'",
+        ),
+    )
+    data_dir: str = attrs.field(
+        default="./var", validator=_rule(lambda v: isinstance(v, str) and v != "", "a path")
+    )
+    domains: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_domains,
+        validator=_rule(
+            lambda v: isinstance(v, tuple) and all(_is_hostname(d) for d in v),
+            'a list of host names (like "pbx.example.com")',
+        ),
+    )
+    realm: str = attrs.field(
+        default="",
+        validator=_rule(
+            lambda v: isinstance(v, str) and not _REALM_FORBIDDEN.search(v),
+            "a string without quotes, backslashes or control characters",
+        ),
+    )
+
+
+@attrs.frozen
+class SipConfig:
+    """
+    ``[sip]``: listeners and RFC 3261 §17 timer values.
+
+    Attributes:
+        interface: the address to listen on; "" means every interface.
+        port: the UDP and TCP port.
+        transports: the transports to listen on, from ``udp`` and ``tcp``.
+        max_message_bytes: the largest SIP message accepted.
+        tcp_idle_timeout: seconds before an idle TCP connection is closed.
+        t1, t2, t4: RFC 3261 timers, in seconds (``t2 >= t1``).
+    """
+
+    SECTION: ClassVar[str] = "sip"
+
+    interface: str = attrs.field(
+        default="", validator=_rule(_is_ip_or_empty, 'an IPv4 or IPv6 address, or "" for all')
+    )
+    port: int = attrs.field(default=5060, validator=_int_in(0, 65535))
+    transports: tuple[str, ...] = attrs.field(
+        default=TRANSPORTS, converter=_to_tuple, validator=_choices(TRANSPORTS)
+    )
+    max_message_bytes: int = attrs.field(default=65535, validator=_int_in(1024, 1048576))
+    tcp_idle_timeout: float = attrs.field(default=600.0, converter=_to_float, validator=_seconds())
+    t1: float = attrs.field(default=0.5, converter=_to_float, validator=_seconds())
+    t2: float = attrs.field(default=4.0, converter=_to_float, validator=_seconds())
+    t4: float = attrs.field(default=5.0, converter=_to_float, validator=_seconds())
+
+    def __attrs_post_init__(self) -> None:
+        if self.t2 < self.t1:
+            raise _fail(self, "t2", f"must be >= sip.t1 ({self.t1:g}), got {self.t2:g}")
+
+
+@attrs.frozen
+class RegistrarConfig:
+    """
+    ``[registrar]``: binding lifetimes, digest authentication and brute-force limits.
+
+    Attributes:
+        min_expires, default_expires, max_expires: binding lifetimes in seconds
+            (RFC 3261 §10.3), ``min <= default <= max``.
+        digest_algorithms: offered in this order, from ``MD5`` and ``SHA-256``.
+        nonce_lifetime: seconds a nonce stays valid.
+        auth_fail_limit: failed authentications from one IP within
+            ``auth_fail_window`` seconds that block it for ``auth_block_seconds``.
+    """
+
+    SECTION: ClassVar[str] = "registrar"
+
+    min_expires: int = attrs.field(default=60, validator=_int_in(1))
+    default_expires: int = attrs.field(default=3600, validator=_int_in(1))
+    max_expires: int = attrs.field(default=7200, validator=_int_in(1))
+    digest_algorithms: tuple[str, ...] = attrs.field(
+        default=ALGORITHMS, converter=_to_tuple, validator=_choices(ALGORITHMS)
+    )
+    nonce_lifetime: float = attrs.field(default=300.0, converter=_to_float, validator=_seconds())
+    auth_fail_limit: int = attrs.field(default=20, validator=_int_in(1))
+    auth_fail_window: float = attrs.field(default=60.0, converter=_to_float, validator=_seconds())
+    auth_block_seconds: float = attrs.field(
+        default=300.0, converter=_to_float, validator=_seconds()
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_expires < self.min_expires:
+            raise _fail(
+                self,
+                "max_expires",
+                f"must be >= registrar.min_expires ({self.min_expires}), got {self.max_expires}",
+            )
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise _fail(
+                self,
+                "default_expires",
+                f"must be between registrar.min_expires ({self.min_expires}) and"
+                f" registrar.max_expires ({self.max_expires}), got {self.default_expires}",
+            )
+
+
+@attrs.frozen
+class StoreConfig:
+    """
+    ``[store]``: where durable data lives.
+
+    Attributes:
+        backend: only ``sqlite`` for now.
+        path: the database file; "" means ``<data_dir>/warden.db``.
+        directory_cache_seconds: how long an extension lookup is cached (0: never).
+    """
+
+    SECTION: ClassVar[str] = "store"
+
+    backend: str = attrs.field(
+        default="sqlite",
+        validator=_rule(lambda v: v in STORE_BACKENDS, f"one of {', '.join(STORE_BACKENDS)}"),
+    )
+    path: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    directory_cache_seconds: float = attrs.field(
+        default=5.0, converter=_to_float, validator=_seconds(allow_zero=True)
+    )
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "sip": SipConfig,
+    "registrar": RegistrarConfig,
+    "store": StoreConfig,
+}
+
+
+@attrs.frozen
+class WardenConfig:
+    """The whole configuration, one attribute per TOML section."""
+
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    sip: SipConfig = attrs.field(factory=SipConfig)
+    registrar: RegistrarConfig = attrs.field(factory=RegistrarConfig)
+    store: StoreConfig = attrs.field(factory=StoreConfig)
+
+    @property
+    def node_id(self) -> str:
+        """``server.node_id``, or this machine's host name when it is ""."""
+        return self.server.node_id or socket.gethostname()
+
+    @property
+    def realm(self) -> str:
+        """``server.realm``, else the first of ``server.domains``, else the host name."""
+        if self.server.realm:
+            return self.server.realm
+        if self.server.domains:
+            return self.server.domains[0]
+        return socket.gethostname()
+
+    @property
+    def database_path(self) -> str:
+        """``store.path``, or ``<data_dir>/warden.db`` when it is ""."""
+        return self.store.path or os.path.join(self.server.data_dir, "warden.db")
+
+
+def _section(name: str, table: object, filename: str | None) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(table, dict):
+        raise ConfigError(name, f"must be a table ([{name}]), got {_show(table)}", filename)
+    known = [f.name for f in attrs.fields(cls)]
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{name}.{key}", f"unknown key (known: {', '.join(known)})", filename
+            )
+    try:
+        return cls(**table)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, filename) from None
+
+
+def parse_config_text(text: str, filename: str | None = None) -> WardenConfig:
+    """
+    Parse a TOML document into a L{WardenConfig}.
+
+    Args:
+        text: the TOML text.
+        filename: named in error messages.
+
+    Raises:
+        ConfigError: invalid TOML, an unknown section or key, or a bad value.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigFileError(f"invalid TOML: {e}", filename) from None
+    for name in data:
+        if name not in _SECTIONS:
+            raise ConfigError(name, f"unknown section (known: {', '.join(_SECTIONS)})", filename)
+    sections = {name: _section(name, table, filename) for name, table in data.items()}
+    return WardenConfig(**sections)
+
+
+def load_config(path: str) -> WardenConfig:
+    """
+    Read and parse the TOML file at ``path``.
+
+    Raises:
+        ConfigError: the file cannot be read, is not UTF-8, or is invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigFileError(f"cannot read the file: {e.strerror}", path) from None
+    except UnicodeDecodeError:
+        raise ConfigFileError("not UTF-8 text", path) from None
+    return parse_config_text(text, path)
+
+
+def load_effective_config(
+    config_path: str | None,
+    data_dir: str | None = None,
+    sip_port: int | None = None,
+    sip_interface: str | None = None,
+    domains: Sequence[str] = (),
+) -> WardenConfig:
+    """
+    The configuration the server (and ``wardenctl``) runs with.
+
+    The file at ``config_path`` (or the defaults when it is None), then the
+    command-line overrides: ``data_dir``, ``sip_port`` and ``sip_interface``
+    replace the file's values; ``domains`` are appended to ``server.domains``.
+
+    Raises:
+        ConfigError: from the file, or an override that is invalid (its file name
+            is then "command line").
+    """
+    config = load_config(config_path) if config_path is not None else WardenConfig()
+    server: dict[str, Any] = {}
+    sip: dict[str, Any] = {}
+    if data_dir is not None:
+        server["data_dir"] = data_dir
+    if domains:
+        server["domains"] = (*config.server.domains, *domains)
+    if sip_port is not None:
+        sip["port"] = sip_port
+    if sip_interface is not None:
+        sip["interface"] = sip_interface
+    try:
+        return attrs.evolve(
+            config,
+            server=attrs.evolve(config.server, **server),
+            sip=attrs.evolve(config.sip, **sip),
+        )
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, COMMAND_LINE) from None

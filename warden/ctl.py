@@ -1,0 +1,414 @@
+"""
+``wardenctl``: manage Warden's extensions from the command line.
+
+It reads the same configuration as the server (``--config``, ``--data-dir``,
+through L{load_effective_config}), brings the database schema up to date, and
+then runs one command::
+
+    wardenctl extension add 100 --name "Front Desk"
+    wardenctl extension list [--json]
+    wardenctl extension show 100 [--json]
+    wardenctl extension set 100 [--name N] [--password PW | --new-password]
+                                [--algorithms MD5,SHA-256] [--enable | --disable]
+    wardenctl extension remove 100
+    wardenctl extension import phones.csv
+
+Exit status: 0 on success, 1 when the extension does not exist (or the database
+fails), 2 for bad arguments, a bad configuration or a bad import file.
+
+The work is done by L{run_command}, which takes the directory as an argument and
+returns a Deferred, so tests drive it with a memory directory; L{main} wires it
+to SQLite under ``task.react``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sqlite3
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+import attrs
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from warden.config import WardenConfig, load_effective_config
+from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
+from warden.interfaces import IDirectory
+from warden.store.credentials import generate_password, make_extension, parse_algorithms
+from warden.store.model import Extension
+from warden.store.sqlite import SQLiteDirectory, open_sqlite_pool
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_NUMBER = re.compile(r"^[0-9]{1,32}$")
+_IMPORT_HEADERS = ("SEQUENTIAL", "RANDOM", "USER")
+
+
+class CommandError(Exception):
+    """A command cannot be carried out; ``message`` goes to stderr, ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _number_problem(number: str) -> str | None:
+    if _NUMBER.match(number):
+        return None
+    return f"an extension number must be 1 to 32 digits, got {number!r}"
+
+
+def _number_arg(text: str) -> str:
+    problem = _number_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _algorithms_arg(text: str) -> tuple[str, ...]:
+    if text.strip().lower() == "default":
+        return ()
+    try:
+        return parse_algorithms(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``wardenctl`` argument parser."""
+    parser = argparse.ArgumentParser(prog="wardenctl", description="Manage a Warden PBX.")
+    parser.add_argument("--config", metavar="FILE", help="the TOML configuration file")
+    parser.add_argument("--data-dir", metavar="DIR", help="overrides [server] data_dir")
+    areas = parser.add_subparsers(dest="area", required=True, metavar="AREA")
+    extension = areas.add_parser("extension", help="manage extensions")
+    commands = extension.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    algorithms_help = "digest algorithms offered, e.g. MD5,SHA-256 ('default': the registrar's)"
+
+    add = commands.add_parser("add", help="add an extension")
+    add.add_argument("number", metavar="NUMBER", type=_number_arg)
+    add.add_argument("--name", default="", help="display name")
+    add.add_argument("--password", help="SIP password (default: generate and print one)")
+    add.add_argument("--algorithms", type=_algorithms_arg, default=(), help=algorithms_help)
+    add.set_defaults(handler=_add)
+
+    listing = commands.add_parser("list", help="list extensions")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_list)
+
+    show = commands.add_parser("show", help="show one extension (never its secrets)")
+    show.add_argument("number", metavar="NUMBER", type=_number_arg)
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_show)
+
+    change = commands.add_parser("set", help="change an extension")
+    change.add_argument("number", metavar="NUMBER", type=_number_arg)
+    change.add_argument("--name", help="display name")
+    secret = change.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="new SIP password")
+    secret.add_argument(
+        "--new-password", action="store_true", help="generate and print a new password"
+    )
+    change.add_argument("--algorithms", type=_algorithms_arg, help=algorithms_help)
+    state = change.add_mutually_exclusive_group()
+    state.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    state.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    change.set_defaults(handler=_set)
+
+    remove = commands.add_parser("remove", help="remove an extension")
+    remove.add_argument("number", metavar="NUMBER", type=_number_arg)
+    remove.set_defaults(handler=_remove)
+
+    bulk = commands.add_parser(
+        "import", help="add or replace extensions from a 'number;password[;name]' file"
+    )
+    bulk.add_argument("file", metavar="FILE")
+    bulk.set_defaults(handler=_import)
+    return parser
+
+
+class _Context:
+    """What a command handler works with."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        config: WardenConfig,
+        directory: IDirectory,
+        clock: IReactorTime,
+        out: TextIO,
+    ) -> None:
+        self.args = args
+        self.config = config
+        self.directory = directory
+        self.clock = clock
+        self.out = out
+
+    def print(self, text: str) -> None:
+        print(text, file=self.out)
+
+    async def existing(self, number: str) -> Extension:
+        extension = await self.directory.get_extension(number)
+        if extension is None:
+            raise CommandError(f"no extension {number}", EXIT_FAILED)
+        return extension
+
+
+_Handler = Callable[[_Context], Coroutine[Deferred[Any], Any, None]]
+
+
+def _check_password(password: str) -> str:
+    if not password:
+        raise CommandError("the password must not be empty", EXIT_USAGE)
+    return password
+
+
+async def _add(ctx: _Context) -> None:
+    args = ctx.args
+    generated = args.password is None
+    password = generate_password() if generated else _check_password(args.password)
+    extension = make_extension(args.number, args.name, ctx.config.realm, password, args.algorithms)
+    try:
+        await ctx.directory.add_extension(extension)
+    except ExtensionExists:
+        raise CommandError(f"extension {args.number} already exists", EXIT_FAILED) from None
+    ctx.print(f"added extension {args.number}")
+    if generated:
+        ctx.print(f"password: {password}")
+
+
+def _describe(extension: Extension) -> dict[str, Any]:
+    """An extension as operators see it: never the HA1 values."""
+    return {
+        "number": extension.number,
+        "name": extension.name,
+        "realm": extension.realm,
+        "algorithms": list(extension.algorithms),
+        "enabled": extension.enabled,
+    }
+
+
+def _algorithms_text(extension: Extension) -> str:
+    return ",".join(extension.algorithms) or "default"
+
+
+async def _list(ctx: _Context) -> None:
+    extensions = await ctx.directory.list_extensions()
+    if ctx.args.json:
+        ctx.print(json.dumps([_describe(e) for e in extensions], indent=2))
+        return
+    rows = [("NUMBER", "NAME", "ALGORITHMS", "ENABLED")] + [
+        (e.number, e.name, _algorithms_text(e), "yes" if e.enabled else "no") for e in extensions
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        ctx.print("  ".join([*cells, row[3]]))
+
+
+async def _show(ctx: _Context) -> None:
+    extension = await ctx.existing(ctx.args.number)
+    if ctx.args.json:
+        ctx.print(json.dumps(_describe(extension), indent=2))
+        return
+    realm = extension.realm
+    if realm != ctx.config.realm:
+        realm += f" (the configured realm is {ctx.config.realm}: set a new password)"
+    ctx.print(f"number:     {extension.number}")
+    ctx.print(f"name:       {extension.name}")
+    ctx.print(f"realm:      {realm}")
+    ctx.print(f"algorithms: {_algorithms_text(extension)}")
+    ctx.print(f"enabled:    {'yes' if extension.enabled else 'no'}")
+
+
+async def _set(ctx: _Context) -> None:
+    args = ctx.args
+    fields = {"name": args.name, "algorithms": args.algorithms, "enabled": args.enabled}
+    changes = {key: value for key, value in fields.items() if value is not None}
+    password = generate_password() if args.new_password else args.password
+    if not changes and password is None:
+        raise CommandError(
+            "nothing to change: give --name, --password, --new-password,"
+            " --algorithms, --enable or --disable",
+            EXIT_USAGE,
+        )
+    changed = attrs.evolve(await ctx.existing(args.number), **changes)
+    if password is not None:
+        changed = make_extension(
+            changed.number,
+            changed.name,
+            ctx.config.realm,
+            _check_password(password),
+            changed.algorithms,
+            changed.enabled,
+        )
+    try:
+        await ctx.directory.update_extension(changed)
+    except ExtensionNotFound:
+        raise CommandError(f"no extension {args.number}", EXIT_FAILED) from None
+    ctx.print(f"updated extension {args.number}")
+    if args.new_password:
+        ctx.print(f"password: {password}")
+
+
+async def _remove(ctx: _Context) -> None:
+    if not await ctx.directory.remove_extension(ctx.args.number):
+        raise CommandError(f"no extension {ctx.args.number}", EXIT_FAILED)
+    ctx.print(f"removed extension {ctx.args.number}")
+
+
+def _import_line(fields: list[str], realm: str) -> Extension:
+    if len(fields) not in (2, 3):
+        raise ValueError(
+            f"expected number;password or number;password;name, got {len(fields)} fields"
+        )
+    number, password = fields[0].strip(), fields[1].strip()
+    problem = _number_problem(number)
+    if problem is not None:
+        raise ValueError(problem)
+    if not password:
+        raise ValueError("the password is empty")
+    name = fields[2].strip() if len(fields) == 3 else ""
+    return make_extension(number, name, realm, password)
+
+
+def read_import_file(path: str, realm: str) -> list[Extension]:
+    """
+    Read a SIPp-style injection file: ``number;password[;name]`` per line.
+
+    An optional first line ``SEQUENTIAL``, ``RANDOM`` or ``USER`` (SIPp's header)
+    is skipped, as are blank lines and ``#`` comments.
+
+    Raises:
+        CommandError: the file cannot be read, or a line is bad (the message names
+            ``file:line``); nothing is imported then.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise CommandError(f"{path}: cannot read: {e.strerror}", EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path}: not UTF-8 text", EXIT_USAGE) from None
+    extensions: list[Extension] = []
+    first_line: dict[str, int] = {}
+    seen_data = False
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if not seen_data and text.split(",")[0].strip().upper() in _IMPORT_HEADERS:
+            seen_data = True
+            continue
+        seen_data = True
+        try:
+            extension = _import_line(text.split(";"), realm)
+        except ValueError as e:
+            raise CommandError(f"{path}:{lineno}: {e}", EXIT_USAGE) from None
+        if extension.number in first_line:
+            raise CommandError(
+                f"{path}:{lineno}: extension {extension.number} already given on line"
+                f" {first_line[extension.number]}",
+                EXIT_USAGE,
+            )
+        first_line[extension.number] = lineno
+        extensions.append(extension)
+    return extensions
+
+
+async def _import(ctx: _Context) -> None:
+    started = ctx.clock.seconds()
+    extensions = read_import_file(ctx.args.file, ctx.config.realm)
+    added, updated = await ctx.directory.upsert_extensions(extensions)
+    elapsed = ctx.clock.seconds() - started
+    ctx.print(
+        f"imported {len(extensions)} extensions ({added} added, {updated} updated)"
+        f" in {elapsed:.2f}s"
+    )
+
+
+def run_command(
+    args: argparse.Namespace,
+    config: WardenConfig,
+    directory: IDirectory,
+    clock: IReactorTime,
+    out: TextIO,
+    err: TextIO,
+) -> Deferred[int]:
+    """
+    Run the command parsed into ``args`` against ``directory``.
+
+    Args:
+        args: from L{build_parser}.
+        config: the effective configuration (its realm is used for new HA1s).
+        directory: where extensions live.
+        clock: times the import.
+        out: where results go.
+        err: where error messages go.
+
+    Returns:
+        A Deferred firing with the exit status.
+    """
+    handler: _Handler = args.handler
+
+    async def run() -> int:
+        try:
+            await handler(_Context(args, config, directory, clock, out))
+        except CommandError as e:
+            print(f"wardenctl: {e.message}", file=err)
+            return e.code
+        return EXIT_OK
+
+    return Deferred.fromCoroutine(run())
+
+
+async def _run_with_sqlite(
+    reactor: IReactorTime, args: argparse.Namespace, config: WardenConfig
+) -> None:
+    from warden.store.migrate import apply_migrations
+
+    try:
+        pool = open_sqlite_pool(config.database_path)
+    except OSError as e:
+        print(f"wardenctl: cannot create {config.database_path}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
+    try:
+        await apply_migrations(pool)
+        code = await run_command(
+            args, config, SQLiteDirectory(pool), reactor, sys.stdout, sys.stderr
+        )
+    except (StoreError, sqlite3.Error) as e:
+        print(f"wardenctl: {config.database_path}: {e}", file=sys.stderr)
+        code = EXIT_FAILED
+    finally:
+        pool.close()  # type: ignore[no-untyped-call]
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``wardenctl`` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        config = load_effective_config(args.config, data_dir=args.data_dir)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    except ConfigError as e:
+        print(f"wardenctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        task.react(_run_with_sqlite, (args, config))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_FAILED
+    return EXIT_OK  # pragma: no cover (react always exits)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""
+The Warden exception tree.
+
+``SipError(status, reason)`` is turned into a SIP response in exactly one place
+(``warden.sip.core``); ``ConfigError`` surfaces as ``usage.UsageError`` with the file,
+key and problem on one line.
+"""
+
+from __future__ import annotations
+
+
+class WardenError(Exception):
+    """Base of every error Warden raises on purpose."""
+
+
+class ConfigError(WardenError):
+    """
+    A configuration value is missing, unknown or invalid.
+
+    Args:
+        path: dotted key, e.g. ``sip.port``.
+        problem: what is wrong, in words an operator understands.
+        filename: the file the key came from, when there is one.
+    """
+
+    def __init__(self, path: str, problem: str, filename: str | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.filename = filename
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.filename}: " if self.filename else ""
+        return f"{where}{self.path}: {self.problem}"
+
+
+class SipParseError(WardenError):
+    """
+    Bytes that are not a well-formed SIP message.
+
+    ``partial`` carries whatever could be parsed (a message object with at least the
+    start line and some headers) so that a 400 can still be built when possible.
+    """
+
+    def __init__(self, reason: str, partial: object | None = None) -> None:
+        self.reason = reason
+        self.partial = partial
+        super().__init__(reason)
+
+
+class SipError(WardenError):
+    """
+    A request that must be answered with a final error response.
+
+    Args:
+        status: the SIP status code (400-699).
+        reason: the reason phrase.
+        headers: extra headers for the response, as ``(name, value)`` pairs.
+    """
+
+    def __init__(
+        self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        super().__init__(f"{status} {reason}")
+
+
+class StoreError(WardenError):
+    """A store operation failed."""
+
+
+class ExtensionExists(StoreError):
+    """The extension number is already in the directory."""
+
+
+class ExtensionNotFound(StoreError):
+    """No extension has that number."""
+
+
+class ConfigFileError(ConfigError):
+    """
+    The configuration file as a whole is unusable: unreadable, not UTF-8, or not
+    valid TOML (the problem then carries tomllib's line and column).
+    """
+
+    def __init__(self, problem: str, filename: str | None = None) -> None:
+        super().__init__("", problem, filename)
+
+    def __str__(self) -> str:
+        where = f"{self.filename}: " if self.filename else ""
+        return f"{where}{self.problem}"

@@ -1,0 +1,282 @@
+"""
+Digest authentication for SIP (RFC 3261 §22, RFC 7616 as applied to SIP by
+RFC 8760): MD5 and SHA-256, ``qop=auth``, self-validating nonces and nonce-count
+replay protection, and per-source throttling of failed attempts.
+
+Nonces carry their issue time and an HMAC, so any node holding the secret can
+tell a forged nonce ("invalid") from an old one ("stale", RFC 7616 §3.3) without
+shared state. Replay protection needs state: each issued nonce is remembered
+with the highest nonce-count seen, in a bounded table; a nonce that fell out of
+the table is answered as stale, never accepted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import OrderedDict
+from enum import Enum
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+
+from warden.errors import SipParseError
+from warden.sip.headers import parse_auth_params
+
+ALGORITHMS: dict[str, str] = {"MD5": "md5", "SHA-256": "sha256"}
+
+
+def digest_hex(algorithm: str, data: str) -> str:
+    """H(data) for a digest ``algorithm`` name (RFC 7616 §3.4.1)."""
+    return hashlib.new(ALGORITHMS[algorithm], data.encode()).hexdigest()
+
+
+class NonceState(Enum):
+    """What a received nonce is."""
+
+    VALID = "valid"
+    STALE = "stale"
+    INVALID = "invalid"
+
+
+class NonceManager:
+    """
+    Issues and checks nonces of the form ``<issued-at hex>.<random hex>.<hmac hex>``.
+
+    Args:
+        clock: time source.
+        lifetime: seconds a nonce is accepted; older correct nonces are stale.
+        secret: HMAC key; random per process when not given (nodes of a cluster
+            share one so each can check the others' nonces).
+        max_tracked: bound on remembered nonces (nonce-count tracking).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        lifetime: float,
+        secret: bytes | None = None,
+        max_tracked: int = 500_000,
+    ) -> None:
+        self._clock = clock
+        self.lifetime = lifetime
+        self._secret = secret if secret is not None else os.urandom(32)
+        self._max_tracked = max_tracked
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def _mac(self, stamp: str, salt: str) -> str:
+        data = f"{stamp}.{salt}".encode()
+        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()[:32]
+
+    def issue(self) -> str:
+        """A fresh nonce, remembered for nonce-count checks."""
+        stamp = format(int(self._clock.seconds() * 1000), "x")
+        salt = os.urandom(8).hex()
+        nonce = f"{stamp}.{salt}.{self._mac(stamp, salt)}"
+        counts = self._counts
+        counts[nonce] = 0
+        if len(counts) > self._max_tracked:
+            counts.popitem(last=False)
+        return nonce
+
+    def check(self, nonce: str) -> NonceState:
+        """Classify a nonce received in credentials."""
+        parts = nonce.split(".")
+        if len(parts) != 3:
+            return NonceState.INVALID
+        stamp, salt, mac = parts
+        if not hmac.compare_digest(mac, self._mac(stamp, salt)):
+            return NonceState.INVALID
+        try:
+            issued = int(stamp, 16) / 1000.0
+        except ValueError:
+            return NonceState.INVALID
+        age = self._clock.seconds() - issued
+        if age > self.lifetime or age < -5.0 or nonce not in self._counts:
+            return NonceState.STALE
+        return NonceState.VALID
+
+    def use(self, nonce: str, count: int) -> bool:
+        """
+        Record nonce-count ``count`` for ``nonce``; False when it is not higher
+        than every count seen before (a replay, RFC 7616 §3.4).
+        """
+        last = self._counts.get(nonce)
+        if last is None or count <= last:
+            return False
+        self._counts[nonce] = count
+        return True
+
+    def forget_expired(self) -> int:
+        """Drop tracked nonces older than the lifetime; returns how many."""
+        now_ms = self._clock.seconds() * 1000
+        limit = self.lifetime * 1000
+        dropped = 0
+        counts = self._counts
+        while counts:
+            nonce = next(iter(counts))
+            if now_ms - int(nonce.split(".", 1)[0], 16) <= limit:
+                break
+            counts.popitem(last=False)
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+@attrs.frozen
+class Credentials:
+    """The fields of a ``Digest`` Authorization header (RFC 7616 §3.4)."""
+
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str = "MD5"
+    qop: str | None = None
+    nc: str | None = None
+    cnonce: str | None = None
+    opaque: str | None = None
+
+
+def parse_credentials(value: str) -> Credentials | None:
+    """
+    Parse an Authorization value; None when it is not Digest (RFC 4475
+    ``regaut01``: unknown schemes are challenged, never accepted).
+
+    Raises SipParseError when it claims to be Digest but is malformed.
+    """
+    scheme, params = parse_auth_params(value)
+    if scheme.lower() != "digest":
+        return None
+    try:
+        return Credentials(
+            username=params["username"],
+            realm=params["realm"],
+            nonce=params["nonce"],
+            uri=params["uri"],
+            response=params["response"].lower(),
+            algorithm=params.get("algorithm", "MD5").upper(),
+            qop=params.get("qop"),
+            nc=params.get("nc"),
+            cnonce=params.get("cnonce"),
+            opaque=params.get("opaque"),
+        )
+    except KeyError as e:
+        raise SipParseError(f"Digest credentials without {e.args[0]}") from None
+
+
+def expected_response(creds: Credentials, ha1: str, method: str) -> str:
+    """The ``response`` value a client knowing ``ha1`` computes (RFC 7616 §3.4.1)."""
+    ha2 = digest_hex(creds.algorithm, f"{method}:{creds.uri}")
+    if creds.qop is None:
+        return digest_hex(creds.algorithm, f"{ha1}:{creds.nonce}:{ha2}")
+    return digest_hex(
+        creds.algorithm, f"{ha1}:{creds.nonce}:{creds.nc}:{creds.cnonce}:{creds.qop}:{ha2}"
+    )
+
+
+def challenge(realm: str, nonce: str, algorithm: str, stale: bool = False) -> str:
+    """A WWW-Authenticate / Proxy-Authenticate value for one algorithm."""
+    stale_text = ", stale=true" if stale else ""
+    return (
+        f'Digest realm="{realm}", nonce="{nonce}", algorithm={algorithm}, qop="auth"{stale_text}'
+    )
+
+
+class AuthThrottle:
+    """
+    Counts failed authentications per source address in fixed windows and blocks
+    a source that reaches ``limit`` failures within ``window`` seconds for
+    ``block_seconds``, so a scanner cannot guess passwords at line rate.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, limit: int, window: float, block_seconds: float
+    ) -> None:
+        self._clock = clock
+        self.limit = limit
+        self.window = window
+        self.block_seconds = block_seconds
+        self._failures: dict[str, tuple[float, int]] = {}
+        self._blocked: dict[str, float] = {}
+
+    def is_blocked(self, source: str) -> bool:
+        """True while ``source`` is blocked."""
+        until = self._blocked.get(source)
+        if until is None:
+            return False
+        if self._clock.seconds() >= until:
+            del self._blocked[source]
+            return False
+        return True
+
+    def record_failure(self, source: str) -> bool:
+        """Count one failure; True when this failure got the source blocked."""
+        now = self._clock.seconds()
+        start, count = self._failures.get(source, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        count += 1
+        if count >= self.limit:
+            self._failures.pop(source, None)
+            self._blocked[source] = now + self.block_seconds
+            return True
+        self._failures[source] = (start, count)
+        return False
+
+    def prune(self) -> None:
+        """Forget windows and blocks that are over (called periodically)."""
+        now = self._clock.seconds()
+        self._failures = {k: v for k, v in self._failures.items() if now - v[0] < self.window}
+        self._blocked = {k: v for k, v in self._blocked.items() if v > now}
+
+    @property
+    def blocked_count(self) -> int:
+        """Sources currently blocked (may include ones whose block just ended)."""
+        return len(self._blocked)
+
+
+def answer_challenge(
+    challenge_value: str,
+    username: str,
+    password: str,
+    method: str,
+    uri: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """
+    The Authorization value a client sends in answer to a Digest challenge
+    (RFC 7616 §3.4), for ``qop=auth`` or no qop. Used by Warden's own clients
+    (load generator, tests).
+    """
+    _, params = parse_auth_params(challenge_value)
+    algorithm = params.get("algorithm", "MD5").upper()
+    realm, nonce = params["realm"], params["nonce"]
+    ha1 = digest_hex(algorithm, f"{username}:{realm}:{password}")
+    qop = "auth" if "auth" in params.get("qop", "").split(",") else None
+    creds = Credentials(
+        username=username,
+        realm=realm,
+        nonce=nonce,
+        uri=uri,
+        response="",
+        algorithm=algorithm,
+        qop=qop,
+        nc=f"{nc:08x}" if qop else None,
+        cnonce=(cnonce or os.urandom(8).hex()) if qop else None,
+    )
+    response = expected_response(creds, ha1, method)
+    fields = [
+        f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"',
+        f'response="{response}"', f"algorithm={algorithm}",
+    ]  # fmt: skip
+    if qop:
+        fields += [f"qop={qop}", f"nc={creds.nc}", f'cnonce="{creds.cnonce}"']
+    if "opaque" in params:
+        fields.append(f'opaque="{params["opaque"]}"')
+    return "Digest " + ", ".join(fields)

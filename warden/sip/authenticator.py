@@ -1,0 +1,170 @@
+"""
+Authenticating SIP requests against the directory (RFC 3261 §22.2 for REGISTER
+with 401, §22.3 for INVITE and others with 407).
+
+The response hash is checked over the digest ``uri`` exactly as the client sent
+it, which need not equal the Request-URI (SIPp sends the target address there).
+Wrong credentials and unknown users get the same 403, so the answer does not
+tell a scanner which extensions exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from warden.errors import SipError, SipParseError
+from warden.interfaces import IDirectory
+from warden.sip import metrics
+from warden.sip.auth import (
+    ALGORITHMS,
+    AuthThrottle,
+    Credentials,
+    NonceManager,
+    NonceState,
+    challenge,
+    expected_response,
+    parse_credentials,
+)
+from warden.sip.flow import Flow
+from warden.sip.message import Request
+from warden.store.model import Extension
+
+
+class Throttled(SipError):
+    """
+    The source is blocked for failed authentications: answered 403 without
+    looking at the credentials, so guessing gets nowhere.
+    """
+
+    def __init__(self, source: str) -> None:
+        super().__init__(403, "Forbidden")
+        self.source = source
+
+
+class Authenticator:
+    """
+    Checks digest credentials of requests.
+
+    Args:
+        clock: time source.
+        directory: where extensions and their HA1 values live.
+        nonces: nonce issuer and checker.
+        throttle: failed-authentication throttle per source address.
+        realm: the digest realm.
+        algorithms: algorithms offered by default, in order.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        directory: IDirectory,
+        nonces: NonceManager,
+        throttle: AuthThrottle,
+        realm: str,
+        algorithms: tuple[str, ...],
+    ) -> None:
+        self._clock = clock
+        self._directory = directory
+        self.nonces = nonces
+        self.throttle = throttle
+        self.realm = realm
+        self.algorithms = algorithms
+
+    @defer.inlineCallbacks
+    def authenticate(self, request: Request, flow: Flow, proxy: bool = False):  # type: ignore[no-untyped-def]
+        """
+        Fire with the authenticated Extension, or fail with SipError (401/407
+        challenge, 403; Throttled is a 403 too).
+        """
+        if self.throttle.is_blocked(flow.host):
+            metrics.THROTTLED.inc()
+            raise Throttled(flow.host)
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        creds = self._credentials(request, header)
+        user = creds.username if creds is not None else (request.to.uri.user_unescaped or "")
+        extension: Extension | None = yield self._directory.get_extension(user)
+        offered = self._algorithms_for(extension)
+        if creds is None or creds.algorithm not in offered:
+            raise self._challenge(proxy, offered)
+        state = self.nonces.check(creds.nonce)
+        if state is NonceState.INVALID:
+            self._failed(flow, "forged or foreign nonce", user)
+            raise self._challenge(proxy, offered)
+        if (
+            extension is None
+            or not extension.enabled
+            or not self._hash_ok(creds, extension, request.method)
+        ):
+            self._failed(flow, "wrong credentials", user)
+            raise SipError(403, "Forbidden")
+        if state is NonceState.STALE:
+            raise self._challenge(proxy, offered, stale=True)
+        if not self._count_ok(creds):
+            self._failed(flow, "replayed nonce-count", user)
+            raise self._challenge(proxy, offered)
+        return extension
+
+    def _credentials(self, request: Request, header: str) -> Credentials | None:
+        for value in request.get_all(header):
+            try:
+                creds = parse_credentials(value)
+            except SipParseError as e:
+                raise SipError(400, "Malformed credentials") from e
+            if creds is not None and creds.realm == self.realm:
+                return creds
+        return None
+
+    def _algorithms_for(self, extension: Extension | None) -> tuple[str, ...]:
+        if extension is not None and extension.algorithms:
+            return tuple(a for a in extension.algorithms if a in ALGORITHMS)
+        return self.algorithms
+
+    def _hash_ok(self, creds: Credentials, extension: Extension, method: str) -> bool:
+        if creds.qop not in (None, "auth") or extension.realm != self.realm:
+            return False
+        ha1 = extension.ha1_md5 if creds.algorithm == "MD5" else extension.ha1_sha256
+        if not ha1:
+            return False
+        return hmac.compare_digest(expected_response(creds, ha1, method), creds.response)
+
+    def _count_ok(self, creds: Credentials) -> bool:
+        if creds.qop is None:
+            return self.nonces.use(creds.nonce, 1)
+        if creds.nc is None or creds.cnonce is None:
+            return False
+        try:
+            count = int(creds.nc, 16)
+        except ValueError:
+            return False
+        return self.nonces.use(creds.nonce, count)
+
+    def _challenge(
+        self, proxy: bool, algorithms: tuple[str, ...], stale: bool = False
+    ) -> SipError:
+        nonce = self.nonces.issue()
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        headers = tuple((name, challenge(self.realm, nonce, a, stale)) for a in algorithms)
+        if proxy:
+            return SipError(407, "Proxy Authentication Required", headers)
+        return SipError(401, "Unauthorized", headers)
+
+    def _failed(self, flow: Flow, why: str, user: str) -> None:
+        metrics.AUTH_FAILURES.inc()
+        if self.throttle.record_failure(flow.host):
+            self.log.warn(
+                "Blocking {source} for {seconds}s after repeated authentication failures",
+                source=flow.host,
+                seconds=self.throttle.block_seconds,
+            )
+        self.log.debug(
+            "Authentication failed for {user} from {source}: {why}",
+            user=user,
+            source=flow.host,
+            why=why,
+        )

@@ -1,0 +1,234 @@
+"""
+The SIP transaction user at the heart of Warden: checks each new request as
+RFC 3261 §8.2 says, answers what no handler owns, and hands the rest to the
+handler registered for its method (REGISTER -> registrar; INVITE, BYE... later).
+
+Checks, in order (each answered with its own status; RFC 4475 §3.3 lists them):
+400 malformed or missing headers, 505 version (in the transport), 416 unknown
+Request-URI scheme, 483 Max-Forwards exhausted on a request not for us, 420
+unknown ``Require``, 415/406 bodies and ``Accept`` the element cannot handle, 405
+methods without a handler. ``SipError`` becomes a response here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from warden import __version__
+from warden.errors import SipError, SipParseError
+from warden.interfaces import ITransactionUser
+from warden.sip import metrics
+from warden.sip.flow import Flow
+from warden.sip.headers import SINGLE_VALUED
+from warden.sip.message import Message, Request, Response, make_response, new_tag
+
+SERVER_HEADER = f"Warden/{__version__}"
+SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
+_RFC1123_GMT = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
+)
+BODY_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
+ACCEPTED_TYPES = ("application/sdp", "multipart/mixed")
+
+
+class ServerTransactionLike(Protocol):
+    """What the core needs of a server transaction."""
+
+    def respond(self, response: Response) -> None:
+        """Send a response."""
+
+
+Handler = Callable[[Request, Flow], "defer.Deferred[Response]"]
+
+
+@implementer(ITransactionUser)
+class SipCore:
+    """
+    Validates and dispatches requests.
+
+    Args:
+        is_local_domain: whether a Request-URI host is this PBX.
+        supported: option tags Warden supports (``Require`` values it accepts).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        is_local_domain: Callable[[str], bool],
+        supported: frozenset[str] = frozenset(),
+    ) -> None:
+        self._is_local = is_local_domain
+        self.supported = supported
+        self._handlers: dict[str, Handler] = {}
+
+    def register_handler(self, method: str, handler: Handler) -> None:
+        """Let ``handler(request, flow)`` answer ``method`` requests."""
+        self._handlers[method] = handler
+
+    @property
+    def allowed(self) -> list[str]:
+        """Methods Warden answers (the ``Allow`` header)."""
+        return sorted({"OPTIONS", "ACK", "CANCEL", *self._handlers})
+
+    # -- ITransactionUser ---------------------------------------------------------
+
+    def request_received(
+        self, transaction: ServerTransactionLike, request: Request, flow: Flow
+    ) -> None:
+        """Validate, then answer or dispatch a new request."""
+        metrics.REQUESTS.labels(metrics.method_label(request.method), flow.transport).inc()
+        try:
+            self._validate(request)
+            handler = self._handlers.get(request.method)
+            if handler is None:
+                self._respond(transaction, self._builtin(request), flow)
+                return
+            d = defer.maybeDeferred(handler, request, flow)
+        except SipError as e:
+            self._respond(transaction, self.error_response(request, e), flow)
+            return
+        d.addCallbacks(
+            lambda response: self._respond(transaction, response, flow),
+            lambda failure: self._handler_failed(failure, transaction, request, flow),
+        )
+
+    def ack_received(self, request: Request, flow: Flow) -> None:
+        """An ACK for a 2xx; dialogs arrive with the call controller."""
+        metrics.REQUESTS.labels("ACK", flow.transport).inc()
+
+    def response_received_stray(self, response: Response, flow: Flow) -> None:
+        """A response that matched no client transaction is dropped (§18.1.2)."""
+
+    # -- checks -------------------------------------------------------------------
+
+    def _validate(self, request: Request) -> None:
+        try:
+            for name in SINGLE_VALUED:
+                if request.count(name) > 1:
+                    raise SipError(400, f"Multiple {name} headers")
+            for name in ("To", "From", "Call-ID", "CSeq", "Via"):
+                if request.get(name) is None:
+                    raise SipError(400, f"Missing {name} header")
+            request.vias, request.to, request.from_, request.contacts  # noqa: B018 - validate
+            date = request.get("Date")
+            if date is not None and not _RFC1123_GMT.match(date):
+                raise SipError(400, "Bad Date header (RFC 1123 date in GMT)")
+            if request.cseq.method != request.method:
+                raise SipError(400, "CSeq method does not match the request method")
+            max_forwards = request.int_header("Max-Forwards", 255)
+            uri = request.uri
+        except SipParseError as e:
+            raise SipError(400, _reason(e)) from e
+        if uri.scheme not in SUPPORTED_SCHEMES:
+            raise SipError(416, "Unsupported URI Scheme")
+        if uri.headers:
+            raise SipError(400, "Request-URI must not carry headers")
+        # A request for an extension or another domain would be forwarded on a new
+        # leg; with Max-Forwards exhausted it must not be (RFC 3261 §16.3 step 3).
+        forwarded = request.method != "REGISTER" and (
+            not uri.is_sip or uri.user is not None or not self._is_local(uri.host)
+        )
+        if max_forwards == 0 and forwarded:
+            raise SipError(483, "Too Many Hops")
+        if request.method in ("ACK", "CANCEL"):
+            return
+        unsupported = [t for t in request.get_all("Require") if t not in self.supported]
+        if unsupported:
+            raise SipError(420, "Bad Extension", (("Unsupported", ", ".join(unsupported)),))
+        self._check_content(request)
+
+    def _check_content(self, request: Request) -> None:
+        method = request.method
+        if method in BODY_METHODS and request.body:
+            ctype = (request.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype not in ACCEPTED_TYPES:
+                raise SipError(415, "Unsupported Media Type", self._accept_headers())
+            encoding = (request.get("Content-Encoding") or "identity").strip().lower()
+            if encoding != "identity":
+                raise SipError(415, "Unsupported Media Type", (("Accept-Encoding", "identity"),))
+        if method in ("INVITE", "OPTIONS") and request.get("Accept") is not None:
+            accepted = [a.split(";")[0].strip().lower() for a in request.get_all("Accept")]
+            if not any(a in ("application/sdp", "application/*", "*/*") for a in accepted):
+                raise SipError(406, "Not Acceptable", self._accept_headers())
+
+    def _accept_headers(self) -> tuple[tuple[str, str], ...]:
+        return (("Accept", "application/sdp"),)
+
+    # -- built-in answers ---------------------------------------------------------
+
+    def _builtin(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return make_response(
+                request,
+                200,
+                "OK",
+                to_tag=new_tag(),
+                headers=[
+                    ("Allow", ", ".join(self.allowed)),
+                    ("Accept", "application/sdp"),
+                    ("Accept-Encoding", "identity"),
+                    ("Accept-Language", "en"),
+                    *(
+                        [("Supported", ", ".join(sorted(self.supported)))]
+                        if self.supported
+                        else []
+                    ),
+                ],
+            )
+        if request.method == "CANCEL":
+            # A CANCEL whose INVITE the call controller does not own.
+            return make_response(request, 481, to_tag=new_tag())
+        raise SipError(405, "Method Not Allowed", (("Allow", ", ".join(self.allowed)),))
+
+    def error_response(self, request: Request, error: SipError) -> Response:
+        """The one place a SipError becomes a response."""
+        return make_response(
+            request, error.status, error.reason, to_tag=new_tag(), headers=error.headers
+        )
+
+    def _respond(self, transaction: ServerTransactionLike, response: Response, flow: Flow) -> None:
+        response.add("Server", SERVER_HEADER)
+        metrics.RESPONSES_SENT.labels(f"{response.status // 100}xx", flow.transport).inc()
+        transaction.respond(response)
+
+    def _handler_failed(
+        self, failure: Failure, transaction: ServerTransactionLike, request: Request, flow: Flow
+    ) -> None:
+        error = failure.value
+        if not isinstance(error, SipError):
+            self.log.failure("Handler for {method} failed", failure, method=request.method)
+            error = SipError(500, "Server Internal Error")
+        self._respond(transaction, self.error_response(request, error), flow)
+
+
+def _reason(error: SipParseError) -> str:
+    text = error.reason.split(" in ", 1)[0]
+    return "Bad Request: " + "".join(c for c in text if c.isprintable() and c not in "'\"")[:80]
+
+
+def build_stateless_error(message: Message, status: int, reason: str) -> Response | None:
+    """
+    A response to a request that could not be parsed completely, when the parts
+    needed to route a response (Via, From, To, Call-ID, CSeq) can be echoed.
+    """
+    if not isinstance(message, Request):
+        return None
+    try:
+        message.top_via  # noqa: B018 - needs a usable Via to route the response
+    except SipParseError:
+        return None
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        if message.get(name) is None:
+            return None
+    response = make_response(message, status, reason)
+    response.add("Server", SERVER_HEADER)
+    return response

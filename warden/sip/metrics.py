@@ -1,0 +1,40 @@
+"""
+Prometheus metrics of the SIP layer (``warden_sip_*``, ``warden_registrar_*``).
+
+Labels are bounded: method (known methods, else "other"), status class,
+transport. Never Call-ID, user or address.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+KNOWN_METHODS = frozenset(
+    ["ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY", "OPTIONS", "PRACK",
+     "PUBLISH", "REFER", "REGISTER", "SUBSCRIBE", "UPDATE"]
+)  # fmt: skip
+
+REQUESTS = Counter("warden_sip_requests_total", "SIP requests received", ["method", "transport"])
+RESPONSES_SENT = Counter(
+    "warden_sip_responses_sent_total", "SIP responses sent", ["status_class", "transport"]
+)
+PARSE_ERRORS = Counter(
+    "warden_sip_parse_errors_total", "Malformed SIP messages received", ["transport"]
+)
+AUTH_FAILURES = Counter("warden_sip_auth_failures_total", "Failed digest authentications")
+THROTTLED = Counter(
+    "warden_sip_throttled_total", "Requests dropped from sources blocked for failed auth"
+)
+THROTTLED_SOURCES = Gauge(
+    "warden_sip_throttled_sources", "Source addresses currently blocked for failed auth"
+)
+REGISTRATIONS = Counter(
+    "warden_registrar_registrations_total", "Successful REGISTER requests", ["kind"]
+)
+BINDINGS = Gauge("warden_registrar_bindings", "Current registrar bindings")
+EXPIRED = Counter("warden_registrar_expired_total", "Bindings removed because they expired")
+
+
+def method_label(method: str) -> str:
+    """The method, or "other" for methods outside the known set."""
+    return method if method in KNOWN_METHODS else "other"

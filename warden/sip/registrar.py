@@ -1,0 +1,182 @@
+"""
+The registrar (RFC 3261 §10.3): authenticated REGISTER requests add, refresh,
+remove and query the bindings of an extension's AOR.
+
+Bindings are written through ``ILocationService``; the 200 OK is sent once the
+change is durable, and lists every current binding with its remaining time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from warden.errors import SipError, SipParseError
+from warden.interfaces import ILocationService
+from warden.sip import metrics
+from warden.sip.authenticator import Authenticator
+from warden.sip.flow import Flow
+from warden.sip.headers import Address
+from warden.sip.message import Request, Response, make_response, new_tag
+from warden.sip.uri import contact_key
+from warden.store.model import Binding
+
+
+@attrs.frozen
+class ExpiryPolicy:
+    """Registration intervals: ``min`` (423 below it), ``default``, ``max`` (cap)."""
+
+    min: int = 60
+    default: int = 3600
+    max: int = 7200
+
+
+class Registrar:
+    """
+    Handles REGISTER for local domains.
+
+    Args:
+        clock: time source; binding expiry is absolute clock time.
+        authenticator: digest authentication (401 challenges).
+        location: the binding store.
+        expiry: registration interval policy.
+        is_local_domain: tells whether a host (name or address) is this PBX.
+        node_id: recorded in each binding.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        authenticator: Authenticator,
+        location: ILocationService,
+        expiry: ExpiryPolicy,
+        is_local_domain: Callable[[str], bool],
+        node_id: str,
+    ) -> None:
+        self._clock = clock
+        self._auth = authenticator
+        self._location = location
+        self.expiry = expiry
+        self._is_local = is_local_domain
+        self._node_id = node_id
+
+    @defer.inlineCallbacks
+    def handle(self, request: Request, flow: Flow):  # type: ignore[no-untyped-def]
+        """Fire with the final Response, or fail with SipError."""
+        to = request.to
+        if not to.uri.is_sip or to.uri.user is None:
+            raise SipError(400, "To must be a SIP URI with an extension")
+        if not self._is_local(request.uri.host) or not self._is_local(to.uri.host):
+            raise SipError(404, "Domain Not Served")
+        aor = to.uri.user_unescaped or ""
+        extension = yield self._auth.authenticate(request, flow)
+        if extension.number != aor:
+            raise SipError(403, "Authenticated User Does Not Match To")
+        now = self._clock.seconds()
+        current = yield self._location.bindings_for(aor, now)
+        upserts, removals, kind = self._changes(request, flow, aor, current, now)
+        if upserts or removals:
+            yield self._location.apply(aor, upserts, removals)
+            current = yield self._location.bindings_for(aor, now)
+        metrics.REGISTRATIONS.labels(kind).inc()
+        return self._ok(request, current, now)
+
+    def _changes(
+        self, request: Request, flow: Flow, aor: str, current: list[Binding], now: float
+    ) -> tuple[list[Binding], list[str], str]:
+        try:
+            contacts = request.contacts
+            header_expires = request.int_header("Expires")
+        except SipParseError as e:
+            raise SipError(400, e.reason[:100]) from e
+        call_id, cseq = request.call_id, request.cseq.number
+        existing = {b.key: b for b in current}
+        if not contacts:
+            return [], [], "query"
+        if any(c.star for c in contacts):
+            if len(contacts) != 1 or header_expires != 0:
+                raise SipError(400, "Contact * needs Expires: 0 and no other Contact")
+            for binding in current:
+                self._check_order(binding, call_id, cseq)
+            return [], [b.key for b in current], "unregister"
+        upserts: list[Binding] = []
+        removals: list[str] = []
+        user_agent = request.get("User-Agent") or ""
+        for contact in contacts:
+            expires = self._expires_of(contact, header_expires)
+            key = contact_key(contact.uri)
+            if key in existing:
+                self._check_order(existing[key], call_id, cseq)
+            if expires == 0:
+                removals.append(key)
+                continue
+            upserts.append(
+                Binding(
+                    aor=aor,
+                    contact=str(contact.uri),
+                    key=key,
+                    expires_at=now + expires,
+                    q=self._q_of(contact),
+                    call_id=call_id,
+                    cseq=cseq,
+                    received=str(flow),
+                    user_agent=user_agent,
+                    node_id=self._node_id,
+                )
+            )
+        kind = "unregister" if not upserts else ("refresh" if existing else "new")
+        return upserts, removals, kind
+
+    def _expires_of(self, contact: Address, header_expires: int | None) -> int:
+        if not contact.uri.is_sip:
+            raise SipError(400, "Contact must be a SIP or SIPS URI")
+        text = contact.param("expires")
+        if text is not None:
+            if not text.isdigit() or len(text) > 10:
+                raise SipError(400, "Bad expires parameter")
+            expires = int(text)
+        elif header_expires is not None:
+            expires = header_expires
+        else:
+            expires = self.expiry.default
+        if expires == 0:
+            return 0
+        if expires < self.expiry.min:
+            raise SipError(423, "Interval Too Brief", (("Min-Expires", str(self.expiry.min)),))
+        return min(expires, self.expiry.max)
+
+    @staticmethod
+    def _q_of(contact: Address) -> float:
+        text = contact.param("q")
+        if text is None:
+            return 1.0
+        try:
+            q = float(text)
+        except ValueError:
+            raise SipError(400, "Bad q parameter") from None
+        if not 0.0 <= q <= 1.0:
+            raise SipError(400, "Bad q parameter")
+        return q
+
+    @staticmethod
+    def _check_order(binding: Binding, call_id: str, cseq: int) -> None:
+        # RFC 3261 §10.3 step 7: same Call-ID needs a higher CSeq.
+        if binding.call_id == call_id and cseq <= binding.cseq:
+            raise SipError(400, "Out-of-order REGISTER (CSeq not increased)")
+
+    def _ok(self, request: Request, bindings: list[Binding], now: float) -> Response:
+        headers = [
+            (
+                "Contact",
+                f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}"
+                + (f";q={b.q:g}" if b.q != 1.0 else ""),
+            )
+            for b in sorted(bindings, key=lambda b: -b.q)
+        ]
+        return make_response(request, 200, "OK", to_tag=new_tag(), headers=headers)

@@ -1,0 +1,146 @@
+"""
+The SIP service: listeners, transaction layer, core and registrar, wired
+together from explicit dependencies by ``warden.tap.makeService``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+from twisted.application import internet, service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from warden.interfaces import IDirectory, ILocationService
+from warden.sip import metrics
+from warden.sip.auth import AuthThrottle, NonceManager
+from warden.sip.authenticator import Authenticator
+from warden.sip.core import SipCore
+from warden.sip.registrar import ExpiryPolicy, Registrar
+from warden.sip.timers import TimerSettings
+from warden.sip.transaction import TransactionLayer
+from warden.sip.transport import SipDatagramProtocol, SipStreamFactory, TransportHub
+
+HOUSEKEEPING_INTERVAL = 10.0
+
+
+@attrs.frozen
+class SipSettings:
+    """Everything the SIP service needs from the configuration."""
+
+    interface: str
+    port: int
+    transports: tuple[str, ...]
+    max_message_bytes: int
+    tcp_idle_timeout: float
+    timers: TimerSettings
+    realm: str
+    node_id: str
+    algorithms: tuple[str, ...]
+    expiry: ExpiryPolicy
+    nonce_lifetime: float
+    auth_fail_limit: int
+    auth_fail_window: float
+    auth_block_seconds: float
+
+
+class SipService(service.MultiService):
+    """
+    Runs the SIP stack.
+
+    Args:
+        clock: the reactor (IReactorTime) used for every timer.
+        settings: SIP settings.
+        directory: extensions and credentials.
+        location: registrar bindings.
+        is_local_domain: whether a host is this PBX.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        settings: SipSettings,
+        directory: IDirectory,
+        location: ILocationService,
+        is_local_domain: Callable[[str], bool],
+    ) -> None:
+        super().__init__()
+        self.clock = clock
+        self.settings = settings
+        self.location = location
+        self.hub = TransportHub(clock, settings.max_message_bytes, settings.tcp_idle_timeout)
+        self.core = SipCore(is_local_domain)
+        self.transactions = TransactionLayer(clock, settings.timers, self.hub.send, self.core)
+        self.hub.receiver = self.transactions.receive
+        self.throttle = AuthThrottle(
+            clock, settings.auth_fail_limit, settings.auth_fail_window, settings.auth_block_seconds
+        )
+        self.nonces = NonceManager(clock, settings.nonce_lifetime)
+        self.authenticator = Authenticator(
+            clock, directory, self.nonces, self.throttle, settings.realm, settings.algorithms
+        )
+        self.registrar = Registrar(
+            clock,
+            self.authenticator,
+            location,
+            settings.expiry,
+            is_local_domain,
+            settings.node_id,
+        )
+        self.core.register_handler("REGISTER", self.registrar.handle)
+        self._add_listeners()
+        self._housekeeping = task.LoopingCall(self.housekeeping)
+        self._housekeeping.clock = clock
+
+    def _add_listeners(self) -> None:
+        s = self.settings
+        ipv6 = ":" in s.interface
+        interface = s.interface or "0.0.0.0"
+        if "udp" in s.transports:
+            proto = SipDatagramProtocol(self.hub, ipv6=ipv6)
+            udp = internet.UDPServer(s.port, proto, interface=interface)
+            udp.setServiceParent(self)
+            self.udp_server = udp
+        if "tcp" in s.transports:
+            tcp = internet.TCPServer(s.port, SipStreamFactory(self.hub), interface=interface)
+            tcp.setServiceParent(self)
+            self.tcp_server = tcp
+
+    def startService(self) -> None:  # noqa: N802
+        """Start listening and the periodic housekeeping."""
+        super().startService()
+        d = self._housekeeping.start(HOUSEKEEPING_INTERVAL, now=True)
+        d.addErrback(lambda f: self.log.failure("Housekeeping stopped", f))
+        for transport in self.settings.transports:
+            self.log.info(
+                "SIP listening on {transport} {interface}:{port}, realm {realm}",
+                transport=transport.upper(),
+                interface=self.settings.interface or "*",
+                port=self.settings.port,
+                realm=self.settings.realm,
+            )
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        """Stop listening, then make every accepted binding change durable."""
+        if self._housekeeping.running:
+            self._housekeeping.stop()
+        d = defer.maybeDeferred(super().stopService)
+        d.addCallback(lambda _: self.location.flush())
+        return d
+
+    @defer.inlineCallbacks
+    def housekeeping(self):  # type: ignore[no-untyped-def]
+        """Expire bindings, forget old nonces and finished throttle windows."""
+        now = self.clock.seconds()
+        expired = yield self.location.expire(now)
+        if expired:
+            metrics.EXPIRED.inc(expired)
+        self.nonces.forget_expired()
+        self.throttle.prune()
+        metrics.THROTTLED_SOURCES.set(self.throttle.blocked_count)
+        count = yield self.location.count(now)
+        metrics.BINDINGS.set(count)

@@ -1,0 +1,291 @@
+"""
+SIP over UDP and TCP (RFC 3261 §18) with RFC 3581 ``rport``/``received``.
+
+This is the Twisted edge of the SIP stack. Datagrams and stream bytes are parsed
+here; a message that cannot be parsed is counted, answered with 400 (505 for a
+foreign SIP version) when a response can be routed, otherwise dropped, and never
+raises into the reactor. On TCP, messages are framed by Content-Length with a
+size limit (an endless header or a huge body closes the connection without
+buffering it), idle connections are closed, and responses go back on the
+connection the request arrived on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from warden.errors import SipParseError, WardenError
+from warden.sip import metrics
+from warden.sip.core import build_stateless_error
+from warden.sip.flow import Flow
+from warden.sip.headers import split_commas
+from warden.sip.message import Message, Request
+from warden.sip.parser import StreamFramer, UnsupportedVersion, parse_datagram
+
+Receiver = Callable[[Message, Flow], None]
+
+
+class TransportError(WardenError):
+    """A message could not be sent on its flow."""
+
+
+def _strip_brackets(host: str) -> str:
+    return host[1:-1] if host.startswith("[") else host
+
+
+def stamp_via(request: Request, transport: str, host: str, port: int) -> Flow:
+    """
+    Add ``received``/``rport`` to the top Via as RFC 3261 §18.2.1 and RFC 3581 §4
+    say, and return the flow a response must go to (§18.2.2, RFC 3581 §4).
+
+    Raises SipParseError when the top Via is unusable.
+    """
+    via = request.top_via
+    rport = via.param("rport")
+    sent_host = _strip_brackets(via.host)
+    if rport is not None or sent_host != host:
+        params = [(k, v) for k, v in via.params if k not in ("received", "rport")]
+        if rport is not None:
+            params.append(("rport", str(port)))
+        params.append(("received", host))
+        text = "SIP/2.0/{} {}{}".format(
+            via.transport,
+            via.host if via.port is None else f"{via.host}:{via.port}",
+            "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params),
+        )
+        _replace_top_via(request, text)
+    if transport != "udp" or rport is not None:
+        return Flow(transport, host, port)
+    return Flow(transport, host, via.port or 5060)
+
+
+def _replace_top_via(request: Request, text: str) -> None:
+    headers = request.headers
+    for i, (name, value) in enumerate(headers):
+        if name == "Via":
+            rest = split_commas(value)[1:]
+            headers[i] = ("Via", ", ".join([text, *rest]))
+            break
+    request.raw = None
+    request._cache.pop("via", None)
+
+
+class TransportHub:
+    """
+    Owns the listening sockets and connections, receives and sends messages.
+
+    Args:
+        clock: time source for idle timeouts.
+        max_message_bytes: largest message accepted or buffered.
+        tcp_idle_timeout: seconds without traffic after which a TCP connection closes.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, max_message_bytes: int, tcp_idle_timeout: float
+    ) -> None:
+        self.clock = clock
+        self.max_message_bytes = max_message_bytes
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.receiver: Receiver | None = None
+        self.udp: list[SipDatagramProtocol] = []
+        self.connections: set[SipStreamProtocol] = set()
+
+    # -- receiving ----------------------------------------------------------------
+
+    def message_received(
+        self, message: Message, transport: str, host: str, port: int, connection: Any = None
+    ) -> None:
+        """A parsed message from the network."""
+        try:
+            if isinstance(message, Request):
+                flow = stamp_via(message, transport, host, port)
+            else:
+                flow = Flow(transport, host, port)
+        except SipParseError as e:
+            self._bad_message(transport, host, port, e, connection)
+            return
+        if connection is not None:
+            flow = Flow(transport, flow.host, flow.port, connection)
+        assert self.receiver is not None
+        try:
+            self.receiver(message, flow)
+        except SipParseError as e:
+            self._bad_message(transport, host, port, SipParseError(e.reason, message), connection)
+        except Exception:
+            self.log.failure("Unhandled error processing a message from {host}", host=host)
+
+    def bad_message(
+        self, transport: str, host: str, port: int, error: SipParseError, connection: Any = None
+    ) -> None:
+        """Count a malformed message; answer it when a response can be routed."""
+        self._bad_message(transport, host, port, error, connection)
+
+    def _bad_message(
+        self, transport: str, host: str, port: int, error: SipParseError, connection: Any
+    ) -> None:
+        metrics.PARSE_ERRORS.labels(transport).inc()
+        self.log.debug(
+            "Malformed message from {host}:{port}: {reason}",
+            host=host,
+            port=port,
+            reason=error.reason,
+        )
+        partial = error.partial
+        if not isinstance(partial, Request):
+            return
+        status, reason = (
+            (505, "Version Not Supported")
+            if isinstance(error, UnsupportedVersion)
+            else (400, "Bad Request")
+        )
+        try:
+            response = build_stateless_error(partial, status, reason)
+            if response is None:
+                return
+            flow = stamp_via(partial, transport, host, port)
+        except SipParseError:
+            return
+        if connection is not None:
+            flow = Flow(transport, flow.host, flow.port, connection)
+        metrics.RESPONSES_SENT.labels(f"{status // 100}xx", transport).inc()
+        try:
+            self.send(response, flow)
+        except TransportError:
+            pass
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, message: Message, flow: Flow) -> None:
+        """Send ``message`` on ``flow``; raises TransportError when it cannot."""
+        data = message.to_bytes()
+        if flow.transport == "udp":
+            proto = self._udp_for(flow.host)
+            if proto is None or proto.transport is None:
+                raise TransportError("no UDP socket")
+            try:
+                proto.transport.write(data, (flow.host, flow.port))
+            except OSError as e:
+                raise TransportError(str(e)) from e
+            return
+        connection = flow.connection
+        if connection is None or not connection.is_open:
+            raise TransportError(f"no open connection for {flow}")
+        connection.send_message(data)
+
+    def _udp_for(self, host: str) -> SipDatagramProtocol | None:
+        want_v6 = ":" in host
+        for proto in self.udp:
+            if proto.ipv6 == want_v6:
+                return proto
+        return None
+
+
+class SipDatagramProtocol(DatagramProtocol):
+    """One UDP socket."""
+
+    def __init__(self, hub: TransportHub, ipv6: bool = False) -> None:
+        self.hub = hub
+        self.ipv6 = ipv6
+        hub.udp.append(self)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+        """Parse and deliver one datagram; malformed ones never raise."""
+        host, port = addr[0], addr[1]
+        if not datagram.strip(b"\r\n\x00 "):
+            return  # keep-alive (RFC 5626 §4.4.2 CRLF)
+        try:
+            message = parse_datagram(datagram, self.hub.max_message_bytes)
+        except SipParseError as e:
+            self.hub.bad_message("udp", host, port, e)
+            return
+        self.hub.message_received(message, "udp", host, port)
+
+
+class SipStreamProtocol(Protocol):
+    """One TCP connection, framed by Content-Length (RFC 3261 §18.3)."""
+
+    log = Logger()
+    transport_name = "tcp"
+
+    def __init__(self, hub: TransportHub) -> None:
+        self.hub = hub
+        self.framer = StreamFramer(hub.max_message_bytes)
+        self._idle: IDelayedCall | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self._broken = False
+
+    def connectionMade(self) -> None:  # noqa: N802
+        """Remember the peer and start the idle timer."""
+        peer: Any = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = (peer.host, peer.port)
+        self.hub.connections.add(self)
+        self._idle = self.hub.clock.callLater(self.hub.tcp_idle_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._idle = None
+        self.log.debug("Closing idle connection from {host}", host=self.peer[0])
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _touch(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.hub.tcp_idle_timeout)
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is open."""
+        return self in self.hub.connections
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        """Frame and deliver messages; a framing error closes the connection."""
+        self._touch()
+        if data == b"\r\n\r\n" and self.framer.pending_bytes == 0:
+            self.transport.write(b"\r\n")  # type: ignore[union-attr]  # RFC 5626 pong
+            return
+        if self._broken:
+            return
+        host, port = self.peer
+        self.framer.push(data)
+        while True:
+            try:
+                message = self.framer.next_message()
+            except SipParseError as e:
+                # The stream cannot be resynchronised: answer if possible, close.
+                self._broken = True
+                self.hub.bad_message(self.transport_name, host, port, e, self)
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.framer = StreamFramer(0)
+                return
+            if message is None:
+                return
+            self.hub.message_received(message, self.transport_name, host, port, self)
+
+    def send_message(self, data: bytes) -> None:
+        """Write one serialised message."""
+        self._touch()
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
+        """Forget the connection and its timer."""
+        self.hub.connections.discard(self)
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+
+class SipStreamFactory(Factory):
+    """Builds SipStreamProtocol for a TCP listener."""
+
+    def __init__(self, hub: TransportHub) -> None:
+        self.hub = hub
+
+    def buildProtocol(self, addr: Any) -> SipStreamProtocol:  # noqa: N802
+        """A protocol sharing the hub."""
+        return SipStreamProtocol(self.hub)

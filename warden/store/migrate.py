@@ -1,0 +1,145 @@
+"""
+Schema migrations: numbered SQL files per dialect, applied at start-up.
+
+Files live in ``warden/store/schema/<dialect>/NNNN_name.sql`` (found with
+``importlib.resources``, so they work from an installed wheel). Every pending file
+is applied, in order, inside one transaction together with the rows that record
+it in ``schema_version``: a failure leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from importlib import resources
+
+import attrs
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from warden.errors import StoreError
+from warden.store.interaction import run_interaction
+
+_log = Logger()
+
+_FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@attrs.frozen
+class Migration:
+    """
+    One schema file.
+
+    Attributes:
+        version: its number (``0001_init.sql`` -> 1).
+        name: its file name without ``.sql`` (``0001_init``).
+        sql: its text.
+    """
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(dialect: str) -> list[Migration]:
+    """
+    Read every migration of ``dialect``, ordered by version.
+
+    Raises:
+        StoreError: the dialect has no schema directory, or two files share a
+            number.
+    """
+    folder = resources.files("warden.store").joinpath("schema", dialect)
+    if not folder.is_dir():
+        raise StoreError(f"no schema files for dialect {dialect!r}")
+    found: dict[int, Migration] = {}
+    for entry in folder.iterdir():
+        match = _FILENAME.match(entry.name)
+        if match is None:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise StoreError(f"{entry.name} and {found[version].name}.sql share a number")
+        found[version] = Migration(version, entry.name[: -len(".sql")], entry.read_text("utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def split_sqlite_script(sql: str) -> list[str]:
+    """
+    Split an SQLite script into statements.
+
+    Uses SQLite's own tokenizer (``sqlite3.complete_statement``), so semicolons
+    in strings, comments and trigger bodies do not split a statement.
+
+    Raises:
+        StoreError: the script ends in an incomplete statement.
+    """
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    rest = "".join(ln for ln in buffer.splitlines() if not ln.strip().startswith("--"))
+    if rest.strip():
+        raise StoreError(f"incomplete SQL statement at the end of the script: {rest.strip()!r}")
+    return statements
+
+
+def _migrate_sqlite_txn(txn: adbapi.Transaction, migrations: list[Migration]) -> list[str]:
+    # Take the write lock first, so two processes starting together apply each
+    # migration once: the second waits (busy_timeout) and then sees it applied.
+    txn.execute("BEGIN IMMEDIATE")
+    txn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version"
+        " (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL)"
+    )
+    txn.execute("SELECT version FROM schema_version")
+    done = {int(row[0]) for row in txn.fetchall()}
+    known = {m.version for m in migrations}
+    unknown = sorted(done - known)
+    if unknown:
+        raise StoreError(
+            f"the database has schema version {unknown[-1]:04d}, newer than this"
+            f" Warden knows (up to {max(known, default=0):04d})"
+        )
+    applied: list[str] = []
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        for statement in split_sqlite_script(migration.sql):
+            txn.execute(statement)
+        txn.execute(
+            "INSERT INTO schema_version (version, name) VALUES (?, ?)",
+            (migration.version, migration.name),
+        )
+        applied.append(migration.name)
+    return applied
+
+
+def apply_migrations(pool: adbapi.ConnectionPool, dialect: str = "sqlite") -> Deferred[list[str]]:
+    """
+    Bring the database behind ``pool`` up to the newest schema.
+
+    Fires with the names of the migrations applied (``["0001_init"]`` on a fresh
+    database, ``[]`` when it was up to date); fails with L{StoreError} when the
+    database is newer than this code, and rolls everything back on any error.
+    """
+    try:
+        if dialect != "sqlite":
+            raise StoreError(f"no migration runner for dialect {dialect!r}")
+        migrations = load_migrations(dialect)
+    except StoreError as e:
+        return defer.fail(e)
+
+    def report(applied: list[str]) -> list[str]:
+        if applied:
+            _log.info("applied schema migrations {applied}", applied=applied)
+        return applied
+
+    d = run_interaction(pool, "migrate", _migrate_sqlite_txn, migrations)
+    d.addCallback(report)
+    return d

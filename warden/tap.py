@@ -1,0 +1,152 @@
+"""
+``twistd warden``: command-line options and the one composition root.
+
+``makeService`` reads the configuration, opens the store and builds the SIP
+stack, passing every dependency explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python import usage
+
+from warden.config import WardenConfig, load_effective_config
+from warden.errors import ConfigError
+from warden.netutil import host_matcher, local_names
+from warden.sip.registrar import ExpiryPolicy
+from warden.sip.service import SipService, SipSettings
+from warden.sip.timers import TimerSettings
+from warden.store.caching import CachingDirectory
+from warden.store.migrate import apply_migrations
+from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise usage.UsageError(f"--sip-port: must be a port number 0..65535, got {value!r}")
+    return int(value)
+
+
+class Options(usage.Options):
+    """Options of ``twistd warden``; each overrides the configuration file."""
+
+    optParameters = [  # noqa: RUF012
+        ["config", "c", None, "Configuration file (TOML). Default: embedded defaults."],
+        ["data-dir", "d", None, "Data directory (database, keys). Default: ./var"],
+        ["sip-port", "p", None, "SIP port for UDP and TCP. Default: 5060", _port],
+        ["sip-interface", "i", None, "Address to listen on. Default: all interfaces"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["domain"] = []
+        self.config: WardenConfig | None = None
+
+    def opt_domain(self, name: str) -> None:
+        """A domain served by this PBX (repeatable)."""
+        self["domain"].append(name)
+
+    def postOptions(self) -> None:  # noqa: N802
+        """Load the configuration now, so a bad one stops start-up with one line."""
+        try:
+            self.config = load_effective_config(
+                self["config"],
+                data_dir=self["data-dir"],
+                sip_port=self["sip-port"],
+                sip_interface=self["sip-interface"],
+                domains=self["domain"],
+            )
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class WardenService(service.MultiService):
+    """
+    The whole PBX: prepares the store (migrations, loading bindings), then starts
+    its children; on stop, stops them and closes the store.
+    """
+
+    log = Logger()
+
+    def __init__(self, pool: Any, location: SQLiteLocationService, reactor: Any) -> None:
+        super().__init__()
+        self._pool = pool
+        self._location = location
+        self._reactor = reactor
+
+    def startService(self) -> None:  # noqa: N802
+        """Migrate and load, then start listening; a failure stops Warden."""
+        service.Service.startService(self)
+        d = self._prepare()
+        d.addCallbacks(self._ready, self._failed)
+
+    @defer.inlineCallbacks
+    def _prepare(self):  # type: ignore[no-untyped-def]
+        yield apply_migrations(self._pool)
+        loaded = yield self._location.load()
+        return loaded
+
+    def _ready(self, loaded: int) -> None:
+        self.log.info("Store ready; {count} bindings restored", count=loaded)
+        for child in self:
+            child.startService()
+
+    def _failed(self, failure: Any) -> None:
+        self.log.failure("Warden could not start", failure)
+        self._reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802
+        """Stop children (flushing bindings), then close the database."""
+        yield super().stopService()
+        yield self._location.close()
+        self._pool.close()
+
+
+def makeService(options: Options, reactor: Any = None) -> service.IService:  # noqa: N802
+    """Build Warden from parsed options."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    config = options.config
+    assert config is not None
+    os.makedirs(config.server.data_dir, exist_ok=True)
+    clock: IReactorTime = reactor
+    pool = open_sqlite_pool(config.database_path)
+    directory = CachingDirectory(
+        SQLiteDirectory(pool), clock, config.store.directory_cache_seconds
+    )
+    location = SQLiteLocationService(pool, clock)
+    root = WardenService(pool, location, reactor)
+    names = local_names(config.server.domains, [config.sip.interface])
+    sip = SipService(clock, sip_settings(config), directory, location, host_matcher(names))
+    sip.setServiceParent(root)
+    return root
+
+
+def sip_settings(config: WardenConfig) -> SipSettings:
+    """The SIP service's settings from the configuration."""
+    sip, reg = config.sip, config.registrar
+    return SipSettings(
+        interface=sip.interface,
+        port=sip.port,
+        transports=tuple(sip.transports),
+        max_message_bytes=sip.max_message_bytes,
+        tcp_idle_timeout=sip.tcp_idle_timeout,
+        timers=TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        realm=config.realm,
+        node_id=config.node_id,
+        algorithms=tuple(reg.digest_algorithms),
+        expiry=ExpiryPolicy(reg.min_expires, reg.default_expires, reg.max_expires),
+        nonce_lifetime=reg.nonce_lifetime,
+        auth_fail_limit=reg.auth_fail_limit,
+        auth_fail_window=reg.auth_fail_window,
+        auth_block_seconds=reg.auth_block_seconds,
+    )

@@ -1,0 +1,10 @@
+"""
+Fakes for tests: in-memory implementations of Warden's interfaces.
+
+Every fake here passes ``verifyObject`` and the same conformance suite as the real
+implementation (``tests/store/conformance.py``).
+"""
+
+from warden.testing.memory import MemoryDirectory, MemoryLocationService
+
+__all__ = ["MemoryDirectory", "MemoryLocationService"]

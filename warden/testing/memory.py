@@ -1,0 +1,107 @@
+"""
+In-memory L{IDirectory} and L{ILocationService}.
+
+Every method returns an already-fired Deferred, so tests built on these fakes can
+use ``SynchronousTestCase`` with ``successResultOf`` / ``failureResultOf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from warden.errors import ExtensionExists, ExtensionNotFound
+from warden.interfaces import IDirectory, ILocationService
+from warden.store.model import Binding, Extension
+from warden.store.tables import BindingTable, extension_order, plan_upsert
+
+
+@implementer(IDirectory)
+class MemoryDirectory:
+    """A directory held in a dict; nothing survives the process."""
+
+    def __init__(self, extensions: Iterable[Extension] = ()) -> None:
+        self._extensions: dict[str, Extension] = {e.number: e for e in extensions}
+
+    def add_extension(self, extension: Extension) -> Deferred[None]:
+        """Add ``extension``; fail with ExtensionExists if its number is taken."""
+        if extension.number in self._extensions:
+            return defer.fail(ExtensionExists(extension.number))
+        self._extensions[extension.number] = extension
+        return defer.succeed(None)
+
+    def get_extension(self, number: str) -> Deferred[Extension | None]:
+        """Fire with the extension for ``number``, or None."""
+        return defer.succeed(self._extensions.get(number))
+
+    def list_extensions(self) -> Deferred[list[Extension]]:
+        """Fire with every extension, ordered by number."""
+        numbers = sorted(self._extensions, key=extension_order)
+        return defer.succeed([self._extensions[n] for n in numbers])
+
+    def update_extension(self, extension: Extension) -> Deferred[None]:
+        """Replace the extension with the same number; fail if there is none."""
+        if extension.number not in self._extensions:
+            return defer.fail(ExtensionNotFound(extension.number))
+        self._extensions[extension.number] = extension
+        return defer.succeed(None)
+
+    def remove_extension(self, number: str) -> Deferred[bool]:
+        """Remove the extension; fire with whether it existed."""
+        return defer.succeed(self._extensions.pop(number, None) is not None)
+
+    def upsert_extensions(self, extensions: Sequence[Extension]) -> Deferred[tuple[int, int]]:
+        """Insert or replace many extensions; fire with ``(added, updated)``."""
+        added, updated, writes = plan_upsert(self._extensions, extensions)
+        self._extensions.update(writes)
+        return defer.succeed((added, updated))
+
+    def count_extensions(self) -> Deferred[int]:
+        """Fire with the number of extensions."""
+        return defer.succeed(len(self._extensions))
+
+
+@implementer(ILocationService)
+class MemoryLocationService:
+    """Bindings held in memory only; ``flush`` has nothing to do."""
+
+    def __init__(self) -> None:
+        self._table = BindingTable()
+
+    def bindings_for(self, aor: str, now: float) -> Deferred[list[Binding]]:
+        """Fire with the unexpired bindings of ``aor``."""
+        return defer.succeed(self._table.bindings_for(aor, now))
+
+    def apply(
+        self, aor: str, upserts: Sequence[Binding], removals: Sequence[str]
+    ) -> Deferred[None]:
+        """Remove ``removals`` (keys), then add or replace ``upserts``."""
+        try:
+            self._table.apply(aor, upserts, removals)
+        except ValueError as e:
+            return defer.fail(e)
+        return defer.succeed(None)
+
+    def remove_aor(self, aor: str) -> Deferred[int]:
+        """Remove every binding of ``aor``; fire with how many there were."""
+        return defer.succeed(self._table.remove_aor(aor))
+
+    def expire(self, now: float) -> Deferred[int]:
+        """Remove bindings with ``expires_at <= now``; fire with how many."""
+        removed, _ = self._table.expire(now)
+        return defer.succeed(removed)
+
+    def all_bindings(self, now: float) -> Deferred[list[Binding]]:
+        """Fire with every unexpired binding, ordered by AOR then key."""
+        return defer.succeed(self._table.all_bindings(now))
+
+    def count(self, now: float) -> Deferred[int]:
+        """Fire with the number of unexpired bindings."""
+        return defer.succeed(self._table.count(now))
+
+    def flush(self) -> Deferred[None]:
+        """Fire at once: memory is as durable as it gets."""
+        return defer.succeed(None)
