@@ -388,7 +388,7 @@ async def _run_with_sqlite(
         print(f"wardenctl: {config.database_path}: {e}", file=sys.stderr)
         code = EXIT_FAILED
     finally:
-        pool.close()  # type: ignore[no-untyped-call]
+        pool.close()
     raise SystemExit(code)
 
 

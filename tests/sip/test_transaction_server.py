@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.transaction_fakes import EPSILON, TCP, UDP, Harness, make_request
 from warden.sip.flow import Flow
-from warden.sip.message import Request, Response, make_response
+from warden.sip.message import Request, make_response
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction import (
     InviteServerTransaction,
@@ -33,7 +33,7 @@ class ServerTestCase(SynchronousTestCase):
 
     def statuses(self) -> list[int]:
         """Status codes of the responses sent, in order."""
-        return [m.status for m in self.h.send.messages if isinstance(m, Response)]
+        return self.h.send.statuses
 
     def assert_gone(self, txn: ServerTransaction) -> None:
         """The transaction is terminated, forgotten, and left no timer behind."""

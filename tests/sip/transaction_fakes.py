@@ -86,6 +86,11 @@ class RecordingSend:
         return [message for _, message, _ in self.sent]
 
     @property
+    def statuses(self) -> list[int]:
+        """Status codes of the responses sent, in order."""
+        return [m.status for m in self.messages if isinstance(m, Response)]
+
+    @property
     def last(self) -> Message:
         """The last message sent."""
         return self.sent[-1][1]

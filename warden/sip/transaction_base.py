@@ -192,8 +192,8 @@ class Transaction:
             self._context.send(message, self.flow)
         except Exception as e:  # the transport boundary: any send failure counts
             self.log.info(
-                "Sending {message!r} on {flow} failed: {error!r}",
-                message=message,
+                "Sending {outgoing!r} on {flow} failed: {error!r}",
+                outgoing=message,
                 flow=str(self.flow),
                 error=e,
             )
