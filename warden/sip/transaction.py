@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Hashable
+from typing import TypeGuard
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -68,7 +69,7 @@ MAGIC_COOKIE = "z9hG4bK"
 _COOKIE_LOWER = MAGIC_COOKIE.lower()
 
 
-def is_rfc3261_branch(branch: str | None) -> bool:
+def is_rfc3261_branch(branch: str | None) -> TypeGuard[str]:
     """
     True when ``branch`` starts with the magic cookie and has something after it
     (RFC 3261 §8.1.1.7). A branch that is the cookie alone (RFC 4475 ``badbranch``)
@@ -91,7 +92,7 @@ def _uri_key(request: Request) -> str:
 def _rfc3261_key(request: Request, method: str) -> Hashable | None:
     via = request.top_via
     branch = via.branch
-    if branch is None or not is_rfc3261_branch(branch):
+    if not is_rfc3261_branch(branch):
         return None
     return ("3261", branch.lower(), via.host, via.port, method)
 
@@ -250,7 +251,7 @@ class TransactionLayer:
         if request.method == "ACK":
             raise ValueError("an ACK is not sent in a client transaction (RFC 3261 §17.1)")
         branch = request.top_via.branch
-        if branch is None or not is_rfc3261_branch(branch):
+        if not is_rfc3261_branch(branch):
             raise ValueError(f"top Via branch {branch!r} lacks the {MAGIC_COOKIE} cookie")
         key = (branch.lower(), request.method)
         if key in self._client:
