@@ -351,7 +351,8 @@ class ProcessTests(SynchronousTestCase):
         self.base = ["--config", config, "--data-dir", os.path.join(self.workdir, "var")]
 
     def wardenctl(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, PYTHONPATH=PROJECT)
+        path = os.pathsep.join(filter(None, [PROJECT, os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path)
         return subprocess.run(
             [sys.executable, "-m", "warden.ctl", *self.base, *argv],
             cwd=self.workdir,

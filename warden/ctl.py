@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = commands.add_parser("add", help="add an extension")
     add.add_argument("number", metavar="NUMBER", type=_number_arg)
     add.add_argument("--name", default="", help="display name")
-    add.add_argument("--password", help="SIP password (default: generate and print one)")
+    add.add_argument(
+        "--password",
+        help="SIP password (default: generate and print one); other local users can"
+        " see command lines, so prefer the generated one",
+    )
     add.add_argument("--algorithms", type=_algorithms_arg, default=(), help=algorithms_help)
     add.set_defaults(handler=_add)
 

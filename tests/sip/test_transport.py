@@ -66,7 +66,9 @@ class UdpTests(SynchronousTestCase):
     def test_oversized_datagram(self) -> None:
         """A datagram over max_message_bytes is dropped unparsed (and counted)."""
         stack = FakeSipStack(max_message_bytes=1024)
-        data = options().replace(b"Content-Length: 0", b"X-Pad: " + b"a" * 2000 + b"\r\nContent-Length: 0")
+        data = options().replace(
+            b"Content-Length: 0", b"X-Pad: " + b"a" * 2000 + b"\r\nContent-Length: 0"
+        )
         self.assertEqual(stack.send_udp(data), [])
 
 
@@ -112,7 +114,11 @@ class TcpTests(SynchronousTestCase):
         """A 10 MB Content-Length is answered 400 and the connection closed at once."""
         stack = FakeSipStack()
         peer = stack.connect_tcp()
-        head = options().replace(b"UDP", b"TCP").replace(b"Content-Length: 0", b"Content-Length: 10000000")
+        head = (
+            options()
+            .replace(b"UDP", b"TCP")
+            .replace(b"Content-Length: 0", b"Content-Length: 10000000")
+        )
         (response,) = peer.send(head + b"x" * 1000)
         self.assertEqual(response.status, 400)
         self.assertTrue(peer.closed)

@@ -30,6 +30,7 @@ from tests.store.conformance import (
     extension,
 )
 from tests.store.syncpool import SyncPool
+from warden.errors import StoreError
 from warden.interfaces import IDirectory, ILocationService
 from warden.store.migrate import apply_migrations
 from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
@@ -360,3 +361,10 @@ class WriteBehindTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(fresh.load()), 1)
         self.assertEqual([b.key for b in self.successResultOf(fresh.all_bindings(0.0))], ["b"])
         self.assertEqual(self.rows(), [("100", "b")])
+
+    def test_load_after_write_refused(self) -> None:
+        """load after a write was accepted fails rather than replace unsaved bindings."""
+        self.pool.hold = True
+        self.apply("100", "a")
+        self.failureResultOf(self.service.load(), StoreError)
+        self.assertEqual(self.successResultOf(self.service.count(0.0)), 1)

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from warden.errors import ExtensionExists, ExtensionNotFound
+from warden.errors import ExtensionExists, ExtensionNotFound, StoreError
 from warden.interfaces import IDirectory, ILocationService
 from warden.store.interaction import run_interaction
 from warden.store.model import Binding, Extension
@@ -54,9 +54,8 @@ def open_sqlite_pool(path: str) -> adbapi.ConnectionPool:
     thread, in WAL mode with ``synchronous=NORMAL``, a 5 s busy timeout and foreign
     keys enforced. The pool connects once the reactor runs; the caller closes it.
     """
-    parent = os.path.dirname(os.path.abspath(path))
     if path != ":memory:":
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
         "sqlite3",
         path,
@@ -294,14 +293,24 @@ class SQLiteLocationService:
         """
         Read the unexpired bindings (``expires_at > clock.seconds()``) into memory,
         deleting the expired rows; fire with the number loaded.
+
+        Fails with L{StoreError} once a write has been accepted: loading then would
+        replace bindings that are not on disk yet.
         """
+        if self._written():
+            return defer.fail(StoreError("load() must run before the first write"))
         d = run_interaction(self._pool, "load_bindings", _load_bindings_txn, self._clock.seconds())
 
         def loaded(bindings: list[Binding]) -> int:
+            if self._written():
+                raise StoreError("a write was accepted while load() ran")
             self._table.load(bindings)
             return len(bindings)
 
         return d.addCallback(loaded)
+
+    def _written(self) -> bool:
+        return bool(self._dirty) or self._running is not None
 
     # reads: from memory
 
