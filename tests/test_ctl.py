@@ -6,23 +6,31 @@ and configuration errors through ``main``, and the real program end to end
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from io import StringIO
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.store.syncpool import SyncPool
 from warden.config import parse_config_text
 from warden.ctl import CommandError, build_parser, main, read_import_file, run_command
+from warden.ctl_calls import csv_cell, parse_when
+from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.credentials import compute_ha1
-from warden.store.model import Extension
-from warden.testing import MemoryDirectory
+from warden.store.migrate import apply_migrations
+from warden.store.model import CallRecord, Extension, LiveCall
+from warden.testing import MemoryCallRecordStore, MemoryDirectory, MemoryLiveCalls
 
 REALM = "test.example"
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -419,3 +427,336 @@ class ProcessTests(SynchronousTestCase):
         self.assertEqual(bad_file.returncode, 2)
         self.assertIn(f"{path}:3: expected number;password", bad_file.stderr)
         self.assertEqual(self.wardenctl("extension", "list", "--json").stdout.strip(), "[]")
+
+
+# 2026-11-25T09:00:00Z, which is 10:00 in the zone the call tests show times in.
+T0 = 1795597200.0
+ZONE = timezone(timedelta(hours=1))
+
+
+def cdr(call_id: str, started_at: float, **kw: Any) -> CallRecord:
+    """An answered call from 100 to 200: 5 s ringing, 60 s talking."""
+    fields: dict[str, Any] = {
+        "caller": "100",
+        "caller_name": "Front Desk",
+        "callee": "200",
+        "dialled": "200",
+        "answered_at": started_at + 5.0,
+        "ended_at": started_at + 65.0,
+        "disposition": "ANSWERED",
+        "hangup_cause": "BYE",
+        "hangup_side": "caller",
+        "codec": "PCMU",
+        "media": {"a": {"packets_in": 3000}},
+        "node_id": "node-1",
+    }
+    fields.update(kw)
+    return CallRecord(call_id=call_id, started_at=started_at, **fields)
+
+
+class WhenTests(SynchronousTestCase):
+    """parse_when (the times cdr filters accept) and csv_cell (formula-safe cells)."""
+
+    def test_iso(self) -> None:
+        """ISO-8601 without an offset is in the given zone; with one, it is obeyed."""
+        self.assertEqual(parse_when("2026-11-25T10:00", 0.0, ZONE), T0)
+        self.assertEqual(parse_when("2026-11-25 10:00:30.5", 0.0, ZONE), T0 + 30.5)
+        self.assertEqual(parse_when("2026-11-25T09:00Z", 0.0, ZONE), T0)
+        self.assertEqual(parse_when(" 2026-11-25T04:00-05:00 ", 0.0, ZONE), T0)
+
+    def test_date(self) -> None:
+        """A date means its midnight in the zone."""
+        self.assertEqual(parse_when("2026-11-25", 0.0, ZONE), T0 - 10 * 3600)
+
+    def test_local_zone_with_daylight_saving(self) -> None:
+        """A zone with daylight saving time uses the offset of the date given."""
+        zone = ZoneInfo("America/New_York")
+        winter = parse_when("2026-01-15T12:00", 0.0, zone)
+        summer = parse_when("2026-07-15T12:00", 0.0, zone)
+        self.assertEqual(datetime.fromtimestamp(winter, UTC).hour, 17)
+        self.assertEqual(datetime.fromtimestamp(summer, UTC).hour, 16)
+
+    def test_relative(self) -> None:
+        """A number and a unit (s, m, h, d, w) means that long before now."""
+        now = T0
+        cases = {"45s": 45, "30m": 1800, "1h": 3600, "1H": 3600, "7d": 7 * 86400,
+                 "2w": 14 * 86400, "1.5h": 5400, "0m": 0}  # fmt: skip
+        for text, ago in cases.items():
+            self.assertEqual(parse_when(text, now, ZONE), now - ago, text)
+
+    def test_bad(self) -> None:
+        """Anything else raises ValueError saying what is accepted."""
+        for text in ["yesterday", "", "1y", "-1h", "2026-13-01", "10:00", "h"]:
+            with self.assertRaises(ValueError) as caught:
+                parse_when(text, T0, ZONE)
+            self.assertIn("expected a time like 2026-11-25T10:00", str(caught.exception))
+
+    def test_csv_cell(self) -> None:
+        """Cells a spreadsheet would run as formulas get an apostrophe; numbers,
+        including +E.164 and negative ones, are left alone."""
+        self.assertEqual(csv_cell('=HYPERLINK("x")'), '\'=HYPERLINK("x")')
+        self.assertEqual(csv_cell("+1+cmd|' /C calc'!A0"), "'+1+cmd|' /C calc'!A0")
+        self.assertEqual(csv_cell("@SUM(A1)"), "'@SUM(A1)")
+        for text in ["+15551234567", "-1.5", "100", "Front Desk", ""]:
+            self.assertEqual(csv_cell(text), text)
+
+
+class CallCommandTests(SynchronousTestCase):
+    """cdr list, cdr export and calls, through run_command on memory stores."""
+
+    def setUp(self) -> None:
+        self.config = parse_config_text(f'[server]\nrealm = "{REALM}"')
+        self.records = MemoryCallRecordStore()
+        self.live = MemoryLiveCalls()
+        self.clock = Clock()
+        self.clock.advance(T0 + 3600)
+
+    def ctl(self, *argv: str) -> tuple[int, str, str]:
+        """Run one command; return (exit status, stdout, stderr)."""
+        args = build_parser().parse_args(argv)
+        out, err = StringIO(), StringIO()
+        d = run_command(
+            args,
+            self.config,
+            MemoryDirectory(),
+            self.clock,
+            out,
+            err,
+            call_records=self.records,
+            live_calls=self.live,
+            tz=ZONE,
+        )
+        return self.successResultOf(d), out.getvalue(), err.getvalue()
+
+    def add(self, *records: CallRecord) -> None:
+        for record in records:
+            self.successResultOf(self.records.add(record))
+
+    def listed(self, *argv: str) -> list[str]:
+        """The call_ids that cdr list --json prints for these filters."""
+        code, out, err = self.ctl("cdr", "list", "--json", *argv)
+        self.assertEqual((code, err), (0, ""))
+        return [r["call_id"] for r in json.loads(out)]
+
+    def test_list_table(self) -> None:
+        """cdr list prints a table: local start time, parties, disposition,
+        duration and billsec as H:MM:SS, and how the call ended."""
+        self.add(
+            cdr("c1", T0, caller_name="Zoë"),
+            cdr("c2", T0 + 90.4, answered_at=None, ended_at=T0 + 120.0, callee="",
+                disposition="NO ANSWER", hangup_cause="408", hangup_side="system"),
+        )  # fmt: skip
+        code, out, err = self.ctl("cdr", "list")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "STARTED              FROM  NAME        DIALLED  TO   DISPOSITION  DURATION"
+                "  BILLSEC  HANGUP",
+                "2026-11-25 10:00:00  100   Zoë         200      200  ANSWERED     0:01:05"
+                "   0:01:00  BYE (caller)",
+                "2026-11-25 10:01:30  100   Front Desk  200      -    NO ANSWER    0:00:30"
+                "   0:00:00  408 (system)",
+            ],
+        )
+
+    def test_list_empty(self) -> None:
+        """With nothing to show, cdr list says so."""
+        self.assertEqual(self.ctl("cdr", "list"), (0, "no call records match\n", ""))
+
+    def test_filters(self) -> None:
+        """--since/--until (ISO, date or time ago), --extension (caller, callee or
+        dialled) and --disposition (any spelling) select records."""
+        self.add(
+            cdr("early", T0 - 86400),
+            cdr("ten", T0),
+            cdr("busy", T0 + 600, answered_at=None, disposition="BUSY", caller="300"),
+            cdr("missed", T0 + 1800, answered_at=None, disposition="NO ANSWER", callee="",
+                caller="400", dialled="300"),
+        )  # fmt: skip
+        self.assertEqual(self.listed(), ["early", "ten", "busy", "missed"])
+        self.assertEqual(self.listed("--since", "2026-11-25"), ["ten", "busy", "missed"])
+        self.assertEqual(self.listed("--since", "1h"), ["ten", "busy", "missed"])
+        self.assertEqual(self.listed("--since", "59m"), ["busy", "missed"])
+        self.assertEqual(self.listed("--until", "2026-11-25T10:10"), ["early", "ten"])
+        self.assertEqual(self.listed("--extension", "300"), ["busy", "missed"])
+        self.assertEqual(self.listed("--disposition", "no-answer"), ["missed"])
+        self.assertEqual(self.listed("--disposition", "busy", "--extension", "100"), [])
+
+    def test_bad_when(self) -> None:
+        """A time that is not understood exits 2 and says what is accepted."""
+        code, out, err = self.ctl("cdr", "list", "--since", "yesterday")
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(
+            err,
+            "wardenctl: --since: expected a time like 2026-11-25T10:00, a date like"
+            " 2026-11-25, or a time ago like 30m, 1h, 7d; got 'yesterday'\n",
+        )
+        code, _, err = self.ctl("cdr", "export", self.mktemp(), "--until", "5 o'clock")
+        self.assertEqual(code, 2)
+        self.assertIn("--until: expected a time like", err)
+
+    def test_since_not_before_until(self) -> None:
+        """--since at or after --until exits 2."""
+        code, _, err = self.ctl("cdr", "list", "--since", "1h", "--until", "2h")
+        self.assertEqual((code, err), (2, "wardenctl: --since must be before --until\n"))
+
+    def test_limit(self) -> None:
+        """--limit caps the rows, oldest first, and a note on stderr says more match."""
+        self.add(*[cdr(f"c{n}", T0 + n) for n in range(3)])
+        code, out, err = self.ctl("cdr", "list", "--json", "--limit", "2")
+        self.assertEqual([r["call_id"] for r in json.loads(out)], ["c0", "c1"])
+        self.assertEqual(code, 0)
+        self.assertIn("showing the first 2 matching calls", err)
+        self.assertEqual(self.ctl("cdr", "list", "--json", "--limit", "3")[2], "")
+
+    def test_json(self) -> None:
+        """--json prints every field (times as epoch seconds) with duration and billsec."""
+        record = cdr("c1", T0 + 0.25)
+        self.add(record)
+        _, out, _ = self.ctl("cdr", "list", "--json")
+        self.assertEqual(
+            json.loads(out), [{**record.to_json_dict(), "duration": 65.0, "billsec": 60.0}]
+        )
+
+    def test_csv(self) -> None:
+        """--csv prints a header and RFC 4180 rows (CRLF, quoted when needed), ISO
+        times with the zone's offset, an empty answered_at for unanswered calls,
+        seconds with milliseconds, and no spreadsheet formulas."""
+        self.add(
+            cdr("c1", T0 + 0.25, caller_name='Smith, "Jo"', caller="+15551234567"),
+            cdr("c2", T0 + 60, answered_at=None, callee="", disposition="FAILED",
+                hangup_cause="503", hangup_side="system", caller_name="=1+1", codec=""),
+        )  # fmt: skip
+        code, out, _ = self.ctl("cdr", "list", "--csv")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.split("\r\n"),
+            [
+                "call_id,started_at,answered_at,ended_at,caller,caller_name,dialled,callee,"
+                "disposition,hangup_cause,hangup_side,duration,billsec,codec,node_id",
+                "c1,2026-11-25T10:00:00.250+01:00,2026-11-25T10:00:05.250+01:00,"
+                '2026-11-25T10:01:05.250+01:00,+15551234567,"Smith, ""Jo""",200,200,'
+                "ANSWERED,BYE,caller,65.000,60.000,PCMU,node-1",
+                "c2,2026-11-25T10:01:00.000+01:00,,2026-11-25T10:02:05.000+01:00,100,'=1+1,"
+                "200,,FAILED,503,system,65.000,0.000,,node-1",
+                "",
+            ],
+        )
+        rows = list(csv.reader(StringIO(out, newline="")))
+        self.assertEqual(rows[1][5], 'Smith, "Jo"')
+
+    def test_export(self) -> None:
+        """cdr export writes every matching record (paging through the store) to
+        the file as CSV and says how many; --limit caps it."""
+        self.add(*[cdr(f"c{n:04d}", T0 + n) for n in range(2500)])
+        self.add(cdr("other", T0 + 5000, caller="999", callee="998", dialled="998"))
+        path = os.path.join(self.mktemp())
+        code, out, err = self.ctl("cdr", "export", path, "--extension", "100")
+        self.assertEqual((code, out, err), (0, f"exported 2500 call records to {path}\n", ""))
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        self.assertEqual(rows[0][0], "call_id")
+        self.assertEqual([row[0] for row in rows[1:]], [f"c{n:04d}" for n in range(2500)])
+        self.assertFalse(os.path.exists(path + ".part"))
+        code, out, _ = self.ctl("cdr", "export", path, "--limit", "1200")
+        self.assertEqual(out, f"exported 1200 call records to {path}\n")
+
+    def test_export_unwritable(self) -> None:
+        """An export file that cannot be written exits 2 naming it."""
+        path = os.path.join(self.mktemp(), "missing", "out.csv")
+        code, out, err = self.ctl("cdr", "export", path)
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err, f"wardenctl: {path}: cannot write: No such file or directory\n")
+
+    def test_calls(self) -> None:
+        """calls lists the calls in progress: from, to (callee, else dialled),
+        state, duration so far from the clock, codec and packets."""
+        now = self.clock.seconds()
+        for call in [
+            LiveCall("l1", "100", "200", "200", "answered", now - 75, now - 70, "PCMU", 7000),
+            LiveCall("l2", "+15551234567", "", "300", "ringing", now - 4),
+        ]:
+            self.successResultOf(self.live.publish(call))
+        code, out, err = self.ctl("calls")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "FROM          TO   STATE     DURATION  CODEC  PACKETS",
+                "100           200  answered  0:01:15   PCMU   7000",
+                "+15551234567  300  ringing   0:00:04   -      0",
+            ],
+        )
+        _, out, _ = self.ctl("calls", "--json")
+        listed = json.loads(out)
+        self.assertEqual([(c["call_id"], c["duration"]) for c in listed], [("l1", 75), ("l2", 4)])
+        self.assertEqual(listed[0]["packets"], 7000)
+
+    def test_no_calls(self) -> None:
+        """calls with nothing in progress says so; --json prints an empty list."""
+        self.assertEqual(self.ctl("calls"), (0, "no calls in progress\n", ""))
+        self.assertEqual(json.loads(self.ctl("calls", "--json")[1]), [])
+
+
+class CallArgumentTests(SynchronousTestCase):
+    """main() rejects bad cdr arguments before touching a database."""
+
+    def setUp(self) -> None:
+        self.stderr = StringIO()
+        self.patch(sys, "stderr", self.stderr)
+        self.patch(sys, "stdout", StringIO())
+
+    def test_bad_arguments(self) -> None:
+        """An unknown disposition, a limit below 1, --csv with --json and export
+        without a file exit 2."""
+        self.assertEqual(main(["cdr", "list", "--disposition", "lost"]), 2)
+        self.assertIn("unknown disposition 'lost'", self.stderr.getvalue())
+        self.assertEqual(main(["cdr", "list", "--limit", "0"]), 2)
+        self.assertEqual(main(["cdr", "list", "--limit", "ten"]), 2)
+        self.assertEqual(main(["cdr", "list", "--csv", "--json"]), 2)
+        self.assertEqual(main(["cdr", "export"]), 2)
+        self.assertEqual(main(["cdr"]), 2)
+
+
+class CallProcessTests(SynchronousTestCase):
+    """``python -m warden.ctl cdr`` and ``calls`` end to end on a real SQLite database."""
+
+    setUp = ProcessTests.setUp
+    wardenctl = ProcessTests.wardenctl
+
+    def seed(self) -> None:
+        """Write records and a live call into the database, as the server would."""
+        folder = os.path.join(self.workdir, "var")
+        os.makedirs(folder, exist_ok=True)
+        pool = SyncPool(os.path.join(folder, "warden.db"))
+        self.addCleanup(pool.close)
+        self.successResultOf(apply_migrations(pool))  # type: ignore[arg-type]
+        records = SQLiteCallRecordStore(pool)  # type: ignore[arg-type]
+        for n in range(3):
+            self.successResultOf(records.add(cdr(f"c{n}", T0 + 60 * n)))
+        self.successResultOf(records.add(cdr("b", T0 + 30, answered_at=None, disposition="BUSY")))
+        live = SQLiteLiveCalls(pool)  # type: ignore[arg-type]
+        self.successResultOf(live.publish(LiveCall("l1", "100", "200", "200", "ringing", T0)))
+
+    def test_cdr_and_calls(self) -> None:
+        """cdr list (JSON and CSV), cdr export and calls read what the server wrote;
+        a bad time exits 2."""
+        self.seed()
+        listed = self.wardenctl("cdr", "list", "--json", "--since", "2026-11-25T09:00Z")
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertEqual(
+            [r["call_id"] for r in json.loads(listed.stdout)], ["c0", "b", "c1", "c2"]
+        )
+        busy = self.wardenctl("cdr", "list", "--csv", "--disposition", "BUSY")
+        self.assertEqual(busy.stdout.splitlines()[1].split(",")[0], "b")
+        path = os.path.join(self.workdir, "out.csv")
+        exported = self.wardenctl("cdr", "export", path, "--limit", "2")
+        self.assertEqual(exported.stdout, f"exported 2 call records to {path}\n")
+        with open(path, encoding="utf-8", newline="") as f:
+            self.assertEqual(len(list(csv.reader(f))), 3)
+        bad = self.wardenctl("cdr", "list", "--until", "soon")
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("--until: expected a time like", bad.stderr)
+        calls = self.wardenctl("calls", "--json")
+        self.assertEqual([c["call_id"] for c in json.loads(calls.stdout)], ["l1"])

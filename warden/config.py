@@ -293,11 +293,56 @@ class StoreConfig:
     )
 
 
+@attrs.frozen
+class CallsConfig:
+    """
+    ``[calls]``: the B2BUA's call handling.
+
+    Attributes:
+        ring_timeout: seconds a call rings before the caller gets 480.
+        max_calls_per_extension: concurrent calls an extension may take part in
+            (486 Busy Here beyond it); 0 means no limit.
+    """
+
+    SECTION: ClassVar[str] = "calls"
+
+    ring_timeout: float = attrs.field(default=30.0, converter=_to_float, validator=_seconds())
+    max_calls_per_extension: int = attrs.field(default=0, validator=_int_in(0))
+
+
+@attrs.frozen
+class MediaConfig:
+    """
+    ``[media]``: the built-in RTP relay.
+
+    Attributes:
+        address: the IP address the relay binds and advertises in SDP; "" means
+            the SIP interface, or the address that reaches each phone.
+        port_min, port_max: the UDP port range (RTP on even ports, RTCP + 1).
+        timeout: seconds without RTP (not on hold) before a call is hung up.
+    """
+
+    SECTION: ClassVar[str] = "media"
+
+    address: str = attrs.field(
+        default="", validator=_rule(_is_ip_or_empty, 'an IPv4 or IPv6 address, or ""')
+    )
+    port_min: int = attrs.field(default=10000, validator=_int_in(1024, 65534))
+    port_max: int = attrs.field(default=20000, validator=_int_in(1025, 65535))
+    timeout: float = attrs.field(default=60.0, converter=_to_float, validator=_seconds())
+
+    def __attrs_post_init__(self) -> None:
+        if self.port_max - self.port_min < 3:
+            raise _fail(self, "port_max", "must be at least media.port_min + 3")
+
+
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "sip": SipConfig,
     "registrar": RegistrarConfig,
     "store": StoreConfig,
+    "calls": CallsConfig,
+    "media": MediaConfig,
 }
 
 
@@ -309,6 +354,8 @@ class WardenConfig:
     sip: SipConfig = attrs.field(factory=SipConfig)
     registrar: RegistrarConfig = attrs.field(factory=RegistrarConfig)
     store: StoreConfig = attrs.field(factory=StoreConfig)
+    calls: CallsConfig = attrs.field(factory=CallsConfig)
+    media: MediaConfig = attrs.field(factory=MediaConfig)
 
     @property
     def node_id(self) -> str:

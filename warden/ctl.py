@@ -1,5 +1,6 @@
 """
-``wardenctl``: manage Warden's extensions from the command line.
+``wardenctl``: manage Warden's extensions and read its call records from the
+command line.
 
 It reads the same configuration as the server (``--config``, ``--data-dir``,
 through L{load_effective_config}), brings the database schema up to date, and
@@ -12,23 +13,33 @@ then runs one command::
                                 [--algorithms MD5,SHA-256] [--enable | --disable]
     wardenctl extension remove 100
     wardenctl extension import phones.csv
+    wardenctl cdr list [--since WHEN] [--until WHEN] [--extension N]
+                       [--disposition D] [--limit N] [--csv | --json]
+    wardenctl cdr export FILE.csv [the same filters]
+    wardenctl calls [--json]
+
+WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
+date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).
 
 Exit status: 0 on success, 1 when the extension does not exist (or the database
-fails), 2 for bad arguments, a bad configuration or a bad import file.
+fails), 2 for bad arguments, a bad configuration, a bad import file or an export
+file that cannot be written.
 
-The work is done by L{run_command}, which takes the directory as an argument and
-returns a Deferred, so tests drive it with a memory directory; L{main} wires it
-to SQLite under ``task.react``.
+The work is done by L{run_command}, which takes the stores as arguments and
+returns a Deferred, so tests drive it with memory stores; L{main} wires it to
+SQLite under ``task.react``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import tzinfo
 from typing import Any, TextIO
 
 import attrs
@@ -36,11 +47,13 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from warden import ctl_calls
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
-from warden.interfaces import IDirectory
+from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
+from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.credentials import generate_password, make_extension, parse_algorithms
-from warden.store.model import Extension
+from warden.store.model import CallRecord, Extension
 from warden.store.sqlite import SQLiteDirectory, open_sqlite_pool
 
 EXIT_OK = 0
@@ -80,6 +93,34 @@ def _algorithms_arg(text: str) -> tuple[str, ...]:
         return parse_algorithms(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_call_commands(areas: Any) -> None:
+    filters = ctl_calls.filter_arguments()
+    cdr = areas.add_parser("cdr", help="call records")
+    commands = cdr.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    listing = commands.add_parser("list", parents=[filters], help="list call records")
+    listing.add_argument(
+        "--limit",
+        metavar="N",
+        type=ctl_calls.limit_arg,
+        default=100,
+        help="at most this many (default 100)",
+    )
+    output = listing.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="print CSV (RFC 4180)")
+    output.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_cdr_list)
+    export = commands.add_parser("export", parents=[filters], help="write call records as CSV")
+    export.add_argument("file", metavar="FILE")
+    export.add_argument(
+        "--limit", metavar="N", type=ctl_calls.limit_arg, help="at most this many (default: all)"
+    )
+    export.set_defaults(handler=_cdr_export)
+
+    calls = areas.add_parser("calls", help="list the calls in progress")
+    calls.add_argument("--json", action="store_true", help="print JSON")
+    calls.set_defaults(handler=_calls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bulk.add_argument("file", metavar="FILE")
     bulk.set_defaults(handler=_import)
+    _add_call_commands(areas)
     return parser
 
 
@@ -148,12 +190,32 @@ class _Context:
         directory: IDirectory,
         clock: IReactorTime,
         out: TextIO,
+        err: TextIO,
+        call_records: ICallRecordStore | None = None,
+        live_calls: ILiveCalls | None = None,
+        tz: tzinfo | None = None,
     ) -> None:
         self.args = args
         self.config = config
         self.directory = directory
         self.clock = clock
         self.out = out
+        self.err = err
+        self._call_records = call_records
+        self._live_calls = live_calls
+        self.tz = tz
+
+    @property
+    def call_records(self) -> ICallRecordStore:
+        if self._call_records is None:
+            raise CommandError("no call record store", EXIT_FAILED)
+        return self._call_records
+
+    @property
+    def live_calls(self) -> ILiveCalls:
+        if self._live_calls is None:
+            raise CommandError("no live-call store", EXIT_FAILED)
+        return self._live_calls
 
     def print(self, text: str) -> None:
         print(text, file=self.out)
@@ -338,6 +400,98 @@ async def _import(ctx: _Context) -> None:
     )
 
 
+# -- call records and live calls -------------------------------------------------
+
+
+def _call_filters_of(ctx: _Context) -> dict[str, Any]:
+    """The store filters given on the command line; bad times exit 2."""
+    now = ctx.clock.seconds()
+    filters: dict[str, Any] = {
+        "extension": ctx.args.extension,
+        "disposition": ctx.args.disposition,
+    }
+    for name in ("since", "until"):
+        text = getattr(ctx.args, name)
+        try:
+            filters[name] = None if text is None else ctl_calls.parse_when(text, now, ctx.tz)
+        except ValueError as e:
+            raise CommandError(f"--{name}: {e}", EXIT_USAGE) from None
+    since, until = filters["since"], filters["until"]
+    if since is not None and until is not None and since >= until:
+        raise CommandError("--since must be before --until", EXIT_USAGE)
+    return filters
+
+
+async def _cdr_list(ctx: _Context) -> None:
+    limit: int = ctx.args.limit
+    records = await ctx.call_records.list(**_call_filters_of(ctx), limit=limit + 1)
+    more, records = len(records) > limit, records[:limit]
+    if ctx.args.csv:
+        ctl_calls.CsvWriter(ctx.out, ctx.tz).write(records)
+    elif ctx.args.json:
+        ctx.print(json.dumps([ctl_calls.record_json(r) for r in records], indent=2))
+    elif records:
+        for line in ctl_calls.record_table(records, ctx.tz):
+            ctx.print(line)
+    else:
+        ctx.print("no call records match")
+    if more:
+        print(
+            f"wardenctl: showing the first {limit} matching calls; narrow the time"
+            " with --since/--until or raise --limit",
+            file=ctx.err,
+        )
+
+
+async def _pages(
+    ctx: _Context, filters: dict[str, Any], limit: int | None
+) -> AsyncIterator[list[CallRecord]]:
+    """Every matching record, oldest first, a page at a time (keyset paging)."""
+    cursor: str | None = None
+    left = limit
+    while left is None or left > 0:
+        size = 1000 if left is None else min(1000, left)
+        page: list[CallRecord] = await ctx.call_records.list(
+            **filters, limit=size, after_call_id=cursor
+        )
+        yield page
+        if len(page) < size:
+            return
+        cursor = page[-1].call_id
+        left = None if left is None else left - len(page)
+
+
+async def _cdr_export(ctx: _Context) -> None:
+    path: str = ctx.args.file
+    filters = _call_filters_of(ctx)
+    partial = path + ".part"
+    count = 0
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as f:
+            writer = ctl_calls.CsvWriter(f, ctx.tz)
+            async for page in _pages(ctx, filters, ctx.args.limit):
+                count += writer.write(page)
+        os.replace(partial, path)
+    except OSError as e:
+        raise CommandError(f"{path}: cannot write: {e.strerror}", EXIT_USAGE) from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    ctx.print(f"exported {count} call records to {path}")
+
+
+async def _calls(ctx: _Context) -> None:
+    calls = await ctx.live_calls.list()
+    now = ctx.clock.seconds()
+    if ctx.args.json:
+        ctx.print(json.dumps([ctl_calls.live_json(c, now) for c in calls], indent=2))
+    elif calls:
+        for line in ctl_calls.live_table(calls, now):
+            ctx.print(line)
+    else:
+        ctx.print("no calls in progress")
+
+
 def run_command(
     args: argparse.Namespace,
     config: WardenConfig,
@@ -345,17 +499,24 @@ def run_command(
     clock: IReactorTime,
     out: TextIO,
     err: TextIO,
+    *,
+    call_records: ICallRecordStore | None = None,
+    live_calls: ILiveCalls | None = None,
+    tz: tzinfo | None = None,
 ) -> Deferred[int]:
     """
-    Run the command parsed into ``args`` against ``directory``.
+    Run the command parsed into ``args`` against the stores.
 
     Args:
         args: from L{build_parser}.
         config: the effective configuration (its realm is used for new HA1s).
         directory: where extensions live.
-        clock: times the import.
+        clock: times the import; "now" for relative times and call durations.
         out: where results go.
-        err: where error messages go.
+        err: where error messages and notes go.
+        call_records: read by ``cdr``.
+        live_calls: read by ``calls``.
+        tz: the zone times are shown and read in; None is the local zone.
 
     Returns:
         A Deferred firing with the exit status.
@@ -364,7 +525,9 @@ def run_command(
 
     async def run() -> int:
         try:
-            await handler(_Context(args, config, directory, clock, out))
+            await handler(
+                _Context(args, config, directory, clock, out, err, call_records, live_calls, tz)
+            )
         except CommandError as e:
             print(f"wardenctl: {e.message}", file=err)
             return e.code
@@ -386,7 +549,14 @@ async def _run_with_sqlite(
     try:
         await apply_migrations(pool)
         code = await run_command(
-            args, config, SQLiteDirectory(pool), reactor, sys.stdout, sys.stderr
+            args,
+            config,
+            SQLiteDirectory(pool),
+            reactor,
+            sys.stdout,
+            sys.stderr,
+            call_records=SQLiteCallRecordStore(pool),
+            live_calls=SQLiteLiveCalls(pool),
         )
     except (StoreError, sqlite3.Error) as e:
         print(f"wardenctl: {config.database_path}: {e}", file=sys.stderr)

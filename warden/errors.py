@@ -91,3 +91,7 @@ class ConfigFileError(ConfigError):
     def __str__(self) -> str:
         where = f"{self.filename}: " if self.filename else ""
         return f"{where}{self.problem}"
+
+
+class CallRecordNotFound(StoreError):
+    """No call record has that call_id (e.g. a paging cursor that names none)."""

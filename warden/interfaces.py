@@ -148,3 +148,172 @@ class IClientTransactionUser(Interface):
 
     def transport_failed(transaction: ClientTransaction) -> None:
         """The transport could not send the request or the ACK (RFC 3261 §17.1.4)."""
+
+
+# -- calls -----------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    import builtins
+
+    from warden.store.model import CallRecord, LiveCall
+
+
+class ICallRecordStore(Interface):
+    """
+    Records of finished calls (CDRs), written by the B2BUA when a call ends.
+
+    Records are never changed once written. Every method returns a Deferred.
+    """
+
+    def add(record: CallRecord) -> Deferred[None]:
+        """
+        Store L{warden.store.model.CallRecord} ``record``.
+
+        Idempotent by ``call_id``: when a record with that call_id is already
+        stored, nothing changes (the first one stays) and the Deferred still fires
+        with None, so a record replayed after a crash is never duplicated.
+        """
+
+    def list(
+        since: float | None = None,
+        until: float | None = None,
+        extension: str | None = None,
+        disposition: str | None = None,
+        limit: int = 100,
+        after_call_id: str | None = None,
+    ) -> Deferred[builtins.list[CallRecord]]:
+        """
+        Fire with at most ``limit`` records, ordered by ``(started_at, call_id)``.
+
+        Args:
+            since: only calls with ``started_at >= since``.
+            until: only calls with ``started_at < until``.
+            extension: only calls whose caller, callee or dialled number is this.
+            disposition: only calls with this disposition.
+            limit: the most records returned; 0 returns none. A negative limit
+                fails with ValueError.
+            after_call_id: the cursor for the next page: the call_id of the last
+                record of the previous page. Only records ordered after that one,
+                i.e. with ``(started_at, call_id)`` greater than its, are returned,
+                so records sharing a start time are neither skipped nor repeated.
+                Fails with L{warden.errors.CallRecordNotFound} when no record has
+                that call_id.
+        """
+
+    def count() -> Deferred[int]:
+        """Fire with the number of stored records."""
+
+
+class ILiveCalls(Interface):
+    """
+    Summaries of the calls in progress (L{warden.store.model.LiveCall}), by
+    call_id, published by the nodes handling them.
+
+    Every method returns a Deferred.
+    """
+
+    def publish(call: LiveCall) -> Deferred[None]:
+        """Add the summary, or replace the one with the same call_id."""
+
+    def remove(call_id: str) -> Deferred[None]:
+        """Remove the summary of ``call_id``; an unknown call_id is ignored."""
+
+    def list() -> Deferred[builtins.list[LiveCall]]:
+        """Fire with every summary, ordered by ``(started_at, call_id)``."""
+
+    def clear_node(node_id: str) -> Deferred[int]:
+        """
+        Remove every summary published by ``node_id``; fire with how many.
+
+        A node calls this at start-up: the calls it had before are gone.
+        """
+
+
+# -- media ----------------------------------------------------------------------------
+# Appended as one section: its own imports live here rather than at the top.
+
+from zope.interface import Attribute  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from warden.rtp.model import HoldState, MediaSide
+
+
+class IMediaSession(Interface):
+    """
+    The anchored media of one call, from ``IMediaRelay.allocate``.
+
+    Side ``"a"`` faces the caller and side ``"b"`` the callee; each is an RTP/RTCP
+    port pair on the relay. SDP from a phone goes through ``offer_from`` or
+    ``answer_from`` with the side it came from, and the result, pointing at the
+    other side's ports, is what the other phone gets. Every call ends with
+    ``release()``.
+    """
+
+    call_id: str = Attribute("The call's identifier, as given to allocate().")
+    side_a: MediaSide = Attribute("The relay's address and ports facing the caller.")
+    side_b: MediaSide = Attribute("The relay's address and ports facing the callee.")
+    hold_state: HoldState = Attribute(
+        "The direction each phone last declared; ``hold_state.on_hold`` is true while "
+        "a phone holds (sendonly, inactive or c=0.0.0.0) and media may stop."
+    )
+    on_timeout: Callable[[], object] | None = Attribute(
+        "Called once, without arguments, when media has stopped for the relay's "
+        "media timeout while not on hold. Set by the call controller; None at first."
+    )
+
+    def offer_from(side: str, sdp: bytes) -> bytes:
+        """
+        An SDP offer received from the phone on ``side`` (``"a"`` or ``"b"``).
+
+        Remembers that phone's RTP/RTCP addresses as where its media goes until
+        it is heard from (a new description also forgets the address it was
+        latched to), and returns the SDP rewritten to the *other* side's relay
+        address and ports, for the other phone.
+
+        Raises:
+            warden.sip.sdp.SdpError: the SDP is malformed (answer 488).
+            warden.rtp.errors.MediaError: the session was released.
+            ValueError: ``side`` is neither ``"a"`` nor ``"b"``.
+        """
+
+    def answer_from(side: str, sdp: bytes) -> bytes:
+        """The same as ``offer_from``, for the SDP answer to the last offer."""
+
+    def stats() -> dict[str, dict[str, Any]]:
+        """
+        Counters per side: ``{"a": {...}, "b": {...}}``, each with ``packets_in``,
+        ``bytes_in``, ``lost_in``, ``jitter_ms_in``, ``last_packet_at_in`` (media
+        from that side's phone) and the same with ``_out`` (media sent to it),
+        ``rtcp_in``, ``rtcp_out``, ``dtmf_events``, and ``dropped_<reason>``
+        (``spoofed``, ``malformed``: arriving from that side; ``no_destination``,
+        ``send_error``: meant for that side's phone).
+        """
+
+    def idle_for(now: float) -> float:
+        """
+        Seconds from the last RTP packet received from either phone (or from
+        allocation, or the last offer/answer, whichever is later) to ``now``.
+        """
+
+    def release() -> None:
+        """Close the session's sockets and return its ports. Idempotent."""
+
+
+class IMediaRelay(Interface):
+    """Anchors calls' media: the built-in relay, or rtpengine over the ng protocol."""
+
+    def allocate(call_id: str) -> Deferred[IMediaSession]:
+        """
+        Reserve two RTP/RTCP port pairs (sides a and b) for a call.
+
+        Fails with L{warden.rtp.errors.MediaError} when no port pair is free.
+        """
+
+    def sessions() -> list[IMediaSession]:
+        """Every session allocated and not released."""
+
+    def ports_in_use() -> int:
+        """UDP ports currently bound (four per session: RTP and RTCP per side)."""

@@ -2,7 +2,7 @@
 Conformance suites for the store interfaces.
 
 One mixin per interface, run against every implementation (memory fakes, SQLite,
-the caching directory): a subclass mixes it into a trial ``TestCase`` and defines
+the caching directory, the CDR spool): a subclass mixes it into a trial ``TestCase`` and defines
 ``make_store()``, returning the store or a Deferred that fires with it. Tests are
 coroutines, so stores whose Deferreds fire later (SQLite's thread pool) run the
 same checks as the memory fakes.
@@ -15,9 +15,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from warden.errors import ExtensionExists, ExtensionNotFound
+from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
 from warden.store.credentials import make_extension
-from warden.store.model import Binding, Extension
+from warden.store.model import Binding, CallRecord, Extension, LiveCall
 
 
 def extension(number: str, name: str = "", password: str = "secret", **kw: Any) -> Extension:
@@ -305,3 +305,282 @@ class LocationServiceConformanceMixin:
         d = store.apply("100", [binding("100", "a", 2000.0)], [])
         self.assertIsNone(await store.flush())
         self.assertIsNone(await d)
+
+
+def call_record(call_id: str, started_at: float, **kw: Any) -> CallRecord:
+    """An answered call from 100 to 200 that lasted 60 s, with fields overridable."""
+    fields: dict[str, Any] = {
+        "caller": "100",
+        "caller_name": "Front Desk",
+        "callee": "200",
+        "dialled": "200",
+        "answered_at": started_at + 5.0,
+        "ended_at": started_at + 65.0,
+        "disposition": "ANSWERED",
+        "hangup_cause": "BYE",
+        "hangup_side": "caller",
+        "codec": "PCMU",
+        "media": {"a": {"packets_in": 3000, "jitter_ms": 1.25}, "b": {"packets_in": 2990}},
+        "node_id": "node-1",
+    }
+    fields.update(kw)
+    return CallRecord(call_id=call_id, started_at=started_at, **fields)
+
+
+def live_call(call_id: str, started_at: float, **kw: Any) -> LiveCall:
+    """A ringing call from 100 to 200 on node-1, with fields overridable."""
+    fields: dict[str, Any] = {
+        "caller": "100",
+        "callee": "200",
+        "dialled": "200",
+        "state": "ringing",
+        "node_id": "node-1",
+        "updated_at": started_at,
+    }
+    fields.update(kw)
+    return LiveCall(call_id=call_id, started_at=started_at, **fields)
+
+
+class CallRecordStoreConformanceMixin:
+    """
+    The behaviour every L{warden.interfaces.ICallRecordStore} must have.
+
+    Subclasses define ``make_store()`` (store or Deferred of store).
+    """
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
+    async def store(self) -> Any:
+        return await defer.maybeDeferred(self.make_store)
+
+    async def add_all(self, store: Any, records: list[CallRecord]) -> None:
+        for record in records:
+            self.assertIsNone(await store.add(record))
+
+    async def test_empty(self) -> None:
+        """A new store lists nothing and counts zero."""
+        store = await self.store()
+        self.assertEqual(await store.list(), [])
+        self.assertEqual(await store.count(), 0)
+
+    async def test_add_then_list(self) -> None:
+        """Added records come back from list with every field intact: a missing
+        answer stays None, media keeps nested values, unicode survives."""
+        store = await self.store()
+        answered = call_record(
+            "c1",
+            1000.25,
+            caller_name="Zoë «Desk»",
+            media={"a": {"packets_in": 7, "loss": 0.5, "peer": ["192.0.2.1", 4000]}},
+        )
+        unanswered = call_record(
+            "c2",
+            1001.5,
+            callee="",
+            answered_at=None,
+            disposition="NO ANSWER",
+            hangup_cause="408",
+            hangup_side="system",
+            codec="",
+            media={},
+        )
+        await self.add_all(store, [answered, unanswered])
+        self.assertEqual(await store.list(), [answered, unanswered])
+        self.assertEqual(await store.count(), 2)
+
+    async def test_add_idempotent(self) -> None:
+        """Adding a record whose call_id is stored succeeds and changes nothing:
+        the first record stays, counted once."""
+        store = await self.store()
+        first = call_record("c1", 1000.0)
+        await store.add(first)
+        self.assertIsNone(await store.add(call_record("c1", 2000.0, caller="999")))
+        self.assertIsNone(await store.add(first))
+        self.assertEqual(await store.list(), [first])
+        self.assertEqual(await store.count(), 1)
+
+    async def test_order(self) -> None:
+        """list orders by started_at, then call_id for calls that started together."""
+        store = await self.store()
+        records = [
+            call_record("b", 1000.0),
+            call_record("z", 900.0),
+            call_record("a", 1000.0),
+            call_record("c", 1000.5),
+        ]
+        await self.add_all(store, records)
+        self.assertEqual([r.call_id for r in await store.list()], ["z", "a", "b", "c"])
+
+    async def test_since_until(self) -> None:
+        """since is inclusive and until exclusive, both on started_at."""
+        store = await self.store()
+        await self.add_all(store, [call_record(f"c{n}", 1000.0 + n) for n in range(5)])
+        listed = await store.list(since=1001.0, until=1003.0)
+        self.assertEqual([r.call_id for r in listed], ["c1", "c2"])
+        self.assertEqual([r.call_id for r in await store.list(since=1003.5)], ["c4"])
+        self.assertEqual([r.call_id for r in await store.list(until=1000.5)], ["c0"])
+
+    async def test_extension_filter(self) -> None:
+        """extension matches the caller, the callee or the number dialled."""
+        store = await self.store()
+        await self.add_all(
+            store,
+            [
+                call_record("from", 1.0, caller="300", callee="400", dialled="400"),
+                call_record("to", 2.0, caller="400", callee="300", dialled="300"),
+                call_record("missed", 3.0, caller="400", callee="", dialled="300"),
+                call_record("other", 4.0, caller="400", callee="500", dialled="500"),
+            ],
+        )
+        listed = await store.list(extension="300")
+        self.assertEqual([r.call_id for r in listed], ["from", "to", "missed"])
+        self.assertEqual(await store.list(extension="30"), [])
+
+    async def test_disposition_filter(self) -> None:
+        """disposition keeps only records with that disposition; filters combine."""
+        store = await self.store()
+        await self.add_all(
+            store,
+            [
+                call_record("ok", 1.0),
+                call_record("busy", 2.0, answered_at=None, disposition="BUSY"),
+                call_record("busy2", 3.0, answered_at=None, disposition="BUSY", caller="101"),
+            ],
+        )
+        busy = await store.list(disposition="BUSY")
+        self.assertEqual([r.call_id for r in busy], ["busy", "busy2"])
+        both = await store.list(disposition="BUSY", extension="101")
+        self.assertEqual([r.call_id for r in both], ["busy2"])
+        self.assertEqual(await store.list(disposition="FAILED"), [])
+
+    async def test_limit(self) -> None:
+        """limit caps the page from the start of the order; 0 lists nothing."""
+        store = await self.store()
+        await self.add_all(store, [call_record(f"c{n}", 1000.0 + n) for n in range(5)])
+        self.assertEqual([r.call_id for r in await store.list(limit=2)], ["c0", "c1"])
+        self.assertEqual(await store.list(limit=0), [])
+        self.assertEqual(len(await store.list(limit=100)), 5)
+
+    async def test_negative_limit(self) -> None:
+        """A negative limit fails with ValueError."""
+        store = await self.store()
+        with self.assertRaises(ValueError):
+            await store.list(limit=-1)
+
+    async def test_paging_through_ties(self) -> None:
+        """Paging with after_call_id = the last call_id of each page visits every
+        record once, in order, even when many calls share a start time."""
+        store = await self.store()
+        records = [call_record(f"c{n:02d}", 1000.0 + n // 4) for n in range(11)]
+        await self.add_all(store, list(reversed(records)))
+        seen: list[CallRecord] = []
+        cursor = None
+        while True:
+            page = await store.list(limit=3, after_call_id=cursor)
+            seen += page
+            if len(page) < 3:
+                break
+            cursor = page[-1].call_id
+        self.assertEqual(seen, records)
+
+    async def test_paging_with_filters(self) -> None:
+        """The cursor combines with filters; a cursor naming a record outside the
+        filter still marks a position in the order."""
+        store = await self.store()
+        records = [
+            call_record(f"c{n}", 1000.0 + n, caller="100" if n % 2 else "101") for n in range(8)
+        ]
+        await self.add_all(store, records)
+        page = await store.list(extension="100", since=1002.0, limit=2)
+        self.assertEqual([r.call_id for r in page], ["c3", "c5"])
+        page = await store.list(extension="100", since=1002.0, limit=2, after_call_id="c5")
+        self.assertEqual([r.call_id for r in page], ["c7"])
+        page = await store.list(extension="100", after_call_id="c4")
+        self.assertEqual([r.call_id for r in page], ["c5", "c7"])
+
+    async def test_unknown_cursor(self) -> None:
+        """A cursor that names no stored record fails with CallRecordNotFound."""
+        store = await self.store()
+        await store.add(call_record("c1", 1.0))
+        with self.assertRaises(CallRecordNotFound):
+            await store.list(after_call_id="nope")
+
+    async def test_count(self) -> None:
+        """count counts distinct call_ids."""
+        store = await self.store()
+        await self.add_all(store, [call_record(f"c{n}", float(n)) for n in range(7)])
+        await store.add(call_record("c3", 99.0))
+        self.assertEqual(await store.count(), 7)
+
+
+class LiveCallsConformanceMixin:
+    """
+    The behaviour every L{warden.interfaces.ILiveCalls} must have.
+
+    Subclasses define ``make_store()`` (store or Deferred of store).
+    """
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
+    async def store(self) -> Any:
+        return await defer.maybeDeferred(self.make_store)
+
+    async def test_empty(self) -> None:
+        """A new store lists no calls."""
+        store = await self.store()
+        self.assertEqual(await store.list(), [])
+
+    async def test_publish_then_list(self) -> None:
+        """Published summaries come back with every field intact."""
+        store = await self.store()
+        ringing = live_call("c1", 1000.0)
+        answered = live_call(
+            "c2",
+            1000.5,
+            state="answered",
+            answered_at=1003.25,
+            codec="PCMA",
+            packets=1234,
+            node_id="node-2",
+            updated_at=1010.0,
+        )
+        self.assertIsNone(await store.publish(ringing))
+        self.assertIsNone(await store.publish(answered))
+        self.assertEqual(await store.list(), [ringing, answered])
+
+    async def test_publish_replaces(self) -> None:
+        """Publishing a call_id again replaces its summary."""
+        store = await self.store()
+        await store.publish(live_call("c1", 1000.0))
+        held = live_call("c1", 1000.0, state="on hold", answered_at=1002.0, packets=50)
+        await store.publish(held)
+        self.assertEqual(await store.list(), [held])
+
+    async def test_order(self) -> None:
+        """list orders by started_at, then call_id."""
+        store = await self.store()
+        for call_id, started_at in [("b", 2.0), ("c", 1.0), ("a", 2.0)]:
+            await store.publish(live_call(call_id, started_at))
+        self.assertEqual([c.call_id for c in await store.list()], ["c", "a", "b"])
+
+    async def test_remove(self) -> None:
+        """remove forgets one call; removing an unknown call_id is harmless."""
+        store = await self.store()
+        await store.publish(live_call("c1", 1.0))
+        await store.publish(live_call("c2", 2.0))
+        self.assertIsNone(await store.remove("c1"))
+        self.assertIsNone(await store.remove("nope"))
+        self.assertEqual([c.call_id for c in await store.list()], ["c2"])
+
+    async def test_clear_node(self) -> None:
+        """clear_node removes the calls of one node, fires with how many, and
+        keeps the other nodes' calls."""
+        store = await self.store()
+        await store.publish(live_call("c1", 1.0, node_id="node-1"))
+        await store.publish(live_call("c2", 2.0, node_id="node-2"))
+        await store.publish(live_call("c3", 3.0, node_id="node-1"))
+        self.assertEqual(await store.clear_node("node-1"), 2)
+        self.assertEqual([c.call_id for c in await store.list()], ["c2"])
+        self.assertEqual(await store.clear_node("node-1"), 0)

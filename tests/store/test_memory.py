@@ -9,14 +9,23 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.store.conformance import (
+    CallRecordStoreConformanceMixin,
     DirectoryConformanceMixin,
+    LiveCallsConformanceMixin,
     LocationServiceConformanceMixin,
     binding,
+    call_record,
     extension,
+    live_call,
 )
-from warden.errors import ExtensionExists
-from warden.interfaces import IDirectory, ILocationService
-from warden.testing import MemoryDirectory, MemoryLocationService
+from warden.errors import CallRecordNotFound, ExtensionExists
+from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls, ILocationService
+from warden.testing import (
+    MemoryCallRecordStore,
+    MemoryDirectory,
+    MemoryLiveCalls,
+    MemoryLocationService,
+)
 
 
 class MemoryDirectoryConformanceTests(DirectoryConformanceMixin, TestCase):
@@ -62,3 +71,35 @@ class MemoryFakeTests(SynchronousTestCase):
         ext = extension("100")
         directory = MemoryDirectory([ext])
         self.assertEqual(self.successResultOf(directory.get_extension("100")), ext)
+
+
+class MemoryCallRecordStoreConformanceTests(CallRecordStoreConformanceMixin, TestCase):
+    """MemoryCallRecordStore against the ICallRecordStore conformance suite."""
+
+    def make_store(self) -> MemoryCallRecordStore:
+        return MemoryCallRecordStore()
+
+
+class MemoryLiveCallsConformanceTests(LiveCallsConformanceMixin, TestCase):
+    """MemoryLiveCalls against the ILiveCalls conformance suite."""
+
+    def make_store(self) -> MemoryLiveCalls:
+        return MemoryLiveCalls()
+
+
+class MemoryCallFakeTests(SynchronousTestCase):
+    """The call fakes provide their interfaces and answer synchronously."""
+
+    def test_provide_interfaces(self) -> None:
+        """MemoryCallRecordStore and MemoryLiveCalls provide their interfaces completely."""
+        self.assertTrue(verifyObject(ICallRecordStore, MemoryCallRecordStore()))
+        self.assertTrue(verifyObject(ILiveCalls, MemoryLiveCalls()))
+
+    def test_answers_synchronously(self) -> None:
+        """Every Deferred of the call fakes has fired when it is returned."""
+        store = MemoryCallRecordStore([call_record("c1", 1.0), call_record("c1", 2.0)])
+        self.assertEqual(self.successResultOf(store.count()), 1)
+        self.failureResultOf(store.list(after_call_id="nope"), CallRecordNotFound)
+        live = MemoryLiveCalls()
+        self.successResultOf(live.publish(live_call("c1", 1.0)))
+        self.assertEqual(len(self.successResultOf(live.list())), 1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import attrs
 
 
@@ -59,3 +62,134 @@ class Binding:
     received: str = ""
     user_agent: str = ""
     node_id: str = ""
+
+
+DISPOSITIONS = frozenset(["ANSWERED", "BUSY", "NO ANSWER", "FAILED", "CANCELLED"])
+HANGUP_SIDES = frozenset(["caller", "callee", "system"])
+LIVE_STATES = frozenset(["ringing", "answered", "on hold"])
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """
+    ``value`` as it comes back from JSON: tuples become lists, keys strings.
+
+    Raises:
+        TypeError: ``value`` is not a dict, or holds something JSON cannot encode.
+        ValueError: it holds NaN or an infinity (not JSON).
+    """
+    if not isinstance(value, dict):
+        raise TypeError(f"media must be a dict, got {type(value).__name__}")
+    decoded: dict[str, Any] = json.loads(json.dumps(value, allow_nan=False))
+    return decoded
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+_text = attrs.validators.instance_of(str)
+
+
+@attrs.frozen
+class CallRecord:
+    """
+    The record of one finished call (a CDR).
+
+    Attributes:
+        call_id: Warden's id for the call; unique, and what makes writing a record
+            twice harmless.
+        caller: the calling extension number, or the external number.
+        caller_name: the caller's display name ("" if none).
+        callee: the extension actually reached; "" when none was.
+        dialled: the number the caller dialled.
+        started_at: when the INVITE arrived, seconds since the epoch (clock time).
+        answered_at: when the call was answered; None if it never was.
+        ended_at: when the call ended.
+        disposition: one of L{DISPOSITIONS}: "ANSWERED", "BUSY", "NO ANSWER",
+            "FAILED", "CANCELLED".
+        hangup_cause: the SIP status or reason that ended it ("BYE", "486", "408",
+            "media timeout", "shutdown").
+        hangup_side: one of L{HANGUP_SIDES}: "caller", "callee", "system".
+        codec: the negotiated codec ("PCMU"), "" if none.
+        media: per-leg media statistics, kept as JSON: it is normalised to what a
+            JSON round trip gives (tuples become lists, keys strings); values JSON
+            cannot hold (objects, NaN) are refused with TypeError or ValueError.
+        node_id: the Warden node that handled the call.
+    """
+
+    call_id: str = attrs.field(validator=_text)
+    caller: str = attrs.field(validator=_text)
+    caller_name: str = attrs.field(validator=_text)
+    callee: str = attrs.field(validator=_text)
+    dialled: str = attrs.field(validator=_text)
+    started_at: float = attrs.field(converter=float)
+    answered_at: float | None = attrs.field(converter=_optional_float)
+    ended_at: float = attrs.field(converter=float)
+    disposition: str = attrs.field(validator=attrs.validators.in_(DISPOSITIONS))
+    hangup_cause: str = attrs.field(validator=_text)
+    hangup_side: str = attrs.field(validator=attrs.validators.in_(HANGUP_SIDES))
+    codec: str = attrs.field(default="", validator=_text)
+    media: dict[str, Any] = attrs.field(factory=dict, converter=_json_object, hash=False)
+    node_id: str = attrs.field(default="", validator=_text)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end (never negative, should the clock step back)."""
+        return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def billsec(self) -> float:
+        """Seconds from answer to end; 0 for a call never answered."""
+        if self.answered_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.answered_at)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Every field, as a JSON object (what the CDR spool writes per line)."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json_dict(cls, data: Any) -> CallRecord:
+        """
+        The inverse of L{to_json_dict}.
+
+        Raises:
+            TypeError: ``data`` is not an object, misses a field or has an unknown
+                one, or a field has the wrong type.
+            ValueError: a field has a value outside its set.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"a call record must be a JSON object, got {type(data).__name__}")
+        return cls(**data)
+
+
+@attrs.frozen
+class LiveCall:
+    """
+    A summary of one call in progress, for operators (``wardenctl calls``).
+
+    Attributes:
+        call_id: Warden's id for the call.
+        caller: the calling extension or external number.
+        callee: the extension reached so far ("" while nobody answered).
+        dialled: the number dialled.
+        state: one of L{LIVE_STATES}: "ringing", "answered", "on hold".
+        started_at: when the INVITE arrived (clock time).
+        answered_at: when it was answered, or None.
+        codec: the negotiated codec, "" if none yet.
+        packets: RTP packets relayed so far, both directions.
+        node_id: the node handling the call.
+        updated_at: when this summary was published (clock time).
+    """
+
+    call_id: str
+    caller: str
+    callee: str
+    dialled: str
+    state: str = attrs.field(validator=attrs.validators.in_(LIVE_STATES))
+    started_at: float = attrs.field(converter=float)
+    answered_at: float | None = attrs.field(default=None, converter=_optional_float)
+    codec: str = ""
+    packets: int = 0
+    node_id: str = ""
+    updated_at: float = attrs.field(default=0.0, converter=float)

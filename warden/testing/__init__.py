@@ -5,6 +5,11 @@ Every fake here passes ``verifyObject`` and the same conformance suite as the re
 implementation (``tests/store/conformance.py``).
 """
 
-from warden.testing.memory import MemoryDirectory, MemoryLocationService
+from warden.testing.memory import (
+    MemoryCallRecordStore,
+    MemoryDirectory,
+    MemoryLiveCalls,
+    MemoryLocationService,
+)
 
-__all__ = ["MemoryDirectory", "MemoryLocationService"]
+__all__ = ["MemoryCallRecordStore", "MemoryDirectory", "MemoryLiveCalls", "MemoryLocationService"]

@@ -1,5 +1,6 @@
 """
-In-memory L{IDirectory} and L{ILocationService}.
+In-memory L{IDirectory}, L{ILocationService}, L{ICallRecordStore} and
+L{ILiveCalls}.
 
 Every method returns an already-fired Deferred, so tests built on these fakes can
 use ``SynchronousTestCase`` with ``successResultOf`` / ``failureResultOf``.
@@ -7,15 +8,16 @@ use ``SynchronousTestCase`` with ``successResultOf`` / ``failureResultOf``.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from warden.errors import ExtensionExists, ExtensionNotFound
-from warden.interfaces import IDirectory, ILocationService
-from warden.store.model import Binding, Extension
+from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
+from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls, ILocationService
+from warden.store.model import Binding, CallRecord, Extension, LiveCall
 from warden.store.tables import BindingTable, extension_order, plan_upsert
 
 
@@ -105,3 +107,86 @@ class MemoryLocationService:
     def flush(self) -> Deferred[None]:
         """Fire at once: memory is as durable as it gets."""
         return defer.succeed(None)
+
+
+def _record_order(record: CallRecord) -> tuple[float, str]:
+    return (record.started_at, record.call_id)
+
+
+@implementer(ICallRecordStore)
+class MemoryCallRecordStore:
+    """Call records held in a dict by call_id; nothing survives the process."""
+
+    def __init__(self, records: Iterable[CallRecord] = ()) -> None:
+        self._records: dict[str, CallRecord] = {}
+        for record in records:
+            self._records.setdefault(record.call_id, record)
+
+    def add(self, record: CallRecord) -> Deferred[None]:
+        """Keep ``record`` unless its call_id is already stored."""
+        self._records.setdefault(record.call_id, record)
+        return defer.succeed(None)
+
+    def list(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        extension: str | None = None,
+        disposition: str | None = None,
+        limit: int = 100,
+        after_call_id: str | None = None,
+    ) -> Deferred[builtins.list[CallRecord]]:
+        """Fire with one page of records, ordered by ``(started_at, call_id)``."""
+        if limit < 0:
+            return defer.fail(ValueError(f"limit must be >= 0, got {limit}"))
+        after: tuple[float, str] | None = None
+        if after_call_id is not None:
+            cursor = self._records.get(after_call_id)
+            if cursor is None:
+                return defer.fail(CallRecordNotFound(after_call_id))
+            after = _record_order(cursor)
+
+        def wanted(r: CallRecord) -> bool:
+            return (
+                (after is None or _record_order(r) > after)
+                and (since is None or r.started_at >= since)
+                and (until is None or r.started_at < until)
+                and (extension is None or extension in (r.caller, r.callee, r.dialled))
+                and (disposition is None or r.disposition == disposition)
+            )
+
+        found = sorted(filter(wanted, self._records.values()), key=_record_order)
+        return defer.succeed(found[:limit])
+
+    def count(self) -> Deferred[int]:
+        """Fire with the number of stored records."""
+        return defer.succeed(len(self._records))
+
+
+@implementer(ILiveCalls)
+class MemoryLiveCalls:
+    """Live-call summaries held in a dict by call_id."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, LiveCall] = {}
+
+    def publish(self, call: LiveCall) -> Deferred[None]:
+        """Add or replace the summary of ``call.call_id``."""
+        self._calls[call.call_id] = call
+        return defer.succeed(None)
+
+    def remove(self, call_id: str) -> Deferred[None]:
+        """Forget the summary of ``call_id``, if any."""
+        self._calls.pop(call_id, None)
+        return defer.succeed(None)
+
+    def list(self) -> Deferred[builtins.list[LiveCall]]:
+        """Fire with every summary, ordered by ``(started_at, call_id)``."""
+        return defer.succeed(sorted(self._calls.values(), key=lambda c: (c.started_at, c.call_id)))
+
+    def clear_node(self, node_id: str) -> Deferred[int]:
+        """Forget the summaries of ``node_id``; fire with how many there were."""
+        stale = [call_id for call_id, c in self._calls.items() if c.node_id == node_id]
+        for call_id in stale:
+            del self._calls[call_id]
+        return defer.succeed(len(stale))

@@ -1,0 +1,289 @@
+"""
+Call records and live calls in SQLite: ``call_records`` and ``live_calls``
+(schema ``0002_calls.sql``).
+
+Each method is one named interaction (see L{warden.store.interaction}). Writing a
+record is idempotent by call_id (``INSERT OR IGNORE``), which is what lets the CDR
+spool (L{warden.store.spool}) replay records after a crash without duplicating
+them. Listing is keyset-paged on ``(started_at, call_id)``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from warden.errors import CallRecordNotFound
+from warden.interfaces import ICallRecordStore, ILiveCalls
+from warden.store.interaction import run_interaction
+from warden.store.model import CallRecord, LiveCall
+
+Row = tuple[Any, ...]
+
+# -- call records ----------------------------------------------------------------
+
+_RECORD_COLUMNS = (
+    "call_id, caller, caller_name, callee, dialled, started_at, answered_at, ended_at,"
+    " disposition, hangup_cause, hangup_side, codec, media, node_id"
+)
+
+
+def _record_row(record: CallRecord) -> Row:
+    return (
+        record.call_id,
+        record.caller,
+        record.caller_name,
+        record.callee,
+        record.dialled,
+        record.started_at,
+        record.answered_at,
+        record.ended_at,
+        record.disposition,
+        record.hangup_cause,
+        record.hangup_side,
+        record.codec,
+        json.dumps(record.media, separators=(",", ":"), sort_keys=True),
+        record.node_id,
+    )
+
+
+def _record_from_row(row: Row) -> CallRecord:
+    (
+        call_id,
+        caller,
+        caller_name,
+        callee,
+        dialled,
+        started_at,
+        answered_at,
+        ended_at,
+        disposition,
+        hangup_cause,
+        hangup_side,
+        codec,
+        media,
+        node_id,
+    ) = row
+    return CallRecord(
+        call_id=call_id,
+        caller=caller,
+        caller_name=caller_name,
+        callee=callee,
+        dialled=dialled,
+        started_at=started_at,
+        answered_at=answered_at,
+        ended_at=ended_at,
+        disposition=disposition,
+        hangup_cause=hangup_cause,
+        hangup_side=hangup_side,
+        codec=codec,
+        media=json.loads(media),
+        node_id=node_id,
+    )
+
+
+def _add_call_record_txn(txn: adbapi.Transaction, row: Row) -> None:
+    txn.execute(
+        f"INSERT OR IGNORE INTO call_records ({_RECORD_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+
+
+def _list_call_records_txn(
+    txn: adbapi.Transaction,
+    since: float | None,
+    until: float | None,
+    extension: str | None,
+    disposition: str | None,
+    limit: int,
+    after_call_id: str | None,
+) -> builtins.list[CallRecord]:
+    where: builtins.list[str] = []
+    params: builtins.list[Any] = []
+    if after_call_id is not None:
+        txn.execute("SELECT started_at FROM call_records WHERE call_id = ?", (after_call_id,))
+        found = txn.fetchone()
+        if found is None:
+            raise CallRecordNotFound(after_call_id)
+        where.append("(started_at, call_id) > (?, ?)")
+        params += [found[0], after_call_id]
+    if since is not None:
+        where.append("started_at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("started_at < ?")
+        params.append(until)
+    if extension is not None:
+        where.append("(caller = ? OR callee = ? OR dialled = ?)")
+        params += [extension] * 3
+    if disposition is not None:
+        where.append("disposition = ?")
+        params.append(disposition)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    order = " ORDER BY started_at, call_id LIMIT ?"
+    txn.execute(f"SELECT {_RECORD_COLUMNS} FROM call_records{clause}{order}", (*params, limit))
+    return [_record_from_row(row) for row in txn.fetchall()]
+
+
+def _count_call_records_txn(txn: adbapi.Transaction) -> int:
+    txn.execute("SELECT count(*) FROM call_records")
+    return int(txn.fetchone()[0])
+
+
+@implementer(ICallRecordStore)
+class SQLiteCallRecordStore:
+    """L{ICallRecordStore} in the ``call_records`` table."""
+
+    def __init__(self, pool: adbapi.ConnectionPool) -> None:
+        self._pool = pool
+
+    def add(self, record: CallRecord) -> Deferred[None]:
+        """Insert ``record`` unless its call_id is already stored."""
+        return run_interaction(
+            self._pool, "add_call_record", _add_call_record_txn, _record_row(record)
+        )
+
+    def list(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        extension: str | None = None,
+        disposition: str | None = None,
+        limit: int = 100,
+        after_call_id: str | None = None,
+    ) -> Deferred[builtins.list[CallRecord]]:
+        """Fire with one page of records, ordered by ``(started_at, call_id)``."""
+        if limit < 0:
+            return defer.fail(ValueError(f"limit must be >= 0, got {limit}"))
+        return run_interaction(
+            self._pool,
+            "list_call_records",
+            _list_call_records_txn,
+            since,
+            until,
+            extension,
+            disposition,
+            limit,
+            after_call_id,
+        )
+
+    def count(self) -> Deferred[int]:
+        """Fire with the number of stored records."""
+        return run_interaction(self._pool, "count_call_records", _count_call_records_txn)
+
+
+# -- live calls ------------------------------------------------------------------
+
+_LIVE_COLUMNS = (
+    "call_id, caller, callee, dialled, state, started_at, answered_at, codec, packets,"
+    " node_id, updated_at"
+)
+_UPSERT_LIVE = (
+    f"INSERT INTO live_calls ({_LIVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (call_id) DO UPDATE SET caller = excluded.caller,"
+    " callee = excluded.callee, dialled = excluded.dialled, state = excluded.state,"
+    " started_at = excluded.started_at, answered_at = excluded.answered_at,"
+    " codec = excluded.codec, packets = excluded.packets, node_id = excluded.node_id,"
+    " updated_at = excluded.updated_at"
+)
+
+
+def _live_row(call: LiveCall) -> Row:
+    return (
+        call.call_id,
+        call.caller,
+        call.callee,
+        call.dialled,
+        call.state,
+        call.started_at,
+        call.answered_at,
+        call.codec,
+        call.packets,
+        call.node_id,
+        call.updated_at,
+    )
+
+
+def _live_from_row(row: Row) -> LiveCall:
+    (
+        call_id,
+        caller,
+        callee,
+        dialled,
+        state,
+        started_at,
+        answered_at,
+        codec,
+        packets,
+        node_id,
+        updated_at,
+    ) = row
+    return LiveCall(
+        call_id=call_id,
+        caller=caller,
+        callee=callee,
+        dialled=dialled,
+        state=state,
+        started_at=started_at,
+        answered_at=answered_at,
+        codec=codec,
+        packets=int(packets),
+        node_id=node_id,
+        updated_at=updated_at,
+    )
+
+
+def _publish_live_call_txn(txn: adbapi.Transaction, row: Row) -> None:
+    txn.execute(_UPSERT_LIVE, row)
+
+
+def _remove_live_call_txn(txn: adbapi.Transaction, call_id: str) -> None:
+    txn.execute("DELETE FROM live_calls WHERE call_id = ?", (call_id,))
+
+
+def _list_live_calls_txn(txn: adbapi.Transaction) -> builtins.list[LiveCall]:
+    txn.execute(f"SELECT {_LIVE_COLUMNS} FROM live_calls ORDER BY started_at, call_id")
+    return [_live_from_row(row) for row in txn.fetchall()]
+
+
+def _clear_node_live_calls_txn(txn: adbapi.Transaction, node_id: str) -> int:
+    txn.execute("DELETE FROM live_calls WHERE node_id = ?", (node_id,))
+    return int(txn.rowcount)
+
+
+@implementer(ILiveCalls)
+class SQLiteLiveCalls:
+    """
+    L{ILiveCalls} in the ``live_calls`` table, so that ``wardenctl calls`` (another
+    process) sees the calls of a single-node installation.
+    """
+
+    def __init__(self, pool: adbapi.ConnectionPool) -> None:
+        self._pool = pool
+
+    def publish(self, call: LiveCall) -> Deferred[None]:
+        """Insert or replace the summary of ``call.call_id``."""
+        return run_interaction(
+            self._pool, "publish_live_call", _publish_live_call_txn, _live_row(call)
+        )
+
+    def remove(self, call_id: str) -> Deferred[None]:
+        """Delete the summary of ``call_id``, if any."""
+        return run_interaction(self._pool, "remove_live_call", _remove_live_call_txn, call_id)
+
+    def list(self) -> Deferred[builtins.list[LiveCall]]:
+        """Fire with every summary, ordered by ``(started_at, call_id)``."""
+        return run_interaction(self._pool, "list_live_calls", _list_live_calls_txn)
+
+    def clear_node(self, node_id: str) -> Deferred[int]:
+        """Delete the summaries published by ``node_id``; fire with how many."""
+        return run_interaction(
+            self._pool, "clear_node_live_calls", _clear_node_live_calls_txn, node_id
+        )
