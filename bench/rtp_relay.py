@@ -1,0 +1,191 @@
+"""
+Throughput of the built-in media relay, in packets per second.
+
+* ``fake``: datagrams handed straight to the relay's protocols on fake sockets
+  (no kernel): the cost of Warden's own per-packet work (parse, latch check,
+  statistics, metrics, forwarding) on one core.
+* ``loopback``: real UDP on 127.0.0.1 through the default reactor: a "caller"
+  socket keeps ``window`` packets in flight to side a, the relay forwards them
+  from side b to a "callee" socket that counts them.
+
+Each packet is a 172-byte PCMU RTP packet (20 ms of audio), sequence numbers
+increasing. Usage::
+
+    python bench/rtp_relay.py [--packets N] [--window W] [--skip-loopback]
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import struct
+import sys
+import time
+from typing import Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock
+
+sys.path.insert(0, ".")
+
+from tests.rtp.fakes import FakeNetwork, sdp_body  # noqa: E402
+from warden.rtp.relay import MediaRelay  # noqa: E402
+from warden.rtp.session import MediaSession  # noqa: E402
+
+PAYLOAD = b"\xff" * 160
+
+
+def packet(seq: int) -> bytes:
+    """A PCMU RTP packet."""
+    return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, (160 * seq) & 0xFFFFFFFF, 1) + PAYLOAD
+
+
+def session_of(relay: MediaRelay, caller: tuple[str, int], callee: tuple[str, int]) -> Any:
+    """A session with offer and answer exchanged."""
+    results: list[Any] = []
+    relay.allocate("bench").addBoth(results.append)
+    session = results[0]
+    assert isinstance(session, MediaSession), session
+    session.offer_from("a", sdp_body(*caller))
+    session.answer_from("b", sdp_body(*callee))
+    return session
+
+
+def bench_fake(count: int) -> dict[str, Any]:
+    """Packets/s through the relay on fake sockets, alternating directions."""
+    clock = Clock()
+    network = FakeNetwork()
+    relay = MediaRelay(clock, network.listen_udp, "203.0.113.1", (10000, 10099))
+    caller, callee = ("192.0.2.10", 4000), ("198.51.100.20", 5000)
+    session = session_of(relay, caller, callee)
+    a = network.ports[session.side_a.rtp_port]
+    b = network.ports[session.side_b.rtp_port]
+    packets = [packet(i // 2) for i in range(count)]  # each direction in sequence
+    start = time.perf_counter()
+    for i, data in enumerate(packets):
+        if i & 1:
+            b.protocol.datagramReceived(data, callee)
+        else:
+            a.protocol.datagramReceived(data, caller)
+        if i & 1023 == 0:
+            a.written.clear()
+            b.written.clear()
+    elapsed = time.perf_counter() - start
+    relayed = session.stats()["a"]["packets_out"] + session.stats()["b"]["packets_out"]
+    session.release()
+    return {
+        "packets": count,
+        "relayed": relayed,
+        "seconds": round(elapsed, 4),
+        "packets_per_second": round(count / elapsed),
+        "microseconds_per_packet": round(1e6 * elapsed / count, 2),
+    }
+
+
+class Caller(DatagramProtocol):
+    """Keeps ``window`` packets in flight towards the relay."""
+
+    noisy = False
+
+    def __init__(self, target: tuple[str, int], total: int, window: int) -> None:
+        self.target = target
+        self.total = total
+        self.window = window
+        self.sent = 0
+
+    def top_up(self, received: int) -> None:
+        assert self.transport is not None
+        while self.sent < self.total and self.sent - received < self.window:
+            self.transport.write(packet(self.sent), self.target)
+            self.sent += 1
+
+
+class Callee(DatagramProtocol):
+    """Counts packets; tells the caller to send more."""
+
+    noisy = False
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.caller: Caller | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received += 1
+        if self.caller is not None:
+            self.caller.top_up(self.received)
+
+
+def bench_loopback(count: int, window: int) -> dict[str, Any]:
+    """Packets/s through the relay on real loopback sockets."""
+    from twisted.internet import reactor
+
+    relay = MediaRelay(reactor, reactor.listenUDP, "127.0.0.1", (41000, 41099))  # type: ignore[arg-type, attr-defined]
+    callee = Callee()
+    callee_port = reactor.listenUDP(0, callee, interface="127.0.0.1")  # type: ignore[attr-defined]
+    probe = Caller(("127.0.0.1", 0), 0, 0)
+    caller_port = reactor.listenUDP(0, probe, interface="127.0.0.1")  # type: ignore[attr-defined]
+    session = session_of(
+        relay,
+        ("127.0.0.1", caller_port.getHost().port),
+        ("127.0.0.1", callee_port.getHost().port),
+    )
+    probe.target, probe.total, probe.window = ("127.0.0.1", session.side_a.rtp_port), count, window
+    callee.caller = probe
+    result: dict[str, Any] = {}
+    state = {"last": -1, "start": 0.0}
+
+    def watchdog() -> None:
+        # Packets lost in the kernel would stall the window: refill, or finish.
+        if callee.received >= count or callee.received == state["last"] and probe.sent >= count:
+            finish()
+            return
+        if callee.received == state["last"]:
+            probe.top_up(probe.sent - 1)
+        state["last"] = callee.received
+        reactor.callLater(0.05, watchdog)  # type: ignore[attr-defined]
+
+    def finish() -> None:
+        elapsed = time.perf_counter() - state["start"]
+        result.update(
+            packets_sent=probe.sent,
+            packets_received=callee.received,
+            seconds=round(elapsed, 4),
+            packets_per_second=round(callee.received / elapsed),
+            window=window,
+        )
+        session.release()
+        caller_port.stopListening()
+        callee_port.stopListening()
+        reactor.callLater(0.01, reactor.stop)  # type: ignore[attr-defined]
+
+    def begin() -> None:
+        state["start"] = time.perf_counter()
+        probe.top_up(0)
+        reactor.callLater(0.05, watchdog)  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packets", type=int, default=200_000)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--skip-loopback", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "fake_sockets": bench_fake(args.packets),
+    }
+    if not args.skip_loopback:
+        report["loopback"] = bench_loopback(args.packets, args.window)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

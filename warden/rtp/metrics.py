@@ -1,0 +1,38 @@
+"""
+Prometheus metrics of the built-in media relay (``warden_rtp_*``, ``warden_media_*``).
+
+Labels are bounded: ``reason`` takes only the values of L{DROP_REASONS}. Never a
+Call-ID, port or address. Per-packet counters are exported in batches by
+``MediaSession.flush_metrics`` (each timeout check and on release).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+#: Why a packet was not relayed: a source other than the latched one, no known
+#: destination on the far side yet, not RTP/RTCP, or the socket refused to send.
+DROP_REASONS = ("spoofed", "no_destination", "malformed", "send_error")
+
+PACKETS_RELAYED = Counter(
+    "warden_rtp_packets_relayed_total", "RTP and RTCP packets relayed between call legs"
+)
+BYTES_RELAYED = Counter("warden_rtp_bytes_relayed_total", "UDP payload bytes relayed")
+PACKETS_DROPPED = Counter(
+    "warden_rtp_packets_dropped_total", "Packets received but not relayed", ["reason"]
+)
+DROPPED = {reason: PACKETS_DROPPED.labels(reason) for reason in DROP_REASONS}
+LOST = Counter(
+    "warden_rtp_lost_packets_total",
+    "RTP packets lost before reaching the relay (sequence gaps, RFC 3550 A.1)",
+)
+DTMF_EVENTS = Counter("warden_rtp_dtmf_events_total", "RFC 4733 telephone-events relayed")
+PORTS_IN_USE = Gauge("warden_media_ports_in_use", "UDP ports bound by the media relay")
+SESSIONS = Gauge("warden_media_sessions", "Media relay sessions allocated")
+TIMEOUTS = Counter("warden_media_timeouts_total", "Sessions whose media stopped (not on hold)")
+BIND_FAILURES = Counter(
+    "warden_media_bind_failures_total", "Relay ports that could not be bound and were skipped"
+)
+ALLOCATION_FAILURES = Counter(
+    "warden_media_allocation_failures_total", "Calls refused media ports (range exhausted)"
+)

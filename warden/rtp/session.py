@@ -1,0 +1,450 @@
+"""
+One call's media through the built-in relay (L{warden.interfaces.IMediaSession}).
+
+A session owns two sides, ``a`` facing the caller and ``b`` facing the callee,
+each an RTP socket (even port) and an RTCP socket (the next port). A packet
+arriving on side a's RTP socket leaves from side b's RTP socket towards the
+callee, and the other way round; RTCP likewise between the RTCP sockets. RTCP
+multiplexed on the RTP port (RFC 5761) is recognised by its packet type, counted
+as RTCP and relayed on the RTP sockets, the way it came. RFC 4733 events are
+relayed untouched and counted once per event.
+
+Where a side's media goes (symmetric RTP latching, "comedia", for phones behind
+NAT):
+
+1. Until the phone on a side is heard from, its media goes to the address and
+   ports its SDP declared (``c=``, ``m=`` port, ``a=rtcp`` or port + 1).
+2. The first valid RTP packet received on the side's RTP socket latches the side
+   to that packet's source address and port, and from then on media for that
+   phone goes there instead. RTCP latches separately, on the RTCP socket.
+3. Once latched, packets from any other source are dropped and counted as
+   ``spoofed``: a stranger cannot take over or inject into the stream.
+4. A new SDP from that phone (a re-INVITE's offer, or an answer) resets the
+   latch, so a phone that moved is followed. The same SDP again (same ``o=`` line,
+   RFC 3264 §8, and same RTP address: a 183's SDP repeated in the 200) keeps it.
+5. While the far side's destination is unknown (no SDP yet, ``c=0.0.0.0``, an
+   address of the wrong family, a name instead of an address), packets are
+   dropped and counted as ``no_destination``. Anything that is not RTP or RTCP
+   version 2 is dropped as ``malformed`` and never latches.
+
+Who sends first wins the latch (the risk known as "RTP bleed"); the window is the
+time between an SDP and the phone's first packet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.error import InvalidAddressError, MessageLengthError
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from warden.interfaces import IMediaSession
+from warden.rtp import metrics
+from warden.rtp.errors import MediaError, RtpParseError
+from warden.rtp.model import SIDES, HoldState, MediaSide
+from warden.rtp.packet import (
+    DtmfCounter,
+    StreamStats,
+    is_rtcp,
+    parse_rtcp,
+    parse_rtp,
+    parse_telephone_event,
+)
+from warden.sip import sdp as sdplib
+
+if TYPE_CHECKING:
+    from warden.rtp.relay import MediaRelay
+
+Address = tuple[str, int]
+_SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError)
+# A payload type no SDP names: the default clock rate, not an event.
+_UNKNOWN_FORMAT: tuple[int | None, bool] = (None, False)
+
+
+class RelayProtocol(DatagramProtocol):
+    """One relay socket: hands every datagram to its session with side and channel."""
+
+    noisy = False
+
+    def __init__(self, side: str, rtcp: bool) -> None:
+        self.side = side
+        self.rtcp = rtcp
+        self.session: MediaSession | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """Relay ``datagram`` (dropped until the session exists)."""
+        if self.session is not None:
+            self.session.datagram_received(self.side, self.rtcp, datagram, addr)
+
+    def send(self, datagram: bytes, addr: Address) -> bool:
+        """Send from this socket; False when the socket is closed or refuses."""
+        transport = self.transport
+        if transport is None:
+            return False
+        try:
+            transport.write(datagram, addr)
+        except _SEND_ERRORS:
+            return False
+        return True
+
+
+class _Peer:
+    """What the session knows about the phone on one side, and its counters."""
+
+    def __init__(self, side: MediaSide, clock_rate: int) -> None:
+        self.side = side
+        self.family = ipaddress.ip_address(side.address).version
+        self.declared_rtp: Address | None = None
+        self.declared_rtcp: Address | None = None
+        self.latched_rtp: Address | None = None
+        self.latched_rtcp: Address | None = None
+        self.origin: str | None = None
+        self.direction = "sendrecv"
+        # Payload type -> (clock rate, is an RFC 4733 event), from this phone's SDP.
+        self.formats: dict[int, tuple[int, bool]] = {}
+        self.rtp_in = StreamStats(clock_rate)
+        self.dtmf = DtmfCounter()
+        self.rtcp_in = 0
+        self.packets_out = 0
+        self.bytes_out = 0
+        self.rtcp_out = 0
+        self.last_out_at: float | None = None
+        self.dropped = dict.fromkeys(metrics.DROP_REASONS, 0)
+        # What flush_metrics() has exported so far.
+        self.exported_lost = 0
+        self.exported_dtmf = 0
+        self.exported_dropped = dict.fromkeys(metrics.DROP_REASONS, 0)
+
+    def rtp_destination(self) -> Address | None:
+        return self.latched_rtp or self.declared_rtp
+
+    def rtcp_destination(self) -> Address | None:
+        return self.latched_rtcp or self.declared_rtcp
+
+
+@implementer(IMediaSession)
+class MediaSession:
+    """
+    The built-in relay's session; made by L{warden.rtp.relay.MediaRelay.allocate}.
+
+    Args:
+        relay: the relay that owns the ports (told on release).
+        call_id: the call's identifier.
+        clock: time of arrival for statistics and idleness.
+        side_a: the relay's address and ports facing the caller.
+        side_b: the relay's address and ports facing the callee.
+        protocols: the protocol of each socket, by ``(side, is_rtcp)``.
+        ports: the bound sockets, closed on release.
+        clock_rate: timestamp rate for payload types the SDP does not name.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        relay: MediaRelay,
+        call_id: str,
+        clock: IReactorTime,
+        side_a: MediaSide,
+        side_b: MediaSide,
+        protocols: Mapping[tuple[str, bool], RelayProtocol],
+        ports: Sequence[IListeningPort],
+        clock_rate: int = 8000,
+    ) -> None:
+        self.call_id = call_id
+        self.side_a = side_a
+        self.side_b = side_b
+        self.on_timeout: Callable[[], object] | None = None
+        self.timed_out = False
+        self._relay = relay
+        self._clock = clock
+        self._peers = {"a": _Peer(side_a, clock_rate), "b": _Peer(side_b, clock_rate)}
+        self._protocols = dict(protocols)
+        self._ports = list(ports)
+        for protocol in self._protocols.values():
+            protocol.session = self
+        self._index: int | None = None
+        self._activity = clock.seconds()
+        self._relayed_packets = 0
+        self._relayed_bytes = 0
+        self.released = False
+
+    def __repr__(self) -> str:
+        return f"<MediaSession {self.call_id} a={self.side_a.rtp_port} b={self.side_b.rtp_port}>"
+
+    # -- IMediaSession: signalling ---------------------------------------------------
+
+    @property
+    def hold_state(self) -> HoldState:
+        """The direction each phone last declared for the relayed stream."""
+        return HoldState(self._peers["a"].direction, self._peers["b"].direction)
+
+    def offer_from(self, side: str, sdp: bytes) -> bytes:
+        """An offer from ``side``'s phone, rewritten for the other phone."""
+        return self._description_from(side, sdp, offer=True)
+
+    def answer_from(self, side: str, sdp: bytes) -> bytes:
+        """An answer from ``side``'s phone, rewritten for the other phone."""
+        return self._description_from(side, sdp, offer=False)
+
+    def _description_from(self, side: str, data: bytes, offer: bool) -> bytes:
+        if side not in SIDES:
+            raise ValueError(f"side must be 'a' or 'b', not {side!r}")
+        if self.released:
+            raise MediaError(f"media session of call {self.call_id} was released")
+        parsed = sdplib.parse_sdp(data)
+        index = self._index
+        if offer or index is None or index >= len(parsed.media):
+            index = sdplib.relayed_stream(parsed)
+        self._index = index
+        self._learn(self._peers[side], parsed, index)
+        self._activity = self._clock.seconds()
+        other = self._peers[_other(side)].side
+        if index is None:
+            return sdplib.rewrite(parsed, other.address, {}).to_bytes()
+        ports, rtcp_ports = {index: other.rtp_port}, {index: other.rtcp_port}
+        return sdplib.rewrite(parsed, other.address, ports, rtcp_ports).to_bytes()
+
+    def _learn(self, peer: _Peer, parsed: sdplib.SessionDescription, index: int | None) -> None:
+        """Remember where ``peer``'s phone wants its media, and what it sends."""
+        media = parsed.media[index] if index is not None else None
+        rtp, rtcp = _declared(media, parsed.connection_for(index) if index is not None else None)
+        if not _usable(rtp, peer.family):
+            rtp = rtcp = None
+        elif not _usable(rtcp, peer.family):
+            rtcp = None
+        if parsed.origin != peer.origin or rtp != peer.declared_rtp:
+            peer.latched_rtp = peer.latched_rtcp = None
+        peer.origin = parsed.origin
+        peer.declared_rtp, peer.declared_rtcp = rtp, rtcp
+        peer.direction = sdplib.direction(media, parsed) if media is not None else "inactive"
+        formats = sdplib.payload_formats(media) if media is not None else []
+        peer.formats = {
+            c.payload_type: (c.clock_rate, c.name.lower() == "telephone-event") for c in formats
+        }
+
+    # -- media ----------------------------------------------------------------------
+
+    def datagram_received(self, side: str, rtcp: bool, data: bytes, addr: Any) -> None:
+        """A datagram on one of the session's sockets."""
+        if self.released:
+            return
+        peer = self._peers[side]
+        source: Address = (addr[0], addr[1])
+        if rtcp or is_rtcp(data):
+            self._rtcp_received(side, peer, rtcp, data, source)
+            return
+        try:
+            header = parse_rtp(data)
+        except RtpParseError:
+            self._drop(peer, "malformed")
+            return
+        if peer.latched_rtp is None:
+            peer.latched_rtp = source
+        elif peer.latched_rtp != source:
+            self._drop(peer, "spoofed")
+            return
+        now = self._clock.seconds()
+        self._activity = now
+        other = self._peers[_other(side)]
+        # Packets are in the numbering of the phone they go to; else the sender's.
+        pt = header.payload_type
+        rate, event = other.formats.get(pt) or peer.formats.get(pt) or _UNKNOWN_FORMAT
+        peer.rtp_in.record(header, len(data), now, rate, timing=not event)
+        if event:
+            self._count_event(peer, header, data)
+        self._forward(other, other.rtp_destination(), (_other(side), False), data, now)
+
+    def _rtcp_received(
+        self, side: str, peer: _Peer, on_rtcp_port: bool, data: bytes, source: Address
+    ) -> None:
+        try:
+            parse_rtcp(data)
+        except RtpParseError:
+            self._drop(peer, "malformed")
+            return
+        latched = peer.latched_rtcp if on_rtcp_port else peer.latched_rtp
+        if latched is None:
+            if on_rtcp_port:
+                peer.latched_rtcp = source
+            else:
+                peer.latched_rtp = source
+        elif latched != source:
+            self._drop(peer, "spoofed")
+            return
+        peer.rtcp_in += 1
+        other = self._peers[_other(side)]
+        destination = other.rtcp_destination() if on_rtcp_port else other.rtp_destination()
+        if self._forward(other, destination, (_other(side), on_rtcp_port), data, None):
+            other.rtcp_out += 1
+
+    def _count_event(self, peer: _Peer, header: Any, data: bytes) -> None:
+        try:
+            event = parse_telephone_event(header.payload(data))
+        except RtpParseError:
+            return
+        peer.dtmf.record(header, event)
+
+    def _forward(
+        self,
+        to: _Peer,
+        destination: Address | None,
+        socket: tuple[str, bool],
+        data: bytes,
+        now: float | None,
+    ) -> bool:
+        """Send ``data`` to ``to``'s phone; ``now`` is None for RTCP."""
+        if destination is None:
+            self._drop(to, "no_destination")
+            return False
+        if not self._protocols[socket].send(data, destination):
+            self._drop(to, "send_error")
+            return False
+        if now is not None:
+            to.packets_out += 1
+            to.bytes_out += len(data)
+            to.last_out_at = now
+        self._relayed_packets += 1
+        self._relayed_bytes += len(data)
+        return True
+
+    def _drop(self, peer: _Peer, reason: str) -> None:
+        peer.dropped[reason] += 1
+
+    def flush_metrics(self) -> None:
+        """
+        Add what happened since the last flush to the Prometheus counters.
+
+        Counting in plain integers per packet and exporting in batches (every
+        timeout check, and on release) keeps the per-packet cost low.
+        """
+        if self._relayed_packets:
+            metrics.PACKETS_RELAYED.inc(self._relayed_packets)
+            metrics.BYTES_RELAYED.inc(self._relayed_bytes)
+            self._relayed_packets = self._relayed_bytes = 0
+        for peer in self._peers.values():
+            lost = peer.rtp_in.lost
+            # Late packets can lower ``lost``; the counter keeps its high-water mark.
+            if lost > peer.exported_lost:
+                metrics.LOST.inc(lost - peer.exported_lost)
+                peer.exported_lost = lost
+            if peer.dtmf.events > peer.exported_dtmf:
+                metrics.DTMF_EVENTS.inc(peer.dtmf.events - peer.exported_dtmf)
+                peer.exported_dtmf = peer.dtmf.events
+            for reason, count in peer.dropped.items():
+                if count > peer.exported_dropped[reason]:
+                    metrics.DROPPED[reason].inc(count - peer.exported_dropped[reason])
+                    peer.exported_dropped[reason] = count
+
+    # -- IMediaSession: state ---------------------------------------------------------
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Counters per side (see L{IMediaSession.stats})."""
+        return {side: self._side_stats(side) for side in SIDES}
+
+    def _side_stats(self, side: str) -> dict[str, Any]:
+        peer, other = self._peers[side], self._peers[_other(side)]
+        latched = peer.latched_rtp
+        out: dict[str, Any] = {
+            "address": peer.side.address,
+            "rtp_port": peer.side.rtp_port,
+            "rtcp_port": peer.side.rtcp_port,
+            "latched": f"{latched[0]}:{latched[1]}" if latched else None,
+            "direction": peer.direction,
+            "packets_in": peer.rtp_in.packets,
+            "bytes_in": peer.rtp_in.bytes,
+            "lost_in": peer.rtp_in.lost,
+            "jitter_ms_in": round(peer.rtp_in.jitter_ms, 3),
+            "last_packet_at_in": peer.rtp_in.last_packet_at,
+            "packets_out": peer.packets_out,
+            "bytes_out": peer.bytes_out,
+            "lost_out": other.rtp_in.lost,
+            "jitter_ms_out": round(other.rtp_in.jitter_ms, 3),
+            "last_packet_at_out": peer.last_out_at,
+            "rtcp_in": peer.rtcp_in,
+            "rtcp_out": peer.rtcp_out,
+            "dtmf_events": peer.dtmf.events,
+        }
+        out.update({f"dropped_{reason}": n for reason, n in peer.dropped.items()})
+        return out
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the last RTP packet, allocation or offer/answer."""
+        return max(0.0, now - self._activity)
+
+    def check_timeout(self, now: float, media_timeout: float) -> None:
+        """Fire ``on_timeout`` once when media stopped for ``media_timeout`` off hold."""
+        if self.released or self.timed_out or self.hold_state.on_hold:
+            return
+        if self.idle_for(now) < media_timeout:
+            return
+        self.timed_out = True
+        metrics.TIMEOUTS.inc()
+        self.log.info(
+            "Media of call {call_id} stopped {idle:.1f}s ago",
+            call_id=self.call_id,
+            idle=self.idle_for(now),
+        )
+        if self.on_timeout is not None:
+            try:
+                self.on_timeout()
+            except Exception:
+                self.log.failure("on_timeout of call {call_id} failed", call_id=self.call_id)
+
+    def release(self) -> None:
+        """Close both sides' sockets and return the ports. Idempotent."""
+        if self.released:
+            return
+        self.released = True
+        self.flush_metrics()
+        try:
+            for port in self._ports:
+                close_port(port)
+        finally:
+            self._ports = []
+            self._relay.forget(self)
+
+
+def close_port(port: IListeningPort) -> None:
+    """Stop listening on ``port``, logging (never raising) a failure."""
+    try:
+        d = port.stopListening()
+    except Exception:
+        MediaSession.log.failure("Could not close a media port")
+        return
+    if d is not None:
+        d.addErrback(lambda f: MediaSession.log.failure("Could not close a media port", f))
+
+
+def _other(side: str) -> str:
+    return "b" if side == "a" else "a"
+
+
+def _declared(
+    media: sdplib.MediaDescription | None, connection: sdplib.Connection | None
+) -> tuple[Address | None, Address | None]:
+    """Where a phone's SDP asks for RTP and RTCP (``a=rtcp``, RFC 3605, or port + 1)."""
+    if media is None or connection is None or media.port == 0:
+        return None, None
+    host = connection.address
+    rtcp = (host, media.port + 1)
+    for value in media.attribute_values("rtcp"):
+        port, rtcp_connection = sdplib.parse_rtcp_attribute(value)
+        rtcp = (rtcp_connection.address if rtcp_connection else host, port)
+    return (host, media.port), rtcp
+
+
+def _usable(address: Address | None, family: int) -> bool:
+    """Whether media can be sent to ``address`` from a socket of IP ``family``."""
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address[0])
+    except ValueError:
+        return False
+    return ip.version == family and not ip.is_unspecified
