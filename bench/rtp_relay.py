@@ -31,9 +31,9 @@ from twisted.internet.task import Clock
 
 sys.path.insert(0, ".")
 
-from tests.rtp.fakes import FakeNetwork, sdp_body  # noqa: E402
 from warden.rtp.relay import MediaRelay  # noqa: E402
 from warden.rtp.session import MediaSession  # noqa: E402
+from warden.testing.rtpnet import FakeNetwork, sdp_body  # noqa: E402
 
 PAYLOAD = b"\xff" * 160
 

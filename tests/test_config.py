@@ -390,7 +390,8 @@ class ErrorTests(SynchronousTestCase):
         self.assertBad(
             "[voicemail]\nenabled = true",
             "voicemail",
-            "warden.toml: voicemail: unknown section (known: server, sip, registrar, store, calls, media)",
+            "warden.toml: voicemail: unknown section"
+            " (known: server, sip, registrar, store, calls, media)",
         )
 
     def test_section_not_table(self) -> None:

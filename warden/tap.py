@@ -18,12 +18,15 @@ from twisted.python import usage
 
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError
-from warden.netutil import host_matcher, local_names
+from warden.netutil import host_matcher, local_addresses, local_names
+from warden.rtp.relay import MediaRelay
 from warden.sip.registrar import ExpiryPolicy
-from warden.sip.service import SipService, SipSettings
+from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
 from warden.store.caching import CachingDirectory
+from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.migrate import apply_migrations
+from warden.store.spool import SpooledCallRecordStore, default_spool_path
 from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
 
 
@@ -74,11 +77,24 @@ class WardenService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, pool: Any, location: SQLiteLocationService, reactor: Any) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        location: SQLiteLocationService,
+        reactor: Any,
+        records: SpooledCallRecordStore,
+        live: SQLiteLiveCalls,
+        media: MediaRelay,
+        node_id: str,
+    ) -> None:
         super().__init__()
         self._pool = pool
         self._location = location
         self._reactor = reactor
+        self._records = records
+        self._live = live
+        self._media = media
+        self._node_id = node_id
 
     def startService(self) -> None:  # noqa: N802
         """Migrate and load, then start listening; a failure stops Warden."""
@@ -90,6 +106,10 @@ class WardenService(service.MultiService):
     def _prepare(self):  # type: ignore[no-untyped-def]
         yield apply_migrations(self._pool)
         loaded = yield self._location.load()
+        replayed = yield self._records.recover()
+        if replayed:
+            self.log.info("Replayed {count} call records from the spool", count=replayed)
+        yield self._live.clear_node(self._node_id)
         return loaded
 
     def _ready(self, loaded: int) -> None:
@@ -106,6 +126,13 @@ class WardenService(service.MultiService):
         """Stop children (flushing bindings), then close the database."""
         yield super().stopService()
         yield self._location.close()
+        try:
+            yield self._records.flush().addTimeout(10, self._reactor)
+        except defer.TimeoutError:
+            depth = self._records.spool_depth
+            self.log.warn("Call records left in the spool: {depth}", depth=depth)
+        self._records.close()
+        self._media.close()
         self._pool.close()
 
 
@@ -124,9 +151,24 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         SQLiteDirectory(pool), clock, config.store.directory_cache_seconds
     )
     location = SQLiteLocationService(pool, clock)
-    root = WardenService(pool, location, reactor)
+    records = SpooledCallRecordStore(
+        SQLiteCallRecordStore(pool), clock, default_spool_path(config.server.data_dir)
+    )
+    live = SQLiteLiveCalls(pool)
+    media = MediaRelay(
+        clock,
+        lambda port, protocol, interface: reactor.listenUDP(port, protocol, interface=interface),
+        media_address(config),
+        port_range=(config.media.port_min, config.media.port_max),
+        interface=config.media.address or config.sip.interface or "",
+        media_timeout=config.media.timeout,
+    )
+    root = WardenService(pool, location, reactor, records, live, media, config.node_id)
     names = local_names(config.server.domains, [config.sip.interface])
-    sip = SipService(clock, sip_settings(config), directory, location, host_matcher(names))
+    sip = SipService(
+        clock, sip_settings(config), directory, location, host_matcher(names),
+        CallServices(media=media, records=records, live=live),
+    )  # fmt: skip
     sip.setServiceParent(root)
     return root
 
@@ -149,4 +191,19 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         auth_fail_limit=reg.auth_fail_limit,
         auth_fail_window=reg.auth_fail_window,
         auth_block_seconds=reg.auth_block_seconds,
+        ring_timeout=config.calls.ring_timeout,
+        max_calls_per_extension=config.calls.max_calls_per_extension,
     )
+
+
+def media_address(config: WardenConfig) -> str:
+    """
+    The address the relay advertises: ``[media] address``, else the SIP interface,
+    else this host's first non-loopback IPv4 address (127.0.0.1 when it has none).
+    """
+    if config.media.address:
+        return config.media.address
+    if config.sip.interface and config.sip.interface not in ("0.0.0.0", "::"):
+        return config.sip.interface
+    candidates = sorted(a for a in local_addresses() if "." in a and not a.startswith("127."))
+    return candidates[0] if candidates else "127.0.0.1"

@@ -18,11 +18,11 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from tests.rtp.fakes import sdp_body
 from warden.interfaces import IMediaRelay, IMediaSession
 from warden.rtp.errors import MediaError
 from warden.sip import sdp
 from warden.sip.sdp import SdpError, parse_sdp
+from warden.testing.rtpnet import sdp_body
 
 CALLER = "192.0.2.10"
 CALLEE = "198.51.100.20"

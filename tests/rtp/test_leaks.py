@@ -10,11 +10,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.rtp.conformance import CALLEE, CALLER
-from tests.rtp.fakes import FakeNetwork, rtp, sdp_body
 from warden.rtp.errors import MediaError
 from warden.rtp.relay import MediaRelay
 from warden.rtp.session import MediaSession
 from warden.sip.sdp import SdpError
+from warden.testing.rtpnet import FakeNetwork, rtp, sdp_body
 
 CYCLES = 1000
 

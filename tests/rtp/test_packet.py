@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.rtp.fakes import dtmf, rtcp_rr, rtp
 from warden.errors import WardenError
 from warden.rtp.errors import RtpParseError
 from warden.rtp.packet import (
@@ -15,6 +14,7 @@ from warden.rtp.packet import (
     parse_rtp,
     parse_telephone_event,
 )
+from warden.testing.rtpnet import dtmf, rtcp_rr, rtp
 
 
 class RtpHeaderTests(SynchronousTestCase):

@@ -12,9 +12,9 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.rtp.fakes import rtp, sdp_body
 from warden.rtp.relay import MediaRelay
 from warden.rtp.session import MediaSession
+from warden.testing.rtpnet import rtp, sdp_body
 
 LOOPBACK = "127.0.0.1"
 

@@ -13,13 +13,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.rtp.conformance import CALLEE, CALLER, MediaRelayConformanceMixin
-from tests.rtp.fakes import FakeNetwork, dtmf, rtcp_rr, rtp, sdp_body
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError
 from warden.rtp.ports import PortPool
 from warden.rtp.relay import MediaRelay
 from warden.rtp.session import MediaSession
 from warden.sip.sdp import parse_sdp
+from warden.testing.rtpnet import FakeNetwork, dtmf, rtcp_rr, rtp, sdp_body
 
 RELAY_IP = "203.0.113.1"
 NAT = ("203.0.113.50", 31000)

@@ -27,9 +27,12 @@ from warden.sip.headers import parse_auth_params
 ALGORITHMS: dict[str, str] = {"MD5": "md5", "SHA-256": "sha256"}
 
 
+_HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+
 def digest_hex(algorithm: str, data: str) -> str:
     """H(data) for a digest ``algorithm`` name (RFC 7616 §3.4.1)."""
-    return hashlib.new(ALGORITHMS[algorithm], data.encode()).hexdigest()
+    return _HASHES[algorithm](data.encode()).hexdigest()
 
 
 class NonceState(Enum):
@@ -67,7 +70,7 @@ class NonceManager:
 
     def _mac(self, stamp: str, salt: str) -> str:
         data = f"{stamp}.{salt}".encode()
-        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._secret, data, "sha256").hex()[:32]
 
     def issue(self) -> str:
         """A fresh nonce, remembered for nonce-count checks."""

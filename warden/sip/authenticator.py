@@ -11,10 +11,14 @@ tell a scanner which extensions exist.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IDirectory
@@ -32,6 +36,44 @@ from warden.sip.auth import (
 from warden.sip.flow import Flow
 from warden.sip.message import Request
 from warden.store.model import Extension
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+
+
+@overload
+def then(value: Deferred[_T], f: Callable[[_T], _U | Deferred[_U]]) -> _U | Deferred[_U]: ...
+
+
+@overload
+def then(value: _T, f: Callable[[_T], _U | Deferred[_U]]) -> _U | Deferred[_U]: ...
+
+
+def then(value: Any, f: Callable[[Any], _U | Deferred[_U]]) -> _U | Deferred[_U]:
+    """
+    Apply ``f`` to a value that may still be on its way.
+
+    A plain value, or a Deferred that has already fired with a result (memory
+    stores and caches answer at once), goes to ``f`` now and ``f``'s answer is
+    returned as it is, without running a callback chain; ``f`` may then raise
+    synchronously. Otherwise ``d.addCallback(f)`` is returned.
+
+    A Deferred given here must be one its caller just received and owns: one that
+    has fired and is not paused has run every callback added so far, so its
+    ``result`` is final.
+    """
+    if not isinstance(value, Deferred):
+        return f(value)
+    if value.called and not value.paused:
+        result = value.result
+        if not isinstance(result, Failure):
+            return f(result)
+    return value.addCallback(f)
+
+
+def as_deferred(value: _T | Deferred[_T]) -> Deferred[_T]:
+    """``value`` as a Deferred (an already fired one for a plain value)."""
+    return value if isinstance(value, Deferred) else defer.succeed(value)
 
 
 class Throttled(SipError):
@@ -76,11 +118,25 @@ class Authenticator:
         self.realm = realm
         self.algorithms = algorithms
 
-    @defer.inlineCallbacks
-    def authenticate(self, request: Request, flow: Flow, proxy: bool = False):  # type: ignore[no-untyped-def]
+    def authenticate(
+        self, request: Request, flow: Flow, proxy: bool = False
+    ) -> Deferred[Extension]:
         """
         Fire with the authenticated Extension, or fail with SipError (401/407
         challenge, 403; Throttled is a 403 too).
+        """
+        try:
+            return as_deferred(self.check(request, flow, proxy))
+        except Exception:
+            return defer.fail()
+
+    def check(
+        self, request: Request, flow: Flow, proxy: bool = False
+    ) -> Extension | Deferred[Extension]:
+        """
+        L{authenticate} without a Deferred when the directory answers at once:
+        the authenticated Extension is returned, or SipError raised, now.
+        Otherwise a Deferred that fires or fails as L{authenticate}'s.
         """
         if self.throttle.is_blocked(flow.host):
             metrics.THROTTLED.inc()
@@ -88,7 +144,21 @@ class Authenticator:
         header = "Proxy-Authorization" if proxy else "Authorization"
         creds = self._credentials(request, header)
         user = creds.username if creds is not None else (request.to.uri.user_unescaped or "")
-        extension: Extension | None = yield self._directory.get_extension(user)
+        return then(
+            self._directory.get_extension(user),
+            lambda extension: self._verify(request, flow, proxy, creds, user, extension),
+        )
+
+    def _verify(
+        self,
+        request: Request,
+        flow: Flow,
+        proxy: bool,
+        creds: Credentials | None,
+        user: str,
+        extension: Extension | None,
+    ) -> Extension:
+        """Check ``creds`` against ``extension``; raise SipError unless they hold."""
         offered = self._algorithms_for(extension)
         if creds is None or creds.algorithm not in offered:
             raise self._challenge(proxy, offered)

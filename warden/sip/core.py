@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -35,6 +35,8 @@ _RFC1123_GMT = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r" \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
 )
+# Headers every request needs, in the order their absence is reported.
+_REQUIRED = ("To", "From", "Call-ID", "CSeq", "Via")
 BODY_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
 ACCEPTED_TYPES = ("application/sdp", "multipart/mixed")
 
@@ -69,6 +71,14 @@ class SipCore:
         self._is_local = is_local_domain
         self.supported = supported
         self._handlers: dict[str, Handler] = {}
+        self._calls: Any = None
+
+    def attach_calls(self, controller: Any) -> None:
+        """
+        Let the call controller own INVITE, CANCEL, ACK for 2xx and every request
+        inside a dialog (To tag present), REGISTER excepted.
+        """
+        self._calls = controller
 
     def register_handler(self, method: str, handler: Handler) -> None:
         """Let ``handler(request, flow)`` answer ``method`` requests."""
@@ -85,16 +95,31 @@ class SipCore:
         self, transaction: ServerTransactionLike, request: Request, flow: Flow
     ) -> None:
         """Validate, then answer or dispatch a new request."""
-        metrics.REQUESTS.labels(metrics.method_label(request.method), flow.transport).inc()
+        metrics.count_request(request.method, flow.transport)
         try:
             self._validate(request)
+            if self._calls is not None and self._for_calls(transaction, request, flow):
+                return
             handler = self._handlers.get(request.method)
             if handler is None:
                 self._respond(transaction, self._builtin(request), flow)
                 return
-            d = defer.maybeDeferred(handler, request, flow)
         except SipError as e:
             self._respond(transaction, self.error_response(request, e), flow)
+            return
+        # As maybeDeferred, without its cost for a handler that returns a Deferred.
+        try:
+            result = handler(request, flow)
+        except Exception:
+            d: defer.Deferred[Response] = defer.fail()
+        else:
+            d = (
+                result
+                if isinstance(result, defer.Deferred)
+                else defer.maybeDeferred(lambda: result)
+            )
+        if d.called and not d.paused and isinstance(d.result, Response):
+            self._respond(transaction, d.result, flow)  # answered at once
             return
         d.addCallbacks(
             lambda response: self._respond(transaction, response, flow),
@@ -102,8 +127,31 @@ class SipCore:
         )
 
     def ack_received(self, request: Request, flow: Flow) -> None:
-        """An ACK for a 2xx; dialogs arrive with the call controller."""
-        metrics.REQUESTS.labels("ACK", flow.transport).inc()
+        """An ACK for a 2xx: the call controller's business."""
+        metrics.count_request("ACK", flow.transport)
+        if self._calls is not None:
+            try:
+                self._calls.handle_ack(request, flow)
+            except SipParseError:
+                pass
+
+    def _for_calls(self, transaction: ServerTransactionLike, request: Request, flow: Flow) -> bool:
+        """Hand call requests to the call controller; False for everything else."""
+        method = request.method
+        if method == "REGISTER":
+            return False
+        calls = self._calls
+        if method == "CANCEL":
+            handler = calls.handle_cancel
+        elif request.to.tag is not None:
+            handler = calls.handle_in_dialog
+        elif method == "INVITE":
+            handler = calls.handle_invite
+        else:
+            return False
+        d = defer.maybeDeferred(handler, transaction, request, flow)
+        d.addErrback(self._handler_failed, transaction, request, flow)
+        return True
 
     def response_received_stray(self, response: Response, flow: Flow) -> None:
         """A response that matched no client transaction is dropped (§18.1.2)."""
@@ -111,17 +159,21 @@ class SipCore:
     # -- checks -------------------------------------------------------------------
 
     def _validate(self, request: Request) -> None:
+        names = [name for name, _ in request.headers]
+        present = set(names)
         try:
-            for name in SINGLE_VALUED:
-                if request.count(name) > 1:
-                    raise SipError(400, f"Multiple {name} headers")
-            for name in ("To", "From", "Call-ID", "CSeq", "Via"):
-                if request.get(name) is None:
+            if len(present) != len(names):
+                for name in SINGLE_VALUED:
+                    if names.count(name) > 1:
+                        raise SipError(400, f"Multiple {name} headers")
+            for name in _REQUIRED:
+                if name not in present:
                     raise SipError(400, f"Missing {name} header")
             request.vias, request.to, request.from_, request.contacts  # noqa: B018 - validate
-            date = request.get("Date")
-            if date is not None and not _RFC1123_GMT.match(date):
-                raise SipError(400, "Bad Date header (RFC 1123 date in GMT)")
+            if "Date" in present:
+                date = request.get("Date")
+                if date is not None and not _RFC1123_GMT.match(date):
+                    raise SipError(400, "Bad Date header (RFC 1123 date in GMT)")
             if request.cseq.method != request.method:
                 raise SipError(400, "CSeq method does not match the request method")
             max_forwards = request.int_header("Max-Forwards", 255)
@@ -141,9 +193,10 @@ class SipCore:
             raise SipError(483, "Too Many Hops")
         if request.method in ("ACK", "CANCEL"):
             return
-        unsupported = [t for t in request.get_all("Require") if t not in self.supported]
-        if unsupported:
-            raise SipError(420, "Bad Extension", (("Unsupported", ", ".join(unsupported)),))
+        if "Require" in present:
+            unsupported = [t for t in request.get_all("Require") if t not in self.supported]
+            if unsupported:
+                raise SipError(420, "Bad Extension", (("Unsupported", ", ".join(unsupported)),))
         self._check_content(request)
 
     def _check_content(self, request: Request) -> None:
@@ -197,7 +250,7 @@ class SipCore:
 
     def _respond(self, transaction: ServerTransactionLike, response: Response, flow: Flow) -> None:
         response.add("Server", SERVER_HEADER)
-        metrics.RESPONSES_SENT.labels(f"{response.status // 100}xx", flow.transport).inc()
+        metrics.count_response(response.status, flow.transport)
         transaction.respond(response)
 
     def _handler_failed(

@@ -14,7 +14,7 @@ import re
 import attrs
 
 from warden.errors import SipParseError
-from warden.sip.uri import URI, parse_uri, split_host_port
+from warden.sip.uri import URI, is_valid_host, parse_uri, split_host_port
 
 _CANONICAL = [
     "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info",
@@ -79,6 +79,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 def canonical_name(name: str) -> str:
     """The registered spelling of a header name (compact forms expanded)."""
+    known = USUAL_SPELLINGS.get(name)
+    if known is not None:
+        return known
     lower = name.lower()
     full = CANONICAL_NAMES.get(lower)
     if full is not None:
@@ -89,40 +92,66 @@ def canonical_name(name: str) -> str:
             return compact
     if not _TOKEN_RE.match(name):
         raise SipParseError(f"bad header name {name!r}")
-    return "-".join(part.capitalize() for part in lower.split("-"))
+    canonical = "-".join(part.capitalize() for part in lower.split("-"))
+    if len(USUAL_SPELLINGS) < _MAX_SPELLINGS:
+        USUAL_SPELLINGS[name] = canonical
+    return canonical
+
+
+def _usual_spellings() -> dict[str, str]:
+    """Exact spellings seen on the wire, mapped without case folding."""
+    spellings: dict[str, str] = {}
+    for name in _CANONICAL:
+        for spelling in (name, name.lower(), name.upper(), name.title()):
+            spellings[spelling] = name
+    for compact, name in COMPACT_FORMS.items():
+        spellings[compact] = spellings[compact.upper()] = name
+    return spellings
+
+
+# Header name as written -> canonical name: the registered names in their usual
+# spellings, then other valid names as they are met (bounded: names come from peers).
+USUAL_SPELLINGS = _usual_spellings()
+_MAX_SPELLINGS = len(USUAL_SPELLINGS) + 1024
+
+# The longest run of list-item text: characters other than the delimiters, and
+# whole quoted-strings (backslash escapes inside). It stops at ',', '<', '>', at
+# the end, or at a '"' that opens no complete quoted-string.
+_ITEM_TEXT_RE = re.compile(r'(?:[^"<>,]++|"(?:[^"\\]++|\\.)*+")*+', re.S)
 
 
 def split_commas(value: str) -> list[str]:
     """Split a header value at commas that are outside quotes and angle brackets."""
     if "," not in value:
         return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [item for item in (part.strip() for part in value.split(",")) if item]
     items: list[str] = []
-    depth_angle = False
-    in_quote = False
+    in_angle = False
     start = 0
-    i = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if in_quote:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_quote = False
-        elif c == '"':
-            in_quote = True
+    end = len(value)
+    pos = _item_end(value, 0)
+    while pos < end:
+        c = value[pos]
+        if c == ",":
+            if not in_angle:
+                items.append(value[start:pos].strip())
+                start = pos + 1
         elif c == "<":
-            depth_angle = True
+            in_angle = True
         elif c == ">":
-            depth_angle = False
-        elif c == "," and not depth_angle:
-            items.append(value[start:i].strip())
-            start = i + 1
-        i += 1
-    if in_quote:
-        raise SipParseError(f"unbalanced quotes in {value!r}")
+            in_angle = False
+        else:
+            raise SipParseError(f"unbalanced quotes in {value!r}")
+        pos = _item_end(value, pos + 1)
     items.append(value[start:].strip())
     return [item for item in items if item]
+
+
+def _item_end(value: str, pos: int) -> int:
+    """Where the list-item text starting at ``pos`` ends."""
+    m = _ITEM_TEXT_RE.match(value, pos)
+    return pos if m is None else m.end()
 
 
 def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
@@ -132,12 +161,19 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     Names are lower-cased; quoted values keep their quotes; whitespace around ``;``
     and ``=`` is allowed (LWS).
     """
-    params: list[tuple[str, str | None]] = []
     text = text.strip()
     if not text:
         return ()
+    if _PLAIN_PARAMS_RE.match(text):
+        # The usual case (no quotes, no whitespace): every item is already valid.
+        out: list[tuple[str, str | None]] = []
+        for item in text[1:].split(";"):
+            key, eq, value = item.partition("=")
+            out.append((key.lower(), value if eq else None))
+        return tuple(out)
     if not text.startswith(";"):
         raise SipParseError(f"bad parameters {text!r}")
+    params: list[tuple[str, str | None]] = []
     for item in _split_semicolons(text[1:]):
         key, eq, value = item.partition("=")
         key = key.strip()
@@ -150,12 +186,17 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
             if value.startswith('"'):
                 if len(value) < 2 or not value.endswith('"'):
                     raise SipParseError(f"bad quoted parameter {item!r}")
-            elif not re.fullmatch(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+", value):
+            elif not _PARAM_VALUE_RE.fullmatch(value):
                 raise SipParseError(f"bad parameter value {item!r}")
             params.append((key.lower(), value))
         else:
             params.append((key.lower(), None))
     return tuple(params)
+
+
+_PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
+# Parameters without quotes or whitespace, each a token with an optional value.
+_PLAIN_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)+\Z")
 
 
 def _split_semicolons(text: str) -> list[str]:
@@ -187,8 +228,12 @@ def param_value(params: tuple[tuple[str, str | None], ...], name: str) -> str | 
 def unquote_string(text: str) -> str:
     """Remove the quotes and backslash escapes of a quoted-string."""
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
+        inner = text[1:-1]
+        return _ESCAPE_RE.sub(r"\1", inner) if "\\" in inner else inner
     return text
+
+
+_ESCAPE_RE = re.compile(r"\\(.)")
 
 
 def quote_string(text: str) -> str:
@@ -225,6 +270,11 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{params}"
 
 
+# ``SIP/2.0/UDP host[:port];params`` with a plain host and plain parameters.
+_PLAIN_VIA_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) ([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)\Z"
+)
 # Any SIP version is read, so that a request of another version can still be
 # answered with 505 (RFC 4475 §3.1.2.16); the request line decides the version.
 _VIA_RE = re.compile(
@@ -234,21 +284,33 @@ _VIA_RE = re.compile(
 
 def parse_via(value: str) -> Via:
     """Parse one Via value (already split at commas)."""
-    m = _VIA_RE.match(value.strip())
-    if m is None:
-        raise SipParseError(f"bad Via {value!r}")
-    host, port = split_host_port(m.group(2))
-    params = parse_params(m.group(3))
+    plain = _PLAIN_VIA_RE.match(value)
+    if plain is not None and _plain_port_ok(plain[3]) and is_valid_host(plain[2]):
+        # The usual shape, split the way the general path below splits it.
+        transport, host, port = plain[1].upper(), plain[2].lower(), plain[3]
+        params = parse_params(plain[4])
+        via = Via(transport, host, None if port is None else int(port), params)
+    else:
+        m = _VIA_RE.match(value.strip())
+        if m is None:
+            raise SipParseError(f"bad Via {value!r}")
+        host, port_number = split_host_port(m.group(2))
+        params = parse_params(m.group(3))
+        via = Via(m.group(1).upper(), host, port_number, params)
     for key, param in params:
         if key == "received" and param is not None:
             _check_received(param)
         if key == "branch" and not param:
             raise SipParseError(f"empty branch in Via {value!r}")
-    return Via(m.group(1).upper(), host, port, params)
+    return via
+
+
+def _plain_port_ok(port: str | None) -> bool:
+    return port is None or int(port) <= 65535
 
 
 def _check_received(value: str) -> None:
-    from warden.sip.uri import is_ipv6, is_valid_host
+    from warden.sip.uri import is_ipv6
 
     bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
     if not (is_ipv6(bare) or (is_valid_host(value) and value[:1].isdigit())):
@@ -295,6 +357,12 @@ def parse_address(value: str) -> Address:
     (RFC 3261 §20.10, §20.20, §20.39).
     """
     text = value.strip()
+    if text.startswith("<"):
+        # ``<uri>;params``, as the general path below reads it.
+        gt = text.find(">")
+        inner = text[1:gt]
+        if gt > 0 and inner == inner.strip():
+            return Address(parse_uri(inner), None, parse_params(text[gt + 1 :]))
     if text == "*":
         return Address(uri=URI(scheme="*", opaque=""), star=True)
     display: str | None = None
@@ -380,6 +448,11 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
     if not _TOKEN_RE.match(scheme):
         raise SipParseError(f"bad auth scheme in {value!r}")
     params: dict[str, str] = {}
+    if _AUTH_PARAMS_RE.match(rest):
+        # The usual shape: every item is ``token = token-or-quoted-string``.
+        for key, val in _AUTH_PARAM_RE.findall(rest):
+            params[key.lower()] = unquote_string(val)
+        return scheme, params
     for item in split_commas(rest):
         key, eq, val = item.partition("=")
         key = key.strip().lower()
@@ -387,3 +460,12 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
             raise SipParseError(f"bad auth parameter {item!r}")
         params[key] = unquote_string(val.strip())
     return scheme, params
+
+
+_AUTH_PARAM = (
+    r"[ \t]*+([A-Za-z0-9\-.!%*_+`'~]++)[ \t]*+=[ \t]*+"
+    r'("(?:[^"\\]++|\\.)*+"|[^\s",<>]*+)[ \t]*+'
+)
+# A whole list of auth-params in the usual shape, and one of its items.
+_AUTH_PARAMS_RE = re.compile(rf"{_AUTH_PARAM}(?:,{_AUTH_PARAM})*+\Z", re.S)
+_AUTH_PARAM_RE = re.compile(rf"{_AUTH_PARAM}(?:,|\Z)", re.S)

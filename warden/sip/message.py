@@ -46,7 +46,7 @@ REASONS: dict[int, str] = {
 class Message:
     """Common part of requests and responses."""
 
-    __slots__ = ("headers", "body", "raw", "_cache")
+    __slots__ = ("_headers", "body", "raw", "_cache")
 
     def __init__(
         self,
@@ -54,10 +54,25 @@ class Message:
         body: bytes = b"",
         raw: bytes | None = None,
     ) -> None:
-        self.headers: list[tuple[str, str]] = headers if headers is not None else []
+        self._headers: list[tuple[str, str]] | None = headers if headers is not None else []
         self.body = body
         self.raw = raw
         self._cache: dict[str, Any] = {}
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """``(canonical name, value)`` pairs in the order received."""
+        headers = self._headers
+        if headers is None:  # compacted: parse them again from the raw bytes
+            from warden.sip.parser import parse_datagram
+
+            assert self.raw is not None
+            headers = self._headers = parse_datagram(self.raw, len(self.raw)).headers
+        return headers
+
+    @headers.setter
+    def headers(self, headers: list[tuple[str, str]]) -> None:
+        self._headers = headers
 
     # -- generic header access ----------------------------------------------------
 
@@ -120,16 +135,20 @@ class Message:
             self.set("Content-Type", content_type)
         self._changed()
 
+    def compact(self) -> None:
+        """
+        Keep only the bytes of a message that was parsed and not changed since:
+        headers and their parsed forms are parsed again if asked for. For a
+        message kept only in case it is needed again, such as the request of a
+        transaction that waits for retransmissions.
+        """
+        self._cache.clear()
+        if self.raw is not None:
+            self._headers = None
+
     def _changed(self) -> None:
         self.raw = None
         self._cache.clear()
-
-    def _cached(self, key: str, make: Any) -> Any:
-        try:
-            return self._cache[key]
-        except KeyError:
-            value = self._cache[key] = make()
-            return value
 
     def _required(self, name: str) -> str:
         value = self.get(name)
@@ -142,7 +161,10 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """All Via values, top first."""
-        return self._cached("via", lambda: [parse_via(v) for v in self.get_all("Via")])  # type: ignore[no-any-return]
+        vias: list[Via] | None = self._cache.get("via")
+        if vias is None:
+            vias = self._cache["via"] = [parse_via(v) for v in self.get_all("Via")]
+        return vias
 
     @property
     def top_via(self) -> Via:
@@ -160,24 +182,35 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """The parsed CSeq."""
-        return self._cached("cseq", lambda: parse_cseq(self._required("CSeq")))  # type: ignore[no-any-return]
+        cseq: CSeq | None = self._cache.get("cseq")
+        if cseq is None:
+            cseq = self._cache["cseq"] = parse_cseq(self._required("CSeq"))
+        return cseq
 
     @property
     def from_(self) -> Address:
         """The parsed From header."""
-        return self._cached("from", lambda: parse_address(self._required("From")))  # type: ignore[no-any-return]
+        address: Address | None = self._cache.get("from")
+        if address is None:
+            address = self._cache["from"] = parse_address(self._required("From"))
+        return address
 
     @property
     def to(self) -> Address:
         """The parsed To header."""
-        return self._cached("to", lambda: parse_address(self._required("To")))  # type: ignore[no-any-return]
+        address: Address | None = self._cache.get("to")
+        if address is None:
+            address = self._cache["to"] = parse_address(self._required("To"))
+        return address
 
     @property
     def contacts(self) -> list[Address]:
         """Every Contact value, parsed."""
-        return self._cached(  # type: ignore[no-any-return]
-            "contact", lambda: [parse_address(v) for v in self.get_all("Contact")]
-        )
+        contacts: list[Address] | None = self._cache.get("contact")
+        if contacts is None:
+            contacts = [parse_address(v) for v in self.get_all("Contact")]
+            self._cache["contact"] = contacts
+        return contacts
 
     def int_header(self, name: str, maximum: int = 2**32 - 1) -> int | None:
         """A header holding one non-negative integer (Expires, Max-Forwards...)."""
@@ -203,10 +236,10 @@ class Message:
         """Serialise (the original bytes when the message was not changed)."""
         if self.raw is not None:
             return self.raw
-        lines = [self.start_line().encode()]
-        lines.extend(self.header_lines())
-        lines.append(b"Content-Length: %d" % len(self.body))
-        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+        lines = [self.start_line()]
+        lines += [f"{name}: {value}" for name, value in self.headers if name != "Content-Length"]
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "\r\n".join(lines).encode() + self.body
 
 
 class Request(Message):
@@ -233,7 +266,10 @@ class Request(Message):
     @property
     def uri(self) -> URI:
         """The parsed Request-URI."""
-        return self._cached("uri", lambda: parse_uri(self.uri_text))  # type: ignore[no-any-return]
+        uri: URI | None = self._cache.get("uri")
+        if uri is None:
+            uri = self._cache["uri"] = parse_uri(self.uri_text)
+        return uri
 
     def start_line(self) -> str:
         """``METHOD uri SIP/2.0``."""

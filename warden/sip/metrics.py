@@ -7,6 +7,8 @@ transport. Never Call-ID, user or address.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge
 
 KNOWN_METHODS = frozenset(
@@ -38,3 +40,38 @@ EXPIRED = Counter("warden_registrar_expired_total", "Bindings removed because th
 def method_label(method: str) -> str:
     """The method, or "other" for methods outside the known set."""
     return method if method in KNOWN_METHODS else "other"
+
+
+# Label children, looked up once: ``labels()`` is slow for a per-message call.
+# Keys are label values, so these dicts are as bounded as the labels are.
+_REQUEST_CHILDREN: dict[tuple[str, str], Any] = {}
+_RESPONSE_CHILDREN: dict[tuple[int, str], Any] = {}
+
+
+def count_request(method: str, transport: str) -> None:
+    """Count one request received (``warden_sip_requests_total``)."""
+    key = (method_label(method), transport)
+    child = _REQUEST_CHILDREN.get(key)
+    if child is None:
+        child = _REQUEST_CHILDREN[key] = REQUESTS.labels(*key)
+    child.inc()
+
+
+def count_response(status: int, transport: str) -> None:
+    """Count one response sent (``warden_sip_responses_sent_total``), by status class."""
+    key = (status // 100, transport)
+    child = _RESPONSE_CHILDREN.get(key)
+    if child is None:
+        child = _RESPONSE_CHILDREN[key] = RESPONSES_SENT.labels(f"{key[0]}xx", transport)
+    child.inc()
+
+
+_REGISTRATION_CHILDREN: dict[str, Any] = {}
+
+
+def count_registration(kind: str) -> None:
+    """Count one successful REGISTER (``warden_registrar_registrations_total``)."""
+    child = _REGISTRATION_CHILDREN.get(kind)
+    if child is None:
+        child = _REGISTRATION_CHILDREN[kind] = REGISTRATIONS.labels(kind)
+    child.inc()

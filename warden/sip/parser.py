@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from warden.errors import SipParseError
-from warden.sip.headers import canonical_name
+from warden.sip.headers import USUAL_SPELLINGS, canonical_name
 from warden.sip.message import Message, Request, Response
 
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
@@ -68,7 +68,15 @@ def _parse_head(head: bytes) -> Message:
 
 def _read_headers(message: Message, lines: list[str]) -> None:
     headers = message.headers
-    for line in lines[1:]:
+    append = headers.append
+    usual = USUAL_SPELLINGS.get
+    for i in range(1, len(lines)):
+        line = lines[i]
+        name, colon, value = line.partition(":")
+        full = usual(name)
+        if full is not None and colon:  # the common case, at the cost of one lookup
+            append((full, value.strip()))
+            continue
         if not line:
             continue
         if line[0] in " \t":

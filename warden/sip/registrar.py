@@ -12,18 +12,19 @@ from collections.abc import Callable
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from warden.errors import SipError, SipParseError
 from warden.interfaces import ILocationService
 from warden.sip import metrics
-from warden.sip.authenticator import Authenticator
+from warden.sip.authenticator import Authenticator, as_deferred, then
 from warden.sip.flow import Flow
 from warden.sip.headers import Address
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.uri import contact_key
-from warden.store.model import Binding
+from warden.store.model import Binding, Extension
 
 
 @attrs.frozen
@@ -66,26 +67,52 @@ class Registrar:
         self._is_local = is_local_domain
         self._node_id = node_id
 
-    @defer.inlineCallbacks
-    def handle(self, request: Request, flow: Flow):  # type: ignore[no-untyped-def]
+    def handle(self, request: Request, flow: Flow) -> Deferred[Response]:
         """Fire with the final Response, or fail with SipError."""
-        to = request.to
-        if not to.uri.is_sip or to.uri.user is None:
-            raise SipError(400, "To must be a SIP URI with an extension")
-        if not self._is_local(request.uri.host) or not self._is_local(to.uri.host):
-            raise SipError(404, "Domain Not Served")
-        aor = to.uri.user_unescaped or ""
-        extension = yield self._auth.authenticate(request, flow)
+        try:
+            to = request.to
+            if not to.uri.is_sip or to.uri.user is None:
+                raise SipError(400, "To must be a SIP URI with an extension")
+            if not self._is_local(request.uri.host) or not self._is_local(to.uri.host):
+                raise SipError(404, "Domain Not Served")
+            aor = to.uri.user_unescaped or ""
+            return as_deferred(
+                then(
+                    self._auth.check(request, flow),
+                    lambda extension: self._authenticated(request, flow, aor, extension),
+                )
+            )
+        except Exception:
+            return defer.fail()
+
+    # Each step below answers at once when the stores do, else with a Deferred.
+
+    def _authenticated(
+        self, request: Request, flow: Flow, aor: str, extension: Extension
+    ) -> Response | Deferred[Response]:
         if extension.number != aor:
             raise SipError(403, "Authenticated User Does Not Match To")
         now = self._clock.seconds()
-        current = yield self._location.bindings_for(aor, now)
+        return then(
+            self._location.bindings_for(aor, now),
+            lambda current: self._update(request, flow, aor, current, now),
+        )
+
+    def _update(
+        self, request: Request, flow: Flow, aor: str, current: list[Binding], now: float
+    ) -> Response | Deferred[Response]:
         upserts, removals, kind = self._changes(request, flow, aor, current, now)
-        if upserts or removals:
-            yield self._location.apply(aor, upserts, removals)
-            current = yield self._location.bindings_for(aor, now)
-        metrics.REGISTRATIONS.labels(kind).inc()
-        return self._ok(request, current, now)
+        if not (upserts or removals):
+            return self._done(request, current, now, kind)
+        applied: list[Binding] | Deferred[list[Binding]] = then(
+            self._location.apply(aor, upserts, removals),
+            lambda _: self._location.bindings_for(aor, now),
+        )
+        return then(applied, lambda bindings: self._done(request, bindings, now, kind))
+
+    def _done(self, request: Request, bindings: list[Binding], now: float, kind: str) -> Response:
+        metrics.count_registration(kind)
+        return self._ok(request, bindings, now)
 
     def _changes(
         self, request: Request, flow: Flow, aor: str, current: list[Binding], now: float

@@ -15,10 +15,13 @@ from twisted.logger import Logger
 
 from warden.interfaces import IDirectory, ILocationService
 from warden.sip import metrics
+from warden.sip.addressing import Addressing
 from warden.sip.auth import AuthThrottle, NonceManager
 from warden.sip.authenticator import Authenticator
+from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.core import SipCore
 from warden.sip.registrar import ExpiryPolicy, Registrar
+from warden.sip.routing import ExtensionRouter
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction import TransactionLayer
 from warden.sip.transport import SipDatagramProtocol, SipStreamFactory, TransportHub
@@ -44,6 +47,17 @@ class SipSettings:
     auth_fail_limit: int
     auth_fail_window: float
     auth_block_seconds: float
+    ring_timeout: float = 30.0
+    max_calls_per_extension: int = 0
+
+
+@attrs.frozen
+class CallServices:
+    """What calls need beyond SIP: the media relay and the call records."""
+
+    media: object
+    records: object = None
+    live: object = None
 
 
 class SipService(service.MultiService):
@@ -67,6 +81,7 @@ class SipService(service.MultiService):
         directory: IDirectory,
         location: ILocationService,
         is_local_domain: Callable[[str], bool],
+        call_services: CallServices | None = None,
     ) -> None:
         super().__init__()
         self.clock = clock
@@ -92,9 +107,39 @@ class SipService(service.MultiService):
             settings.node_id,
         )
         self.core.register_handler("REGISTER", self.registrar.handle)
+        self.addressing = Addressing(settings.interface, self.bound_port, self.hub.connection_to)
+        self.calls: CallController | None = None
+        if call_services is not None:
+            self._add_calls(directory, location, call_services)
         self._add_listeners()
         self._housekeeping = task.LoopingCall(self.housekeeping)
         self._housekeeping.clock = clock
+
+    def _add_calls(
+        self, directory: IDirectory, location: ILocationService, services: CallServices
+    ) -> None:
+        s = self.settings
+        router = ExtensionRouter(self.clock, directory, location)
+        call_settings = CallSettings(
+            ring_timeout=s.ring_timeout,
+            max_calls_per_extension=s.max_calls_per_extension,
+            timers=s.timers,
+            domain=s.realm,
+            node_id=s.node_id,
+        )
+        self.calls = CallController(
+            self.clock, call_settings, self.transactions, self.hub.send, self.authenticator,
+            router, services.media, self.addressing, services.records, services.live,
+        )  # fmt: skip
+        self.core.attach_calls(self.calls)
+
+    def bound_port(self) -> int:
+        """The SIP port actually bound (the configured one, or the one picked for 0)."""
+        for server in (getattr(self, "udp_server", None), getattr(self, "tcp_server", None)):
+            port = getattr(server, "_port", None)
+            if port is not None:
+                return int(port.getHost().port)
+        return self.settings.port
 
     def _add_listeners(self) -> None:
         s = self.settings
@@ -125,9 +170,14 @@ class SipService(service.MultiService):
             )
 
     def stopService(self) -> defer.Deferred[None]:  # noqa: N802
-        """Stop listening, then make every accepted binding change durable."""
+        """
+        Hang up every call, stop listening, then make every accepted binding
+        change durable.
+        """
         if self._housekeeping.running:
             self._housekeeping.stop()
+        if self.calls is not None:
+            self.calls.hangup_all("shutdown")
         d = defer.maybeDeferred(super().stopService)
         d.addCallback(lambda _: self.location.flush())
         return d

@@ -13,6 +13,7 @@ client transaction MUST be destroyed the instant it enters the Terminated state"
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import ClassVar
 
@@ -67,6 +68,80 @@ def transition_table(
     return table
 
 
+class _Lingering:
+    """A transaction waiting in a L{LingerQueue}."""
+
+    __slots__ = ("queue", "deadline", "transaction", "name")
+
+    def __init__(
+        self, queue: LingerQueue, deadline: float, transaction: Transaction, name: str
+    ) -> None:
+        self.queue = queue
+        self.deadline = deadline
+        self.transaction: Transaction | None = transaction
+        self.name = name
+
+
+class LingerQueue:
+    """
+    Transactions that wait a fixed time, then terminate (Timers D, I, J, K: each
+    lasts the same for every transaction on an unreliable transport).
+
+    The waits end in the order they began, so one DelayedCall at the earliest
+    deadline serves the whole queue. A busy registrar has hundreds of thousands
+    of transactions lingering in Completed; a DelayedCall each would cost a heap
+    entry and several objects per transaction.
+    """
+
+    def __init__(self, clock: IReactorTime, delay: float) -> None:
+        self._clock = clock
+        self.delay = delay
+        self._waiting: deque[_Lingering] = deque()
+        self._live = 0
+        self._call: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        """Transactions waiting."""
+        return self._live
+
+    def add(self, transaction: Transaction, name: str) -> _Lingering:
+        """Terminate ``transaction`` ``delay`` seconds from now (timer ``name``)."""
+        entry = _Lingering(self, self._clock.seconds() + self.delay, transaction, name)
+        waiting = self._waiting
+        waiting.append(entry)
+        self._live += 1
+        if len(waiting) == 1 and self._call is None:
+            self._call = self._clock.callLater(self.delay, self._expire)
+        return entry
+
+    def remove(self, entry: _Lingering) -> None:
+        """Stop a wait early (the transaction left its state another way)."""
+        if entry.transaction is None:
+            return
+        entry.transaction = None
+        self._live -= 1
+        if self._live == 0:  # leave no timer behind
+            self._waiting.clear()
+            if self._call is not None:
+                self._call.cancel()
+                self._call = None
+
+    def _expire(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        waiting = self._waiting
+        while waiting and waiting[0].deadline <= now:
+            entry = waiting.popleft()
+            transaction, entry.transaction = entry.transaction, None
+            if transaction is not None:
+                self._live -= 1
+                transaction._linger_over()
+        while waiting and waiting[0].transaction is None:
+            waiting.popleft()
+        if waiting and self._call is None:
+            self._call = self._clock.callLater(waiting[0].deadline - now, self._expire)
+
+
 @attrs.define(eq=False)
 class TransactionContext:
     """
@@ -87,6 +162,14 @@ class TransactionContext:
     forget: Callable[[Transaction], None]
     retransmissions: int = 0
     absorbed: int = 0
+    _lingering: dict[float, LingerQueue] = attrs.field(init=False, factory=dict)
+
+    def linger_queue(self, delay: float) -> LingerQueue:
+        """The queue of transactions that wait ``delay`` seconds."""
+        queue = self._lingering.get(delay)
+        if queue is None:
+            queue = self._lingering[delay] = LingerQueue(self.clock, delay)
+        return queue
 
 
 class TransactionStateError(RuntimeError):
@@ -120,7 +203,8 @@ class Transaction:
         self.key = key
         self._context = context
         self._state = initial
-        self._timers: dict[str, IDelayedCall] = {}
+        self._timers: dict[str, IDelayedCall] | None = None
+        self._lingering: _Lingering | None = None
 
     @property
     def state(self) -> TransactionState:
@@ -143,8 +227,14 @@ class Transaction:
             raise TransactionStateError(f"{self!r} cannot move to {state.value}")
         self._state = state
         allowed = self.TABLE[state].timers
-        for name in [name for name in self._timers if name not in allowed]:
-            self._timers.pop(name).cancel()
+        timers = self._timers
+        if timers:
+            for name in [name for name in timers if name not in allowed]:
+                self._cancel_timer(name)
+        lingering = self._lingering
+        if lingering is not None and lingering.name not in allowed:
+            self._lingering = None
+            lingering.queue.remove(lingering)
         if state is TransactionState.TERMINATED:
             self._context.forget(self)
 
@@ -160,26 +250,37 @@ class Transaction:
         if name not in self.TABLE[self._state].timers:
             raise TransactionStateError(f"{self!r} cannot run timer {name}")
         self._cancel_timer(name)
-        self._timers[name] = self._context.clock.callLater(delay, self._fire, name, action)
-
-    def _fire(self, name: str, action: Callable[[], None]) -> None:
-        del self._timers[name]
-        action()
+        if self._timers is None:
+            self._timers = {}
+        self._timers[name] = self._context.clock.callLater(delay, action)
 
     def _cancel_timer(self, name: str) -> None:
+        """Stop timer ``name`` if it is running (a fired one is just forgotten)."""
+        if not self._timers:
+            return
         call = self._timers.pop(name, None)
-        if call is not None:
+        if call is not None and call.active():
             call.cancel()
 
     def _linger(self, name: str, delay: float) -> None:
         """
         Wait ``delay`` seconds for retransmissions, then terminate (Timers D, I, J,
-        K, L, M). A zero delay (reliable transports) terminates at once.
+        K): timer ``name`` runs in the context's L{LingerQueue} for ``delay``. A
+        zero delay (reliable transports) terminates at once.
         """
         if delay <= 0:
             self._terminate()
-        else:
-            self._start_timer(name, delay, self._terminate)
+            return
+        if name not in self.TABLE[self._state].timers:
+            raise TransactionStateError(f"{self!r} cannot run timer {name}")
+        if self._lingering is not None:
+            self._lingering.queue.remove(self._lingering)
+        self._lingering = self._context.linger_queue(delay).add(self, name)
+
+    def _linger_over(self) -> None:
+        """The L{LingerQueue} says the wait is over."""
+        self._lingering = None
+        self._terminate()
 
     # -- sending ------------------------------------------------------------------
 

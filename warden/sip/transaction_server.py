@@ -205,6 +205,7 @@ class NonInviteServerTransaction(ServerTransaction):
             return
         if response.status >= 200:
             self._enter(_S.COMPLETED)
+            self.request.compact()  # only its retransmissions are expected now
             self._linger("J", self.settings.timer_j(self.flow.reliable))
         elif self._state is _S.TRYING:
             self._enter(_S.PROCEEDING)

@@ -180,6 +180,13 @@ class TransportHub:
             raise TransportError(f"no open connection for {flow}")
         connection.send_message(data)
 
+    def connection_to(self, host: str, port: int) -> SipStreamProtocol | None:
+        """The open stream connection with the peer ``host``:``port``, if any."""
+        for connection in self.connections:
+            if connection.peer == (host, port):
+                return connection
+        return None
+
     def _udp_for(self, host: str) -> SipDatagramProtocol | None:
         want_v6 = ":" in host
         for proto in self.udp:

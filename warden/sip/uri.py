@@ -9,6 +9,7 @@ answer 416 where it must (RFC 4475 §3.3.1).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import unquote
@@ -20,6 +21,8 @@ from warden.errors import SipParseError
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?\Z")
 _IPV4_RE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}\Z")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
+_IPV4_ADDRESS_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z")
 # RFC 3261 §25.1: characters allowed unescaped in the user part, and in parameters.
 _USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+\Z")
 _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*\Z")
@@ -37,10 +40,13 @@ def _unescape(text: str) -> str:
 
 def is_valid_host(host: str) -> bool:
     """True for a hostname, an IPv4 address or a bracketed IPv6 reference."""
+    if _IPV4_ADDRESS_RE.match(host):
+        return True
     if host.startswith("["):
         return host.endswith("]") and is_ipv6(host[1:-1])
     if _IPV4_RE.match(host):
-        return all(int(part) < 256 for part in host.split("."))
+        a, b, c, d = host.split(".")
+        return int(a) < 256 and int(b) < 256 and int(c) < 256 and int(d) < 256
     if ":" in host:
         return False
     return bool(_HOSTNAME_RE.match(host))
@@ -186,12 +192,19 @@ class URI:
         return mine_h == theirs_h
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_uri(text: str) -> URI:
     """
     Parse a URI (RFC 3261 §19.1.1 for sip/sips; any ``scheme:opaque`` otherwise).
 
-    Raises SipParseError on malformed input.
+    Raises SipParseError on malformed input. URIs are immutable, so recent results
+    are cached: a message names the same URI several times (To and From of a
+    REGISTER, the Request-URI of every request to the PBX), and a retransmission
+    or an authenticated retry repeats them.
     """
+    fast = _parse_plain_sip_uri(text)
+    if fast is not None:
+        return fast
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME_RE.match(scheme) or not rest:
         raise SipParseError(f"bad URI {text!r}")
@@ -239,6 +252,40 @@ def parse_uri(text: str) -> URI:
         params=tuple(params),
         headers=tuple(headers),
     )
+
+
+# The usual SIP URI: lower-case scheme, an optional user of plain characters, a
+# valid host name or IPv4 address, an optional port and plain parameters; no
+# password, escapes, IPv6 reference or headers. Whatever it matches, parse_uri's
+# general path would accept and split the same way.
+_PARAM_CHARS = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+"
+_IPV4_SHAPE = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_PLAIN_HOST = (
+    rf"{_OCTET}(?:\.{_OCTET}){{3}}(?=[:;]|\Z)"  # an IPv4 address
+    rf"|(?!{_IPV4_SHAPE}(?:[:;]|\Z))[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?"  # a name
+)
+_PLAIN_SIP_URI_RE = re.compile(
+    rf"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?({_PLAIN_HOST})(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_PARAM_CHARS}(?:={_PARAM_CHARS})?)*)\Z"
+)
+
+
+def _parse_plain_sip_uri(text: str) -> URI | None:
+    """parse_uri for the usual shape of SIP URI; None for anything else."""
+    m = _PLAIN_SIP_URI_RE.match(text)
+    if m is None:
+        return None
+    scheme, user, host, port_text, param_text = m.groups()
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None  # the general path raises the error
+    params: tuple[tuple[str, str | None], ...] = ()
+    if param_text:
+        items = [item.partition("=") for item in param_text[1:].split(";")]
+        params = tuple([(key.lower(), value if eq else None) for key, eq, value in items])
+    return URI(scheme, user, None, host.lower(), port, params, ())
 
 
 def contact_key(uri: URI) -> str:

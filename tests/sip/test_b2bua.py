@@ -1,0 +1,342 @@
+"""Tests for the B2BUA call controller (warden.sip.b2bua, call, dialog) on fakes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from warden.sip.message import Message, Request, Response
+from warden.sip.sdp import parse_sdp
+from warden.testing.callstack import MEDIA_ADDRESS, CallStack, Phone
+
+ALICE = ("192.0.2.11", 5060)
+BOB = ("192.0.2.12", 5062)
+BOB2 = ("192.0.2.13", 5064)
+
+
+def _method(message: Message) -> str | None:
+    return getattr(message, "method", None)
+
+
+def _status(message: Message) -> int | None:
+    return getattr(message, "status", None)
+
+
+def only(sent: list[tuple[Message, Any]], to: tuple[str, int], kind: str | int) -> Message:
+    """The one message of ``kind`` (method or status) sent to ``to``."""
+    found = [m for m, a in sent if tuple(a) == to and kind in (_method(m), _status(m))]
+    assert len(found) == 1, (kind, to, [(repr(m), a) for m, a in sent])
+    return found[0]
+
+
+class CallTestCase(SynchronousTestCase):
+    """Alice (1001) calls Bob (1002)."""
+
+    ring_timeout = 30.0
+    max_calls = 0
+
+    def setUp(self) -> None:
+        self.stack = CallStack(ring_timeout=self.ring_timeout, max_calls=self.max_calls)
+        self.stack.directory  # noqa: B018
+        self.alice = Phone(self.stack, "1001", ALICE)
+        self.alice_pw()
+        self.bob = Phone(self.stack, "1002", BOB)
+        self.stack.register("1002", BOB)
+
+    def alice_pw(self) -> None:
+        """1001's password in the call stack is pw1001."""
+        from warden.store.credentials import make_extension
+        from warden.testing.sipstack import REALM
+
+        self.stack.successResultOf_(
+            self.stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
+        )
+
+    def ring(self) -> tuple[Request, Request]:
+        """Alice calls 1002; returns (Alice's INVITE, the INVITE Bob got)."""
+        invite, sent = self.alice.call("1002")
+        only(sent, ALICE, 100)
+        return invite, only(sent, BOB, "INVITE")  # type: ignore[return-value]
+
+    def answer(self) -> tuple[Request, Request, Response, Response]:
+        """Ring, Bob answers 180 then 200, Alice ACKs. Returns the four messages."""
+        invite, bob_invite = self.ring()
+        only(self.stack.deliver(self.bob.answer(bob_invite, 180), BOB), ALICE, 180)
+        bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())
+        alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
+        sent = self.stack.deliver(self.alice.ack_for(invite, alice_ok), ALICE)  # type: ignore[arg-type]
+        only(sent, BOB, "ACK")
+        return invite, bob_invite, alice_ok, bob_ok  # type: ignore[return-value]
+
+    def records(self) -> list[Any]:
+        """Call records written."""
+        return self.stack.successResultOf_(self.stack.records.list())  # type: ignore[no-any-return]
+
+
+class BasicCallTests(CallTestCase):
+    """A call from INVITE to BYE."""
+
+    def test_invite_challenged(self) -> None:
+        """An INVITE without credentials gets 407 with a Proxy-Authenticate challenge."""
+        sent = self.stack.deliver(self.alice.invite("1002"), ALICE)
+        challenge = only(sent, ALICE, 407)
+        self.assertIn("Digest", challenge.get("Proxy-Authenticate") or "")
+
+    def test_legs_are_independent(self) -> None:
+        """Bob's INVITE has its own Call-ID, tags and CSeq; identity is asserted."""
+        invite, bob_invite = self.ring()
+        self.assertNotEqual(bob_invite.call_id, invite.call_id)
+        self.assertNotEqual(bob_invite.from_.tag, invite.from_.tag)
+        self.assertEqual(bob_invite.cseq.number, 1)
+        self.assertIsNone(bob_invite.get("Proxy-Authorization"))
+        self.assertEqual(bob_invite.from_.uri.user, "1001")
+        self.assertEqual(bob_invite.from_.display, "Alice")
+        self.assertIn("sip:1001@", bob_invite.get("P-Asserted-Identity") or "")
+        self.assertEqual(bob_invite.uri_text, f"sip:1002@{BOB[0]}:{BOB[1]}")
+
+    def test_sdp_anchored_on_relay(self) -> None:
+        """Both phones see the relay's address and ports, never each other's."""
+        invite, bob_invite, alice_ok, _ = self.answer()
+        offer = parse_sdp(bob_invite.body)
+        answer = parse_sdp(alice_ok.body)
+        for sdp in (offer, answer):
+            self.assertEqual(sdp.connection_for(0).address, MEDIA_ADDRESS)  # type: ignore[union-attr]
+            self.assertTrue(30000 <= sdp.media[0].port <= 30100)
+        self.assertNotEqual(offer.media[0].port, answer.media[0].port)
+
+    def test_bye_from_caller(self) -> None:
+        """BYE from Alice: 200 to her, BYE to Bob, ports released, record ANSWERED."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        self.stack.clock.advance(42)
+        bye = self.alice.in_dialog("BYE", invite, alice_ok, uac=True)  # type: ignore[arg-type]
+        sent = self.stack.deliver(bye, ALICE)
+        only(sent, ALICE, 200)
+        bob_bye = only(sent, BOB, "BYE")
+        self.assertEqual(bob_bye.call_id, bob_invite.call_id)
+        self.assertEqual(self.stack.media.ports_in_use(), 0)
+        (record,) = self.records()
+        self.assertEqual((record.disposition, record.hangup_side), ("ANSWERED", "caller"))
+        self.assertEqual(record.billsec, 42)
+        self.assertEqual(record.codec, "PCMU")
+        self.assertEqual(self.stack.successResultOf_(self.stack.live.list()), [])
+
+    def test_bye_from_callee(self) -> None:
+        """BYE from Bob reaches Alice in her own dialog."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        bye = self.bob.in_dialog("BYE", bob_invite, bob_ok, uac=False)
+        sent = self.stack.deliver(bye, BOB)
+        only(sent, BOB, 200)
+        alice_bye = only(sent, ALICE, "BYE")
+        self.assertEqual(alice_bye.call_id, invite.call_id)
+        self.assertEqual(alice_bye.to.tag, invite.from_.tag)
+        (record,) = self.records()
+        self.assertEqual(record.hangup_side, "callee")
+
+    def test_2xx_retransmitted_until_ack(self) -> None:
+        """Warden retransmits its 200 to Alice until she ACKs (RFC 3261 §13.3.1.4)."""
+        invite, bob_invite = self.ring()
+        mark = self.stack.mark()
+        self.stack.deliver(self.bob.answer(bob_invite, 200, body=self.bob.sdp()), BOB)
+        self.stack.clock.advance(0.5)
+        self.stack.clock.advance(1.0)
+        oks = [m for m, a in self.stack.sent_since(mark) if getattr(m, "status", 0) == 200]
+        self.assertEqual(len(oks), 3)
+
+    def test_no_ack_hangs_up(self) -> None:
+        """Without an ACK within 64*T1 the call is torn down with BYE to both."""
+        invite, bob_invite = self.ring()
+        self.stack.deliver(self.bob.answer(bob_invite, 200, body=self.bob.sdp()), BOB)
+        mark = self.stack.mark()
+        for _ in range(40):
+            self.stack.clock.advance(1)
+        sent = self.stack.sent_since(mark)
+        self.assertTrue(any(getattr(m, "method", "") == "BYE" and a == BOB for m, a in sent))
+        self.assertEqual(self.stack.media.ports_in_use(), 0)
+
+
+class FailureTests(CallTestCase):
+    """Calls that are not answered."""
+
+    def test_unknown_number(self) -> None:
+        """An unknown number gets 404 and a FAILED record... none: no call was set up."""
+        _, sent = self.alice.call("9999")
+        only(sent, ALICE, 404)
+
+    def test_unregistered(self) -> None:
+        """A known but unregistered extension gets 480."""
+        _, sent = self.alice.call("1003")
+        only(sent, ALICE, 480)
+
+    def test_busy(self) -> None:
+        """486 from the callee reaches the caller; record BUSY; ports released."""
+        invite, bob_invite = self.ring()
+        sent = self.stack.deliver(self.bob.answer(bob_invite, 486), BOB)
+        only(sent, ALICE, 486)
+        only(sent, BOB, "ACK")
+        self.assertEqual(self.records()[0].disposition, "BUSY")
+        self.assertEqual(self.stack.media.ports_in_use(), 0)
+
+    def test_cancel(self) -> None:
+        """CANCEL while ringing: 200 and 487 to Alice, CANCEL to Bob; CANCELLED."""
+        invite, bob_invite = self.ring()
+        self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
+        cancel = Request("CANCEL", invite.uri_text, [
+            (k, v) for k, v in invite.headers if k in ("Via", "From", "To", "Call-ID")
+        ] + [("CSeq", f"{invite.cseq.number} CANCEL"), ("Max-Forwards", "70")])  # fmt: skip
+        sent = self.stack.deliver(cancel, ALICE)
+        self.assertEqual(
+            sorted(getattr(m, "status", 0) for m, a in sent if a == ALICE), [200, 487]
+        )
+        only(sent, BOB, "CANCEL")
+        self.assertEqual(self.records()[0].disposition, "CANCELLED")
+
+    def test_cancel_200_race(self) -> None:
+        """Bob's 200 arriving after the CANCEL is acknowledged and hung up."""
+        invite, bob_invite = self.ring()
+        self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
+        cancel = Request("CANCEL", invite.uri_text, [
+            (k, v) for k, v in invite.headers if k in ("Via", "From", "To", "Call-ID")
+        ] + [("CSeq", f"{invite.cseq.number} CANCEL"), ("Max-Forwards", "70")])  # fmt: skip
+        self.stack.deliver(cancel, ALICE)
+        sent = self.stack.deliver(self.bob.answer(bob_invite, 200, body=self.bob.sdp()), BOB)
+        only(sent, BOB, "ACK")
+        only(sent, BOB, "BYE")
+        self.assertFalse([m for m, a in sent if a == ALICE])
+
+    def test_ring_timeout(self) -> None:
+        """Nobody answers within the ring timeout: CANCEL to Bob, 480 to Alice."""
+        invite, bob_invite = self.ring()
+        self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
+        mark = self.stack.mark()
+        self.stack.clock.advance(29.9)
+        self.assertEqual(self.stack.sent_since(mark), [])
+        self.stack.clock.advance(0.2)
+        sent = self.stack.sent_since(mark)
+        only(sent, BOB, "CANCEL")
+        only(sent, ALICE, 480)
+        self.assertEqual(self.records()[0].disposition, "NO ANSWER")
+
+    def test_bad_sdp(self) -> None:
+        """A malformed SDP offer gets 488 and allocates nothing."""
+        _, sent = self.alice.call("1002", body=b"v=0\r\nthis is not sdp\r\n")
+        only(sent, ALICE, 488)
+        self.assertEqual(self.stack.media.ports_in_use(), 0)
+
+
+class ForkingTests(CallTestCase):
+    """Several bindings ring in parallel."""
+
+    def test_first_answer_wins(self) -> None:
+        """Both bindings ring; the first 200 wins and the other branch is cancelled."""
+        self.stack.register("1002", BOB2)
+        bob2 = Phone(self.stack, "1002", BOB2)
+        invite, sent = self.alice.call("1002")
+        inv1, inv2 = only(sent, BOB, "INVITE"), only(sent, BOB2, "INVITE")
+        self.stack.deliver(self.bob.answer(inv1, 180), BOB)  # type: ignore[arg-type]
+        self.stack.deliver(bob2.answer(inv2, 180), BOB2)  # type: ignore[arg-type]
+        sent = self.stack.deliver(bob2.answer(inv2, 200, body=bob2.sdp()), BOB2)  # type: ignore[arg-type]
+        only(sent, ALICE, 200)
+        only(sent, BOB, "CANCEL")
+
+    def test_all_busy(self) -> None:
+        """486 from every branch gives 486 to the caller."""
+        self.stack.register("1002", BOB2)
+        bob2 = Phone(self.stack, "1002", BOB2)
+        _, sent = self.alice.call("1002")
+        inv1, inv2 = only(sent, BOB, "INVITE"), only(sent, BOB2, "INVITE")
+        self.assertEqual(self.stack.deliver(self.bob.answer(inv1, 486), BOB)[0][1], BOB)  # type: ignore[arg-type]
+        sent = self.stack.deliver(bob2.answer(inv2, 486), BOB2)  # type: ignore[arg-type]
+        only(sent, ALICE, 486)
+
+
+class MidCallTests(CallTestCase):
+    """re-INVITE, UPDATE, INFO, glare, media timeout, limits."""
+
+    def test_hold_reinvite_relayed(self) -> None:
+        """Alice's sendonly re-INVITE reaches Bob rewritten; his answer comes back."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        reinvite = self.alice.in_dialog(
+            "INVITE", invite, alice_ok, uac=True, body=self.alice.sdp("sendonly")
+        )  # type: ignore[arg-type]
+        sent = self.stack.deliver(reinvite, ALICE)
+        bob_reinvite = only(sent, BOB, "INVITE")
+        self.assertIn(b"a=sendonly", bob_reinvite.body)
+        self.assertIn(MEDIA_ADDRESS.encode(), bob_reinvite.body)
+        ok = self.bob.answer(bob_reinvite, 200, tag=bob_ok.to.tag, body=self.bob.sdp("recvonly"))  # type: ignore[arg-type]
+        alice_ok2 = only(self.stack.deliver(ok, BOB), ALICE, 200)
+        self.assertIn(b"a=recvonly", alice_ok2.body)
+        sent = self.stack.deliver(self.alice.ack_for(reinvite, alice_ok2), ALICE)  # type: ignore[arg-type]
+        only(sent, BOB, "ACK")
+        self.assertTrue(self.stack.media.sessions()[0].hold_state.on_hold)
+
+    def test_glare(self) -> None:
+        """A re-INVITE while one is pending in the other direction gets 491."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        reinvite = self.alice.in_dialog(
+            "INVITE", invite, alice_ok, uac=True, body=self.alice.sdp()
+        )  # type: ignore[arg-type]
+        self.stack.deliver(reinvite, ALICE)
+        theirs = self.bob.in_dialog("INVITE", bob_invite, bob_ok, uac=False, body=self.bob.sdp())
+        only(self.stack.deliver(theirs, BOB), BOB, 491)
+
+    def test_info_relayed(self) -> None:
+        """SIP INFO (DTMF) is relayed with its body; the answer comes back."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        info = self.alice.in_dialog("INFO", invite, alice_ok, uac=True)  # type: ignore[arg-type]
+        info.set("Content-Type", "application/dtmf-relay")
+        info.set_body(b"Signal=5\r\nDuration=160\r\n")
+        bob_info = only(self.stack.deliver(info, ALICE), BOB, "INFO")
+        self.assertEqual(bob_info.body, b"Signal=5\r\nDuration=160\r\n")
+        self.assertEqual(bob_info.get("Content-Type"), "application/dtmf-relay")
+        only(
+            self.stack.deliver(self.bob.answer(bob_info, 200, tag=bob_ok.to.tag), BOB), ALICE, 200
+        )  # type: ignore[arg-type]
+
+    def test_unknown_dialog(self) -> None:
+        """A BYE for no known dialog gets 481."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        bye = self.alice.in_dialog("BYE", invite, alice_ok, uac=True)  # type: ignore[arg-type]
+        bye.set("Call-ID", "nobody@nowhere")
+        only(self.stack.deliver(bye, ALICE), ALICE, 481)
+
+    def test_media_timeout(self) -> None:
+        """No RTP for the media timeout: BYE to both phones, record says why."""
+        self.answer()
+        mark = self.stack.mark()
+        for _ in range(62):
+            self.stack.clock.advance(1)
+        sent = self.stack.sent_since(mark)
+        for phone in (ALICE, BOB):
+            # One BYE each (its UDP retransmissions share the branch).
+            byes = {
+                m.top_via.branch
+                for m, a in sent
+                if getattr(m, "method", "") == "BYE" and a == phone
+            }
+            self.assertEqual(len(byes), 1)
+        self.assertEqual(self.records()[0].hangup_cause, "media timeout")
+
+    def test_no_leak_after_many_calls(self) -> None:
+        """100 answered and hung-up calls leave no ports, calls or dialogs behind."""
+        for _ in range(100):
+            invite, bob_invite, alice_ok, bob_ok = self.answer()
+            self.stack.deliver(self.alice.in_dialog("BYE", invite, alice_ok, uac=True), ALICE)  # type: ignore[arg-type]
+            self.alice = Phone(self.stack, "1001", ALICE)
+        self.assertEqual(self.stack.media.ports_in_use(), 0)
+        self.assertEqual(self.stack.calls.calls, {})
+        self.assertEqual(self.stack.calls._dialogs, {})
+        self.assertEqual(len(self.records()), 100)
+
+
+class LimitTests(CallTestCase):
+    """Per-extension call limits."""
+
+    max_calls = 1
+
+    def test_limit(self) -> None:
+        """A second call involving a busy extension gets 486."""
+        self.ring()
+        carol = Phone(self.stack, "1003", ("192.0.2.14", 5060))
+        _, sent = carol.call("1002")
+        only(sent, ("192.0.2.14", 5060), 486)

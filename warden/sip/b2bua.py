@@ -1,0 +1,561 @@
+"""
+The B2BUA call controller: authenticates INVITEs (407), routes them, forks them
+to the callee's bindings, anchors media on the relay, and bridges the two
+dialogs of each call (RFC 3261 §13-15 on each leg; RFC 7092 describes the role).
+
+``Call`` (warden.sip.call) holds one call's state; this module owns the index
+of dialogs, the transaction users, the 2xx retransmission timers, and the
+services a call needs: sending, media, limits, records.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from warden.errors import SipError, SipParseError
+from warden.interfaces import IClientTransactionUser
+from warden.sip.authenticator import Authenticator
+from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInvite
+from warden.sip.dialog import Dialog, confirm_uac_dialog
+from warden.sip.flow import Flow
+from warden.sip.message import Request, Response, make_response, new_tag
+from warden.sip.routing import IRouter
+from warden.sip.sdp import SdpError, codecs_of
+from warden.sip.timers import TimerSettings
+from warden.store.model import Binding
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY, REGISTER"
+
+
+@attrs.frozen
+class CallSettings:
+    """Call handling settings."""
+
+    ring_timeout: float = 30.0
+    max_calls_per_extension: int = 0
+    timers: TimerSettings = TimerSettings()
+    domain: str = "localhost"
+    node_id: str = ""
+
+
+class CallController:
+    """
+    Handles INVITE and everything inside the dialogs it creates.
+
+    Args:
+        clock: time source.
+        settings: ring timeout, limits, timers.
+        transactions: the transaction layer (``send_request``).
+        send: stateless sending ``(message, flow)`` for ACKs to 2xx.
+        authenticator: digest authentication (407 challenges for INVITE).
+        router: where dialled numbers go.
+        media: the IMediaRelay anchoring RTP.
+        addressing: ``via_for(flow)`` / ``flow_for(binding)`` of the transport.
+        records: call records; ``live``: live-call summaries (both optional).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        settings: CallSettings,
+        transactions: Any,
+        send: Any,
+        authenticator: Authenticator,
+        router: IRouter,
+        media: Any,
+        addressing: Any,
+        records: Any = None,
+        live: Any = None,
+    ) -> None:
+        self.clock = clock
+        self.settings = settings
+        self.transactions = transactions
+        self._send = send
+        self.authenticator = authenticator
+        self.router = router
+        self.media = media
+        self.addressing = addressing
+        self.records = records
+        self.live = live
+        self.calls: dict[str, Call] = {}
+        self._dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
+        self._by_a_txn: dict[int, Call] = {}
+        self._active: Counter[str] = Counter()
+        self._acks: dict[tuple[str, str], Request] = {}
+        self.draining = False
+        self.allow_header = ALLOW
+
+    # -- addressing ---------------------------------------------------------------
+
+    def via_for(self, flow: Flow) -> str:
+        """Our ``host:port`` as seen from ``flow``'s peer."""
+        return str(self.addressing.via_for(flow))
+
+    def contact_for(self, flow: Flow) -> str:
+        """Our Contact URI towards ``flow``'s peer."""
+        transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
+        return f"sip:warden@{self.via_for(flow)}{transport}"
+
+    @staticmethod
+    def codec_of(sdp: bytes) -> str:
+        """The first codec of the first audio stream, for records."""
+        try:
+            names = codecs_of(sdp)
+        except SdpError:
+            return ""
+        return names[0] if names else ""
+
+    # -- new calls ----------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def handle_invite(self, txn: Any, request: Request, flow: Flow):  # type: ignore[no-untyped-def]
+        """A new INVITE (no To tag): authenticate, route, fork."""
+        if self.draining:
+            raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
+        txn.respond(make_response(request, 100, "Trying"))
+        caller = yield self.authenticator.authenticate(request, flow, proxy=True)
+        dialled = request.uri.user_unescaped or ""
+        if not dialled:
+            raise SipError(404, "Not Found")
+        if self._at_limit(caller.number):
+            raise SipError(486, "Busy Here")
+        route = yield self.router.route(dialled, caller)
+        if route.status:
+            raise SipError(route.status, route.reason)
+        callee = route.extension
+        if self._at_limit(callee.number):
+            raise SipError(486, "Busy Here")
+        call_id = f"{new_tag()}{new_tag()}"
+        session = yield self.media.allocate(call_id)
+        try:
+            offer = session.offer_from("a", request.body) if request.body else b""
+        except SdpError as e:
+            session.release()
+            raise SipError(488, "Not Acceptable Here") from e
+        call = Call(self, call_id, caller, dialled, callee, txn, request, flow)
+        call.media = session
+        call.on_ended = self._ended
+        session.on_timeout = lambda: call.hangup(None, "media timeout")
+        self.calls[call_id] = call
+        self._by_a_txn[id(txn)] = call
+        self._active[caller.number] += 1
+        self._active[callee.number] += 1
+        self.index_dialog(call, "a", call.dialogs["a"])
+        self._publish(call)
+        call.start(route.bindings, offer)
+
+    def _at_limit(self, number: str) -> bool:
+        limit = self.settings.max_calls_per_extension
+        return limit > 0 and self._active[number] >= limit
+
+    def make_branch(self, call: Call, binding: Binding, offer: bytes) -> Branch | None:
+        """The INVITE towards one binding, with its own dialog."""
+        flow = self.addressing.flow_for(binding)
+        if flow is None:
+            return None
+        caller = call.caller
+        domain = self.settings.domain
+        display = f'"{caller.name}" ' if caller.name else ""
+        local_party = f"{display}<sip:{caller.number}@{domain}>"
+        dialog = Dialog(
+            call_id=f"{call.call_id}-{len(call.branches)}",
+            local_tag=new_tag(),
+            remote_tag=None,
+            local_party=local_party,
+            remote_party=f"<sip:{call.callee.number}@{domain}>",
+            local_cseq=0,
+            remote_cseq=None,
+            remote_target=binding.contact,
+            route_set=[],
+            flow=flow,
+            local_contact=self.contact_for(flow),
+            via_host=self.via_for(flow),
+        )
+        headers = [("P-Asserted-Identity", local_party), ("Allow", ALLOW)]
+        if offer:
+            headers.append(("Content-Type", "application/sdp"))
+        request = dialog.request("INVITE", self.transactions.new_branch(), headers, offer)
+        max_forwards = call.a_request.int_header("Max-Forwards", 255)
+        if max_forwards is not None:
+            request.set("Max-Forwards", str(max(0, min(70, max_forwards - 1))))
+        return Branch(binding, request, dialog)
+
+    def send_branch(self, call: Call, branch: Branch) -> None:
+        """Send a branch's INVITE through a client transaction."""
+        self.index_dialog(call, "b", branch.dialog)
+        branch.txn = self.transactions.send_request(
+            branch.request, branch.dialog.flow, _BranchUser(call, branch)
+        )
+
+    def cancel_branch(self, branch: Branch) -> None:
+        """CANCEL a ringing branch (RFC 3261 §9.1: only after a provisional)."""
+        if not branch.provisional:
+            branch.cancel_pending = True
+            return
+        invite = branch.request
+        headers = [
+            ("Via", invite.get_all("Via")[0]),
+            ("Max-Forwards", "70"),
+            ("From", invite.get("From") or ""),
+            ("To", invite.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.number} CANCEL"),
+        ]
+        headers.extend(("Route", r) for r in invite.get_all("Route"))
+        cancel = Request("CANCEL", invite.uri_text, headers)
+        self._fire_and_forget(cancel, branch.dialog.flow)
+
+    def ack_and_bye(self, branch: Branch, response: Response) -> None:
+        """A 2xx from a branch that lost the race: acknowledge it and hang up."""
+        confirm_uac_dialog(branch.dialog, response)
+        ack = branch.dialog.request(
+            "ACK", self.transactions.new_branch(), cseq=branch.request.cseq.number
+        )
+        self._send_quietly(ack, branch.dialog.flow)
+        bye = branch.dialog.request("BYE", self.transactions.new_branch())
+        self._fire_and_forget(bye, branch.dialog.flow)
+
+    def send_bye(self, call: Call, side: str) -> None:
+        """Hang up one side."""
+        dialog = call.dialogs[side]
+        bye = dialog.request("BYE", self.transactions.new_branch())
+        self._fire_and_forget(bye, dialog.flow)
+
+    def _fire_and_forget(self, request: Request, flow: Flow) -> None:
+        try:
+            self.transactions.send_request(request, flow, _NullUser())
+        except Exception:
+            self.log.failure("Could not send {method}", method=request.method)
+
+    def _send_quietly(self, message: Request | Response, flow: Flow) -> None:
+        try:
+            self._send(message, flow)
+        except Exception as e:
+            self.log.warn(
+                "Could not send {what} to {flow}: {error}",
+                what=repr(message),
+                flow=str(flow),
+                error=str(e),
+            )
+
+    # -- 2xx retransmission and ACK -----------------------------------------------
+
+    def start_2xx_retransmit(self, call: Call, pending: PendingInvite) -> None:
+        """Retransmit our 2xx until the ACK comes (RFC 3261 §13.3.1.4)."""
+        pending.interval = self.settings.timers.t1
+        pending.started = self.clock.seconds()
+        pending.retransmit = self.clock.callLater(
+            pending.interval, self._retransmit, call, pending
+        )
+
+    def _retransmit(self, call: Call, pending: PendingInvite) -> None:
+        timers = self.settings.timers
+        if self.clock.seconds() - pending.started >= timers.timer_h:
+            pending.retransmit = None
+            call.pending.pop(pending.origin, None)
+            call.hangup(None, "no ACK")
+            return
+        if pending.response is not None:
+            pending.server_txn.respond(pending.response)
+        pending.interval = min(pending.interval * 2, timers.t2)
+        pending.retransmit = self.clock.callLater(
+            pending.interval, self._retransmit, call, pending
+        )
+
+    def handle_ack(self, request: Request, flow: Flow) -> None:
+        """The ACK for one of our 2xx: stop retransmitting, acknowledge the other side."""
+        found = self._lookup(request)
+        if found is None:
+            return
+        call, side = found
+        pending = call.pending.get(side)
+        if pending is None or request.cseq.number != call.dialogs[side].remote_cseq:
+            return
+        del call.pending[side]
+        if pending.retransmit is not None and pending.retransmit.active():
+            pending.retransmit.cancel()
+        target = call.other(side)
+        if target not in call.dialogs or pending.target_2xx is None:
+            return
+        body = b""
+        if request.body:
+            try:
+                body = call.rewrite(side, request.body, offer=False)
+            except SdpError:
+                body = b""
+        headers = [("Content-Type", "application/sdp")] if body else []
+        dialog = call.dialogs[target]
+        ack = dialog.request(
+            "ACK", self.transactions.new_branch(), headers, body, cseq=pending.target_cseq
+        )
+        self._acks[(dialog.call_id, target)] = ack
+        self._send_quietly(ack, dialog.flow)
+
+    def resend_ack(self, call: Call, side: str, response: Response) -> None:
+        """A retransmitted 2xx: send the ACK we already sent for it again."""
+        dialog = call.dialogs.get(side)
+        if dialog is None:
+            return
+        ack = self._acks.get((dialog.call_id, side))
+        if ack is not None and ack.cseq.number == response.cseq.number:
+            self._send_quietly(ack, dialog.flow)
+
+    # -- requests inside dialogs --------------------------------------------------
+
+    def index_dialog(self, call: Call, side: str, dialog: Dialog) -> None:
+        """Requests carrying (Call-ID, To tag = our tag) now belong to ``call``."""
+        self._dialogs[(dialog.call_id, dialog.local_tag)] = (call, side)
+
+    def _lookup(self, request: Request) -> tuple[Call, str] | None:
+        tag = request.to.tag
+        if tag is None:
+            return None
+        return self._dialogs.get((request.call_id, tag))
+
+    def handle_in_dialog(self, txn: Any, request: Request, flow: Flow) -> None:
+        """A request with a To tag: find its call and act (or 481)."""
+        found = self._lookup(request)
+        if found is None:
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        call, side = found
+        dialog = call.dialogs.get(side)
+        if dialog is None or call.state is CallState.ENDED:
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        if not dialog.accepts(request):
+            raise SipError(500, "Server Internal Error", (("Retry-After", "1"),))
+        method = request.method
+        if method == "BYE":
+            txn.respond(make_response(request, 200, "OK"))
+            call.hangup(side, "BYE")
+        elif method == "OPTIONS":
+            txn.respond(make_response(request, 200, "OK", headers=[("Allow", ALLOW)]))
+        elif method in ("INVITE", "UPDATE", "INFO", "MESSAGE", "NOTIFY"):
+            if call.state is not CallState.ANSWERED and method == "INVITE":
+                raise SipError(491, "Request Pending")
+            self._relay(call, side, txn, request)
+        else:
+            raise SipError(405, "Method Not Allowed", (("Allow", ALLOW),))
+
+    def _relay(self, call: Call, side: str, txn: Any, request: Request) -> None:
+        target = call.other(side)
+        if target not in call.dialogs:
+            raise SipError(491, "Request Pending")
+        is_invite = request.method == "INVITE"
+        if is_invite and (side in call.pending or target in call.pending):
+            raise SipError(491, "Request Pending", (("Retry-After", "1"),))
+        body = request.body
+        if body and request.method in ("INVITE", "UPDATE"):
+            try:
+                body = call.rewrite(side, body, offer=True)
+            except SdpError as e:
+                raise SipError(488, "Not Acceptable Here") from e
+        if request.method in ("INVITE", "UPDATE"):
+            call.dialogs[side].update_target(request)
+        headers = [(n, v) for n in RELAYED_HEADERS if (v := request.get(n)) is not None]
+        dialog = call.dialogs[target]
+        out = dialog.request(request.method, self.transactions.new_branch(), headers, body)
+        if is_invite:
+            call.pending[side] = PendingInvite(side, txn, out.cseq.number)
+        self.transactions.send_request(
+            out, dialog.flow, _RelayUser(self, call, side, txn, request)
+        )
+
+    def relay_final(
+        self, call: Call, side: str, txn: Any, request: Request, response: Response
+    ) -> None:
+        """The other side's final answer to a relayed request, back to ``side``."""
+        status = response.status
+        target = call.other(side)
+        body = b""
+        if response.body and 200 <= status < 300:
+            try:
+                body = call.rewrite(target, response.body, offer=False)
+            except SdpError:
+                status, body = 488, b""
+        headers = [(n, v) for n in RELAYED_HEADERS if n != "Content-Type"
+                   if (v := response.get(n)) is not None]  # fmt: skip
+        if body:
+            headers.append(("Content-Type", response.get("Content-Type") or "application/sdp"))
+        if 200 <= status < 300 and request.method in ("INVITE", "UPDATE"):
+            headers.append(("Contact", f"<{call.dialogs[side].local_contact}>"))
+            call.dialogs[target].update_target(response)
+        out = make_response(request, status, response.reason, headers=headers)
+        out.body = body
+        pending = call.pending.get(side)
+        if request.method == "INVITE" and pending is not None:
+            if 200 <= status < 300:
+                pending.target_2xx = response
+                pending.response = out
+                txn.respond(out)
+                self.start_2xx_retransmit(call, pending)
+                return
+            del call.pending[side]
+        txn.respond(out)
+
+    def handle_cancel(self, txn: Any, request: Request, flow: Flow) -> None:
+        """CANCEL of a ringing INVITE."""
+        invite_txn = self.transactions.find_invite_server_transaction(request)
+        call = self._by_a_txn.get(id(invite_txn)) if invite_txn is not None else None
+        if call is None:
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        txn.respond(make_response(request, 200, "OK"))
+        call.caller_cancelled()
+
+    # -- end of calls ---------------------------------------------------------------
+
+    def call_answered(self, call: Call) -> None:
+        """Publish the answered state."""
+        self._publish(call)
+
+    def _publish(self, call: Call) -> None:
+        if self.live is None:
+            return
+        from warden.store.model import LiveCall
+
+        now = self.clock.seconds()
+        summary = LiveCall(
+            call_id=call.call_id, caller=call.caller.number, callee=call.callee.number,
+            dialled=call.dialled, state=call.state.value, started_at=call.started_at,
+            answered_at=call.answered_at, codec=call.codec, packets=self._packets(call),
+            node_id=self.settings.node_id, updated_at=now,
+        )  # fmt: skip
+        self._quiet(self.live.publish(summary), "publish live call")
+
+    @staticmethod
+    def _packets(call: Call) -> int:
+        if call.media is None:
+            return 0
+        stats = call.media.stats()
+        return int(sum(side.get("packets_in", 0) for side in stats.values()))
+
+    def _ended(self, call: Call) -> None:
+        self.calls.pop(call.call_id, None)
+        self._by_a_txn.pop(id(call.a_txn), None)
+        for dialog in call.dialogs.values():
+            self._dialogs.pop((dialog.call_id, dialog.local_tag), None)
+            for side in ("a", "b"):
+                self._acks.pop((dialog.call_id, side), None)
+        for branch in call.branches:
+            self._dialogs.pop((branch.dialog.call_id, branch.dialog.local_tag), None)
+        for number in (call.caller.number, call.callee.number):
+            self._active[number] -= 1
+            if self._active[number] <= 0:
+                del self._active[number]
+        media_stats = call.media.stats() if call.media is not None else {}
+        if call.media is not None:
+            call.media.release()
+        if self.live is not None:
+            self._quiet(self.live.remove(call.call_id), "remove live call")
+        if self.records is not None:
+            self._quiet(self.records.add(self._record(call, media_stats)), "write call record")
+
+    def _record(self, call: Call, media_stats: dict[str, Any]) -> Any:
+        from warden.store.model import CallRecord
+
+        return CallRecord(
+            call_id=call.call_id, caller=call.caller.number, caller_name=call.caller.name,
+            callee=call.callee.number if call.answered_at is not None else "",
+            dialled=call.dialled, started_at=call.started_at, answered_at=call.answered_at,
+            ended_at=call.ended_at or self.clock.seconds(), disposition=call.disposition,
+            hangup_cause=call.hangup_cause, hangup_side=call.hangup_side or "system",
+            codec=call.codec, media=media_stats, node_id=self.settings.node_id,
+        )  # fmt: skip
+
+    def _quiet(self, d: Any, what: str) -> None:
+        if isinstance(d, defer.Deferred):
+            d.addErrback(lambda f: self.log.failure("Could not " + what, f))
+
+    def hangup_all(self, cause: str = "shutdown") -> None:
+        """End every call (graceful shutdown): BYE answered ones, 503 ringing ones."""
+        for call in list(self.calls.values()):
+            if call.state is CallState.RINGING:
+                call.hangup_side = "system"
+                for branch in call.branches:
+                    if not branch.done:
+                        branch.done = True
+                        self.cancel_branch(branch)
+                call.fail(503, "Service Unavailable", cause)
+            else:
+                call.hangup(None, cause)
+
+
+@implementer(IClientTransactionUser)
+class _BranchUser:
+    """Reports one forked INVITE's transaction to its call."""
+
+    def __init__(self, call: Call, branch: Branch) -> None:
+        self.call = call
+        self.branch = branch
+
+    def response_received(self, transaction: Any, response: Response) -> None:
+        try:
+            self.call.branch_response(self.branch, response)
+        except SipParseError:
+            self.call.branch_timed_out(self.branch)
+
+    def timed_out(self, transaction: Any) -> None:
+        self.call.branch_timed_out(self.branch)
+
+    def transport_failed(self, transaction: Any) -> None:
+        self.call.branch_timed_out(self.branch)
+
+
+@implementer(IClientTransactionUser)
+class _RelayUser:
+    """Carries the final answer of a relayed in-dialog request back."""
+
+    def __init__(
+        self, controller: CallController, call: Call, side: str, txn: Any, request: Request
+    ) -> None:
+        self.controller = controller
+        self.call = call
+        self.side = side
+        self.txn = txn
+        self.request = request
+        self.done = False
+
+    def response_received(self, transaction: Any, response: Response) -> None:
+        if response.status < 200:
+            return
+        if self.done:
+            if 200 <= response.status < 300:
+                self.controller.resend_ack(self.call, self.call.other(self.side), response)
+            return
+        self.done = True
+        self.controller.relay_final(self.call, self.side, self.txn, self.request, response)
+
+    def timed_out(self, transaction: Any) -> None:
+        self._fail(408, "Request Timeout")
+
+    def transport_failed(self, transaction: Any) -> None:
+        self._fail(503, "Service Unavailable")
+
+    def _fail(self, status: int, reason: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.call.pending.pop(self.side, None)
+        self.txn.respond(make_response(self.request, status, reason))
+
+
+@implementer(IClientTransactionUser)
+class _NullUser:
+    """For BYE and CANCEL: the answer changes nothing."""
+
+    def response_received(self, transaction: Any, response: Response) -> None:
+        """Ignored."""
+
+    def timed_out(self, transaction: Any) -> None:
+        """Ignored."""
+
+    def transport_failed(self, transaction: Any) -> None:
+        """Ignored."""

@@ -1,0 +1,355 @@
+"""
+One call through the B2BUA: an A leg (Warden is the UAS of the caller's INVITE)
+and, once answered, one B leg (Warden is the UAC towards the callee); while
+ringing, one B branch per forked binding.
+
+The two dialogs are independent (RFC 3261 §12, §16 does not apply: this is no
+proxy). What crosses from one leg to the other is chosen here: SDP (rewritten by
+the media session to point at the relay), the status of final responses, the
+bodies of INFO/UPDATE, and the caller's identity as the B2BUA asserts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from warden.errors import SipError
+from warden.sip.dialog import Dialog, confirm_uac_dialog, uas_dialog
+from warden.sip.flow import Flow
+from warden.sip.message import Request, Response, make_response, new_tag
+from warden.sip.sdp import SdpError
+from warden.store.model import Binding, Extension
+
+if TYPE_CHECKING:  # pragma: no cover
+    from warden.sip.b2bua import CallController
+
+RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Info-Package", "Event", "Reason")
+
+
+class CallState(Enum):
+    """Where a call is."""
+
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+@attrs.define
+class Branch:
+    """One forked INVITE towards one binding of the callee."""
+
+    binding: Binding
+    request: Request
+    dialog: Dialog
+    txn: Any = None
+    provisional: bool = False
+    done: bool = False
+    cancel_pending: bool = False
+    status: int = 0
+
+
+@attrs.define
+class PendingInvite:
+    """
+    An INVITE in flight from one side to the other (the initial one or a
+    re-INVITE): what is needed to retransmit its 2xx and relay the ACK.
+    """
+
+    origin: str
+    server_txn: Any
+    target_cseq: int = 0
+    response: Response | None = None
+    retransmit: IDelayedCall | None = None
+    interval: float = 0.0
+    started: float = 0.0
+    target_2xx: Response | None = None
+
+
+class Call:
+    """
+    The state of one call and its reactions to SIP events.
+
+    Args:
+        controller: the services the call uses (sending, media, records).
+        call_id: Warden's identifier of the call (also the B legs' Call-ID base).
+        caller: the authenticated extension that placed the call.
+        dialled: the number dialled.
+        callee: the extension reached.
+        txn: the A leg's INVITE server transaction.
+        request: the caller's INVITE.
+        flow: where the caller's INVITE came from.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        controller: CallController,
+        call_id: str,
+        caller: Extension,
+        dialled: str,
+        callee: Extension,
+        txn: Any,
+        request: Request,
+        flow: Flow,
+    ) -> None:
+        self.c = controller
+        self.call_id = call_id
+        self.caller = caller
+        self.dialled = dialled
+        self.callee = callee
+        self.a_txn = txn
+        self.a_request = request
+        self.a_tag = new_tag()
+        self.state = CallState.RINGING
+        self.started_at = controller.clock.seconds()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.dialogs: dict[str, Dialog] = {}
+        self.dialogs["a"] = uas_dialog(
+            request, self.a_tag, flow, controller.contact_for(flow), controller.via_for(flow)
+        )
+        self.branches: list[Branch] = []
+        self.media: Any = None
+        self.pending: dict[str, PendingInvite] = {}
+        self.ring_timer: IDelayedCall | None = None
+        self.final_status = 0
+        self.hangup_cause = ""
+        self.hangup_side = ""
+        self.codec = ""
+        self.on_ended: Callable[[Call], None] | None = None
+
+    # -- helpers ------------------------------------------------------------------
+
+    def other(self, side: str) -> str:
+        """The other side's name."""
+        return "b" if side == "a" else "a"
+
+    def respond_a(
+        self,
+        status: int,
+        reason: str | None = None,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        """Answer the caller's INVITE."""
+        extra = list(headers or [])
+        if 100 < status < 300:
+            extra.append(("Contact", f"<{self.dialogs['a'].local_contact}>"))
+            extra.append(("Allow", self.c.allow_header))
+        if body:
+            extra.append(("Content-Type", "application/sdp"))
+        response = make_response(self.a_request, status, reason, to_tag=self.a_tag, headers=extra)
+        if body:
+            response.body = body
+        self.a_txn.respond(response)
+        return response
+
+    def rewrite(self, side: str, body: bytes, offer: bool) -> bytes:
+        """SDP from ``side``'s phone as the other side must see it (via the relay)."""
+        if not body or self.media is None:
+            return body
+        if offer:
+            out: bytes = self.media.offer_from(side, body)
+        else:
+            out = self.media.answer_from(side, body)
+        if not self.codec:
+            self.codec = self.c.codec_of(out)
+        return out
+
+    # -- the initial INVITE -------------------------------------------------------
+
+    def start(self, bindings: tuple[Binding, ...], offer: bytes) -> None:
+        """Fork the INVITE to every binding and start the ring timer."""
+        for binding in bindings:
+            branch = self.c.make_branch(self, binding, offer)
+            if branch is not None:
+                self.branches.append(branch)
+        if not self.branches:
+            self.fail(480, "Temporarily Unavailable", "no reachable contact")
+            return
+        for branch in self.branches:
+            self.c.send_branch(self, branch)
+        self.ring_timer = self.c.clock.callLater(self.c.settings.ring_timeout, self.ring_timeout)
+
+    def branch_response(self, branch: Branch, response: Response) -> None:
+        """A response from one forked branch."""
+        status = response.status
+        if self.state is not CallState.RINGING or branch.done:
+            if 200 <= status < 300 and branch is not self.winner:
+                self.c.ack_and_bye(branch, response)  # a late 2xx from a cancelled fork
+            elif 200 <= status < 300 and branch is self.winner:
+                self.reack(response)
+            return
+        if status < 200:
+            self._branch_provisional(branch, response)
+        elif status < 300:
+            self._answered(branch, response)
+        else:
+            branch.done = True
+            branch.status = status
+            self._maybe_all_failed()
+
+    def _branch_provisional(self, branch: Branch, response: Response) -> None:
+        branch.provisional = True
+        if response.to.tag and branch.dialog.remote_tag is None:
+            confirm_uac_dialog(branch.dialog, response)
+        if branch.cancel_pending:
+            self.c.cancel_branch(branch)
+            return
+        if response.status == 100:
+            return
+        body = b""
+        if response.body:
+            try:
+                body = self.rewrite("b", response.body, offer=False)
+            except SdpError:
+                body = b""
+        self.respond_a(response.status, response.reason, body)
+
+    @property
+    def winner(self) -> Branch | None:
+        """The branch that answered."""
+        dialog = self.dialogs.get("b")
+        return next((b for b in self.branches if b.dialog is dialog), None)
+
+    def _answered(self, branch: Branch, response: Response) -> None:
+        branch.done = True
+        self.state = CallState.ANSWERED
+        self.answered_at = self.c.clock.seconds()
+        self._stop_ring_timer()
+        confirm_uac_dialog(branch.dialog, response)
+        self.dialogs["b"] = branch.dialog
+        self.c.index_dialog(self, "b", branch.dialog)
+        for other in self.branches:
+            if other is not branch and not other.done:
+                other.done = True
+                self.c.cancel_branch(other)
+        try:
+            body = self.rewrite("b", response.body, offer=not branch.request.body)
+        except SdpError:
+            self.c.ack_and_bye(branch, response)
+            self.fail(500, "Server Internal Error", "bad SDP from callee")
+            return
+        pending = PendingInvite("a", self.a_txn, branch.request.cseq.number, target_2xx=response)
+        self.pending["a"] = pending
+        pending.response = self.respond_a(200, "OK", body)
+        self.c.start_2xx_retransmit(self, pending)
+        self.c.call_answered(self)
+
+    def reack(self, response: Response) -> None:
+        """A retransmitted 2xx from the callee: acknowledge again once we have."""
+        self.c.resend_ack(self, "b", response)
+
+    def _maybe_all_failed(self) -> None:
+        if not all(b.done for b in self.branches):
+            return
+        statuses = [b.status for b in self.branches]
+        if 486 in statuses or 600 in statuses:
+            self.fail(486, "Busy Here", "busy")
+        elif any(600 <= s < 700 for s in statuses):
+            self.fail(603, "Decline", "declined")
+        elif all(s in (408, 480, 0) for s in statuses):
+            self.fail(480, "Temporarily Unavailable", "no answer")
+        else:
+            best = min(s for s in statuses if s >= 300)
+            self.fail(best, None, str(best))
+
+    def ring_timeout(self) -> None:
+        """Nobody answered in time: cancel every branch, tell the caller."""
+        self.ring_timer = None
+        if self.state is not CallState.RINGING:
+            return
+        for branch in self.branches:
+            if not branch.done:
+                branch.done = True
+                self.c.cancel_branch(branch)
+        self.fail(480, "Temporarily Unavailable", "ring timeout")
+
+    def branch_timed_out(self, branch: Branch) -> None:
+        """Timer B on one branch."""
+        branch.done = True
+        branch.status = 408
+        if self.state is CallState.RINGING:
+            self._maybe_all_failed()
+
+    def caller_cancelled(self) -> None:
+        """The caller sent CANCEL before the call was answered."""
+        if self.state is not CallState.RINGING:
+            return
+        for branch in self.branches:
+            if not branch.done:
+                branch.done = True
+                self.c.cancel_branch(branch)
+        self.hangup_side = "caller"
+        self.fail(487, "Request Terminated", "CANCEL")
+
+    def fail(self, status: int, reason: str | None, cause: str) -> None:
+        """End an unanswered call with a final error to the caller."""
+        self._stop_ring_timer()
+        if self.state is CallState.ENDED:
+            return
+        self.final_status = status
+        self.hangup_cause = self.hangup_cause or cause
+        self.hangup_side = self.hangup_side or "callee"
+        self.respond_a(status, reason)
+        self.end()
+
+    def _stop_ring_timer(self) -> None:
+        if self.ring_timer is not None and self.ring_timer.active():
+            self.ring_timer.cancel()
+        self.ring_timer = None
+
+    # -- after the answer ---------------------------------------------------------
+
+    def hangup(self, side: str | None, cause: str) -> None:
+        """End an answered call: BYE to each side that did not send one."""
+        if self.state is CallState.ENDED:
+            return
+        self.hangup_side = self.hangup_side or (side or "system")
+        if side == "a":
+            self.hangup_side = "caller"
+        elif side == "b":
+            self.hangup_side = "callee"
+        self.hangup_cause = self.hangup_cause or cause
+        for name in ("a", "b"):
+            if name != side and name in self.dialogs:
+                self.c.send_bye(self, name)
+        self.end()
+
+    def end(self) -> None:
+        """Release everything the call holds; write its record."""
+        if self.state is CallState.ENDED:
+            return
+        self._stop_ring_timer()
+        self.state = CallState.ENDED
+        self.ended_at = self.c.clock.seconds()
+        for pending in self.pending.values():
+            if pending.retransmit is not None and pending.retransmit.active():
+                pending.retransmit.cancel()
+        if self.on_ended is not None:
+            self.on_ended(self)
+
+    @property
+    def disposition(self) -> str:
+        """The CDR disposition."""
+        if self.answered_at is not None:
+            return "ANSWERED"
+        if self.final_status == 487:
+            return "CANCELLED"
+        if self.final_status in (486, 600, 603):
+            return "BUSY"
+        if self.final_status in (408, 480):
+            return "NO ANSWER"
+        return "FAILED"
+
+
+def sip_error_status(error: SipError) -> tuple[int, str]:
+    """Status and reason of a SipError."""
+    return error.status, error.reason

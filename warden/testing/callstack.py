@@ -1,0 +1,207 @@
+"""
+A Warden SIP stack with the call controller, media relay and call records, on
+fake sockets and a Clock, plus scripted phones: for B2BUA unit tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from warden.rtp.relay import MediaRelay
+from warden.sip.addressing import Addressing
+from warden.sip.auth import answer_challenge
+from warden.sip.b2bua import CallController, CallSettings
+from warden.sip.message import Message, Request, Response, make_response, new_tag
+from warden.sip.parser import parse_datagram
+from warden.sip.routing import ExtensionRouter
+from warden.sip.timers import TimerSettings
+from warden.store.credentials import make_extension
+from warden.store.model import Binding
+from warden.testing.memory import MemoryCallRecordStore, MemoryLiveCalls
+from warden.testing.rtpnet import FakeNetwork, sdp_body
+from warden.testing.sipstack import REALM, FakeSipStack
+
+WARDEN = ("192.0.2.1", 5060)
+MEDIA_ADDRESS = "192.0.2.1"
+
+
+class CallStack(FakeSipStack):
+    """FakeSipStack plus calls; extensions 1001-1004 with password ``pw<number>``."""
+
+    def __init__(self, ring_timeout: float = 30.0, max_calls: int = 0) -> None:
+        super().__init__(local_domains=frozenset({REALM, WARDEN[0]}))
+        for number in ("1002", "1003", "1004"):
+            self.successResultOf_(
+                self.directory.add_extension(
+                    make_extension(number, f"Ext {number}", REALM, f"pw{number}")
+                )
+            )
+        self.network = FakeNetwork()
+        self.media = MediaRelay(self.clock, self.network.listen_udp, MEDIA_ADDRESS, (30000, 30100))
+        self.records = MemoryCallRecordStore()
+        self.live = MemoryLiveCalls()
+        self.addressing = Addressing(WARDEN[0], lambda: WARDEN[1])
+        settings = CallSettings(
+            ring_timeout=ring_timeout, max_calls_per_extension=max_calls, timers=TimerSettings(),
+            domain=REALM, node_id="test",
+        )  # fmt: skip
+        router = ExtensionRouter(self.clock, self.directory, self.location)
+        self.calls = CallController(
+            self.clock, settings, self.transactions, self.hub.send, self.authenticator, router,
+            self.media, self.addressing, self.records, self.live,
+        )  # fmt: skip
+        self.core.attach_calls(self.calls)
+
+    @staticmethod
+    def successResultOf_(d: Any) -> Any:  # noqa: N802
+        """The result of an already-fired Deferred."""
+        results: list[Any] = []
+        d.addBoth(results.append)
+        return results[0]
+
+    def register(self, number: str, address: tuple[str, int]) -> None:
+        """Bind ``number`` to a phone at ``address`` directly in the location service."""
+        host, port = address
+        binding = Binding(
+            aor=number, contact=f"sip:{number}@{host}:{port}", key=f"{number}@{host}:{port}",
+            expires_at=self.clock.seconds() + 3600, received=f"udp:{host}:{port}",
+        )  # fmt: skip
+        self.successResultOf_(self.location.apply(number, [binding], []))
+
+    def deliver(
+        self, message: Message | bytes, source: tuple[str, int]
+    ) -> list[tuple[Message, Any]]:
+        """Deliver a datagram from ``source``; return (message, destination) Warden sent."""
+        data = message if isinstance(message, bytes) else message.to_bytes()
+        before = len(self.udp_transport.written)
+        self.udp.datagramReceived(data, source)
+        return self.sent_since(before)
+
+    def sent_since(self, before: int) -> list[tuple[Message, Any]]:
+        """Messages sent over UDP since the ``before``-th datagram."""
+        return [(parse_datagram(d), a) for d, a in self.udp_transport.written[before:]]
+
+    def mark(self) -> int:
+        """A position in the sent datagrams."""
+        return len(self.udp_transport.written)
+
+
+class Phone:
+    """A scripted SIP phone at ``address`` for extension ``number``."""
+
+    def __init__(self, stack: CallStack, number: str, address: tuple[str, int]) -> None:
+        self.stack = stack
+        self.number = number
+        self.address = address
+        self.tag = new_tag()
+        self.call_id = f"{new_tag()}@{address[0]}"
+        self.cseq = 0
+        self.rtp_port = 40000 + int(number[-1]) * 10
+
+    def sdp(self, direction: str = "sendrecv") -> bytes:
+        """This phone's SDP offer or answer."""
+        return sdp_body(self.address[0], self.rtp_port, direction=direction)
+
+    def invite(
+        self,
+        target: str,
+        body: bytes | None = None,
+        authorization: str | None = None,
+        branch: str | None = None,
+        cseq: int | None = None,
+    ) -> Request:
+        """An initial INVITE to ``target``."""
+        self.cseq = cseq or self.cseq + 1
+        host, port = self.address
+        lines = [
+            f"INVITE sip:{target}@{REALM} SIP/2.0",
+            f"Via: SIP/2.0/UDP {host}:{port};branch={branch or 'z9hG4bK' + new_tag()};rport",
+            "Max-Forwards: 70",
+            f'From: "Phone {self.number}" <sip:{self.number}@{REALM}>;tag={self.tag}',
+            f"To: <sip:{target}@{REALM}>",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} INVITE",
+            f"Contact: <sip:{self.number}@{host}:{port}>",
+        ]
+        if authorization:
+            lines.append(f"Proxy-Authorization: {authorization}")
+        body = self.sdp() if body is None else body
+        if body:
+            lines.append("Content-Type: application/sdp")
+        request = parse_datagram(
+            ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        )
+        assert isinstance(request, Request)
+        return request
+
+    def call(
+        self, target: str, body: bytes | None = None
+    ) -> tuple[Request, list[tuple[Message, Any]]]:
+        """INVITE, answer the 407, re-INVITE with credentials; return it and what Warden sent."""
+        first = self.invite(target, body)
+        sent = self.stack.deliver(first, self.address)
+        challenge = next(m for m, _ in sent if isinstance(m, Response) and m.status == 407)
+        self.stack.deliver(self.ack_for(first, challenge), self.address)
+        authz = answer_challenge(
+            challenge.get("Proxy-Authenticate") or "", self.number, f"pw{self.number}", "INVITE",
+            f"sip:{target}@{REALM}",
+        )  # fmt: skip
+        second = self.invite(target, body, authorization=authz)
+        return second, self.stack.deliver(second, self.address)
+
+    def ack_for(self, invite: Request, response: Response) -> Request:
+        """ACK for a non-2xx final (same branch) or a 2xx (new branch)."""
+        branch = invite.top_via.branch if response.status >= 300 else "z9hG4bK" + new_tag()
+        host, port = self.address
+        headers = [
+            ("Via", f"SIP/2.0/UDP {host}:{port};branch={branch};rport"),
+            ("Max-Forwards", "70"),
+            ("From", invite.get("From") or ""),
+            ("To", response.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.number} ACK"),
+        ]
+        return Request("ACK", invite.uri_text, headers)
+
+    def answer(
+        self, request: Request, status: int, tag: str | None = None, body: bytes = b""
+    ) -> Response:
+        """A response of this phone to a request Warden sent it."""
+        headers = [("Contact", f"<sip:{self.number}@{self.address[0]}:{self.address[1]}>")]
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        response = make_response(request, status, to_tag=tag or self.tag, headers=headers)
+        response.body = body
+        return response
+
+    def in_dialog(
+        self,
+        method: str,
+        dialog_request: Request,
+        dialog_response: Response,
+        uac: bool,
+        body: bytes = b"",
+    ) -> Request:
+        """A request inside the dialog of ``dialog_request``."""
+        self.cseq += 1 if uac else 0
+        host, port = self.address
+        if uac:
+            from_, to = dialog_request.get("From"), dialog_response.get("To")
+            target = dialog_response.contacts[0].uri
+            cseq = self.cseq
+        else:
+            from_, to = dialog_response.get("To"), dialog_request.get("From")
+            target = dialog_request.contacts[0].uri
+            cseq = 1000 + self.cseq
+            self.cseq += 1
+        headers = [
+            ("Via", f"SIP/2.0/UDP {host}:{port};branch=z9hG4bK{new_tag()};rport"),
+            ("Max-Forwards", "70"), ("From", from_ or ""), ("To", to or ""),
+            ("Call-ID", dialog_request.call_id), ("CSeq", f"{cseq} {method}"),
+            ("Contact", f"<sip:{self.number}@{host}:{port}>"),
+        ]  # fmt: skip
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        request = Request(method, str(target), headers)
+        request.body = body
+        return request
