@@ -29,9 +29,10 @@ from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.routing import IRouter
 from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.timers import TimerSettings
+from warden.sip.transfer import Transfers
 from warden.store.model import Binding
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY, REFER, REGISTER"
 
 
 @attrs.frozen
@@ -93,6 +94,7 @@ class CallController:
         self._acks: dict[tuple[str, str], Request] = {}
         self.draining = False
         self.allow_header = ALLOW
+        self.transfers = Transfers(self)
 
     # -- addressing ---------------------------------------------------------------
 
@@ -143,6 +145,8 @@ class CallController:
             raise SipError(488, "Not Acceptable Here") from e
         call = Call(self, call_id, caller, dialled, callee, txn, request, flow)
         call.media = session
+        if offer:
+            call.sent_sdp["b"] = offer
         call.on_ended = self._ended
         session.on_timeout = lambda: call.hangup(None, "media timeout")
         self.calls[call_id] = call
@@ -212,7 +216,7 @@ class CallController:
         ]
         headers.extend(("Route", r) for r in invite.get_all("Route"))
         cancel = Request("CANCEL", invite.uri_text, headers)
-        self._fire_and_forget(cancel, branch.dialog.flow)
+        self.fire_and_forget(cancel, branch.dialog.flow)
 
     def ack_and_bye(self, branch: Branch, response: Response) -> None:
         """A 2xx from a branch that lost the race: acknowledge it and hang up."""
@@ -220,23 +224,23 @@ class CallController:
         ack = branch.dialog.request(
             "ACK", self.transactions.new_branch(), cseq=branch.request.cseq.number
         )
-        self._send_quietly(ack, branch.dialog.flow)
+        self.send_quietly(ack, branch.dialog.flow)
         bye = branch.dialog.request("BYE", self.transactions.new_branch())
-        self._fire_and_forget(bye, branch.dialog.flow)
+        self.fire_and_forget(bye, branch.dialog.flow)
 
     def send_bye(self, call: Call, side: str) -> None:
         """Hang up one side."""
         dialog = call.dialogs[side]
         bye = dialog.request("BYE", self.transactions.new_branch())
-        self._fire_and_forget(bye, dialog.flow)
+        self.fire_and_forget(bye, dialog.flow)
 
-    def _fire_and_forget(self, request: Request, flow: Flow) -> None:
+    def fire_and_forget(self, request: Request, flow: Flow) -> None:
         try:
             self.transactions.send_request(request, flow, _NullUser())
         except Exception:
             self.log.failure("Could not send {method}", method=request.method)
 
-    def _send_quietly(self, message: Request | Response, flow: Flow) -> None:
+    def send_quietly(self, message: Request | Response, flow: Flow) -> None:
         try:
             self._send(message, flow)
         except Exception as e:
@@ -298,7 +302,7 @@ class CallController:
             "ACK", self.transactions.new_branch(), headers, body, cseq=pending.target_cseq
         )
         self._acks[(dialog.call_id, target)] = ack
-        self._send_quietly(ack, dialog.flow)
+        self.send_quietly(ack, dialog.flow)
 
     def resend_ack(self, call: Call, side: str, response: Response) -> None:
         """A retransmitted 2xx: send the ACK we already sent for it again."""
@@ -307,13 +311,21 @@ class CallController:
             return
         ack = self._acks.get((dialog.call_id, side))
         if ack is not None and ack.cseq.number == response.cseq.number:
-            self._send_quietly(ack, dialog.flow)
+            self.send_quietly(ack, dialog.flow)
 
     # -- requests inside dialogs --------------------------------------------------
 
     def index_dialog(self, call: Call, side: str, dialog: Dialog) -> None:
         """Requests carrying (Call-ID, To tag = our tag) now belong to ``call``."""
         self._dialogs[(dialog.call_id, dialog.local_tag)] = (call, side)
+
+    def forget_dialog(self, dialog: Dialog) -> None:
+        """Requests in ``dialog`` no longer belong to any call."""
+        self._dialogs.pop((dialog.call_id, dialog.local_tag), None)
+
+    def dialog_owner(self, call_id: str, local_tag: str) -> tuple[Call, str] | None:
+        """The call and side of our dialog (``call_id``, our tag), if any."""
+        return self._dialogs.get((call_id, local_tag))
 
     def _lookup(self, request: Request) -> tuple[Call, str] | None:
         tag = request.to.tag
@@ -338,6 +350,8 @@ class CallController:
             call.hangup(side, "BYE")
         elif method == "OPTIONS":
             txn.respond(make_response(request, 200, "OK", headers=[("Allow", ALLOW)]))
+        elif method == "REFER":
+            self.transfers.handle_refer(call, side, txn, request)
         elif method in ("INVITE", "UPDATE", "INFO", "MESSAGE", "NOTIFY"):
             if call.state is not CallState.ANSWERED and method == "INVITE":
                 raise SipError(491, "Request Pending")
@@ -440,12 +454,13 @@ class CallController:
     def _ended(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
         self._by_a_txn.pop(id(call.a_txn), None)
-        for dialog in call.dialogs.values():
-            self._dialogs.pop((dialog.call_id, dialog.local_tag), None)
+        for dialog in [*call.dialogs.values(), *(b.dialog for b in call.branches)]:
+            key = (dialog.call_id, dialog.local_tag)
+            owner = self._dialogs.get(key)
+            if owner is not None and owner[0] is call:
+                del self._dialogs[key]
             for side in ("a", "b"):
                 self._acks.pop((dialog.call_id, side), None)
-        for branch in call.branches:
-            self._dialogs.pop((branch.dialog.call_id, branch.dialog.local_tag), None)
         for number in (call.caller.number, call.callee.number):
             self._active[number] -= 1
             if self._active[number] <= 0:

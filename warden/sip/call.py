@@ -117,6 +117,7 @@ class Call:
         )
         self.branches: list[Branch] = []
         self.media: Any = None
+        self.sent_sdp: dict[str, bytes] = {}
         self.pending: dict[str, PendingInvite] = {}
         self.ring_timer: IDelayedCall | None = None
         self.final_status = 0
@@ -161,6 +162,7 @@ class Call:
             out = self.media.answer_from(side, body)
         if not self.codec:
             self.codec = self.c.codec_of(out)
+        self.sent_sdp[self.other(side)] = out
         return out
 
     # -- the initial INVITE -------------------------------------------------------
