@@ -142,9 +142,22 @@ class CommandTests(SynchronousTestCase):
                     "realm": REALM,
                     "algorithms": [],
                     "enabled": True,
+                    "qualify": False,
                 }
             ],
         )
+
+    def test_qualify_flag(self) -> None:
+        """--qualify on add, --no-qualify on set; a new password keeps the flag."""
+        self.ctl("extension", "add", "100", "--password", "x", "--qualify")
+        code, out, _ = self.ctl("extension", "show", "100", "--json")
+        self.assertTrue(json.loads(out)["qualify"])
+        self.ctl("extension", "set", "100", "--new-password")
+        code, out, _ = self.ctl("extension", "show", "100", "--json")
+        self.assertTrue(json.loads(out)["qualify"])
+        self.assertEqual(self.ctl("extension", "set", "100", "--no-qualify")[0], 0)
+        code, out, _ = self.ctl("extension", "show", "100", "--json")
+        self.assertFalse(json.loads(out)["qualify"])
 
     def test_show_never_prints_secrets(self) -> None:
         """show prints the extension's fields but never its HA1 values."""

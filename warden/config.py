@@ -302,12 +302,15 @@ class CallsConfig:
         ring_timeout: seconds a call rings before the caller gets 480.
         max_calls_per_extension: concurrent calls an extension may take part in
             (486 Busy Here beyond it); 0 means no limit.
+        qualify_interval: seconds between OPTIONS to the bindings of extensions
+            with qualify on.
     """
 
     SECTION: ClassVar[str] = "calls"
 
     ring_timeout: float = attrs.field(default=30.0, converter=_to_float, validator=_seconds())
     max_calls_per_extension: int = attrs.field(default=0, validator=_int_in(0))
+    qualify_interval: float = attrs.field(default=30.0, converter=_to_float, validator=_seconds())
 
 
 @attrs.frozen

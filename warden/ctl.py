@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     extension = areas.add_parser("extension", help="manage extensions")
     commands = extension.add_subparsers(dest="command", required=True, metavar="COMMAND")
     algorithms_help = "digest algorithms offered, e.g. MD5,SHA-256 ('default': the registrar's)"
+    qualify_help = "send OPTIONS to its phones periodically; skip unreachable ones when ringing"
 
     add = commands.add_parser("add", help="add an extension")
     add.add_argument("number", metavar="NUMBER", type=_number_arg)
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         " see command lines, so prefer the generated one",
     )
     add.add_argument("--algorithms", type=_algorithms_arg, default=(), help=algorithms_help)
+    add.add_argument("--qualify", action="store_true", help=qualify_help)
     add.set_defaults(handler=_add)
 
     listing = commands.add_parser("list", help="list extensions")
@@ -165,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     state = change.add_mutually_exclusive_group()
     state.add_argument("--enable", dest="enabled", action="store_const", const=True)
     state.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    qualify = change.add_mutually_exclusive_group()
+    qualify.add_argument(
+        "--qualify", dest="qualify", action="store_const", const=True, help=qualify_help
+    )
+    qualify.add_argument("--no-qualify", dest="qualify", action="store_const", const=False)
     change.set_defaults(handler=_set)
 
     remove = commands.add_parser("remove", help="remove an extension")
@@ -241,6 +248,7 @@ async def _add(ctx: _Context) -> None:
     generated = args.password is None
     password = generate_password() if generated else _check_password(args.password)
     extension = make_extension(args.number, args.name, ctx.config.realm, password, args.algorithms)
+    extension = attrs.evolve(extension, qualify=args.qualify)
     try:
         await ctx.directory.add_extension(extension)
     except ExtensionExists:
@@ -258,6 +266,7 @@ def _describe(extension: Extension) -> dict[str, Any]:
         "realm": extension.realm,
         "algorithms": list(extension.algorithms),
         "enabled": extension.enabled,
+        "qualify": extension.qualify,
     }
 
 
@@ -292,21 +301,26 @@ async def _show(ctx: _Context) -> None:
     ctx.print(f"realm:      {realm}")
     ctx.print(f"algorithms: {_algorithms_text(extension)}")
     ctx.print(f"enabled:    {'yes' if extension.enabled else 'no'}")
+    ctx.print(f"qualify:    {'yes' if extension.qualify else 'no'}")
 
 
 async def _set(ctx: _Context) -> None:
     args = ctx.args
-    fields = {"name": args.name, "algorithms": args.algorithms, "enabled": args.enabled}
+    fields = {
+        "name": args.name, "algorithms": args.algorithms, "enabled": args.enabled,
+        "qualify": args.qualify,
+    }  # fmt: skip
     changes = {key: value for key, value in fields.items() if value is not None}
     password = generate_password() if args.new_password else args.password
     if not changes and password is None:
         raise CommandError(
             "nothing to change: give --name, --password, --new-password,"
-            " --algorithms, --enable or --disable",
+            " --algorithms, --enable, --disable, --qualify or --no-qualify",
             EXIT_USAGE,
         )
     changed = attrs.evolve(await ctx.existing(args.number), **changes)
     if password is not None:
+        qualify = changed.qualify
         changed = make_extension(
             changed.number,
             changed.name,
@@ -315,6 +329,7 @@ async def _set(ctx: _Context) -> None:
             changed.algorithms,
             changed.enabled,
         )
+        changed = attrs.evolve(changed, qualify=qualify)
     try:
         await ctx.directory.update_extension(changed)
     except ExtensionNotFound:

@@ -193,6 +193,7 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         auth_block_seconds=reg.auth_block_seconds,
         ring_timeout=config.calls.ring_timeout,
         max_calls_per_extension=config.calls.max_calls_per_extension,
+        qualify_interval=config.calls.qualify_interval,
     )
 
 

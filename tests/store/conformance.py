@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
@@ -59,6 +60,13 @@ class DirectoryConformanceMixin:
         ext = extension("100", "Front Desk", algorithms=("SHA-256", "MD5"), enabled=False)
         self.assertIsNone(await directory.add_extension(ext))
         self.assertEqual(await directory.get_extension("100"), ext)
+
+    async def test_flags_round_trip(self) -> None:
+        """enabled, qualify and per-extension algorithms are stored as given."""
+        directory = await self.store()
+        ext = attrs.evolve(extension("1001"), enabled=False, qualify=True, algorithms=("SHA-256",))
+        await directory.add_extension(ext)
+        self.assertEqual(await directory.get_extension("1001"), ext)
 
     async def test_add_duplicate(self) -> None:
         """Adding a taken number fails with ExtensionExists and keeps the first one."""

@@ -20,6 +20,7 @@ from warden.sip.auth import AuthThrottle, NonceManager
 from warden.sip.authenticator import Authenticator
 from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.core import SipCore
+from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.routing import ExtensionRouter
 from warden.sip.timers import TimerSettings
@@ -49,6 +50,7 @@ class SipSettings:
     auth_block_seconds: float
     ring_timeout: float = 30.0
     max_calls_per_extension: int = 0
+    qualify_interval: float = 30.0
 
 
 @attrs.frozen
@@ -109,6 +111,7 @@ class SipService(service.MultiService):
         self.core.register_handler("REGISTER", self.registrar.handle)
         self.addressing = Addressing(settings.interface, self.bound_port, self.hub.connection_to)
         self.calls: CallController | None = None
+        self.qualifier: Qualifier | None = None
         if call_services is not None:
             self._add_calls(directory, location, call_services)
         self._add_listeners()
@@ -119,7 +122,11 @@ class SipService(service.MultiService):
         self, directory: IDirectory, location: ILocationService, services: CallServices
     ) -> None:
         s = self.settings
-        router = ExtensionRouter(self.clock, directory, location)
+        self.qualifier = Qualifier(
+            self.clock, self.transactions, location, directory, self.addressing,
+            s.qualify_interval, s.realm,
+        )  # fmt: skip
+        router = ExtensionRouter(self.clock, directory, location, self.qualifier.is_reachable)
         call_settings = CallSettings(
             ring_timeout=s.ring_timeout,
             max_calls_per_extension=s.max_calls_per_extension,
@@ -158,6 +165,8 @@ class SipService(service.MultiService):
     def startService(self) -> None:  # noqa: N802
         """Start listening and the periodic housekeeping."""
         super().startService()
+        if self.qualifier is not None:
+            self.qualifier.start()
         d = self._housekeeping.start(HOUSEKEEPING_INTERVAL, now=True)
         d.addErrback(lambda f: self.log.failure("Housekeeping stopped", f))
         for transport in self.settings.transports:
@@ -176,6 +185,8 @@ class SipService(service.MultiService):
         """
         if self._housekeeping.running:
             self._housekeeping.stop()
+        if self.qualifier is not None:
+            self.qualifier.stop()
         if self.calls is not None:
             self.calls.hangup_all("shutdown")
         d = defer.maybeDeferred(super().stopService)

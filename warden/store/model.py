@@ -22,6 +22,8 @@ class Extension:
         algorithms: digest algorithms offered to this extension, in order; empty
             means the registrar's configured default.
         enabled: a disabled extension cannot register.
+        qualify: Warden sends OPTIONS to this extension's bindings periodically and
+            skips the ones that stop answering when a call rings it.
     """
 
     number: str
@@ -31,6 +33,7 @@ class Extension:
     ha1_sha256: str
     algorithms: tuple[str, ...] = ()
     enabled: bool = True
+    qualify: bool = False
 
 
 @attrs.frozen

@@ -68,15 +68,17 @@ def open_sqlite_pool(path: str) -> adbapi.ConnectionPool:
 
 # -- directory ---------------------------------------------------------------
 
-_EXTENSION_COLUMNS = "number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled"
-_INSERT_EXTENSION = f"INSERT INTO extensions ({_EXTENSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_EXTENSION_COLUMNS = "number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify"
+_INSERT_EXTENSION = (
+    f"INSERT INTO extensions ({_EXTENSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_NEW_EXTENSION = (
-    f"INSERT OR IGNORE INTO extensions ({_EXTENSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO extensions ({_EXTENSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_EXTENSION = _INSERT_EXTENSION + (
     " ON CONFLICT (number) DO UPDATE SET name = excluded.name, realm = excluded.realm,"
     " ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256,"
-    " algorithms = excluded.algorithms, enabled = excluded.enabled"
+    " algorithms = excluded.algorithms, enabled = excluded.enabled, qualify = excluded.qualify"
 )
 
 
@@ -89,11 +91,12 @@ def _extension_row(extension: Extension) -> Row:
         extension.ha1_sha256,
         ",".join(extension.algorithms),
         int(extension.enabled),
+        int(extension.qualify),
     )
 
 
 def _extension_from_row(row: Row) -> Extension:
-    number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled = row
+    number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify = row
     return Extension(
         number=number,
         name=name,
@@ -102,6 +105,7 @@ def _extension_from_row(row: Row) -> Extension:
         ha1_sha256=ha1_sha256,
         algorithms=tuple(a for a in algorithms.split(",") if a),
         enabled=bool(enabled),
+        qualify=bool(qualify),
     )
 
 
@@ -127,7 +131,7 @@ def _update_extension_txn(txn: adbapi.Transaction, extension: Extension) -> None
     number, *rest = _extension_row(extension)
     txn.execute(
         "UPDATE extensions SET name = ?, realm = ?, ha1_md5 = ?, ha1_sha256 = ?,"
-        " algorithms = ?, enabled = ? WHERE number = ?",
+        " algorithms = ?, enabled = ?, qualify = ? WHERE number = ?",
         (*rest, number),
     )
     if txn.rowcount == 0:

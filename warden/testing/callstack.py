@@ -13,6 +13,7 @@ from warden.sip.auth import answer_challenge
 from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
+from warden.sip.qualify import Qualifier
 from warden.sip.routing import ExtensionRouter
 from warden.sip.timers import TimerSettings
 from warden.store.credentials import make_extension
@@ -45,7 +46,13 @@ class CallStack(FakeSipStack):
             ring_timeout=ring_timeout, max_calls_per_extension=max_calls, timers=TimerSettings(),
             domain=REALM, node_id="test",
         )  # fmt: skip
-        router = ExtensionRouter(self.clock, self.directory, self.location)
+        self.qualifier = Qualifier(
+            self.clock, self.transactions, self.location, self.directory, self.addressing,
+            30.0, REALM,
+        )  # fmt: skip
+        router = ExtensionRouter(
+            self.clock, self.directory, self.location, self.qualifier.is_reachable
+        )
         self.calls = CallController(
             self.clock, settings, self.transactions, self.hub.send, self.authenticator, router,
             self.media, self.addressing, self.records, self.live,

@@ -1,0 +1,175 @@
+"""
+Qualify: OPTIONS keep-alives to the bindings of extensions that ask for it.
+
+Every ``interval`` seconds Warden sends an OPTIONS request to each binding of an
+extension with ``qualify`` on. Any response means the phone is reachable (and
+keeps its NAT pinhole open, since the request goes to the address its REGISTER
+came from); a transaction time-out (Timer F) or a transport failure marks the
+binding unreachable. The call router skips unreachable bindings when it forks,
+so a stale contact never swallows a call; the next answer marks it reachable
+again. At most one OPTIONS per binding is in flight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from prometheus_client import Gauge
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from warden.interfaces import IClientTransactionUser, IDirectory, ILocationService
+from warden.sip.message import Request, Response, new_tag
+from warden.store.model import Binding
+
+UNREACHABLE = Gauge(
+    "warden_registrar_unreachable_bindings", "Qualified bindings that stopped answering OPTIONS"
+)
+
+
+@attrs.define
+class Health:
+    """What qualify knows of one binding."""
+
+    reachable: bool = True
+    rtt: float | None = None
+    checked_at: float = 0.0
+    pending: bool = False
+
+
+class Qualifier:
+    """
+    Args:
+        clock: time source.
+        transactions: the transaction layer (OPTIONS go through client transactions).
+        location: the bindings.
+        directory: which extensions have qualify on.
+        addressing: how to reach a binding and what to put in Via.
+        interval: seconds between rounds.
+        domain: our domain, for From.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        transactions: Any,
+        location: ILocationService,
+        directory: IDirectory,
+        addressing: Any,
+        interval: float,
+        domain: str,
+    ) -> None:
+        self._clock = clock
+        self._transactions = transactions
+        self._location = location
+        self._directory = directory
+        self._addressing = addressing
+        self.interval = interval
+        self._domain = domain
+        self.health: dict[tuple[str, str], Health] = {}
+        self._loop = task.LoopingCall(self.run_once)
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        """Start the periodic rounds."""
+        d = self._loop.start(self.interval, now=False)
+        d.addErrback(lambda f: self.log.failure("Qualify stopped", f))
+
+    def stop(self) -> None:
+        """Stop the rounds."""
+        if self._loop.running:
+            self._loop.stop()
+
+    def is_reachable(self, binding: Binding) -> bool:
+        """False only for a qualified binding that stopped answering."""
+        health = self.health.get((binding.aor, binding.key))
+        return health is None or health.reachable
+
+    @defer.inlineCallbacks
+    def run_once(self):  # type: ignore[no-untyped-def]
+        """Ping every binding of every extension with qualify on."""
+        bindings = yield self._location.all_bindings(self._clock.seconds())
+        seen: set[tuple[str, str]] = set()
+        for binding in bindings:
+            extension = yield self._directory.get_extension(binding.aor)
+            if extension is None or not extension.qualify:
+                continue
+            key = (binding.aor, binding.key)
+            seen.add(key)
+            health = self.health.setdefault(key, Health())
+            if not health.pending:
+                self._ping(binding, health)
+        for key in set(self.health) - seen:
+            del self.health[key]
+        UNREACHABLE.set(sum(1 for h in self.health.values() if not h.reachable))
+
+    def _ping(self, binding: Binding, health: Health) -> None:
+        flow = self._addressing.flow_for(binding)
+        if flow is None:
+            self.mark(binding, health, False, None)
+            return
+        tag = new_tag()
+        headers = [
+            ("Via", f"SIP/2.0/{flow.transport.upper()} {self._addressing.via_for(flow)}"
+                    f";branch={self._transactions.new_branch()};rport"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:warden@{self._domain}>;tag={tag}"),
+            ("To", f"<{binding.contact}>"),
+            ("Call-ID", f"{new_tag()}{tag}@{self._domain}"),
+            ("CSeq", "1 OPTIONS"),
+        ]  # fmt: skip
+        health.pending = True
+        request = Request("OPTIONS", binding.contact, headers)
+        self._transactions.send_request(
+            request, flow, _Ping(self, binding, health, self._clock.seconds())
+        )
+
+    def mark(self, binding: Binding, health: Health, reachable: bool, rtt: float | None) -> None:
+        """Record the outcome of one ping; log changes of state."""
+        health.pending = False
+        health.checked_at = self._clock.seconds()
+        health.rtt = rtt
+        if reachable != health.reachable:
+            self.log.info(
+                "Binding {contact} of {aor} is {state}",
+                contact=binding.contact,
+                aor=binding.aor,
+                state="reachable again" if reachable else "unreachable",
+            )
+        health.reachable = reachable
+
+
+@implementer(IClientTransactionUser)
+class _Ping:
+    """One OPTIONS in flight."""
+
+    def __init__(
+        self, qualifier: Qualifier, binding: Binding, health: Health, sent: float
+    ) -> None:
+        self.q = qualifier
+        self.binding = binding
+        self.health = health
+        self.sent = sent
+        self.done = False
+
+    def response_received(self, transaction: Any, response: Response) -> None:
+        if response.status >= 200 and not self.done:
+            self.done = True
+            rtt = self.q._clock.seconds() - self.sent
+            self.q.mark(self.binding, self.health, True, rtt)
+
+    def timed_out(self, transaction: Any) -> None:
+        self._fail()
+
+    def transport_failed(self, transaction: Any) -> None:
+        self._fail()
+
+    def _fail(self) -> None:
+        if not self.done:
+            self.done = True
+            self.q.mark(self.binding, self.health, False, None)
