@@ -278,7 +278,8 @@ class StoreConfig:
     Attributes:
         backend: only ``sqlite`` for now.
         path: the database file; "" means ``<data_dir>/warden.db``.
-        directory_cache_seconds: how long an extension lookup is cached (0: never).
+        directory_cache_seconds: seconds between checks for extension changes made
+            by other processes (0: never reload).
     """
 
     SECTION: ClassVar[str] = "store"

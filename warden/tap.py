@@ -23,9 +23,9 @@ from warden.rtp.relay import MediaRelay
 from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
-from warden.store.caching import CachingDirectory
 from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.migrate import apply_migrations
+from warden.store.snapshot import SnapshotDirectory
 from warden.store.spool import SpooledCallRecordStore, default_spool_path
 from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
 
@@ -81,6 +81,7 @@ class WardenService(service.MultiService):
         self,
         pool: Any,
         location: SQLiteLocationService,
+        directory: SnapshotDirectory,
         reactor: Any,
         records: SpooledCallRecordStore,
         live: SQLiteLiveCalls,
@@ -90,6 +91,7 @@ class WardenService(service.MultiService):
         super().__init__()
         self._pool = pool
         self._location = location
+        self._directory = directory
         self._reactor = reactor
         self._records = records
         self._live = live
@@ -105,6 +107,9 @@ class WardenService(service.MultiService):
     @defer.inlineCallbacks
     def _prepare(self):  # type: ignore[no-untyped-def]
         yield apply_migrations(self._pool)
+        extensions = yield self._directory.load()
+        self._directory.start()
+        self.log.info("{count} extensions loaded", count=extensions)
         loaded = yield self._location.load()
         replayed = yield self._records.recover()
         if replayed:
@@ -125,6 +130,7 @@ class WardenService(service.MultiService):
     def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802
         """Stop children (flushing bindings), then close the database."""
         yield super().stopService()
+        self._directory.stop()
         yield self._location.close()
         try:
             yield self._records.flush().addTimeout(10, self._reactor)
@@ -147,8 +153,12 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
     os.makedirs(config.server.data_dir, exist_ok=True)
     clock: IReactorTime = reactor
     pool = open_sqlite_pool(config.database_path)
-    directory = CachingDirectory(
-        SQLiteDirectory(pool), clock, config.store.directory_cache_seconds
+    sqlite_directory = SQLiteDirectory(pool)
+    directory = SnapshotDirectory(
+        sqlite_directory,
+        clock,
+        config.store.directory_cache_seconds,
+        sqlite_directory.data_version,
     )
     location = SQLiteLocationService(pool, clock)
     records = SpooledCallRecordStore(
@@ -163,7 +173,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         interface=config.media.address or config.sip.interface or "",
         media_timeout=config.media.timeout,
     )
-    root = WardenService(pool, location, reactor, records, live, media, config.node_id)
+    root = WardenService(pool, location, directory, reactor, records, live, media, config.node_id)
     names = local_names(config.server.domains, [config.sip.interface])
     sip = SipService(
         clock, sip_settings(config), directory, location, host_matcher(names),

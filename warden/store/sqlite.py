@@ -168,12 +168,21 @@ def _count_extensions_txn(txn: adbapi.Transaction) -> int:
     return int(txn.fetchone()[0])
 
 
+def _data_version_txn(txn: adbapi.Transaction) -> int:
+    txn.execute("PRAGMA data_version")
+    return int(txn.fetchone()[0])
+
+
 @implementer(IDirectory)
 class SQLiteDirectory:
     """L{IDirectory} in the ``extensions`` table."""
 
     def __init__(self, pool: adbapi.ConnectionPool) -> None:
         self._pool = pool
+
+    def data_version(self) -> Deferred[int]:
+        """SQLite's change counter: moves when another connection commits."""
+        return run_interaction(self._pool, "data_version", _data_version_txn)
 
     def add_extension(self, extension: Extension) -> Deferred[None]:
         """Add ``extension``; fail with ExtensionExists if its number is taken."""

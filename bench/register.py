@@ -1,0 +1,453 @@
+"""
+Registration benchmark: digest-authenticated REGISTERs per second that one
+Warden process sustains while holding 50,000 bindings, with the load
+generator's own ceiling measured alongside.
+
+Run from the repository root::
+
+    python -m bench.register            # full run, about eight minutes
+    python -m bench.register --quick    # smoke test, well under a minute
+
+Phases, all on 127.0.0.1:
+
+1. Start ``twistd warden`` on a fresh data directory and import ``--users``
+   extensions with ``wardenctl extension import`` in batches.
+2. Fill: SIPp registers every extension once (``--fill-rate``), so that each
+   holds one binding; later steps re-register the same extensions from the same
+   SIPp address, refreshing those bindings.
+3. Steps: SIPp's ``bench/scenarios/register.xml`` (401 challenge, then the
+   authenticated REGISTER) at increasing rates, ``--step-seconds`` each,
+   stopping after the first step with a failed call (or in which SIPp could
+   not start calls at even half the rate). Per step: calls attempted,
+   succeeded and failed (``-trace_stat``), p50/p95/p99 of the authenticated
+   REGISTER's response time (``-trace_rtt``), and the CPU used by Warden
+   (``/proc/<pid>/stat``), by SIPp (``RUSAGE_CHILDREN``) and by everything
+   else on the machine (``/proc/stat``) over the step's wall time (100% = one
+   core). A rate counts as sustained when every call succeeded and SIPp kept
+   95% of it.
+4. Reference: the same rates against SIPp itself as the registrar, twice: a UAS
+   answering each REGISTER with 200 directly (``register_uas.xml`` with
+   ``register_noauth.xml``), and one that mirrors Warden's exchange with a 401
+   then a 200 without checking anything (``register_uas_challenge.xml`` with
+   ``register.xml``).
+
+Progress goes to stderr; the result is one JSON document on stdout.
+
+SIPp's response times come in steps of the kernel's coarse clock tick (4 ms at
+``CONFIG_HZ=250``), so latencies are multiples of that tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+from tests.integration.clients import LOCALHOST, poll
+from tests.integration.harness import (
+    REGISTER_SCENARIO,
+    WardenProcess,
+    free_port,
+    process_cpu_seconds,
+    run_sipp,
+    sipp_command,
+    sipp_register_args,
+    spawn,
+    wardenctl,
+    write_user_files,
+)
+from tests.integration.sipp_traces import (
+    percentile,
+    read_sipp_errors,
+    read_sipp_rtts,
+    read_sipp_stats,
+)
+
+SCENARIOS = REGISTER_SCENARIO.parent
+RATES = (100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6000)
+QUICK_RATES = (200, 500, 1000)
+TARGET = {"rate": 5000, "p95_ms": 20.0, "bindings": 50_000}
+SIPP_BUFFER_BYTES = 4 * 1024 * 1024
+IMPORT_BATCH = 10_000
+TRANSPORTS = {"udp": "u1", "tcp": "t1"}
+
+
+def log(message: str) -> None:
+    """A progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.register", description=__doc__)
+    parser.add_argument("--users", type=int, default=50_000, help="extensions (default 50000)")
+    parser.add_argument("--max-rate", type=int, default=max(RATES), help="highest step rate")
+    parser.add_argument("--rates", help="comma-separated step rates (default: 100..6000)")
+    parser.add_argument("--step-seconds", type=float, default=10.0, help="length of a step")
+    parser.add_argument("--fill-rate", type=float, default=300.0, help="rate of the fill")
+    parser.add_argument("--transport", choices=sorted(TRANSPORTS), default="udp")
+    parser.add_argument("--quick", action="store_true", help="a small run for smoke-testing")
+    parser.add_argument("--no-reference", action="store_true", help="skip the SIPp reference")
+    parser.add_argument("--workdir", help="keep files here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.users = min(args.users, 2000)
+        args.step_seconds = min(args.step_seconds, 3.0)
+        args.fill_rate = min(args.fill_rate, 300.0)
+        default_rates: Sequence[int] = QUICK_RATES
+    else:
+        default_rates = RATES
+    rates = [int(r) for r in args.rates.split(",")] if args.rates else list(default_rates)
+    args.rate_list = [r for r in rates if r <= args.max_rate]
+    if not args.rate_list:
+        parser.error("no step rate at or below --max-rate")
+    return args
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = ""
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def system_cpu_seconds() -> tuple[float, float]:
+    """
+    CPU time of the whole machine so far: (busy, stolen), summed over all cores
+    (``/proc/stat``; busy is user + nice + system + irq + softirq).
+    """
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured, and the files of ``warden/`` that differ from it."""
+    root = str(REGISTER_SCENARIO.parents[2])
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", root, *args], capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "warden", "twisted")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": [line.split(maxsplit=1)[1] for line in changed.splitlines()],
+    }
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of every child process this one has reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def port_in_use(port: int, transport: str) -> bool:
+    """True when something is bound to ``port`` on 127.0.0.1."""
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((LOCALHOST, port))
+        except OSError:
+            return True
+    return False
+
+
+class Runner:
+    """Runs SIPp steps from one fixed local port against one registrar."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path, users_csv: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.users_csv = users_csv
+        self.sipp_port = free_port()
+
+    async def step(
+        self,
+        label: str,
+        server: tuple[str, int],
+        server_pid: int,
+        scenario: Path,
+        rate: float,
+        calls: int,
+        cpu_key: str = "warden_cpu_pct",
+    ) -> dict[str, Any]:
+        """One SIPp run of ``calls`` calls at ``rate``; its measurements."""
+        run_dir = self.workdir / f"{label}-{rate:g}"
+        run_dir.mkdir()
+        seconds = calls / rate
+        sipp_args = sipp_register_args(
+            server,
+            self.users_csv,
+            calls,
+            rate,
+            TRANSPORTS[self.args.transport],
+            self.sipp_port,
+            timeout=seconds * 2 + 30,
+            scenario=scenario,
+        )
+        sipp_args += ["-buff_size", str(SIPP_BUFFER_BYTES)]
+        server_cpu, sipp_cpu = process_cpu_seconds(server_pid), children_cpu_seconds()
+        (busy, steal), started = system_cpu_seconds(), time.monotonic()
+        result = await run_sipp(sipp_args, run_dir, timeout=seconds * 3 + 60)
+        wall = time.monotonic() - started
+        server_cpu = process_cpu_seconds(server_pid) - server_cpu
+        sipp_cpu = children_cpu_seconds() - sipp_cpu
+        busy_after, steal_after = system_cpu_seconds()
+        other_cpu = busy_after - busy - server_cpu - sipp_cpu
+        stats = read_sipp_stats(run_dir)
+        rtts = read_sipp_rtts(run_dir)
+        step: dict[str, Any] = {
+            "rate": rate,
+            "planned": calls,
+            "attempted": stats.created,
+            "succeeded": stats.successful,
+            "failed": stats.failed,
+            "achieved_rate": float(stats.row.get("CallRate(C)", "0") or 0),
+            "retransmissions": stats.retransmissions,
+            "p50_ms": percentile(rtts, 0.50) if rtts else None,
+            "p95_ms": percentile(rtts, 0.95) if rtts else None,
+            "p99_ms": percentile(rtts, 0.99) if rtts else None,
+            cpu_key: round(100 * server_cpu / wall, 1),
+            "sipp_cpu_pct": round(100 * sipp_cpu / wall, 1),
+            "other_cpu_pct": round(max(0.0, 100 * other_cpu / wall), 1),
+            "steal_pct": round(100 * (steal_after - steal) / wall, 1),
+            "wall_seconds": round(wall, 2),
+            "sipp_exit": result.code,
+        }
+        log(
+            f"{label} {rate:g}/s: {stats.successful}/{calls} ok, {stats.failed} failed,"
+            f" p50/p95/p99 {step['p50_ms']}/{step['p95_ms']}/{step['p99_ms']} ms,"
+            f" {cpu_key} {step[cpu_key]}%, sipp {step['sipp_cpu_pct']}%,"
+            f" others {step['other_cpu_pct']}%, steal {step['steal_pct']}%"
+        )
+        if stats.failed or result.code != 0:
+            log(f"sipp exit {result.code}: {result.stderr.strip()[-300:]}")
+            for line in failure_events(read_sipp_errors(run_dir, 5_000_000)):
+                log(f"  sipp: {line}")
+        return step
+
+    async def ramp(
+        self,
+        label: str,
+        server: tuple[str, int],
+        server_pid: int,
+        scenario: Path,
+        cpu_key: str = "warden_cpu_pct",
+    ) -> list[dict[str, Any]]:
+        """
+        Steps at each rate, stopping after the first one with a failed call, or
+        in which SIPp could not even start calls at half the rate (the registrar
+        is then so far behind that higher rates only take longer).
+        """
+        steps = []
+        for rate in self.args.rate_list:
+            calls = max(1, int(rate * self.args.step_seconds))
+            step = await self.step(label, server, server_pid, scenario, rate, calls, cpu_key)
+            steps.append(step)
+            if not all_succeeded(step) or step["achieved_rate"] < rate / 2:
+                break
+        return steps
+
+
+def failure_events(errors: str, limit: int = 5) -> list[str]:
+    """The first lines of SIPp's error trace that are about failed calls."""
+    events = [
+        line.split(": ", 1)[-1][:160]
+        for line in errors.splitlines()
+        if line[:4].isdigit() and "(successful)" not in line
+    ]
+    return events[:limit]
+
+
+def all_succeeded(step: dict[str, Any]) -> bool:
+    """Every planned call of the step succeeded."""
+    return bool(step["failed"] == 0 and step["succeeded"] == step["planned"])
+
+
+def sustained(step: dict[str, Any]) -> bool:
+    """Every call succeeded, and SIPp kept (95% of) the rate: the registrar kept up."""
+    return all_succeeded(step) and step["achieved_rate"] >= 0.95 * step["rate"]
+
+
+def max_rate(steps: Sequence[dict[str, Any]]) -> float | None:
+    """The highest rate sustained with every call successful."""
+    rates = [s["rate"] for s in steps if sustained(s)]
+    return max(rates) if rates else None
+
+
+async def provision_in_batches(warden: WardenProcess, count: int) -> Path:
+    """Import ``count`` extensions in batches, logging progress; the SIPp CSV."""
+    users, extensions_csv = write_user_files(warden.workdir, count)
+    lines = extensions_csv.read_text(encoding="ascii").splitlines()[1:]
+    started = time.monotonic()
+    for first in range(0, len(lines), IMPORT_BATCH):
+        batch = warden.workdir / f"extensions-{first}.csv"
+        batch.write_text("\n".join(lines[first : first + IMPORT_BATCH]) + "\n", encoding="ascii")
+        result = await wardenctl(warden.config_path, "extension", "import", str(batch))
+        if result.code != 0:
+            raise RuntimeError(f"wardenctl import failed: {result.stderr}{result.stdout}")
+        done = min(first + IMPORT_BATCH, len(lines))
+        log(f"provisioned {done}/{count} extensions ({time.monotonic() - started:.1f}s)")
+    return users.sipp_csv
+
+
+def distinct_aors(database: Path) -> int:
+    """AORs with at least one binding."""
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        (count,) = connection.execute("SELECT count(DISTINCT aor) FROM bindings").fetchone()
+    finally:
+        connection.close()
+    return int(count)
+
+
+async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Provision, fill, ramp against Warden; its results."""
+    warden = WardenProcess(workdir / "warden")
+    log(f"starting Warden on {LOCALHOST}:{warden.port} ({warden.workdir})")
+    await warden.start()
+    try:
+        users_csv = await provision_in_batches(warden, args.users)
+        runner = Runner(args, workdir, users_csv)
+        log(f"fill: registering {args.users} extensions at {args.fill_rate:g}/s")
+        fill = await runner.step(
+            "fill", warden.address, warden.pid, REGISTER_SCENARIO, args.fill_rate, args.users
+        )
+        steps = await runner.ramp("warden", warden.address, warden.pid, REGISTER_SCENARIO)
+        rss_mib = round(warden.rss_kib() / 1024, 1)
+    finally:
+        code = await warden.stop()
+    log(f"Warden stopped (exit {code})")
+    return {
+        "fill": fill,
+        "steps": steps,
+        "max_rate_100pct": max_rate(steps),
+        "bindings_held": warden.count_bindings(),
+        "distinct_aors": distinct_aors(warden.database_path),
+        "warden_rss_mib": rss_mib,
+        "sipp_port": runner.sipp_port,
+    }
+
+
+async def reference_phase(
+    args: argparse.Namespace, workdir: Path, users_csv: Path, uas: str, uac: str
+) -> dict[str, Any]:
+    """The same ramp against a SIPp UAS running ``uas``, driven by ``uac``."""
+    run_dir = workdir / f"uas-{Path(uas).stem}"
+    run_dir.mkdir()
+    port = free_port()
+    transport = TRANSPORTS[args.transport]
+    command = sipp_command(
+        ["-sf", str(SCENARIOS / uas), "-i", LOCALHOST, "-p", str(port), "-t", transport]
+        + ["-buff_size", str(SIPP_BUFFER_BYTES)]
+    )
+    child, process = spawn(command, run_dir)
+    try:
+        if not await poll(lambda: port_in_use(port, args.transport), 10.0):
+            raise RuntimeError(f"SIPp UAS did not bind port {port}: {child.output()}")
+        log(f"reference: SIPp UAS {uas} on {LOCALHOST}:{port}, client {uac}")
+        runner = Runner(args, workdir, users_csv)
+        steps = await runner.ramp(
+            f"reference-{Path(uas).stem}",
+            (LOCALHOST, port),
+            int(process.pid),
+            SCENARIOS / uac,
+            cpu_key="uas_cpu_pct",
+        )
+    finally:
+        if child.running:
+            process.signalProcess("KILL")
+        await child.ended
+    return {
+        "scenario": f"{uac} against a SIPp UAS running {uas}",
+        "steps": steps,
+        "max_rate_100pct": max_rate(steps),
+    }
+
+
+def target_met(result: dict[str, Any]) -> bool:
+    """5,000/s all successful with p95 < 20 ms, while holding 50,000 bindings."""
+    if result["bindings_held"] < TARGET["bindings"]:
+        return False
+    return any(
+        s["rate"] >= TARGET["rate"]
+        and sustained(s)
+        and s["p95_ms"] is not None
+        and s["p95_ms"] < TARGET["p95_ms"]
+        for s in result["steps"]
+    )
+
+
+async def main(reactor: Any, argv: Sequence[str]) -> None:
+    """Run every phase and print the JSON document."""
+    args = parse_args(argv)
+    if shutil.which("sipp") is None:
+        raise SystemExit("sipp is not installed (apt-get install sip-tester)")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="warden-bench-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    source = source_state()
+    load_average = Path("/proc/loadavg").read_text(encoding="ascii").split()[:3]
+    log(f"load average at start: {' '.join(load_average)}")
+    try:
+        result = await warden_phase(args, workdir)
+        document: dict[str, Any] = {
+            "command": shlex.join(["python", "-m", "bench.register", *argv]),
+            "machine": machine(),
+            "source": source,
+            "loadavg_at_start": load_average,
+            "users": args.users,
+            "transport": args.transport,
+            "step_seconds": args.step_seconds,
+            **result,
+        }
+        document["target"] = {**TARGET, "met": target_met(result)}
+        if not args.no_reference:
+            users_csv = workdir / "warden" / "users.csv"
+            document["reference"] = await reference_phase(
+                args, workdir, users_csv, "register_uas.xml", "register_noauth.xml"
+            )
+            document["reference_challenge"] = await reference_phase(
+                args, workdir, users_csv, "register_uas_challenge.xml", "register.xml"
+            )
+        document["duration_seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, sys.argv[1:])))

@@ -1,0 +1,128 @@
+"""
+Calls end to end: a real ``twistd warden``; a SIPp UAS registered as one
+extension answers calls that a SIPp UAC places (with digest authentication) as
+another, and plays G.711 RTP from a pcap; the UAS echoes it. RTP must flow
+through Warden's relay ports, a call record must be written, and every media
+port must be released.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from tests.integration.harness import (
+    LOCALHOST,
+    IntegrationTestCase,
+    free_port,
+    poll,
+    provision,
+    require_sipp,
+    run_sipp,
+    sipp_command,
+    sipp_register_args,
+    spawn,
+    wardenctl,
+)
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
+PCAP = Path("/usr/share/sip-tester/g711a.pcap")
+MEDIA_RANGE = (32000, 32200)
+
+
+class SippCallTests(IntegrationTestCase):
+    """SIPp UAC -> Warden (B2BUA + relay) -> SIPp UAS."""
+
+    def setUp(self) -> None:
+        """SIPp and its sample pcap are needed."""
+        super().setUp()
+        require_sipp(self)
+        if not PCAP.exists():
+            self.fail(f"{PCAP} is missing (Debian package sip-tester)")
+
+    async def test_calls_with_rtp_through_relay(self) -> None:
+        """Five calls with RTP both ways: relayed, recorded, ports released."""
+        warden = await self.start_warden(
+            {"media": {"port_min": MEDIA_RANGE[0], "port_max": MEDIA_RANGE[1]}}
+        )
+        users = await provision(warden.config_path, 2, first=2000)
+        caller, callee = users.numbers
+        run_dir = self.workdir()
+        uas_port, uas_media = free_port(), free_port()
+        # Register the callee from the port its SIPp UAS will listen on.
+        callee_csv = run_dir / "callee.csv"
+        password = users.passwords[callee]
+        callee_csv.write_text(
+            f"SEQUENTIAL\n{callee};{password};"
+            f"[authentication username={callee} password={password}]\n"
+        )
+        reg = await run_sipp(
+            sipp_register_args(warden.address, callee_csv, 1, 10, local_port=uas_port), run_dir
+        )
+        self.assertEqual(reg.code, 0, reg.stderr + read_sipp_errors(run_dir))
+        calls = 5
+        uas_dir = self.workdir()
+        uas_args = [
+            "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
+            "-mp", str(uas_media), "-rtp_echo", "-m", str(calls), "-trace_err",
+            f"{warden.address[0]}:{warden.address[1]}",
+        ]  # fmt: skip
+        uas, uas_process = spawn(sipp_command(uas_args), uas_dir)
+        self.addCleanup(lambda: uas_process.signalProcess("KILL") if uas.running else None)
+        caller_csv = run_dir / "caller.csv"
+        password = users.passwords[caller]
+        caller_csv.write_text(
+            f"SEQUENTIAL\n{caller};{password};{callee};"
+            f"[authentication username={caller} password={password}]\n"
+        )
+        uac_dir = self.workdir()
+        uac_args = [
+            f"{warden.address[0]}:{warden.address[1]}",
+            "-sf", str(SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv), "-i", LOCALHOST,
+            "-p", str(free_port()), "-mp", str(free_port()), "-m", str(calls), "-r", "2",
+            "-d", "3000", "-l", str(calls), "-timeout", "60s", "-timeout_error",
+            "-trace_stat", "-trace_err",
+        ]  # fmt: skip
+        uac = await run_sipp(uac_args, uac_dir, timeout=90)
+        stats = read_sipp_stats(uac_dir)
+        context = f"UAC exit {uac.code}\n{uac.stderr}\n{read_sipp_errors(uac_dir)}"
+        self.assertEqual(uac.code, 0, context)
+        self.assertEqual((stats.successful, stats.failed), (calls, 0), context)
+        await poll(lambda: not uas.running, 15)
+        self.assertEqual(uas.code, 0, uas.output)
+
+        listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+        self.assertEqual(listed.code, 0, listed.stderr)
+        records = json.loads(listed.stdout)
+        self.assertEqual(len(records), calls)
+        for record in records:
+            self.assertEqual(record["disposition"], "ANSWERED")
+            self.assertEqual((record["caller"], record["callee"]), (caller, callee))
+            self.assertEqual(record["codec"], "PCMA")
+            media = record["media"]
+            for side in ("a", "b"):
+                # Each side's relay port is in Warden's range, RTP came in and went
+                # out there: the phones talked to Warden, not to each other.
+                self.assertTrue(MEDIA_RANGE[0] <= media[side]["rtp_port"] <= MEDIA_RANGE[1])
+                self.assertGreater(media[side]["packets_in"], 50, media)
+                self.assertGreater(media[side]["packets_out"], 50, media)
+            self.assertEqual(media["b"]["latched"].rsplit(":", 1)[1], str(uas_media))
+        live = await wardenctl(warden.config_path, "calls", "--json")
+        self.assertEqual(json.loads(live.stdout), [])
+        self.assertEqual(held_ports(MEDIA_RANGE), [])
+
+
+def held_ports(port_range: tuple[int, int]) -> list[int]:
+    """Ports of the range that cannot be bound on 127.0.0.1 (someone holds them)."""
+    held = []
+    for port in range(port_range[0], port_range[1] + 1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((LOCALHOST, port))
+        except OSError:
+            held.append(port)
+        finally:
+            sock.close()
+    return held
