@@ -35,9 +35,14 @@ class CallTestCase(SynchronousTestCase):
 
     ring_timeout = 30.0
     max_calls = 0
+    media_timeout = 60.0
 
     def setUp(self) -> None:
-        self.stack = CallStack(ring_timeout=self.ring_timeout, max_calls=self.max_calls)
+        self.stack = CallStack(
+            ring_timeout=self.ring_timeout,
+            max_calls=self.max_calls,
+            media_timeout=self.media_timeout,
+        )
         self.stack.directory  # noqa: B018
         self.alice = Phone(self.stack, "1001", ALICE)
         self.alice_pw()
@@ -340,3 +345,87 @@ class LimitTests(CallTestCase):
         carol = Phone(self.stack, "1003", ("192.0.2.14", 5060))
         _, sent = carol.call("1002")
         only(sent, ("192.0.2.14", 5060), 486)
+
+
+class SessionTimerTests(CallTestCase):
+    """RFC 4028 on both legs (no RTP flows here, so no media timeout)."""
+
+    media_timeout = 3600.0
+
+    def invite_with(self, session_expires: str, supported: bool = True) -> tuple[Request, Request]:
+        """Alice's INVITE carries Session-Expires; returns (her INVITE, Bob's)."""
+        original = self.alice.invite
+
+        def invite(*args: Any, **kwargs: Any) -> Request:
+            request = original(*args, **kwargs)
+            request.set("Session-Expires", session_expires)
+            if supported:
+                request.set("Supported", "timer")
+            return request
+
+        self.alice.invite = invite  # type: ignore[method-assign]
+        invite_, sent = self.alice.call("1002")
+        return invite_, only(sent, BOB, "INVITE")  # type: ignore[return-value]
+
+    def test_too_small(self) -> None:
+        """An interval below 90 s gets 422 with Min-SE."""
+        original = self.alice.invite
+        self.alice.invite = lambda *a, **k: _with(original(*a, **k), "Session-Expires", "30")  # type: ignore[method-assign]
+        _, sent = self.alice.call("1002")
+        self.assertEqual(only(sent, ALICE, 422).get("Min-SE"), "90")
+
+    def test_caller_refreshes_and_expiry_hangs_up(self) -> None:
+        """The caller refreshes (refresher=uac, Require: timer); silence ends the call."""
+        invite, bob_invite = self.invite_with("120")
+        self.assertEqual(bob_invite.get("Session-Expires"), "1800")
+        self.assertIn("timer", bob_invite.get("Supported") or "")
+        bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())
+        alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
+        self.assertEqual(alice_ok.get("Session-Expires"), "120;refresher=uac")
+        self.assertEqual(alice_ok.get("Require"), "timer")
+        self.stack.deliver(self.alice.ack_for(invite, alice_ok), ALICE)  # type: ignore[arg-type]
+        mark = self.stack.mark()
+        self.stack.clock.advance(79.9)  # 120 - min(32, 40) = 88: not yet
+        self.assertEqual(self.stack.sent_since(mark), [])
+        self.stack.clock.advance(8.2)
+        sent = self.stack.sent_since(mark)
+        only(sent, ALICE, "BYE")
+        only(sent, BOB, "BYE")
+        self.assertEqual(self.records()[0].hangup_cause, "session timer expired")
+
+    def test_refresh_keeps_call(self) -> None:
+        """A re-INVITE from the caller within the interval restarts the timer."""
+        invite, bob_invite = self.invite_with("120")
+        bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())
+        alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
+        self.stack.deliver(self.alice.ack_for(invite, alice_ok), ALICE)  # type: ignore[arg-type]
+        self.stack.clock.advance(80)
+        update = self.alice.in_dialog("UPDATE", invite, alice_ok, uac=True)  # type: ignore[arg-type]
+        bob_update = only(self.stack.deliver(update, ALICE), BOB, "UPDATE")
+        self.stack.deliver(self.bob.answer(bob_update, 200, tag=bob_ok.to.tag), BOB)  # type: ignore[arg-type]
+        mark = self.stack.mark()
+        self.stack.clock.advance(80)
+        self.assertFalse(
+            [m for m, a in self.stack.sent_since(mark) if getattr(m, "method", "") == "BYE"]
+        )
+        self.assertEqual(len(self.stack.calls.calls), 1)
+
+    def test_warden_refreshes_callee(self) -> None:
+        """When the callee makes Warden the refresher, Warden re-INVITEs it at half time."""
+        invite, bob_invite = self.invite_with("1800", supported=False)
+        bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())
+        bob_ok.set("Session-Expires", "100;refresher=uac")
+        alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
+        self.assertEqual(alice_ok.get("Session-Expires"), "1800;refresher=uas")
+        self.stack.deliver(self.alice.ack_for(invite, alice_ok), ALICE)  # type: ignore[arg-type]
+        mark = self.stack.mark()
+        self.stack.clock.advance(50.1)
+        refresh = only(self.stack.sent_since(mark), BOB, "INVITE")
+        self.assertEqual(refresh.call_id, bob_invite.call_id)
+        self.assertIn(MEDIA_ADDRESS.encode(), refresh.body)
+
+
+def _with(request: Request, name: str, value: str) -> Request:
+    """``request`` with one header set."""
+    request.set(name, value)
+    return request

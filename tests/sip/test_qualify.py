@@ -54,7 +54,7 @@ class QualifyTests(CallTestCase):
         self.assertFalse(self.stack.qualifier.is_reachable(self.binding(BOB)))
         _, sent = self.alice.call("1002")
         only(sent, BOB2, "INVITE")
-        self.assertEqual([m for m, a in sent if a == BOB and getattr(m, "method", "") == "INVITE"], [])
+        self.assertEqual([m for m, a in sent if a == BOB], [])
 
     def test_back_when_it_answers(self) -> None:
         """An unreachable binding that answers again is reachable again."""

@@ -28,6 +28,7 @@ from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.routing import IRouter
 from warden.sip.sdp import SdpError, codecs_of
+from warden.sip.session_timer import DEFAULT_SE, check_interval
 from warden.sip.timers import TimerSettings
 from warden.sip.transfer import Transfers
 from warden.store.model import Binding
@@ -125,6 +126,7 @@ class CallController:
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
         txn.respond(make_response(request, 100, "Trying"))
         caller = yield self.authenticator.authenticate(request, flow, proxy=True)
+        check_interval(request)
         dialled = request.uri.user_unescaped or ""
         if not dialled:
             raise SipError(404, "Not Found")
@@ -184,7 +186,12 @@ class CallController:
             local_contact=self.contact_for(flow),
             via_host=self.via_for(flow),
         )
-        headers = [("P-Asserted-Identity", local_party), ("Allow", ALLOW)]
+        headers = [
+            ("P-Asserted-Identity", local_party),
+            ("Allow", ALLOW),
+            ("Supported", "timer"),
+            ("Session-Expires", str(DEFAULT_SE)),
+        ]
         if offer:
             headers.append(("Content-Type", "application/sdp"))
         request = dialog.request("INVITE", self.transactions.new_branch(), headers, offer)
@@ -345,6 +352,8 @@ class CallController:
         if not dialog.accepts(request):
             raise SipError(500, "Server Internal Error", (("Retry-After", "1"),))
         method = request.method
+        if method in ("INVITE", "UPDATE"):
+            call.session_refreshed(side)
         if method == "BYE":
             txn.respond(make_response(request, 200, "OK"))
             call.hangup(side, "BYE")
@@ -401,6 +410,7 @@ class CallController:
             headers.append(("Content-Type", response.get("Content-Type") or "application/sdp"))
         if 200 <= status < 300 and request.method in ("INVITE", "UPDATE"):
             headers.append(("Contact", f"<{call.dialogs[side].local_contact}>"))
+            call.session_refreshed(target)
             call.dialogs[target].update_target(response)
         out = make_response(request, status, response.reason, headers=headers)
         out.body = body

@@ -24,6 +24,7 @@ from warden.sip.dialog import Dialog, confirm_uac_dialog, uas_dialog
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError
+from warden.sip.session_timer import MIN_SE, SessionTimer, session_expires, supports_timer
 from warden.store.model import Binding, Extension
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,6 +119,7 @@ class Call:
         self.branches: list[Branch] = []
         self.media: Any = None
         self.sent_sdp: dict[str, bytes] = {}
+        self.timers: dict[str, SessionTimer] = {}
         self.pending: dict[str, PendingInvite] = {}
         self.ring_timer: IDelayedCall | None = None
         self.final_status = 0
@@ -241,9 +243,43 @@ class Call:
             return
         pending = PendingInvite("a", self.a_txn, branch.request.cseq.number, target_2xx=response)
         self.pending["a"] = pending
-        pending.response = self.respond_a(200, "OK", body)
+        headers = self._start_session_timers(response)
+        pending.response = self.respond_a(200, "OK", body, headers)
         self.c.start_2xx_retransmit(self, pending)
         self.c.call_answered(self)
+
+    def _start_session_timers(self, response: Response) -> list[tuple[str, str]]:
+        """RFC 4028 on each leg; returns the headers for the caller's 200."""
+        headers: list[tuple[str, str]] = []
+        asked = session_expires(self.a_request)
+        if asked is not None:
+            interval = max(asked[0], MIN_SE)
+            caller_refreshes = supports_timer(self.a_request)
+            refresher = "uac" if caller_refreshes else "uas"
+            headers.append(("Session-Expires", f"{interval};refresher={refresher}"))
+            if caller_refreshes:
+                headers.append(("Require", "timer"))
+            self.timers["a"] = self._timer("a", interval, not caller_refreshes)
+        answered = session_expires(response)
+        if answered is not None:
+            self.timers["b"] = self._timer("b", max(answered[0], MIN_SE), answered[1] != "uas")
+        return headers
+
+    def _timer(self, side: str, interval: int, we_refresh: bool) -> SessionTimer:
+        return SessionTimer(
+            self.c.clock,
+            interval,
+            we_refresh,
+            refresh=lambda: self.c.transfers.reinvite(self, side, self.sent_sdp.get(side, b"")),
+            expired=lambda: self.hangup(None, "session timer expired"),
+        )
+
+    def session_refreshed(self, *sides: str) -> None:
+        """A re-INVITE or UPDATE refreshed the session on ``sides``."""
+        for side in sides:
+            timer = self.timers.get(side)
+            if timer is not None:
+                timer.restart()
 
     def reack(self, response: Response) -> None:
         """A retransmitted 2xx from the callee: acknowledge again once we have."""
@@ -335,6 +371,8 @@ class Call:
         for pending in self.pending.values():
             if pending.retransmit is not None and pending.retransmit.active():
                 pending.retransmit.cancel()
+        for timer in self.timers.values():
+            timer.cancel()
         if self.on_ended is not None:
             self.on_ended(self)
 

@@ -29,7 +29,9 @@ MEDIA_ADDRESS = "192.0.2.1"
 class CallStack(FakeSipStack):
     """FakeSipStack plus calls; extensions 1001-1004 with password ``pw<number>``."""
 
-    def __init__(self, ring_timeout: float = 30.0, max_calls: int = 0) -> None:
+    def __init__(
+        self, ring_timeout: float = 30.0, max_calls: int = 0, media_timeout: float = 60.0
+    ) -> None:
         super().__init__(local_domains=frozenset({REALM, WARDEN[0]}))
         for number in ("1002", "1003", "1004"):
             self.successResultOf_(
@@ -38,7 +40,10 @@ class CallStack(FakeSipStack):
                 )
             )
         self.network = FakeNetwork()
-        self.media = MediaRelay(self.clock, self.network.listen_udp, MEDIA_ADDRESS, (30000, 30100))
+        self.media = MediaRelay(
+            self.clock, self.network.listen_udp, MEDIA_ADDRESS, (30000, 30100),
+            media_timeout=media_timeout,
+        )  # fmt: skip
         self.records = MemoryCallRecordStore()
         self.live = MemoryLiveCalls()
         self.addressing = Addressing(WARDEN[0], lambda: WARDEN[1])
