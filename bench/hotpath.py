@@ -112,10 +112,11 @@ def _ignore(call: DelayedCall) -> None:
 
 
 class Seconds(NamedTuple):
-    """A duration as CPU time of this process and as wall-clock time."""
+    """A duration as CPU time of this process and as wall-clock time; GC's part."""
 
     cpu: float
     wall: float
+    gc: float = 0.0
 
 
 class NullDatagramTransport:
@@ -166,17 +167,34 @@ class Stack:
         self.udp.makeConnection(self.transport)  # type: ignore[arg-type]
 
     def feed(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> Seconds:
-        """Deliver every datagram; return the CPU and wall seconds it took."""
+        """Deliver every datagram; return the CPU, wall and GC seconds it took."""
         receive = self.udp.datagramReceived
+        collector = GcTimer()
         if self.profiler is not None:
             self.profiler.enable()
+        gc.callbacks.append(collector)
         wall, cpu = time.perf_counter(), time.process_time()
         for data, addr in datagrams:
             receive(data, addr)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        gc.callbacks.remove(collector)
         if self.profiler is not None:
             self.profiler.disable()
-        return Seconds(cpu, wall)
+        return Seconds(cpu, wall, collector.seconds)
+
+
+class GcTimer:
+    """A ``gc.callbacks`` entry adding up the time spent collecting."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
 
 
 def _number(i: int) -> str:
@@ -261,7 +279,9 @@ def timing(users: int, rounds: int, profile: str | None) -> dict[str, Any]:
     for round_no in range(rounds):
         stack = Stack(users, profiler)
         gc.collect()
+        rss = _rss_bytes()
         t1, t2 = run_round(stack, users, round_no)
+        rss = _rss_bytes() - rss
         best1, best2 = min(best1, t1), min(best2, t2)
         live = len(stack.transactions)
     if profiler is not None and profile is not None:
@@ -279,15 +299,22 @@ def timing(users: int, rounds: int, profile: str | None) -> dict[str, Any]:
         "phase2_wall_us_per_request": round(best2.wall / users * 1e6, 1),
         "registrations_per_s": round(users / both),
         "us_per_request": round(both / (2 * users) * 1e6, 1),
+        "gc_share": round((best1.gc + best2.gc) / (best1.wall + best2.wall), 3),
         "live_transactions": live,
+        "rss_growth_per_registration_bytes": round(rss / users),
     }
 
 
+def _rss_bytes() -> int:
+    """Resident set size now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
 def memory(users: int) -> dict[str, Any]:
-    """Bytes held per lingering transaction (tracemalloc), and RSS growth."""
+    """Bytes held per lingering transaction (tracemalloc)."""
     stack = Stack(users)
     gc.collect()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     run_round(stack, users, 0)
     gc.collect()
@@ -297,12 +324,10 @@ def memory(users: int) -> dict[str, Any]:
     gc.collect()
     idle_bytes, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert len(stack.transactions) == 0
     return {
         "lingering_transactions": live,
         "bytes_per_lingering_transaction": round((live_bytes - idle_bytes) / live),
-        "max_rss_growth_kib": rss_after - rss_before,
     }
 
 

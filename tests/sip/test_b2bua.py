@@ -429,3 +429,41 @@ def _with(request: Request, name: str, value: str) -> Request:
     """``request`` with one header set."""
     request.set(name, value)
     return request
+
+
+class ReliableProvisionalTests(CallTestCase):
+    """RFC 3262: a caller that requires 100rel."""
+
+    def test_prack(self) -> None:
+        """180 is sent reliably until PRACKed; the call then completes normally."""
+        original = self.alice.invite
+        self.alice.invite = lambda *a, **k: _with(original(*a, **k), "Require", "100rel")  # type: ignore[method-assign]
+        invite, sent = self.alice.call("1002")
+        bob_invite = only(sent, BOB, "INVITE")
+        mark = self.stack.mark()
+        self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)  # type: ignore[arg-type]
+        self.stack.clock.advance(0.5)
+        self.stack.clock.advance(1.0)
+        ringing = [m for m, a in self.stack.sent_since(mark) if getattr(m, "status", 0) == 180]
+        self.assertEqual(len(ringing), 3)
+        self.assertEqual((ringing[0].get("Require"), ringing[0].get("RSeq")), ("100rel", "1"))
+        prack = self.alice.in_dialog("PRACK", invite, ringing[0], uac=True)  # type: ignore[arg-type]
+        prack.set("RAck", f"1 {invite.cseq.number} INVITE")
+        only(self.stack.deliver(prack, ALICE), ALICE, 200)
+        mark = self.stack.mark()
+        self.stack.clock.advance(4)
+        self.assertEqual(self.stack.sent_since(mark), [])
+        bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())  # type: ignore[arg-type]
+        alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
+        only(self.stack.deliver(self.alice.ack_for(invite, alice_ok), ALICE), BOB, "ACK")  # type: ignore[arg-type]
+
+    def test_wrong_rack(self) -> None:
+        """A PRACK for an unknown RSeq gets 481."""
+        original = self.alice.invite
+        self.alice.invite = lambda *a, **k: _with(original(*a, **k), "Require", "100rel")  # type: ignore[method-assign]
+        invite, sent = self.alice.call("1002")
+        bob_invite = only(sent, BOB, "INVITE")
+        ringing = only(self.stack.deliver(self.bob.answer(bob_invite, 180), BOB), ALICE, 180)  # type: ignore[arg-type]
+        prack = self.alice.in_dialog("PRACK", invite, ringing, uac=True)  # type: ignore[arg-type]
+        prack.set("RAck", f"7 {invite.cseq.number} INVITE")
+        only(self.stack.deliver(prack, ALICE), ALICE, 481)

@@ -65,12 +65,14 @@ class NonceManager:
         self._clock = clock
         self.lifetime = lifetime
         self._secret = secret if secret is not None else os.urandom(32)
+        self._keyed = hmac.new(self._secret, digestmod=hashlib.sha256)
         self._max_tracked = max_tracked
         self._counts: OrderedDict[str, int] = OrderedDict()
 
     def _mac(self, stamp: str, salt: str) -> str:
-        data = f"{stamp}.{salt}".encode()
-        return hmac.digest(self._secret, data, "sha256").hex()[:32]
+        mac = self._keyed.copy()  # HMAC-SHA256 with the key already absorbed
+        mac.update(f"{stamp}.{salt}".encode())
+        return mac.hexdigest()[:32]
 
     def issue(self) -> str:
         """A fresh nonce, remembered for nonce-count checks."""

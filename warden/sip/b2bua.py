@@ -33,7 +33,7 @@ from warden.sip.timers import TimerSettings
 from warden.sip.transfer import Transfers
 from warden.store.model import Binding
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY, REFER, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER, REGISTER"
 
 
 @attrs.frozen
@@ -289,7 +289,7 @@ class CallController:
             return
         call, side = found
         pending = call.pending.get(side)
-        if pending is None or request.cseq.number != call.dialogs[side].remote_cseq:
+        if pending is None or request.cseq.number != pending.origin_cseq:
             return
         del call.pending[side]
         if pending.retransmit is not None and pending.retransmit.active():
@@ -359,6 +359,8 @@ class CallController:
             call.hangup(side, "BYE")
         elif method == "OPTIONS":
             txn.respond(make_response(request, 200, "OK", headers=[("Allow", ALLOW)]))
+        elif method == "PRACK":
+            self._prack(call, side, txn, request)
         elif method == "REFER":
             self.transfers.handle_refer(call, side, txn, request)
         elif method in ("INVITE", "UPDATE", "INFO", "MESSAGE", "NOTIFY"):
@@ -367,6 +369,15 @@ class CallController:
             self._relay(call, side, txn, request)
         else:
             raise SipError(405, "Method Not Allowed", (("Allow", ALLOW),))
+
+    def _prack(self, call: Call, side: str, txn: Any, request: Request) -> None:
+        """PRACK of a reliable provisional we sent the caller (RFC 3262 §4)."""
+        rack = (request.get("RAck") or "").split()
+        if side != "a" or len(rack) != 3 or not rack[0].isdigit():
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        if not call.prack_received(int(rack[0])):
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        txn.respond(make_response(request, 200, "OK"))
 
     def _relay(self, call: Call, side: str, txn: Any, request: Request) -> None:
         target = call.other(side)
@@ -387,7 +398,9 @@ class CallController:
         dialog = call.dialogs[target]
         out = dialog.request(request.method, self.transactions.new_branch(), headers, body)
         if is_invite:
-            call.pending[side] = PendingInvite(side, txn, out.cseq.number)
+            call.pending[side] = PendingInvite(
+                side, txn, out.cseq.number, origin_cseq=request.cseq.number
+            )
         self.transactions.send_request(
             out, dialog.flow, _RelayUser(self, call, side, txn, request)
         )

@@ -70,6 +70,7 @@ class PendingInvite:
     interval: float = 0.0
     started: float = 0.0
     target_2xx: Response | None = None
+    origin_cseq: int = 0
 
 
 class Call:
@@ -120,6 +121,9 @@ class Call:
         self.media: Any = None
         self.sent_sdp: dict[str, bytes] = {}
         self.timers: dict[str, SessionTimer] = {}
+        self.rseq = 0
+        self.unacked: tuple[int, Response] | None = None
+        self.prack_timer: IDelayedCall | None = None
         self.pending: dict[str, PendingInvite] = {}
         self.ring_timer: IDelayedCall | None = None
         self.final_status = 0
@@ -133,6 +137,11 @@ class Call:
     def other(self, side: str) -> str:
         """The other side's name."""
         return "b" if side == "a" else "a"
+
+    @property
+    def reliable_provisionals(self) -> bool:
+        """The caller requires 100rel (RFC 3262): 180/183 must be acknowledged."""
+        return "100rel" in (t.strip().lower() for t in self.a_request.get_all("Require"))
 
     def respond_a(
         self,
@@ -148,11 +157,49 @@ class Call:
             extra.append(("Allow", self.c.allow_header))
         if body:
             extra.append(("Content-Type", "application/sdp"))
+        reliable = 100 < status < 200 and self.reliable_provisionals
+        if reliable:
+            if self.unacked is not None:
+                return self.unacked[1]  # one reliable provisional at a time (RFC 3262 §3)
+            self.rseq += 1
+            extra += [("Require", "100rel"), ("RSeq", str(self.rseq))]
+        elif status >= 200:
+            self.prack_received(None)
         response = make_response(self.a_request, status, reason, to_tag=self.a_tag, headers=extra)
         if body:
             response.body = body
         self.a_txn.respond(response)
+        if reliable:
+            self.unacked = (self.rseq, response)
+            self._schedule_provisional(self.c.settings.timers.t1, 0.0)
         return response
+
+    def _schedule_provisional(self, interval: float, elapsed: float) -> None:
+        self.prack_timer = self.c.clock.callLater(
+            interval, self._retransmit_provisional, interval, elapsed + interval
+        )
+
+    def _retransmit_provisional(self, interval: float, elapsed: float) -> None:
+        """RFC 3262 §3: resend until PRACK, doubling; give up after 64*T1."""
+        self.prack_timer = None
+        if self.unacked is None or self.state is not CallState.RINGING:
+            return
+        if elapsed >= self.c.settings.timers.timer_h:
+            self.unacked = None
+            self.fail(504, "Server Time-out", "no PRACK")
+            return
+        self.a_txn.respond(self.unacked[1])
+        self._schedule_provisional(interval * 2, elapsed)
+
+    def prack_received(self, rseq: int | None) -> bool:
+        """A PRACK for ``rseq`` (None: forget the pending one); True if it matched."""
+        if self.unacked is None or (rseq is not None and rseq != self.unacked[0]):
+            return False
+        self.unacked = None
+        if self.prack_timer is not None and self.prack_timer.active():
+            self.prack_timer.cancel()
+        self.prack_timer = None
+        return True
 
     def rewrite(self, side: str, body: bytes, offer: bool) -> bytes:
         """SDP from ``side``'s phone as the other side must see it (via the relay)."""
@@ -241,7 +288,10 @@ class Call:
             self.c.ack_and_bye(branch, response)
             self.fail(500, "Server Internal Error", "bad SDP from callee")
             return
-        pending = PendingInvite("a", self.a_txn, branch.request.cseq.number, target_2xx=response)
+        pending = PendingInvite(
+            "a", self.a_txn, branch.request.cseq.number, target_2xx=response,
+            origin_cseq=self.a_request.cseq.number,
+        )  # fmt: skip
         self.pending["a"] = pending
         headers = self._start_session_timers(response)
         pending.response = self.respond_a(200, "OK", body, headers)
@@ -373,6 +423,7 @@ class Call:
                 pending.retransmit.cancel()
         for timer in self.timers.values():
             timer.cancel()
+        self.prack_received(None)
         if self.on_ended is not None:
             self.on_ended(self)
 

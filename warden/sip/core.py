@@ -79,6 +79,7 @@ class SipCore:
         inside a dialog (To tag present), REGISTER excepted.
         """
         self._calls = controller
+        self.supported = self.supported | {"timer", "100rel"}
 
     def register_handler(self, method: str, handler: Handler) -> None:
         """Let ``handler(request, flow)`` answer ``method`` requests."""
@@ -159,12 +160,11 @@ class SipCore:
     # -- checks -------------------------------------------------------------------
 
     def _validate(self, request: Request) -> None:
-        names = [name for name, _ in request.headers]
-        present = set(names)
+        present, repeated = request.header_names()
         try:
-            if len(present) != len(names):
+            if repeated:
                 for name in SINGLE_VALUED:
-                    if names.count(name) > 1:
+                    if name in repeated:
                         raise SipError(400, f"Multiple {name} headers")
             for name in _REQUIRED:
                 if name not in present:

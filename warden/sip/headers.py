@@ -449,9 +449,12 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
         raise SipParseError(f"bad auth scheme in {value!r}")
     params: dict[str, str] = {}
     if _AUTH_PARAMS_RE.match(rest):
-        # The usual shape: every item is ``token = token-or-quoted-string``.
-        for key, val in _AUTH_PARAM_RE.findall(rest):
-            params[key.lower()] = unquote_string(val)
+        # The usual shape: every item is ``token = token-or-quoted-string``; what
+        # unquote_string would do is done here for the quoted ones.
+        for key, quoted, plain in _AUTH_PARAM_RE.findall(rest):
+            if "\\" in quoted:
+                quoted = _ESCAPE_RE.sub(r"\1", quoted)
+            params[key.lower()] = quoted or plain
         return scheme, params
     for item in split_commas(rest):
         key, eq, val = item.partition("=")
@@ -464,8 +467,9 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
 
 _AUTH_PARAM = (
     r"[ \t]*+([A-Za-z0-9\-.!%*_+`'~]++)[ \t]*+=[ \t]*+"
-    r'("(?:[^"\\]++|\\.)*+"|[^\s",<>]*+)[ \t]*+'
+    r'(?:"((?:[^"\\]++|\\.)*+)"|([^\s",<>]*+))[ \t]*+'
 )
-# A whole list of auth-params in the usual shape, and one of its items.
+# A whole list of auth-params in the usual shape, and one of its items: name,
+# quoted-string content and plain value.
 _AUTH_PARAMS_RE = re.compile(rf"{_AUTH_PARAM}(?:,{_AUTH_PARAM})*+\Z", re.S)
 _AUTH_PARAM_RE = re.compile(rf"{_AUTH_PARAM}(?:,|\Z)", re.S)

@@ -5,17 +5,22 @@ A message keeps its headers as ``(canonical name, raw value)`` pairs in the orde
 received and parses the ones it is asked about, once. The bytes a message was
 parsed from are kept in ``raw`` so that relaying does not re-serialise needlessly;
 any change to the headers or body drops them.
+
+A parsed message's headers are a L{HeaderList}, which indexes them by name so a
+lookup does not scan the list; ``compact()`` shrinks a message that is only kept
+in case it is needed again (a transaction waiting for retransmissions).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Iterable
+from typing import Any, SupportsIndex
 
 from warden.errors import SipParseError
 from warden.sip.headers import (
     MULTI_VALUED,
+    USUAL_SPELLINGS,
     Address,
     CSeq,
     Via,
@@ -43,10 +48,110 @@ REASONS: dict[int, str] = {
 }  # fmt: skip
 
 
+class HeaderList(list[tuple[str, str]]):
+    """
+    The header list of a parsed message: a list that keeps an index of its
+    header names, and drops it whenever it is changed, by whoever and however.
+    """
+
+    __slots__ = ("_names",)
+
+    def __init__(
+        self, items: Iterable[tuple[str, str]] = (), names: HeaderNames | None = None
+    ) -> None:
+        """``names``, when given, must be the index of ``items``."""
+        super().__init__(items)
+        self._names = names
+
+    def names(self) -> HeaderNames:
+        """The index of header names (built on first use after a change)."""
+        names = self._names
+        if names is None:
+            names = self._names = HeaderNames(self)
+        return names
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._names = None
+        super().__setitem__(index, value)
+
+    def __delitem__(self, index: Any) -> None:
+        self._names = None
+        super().__delitem__(index)
+
+    def __iadd__(self, items: Iterable[tuple[str, str]]) -> HeaderList:  # type: ignore[override, misc]
+        self._names = None
+        return super().__iadd__(items)
+
+    def __imul__(self, times: SupportsIndex) -> HeaderList:
+        self._names = None
+        return super().__imul__(times)
+
+    def append(self, item: tuple[str, str]) -> None:
+        """As list.append."""
+        self._names = None
+        super().append(item)
+
+    def extend(self, items: Iterable[tuple[str, str]]) -> None:
+        """As list.extend."""
+        self._names = None
+        super().extend(items)
+
+    def insert(self, index: SupportsIndex, item: tuple[str, str]) -> None:
+        """As list.insert."""
+        self._names = None
+        super().insert(index, item)
+
+    def pop(self, index: SupportsIndex = -1) -> tuple[str, str]:
+        """As list.pop."""
+        self._names = None
+        return super().pop(index)
+
+    def remove(self, item: tuple[str, str]) -> None:
+        """As list.remove."""
+        self._names = None
+        super().remove(item)
+
+    def clear(self) -> None:
+        """As list.clear."""
+        self._names = None
+        super().clear()
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        """As list.sort."""
+        self._names = None
+        super().sort(*args, **kwargs)
+
+    def reverse(self) -> None:
+        """As list.reverse."""
+        self._names = None
+        super().reverse()
+
+
+class HeaderNames:
+    """Where the headers of a L{HeaderList} are, by name."""
+
+    __slots__ = ("first", "repeated")
+
+    def __init__(
+        self, headers: Iterable[tuple[str, str]] = (), first: dict[str, str] | None = None
+    ) -> None:
+        """Index ``headers``, or take ``first`` as the index of headers seen once."""
+        repeated: set[str] = set()
+        if first is None:
+            first = {}
+            for name, value in headers:
+                if name in first:
+                    repeated.add(name)
+                else:
+                    first[name] = value
+        self.first = first  # name -> first value
+        self.repeated = repeated  # names that appear more than once
+
+
 class Message:
     """Common part of requests and responses."""
 
-    __slots__ = ("_headers", "body", "raw", "_cache")
+    __slots__ = ("_headers", "_raw", "body", "_cache")
 
     def __init__(
         self,
@@ -54,31 +159,86 @@ class Message:
         body: bytes = b"",
         raw: bytes | None = None,
     ) -> None:
-        self._headers: list[tuple[str, str]] | None = headers if headers is not None else []
+        # A list; after compact() a tuple, or None when ``raw`` holds them.
+        self._headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] | None = (
+            headers if headers is not None else []
+        )
+        self._raw = raw
         self.body = body
-        self.raw = raw
         self._cache: dict[str, Any] = {}
 
     @property
     def headers(self) -> list[tuple[str, str]]:
         """``(canonical name, value)`` pairs in the order received."""
         headers = self._headers
-        if headers is None:  # compacted: parse them again from the raw bytes
-            from warden.sip.parser import parse_datagram
-
-            assert self.raw is not None
-            headers = self._headers = parse_datagram(self.raw, len(self.raw)).headers
+        if headers is None or isinstance(headers, tuple):
+            headers = self._expand()
         return headers
 
     @headers.setter
     def headers(self, headers: list[tuple[str, str]]) -> None:
         self._headers = headers
 
+    @property
+    def raw(self) -> bytes | None:
+        """The bytes the message was parsed from, while it is unchanged."""
+        return self._raw
+
+    @raw.setter
+    def raw(self, raw: bytes | None) -> None:
+        if self._headers is None:
+            self._expand()  # they are still in the old bytes
+        self._raw = raw
+
+    def compact(self) -> None:
+        """
+        Save memory on a message kept only in case it is needed again, such as the
+        messages of a transaction waiting for retransmissions: parsed forms are
+        dropped, and the headers are kept in the raw bytes of a parsed message or
+        frozen in a tuple. They come back as they were when asked for.
+        """
+        self._cache.clear()
+        if self._raw is not None:
+            self._headers = None
+        elif self._headers is not None:
+            self._headers = tuple(self._headers)
+
+    def _expand(self) -> HeaderList:
+        """The headers of a compacted message, as a list again."""
+        headers = self._headers
+        if headers is None:
+            from warden.sip.parser import parse_datagram
+
+            assert self._raw is not None
+            headers = parse_datagram(self._raw, len(self._raw)).headers
+        expanded = HeaderList(headers)
+        self._headers = expanded
+        return expanded
+
     # -- generic header access ----------------------------------------------------
+
+    def _names(self) -> HeaderNames | None:
+        """
+        The index of header names of a parsed message (its headers are a
+        L{HeaderList}); None for a message built from a plain list, whose headers
+        are scanned instead.
+        """
+        headers = self._headers
+        if type(headers) is HeaderList:
+            return headers.names()
+        if isinstance(headers, list):
+            return None
+        return self._expand().names()
 
     def get(self, name: str) -> str | None:
         """The first value of header ``name`` (any spelling), or None."""
-        name = canonical_name(name)
+        name = USUAL_SPELLINGS.get(name) or canonical_name(name)
+        headers = self._headers
+        if type(headers) is HeaderList:  # the usual case, spelled out
+            return (headers._names or headers.names()).first.get(name)
+        names = self._names()
+        if names is not None:
+            return names.first.get(name)
         for key, value in self.headers:
             if key == name:
                 return value
@@ -86,9 +246,21 @@ class Message:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``; comma-separated lists are split for list headers."""
-        name = canonical_name(name)
-        values = [value for key, value in self.headers if key == name]
+        name = USUAL_SPELLINGS.get(name) or canonical_name(name)
+        headers = self._headers
+        names = (
+            (headers._names or headers.names()) if type(headers) is HeaderList else self._names()
+        )
+        if names is None or name in names.repeated:
+            values = [value for key, value in self.headers if key == name]
+        else:
+            value = names.first.get(name)
+            if value is None:
+                return []
+            values = [value]
         if name in MULTI_VALUED:
+            if len(values) == 1 and "," not in values[0]:
+                return [values[0].strip()]  # as split_commas would
             out: list[str] = []
             for value in values:
                 out.extend(split_commas(value))
@@ -97,8 +269,18 @@ class Message:
 
     def count(self, name: str) -> int:
         """How many header lines named ``name`` the message has."""
-        name = canonical_name(name)
+        name = USUAL_SPELLINGS.get(name) or canonical_name(name)
+        names = self._names()
+        if names is not None and name not in names.repeated:
+            return 1 if name in names.first else 0
         return sum(1 for key, _ in self.headers if key == name)
+
+    def header_names(self) -> tuple[Collection[str], Collection[str]]:
+        """The names of the headers present, and of those present more than once."""
+        names = self._names()
+        if names is None:
+            names = HeaderNames(self.headers)
+        return names.first.keys(), names.repeated
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` header with one value (appended if absent)."""
@@ -135,19 +317,10 @@ class Message:
             self.set("Content-Type", content_type)
         self._changed()
 
-    def compact(self) -> None:
-        """
-        Keep only the bytes of a message that was parsed and not changed since:
-        headers and their parsed forms are parsed again if asked for. For a
-        message kept only in case it is needed again, such as the request of a
-        transaction that waits for retransmissions.
-        """
-        self._cache.clear()
-        if self.raw is not None:
-            self._headers = None
-
     def _changed(self) -> None:
-        self.raw = None
+        if self._headers is None:
+            self._expand()
+        self._raw = None
         self._cache.clear()
 
     def _required(self, name: str) -> str:
@@ -236,9 +409,12 @@ class Message:
         """Serialise (the original bytes when the message was not changed)."""
         if self.raw is not None:
             return self.raw
-        lines = [self.start_line()]
-        lines += [f"{name}: {value}" for name, value in self.headers if name != "Content-Length"]
-        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        headers = self.headers
+        text = "\r\n".join(map(": ".join, headers))
+        if "Content-Length" in text:  # rarely: leave the header out, exactly
+            text = "\r\n".join([f"{n}: {v}" for n, v in headers if n != "Content-Length"])
+        length = f"Content-Length: {len(self.body)}\r\n\r\n"
+        lines = [self.start_line(), text, length] if text else [self.start_line(), length]
         return "\r\n".join(lines).encode() + self.body
 
 
@@ -306,7 +482,7 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
-_ECHOED = ("Via", "From", "To", "Call-ID", "CSeq")
+_ECHOED = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
 
 
 def make_response(
@@ -321,7 +497,7 @@ def make_response(
     Call-ID and CSeq copied verbatim; a To tag added (when given and absent) to
     anything but 100.
     """
-    copied = [(k, v) for k, v in request.headers if k in _ECHOED]
+    copied = [header for header in request.headers if header[0] in _ECHOED]
     if to_tag is not None and status > 100:
         for i, (key, value) in enumerate(copied):
             if key == "To" and request.to.tag is None:

@@ -17,7 +17,7 @@ import re
 
 from warden.errors import SipParseError
 from warden.sip.headers import USUAL_SPELLINGS, canonical_name
-from warden.sip.message import Message, Request, Response
+from warden.sip.message import HeaderList, HeaderNames, Message, Request, Response
 
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _STATUS_RE = re.compile(r"SIP/2\.0 (\d{3}) (.*)\Z", re.S)
@@ -67,16 +67,22 @@ def _parse_head(head: bytes) -> Message:
 
 
 def _read_headers(message: Message, lines: list[str]) -> None:
-    headers = message.headers
+    # A plain list while reading (a partial message for a 400 sees what was read).
+    headers: list[tuple[str, str]] = []
+    message.headers = headers
     append = headers.append
     usual = USUAL_SPELLINGS.get
-    for i in range(1, len(lines)):
-        line = lines[i]
+    first: dict[str, str] | None = {}  # the index of names, while each is seen once
+    for line in lines[1:]:
         name, colon, value = line.partition(":")
         full = usual(name)
-        if full is not None and colon:  # the common case, at the cost of one lookup
-            append((full, value.strip()))
+        if full is not None and colon and first is not None and full not in first:
+            # The common case: a usual spelling, not seen before, one lookup.
+            value = value.strip()
+            append((full, value))
+            first[full] = value
             continue
+        first = None
         if not line:
             continue
         if line[0] in " \t":
@@ -92,10 +98,11 @@ def _read_headers(message: Message, lines: list[str]) -> None:
             headers.append((canonical_name(name.rstrip(" \t")), value.strip()))
         except SipParseError as e:
             raise SipParseError(e.reason, message) from None
+    message.headers = HeaderList(headers, None if first is None else HeaderNames(first=first))
 
 
 def _content_length(message: Message) -> int | None:
-    values = [v for k, v in message.headers if k == "Content-Length"]
+    values = message.get_all("Content-Length")
     if not values:
         return None
     if len(values) > 1:

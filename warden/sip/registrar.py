@@ -204,6 +204,6 @@ class Registrar:
                 f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}"
                 + (f";q={b.q:g}" if b.q != 1.0 else ""),
             )
-            for b in sorted(bindings, key=lambda b: -b.q)
+            for b in (sorted(bindings, key=lambda b: -b.q) if len(bindings) > 1 else bindings)
         ]
         return make_response(request, 200, "OK", to_tag=new_tag(), headers=headers)

@@ -205,8 +205,11 @@ class NonInviteServerTransaction(ServerTransaction):
             return
         if response.status >= 200:
             self._enter(_S.COMPLETED)
-            self.request.compact()  # only its retransmissions are expected now
-            self._linger("J", self.settings.timer_j(self.flow.reliable))
+            linger = self.settings.timer_j(self.flow.reliable)
+            if linger > 0:  # only retransmissions to answer from now on
+                self.request.compact()
+                response.compact()
+            self._linger("J", linger)
         elif self._state is _S.TRYING:
             self._enter(_S.PROCEEDING)
 

@@ -152,20 +152,13 @@ class URI:
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
-        out = [self.scheme, ":"]
+        user = ""
         if self.user is not None:
-            out.append(self.user)
-            if self.password is not None:
-                out.append(":" + self.password)
-            out.append("@")
-        out.append(self.host)
-        if self.port is not None:
-            out.append(f":{self.port}")
-        for key, value in self.params:
-            out.append(f";{key}" if value is None else f";{key}={value}")
-        if self.headers:
-            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers))
-        return "".join(out)
+            user = self.user + ("" if self.password is None else ":" + self.password) + "@"
+        port = "" if self.port is None else f":{self.port}"
+        params = "".join([f";{k}" if v is None else f";{k}={v}" for k, v in self.params])
+        headers = "&".join([f"{k}={v}" for k, v in self.headers])
+        return f"{self.scheme}:{user}{self.host}{port}{params}{'?' if headers else ''}{headers}"
 
     def equals(self, other: URI) -> bool:
         """Compare as RFC 3261 §19.1.4 says."""
@@ -296,11 +289,17 @@ def contact_key(uri: URI) -> str:
     """
     if uri.opaque is not None:
         return f"{uri.scheme}:{uri.opaque}"
-    params = sorted((k, _unescape(v or "").lower()) for k, v in uri.params)
-    headers = sorted((k.lower(), _unescape(v)) for k, v in uri.headers)
+    if len(uri.params) == 1:  # the usual case: nothing to sort
+        ((k, v),) = uri.params
+        p = f"{k}={_unescape(v or '').lower()}"
+    else:
+        params = sorted((k, _unescape(v or "").lower()) for k, v in uri.params)
+        p = ";".join(f"{k}={v}" for k, v in params)
+    h = ""
+    if uri.headers:
+        headers = sorted((k.lower(), _unescape(v)) for k, v in uri.headers)
+        h = "&".join(f"{k}={v}" for k, v in headers)
     user = _unescape(uri.user or "")
     pw = _unescape(uri.password or "")
     port = "" if uri.port is None else str(uri.port)
-    p = ";".join(f"{k}={v}" for k, v in params)
-    h = "&".join(f"{k}={v}" for k, v in headers)
     return f"{uri.scheme}:{user}:{pw}@{uri.host}:{port};{p}?{h}"
