@@ -467,3 +467,20 @@ class ReliableProvisionalTests(CallTestCase):
         prack = self.alice.in_dialog("PRACK", invite, ringing, uac=True)  # type: ignore[arg-type]
         prack.set("RAck", f"7 {invite.cseq.number} INVITE")
         only(self.stack.deliver(prack, ALICE), ALICE, 481)
+
+
+class LiveCallTests(CallTestCase):
+    """What `wardenctl calls` shows while a call lasts."""
+
+    def test_live_summary_refreshed(self) -> None:
+        """An answered call is listed, refreshed every 5 s, and gone after BYE."""
+        self.stack.calls.start()
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        (live,) = self.stack.successResultOf_(self.stack.live.list())
+        self.assertEqual((live.caller, live.callee, live.state), ("1001", "1002", "answered"))
+        self.stack.clock.advance(5)
+        (live,) = self.stack.successResultOf_(self.stack.live.list())
+        self.assertEqual(live.updated_at, self.stack.clock.seconds())
+        self.stack.deliver(self.alice.in_dialog("BYE", invite, alice_ok, uac=True), ALICE)  # type: ignore[arg-type]
+        self.assertEqual(self.stack.successResultOf_(self.stack.live.list()), [])
+        self.stack.calls.stop()

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -33,6 +33,7 @@ from warden.sip.timers import TimerSettings
 from warden.sip.transfer import Transfers
 from warden.store.model import Binding
 
+LIVE_REFRESH_INTERVAL = 5.0
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER, REGISTER"
 
 
@@ -96,6 +97,8 @@ class CallController:
         self.draining = False
         self.allow_header = ALLOW
         self.transfers = Transfers(self)
+        self._refresh_loop = task.LoopingCall(self._refresh_live)
+        self._refresh_loop.clock = clock
 
     # -- addressing ---------------------------------------------------------------
 
@@ -458,14 +461,35 @@ class CallController:
             return
         from warden.store.model import LiveCall
 
+        if call.state is CallState.ENDED:
+            return
         now = self.clock.seconds()
+        state = call.state.value
+        if call.media is not None and call.media.hold_state.on_hold:
+            state = "on hold"
         summary = LiveCall(
             call_id=call.call_id, caller=call.caller.number, callee=call.callee.number,
-            dialled=call.dialled, state=call.state.value, started_at=call.started_at,
+            dialled=call.dialled, state=state, started_at=call.started_at,
             answered_at=call.answered_at, codec=call.codec, packets=self._packets(call),
             node_id=self.settings.node_id, updated_at=now,
         )  # fmt: skip
         self._quiet(self.live.publish(summary), "publish live call")
+
+    def start(self) -> None:
+        """Refresh the live-call summaries (packets, hold) every few seconds."""
+        if not self._refresh_loop.running:
+            d = self._refresh_loop.start(LIVE_REFRESH_INTERVAL, now=False)
+            d.addErrback(lambda f: self.log.failure("Live-call refresh stopped", f))
+
+    def stop(self) -> None:
+        """Stop refreshing."""
+        if self._refresh_loop.running:
+            self._refresh_loop.stop()
+
+    def _refresh_live(self) -> None:
+        for call in list(self.calls.values()):
+            if call.state is CallState.ANSWERED:
+                self._publish(call)
 
     @staticmethod
     def _packets(call: Call) -> int:

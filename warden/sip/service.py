@@ -167,6 +167,8 @@ class SipService(service.MultiService):
         super().startService()
         if self.qualifier is not None:
             self.qualifier.start()
+        if self.calls is not None:
+            self.calls.start()
         d = self._housekeeping.start(HOUSEKEEPING_INTERVAL, now=True)
         d.addErrback(lambda f: self.log.failure("Housekeeping stopped", f))
         for transport in self.settings.transports:
@@ -188,6 +190,7 @@ class SipService(service.MultiService):
         if self.qualifier is not None:
             self.qualifier.stop()
         if self.calls is not None:
+            self.calls.stop()
             self.calls.hangup_all("shutdown")
         d = defer.maybeDeferred(super().stopService)
         d.addCallback(lambda _: self.location.flush())
