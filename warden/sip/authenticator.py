@@ -143,7 +143,12 @@ class Authenticator:
             raise Throttled(flow.host)
         header = "Proxy-Authorization" if proxy else "Authorization"
         creds = self._credentials(request, header)
-        user = creds.username if creds is not None else (request.to.uri.user_unescaped or "")
+        if creds is not None:
+            user = creds.username
+        else:
+            # Who is asking: the AOR registering (To) or the caller (From).
+            claimed = request.from_ if proxy else request.to
+            user = claimed.uri.user_unescaped or ""
         return then(
             self._directory.get_extension(user),
             lambda extension: self._verify(request, flow, proxy, creds, user, extension),
