@@ -16,11 +16,16 @@ A second pass under ``tracemalloc`` measures the bytes each lingering (Completed
 transaction holds: memory with every transaction alive minus memory once Timer J
 has ended them all.
 
+Rates come from the process's CPU time (other processes on a shared machine
+disturb it less than wall time, which is reported too); ``gc_share`` is the part
+of the timed wall time spent in the cyclic garbage collector.
+
 Usage::
 
     python bench/hotpath.py [--users N] [--rounds R] [--profile FILE] [--no-memory]
 
-Prints one JSON object.
+Prints one JSON object. To measure another revision of ``warden``, put its
+checkout first on the path: ``PYTHONPATH=/path/to/old python bench/hotpath.py``.
 """
 
 from __future__ import annotations

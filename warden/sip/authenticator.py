@@ -206,7 +206,9 @@ class Authenticator:
         ha1 = extension.ha1_md5 if creds.algorithm == "MD5" else extension.ha1_sha256
         if not ha1:
             return False
-        return hmac.compare_digest(expected_response(creds, ha1, method), creds.response)
+        expected = expected_response(creds, ha1, method).encode()
+        # Bytes, so that a non-ASCII response is simply wrong, not an error.
+        return hmac.compare_digest(expected, creds.response.encode("utf-8", "replace"))
 
     def _count_ok(self, creds: Credentials) -> bool:
         if creds.qop is None:
