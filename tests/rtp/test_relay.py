@@ -254,6 +254,19 @@ class LatchingTests(RelayTestMixin, SynchronousTestCase):
         self.assertEqual(len(self.to_callee(session)), 1)
         self.assertEqual(session.stats()["a"]["packets_in"], 2)
 
+    def test_declared_address_wins_the_latch(self) -> None:
+        """A packet from the SDP-declared address re-latches a side latched elsewhere
+        (a transferred-away phone still sending must not keep the stream)."""
+        session = self.call()
+        session.offer_from("a", sdp_body("192.0.2.99", 4200, version=2, user="caller"))
+        self.from_caller(session, rtp(1))  # the old phone, still talking
+        self.to_callee(session)
+        self.from_caller(session, rtp(2), source=("192.0.2.99", 4200))
+        self.assertEqual(len(self.to_callee(session)), 1)
+        self.assertEqual(session.stats()["a"]["latched"], "192.0.2.99:4200")
+        self.from_caller(session, rtp(3))  # the old phone is now a stranger
+        self.assertEqual(self.to_callee(session), [])
+
     def test_rtcp_latches_separately(self) -> None:
         """RTCP latches on its own port; a stranger's RTCP is dropped."""
         session = self.call()

@@ -484,3 +484,17 @@ class LiveCallTests(CallTestCase):
         self.stack.deliver(self.alice.in_dialog("BYE", invite, alice_ok, uac=True), ALICE)  # type: ignore[arg-type]
         self.assertEqual(self.stack.successResultOf_(self.stack.live.list()), [])
         self.stack.calls.stop()
+
+
+class ByeGlareTests(CallTestCase):
+    """Both phones hang up at once."""
+
+    def test_crossing_bye_gets_200(self) -> None:
+        """Bob's BYE crossing the one Warden relayed from Alice gets 200, not 481."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        self.stack.deliver(self.alice.in_dialog("BYE", invite, alice_ok, uac=True), ALICE)  # type: ignore[arg-type]
+        bye = self.bob.in_dialog("BYE", bob_invite, bob_ok, uac=False)
+        only(self.stack.deliver(bye, BOB), BOB, 200)
+        self.stack.clock.advance(40)
+        late = self.bob.in_dialog("BYE", bob_invite, bob_ok, uac=False)
+        only(self.stack.deliver(late, BOB), BOB, 481)

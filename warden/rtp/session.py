@@ -18,7 +18,13 @@ NAT):
    to that packet's source address and port, and from then on media for that
    phone goes there instead. RTCP latches separately, on the RTCP socket.
 3. Once latched, packets from any other source are dropped and counted as
-   ``spoofed``: a stranger cannot take over or inject into the stream.
+   ``spoofed``: a stranger cannot take over or inject into the stream. The one
+   exception is the address the phone's SDP declared: a packet from exactly
+   there re-latches the side to it. The SDP is authoritative where it is
+   reachable, so whoever sent first (a transferred-away phone still talking, a
+   stranger racing the real phone) loses the stream as soon as the declared
+   phone is heard; behind NAT the declared (private) address is never a
+   packet's source and rule 2 alone applies.
 4. A new SDP from that phone (a re-INVITE's offer, or an answer) resets the
    latch, so a phone that moved is followed. The same SDP again (same ``o=`` line,
    RFC 3264 §8, and same RTP address: a 183's SDP repeated in the 200) keeps it.
@@ -244,7 +250,9 @@ class MediaSession:
         except RtpParseError:
             self._drop(peer, "malformed")
             return
-        if peer.latched_rtp is None:
+        if peer.latched_rtp is None or (
+            source == peer.declared_rtp and peer.latched_rtp != source
+        ):
             peer.latched_rtp = source
         elif peer.latched_rtp != source:
             self._drop(peer, "spoofed")
@@ -269,7 +277,8 @@ class MediaSession:
             self._drop(peer, "malformed")
             return
         latched = peer.latched_rtcp if on_rtcp_port else peer.latched_rtp
-        if latched is None:
+        declared = peer.declared_rtcp if on_rtcp_port else peer.declared_rtp
+        if latched is None or (source == declared and latched != source):
             if on_rtcp_port:
                 peer.latched_rtcp = source
             else:

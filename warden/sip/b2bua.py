@@ -94,6 +94,7 @@ class CallController:
         self._by_a_txn: dict[int, Call] = {}
         self._active: Counter[str] = Counter()
         self._acks: dict[tuple[str, str], Request] = {}
+        self._ended_dialogs: dict[tuple[str, str], float] = {}
         self.draining = False
         self.allow_header = ALLOW
         self.transfers = Transfers(self)
@@ -331,7 +332,18 @@ class CallController:
 
     def forget_dialog(self, dialog: Dialog) -> None:
         """Requests in ``dialog`` no longer belong to any call."""
-        self._dialogs.pop((dialog.call_id, dialog.local_tag), None)
+        key = (dialog.call_id, dialog.local_tag)
+        if self._dialogs.pop(key, None) is not None:
+            self._remember_ended(key)
+
+    def _remember_ended(self, key: tuple[str, str]) -> None:
+        """A BYE crossing ours in this dialog is answered 200, not 481 (for 64*T1)."""
+        now = self.clock.seconds()
+        ended = self._ended_dialogs
+        horizon = now - self.settings.timers.timer_h
+        while ended and next(iter(ended.values())) < horizon:
+            del ended[next(iter(ended))]
+        ended[key] = now
 
     def dialog_owner(self, call_id: str, local_tag: str) -> tuple[Call, str] | None:
         """The call and side of our dialog (``call_id``, our tag), if any."""
@@ -343,10 +355,18 @@ class CallController:
             return None
         return self._dialogs.get((request.call_id, tag))
 
+    def _recently_ended(self, request: Request) -> bool:
+        ended_at = self._ended_dialogs.get((request.call_id, request.to.tag or ""))
+        timer_h = self.settings.timers.timer_h
+        return ended_at is not None and self.clock.seconds() - ended_at < timer_h
+
     def handle_in_dialog(self, txn: Any, request: Request, flow: Flow) -> None:
         """A request with a To tag: find its call and act (or 481)."""
         found = self._lookup(request)
         if found is None:
+            if request.method == "BYE" and self._recently_ended(request):
+                txn.respond(make_response(request, 200, "OK"))
+                return
             raise SipError(481, "Call/Transaction Does Not Exist")
         call, side = found
         dialog = call.dialogs.get(side)
@@ -506,6 +526,7 @@ class CallController:
             owner = self._dialogs.get(key)
             if owner is not None and owner[0] is call:
                 del self._dialogs[key]
+                self._remember_ended(key)
             for side in ("a", "b"):
                 self._acks.pop((dialog.call_id, side), None)
         for number in (call.caller.number, call.callee.number):
