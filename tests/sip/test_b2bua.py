@@ -498,3 +498,22 @@ class ByeGlareTests(CallTestCase):
         self.stack.clock.advance(40)
         late = self.bob.in_dialog("BYE", bob_invite, bob_ok, uac=False)
         only(self.stack.deliver(late, BOB), BOB, 481)
+
+
+class CalleeReliableProvisionalTests(CallTestCase):
+    """A callee that sends its 180 reliably (RFC 3262)."""
+
+    def test_callee_180_pracked(self) -> None:
+        """Warden PRACKs the callee's reliable 180 once and relays it to the caller."""
+        invite, bob_invite = self.ring()
+        self.assertIn("100rel", bob_invite.get("Supported") or "")
+        ringing = self.bob.answer(bob_invite, 180)
+        ringing.set("Require", "100rel")
+        ringing.set("RSeq", "7")
+        sent = self.stack.deliver(ringing, BOB)
+        prack = only(sent, BOB, "PRACK")
+        self.assertEqual(prack.get("RAck"), f"7 {bob_invite.cseq.number} INVITE")
+        self.assertEqual(prack.to.tag, self.bob.tag)
+        only(sent, ALICE, 180)
+        again = self.stack.deliver(ringing, BOB)
+        self.assertEqual([m for m, a in again if getattr(m, "method", "") == "PRACK"], [])

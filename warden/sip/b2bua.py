@@ -193,7 +193,7 @@ class CallController:
         headers = [
             ("P-Asserted-Identity", local_party),
             ("Allow", ALLOW),
-            ("Supported", "timer"),
+            ("Supported", "timer, 100rel"),
             ("Session-Expires", str(DEFAULT_SE)),
         ]
         if offer:

@@ -53,6 +53,7 @@ class Branch:
     done: bool = False
     cancel_pending: bool = False
     status: int = 0
+    pracked: int = 0
 
 
 @attrs.define
@@ -256,6 +257,8 @@ class Call:
             return
         if response.status == 100:
             return
+        if not self._prack_if_reliable(branch, response):
+            return  # a retransmission of a reliable provisional already PRACKed
         body = b""
         if response.body:
             try:
@@ -263,6 +266,23 @@ class Call:
             except SdpError:
                 body = b""
         self.respond_a(response.status, response.reason, body)
+
+    def _prack_if_reliable(self, branch: Branch, response: Response) -> bool:
+        """
+        PRACK a reliable provisional from the callee (RFC 3262 §4); False for one
+        already acknowledged. The PRACK's own transaction needs no answer here.
+        """
+        requires = (t.strip().lower() for t in response.get_all("Require"))
+        rseq = (response.get("RSeq") or "").strip()
+        if "100rel" not in requires or not rseq.isdigit():
+            return True
+        if int(rseq) <= branch.pracked:
+            return False
+        branch.pracked = int(rseq)
+        rack = f"{rseq} {branch.request.cseq.number} INVITE"
+        prack = branch.dialog.request("PRACK", self.c.transactions.new_branch(), [("RAck", rack)])
+        self.c.fire_and_forget(prack, branch.dialog.flow)
+        return True
 
     @property
     def winner(self) -> Branch | None:
