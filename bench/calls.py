@@ -1,0 +1,832 @@
+"""
+Call benchmarks: how many authenticated calls per second one Warden sets up
+with a relay port pair each, and how many concurrent calls it relays G.711 RTP
+for without loss or added jitter.
+
+Run from the repository root (or through ``bench/calls.sh``)::
+
+    python -m bench.calls                   # both modes, about 12 minutes
+    python -m bench.calls --mode cps        # call rate only
+    python -m bench.calls --mode media      # concurrent relayed calls only
+    python -m bench.calls --quick           # smoke test, about a minute
+
+Both modes, on 127.0.0.1: start ``twistd warden`` on a fresh data directory
+(media ports 10000-30000, other settings default), import a caller and a callee
+extension with ``wardenctl``, register a SIPp UAS (``call_uas_bench.xml``) as the
+callee and drive a SIPp UAC at it through Warden: INVITE, 407, INVITE with
+digest credentials, 180, 200, ACK, BYE. Warden is a B2BUA and anchors the
+media, so every call gets two RTP/RTCP port pairs.
+
+``--mode cps``: calls without RTP or pause (``call_uac_cps.xml``), ``--step-seconds``
+of calls at each rate of ``--steps``, stopping after the first step in which a
+call failed. Per step: calls attempted, succeeded and failed (``-trace_stat``),
+call setup time p50/p95/p99 (``-trace_rtt`` measure 1: authenticated INVITE to
+200), Warden's CPU and both SIPp processes' CPU over the step, and, from the
+call records in ``data/warden.db``, that every call was answered with a relay
+port on each side.
+
+``--mode media``: at each concurrency of ``--concurrency-steps`` (up to
+``--concurrent``), that many calls are set up at ``--ramp-rate`` per second and
+held for ``--hold-seconds``. The UAC (``call_uac_media.xml``) plays a G.711
+A-law pcap written for the run (20 ms packets for the whole hold time) towards
+Warden's side-a port; Warden relays it to the UAS, which echoes it (``-rtp_echo``),
+and relays the echo back. So RTP flows both ways through the relay all along.
+Per step, from the call records: loss (``lost_in`` over expected, per side),
+the RFC 3550 jitter Warden measured on each side when the call ended and their
+difference (the echo through the relay and back, minus what came from the
+caller: the jitter the relay and the echo added), and packets per second through
+the relay; from ``/proc``, over the time all calls were up: Warden's CPU, RSS
+growth per call, and the SIPp processes' CPU. Stops after the first step that
+misses the loss/jitter target.
+
+Progress goes to stderr; the result is one JSON document on stdout. CPU is
+user + system time over wall time, 100% = one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import socket
+import sqlite3
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+from bench.register import (
+    SIPP_BUFFER_BYTES,
+    children_cpu_seconds,
+    failure_events,
+    log,
+    machine,
+    port_in_use,
+    source_state,
+    system_cpu_seconds,
+)
+from tests.integration.clients import LOCALHOST, pause, poll, real_reactor
+from tests.integration.harness import (
+    WardenFailed,
+    WardenProcess,
+    free_port,
+    process_cpu_seconds,
+    process_rss_kib,
+    provision,
+    run_sipp,
+    sipp_command,
+    sipp_register_args,
+    spawn,
+)
+from tests.integration.sipp_traces import percentile, read_sipp_errors, read_sipp_stats
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+CPS_RATES = (50, 100, 150, 200, 300, 400, 500, 600, 800)
+QUICK_CPS_RATES = (20, 50)
+CONCURRENCY = (50, 100, 150, 200, 300, 500)
+MEDIA_RANGE = (10000, 30000)
+TARGET = {
+    "cps": 500,
+    "concurrent": 500,
+    "loss_pct": 0.1,
+    "added_jitter_p99_ms": 5.0,
+}
+PTIME = 0.020
+PCAP_TAIL = 0.5  # the pcap stops this long before the BYE, so no RTP races it
+RTP_SSRC = 0x5741524E
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.calls", description=__doc__)
+    parser.add_argument("--mode", choices=("cps", "media", "both"), default="both")
+    parser.add_argument("--quick", action="store_true", help="a small run for smoke-testing")
+    parser.add_argument("--steps", help="cps: comma-separated call rates (default 50..800)")
+    parser.add_argument("--max-rate", type=int, default=max(CPS_RATES), help="cps: top rate")
+    parser.add_argument("--step-seconds", type=float, default=10.0, help="cps: step length")
+    parser.add_argument("--concurrent", type=int, default=500, help="media: top concurrency")
+    parser.add_argument(
+        "--concurrency-steps", help="media: comma-separated concurrencies (default 50..500)"
+    )
+    parser.add_argument("--hold-seconds", type=float, default=60.0, help="media: call length")
+    parser.add_argument("--ramp-rate", type=float, default=50.0, help="media: set-up rate /s")
+    parser.add_argument("--workdir", help="keep files here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.step_seconds = min(args.step_seconds, 5.0)
+        args.concurrent = min(args.concurrent, 20)
+        args.hold_seconds = min(args.hold_seconds, 10.0)
+    rates = (
+        _int_list(args.steps) if args.steps else list(QUICK_CPS_RATES if args.quick else CPS_RATES)
+    )
+    args.rate_list = [r for r in rates if r <= args.max_rate]
+    levels = _int_list(args.concurrency_steps) if args.concurrency_steps else list(CONCURRENCY)
+    args.concurrency_list = sorted({n for n in levels if n < args.concurrent} | {args.concurrent})
+    if args.quick and not args.concurrency_steps:
+        args.concurrency_list = [args.concurrent]
+    if args.mode != "media" and not args.rate_list:
+        parser.error("no cps step at or below --max-rate")
+    if args.hold_seconds < max(args.concurrency_list) / args.ramp_rate + 6:
+        parser.error("--hold-seconds must exceed the ramp (concurrency / --ramp-rate) by 6 s")
+    return args
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+# -- measurements -------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds of Warden, the SIPp processes and the machine, between two reads."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        busy, steal = system_cpu_seconds()
+        out = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        out.update(wall=time.monotonic(), busy=busy, steal=steal, reaped=children_cpu_seconds())
+        return out
+
+    def percentages(self, reaped_as: str | None = None) -> dict[str, float]:
+        """
+        CPU % of each process since construction; the CPU of children reaped in
+        the meantime is added to ``reaped_as`` (a SIPp that already exited).
+        """
+        end = self._read()
+        wall = end["wall"] - self._start["wall"]
+        used = {name: end[name] - self._start[name] for name in self.pids}
+        if reaped_as is not None:
+            used[reaped_as] = used.get(reaped_as, 0.0) + end["reaped"] - self._start["reaped"]
+        others = end["busy"] - self._start["busy"] - sum(used.values())
+        out = {f"{name}_cpu_pct": round(100 * seconds / wall, 1) for name, seconds in used.items()}
+        out["other_cpu_pct"] = round(max(0.0, 100 * others / wall), 1)
+        out["steal_pct"] = round(100 * (end["steal"] - self._start["steal"]) / wall, 1)
+        out["seconds"] = round(wall, 2)
+        return out
+
+
+def read_rtds(directory: Path, rtd: str = "1") -> list[float]:
+    """Response times (ms) of measure ``rtd`` in SIPp's ``-trace_rtt`` file."""
+    found = sorted(directory.glob("*_rtt.csv"))
+    if not found:
+        return []
+    out: list[float] = []
+    with open(found[-1], encoding="utf-8") as f:
+        for line in f:
+            parts = line.strip().split(";")
+            if len(parts) >= 3 and parts[2] == rtd:
+                try:
+                    out.append(float(parts[1]))
+                except ValueError:
+                    continue
+    return out
+
+
+def percentiles(values: Sequence[float], prefix: str, digits: int = 3) -> dict[str, Any]:
+    """p50/p95/p99 and max of ``values`` as ``<prefix>_p50`` ... (None when empty)."""
+    out: dict[str, Any] = {}
+    for name, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
+        out[f"{prefix}_{name}"] = round(percentile(values, fraction), digits) if values else None
+    return out
+
+
+def max_rowid(database: Path) -> int:
+    """The highest row id in ``call_records`` (0 when empty)."""
+    with _read_only(database) as connection:
+        (value,) = connection.execute(
+            "SELECT coalesce(max(rowid), 0) FROM call_records"
+        ).fetchone()
+    return int(value)
+
+
+def records_after(database: Path, rowid: int) -> list[dict[str, Any]]:
+    """Call records written after row ``rowid``, with ``media`` decoded."""
+    query = (
+        "SELECT call_id, disposition, hangup_cause, hangup_side, codec, answered_at,"
+        " ended_at, media"
+        " FROM call_records WHERE rowid > ? ORDER BY rowid"
+    )
+    with _read_only(database) as connection:
+        rows = connection.execute(query, (rowid,)).fetchall()
+    names = (
+        "call_id", "disposition", "hangup_cause", "hangup_side", "codec", "answered_at",
+        "ended_at",
+    )  # fmt: skip
+    return [{**dict(zip(names, row[:7])), "media": json.loads(row[7])} for row in rows]
+
+
+def live_calls(database: Path) -> int:
+    """Rows in ``live_calls``: calls in progress."""
+    with _read_only(database) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM live_calls").fetchone()
+    return int(count)
+
+
+def _read_only(database: Path) -> closing[sqlite3.Connection]:
+    return closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10))
+
+
+async def wait_for_records(database: Path, rowid: int, expected: int) -> list[dict[str, Any]]:
+    """
+    The call records after ``rowid`` once there are ``expected`` of them, or once
+    their number stopped growing for 3 s (at most 60 s).
+    """
+    seen, still = -1, 0
+    for _ in range(600):
+        records = records_after(database, rowid)
+        if len(records) >= expected:
+            return records
+        still = still + 1 if len(records) == seen else 0
+        if still >= 30:
+            return records
+        seen = len(records)
+        await pause(0.1)
+    return records_after(database, rowid)
+
+
+def has_relay_ports(record: dict[str, Any]) -> bool:
+    """Both sides of the call had an RTP port from Warden's media range."""
+    media = record["media"]
+    return all(
+        isinstance(media.get(side, {}).get("rtp_port"), int)
+        and MEDIA_RANGE[0] <= media[side]["rtp_port"] <= MEDIA_RANGE[1]
+        for side in ("a", "b")
+    )
+
+
+def udp_sockets_of(pid: int) -> dict[int, int]:
+    """
+    The UDP ports process ``pid`` has sockets bound to, each with the datagrams the
+    kernel dropped on it so far because its receive buffer was full (``/proc``).
+    """
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    sockets: dict[int, int] = {}
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table, encoding="ascii") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    port = int(fields[1].rsplit(":", 1)[1], 16)
+                    sockets[port] = sockets.get(port, 0) + int(fields[-1])
+    return sockets
+
+
+def ended_by_caller(record: dict[str, Any]) -> bool:
+    """The call ended with the caller's BYE (not a timeout, nor the callee)."""
+    return bool(record["hangup_side"] == "caller" and record["hangup_cause"] == "BYE")
+
+
+def media_ports_of(pid: int) -> list[int]:
+    """The ports of the media range that process ``pid`` holds."""
+    return sorted(p for p in udp_sockets_of(pid) if MEDIA_RANGE[0] <= p <= MEDIA_RANGE[1])
+
+
+def dispositions(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many records have each disposition."""
+    out: dict[str, int] = {}
+    for record in records:
+        out[record["disposition"]] = out.get(record["disposition"], 0) + 1
+    return out
+
+
+# -- the pcap the media UAC plays ---------------------------------------------------
+
+
+def write_rtp_pcap(path: Path, seconds: float) -> int:
+    """
+    Write a pcap of G.711 A-law RTP (payload type 8, 160-byte payload every 20 ms,
+    sequence numbers and timestamps continuous) lasting ``seconds``, in the
+    Ethernet/IPv4/UDP framing SIPp's ``play_pcap_audio`` reads. Returns the number
+    of packets.
+    """
+    count = int(seconds / PTIME)
+    payload = b"\xd5" * 160  # A-law silence
+    udp_length = 8 + 12 + len(payload)
+    ip_header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + udp_length, 0, 0, 64, 17, 0,
+        socket.inet_aton(LOCALHOST), socket.inet_aton(LOCALHOST),
+    )  # fmt: skip
+    ip_header = ip_header[:10] + struct.pack("!H", _ip_checksum(ip_header)) + ip_header[12:]
+    frame_head = (
+        b"\x00" * 12 + b"\x08\x00" + ip_header + struct.pack("!HHHH", 6000, 6000, udp_length, 0)
+    )
+    first_seq = random.randrange(0, 30000)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(count):
+            rtp = struct.pack("!BBHII", 0x80, 8, first_seq + i, 160 * i, RTP_SSRC)
+            frame = frame_head + rtp + payload
+            micros = round(i * PTIME * 1_000_000)
+            f.write(
+                struct.pack(
+                    "<IIII", micros // 1_000_000, micros % 1_000_000, len(frame), len(frame)
+                )
+            )
+            f.write(frame)
+    return count
+
+
+def _ip_checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+# -- Warden with a caller and a registered callee -----------------------------------
+
+
+class Rig:
+    """
+    A Warden on a fresh data directory, a caller and a callee extension, and a
+    SIPp UAS registered as the callee that answers every call (echoing RTP when
+    ``echo``).
+    """
+
+    def __init__(self, workdir: Path, echo: bool) -> None:
+        self.workdir = workdir
+        self.echo = echo
+        self.warden = WardenProcess(
+            workdir / "warden",
+            settings={"media": {"port_min": MEDIA_RANGE[0], "port_max": MEDIA_RANGE[1]}},
+        )
+        self.uas_port = free_port()
+        self.uas_media = free_port()
+        self.caller_csv = workdir / "caller.csv"
+        self._uas: Any = None
+        self._uas_child: Any = None
+
+    @property
+    def uas_pid(self) -> int:
+        return int(self._uas.pid)
+
+    async def start(self) -> None:
+        """Start Warden, provision, register and start the UAS."""
+        log(f"starting Warden on {LOCALHOST}:{self.warden.port} ({self.warden.workdir})")
+        await self.warden.start()
+        users = await provision(self.warden.config_path, 2, first=2000)
+        caller, callee = users.numbers
+        self.caller_csv.write_text(
+            f"SEQUENTIAL\n{caller};{users.passwords[caller]};{callee};"
+            f"[authentication username={caller} password={users.passwords[caller]}]\n"
+        )
+        callee_csv = self.workdir / "callee.csv"
+        password = users.passwords[callee]
+        callee_csv.write_text(
+            f"SEQUENTIAL\n{callee};{password};"
+            f"[authentication username={callee} password={password}]\n"
+        )
+        reg_dir = self.workdir / "register"
+        reg_dir.mkdir()
+        reg = await run_sipp(
+            sipp_register_args(self.warden.address, callee_csv, 1, 10, local_port=self.uas_port),
+            reg_dir,
+        )
+        if reg.code != 0:
+            raise RuntimeError(
+                f"registering the UAS failed: {reg.stderr}{read_sipp_errors(reg_dir)}"
+            )
+        await self._start_uas()
+        log(f"caller {caller} -> callee {callee} (SIPp UAS on {LOCALHOST}:{self.uas_port})")
+
+    async def _start_uas(self) -> None:
+        uas_dir = self.workdir / "uas"
+        uas_dir.mkdir()
+        args = [
+            "-sf", str(SCENARIOS / "call_uas_bench.xml"), "-i", LOCALHOST,
+            "-p", str(self.uas_port), "-mp", str(self.uas_media),
+            "-buff_size", str(SIPP_BUFFER_BYTES), "-l", "100000",
+            "-trace_err", "-trace_stat",
+            *(["-rtp_echo"] if self.echo else []),
+            f"{self.warden.address[0]}:{self.warden.address[1]}",
+        ]  # fmt: skip
+        self._uas_child, self._uas = spawn(sipp_command(args), uas_dir)
+        if not await poll(lambda: port_in_use(self.uas_port, "udp"), 10.0):
+            raise RuntimeError(f"SIPp UAS did not start: {self._uas_child.output()}")
+
+    def uac_args(self, scenario: str | Path, calls: int, rate: float, timeout: float) -> list[str]:
+        """SIPp UAC arguments placing ``calls`` calls at ``rate`` through Warden."""
+        return [
+            f"{self.warden.address[0]}:{self.warden.address[1]}",
+            "-sf", str(SCENARIOS / scenario), "-inf", str(self.caller_csv),
+            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()),
+            "-m", str(calls), "-r", f"{rate:g}", "-rp", "1000",
+            "-timeout", f"{timeout:g}s", "-timeout_error",
+            "-buff_size", str(SIPP_BUFFER_BYTES),
+            "-trace_stat", "-trace_err",
+        ]  # fmt: skip
+
+    def sip_drops(self) -> dict[str, int]:
+        """Datagrams dropped so far on Warden's and the UAS's SIP sockets (full buffers)."""
+        return {
+            "warden": udp_sockets_of(self.warden.pid).get(self.warden.port, 0),
+            "sipp_uas": udp_sockets_of(self.uas_pid).get(self.uas_port, 0),
+        }
+
+    def echo_drops(self) -> int:
+        """Datagrams dropped so far on the UAS's RTP echo socket (full buffer)."""
+        return udp_sockets_of(self.uas_pid).get(self.uas_media, 0)
+
+    def check_uas(self) -> None:
+        """Raise if the UAS exited."""
+        if not self._uas_child.running:
+            raise RuntimeError(f"SIPp UAS exited: {self._uas_child.output()}")
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop the UAS and Warden; what was left behind."""
+        leftovers: dict[str, Any] = {}
+        if self.warden.running:
+            # Long enough for calls that lost their ACK to end at Timer H (32 s).
+            await poll(lambda: live_calls(self.warden.database_path) == 0, 45.0)
+            leftovers["live_calls"] = live_calls(self.warden.database_path)
+            leftovers["media_ports_held"] = media_ports_of(self.warden.pid)
+            leftovers["warden_rss_mib"] = round(self.warden.rss_kib() / 1024, 1)
+        if self._uas_child is not None and self._uas_child.running:
+            self._uas.signalProcess("KILL")
+            await self._uas_child.ended
+        try:
+            code = await self.warden.stop()
+        except WardenFailed as e:
+            log(f"Warden did not stop: {e}")
+            code = None
+        log(f"Warden stopped (exit {code})")
+        leftovers["warden_exit"] = code
+        return leftovers
+
+
+# -- call rate -----------------------------------------------------------------------
+
+
+async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``--step-seconds`` of calls without media or pause at ``rate``; its measurements."""
+    calls = max(1, int(rate * args.step_seconds))
+    run_dir = rig.workdir / f"cps-{rate}"
+    run_dir.mkdir()
+    sipp_args = rig.uac_args("call_uac_cps.xml", calls, rate, calls / rate * 2 + 30)
+    sipp_args += ["-l", str(max(100, rate * 5)), "-trace_rtt", "-rtt_freq", "1"]
+    database = rig.warden.database_path
+    rowid = max_rowid(database)
+    drops_before = rig.sip_drops()
+    meter = CpuMeter({"warden": rig.warden.pid, "sipp_uas": rig.uas_pid})
+    result = await run_sipp(sipp_args, run_dir, timeout=calls / rate * 3 + 60)
+    cpu = meter.percentages(reaped_as="sipp_uac")
+    drops = {k: v - drops_before[k] for k, v in rig.sip_drops().items()}
+    rig.check_uas()
+    stats = read_sipp_stats(run_dir)
+    records = await wait_for_records(database, rowid, stats.successful)
+    answered = [r for r in records if r["disposition"] == "ANSWERED"]
+    step: dict[str, Any] = {
+        "rate": rate,
+        "planned": calls,
+        "attempted": stats.created,
+        "succeeded": stats.successful,
+        "failed": stats.failed,
+        "achieved_rate": float(stats.row.get("CallRate(C)", "0") or 0),
+        "retransmissions": stats.retransmissions,
+        **percentiles(read_rtds(run_dir), "setup_ms", 1),
+        **{key: cpu[key] for key in cpu if key != "seconds"},
+        "call_records": len(records),
+        "dispositions": dispositions(records),
+        "answered_with_relay_ports": sum(1 for r in answered if has_relay_ports(r)),
+        "ended_by_caller_bye": sum(1 for r in answered if ended_by_caller(r)),
+        "sip_socket_drops": drops,
+        "warden_rss_kib": rig.warden.rss_kib(),
+        "wall_seconds": cpu["seconds"],
+        "sipp_exit": result.code,
+    }
+    step["all_ok"] = cps_ok(step)
+    log(
+        f"cps {rate}/s: {stats.successful}/{calls} ok, {stats.failed} failed,"
+        f" {step['achieved_rate']:g}/s achieved, setup p50/p95/p99"
+        f" {step['setup_ms_p50']}/{step['setup_ms_p95']}/{step['setup_ms_p99']} ms,"
+        f" relay ports {step['answered_with_relay_ports']}/{calls},"
+        f" ended by BYE {step['ended_by_caller_bye']}, SIP drops {drops},"
+        f" Warden {cpu['warden_cpu_pct']}%, SIPp {cpu['sipp_uac_cpu_pct']}%"
+        f" + {cpu['sipp_uas_cpu_pct']}%, others {cpu['other_cpu_pct']}%"
+    )
+    if not step["all_ok"]:
+        log(f"sipp exit {result.code}: {result.stderr.strip()[-300:]}")
+        for line in failure_events(read_sipp_errors(run_dir, 5_000_000)):
+            log(f"  sipp: {line}")
+    return step
+
+
+def cps_ok(step: dict[str, Any]) -> bool:
+    """
+    Every planned call succeeded for SIPp and, by Warden's records, was answered
+    with a relay port on each side and ended by the caller's BYE.
+    """
+    planned = step["planned"]
+    return bool(
+        step["failed"] == 0
+        and step["succeeded"] == planned
+        and step["answered_with_relay_ports"] == planned
+        and step["ended_by_caller_bye"] == planned
+    )
+
+
+def cps_sustained(step: dict[str, Any]) -> bool:
+    """All OK, and SIPp kept 95% of the rate: Warden kept up."""
+    return cps_ok(step) and step["achieved_rate"] >= 0.95 * step["rate"]
+
+
+async def cps_mode(rig: Rig, args: argparse.Namespace) -> dict[str, Any]:
+    """The call-rate ramp, stopping after the first step that was not all OK."""
+    steps = []
+    for rate in args.rate_list:
+        step = await cps_step(rig, rate, args)
+        steps.append(step)
+        if not step["all_ok"] or step["achieved_rate"] < rate / 2:
+            break
+    rates = [s["rate"] for s in steps if cps_sustained(s)]
+    best = max(rates) if rates else None
+    return {
+        "step_seconds": args.step_seconds,
+        "steps": steps,
+        "max_rate_100pct": best,
+        "target": {"cps": TARGET["cps"], "met": best is not None and best >= TARGET["cps"]},
+    }
+
+
+# -- concurrent calls with media -----------------------------------------------------
+
+
+async def media_step(rig: Rig, concurrent: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``concurrent`` calls with RTP both ways for ``--hold-seconds``; their measurements."""
+    run_dir = rig.workdir / f"media-{concurrent}"
+    run_dir.mkdir()
+    # SIPp looks for the pcap next to the scenario first: put both in the run directory.
+    sent = write_rtp_pcap(run_dir / "rtp.pcap", args.hold_seconds - PCAP_TAIL)
+    shutil.copy(SCENARIOS / "call_uac_media.xml", run_dir)
+    rate = min(args.ramp_rate, concurrent)
+    database = rig.warden.database_path
+    rowid, rss_before, echo_drops = max_rowid(database), rig.warden.rss_kib(), rig.echo_drops()
+    log(f"media {concurrent}: {rate:g} calls/s, held {args.hold_seconds:g}s")
+    code, window = await run_media_uac(rig, run_dir, concurrent, rate, args.hold_seconds)
+    rig.check_uas()
+    stats = read_sipp_stats(run_dir)
+    records = await wait_for_records(database, rowid, stats.successful)
+    window["rss_per_call_kib"] = round((window["warden_rss_kib"] - rss_before) / concurrent, 1)
+    step = {
+        "concurrent": concurrent,
+        "setup_rate": rate,
+        "hold_seconds": args.hold_seconds,
+        "packets_sent_per_call": sent,
+        "attempted": stats.created,
+        "succeeded": stats.successful,
+        "failed": stats.failed,
+        "sipp_exit": code,
+        "call_records": len(records),
+        "dispositions": dispositions(records),
+        "warden_rss_before_kib": rss_before,
+        "window": window,
+        **media_summary(records, sent),
+        "sipp_echo_socket_drops": rig.echo_drops() - echo_drops,
+    }
+    step.update(attributed_loss(step))
+    step["target_met"] = media_ok(step)
+    log_media_step(step)
+    if stats.failed or code != 0:
+        for line in failure_events(read_sipp_errors(run_dir, 5_000_000)):
+            log(f"  sipp: {line}")
+    return step
+
+
+async def run_media_uac(
+    rig: Rig, run_dir: Path, concurrent: int, rate: float, hold_seconds: float
+) -> tuple[int, dict[str, Any]]:
+    """
+    Run the media UAC to the end, measuring while every call is up (from 2 s
+    after the last call was set up to 1 s before the first BYE); its exit code
+    and the measurements.
+    """
+    ramp = concurrent / rate
+    timeout = ramp + hold_seconds + 60
+    sipp_args = rig.uac_args(run_dir / "call_uac_media.xml", concurrent, rate, timeout)
+    sipp_args += ["-l", str(concurrent), "-d", str(round(hold_seconds * 1000))]
+    child, process = spawn(sipp_command(sipp_args), run_dir)
+    watchdog = real_reactor().callLater(timeout + 30, process.signalProcess, "KILL")
+    try:
+        await pause(ramp + 2)
+        window = await measure_window(rig, int(process.pid), hold_seconds - ramp - 3)
+        code: int = await child.ended
+    finally:
+        if watchdog.active():
+            watchdog.cancel()
+    return code, window
+
+
+async def measure_window(rig: Rig, uac_pid: int, seconds: float) -> dict[str, Any]:
+    """CPU, RSS and the machine's UDP counters over ``seconds`` while every call is up."""
+    database = rig.warden.database_path
+    live_before = live_calls(database)
+    log(f"  {live_before} calls up; measuring for {seconds:g}s")
+    meter = CpuMeter({"warden": rig.warden.pid, "sipp_uac": uac_pid, "sipp_uas": rig.uas_pid})
+    await pause(seconds)
+    cpu = meter.percentages()
+    sockets = udp_sockets_of(rig.warden.pid)
+    return {
+        "warden_media_socket_drops": sum(
+            drops for port, drops in sockets.items() if MEDIA_RANGE[0] <= port <= MEDIA_RANGE[1]
+        ),
+        "live_calls_start": live_before,
+        "live_calls_end": live_calls(database),
+        **cpu,
+        "warden_rss_kib": rig.warden.rss_kib(),
+        "sipp_uac_rss_kib": process_rss_kib(uac_pid),
+    }
+
+
+def media_summary(records: Sequence[dict[str, Any]], sent_per_call: int) -> dict[str, Any]:
+    """Loss, jitter and packet rates of the answered calls' media statistics."""
+    answered = [r for r in records if r["disposition"] == "ANSWERED"]
+    sides = {side: [r["media"].get(side) or {} for r in answered] for side in ("a", "b")}
+    out: dict[str, Any] = {
+        "answered_with_relay_ports": sum(1 for r in answered if has_relay_ports(r))
+    }
+    for side, stats in sides.items():
+        received = sum(int(m.get("packets_in") or 0) for m in stats)
+        lost = sum(int(m.get("lost_in") or 0) for m in stats)
+        out[f"{side}_packets_in"] = received
+        out[f"{side}_lost_in"] = lost
+        out[f"{side}_loss_pct"] = round(100 * lost / (received + lost), 4) if received else None
+        out[f"{side}_packets_out"] = sum(int(m.get("packets_out") or 0) for m in stats)
+        out[f"{side}_dropped"] = sum(
+            int(v or 0) for m in stats for k, v in m.items() if k.startswith("dropped_")
+        )
+        jitter = [float(m.get("jitter_ms_in") or 0.0) for m in stats]
+        out.update(percentiles(jitter, f"{side}_jitter_ms"))
+    out["caller_packets_not_received"] = sent_per_call * len(answered) - out["a_packets_in"]
+    out["echo_packets_not_returned"] = out["b_packets_out"] - out["b_packets_in"]
+    added = [
+        float(b.get("jitter_ms_in") or 0.0) - float(a.get("jitter_ms_in") or 0.0)
+        for a, b in zip(sides["a"], sides["b"])
+    ]
+    out.update(percentiles(added, "added_jitter_ms"))
+    out.update(relay_rates(answered, sent_per_call * PTIME))
+    return out
+
+
+def relay_rates(answered: Sequence[dict[str, Any]], rtp_seconds: float) -> dict[str, float]:
+    """
+    Packets per second through the relay with every call up: each call's packets
+    over the time its caller sent RTP, summed over the calls.
+    """
+    totals = {"in": 0, "out": 0}
+    for record in answered:
+        for side in ("a", "b"):
+            media = record["media"].get(side) or {}
+            totals["in"] += int(media.get("packets_in") or 0)
+            totals["out"] += int(media.get("packets_out") or 0)
+    return {
+        "relay_packets_in_per_s": round(totals["in"] / rtp_seconds),
+        "relay_packets_out_per_s": round(totals["out"] / rtp_seconds),
+        "relay_packets_per_s": round((totals["in"] + totals["out"]) / rtp_seconds),
+    }
+
+
+def attributed_loss(step: dict[str, Any]) -> dict[str, Any]:
+    """
+    Side b's loss without the packets the SIPp UAS's echo socket dropped: what is
+    left was lost in Warden (its sockets, or not forwarded).
+    """
+    lost = max(0, step["b_lost_in"] - step["sipp_echo_socket_drops"])
+    expected = step["b_packets_in"] + step["b_lost_in"]
+    return {
+        "b_lost_in_excluding_echo": lost,
+        "b_loss_pct_excluding_echo": round(100 * lost / expected, 4) if expected else None,
+        "relay_not_forwarded": (step["a_packets_in"] - step["b_packets_out"])
+        + (step["b_packets_in"] - step["a_packets_out"]),
+    }
+
+
+def media_ok(step: dict[str, Any]) -> bool:
+    """
+    Every call succeeded with relay ports, loss < 0.1% on each side (on side b not
+    counting the SIPp echo's own drops), added jitter p99 < 5 ms.
+    """
+    concurrent = step["concurrent"]
+    losses = [step["a_loss_pct"], step["b_loss_pct_excluding_echo"]]
+    return bool(
+        step["failed"] == 0
+        and step["succeeded"] == concurrent
+        and step["answered_with_relay_ports"] == concurrent
+        and all(loss is not None and loss < TARGET["loss_pct"] for loss in losses)
+        and step["added_jitter_ms_p99"] is not None
+        and step["added_jitter_ms_p99"] < TARGET["added_jitter_p99_ms"]
+    )
+
+
+def log_media_step(step: dict[str, Any]) -> None:
+    """One progress line for a media step."""
+    window = step["window"]
+    log(
+        f"media {step['concurrent']}: {step['succeeded']}/{step['concurrent']} ok,"
+        f" loss a {step['a_loss_pct']}% b {step['b_loss_pct']}%"
+        f" ({step['b_loss_pct_excluding_echo']}% without the {step['sipp_echo_socket_drops']}"
+        f" the SIPp echo dropped), not forwarded {step['relay_not_forwarded']},"
+        f" jitter p99 a {step['a_jitter_ms_p99']} b {step['b_jitter_ms_p99']}"
+        f" added {step['added_jitter_ms_p99']} ms, {step['relay_packets_per_s']} pkt/s,"
+        f" Warden {window['warden_cpu_pct']}% {window['rss_per_call_kib']} KiB/call,"
+        f" SIPp uac {window['sipp_uac_cpu_pct']}% uas {window['sipp_uas_cpu_pct']}%,"
+        f" media socket drops {window['warden_media_socket_drops']},"
+        f" others {window['other_cpu_pct']}% -> target {'met' if step['target_met'] else 'missed'}"
+    )
+
+
+async def media_mode(rig: Rig, args: argparse.Namespace) -> dict[str, Any]:
+    """The concurrency steps, stopping after the first that misses the target."""
+    steps = []
+    for concurrent in args.concurrency_list:
+        step = await media_step(rig, concurrent, args)
+        steps.append(step)
+        await poll(lambda: live_calls(rig.warden.database_path) == 0, 30.0)
+        await pause(5.0)  # the UAS's 4 s time-wait
+        if not step["target_met"]:
+            break
+    passed = [s["concurrent"] for s in steps if s["target_met"]]
+    best = max(passed) if passed else None
+    return {
+        "hold_seconds": args.hold_seconds,
+        "steps": steps,
+        "max_concurrent_meeting_target": best,
+        "target": {
+            "concurrent": TARGET["concurrent"],
+            "loss_pct_below": TARGET["loss_pct"],
+            "added_jitter_p99_ms_below": TARGET["added_jitter_p99_ms"],
+            "met": best is not None and best >= TARGET["concurrent"],
+        },
+    }
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+async def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict[str, Any]:
+    """One mode on its own Warden."""
+    mode_dir = workdir / mode
+    mode_dir.mkdir()
+    rig = Rig(mode_dir, echo=mode == "media")
+    try:
+        await rig.start()
+        result = await (cps_mode(rig, args) if mode == "cps" else media_mode(rig, args))
+    finally:
+        leftovers = await rig.stop()
+    held = leftovers.get("media_ports_held", [])
+    log(
+        f"{mode}: {leftovers.get('live_calls')} calls still up,"
+        f" {len(held)} media ports held by Warden at the end"
+    )
+    return {**result, "after": leftovers}
+
+
+async def main(reactor: Any, argv: Sequence[str]) -> None:
+    """Run the chosen modes and print the JSON document."""
+    args = parse_args(argv)
+    if shutil.which("sipp") is None:
+        raise SystemExit("sipp is not installed (apt-get install sip-tester)")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="warden-calls-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    load_average = Path("/proc/loadavg").read_text(encoding="ascii").split()[:3]
+    log(f"load average at start: {' '.join(load_average)}")
+    document: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.calls", *argv]),
+        "machine": machine(),
+        "source": source_state(),
+        "loadavg_at_start": load_average,
+        "media_port_range": list(MEDIA_RANGE),
+    }
+    try:
+        for mode in ("cps", "media"):
+            if args.mode in (mode, "both"):
+                document[mode] = await run_mode(args, workdir, mode)
+        document["duration_seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, sys.argv[1:])))
