@@ -121,12 +121,13 @@ class WardenService(service.MultiService):
     def _ready(self, loaded: int) -> None:
         self.log.info("Store ready; {count} bindings restored", count=loaded)
         # Everything loaded so far lives as long as the process: keep it out of
-        # the collector's way, and collect young objects less often (each
-        # lingering transaction is a few objects; full collections over
-        # hundreds of thousands of them would pause the reactor).
+        # the collector's way, and collect the youngest generation less often
+        # (each lingering transaction is a few objects). The older generations
+        # keep their default ratios so that cyclic garbage of ended calls is
+        # still collected promptly.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        gc.set_threshold(10_000, 10, 10)
         for child in self:
             child.startService()
 

@@ -536,6 +536,8 @@ class CallController:
         media_stats = call.media.stats() if call.media is not None else {}
         if call.media is not None:
             call.media.release()
+            call.media.on_timeout = None  # break the call <-> session cycle
+        call.on_ended = None
         if self.live is not None:
             self._quiet(self.live.remove(call.call_id), "remove live call")
         if self.records is not None:
