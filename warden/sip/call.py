@@ -19,7 +19,6 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from warden.errors import SipError
 from warden.sip.dialog import Dialog, confirm_uac_dialog, uas_dialog
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
@@ -459,8 +458,3 @@ class Call:
         if self.final_status in (408, 480):
             return "NO ANSWER"
         return "FAILED"
-
-
-def sip_error_status(error: SipError) -> tuple[int, str]:
-    """Status and reason of a SipError."""
-    return error.status, error.reason
