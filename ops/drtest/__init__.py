@@ -1,0 +1,1 @@
+"""``twistd warden-drtest``: restore a backup into scratch and prove it serves."""

@@ -1,0 +1,1 @@
+"""``twistd warden-loadtest``: a SIP/RTP load generator with pass/fail criteria."""
