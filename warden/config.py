@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import attrs
 
 from warden.errors import ConfigError, ConfigFileError
+from warden.sip.dialplan import Rule, RuleError
 from warden.store.credentials import ALGORITHMS
 
 __all__ = [
@@ -340,6 +341,43 @@ class MediaConfig:
             raise _fail(self, "port_max", "must be at least media.port_min + 3")
 
 
+def _to_rules(value: Any) -> Any:
+    """``[[dialplan.rules]]`` tables into L{Rule}s; errors name the rule's index."""
+    if not isinstance(value, list | tuple):
+        return value
+    rules = []
+    for index, table in enumerate(value):
+        if isinstance(table, Rule):
+            rules.append(table)
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"dialplan.rules[{index}]", "must be a table ([[dialplan.rules]])")
+        try:
+            rules.append(Rule.from_table(table))
+        except RuleError as e:
+            raise ConfigError(f"dialplan.rules[{index}].{e.key}", e.problem) from None
+    return tuple(rules)
+
+
+@attrs.frozen
+class DialplanConfig:
+    """
+    ``[dialplan]``: what dialled numbers mean (L{warden.sip.dialplan}).
+
+    Attributes:
+        rules: ``[[dialplan.rules]]`` tables, tried in order; a number no rule
+            matches is dialled as an extension.
+    """
+
+    SECTION: ClassVar[str] = "dialplan"
+
+    rules: tuple[Rule, ...] = attrs.field(
+        default=(),
+        converter=_to_rules,
+        validator=_rule(lambda v: isinstance(v, tuple), "a list of tables ([[dialplan.rules]])"),
+    )
+
+
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "sip": SipConfig,
@@ -347,6 +385,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "calls": CallsConfig,
     "media": MediaConfig,
+    "dialplan": DialplanConfig,
 }
 
 
@@ -360,6 +399,7 @@ class WardenConfig:
     store: StoreConfig = attrs.field(factory=StoreConfig)
     calls: CallsConfig = attrs.field(factory=CallsConfig)
     media: MediaConfig = attrs.field(factory=MediaConfig)
+    dialplan: DialplanConfig = attrs.field(factory=DialplanConfig)
 
     @property
     def node_id(self) -> str:

@@ -213,6 +213,7 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         ring_timeout=config.calls.ring_timeout,
         max_calls_per_extension=config.calls.max_calls_per_extension,
         qualify_interval=config.calls.qualify_interval,
+        dialplan=config.dialplan.rules,
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from warden.sip.dialplan import Rule
 from warden.sip.message import Message, Request, Response
 from warden.sip.sdp import parse_sdp
 from warden.testing.callstack import MEDIA_ADDRESS, CallStack, Phone
@@ -36,12 +37,14 @@ class CallTestCase(SynchronousTestCase):
     ring_timeout = 30.0
     max_calls = 0
     media_timeout = 60.0
+    dialplan: tuple[Rule, ...] = ()
 
     def setUp(self) -> None:
         self.stack = CallStack(
             ring_timeout=self.ring_timeout,
             max_calls=self.max_calls,
             media_timeout=self.media_timeout,
+            dialplan=self.dialplan,
         )
         self.stack.directory  # noqa: B018
         self.alice = Phone(self.stack, "1001", ALICE)

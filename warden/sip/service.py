@@ -20,6 +20,7 @@ from warden.sip.auth import AuthThrottle, NonceManager
 from warden.sip.authenticator import Authenticator
 from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.core import SipCore
+from warden.sip.dialplan import DialplanRouter, Rule
 from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.routing import ExtensionRouter
@@ -51,6 +52,7 @@ class SipSettings:
     ring_timeout: float = 30.0
     max_calls_per_extension: int = 0
     qualify_interval: float = 30.0
+    dialplan: tuple[Rule, ...] = ()
 
 
 @attrs.frozen
@@ -126,7 +128,8 @@ class SipService(service.MultiService):
             self.clock, self.transactions, location, directory, self.addressing,
             s.qualify_interval, s.realm,
         )  # fmt: skip
-        router = ExtensionRouter(self.clock, directory, location, self.qualifier.is_reachable)
+        extensions = ExtensionRouter(self.clock, directory, location, self.qualifier.is_reachable)
+        router = DialplanRouter(s.dialplan, extensions)
         call_settings = CallSettings(
             ring_timeout=s.ring_timeout,
             max_calls_per_extension=s.max_calls_per_extension,

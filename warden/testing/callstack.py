@@ -11,6 +11,7 @@ from warden.rtp.relay import MediaRelay
 from warden.sip.addressing import Addressing
 from warden.sip.auth import answer_challenge
 from warden.sip.b2bua import CallController, CallSettings
+from warden.sip.dialplan import DialplanRouter, Rule
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
 from warden.sip.qualify import Qualifier
@@ -30,7 +31,11 @@ class CallStack(FakeSipStack):
     """FakeSipStack plus calls; extensions 1001-1004 with password ``pw<number>``."""
 
     def __init__(
-        self, ring_timeout: float = 30.0, max_calls: int = 0, media_timeout: float = 60.0
+        self,
+        ring_timeout: float = 30.0,
+        max_calls: int = 0,
+        media_timeout: float = 60.0,
+        dialplan: tuple[Rule, ...] = (),
     ) -> None:
         super().__init__(local_domains=frozenset({REALM, WARDEN[0]}))
         for number in ("1002", "1003", "1004"):
@@ -55,8 +60,11 @@ class CallStack(FakeSipStack):
             self.clock, self.transactions, self.location, self.directory, self.addressing,
             30.0, REALM,
         )  # fmt: skip
-        router = ExtensionRouter(
-            self.clock, self.directory, self.location, self.qualifier.is_reachable
+        router = DialplanRouter(
+            dialplan,
+            ExtensionRouter(
+                self.clock, self.directory, self.location, self.qualifier.is_reachable
+            ),
         )
         self.calls = CallController(
             self.clock, settings, self.transactions, self.hub.send, self.authenticator, router,
