@@ -27,7 +27,7 @@ from warden.sip.timers import TimerSettings
 from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.migrate import apply_migrations
 from warden.store.snapshot import SnapshotDirectory
-from warden.store.spool import SpooledCallRecordStore, default_spool_path
+from warden.store.spool import SpooledCallRecordStore, default_spool_path, fsync_in_thread
 from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
 
 
@@ -171,7 +171,10 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
     )
     location = SQLiteLocationService(pool, clock)
     records = SpooledCallRecordStore(
-        SQLiteCallRecordStore(pool), clock, default_spool_path(config.server.data_dir)
+        SQLiteCallRecordStore(pool),
+        clock,
+        default_spool_path(config.server.data_dir),
+        sync=fsync_in_thread(reactor),
     )
     live = SQLiteLiveCalls(pool)
     media = MediaRelay(

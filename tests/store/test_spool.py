@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 from twisted.internet import defer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -23,6 +23,7 @@ from tests.store.conformance import CallRecordStoreConformanceMixin, call_record
 from tests.store.test_sqlite import _PoolMixin
 from warden.errors import StoreError
 from warden.interfaces import ICallRecordStore
+from warden.store import spool as spool_module
 from warden.store.cdr import SQLiteCallRecordStore
 from warden.store.model import CallRecord
 from warden.store.spool import (
@@ -30,6 +31,7 @@ from warden.store.spool import (
     decode_line,
     default_spool_path,
     encode_record,
+    fsync_in_thread,
 )
 from warden.testing import MemoryCallRecordStore
 
@@ -405,11 +407,13 @@ class SpoolTests(SynchronousTestCase):
         fails, while the record is kept and retried, if it does not."""
         inner = FlakyStore()
         store = self.spooled(inner)
+        real_write = os.write
 
-        def full(fd: int) -> None:
+        def full(fd: int, data: Any) -> int:
+            real_write(fd, bytes(data[:10]))  # a partial line, then the disk is full
             raise OSError(28, "No space left on device")
 
-        self.patch(os, "fsync", full)
+        self.patch(os, "write", full)
         self.successResultOf(store.add(call_record("c1", 1.0)))
         self.assertEqual(self.lines(), [])
         inner.failures = 1
@@ -419,6 +423,69 @@ class SpoolTests(SynchronousTestCase):
         self.clock.advance(5.0)
         self.assertEqual(inner.stored(), ["c1", "c2"])
         self.assertEqual(self.levels(), ["error", "error", "error"])
+
+    def test_fsync_fails(self) -> None:
+        """A record whose spool line could not be made durable is not reported safe
+        while the store refuses it: add fails, the record is kept and retried."""
+        inner = FlakyStore(failures=1)
+        store = self.spooled(inner)
+
+        def broken(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(os, "fsync", broken)
+        self.failureResultOf(store.add(call_record("c1", 1.0)), StoreError)
+        self.assertEqual(store.spool_depth, 1)
+        self.clock.advance(5.0)
+        self.assertEqual(inner.stored(), ["c1"])
+        self.assertEqual(store.spool_depth, 0)
+
+    def test_group_commit(self) -> None:
+        """Records appended while an fsync runs share the next one: with the syncer
+        held, three adds make one pending sync; each add fires only when its line
+        is durable (the store refuses them) and the second sync covers two."""
+        syncs: list[Deferred[None]] = []
+
+        def held_sync(fd: int) -> Deferred[None]:
+            os.close(fd)
+            d: Deferred[None] = Deferred()
+            syncs.append(d)
+            return d
+
+        inner = FlakyStore(failures=10)
+        store = self.spooled(inner, sync=held_sync)
+        adds = [store.add(call_record(f"c{n}", float(n))) for n in range(3)]
+        self.assertEqual(len(syncs), 1)
+        for d in adds:
+            self.assertNoResult(d)
+        syncs[0].callback(None)
+        self.successResultOf(adds[0])
+        self.assertNoResult(adds[1])
+        self.assertEqual(len(syncs), 2)
+        syncs[1].callback(None)
+        self.successResultOf(adds[1])
+        self.successResultOf(adds[2])
+        self.assertEqual(len(syncs), 2)
+
+    def test_sync_in_thread(self) -> None:
+        """fsync_in_thread runs os.fsync in the reactor's thread pool and closes the
+        descriptor it was given."""
+        calls: list[Any] = []
+
+        class Reactor:
+            def getThreadPool(self) -> str:  # noqa: N802
+                return "pool"
+
+        def defer_to_pool(reactor: Any, pool: Any, f: Any, *args: Any) -> Deferred[None]:
+            calls.append(pool)
+            f(*args)
+            return succeed(None)
+
+        self.patch(spool_module.threads, "deferToThreadPool", defer_to_pool)
+        fd = os.open(self.mktemp(), os.O_WRONLY | os.O_CREAT, 0o600)
+        self.successResultOf(fsync_in_thread(Reactor())(fd))
+        self.assertEqual(calls, ["pool"])
+        self.assertRaises(OSError, os.fstat, fd)
 
     def test_creates_directory(self) -> None:
         """recover creates the spool's directory."""

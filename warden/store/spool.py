@@ -2,8 +2,12 @@
 The CDR spool: call records survive a database outage and a crash.
 
 L{SpooledCallRecordStore} wraps any L{ICallRecordStore}. ``add`` first appends
-the record as one JSON line to a spool file (written, then ``fsync``ed) and then
-writes it to the inner store; a record the inner store refuses stays in the
+the record as one JSON line to a spool file and then writes it to the inner
+store; the line is made durable (``fsync``) at the same time, by a
+L{Syncer} that the server runs in a thread and that serves every record
+appended while the previous ``fsync`` ran (group commit), so a slow disk never
+stalls the reactor. ``add`` fires once the record is stored, or once it is
+durable in the spool; a record the inner store refuses stays in the
 spool and is retried every ``retry_delay`` seconds until it is accepted. When the
 last spooled record has been stored the file is truncated; under a load that
 never lets it empty, it is rewritten without the stored records once they
@@ -24,11 +28,12 @@ from __future__ import annotations
 import builtins
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 from prometheus_client import Counter, Gauge
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -94,6 +99,37 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+Syncer = Callable[[int], Deferred[None]]
+"""``fsync`` a file descriptor, then close it (it is a duplicate made for the call)."""
+
+
+def fsync_now(fd: int) -> Deferred[None]:
+    """A L{Syncer} that syncs in the calling thread (tests, tools)."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        return defer.fail(e)
+    finally:
+        os.close(fd)
+    return defer.succeed(None)
+
+
+def fsync_in_thread(reactor: Any) -> Syncer:
+    """A L{Syncer} that syncs in ``reactor``'s thread pool, off the reactor thread."""
+
+    def work(fd: int) -> None:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync(fd: int) -> Deferred[None]:
+        d: Deferred[None] = threads.deferToThreadPool(reactor, reactor.getThreadPool(), work, fd)
+        return d
+
+    return sync
+
+
 def _fsync_directory(path: str) -> None:
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
@@ -119,6 +155,8 @@ class SpooledCallRecordStore:
         retry_delay: seconds between attempts while ``inner`` refuses records.
         compact_after: rewrite the spool once this many of its lines are stored
             (and they outnumber the pending ones) even if it never empties.
+        sync: makes appended lines durable; L{fsync_now} unless given (the
+            server passes L{fsync_in_thread}).
     """
 
     _log = Logger()
@@ -130,6 +168,7 @@ class SpooledCallRecordStore:
         spool_path: str,
         retry_delay: float = 5.0,
         compact_after: int = 1000,
+        sync: Syncer | None = None,
     ) -> None:
         self._inner = inner
         self._clock = clock
@@ -146,6 +185,9 @@ class SpooledCallRecordStore:
         self._draining = False
         self._rescan = False
         self._flush_waiters: builtins.list[Deferred[None]] = []
+        self._sync = sync if sync is not None else fsync_now
+        self._unsynced: builtins.list[Deferred[bool]] = []
+        self._syncing = False
 
     @property
     def spool_depth(self) -> int:
@@ -168,11 +210,13 @@ class SpooledCallRecordStore:
             problem = "closed" if self._closed else "recover() must run before add()"
             return defer.fail(StoreError(f"CDR spool {self._path}: {problem}"))
         line = encode_record(record)
-        entry = self._enqueue(record, line, self._append(record, line))
+        written = self._append(record, line)
+        entry = self._enqueue(record, line, written)
+        durable = self._request_sync() if written else defer.succeed(False)
         result: Deferred[None] = Deferred()
 
-        def first_attempt(stored: bool) -> None:
-            if stored or entry.spooled:
+        def settled(is_durable: bool) -> None:
+            if is_durable:
                 result.callback(None)
             else:
                 result.errback(
@@ -181,6 +225,12 @@ class SpooledCallRecordStore:
                         " it is kept in memory and retried"
                     )
                 )
+
+        def first_attempt(stored: bool) -> None:
+            if stored:
+                result.callback(None)
+            else:
+                durable.addCallback(settled)
 
         self._attempt(entry).addCallback(first_attempt)
         return result
@@ -340,13 +390,12 @@ class SpooledCallRecordStore:
             self._fd = self._open()
 
     def _append(self, record: CallRecord, line: bytes) -> bool:
-        """Append ``line`` and fsync it; on failure undo the partial write."""
+        """Append ``line`` (L{_request_sync} makes it durable); undo a partial write."""
         assert self._fd is not None
         size = None
         try:
             size = os.fstat(self._fd).st_size
             _write_all(self._fd, line)
-            os.fsync(self._fd)
         except OSError as e:
             self._log.error(
                 "could not spool call record {call_id} to {path} ({error})",
@@ -361,6 +410,44 @@ class SpooledCallRecordStore:
                     pass
             return False
         return True
+
+    def _request_sync(self) -> Deferred[bool]:
+        """Fire with whether the lines appended so far are durable (group commit)."""
+        d: Deferred[bool] = Deferred()
+        self._unsynced.append(d)
+        if not self._syncing:
+            self._start_sync()
+        return d
+
+    def _start_sync(self) -> None:
+        batch, self._unsynced = self._unsynced, []
+        if self._fd is None:
+            for waiter in batch:
+                waiter.callback(False)
+            return
+        try:
+            fd = os.dup(self._fd)
+        except OSError as e:
+            synced: Deferred[None] = defer.fail(e)
+        else:
+            self._syncing = True
+            synced = self._sync(fd)
+        synced.addBoth(self._sync_done, batch)
+
+    def _sync_done(self, result: None | Failure, batch: builtins.list[Deferred[bool]]) -> None:
+        self._syncing = False
+        if isinstance(result, Failure):
+            self._log.error(
+                "could not fsync the CDR spool {path} ({error}); {count} call records"
+                " are kept in memory until stored",
+                path=self._path,
+                error=result.getErrorMessage(),
+                count=len(batch),
+            )
+        for d in batch:
+            d.callback(result is None)
+        if self._unsynced:
+            self._start_sync()
 
     def _compact(self) -> None:
         """Drop stored records from the spool (see the module docstring)."""
