@@ -53,6 +53,7 @@ class DefaultsTests(SynchronousTestCase):
                 "t1": 0.5,
                 "t2": 4.0,
                 "t4": 5.0,
+                "udp_receive_buffer": 8388608,
             },
         )
 
@@ -114,6 +115,7 @@ interface = "192.0.2.10"
 port = 5070
 transports = ["tcp"]
 max_message_bytes = 4096
+udp_receive_buffer = 1048576
 tcp_idle_timeout = 30
 t1 = 0.25
 t2 = 2.0
@@ -150,7 +152,8 @@ class ValuesTests(SynchronousTestCase):
             ),
         )
         self.assertEqual(
-            config.sip, SipConfig("192.0.2.10", 5070, ("tcp",), 4096, 30.0, 0.25, 2.0, 2.5)
+            config.sip,
+            SipConfig("192.0.2.10", 5070, ("tcp",), 4096, 30.0, 0.25, 2.0, 2.5, 1048576),
         )
         self.assertEqual(
             config.registrar, RegistrarConfig(30, 600, 1200, ("SHA-256",), 60.0, 5, 10.0, 3600.0)

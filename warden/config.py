@@ -202,6 +202,8 @@ class SipConfig:
         port: the UDP and TCP port.
         transports: the transports to listen on, from ``udp`` and ``tcp``.
         max_message_bytes: the largest SIP message accepted.
+        udp_receive_buffer: bytes of kernel receive buffer asked for the UDP
+            socket, so that a burst is queued rather than dropped.
         tcp_idle_timeout: seconds before an idle TCP connection is closed.
         t1, t2, t4: RFC 3261 timers, in seconds (``t2 >= t1``).
     """
@@ -220,6 +222,9 @@ class SipConfig:
     t1: float = attrs.field(default=0.5, converter=_to_float, validator=_seconds())
     t2: float = attrs.field(default=4.0, converter=_to_float, validator=_seconds())
     t4: float = attrs.field(default=5.0, converter=_to_float, validator=_seconds())
+    udp_receive_buffer: int = attrs.field(
+        default=8 * 1024 * 1024, validator=_int_in(65536, 256 * 1024 * 1024)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.t2 < self.t1:

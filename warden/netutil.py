@@ -77,3 +77,62 @@ class HostMatcher:
         if host.startswith("["):
             host = host[1:-1]
         return host.lower().rstrip(".") in self.names
+
+
+def udp_drops(inode: int, tables: Iterable[str]) -> int | None:
+    """
+    The kernel's count of datagrams dropped for the UDP socket ``inode`` (the
+    ``drops`` column of ``/proc/net/udp`` and ``udp6``), or None when no table
+    lists it.
+
+    Args:
+        inode: the socket's inode (``os.fstat(sock.fileno()).st_ino``).
+        tables: the texts of /proc/net/udp and /proc/net/udp6.
+    """
+    wanted = str(inode)
+    for text in tables:
+        lines = text.splitlines()
+        if not lines:
+            continue
+        header = lines[0].split()
+        try:
+            inode_at = header.index("inode")
+        except ValueError:
+            continue
+        # The header names "tx_queue rx_queue" and "tr tm->when" as four columns;
+        # rows write each pair as one ("00000000:00000000"), so count from the end.
+        from_end = len(header) - inode_at
+        for line in lines[1:]:
+            fields = line.split()
+            if len(fields) >= from_end and fields[-from_end] == wanted:
+                try:
+                    return int(fields[-1])
+                except ValueError:
+                    return None
+    return None
+
+
+def read_udp_tables() -> list[str]:
+    """The texts of /proc/net/udp and /proc/net/udp6 (empty where unreadable)."""
+    return [_read("/proc/net/udp"), _read("/proc/net/udp6")]
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """
+    Ask for a ``size``-byte receive buffer on ``sock`` (beyond net.core.rmem_max
+    when the process may: SO_RCVBUFFORCE needs CAP_NET_ADMIN) and return the size
+    the kernel granted.
+    """
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            force = None
+    if force is None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted

@@ -203,6 +203,7 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         port=sip.port,
         transports=tuple(sip.transports),
         max_message_bytes=sip.max_message_bytes,
+        udp_receive_buffer=sip.udp_receive_buffer,
         tcp_idle_timeout=sip.tcp_idle_timeout,
         timers=TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4),
         realm=config.realm,

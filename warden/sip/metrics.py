@@ -34,6 +34,10 @@ REGISTRATIONS = Counter(
     "warden_registrar_registrations_total", "Successful REGISTER requests", ["kind"]
 )
 BINDINGS = Gauge("warden_registrar_bindings", "Current registrar bindings")
+UDP_DROPS = Counter(
+    "warden_sip_udp_drops_total",
+    "SIP datagrams the kernel dropped because the socket's receive buffer was full",
+)
 EXPIRED = Counter("warden_registrar_expired_total", "Bindings removed because they expired")
 
 

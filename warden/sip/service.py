@@ -52,6 +52,7 @@ class SipSettings:
     ring_timeout: float = 30.0
     max_calls_per_extension: int = 0
     qualify_interval: float = 30.0
+    udp_receive_buffer: int = 8 * 1024 * 1024
     dialplan: tuple[Rule, ...] = ()
 
 
@@ -156,7 +157,7 @@ class SipService(service.MultiService):
         ipv6 = ":" in s.interface
         interface = s.interface or "0.0.0.0"
         if "udp" in s.transports:
-            proto = SipDatagramProtocol(self.hub, ipv6=ipv6)
+            proto = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
             udp = internet.UDPServer(s.port, proto, interface=interface)
             udp.setServiceParent(self)
             self.udp_server = udp
@@ -208,6 +209,8 @@ class SipService(service.MultiService):
             metrics.EXPIRED.inc(expired)
         self.nonces.forget_expired()
         self.throttle.prune()
+        for udp in self.hub.udp:
+            udp.check_drops()
         metrics.THROTTLED_SOURCES.set(self.throttle.blocked_count)
         count = yield self.location.count(now)
         metrics.BINDINGS.set(count)

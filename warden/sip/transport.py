@@ -12,6 +12,8 @@ connection the request arrived on.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from warden.errors import SipParseError, WardenError
+from warden.netutil import read_udp_tables, set_receive_buffer, udp_drops
 from warden.sip import metrics
 from warden.sip.core import build_stateless_error
 from warden.sip.flow import Flow
@@ -196,12 +199,69 @@ class TransportHub:
 
 
 class SipDatagramProtocol(DatagramProtocol):
-    """One UDP socket."""
+    """
+    One UDP socket.
 
-    def __init__(self, hub: TransportHub, ipv6: bool = False) -> None:
+    Args:
+        hub: where messages go.
+        ipv6: whether the socket is IPv6.
+        receive_buffer: the kernel receive buffer asked for at start (0: the default).
+        read_tables: the texts of /proc/net/udp and udp6, for the drop count.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: TransportHub,
+        ipv6: bool = False,
+        receive_buffer: int = 0,
+        read_tables: Callable[[], list[str]] = read_udp_tables,
+    ) -> None:
         self.hub = hub
         self.ipv6 = ipv6
+        self.receive_buffer = receive_buffer
+        self._read_tables = read_tables
+        self._inode: int | None = None
+        self._drops = 0
         hub.udp.append(self)
+
+    def startProtocol(self) -> None:  # noqa: N802
+        """Size the receive buffer and note the socket's inode for the drop count."""
+        handle = getattr(self.transport, "socket", None)
+        if not isinstance(handle, socket.socket):
+            return
+        if self.receive_buffer:
+            granted = set_receive_buffer(handle, self.receive_buffer)
+            # Linux reports twice the usable size it reserved (bookkeeping overhead).
+            if granted < self.receive_buffer:
+                self.log.warn(
+                    "SIP UDP receive buffer: asked for {asked} bytes, the kernel granted"
+                    " {granted} (raise net.core.rmem_max, or run as root)",
+                    asked=self.receive_buffer,
+                    granted=granted,
+                )
+        self._inode = os.fstat(handle.fileno()).st_ino
+        self._drops = udp_drops(self._inode, self._read_tables()) or 0
+
+    def check_drops(self) -> int:
+        """
+        Count datagrams the kernel dropped since the last check (metric
+        ``warden_sip_udp_drops_total``, and a warning); return how many.
+        """
+        if self._inode is None:
+            return 0
+        total = udp_drops(self._inode, self._read_tables())
+        if total is None or total <= self._drops:
+            return 0
+        new, self._drops = total - self._drops, total
+        metrics.UDP_DROPS.inc(new)
+        self.log.warn(
+            "The kernel dropped {count} SIP datagrams (receive buffer full: Warden is"
+            " overloaded or sip.udp_receive_buffer is too small)",
+            count=new,
+        )
+        return new
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
         """Parse and deliver one datagram; malformed ones never raise."""
