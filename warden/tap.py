@@ -7,6 +7,7 @@ stack, passing every dependency explicitly.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from typing import Any
@@ -20,6 +21,7 @@ from twisted.python import usage
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError
 from warden.netutil import host_matcher, local_addresses, local_names
+from warden.rtp import udp as media_udp
 from warden.rtp.relay import MediaRelay
 from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
@@ -179,7 +181,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
     live = SQLiteLiveCalls(pool)
     media = MediaRelay(
         clock,
-        lambda port, protocol, interface: reactor.listenUDP(port, protocol, interface=interface),
+        functools.partial(media_udp.listen_udp, reactor),
         media_address(config),
         port_range=(config.media.port_min, config.media.port_max),
         interface=config.media.address or config.sip.interface or "",

@@ -1,0 +1,115 @@
+"""The relay's own UDP sockets (warden.rtp.udp) on real sockets, read by hand."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReadDescriptor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from warden.rtp.udp import MediaPort, listen_udp
+
+
+class FakeReactor:
+    """Records addReader/removeReader like an IReactorFDSet."""
+
+    def __init__(self) -> None:
+        self.readers: set[Any] = set()
+
+    def addReader(self, reader: Any) -> None:  # noqa: N802
+        self.readers.add(reader)
+
+    def removeReader(self, reader: Any) -> None:  # noqa: N802
+        self.readers.discard(reader)
+
+
+class Collector(DatagramProtocol):
+    noisy = False
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any]] = []
+        self.stopped = 0
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+        self.received.append((datagram, addr))
+
+    def stopProtocol(self) -> None:  # noqa: N802
+        self.stopped += 1
+
+
+class MediaPortTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        self.protocol = Collector()
+        self.port = listen_udp(self.reactor, 0, self.protocol, "127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.peer.bind(("127.0.0.1", 0))
+        self.peer.settimeout(5)
+        self.addCleanup(self.peer.close)
+        assert self.port.socket is not None
+        self.address = self.port.socket.getsockname()
+
+    def test_interfaces(self) -> None:
+        """A listening port and a reader the reactor can poll."""
+        self.assertTrue(verifyObject(IListeningPort, self.port))
+        self.assertTrue(verifyObject(IReadDescriptor, self.port))
+        self.assertIn(self.port, self.reactor.readers)
+        self.assertIs(self.protocol.transport, self.port)
+        self.assertEqual(self.port.getHost().host, "127.0.0.1")
+
+    def test_reads_burst(self) -> None:
+        """One doRead delivers every waiting datagram (up to max_reads), with (host, port)."""
+        for n in range(5):
+            self.peer.sendto(b"%d" % n, self.address)
+        self.port.socket.setblocking(True)  # type: ignore[union-attr]
+        self.port.socket.settimeout(5)  # type: ignore[union-attr]
+        self.port.max_reads = 5
+        self.port.doRead()
+        self.assertEqual([d for d, _ in self.protocol.received], [b"0", b"1", b"2", b"3", b"4"])
+        self.assertEqual(self.protocol.received[0][1], self.peer.getsockname())
+
+    def test_read_stops_when_empty(self) -> None:
+        """doRead returns when nothing more is waiting."""
+        self.port.doRead()
+        self.assertEqual(self.protocol.received, [])
+
+    def test_write(self) -> None:
+        """write sends from the bound port."""
+        self.port.write(b"hello", self.peer.getsockname())
+        data, source = self.peer.recvfrom(100)
+        self.assertEqual((data, source), (b"hello", self.address))
+
+    def test_stop(self) -> None:
+        """stopListening closes at once, stops reading, stops the protocol once, and
+        later writes raise OSError."""
+        self.port.stopListening()
+        self.port.stopListening()
+        self.assertNotIn(self.port, self.reactor.readers)
+        self.assertEqual(self.protocol.stopped, 1)
+        self.assertEqual(self.port.fileno(), -1)
+        self.assertRaises(OSError, self.port.write, b"x", self.peer.getsockname())
+        # The port number is free again.
+        again = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(again.close)
+        again.bind(self.address)
+
+    def test_port_taken(self) -> None:
+        """Binding a taken port raises CannotListenError and leaves no reader."""
+        other = MediaPort(self.reactor, self.address[1], Collector(), "127.0.0.1")
+        self.assertRaises(CannotListenError, other.startListening)
+        self.assertEqual(self.reactor.readers, {self.port})
+
+    def test_ipv6(self) -> None:
+        """An IPv6 interface gives an IPv6 socket and (host, port) addresses."""
+        try:
+            port = listen_udp(self.reactor, 0, Collector(), "::1")
+        except CannotListenError:
+            self.skipTest("no IPv6 loopback here")
+        self.addCleanup(port.stopListening)
+        self.assertEqual(port.getHost().type, "UDP")
+        self.assertEqual(port.getHost().host, "::1")
