@@ -416,6 +416,8 @@ class MediaSession:
                 close_port(port)
         finally:
             self._ports = []
+            for protocol in self._protocols.values():
+                protocol.session = None  # break the session <-> socket cycle
             self._relay.forget(self)
 
 

@@ -538,6 +538,10 @@ class CallController:
             call.media.release()
             call.media.on_timeout = None  # break the call <-> session cycle
         call.on_ended = None
+        for branch in call.branches:
+            # The transaction may linger (timer D, late 2xx) with its user, which
+            # points back at the branch: let it go when the transaction does.
+            branch.txn = None
         if self.live is not None:
             self._quiet(self.live.remove(call.call_id), "remove live call")
         if self.records is not None:

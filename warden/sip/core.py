@@ -261,6 +261,13 @@ class SipCore:
             self.log.failure("Handler for {method} failed", failure, method=request.method)
             error = SipError(500, "Server Internal Error")
         self._respond(transaction, self.error_response(request, error), flow)
+        # An answered error is done with: drop its traceback now, whose frames
+        # (and their locals: request, transaction, the failure itself) would
+        # otherwise form a cycle per challenged or refused request that only the
+        # cyclic collector frees.
+        failure.value.__traceback__ = None
+        failure.cleanFailure()
+        failure.tb = None
 
 
 def _reason(error: SipParseError) -> str:
