@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from tests.integration.clients import POLL_INTERVAL, pause
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
+    Users,
+    WardenProcess,
     free_port,
     poll,
     provision,
@@ -26,6 +32,7 @@ from tests.integration.harness import (
     wardenctl,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+from warden.store.spool import SPOOL_FILENAME
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
 PCAP = Path("/usr/share/sip-tester/g711a.pcap")
@@ -42,8 +49,12 @@ class SippCallTests(IntegrationTestCase):
         if not PCAP.exists():
             self.fail(f"{PCAP} is missing (Debian package sip-tester)")
 
-    async def test_calls_with_rtp_through_relay(self) -> None:
-        """Five calls with RTP both ways: relayed, recorded, ports released."""
+    async def call_setup(self, calls: int) -> tuple[WardenProcess, Users, Any, list[str]]:
+        """
+        A Warden, two extensions, the callee's SIPp UAS registered and answering
+        ``calls`` calls (echoing RTP); returns the Warden, the users, the UAS and
+        the SIPp arguments of a UAC placing those calls (add -d and -r).
+        """
         warden = await self.start_warden(
             {"media": {"port_min": MEDIA_RANGE[0], "port_max": MEDIA_RANGE[1]}}
         )
@@ -51,6 +62,7 @@ class SippCallTests(IntegrationTestCase):
         caller, callee = users.numbers
         run_dir = self.workdir()
         uas_port, uas_media = free_port(), free_port()
+        self.uas_media = uas_media
         # Register the callee from the port its SIPp UAS will listen on.
         callee_csv = run_dir / "callee.csv"
         password = users.passwords[callee]
@@ -62,7 +74,6 @@ class SippCallTests(IntegrationTestCase):
             sipp_register_args(warden.address, callee_csv, 1, 10, local_port=uas_port), run_dir
         )
         self.assertEqual(reg.code, 0, reg.stderr + read_sipp_errors(run_dir))
-        calls = 5
         uas_dir = self.workdir()
         uas_args = [
             "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
@@ -77,15 +88,18 @@ class SippCallTests(IntegrationTestCase):
             f"SEQUENTIAL\n{caller};{password};{callee};"
             f"[authentication username={caller} password={password}]\n"
         )
-        uac_dir = self.workdir()
         uac_args = [
             f"{warden.address[0]}:{warden.address[1]}",
             "-sf", str(SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv), "-i", LOCALHOST,
-            "-p", str(free_port()), "-mp", str(free_port()), "-m", str(calls), "-r", "2",
-            "-d", "3000", "-l", str(calls), "-timeout", "60s", "-timeout_error",
-            "-trace_stat", "-trace_err",
+            "-p", str(free_port()), "-mp", str(free_port()), "-m", str(calls),
+            "-l", str(calls), "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
         ]  # fmt: skip
-        uac = await run_sipp(uac_args, uac_dir, timeout=90)
+        return warden, users, uas, uac_args
+
+    async def run_uac(self, args: list[str], calls: int, uas: Any) -> None:
+        """Run the UAC to the end: every call must succeed, and the UAS must finish."""
+        uac_dir = self.workdir()
+        uac = await run_sipp(args, uac_dir, timeout=90)
         stats = read_sipp_stats(uac_dir)
         context = f"UAC exit {uac.code}\n{uac.stderr}\n{read_sipp_errors(uac_dir)}"
         self.assertEqual(uac.code, 0, context)
@@ -93,25 +107,90 @@ class SippCallTests(IntegrationTestCase):
         await poll(lambda: not uas.running, 15)
         self.assertEqual(uas.code, 0, uas.output)
 
+    def assertRelayed(self, record: dict[str, Any], caller: str, callee: str) -> None:
+        """An answered G.711 call whose RTP went both ways through Warden's ports."""
+        self.assertEqual(record["disposition"], "ANSWERED")
+        self.assertEqual((record["caller"], record["callee"]), (caller, callee))
+        self.assertEqual(record["codec"], "PCMA")
+        media = record["media"]
+        for side in ("a", "b"):
+            # Each side's relay port is in Warden's range, RTP came in and went
+            # out there: the phones talked to Warden, not to each other.
+            self.assertTrue(MEDIA_RANGE[0] <= media[side]["rtp_port"] <= MEDIA_RANGE[1])
+            self.assertGreater(media[side]["packets_in"], 50, media)
+            self.assertGreater(media[side]["packets_out"], 50, media)
+        self.assertEqual(media["b"]["latched"].rsplit(":", 1)[1], str(self.uas_media))
+
+    async def test_calls_with_rtp_through_relay(self) -> None:
+        """Five calls with RTP both ways: relayed, recorded, ports released."""
+        calls = 5
+        warden, users, uas, uac_args = await self.call_setup(calls)
+        await self.run_uac([*uac_args, "-r", "2", "-d", "3000"], calls, uas)
         listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
         self.assertEqual(listed.code, 0, listed.stderr)
         records = json.loads(listed.stdout)
         self.assertEqual(len(records), calls)
         for record in records:
-            self.assertEqual(record["disposition"], "ANSWERED")
-            self.assertEqual((record["caller"], record["callee"]), (caller, callee))
-            self.assertEqual(record["codec"], "PCMA")
-            media = record["media"]
-            for side in ("a", "b"):
-                # Each side's relay port is in Warden's range, RTP came in and went
-                # out there: the phones talked to Warden, not to each other.
-                self.assertTrue(MEDIA_RANGE[0] <= media[side]["rtp_port"] <= MEDIA_RANGE[1])
-                self.assertGreater(media[side]["packets_in"], 50, media)
-                self.assertGreater(media[side]["packets_out"], 50, media)
-            self.assertEqual(media["b"]["latched"].rsplit(":", 1)[1], str(uas_media))
+            self.assertRelayed(record, *users.numbers)
         live = await wardenctl(warden.config_path, "calls", "--json")
         self.assertEqual(json.loads(live.stdout), [])
         self.assertEqual(held_ports(MEDIA_RANGE), [])
+
+    async def test_database_lost_mid_call(self) -> None:
+        """
+        The database becomes unwritable (another process holds an exclusive lock)
+        while a call is up: the call goes on to its normal end with RTP both ways,
+        its record waits in the spool, and is written once the database is back.
+        """
+        warden, users, uas, uac_args = await self.call_setup(1)
+        uac_dir = self.workdir()
+        uac, uac_process = spawn(sipp_command([*uac_args, "-d", "8000"]), uac_dir)
+        self.addCleanup(lambda: uac_process.signalProcess("KILL") if uac.running else None)
+
+        async def call_is_up() -> bool:
+            live = await wardenctl(warden.config_path, "calls", "--json")
+            return live.code == 0 and len(json.loads(live.stdout)) == 1
+
+        self.assertTrue(await poll_async(call_is_up, 20), warden.log_tail())
+        lock = sqlite3.connect(warden.database_path, timeout=10, isolation_level=None)
+        self.addCleanup(lock.close)
+        lock.execute("BEGIN EXCLUSIVE")
+        self.assertTrue(await poll(lambda: not uac.running, 60), "the call did not end")
+        stats = read_sipp_stats(uac_dir)
+        context = f"UAC exit {uac.code}\n{uac.output}\n{read_sipp_errors(uac_dir)}"
+        self.assertEqual((uac.code, stats.successful, stats.failed), (0, 1, 0), context)
+        await poll(lambda: not uas.running, 15)
+        # Not written: the record is in the spool, and Warden said so (once the
+        # database's busy timeout ran out).
+        spool = warden.data_dir / SPOOL_FILENAME
+        self.assertTrue(await poll(lambda: spool.exists() and spool.stat().st_size > 0, 30))
+        self.assertTrue(
+            await poll(lambda: "could not store call record" in warden.log_text(), 30),
+            warden.log_tail(),
+        )
+        self.assertEqual(lock.execute("SELECT COUNT(*) FROM call_records").fetchone()[0], 0)
+        lock.execute("ROLLBACK")
+        lock.close()
+
+        async def recorded() -> bool:
+            listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+            return listed.code == 0 and len(json.loads(listed.stdout)) == 1
+
+        self.assertTrue(await poll_async(recorded, 40), warden.log_tail())
+        listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+        self.assertRelayed(json.loads(listed.stdout)[0], *users.numbers)
+        self.assertNotIn("Traceback", warden.log_text())
+        self.assertTrue(await poll(lambda: spool.stat().st_size == 0, 30))
+        self.assertEqual(held_ports(MEDIA_RANGE), [])
+
+
+async def poll_async(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    """L{poll} for a condition that must itself wait (a wardenctl run)."""
+    for _ in range(max(1, int(timeout / POLL_INTERVAL))):
+        if await condition():
+            return True
+        await pause(POLL_INTERVAL)
+    return await condition()
 
 
 def held_ports(port_range: tuple[int, int]) -> list[int]:

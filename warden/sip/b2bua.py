@@ -17,6 +17,7 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.errors import SipError, SipParseError
@@ -560,8 +561,16 @@ class CallController:
         )  # fmt: skip
 
     def _quiet(self, d: Any, what: str) -> None:
+        """Log (never raise) a failed store write the call does not depend on."""
         if isinstance(d, defer.Deferred):
-            d.addErrback(lambda f: self.log.failure("Could not " + what, f))
+            d.addErrback(self._store_failed, what)
+
+    def _store_failed(self, failure: Failure, what: str) -> None:
+        if failure.check(*_BUGS):
+            self.log.failure("Could not " + what, failure)
+        else:
+            # The store is down or locked: one line, not a traceback per attempt.
+            self.log.warn("Could not {what}: {error}", what=what, error=failure.getErrorMessage())
 
     def hangup_all(self, cause: str = "shutdown") -> None:
         """End every call (graceful shutdown): BYE answered ones, 503 ringing ones."""
@@ -575,6 +584,10 @@ class CallController:
                 call.fail(503, "Service Unavailable", cause)
             else:
                 call.hangup(None, cause)
+
+
+# Exceptions that mean a bug rather than an unavailable store.
+_BUGS = (AttributeError, AssertionError, KeyError, NameError, TypeError)
 
 
 @implementer(IClientTransactionUser)
