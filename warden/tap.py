@@ -27,6 +27,7 @@ from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
 from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
+from warden.store.live import CoalescingLiveCalls
 from warden.store.migrate import apply_migrations
 from warden.store.snapshot import SnapshotDirectory
 from warden.store.spool import SpooledCallRecordStore, default_spool_path, fsync_in_thread
@@ -87,7 +88,7 @@ class WardenService(service.MultiService):
         directory: SnapshotDirectory,
         reactor: Any,
         records: SpooledCallRecordStore,
-        live: SQLiteLiveCalls,
+        live: CoalescingLiveCalls,
         media: MediaRelay,
         node_id: str,
     ) -> None:
@@ -144,6 +145,10 @@ class WardenService(service.MultiService):
         self._directory.stop()
         yield self._location.close()
         try:
+            yield self._live.flush().addTimeout(5, self._reactor)
+        except Exception as e:
+            self.log.warn("Live-call summaries not written at shutdown: {error}", error=e)
+        try:
             yield self._records.flush().addTimeout(10, self._reactor)
         except defer.TimeoutError:
             depth = self._records.spool_depth
@@ -178,7 +183,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         default_spool_path(config.server.data_dir),
         sync=fsync_in_thread(reactor),
     )
-    live = SQLiteLiveCalls(pool)
+    live = CoalescingLiveCalls(SQLiteLiveCalls(pool), clock)  # batches every 0.5 s
     media = MediaRelay(
         clock,
         functools.partial(media_udp.listen_udp, reactor),

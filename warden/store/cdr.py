@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.enterprise import adbapi
@@ -248,6 +249,15 @@ def _remove_live_call_txn(txn: adbapi.Transaction, call_id: str) -> None:
     txn.execute("DELETE FROM live_calls WHERE call_id = ?", (call_id,))
 
 
+def _apply_live_calls_txn(
+    txn: adbapi.Transaction, rows: Sequence[Row], ids: Sequence[tuple[str]]
+) -> None:
+    if rows:
+        txn.executemany(_UPSERT_LIVE, rows)
+    if ids:
+        txn.executemany("DELETE FROM live_calls WHERE call_id = ?", ids)
+
+
 def _list_live_calls_txn(txn: adbapi.Transaction) -> builtins.list[LiveCall]:
     txn.execute(f"SELECT {_LIVE_COLUMNS} FROM live_calls ORDER BY started_at, call_id")
     return [_live_from_row(row) for row in txn.fetchall()]
@@ -277,6 +287,12 @@ class SQLiteLiveCalls:
     def remove(self, call_id: str) -> Deferred[None]:
         """Delete the summary of ``call_id``, if any."""
         return run_interaction(self._pool, "remove_live_call", _remove_live_call_txn, call_id)
+
+    def apply(self, published: Sequence[LiveCall], removed: Sequence[str]) -> Deferred[None]:
+        """Publish and remove several summaries in one transaction."""
+        rows = [_live_row(call) for call in published]
+        ids = [(call_id,) for call_id in removed]
+        return run_interaction(self._pool, "apply_live_calls", _apply_live_calls_txn, rows, ids)
 
     def list(self) -> Deferred[builtins.list[LiveCall]]:
         """Fire with every summary, ordered by ``(started_at, call_id)``."""
