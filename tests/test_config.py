@@ -77,7 +77,7 @@ class DefaultsTests(SynchronousTestCase):
         """[store] defaults."""
         self.assertEqual(
             attrs.asdict(StoreConfig()),
-            {"backend": "sqlite", "path": "", "directory_cache_seconds": 5.0},
+            {"url": "", "password_file": "", "pool_size": 4, "directory_cache_seconds": 5.0},
         )
 
     def test_resolved_defaults(self) -> None:
@@ -132,8 +132,9 @@ auth_fail_window = 10.0
 auth_block_seconds = 3600
 
 [store]
-backend = "sqlite"
-path = "/var/lib/warden/pbx.db"
+url = "sqlite:///var/lib/warden/pbx.db"
+password_file = "/etc/warden/db-password"
+pool_size = 8
 directory_cache_seconds = 0
 """
 
@@ -158,7 +159,10 @@ class ValuesTests(SynchronousTestCase):
         self.assertEqual(
             config.registrar, RegistrarConfig(30, 600, 1200, ("SHA-256",), 60.0, 5, 10.0, 3600.0)
         )
-        self.assertEqual(config.store, StoreConfig("sqlite", "/var/lib/warden/pbx.db", 0.0))
+        self.assertEqual(
+            config.store,
+            StoreConfig("sqlite:///var/lib/warden/pbx.db", "/etc/warden/db-password", 8, 0.0),
+        )
         self.assertIsInstance(config.sip.tcp_idle_timeout, float)
         self.assertEqual(config.node_id, "node-1")
         self.assertEqual(config.realm, "example.com")
@@ -366,13 +370,43 @@ class ErrorTests(SynchronousTestCase):
             'warden.toml: server.data_dir: must be a path, got ""',
         )
         self.assertBad(
-            '[store]\nbackend = "postgres"',
-            "store.backend",
-            'warden.toml: store.backend: must be one of sqlite, got "postgres"',
+            '[store]\nurl = "mysql://db/warden"',
+            "store.url",
+            'warden.toml: store.url: must start with "sqlite:" or "postgresql://" (got mysql:)',
         )
         self.assertBad(
-            "[store]\npath = 3", "store.path", "warden.toml: store.path: must be a string, got 3"
+            "[store]\nurl = 3", "store.url", "warden.toml: store.url: must be a string, got 3"
         )
+        self.assertBad(
+            "[store]\npool_size = 0",
+            "store.pool_size",
+            "warden.toml: store.pool_size: must be an integer 1..100, got 0",
+        )
+
+    def test_store_url_without_password(self) -> None:
+        """A password in [store] url is refused, and the message does not echo it."""
+        for url in [
+            "postgresql://warden:s3cret@db/warden",
+            "postgresql://warden@db/warden?password=s3cret",
+        ]:
+            error = self.assertRaises(
+                ConfigError, parse_config_text, f'[store]\nurl = "{url}"', "warden.toml"
+            )
+            self.assertEqual(error.path, "store.url")
+            self.assertIn("WARDEN_STORE_PASSWORD", str(error))
+            self.assertNotIn("s3cret", str(error))
+
+    def test_postgresql_url(self) -> None:
+        """A PostgreSQL URL is parsed into its parts; database_path is then empty."""
+        config = parse_config_text(
+            '[store]\nurl = "postgresql://warden@db.example:6432/pbx?sslmode=require"'
+        )
+        url = config.store_url
+        self.assertEqual(
+            (url.dialect, url.host, url.port, url.database, url.user, url.params),
+            ("postgresql", "db.example", 6432, "pbx", "warden", (("sslmode", "require"),)),
+        )
+        self.assertEqual(config.database_path, "")
 
     def test_unknown_key(self) -> None:
         """A key the section does not have is refused, listing the known ones."""
@@ -483,8 +517,8 @@ class EffectiveConfigTests(SynchronousTestCase):
         self.assertEqual(config.realm, "pbx.example")
 
     def test_store_path_kept(self) -> None:
-        """An explicit [store] path is not moved by --data-dir."""
-        path = self.write('[store]\npath = "/db/w.db"\n')
+        """An explicit [store] url is not moved by --data-dir."""
+        path = self.write('[store]\nurl = "sqlite:///db/w.db"\n')
         self.assertEqual(load_effective_config(path, data_dir="/x").database_path, "/db/w.db")
 
     def test_bad_override(self) -> None:

@@ -684,11 +684,11 @@ class CallCommandTests(SynchronousTestCase):
 
     def test_calls(self) -> None:
         """calls lists the calls in progress: from, to (callee, else dialled),
-        state, duration so far from the clock, codec and packets."""
+        state, duration so far from the clock, codec, packets and the node."""
         now = self.clock.seconds()
         for call in [
             LiveCall("l1", "100", "200", "200", "answered", now - 75, now - 70, "PCMU", 7000),
-            LiveCall("l2", "+15551234567", "", "300", "ringing", now - 4),
+            LiveCall("l2", "+15551234567", "", "300", "ringing", now - 4, node_id="b"),
         ]:
             self.successResultOf(self.live.publish(call))
         code, out, err = self.ctl("calls")
@@ -696,9 +696,9 @@ class CallCommandTests(SynchronousTestCase):
         self.assertEqual(
             out.splitlines(),
             [
-                "FROM          TO   STATE     DURATION  CODEC  PACKETS",
-                "100           200  answered  0:01:15   PCMU   7000",
-                "+15551234567  300  ringing   0:00:04   -      0",
+                "FROM          TO   STATE     DURATION  CODEC  PACKETS  NODE",
+                "100           200  answered  0:01:15   PCMU   7000     -",
+                "+15551234567  300  ringing   0:00:04   -      0        b",
             ],
         )
         _, out, _ = self.ctl("calls", "--json")

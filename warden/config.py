@@ -29,6 +29,8 @@ import attrs
 from warden.errors import ConfigError, ConfigFileError
 from warden.sip.dialplan import Rule, RuleError
 from warden.store.credentials import ALGORITHMS
+from warden.store.state_url import StateURLError, parse_state_url
+from warden.store.url import StoreURL, parse_store_url
 
 __all__ = [
     "RegistrarConfig",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 TRANSPORTS = ("udp", "tcp")
-STORE_BACKENDS = ("sqlite",)
+BACKUP_TYPES = ("full", "database", "config", "files")
 COMMAND_LINE = "command line"
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
@@ -282,22 +284,34 @@ class StoreConfig:
     ``[store]``: where durable data lives.
 
     Attributes:
-        backend: only ``sqlite`` for now.
-        path: the database file; "" means ``<data_dir>/warden.db``.
+        url: ``sqlite:///path/warden.db`` or ``postgresql://user@host:port/dbname``
+            (see L{warden.store.url}); "" means SQLite in ``<data_dir>/warden.db``.
+            Never holds a password.
+        password_file: a file whose first line is the PostgreSQL password, read at
+            start-up; ``$WARDEN_STORE_PASSWORD`` takes precedence. "" = none.
+        pool_size: PostgreSQL connections per process (1..100).
         directory_cache_seconds: seconds between checks for extension changes made
             by other processes (0: never reload).
     """
 
     SECTION: ClassVar[str] = "store"
 
-    backend: str = attrs.field(
-        default="sqlite",
-        validator=_rule(lambda v: v in STORE_BACKENDS, f"one of {', '.join(STORE_BACKENDS)}"),
-    )
-    path: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    url: str = attrs.field(default="")
+    password_file: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    pool_size: int = attrs.field(default=4, validator=_int_in(1, 100))
     directory_cache_seconds: float = attrs.field(
         default=5.0, converter=_to_float, validator=_seconds(allow_zero=True)
     )
+
+    @url.validator
+    def _check_url(self, attribute: attrs.Attribute[str], value: object) -> None:
+        if not isinstance(value, str):
+            raise _fail(self, attribute.name, f"must be a string, got {_show(value)}")
+        if value:
+            try:
+                parse_store_url(value)
+            except ValueError as e:
+                raise _fail(self, attribute.name, str(e)) from None
 
 
 @attrs.frozen
@@ -383,6 +397,184 @@ class DialplanConfig:
     )
 
 
+def _check_state_url(instance: Any, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise _fail(instance, attribute.name, f"must be a string, got {_show(value)}")
+    if value:
+        try:
+            parse_state_url(value)
+        except StateURLError as e:
+            raise _fail(instance, attribute.name, str(e)) from None
+
+
+@attrs.frozen
+class StateConfig:
+    """
+    ``[state]``: shared, short-lived state (bindings, live calls), see
+    L{warden.store.redis}.
+
+    Attributes:
+        url: ``redis://host:port/db`` or ``redis+sentinel://host:port,host:port/master/db``;
+            "" keeps the state in this process. The password, if any, comes from
+            ``$WARDEN_STATE_PASSWORD``, never from the URL.
+        timeout: seconds a Redis command may take; a request that needed it is
+            then answered 503 with Retry-After.
+        heartbeat_interval: seconds between this node's heartbeats; a node whose
+            heartbeat is three intervals old counts as dead.
+    """
+
+    SECTION: ClassVar[str] = "state"
+
+    url: str = attrs.field(default="", validator=_check_state_url)
+    timeout: float = attrs.field(default=1.0, converter=_to_float, validator=_seconds())
+    heartbeat_interval: float = attrs.field(
+        default=5.0, converter=_to_float, validator=_seconds(0.1, allow_zero=True)
+    )
+
+
+_NODE_ID_RULE = "a string of at most 64 letters, digits, '.', '-' or '_'"
+
+
+@attrs.frozen
+class ClusterConfig:
+    """
+    ``[cluster]``: the nodes that serve one PBX together.
+
+    Attributes:
+        name: the cluster's name; its keys in Redis start with ``warden:<name>:``.
+        node_id: this node's name in bindings, calls and records; "" means
+            ``server.node_id``, else the host name. Each node needs its own.
+    """
+
+    SECTION: ClassVar[str] = "cluster"
+
+    name: str = attrs.field(
+        default="default",
+        validator=_rule(
+            lambda v: isinstance(v, str) and v != "" and bool(_NODE_ID.match(v)),
+            "a non-empty string of at most 64 letters, digits, '.', '-' or '_'",
+        ),
+    )
+    node_id: str = attrs.field(
+        default="",
+        validator=_rule(lambda v: isinstance(v, str) and bool(_NODE_ID.match(v)), _NODE_ID_RULE),
+    )
+
+
+@attrs.frozen
+class BackupConfig:
+    """
+    ``[backup]``: scheduled backups made by the running PBX (see
+    L{warden.ops.drtest.schedule}).
+
+    Attributes:
+        interval: seconds between backups; 0 means no scheduled backups.
+        type: what each backup holds: ``full``, ``database``, ``config`` or ``files``.
+        directory: where backups go; "" means ``<data_dir>/backups``.
+        keep_count: newest backups kept (0: no limit).
+        keep_days: backups older than this many days are deleted (0: no limit).
+        file_dirs: voicemail and recording directories, relative to data_dir.
+        key_file: a 256-bit key file; when set, backups are encrypted archives.
+        include_keys: back up private keys named by the configuration even when
+            backups are not encrypted.
+    """
+
+    SECTION: ClassVar[str] = "backup"
+
+    interval: float = attrs.field(
+        default=0.0, converter=_to_float, validator=_seconds(allow_zero=True)
+    )
+    type: str = attrs.field(
+        default="full",
+        validator=_rule(lambda v: v in BACKUP_TYPES, f"one of {', '.join(BACKUP_TYPES)}"),
+    )
+    directory: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    keep_count: int = attrs.field(default=7, validator=_int_in(0))
+    keep_days: float = attrs.field(
+        default=0.0, converter=_to_float, validator=_seconds(allow_zero=True)
+    )
+    file_dirs: tuple[str, ...] = attrs.field(
+        default=("voicemail", "recordings"),
+        converter=_to_tuple,
+        validator=_rule(
+            lambda v: isinstance(v, tuple) and all(isinstance(d, str) and d for d in v),
+            "a list of directory paths",
+        ),
+    )
+    key_file: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    include_keys: bool = attrs.field(
+        default=False, validator=_rule(lambda v: isinstance(v, bool), "true or false")
+    )
+
+
+_ENDPOINT = re.compile(r"^(tcp6?:(port=)?[0-9]{1,5}(:.*)?|unix:.+)$")
+
+
+def _is_endpoint(value: object) -> bool:
+    return isinstance(value, str) and bool(_ENDPOINT.match(value))
+
+
+def _is_endpoint_or_empty(value: object) -> bool:
+    return value == "" or _is_endpoint(value)
+
+
+@attrs.frozen
+class AdminConfig:
+    """
+    ``[admin]``: the HTTPS admin API, health and metrics (L{warden.admin}).
+
+    Attributes:
+        enabled: serve the admin API.
+        listen: a Twisted endpoint string (``tcp:8443:interface=127.0.0.1``);
+            Warden serves HTTPS (TLS 1.2+) on it.
+        certificate, private_key: PEM files; both "" means a self-signed pair
+            generated in the data directory on first start.
+        metrics_listen: an endpoint for plain-HTTP ``/metrics``, ``/healthz`` and
+            ``/readyz`` for scrapers; "" means none.
+        require_mfa: every account must enrol TOTP before using the API.
+        session_seconds: lifetime of a login session.
+        login_fail_limit: failed logins (per account, per address) before back-off.
+        login_backoff_seconds, login_backoff_max_seconds: the first and longest back-off.
+        drain_timeout: seconds a drain (or SIGTERM) waits for calls before hanging up.
+    """
+
+    SECTION: ClassVar[str] = "admin"
+
+    enabled: bool = attrs.field(
+        default=True, validator=_rule(lambda v: isinstance(v, bool), "true or false")
+    )
+    listen: str = attrs.field(
+        default="tcp:8443:interface=127.0.0.1",
+        validator=_rule(_is_endpoint, 'an endpoint string like "tcp:8443:interface=127.0.0.1"'),
+    )
+    certificate: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    private_key: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    metrics_listen: str = attrs.field(
+        default="",
+        validator=_rule(_is_endpoint_or_empty, 'an endpoint string like "tcp:9090", or ""'),
+    )
+    require_mfa: bool = attrs.field(
+        default=False, validator=_rule(lambda v: isinstance(v, bool), "true or false")
+    )
+    session_seconds: float = attrs.field(
+        default=900.0, converter=_to_float, validator=_seconds(minimum=10.0, allow_zero=True)
+    )
+    login_fail_limit: int = attrs.field(default=5, validator=_int_in(1, 1000))
+    login_backoff_seconds: float = attrs.field(
+        default=1.0, converter=_to_float, validator=_seconds()
+    )
+    login_backoff_max_seconds: float = attrs.field(
+        default=900.0, converter=_to_float, validator=_seconds()
+    )
+    drain_timeout: float = attrs.field(
+        default=60.0, converter=_to_float, validator=_seconds(allow_zero=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.certificate) != bool(self.private_key):
+            raise _fail(self, "private_key", "certificate and private_key go together")
+
+
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "sip": SipConfig,
@@ -391,6 +583,10 @@ _SECTIONS: dict[str, type[Any]] = {
     "calls": CallsConfig,
     "media": MediaConfig,
     "dialplan": DialplanConfig,
+    "state": StateConfig,
+    "cluster": ClusterConfig,
+    "backup": BackupConfig,
+    "admin": AdminConfig,
 }
 
 
@@ -405,11 +601,24 @@ class WardenConfig:
     calls: CallsConfig = attrs.field(factory=CallsConfig)
     media: MediaConfig = attrs.field(factory=MediaConfig)
     dialplan: DialplanConfig = attrs.field(factory=DialplanConfig)
+    state: StateConfig = attrs.field(factory=StateConfig)
+    cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
+    backup: BackupConfig = attrs.field(factory=BackupConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)
+
+    def __attrs_post_init__(self) -> None:
+        ours, legacy = self.cluster.node_id, self.server.node_id
+        if ours and legacy and ours != legacy:
+            raise ConfigError(
+                "cluster.node_id",
+                f"{_show(ours)} differs from server.node_id {_show(legacy)};"
+                " set only cluster.node_id",
+            )
 
     @property
     def node_id(self) -> str:
-        """``server.node_id``, or this machine's host name when it is ""."""
-        return self.server.node_id or socket.gethostname()
+        """``cluster.node_id``, else ``server.node_id``, else this machine's host name."""
+        return self.cluster.node_id or self.server.node_id or socket.gethostname()
 
     @property
     def realm(self) -> str:
@@ -421,9 +630,16 @@ class WardenConfig:
         return socket.gethostname()
 
     @property
+    def store_url(self) -> StoreURL:
+        """``store.url`` parsed; SQLite in ``<data_dir>/warden.db`` when it is ""."""
+        if self.store.url:
+            return parse_store_url(self.store.url)
+        return StoreURL("sqlite", path=os.path.join(self.server.data_dir, "warden.db"))
+
+    @property
     def database_path(self) -> str:
-        """``store.path``, or ``<data_dir>/warden.db`` when it is ""."""
-        return self.store.path or os.path.join(self.server.data_dir, "warden.db")
+        """The SQLite database file of L{store_url}; "" when the store is PostgreSQL."""
+        return self.store_url.path
 
 
 def _section(name: str, table: object, filename: str | None) -> Any:
@@ -461,7 +677,10 @@ def parse_config_text(text: str, filename: str | None = None) -> WardenConfig:
         if name not in _SECTIONS:
             raise ConfigError(name, f"unknown section (known: {', '.join(_SECTIONS)})", filename)
     sections = {name: _section(name, table, filename) for name, table in data.items()}
-    return WardenConfig(**sections)
+    try:
+        return WardenConfig(**sections)
+    except ConfigError as e:  # a check across sections
+        raise ConfigError(e.path, e.problem, filename) from None
 
 
 def load_config(path: str) -> WardenConfig:

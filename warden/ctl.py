@@ -17,6 +17,11 @@ then runs one command::
                        [--disposition D] [--limit N] [--csv | --json]
     wardenctl cdr export FILE.csv [the same filters]
     wardenctl calls [--json]
+    wardenctl registrations [EXTENSION] [--json] | nodes [--json]  (warden.ctl_cluster)
+    wardenctl backup [--type T] [--to DIR] [--key-file FILE]      (warden.ops.drtest.ctl)
+    wardenctl restore BACKUP [--to-database URL|PATH] [--data-dir DIR] [--force]
+    wardenctl admin add NAME | list | token ACCOUNT NAME [--scopes read,write,calls]
+    wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.admin.ctl)
 
 WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
 date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).
@@ -36,7 +41,6 @@ import argparse
 import json
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import tzinfo
@@ -47,14 +51,16 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from warden import ctl_calls
+from warden import ctl_calls, ctl_cluster, ctl_store
+from warden.admin import ctl as admin_ctl
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
-from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
+from warden.ops.drtest import ctl as backup_ctl
+from warden.store.backend import check_store, open_stores
 from warden.store.credentials import generate_password, make_extension, parse_algorithms
 from warden.store.model import CallRecord, Extension
-from warden.store.sqlite import SQLiteDirectory, open_sqlite_pool
+from warden.store.pgpool import one_line
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -184,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("file", metavar="FILE")
     bulk.set_defaults(handler=_import)
     _add_call_commands(areas)
+    ctl_cluster.add_commands(areas)
+    backup_ctl.add_commands(areas)
+    ctl_store.add_commands(areas)
+    admin_ctl.add_commands(areas)
     return parser
 
 
@@ -551,33 +561,39 @@ def run_command(
     return Deferred.fromCoroutine(run())
 
 
-async def _run_with_sqlite(
+async def _run_with_store(
     reactor: IReactorTime, args: argparse.Namespace, config: WardenConfig
 ) -> None:
-    from warden.store.migrate import apply_migrations
-
+    """Run the command on the store ``[store] url`` names (SQLite or PostgreSQL)."""
+    url = config.store_url
     try:
-        pool = open_sqlite_pool(config.database_path)
-    except OSError as e:
-        print(f"wardenctl: cannot create {config.database_path}: {e.strerror}", file=sys.stderr)
+        check_store(url, config.store.password_file)
+        stores = open_stores(url, reactor, config.store.password_file, pool_size=1)
+    except StoreError as e:
+        print(f"wardenctl: {e}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
+    state = ctl_cluster.open_state(config, reactor)  # [state] url: live calls of every node
     try:
-        await apply_migrations(pool)
+        await stores.migrate()
         code = await run_command(
             args,
             config,
-            SQLiteDirectory(pool),
+            stores.directory,
             reactor,
             sys.stdout,
             sys.stderr,
-            call_records=SQLiteCallRecordStore(pool),
-            live_calls=SQLiteLiveCalls(pool),
+            call_records=stores.records,
+            live_calls=stores.live if state is None else ctl_cluster.live_calls(state),
         )
-    except (StoreError, sqlite3.Error) as e:
-        print(f"wardenctl: {config.database_path}: {e}", file=sys.stderr)
+    except (StoreError, stores.dialect_errors) as e:
+        message = one_line(e)
+        where = "" if message.startswith(f"store {url}") else f"store {url}: "
+        print(f"wardenctl: {where}{message}", file=sys.stderr)
         code = EXIT_FAILED
     finally:
-        pool.close()
+        stores.close()
+        if state is not None:
+            await state.close()
     raise SystemExit(code)
 
 
@@ -592,8 +608,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"wardenctl: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "admin_handler", None) is not None:  # admin, drain
+        return admin_ctl.main(args, config)
+    if getattr(args, "store_migration", False):  # migrate-store
+        return ctl_store.run(args)
+    if getattr(args, "standalone", None) is not None:  # backup, restore
+        from twisted.internet import reactor
+
+        return backup_ctl.run_standalone(args, config, reactor, sys.stdout, sys.stderr)
     try:
-        task.react(_run_with_sqlite, (args, config))
+        task.react(_run_with_store, (args, config))
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_FAILED
     return EXIT_OK  # pragma: no cover (react always exits)

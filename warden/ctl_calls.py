@@ -259,8 +259,8 @@ class CsvWriter:
 
 
 def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
-    """The ``calls`` table: from, to, state, duration so far, codec, packets."""
-    rows = [("FROM", "TO", "STATE", "DURATION", "CODEC", "PACKETS")]
+    """The ``calls`` table: from, to, state, duration so far, codec, packets, node."""
+    rows = [("FROM", "TO", "STATE", "DURATION", "CODEC", "PACKETS", "NODE")]
     for c in calls:
         rows.append(
             (
@@ -270,6 +270,7 @@ def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
                 clock_duration(now - c.started_at),
                 c.codec or "-",
                 str(c.packets),
+                c.node_id or "-",
             )
         )
     return table(rows)

@@ -93,5 +93,43 @@ class ConfigFileError(ConfigError):
         return f"{where}{self.problem}"
 
 
+class StateUnavailable(StoreError):
+    """
+    The shared state store (Redis) did not answer in time or failed; the request
+    that needed it is answered 503 with Retry-After, and the next one tries again.
+    """
+
+
 class CallRecordNotFound(StoreError):
     """No call record has that call_id (e.g. a paging cursor that names none)."""
+
+
+class AdminAccountExists(StoreError):
+    """An admin account with that name already exists."""
+
+
+class AdminAccountNotFound(StoreError):
+    """No admin account has that name."""
+
+
+class ApiError(WardenError):
+    """
+    An admin API request that must be answered with an error; turned into the
+    JSON ``{"error": {"code", "message"}}`` response in exactly one place
+    (``warden.admin.http``).
+
+    Args:
+        status: the HTTP status (400-599).
+        code: a stable machine-readable code ("not_found", "invalid_body").
+        message: what went wrong, for people; never contains secrets.
+        headers: extra response headers, as ``(name, value)`` pairs.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+        super().__init__(f"{status} {code}: {message}")

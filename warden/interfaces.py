@@ -317,3 +317,119 @@ class IMediaRelay(Interface):
 
     def ports_in_use() -> int:
         """UDP ports currently bound (four per session: RTP and RTCP per side)."""
+
+
+# -- admin ----------------------------------------------------------------------------
+# Appended as one section: its own imports live here rather than at the top.
+
+if TYPE_CHECKING:
+    from warden.admin.model import AdminAccount, ApiToken, AuditEntry
+
+
+class IAdminStore(Interface):
+    """
+    Admin accounts and API tokens of the admin API. Secrets are stored only as
+    hashes (L{warden.admin.model}). Every method returns a Deferred.
+    """
+
+    def add_account(account: AdminAccount) -> Deferred[None]:
+        """Add an account; fails with L{warden.errors.AdminAccountExists} if the name is taken."""
+
+    def get_account(name: str) -> Deferred[AdminAccount | None]:
+        """Fire with the account called ``name``, or None."""
+
+    def update_account(account: AdminAccount) -> Deferred[None]:
+        """
+        Replace the stored account with the same name.
+
+        Fails with L{warden.errors.AdminAccountNotFound} when there is none.
+        """
+
+    def list_accounts() -> Deferred[builtins.list[AdminAccount]]:
+        """Fire with every account, ordered by name."""
+
+    def add_token(token: ApiToken) -> Deferred[None]:
+        """Store a new API token (its ``token_id`` is unique)."""
+
+    def get_token(token_id: str) -> Deferred[ApiToken | None]:
+        """Fire with the token (revoked ones too), or None."""
+
+    def list_tokens() -> Deferred[builtins.list[ApiToken]]:
+        """Fire with every token, revoked ones too, ordered by ``(created_at, token_id)``."""
+
+    def revoke_token(token_id: str, at: float) -> Deferred[bool]:
+        """
+        Mark the token revoked at ``at``; fire with True if it existed and was not
+        revoked yet, else False (revoking twice keeps the first time).
+        """
+
+
+class IAuditLog(Interface):
+    """
+    The append-only record of every state-changing admin request: who, what,
+    when, from where and with which outcome. Entries are never changed or removed.
+    """
+
+    def append(entry: AuditEntry) -> Deferred[int]:
+        """Store ``entry`` (its ``entry_id`` is ignored); fire with the id it was given."""
+
+    def list(
+        since: float | None = None,
+        until: float | None = None,
+        actor: str | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+    ) -> Deferred[builtins.list[AuditEntry]]:
+        """
+        Fire with at most ``limit`` entries in the order they were appended.
+
+        Args:
+            since: only entries with ``at >= since``.
+            until: only entries with ``at < until``.
+            actor: only entries of this actor.
+            limit: the most returned (>= 0; negative fails with ValueError).
+            after_id: the cursor: only entries with a greater id.
+        """
+
+
+# -- shared call state ------------------------------------------------------------------
+
+
+class ICallCounters(Interface):
+    """
+    Concurrent calls per extension, counted across every node of a cluster, for
+    ``[calls] max_calls_per_extension``. Every method returns a Deferred.
+    """
+
+    def acquire(numbers: Sequence[str], limit: int) -> Deferred[bool]:
+        """
+        Count one more call for each of ``numbers`` (a number listed twice counts
+        twice), atomically, unless one of them already takes part in ``limit``
+        calls: then fire with False and change nothing. Fires True when counted.
+        """
+
+    def release(numbers: Sequence[str]) -> Deferred[None]:
+        """Count one call less for each of ``numbers``; never below zero."""
+
+    def active(number: str) -> Deferred[int]:
+        """Fire with the number of calls ``number`` takes part in."""
+
+    def clear_node(node_id: str) -> Deferred[int]:
+        """
+        Forget every call counted by ``node_id``; fire with how many counts went.
+        A node calls this at start-up: the calls it had before are gone.
+        """
+
+
+class IAuthFailureCounter(Interface):
+    """
+    Failed authentications per source address, counted across every node of a
+    cluster in fixed windows (L{warden.sip.auth.AuthThrottle} blocks a source
+    whose count reaches its limit). Every method returns a Deferred.
+    """
+
+    def record_failure(source: str, window: float) -> Deferred[int]:
+        """
+        Count one failure of ``source``; fire with its failures in the current
+        window, which starts at the first failure and lasts ``window`` seconds.
+        """

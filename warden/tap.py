@@ -10,28 +10,33 @@ from __future__ import annotations
 import functools
 import gc
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
+from warden.admin.wiring import add_admin, override_port
+from warden.cluster import shared_state
 from warden.config import WardenConfig, load_effective_config
-from warden.errors import ConfigError
+from warden.errors import ConfigError, StoreError
 from warden.netutil import host_matcher, local_addresses, local_names
+from warden.ops.drtest.schedule import backup_service
 from warden.rtp import udp as media_udp
 from warden.rtp.relay import MediaRelay
 from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
-from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
+from warden.store.backend import check_store, open_stores
 from warden.store.live import CoalescingLiveCalls
 from warden.store.migrate import apply_migrations
 from warden.store.snapshot import SnapshotDirectory
 from warden.store.spool import SpooledCallRecordStore, default_spool_path, fsync_in_thread
-from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
+from warden.store.sqlite import SQLiteLocationService
 
 
 def _port(value: str) -> int:
@@ -48,6 +53,7 @@ class Options(usage.Options):
         ["data-dir", "d", None, "Data directory (database, keys). Default: ./var"],
         ["sip-port", "p", None, "SIP port for UDP and TCP. Default: 5060", _port],
         ["sip-interface", "i", None, "Address to listen on. Default: all interfaces"],
+        ["admin-port", None, None, "Admin HTTPS port (overrides [admin] listen)", _port],
     ]
 
     def __init__(self) -> None:
@@ -69,7 +75,10 @@ class Options(usage.Options):
                 sip_interface=self["sip-interface"],
                 domains=self["domain"],
             )
-        except ConfigError as e:
+            self.config = override_port(self.config, self["admin-port"])
+            # A wrong store URL, password or database stops start-up with one line.
+            check_store(self.config.store_url, self.config.store.password_file)
+        except (ConfigError, StoreError) as e:
             raise usage.UsageError(str(e)) from None
 
 
@@ -101,6 +110,9 @@ class WardenService(service.MultiService):
         self._live = live
         self._media = media
         self._node_id = node_id
+        self.drain: Any = None  # a DrainController: SIGTERM drains calls first
+        # Applies pending schema migrations (the store's dialect; set by makeService).
+        self.migrate: Callable[[], Deferred[list[str]]] = lambda: apply_migrations(pool)
 
     def startService(self) -> None:  # noqa: N802
         """Migrate and load, then start listening; a failure stops Warden."""
@@ -110,7 +122,7 @@ class WardenService(service.MultiService):
 
     @defer.inlineCallbacks
     def _prepare(self):  # type: ignore[no-untyped-def]
-        yield apply_migrations(self._pool)
+        yield self.migrate()
         extensions = yield self._directory.load()
         self._directory.start()
         self.log.info("{count} extensions loaded", count=extensions)
@@ -140,7 +152,9 @@ class WardenService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802
-        """Stop children (flushing bindings), then close the database."""
+        """Drain calls, stop children (flushing bindings), then close the database."""
+        if self.drain is not None:
+            yield self.drain.for_shutdown()
         yield super().stopService()
         self._directory.stop()
         yield self._location.close()
@@ -168,22 +182,29 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
     assert config is not None
     os.makedirs(config.server.data_dir, exist_ok=True)
     clock: IReactorTime = reactor
-    pool = open_sqlite_pool(config.database_path)
-    sqlite_directory = SQLiteDirectory(pool)
+    # [store] url: SQLite or PostgreSQL (warden.store.backend)
+    stores = open_stores(
+        config.store_url, reactor, config.store.password_file, config.store.pool_size
+    )
+    pool, sqlite_directory = stores.pool, stores.directory
     directory = SnapshotDirectory(
         sqlite_directory,
         clock,
         config.store.directory_cache_seconds,
-        sqlite_directory.data_version,
+        stores.data_version,
     )
-    location = SQLiteLocationService(pool, clock)
+    location: Any = stores.location
     records = SpooledCallRecordStore(
-        SQLiteCallRecordStore(pool),
+        stores.records,
         clock,
         default_spool_path(config.server.data_dir),
         sync=fsync_in_thread(reactor),
     )
-    live = CoalescingLiveCalls(SQLiteLiveCalls(pool), clock)  # batches every 0.5 s
+    live: Any = stores.live
+    shared = shared_state(config, clock)  # [state] url: bindings and live calls in Redis
+    if shared is not None:
+        location, live = shared.location, shared.live
+    live = CoalescingLiveCalls(live, clock)  # a batch every 0.5 s, not a write per change
     media = MediaRelay(
         clock,
         functools.partial(media_udp.listen_udp, reactor),
@@ -193,12 +214,24 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         media_timeout=config.media.timeout,
     )
     root = WardenService(pool, location, directory, reactor, records, live, media, config.node_id)
+    root.migrate = stores.migrate
+    if shared is not None:
+        shared.node.setServiceParent(root)
     names = local_names(config.server.domains, [config.sip.interface])
     sip = SipService(
         clock, sip_settings(config), directory, location, host_matcher(names),
-        CallServices(media=media, records=records, live=live),
+        CallServices(media=media, records=records, live=live,
+                     counters=shared.counters if shared is not None else None),
     )  # fmt: skip
-    sip.setServiceParent(root)
+    if shared is not None:
+        shared.attach(sip)  # the SIP service runs under the cluster node service
+    else:
+        sip.setServiceParent(root)
+    add_admin(root, config, reactor, pool, directory, location, records, live, sip,
+              sqlite_directory.count_extensions)  # fmt: skip
+    backups = backup_service(config, options["config"], reactor)
+    if backups is not None:
+        backups.setServiceParent(root)
     return root
 
 

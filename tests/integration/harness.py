@@ -241,6 +241,7 @@ class WardenProcess:
         self.config_path = workdir / "warden.toml"
         self.log_path = workdir / "warden.log"
         self.port = port if port is not None else free_port()
+        self.admin_port = free_port()
         sections: dict[str, dict[str, object]] = {
             "server": {
                 "data_dir": str(self.data_dir),
@@ -249,6 +250,12 @@ class WardenProcess:
                 "domains": [LOCALHOST],
             },
             "sip": {"interface": LOCALHOST, "port": self.port},
+            # The admin API on a port of its own; SIGTERM hangs up at once unless
+            # a test asks for a drain timeout.
+            "admin": {
+                "listen": f"tcp:{self.admin_port}:interface={LOCALHOST}",
+                "drain_timeout": 0.0,
+            },
         }
         for name, table in (settings or {}).items():
             sections.setdefault(name, {}).update(table)

@@ -8,7 +8,7 @@ Call-ID, port or address. Per-packet counters are exported in batches by
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 #: Why a packet was not relayed: a source other than the latched one, no known
 #: destination on the far side yet, not RTP/RTCP, or the socket refused to send.
@@ -35,4 +35,9 @@ BIND_FAILURES = Counter(
 )
 ALLOCATION_FAILURES = Counter(
     "warden_media_allocation_failures_total", "Calls refused media ports (range exhausted)"
+)
+JITTER_SECONDS = Histogram(
+    "warden_rtp_jitter_seconds",
+    "Interarrival jitter (RFC 3550 §6.4.1) of each call leg's incoming RTP, at call end",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5),
 )

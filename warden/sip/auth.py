@@ -17,11 +17,13 @@ import hmac
 import os
 from collections import OrderedDict
 from enum import Enum
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
-from warden.errors import SipParseError
+from warden.errors import SipParseError, StateUnavailable
 from warden.sip.headers import parse_auth_params
 
 ALGORITHMS: dict[str, str] = {"MD5": "md5", "SHA-256": "sha256"}
@@ -73,6 +75,14 @@ class NonceManager:
         mac = self._keyed.copy()  # HMAC-SHA256 with the key already absorbed
         mac.update(f"{stamp}.{salt}".encode())
         return mac.hexdigest()[:32]
+
+    def use_secret(self, secret: bytes) -> None:
+        """
+        From now on issue and check nonces with ``secret`` (the cluster's, shared
+        through Redis, so a nonce one node issued is recognised by the others).
+        """
+        self._secret = secret
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
 
     def issue(self) -> str:
         """A fresh nonce, remembered for nonce-count checks."""
@@ -192,6 +202,11 @@ def challenge(realm: str, nonce: str, algorithm: str, stale: bool = False) -> st
     )
 
 
+def _state_down(failure: Failure) -> None:
+    """The shared counter is unavailable (logged by the state): count locally only."""
+    failure.trap(StateUnavailable)  # type: ignore[no-untyped-call]
+
+
 class AuthThrottle:
     """
     Counts failed authentications per source address in fixed windows and blocks
@@ -208,6 +223,8 @@ class AuthThrottle:
         self.block_seconds = block_seconds
         self._failures: dict[str, tuple[float, int]] = {}
         self._blocked: dict[str, float] = {}
+        # IAuthFailureCounter of the cluster, or None: failures then count here only.
+        self.shared: Any = None
 
     def is_blocked(self, source: str) -> bool:
         """True while ``source`` is blocked."""
@@ -220,7 +237,22 @@ class AuthThrottle:
         return True
 
     def record_failure(self, source: str) -> bool:
-        """Count one failure; True when this failure got the source blocked."""
+        """
+        Count one failure; True when this failure got the source blocked. With a
+        shared counter the failure is also counted cluster-wide, and the source is
+        blocked here as soon as the cluster's count reaches the limit.
+        """
+        if self.shared is not None:
+            d = self.shared.record_failure(source, self.window)
+            d.addCallbacks(lambda count: self._shared_count(source, count), _state_down)
+        return self._record_here(source)
+
+    def _shared_count(self, source: str, count: int) -> None:
+        if count >= self.limit and not self.is_blocked(source):
+            self._failures.pop(source, None)
+            self._blocked[source] = self._clock.seconds() + self.block_seconds
+
+    def _record_here(self, source: str) -> bool:
         now = self._clock.seconds()
         start, count = self._failures.get(source, (now, 0))
         if now - start >= self.window:

@@ -22,6 +22,8 @@ from zope.interface import implementer
 
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser
+from warden.rtp import metrics as rtp_metrics
+from warden.sip import metrics as sip_metrics
 from warden.sip.authenticator import Authenticator
 from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInvite
 from warden.sip.dialog import Dialog, confirm_uac_dialog
@@ -90,6 +92,9 @@ class CallController:
         self.addressing = addressing
         self.records = records
         self.live = live
+        # Shared ICallCounters (several nodes), set by the SIP service; None: the
+        # per-process counts below are the only limit.
+        self.counters: Any = None
         self.calls: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self._by_a_txn: dict[int, Call] = {}
@@ -131,6 +136,7 @@ class CallController:
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
         txn.respond(make_response(request, 100, "Trying"))
         caller = yield self.authenticator.authenticate(request, flow, proxy=True)
+        sip_metrics.CALL_ATTEMPTS.inc()
         check_interval(request)
         dialled = request.uri.user_unescaped or ""
         if not dialled:
@@ -150,6 +156,12 @@ class CallController:
         except SdpError as e:
             session.release()
             raise SipError(488, "Not Acceptable Here") from e
+        if self._shared_limit():
+            limit = self.settings.max_calls_per_extension
+            counted = yield self.counters.acquire((caller.number, callee.number), limit)
+            if not counted:
+                session.release()
+                raise SipError(486, "Busy Here")
         call = Call(self, call_id, caller, dialled, callee, txn, request, flow)
         call.media = session
         if offer:
@@ -163,6 +175,10 @@ class CallController:
         self.index_dialog(call, "a", call.dialogs["a"])
         self._publish(call)
         call.start(route.bindings, offer)
+
+    def _shared_limit(self) -> bool:
+        """Whether calls are also counted in the cluster-wide counters."""
+        return self.counters is not None and self.settings.max_calls_per_extension > 0
 
     def _at_limit(self, number: str) -> bool:
         limit = self.settings.max_calls_per_extension
@@ -475,6 +491,9 @@ class CallController:
 
     def call_answered(self, call: Call) -> None:
         """Publish the answered state."""
+        sip_metrics.CALL_ANSWERS.inc()
+        if call.answered_at is not None:
+            sip_metrics.CALL_SETUP_SECONDS.observe(max(0.0, call.answered_at - call.started_at))
         self._publish(call)
 
     def _publish(self, call: Call) -> None:
@@ -534,7 +553,14 @@ class CallController:
             self._active[number] -= 1
             if self._active[number] <= 0:
                 del self._active[number]
+        if self._shared_limit():
+            numbers = (call.caller.number, call.callee.number)
+            self._quiet(self.counters.release(numbers), "release call counts")
         media_stats = call.media.stats() if call.media is not None else {}
+        sip_metrics.CALLS_ENDED.labels(call.disposition).inc()
+        for side in media_stats.values():
+            if side.get("packets_in"):
+                rtp_metrics.JITTER_SECONDS.observe(float(side.get("jitter_ms_in", 0.0)) / 1000)
         if call.media is not None:
             call.media.release()
             call.media.on_timeout = None  # break the call <-> session cycle
@@ -566,7 +592,7 @@ class CallController:
             d.addErrback(self._store_failed, what)
 
     def _store_failed(self, failure: Failure, what: str) -> None:
-        if failure.check(*_BUGS):
+        if isinstance(failure.value, _BUGS):
             self.log.failure("Could not " + what, failure)
         else:
             # The store is down or locked: one line, not a traceback per attempt.
@@ -575,15 +601,19 @@ class CallController:
     def hangup_all(self, cause: str = "shutdown") -> None:
         """End every call (graceful shutdown): BYE answered ones, 503 ringing ones."""
         for call in list(self.calls.values()):
-            if call.state is CallState.RINGING:
-                call.hangup_side = "system"
-                for branch in call.branches:
-                    if not branch.done:
-                        branch.done = True
-                        self.cancel_branch(branch)
-                call.fail(503, "Service Unavailable", cause)
-            else:
-                call.hangup(None, cause)
+            self.end_call(call, cause)
+
+    def end_call(self, call: Call, cause: str) -> None:
+        """End one call from Warden's side: BYE if answered, else CANCEL forks and 503."""
+        if call.state is CallState.RINGING:
+            call.hangup_side = "system"
+            for branch in call.branches:
+                if not branch.done:
+                    branch.done = True
+                    self.cancel_branch(branch)
+            call.fail(503, "Service Unavailable", cause)
+        else:
+            call.hangup(None, cause)
 
 
 # Exceptions that mean a bug rather than an unavailable store.

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden import __version__
-from warden.errors import SipError, SipParseError
+from warden.errors import SipError, SipParseError, StateUnavailable
 from warden.interfaces import ITransactionUser
 from warden.sip import metrics
 from warden.sip.flow import Flow
@@ -250,14 +250,18 @@ class SipCore:
 
     def _respond(self, transaction: ServerTransactionLike, response: Response, flow: Flow) -> None:
         response.add("Server", SERVER_HEADER)
-        metrics.count_response(response.status, flow.transport)
         transaction.respond(response)
 
     def _handler_failed(
         self, failure: Failure, transaction: ServerTransactionLike, request: Request, flow: Flow
     ) -> None:
         error = failure.value
-        if not isinstance(error, SipError):
+        if isinstance(error, StateUnavailable):
+            # The shared state (Redis) is down or slow: the phone retries later
+            # (RFC 3261 §21.5.4), by which time it has usually returned. The
+            # state backend logs and counts the outage itself.
+            error = SipError(503, "Service Unavailable", (("Retry-After", STATE_RETRY_AFTER),))
+        elif not isinstance(error, SipError):
             self.log.failure("Handler for {method} failed", failure, method=request.method)
             error = SipError(500, "Server Internal Error")
         self._respond(transaction, self.error_response(request, error), flow)
@@ -265,9 +269,14 @@ class SipCore:
         # (and their locals: request, transaction, the failure itself) would
         # otherwise form a cycle per challenged or refused request that only the
         # cyclic collector frees.
-        failure.value.__traceback__ = None
-        failure.cleanFailure()
+        if failure.value is not None:
+            failure.value.__traceback__ = None
+        failure.cleanFailure()  # type: ignore[no-untyped-call]
         failure.tb = None
+
+
+# Seconds a phone should wait after a 503 caused by the shared state being unavailable.
+STATE_RETRY_AFTER = "5"
 
 
 def _reason(error: SipParseError) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 KNOWN_METHODS = frozenset(
     ["ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY", "OPTIONS", "PRACK",
@@ -18,7 +18,9 @@ KNOWN_METHODS = frozenset(
 
 REQUESTS = Counter("warden_sip_requests_total", "SIP requests received", ["method", "transport"])
 RESPONSES_SENT = Counter(
-    "warden_sip_responses_sent_total", "SIP responses sent", ["status_class", "transport"]
+    "warden_sip_responses_sent_total",
+    "SIP responses sent",
+    ["method", "status_class", "transport"],
 )
 PARSE_ERRORS = Counter(
     "warden_sip_parse_errors_total", "Malformed SIP messages received", ["transport"]
@@ -39,6 +41,26 @@ UDP_DROPS = Counter(
     "SIP datagrams the kernel dropped because the socket's receive buffer was full",
 )
 EXPIRED = Counter("warden_registrar_expired_total", "Bindings removed because they expired")
+CALL_ATTEMPTS = Counter(
+    "warden_calls_attempted_total", "Authenticated INVITEs that started a call attempt"
+)
+CALL_ANSWERS = Counter("warden_calls_answered_total", "Calls answered")
+CALLS_ENDED = Counter(
+    "warden_calls_ended_total",
+    "Calls ended, by disposition (ANSWERED, BUSY, NO ANSWER, FAILED, CANCELLED)",
+    ["disposition"],
+)
+CALL_SETUP_SECONDS = Histogram(
+    "warden_call_setup_seconds",
+    "Time from a call's INVITE to its answer",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0),
+)
+TRANSACTION_SECONDS = Histogram(
+    "warden_sip_transaction_seconds",
+    "Time from a transaction's request to its final response (RFC 3261 §17), or its timeout",
+    ["method", "role"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 
 
 def method_label(method: str) -> str:
@@ -49,7 +71,7 @@ def method_label(method: str) -> str:
 # Label children, looked up once: ``labels()`` is slow for a per-message call.
 # Keys are label values, so these dicts are as bounded as the labels are.
 _REQUEST_CHILDREN: dict[tuple[str, str], Any] = {}
-_RESPONSE_CHILDREN: dict[tuple[int, str], Any] = {}
+_RESPONSE_CHILDREN: dict[tuple[int, str, str], Any] = {}
 
 
 def count_request(method: str, transport: str) -> None:
@@ -61,12 +83,17 @@ def count_request(method: str, transport: str) -> None:
     child.inc()
 
 
-def count_response(status: int, transport: str) -> None:
-    """Count one response sent (``warden_sip_responses_sent_total``), by status class."""
-    key = (status // 100, transport)
+def count_response(status: int, transport: str, method: str = "other") -> None:
+    """
+    Count one response sent (``warden_sip_responses_sent_total``), by the method
+    it answers (its CSeq method), status class and transport.
+    """
+    key = (status // 100, transport, method)
     child = _RESPONSE_CHILDREN.get(key)
     if child is None:
-        child = _RESPONSE_CHILDREN[key] = RESPONSES_SENT.labels(f"{key[0]}xx", transport)
+        child = _RESPONSE_CHILDREN[key] = RESPONSES_SENT.labels(
+            method_label(method), f"{key[0]}xx", transport
+        )
     child.inc()
 
 
@@ -79,3 +106,15 @@ def count_registration(kind: str) -> None:
     if child is None:
         child = _REGISTRATION_CHILDREN[kind] = REGISTRATIONS.labels(kind)
     child.inc()
+
+
+_TRANSACTION_CHILDREN: dict[tuple[str, str], Any] = {}
+
+
+def observe_transaction(method: str, role: str, seconds: float) -> None:
+    """Observe one transaction's latency (``warden_sip_transaction_seconds``)."""
+    key = (method_label(method), role)
+    child = _TRANSACTION_CHILDREN.get(key)
+    if child is None:
+        child = _TRANSACTION_CHILDREN[key] = TRANSACTION_SECONDS.labels(*key)
+    child.observe(seconds)

@@ -63,6 +63,7 @@ class CallServices:
     media: object
     records: object = None
     live: object = None
+    counters: object = None
 
 
 class SipService(service.MultiService):
@@ -142,6 +143,7 @@ class SipService(service.MultiService):
             self.clock, call_settings, self.transactions, self.hub.send, self.authenticator,
             router, services.media, self.addressing, services.records, services.live,
         )  # fmt: skip
+        self.calls.counters = services.counters
         self.core.attach_calls(self.calls)
 
     def bound_port(self) -> int:

@@ -275,6 +275,16 @@ class TransactionLayer:
 
     # -- housekeeping -------------------------------------------------------------
 
+    def terminate_all(self) -> int:
+        """
+        Terminate every live transaction at once, cancelling its timers, without
+        telling anyone (a user agent that is shutting down). Returns how many.
+        """
+        live: list[Transaction] = [*self._server.values(), *self._client.values()]
+        for txn in live:
+            txn._terminate()
+        return len(live)
+
     def _forget(self, txn: Transaction) -> None:
         table: dict[Hashable, ServerTransaction] | dict[Hashable, ClientTransaction]
         table = self._server if isinstance(txn, ServerTransaction) else self._client

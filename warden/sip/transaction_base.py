@@ -21,6 +21,7 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from warden.sip import metrics
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request
 from warden.sip.timers import TimerSettings
@@ -172,6 +173,12 @@ class TransactionContext:
         return queue
 
 
+#: States that end the request/response exchange: latency is measured up to them.
+_FINAL_STATES = frozenset(
+    [TransactionState.COMPLETED, TransactionState.ACCEPTED, TransactionState.TERMINATED]
+)
+
+
 class TransactionStateError(RuntimeError):
     """A transaction was asked to make a move its transition table forbids (a bug)."""
 
@@ -205,6 +212,7 @@ class Transaction:
         self._state = initial
         self._timers: dict[str, IDelayedCall] | None = None
         self._lingering: _Lingering | None = None
+        self._started_at: float | None = context.clock.seconds()
 
     @property
     def state(self) -> TransactionState:
@@ -226,6 +234,8 @@ class Transaction:
         if state not in self.TABLE[self._state].successors:
             raise TransactionStateError(f"{self!r} cannot move to {state.value}")
         self._state = state
+        if self._started_at is not None and state in _FINAL_STATES:
+            self._observe_latency()
         allowed = self.TABLE[state].timers
         timers = self._timers
         if timers:
@@ -237,6 +247,14 @@ class Transaction:
             lingering.queue.remove(lingering)
         if state is TransactionState.TERMINATED:
             self._context.forget(self)
+
+    def _observe_latency(self) -> None:
+        """Count the time to the first final state (``warden_sip_transaction_seconds``)."""
+        assert self._started_at is not None
+        elapsed = self._context.clock.seconds() - self._started_at
+        self._started_at = None
+        role = "client" if "Client" in type(self).__name__ else "server"
+        metrics.observe_transaction(self.request.method, role, max(0.0, elapsed))
 
     def _terminate(self) -> None:
         """Enter ``Terminated`` unless already there."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from warden.sip import metrics
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response
 from warden.sip.transaction_base import (
@@ -76,6 +77,7 @@ class ServerTransaction(Transaction):
 
     def _send(self, response: Response) -> bool:
         self._last_response = response
+        metrics.count_response(response.status, self.flow.transport, self.request.method)
         return self._transmit(response)
 
     def _resend_last(self) -> None:

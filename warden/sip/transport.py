@@ -158,7 +158,7 @@ class TransportHub:
             return
         if connection is not None:
             flow = Flow(transport, flow.host, flow.port, connection)
-        metrics.RESPONSES_SENT.labels(f"{status // 100}xx", transport).inc()
+        metrics.count_response(status, transport, partial.method)
         try:
             self.send(response, flow)
         except TransportError:

@@ -10,5 +10,12 @@ Warden's stores: the only package that holds SQL.
 - ``spool``: ``SpooledCallRecordStore``, the fsync'd spool that loses no call record.
 - ``caching``: ``CachingDirectory``, a TTL cache in front of any directory.
 - ``migrate``: numbered schema files per dialect, applied at start-up.
+- ``url``: store URLs (``sqlite:...``, ``postgresql://...``) and the store password.
+- ``backend``: opens the stores a URL names (``open_stores``, ``check_store``).
+- ``pgpool``: ``PostgreSQLPool``, txpostgres connections with reconnection and
+  bounded retries.
+- ``postgres``, ``pglocation``, ``pgadmin``: the PostgreSQL backend (directory,
+  call records, live calls, bindings, admin accounts and audit log).
+- ``copy``: copying directory and call records between stores (migrate-store).
 - ``credentials``: digest HA1 values and ``make_extension``.
 """

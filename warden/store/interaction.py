@@ -8,10 +8,11 @@ interaction's name ("get_extension", "flush_bindings", ...) labels the metric
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -24,6 +25,28 @@ INTERACTIONS = Counter(
     "Database interactions run by the stores, by name and outcome.",
     ["interaction", "outcome"],
 )
+
+
+INTERACTION_SECONDS = Histogram(
+    "warden_store_interaction_seconds",
+    "Time each named database interaction took in the pool's thread",
+    ["interaction"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+
+
+def _timed(
+    name: str, interaction: Callable[Concatenate[adbapi.Transaction, _P], _T]
+) -> Callable[Concatenate[adbapi.Transaction, _P], _T]:
+    """``interaction``, timed by prometheus_client's timer where it runs (the pool's thread)."""
+    histogram = INTERACTION_SECONDS.labels(name)
+
+    @functools.wraps(interaction)
+    def timed(txn: adbapi.Transaction, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with histogram.time():
+            return interaction(txn, *args, **kwargs)
+
+    return timed
 
 
 def _count(name: str, outcome: str) -> None:
@@ -49,7 +72,7 @@ def run_interaction(
         interaction: the function run in the pool's thread.
     """
     d: Deferred[_T] = pool.runInteraction(  # type: ignore[no-untyped-call]
-        interaction, *args, **kwargs
+        _timed(name, interaction), *args, **kwargs
     )
 
     def ok(result: _T) -> _T:

@@ -312,7 +312,7 @@ class SQLiteLocationService:
         """
         if self._written():
             return defer.fail(StoreError("load() must run before the first write"))
-        d = run_interaction(self._pool, "load_bindings", _load_bindings_txn, self._clock.seconds())
+        d = self._load_rows(self._clock.seconds())
 
         def loaded(bindings: list[Binding]) -> int:
             if self._written():
@@ -324,6 +324,16 @@ class SQLiteLocationService:
 
     def _written(self) -> bool:
         return bool(self._dirty) or self._running is not None
+
+    # the two database interactions (another backend overrides these)
+
+    def _load_rows(self, now: float) -> Deferred[list[Binding]]:
+        """Delete the rows expired at ``now``; fire with the others."""
+        return run_interaction(self._pool, "load_bindings", _load_bindings_txn, now)
+
+    def _write_rows(self, rows: dict[str, list[Row]]) -> Deferred[None]:
+        """Replace the stored bindings of each AOR in ``rows`` with its rows."""
+        return run_interaction(self._pool, "flush_bindings", _flush_bindings_txn, rows)
 
     # reads: from memory
 
@@ -414,7 +424,7 @@ class SQLiteLocationService:
         aors, self._dirty = self._dirty, set()
         self._running, self._next_waiters = self._next_waiters, []
         rows = {aor: [_binding_row(b) for b in self._table.stored(aor)] for aor in aors}
-        d = run_interaction(self._pool, "flush_bindings", _flush_bindings_txn, rows)
+        d = self._write_rows(rows)
         d.addCallbacks(self._flushed, self._flush_failed, errbackArgs=(aors,))
         d.addErrback(lambda f: self._log.failure("bug in the bindings write-behind", f))
 

@@ -1,0 +1,225 @@
+"""
+Registration throughput with shared state: the registration ramp of
+``bench.register`` run against
+
+1. one node on SQLite with in-process bindings (the single-node baseline),
+2. one node on PostgreSQL + Redis (``[state] url``),
+3. two nodes on PostgreSQL + Redis, on 127.0.0.2 and 127.0.0.3, with SIPp split
+   across them: half the extensions register through each node, each SIPp at
+   half the step's rate, both at once.
+
+Targets (issue 4): the Redis-backed registrar keeps at least 80% of the
+single-node rate; two nodes together reach at least 1.6x one node. On a small
+machine the nodes and SIPp compete for the same cores, so each step reports the
+CPU of every process (100% = one core).
+
+Run from the repository root (needs sipp, redis-server and PostgreSQL; the
+servers are throwaway ones on free ports)::
+
+    python -m bench.cluster                       # about ten minutes
+    python -m bench.cluster --users 2000 --rates 250,500 --step-seconds 5   # quick
+
+Progress goes to stderr; the result is one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+from bench.register import (
+    REGISTER_SCENARIO,
+    Runner,
+    log,
+    machine,
+    max_rate,
+    provision_in_batches,
+)
+from tests.integration.harness import WardenProcess
+from tests.integration.test_failover import NODE_A, NODE_B, NodeProcess
+from warden.testing import servers
+
+RATES = (250, 500, 750, 1000, 1500, 2000, 3000, 4000)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__)
+    parser.add_argument("--users", type=int, default=10_000, help="extensions (default 10000)")
+    parser.add_argument("--rates", help="comma-separated step rates (default: 250..4000)")
+    parser.add_argument("--step-seconds", type=float, default=10.0, help="length of a step")
+    parser.add_argument("--fill-rate", type=float, default=500.0, help="rate of the fill")
+    parser.add_argument(
+        "--state-timeout", type=float, default=1.0, help="[state] timeout, seconds (default 1)"
+    )
+    parser.add_argument("--workdir", help="keep files here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    args.rate_list = [int(r) for r in args.rates.split(",")] if args.rates else list(RATES)
+    args.transport = "udp"
+    return args
+
+
+def shared_settings(cluster: str, timeout: float) -> dict[str, dict[str, object]]:
+    """A fresh PostgreSQL database and a Redis namespace for one phase."""
+    database = f"bench_{cluster[:12]}"
+    url = servers.postgresql().create_database(database)
+    return {
+        "store": {"url": url},
+        "state": {"url": servers.redis().url, "timeout": timeout},
+        "cluster": {"name": cluster},
+    }
+
+
+async def single_phase(
+    args: argparse.Namespace, workdir: Path, label: str, settings: dict[str, dict[str, object]]
+) -> dict[str, Any]:
+    """Provision, fill and ramp against one node."""
+    warden = WardenProcess(workdir / label, settings=settings)
+    log(f"{label}: starting Warden on {warden.address} ({warden.workdir})")
+    await warden.start()
+    try:
+        users_csv = await provision_in_batches(warden, args.users)
+        runner = Runner(args, workdir / label, users_csv)
+        fill = await runner.step(
+            "fill", warden.address, warden.pid, REGISTER_SCENARIO, args.fill_rate, args.users
+        )
+        steps = await runner.ramp(label, warden.address, warden.pid, REGISTER_SCENARIO)
+    finally:
+        await warden.stop()
+    return {"fill": fill, "steps": steps, "max_rate_100pct": max_rate(steps)}
+
+
+def split_csv(users_csv: Path) -> tuple[Path, Path]:
+    """The SIPp injection file in two halves (one per node)."""
+    lines = users_csv.read_text(encoding="ascii").splitlines()
+    header, rows = lines[0], lines[1:]
+    halves = []
+    for index, part in enumerate((rows[0::2], rows[1::2])):
+        path = users_csv.with_name(f"users-{index}.csv")
+        path.write_text("\n".join([header, *part]) + "\n", encoding="ascii")
+        halves.append(path)
+    return halves[0], halves[1]
+
+
+def combine(rate: int, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two nodes' simultaneous steps as one: summed counts and rates, each CPU."""
+    return {
+        "rate": rate,
+        "planned": sum(s["planned"] for s in steps),
+        "attempted": sum(s["attempted"] for s in steps),
+        "succeeded": sum(s["succeeded"] for s in steps),
+        "failed": sum(s["failed"] for s in steps),
+        "achieved_rate": round(sum(s["achieved_rate"] for s in steps), 1),
+        "p95_ms": max((s["p95_ms"] for s in steps if s["p95_ms"] is not None), default=None),
+        "node_a_cpu_pct": steps[0]["warden_cpu_pct"],
+        "node_b_cpu_pct": steps[1]["warden_cpu_pct"],
+        "sipp_cpu_pct": round(steps[0]["sipp_cpu_pct"], 1),
+        "per_node": steps,
+    }
+
+
+async def pair_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Two nodes sharing PostgreSQL and Redis, SIPp split across them."""
+    settings = shared_settings(uuid.uuid4().hex, args.state_timeout)
+    nodes = []
+    for host, node_id in ((NODE_A, "a"), (NODE_B, "b")):
+        node_settings = {**settings, "cluster": {**settings["cluster"], "node_id": node_id}}
+        node = NodeProcess(workdir / f"node-{node_id}", host, node_settings)
+        log(f"two nodes: starting node {node_id} on {node.address}")
+        await node.start()
+        nodes.append(node)
+    a, b = nodes
+    try:
+        users_csv = await provision_in_batches(a, args.users)
+        halves = split_csv(users_csv)
+        runners = [Runner(args, workdir / f"node-{n}", h) for n, h in zip("ab", halves)]
+        fills = await defer.gatherResults(
+            [
+                defer.Deferred.fromCoroutine(
+                    r.step(
+                        "fill",
+                        n.address,
+                        n.pid,
+                        REGISTER_SCENARIO,
+                        args.fill_rate / 2,
+                        args.users // 2,
+                    )  # fmt: skip
+                )
+                for r, n in zip(runners, nodes)
+            ]
+        )
+        steps = []
+        for rate in args.rate_list:
+            calls = max(1, int(rate / 2 * args.step_seconds))
+            both = await defer.gatherResults(
+                [
+                    defer.Deferred.fromCoroutine(
+                        r.step(
+                            f"node-{n.host}", n.address, n.pid, REGISTER_SCENARIO, rate / 2, calls
+                        )  # fmt: skip
+                    )
+                    for r, n in zip(runners, nodes)
+                ]
+            )
+            step = combine(rate, both)
+            log(f"two nodes {rate}/s: {step['succeeded']}/{step['planned']} ok,"
+                f" achieved {step['achieved_rate']}/s, CPU a {step['node_a_cpu_pct']}%"
+                f" b {step['node_b_cpu_pct']}%")  # fmt: skip
+            steps.append(step)
+            if step["failed"] or step["achieved_rate"] < rate / 2:
+                break
+    finally:
+        for node in nodes:
+            await node.stop()
+    return {"fill": fills, "steps": steps, "max_rate_100pct": max_rate(steps)}
+
+
+async def main(reactor: Any, argv: Sequence[str]) -> None:
+    """Run the three phases and print the JSON document."""
+    args = parse_args(argv)
+    if shutil.which("sipp") is None:
+        raise SystemExit("sipp is not installed (apt-get install sip-tester)")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="warden-bench-cluster-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        sqlite = await single_phase(args, workdir, "sqlite", {})
+        redis_settings = shared_settings(uuid.uuid4().hex, args.state_timeout)
+        redis = await single_phase(args, workdir, "postgresql-redis", redis_settings)
+        pair = await pair_phase(args, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    base = sqlite["max_rate_100pct"] or 0
+    document = {
+        "command": shlex.join(["python", "-m", "bench.cluster", *argv]),
+        "machine": machine(),
+        "users": args.users,
+        "step_seconds": args.step_seconds,
+        "sqlite_single_node": sqlite,
+        "postgresql_redis_single_node": redis,
+        "postgresql_redis_two_nodes": pair,
+        "ratios": {
+            "redis_vs_single": round((redis["max_rate_100pct"] or 0) / base, 2) if base else None,
+            "two_nodes_vs_single": round((pair["max_rate_100pct"] or 0) / base, 2)
+            if base
+            else None,
+        },
+        "duration_seconds": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, sys.argv[1:])))

@@ -1,0 +1,336 @@
+"""
+Making backups: database, configuration and files into one directory with a
+manifest, published atomically, optionally sealed into an encrypted archive.
+
+A backup is built in ``<directory>/.<name>.partial`` and renamed to
+``<directory>/<name>`` only once complete (the manifest is the last file
+written), so a reader never sees half a backup; an encrypted one is written as
+``.<name>.tar.aesgcm.partial`` and renamed the same way. Names carry the UTC
+time and the type: ``warden-20261125T194640Z-full``.
+
+The work is blocking (copies, hashes): ``twistd warden`` and ``wardenctl`` run
+L{create_backup} in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+import warden
+from warden.ops.drtest import crypto
+from warden.ops.drtest.database import (
+    POSTGRES_DUMP,
+    SQLITE_DUMP,
+    PostgresTarget,
+    SQLiteTarget,
+    Target,
+    dump_sqlite,
+    inspect_sqlite,
+    sqlite_schema_version,
+)
+from warden.ops.drtest.manifest import (
+    MANIFEST_NAME,
+    BackupError,
+    DatabaseInfo,
+    Manifest,
+    describe_files,
+)
+
+NAME = re.compile(r"^warden-(\d{8}T\d{6})Z-(full|database|config|files)(?:-\d+)?(\.tar\.aesgcm)?$")
+DEFAULT_FILE_DIRS = ("voicemail", "recordings")
+_KEY_SUFFIXES = (".key", ".pem", ".p12", ".pfx")
+_SECRET_WORDS = ("password", "secret", "key")
+# The backup key itself never goes into a backup, encrypted or not.
+_NEVER = ("backup.key_file",)
+
+
+@attrs.frozen
+class BackupSources:
+    """
+    What a backup reads.
+
+    Attributes:
+        database: the live database.
+        config_path: the configuration file; None when Warden runs on defaults.
+        data_dir: the data directory (file directories are relative to it).
+        file_dirs: the directories of voicemail and recordings to back up.
+        include_keys: back up private keys referenced by the configuration even
+            without encryption (they are always included in encrypted backups).
+    """
+
+    database: Target
+    config_path: str | None
+    data_dir: str
+    file_dirs: tuple[str, ...] = DEFAULT_FILE_DIRS
+    include_keys: bool = False
+
+    def file_dir_paths(self) -> list[tuple[str, Path]]:
+        """``(name, absolute path)`` of every configured file directory."""
+        result = []
+        for entry in self.file_dirs:
+            path = Path(entry) if os.path.isabs(entry) else Path(self.data_dir) / entry
+            result.append((Path(entry).name, path.resolve()))
+        return result
+
+
+def backup_name(kind: str, now: float, encrypted: bool, directory: Path) -> str:
+    """A fresh name in ``directory`` for a backup of ``kind`` made at ``now``."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
+    suffix = crypto.SUFFIX if encrypted else ""
+    base = f"warden-{stamp}Z-{kind}"
+    name, n = base, 1
+    while (directory / (name + suffix)).exists() or (
+        directory / f".{name}{suffix}.partial"
+    ).exists():
+        name = f"{base}-{n}"
+        n += 1
+    return name + suffix
+
+
+def list_backups(directory: Path) -> list[tuple[float, Path]]:
+    """The published backups in ``directory`` as ``(created_at, path)``, oldest first."""
+    found: list[tuple[float, Path]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        match = NAME.match(entry.name)
+        if match is None:
+            continue
+        stamp = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+        found.append((stamp.timestamp(), Path(entry.path)))
+    found.sort(key=lambda item: (item[0], item[1].name))
+    return found
+
+
+def latest_backup(directory: Path) -> Path:
+    """
+    The newest backup in ``directory``.
+
+    Raises:
+        BackupError: there is none.
+    """
+    backups = list_backups(directory)
+    if not backups:
+        raise BackupError(f"{directory}: no backups found")
+    return backups[-1][1]
+
+
+def prune_backups(directory: Path, keep_count: int, keep_seconds: float, now: float) -> list[Path]:
+    """
+    Delete backups beyond the newest ``keep_count`` and those older than
+    ``keep_seconds`` (0: no limit); the newest backup is always kept.
+
+    Returns:
+        The paths deleted.
+    """
+    backups = list_backups(directory)
+    doomed = []
+    for index, (created, path) in enumerate(backups[:-1]):
+        too_many = keep_count > 0 and len(backups) - index > keep_count
+        too_old = keep_seconds > 0 and now - created > keep_seconds
+        if too_many or too_old:
+            doomed.append(path)
+    for path in doomed:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return doomed
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a TOML document, with the dotted key it sits under."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _strings(item, f"{key}.{name}" if key else name)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item, key)
+
+
+def _is_secret(key: str, path: Path) -> bool:
+    """A private key or password file: named so, or holding a PEM private key."""
+    name = key.rsplit(".", 1)[-1].lower()
+    if any(word in name for word in _SECRET_WORDS):
+        return True
+    if path.suffix.lower() in _KEY_SUFFIXES and path.suffix.lower() != ".pem":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return b"PRIVATE KEY" in f.read(65536)
+    except OSError:
+        return False
+
+
+def _copy_config(sources: BackupSources, root: Path, encrypted: bool) -> dict[str, Any]:
+    """Copy the configuration file and every file it names; returns the manifest part."""
+    config_path = Path(sources.config_path or "").resolve()
+    if not sources.config_path:
+        return {"source": None, "file": None, "referenced": {}, "excluded_keys": []}
+    try:
+        text = config_path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise BackupError(f"{config_path}: cannot read the configuration: {e}") from None
+    folder = root / "config"
+    folder.mkdir(parents=True)
+    shutil.copy2(config_path, folder / config_path.name)
+    referenced: dict[str, str] = {}
+    excluded: list[str] = []
+    database = (
+        os.path.abspath(sources.database.path)
+        if isinstance(sources.database, SQLiteTarget)
+        else ""
+    )
+    for key, value in _strings(data):
+        if not value or "\n" in value or len(value) > 4096 or key in _NEVER:
+            continue
+        candidate = Path(value) if os.path.isabs(value) else config_path.parent / value
+        try:
+            if not candidate.is_file() or str(candidate.resolve()) == database:
+                continue
+        except OSError:
+            continue
+        candidate = candidate.resolve()
+        if _is_secret(key, candidate) and not (encrypted or sources.include_keys):
+            excluded.append(value)
+            continue
+        stored = f"config/files/{len(referenced)}-{candidate.name}"
+        (root / "config" / "files").mkdir(exist_ok=True)
+        shutil.copy2(candidate, root / stored)
+        referenced[stored] = value
+    return {
+        "source": str(config_path),
+        "file": f"config/{config_path.name}",
+        "referenced": referenced,
+        "excluded_keys": excluded,
+    }
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def _copy_file_dirs(sources: BackupSources, root: Path) -> list[str]:
+    copied = []
+    for name, path in sources.file_dir_paths():
+        if not path.is_dir():
+            continue
+        shutil.copytree(path, root / "files" / name, symlinks=False)
+        copied.append(name)
+    return copied
+
+
+# -- database -----------------------------------------------------------------------
+
+
+def _dump_database(database: Target, root: Path) -> tuple[DatabaseInfo, int | None]:
+    (root / "database").mkdir()
+    if isinstance(database, PostgresTarget):
+        from warden.ops.drtest import postgres
+
+        return postgres.dump(database.url, root / POSTGRES_DUMP)
+    dump = root / SQLITE_DUMP
+    dump_sqlite(database.path, dump)
+    return inspect_sqlite(dump), sqlite_schema_version(dump)
+
+
+#: The CPU niceness of backup work: SIP handling always comes first.
+BACKUP_NICENESS = 10
+
+
+def lower_priority(thread_id: int = 0) -> int:
+    """
+    Lower the CPU priority of this process (``thread_id`` 0) or of one thread
+    (its native id; Linux schedules threads separately) to L{BACKUP_NICENESS};
+    children started afterwards (``pg_dump``) inherit it. Returns the previous
+    niceness, for L{restore_priority}.
+    """
+    previous = os.getpriority(os.PRIO_PROCESS, thread_id)
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread_id, max(previous, BACKUP_NICENESS))
+    except OSError:
+        pass
+    return previous
+
+
+def restore_priority(previous: int, thread_id: int) -> None:
+    """Undo L{lower_priority} for a thread (a pool thread serves other work later)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread_id, previous)
+    except OSError:
+        pass
+
+
+def create_backup(
+    sources: BackupSources,
+    kind: str,
+    directory: Path,
+    now: float,
+    key: bytes | None = None,
+) -> Path:
+    """
+    Make a backup of ``kind`` (``full``, ``database``, ``config``, ``files``) in
+    ``directory`` and return its path once it is published.
+
+    Args:
+        now: the time recorded as ``created_at`` (from the caller's clock).
+        key: a 256-bit key: the backup is then one encrypted archive.
+
+    Raises:
+        BackupError: a source is missing or unreadable, or the directory cannot
+            be written; nothing is published then.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    name = backup_name(kind, now, key is not None, directory)
+    partial = directory / f".{name.removesuffix(crypto.SUFFIX)}.partial"
+    sealed_partial = directory / f".{name}.partial"
+    try:
+        partial.mkdir()
+        database, schema, config, file_dirs = None, None, None, []
+        if kind in ("full", "database"):
+            database, schema = _dump_database(sources.database, partial)
+        if kind in ("full", "config"):
+            config = _copy_config(sources, partial, encrypted=key is not None)
+        if kind in ("full", "files"):
+            file_dirs = _copy_file_dirs(sources, partial)
+        manifest = Manifest(
+            warden_version=warden.__version__,
+            schema_version=schema,
+            type=kind,
+            created_at=now,
+            files=describe_files(partial),
+            database=database,
+            config=config,
+            file_dirs=tuple(file_dirs),
+        )
+        (partial / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        if key is None:
+            os.rename(partial, directory / name)
+        else:
+            crypto.seal_directory(partial, sealed_partial, key)
+            os.rename(sealed_partial, directory / name)
+            shutil.rmtree(partial)
+    except OSError as e:
+        raise BackupError(f"{directory}: cannot write the backup: {e}") from None
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+        if sealed_partial.exists():
+            sealed_partial.unlink()
+    return directory / name

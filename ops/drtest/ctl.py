@@ -1,0 +1,137 @@
+"""
+``wardenctl backup`` and ``wardenctl restore``::
+
+    wardenctl backup [--type full|database|config|files] [--to DIR] [--key-file FILE]
+    wardenctl restore BACKUP [--to-database URL|PATH] [--data-dir DIR]
+                             [--config-to DIR] [--key-file FILE] [--force]
+
+``backup`` prints the path of the new backup. ``restore`` verifies the backup
+(manifest, every SHA-256, schema version) before writing anything, migrates a
+backup from an older Warden forward, refuses one from a newer Warden, and
+refuses to overwrite a database that holds data unless ``--force`` is given.
+
+Exit status: 0 done, 1 failed (the message says why), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from twisted.internet.interfaces import IReactorTime
+
+from warden.config import BACKUP_TYPES, WardenConfig
+from warden.ops.drtest import restore
+from warden.ops.drtest.backup import BackupSources, create_backup, lower_priority
+from warden.ops.drtest.crypto import load_key
+from warden.ops.drtest.database import Target, live_target, parse_target
+from warden.ops.drtest.manifest import BackupError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def add_commands(areas: Any) -> None:
+    """Add ``backup`` and ``restore`` to wardenctl's sub-parsers."""
+    backup = areas.add_parser("backup", help="make a backup now")
+    backup.add_argument("--type", choices=BACKUP_TYPES, default=None,
+                        help="what to back up (default: [backup] type)")  # fmt: skip
+    backup.add_argument("--to", metavar="DIR", help="where (default: [backup] directory)")
+    backup.add_argument("--key-file", metavar="FILE", help="encrypt with this 256-bit key")
+    backup.set_defaults(standalone=_backup)
+
+    rest = areas.add_parser("restore", help="restore a backup (verified first)")
+    rest.add_argument("backup", metavar="BACKUP", help="a backup directory or encrypted archive")
+    rest.add_argument(
+        "--to-database", metavar="URL|PATH", help="restore the database here (default: its own)"
+    )
+    rest.add_argument(
+        "--data-dir", dest="restore_data_dir", metavar="DIR",
+        help="restore voicemail and recordings here (default: data_dir)",
+    )  # fmt: skip
+    rest.add_argument("--config-to", metavar="DIR", help="also restore the configuration here")
+    rest.add_argument("--key-file", metavar="FILE", help="key of an encrypted backup")
+    rest.add_argument(
+        "--force", action="store_true", help="overwrite a database with data, and changed files"
+    )
+    rest.set_defaults(standalone=_restore)
+
+
+def _key(args: argparse.Namespace, config: WardenConfig) -> bytes | None:
+    key_file = args.key_file or config.backup.key_file
+    return load_key(key_file) if key_file else None
+
+
+def _backup(
+    args: argparse.Namespace, config: WardenConfig, clock: IReactorTime, out: TextIO
+) -> int:
+    section = config.backup
+    sources = BackupSources(
+        live_target(config), args.config, config.server.data_dir, section.file_dirs,
+        section.include_keys,
+    )  # fmt: skip
+    directory = Path(args.to or section.directory or Path(config.server.data_dir) / "backups")
+    lower_priority()
+    started = clock.seconds()
+    path = create_backup(
+        sources, args.type or section.type, directory, started, _key(args, config)
+    )
+    print(f"backup {path} made in {clock.seconds() - started:.2f}s", file=out)
+    return EXIT_OK
+
+
+def _restore(
+    args: argparse.Namespace, config: WardenConfig, clock: IReactorTime, out: TextIO
+) -> int:
+    try:
+        target: Target = (
+            parse_target(args.to_database) if args.to_database else live_target(config)
+        )
+    except ValueError as e:
+        raise _Usage(f"--to-database: {e}") from None
+    data_dir = Path(args.restore_data_dir or config.server.data_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="warden-restore-"))
+    try:
+        root = restore.open_backup(Path(args.backup), _key(args, config), scratch)
+        manifest, problems = restore.check_backup(root)
+        if problems or manifest is None:
+            raise BackupError(f"{args.backup}: " + "; ".join(problems[:10]))
+        if manifest.database is not None:
+            applied = restore.restore_database(root, manifest, target, args.force)
+            note = f" (migrated: {', '.join(applied)})" if applied else ""
+            print(f"restored the database into {target.describe()}{note}", file=out)
+        if any(f.path.startswith("files/") for f in manifest.files):
+            count = restore.restore_files(root, manifest, data_dir, args.force)
+            print(f"restored {count} files into {data_dir}", file=out)
+        if args.config_to:
+            written = restore.restore_config(root, manifest, Path(args.config_to))
+            print(f"restored {len(written)} configuration files into {args.config_to}", file=out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return EXIT_OK
+
+
+class _Usage(Exception):
+    pass
+
+
+def run_standalone(
+    args: argparse.Namespace, config: WardenConfig, clock: IReactorTime, out: TextIO, err: TextIO
+) -> int:
+    """Run ``backup`` or ``restore``; returns the exit status."""
+    try:
+        code: int = args.standalone(args, config, clock, out)
+    except _Usage as e:
+        print(f"wardenctl: {e}", file=err)
+        return EXIT_USAGE
+    except BackupError as e:
+        print(f"wardenctl: {e}", file=err)
+        return EXIT_FAILED
+    except OSError as e:
+        print(f"wardenctl: {e}", file=err)
+        return EXIT_FAILED
+    return code

@@ -1,0 +1,247 @@
+"""
+PostgreSQL backups: ``pg_dump --format=custom`` and ``pg_restore`` (Debian's
+``postgresql-client``), with psycopg2 for the row counts and checks.
+
+The dump and the manifest's row counts come from one snapshot: a REPEATABLE
+READ transaction exports it (``pg_export_snapshot()``), counts the rows, and
+``pg_dump --snapshot`` dumps exactly that state while the PBX keeps writing.
+
+Passwords never appear on a command line or in a URL: they come from
+``$WARDEN_STORE_PASSWORD`` (as for Warden itself) and reach the client tools
+through ``PGPASSWORD`` in their environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from warden.errors import StoreError
+from warden.ops.drtest.database import POSTGRES_DUMP
+from warden.ops.drtest.manifest import BackupError, DatabaseInfo
+from warden.ops.drtest.probe import Identity
+from warden.store.migrate import load_migrations
+from warden.store.url import StoreURL, parse_store_url, read_password
+
+_MIGRATION_LOCK = 0x5741_5244_454E
+
+
+def _url(url: str) -> StoreURL:
+    try:
+        return parse_store_url(url)
+    except ValueError as e:
+        raise BackupError(f"{url}: {e}") from None
+
+
+def _password() -> str | None:
+    try:
+        return read_password("")
+    except StoreError as e:
+        raise BackupError(str(e)) from None
+
+
+def _connect(url: str, database: str | None = None) -> Any:
+    parsed = _url(url)
+    kwargs = parsed.connect_kwargs(_password())
+    if database is not None:
+        kwargs["dbname"] = database
+    try:
+        return psycopg2.connect(**kwargs)
+    except psycopg2.Error as e:
+        raise BackupError(f"{parsed}: cannot connect: {str(e).strip()}") from None
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BackupError(f"{name} is not installed (apt-get install postgresql-client)")
+    return path
+
+
+def _run_tool(args: list[str], what: str) -> None:
+    env = dict(os.environ)
+    password = _password()
+    if password is not None:
+        env["PGPASSWORD"] = password
+    result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BackupError(f"{what} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+
+
+def _counts(cursor: Any) -> tuple[dict[str, int], float | None, int | None]:
+    cursor.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+    )
+    tables = [str(row[0]) for row in cursor.fetchall()]
+    counts = {}
+    for table in tables:
+        cursor.execute(f'SELECT count(*) FROM "{table}"')
+        counts[table] = int(cursor.fetchone()[0])
+    last = None
+    if "call_records" in counts:
+        cursor.execute("SELECT max(ended_at) FROM call_records")
+        value = cursor.fetchone()[0]
+        last = float(value) if value is not None else None
+    version = None
+    if "schema_version" in counts:
+        cursor.execute("SELECT max(version) FROM schema_version")
+        value = cursor.fetchone()[0]
+        version = int(value) if value is not None else None
+    return counts, last, version
+
+
+def dump(url: str, destination: Path) -> tuple[DatabaseInfo, int | None]:
+    """
+    Dump the database at ``url`` to ``destination`` (custom format) and describe
+    it; returns ``(info, schema_version)``.
+    """
+    pg_dump = _tool("pg_dump")
+    connection = _connect(url)
+    try:
+        connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = str(cursor.fetchone()[0])
+            counts, last, version = _counts(cursor)
+            _run_tool(
+                [pg_dump, "--format=custom", f"--snapshot={snapshot}", "--no-owner",
+                 f"--file={destination}", f"--dbname={_url(url)}"],
+                "pg_dump",
+            )  # fmt: skip
+        connection.rollback()
+    except psycopg2.Error as e:
+        raise BackupError(f"{_url(url)}: {str(e).strip()}") from None
+    finally:
+        connection.close()
+    return DatabaseInfo("postgresql", POSTGRES_DUMP, counts, last), version
+
+
+def has_data(url: str) -> bool:
+    """Whether the database at ``url`` has any table."""
+    connection = _connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+            return int(cursor.fetchone()[0]) > 0
+    finally:
+        connection.close()
+
+
+def _migrate(url: str) -> list[str]:
+    migrations = load_migrations("postgresql")
+    connection = _connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            cursor.execute("SELECT version FROM schema_version")
+            done = {int(row[0]) for row in cursor.fetchall()}
+            newest = max((m.version for m in migrations), default=0)
+            if done and max(done) > newest:
+                raise BackupError(
+                    f"the database has schema version {max(done):04d}, newer than this"
+                    f" Warden knows (up to {newest:04d})"
+                )
+            applied = []
+            for migration in migrations:
+                if migration.version not in done:
+                    cursor.execute(migration.sql)
+                    cursor.execute(
+                        "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                    applied.append(migration.name)
+        connection.commit()
+        return applied
+    except psycopg2.Error as e:
+        raise BackupError(f"{_url(url)}: cannot migrate: {str(e).strip()}") from None
+    finally:
+        connection.close()
+
+
+def restore(dump_file: Path, url: str) -> list[str]:
+    """
+    ``pg_restore`` the dump into the database at ``url`` (in one transaction,
+    replacing what is there), then migrate it forward; returns the migrations
+    applied.
+    """
+    pg_restore = _tool("pg_restore")
+    _run_tool(
+        [pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges",
+         "--single-transaction", "--exit-on-error", f"--dbname={_url(url)}", str(dump_file)],
+        "pg_restore",
+    )  # fmt: skip
+    return _migrate(url)
+
+
+def create_scratch(live_url: str) -> str:
+    """Create an empty scratch database next to the live one; returns its URL."""
+    name = f"warden_drtest_{uuid.uuid4().hex[:12]}"
+    connection = _connect(live_url)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    except psycopg2.Error as e:
+        raise BackupError(f"cannot create a scratch database: {str(e).strip()}") from None
+    finally:
+        connection.close()
+    parsed = _url(live_url)
+    return str(StoreURL("postgresql", host=parsed.host, port=parsed.port, database=name,
+                        user=parsed.user, params=parsed.params))  # fmt: skip
+
+
+def drop_scratch(url: str) -> None:
+    """Drop a scratch database made by L{create_scratch}."""
+    parsed = _url(url)
+    if not parsed.database.startswith("warden_drtest_"):
+        raise BackupError(f"{parsed}: not a scratch database; not dropping it")
+    connection = _connect(url, database="postgres")
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    except psycopg2.Error as e:
+        raise BackupError(f"cannot drop {parsed}: {str(e).strip()}") from None
+    finally:
+        connection.close()
+
+
+def inspect(url: str) -> tuple[DatabaseInfo, int | None, list[str]]:
+    """Row counts, schema version, and constraints left unvalidated (problems)."""
+    connection = _connect(url)
+    try:
+        with connection.cursor() as cursor:
+            counts, last, version = _counts(cursor)
+            cursor.execute(
+                "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid ="
+                " c.connamespace WHERE n.nspname = current_schema() AND NOT c.convalidated"
+            )
+            problems = [f"constraint {row[0]} is not validated" for row in cursor.fetchall()]
+        connection.rollback()
+    finally:
+        connection.close()
+    return DatabaseInfo("postgresql", POSTGRES_DUMP, counts, last), version, problems
+
+
+def prepare_scratch(url: str) -> list[Identity]:
+    """Forget live registrations and calls; the first two enabled extensions."""
+    connection = _connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM bindings")
+            cursor.execute("DELETE FROM live_calls")
+            cursor.execute(
+                "SELECT number, realm, ha1_md5, ha1_sha256 FROM extensions WHERE enabled"
+                " ORDER BY length(number), number LIMIT 2"
+            )
+            rows = cursor.fetchall()
+        connection.commit()
+    finally:
+        connection.close()
+    return [Identity(str(n), str(r), {"MD5": str(m), "SHA-256": str(s)}) for n, r, m, s in rows]

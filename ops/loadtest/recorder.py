@@ -1,0 +1,259 @@
+"""
+What a load test measured, as it happens: per-phase counts and causes of
+failure, response codes by method, every timer's samples, RTP quality, and a
+timeline in one-second buckets for the progress line and the charts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import attrs
+
+from warden.ops.loadtest.media import DirectionQuality
+from warden.ops.loadtest.results import CallResult, RegistrationResult
+from warden.ops.loadtest.stats import call_quality, percentile, summarize
+
+
+@attrs.define
+class PhaseCounts:
+    """Attempts, successes and failures (by cause) of one kind of operation."""
+
+    attempted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    causes: Counter[str] = attrs.field(factory=Counter)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Percent of finished operations that succeeded (None before any finished)."""
+        done = self.succeeded + self.failed
+        return 100.0 * self.succeeded / done if done else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "attempted": self.attempted,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "success_rate": self.success_rate,
+            "failures": dict(self.causes.most_common()),
+        }
+
+
+@attrs.define
+class Bucket:
+    """One second of the run."""
+
+    offered: float = 0.0
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    causes: Counter[str] = attrs.field(factory=Counter)
+    in_flight: int = 0
+    latencies: list[float] = attrs.field(factory=list)
+    rtp_sent: int = 0
+    rtp_lost: int = 0
+
+
+@attrs.define
+class RtpTotals:
+    """RTP quality over every call with media (both directions)."""
+
+    calls: int = 0
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    jitter_ms: list[float] = attrs.field(factory=list)
+    latency_ms: list[float] = attrs.field(factory=list)
+    latency_ms_max: float = 0.0
+    mos: list[float] = attrs.field(factory=list)
+    r_factor: list[float] = attrs.field(factory=list)
+
+    def add(self, direction: DirectionQuality) -> None:
+        """Account one direction of one call."""
+        self.sent += direction.sent
+        self.received += direction.received
+        self.lost += direction.lost
+        self.jitter_ms.append(direction.jitter_ms)
+        if direction.latency_ms_mean is not None:
+            self.latency_ms.append(direction.latency_ms_mean)
+        if direction.latency_ms_max is not None:
+            self.latency_ms_max = max(self.latency_ms_max, direction.latency_ms_max)
+
+    @property
+    def loss_percent(self) -> float:
+        """Lost over sent, percent."""
+        return 100.0 * self.lost / self.sent if self.sent else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "calls": self.calls,
+            "packets_sent": self.sent,
+            "packets_received": self.received,
+            "packets_lost": self.lost,
+            "loss_percent": self.loss_percent,
+            "jitter_ms": summarize(self.jitter_ms).as_dict(),
+            "latency_ms": summarize(self.latency_ms).as_dict(),
+            "latency_ms_max": self.latency_ms_max if self.latency_ms else None,
+            "mos": summarize(self.mos).as_dict(),
+            "r_factor": summarize(self.r_factor).as_dict(),
+        }
+
+
+class Recorder:
+    """
+    Collects results. ``start`` is the clock time the measured load began;
+    buckets are whole seconds after it.
+    """
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.phases: dict[str, PhaseCounts] = {}
+        self.responses: dict[str, Counter[str]] = {}
+        self.timers: dict[str, list[float]] = {}
+        self.rtp = RtpTotals()
+        self.buckets: list[Bucket] = []
+        self.in_flight = 0
+
+    def bucket(self, at: float) -> Bucket:
+        """The bucket of clock time ``at`` (created as needed)."""
+        index = max(0, int(at - self.start))
+        while len(self.buckets) <= index:
+            self.buckets.append(Bucket())
+        return self.buckets[index]
+
+    def phase(self, name: str) -> PhaseCounts:
+        """The counts of phase ``name``."""
+        counts = self.phases.get(name)
+        if counts is None:
+            counts = self.phases[name] = PhaseCounts()
+        return counts
+
+    def time(self, name: str, value: float | None) -> None:
+        """One sample of timer ``name`` (None is ignored)."""
+        if value is not None:
+            self.timers.setdefault(name, []).append(value)
+
+    def response(self, method: str, status: int) -> None:
+        """Count a final response to ``method``."""
+        self.responses.setdefault(method, Counter())[str(status)] += 1
+
+    def started(self, phase: str, at: float, measured: bool = True) -> None:
+        """An operation of ``phase`` began at ``at``."""
+        self.phase(phase).attempted += 1
+        self.in_flight += 1
+        if measured:
+            self.bucket(at).started += 1
+
+    def finished(
+        self, phase: str, at: float, ok: bool, cause: str | None, latency: float | None,
+        measured: bool = True,
+    ) -> None:  # fmt: skip
+        """An operation of ``phase`` ended at ``at``."""
+        counts = self.phase(phase)
+        self.in_flight -= 1
+        if ok:
+            counts.succeeded += 1
+        else:
+            counts.failed += 1
+            counts.causes[cause or "unknown"] += 1
+        if not measured:
+            return
+        bucket = self.bucket(at)
+        if ok:
+            bucket.succeeded += 1
+            if latency is not None:
+                bucket.latencies.append(latency)
+        else:
+            bucket.failed += 1
+            bucket.causes[f"{phase}:{cause or 'unknown'}"] += 1
+
+    def registration(
+        self, phase: str, result: RegistrationResult, at: float, measured: bool = True
+    ) -> None:
+        """Account a registration (or unregistration) that ended."""
+        for status in result.statuses:
+            self.response("REGISTER", status)
+        self.time(phase, result.duration if result.ok else None)
+        self.time(f"{phase}_auth", result.auth_duration if result.ok else None)
+        self.finished(phase, at, result.ok, result.cause, result.duration, measured)
+
+    def call(self, result: CallResult, at: float) -> None:
+        """Account a call that ended."""
+        for status in result.statuses:
+            self.response("INVITE", status)
+        if result.bye_status is not None:
+            self.response("BYE", result.bye_status)
+        self.time("call_setup", result.setup_time)
+        self.time("call_setup_auth", result.auth_setup_time)
+        self.time("post_dial_delay", result.post_dial_delay)
+        self.time("bye", result.bye_time)
+        self.finished("calls", at, result.ok, result.cause, result.setup_time)
+        media = result.media
+        if media is not None:
+            self.rtp.calls += 1
+            self.rtp.add(media.to_caller)
+            self.rtp.add(media.to_callee)
+            sent = media.to_caller.sent + media.to_callee.sent
+            lost = media.to_caller.lost + media.to_callee.lost
+            latencies = [
+                d.latency_ms_mean
+                for d in (media.to_caller, media.to_callee)
+                if d.latency_ms_mean is not None
+            ]
+            delay = sum(latencies) / len(latencies) if latencies else 0.0
+            jitter = max(media.to_caller.jitter_ms, media.to_callee.jitter_ms)
+            # A jitter buffer of twice the jitter adds to the mouth-to-ear delay.
+            r, mos = call_quality(lost / sent if sent else 1.0, delay + 2 * jitter)
+            self.rtp.r_factor.append(r)
+            self.rtp.mos.append(mos)
+            bucket = self.bucket(at)
+            bucket.rtp_sent += sent
+            bucket.rtp_lost += lost
+
+    def sample_in_flight(self, at: float) -> None:
+        """Remember how many operations are in flight now (once a second)."""
+        self.bucket(at).in_flight = self.in_flight
+
+    def recent_p95(self, now: float, seconds: int = 5) -> float | None:
+        """p95 of the latencies of the last ``seconds`` whole seconds."""
+        last = int(now - self.start)
+        values: list[float] = []
+        for index in range(max(0, last - seconds + 1), min(last + 1, len(self.buckets))):
+            values.extend(self.buckets[index].latencies)
+        return percentile(values, 95)
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """The buckets, JSON-ready."""
+        rows = []
+        for second, bucket in enumerate(self.buckets):
+            rows.append(
+                {
+                    "t": second,
+                    "offered": round(bucket.offered, 3),
+                    "started": bucket.started,
+                    "succeeded": bucket.succeeded,
+                    "failed": bucket.failed,
+                    "failures": dict(bucket.causes),
+                    "in_flight": bucket.in_flight,
+                    "p50": percentile(bucket.latencies, 50),
+                    "p95": percentile(bucket.latencies, 95),
+                    "rtp_loss_percent": (
+                        100.0 * bucket.rtp_lost / bucket.rtp_sent if bucket.rtp_sent else None
+                    ),
+                }
+            )
+        return rows
+
+    def timer_summaries(self) -> dict[str, dict[str, float | int | None]]:
+        """Every timer's summary, JSON-ready."""
+        return {name: summarize(values).as_dict() for name, values in sorted(self.timers.items())}
+
+
+def finite(value: float | None) -> float | None:
+    """``value`` unless it is NaN or infinite."""
+    return value if value is not None and math.isfinite(value) else None

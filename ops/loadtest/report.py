@@ -1,0 +1,220 @@
+"""
+Judging and reporting a load test: the pass/fail criteria, the progress line, the
+JSON report and the human summary.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from warden.ops.loadtest.recorder import Recorder
+
+if TYPE_CHECKING:
+    from warden.ops.loadtest.options import Settings
+    from warden.ops.loadtest.runner import Outcome
+
+REPORT_FORMAT = 1
+
+
+@attrs.frozen
+class Criterion:
+    """One pass/fail check: its name, what it compares, the threshold and the measured value."""
+
+    name: str
+    description: str
+    threshold: float
+    value: float | None
+    passed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return attrs.asdict(self)
+
+
+def measured_phases(test_type: str) -> list[tuple[str, str]]:
+    """(phase, main timer) pairs a test type is judged on."""
+    phases = []
+    if test_type in ("registrations", "mixed"):
+        phases.append(("register", "register"))
+    if test_type in ("calls", "mixed"):
+        phases.append(("calls", "call_setup"))
+    return phases
+
+
+def evaluate(settings: Settings, recorder: Recorder, interrupted: str | None) -> list[Criterion]:
+    """Every criterion of ``settings`` applied to what ``recorder`` holds."""
+    criteria: list[Criterion] = []
+    for phase, timer in measured_phases(settings.test_type):
+        rate = recorder.phase(phase).success_rate
+        criteria.append(
+            Criterion(
+                f"{phase}_success_rate",
+                f"percent of {phase} that succeeded >= threshold",
+                settings.min_success_rate,
+                rate,
+                rate is not None and rate >= settings.min_success_rate,
+            )
+        )
+        p95 = recorder.timer_summaries().get(timer, {}).get("p95")
+        criteria.append(
+            Criterion(
+                f"{timer}_p95",
+                f"95th percentile of {timer} time (s) <= threshold",
+                settings.max_p95,
+                p95,
+                p95 is not None and p95 <= settings.max_p95,
+            )
+        )
+    if settings.rtp and settings.test_type != "registrations":
+        rtp = recorder.rtp
+        loss = rtp.loss_percent if rtp.sent else None
+        criteria.append(
+            Criterion(
+                "rtp_loss_percent",
+                "RTP packets lost, percent of sent, both directions <= threshold",
+                settings.max_rtp_loss,
+                loss,
+                loss is not None and loss <= settings.max_rtp_loss,
+            )
+        )
+        mos = sum(rtp.mos) / len(rtp.mos) if rtp.mos else None
+        criteria.append(
+            Criterion(
+                "mos_mean",
+                "mean estimated MOS (ITU-T G.107 E-model) >= threshold",
+                settings.min_mos,
+                mos,
+                mos is not None and mos >= settings.min_mos,
+            )
+        )
+    criteria.append(
+        Criterion(
+            "completed",
+            "the run finished without interruption or time-out (1 = yes)",
+            1.0,
+            0.0 if interrupted else 1.0,
+            interrupted is None,
+        )
+    )
+    return criteria
+
+
+def progress_line(recorder: Recorder, now: float) -> str:
+    """``elapsed | rate | in flight | ok | failures by cause | p95`` for the last second."""
+    elapsed = now - recorder.start
+    previous = recorder.bucket(now - 1.0) if elapsed >= 1.0 else None
+    rate = previous.succeeded + previous.failed if previous is not None else 0
+    ok = sum(c.succeeded for c in recorder.phases.values())
+    failures: dict[str, int] = {}
+    for name, counts in recorder.phases.items():
+        for cause, n in counts.causes.items():
+            failures[f"{name}:{cause}"] = failures.get(f"{name}:{cause}", 0) + n
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "0"
+    p95 = recorder.recent_p95(now)
+    p95_text = f"{p95 * 1000:.1f} ms" if p95 is not None else "-"
+    return (
+        f"[{elapsed:6.1f}s] rate {rate}/s | in flight {recorder.in_flight} | ok {ok} | "
+        f"failed {failed} | p95 {p95_text}"
+    )
+
+
+def environment() -> dict[str, Any]:
+    """Where the generator ran."""
+    import twisted
+    from warden import __version__
+
+    return {
+        "warden_version": __version__,
+        "python": platform.python_version(),
+        "twisted": twisted.__version__,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "pid": os.getpid(),
+    }
+
+
+def build_report(settings: Settings, recorder: Recorder, outcome: Outcome) -> dict[str, Any]:
+    """The JSON report."""
+    rtp_used = settings.rtp and settings.test_type != "registrations"
+    return {
+        "format": REPORT_FORMAT,
+        "tool": "warden-loadtest",
+        "started_at": _iso(outcome.started),
+        "ended_at": _iso(outcome.ended),
+        "duration_s": outcome.ended - outcome.started,
+        "result": "pass" if outcome.exit_code == 0 else "fail",
+        "exit_code": outcome.exit_code,
+        "unreachable": outcome.unreachable,
+        "interrupted": outcome.interrupted,
+        "config": settings.public(),
+        "environment": environment(),
+        "phases": {name: counts.as_dict() for name, counts in sorted(recorder.phases.items())},
+        "responses": {
+            method: dict(sorted(counter.items())) for method, counter in recorder.responses.items()
+        },
+        "timers": recorder.timer_summaries(),
+        "rtp": recorder.rtp.as_dict() if rtp_used else None,
+        "criteria": [c.as_dict() for c in outcome.criteria],
+        "timeline": recorder.timeline(),
+    }
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _ms(value: float | int | None) -> str:
+    return f"{value * 1000:.1f}" if value is not None else "-"
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """The human summary printed at the end of a run."""
+    lines = [f"warden-loadtest: {report['result'].upper()} (exit status {report['exit_code']})"]
+    if report["unreachable"]:
+        lines.append(f"  PBX unreachable: {report['unreachable']}")
+    if report["interrupted"]:
+        lines.append(f"  run stopped early: {report['interrupted']}")
+    lines.append(f"  duration {report['duration_s']:.1f} s")
+    for name, phase in report["phases"].items():
+        rate = phase["success_rate"]
+        rate_text = f"{rate:.2f}%" if rate is not None else "-"
+        failures = ", ".join(f"{k}: {v}" for k, v in phase["failures"].items())
+        lines.append(
+            f"  {name:<11} attempted {phase['attempted']:>7}  ok {phase['succeeded']:>7}  "
+            f"failed {phase['failed']:>6}  ({rate_text}){'  ' + failures if failures else ''}"
+        )
+    for method, codes in report["responses"].items():
+        lines.append(f"  {method:<11} " + "  ".join(f"{c}: {n}" for c, n in codes.items()))
+    lines.append("  timer (ms)          count     p50     p90     p95     p99     max")
+    for name, s in report["timers"].items():
+        lines.append(
+            f"  {name:<18} {s['count']:>6} {_ms(s['p50']):>7} {_ms(s['p90']):>7} "
+            f"{_ms(s['p95']):>7} {_ms(s['p99']):>7} {_ms(s['max']):>7}"
+        )
+    rtp = report["rtp"]
+    if rtp is not None:
+        mos = rtp["mos"]["mean"]
+        latency = rtp["latency_ms"]["mean"]
+        lines.append(
+            f"  RTP: {rtp['calls']} calls, sent {rtp['packets_sent']}, lost "
+            f"{rtp['packets_lost']} ({rtp['loss_percent']:.3f}%), jitter p95 "
+            f"{_fmt(rtp['jitter_ms']['p95'])} ms, latency mean {_fmt(latency)} ms, "
+            f"MOS mean {_fmt(mos, 2)}"
+        )
+    for c in report["criteria"]:
+        mark = "pass" if c["passed"] else "FAIL"
+        lines.append(
+            f"  [{mark}] {c['name']}: {_fmt(c['value'], 4)} (threshold {c['threshold']:g})"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if value is not None else "-"

@@ -1,0 +1,184 @@
+"""
+``twistd warden-loadtest``: the options and the service that runs one load test,
+writes its reports and ends the process with the verdict as exit status
+(0 pass, 1 a criterion failed, 2 usage error, 3 PBX unreachable).
+
+SIGINT and SIGTERM make twistd stop the service: the run stops starting work,
+hangs up its calls with BYE, unregisters, and the reports are still written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.application import service
+from twisted.internet import defer, error
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from warden.ops.loadtest.html import render
+from warden.ops.loadtest.metrics import serve_metrics
+from warden.ops.loadtest.options import EXIT_FAIL, EXIT_USAGE, Options, Settings
+from warden.ops.loadtest.provision import Provisioner, ProvisionError
+from warden.ops.loadtest.report import build_report, summary_text
+from warden.ops.loadtest.results import Account
+from warden.ops.loadtest.runner import LoadTest, Outcome
+
+__all__ = ["LoadTestService", "Options", "makeService"]
+
+
+class LoadTestService(service.Service):
+    """
+    Runs the load test once the reactor runs, then reports and calls ``exit``
+    with the exit status.
+
+    Args:
+        settings: the checked options.
+        accounts: the users.
+        reactor: sockets and clock.
+        exit: called once with the exit status when the run is over.
+        err: where progress and the summary go.
+        out: where the JSON report goes when ``--save-report -``.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: list[Account],
+        reactor: Any,
+        exit: Callable[[int], None],
+        err: IO[str] | None = None,
+        out: IO[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.reactor = reactor
+        self.exit = exit
+        self.err = err if err is not None else sys.stderr
+        self.out = out if out is not None else sys.stdout
+        self.test: LoadTest | None = None
+        self.report: dict[str, Any] | None = None
+        self.done: defer.Deferred[int] = defer.Deferred()
+        self._metrics_port: Any = None
+        self._stop_requested = False
+
+    def startService(self) -> None:  # noqa: N802
+        """Begin as soon as the reactor runs."""
+        super().startService()  # type: ignore[no-untyped-call]
+        self.reactor.callWhenRunning(self._begin)
+
+    def _begin(self) -> None:
+        d = defer.Deferred.fromCoroutine(self._run())
+        d.addErrback(self._crashed)
+        d.addCallback(self._ended)
+
+    async def _run(self) -> int:
+        settings = self.settings
+        provisioner = Provisioner.for_settings(settings, self.reactor)
+        if provisioner is not None:
+            try:
+                await provisioner.create(self.accounts)
+            except ProvisionError as e:
+                self.err.write(f"warden-loadtest: --provision: {e}\n")
+                return EXIT_USAGE
+        self.test = LoadTest(settings, self.accounts, self.reactor, err=self.err)
+        if self._stop_requested:  # a signal came while the users were being created
+            self.test.interrupt("interrupted by a signal")
+        if settings.prometheus_port is not None:
+            self._metrics_port = serve_metrics(self.reactor, settings.prometheus_port, self.test)
+        try:
+            outcome = await self.test.run()
+        finally:
+            if provisioner is not None:
+                await provisioner.delete(self.accounts)
+            if self._metrics_port is not None:
+                await defer.maybeDeferred(self._metrics_port.stopListening)
+        return self._write_reports(outcome)
+
+    def _write_reports(self, outcome: Outcome) -> int:
+        assert self.test is not None
+        settings = self.settings
+        report = self.report = build_report(settings, self.test.recorder, outcome)
+        import json
+
+        text = json.dumps(report, indent=2, sort_keys=False) + "\n"
+        if settings.save_report == "-":
+            self.out.write(text)
+            self.out.flush()
+        elif settings.save_report:
+            _write(settings.save_report, text)
+        if settings.html_report:
+            _write(settings.html_report, render(report))
+        self.err.write(summary_text(report) + "\n")
+        self.err.flush()
+        return outcome.exit_code
+
+    def _crashed(self, failure: Failure) -> int:
+        self.log.failure("The load test failed unexpectedly", failure)
+        self.err.write(f"warden-loadtest: internal error: {failure.getErrorMessage()}\n")
+        return EXIT_FAIL
+
+    def _ended(self, code: int) -> None:
+        # exit first: firing ``done`` may let an interrupted shutdown finish at once.
+        self.exit(code)
+        self.done.callback(code)
+
+    def stopService(self) -> defer.Deferred[int] | None:  # noqa: N802
+        """Interrupted (SIGINT/SIGTERM): hang up, unregister, report; wait for it."""
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self.done.called:
+            return None
+        self._stop_requested = True
+        if self.test is not None:
+            self.test.interrupt("interrupted by a signal")
+        waiting: defer.Deferred[int] = defer.Deferred()
+
+        def relay(code: int) -> int:
+            waiting.callback(code)
+            return code
+
+        self.done.addCallback(relay)
+        return waiting
+
+
+def _write(path: str, text: str) -> None:
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, target)
+
+
+def process_exit(reactor: Any) -> Callable[[int], None]:
+    """
+    An ``exit`` for the real process: stop the reactor and, once it has shut down,
+    end the process with status ``code``. (twistd itself exits 0, or after a
+    signal kills itself with that signal; the verdict must be the status.)
+    """
+
+    def exit(code: int) -> None:
+        def finish() -> None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+        reactor.addSystemEventTrigger("after", "shutdown", finish)
+        try:
+            reactor.stop()
+        except error.ReactorNotRunning:
+            pass
+
+    return exit
+
+
+def makeService(options: Options) -> LoadTestService:  # noqa: N802
+    """The service of ``twistd warden-loadtest``."""
+    from twisted.internet import reactor
+
+    assert options.settings is not None
+    return LoadTestService(options.settings, options.accounts, reactor, process_exit(reactor))

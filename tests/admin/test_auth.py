@@ -1,0 +1,265 @@
+"""
+Admin authentication: scrypt hashes, tokens, the login throttle, signed
+sessions, and the whole MFA flow over the API with a fixed clock.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import pyotp
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.admin.apihelper import PASSWORD, START, ApiHarness
+from warden.admin import secrets
+from warden.admin.auth import AuthSettings, LoginThrottle, SessionSigner
+
+
+class SecretsTests(SynchronousTestCase):
+    """Password hashes and tokens."""
+
+    def test_scrypt_round_trip(self) -> None:
+        """A hash verifies its password only; salts differ per hash."""
+        first = secrets.hash_password("s3cret password", n=2**10)
+        second = secrets.hash_password("s3cret password", n=2**10)
+        self.assertTrue(first.startswith("scrypt$1024$8$1$"))
+        self.assertNotEqual(first, second)
+        self.assertTrue(secrets.verify_password("s3cret password", first))
+        self.assertFalse(secrets.verify_password("s3cret passwore", first))
+
+    def test_malformed_hash(self) -> None:
+        """A malformed stored hash never verifies (and does not raise)."""
+        for stored in ("", "md5$x", "scrypt$a$b$c$d$e", "scrypt$1024$8$1$zz$00"):
+            self.assertFalse(secrets.verify_password("x", stored))
+
+    def test_token_shape(self) -> None:
+        """A token splits back into its id and secret; other strings do not."""
+        token_id, secret, full = secrets.new_token()
+        self.assertEqual(secrets.split_token(full), (token_id, secret))
+        for bad in ("", "wdn_", "wdn_short_x", "abc", f"wdn_{token_id}"):
+            self.assertIsNone(secrets.split_token(bad))
+
+    def test_recovery_codes(self) -> None:
+        """Recovery codes are distinct and normalise from what people type."""
+        codes = secrets.new_recovery_codes()
+        self.assertEqual(len(set(codes)), 10)
+        code = codes[0]
+        self.assertEqual(secrets.normalise_recovery_code(code.upper().replace("-", " ")), code)
+
+
+class ThrottleTests(SynchronousTestCase):
+    """Exponential back-off after failed logins."""
+
+    def test_backoff_doubles_and_caps(self) -> None:
+        """From the limit on, the wait doubles per failure up to the maximum."""
+        clock = Clock()
+        throttle = LoginThrottle(clock, limit=3, base=1.0, maximum=8.0)
+        throttle.failed("k")
+        throttle.failed("k")
+        self.assertEqual(throttle.retry_after("k"), 0.0)
+        waits = []
+        for _ in range(6):
+            throttle.failed("k")
+            waits.append(throttle.retry_after("k"))
+        self.assertEqual(waits, [1.0, 2.0, 4.0, 8.0, 8.0, 8.0])
+        clock.advance(7.9)
+        self.assertAlmostEqual(throttle.retry_after("k"), 0.1)
+        clock.advance(0.1)
+        self.assertEqual(throttle.retry_after("k"), 0.0)
+
+    def test_success_and_prune(self) -> None:
+        """A success clears a key; quiet keys are pruned."""
+        clock = Clock()
+        throttle = LoginThrottle(clock, limit=1, base=1.0, maximum=10.0)
+        throttle.failed("a")
+        throttle.failed("b")
+        throttle.succeeded("a")
+        self.assertEqual(throttle.retry_after("a"), 0.0)
+        clock.advance(20.0)
+        throttle.prune()
+        self.assertEqual(len(throttle), 1)
+        clock.advance(0.1)
+        throttle.prune()
+        self.assertEqual(len(throttle), 0)
+
+
+class SessionTests(SynchronousTestCase):
+    """Signed session tokens."""
+
+    def test_expiry_and_tampering(self) -> None:
+        """A token is valid until it expires; a changed byte or key invalidates it."""
+        clock = Clock()
+        signer = SessionSigner(clock, b"k" * 32)
+        token, expires = signer.issue("alice", frozenset(["read"]), 60.0)
+        self.assertEqual(expires, 60.0)
+        principal = signer.check(token)
+        assert principal is not None
+        self.assertEqual((principal.name, principal.scopes), ("alice", frozenset(["read"])))
+        body = token.split(".")[1]
+        forged = token.replace(body, body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1])
+        self.assertIsNone(signer.check(forged))
+        self.assertIsNone(SessionSigner(clock, b"x" * 32).check(token))
+        clock.advance(59.9)
+        self.assertIsNotNone(signer.check(token))
+        clock.advance(0.1)
+        self.assertIsNone(signer.check(token))
+
+
+def _code(secret: str, at: float) -> str:
+    return str(pyotp.TOTP(secret).at(at))
+
+
+class LoginFlowTests(SynchronousTestCase):
+    """Login, MFA enrolment and login with codes, over the API, on a fixed clock."""
+
+    def setUp(self) -> None:
+        self.h = ApiHarness(AuthSettings(fail_limit=3, backoff_seconds=2.0,
+                                         backoff_max_seconds=60.0))  # fmt: skip
+        self.h.add_account()
+
+    def login(self, password: str = PASSWORD, source: str = "192.0.2.7", **extra: str):  # type: ignore[no-untyped-def]
+        return self.h.request("POST", "/api/v1/auth/login",
+                              {"username": "alice", "password": password, **extra},
+                              source=source)  # fmt: skip
+
+    def enrol(self) -> tuple[str, list[str]]:
+        session = self.h.login()
+        response = self.h.request("POST", "/api/v1/auth/mfa/enrol", {}, session)
+        self.assertEqual(response.status, 200)
+        uri = response.json()["otpauth_uri"]
+        parsed = urlparse(uri)
+        self.assertEqual((parsed.scheme, parsed.netloc), ("otpauth", "totp"))
+        secret = parse_qs(parsed.query)["secret"][0]
+        confirm = self.h.request(
+            "POST",
+            "/api/v1/auth/mfa/confirm",
+            {"code": _code(secret, self.h.clock.seconds())},
+            session,
+        )
+        self.assertEqual(confirm.status, 200)
+        return secret, response.json()["recovery_codes"]
+
+    def test_password_login(self) -> None:
+        """The right password gives a session valid for session_seconds; a wrong one 401."""
+        ok = self.login()
+        self.assertEqual(ok.status, 200)
+        self.assertEqual(ok.json()["expires_at"], START + 900.0)
+        self.assertFalse(ok.json()["mfa_enabled"])
+        bad = self.login("wrong password!")
+        self.assertEqual((bad.status, bad.error_code), (401, "invalid_credentials"))
+        unknown = self.h.request("POST", "/api/v1/auth/login",
+                                 {"username": "mallory", "password": "x"})  # fmt: skip
+        self.assertEqual((unknown.status, unknown.error_code), (401, "invalid_credentials"))
+
+    def test_session_expires(self) -> None:
+        """A session stops working when it expires."""
+        session = self.h.login()
+        self.assertEqual(self.h.request("GET", "/api/v1/status", token=session).status, 200)
+        self.h.clock.advance(900.0)
+        response = self.h.request("GET", "/api/v1/status", token=session)
+        self.assertEqual((response.status, response.error_code), (401, "invalid_token"))
+
+    def test_enrolment_then_login_needs_code(self) -> None:
+        """After enrolment a login needs a current code, used once; drift of one step is ok."""
+        secret, _ = self.enrol()
+        self.h.clock.advance(60.0)
+        self.assertEqual(self.login().error_code, "mfa_required")
+        now = self.h.clock.seconds()
+        self.assertEqual(self.login(code="000000" if _code(secret, now) != "000000"
+                                    else "111111").error_code, "invalid_mfa_code")  # fmt: skip
+        self.assertEqual(self.login(code=_code(secret, now - 30)).status, 200)
+        # The same code (time step) again is refused: a code is used once.
+        self.assertEqual(self.login(code=_code(secret, now - 30)).error_code, "invalid_mfa_code")
+        self.assertEqual(self.login(code=_code(secret, now)).status, 200)
+        self.assertEqual(self.login(code=_code(secret, now - 90)).error_code, "invalid_mfa_code")
+
+    def test_recovery_code_once(self) -> None:
+        """A recovery code replaces the TOTP code once."""
+        _, codes = self.enrol()
+        self.assertEqual(self.login(code=codes[3]).status, 200)
+        self.assertEqual(self.login(code=codes[3]).error_code, "invalid_mfa_code")
+        self.assertEqual(len(self.h.admin_store.accounts["alice"].recovery_hashes), 9)
+
+    def test_enrol_twice_and_confirm_without_enrolment(self) -> None:
+        """Enrolling an enrolled account is 409; confirming with nothing pending is 409."""
+        session = self.h.login()
+        response = self.h.request("POST", "/api/v1/auth/mfa/confirm", {"code": "123456"}, session)
+        self.assertEqual((response.status, response.error_code), (409, "no_pending_enrolment"))
+        secret, _ = self.enrol()
+        self.h.clock.advance(30.0)
+        session = self.h.login(code=_code(secret, self.h.clock.seconds()))
+        again = self.h.request("POST", "/api/v1/auth/mfa/enrol", {}, session)
+        self.assertEqual(again.status, 409)
+
+    def test_wrong_confirmation_code(self) -> None:
+        """A wrong code does not enable MFA."""
+        session = self.h.login()
+        self.h.request("POST", "/api/v1/auth/mfa/enrol", {}, session)
+        response = self.h.request("POST", "/api/v1/auth/mfa/confirm", {"code": "abcdef"}, session)
+        self.assertEqual(response.status, 400)
+        self.assertFalse(self.h.admin_store.accounts["alice"].mfa_enabled)
+
+    def test_mandatory_mfa(self) -> None:
+        """With require_mfa, an unenrolled login may only enrol; afterwards all is open."""
+        h = ApiHarness(AuthSettings(require_mfa=True))
+        h.add_account()
+        login = h.request("POST", "/api/v1/auth/login", {"username": "alice",
+                                                          "password": PASSWORD})  # fmt: skip
+        self.assertTrue(login.json()["mfa_enrolment_required"])
+        session = login.json()["token"]
+        blocked = h.request("GET", "/api/v1/status", token=session)
+        self.assertEqual((blocked.status, blocked.error_code), (403, "forbidden"))
+        uri = h.request("POST", "/api/v1/auth/mfa/enrol", {}, session).json()["otpauth_uri"]
+        secret = parse_qs(urlparse(uri).query)["secret"][0]
+        code = _code(secret, h.clock.seconds())
+        self.assertEqual(h.request("POST", "/api/v1/auth/mfa/confirm", {"code": code},
+                                   session).status, 200)  # fmt: skip
+        h.clock.advance(30.0)
+        full = h.login(code=_code(secret, h.clock.seconds()))
+        self.assertEqual(h.request("GET", "/api/v1/status", token=full).status, 200)
+
+    def test_lockout_per_account(self) -> None:
+        """After fail_limit failures the account backs off, even from another address."""
+        for _ in range(3):
+            self.assertEqual(self.login("nope", source=f"192.0.2.{_ + 10}").status, 401)
+        locked = self.login(source="198.51.100.1")
+        self.assertEqual((locked.status, locked.error_code), (429, "too_many_attempts"))
+        self.assertEqual(locked.headers["retry-after"], "2")
+        self.h.clock.advance(2.0)
+        self.assertEqual(self.login(source="198.51.100.1").status, 200)
+
+    def test_lockout_per_address(self) -> None:
+        """Failures from one address against many accounts block that address."""
+        for name in ("bob", "carol", "dave"):
+            self.h.request("POST", "/api/v1/auth/login", {"username": name, "password": "x"})
+        blocked = self.login()
+        self.assertEqual(blocked.status, 429)
+        self.assertEqual(self.login(source="198.51.100.2").status, 200)
+
+    def test_backoff_grows(self) -> None:
+        """Each further failure doubles the wait."""
+        for _ in range(3):
+            self.login("nope")
+        self.h.clock.advance(2.0)
+        self.login("nope")
+        self.assertEqual(self.login().headers["retry-after"], "4")
+
+    def test_change_password(self) -> None:
+        """The password changes only with the current one; short ones are refused."""
+        session = self.h.login()
+        wrong = self.h.request("POST", "/api/v1/auth/password", {
+            "current_password": "nope", "new_password": "a much longer one"}, session)  # fmt: skip
+        self.assertEqual(wrong.status, 403)
+        short = self.h.request("POST", "/api/v1/auth/password", {
+            "current_password": PASSWORD, "new_password": "short"}, session)  # fmt: skip
+        self.assertEqual((short.status, short.error_code), (400, "weak_password"))
+        ok = self.h.request(
+            "POST",
+            "/api/v1/auth/password",
+            {"current_password": PASSWORD, "new_password": "a much longer one"},
+            session,
+        )
+        self.assertEqual(ok.status, 204)
+        self.assertEqual(self.login().status, 401)
+        self.assertEqual(self.login("a much longer one").status, 200)

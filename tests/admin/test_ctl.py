@@ -1,0 +1,82 @@
+"""``wardenctl admin`` and ``wardenctl drain`` argument handling, on memory stores."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from warden.admin import secrets
+from warden.admin.ctl import admin_url, run_admin
+from warden.config import parse_config_text
+from warden.ctl import build_parser
+from warden.testing.admin import MemoryAdminStore
+
+
+class AdminCommandTests(SynchronousTestCase):
+    """Accounts and tokens made from the command line."""
+
+    def setUp(self) -> None:
+        self.store = MemoryAdminStore()
+        self.config = parse_config_text("")
+
+    def run_command(self, *argv: str) -> tuple[int, str, str]:
+        args = build_parser().parse_args(list(argv))
+        out, err = io.StringIO(), io.StringIO()
+        code = self.successResultOf(run_admin(args, self.config, Clock(), out, err, self.store))
+        return code, out.getvalue(), err.getvalue()
+
+    def test_add_prints_password_once(self) -> None:
+        """The printed password verifies against the stored scrypt hash; a repeat fails."""
+        code, out, _ = self.run_command("admin", "add", "alice")
+        self.assertEqual(code, 0)
+        password = out.split("one-time password: ")[1].split()[0]
+        stored = self.store.accounts["alice"].password_hash
+        self.assertTrue(secrets.verify_password(password, stored))
+        self.assertNotIn(password, stored)
+        code, _, err = self.run_command("admin", "add", "alice")
+        self.assertEqual(code, 1)
+        self.assertIn("already exists", err)
+
+    def test_token(self) -> None:
+        """A token for an existing account, with its scopes, stored hashed."""
+        self.run_command("admin", "add", "alice")
+        code, out, _ = self.run_command("admin", "token", "alice", "ci", "--scopes", "read,calls")
+        self.assertEqual(code, 0)
+        token_id, secret = secrets.split_token(out.strip()) or ("", "")
+        stored = self.store.tokens[token_id]
+        self.assertEqual(stored.scopes, ("read", "calls"))
+        self.assertEqual(stored.secret_hash, secrets.sha256_hex(secret))
+        code, _, err = self.run_command("admin", "token", "bob", "ci")
+        self.assertEqual(code, 1)
+
+    def test_bad_arguments(self) -> None:
+        """Bad names and scopes are usage errors (exit 2)."""
+        parser = build_parser()
+        for argv in (["admin", "add", "a b"], ["admin", "token", "a", "t", "--scopes", "root"],
+                     ["drain", "--timeout", "-1"]):  # fmt: skip
+            with self.assertRaises(SystemExit) as raised:
+                parser.parse_args(argv)
+            self.assertEqual(raised.exception.code, 2)
+
+    def test_drain_needs_a_token(self) -> None:
+        """Without a token, drain explains how to make one (exit 2)."""
+        import os
+
+        saved: Any = os.environ.pop("WARDEN_ADMIN_TOKEN", None)
+        self.addCleanup(
+            lambda: saved is None or os.environ.__setitem__("WARDEN_ADMIN_TOKEN", saved)
+        )
+        code, _, err = self.run_command("drain")
+        self.assertEqual(code, 2)
+        self.assertIn("wardenctl admin token", err)
+
+    def test_admin_url(self) -> None:
+        """The URL wardenctl uses follows [admin] listen."""
+        self.assertEqual(admin_url(self.config), "https://127.0.0.1:8443")
+        other = parse_config_text('[admin]\nlisten = "tcp:9443:interface=0.0.0.0"\n')
+        self.assertEqual(admin_url(other), "https://127.0.0.1:9443")
+        six = parse_config_text('[admin]\nlisten = "tcp6:9443:interface=\\\\:\\\\:1"\n')
+        self.assertEqual(admin_url(six), "https://[::1]:9443")

@@ -1,0 +1,220 @@
+"""
+Two Warden nodes serving one PBX, end to end: node A on 127.0.0.2 and node B on
+127.0.0.3 (Linux routes all of 127/8 to the loopback), sharing the throwaway
+PostgreSQL (extensions, call records) and Redis (bindings, live calls, call
+counters, heartbeats).
+
+The callee, a SIPp UAS, registers through A; a SIPp UAC calls it through B with
+G.711 RTP both ways (B reaches the UDP phone directly). Node A is SIGKILLed
+during a call anchored on B: the call goes on to its end; the callee stays
+reachable (a UDP binding of a dead node is still dialled directly); after it
+re-registers through B its binding names B; A restarts and rejoins by itself;
+every completed call has its record.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.integration.clients import LOCALHOST, poll
+from tests.integration.harness import (
+    IntegrationTestCase,
+    WardenProcess,
+    free_port,
+    provision,
+    require_sipp,
+    run_sipp,
+    sipp_command,
+    sipp_register_args,
+    spawn,
+    wardenctl,
+)
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+from tests.integration.test_calls import PCAP, SCENARIOS, poll_async
+from tests.integration.test_postgres_store import postgresql_settings
+from warden.cluster import live_nodes
+from warden.store.redis import RedisLocationService, connect_state
+from warden.testing import servers
+
+NODE_A, NODE_B = "127.0.0.2", "127.0.0.3"
+
+
+class NodeProcess(WardenProcess):
+    """A Warden node listening (SIP and media) on its own loopback address."""
+
+    def __init__(self, workdir: Path, host: str, settings: dict[str, dict[str, object]]) -> None:
+        self.host = host
+        merged = {name: dict(table) for name, table in settings.items()}
+        merged.setdefault("sip", {})["interface"] = host
+        merged.setdefault("server", {}).update({"domains": [LOCALHOST, host], "node_id": ""})
+        super().__init__(workdir, settings=merged)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where this node's SIP listeners are."""
+        return (self.host, self.port)
+
+
+class FailoverTests(IntegrationTestCase):
+    """Active-active nodes on shared PostgreSQL and Redis; one of them dies."""
+
+    timeout = 400
+
+    def setUp(self) -> None:
+        """SIPp, its pcap, PostgreSQL and Redis are needed."""
+        super().setUp()
+        require_sipp(self)
+        if not PCAP.exists():
+            self.fail(f"{PCAP} is missing (Debian package sip-tester)")
+        self.redis = servers.redis()
+        self.cluster = uuid.uuid4().hex
+
+    async def start_node(
+        self, host: str, node_id: str, store: dict[str, dict[str, object]], media: int
+    ) -> NodeProcess:
+        settings = {
+            **store,
+            "state": {"url": self.redis.url, "timeout": 0.5, "heartbeat_interval": 0.5},
+            "cluster": {"name": self.cluster, "node_id": node_id},
+            "media": {"port_min": media, "port_max": media + 99},
+        }
+        node = NodeProcess(self.workdir(), host, settings)
+        self._wardens.append(node)
+        self.addCleanup(node.cleanup)
+        await node.start()
+        return node
+
+    def state(self) -> Any:
+        from twisted.internet import reactor
+
+        state = connect_state(self.redis.url, reactor, self.cluster, 5.0)
+        self.addCleanup(state.close)
+        return state
+
+    async def register(self, node: NodeProcess, csv: Path, port: int) -> None:
+        run_dir = self.workdir()
+        result = await run_sipp(sipp_register_args(node.address, csv, 1, 10, local_port=port),
+                                run_dir)  # fmt: skip
+        self.assertEqual(result.code, 0, result.stderr + read_sipp_errors(run_dir))
+
+    def answer(self, port: int, node: NodeProcess, calls: int) -> Any:
+        """A SIPp UAS on ``port`` answering ``calls`` calls, echoing their RTP."""
+        uas_args = [
+            "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(port),
+            "-mp", str(free_port()), "-rtp_echo", "-m", str(calls), "-trace_err",
+            f"{node.host}:{node.port}",
+        ]  # fmt: skip
+        uas, process = spawn(sipp_command(uas_args), self.workdir())
+        self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)
+        return uas
+
+    def uac_args(self, node: NodeProcess, caller_csv: Path, hold_ms: int) -> list[str]:
+        return [
+            f"{node.host}:{node.port}",
+            "-sf", str(SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv), "-i", LOCALHOST,
+            "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-l", "1",
+            "-d", str(hold_ms), "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+        ]  # fmt: skip
+
+    async def call(self, node: NodeProcess, caller_csv: Path, hold_ms: int = 1500) -> None:
+        """One call through ``node``; it must succeed."""
+        run_dir = self.workdir()
+        result = await run_sipp(self.uac_args(node, caller_csv, hold_ms), run_dir, timeout=90)
+        stats = read_sipp_stats(run_dir)
+        context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+
+    async def records(self, node: NodeProcess) -> list[dict[str, Any]]:
+        listed = await wardenctl(node.config_path, "cdr", "list", "--json")
+        self.assertEqual(listed.code, 0, listed.stderr)
+        records: list[dict[str, Any]] = json.loads(listed.stdout)
+        return records
+
+    async def test_cross_node_calls_and_failover(self) -> None:
+        """Register via A, call via B; kill A mid-call; re-register via B; A rejoins."""
+        store = postgresql_settings(self)
+        a = await self.start_node(NODE_A, "a", store, 33000)
+        users = await provision(a.config_path, 2, first=4000)
+        b = await self.start_node(NODE_B, "b", store, 33200)
+        caller, callee = users.numbers
+        state = self.state()
+        nodes = [n.node_id for n in await live_nodes(state)]
+        self.assertEqual(nodes, ["a", "b"])
+
+        # The callee's UAS registers through A and answers 3 calls, echoing RTP.
+        work = self.workdir()
+        uas_port = free_port()
+        callee_csv = work / "callee.csv"
+        pw = users.passwords[callee]
+        callee_csv.write_text(f"SEQUENTIAL\n{callee};{pw};[authentication username={callee} password={pw}]\n")  # fmt: skip  # noqa: E501
+        await self.register(a, callee_csv, uas_port)
+        location = RedisLocationService(state)
+        bindings = await location.bindings_for(callee, 0.0)
+        self.assertEqual([bd.node_id for bd in bindings], ["a"])
+        uas = self.answer(uas_port, b, calls=3)
+        caller_csv = work / "caller.csv"
+        pw = users.passwords[caller]
+        caller_csv.write_text(f"SEQUENTIAL\n{caller};{pw};{callee};[authentication username={caller} password={pw}]\n")  # fmt: skip  # noqa: E501
+
+        # 1. Through B to a phone registered through A.
+        await self.call(b, caller_csv)
+
+        # 2. A call anchored on B; A dies while it is up.
+        uac_dir = self.workdir()
+        uac, uac_process = spawn(sipp_command(self.uac_args(b, caller_csv, 6000)), uac_dir)
+        self.addCleanup(lambda: uac_process.signalProcess("KILL") if uac.running else None)
+
+        async def call_is_up() -> bool:
+            live = await wardenctl(b.config_path, "calls", "--json")
+            calls = json.loads(live.stdout) if live.code == 0 else []
+            return [c["node_id"] for c in calls] == ["b"]
+
+        self.assertTrue(await poll_async(call_is_up, 20), b.log_tail())
+        await a.kill()
+        self.assertTrue(await poll(lambda: not uac.running, 60), "the call did not end")
+        stats = read_sipp_stats(uac_dir)
+        context = f"UAC exit {uac.code}\n{uac.output}\n{read_sipp_errors(uac_dir)}"
+        self.assertEqual((uac.code, stats.successful, stats.failed), (0, 1, 0), context)
+
+        # A's heartbeat expires: B sees one live node.
+        async def only_b() -> bool:
+            return [n.node_id for n in await live_nodes(state)] == ["b"]
+
+        self.assertTrue(await poll_async(only_b, 10))
+
+        # 3. The UDP phone registered through the dead A is still reached directly.
+        await self.call(b, caller_csv)
+
+        self.assertTrue(await poll(lambda: not uas.running, 15))
+        self.assertEqual(uas.code, 0, uas.output)
+
+        # 4. It re-registers through B (one registration cycle) and is reached.
+        await self.register(b, callee_csv, uas_port)
+        bindings = await location.bindings_for(callee, 0.0)
+        self.assertEqual([bd.node_id for bd in bindings], ["b"])
+        uas = self.answer(uas_port, b, calls=1)
+        await self.call(b, caller_csv)
+        self.assertTrue(await poll(lambda: not uas.running, 15))
+        self.assertEqual(uas.code, 0, uas.output)
+
+        # A restarts on the same configuration and rejoins without manual steps.
+        await a.start()
+
+        async def both() -> bool:
+            return [n.node_id for n in await live_nodes(state)] == ["a", "b"]
+
+        self.assertTrue(await poll_async(both, 10))
+
+        # Every completed call has its record, written by B into PostgreSQL,
+        # visible from either node.
+        for node in (a, b):
+            records = await self.records(node)
+            self.assertEqual(len(records), 4, records)
+            self.assertEqual({r["node_id"] for r in records}, {"b"})
+            self.assertEqual({r["disposition"] for r in records}, {"ANSWERED"})
+            for record in records:
+                for side in ("a", "b"):
+                    self.assertGreater(record["media"][side]["packets_in"], 20, record)

@@ -1,0 +1,438 @@
+"""
+Admin authentication: password login with TOTP MFA (RFC 6238, ``pyotp``),
+short-lived signed session tokens, long-lived scoped API tokens, and lockout
+with exponential back-off per account and per source address.
+
+Sessions are ``ses.<payload>.<HMAC-SHA256>``, signed with a key made at start:
+they are checked without a store lookup and end with the process. API tokens
+(``wdn_<id>_<secret>``) are looked up by id and their secret compared by hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pyotp
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from warden.admin import secrets as admin_secrets
+from warden.admin.model import SCOPES, AdminAccount, ApiToken
+from warden.errors import ApiError
+from warden.interfaces import IAdminStore
+
+#: Scopes of a fully logged-in session: every token scope, and managing tokens.
+SESSION_SCOPES = frozenset([*SCOPES, "admin", "enrol"])
+#: The only scope of a session that must enrol MFA first (``[admin] require_mfa``).
+ENROL_SCOPE = "enrol"
+TOTP_STEP = 30
+#: Seconds a looked-up API token is trusted without asking the store again: a
+#: token revoked elsewhere (another node, wardenctl) stops working within this.
+TOKEN_CACHE_SECONDS = 10.0
+_TOKEN_CACHE_SIZE = 1000
+_SESSION_PREFIX = "ses."
+ISSUER = "Warden"
+
+
+@attrs.frozen
+class AuthSettings:
+    """
+    Attributes:
+        session_seconds: how long a session token is valid.
+        require_mfa: every account must enrol TOTP before using the API.
+        fail_limit: failed logins (per account, per address) before back-off.
+        backoff_seconds: the first back-off; it doubles with each further failure.
+        backoff_max_seconds: the longest back-off.
+    """
+
+    session_seconds: float = 900.0
+    require_mfa: bool = False
+    fail_limit: int = 5
+    backoff_seconds: float = 1.0
+    backoff_max_seconds: float = 900.0
+
+
+@attrs.frozen
+class Principal:
+    """
+    Who a request comes from.
+
+    Attributes:
+        name: the account name, or ``token:<id>``.
+        scopes: what it may do.
+        account: the account behind it (a token's owner).
+    """
+
+    name: str
+    scopes: frozenset[str]
+    account: str
+
+
+@attrs.define
+class _Failures:
+    count: int = 0
+    blocked_until: float = 0.0
+    last: float = 0.0
+
+
+class LoginThrottle:
+    """
+    Counts failed logins per key (``account:NAME``, ``ip:ADDRESS``). From the
+    ``limit``-th failure on, the key is blocked for ``base * 2**(failures - limit)``
+    seconds, at most ``maximum``. A success clears the key; a key quiet for twice
+    the maximum back-off is forgotten.
+    """
+
+    def __init__(self, clock: IReactorTime, limit: int, base: float, maximum: float) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._base = base
+        self._maximum = maximum
+        self._keys: dict[str, _Failures] = {}
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0 when it may now)."""
+        entry = self._keys.get(key)
+        if entry is None:
+            return 0.0
+        return max(0.0, entry.blocked_until - self._clock.seconds())
+
+    def failed(self, key: str) -> None:
+        """Count a failure of ``key``."""
+        now = self._clock.seconds()
+        entry = self._keys.setdefault(key, _Failures())
+        entry.count += 1
+        entry.last = now
+        if entry.count >= self._limit:
+            delay = min(self._maximum, self._base * 2 ** min(entry.count - self._limit, 30))
+            entry.blocked_until = now + delay
+
+    def succeeded(self, key: str) -> None:
+        """Forget the failures of ``key``."""
+        self._keys.pop(key, None)
+
+    def prune(self) -> None:
+        """Forget keys quiet for twice the maximum back-off."""
+        horizon = self._clock.seconds() - 2 * self._maximum
+        for key in [k for k, e in self._keys.items() if e.last < horizon]:
+            del self._keys[key]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    """Issues and checks session tokens signed with HMAC-SHA256."""
+
+    def __init__(self, clock: IReactorTime, key: bytes | None = None) -> None:
+        self._clock = clock
+        self._key = key if key is not None else secrets.token_bytes(32)
+
+    def issue(self, account: str, scopes: frozenset[str], lifetime: float) -> tuple[str, float]:
+        """A token for ``account`` with ``scopes``, and when it expires."""
+        expires = self._clock.seconds() + lifetime
+        payload = json.dumps({"sub": account, "scp": sorted(scopes), "exp": expires}).encode()
+        body = _b64(payload)
+        return f"{_SESSION_PREFIX}{body}.{self._sign(body)}", expires
+
+    def _sign(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest())
+
+    def check(self, token: str) -> Principal | None:
+        """The principal of a valid, unexpired token; None otherwise."""
+        if not token.startswith(_SESSION_PREFIX):
+            return None
+        body, _, signature = token[len(_SESSION_PREFIX) :].partition(".")
+        if not hmac.compare_digest(signature.encode(), self._sign(body).encode()):
+            return None
+        try:
+            claims = json.loads(_unb64(body))
+            account, scopes, expires = claims["sub"], claims["scp"], float(claims["exp"])
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None
+        if expires <= self._clock.seconds():
+            return None
+        return Principal(account, frozenset(scopes), account)
+
+
+def _invalid_credentials() -> ApiError:
+    return ApiError(401, "invalid_credentials", "wrong user name or password")
+
+
+def _run_inline(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    return defer.maybeDeferred(f, *args)
+
+
+class AdminAuth:
+    """
+    Logs operators in and tells who a request is from.
+
+    Args:
+        clock: time for sessions, TOTP and back-off.
+        store: accounts and tokens.
+        settings: lifetimes, MFA policy, lockout.
+        run_blocking: runs a CPU-heavy function (scrypt) off the reactor thread and
+            returns a Deferred of its result; inline by default (tests).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IAdminStore,
+        settings: AuthSettings,
+        run_blocking: Callable[..., Deferred[Any]] = _run_inline,
+        signer: SessionSigner | None = None,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.settings = settings
+        self._run_blocking = run_blocking
+        self.signer = signer if signer is not None else SessionSigner(clock)
+        self.throttle = LoginThrottle(
+            clock, settings.fail_limit, settings.backoff_seconds, settings.backoff_max_seconds
+        )
+        self._tokens: dict[str, tuple[ApiToken, float]] = {}
+
+    # -- login ----------------------------------------------------------------------
+
+    async def login(
+        self, name: str, password: str, code: str | None, source: str
+    ) -> dict[str, Any]:
+        """
+        Check a login and issue a session.
+
+        Raises:
+            ApiError: 429 while backing off; 401 ``invalid_credentials``,
+                ``mfa_required`` (no code given) or ``invalid_mfa_code``.
+        """
+        keys = (f"account:{name}", f"ip:{source}")
+        wait = max(self.throttle.retry_after(k) for k in keys)
+        if wait > 0:
+            retry = str(math.ceil(wait))
+            raise ApiError(
+                429, "too_many_attempts", "too many failed logins; try again later",
+                (("Retry-After", retry),),
+            )  # fmt: skip
+        account = await self.store.get_account(name)
+        stored = account.password_hash if account is not None else _DUMMY_HASH
+        ok = await self._run_blocking(admin_secrets.verify_password, password, stored)
+        if account is None or not ok:
+            self._failed(keys)
+            raise _invalid_credentials()
+        if account.mfa_enabled:
+            if not code:
+                raise ApiError(401, "mfa_required", "this account needs a TOTP code")
+            account = await self._check_second_factor(account, code)
+            if account is None:
+                self._failed(keys)
+                raise ApiError(401, "invalid_mfa_code", "wrong or already used code")
+        for key in keys:
+            self.throttle.succeeded(key)
+        must_enrol = self.settings.require_mfa and not account.mfa_enabled
+        scopes = frozenset([ENROL_SCOPE]) if must_enrol else SESSION_SCOPES
+        token, expires = self.signer.issue(account.name, scopes, self.settings.session_seconds)
+        return {
+            "token": token,
+            "expires_at": expires,
+            "scopes": sorted(scopes),
+            "mfa_enabled": account.mfa_enabled,
+            "mfa_enrolment_required": must_enrol,
+        }
+
+    def _failed(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            self.throttle.failed(key)
+
+    async def _check_second_factor(self, account: AdminAccount, code: str) -> AdminAccount | None:
+        """The account updated after a valid TOTP or recovery code; None when invalid."""
+        step = self.totp_step(account.totp_secret, code, account.totp_last_step)
+        if step is not None:
+            updated = attrs.evolve(account, totp_last_step=step)
+        else:
+            digest = admin_secrets.sha256_hex(admin_secrets.normalise_recovery_code(code))
+            if digest not in account.recovery_hashes:
+                return None
+            left = tuple(h for h in account.recovery_hashes if h != digest)
+            updated = attrs.evolve(account, recovery_hashes=left)
+        await self.store.update_account(updated)
+        return updated
+
+    def totp_step(self, secret: str, code: str, last_step: int) -> int | None:
+        """
+        The time step ``code`` is valid for (now, or one step either side for clock
+        drift, RFC 6238 §5.2), if it is later than ``last_step``; else None.
+        """
+        code = code.strip()
+        if not (code.isdigit() and len(code) == 6) or not secret:
+            return None
+        totp = pyotp.TOTP(secret)
+        now_step = int(self.clock.seconds() // TOTP_STEP)
+        for step in (now_step - 1, now_step, now_step + 1):
+            if step > last_step and hmac.compare_digest(totp.at(step * TOTP_STEP), code):
+                return step
+        return None
+
+    # -- requests -------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """
+        The principal of an ``Authorization: Bearer`` header.
+
+        Raises:
+            ApiError: 401 when it is missing, malformed, expired or revoked.
+        """
+        if not authorization:
+            raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
+        principal = self.signer.check(token)
+        if principal is not None:
+            return principal
+        parts = admin_secrets.split_token(token)
+        if parts is not None:
+            stored = await self._lookup_token(parts[0])
+            if (
+                stored is not None
+                and stored.revoked_at is None
+                and hmac.compare_digest(stored.secret_hash, admin_secrets.sha256_hex(parts[1]))
+            ):
+                return Principal(
+                    f"token:{stored.token_id}", frozenset(stored.scopes), stored.owner
+                )
+        raise ApiError(401, "invalid_token", "the token is invalid, expired or revoked")
+
+    async def _lookup_token(self, token_id: str) -> ApiToken | None:
+        """The stored token, from the cache when looked up recently."""
+        now = self.clock.seconds()
+        cached = self._tokens.get(token_id)
+        if cached is not None and now - cached[1] < TOKEN_CACHE_SECONDS:
+            return cached[0]
+        stored = await self.store.get_token(token_id)
+        if stored is not None:
+            if len(self._tokens) >= _TOKEN_CACHE_SIZE:
+                self._tokens.clear()
+            self._tokens[token_id] = (stored, now)
+        return stored
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Revoke a token; it stops working on this node at once."""
+        self._tokens.pop(token_id, None)
+        return await self.store.revoke_token(token_id, self.clock.seconds())
+
+    # -- MFA --------------------------------------------------------------------------
+
+    async def enrol_mfa(self, name: str) -> dict[str, Any]:
+        """
+        Start TOTP enrolment: a new seed (pending until confirmed) and recovery codes.
+
+        Returns the ``otpauth://`` URI and the recovery codes: shown only this once.
+        """
+        account = await self._account(name)
+        if account.mfa_enabled:
+            raise ApiError(409, "mfa_already_enabled", "MFA is already enabled")
+        secret = pyotp.random_base32()
+        codes = admin_secrets.new_recovery_codes()
+        hashes = tuple(admin_secrets.sha256_hex(c) for c in codes)
+        await self.store.update_account(
+            attrs.evolve(account, totp_pending=secret, recovery_hashes=hashes)
+        )
+        uri = pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=ISSUER)
+        return {"otpauth_uri": uri, "recovery_codes": codes}
+
+    async def confirm_mfa(self, name: str, code: str) -> None:
+        """
+        Finish enrolment with a code from the authenticator app.
+
+        Raises:
+            ApiError: 409 when no enrolment is pending, 400 for a wrong code.
+        """
+        account = await self._account(name)
+        if not account.totp_pending:
+            raise ApiError(409, "no_pending_enrolment", "start with POST /auth/mfa/enrol")
+        step = self.totp_step(account.totp_pending, code, 0)
+        if step is None:
+            raise ApiError(400, "invalid_mfa_code", "the code does not match")
+        await self.store.update_account(
+            attrs.evolve(account, totp_secret=account.totp_pending, totp_pending="",
+                         totp_last_step=step)
+        )  # fmt: skip
+
+    async def change_password(self, name: str, current: str, new: str) -> None:
+        """Replace the password of ``name`` after checking the current one."""
+        account = await self._account(name)
+        ok = await self._run_blocking(
+            admin_secrets.verify_password, current, account.password_hash
+        )
+        if not ok:
+            raise ApiError(403, "invalid_credentials", "the current password is wrong")
+        check_new_password(new)
+        new_hash = await self._run_blocking(admin_secrets.hash_password, new)
+        await self.store.update_account(attrs.evolve(account, password_hash=new_hash))
+
+    async def _account(self, name: str) -> AdminAccount:
+        account = await self.store.get_account(name)
+        if account is None:
+            raise ApiError(401, "invalid_token", "the account no longer exists")
+        return account
+
+    # -- tokens ----------------------------------------------------------------------
+
+    async def create_token(
+        self, owner: str, name: str, scopes: tuple[str, ...]
+    ) -> tuple[str, ApiToken]:
+        """A new API token; the full token string is returned only here."""
+        token_id, secret, full = admin_secrets.new_token()
+        token = ApiToken(
+            token_id, name, admin_secrets.sha256_hex(secret), scopes, owner, self.clock.seconds()
+        )
+        await self.store.add_token(token)
+        return full, token
+
+
+def check_new_password(password: str) -> None:
+    """Raise ApiError 400 unless ``password`` is long enough."""
+    if len(password) < admin_secrets.MIN_PASSWORD_LENGTH:
+        raise ApiError(
+            400,
+            "weak_password",
+            f"a password needs at least {admin_secrets.MIN_PASSWORD_LENGTH} characters",
+        )
+
+
+async def add_account(store: IAdminStore, clock: IReactorTime, name: str) -> str:
+    """
+    Create admin account ``name`` with a random password; returns the password,
+    which is stored only as its scrypt hash.
+
+    Raises:
+        AdminAccountExists: the name is taken.
+    """
+    password = admin_secrets.generate_admin_password()
+    account = AdminAccount(name, admin_secrets.hash_password(password), clock.seconds())
+    await store.add_account(account)
+    return password
+
+
+#: Verified against when the account does not exist, so that an unknown name
+#: takes as long to refuse as a wrong password.
+_DUMMY_HASH = admin_secrets.hash_password(secrets.token_urlsafe(16))

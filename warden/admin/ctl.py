@@ -1,0 +1,263 @@
+"""
+``wardenctl admin`` and ``wardenctl drain``::
+
+    wardenctl admin add NAME                 # prints a one-time password
+    wardenctl admin list
+    wardenctl admin token ACCOUNT NAME --scopes read,write   # prints the token once
+    wardenctl drain [--timeout S] [--wait] [--url URL]
+
+``admin`` works on the database directly (like ``extension``); ``drain`` asks
+the running server through the admin API, authenticated by an API token with
+the ``write`` scope from ``$WARDEN_ADMIN_TOKEN`` or ``--token-file``. It trusts
+the server's generated certificate from the data directory (or the configured
+one), never an unverified connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import sys
+from typing import Any, TextIO
+
+from twisted.internet import defer, ssl, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from warden.admin import auth as admin_auth
+from warden.admin import secrets as admin_secrets
+from warden.admin.model import SCOPES, ApiToken
+from warden.admin.service import CERT_FILE
+from warden.config import WardenConfig
+from warden.errors import AdminAccountExists
+from warden.interfaces import IAdminStore
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_ACCOUNT = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+_POLL_INTERVAL = 1.0
+
+
+def _account_arg(text: str) -> str:
+    if not _ACCOUNT.match(text):
+        raise argparse.ArgumentTypeError(
+            f"an account name is 1..64 letters, digits, '.', '_', '@' or '-', got {text!r}"
+        )
+    return text
+
+
+def _scopes_arg(text: str) -> tuple[str, ...]:
+    scopes = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not scopes or any(s not in SCOPES for s in scopes):
+        raise argparse.ArgumentTypeError(f"scopes are a comma list from {','.join(SCOPES)}")
+    return scopes
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"a number of seconds 0..86400, got {text!r}")
+    return value
+
+
+def add_commands(areas: Any) -> None:
+    """Register ``admin`` and ``drain`` on wardenctl's sub-parsers."""
+    admin = areas.add_parser("admin", help="admin API accounts and tokens")
+    commands = admin.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = commands.add_parser("add", help="add an account; prints its one-time password")
+    add.add_argument("name", metavar="NAME", type=_account_arg)
+    add.set_defaults(admin_handler=_add)
+    listing = commands.add_parser("list", help="list accounts")
+    listing.set_defaults(admin_handler=_list)
+    token = commands.add_parser("token", help="create an API token; prints it once")
+    token.add_argument("account", metavar="ACCOUNT", type=_account_arg)
+    token.add_argument("name", metavar="NAME", help="what the token is for")
+    token.add_argument("--scopes", type=_scopes_arg, default=("read",),
+                       help="comma list from read,write,calls (default read)")  # fmt: skip
+    token.set_defaults(admin_handler=_token)
+
+    drain = areas.add_parser("drain", help="drain the running server (no new calls)")
+    drain.add_argument("--timeout", type=_seconds_arg, help="seconds to wait for calls")
+    drain.add_argument("--wait", action="store_true", help="wait until drained")
+    drain.add_argument("--url", help="admin API base (default: from [admin] listen)")
+    drain.add_argument("--token-file", help="file holding the API token")
+    drain.set_defaults(admin_handler=_drain)
+
+
+async def _add(args: argparse.Namespace, ctx: _Ctx) -> int:
+    try:
+        password = await admin_auth.add_account(ctx.store(), ctx.clock, args.name)
+    except AdminAccountExists:
+        print(f"wardenctl: admin account {args.name} already exists", file=ctx.err)
+        return EXIT_FAILED
+    print(f"added admin account {args.name}", file=ctx.out)
+    print(f"one-time password: {password}", file=ctx.out)
+    print("it is shown only now; change it with POST /api/v1/auth/password", file=ctx.out)
+    return EXIT_OK
+
+
+async def _list(args: argparse.Namespace, ctx: _Ctx) -> int:
+    for account in await ctx.store().list_accounts():
+        mfa = "mfa" if account.mfa_enabled else "no-mfa"
+        print(f"{account.name}  {mfa}", file=ctx.out)
+    return EXIT_OK
+
+
+async def _token(args: argparse.Namespace, ctx: _Ctx) -> int:
+    store = ctx.store()
+    if await store.get_account(args.account) is None:
+        print(f"wardenctl: no admin account {args.account}", file=ctx.err)
+        return EXIT_FAILED
+    token_id, secret, full = admin_secrets.new_token()
+    await store.add_token(ApiToken(token_id, args.name, admin_secrets.sha256_hex(secret),
+                                   args.scopes, args.account, ctx.clock.seconds()))  # fmt: skip
+    print(full, file=ctx.out)
+    return EXIT_OK
+
+
+def admin_url(config: WardenConfig) -> str:
+    """``https://HOST:PORT`` of the admin listener in ``config``."""
+    listen = config.admin.listen
+    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", listen)]
+    port = parts[1].removeprefix("port=")
+    host = "127.0.0.1"
+    for part in parts[2:]:
+        if part.startswith("interface="):
+            host = part.removeprefix("interface=") or host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def _trust(config: WardenConfig) -> Any:
+    path = config.admin.certificate or os.path.join(config.server.data_dir, CERT_FILE)
+    try:
+        with open(path, "rb") as f:
+            return ssl.Certificate.loadPEM(f.read())
+    except OSError:
+        return None  # a configured, publicly trusted certificate: the platform's roots
+
+
+async def _drain(args: argparse.Namespace, ctx: _Ctx) -> int:
+    token = os.environ.get("WARDEN_ADMIN_TOKEN", "")
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except OSError as e:
+            print(f"wardenctl: {args.token_file}: {e.strerror}", file=ctx.err)
+            return EXIT_USAGE
+    if not token:
+        print(
+            "wardenctl: set WARDEN_ADMIN_TOKEN or --token-file (a token with the write"
+            " scope: wardenctl admin token ACCOUNT NAME --scopes write)",
+            file=ctx.err,
+        )
+        return EXIT_USAGE
+    base = (args.url or admin_url(ctx.config)).rstrip("/")
+    agent = Agent(ctx.clock, BrowserLikePolicyForHTTPS(trustRoot=_trust(ctx.config)))
+    body = {} if args.timeout is None else {"timeout": args.timeout}
+    status, result = await _request(agent, b"POST", f"{base}/api/v1/drain", token, body)
+    if status != 202:
+        print(f"wardenctl: drain refused ({status}): {_message(result)}", file=ctx.err)
+        return EXIT_FAILED
+    print(f"draining; {result.get('active_calls', 0)} calls in progress", file=ctx.out)
+    while args.wait and not result.get("finished"):
+        await task.deferLater(ctx.clock, _POLL_INTERVAL, lambda: None)
+        status, result = await _request(agent, b"GET", f"{base}/api/v1/drain", token, None)
+        if status != 200:
+            print(f"wardenctl: drain status failed ({status}): {_message(result)}", file=ctx.err)
+            return EXIT_FAILED
+    if args.wait:
+        print("drained", file=ctx.out)
+    return EXIT_OK
+
+
+def _message(result: Any) -> str:
+    try:
+        return str(result["error"]["message"])
+    except (KeyError, TypeError):
+        return "unexpected answer"
+
+
+async def _request(
+    agent: Agent, method: bytes, url: str, token: str, body: Any
+) -> tuple[int, Any]:
+    headers = Headers({"authorization": [f"Bearer {token}"]})
+    producer = None
+    if body is not None:
+        headers.addRawHeader("content-type", "application/json")
+        producer = FileBodyProducer(io.BytesIO(json.dumps(body).encode()))
+    response = await agent.request(method, url.encode(), headers, producer)
+    raw = await readBody(response)
+    try:
+        return response.code, json.loads(raw)
+    except ValueError:
+        return response.code, None
+
+
+class _Ctx:
+    def __init__(self, config: WardenConfig, clock: IReactorTime, out: TextIO, err: TextIO,
+                 store: IAdminStore | None) -> None:  # fmt: skip
+        self.config = config
+        self.clock = clock
+        self.out = out
+        self.err = err
+        self._store = store
+
+    def store(self) -> IAdminStore:
+        assert self._store is not None
+        return self._store
+
+
+def run_admin(
+    args: argparse.Namespace,
+    config: WardenConfig,
+    clock: IReactorTime,
+    out: TextIO,
+    err: TextIO,
+    store: IAdminStore | None,
+) -> defer.Deferred[int]:
+    """Run an ``admin`` or ``drain`` command; fires with the exit status."""
+    ctx = _Ctx(config, clock, out, err, store)
+    return defer.Deferred.fromCoroutine(args.admin_handler(args, ctx))
+
+
+def main(args: argparse.Namespace, config: WardenConfig) -> int:
+    """Run the command under the reactor (``wardenctl`` calls this); returns the status."""
+    code = EXIT_FAILED
+
+    async def run(reactor: Any) -> None:
+        nonlocal code
+        store = None
+        pool = None
+        try:
+            if args.area == "admin":  # the store [store] url names (SQLite or PostgreSQL)
+                from warden.store.backend import admin_stores, check_store, open_stores
+
+                check_store(config.store_url, config.store.password_file)
+                pool = open_stores(
+                    config.store_url, reactor, config.store.password_file, pool_size=1
+                )
+                await pool.migrate()
+                store, _ = admin_stores(pool.pool)
+            code = await run_admin(args, config, reactor, sys.stdout, sys.stderr, store)
+        except Exception as e:  # noqa: BLE001 (the command line: one line, not a traceback)
+            print(f"wardenctl: {e}", file=sys.stderr)
+            code = EXIT_FAILED
+        finally:
+            if pool is not None:
+                pool.close()
+        raise SystemExit(code)
+
+    try:
+        task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_FAILED
+    return code  # pragma: no cover (react always exits)

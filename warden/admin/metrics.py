@@ -1,0 +1,105 @@
+"""
+``/metrics``: the Prometheus exposition of every ``warden_*`` family (the SIP,
+RTP and store modules define theirs), plus values read when scraped: calls in
+progress, the CDR spool depth, and the transaction layer's retransmission counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import resource, server
+
+# The modules defining the families served here (imported for their registration).
+from warden.rtp import metrics as rtp_metrics
+from warden.sip import metrics as sip_metrics
+from warden.store import interaction
+
+FAMILY_MODULES = (rtp_metrics, sip_metrics, interaction)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class WardenCollector:
+    """
+    Families computed at scrape time from the running objects.
+
+    Args:
+        calls: the CallController (``calls``), or None.
+        records: the spooled CDR store (``spool_depth``), or None.
+        transactions: the TransactionLayer (``retransmissions``, ``absorbed``), or None.
+    """
+
+    def __init__(self, calls: Any = None, records: Any = None, transactions: Any = None) -> None:
+        self._calls = calls
+        self._records = records
+        self._transactions = transactions
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, with current values."""
+        calls = len(self._calls.calls) if self._calls is not None else 0
+        yield GaugeMetricFamily("warden_calls_active", "Calls in progress on this node", calls)
+        depth = getattr(self._records, "spool_depth", 0) if self._records is not None else 0
+        yield GaugeMetricFamily(
+            "warden_cdr_spool_depth", "Call records spooled and not yet in the store", depth
+        )
+        sent = absorbed = 0
+        if self._transactions is not None:
+            sent = self._transactions.retransmissions
+            absorbed = self._transactions.absorbed
+        yield CounterMetricFamily(
+            "warden_sip_retransmissions",
+            "SIP requests and responses sent again because a timer fired (RFC 3261 §17)",
+            sent,
+        )
+        yield CounterMetricFamily(
+            "warden_sip_retransmissions_absorbed",
+            "Retransmissions received and absorbed by their transaction",
+            absorbed,
+        )
+
+
+class MetricsResource(resource.Resource):
+    """
+    ``GET /metrics``: the default registry and the scrape-time collector.
+
+    Rendering the exposition costs milliseconds of the reactor's time, so a
+    rendering is served again to scrapes within ``max_age`` seconds of it (several
+    scrapers, or a burst of them, then cost one rendering).
+
+    Args:
+        collector: the scrape-time families.
+        clock: times ``max_age``.
+        max_age: seconds a rendering is reused (0: never).
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        collector: WardenCollector,
+        clock: IReactorTime,
+        max_age: float = 1.0,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        super().__init__()
+        self._registry = registry
+        self._own = CollectorRegistry(auto_describe=False)
+        self._own.register(collector)
+        self._clock = clock
+        self._max_age = max_age
+        self._cached: tuple[float, bytes] | None = None
+
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+        """The exposition text."""
+        request.setHeader("content-type", CONTENT_TYPE)
+        now = self._clock.seconds()
+        if self._cached is not None and now - self._cached[0] < self._max_age:
+            return self._cached[1]
+        text = bytes(generate_latest(self._registry) + generate_latest(self._own))
+        self._cached = (now, text)
+        return text

@@ -1,0 +1,120 @@
+"""Value objects of the admin plugin: accounts, API tokens, audit entries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+#: Scopes an API token may carry: read anything, change configuration data,
+#: act on calls (hang up).
+SCOPES = ("read", "write", "calls")
+
+
+@attrs.frozen
+class AdminAccount:
+    """
+    An operator who may use the admin API.
+
+    Attributes:
+        name: the login name.
+        password_hash: ``scrypt$n$r$p$salt$hash`` (L{warden.admin.secrets}).
+        totp_secret: the base32 TOTP seed once MFA is enrolled, else "".
+        totp_pending: a seed handed out by enrolment and not confirmed yet, else "".
+        totp_last_step: the last TOTP time step accepted (a code is used once).
+        recovery_hashes: SHA-256 hashes of the unused recovery codes.
+        created_at: when the account was made (clock time).
+    """
+
+    name: str
+    password_hash: str
+    created_at: float
+    totp_secret: str = ""
+    totp_pending: str = ""
+    totp_last_step: int = 0
+    recovery_hashes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+    @property
+    def mfa_enabled(self) -> bool:
+        """Whether logging in needs a TOTP (or recovery) code."""
+        return bool(self.totp_secret)
+
+
+@attrs.frozen
+class ApiToken:
+    """
+    A long-lived token for automation. The secret itself is never stored.
+
+    Attributes:
+        token_id: the public part of the token, unique.
+        name: what the operator called it.
+        secret_hash: SHA-256 (hex) of the secret part.
+        scopes: from L{SCOPES}.
+        owner: the account that created it.
+        created_at: clock time.
+        revoked_at: when it was revoked, or None.
+    """
+
+    token_id: str
+    name: str
+    secret_hash: str
+    scopes: tuple[str, ...] = attrs.field(converter=_strings)
+    owner: str
+    created_at: float
+    revoked_at: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows of the token: everything but the secret hash."""
+        return {
+            "id": self.token_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "owner": self.owner,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+@attrs.frozen
+class AuditEntry:
+    """
+    One state-changing admin request.
+
+    Attributes:
+        at: when (clock time).
+        actor: the account, or ``token:<id>``, or "-" when unauthenticated.
+        source: the client's address.
+        action: what was asked, e.g. ``POST /api/v1/extensions``.
+        target: the object acted on ("100"), or "".
+        status: the HTTP status of the answer.
+        detail: extra JSON facts (never secrets).
+        entry_id: its position in the log (0 before it is appended).
+    """
+
+    at: float
+    actor: str
+    source: str
+    action: str
+    target: str
+    status: int
+    detail: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    entry_id: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the API returns it."""
+        return {
+            "id": self.entry_id,
+            "at": self.at,
+            "actor": self.actor,
+            "source": self.source,
+            "action": self.action,
+            "target": self.target,
+            "status": self.status,
+            "detail": self.detail,
+        }

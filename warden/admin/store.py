@@ -1,0 +1,213 @@
+"""
+SQLite storage of the admin plugin: accounts, API tokens (L{IAdminStore}) and
+the append-only audit log (L{IAuditLog}); tables from schema ``0004_admin``.
+
+Each method is one named interaction (``warden_store_interactions_total``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from warden.admin.model import AdminAccount, ApiToken, AuditEntry
+from warden.errors import AdminAccountExists, AdminAccountNotFound
+from warden.interfaces import IAdminStore, IAuditLog
+from warden.store.interaction import run_interaction
+
+_ACCOUNT_COLUMNS = (
+    "name, password_hash, created_at, totp_secret, totp_pending, totp_last_step, recovery_hashes"
+)
+_TOKEN_COLUMNS = "token_id, name, secret_hash, scopes, owner, created_at, revoked_at"
+
+
+def _account_row(a: AdminAccount) -> tuple[Any, ...]:
+    return (
+        a.name, a.password_hash, a.created_at, a.totp_secret, a.totp_pending,
+        a.totp_last_step, json.dumps(list(a.recovery_hashes)),
+    )  # fmt: skip
+
+
+def _account(row: tuple[Any, ...]) -> AdminAccount:
+    name, password_hash, created_at, secret, pending, last_step, recovery = row
+    return AdminAccount(
+        name=name, password_hash=password_hash, created_at=created_at, totp_secret=secret,
+        totp_pending=pending, totp_last_step=last_step, recovery_hashes=json.loads(recovery),
+    )  # fmt: skip
+
+
+def _token(row: tuple[Any, ...]) -> ApiToken:
+    token_id, name, secret_hash, scopes, owner, created_at, revoked_at = row
+    return ApiToken(
+        token_id, name, secret_hash, tuple(scopes.split()), owner, created_at, revoked_at
+    )
+
+
+def _add_account_txn(txn: adbapi.Transaction, account: AdminAccount) -> None:
+    try:
+        txn.execute(
+            f"INSERT INTO admin_accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            _account_row(account),
+        )
+    except sqlite3.IntegrityError:
+        raise AdminAccountExists(account.name) from None
+
+
+def _get_account_txn(txn: adbapi.Transaction, name: str) -> AdminAccount | None:
+    txn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts WHERE name = ?", (name,))
+    row = txn.fetchone()
+    return None if row is None else _account(row)
+
+
+def _update_account_txn(txn: adbapi.Transaction, account: AdminAccount) -> None:
+    row = _account_row(account)
+    txn.execute(
+        "UPDATE admin_accounts SET password_hash = ?, created_at = ?, totp_secret = ?,"
+        " totp_pending = ?, totp_last_step = ?, recovery_hashes = ? WHERE name = ?",
+        (*row[1:], row[0]),
+    )
+    if txn.rowcount == 0:
+        raise AdminAccountNotFound(account.name)
+
+
+def _list_accounts_txn(txn: adbapi.Transaction) -> list[AdminAccount]:
+    txn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts ORDER BY name")
+    return [_account(row) for row in txn.fetchall()]
+
+
+def _add_token_txn(txn: adbapi.Transaction, t: ApiToken) -> None:
+    txn.execute(
+        f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (t.token_id, t.name, t.secret_hash, " ".join(t.scopes), t.owner, t.created_at,
+         t.revoked_at),
+    )  # fmt: skip
+
+
+def _get_token_txn(txn: adbapi.Transaction, token_id: str) -> ApiToken | None:
+    txn.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,))
+    row = txn.fetchone()
+    return None if row is None else _token(row)
+
+
+def _list_tokens_txn(txn: adbapi.Transaction) -> list[ApiToken]:
+    txn.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, token_id")
+    return [_token(row) for row in txn.fetchall()]
+
+
+def _revoke_token_txn(txn: adbapi.Transaction, token_id: str, at: float) -> bool:
+    txn.execute(
+        "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+        (at, token_id),
+    )
+    return bool(txn.rowcount)
+
+
+@implementer(IAdminStore)
+class SQLiteAdminStore:
+    """L{IAdminStore} on the shared SQLite pool."""
+
+    def __init__(self, pool: adbapi.ConnectionPool) -> None:
+        self._pool = pool
+
+    def add_account(self, account: AdminAccount) -> Deferred[None]:
+        """See L{IAdminStore.add_account}."""
+        return run_interaction(self._pool, "add_admin_account", _add_account_txn, account)
+
+    def get_account(self, name: str) -> Deferred[AdminAccount | None]:
+        """See L{IAdminStore.get_account}."""
+        return run_interaction(self._pool, "get_admin_account", _get_account_txn, name)
+
+    def update_account(self, account: AdminAccount) -> Deferred[None]:
+        """See L{IAdminStore.update_account}."""
+        return run_interaction(self._pool, "update_admin_account", _update_account_txn, account)
+
+    def list_accounts(self) -> Deferred[builtins.list[AdminAccount]]:
+        """See L{IAdminStore.list_accounts}."""
+        return run_interaction(self._pool, "list_admin_accounts", _list_accounts_txn)
+
+    def add_token(self, token: ApiToken) -> Deferred[None]:
+        """See L{IAdminStore.add_token}."""
+        return run_interaction(self._pool, "add_api_token", _add_token_txn, token)
+
+    def get_token(self, token_id: str) -> Deferred[ApiToken | None]:
+        """See L{IAdminStore.get_token}."""
+        return run_interaction(self._pool, "get_api_token", _get_token_txn, token_id)
+
+    def list_tokens(self) -> Deferred[builtins.list[ApiToken]]:
+        """See L{IAdminStore.list_tokens}."""
+        return run_interaction(self._pool, "list_api_tokens", _list_tokens_txn)
+
+    def revoke_token(self, token_id: str, at: float) -> Deferred[bool]:
+        """See L{IAdminStore.revoke_token}."""
+        return run_interaction(self._pool, "revoke_api_token", _revoke_token_txn, token_id, at)
+
+
+def _append_audit_txn(txn: adbapi.Transaction, e: AuditEntry) -> int:
+    txn.execute(
+        "INSERT INTO audit_log (at, actor, source, action, target, status, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (e.at, e.actor, e.source, e.action, e.target, e.status, json.dumps(e.detail)),
+    )
+    return int(txn.lastrowid)
+
+
+def _list_audit_txn(
+    txn: adbapi.Transaction,
+    since: float | None,
+    until: float | None,
+    actor: str | None,
+    limit: int,
+    after_id: int | None,
+) -> list[AuditEntry]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("at >= ?", since), ("at < ?", until), ("actor = ?", actor), ("id > ?", after_id),
+    ):  # fmt: skip
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    txn.execute(
+        "SELECT id, at, actor, source, action, target, status, detail FROM audit_log"
+        f"{where} ORDER BY id LIMIT ?",
+        (*params, limit),
+    )
+    return [
+        AuditEntry(at, actor, source, action, target, status, json.loads(detail), entry_id)
+        for entry_id, at, actor, source, action, target, status, detail in txn.fetchall()
+    ]
+
+
+@implementer(IAuditLog)
+class SQLiteAuditLog:
+    """L{IAuditLog} on the shared SQLite pool (triggers refuse UPDATE and DELETE)."""
+
+    def __init__(self, pool: adbapi.ConnectionPool) -> None:
+        self._pool = pool
+
+    def append(self, entry: AuditEntry) -> Deferred[int]:
+        """See L{IAuditLog.append}."""
+        return run_interaction(self._pool, "append_audit", _append_audit_txn, entry)
+
+    def list(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        actor: str | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+    ) -> Deferred[builtins.list[AuditEntry]]:
+        """See L{IAuditLog.list}."""
+        if limit < 0:
+            return defer.fail(ValueError(f"limit must be >= 0, got {limit}"))
+        return run_interaction(
+            self._pool, "list_audit", _list_audit_txn, since, until, actor, limit, after_id
+        )

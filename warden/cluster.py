@@ -1,0 +1,242 @@
+"""
+Several Warden nodes serving one PBX: the shared state in Redis and each node's
+heartbeat.
+
+L{open_state} builds the Redis-backed stores from ``[state]`` and ``[cluster]``;
+L{NodeService} keeps this node's heartbeat key (``warden:<cluster>:node:<id>``)
+alive with a TTL of three intervals, so the other nodes (and operators, through
+``wardenctl``) see which nodes are alive, and closes the Redis connections when
+the node stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import attrs
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from warden.config import WardenConfig
+from warden.errors import StateUnavailable
+from warden.sip.auth import NonceManager
+from warden.store.redis import RedisLiveCalls, RedisLocationService, RedisState, connect_state
+from warden.store.redis_counters import RedisAuthFailureCounter, RedisCallCounters, shared_secret
+
+# A node counts as dead once its heartbeat is this many intervals old.
+MISSED_HEARTBEATS = 3
+
+
+@attrs.frozen
+class NodeInfo:
+    """
+    A node's heartbeat, as other nodes and operators see it.
+
+    Attributes:
+        node_id: the node's name.
+        sip: where it takes SIP (``host:port``).
+        started_at: when it started (clock time).
+        seen_at: its last heartbeat (clock time).
+    """
+
+    node_id: str
+    sip: str
+    started_at: float
+    seen_at: float
+
+
+@attrs.frozen
+class SharedState:
+    """The Redis-backed stores of one node, and the service that owns the connection."""
+
+    state: RedisState
+    location: RedisLocationService
+    live: RedisLiveCalls
+    counters: RedisCallCounters
+    auth_failures: RedisAuthFailureCounter
+    node: NodeService
+
+    def attach(self, sip: Any) -> None:
+        """
+        Make ``sip`` (a L{warden.sip.service.SipService}) a cluster member: it runs
+        under the node service, shares the nonce secret and counts authentication
+        failures cluster-wide.
+        """
+        self.node.nonces = sip.nonces
+        sip.throttle.shared = self.auth_failures
+        sip.setServiceParent(self.node)
+
+
+def open_state(
+    url: str,
+    clock: IReactorTime,
+    cluster: str,
+    node_id: str,
+    sip_address: str,
+    timeout: float,
+    heartbeat_interval: float,
+    live_call_ttl: float,
+) -> SharedState:
+    """
+    Connect to the Redis at ``url`` (connections are made in the background) and
+    build the stores and this node's heartbeat service on it.
+
+    Raises:
+        warden.store.state_url.StateURLError: the URL is unusable.
+    """
+    state = connect_state(url, clock, cluster, timeout)
+    counters = RedisCallCounters(state, node_id)
+    node = NodeService(state, node_id, sip_address, heartbeat_interval, counters)
+    return SharedState(
+        state=state,
+        location=RedisLocationService(state),
+        live=RedisLiveCalls(state, ttl=live_call_ttl),
+        counters=counters,
+        auth_failures=RedisAuthFailureCounter(state),
+        node=node,
+    )
+
+
+def shared_state(config: WardenConfig, clock: IReactorTime) -> SharedState | None:
+    """The Redis-backed state of ``config``'s ``[state] url``; None when it is ""."""
+    if not config.state.url:
+        return None
+    sip_host = config.sip.interface or "0.0.0.0"
+    return open_state(
+        config.state.url,
+        clock,
+        config.cluster.name,
+        config.node_id,
+        f"{sip_host}:{config.sip.port}",
+        config.state.timeout,
+        config.state.heartbeat_interval,
+        # Ringing calls are published once: their summaries must outlive the ring.
+        live_call_ttl=max(60.0, 2 * config.calls.ring_timeout + 10.0),
+    )
+
+
+class NodeService(service.MultiService):
+    """
+    This node's membership of the cluster, and the parent of the SIP service.
+
+    At start it forgets the calls it counted before (a restart ends them), gives
+    ``nonces`` the cluster's nonce secret (so any node recognises a nonce another
+    issued), starts its heartbeat every ``interval`` seconds, then its children.
+    On stop: children first, then the heartbeat is removed and the Redis
+    connections closed.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        state: RedisState,
+        node_id: str,
+        sip_address: str,
+        interval: float,
+        counters: RedisCallCounters | None = None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._state = state
+        self._counters = counters
+        self.node_id = node_id
+        self._sip = sip_address
+        self.interval = interval
+        self.nonces: NonceManager | None = None
+        self._started_at = 0.0
+        self._loop = task.LoopingCall(self.beat)
+        self._loop.clock = state.clock
+
+    def _key(self, node_id: str) -> str:
+        return self._state.key("node", node_id)
+
+    def startService(self) -> None:  # noqa: N802
+        """Join the cluster, then start the children (the SIP service)."""
+        service.Service.startService(self)  # type: ignore[no-untyped-call]
+        self._started_at = self._state.clock.seconds()
+        d = self.join()
+        d.addErrback(lambda f: self.log.failure("Could not join the cluster cleanly", f))
+        d.addCallback(lambda _: self._start_children())
+
+    def _start_children(self) -> None:
+        if not self.running:
+            return
+        self._loop.start(self.interval, now=True)
+        for child in self:
+            child.startService()
+
+    @defer.inlineCallbacks
+    def join(self):  # type: ignore[no-untyped-def]
+        """Clear this node's old call counts and adopt the cluster's nonce secret."""
+        if self._counters is not None:
+            cleared = yield self._counters.clear_node(self.node_id)
+            if cleared:
+                self.log.info("Forgot {count} call counts of a previous run", count=cleared)
+        if self.nonces is not None:
+            secret = yield shared_secret(self._state, "nonce", os.urandom(32))
+            self.nonces.use_secret(secret)
+
+    def beat(self) -> Deferred[None]:
+        """Publish one heartbeat; a failure is logged by the state and retried next time."""
+        now = self._state.clock.seconds()
+        info = NodeInfo(self.node_id, self._sip, self._started_at, now)
+        text = json.dumps(attrs.asdict(info))
+        ttl_ms = int(self.interval * MISSED_HEARTBEATS * 1000)
+        keys = [self._key(self.node_id), self._state.key("nodes")]
+        d = self._state.script("heartbeat", _BEAT, keys, [text, ttl_ms, self.node_id])
+        return d.addCallbacks(lambda _: None, _ignore_unavailable)
+
+    @defer.inlineCallbacks
+    def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802
+        """Stop the children, then the heartbeat (removed, best effort); close Redis."""
+        yield super().stopService()  # type: ignore[no-untyped-call]
+        if self._loop.running:
+            self._loop.stop()
+        try:
+            yield self._state.call(
+                "node_leave", lambda: self._state.client.delete(self._key(self.node_id))
+            )
+        except StateUnavailable:
+            pass
+        yield self._state.close()
+
+    def nodes(self) -> Deferred[list[NodeInfo]]:
+        """Fire with every node whose heartbeat is alive, ordered by node_id."""
+        return live_nodes(self._state)
+
+
+def _ignore_unavailable(failure: Failure) -> None:
+    failure.trap(StateUnavailable)  # type: ignore[no-untyped-call]
+
+
+_BEAT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 0
+"""
+
+_NODES = """
+local found = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then found[#found + 1] = v else redis.call('SREM', KEYS[1], id) end
+end
+return found
+"""
+
+
+def live_nodes(state: RedisState) -> Deferred[list[NodeInfo]]:
+    """Fire with every node of ``state``'s cluster whose heartbeat is alive, by node_id."""
+
+    def decode(values: list[str]) -> list[NodeInfo]:
+        found = [NodeInfo(**json.loads(v)) for v in values]
+        return sorted(found, key=lambda n: n.node_id)
+
+    d = state.script("nodes", _NODES, [state.key("nodes")], [state.key("node", "")])
+    return d.addCallback(decode)

@@ -1,0 +1,212 @@
+"""
+The admin plugin's stores in PostgreSQL: accounts and API tokens
+(L{IAdminStore}) and the append-only audit log (L{IAuditLog}), on the tables of
+schema ``0004_admin`` (PostgreSQL dialect). Same contracts as the SQLite stores
+of L{warden.admin.store}; every method is one named interaction.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from warden.admin.model import AdminAccount, ApiToken, AuditEntry
+from warden.errors import AdminAccountExists, AdminAccountNotFound
+from warden.interfaces import IAdminStore, IAuditLog
+from warden.store.pgpool import Cursor, PostgreSQLPool
+
+_ACCOUNT_COLUMNS = (
+    "name, password_hash, created_at, totp_secret, totp_pending, totp_last_step, recovery_hashes"
+)
+_TOKEN_COLUMNS = "token_id, name, secret_hash, scopes, owner, created_at, revoked_at"
+
+
+def _account_row(a: AdminAccount) -> tuple[Any, ...]:
+    return (
+        a.name, a.password_hash, a.created_at, a.totp_secret, a.totp_pending,
+        a.totp_last_step, json.dumps(list(a.recovery_hashes)),
+    )  # fmt: skip
+
+
+def _account(row: tuple[Any, ...]) -> AdminAccount:
+    name, password_hash, created_at, secret, pending, last_step, recovery = row
+    return AdminAccount(
+        name=name, password_hash=password_hash, created_at=created_at, totp_secret=secret,
+        totp_pending=pending, totp_last_step=int(last_step),
+        recovery_hashes=json.loads(recovery),
+    )  # fmt: skip
+
+
+def _token(row: tuple[Any, ...]) -> ApiToken:
+    token_id, name, secret_hash, scopes, owner, created_at, revoked_at = row
+    return ApiToken(
+        token_id, name, secret_hash, tuple(scopes.split()), owner, created_at, revoked_at
+    )
+
+
+async def _add_account_txn(cursor: Cursor, account: AdminAccount) -> None:
+    await cursor.execute(
+        f"INSERT INTO admin_accounts ({_ACCOUNT_COLUMNS})"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+        _account_row(account),
+    )
+    if cursor.rowcount == 0:
+        raise AdminAccountExists(account.name)
+
+
+async def _get_account_txn(cursor: Cursor, name: str) -> AdminAccount | None:
+    await cursor.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts WHERE name = %s", (name,))
+    row = cursor.fetchone()
+    return None if row is None else _account(row)
+
+
+async def _update_account_txn(cursor: Cursor, account: AdminAccount) -> None:
+    row = _account_row(account)
+    await cursor.execute(
+        "UPDATE admin_accounts SET password_hash = %s, created_at = %s, totp_secret = %s,"
+        " totp_pending = %s, totp_last_step = %s, recovery_hashes = %s WHERE name = %s",
+        (*row[1:], row[0]),
+    )
+    if cursor.rowcount == 0:
+        raise AdminAccountNotFound(account.name)
+
+
+async def _list_accounts_txn(cursor: Cursor) -> list[AdminAccount]:
+    await cursor.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts ORDER BY name")
+    return [_account(row) for row in cursor.fetchall()]
+
+
+async def _add_token_txn(cursor: Cursor, t: ApiToken) -> None:
+    await cursor.execute(
+        f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (t.token_id, t.name, t.secret_hash, " ".join(t.scopes), t.owner, t.created_at,
+         t.revoked_at),
+    )  # fmt: skip
+
+
+async def _get_token_txn(cursor: Cursor, token_id: str) -> ApiToken | None:
+    await cursor.execute(
+        f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_id = %s", (token_id,)
+    )
+    row = cursor.fetchone()
+    return None if row is None else _token(row)
+
+
+async def _list_tokens_txn(cursor: Cursor) -> list[ApiToken]:
+    await cursor.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, token_id")
+    return [_token(row) for row in cursor.fetchall()]
+
+
+async def _revoke_token_txn(cursor: Cursor, token_id: str, at: float) -> bool:
+    await cursor.execute(
+        "UPDATE api_tokens SET revoked_at = %s WHERE token_id = %s AND revoked_at IS NULL",
+        (at, token_id),
+    )
+    return bool(cursor.rowcount)
+
+
+@implementer(IAdminStore)
+class PostgreSQLAdminStore:
+    """L{IAdminStore} in PostgreSQL."""
+
+    def __init__(self, pool: PostgreSQLPool) -> None:
+        self._pool = pool
+
+    def add_account(self, account: AdminAccount) -> Deferred[None]:
+        """See L{IAdminStore.add_account}."""
+        return self._pool.run("add_admin_account", _add_account_txn, account)
+
+    def get_account(self, name: str) -> Deferred[AdminAccount | None]:
+        """See L{IAdminStore.get_account}."""
+        return self._pool.run("get_admin_account", _get_account_txn, name)
+
+    def update_account(self, account: AdminAccount) -> Deferred[None]:
+        """See L{IAdminStore.update_account}."""
+        return self._pool.run("update_admin_account", _update_account_txn, account)
+
+    def list_accounts(self) -> Deferred[builtins.list[AdminAccount]]:
+        """See L{IAdminStore.list_accounts}."""
+        return self._pool.run("list_admin_accounts", _list_accounts_txn)
+
+    def add_token(self, token: ApiToken) -> Deferred[None]:
+        """See L{IAdminStore.add_token}."""
+        return self._pool.run("add_api_token", _add_token_txn, token)
+
+    def get_token(self, token_id: str) -> Deferred[ApiToken | None]:
+        """See L{IAdminStore.get_token}."""
+        return self._pool.run("get_api_token", _get_token_txn, token_id)
+
+    def list_tokens(self) -> Deferred[builtins.list[ApiToken]]:
+        """See L{IAdminStore.list_tokens}."""
+        return self._pool.run("list_api_tokens", _list_tokens_txn)
+
+    def revoke_token(self, token_id: str, at: float) -> Deferred[bool]:
+        """See L{IAdminStore.revoke_token}."""
+        return self._pool.run("revoke_api_token", _revoke_token_txn, token_id, at)
+
+
+async def _append_audit_txn(cursor: Cursor, e: AuditEntry) -> int:
+    await cursor.execute(
+        "INSERT INTO audit_log (at, actor, source, action, target, status, detail)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (e.at, e.actor, e.source, e.action, e.target, e.status, json.dumps(e.detail)),
+    )
+    return int(cursor.fetchone()[0])
+
+
+async def _list_audit_txn(
+    cursor: Cursor,
+    since: float | None,
+    until: float | None,
+    actor: str | None,
+    limit: int,
+    after_id: int | None,
+) -> list[AuditEntry]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("at >= %s", since), ("at < %s", until), ("actor = %s", actor), ("id > %s", after_id),
+    ):  # fmt: skip
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    await cursor.execute(
+        "SELECT id, at, actor, source, action, target, status, detail FROM audit_log"
+        f"{where} ORDER BY id LIMIT %s",
+        (*params, limit),
+    )
+    return [
+        AuditEntry(at, actor, source, action, target, status, json.loads(detail), int(entry_id))
+        for entry_id, at, actor, source, action, target, status, detail in cursor.fetchall()
+    ]
+
+
+@implementer(IAuditLog)
+class PostgreSQLAuditLog:
+    """L{IAuditLog} in PostgreSQL (triggers refuse UPDATE, DELETE and TRUNCATE)."""
+
+    def __init__(self, pool: PostgreSQLPool) -> None:
+        self._pool = pool
+
+    def append(self, entry: AuditEntry) -> Deferred[int]:
+        """See L{IAuditLog.append}."""
+        return self._pool.run("append_audit", _append_audit_txn, entry)
+
+    def list(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        actor: str | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+    ) -> Deferred[builtins.list[AuditEntry]]:
+        """See L{IAuditLog.list}."""
+        if limit < 0:
+            return defer.fail(ValueError(f"limit must be >= 0, got {limit}"))
+        return self._pool.run("list_audit", _list_audit_txn, since, until, actor, limit, after_id)
