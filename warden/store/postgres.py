@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound, StoreError
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
+from warden.store.cdr import _LIVE_COLUMNS, _RECORD_COLUMNS, _live_row, _record_row
 from warden.store.migrate import Migration, load_migrations
 from warden.store.model import CallRecord, Extension, LiveCall
 from warden.store.pgpool import Cursor, PostgreSQLPool
@@ -252,30 +253,6 @@ class PostgreSQLDirectory:
 
 # -- call records ----------------------------------------------------------------
 
-_RECORD_COLUMNS = (
-    "call_id, caller, caller_name, callee, dialled, started_at, answered_at, ended_at,"
-    " disposition, hangup_cause, hangup_side, codec, media, node_id"
-)
-
-
-def _record_row(record: CallRecord) -> Row:
-    return (
-        record.call_id,
-        record.caller,
-        record.caller_name,
-        record.callee,
-        record.dialled,
-        record.started_at,
-        record.answered_at,
-        record.ended_at,
-        record.disposition,
-        record.hangup_cause,
-        record.hangup_side,
-        record.codec,
-        json.dumps(record.media, separators=(",", ":"), sort_keys=True),
-        record.node_id,
-    )
-
 
 def _record_from_row(row: Row) -> CallRecord:
     names = [c.strip() for c in _RECORD_COLUMNS.split(",")]
@@ -388,10 +365,6 @@ class PostgreSQLCallRecordStore:
 
 # -- live calls ------------------------------------------------------------------
 
-_LIVE_COLUMNS = (
-    "call_id, caller, callee, dialled, state, started_at, answered_at, codec, packets,"
-    " node_id, updated_at"
-)
 _UPSERT_LIVE = (
     f"INSERT INTO live_calls ({_LIVE_COLUMNS})"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -401,22 +374,6 @@ _UPSERT_LIVE = (
     " codec = excluded.codec, packets = excluded.packets, node_id = excluded.node_id,"
     " updated_at = excluded.updated_at"
 )
-
-
-def _live_row(call: LiveCall) -> Row:
-    return (
-        call.call_id,
-        call.caller,
-        call.callee,
-        call.dialled,
-        call.state,
-        call.started_at,
-        call.answered_at,
-        call.codec,
-        call.packets,
-        call.node_id,
-        call.updated_at,
-    )
 
 
 def _live_from_row(row: Row) -> LiveCall:
