@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from warden.cluster import NodeService, live_nodes, shared_state
 from warden.config import parse_config_text
 from warden.sip.auth import NonceManager, NonceState
+from warden.sip.hop import NodeHop
 from warden.store.redis import connect_state
 from warden.store.redis_counters import RedisCallCounters
 from warden.testing import servers
@@ -126,6 +127,25 @@ class NodeServiceTests(TestCase):
         self.assertEqual([c.started_count for c in children], [1, 1])
         assert a.nonces is not None and b.nonces is not None
         self.assertEqual(b.nonces.check(a.nonces.issue()), NonceState.STALE)
+
+    async def test_hop_secret_and_nodes(self) -> None:
+        """Both nodes' hops get the same secret at join and, after a heartbeat,
+        each other's SIP address (the bound port when it differs)."""
+        a, b = self.node("a"), self.node("b")
+        hops = []
+        for node in (a, b):
+            hop = NodeHop(node.node_id, list.append, lambda h, p: None, str, lambda m, f: None)
+            node.hop = hop
+            hops.append(hop)
+        b.port = lambda: 7000
+        await self.started(a)
+        await self.started(b)
+        await a.beat()
+        await b.beat()
+        token = hops[1].token("a", "tcp:127.0.0.1:4000")
+        self.assertEqual(hops[0].read_token("a", token), "tcp:127.0.0.1:4000")
+        self.assertEqual(hops[0].nodes, {"b": ("127.0.0.1", 7000)})
+        self.assertEqual(hops[1].nodes, {"a": ("127.0.0.1", 5061)})
 
     async def test_restart_clears_own_counts(self) -> None:
         """A node starting again forgets the calls it counted in its previous run."""

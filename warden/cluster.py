@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -69,6 +70,8 @@ class SharedState:
         failures cluster-wide.
         """
         self.node.nonces = sip.nonces
+        self.node.hop = sip.hop
+        self.node.port = sip.bound_port
         sip.throttle.shared = self.auth_failures
         sip.setServiceParent(self.node)
 
@@ -107,7 +110,7 @@ def shared_state(config: WardenConfig, clock: IReactorTime) -> SharedState | Non
     """The Redis-backed state of ``config``'s ``[state] url``; None when it is ""."""
     if not config.state.url:
         return None
-    sip_host = config.sip.interface or "0.0.0.0"
+    sip_host = config.cluster.address or config.sip.interface or "0.0.0.0"
     return open_state(
         config.state.url,
         clock,
@@ -149,6 +152,11 @@ class NodeService(service.MultiService):
         self._sip = sip_address
         self.interval = interval
         self.nonces: NonceManager | None = None
+        #: Routing through other nodes (L{warden.sip.hop.NodeHop}): gets the
+        #: cluster's secret at join and the live nodes after every heartbeat.
+        self.hop: Any = None
+        #: The SIP port actually bound, when it differs from the configured one.
+        self.port: Callable[[], int] | None = None
         self._started_at = 0.0
         self._loop = task.LoopingCall(self.beat)
         self._loop.clock = state.clock
@@ -181,15 +189,24 @@ class NodeService(service.MultiService):
         if self.nonces is not None:
             secret = yield shared_secret(self._state, "nonce", os.urandom(32))
             self.nonces.use_secret(secret)
+        if self.hop is not None:
+            secret = yield shared_secret(self._state, "hop", os.urandom(32))
+            self.hop.use_secret(secret)
 
     def beat(self) -> Deferred[None]:
         """Publish one heartbeat; a failure is logged by the state and retried next time."""
         now = self._state.clock.seconds()
-        info = NodeInfo(self.node_id, self._sip, self._started_at, now)
+        sip = self._sip
+        if self.port is not None:
+            sip = f"{sip.rpartition(':')[0]}:{self.port()}"
+        info = NodeInfo(self.node_id, sip, self._started_at, now)
         text = json.dumps(attrs.asdict(info))
         ttl_ms = int(self.interval * MISSED_HEARTBEATS * 1000)
         keys = [self._key(self.node_id), self._state.key("nodes")]
         d = self._state.script("heartbeat", _BEAT, keys, [text, ttl_ms, self.node_id])
+        if self.hop is not None:
+            d.addCallback(lambda _: self.nodes())
+            d.addCallback(lambda nodes: self.hop.set_nodes({n.node_id: n.sip for n in nodes}))
         return d.addCallbacks(lambda _: None, _ignore_unavailable)
 
     @defer.inlineCallbacks

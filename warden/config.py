@@ -444,6 +444,9 @@ class ClusterConfig:
         name: the cluster's name; its keys in Redis start with ``warden:<name>:``.
         node_id: this node's name in bindings, calls and records; "" means
             ``server.node_id``, else the host name. Each node needs its own.
+        address: the IP address other nodes reach this node's SIP port at, to
+            route calls through it to phones whose connection (TCP) or NAT
+            binding it holds; "" means ``sip.interface``.
     """
 
     SECTION: ClassVar[str] = "cluster"
@@ -458,6 +461,10 @@ class ClusterConfig:
     node_id: str = attrs.field(
         default="",
         validator=_rule(lambda v: isinstance(v, str) and bool(_NODE_ID.match(v)), _NODE_ID_RULE),
+    )
+    address: str = attrs.field(
+        default="",
+        validator=_rule(_is_ip_or_empty, 'an IPv4 or IPv6 address, or "" for [sip] interface'),
     )
 
 

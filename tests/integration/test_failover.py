@@ -10,6 +10,10 @@ during a call anchored on B: the call goes on to its end; the callee stays
 reachable (a UDP binding of a dead node is still dialled directly); after it
 re-registers through B its binding names B; A restarts and rejoins by itself;
 every completed call has its record.
+
+A phone registered over TCP through A can only be reached on its connection:
+a call placed through B goes B -> A -> phone (A forwards on the phone's flow and
+Record-Routes, so the BYE takes the same path), with RTP through B's relay.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 from tests.integration.test_calls import PCAP, SCENARIOS, poll_async
 from tests.integration.test_postgres_store import postgresql_settings
 from warden.cluster import live_nodes
+from warden.ops.loadtest.agent import SipAgent
+from warden.ops.loadtest.results import Account
 from warden.store.redis import RedisLocationService, connect_state
 from warden.testing import servers
 
@@ -87,6 +93,23 @@ class FailoverTests(IntegrationTestCase):
         await node.start()
         return node
 
+    async def two_nodes(self, first: int, media: int) -> tuple[NodeProcess, NodeProcess, Any, Any]:
+        """
+        Nodes A and B on the throwaway PostgreSQL, two extensions from ``first``,
+        and a Redis connection once both heartbeats are seen.
+        """
+        store = postgresql_settings(self)
+        a = await self.start_node(NODE_A, "a", store, media)
+        users = await provision(a.config_path, 2, first=first)
+        b = await self.start_node(NODE_B, "b", store, media + 200)
+        state = self.state()
+
+        async def both() -> bool:
+            return [n.node_id for n in await live_nodes(state)] == ["a", "b"]
+
+        self.assertTrue(await poll_async(both, 10))
+        return a, b, users, state
+
     def state(self) -> Any:
         from twisted.internet import reactor
 
@@ -135,14 +158,8 @@ class FailoverTests(IntegrationTestCase):
 
     async def test_cross_node_calls_and_failover(self) -> None:
         """Register via A, call via B; kill A mid-call; re-register via B; A rejoins."""
-        store = postgresql_settings(self)
-        a = await self.start_node(NODE_A, "a", store, 33000)
-        users = await provision(a.config_path, 2, first=4000)
-        b = await self.start_node(NODE_B, "b", store, 33200)
+        a, b, users, state = await self.two_nodes(first=4000, media=33000)
         caller, callee = users.numbers
-        state = self.state()
-        nodes = [n.node_id for n in await live_nodes(state)]
-        self.assertEqual(nodes, ["a", "b"])
 
         # The callee's UAS registers through A and answers 3 calls, echoing RTP.
         work = self.workdir()
@@ -218,3 +235,45 @@ class FailoverTests(IntegrationTestCase):
             for record in records:
                 for side in ("a", "b"):
                     self.assertGreater(record["media"][side]["packets_in"], 20, record)
+
+    async def test_tcp_phone_reached_through_its_node(self) -> None:
+        """A call through B to a phone on a TCP connection to A goes through A."""
+        from twisted.internet import reactor
+
+        a, b, users, state = await self.two_nodes(first=4100, media=33400)
+        caller, callee = users.numbers
+        phone = SipAgent(reactor, NODE_A, a.port, transport="tcp", local_ip=LOCALHOST)
+        await phone.start()
+        self.addCleanup(phone.stop)
+        registered = await phone.register(Account(callee, users.passwords[callee]))
+        self.assertTrue(registered.ok, registered)
+        bindings = await RedisLocationService(state).bindings_for(callee, 0.0)
+        self.assertEqual([(bd.node_id, bd.received[:4]) for bd in bindings], [("a", "tcp:")])
+
+        # B learns A's address from A's heartbeat, then routes through A.
+        work = self.workdir()
+        caller_csv = work / "caller.csv"
+        pw = users.passwords[caller]
+        caller_csv.write_text(f"SEQUENTIAL\n{caller};{pw};{callee};[authentication username={caller} password={pw}]\n")  # fmt: skip  # noqa: E501
+        await self.call(b, caller_csv, hold_ms=2000)
+
+        async def recorded() -> bool:
+            listed = await wardenctl(b.config_path, "cdr", "list", "--json")
+            return listed.code == 0 and len(json.loads(listed.stdout)) == 1
+
+        self.assertTrue(await poll_async(recorded, 20))
+        [record] = await self.records(b)
+        self.assertEqual((record["disposition"], record["node_id"]), ("ANSWERED", "b"), record)
+        for side in ("a", "b"):
+            self.assertGreater(record["media"][side]["packets_in"], 20, record)
+        # The phone answered once, got its ACK, and the caller's BYE ended its call.
+        self.assertEqual((phone.answerer.answered, phone.answerer.unacknowledged), (1, 0))
+        self.assertEqual(phone.answerer.calls, {})
+
+        # The phone's connection is gone: A answers B's INVITE with 430 and B
+        # reports the callee unavailable instead of hanging.
+        await phone.stop()
+        run_dir = self.workdir()
+        result = await run_sipp(self.uac_args(b, caller_csv, 500), run_dir, timeout=90)
+        stats = read_sipp_stats(run_dir)
+        self.assertEqual((stats.successful, stats.failed), (0, 1), result.stderr)

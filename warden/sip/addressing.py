@@ -9,7 +9,9 @@ unconnected UDP socket's ``connect``, which sends nothing; cached per peer).
 ``flow_for(binding)`` turns a binding's recorded flow into something to send on:
 UDP phones are reached at the address their REGISTER came from (NAT-friendly,
 as RFC 5626 §4.2 suggests); TCP phones through their registration's connection
-while it is open.
+while it is open. ``reach(binding)`` adds the other nodes of a cluster: a phone
+whose connection or NAT binding another live node holds is reached through that
+node (L{warden.sip.hop}).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Addressing:
         self._port = port
         self._connections = connections
         self._routes: dict[str, str] = {}
+        #: Routing through other nodes (a L{warden.sip.hop.NodeHop}), in a cluster.
+        self.hop: Any = None
 
     def local_host_for(self, peer: str) -> str:
         """Our address as seen by ``peer``."""
@@ -80,6 +84,22 @@ class Addressing:
         if ":" in host:
             host = f"[{host}]"
         return f"{host}:{self._port()}"
+
+    def reach(self, binding: Binding) -> tuple[Flow, list[str]] | None:
+        """
+        Where to send a request for ``binding`` and the Route values it needs:
+        through the node holding the phone's flow when another live node holds
+        it and the phone cannot be reached directly; otherwise directly (also a
+        UDP phone whose node died). None when the phone cannot be reached.
+        """
+        hop = self.hop
+        if hop is not None and hop.wanted(binding):
+            routed = hop.route(binding)
+            if routed is not None:
+                flow, route = routed
+                return flow, [route]
+        flow = self.flow_for(binding)
+        return None if flow is None else (flow, [])
 
     def flow_for(self, binding: Binding) -> Flow | None:
         """The flow to reach a binding's phone, or None when it is gone."""

@@ -186,9 +186,10 @@ class CallController:
 
     def make_branch(self, call: Call, binding: Binding, offer: bytes) -> Branch | None:
         """The INVITE towards one binding, with its own dialog."""
-        flow = self.addressing.flow_for(binding)
-        if flow is None:
+        reached = self.addressing.reach(binding)
+        if reached is None:
             return None
+        flow, routes = reached
         caller = call.caller
         domain = self.settings.domain
         display = f'"{caller.name}" ' if caller.name else ""
@@ -202,7 +203,7 @@ class CallController:
             local_cseq=0,
             remote_cseq=None,
             remote_target=binding.contact,
-            route_set=[],
+            route_set=routes,
             flow=flow,
             local_contact=self.contact_for(flow),
             via_host=self.via_for(flow),

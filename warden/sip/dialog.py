@@ -141,8 +141,13 @@ def uas_dialog(
 def confirm_uac_dialog(dialog: Dialog, response: Response) -> None:
     """
     Complete our UAC dialog from a response with a To tag (§12.1.2): remote tag,
-    remote target from Contact, route set from Record-Route reversed.
+    remote target from Contact, route set from Record-Route reversed (a
+    pre-loaded route stays when there is no Record-Route).
     """
     dialog.remote_tag = response.to.tag
     dialog.update_target(response)
-    dialog.route_set = list(reversed(response.get_all("Record-Route")))
+    routes = list(reversed(response.get_all("Record-Route")))
+    if routes or not dialog.route_set:
+        # A pre-loaded route (through another node, L{warden.sip.hop}) stays when
+        # the peer left Record-Route out of its response.
+        dialog.route_set = routes

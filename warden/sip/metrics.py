@@ -36,6 +36,16 @@ REGISTRATIONS = Counter(
     "warden_registrar_registrations_total", "Successful REGISTER requests", ["kind"]
 )
 BINDINGS = Gauge("warden_registrar_bindings", "Current registrar bindings")
+HOP_FORWARDED = Counter(
+    "warden_sip_hop_forwarded_total",
+    "Messages forwarded for other nodes to phones whose flow this node holds",
+    ["kind"],
+)
+HOP_REFUSED = Counter(
+    "warden_sip_hop_refused_total",
+    "Requests routed through this node that it could not forward",
+    ["status"],
+)
 UDP_DROPS = Counter(
     "warden_sip_udp_drops_total",
     "SIP datagrams the kernel dropped because the socket's receive buffer was full",

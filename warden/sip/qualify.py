@@ -50,6 +50,9 @@ class Qualifier:
         addressing: how to reach a binding and what to put in Via.
         interval: seconds between rounds.
         domain: our domain, for From.
+        node_id: this node's name: in a cluster each node qualifies the bindings
+            registered through it (the others' phones may only be reachable
+            through their node, which qualifies them).
     """
 
     log = Logger()
@@ -63,6 +66,7 @@ class Qualifier:
         addressing: Any,
         interval: float,
         domain: str,
+        node_id: str = "",
     ) -> None:
         self._clock = clock
         self._transactions = transactions
@@ -71,6 +75,7 @@ class Qualifier:
         self._addressing = addressing
         self.interval = interval
         self._domain = domain
+        self._node_id = node_id
         self.health: dict[tuple[str, str], Health] = {}
         self._loop = task.LoopingCall(self.run_once)
         self._loop.clock = clock
@@ -96,6 +101,8 @@ class Qualifier:
         bindings = yield self._location.all_bindings(self._clock.seconds())
         seen: set[tuple[str, str]] = set()
         for binding in bindings:
+            if self._node_id and binding.node_id not in ("", self._node_id):
+                continue
             extension = yield self._directory.get_extension(binding.aor)
             if extension is None or not extension.qualify:
                 continue

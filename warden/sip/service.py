@@ -21,6 +21,7 @@ from warden.sip.authenticator import Authenticator
 from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.core import SipCore
 from warden.sip.dialplan import DialplanRouter, Rule
+from warden.sip.hop import NodeHop
 from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.routing import ExtensionRouter
@@ -96,7 +97,15 @@ class SipService(service.MultiService):
         self.hub = TransportHub(clock, settings.max_message_bytes, settings.tcp_idle_timeout)
         self.core = SipCore(is_local_domain)
         self.transactions = TransactionLayer(clock, settings.timers, self.hub.send, self.core)
-        self.hub.receiver = self.transactions.receive
+        self.addressing = Addressing(settings.interface, self.bound_port, self.hub.connection_to)
+        # Requests another node routes through this one to a phone it holds (and
+        # their responses) are forwarded; everything else goes to the transactions.
+        self.hop = NodeHop(
+            settings.node_id, self.hub.send, self.hub.connection_to, self.addressing.via_for,
+            self.transactions.receive,
+        )  # fmt: skip
+        self.addressing.hop = self.hop
+        self.hub.receiver = self.hop.receive
         self.throttle = AuthThrottle(
             clock, settings.auth_fail_limit, settings.auth_fail_window, settings.auth_block_seconds
         )
@@ -113,7 +122,6 @@ class SipService(service.MultiService):
             settings.node_id,
         )
         self.core.register_handler("REGISTER", self.registrar.handle)
-        self.addressing = Addressing(settings.interface, self.bound_port, self.hub.connection_to)
         self.calls: CallController | None = None
         self.qualifier: Qualifier | None = None
         if call_services is not None:
@@ -128,7 +136,7 @@ class SipService(service.MultiService):
         s = self.settings
         self.qualifier = Qualifier(
             self.clock, self.transactions, location, directory, self.addressing,
-            s.qualify_interval, s.realm,
+            s.qualify_interval, s.realm, s.node_id,
         )  # fmt: skip
         extensions = ExtensionRouter(self.clock, directory, location, self.qualifier.is_reachable)
         router = DialplanRouter(s.dialplan, extensions)

@@ -1,0 +1,329 @@
+"""
+Routing calls through the node that holds a phone's flow (L{warden.sip.hop}):
+the calling node's choice, and the holding node's stateless forwarding, with a
+fake transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial import unittest
+
+from warden.sip.addressing import Addressing
+from warden.sip.dialog import Dialog, confirm_uac_dialog
+from warden.sip.flow import Flow
+from warden.sip.hop import HOP_BRANCH, NodeHop, behind_nat
+from warden.sip.message import Message, Request, Response
+from warden.sip.parser import parse_datagram
+from warden.sip.transport import TransportError
+from warden.store.model import Binding
+
+SECRET = b"s" * 32
+NODE_A = ("127.0.0.2", 5060)  # holds the phone's flow
+NODE_B = ("127.0.0.3", 5070)  # places the call
+PHONE = ("127.0.0.1", 40000)
+
+
+class FakeConnection:
+    """A stream connection as the transport hub hands it out."""
+
+    is_open = True
+
+
+class Wire:
+    """Records what a hop sends; knows one TCP connection (the phone's)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Message, Flow]] = []
+        self.passed: list[Message] = []
+        self.connection: FakeConnection | None = FakeConnection()
+        self.broken = False
+
+    def send(self, message: Message, flow: Flow) -> None:
+        if self.broken:
+            raise TransportError("unreachable")
+        self.sent.append((parse_datagram(message.to_bytes()), flow))
+
+    def connection_to(self, host: str, port: int) -> Any:
+        return self.connection if (host, port) == PHONE else None
+
+
+def make_hop(wire: Wire, node_id: str = "a") -> NodeHop:
+    hop = NodeHop(
+        node_id,
+        wire.send,
+        wire.connection_to,
+        lambda flow: f"{NODE_A[0]}:{NODE_A[1]}" if node_id == "a" else f"{NODE_B[0]}:{NODE_B[1]}",
+        lambda message, flow: wire.passed.append(message),
+    )
+    hop.use_secret(SECRET)
+    hop.set_nodes({"a": "127.0.0.2:5060", "b": "127.0.0.3:5070", "c": "0.0.0.0:5060"})
+    return hop
+
+
+def binding(received: str, node_id: str = "a", contact: str = "") -> Binding:
+    contact = contact or "sip:1001@127.0.0.1:40000;transport=tcp"
+    return Binding("1001", contact, contact, 9e9, received=received, node_id=node_id)
+
+
+TCP_BINDING = binding("tcp:127.0.0.1:40000")
+
+
+def invite_from_b(route: str, branch: str = "z9hG4bKb1", method: str = "INVITE") -> Request:
+    text = (
+        f"{method} sip:1001@127.0.0.1:40000;transport=tcp SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.3:5070;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"Route: {route}\r\n"
+        "From: <sip:1000@pbx>;tag=f1\r\n"
+        "To: <sip:1001@pbx>\r\n"
+        "Call-ID: c1-0\r\n"
+        f"CSeq: 1 {method}\r\n"
+        "Contact: <sip:warden@127.0.0.3:5070>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    request = parse_datagram(text.encode())
+    assert isinstance(request, Request)
+    return request
+
+
+def b_flow() -> Flow:
+    return Flow("udp", *NODE_B)
+
+
+def phone_flow() -> Flow:
+    return Flow("tcp", *PHONE, FakeConnection())
+
+
+class CallingNodeTests(unittest.TestCase):
+    """Node B decides how to reach a binding."""
+
+    def setUp(self) -> None:
+        self.wire = Wire()
+        self.hop = make_hop(self.wire, "b")
+
+    def test_wanted(self) -> None:
+        """Other nodes' TCP and NATed bindings go through them; the rest directly."""
+        self.assertTrue(self.hop.wanted(TCP_BINDING))
+        udp = binding("udp:127.0.0.1:40000", contact="sip:1001@127.0.0.1:40000")
+        self.assertFalse(self.hop.wanted(udp))
+        natted = binding("udp:203.0.113.9:61000", contact="sip:1001@192.168.1.20:5060")
+        self.assertTrue(behind_nat(natted))
+        self.assertTrue(self.hop.wanted(natted))
+        self.assertFalse(self.hop.wanted(binding("tcp:127.0.0.1:40000", node_id="b")))
+        self.assertFalse(self.hop.wanted(binding("tcp:127.0.0.1:40000", node_id="")))
+
+    def test_not_before_the_secret(self) -> None:
+        """Without the cluster's secret nothing is routed through other nodes."""
+        hop = NodeHop("b", self.wire.send, self.wire.connection_to, str, self.wire.passed.append)
+        self.assertFalse(hop.enabled)
+        self.assertFalse(hop.wanted(TCP_BINDING))
+
+    def test_route(self) -> None:
+        """The INVITE goes to the holding node with a Route naming the flow there."""
+        routed = self.hop.route(TCP_BINDING)
+        assert routed is not None
+        flow, route = routed
+        self.assertEqual((flow.transport, flow.host, flow.port), ("udp", *NODE_A))
+        self.assertTrue(route.startswith("<sip:127.0.0.2:5060;lr;wnode=a;wflow="), route)
+        token = route.split("wflow=")[1].rstrip(">")
+        self.assertEqual(self.hop.read_token("a", token), "tcp:127.0.0.1:40000")
+        self.assertIsNone(self.hop.read_token("c", token))
+
+    def test_dead_or_unaddressed_node(self) -> None:
+        """A node without a heartbeat (or with a wildcard address) is not a route."""
+        self.assertIsNone(self.hop.route(binding("tcp:127.0.0.1:40000", node_id="z")))
+        self.assertIsNone(self.hop.route(binding("tcp:127.0.0.1:40000", node_id="c")))
+
+    def test_reach(self) -> None:
+        """Addressing.reach: through the node, directly, or not at all."""
+        addressing = Addressing("127.0.0.3", lambda: 5070, self.wire.connection_to)
+        addressing.hop = self.hop
+        reached = addressing.reach(TCP_BINDING)
+        assert reached is not None
+        self.assertEqual(reached[0].host, NODE_A[0])
+        self.assertEqual(len(reached[1]), 1)
+        # The node died: a UDP phone is still dialled directly, a TCP one is not.
+        self.hop.set_nodes({"b": "127.0.0.3:5070"})
+        natted = binding("udp:203.0.113.9:61000", contact="sip:1001@192.168.1.20:5060")
+        self.assertEqual(addressing.reach(natted), (Flow("udp", "203.0.113.9", 61000), []))
+        self.wire.connection = None
+        self.assertIsNone(addressing.reach(TCP_BINDING))
+
+    def test_preloaded_route_kept(self) -> None:
+        """A 2xx without Record-Route keeps the pre-loaded route; one with it replaces it."""
+        dialog = Dialog(
+            "c1", "t1", None, "<sip:a@x>", "<sip:b@x>", 1, None, "sip:b@y", ["<sip:n;lr>"],
+            b_flow(), "sip:warden@x", "x",
+        )  # fmt: skip
+        bare = parse_datagram(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=t1\r\n"
+            b"To: <sip:b@x>;tag=t2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert isinstance(bare, Response)
+        confirm_uac_dialog(dialog, bare)
+        self.assertEqual(dialog.route_set, ["<sip:n;lr>"])
+        bare.add("Record-Route", "<sip:m;lr>")
+        confirm_uac_dialog(dialog, bare)
+        self.assertEqual(dialog.route_set, ["<sip:m;lr>"])
+
+
+class HoldingNodeTests(unittest.TestCase):
+    """Node A forwards requests and responses between node B and the phone."""
+
+    def setUp(self) -> None:
+        self.wire = Wire()
+        self.hop = make_hop(self.wire, "a")
+        caller = make_hop(Wire(), "b")
+        routed = caller.route(TCP_BINDING)
+        assert routed is not None
+        self.route = routed[1]
+
+    def forwarded(self) -> tuple[Request, Flow]:
+        self.assertEqual(len(self.wire.sent), 1, self.wire.sent)
+        message, flow = self.wire.sent.pop()
+        assert isinstance(message, Request)
+        return message, flow
+
+    def test_invite_to_phone(self) -> None:
+        """Route popped, Via and two Record-Routes added, Max-Forwards decremented."""
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        request, flow = self.forwarded()
+        self.assertEqual((flow.transport, flow.host, flow.port), ("tcp", *PHONE))
+        self.assertIs(flow.connection, self.wire.connection)
+        self.assertEqual(request.get_all("Route"), [])
+        vias = request.vias
+        self.assertEqual(len(vias), 2)
+        self.assertEqual(vias[0].transport, "TCP")
+        self.assertTrue((vias[0].branch or "").startswith(HOP_BRANCH))
+        self.assertEqual(request.get("Max-Forwards"), "69")
+        routes = request.get_all("Record-Route")
+        self.assertEqual(len(routes), 2)
+        self.assertIn("transport=tcp", routes[0])
+        self.assertNotIn("transport=", routes[1])
+        self.assertIn("wnode=a", routes[1])
+        self.assertEqual(self.wire.passed, [])
+
+    def test_retransmission_and_cancel_share_the_branch(self) -> None:
+        """The same incoming branch gives the same outgoing one (CANCEL matches)."""
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        first, _ = self.forwarded()
+        self.hop.receive(invite_from_b(self.route, method="CANCEL"), b_flow())
+        cancel, _ = self.forwarded()
+        self.assertEqual(first.top_via.branch, cancel.top_via.branch)
+        self.assertEqual(cancel.get_all("Record-Route"), [])
+        self.hop.receive(invite_from_b(self.route, branch="z9hG4bKother"), b_flow())
+        other, _ = self.forwarded()
+        self.assertNotEqual(first.top_via.branch, other.top_via.branch)
+
+    def test_response_goes_back(self) -> None:
+        """The phone's response loses our Via and goes where the request came from."""
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        request, _ = self.forwarded()
+        text = (
+            "SIP/2.0 180 Ringing\r\n"
+            + "".join(f"Via: {v}\r\n" for v in request.get_all("Via"))
+            + "From: <sip:1000@pbx>;tag=f1\r\nTo: <sip:1001@pbx>;tag=p1\r\n"
+            "Call-ID: c1-0\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        response = parse_datagram(text.encode())
+        self.hop.receive(response, phone_flow())
+        self.assertEqual(len(self.wire.sent), 1)
+        sent, flow = self.wire.sent.pop()
+        assert isinstance(sent, Response)
+        self.assertEqual((flow.transport, flow.host, flow.port), ("udp", *NODE_B))
+        self.assertEqual([v.branch for v in sent.vias], ["z9hG4bKb1"])
+
+    def test_forged_response_dropped(self) -> None:
+        """A response with our branch prefix but no valid flow signature goes nowhere."""
+        response = parse_datagram(
+            f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.2;branch={HOP_BRANCH}x;wrx=aGk.AAAA\r\n"
+            "Via: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bKv\r\nFrom: <sip:a@x>;tag=1\r\n"
+            "To: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
+        self.hop.receive(response, b_flow())
+        self.assertEqual((self.wire.sent, self.wire.passed), ([], []))
+
+    def test_bye_from_phone(self) -> None:
+        """The phone's in-dialog request goes on to the node in its Request-URI."""
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        invite, _ = self.forwarded()
+        route_set = invite.get_all("Record-Route")
+        text = (
+            "BYE sip:warden@127.0.0.3:5070 SIP/2.0\r\n"
+            "Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bKp1\r\n"
+            + "".join(f"Route: {r}\r\n" for r in route_set)
+            + "From: <sip:1001@pbx>;tag=p1\r\nTo: <sip:1000@pbx>;tag=f1\r\n"
+            "Call-ID: c1-0\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.hop.receive(parse_datagram(text.encode()), phone_flow())
+        bye, flow = self.forwarded()
+        self.assertEqual((flow.transport, flow.host, flow.port), ("udp", *NODE_B))
+        self.assertEqual(bye.get_all("Route"), [])
+        self.assertEqual(bye.vias[0].transport, "UDP")
+        self.assertEqual(bye.get_all("Record-Route"), [])
+
+    def test_no_open_relay(self) -> None:
+        """From the phone, only live nodes are forwarded to: anything else gets 403."""
+        text = (
+            "MESSAGE sip:victim@198.51.100.7 SIP/2.0\r\n"
+            "Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bKp2\r\n"
+            f"Route: {self.route}\r\n"
+            "From: <sip:1001@pbx>;tag=p1\r\nTo: <sip:v@x>\r\n"
+            "Call-ID: spam\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.hop.receive(parse_datagram(text.encode()), phone_flow())
+        self.assertEqual(len(self.wire.sent), 1)
+        response, _ = self.wire.sent.pop()
+        assert isinstance(response, Response)
+        self.assertEqual(response.status, 403)
+
+    def test_forged_route(self) -> None:
+        """A Route naming this node with a bad signature is refused with 403."""
+        forged = self.route.replace("wflow=", "wflow=A")
+        self.hop.receive(invite_from_b(forged), b_flow())
+        response, flow = self.wire.sent.pop()
+        assert isinstance(response, Response)
+        self.assertEqual((response.status, flow.host), (403, NODE_B[0]))
+
+    def test_flow_gone(self) -> None:
+        """The phone's connection closed: 430 Flow Failed (RFC 5626); an ACK gets nothing."""
+        self.wire.connection = None
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        response, _ = self.wire.sent.pop()
+        assert isinstance(response, Response)
+        self.assertEqual(response.status, 430)
+        self.hop.receive(invite_from_b(self.route, method="ACK"), b_flow())
+        self.assertEqual(self.wire.sent, [])
+
+    def test_max_forwards(self) -> None:
+        """Max-Forwards 0 ends the hop with 483."""
+        request = invite_from_b(self.route)
+        request.set("Max-Forwards", "0")
+        self.hop.receive(request, b_flow())
+        response, _ = self.wire.sent.pop()
+        assert isinstance(response, Response)
+        self.assertEqual(response.status, 483)
+
+    def test_send_failure_is_quiet(self) -> None:
+        """A failed send is logged, nothing raised."""
+        self.wire.broken = True
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        self.assertEqual(self.hop.forwarded, 0)
+
+    def test_other_messages_pass_through(self) -> None:
+        """Requests without our Route, other nodes' Routes, and responses go on."""
+        plain = invite_from_b("<sip:127.0.0.9;lr>")
+        self.hop.receive(plain, b_flow())
+        other = invite_from_b(self.route.replace("wnode=a", "wnode=b"))
+        self.hop.receive(other, b_flow())
+        response = parse_datagram(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKmine\r\n"
+            b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\n"
+            b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.hop.receive(response, b_flow())
+        self.assertEqual(self.wire.passed, [plain, other, response])
+        self.assertEqual(self.wire.sent, [])

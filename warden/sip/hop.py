@@ -1,0 +1,379 @@
+"""
+Calls between Warden nodes to phones only one node can reach (RFC 3327 Path
+semantics, RFC 5626 flow tokens).
+
+A phone registered over TCP can only be sent requests on its connection, which
+lives in the node it registered through; a phone behind a NAT often only takes
+packets from the address it sent its REGISTER to. When node B routes a call to
+such a binding held by a live node A, B sends the INVITE to A with a pre-loaded
+Route naming A and the phone's flow::
+
+    Route: <sip:A-host:A-port;lr;wnode=a;wflow=TOKEN>
+
+and A forwards it, as a stateless proxy (RFC 3261 §16.11), on that flow. The
+token is the flow (``tcp:host:port``) in base64url and an HMAC over it and the
+node's name with the cluster's shared secret, so nobody outside the cluster can
+make a node forward requests to its phones. A Record-Routes the dialog-creating
+requests it forwards (twice for stream flows: once as the phone sees A, once as
+the nodes do, RFC 3261 §16.6 item 4), so the dialog's later requests take the
+same path both ways; requests from the phone go on to the Request-URI only when
+it is a live node of the cluster (no open relay).
+
+A's Via on forwarded requests carries the flow the request arrived on (signed
+too), so responses go back exactly there, on the same connection for TCP.
+Retransmissions and the CANCEL of an INVITE get the same branch as the
+original because the branch is derived from the incoming top Via.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from warden.errors import SipParseError
+from warden.sip import metrics
+from warden.sip.addressing import parse_flow_text
+from warden.sip.core import build_stateless_error
+from warden.sip.flow import RELIABLE_TRANSPORTS, Flow
+from warden.sip.headers import parse_address, split_commas
+from warden.sip.message import Message, Request, Response
+from warden.sip.transaction import MAGIC_COOKIE
+from warden.sip.transport import TransportError
+from warden.sip.uri import parse_uri
+from warden.store.model import Binding
+
+#: Every Via branch a node adds when it forwards starts with this.
+HOP_BRANCH = MAGIC_COOKIE + "-wh"
+_SIG_BYTES = 8
+
+Receiver = Callable[[Message, Flow], None]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def behind_nat(binding: Binding) -> bool:
+    """
+    Whether a binding's REGISTER came from another address than its Contact
+    names: the phone sits behind a NAT that may only let in packets from the
+    node it registered through.
+    """
+    parsed = parse_flow_text(binding.received)
+    if parsed is None:
+        return False
+    _, host, port = parsed
+    try:
+        uri = parse_uri(binding.contact)
+    except SipParseError:
+        return True
+    contact_host = uri.host.strip("[]")
+    return (contact_host, uri.port or 5060) != (host, port)
+
+
+class NodeHop:
+    """
+    Routing through the node that holds a phone's flow, and forwarding such
+    requests when this node is that node.
+
+    Args:
+        node_id: this node's name.
+        send: the transport's ``send(message, flow)`` (raises TransportError).
+        connection_to: ``(host, port) -> connection | None`` for open streams.
+        via_for: ``via_for(flow)`` giving our ``host:port`` towards a peer.
+        passthrough: where every message that is not a hop's goes (the
+            transaction layer).
+
+    Until L{use_secret} is called (the cluster agreed a secret) nothing is routed
+    through other nodes and every message passes through untouched.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node_id: str,
+        send: Callable[[Message, Flow], None],
+        connection_to: Callable[[str, int], Any],
+        via_for: Callable[[Flow], str],
+        passthrough: Receiver,
+    ) -> None:
+        self.node_id = node_id
+        self._send = send
+        self._connection_to = connection_to
+        self._via_for = via_for
+        self.passthrough = passthrough
+        self._secret: bytes | None = None
+        #: Live nodes other than this one: node id -> (host, port) of their SIP.
+        self.nodes: dict[str, tuple[str, int]] = {}
+        self._node_addresses: set[tuple[str, int]] = set()
+        self.forwarded = 0
+
+    # -- cluster membership -------------------------------------------------------
+
+    def use_secret(self, secret: bytes) -> None:
+        """Adopt the cluster's secret (the same on every node)."""
+        self._secret = secret
+
+    @property
+    def enabled(self) -> bool:
+        """True once the cluster's secret is known."""
+        return self._secret is not None
+
+    def set_nodes(self, nodes: dict[str, str]) -> None:
+        """
+        The live nodes and their SIP addresses (``host:port``) from the heartbeats;
+        nodes without a usable address (a wildcard interface) are left out.
+        """
+        found: dict[str, tuple[str, int]] = {}
+        for node_id, address in nodes.items():
+            host, colon, port = address.rpartition(":")
+            host = host.strip("[]")
+            if node_id == self.node_id or not colon or not port.isdigit():
+                continue
+            if host in ("", "0.0.0.0", "::"):
+                continue
+            found[node_id] = (host, int(port))
+        self.nodes = found
+        self._node_addresses = set(found.values())
+
+    # -- tokens -------------------------------------------------------------------
+
+    def _sign(self, node_id: str, flow_text: str) -> str:
+        assert self._secret is not None
+        mac = hmac.new(self._secret, f"{node_id}|{flow_text}".encode(), hashlib.sha256)
+        return _b64(mac.digest()[:_SIG_BYTES])
+
+    def token(self, node_id: str, flow_text: str) -> str:
+        """The signed token naming ``flow_text`` at ``node_id``."""
+        return f"{_b64(flow_text.encode())}.{self._sign(node_id, flow_text)}"
+
+    def read_token(self, node_id: str, token: str) -> str | None:
+        """The flow text of a token this cluster signed for ``node_id``, or None."""
+        data, dot, signature = token.partition(".")
+        if not dot or self._secret is None:
+            return None
+        try:
+            flow_text = _unb64(data).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not hmac.compare_digest(signature, self._sign(node_id, flow_text)):
+            return None
+        return flow_text
+
+    # -- the calling node -----------------------------------------------------------
+
+    def wanted(self, binding: Binding) -> bool:
+        """Whether ``binding`` is held by another node and not reachable directly."""
+        if not self.enabled or not binding.node_id or binding.node_id == self.node_id:
+            return False
+        transport = binding.received.partition(":")[0]
+        return transport in RELIABLE_TRANSPORTS or behind_nat(binding)
+
+    def route(self, binding: Binding) -> tuple[Flow, str] | None:
+        """
+        The flow to the node holding ``binding`` and the Route header value naming
+        the phone's flow there; None when that node is not alive.
+        """
+        address = self.nodes.get(binding.node_id)
+        if address is None:
+            return None
+        host, port = address
+        token = self.token(binding.node_id, binding.received)
+        route = f"<sip:{_host_port(host, port)};lr;wnode={binding.node_id};wflow={token}>"
+        return Flow("udp", host, port), route
+
+    # -- the node holding the flow ------------------------------------------------
+
+    def receive(self, message: Message, flow: Flow) -> None:
+        """Forward a hop's message, or pass anything else to the transaction layer."""
+        if self._secret is not None:
+            if isinstance(message, Request):
+                if message.get("Route") is not None and self._request(message, flow):
+                    return
+            elif isinstance(message, Response):
+                branch = message.top_via.branch
+                if branch is not None and branch.startswith(HOP_BRANCH):
+                    self._response(message)
+                    return
+        self.passthrough(message, flow)
+
+    def _own_route(self, value: str) -> str | None:
+        """The flow token of a Route value naming this node, else None."""
+        if "wnode=" not in value:
+            return None
+        try:
+            uri = parse_address(value).uri
+        except SipParseError:
+            return None
+        params = dict(uri.params)
+        if params.get("wnode") != self.node_id:
+            return None
+        return params.get("wflow") or None
+
+    def _request(self, request: Request, flow: Flow) -> bool:
+        """Forward ``request`` when its top Route names this node; False if it does not."""
+        routes = request.get_all("Route")
+        token = self._own_route(routes[0])
+        if token is None:
+            return False
+        flow_text = self.read_token(self.node_id, token)
+        if flow_text is None:
+            self._reject(request, flow, 403, "Forbidden")
+            return True
+        rest = routes[1:]
+        while rest and self._own_route(rest[0]) is not None:
+            rest = rest[1:]
+        phone = parse_flow_text(flow_text)
+        if phone is None:
+            self._reject(request, flow, 403, "Forbidden")
+            return True
+        to_phone = (flow.transport, flow.host, flow.port) != phone
+        if not to_phone:
+            target = self._node_target(request, rest)
+            if target is None:
+                self._reject(request, flow, 403, "Forbidden")
+                return True
+        else:
+            target = self._phone_flow(phone)
+            if target is None:
+                self._reject(request, flow, 430, "Flow Failed")
+                return True
+        max_forwards = request.int_header("Max-Forwards", 255)
+        if max_forwards is not None and max_forwards <= 0:
+            self._reject(request, flow, 483, "Too Many Hops")
+            return True
+        self._forward(request, flow, target, rest, token, to_phone, max_forwards)
+        return True
+
+    def _node_target(self, request: Request, rest: list[str]) -> Flow | None:
+        """The flow to the next hop (Route, else Request-URI) when it is a live node."""
+        try:
+            uri = parse_address(rest[0]).uri if rest else request.uri
+        except SipParseError:
+            return None
+        address = (uri.host.strip("[]"), uri.port or 5060)
+        if address not in self._node_addresses:
+            return None
+        return Flow("udp", *address)
+
+    def _phone_flow(self, phone: tuple[str, str, int]) -> Flow | None:
+        transport, host, port = phone
+        if transport == "udp":
+            return Flow("udp", host, port)
+        connection = self._connection_to(host, port)
+        if connection is None:
+            return None
+        return Flow(transport, host, port, connection)
+
+    def _forward(
+        self,
+        request: Request,
+        flow: Flow,
+        target: Flow,
+        rest: list[str],
+        token: str,
+        to_phone: bool,
+        max_forwards: int | None,
+    ) -> None:
+        top = request.top_via
+        seed = f"{top.branch}|{top.host}|{top.port}|{flow}".encode()
+        assert self._secret is not None
+        branch = HOP_BRANCH + hmac.new(self._secret, seed, hashlib.sha256).hexdigest()[:24]
+        came = str(flow)
+        via = (
+            f"SIP/2.0/{target.transport.upper()} {self._via_for(target)};branch={branch}"
+            f";wrx={_b64(came.encode())}.{self._sign(self.node_id, came)}"
+        )
+        request.remove("Route")
+        for value in rest:
+            request.add("Route", value)
+        request.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+        if to_phone and request.to.tag is None and request.method not in ("ACK", "CANCEL"):
+            # The nodes reach us at our cluster address, the phone on its flow.
+            node_side = f"<sip:{self._via_for(flow)};lr;wnode={self.node_id};wflow={token}>"
+            request.add("Record-Route", node_side, first=True)
+            if target.transport != "udp":
+                phone_side = (
+                    f"<sip:{self._via_for(target)};transport={target.transport};lr"
+                    f";wnode={self.node_id};wflow={token}>"
+                )
+                request.add("Record-Route", phone_side, first=True)
+        request.add("Via", via, first=True)
+        try:
+            self._send(request, target)
+        except TransportError as e:
+            self.log.info("Could not forward {method} to {target}: {error}",
+                          method=request.method, target=str(target), error=str(e))  # fmt: skip
+            return
+        self.forwarded += 1
+        metrics.HOP_FORWARDED.labels("request").inc()
+
+    def _response(self, response: Response) -> None:
+        """Pop our Via and send ``response`` back where its request came from."""
+        top = response.top_via
+        token = top.param("wrx") or ""
+        data, _, _ = token.partition(".")
+        came_text = self.read_token(self.node_id, token)
+        if came_text is None or not data:
+            return
+        came = parse_flow_text(came_text)
+        if came is None:
+            return
+        transport, host, port = came
+        target: Flow | None = Flow("udp", host, port)
+        if transport != "udp":
+            target = self._phone_flow(came)
+        if target is None:
+            return
+        _pop_top_via(response)
+        try:
+            self._send(response, target)
+        except TransportError:
+            return
+        self.forwarded += 1
+        metrics.HOP_FORWARDED.labels("response").inc()
+
+    def _reject(self, request: Request, flow: Flow, status: int, reason: str) -> None:
+        """Answer a hop request we cannot forward (ACKs get nothing)."""
+        self.log.info(
+            "Not forwarding {method} from {flow}: {status} {reason}",
+            method=request.method, flow=str(flow), status=status, reason=reason,
+        )  # fmt: skip
+        metrics.HOP_REFUSED.labels(str(status)).inc()
+        if request.method == "ACK":
+            return
+        response = build_stateless_error(request, status, reason)
+        if response is None:
+            return
+        metrics.count_response(status, flow.transport, request.method)
+        try:
+            self._send(response, flow)
+        except TransportError:
+            pass
+
+
+def _pop_top_via(message: Message) -> None:
+    headers = message.headers
+    for i, (name, value) in enumerate(headers):
+        if name == "Via":
+            rest = split_commas(value)[1:]
+            if rest:
+                headers[i] = ("Via", ", ".join(rest))
+            else:
+                del headers[i]
+            break
+    message._changed()  # the Via cache and serialised form are stale
