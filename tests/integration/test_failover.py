@@ -25,6 +25,7 @@ from typing import Any
 
 from tests.integration.clients import LOCALHOST, poll
 from tests.integration.harness import (
+    REGISTER_SCENARIO,
     IntegrationTestCase,
     WardenProcess,
     free_port,
@@ -42,6 +43,7 @@ from tests.integration.test_postgres_store import postgresql_settings
 from warden.cluster import live_nodes
 from warden.ops.loadtest.agent import SipAgent
 from warden.ops.loadtest.results import Account
+from warden.sip.hop import HOP_BRANCH
 from warden.store.redis import RedisLocationService, connect_state
 from warden.testing import servers
 
@@ -93,14 +95,16 @@ class FailoverTests(IntegrationTestCase):
         await node.start()
         return node
 
-    async def two_nodes(self, first: int, media: int) -> tuple[NodeProcess, NodeProcess, Any, Any]:
+    async def two_nodes(
+        self, first: int, media: int, count: int = 2
+    ) -> tuple[NodeProcess, NodeProcess, Any, Any]:
         """
-        Nodes A and B on the throwaway PostgreSQL, two extensions from ``first``,
-        and a Redis connection once both heartbeats are seen.
+        Nodes A and B on the throwaway PostgreSQL, ``count`` extensions from
+        ``first``, and a Redis connection once both heartbeats are seen.
         """
         store = postgresql_settings(self)
         a = await self.start_node(NODE_A, "a", store, media)
-        users = await provision(a.config_path, 2, first=first)
+        users = await provision(a.config_path, count, first=first)
         b = await self.start_node(NODE_B, "b", store, media + 200)
         state = self.state()
 
@@ -240,8 +244,8 @@ class FailoverTests(IntegrationTestCase):
         """A call through B to a phone on a TCP connection to A goes through A."""
         from twisted.internet import reactor
 
-        a, b, users, state = await self.two_nodes(first=4100, media=33400)
-        caller, callee = users.numbers
+        a, b, users, state = await self.two_nodes(first=4100, media=33400, count=3)
+        caller, callee, natted_callee = users.numbers
         phone = SipAgent(reactor, NODE_A, a.port, transport="tcp", local_ip=LOCALHOST)
         await phone.start()
         self.addCleanup(phone.stop)
@@ -270,6 +274,37 @@ class FailoverTests(IntegrationTestCase):
         self.assertEqual((phone.answerer.answered, phone.answerer.unacknowledged), (1, 0))
         self.assertEqual(phone.answerer.calls, {})
 
+        # A UDP phone behind a NAT (its Contact is not where its REGISTER came
+        # from; 192.0.2.55 is unreachable) is reached through A as well.
+        natted = work / "register_natted.xml"
+        contact = "[local_ip]:[local_port];transport=[transport]"
+        natted.write_text(REGISTER_SCENARIO.read_text().replace(contact, "192.0.2.55:5060"))
+        udp_callee = work / "udp_callee.csv"
+        n, pw = natted_callee, users.passwords[natted_callee]
+        udp_callee.write_text(f"SEQUENTIAL\n{n};{pw};[authentication username={n} password={pw}]\n")  # fmt: skip  # noqa: E501
+        uas_port = free_port()
+        args = sipp_register_args(
+            a.address, udp_callee, 1, 10, local_port=uas_port, scenario=natted
+        )
+        registered_dir = self.workdir()
+        result = await run_sipp(args, registered_dir)
+        self.assertEqual(result.code, 0, result.stderr + read_sipp_errors(registered_dir))
+        uas_dir = self.workdir()
+        uas_args = [
+            "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
+            "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-trace_msg", f"{a.host}:{a.port}",
+        ]  # fmt: skip
+        uas, process = spawn(sipp_command(uas_args), uas_dir)
+        self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)
+        natted_csv = work / "caller_natted.csv"
+        pw = users.passwords[caller]
+        natted_csv.write_text(f"SEQUENTIAL\n{caller};{pw};{n};[authentication username={caller} password={pw}]\n")  # fmt: skip  # noqa: E501
+        await self.call(b, natted_csv, hold_ms=1000)
+        self.assertTrue(await poll(lambda: not uas.running, 15))
+        self.assertEqual(uas.code, 0, uas.output)
+        trace = "".join(f.read_text() for f in uas_dir.glob("*_messages.log"))
+        self.assertIn(f"SIP/2.0/UDP {NODE_A}:{a.port};branch={HOP_BRANCH}", trace)
+
         # The phone's connection is gone: A answers B's INVITE with 430 and B
         # reports the callee unavailable instead of hanging.
         await phone.stop()
@@ -277,3 +312,4 @@ class FailoverTests(IntegrationTestCase):
         result = await run_sipp(self.uac_args(b, caller_csv, 500), run_dir, timeout=90)
         stats = read_sipp_stats(run_dir)
         self.assertEqual((stats.successful, stats.failed), (0, 1), result.stderr)
+        self.assertIn("SIP/2.0 480", read_sipp_errors(run_dir))

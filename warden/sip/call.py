@@ -362,7 +362,8 @@ class Call:
             self.fail(486, "Busy Here", "busy")
         elif any(600 <= s < 700 for s in statuses):
             self.fail(603, "Decline", "declined")
-        elif all(s in (408, 480, 0) for s in statuses):
+        elif all(s in (408, 430, 480, 0) for s in statuses):
+            # 430 Flow Failed: the node holding the phone's connection lost it.
             self.fail(480, "Temporarily Unavailable", "no answer")
         else:
             best = min(s for s in statuses if s >= 300)
