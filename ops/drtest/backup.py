@@ -36,6 +36,7 @@ from warden.ops.drtest.database import (
     dump_sqlite,
     inspect_sqlite,
     sqlite_schema_version,
+    stored_call_ids,
 )
 from warden.ops.drtest.manifest import (
     MANIFEST_NAME,
@@ -44,6 +45,8 @@ from warden.ops.drtest.manifest import (
     Manifest,
     describe_files,
 )
+from warden.ops.drtest.priority import BACKUP_NICENESS
+from warden.ops.drtest.spool import read_spool, write_spool_copy
 
 NAME = re.compile(r"^warden-(\d{8}T\d{6})Z-(full|database|config|files)(?:-\d+)?(\.tar\.aesgcm)?$")
 DEFAULT_FILE_DIRS = ("voicemail", "recordings")
@@ -239,19 +242,27 @@ def _copy_file_dirs(sources: BackupSources, root: Path) -> list[str]:
 # -- database -----------------------------------------------------------------------
 
 
-def _dump_database(database: Target, root: Path) -> tuple[DatabaseInfo, int | None]:
+def _dump_database(sources: BackupSources, root: Path) -> tuple[DatabaseInfo, int | None]:
+    """
+    Copy the database and the CDR spool's pending records (the spool first: see
+    L{warden.ops.drtest.spool}); returns the manifest's part and the schema version.
+    """
     (root / "database").mkdir()
+    pending = read_spool(sources.data_dir)
+    call_ids = [record.call_id for record, _ in pending]
+    database = sources.database
     if isinstance(database, PostgresTarget):
         from warden.ops.drtest import postgres
 
-        return postgres.dump(database.url, root / POSTGRES_DUMP)
-    dump = root / SQLITE_DUMP
-    dump_sqlite(database.path, dump)
-    return inspect_sqlite(dump), sqlite_schema_version(dump)
-
-
-#: The CPU niceness of backup work: SIP handling always comes first.
-BACKUP_NICENESS = 10
+        info, schema, stored = postgres.dump(database.url, root / POSTGRES_DUMP, call_ids)
+    else:
+        dump = root / SQLITE_DUMP
+        dump_sqlite(database.path, dump)
+        info, schema = inspect_sqlite(dump), sqlite_schema_version(dump)
+        stored = stored_call_ids(dump, call_ids) if "call_records" in info.row_counts else set()
+    spool = write_spool_copy(pending, stored, root)
+    times = [t for t in (info.last_cdr_at, spool.last_cdr_at) if t is not None]
+    return attrs.evolve(info, last_cdr_at=max(times, default=None), spool=spool), schema
 
 
 def lower_priority(thread_id: int = 0) -> int:
@@ -304,7 +315,7 @@ def create_backup(
         partial.mkdir()
         database, schema, config, file_dirs = None, None, None, []
         if kind in ("full", "database"):
-            database, schema = _dump_database(sources.database, partial)
+            database, schema = _dump_database(sources, partial)
         if kind in ("full", "config"):
             config = _copy_config(sources, partial, encrypted=key is not None)
         if kind in ("full", "files"):

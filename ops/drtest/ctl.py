@@ -9,6 +9,9 @@
 (manifest, every SHA-256, schema version) before writing anything, migrates a
 backup from an older Warden forward, refuses one from a newer Warden, and
 refuses to overwrite a database that holds data unless ``--force`` is given.
+Call records that were pending in the CDR spool when the backup was taken are
+appended to the spool in the data directory; Warden replays them at its next
+start (restore while Warden is stopped, as for the database).
 
 Exit status: 0 done, 1 failed (the message says why), 2 bad arguments.
 """
@@ -29,6 +32,7 @@ from warden.ops.drtest.backup import BackupSources, create_backup, lower_priorit
 from warden.ops.drtest.crypto import load_key
 from warden.ops.drtest.database import Target, live_target, parse_target
 from warden.ops.drtest.manifest import BackupError
+from warden.ops.drtest.spool import restore_spool
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,7 +55,7 @@ def add_commands(areas: Any) -> None:
     )
     rest.add_argument(
         "--data-dir", dest="restore_data_dir", metavar="DIR",
-        help="restore voicemail and recordings here (default: data_dir)",
+        help="restore voicemail, recordings and the CDR spool here (default: data_dir)",
     )  # fmt: skip
     rest.add_argument("--config-to", metavar="DIR", help="also restore the configuration here")
     rest.add_argument("--key-file", metavar="FILE", help="key of an encrypted backup")
@@ -104,6 +108,13 @@ def _restore(
             applied = restore.restore_database(root, manifest, target, args.force)
             note = f" (migrated: {', '.join(applied)})" if applied else ""
             print(f"restored the database into {target.describe()}{note}", file=out)
+            spooled = restore_spool(root, manifest, data_dir)
+            if spooled:
+                print(
+                    f"put {spooled} pending call records into the CDR spool in {data_dir};"
+                    " Warden stores them in the database when it next starts",
+                    file=out,
+                )
         if any(f.path.startswith("files/") for f in manifest.files):
             count = restore.restore_files(root, manifest, data_dir, args.force)
             print(f"restored {count} files into {data_dir}", file=out)

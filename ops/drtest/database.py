@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 
 import attrs
@@ -156,6 +157,34 @@ def inspect_sqlite(path: str | Path) -> DatabaseInfo:
     except sqlite3.Error as e:
         raise BackupError(f"{path}: not a readable SQLite database: {e}") from None
     return DatabaseInfo("sqlite", SQLITE_DUMP, counts, last)
+
+
+def stored_call_ids(path: str | Path, call_ids: Collection[str]) -> set[str]:
+    """
+    Which of ``call_ids`` the ``call_records`` of the SQLite file at ``path`` hold.
+
+    Raises:
+        BackupError: not a readable SQLite database.
+    """
+    wanted = list(call_ids)
+    found: set[str] = set()
+    if not wanted:
+        return found
+    try:
+        connection = _connect(str(path), read_only=True)
+        try:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = connection.execute(
+                    f"SELECT call_id FROM call_records WHERE call_id IN ({marks})", chunk
+                )
+                found.update(str(row[0]) for row in rows)
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        raise BackupError(f"{path}: not a readable SQLite database: {e}") from None
+    return found
 
 
 def sqlite_schema_version(path: str | Path) -> int | None:

@@ -8,13 +8,17 @@ Steps (each timed and recorded in the report):
    unpack it into scratch when it is encrypted.
 3. ``verify-backup``: the manifest, every size and SHA-256, the schema version.
 4. ``restore-database`` / ``restore-files`` / ``restore-config``: into a
-   scratch directory (SQLite) or a scratch PostgreSQL database. The RTO clock
-   starts here.
-5. ``verify-restore``: schema version, row counts equal to the manifest,
-   SQLite's integrity and foreign-key checks, every file present with its hash;
-   a restored configuration must load.
+   scratch directory (SQLite) or a scratch PostgreSQL database; call records
+   that were pending in the CDR spool go into the scratch data directory's
+   spool. The RTO clock starts here.
+5. ``verify-restore``: schema version, row counts equal to the manifest (the
+   database copy alone), SQLite's integrity and foreign-key checks, the
+   restored spool (its hash and as many records as the manifest says), every
+   file present with its hash; a restored configuration must load.
 6. ``start-scratch-warden``: ``twistd warden`` on the restored data, on free
    loopback ports, without the live registrations (so no real phone rings).
+   ``replay-spool`` (only when records were pending): the scratch Warden has
+   stored every spooled record in its database.
 7. ``prove-call``: two extensions of the backup register with their stored
    credentials and one calls the other. The RTO clock stops at the answered
    call.
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import attrs
-from twisted.internet import threads
+from twisted.internet import task, threads
 
 from warden.config import WardenConfig, load_config
 from warden.errors import ConfigError
@@ -49,11 +53,14 @@ from warden.ops.drtest.database import (
     inspect_sqlite,
     newest_schema_version,
     sqlite_schema_version,
+    stored_call_ids,
 )
 from warden.ops.drtest.manifest import BackupError, Manifest, sha256_file
 from warden.ops.drtest.probe import Identity, ProbeFailed, prove_call
 from warden.ops.drtest.report import Report, Step
 from warden.ops.drtest.scratch import ScratchWarden
+from warden.ops.drtest.spool import read_spool_copy, restore_spool
+from warden.store.spool import default_spool_path
 
 TEST_TYPES = ("full", "database-only", "config-only", "files-only")
 _NEEDS = {
@@ -109,6 +116,7 @@ class Drill:
         self._warden: ScratchWarden | None = None
         self._pg_scratch: str | None = None
         self._restore_started: float | None = None
+        self._spooled: list[str] = []
 
     def _thread(self, f: Callable[..., _T], *args: Any) -> Awaitable[_T]:
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
@@ -165,7 +173,10 @@ class Drill:
             print(f"  1. use the backup {path}", file=self._out)
         steps = ["verify the manifest and every SHA-256"]
         if s.test_type in ("full", "database-only"):
-            steps.append(f"restore the database into scratch ({s.sources.database.dialect})")
+            steps.append(
+                f"restore the database into scratch ({s.sources.database.dialect}) and the"
+                " call records pending in the CDR spool into the scratch data directory"
+            )
         if s.test_type in ("full", "files-only"):
             steps.append("restore voicemail and recordings into a scratch directory")
         if s.test_type in ("full", "config-only"):
@@ -269,8 +280,11 @@ class Drill:
 
         async def run() -> str:
             applied = await self._thread(restore.restore_database, root, manifest, target, False)
-            return f"into {target.describe()}" + (
-                f", migrated {', '.join(applied)}" if applied else ""
+            spooled = await self._thread(restore_spool, root, manifest, data_dir)
+            return (
+                f"into {target.describe()}"
+                + (f", migrated {', '.join(applied)}" if applied else "")
+                + (f", {spooled} pending call records into the CDR spool" if spooled else "")
             )
 
         await self._step("restore-database", run)
@@ -302,6 +316,12 @@ class Drill:
         if target is not None:
             problems += await self._thread(_verify_database, manifest, target)
             details.append("database ok")
+            spool_problems, self._spooled = await self._thread(
+                _verify_restored_spool, manifest, data_dir
+            )
+            problems += spool_problems
+            if self._spooled:
+                details.append(f"{len(self._spooled)} pending call records in the CDR spool")
         if self.settings.test_type in ("full", "files-only"):
             problems += await self._thread(_verify_restored_files, manifest, data_dir)
             count = sum(1 for f in manifest.files if f.path.startswith("files/"))
@@ -334,6 +354,8 @@ class Drill:
         await self._step("start-scratch-warden", start)
         if target is None:
             return
+        if self._spooled:
+            await self._step("replay-spool", lambda: self._replayed(target))
 
         async def call() -> str:
             if len(identities) < 2:
@@ -352,6 +374,18 @@ class Drill:
             return f"{caller.number} called {callee.number}: answered and hung up"
 
         await self._step("prove-call", call)
+
+    async def _replayed(self, target: Target, timeout: float = 15.0) -> str:
+        """Wait until the scratch Warden has stored every spooled call record."""
+        missing = set(self._spooled)
+        for _ in range(int(timeout / 0.25)):
+            missing -= await self._thread(_stored_call_ids, target, sorted(missing))
+            if not missing:
+                return f"{len(self._spooled)} spooled call records are in the database"
+            await task.deferLater(self._reactor, 0.25, lambda: None)
+        shown = ", ".join(sorted(missing)[:5])
+        count = len(missing)
+        raise BackupError(f"{count} spooled call records not stored in {timeout:g}s: {shown}")
 
     async def _cleanup(self) -> None:
         started = self._reactor.seconds()
@@ -400,6 +434,40 @@ def _verify_database(manifest: Manifest, target: Target) -> list[str]:
         if restored != count:
             problems.append(f"table {table}: {restored} rows restored, the manifest says {count}")
     return problems
+
+
+def _verify_restored_spool(manifest: Manifest, data_dir: Path) -> tuple[list[str], list[str]]:
+    """
+    Compare the restored CDR spool with the backup's copy; returns the problems
+    and the call_ids of the records it holds.
+    """
+    assert manifest.database is not None
+    spool = manifest.database.spool
+    if spool.file is None:
+        return [], []
+    path = Path(default_spool_path(str(data_dir)))
+    if not path.is_file():
+        return [f"{spool.file}: not restored into {path}"], []
+    expected = {f.path: f.sha256 for f in manifest.files}.get(spool.file)
+    problems = []
+    if sha256_file(path)[0] != expected:
+        problems.append(f"{spool.file}: restored with another SHA-256")
+    records, unreadable = read_spool_copy(path)
+    problems += [f"{path}: {problem}" for problem in unreadable]
+    if len(records) != spool.records:
+        problems.append(
+            f"{path}: {len(records)} pending call records restored, the manifest says"
+            f" {spool.records}"
+        )
+    return problems, [record.call_id for record in records]
+
+
+def _stored_call_ids(target: Target, call_ids: list[str]) -> set[str]:
+    if isinstance(target, PostgresTarget):
+        from warden.ops.drtest import postgres
+
+        return postgres.stored_call_ids(target.url, call_ids)
+    return stored_call_ids(target.path, call_ids)
 
 
 def _verify_restored_files(manifest: Manifest, data_dir: Path) -> list[str]:

@@ -12,13 +12,21 @@ L{warden.ops.drtest.crypto}) with ``manifest.json`` at its root::
       "created_at": 1764100000.25,
       "created_at_iso": "2026-11-25T19:46:40Z",
       "database": {"dialect": "sqlite", "file": "database/warden.db",
-                   "row_counts": {"extensions": 2, ...}, "last_cdr_at": 1764099990.0},
+                   "row_counts": {"extensions": 2, ...}, "last_cdr_at": 1764099990.0,
+                   "spool": {"file": "database/cdr-spool.jsonl", "records": 1,
+                             "last_cdr_at": 1764099990.0}},
       "config": {"source": "/etc/warden/warden.toml", "files": {...}, "excluded_keys": []},
       "files": [{"path": "database/warden.db", "sha256": "...", "size": 4096}, ...]
     }
 
 Every file of the backup except the manifest itself is listed with its SHA-256
 and size; L{verify_files} checks them and names the first problems it finds.
+
+``database.spool`` describes the call records that were still pending in the CDR
+spool (L{warden.store.spool}) and are not in the database copy: ``row_counts``
+count the copy alone, ``spool.records`` those pending records, and
+``last_cdr_at`` is the newest end time of either. Manifests without it (older
+backups) read as a spool with nothing pending.
 """
 
 from __future__ import annotations
@@ -53,6 +61,23 @@ class FileEntry:
 
 
 @attrs.frozen
+class SpoolInfo:
+    """
+    The CDR spool's pending call records in a backup.
+
+    Attributes:
+        file: their copy (JSON lines, as in the spool) relative to the backup
+            root; None when nothing was pending.
+        records: how many records it holds.
+        last_cdr_at: the newest one's end time, or None.
+    """
+
+    file: str | None = None
+    records: int = 0
+    last_cdr_at: float | None = None
+
+
+@attrs.frozen
 class DatabaseInfo:
     """
     What the database part of a backup holds.
@@ -62,13 +87,15 @@ class DatabaseInfo:
         file: the dump, relative to the backup root.
         row_counts: rows per table at the moment of the backup.
         last_cdr_at: the newest call record's end time (seconds since the
-            epoch), or None without call records.
+            epoch), in the database or pending in the spool; None without any.
+        spool: the spool's pending records (not counted in ``row_counts``).
     """
 
     dialect: str
     file: str
     row_counts: dict[str, int]
     last_cdr_at: float | None
+    spool: SpoolInfo = SpoolInfo()
 
 
 @attrs.frozen
@@ -121,6 +148,24 @@ def _need(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
+def _time(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _parse_spool(data: Any) -> SpoolInfo:
+    if data is None:
+        return SpoolInfo()
+    if not isinstance(data, dict):
+        raise BackupError(f"{MANIFEST_NAME}: database.spool: not a JSON object")
+    file = data.get("file")
+    if file is not None and not isinstance(file, str):
+        raise BackupError(f"{MANIFEST_NAME}: database.spool.file: not a string")
+    records = data.get("records")
+    if not isinstance(records, int) or isinstance(records, bool) or records < 0:
+        raise BackupError(f"{MANIFEST_NAME}: database.spool.records: missing or of the wrong type")
+    return SpoolInfo(file, records, _time(data.get("last_cdr_at")))
+
+
 def parse_manifest(text: str) -> Manifest:
     """
     Parse ``manifest.json``.
@@ -160,7 +205,8 @@ def parse_manifest(text: str) -> Manifest:
             _need(db, "dialect", str),
             _need(db, "file", str),
             {str(k): int(v) for k, v in counts.items()},
-            float(last) if isinstance(last, int | float) else None,
+            _time(last),
+            _parse_spool(db.get("spool")),
         )
     schema = data.get("schema_version")
     return Manifest(

@@ -6,6 +6,12 @@ The dump and the manifest's row counts come from one snapshot: a REPEATABLE
 READ transaction exports it (``pg_export_snapshot()``), counts the rows, and
 ``pg_dump --snapshot`` dumps exactly that state while the PBX keeps writing.
 
+Backups yield to the PBX: ``pg_dump`` runs niced, and the server processes that
+do the dump's real work (counting, and formatting every row for ``COPY``) get a
+lower CPU and I/O priority when the server runs on this host and we may change
+them (L{warden.ops.drtest.priority}). ``pg_dump``'s session is found through its
+``application_name`` (``warden-backup-<random>``) in ``pg_stat_activity``.
+
 Passwords never appear on a command line or in a URL: they come from
 ``$WARDEN_STORE_PASSWORD`` (as for Warden itself) and reach the client tools
 through ``PGPASSWORD`` in their environment.
@@ -16,7 +22,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +33,16 @@ import psycopg2
 from warden.errors import StoreError
 from warden.ops.drtest.database import POSTGRES_DUMP
 from warden.ops.drtest.manifest import BackupError, DatabaseInfo
+from warden.ops.drtest.priority import ServerPriority
 from warden.ops.drtest.probe import Identity
 from warden.store.migrate import load_migrations
 from warden.store.url import StoreURL, parse_store_url, read_password
 
 _MIGRATION_LOCK = 0x5741_5244_454E
+#: pg_dump's session is found in pg_stat_activity by this name and a random suffix.
+APPLICATION_NAME = "warden-backup"
+_FIND_ATTEMPTS = 100
+_FIND_INTERVAL = 0.02
 
 
 def _url(url: str) -> StoreURL:
@@ -96,30 +109,105 @@ def _counts(cursor: Any) -> tuple[dict[str, int], float | None, int | None]:
     return counts, last, version
 
 
-def dump(url: str, destination: Path) -> tuple[DatabaseInfo, int | None]:
+def _backend_started_at(cursor: Any, where: str, value: object) -> tuple[int, float] | None:
+    """``(pid, backend_start)`` of the session ``where`` selects in pg_stat_activity."""
+    cursor.execute("SELECT pg_stat_clear_snapshot()")
+    cursor.execute(
+        f"SELECT pid, extract(epoch FROM backend_start) FROM pg_stat_activity WHERE {where}",
+        (value,),
+    )
+    row = cursor.fetchone()
+    return (int(row[0]), float(row[1])) if row and row[1] is not None else None
+
+
+def _run_pg_dump(args: list[str], cursor: Any, priority: ServerPriority) -> None:
+    """
+    Run ``pg_dump`` under a unique ``application_name``; while it runs, find the
+    server process serving it and lower that process's priority.
+    """
+    name = f"{APPLICATION_NAME}-{uuid.uuid4().hex[:12]}"
+    env = dict(os.environ, PGAPPNAME=name)
+    password = _password()
+    if password is not None:
+        env["PGPASSWORD"] = password
+    with subprocess.Popen(
+        args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    ) as process:  # fmt: skip
+        for _ in range(_FIND_ATTEMPTS):
+            if process.poll() is not None:
+                break
+            found = _backend_started_at(cursor, "application_name = %s", name)
+            if found is not None:
+                priority.lower(*found, role="the backend streaming rows to pg_dump")
+                break
+            time.sleep(_FIND_INTERVAL)
+        _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise BackupError(f"pg_dump failed ({process.returncode}): {stderr.strip()[-2000:]}")
+
+
+def dump(
+    url: str,
+    destination: Path,
+    call_ids: Collection[str] = (),
+    priority: ServerPriority | None = None,
+) -> tuple[DatabaseInfo, int | None, set[str]]:
     """
     Dump the database at ``url`` to ``destination`` (custom format) and describe
-    it; returns ``(info, schema_version)``.
+    it; returns ``(info, schema_version, stored)``, ``stored`` being those of
+    ``call_ids`` (the CDR spool's) that the dumped snapshot holds.
+
+    The server processes doing the work (the one counting rows for the manifest,
+    the one streaming rows to ``pg_dump``) get a lower CPU and I/O priority when
+    they run on this host and ``priority`` may change them (L{ServerPriority}).
     """
     pg_dump = _tool("pg_dump")
+    priority = priority if priority is not None else ServerPriority()
     connection = _connect(url)
     try:
         connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_export_snapshot()")
             snapshot = str(cursor.fetchone()[0])
+            own = _backend_started_at(cursor, "pid = %s", connection.get_backend_pid())
+            if own is not None:
+                priority.lower(*own, role="the backend counting rows for the manifest")
             counts, last, version = _counts(cursor)
-            _run_tool(
+            stored: set[str] = set()
+            if call_ids and "call_records" in counts:
+                cursor.execute(
+                    "SELECT call_id FROM call_records WHERE call_id = ANY(%s)", (list(call_ids),)
+                )
+                stored = {str(row[0]) for row in cursor.fetchall()}
+            _run_pg_dump(
                 [pg_dump, "--format=custom", f"--snapshot={snapshot}", "--no-owner",
                  f"--file={destination}", f"--dbname={_url(url)}"],
-                "pg_dump",
+                cursor, priority,
             )  # fmt: skip
         connection.rollback()
     except psycopg2.Error as e:
         raise BackupError(f"{_url(url)}: {str(e).strip()}") from None
     finally:
         connection.close()
-    return DatabaseInfo("postgresql", POSTGRES_DUMP, counts, last), version
+    return DatabaseInfo("postgresql", POSTGRES_DUMP, counts, last), version, stored
+
+
+def stored_call_ids(url: str, call_ids: Collection[str]) -> set[str]:
+    """Which of ``call_ids`` the database at ``url`` holds in ``call_records``."""
+    connection = _connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT call_id FROM call_records WHERE call_id = ANY(%s)", (list(call_ids),)
+            )
+            found = {str(row[0]) for row in cursor.fetchall()}
+        connection.rollback()
+    except psycopg2.Error as e:
+        raise BackupError(f"{_url(url)}: {str(e).strip()}") from None
+    finally:
+        connection.close()
+    return found
 
 
 def has_data(url: str) -> bool:

@@ -34,6 +34,7 @@ from warden.ops.drtest.manifest import (
     sha256_file,
     verify_files,
 )
+from warden.ops.drtest.spool import check_spool_copy
 from warden.store.migrate import _migrate_sqlite_txn, load_migrations
 
 
@@ -89,7 +90,8 @@ def _version() -> str:
 
 def check_backup(root: Path) -> tuple[Manifest | None, list[str]]:
     """
-    Read the manifest and verify every file and the schema version.
+    Read the manifest and verify every file, the schema version and the CDR
+    spool's pending records (readable, as many as the manifest says).
 
     Returns:
         ``(manifest, problems)``; the manifest is None when it cannot be read
@@ -107,6 +109,7 @@ def check_backup(root: Path) -> tuple[Manifest | None, list[str]]:
         f.path for f in manifest.files
     }:
         problems.append(f"{manifest.database.file}: the database dump is not in the manifest")
+    problems += [p for p in check_spool_copy(root, manifest) if p not in problems]
     return manifest, problems
 
 
