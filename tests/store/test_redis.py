@@ -150,6 +150,24 @@ class RedisLayoutTests(RedisCase):
         self.assertEqual(await state.client.get(state.key("n")), "0100")
         await state.client.delete(state.key("n"))
 
+    async def test_commands_go_direct(self) -> None:
+        """Once connected, commands are written straight to a pooled connection."""
+        state = self.connect()
+        await state.ping()
+        self.assertIsNotNone(state._direct.connection())
+        store = RedisLocationService(state)
+        await store.apply("100", [binding("100", "a", 4e9)], [])
+        self.assertEqual(await store.bindings_for("100", 0.0), [binding("100", "a", 4e9)])
+
+    async def test_script_unknown_to_redis(self) -> None:
+        """After SCRIPT FLUSH (as after a Redis restart) scripts run again."""
+        state = self.connect()
+        store = RedisLocationService(state)
+        await store.apply("100", [binding("100", "a", 4e9)], [])
+        await state.client.execute_command("SCRIPT", "FLUSH")
+        await store.apply("100", [binding("100", "b", 4e9)], [])
+        self.assertEqual(await store.count(0.0), 2)
+
 
 class NeverAnswers:
     """A txredisapi stand-in whose commands never get a reply (a Redis that hangs)."""
@@ -162,7 +180,7 @@ class NeverAnswers:
         self.pending.append(d)
         return d
 
-    hgetall = zcount = eval = ping = _wait
+    execute_command = eval = ping = _wait
 
     def disconnect(self) -> None:
         pass

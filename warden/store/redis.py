@@ -24,6 +24,9 @@ answers 503 with Retry-After. txredisapi reconnects by itself; the next command
 after Redis returns succeeds.
 
 Replies keep their type (``convertNumbers=False``): numbers are parsed here.
+The commands of the registrar's hot path take the short way of
+L{warden.store.redis_wire}: packed once, written straight to a pooled
+connection, scripts run by SHA-1.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ from zope.interface import implementer
 
 from warden.errors import StateUnavailable
 from warden.interfaces import ILiveCalls, ILocationService
+from warden.store.binding_json import BindingTexts, binding_from_json, binding_json
 from warden.store.model import Binding, LiveCall
+from warden.store.redis_wire import DirectSender, Script, direct_protocol, pack_command
 from warden.store.state_url import PASSWORD_ENV, StateURL, StateURLError, parse_state_url
 from warden.store.tables import extension_order
 
@@ -97,6 +102,11 @@ class RedisState:
         self.failures = 0
         self.up = True
         STATE_UP.set(1)
+        # Commands go straight to a ready connection when the client has a
+        # pool of them (see warden.store.redis_wire); a fake client has none.
+        self._direct = DirectSender(getattr(client, "_factory", None))
+        self._scripts: dict[str, Script] = {}
+        self._latency: dict[str, Any] = {}
 
     def key(self, *parts: str) -> str:
         """The full name of a key: the prefix, then ``parts`` joined by ``:``."""
@@ -132,7 +142,10 @@ class RedisState:
             if isinstance(reply, Failure):
                 self._failed(result, operation, reply.getErrorMessage())
             else:
-                STATE_SECONDS.labels(operation).observe(self.clock.seconds() - started)
+                latency = self._latency.get(operation)
+                if latency is None:
+                    latency = self._latency[operation] = STATE_SECONDS.labels(operation)
+                latency.observe(self.clock.seconds() - started)
                 self._recovered()
                 result.callback(reply)
 
@@ -161,11 +174,32 @@ class RedisState:
             STATE_UP.set(1)
             self.log.info("Redis answers again")
 
+    def command(self, operation: str, *args: str) -> Deferred[Any]:
+        """Run the Redis command ``args`` (name first) within the timeout."""
+
+        def send() -> Deferred[Any]:
+            conn = self._direct.connection()
+            if conn is None:
+                return self.client.execute_command(*args)  # type: ignore[no-any-return]
+            return conn.send(pack_command(args))
+
+        return self.call(operation, send)
+
     def script(
         self, operation: str, source: str, keys: list[str], args: list[Any]
     ) -> Deferred[Any]:
-        """Run the Lua ``source`` (cached by txredisapi as EVALSHA) within the timeout."""
-        return self.call(operation, lambda: self.client.eval(source, keys, [str(a) for a in args]))
+        """Run the Lua ``source`` (as EVALSHA, by its SHA-1) within the timeout."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = Script.of(source)
+        text = [a if isinstance(a, str) else str(a) for a in args]
+
+        def send() -> Deferred[Any]:
+            if self._direct.connection() is None:
+                return self.client.eval(source, keys, text)  # type: ignore[no-any-return]
+            return self._direct.script(script, keys, text)
+
+        return self.call(operation, send)
 
     def ping(self) -> Deferred[None]:
         """Fire once Redis answers PING; fail with StateUnavailable otherwise."""
@@ -213,6 +247,9 @@ def connect_state(
         )  # fmt: skip
     factory = getattr(client, "_factory", None)
     if factory is not None:
+        # Connections are made on a later reactor turn: every one of them
+        # accepts the direct commands of RedisState.
+        factory.protocol = direct_protocol(factory.protocol)
         # Retry a lost connection at least this often, so service resumes soon
         # after Redis does (txredisapi's default backs off to 10 s).
         factory.maxDelay = RECONNECT_MAX_DELAY
@@ -349,14 +386,6 @@ return #keys
 """
 
 
-def _binding_json(binding: Binding) -> str:
-    return json.dumps(attrs.asdict(binding), separators=(",", ":"))
-
-
-def _binding_from_json(text: str) -> Binding:
-    return Binding(**json.loads(text))
-
-
 def _number(text: float) -> str:
     """A float as Redis reads it back exactly (``repr`` round-trips)."""
     if not math.isfinite(text):
@@ -382,6 +411,7 @@ class RedisLocationService:
         # The bindings an apply left, while its Deferred's callbacks run: the
         # registrar's read right after its write needs no second round trip.
         self._fresh: dict[str, list[Binding]] = {}
+        self._texts = BindingTexts()
 
     def _hash(self, aor: str) -> str:
         return self._state.key("loc", aor)
@@ -392,12 +422,11 @@ class RedisLocationService:
         if fresh is not None:
             return defer.succeed([b for b in fresh if b.expires_at > now])
 
-        def decode(reply: dict[str, str]) -> list[Binding]:
-            found = (_binding_from_json(v) for v in reply.values())
+        def decode(reply: list[str]) -> list[Binding]:
+            found = self._texts.decode(aor, reply, {})
             return [b for b in found if b.expires_at > now]
 
-        d = self._state.call("bindings_for", lambda: self._state.client.hgetall(self._hash(aor)))
-        return d.addCallback(decode)
+        return self._state.command("bindings_for", "HVALS", self._hash(aor)).addCallback(decode)
 
     def apply(
         self, aor: str, upserts: Sequence[Binding], removals: Sequence[str]
@@ -407,13 +436,16 @@ class RedisLocationService:
             return defer.fail(ValueError(f"every binding must belong to AOR {aor!r}"))
         args: list[Any] = [aor, _number(self._state.clock.seconds()), len(removals)]
         args.extend(removals)
+        written: dict[str, Binding] = {}
         for b in upserts:
-            args.extend([b.key, _number(b.expires_at), _binding_json(b)])
+            text = binding_json(b)
+            written[text] = b
+            args.extend([b.key, _number(b.expires_at), text])
         d = self._state.script("apply", _APPLY, [self._hash(aor), self._expiry], args)
         result: Deferred[None] = Deferred()
 
         def applied(reply: list[str]) -> None:
-            self._fresh[aor] = [_binding_from_json(v) for v in reply]
+            self._fresh[aor] = self._texts.decode(aor, reply, written)
             try:
                 result.callback(None)
             finally:
@@ -425,6 +457,7 @@ class RedisLocationService:
     def remove_aor(self, aor: str) -> Deferred[int]:
         """Remove every binding of ``aor``; fire with how many there were."""
         keys = [self._hash(aor), self._expiry]
+        self._texts.forget(aor)
         return self._state.script("remove_aor", _REMOVE_AOR, keys, [aor]).addCallback(int)
 
     def expire(self, now: float) -> Deferred[int]:
@@ -436,7 +469,7 @@ class RedisLocationService:
         """Fire with every unexpired binding, ordered by AOR then key."""
 
         def decode(reply: list[str]) -> list[Binding]:
-            found = [_binding_from_json(v) for v in reply]
+            found = [binding_from_json(v) for v in reply]
             return sorted(
                 (b for b in found if b.expires_at > now),
                 key=lambda b: (extension_order(b.aor), b.key),
@@ -449,8 +482,7 @@ class RedisLocationService:
     def count(self, now: float) -> Deferred[int]:
         """Fire with the number of unexpired bindings."""
         lower = "(" + _number(now)
-        d = self._state.call("count", lambda: self._state.client.zcount(self._expiry, lower))
-        return d.addCallback(int)
+        return self._state.command("count", "ZCOUNT", self._expiry, lower, "+inf").addCallback(int)
 
     def flush(self) -> Deferred[None]:
         """Fire at once: every write was acknowledged by Redis already."""
