@@ -14,6 +14,7 @@ L{create_backup} in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -278,6 +279,29 @@ def lower_priority(thread_id: int = 0) -> int:
     except OSError:
         pass
     return previous
+
+
+@contextlib.contextmanager
+def idle_scheduling() -> Iterator[bool]:
+    """
+    Run the calling thread, and the threads and children (``pg_dump``) it starts,
+    in the idle scheduling class (SCHED_IDLE: a core only when nothing else, such
+    as SIP handling, wants it); the previous policy is restored afterwards when
+    the kernel allows. Yields whether the class could be set.
+    """
+    try:
+        previous = os.sched_getscheduler(0)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            os.sched_setscheduler(0, previous, os.sched_param(0))
+        except OSError:
+            pass
 
 
 def restore_priority(previous: int, thread_id: int) -> None:

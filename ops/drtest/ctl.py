@@ -28,7 +28,12 @@ from twisted.internet.interfaces import IReactorTime
 
 from warden.config import BACKUP_TYPES, WardenConfig
 from warden.ops.drtest import restore
-from warden.ops.drtest.backup import BackupSources, create_backup, lower_priority
+from warden.ops.drtest.backup import (
+    BackupSources,
+    create_backup,
+    idle_scheduling,
+    lower_priority,
+)
 from warden.ops.drtest.crypto import load_key
 from warden.ops.drtest.database import Target, live_target, parse_target
 from warden.ops.drtest.manifest import BackupError
@@ -81,9 +86,10 @@ def _backup(
     directory = Path(args.to or section.directory or Path(config.server.data_dir) / "backups")
     lower_priority()
     started = clock.seconds()
-    path = create_backup(
-        sources, args.type or section.type, directory, started, _key(args, config)
-    )
+    with idle_scheduling():
+        path = create_backup(
+            sources, args.type or section.type, directory, started, _key(args, config)
+        )
     print(f"backup {path} made in {clock.seconds() - started:.2f}s", file=out)
     return EXIT_OK
 

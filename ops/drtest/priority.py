@@ -71,7 +71,7 @@ def lower_server_process(
         ionice: the ``ionice`` program (None: the CPU priority only).
 
     Returns:
-        What was done (``"nice 10, I/O idle"``), or None when nothing was:
+        What was done (``"nice 10, CPU idle, I/O idle"``), or None when nothing was:
         not a local process, not that process, or not permitted.
     """
     found = process_started_at(pid, proc)
@@ -83,6 +83,13 @@ def lower_server_process(
             os.setpriority(os.PRIO_PROCESS, pid, niceness)
         done.append(f"nice {os.getpriority(os.PRIO_PROCESS, pid)}")
     except OSError:
+        pass
+    try:
+        # The idle scheduling class: the backend only runs when nothing else
+        # wants the core (root, or the postgres user itself, may do this).
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        done.append("CPU idle")
+    except (OSError, AttributeError):
         pass
     if ionice is not None:
         try:

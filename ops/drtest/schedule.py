@@ -26,6 +26,7 @@ from warden.config import WardenConfig
 from warden.ops.drtest.backup import (
     BackupSources,
     create_backup,
+    idle_scheduling,
     lower_priority,
     prune_backups,
     restore_priority,
@@ -110,7 +111,8 @@ class BackupService(service.Service):
             previous = lower_priority(thread)
             try:
                 key = load_key(self._key_file) if self._key_file else None
-                made = create_backup(self._sources, self._kind, self._directory, now, key)
+                with idle_scheduling():  # this pool's one thread only does backups
+                    made = create_backup(self._sources, self._kind, self._directory, now, key)
                 pruned = prune_backups(self._directory, self._keep_count, self._keep_seconds, now)
             finally:
                 restore_priority(previous, thread)

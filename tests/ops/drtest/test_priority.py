@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.store.conformance import call_record
 from warden.ops.drtest import postgres
-from warden.ops.drtest.backup import BackupSources, create_backup
+from warden.ops.drtest.backup import BackupSources, create_backup, idle_scheduling
 from warden.ops.drtest.database import PostgresTarget
 from warden.ops.drtest.manifest import read_manifest
 from warden.ops.drtest.priority import (
@@ -68,8 +69,9 @@ class ProcessTests(SynchronousTestCase):
         assert found is not None
         self.assertEqual(found[0], "sleep")
         done = lower_server_process(process.pid, found[1], niceness=self.lower, name="sleep")
-        self.assertEqual(done, f"nice {self.lower}")
+        self.assertEqual(done, f"nice {self.lower}, CPU idle")
         self.assertEqual(os.getpriority(os.PRIO_PROCESS, process.pid), self.lower)
+        self.assertEqual(os.sched_getscheduler(process.pid), os.SCHED_IDLE)
 
     def test_never_raises_priority(self) -> None:
         """A process already nicer than asked is left as it is."""
@@ -77,7 +79,9 @@ class ProcessTests(SynchronousTestCase):
         os.setpriority(os.PRIO_PROCESS, process.pid, 19)
         found = process_started_at(process.pid)
         assert found is not None
-        self.assertEqual(lower_server_process(process.pid, found[1], 15, name="sleep"), "nice 19")
+        self.assertEqual(
+            lower_server_process(process.pid, found[1], 15, name="sleep"), "nice 19, CPU idle"
+        )
 
     def test_leaves_other_processes_alone(self) -> None:
         """Another name, or another start time (a remote backend's PID), changes nothing."""
@@ -99,7 +103,7 @@ class ProcessTests(SynchronousTestCase):
         if ionice is None:
             self.skipTest("ionice is not installed (util-linux)")
         done = lower_server_process(process.pid, found[1], self.lower, ionice, name="sleep")
-        self.assertEqual(done, f"nice {self.lower}, I/O idle")
+        self.assertEqual(done, f"nice {self.lower}, CPU idle, I/O idle")
         shown = subprocess.run([ionice, "-p", str(process.pid)], capture_output=True, text=True)
         self.assertIn("idle", shown.stdout)
 
@@ -159,7 +163,9 @@ class PostgreSQLBackupTests(SynchronousTestCase):
         roles = [role.split()[2] for role, _ in priority.calls]
         self.assertEqual(roles, ["counting", "streaming"])
         if os.geteuid() == 0:
-            self.assertEqual([done for _, done in priority.calls], [f"nice {BACKUP_NICENESS}"] * 2)
+            self.assertEqual(
+                [done for _, done in priority.calls], [f"nice {BACKUP_NICENESS}, CPU idle"] * 2
+            )
 
     def test_spool_backup(self) -> None:
         """The spool's records the snapshot already holds are left out of the copy."""
@@ -177,3 +183,26 @@ class PostgreSQLBackupTests(SynchronousTestCase):
         self.assertEqual(manifest.database.spool.records, 1)
         self.assertEqual(manifest.database.last_cdr_at, 1565.0)
         self.assertEqual((path / SPOOL_COPY).read_bytes(), encode_record(pending))
+
+
+class IdleSchedulingTests(SynchronousTestCase):
+    """Backup work runs in the idle scheduling class, restored afterwards."""
+
+    def test_idle_while_backing_up(self) -> None:
+        """Inside the block the thread is SCHED_IDLE; after it, its old policy again."""
+        seen: list[object] = []
+
+        def run() -> None:  # in a thread of its own: the test runner is not touched
+            before = os.sched_getscheduler(0)
+            with idle_scheduling() as ok:
+                seen.append((ok, os.sched_getscheduler(0)))
+            seen.append((before, os.sched_getscheduler(0)))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        (ok, during), (before, after) = seen
+        self.assertTrue(ok)
+        self.assertEqual(during, os.SCHED_IDLE)
+        if os.geteuid() == 0:
+            self.assertEqual(after, before)
