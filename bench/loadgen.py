@@ -48,6 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from warden.ops.drtest.scratch import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "bench" / "scenarios" / "register.xml"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -106,21 +108,6 @@ def log(text: str) -> None:
     """Progress on stderr."""
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
-
-
-def free_port() -> int:
-    """A UDP and TCP port free on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOCALHOST, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOCALHOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def cpu_of(pids: list[int]) -> float:

@@ -66,11 +66,14 @@ class SharedState:
     def attach(self, sip: Any) -> None:
         """
         Make ``sip`` (a L{warden.sip.service.SipService}) a cluster member: it runs
-        under the node service, shares the nonce secret and counts authentication
-        failures cluster-wide.
+        under the node service, shares the nonce secret, counts authentication
+        failures cluster-wide and routes calls through the node holding a phone's
+        flow (L{warden.sip.hop}).
         """
         self.node.nonces = sip.nonces
         self.node.hop = sip.hop
+        sip.addressing.hop = sip.hop  # calls reach other nodes' phones through them
+        sip.hub.receiver = sip.hop.receive  # and this node forwards theirs
         self.node.port = sip.bound_port
         sip.throttle.shared = self.auth_failures
         sip.setServiceParent(self.node)

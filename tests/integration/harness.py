@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, SipUdpClient, poll, real_reactor
+from warden.ops.drtest.scratch import free_port, render_toml
 
 REALM = "warden.test"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,21 +44,6 @@ REGISTER_SCENARIO = REPO_ROOT / "bench" / "scenarios" / "register.xml"
 # ``twistd`` has no ``__main__`` module: run its entry point, as the console script does.
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 WARDENCTL = [sys.executable, "-m", "warden.ctl"]
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that is free for both TCP and UDP right now."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOCALHOST, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOCALHOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port free for both TCP and UDP on 127.0.0.1")
 
 
 def conformance_dir() -> Path:
@@ -191,28 +176,6 @@ def process_rss_kib(pid: int) -> int:
 
 
 # -- Warden ------------------------------------------------------------------------
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def render_toml(sections: dict[str, dict[str, object]]) -> str:
-    """A TOML document of plain ``[section]`` tables."""
-    lines: list[str] = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
-        lines.append("")
-    return "\n".join(lines)
 
 
 class WardenFailed(Exception):

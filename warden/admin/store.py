@@ -39,7 +39,8 @@ def _account(row: tuple[Any, ...]) -> AdminAccount:
     name, password_hash, created_at, secret, pending, last_step, recovery = row
     return AdminAccount(
         name=name, password_hash=password_hash, created_at=created_at, totp_secret=secret,
-        totp_pending=pending, totp_last_step=last_step, recovery_hashes=json.loads(recovery),
+        totp_pending=pending, totp_last_step=int(last_step),
+        recovery_hashes=json.loads(recovery),
     )  # fmt: skip
 
 
@@ -166,23 +167,36 @@ def _list_audit_txn(
     limit: int,
     after_id: int | None,
 ) -> list[AuditEntry]:
+    sql, params = _audit_query("?", since, until, actor, after_id)
+    txn.execute(sql, (*params, limit))
+    return _audit_entries(txn.fetchall())
+
+
+def _audit_query(
+    mark: str, since: float | None, until: float | None, actor: str | None, after_id: int | None
+) -> tuple[str, list[Any]]:
+    """An audit-log page's SELECT (ending in ``LIMIT <mark>``) and its parameters
+    but the limit, with ``mark`` as the placeholder (``?`` or ``%s``)."""
     clauses: list[str] = []
     params: list[Any] = []
     for clause, value in (
-        ("at >= ?", since), ("at < ?", until), ("actor = ?", actor), ("id > ?", after_id),
+        ("at >=", since), ("at <", until), ("actor =", actor), ("id >", after_id),
     ):  # fmt: skip
         if value is not None:
-            clauses.append(clause)
+            clauses.append(f"{clause} {mark}")
             params.append(value)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    txn.execute(
+    sql = (
         "SELECT id, at, actor, source, action, target, status, detail FROM audit_log"
-        f"{where} ORDER BY id LIMIT ?",
-        (*params, limit),
+        f"{where} ORDER BY id LIMIT {mark}"
     )
+    return sql, params
+
+
+def _audit_entries(rows: list[tuple[Any, ...]]) -> list[AuditEntry]:
     return [
-        AuditEntry(at, actor, source, action, target, status, json.loads(detail), entry_id)
-        for entry_id, at, actor, source, action, target, status, detail in txn.fetchall()
+        AuditEntry(at, actor, source, action, target, status, json.loads(detail), int(entry_id))
+        for entry_id, at, actor, source, action, target, status, detail in rows
     ]
 
 

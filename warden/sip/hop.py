@@ -40,10 +40,10 @@ from warden.sip import metrics
 from warden.sip.addressing import parse_flow_text
 from warden.sip.core import build_stateless_error
 from warden.sip.flow import RELIABLE_TRANSPORTS, Flow
-from warden.sip.headers import parse_address, split_commas
+from warden.sip.headers import parse_address
 from warden.sip.message import Message, Request, Response
 from warden.sip.transaction import MAGIC_COOKIE
-from warden.sip.transport import TransportError
+from warden.sip.transport import TransportError, replace_top_via
 from warden.sip.uri import parse_uri
 from warden.store.model import Binding
 
@@ -325,10 +325,8 @@ class NodeHop:
     def _response(self, response: Response) -> None:
         """Pop our Via and send ``response`` back where its request came from."""
         top = response.top_via
-        token = top.param("wrx") or ""
-        data, _, _ = token.partition(".")
-        came_text = self.read_token(self.node_id, token)
-        if came_text is None or not data:
+        came_text = self.read_token(self.node_id, top.param("wrx") or "")
+        if came_text is None:
             return
         came = parse_flow_text(came_text)
         if came is None:
@@ -339,7 +337,7 @@ class NodeHop:
             target = self._phone_flow(came)
         if target is None:
             return
-        _pop_top_via(response)
+        replace_top_via(response, None)
         try:
             self._send(response, target)
         except TransportError:
@@ -364,16 +362,3 @@ class NodeHop:
             self._send(response, flow)
         except TransportError:
             pass
-
-
-def _pop_top_via(message: Message) -> None:
-    headers = message.headers
-    for i, (name, value) in enumerate(headers):
-        if name == "Via":
-            rest = split_commas(value)[1:]
-            if rest:
-                headers[i] = ("Via", ", ".join(rest))
-            else:
-                del headers[i]
-            break
-    message._changed()  # the Via cache and serialised form are stale

@@ -98,14 +98,14 @@ class SipService(service.MultiService):
         self.core = SipCore(is_local_domain)
         self.transactions = TransactionLayer(clock, settings.timers, self.hub.send, self.core)
         self.addressing = Addressing(settings.interface, self.bound_port, self.hub.connection_to)
-        # Requests another node routes through this one to a phone it holds (and
-        # their responses) are forwarded; everything else goes to the transactions.
+        # In a cluster (warden.cluster attaches it), requests another node routes
+        # through this one to a phone it holds, and their responses, are forwarded
+        # by the hop, which passes everything else to the transactions.
         self.hop = NodeHop(
             settings.node_id, self.hub.send, self.hub.connection_to, self.addressing.via_for,
             self.transactions.receive,
         )  # fmt: skip
-        self.addressing.hop = self.hop
-        self.hub.receiver = self.hop.receive
+        self.hub.receiver = self.transactions.receive
         self.throttle = AuthThrottle(
             clock, settings.auth_fail_limit, settings.auth_fail_window, settings.auth_block_seconds
         )

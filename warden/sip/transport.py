@@ -62,21 +62,27 @@ def stamp_via(request: Request, transport: str, host: str, port: int) -> Flow:
             via.host if via.port is None else f"{via.host}:{via.port}",
             "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params),
         )
-        _replace_top_via(request, text)
+        replace_top_via(request, text)
     if transport != "udp" or rport is not None:
         return Flow(transport, host, port)
     return Flow(transport, host, via.port or 5060)
 
 
-def _replace_top_via(request: Request, text: str) -> None:
-    headers = request.headers
+def replace_top_via(message: Message, text: str | None) -> None:
+    """Replace the top Via value of ``message`` with ``text``, or remove it (None)."""
+    headers = message.headers
     for i, (name, value) in enumerate(headers):
         if name == "Via":
-            rest = split_commas(value)[1:]
-            headers[i] = ("Via", ", ".join([text, *rest]))
+            values = split_commas(value)[1:]
+            if text is not None:
+                values.insert(0, text)
+            if values:
+                headers[i] = ("Via", ", ".join(values))
+            else:
+                del headers[i]
             break
-    request.raw = None
-    request._cache.pop("via", None)
+    message.raw = None
+    message._cache.pop("via", None)
 
 
 class TransportHub:

@@ -33,6 +33,7 @@ _RECORD_COLUMNS = (
     "call_id, caller, caller_name, callee, dialled, started_at, answered_at, ended_at,"
     " disposition, hangup_cause, hangup_side, codec, media, node_id"
 )
+_RECORD_NAMES = tuple(c.strip() for c in _RECORD_COLUMNS.split(","))
 
 
 def _record_row(record: CallRecord) -> Row:
@@ -55,38 +56,46 @@ def _record_row(record: CallRecord) -> Row:
 
 
 def _record_from_row(row: Row) -> CallRecord:
-    (
-        call_id,
-        caller,
-        caller_name,
-        callee,
-        dialled,
-        started_at,
-        answered_at,
-        ended_at,
-        disposition,
-        hangup_cause,
-        hangup_side,
-        codec,
-        media,
-        node_id,
-    ) = row
-    return CallRecord(
-        call_id=call_id,
-        caller=caller,
-        caller_name=caller_name,
-        callee=callee,
-        dialled=dialled,
-        started_at=started_at,
-        answered_at=answered_at,
-        ended_at=ended_at,
-        disposition=disposition,
-        hangup_cause=hangup_cause,
-        hangup_side=hangup_side,
-        codec=codec,
-        media=json.loads(media),
-        node_id=node_id,
-    )
+    """A call record from a row in ``_RECORD_COLUMNS`` order (``media`` as JSON text
+    from SQLite, already decoded from PostgreSQL's jsonb)."""
+    fields = dict(zip(_RECORD_NAMES, row, strict=True))
+    media = fields["media"]
+    if isinstance(media, str):
+        fields["media"] = json.loads(media)
+    return CallRecord(**fields)
+
+
+def _record_filter(
+    mark: str,
+    since: float | None,
+    until: float | None,
+    extension: str | None,
+    disposition: str | None,
+    after: tuple[float, str] | None,
+) -> tuple[str, builtins.list[Any]]:
+    """
+    The WHERE clause (``""`` when none) and its parameters of a call-record
+    listing, with ``mark`` as the placeholder (``?`` or ``%s``); ``after`` is the
+    (started_at, call_id) of the record the page starts after.
+    """
+    where: builtins.list[str] = []
+    params: builtins.list[Any] = []
+    if after is not None:
+        where.append(f"(started_at, call_id) > ({mark}, {mark})")
+        params += list(after)
+    if since is not None:
+        where.append(f"started_at >= {mark}")
+        params.append(since)
+    if until is not None:
+        where.append(f"started_at < {mark}")
+        params.append(until)
+    if extension is not None:
+        where.append(f"(caller = {mark} OR callee = {mark} OR dialled = {mark})")
+        params += [extension] * 3
+    if disposition is not None:
+        where.append(f"disposition = {mark}")
+        params.append(disposition)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 
 def _add_call_record_txn(txn: adbapi.Transaction, row: Row) -> None:
@@ -106,28 +115,14 @@ def _list_call_records_txn(
     limit: int,
     after_call_id: str | None,
 ) -> builtins.list[CallRecord]:
-    where: builtins.list[str] = []
-    params: builtins.list[Any] = []
+    after = None
     if after_call_id is not None:
         txn.execute("SELECT started_at FROM call_records WHERE call_id = ?", (after_call_id,))
         found = txn.fetchone()
         if found is None:
             raise CallRecordNotFound(after_call_id)
-        where.append("(started_at, call_id) > (?, ?)")
-        params += [found[0], after_call_id]
-    if since is not None:
-        where.append("started_at >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("started_at < ?")
-        params.append(until)
-    if extension is not None:
-        where.append("(caller = ? OR callee = ? OR dialled = ?)")
-        params += [extension] * 3
-    if disposition is not None:
-        where.append("disposition = ?")
-        params.append(disposition)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+        after = (found[0], after_call_id)
+    clause, params = _record_filter("?", since, until, extension, disposition, after)
     order = " ORDER BY started_at, call_id LIMIT ?"
     txn.execute(f"SELECT {_RECORD_COLUMNS} FROM call_records{clause}{order}", (*params, limit))
     return [_record_from_row(row) for row in txn.fetchall()]
@@ -186,6 +181,7 @@ _LIVE_COLUMNS = (
     "call_id, caller, callee, dialled, state, started_at, answered_at, codec, packets,"
     " node_id, updated_at"
 )
+_LIVE_NAMES = tuple(c.strip() for c in _LIVE_COLUMNS.split(","))
 _UPSERT_LIVE = (
     f"INSERT INTO live_calls ({_LIVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (call_id) DO UPDATE SET caller = excluded.caller,"
@@ -213,32 +209,10 @@ def _live_row(call: LiveCall) -> Row:
 
 
 def _live_from_row(row: Row) -> LiveCall:
-    (
-        call_id,
-        caller,
-        callee,
-        dialled,
-        state,
-        started_at,
-        answered_at,
-        codec,
-        packets,
-        node_id,
-        updated_at,
-    ) = row
-    return LiveCall(
-        call_id=call_id,
-        caller=caller,
-        callee=callee,
-        dialled=dialled,
-        state=state,
-        started_at=started_at,
-        answered_at=answered_at,
-        codec=codec,
-        packets=int(packets),
-        node_id=node_id,
-        updated_at=updated_at,
-    )
+    """A live-call summary from a row in ``_LIVE_COLUMNS`` order."""
+    fields = dict(zip(_LIVE_NAMES, row, strict=True))
+    fields["packets"] = int(fields["packets"])
+    return LiveCall(**fields)
 
 
 def _publish_live_call_txn(txn: adbapi.Transaction, row: Row) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterable, Sequence
 from importlib import resources
+from typing import Any
 
 import attrs
 from twisted.enterprise import adbapi
@@ -89,16 +91,21 @@ def split_sqlite_script(sql: str) -> list[str]:
     return statements
 
 
-def _migrate_sqlite_txn(txn: adbapi.Transaction, migrations: list[Migration]) -> list[str]:
-    # Take the write lock first, so two processes starting together apply each
-    # migration once: the second waits (busy_timeout) and then sees it applied.
-    txn.execute("BEGIN IMMEDIATE")
-    txn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version"
-        " (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL)"
-    )
-    txn.execute("SELECT version FROM schema_version")
-    done = {int(row[0]) for row in txn.fetchall()}
+# Both dialects keep the applied versions in this table.
+CREATE_SCHEMA_VERSION = (
+    "CREATE TABLE IF NOT EXISTS schema_version"
+    " (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL)"
+)
+
+
+def pending_migrations(
+    rows: Iterable[Sequence[Any]], migrations: list[Migration]
+) -> list[Migration]:
+    """
+    The migrations still to apply, given the ``schema_version`` rows already
+    there; raises L{StoreError} when the database is newer than this code.
+    """
+    done = {int(row[0]) for row in rows}
     known = {m.version for m in migrations}
     unknown = sorted(done - known)
     if unknown:
@@ -106,10 +113,17 @@ def _migrate_sqlite_txn(txn: adbapi.Transaction, migrations: list[Migration]) ->
             f"the database has schema version {unknown[-1]:04d}, newer than this"
             f" Warden knows (up to {max(known, default=0):04d})"
         )
+    return [m for m in migrations if m.version not in done]
+
+
+def _migrate_sqlite_txn(txn: adbapi.Transaction, migrations: list[Migration]) -> list[str]:
+    # Take the write lock first, so two processes starting together apply each
+    # migration once: the second waits (busy_timeout) and then sees it applied.
+    txn.execute("BEGIN IMMEDIATE")
+    txn.execute(CREATE_SCHEMA_VERSION)
+    txn.execute("SELECT version FROM schema_version")
     applied: list[str] = []
-    for migration in migrations:
-        if migration.version in done:
-            continue
+    for migration in pending_migrations(txn.fetchall(), migrations):
         for statement in split_sqlite_script(migration.sql):
             txn.execute(statement)
         txn.execute(

@@ -9,44 +9,24 @@ from __future__ import annotations
 
 import builtins
 import json
-from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from warden.admin.model import AdminAccount, ApiToken, AuditEntry
+from warden.admin.store import (
+    _ACCOUNT_COLUMNS,
+    _TOKEN_COLUMNS,
+    _account,
+    _account_row,
+    _audit_entries,
+    _audit_query,
+    _token,
+)
 from warden.errors import AdminAccountExists, AdminAccountNotFound
 from warden.interfaces import IAdminStore, IAuditLog
 from warden.store.pgpool import Cursor, PostgreSQLPool
-
-_ACCOUNT_COLUMNS = (
-    "name, password_hash, created_at, totp_secret, totp_pending, totp_last_step, recovery_hashes"
-)
-_TOKEN_COLUMNS = "token_id, name, secret_hash, scopes, owner, created_at, revoked_at"
-
-
-def _account_row(a: AdminAccount) -> tuple[Any, ...]:
-    return (
-        a.name, a.password_hash, a.created_at, a.totp_secret, a.totp_pending,
-        a.totp_last_step, json.dumps(list(a.recovery_hashes)),
-    )  # fmt: skip
-
-
-def _account(row: tuple[Any, ...]) -> AdminAccount:
-    name, password_hash, created_at, secret, pending, last_step, recovery = row
-    return AdminAccount(
-        name=name, password_hash=password_hash, created_at=created_at, totp_secret=secret,
-        totp_pending=pending, totp_last_step=int(last_step),
-        recovery_hashes=json.loads(recovery),
-    )  # fmt: skip
-
-
-def _token(row: tuple[Any, ...]) -> ApiToken:
-    token_id, name, secret_hash, scopes, owner, created_at, revoked_at = row
-    return ApiToken(
-        token_id, name, secret_hash, tuple(scopes.split()), owner, created_at, revoked_at
-    )
 
 
 async def _add_account_txn(cursor: Cursor, account: AdminAccount) -> None:
@@ -167,24 +147,9 @@ async def _list_audit_txn(
     limit: int,
     after_id: int | None,
 ) -> list[AuditEntry]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for clause, value in (
-        ("at >= %s", since), ("at < %s", until), ("actor = %s", actor), ("id > %s", after_id),
-    ):  # fmt: skip
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    await cursor.execute(
-        "SELECT id, at, actor, source, action, target, status, detail FROM audit_log"
-        f"{where} ORDER BY id LIMIT %s",
-        (*params, limit),
-    )
-    return [
-        AuditEntry(at, actor, source, action, target, status, json.loads(detail), int(entry_id))
-        for entry_id, at, actor, source, action, target, status, detail in cursor.fetchall()
-    ]
+    sql, params = _audit_query("%s", since, until, actor, after_id)
+    await cursor.execute(sql, (*params, limit))
+    return _audit_entries(cursor.fetchall())
 
 
 @implementer(IAuditLog)

@@ -15,7 +15,6 @@ nodes starting together apply each schema file once.
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,10 +25,29 @@ from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound, StoreError
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
-from warden.store.cdr import _LIVE_COLUMNS, _RECORD_COLUMNS, _live_row, _record_row
-from warden.store.migrate import Migration, load_migrations
+from warden.store.cdr import (
+    _LIVE_COLUMNS,
+    _RECORD_COLUMNS,
+    _live_from_row,
+    _live_row,
+    _record_filter,
+    _record_from_row,
+    _record_row,
+)
+from warden.store.migrate import (
+    CREATE_SCHEMA_VERSION,
+    Migration,
+    load_migrations,
+    pending_migrations,
+)
 from warden.store.model import CallRecord, Extension, LiveCall
 from warden.store.pgpool import Cursor, PostgreSQLPool
+from warden.store.sqlite import (
+    _EXTENSION_COLUMNS,
+    _ON_CONFLICT_UPDATE_EXTENSION,
+    _extension_from_row,
+)
+from warden.store.sqlite import _extension_row as _sqlite_extension_row
 from warden.store.tables import plan_upsert
 
 _log = Logger()
@@ -56,23 +74,10 @@ def _values(cursor: Cursor, rows: Sequence[Row]) -> str:
 async def _migrate_txn(cursor: Cursor, migrations: list[Migration]) -> list[str]:
     # One node at a time: the others wait here, then find the files applied.
     await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-    await cursor.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version"
-        " (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL)"
-    )
+    await cursor.execute(CREATE_SCHEMA_VERSION)
     await cursor.execute("SELECT version FROM schema_version")
-    done = {int(row[0]) for row in cursor.fetchall()}
-    known = {m.version for m in migrations}
-    unknown = sorted(done - known)
-    if unknown:
-        raise StoreError(
-            f"the database has schema version {unknown[-1]:04d}, newer than this"
-            f" Warden knows (up to {max(known, default=0):04d})"
-        )
     applied: list[str] = []
-    for migration in migrations:
-        if migration.version in done:
-            continue
+    for migration in pending_migrations(cursor.fetchall(), migrations):
         # No parameters: psycopg2 sends the script as is, every statement in it.
         await cursor.execute(migration.sql)
         await cursor.execute(
@@ -104,40 +109,14 @@ def apply_postgresql_migrations(pool: PostgreSQLPool) -> Deferred[list[str]]:
 
 # -- directory -------------------------------------------------------------------
 
-_EXTENSION_COLUMNS = "number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify"
 _UPSERT_EXTENSIONS = (
     f"INSERT INTO extensions ({_EXTENSION_COLUMNS}) VALUES {{values}}"
-    " ON CONFLICT (number) DO UPDATE SET name = excluded.name, realm = excluded.realm,"
-    " ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256,"
-    " algorithms = excluded.algorithms, enabled = excluded.enabled, qualify = excluded.qualify"
+    + _ON_CONFLICT_UPDATE_EXTENSION
 )
 
 
 def _extension_row(extension: Extension) -> Row:
-    return (
-        extension.number,
-        extension.name,
-        extension.realm,
-        extension.ha1_md5,
-        extension.ha1_sha256,
-        ",".join(extension.algorithms),
-        extension.enabled,
-        extension.qualify,
-    )
-
-
-def _extension_from_row(row: Row) -> Extension:
-    number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify = row
-    return Extension(
-        number=number,
-        name=name,
-        realm=realm,
-        ha1_md5=ha1_md5,
-        ha1_sha256=ha1_sha256,
-        algorithms=tuple(a for a in algorithms.split(",") if a),
-        enabled=bool(enabled),
-        qualify=bool(qualify),
-    )
+    return _sqlite_extension_row(extension, flag=bool)
 
 
 async def _add_extension_txn(cursor: Cursor, extension: Extension) -> None:
@@ -254,15 +233,6 @@ class PostgreSQLDirectory:
 # -- call records ----------------------------------------------------------------
 
 
-def _record_from_row(row: Row) -> CallRecord:
-    names = [c.strip() for c in _RECORD_COLUMNS.split(",")]
-    fields = dict(zip(names, row, strict=True))
-    media = fields["media"]
-    if isinstance(media, str):
-        fields["media"] = json.loads(media)
-    return CallRecord(**fields)
-
-
 async def _add_call_records_txn(cursor: Cursor, rows: list[Row]) -> None:
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
@@ -281,8 +251,7 @@ async def _list_call_records_txn(
     limit: int,
     after_call_id: str | None,
 ) -> builtins.list[CallRecord]:
-    where: builtins.list[str] = []
-    params: builtins.list[Any] = []
+    after = None
     if after_call_id is not None:
         await cursor.execute(
             "SELECT started_at FROM call_records WHERE call_id = %s", (after_call_id,)
@@ -290,21 +259,8 @@ async def _list_call_records_txn(
         found = cursor.fetchone()
         if found is None:
             raise CallRecordNotFound(after_call_id)
-        where.append("(started_at, call_id) > (%s, %s)")
-        params += [found[0], after_call_id]
-    if since is not None:
-        where.append("started_at >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("started_at < %s")
-        params.append(until)
-    if extension is not None:
-        where.append("(caller = %s OR callee = %s OR dialled = %s)")
-        params += [extension] * 3
-    if disposition is not None:
-        where.append("disposition = %s")
-        params.append(disposition)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+        after = (found[0], after_call_id)
+    clause, params = _record_filter("%s", since, until, extension, disposition, after)
     order = " ORDER BY started_at, call_id LIMIT %s"
     await cursor.execute(
         f"SELECT {_RECORD_COLUMNS} FROM call_records{clause}{order}", (*params, limit)
@@ -374,13 +330,6 @@ _UPSERT_LIVE = (
     " codec = excluded.codec, packets = excluded.packets, node_id = excluded.node_id,"
     " updated_at = excluded.updated_at"
 )
-
-
-def _live_from_row(row: Row) -> LiveCall:
-    names = [c.strip() for c in _LIVE_COLUMNS.split(",")]
-    fields = dict(zip(names, row, strict=True))
-    fields["packets"] = int(fields["packets"])
-    return LiveCall(**fields)
 
 
 async def _publish_live_call_txn(cursor: Cursor, row: Row) -> None:

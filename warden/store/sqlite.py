@@ -75,14 +75,18 @@ _INSERT_EXTENSION = (
 _INSERT_NEW_EXTENSION = (
     f"INSERT OR IGNORE INTO extensions ({_EXTENSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_UPSERT_EXTENSION = _INSERT_EXTENSION + (
+# An existing extension takes every new value (both dialects).
+_ON_CONFLICT_UPDATE_EXTENSION = (
     " ON CONFLICT (number) DO UPDATE SET name = excluded.name, realm = excluded.realm,"
     " ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256,"
     " algorithms = excluded.algorithms, enabled = excluded.enabled, qualify = excluded.qualify"
 )
+_UPSERT_EXTENSION = _INSERT_EXTENSION + _ON_CONFLICT_UPDATE_EXTENSION
 
 
-def _extension_row(extension: Extension) -> Row:
+def _extension_row(extension: Extension, flag: type = int) -> Row:
+    """The row of ``extension``; ``flag`` stores the booleans (``int`` for SQLite,
+    ``bool`` for PostgreSQL)."""
     return (
         extension.number,
         extension.name,
@@ -90,8 +94,8 @@ def _extension_row(extension: Extension) -> Row:
         extension.ha1_md5,
         extension.ha1_sha256,
         ",".join(extension.algorithms),
-        int(extension.enabled),
-        int(extension.qualify),
+        flag(extension.enabled),
+        flag(extension.qualify),
     )
 
 
