@@ -231,26 +231,23 @@ class NodeHop:
         if token is None:
             return False
         flow_text = self.read_token(self.node_id, token)
-        if flow_text is None:
+        phone = parse_flow_text(flow_text) if flow_text is not None else None
+        if phone is None:
             self._reject(request, flow, 403, "Forbidden")
             return True
         rest = routes[1:]
         while rest and self._own_route(rest[0]) is not None:
             rest = rest[1:]
-        phone = parse_flow_text(flow_text)
-        if phone is None:
-            self._reject(request, flow, 403, "Forbidden")
-            return True
         to_phone = (flow.transport, flow.host, flow.port) != phone
-        if not to_phone:
-            target = self._node_target(request, rest)
-            if target is None:
-                self._reject(request, flow, 403, "Forbidden")
-                return True
-        else:
+        if to_phone:
             target = self._phone_flow(phone)
             if target is None:
                 self._reject(request, flow, 430, "Flow Failed")
+                return True
+        else:
+            target = self._node_target(request, rest)
+            if target is None:
+                self._reject(request, flow, 403, "Forbidden")
                 return True
         max_forwards = request.int_header("Max-Forwards", 255)
         if max_forwards is not None and max_forwards <= 0:
