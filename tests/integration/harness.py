@@ -46,14 +46,6 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 WARDENCTL = [sys.executable, "-m", "warden.ctl"]
 
 
-def conformance_dir() -> Path:
-    """The RFC 4475 / RFC 5118 corpus: ``$WARDEN_CONFORMANCE_DIR`` or ``../shared/conformance``."""
-    configured = os.environ.get("WARDEN_CONFORMANCE_DIR")
-    if configured:
-        return Path(configured)
-    return REPO_ROOT.parent / "shared" / "conformance"
-
-
 def require_binary(testcase: unittest.TestCase, name: str, package: str) -> str:
     """
     The path of executable ``name``. When it is missing the test is skipped, except

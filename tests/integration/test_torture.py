@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.corpus import conformance_dir
 from tests.integration.clients import LOCALHOST, RawTcpClient, new_branch, pause, poll
 from tests.integration.harness import (
     IntegrationTestCase,
     WardenProcess,
-    conformance_dir,
     provision,
 )
 

@@ -2,30 +2,25 @@
 The RFC 4475 and RFC 5118 torture messages against the whole SIP stack (fake
 transports, Clock): each is answered as RFC 4475 expects, and nothing raises.
 
-The corpus lives in ``../shared/conformance`` (``WARDEN_CONFORMANCE_DIR``
+The corpus ships in ``tests/data/conformance`` (``WARDEN_CONFORMANCE_DIR``
 overrides). RFC 5118 messages read differently by different stacks are
 answered as docs/adr/0002-sip-parsing-choices.md records.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.corpus import conformance_dir
 from warden.sip.auth import answer_challenge
 from warden.sip.message import Message
 from warden.sip.parser import parse_datagram
 from warden.store.credentials import make_extension
 from warden.testing.sipstack import REALM, FakeSipStack
 
-CORPUS = Path(
-    os.environ.get(
-        "WARDEN_CONFORMANCE_DIR",
-        Path(__file__).resolve().parents[3] / "shared" / "conformance",
-    )
-)
+CORPUS = conformance_dir()
 LOCAL = frozenset({REALM, "127.0.0.1", "example.com"})
 DROPPED = None
 

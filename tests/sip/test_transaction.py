@@ -6,11 +6,10 @@ bookkeeping. The transactions' own behaviour is tested in
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.corpus import torture_message
 from tests.sip.transaction_fakes import (
     TCP,
     UDP,
@@ -33,12 +32,11 @@ from warden.sip.transaction import (
 )
 
 S = TransactionState
-RFC4475 = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "rfc4475"
 
 
 def torture(name: str) -> bytes:
-    """The bytes of an RFC 4475 message from the shared conformance corpus."""
-    return (RFC4475 / f"{name}.dat").read_bytes()
+    """The bytes of an RFC 4475 message from the conformance corpus."""
+    return torture_message("rfc4475", name)
 
 
 def parsed_request(data: bytes) -> Request:
