@@ -10,7 +10,7 @@ number of attempts; nothing sleeps.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from twisted.internet import defer, protocol, task
@@ -50,6 +50,15 @@ async def poll(
             return True
         await pause(interval)
     return condition()
+
+
+async def poll_async(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    """L{poll} for a condition that must itself wait (a wardenctl run, a scrape)."""
+    for _ in range(max(1, int(timeout / POLL_INTERVAL))):
+        if await condition():
+            return True
+        await pause(POLL_INTERVAL)
+    return await condition()
 
 
 def new_branch() -> str:
