@@ -53,7 +53,13 @@ class Options(usage.Options):
         ["data-dir", "d", None, "Data directory (database, keys). Default: ./var"],
         ["sip-port", "p", None, "SIP port for UDP and TCP. Default: 5060", _port],
         ["sip-interface", "i", None, "Address to listen on. Default: all interfaces"],
-        ["admin-port", None, None, "Admin HTTPS port (overrides [admin] listen)", _port],
+        [
+            "admin-port",
+            None,
+            None,
+            "Admin HTTPS port (overrides [admin] listen); 0 turns the admin API off",
+            _port,
+        ],
     ]
 
     def __init__(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from twisted.application import service
-from twisted.internet import defer, error
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -27,6 +27,7 @@ from warden.ops.loadtest.provision import Provisioner, ProvisionError
 from warden.ops.loadtest.report import build_report, summary_text
 from warden.ops.loadtest.results import Account
 from warden.ops.loadtest.runner import LoadTest, Outcome
+from warden.process import process_exit
 
 __all__ = ["LoadTestService", "Options", "makeService"]
 
@@ -152,28 +153,6 @@ def _write(path: str, text: str) -> None:
     partial = target.with_name(target.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, target)
-
-
-def process_exit(reactor: Any) -> Callable[[int], None]:
-    """
-    An ``exit`` for the real process: stop the reactor and, once it has shut down,
-    end the process with status ``code``. (twistd itself exits 0, or after a
-    signal kills itself with that signal; the verdict must be the status.)
-    """
-
-    def exit(code: int) -> None:
-        def finish() -> None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-
-        reactor.addSystemEventTrigger("after", "shutdown", finish)
-        try:
-            reactor.stop()
-        except error.ReactorNotRunning:
-            pass
-
-    return exit
 
 
 def makeService(options: Options) -> LoadTestService:  # noqa: N802

@@ -63,6 +63,13 @@ class AdminPortOptionTests(SynchronousTestCase):
         assert options.config is not None
         self.assertEqual(options.config.admin.listen, "tcp:9443:interface=127.0.0.1")
 
+    def test_port_zero_turns_admin_off(self) -> None:
+        """--admin-port 0 means no admin API (not an ephemeral port)."""
+        options = Options()
+        options.parseOptions(["--admin-port", "0"])
+        assert options.config is not None
+        self.assertFalse(options.config.admin.enabled)
+
     def test_bad_port(self) -> None:
         """A non-numeric port is a usage error."""
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--admin-port", "x"])

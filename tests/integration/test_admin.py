@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import sqlite3
 import ssl
 import sys
@@ -150,6 +151,41 @@ class AdminHttpsTests(_AdminMixin):
         self.assertEqual(result.status, 200)
         with self.assertRaises(ConnectionRefusedError):
             await served_certificate(configured)
+
+
+class AdminPortTakenTests(_AdminMixin):
+    """A taken admin port stops start-up with one line; ``--admin-port 0`` is "off"."""
+
+    async def test_taken_admin_port_fails_start_up(self) -> None:
+        """
+        With the admin port already bound by another process, Warden exits with
+        status 1 and one log line naming the port and the fix, no traceback.
+        """
+        warden = WardenProcess(self.workdir())
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind((LOCALHOST, warden.admin_port))
+        holder.listen(1)
+        result = await run_process(warden.command(), warden.workdir, timeout=30)
+        log = warden.log_text()
+        self.assertEqual(result.code, 1, log)
+        self.assertNotIn("Traceback", log)
+        lines = [line for line in log.splitlines() if "admin API cannot listen" in line]
+        self.assertEqual(len(lines), 1, log)
+        self.assertIn(f"{LOCALHOST}:{warden.admin_port}", lines[0])
+        self.assertIn("--admin-port", lines[0])
+
+    async def test_admin_port_zero_runs_without_admin_api(self) -> None:
+        """--admin-port 0 starts SIP without the admin API, and says so once."""
+        warden = WardenProcess(self.workdir())
+        command = warden.command
+        warden.command = lambda: [*command(), "--admin-port", "0"]  # type: ignore[method-assign]
+        self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
+        await warden.start()
+        self.assertEqual(warden.log_text().count("admin API is off"), 1, warden.log_tail())
+        with self.assertRaises(ConnectionRefusedError):
+            await served_certificate(warden.admin_port)
+        self.assertFalse((warden.data_dir / "admin-cert.pem").exists())
 
 
 class PlainMetricsListenerTests(_AdminMixin):

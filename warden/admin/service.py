@@ -19,6 +19,7 @@ from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet import defer, endpoints, threads
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -169,8 +170,10 @@ class AdminService(service.Service):
         site: server.Site,
         plain_site: server.Site | None,
         install_signal: Callable[[Callable[[], None]], None] | None = None,
+        exit: Callable[[int], None] | None = None,
     ) -> None:
         self._reactor = reactor
+        self._exit = exit
         self.settings = settings
         self.site = site
         self.plain_site = plain_site
@@ -232,8 +235,25 @@ class AdminService(service.Service):
         return d.addCallback(listening)
 
     def _failed(self, failure: Any) -> None:
-        self.log.failure("The admin listener could not start", failure)
-        self._reactor.stop()
+        """
+        Stop Warden with exit status 1: a listener that cannot bind (the port is
+        taken, say by a second Warden on this host) is one line naming the
+        endpoint and the fix; anything else is logged with its traceback.
+        """
+        if failure.check(CannotListenError):
+            self.log.critical(
+                "Warden could not start: the admin API cannot listen on {endpoint}"
+                " ({reason}); choose another port with --admin-port PORT or"
+                " [admin] listen, or run without the admin API: --admin-port 0",
+                endpoint=_where(failure.value),
+                reason=_reason(failure.value),
+            )
+        else:
+            self.log.failure("The admin listener could not start", failure)
+        if self._exit is not None:
+            self._exit(1)
+        else:
+            self._reactor.stop()
 
     def reload(self) -> None:
         """Re-read the certificate and key (SIGHUP)."""
@@ -251,6 +271,16 @@ class AdminService(service.Service):
     def bound_ports(self) -> list[int]:
         """The ports listened on (HTTPS first)."""
         return [int(p.getHost().port) for p in self.ports]  # type: ignore[attr-defined]
+
+
+def _where(e: CannotListenError) -> str:
+    host = e.interface or "*"
+    return f"[{host}]:{e.port}" if ":" in host else f"{host}:{e.port}"
+
+
+def _reason(e: CannotListenError) -> str:
+    socket_error = e.socketError
+    return str(getattr(socket_error, "strerror", None) or socket_error)
 
 
 def install_sighup(reactor: Any) -> Callable[[Callable[[], None]], None]:
@@ -281,6 +311,7 @@ def make_admin_service(
     store_ping: Callable[[], Deferred[Any]],
     collector: WardenCollector,
     install_signals: bool = True,
+    exit: Callable[[int], None] | None = None,
 ) -> AdminService:
     """The admin service, wired from the composition root's objects."""
     auth = AdminAuth(reactor, admin_store, auth_settings, thread_runner(reactor))
@@ -293,5 +324,10 @@ def make_admin_service(
     site = build_site(routes, auth, services, health, ready, metrics)
     plain = build_site([], auth, services, health, ready, metrics, api=False)
     return AdminService(
-        reactor, listen, site, plain, install_sighup(reactor) if install_signals else None
+        reactor,
+        listen,
+        site,
+        plain,
+        install_sighup(reactor) if install_signals else None,
+        exit,
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 from twisted.application import service
+from twisted.logger import Logger
 
 from warden.admin.api import ApiServices
 from warden.admin.auth import AuthSettings
@@ -17,13 +18,21 @@ from warden.admin.metrics import WardenCollector
 from warden.admin.service import AdminListenSettings, make_admin_service, with_port
 from warden.config import WardenConfig
 from warden.errors import ConfigError
+from warden.process import process_exit
 from warden.store.backend import admin_stores
+
+_log = Logger()
 
 
 def override_port(config: WardenConfig, port: int | None) -> WardenConfig:
-    """``config`` with ``--admin-port`` applied to ``[admin] listen``."""
+    """
+    ``config`` with ``--admin-port`` applied to ``[admin] listen``; port 0 turns
+    the admin API off (as ``[admin] enabled = false``).
+    """
     if port is None:
         return config
+    if port == 0:
+        return attrs.evolve(config, admin=attrs.evolve(config.admin, enabled=False))
     try:
         listen = with_port(config.admin.listen, port)
     except ValueError as e:
@@ -51,6 +60,10 @@ def add_admin(
     drain = DrainController(reactor, sip.calls, admin.drain_timeout)
     root.drain = drain
     if not admin.enabled:
+        _log.info(
+            "The admin API is off ([admin] enabled = false or --admin-port 0):"
+            " no HTTPS API, /metrics, /readyz or wardenctl drain"
+        )
         return None
     accounts, audit = admin_stores(pool)  # SQLite or PostgreSQL, as [store] url says
     services = ApiServices(
@@ -75,7 +88,7 @@ def add_admin(
     collector = WardenCollector(sip.calls, records, sip.transactions)
     admin_service = make_admin_service(
         reactor, listen, auth_settings, services, accounts,
-        lambda: bool(sip.running), store_ping, collector,
+        lambda: bool(sip.running), store_ping, collector, exit=process_exit(reactor),
     )  # fmt: skip
     admin_service.setServiceParent(root)
     return admin_service
