@@ -55,6 +55,7 @@ from warden import ctl_calls, ctl_cluster, ctl_store
 from warden.admin import ctl as admin_ctl
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
+from warden.filemodes import private_umask
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
 from warden.ops.drtest import ctl as backup_ctl
 from warden.store.backend import check_store, open_stores
@@ -599,6 +600,7 @@ async def _run_with_store(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``wardenctl`` console script; returns the exit status."""
+    private_umask()  # the database, backups and exports it writes hold secrets
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

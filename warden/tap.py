@@ -24,6 +24,7 @@ from warden.admin.wiring import add_admin, override_port
 from warden.cluster import shared_state
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError, StoreError
+from warden.filemodes import private_directories, private_umask, secure_directories
 from warden.netutil import host_matcher, local_addresses, local_names
 from warden.ops.drtest.schedule import backup_service
 from warden.rtp import udp as media_udp
@@ -186,7 +187,9 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         reactor = global_reactor
     config = options.config
     assert config is not None
+    private_umask()  # the database, spool and backups hold password equivalents
     os.makedirs(config.server.data_dir, exist_ok=True)
+    secure_directories(private_directories(config))
     clock: IReactorTime = reactor
     # [store] url: SQLite or PostgreSQL (warden.store.backend)
     stores = open_stores(

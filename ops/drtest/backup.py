@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 import warden
+from warden.filemodes import tighten
 from warden.ops.drtest import crypto
 from warden.ops.drtest.database import (
     POSTGRES_DUMP,
@@ -355,6 +356,7 @@ def create_backup(
             file_dirs=tuple(file_dirs),
         )
         (partial / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        tighten([str(partial)])  # copies keep their source's mode: make them private
         if key is None:
             os.rename(partial, directory / name)
         else:
