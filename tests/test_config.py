@@ -65,11 +65,12 @@ class DefaultsTests(SynchronousTestCase):
                 "min_expires": 60,
                 "default_expires": 3600,
                 "max_expires": 7200,
-                "digest_algorithms": ("MD5", "SHA-256"),
+                "digest_algorithms": ("MD5",),
                 "nonce_lifetime": 300.0,
                 "auth_fail_limit": 20,
                 "auth_fail_window": 60.0,
                 "auth_block_seconds": 300.0,
+                "auth_fail_extension_limit": 10,
             },
         )
 

@@ -91,5 +91,5 @@ class MakeServiceTests(TestCase):
         settings = sip_settings(options.config)
         self.assertEqual(settings.realm, "pbx.example.com")
         self.assertEqual(settings.timers.t1, 0.5)
-        self.assertEqual(settings.algorithms, ("MD5", "SHA-256"))
+        self.assertEqual(settings.algorithms, ("MD5",))
         self.assertEqual(settings.expiry.min, 60)

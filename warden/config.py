@@ -241,10 +241,15 @@ class RegistrarConfig:
     Attributes:
         min_expires, default_expires, max_expires: binding lifetimes in seconds
             (RFC 3261 §10.3), ``min <= default <= max``.
-        digest_algorithms: offered in this order, from ``MD5`` and ``SHA-256``.
+        digest_algorithms: offered in this order, from ``MD5`` and ``SHA-256``;
+            MD5 only by default, because common phones (libre 1.0 in baresip,
+            several desk phones) give up on a SHA-256 challenge even when an MD5
+            one is offered beside it.
         nonce_lifetime: seconds a nonce stays valid.
         auth_fail_limit: failed authentications from one IP within
             ``auth_fail_window`` seconds that block it for ``auth_block_seconds``.
+        auth_fail_extension_limit: the same for one extension at one IP, which
+            then is blocked alone (a phone with a wrong password behind a NAT).
     """
 
     SECTION: ClassVar[str] = "registrar"
@@ -253,7 +258,7 @@ class RegistrarConfig:
     default_expires: int = attrs.field(default=3600, validator=_int_in(1))
     max_expires: int = attrs.field(default=7200, validator=_int_in(1))
     digest_algorithms: tuple[str, ...] = attrs.field(
-        default=ALGORITHMS, converter=_to_tuple, validator=_choices(ALGORITHMS)
+        default=("MD5",), converter=_to_tuple, validator=_choices(ALGORITHMS)
     )
     nonce_lifetime: float = attrs.field(default=300.0, converter=_to_float, validator=_seconds())
     auth_fail_limit: int = attrs.field(default=20, validator=_int_in(1))
@@ -261,6 +266,7 @@ class RegistrarConfig:
     auth_block_seconds: float = attrs.field(
         default=300.0, converter=_to_float, validator=_seconds()
     )
+    auth_fail_extension_limit: int = attrs.field(default=10, validator=_int_in(1))
 
     def __attrs_post_init__(self) -> None:
         if self.max_expires < self.min_expires:

@@ -261,6 +261,7 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         expiry=ExpiryPolicy(reg.min_expires, reg.default_expires, reg.max_expires),
         nonce_lifetime=reg.nonce_lifetime,
         auth_fail_limit=reg.auth_fail_limit,
+        auth_fail_extension_limit=reg.auth_fail_extension_limit,
         auth_fail_window=reg.auth_fail_window,
         auth_block_seconds=reg.auth_block_seconds,
         ring_timeout=config.calls.ring_timeout,

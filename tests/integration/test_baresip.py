@@ -47,7 +47,7 @@ class BaresipCallTests(BaresipTestCase):
     ) -> tuple[WardenProcess, list[BaresipPhone]]:
         """A Warden and ``count`` registered phones A, B, C... using ``codec``."""
         self.media_range = free_port_range()
-        warden = await self.start_warden_for_phones(
+        warden = await self.start_warden(
             {"media": {"port_min": self.media_range[0], "port_max": self.media_range[1]}}
         )
         users = await provision(warden.config_path, count, first=3001)

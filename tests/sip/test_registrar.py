@@ -223,6 +223,80 @@ class AuthTests(RegistrarTestCase):
         self.clock.advance(301)
         self.assertFalse(self.throttle.is_blocked(FLOW.host))
 
+    def test_forged_nonces_block_no_one(self) -> None:
+        """
+        Credentials with a nonce Warden never issued (spoofed packets) are
+        challenged but not counted: far more of them than the failure limit
+        leave the source unblocked, and its phone still registers.
+        """
+        value = 'Digest realm="pbx.test", nonce="18c.abcd.0000", algorithm=MD5, qop="auth"'
+        for cseq in range(2, 52):
+            authz = answer_challenge(value, "1001", "wrong", "REGISTER", "sip:pbx.test")
+            response = self.handle(register(authorization=authz, cseq=cseq))
+            self.assertEqual(response.status, 401)
+        self.assertFalse(self.throttle.is_blocked(FLOW.host))
+        self.assertEqual(self.authed(cseq=60).status, 200)
+
+    def test_nonce_of_another_address_blocks_no_one(self) -> None:
+        """
+        A nonce Warden issued to another address (the attacker's own) is invalid
+        when it comes from the victim's address: wrong passwords sent with it
+        from a spoofed source are challenged, not counted, and block no one.
+        """
+        attacker = Flow("udp", "198.51.100.66", 5060)
+        challenge = self.handle(register(), attacker)
+        self.assertEqual(challenge.status, 401)
+        value = challenge.get_all("WWW-Authenticate")[0]
+        for cseq in range(2, 22):
+            authz = answer_challenge(value, "1001", "wrong", "REGISTER", "sip:pbx.test", nc=cseq)
+            self.assertEqual(self.handle(register(authorization=authz, cseq=cseq)).status, 401)
+        self.assertFalse(self.throttle.is_blocked(FLOW.host, "1001"))
+        self.assertFalse(self.throttle.is_blocked(attacker.host, "1001"))
+        self.assertEqual(self.authed(cseq=30).status, 200)
+
+    def test_replays_block_no_one(self) -> None:
+        """
+        Replaying a captured REGISTER (same nonce and nonce-count) is challenged
+        each time but is no password guess: it is not counted.
+        """
+        challenge = self.challenge()
+        self.assertEqual(self.authed(challenge=challenge, cseq=2).status, 200)
+        for cseq in range(3, 13):
+            self.assertEqual(self.authed(challenge=challenge, cseq=cseq).status, 401)
+        self.assertFalse(self.throttle.is_blocked(FLOW.host, "1001"))
+
+    def test_extension_blocked_alone_at_a_source(self) -> None:
+        """
+        Wrong passwords for one extension from a NAT address reach the
+        per-extension limit first: that extension is refused there (403, no
+        credential check), another phone behind the same address still
+        registers, and the block ends after the block time.
+        """
+        self.auth.throttle = self.throttle = AuthThrottle(
+            self.clock, limit=5, window=60, block_seconds=300, extension_limit=2
+        )
+        for cseq in (2, 3):
+            self.assertEqual(self.authed(password="bad", cseq=cseq).status, 403)
+        self.assertTrue(self.throttle.is_blocked(FLOW.host, "1001"))
+        self.assertFalse(self.throttle.is_blocked(FLOW.host))
+        self.failureResultOf(self.registrar.handle(register(cseq=4), FLOW), Throttled)
+        self.assertEqual(self.authed(user="1002", call_id="call-2").status, 200)
+        self.clock.advance(301)
+        self.assertEqual(self.authed(cseq=5).status, 200)
+
+    def test_source_limit_over_extensions(self) -> None:
+        """
+        Guessing across many extensions from one address is still blocked by
+        the per-source limit, whatever extension is tried next.
+        """
+        self.auth.throttle = self.throttle = AuthThrottle(
+            self.clock, limit=4, window=60, block_seconds=300, extension_limit=2
+        )
+        for i, user in enumerate(("1001", "1002", "9001", "9002")):
+            self.assertEqual(self.authed(user=user, password="bad", cseq=2 + i).status, 403)
+        self.assertTrue(self.throttle.is_blocked(FLOW.host))
+        self.failureResultOf(self.registrar.handle(register(user="9003"), FLOW), Throttled)
+
     def test_nonce_manager_states(self) -> None:
         """Nonces are valid, stale after the lifetime, invalid when tampered with."""
         nonce = self.nonces.issue()
@@ -230,9 +304,13 @@ class AuthTests(RegistrarTestCase):
         tampered = nonce[:-1] + ("1" if nonce[-1] == "0" else "0")
         self.assertIs(self.nonces.check(tampered), NonceState.INVALID)
         self.assertIs(self.nonces.check("garbage"), NonceState.INVALID)
+        bound = self.nonces.issue("192.0.2.10")
+        self.assertIs(self.nonces.check(bound, "192.0.2.10"), NonceState.VALID)
+        self.assertIs(self.nonces.check(bound, "192.0.2.11"), NonceState.INVALID)
+        self.assertIs(self.nonces.check(nonce[:-1] + "\u00e9"), NonceState.INVALID)
         self.clock.advance(300.5)
         self.assertIs(self.nonces.check(nonce), NonceState.STALE)
-        self.assertEqual(self.nonces.forget_expired(), 1)
+        self.assertEqual(self.nonces.forget_expired(), 2)
 
 
 class BindingTests(RegistrarTestCase):

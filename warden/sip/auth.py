@@ -3,11 +3,16 @@ Digest authentication for SIP (RFC 3261 §22, RFC 7616 as applied to SIP by
 RFC 8760): MD5 and SHA-256, ``qop=auth``, self-validating nonces and nonce-count
 replay protection, and per-source throttling of failed attempts.
 
-Nonces carry their issue time and an HMAC, so any node holding the secret can
-tell a forged nonce ("invalid") from an old one ("stale", RFC 7616 §3.3) without
-shared state. Replay protection needs state: each issued nonce is remembered
-with the highest nonce-count seen, in a bounded table; a nonce that fell out of
-the table is answered as stale, never accepted twice.
+Nonces carry their issue time and an HMAC over it and the address the challenge
+went to, so any node holding the secret can tell a forged nonce, or one issued
+to another address ("invalid"), from an old one ("stale", RFC 7616 §3.3)
+without shared state. Replay protection needs state: each issued nonce is
+remembered with the highest nonce-count seen, in a bounded table; a nonce that
+fell out of the table is answered as stale, never accepted twice.
+
+Only failures that carry a nonce this server issued to the request's source
+count towards blocking (L{AuthThrottle}): a spoofed datagram never received the
+challenge, so it cannot lock a phone, an office NAT or a peer node out.
 """
 
 from __future__ import annotations
@@ -71,9 +76,9 @@ class NonceManager:
         self._max_tracked = max_tracked
         self._counts: OrderedDict[str, int] = OrderedDict()
 
-    def _mac(self, stamp: str, salt: str) -> str:
+    def _mac(self, stamp: str, salt: str, source: str) -> str:
         mac = self._keyed.copy()  # HMAC-SHA256 with the key already absorbed
-        mac.update(f"{stamp}.{salt}".encode())
+        mac.update(f"{stamp}.{salt}.{source}".encode())
         return mac.hexdigest()[:32]
 
     def use_secret(self, secret: bytes) -> None:
@@ -84,24 +89,30 @@ class NonceManager:
         self._secret = secret
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
 
-    def issue(self) -> str:
-        """A fresh nonce, remembered for nonce-count checks."""
+    def issue(self, source: str = "") -> str:
+        """
+        A fresh nonce for a challenge sent to ``source`` (an address), remembered
+        for nonce-count checks.
+        """
         stamp = format(int(self._clock.seconds() * 1000), "x")
         salt = os.urandom(8).hex()
-        nonce = f"{stamp}.{salt}.{self._mac(stamp, salt)}"
+        nonce = f"{stamp}.{salt}.{self._mac(stamp, salt, source)}"
         counts = self._counts
         counts[nonce] = 0
         if len(counts) > self._max_tracked:
             counts.popitem(last=False)
         return nonce
 
-    def check(self, nonce: str) -> NonceState:
-        """Classify a nonce received in credentials."""
+    def check(self, nonce: str, source: str = "") -> NonceState:
+        """
+        Classify a nonce received in credentials from ``source``: INVALID unless
+        this server (or a node sharing its secret) issued it to ``source``.
+        """
         parts = nonce.split(".")
         if len(parts) != 3:
             return NonceState.INVALID
         stamp, salt, mac = parts
-        if not hmac.compare_digest(mac, self._mac(stamp, salt)):
+        if not hmac.compare_digest(mac.encode(), self._mac(stamp, salt, source).encode()):
             return NonceState.INVALID
         try:
             issued = int(stamp, 16) / 1000.0
@@ -209,16 +220,30 @@ def _state_down(failure: Failure) -> None:
 
 class AuthThrottle:
     """
-    Counts failed authentications per source address in fixed windows and blocks
-    a source that reaches ``limit`` failures within ``window`` seconds for
-    ``block_seconds``, so a scanner cannot guess passwords at line rate.
+    Counts failed authentications in fixed windows, per source address and per
+    extension at a source, so a scanner cannot guess passwords at line rate.
+
+    A source that reaches ``limit`` failures within ``window`` seconds is
+    blocked for ``block_seconds``; so is one extension at one source that
+    reaches ``extension_limit`` (a phone with a wrong password behind an office
+    NAT is refused alone, before the NAT's address reaches ``limit``). Requests
+    refused because of a block are not counted again.
     """
 
+    #: Extension names are cut to this length in keys (bounded memory and Redis keys).
+    USER_KEY_CHARS = 64
+
     def __init__(
-        self, clock: IReactorTime, limit: int, window: float, block_seconds: float
+        self,
+        clock: IReactorTime,
+        limit: int,
+        window: float,
+        block_seconds: float,
+        extension_limit: int | None = None,
     ) -> None:
         self._clock = clock
         self.limit = limit
+        self.extension_limit = limit if extension_limit is None else extension_limit
         self.window = window
         self.block_seconds = block_seconds
         self._failures: dict[str, tuple[float, int]] = {}
@@ -226,43 +251,62 @@ class AuthThrottle:
         # IAuthFailureCounter of the cluster, or None: failures then count here only.
         self.shared: Any = None
 
-    def is_blocked(self, source: str) -> bool:
-        """True while ``source`` is blocked."""
-        until = self._blocked.get(source)
+    @classmethod
+    def _key(cls, source: str, user: str) -> str:
+        return f"{source} {user[: cls.USER_KEY_CHARS]}"
+
+    def is_blocked(self, source: str, user: str | None = None) -> bool:
+        """True while ``source``, or extension ``user`` at ``source``, is blocked."""
+        if self._blocked_key(source):
+            return True
+        return user is not None and self._blocked_key(self._key(source, user))
+
+    def _blocked_key(self, key: str) -> bool:
+        until = self._blocked.get(key)
         if until is None:
             return False
         if self._clock.seconds() >= until:
-            del self._blocked[source]
+            del self._blocked[key]
             return False
         return True
 
-    def record_failure(self, source: str) -> bool:
+    def record_failure(self, source: str, user: str | None = None) -> bool:
         """
-        Count one failure; True when this failure got the source blocked. With a
-        shared counter the failure is also counted cluster-wide, and the source is
-        blocked here as soon as the cluster's count reaches the limit.
+        Count one failure of ``source`` (and of extension ``user`` there); True
+        when it got the source or the extension at the source blocked. With a
+        shared counter the failure is also counted cluster-wide, and a key is
+        blocked here as soon as the cluster's count reaches its limit.
         """
-        if self.shared is not None:
-            d = self.shared.record_failure(source, self.window)
-            d.addCallbacks(lambda count: self._shared_count(source, count), _state_down)
-        return self._record_here(source)
+        keys = [(source, self.limit)]
+        if user is not None:
+            keys.append((self._key(source, user), self.extension_limit))
+        blocked = False
+        for key, limit in keys:
+            if self.shared is not None:
+                d = self.shared.record_failure(key, self.window)
+                d.addCallbacks(
+                    lambda count, key=key, limit=limit: self._shared_count(key, count, limit),
+                    _state_down,
+                )
+            blocked = self._record_here(key, limit) or blocked
+        return blocked
 
-    def _shared_count(self, source: str, count: int) -> None:
-        if count >= self.limit and not self.is_blocked(source):
-            self._failures.pop(source, None)
-            self._blocked[source] = self._clock.seconds() + self.block_seconds
+    def _shared_count(self, key: str, count: int, limit: int) -> None:
+        if count >= limit and not self._blocked_key(key):
+            self._failures.pop(key, None)
+            self._blocked[key] = self._clock.seconds() + self.block_seconds
 
-    def _record_here(self, source: str) -> bool:
+    def _record_here(self, key: str, limit: int) -> bool:
         now = self._clock.seconds()
-        start, count = self._failures.get(source, (now, 0))
+        start, count = self._failures.get(key, (now, 0))
         if now - start >= self.window:
             start, count = now, 0
         count += 1
-        if count >= self.limit:
-            self._failures.pop(source, None)
-            self._blocked[source] = now + self.block_seconds
+        if count >= limit:
+            self._failures.pop(key, None)
+            self._blocked[key] = now + self.block_seconds
             return True
-        self._failures[source] = (start, count)
+        self._failures[key] = (start, count)
         return False
 
     def prune(self) -> None:
@@ -273,7 +317,7 @@ class AuthThrottle:
 
     @property
     def blocked_count(self) -> int:
-        """Sources currently blocked (may include ones whose block just ended)."""
+        """Sources and extensions at a source currently blocked (some may just have ended)."""
         return len(self._blocked)
 
 

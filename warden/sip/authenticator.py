@@ -138,9 +138,6 @@ class Authenticator:
         the authenticated Extension is returned, or SipError raised, now.
         Otherwise a Deferred that fires or fails as L{authenticate}'s.
         """
-        if self.throttle.is_blocked(flow.host):
-            metrics.THROTTLED.inc()
-            raise Throttled(flow.host)
         header = "Proxy-Authorization" if proxy else "Authorization"
         creds = self._credentials(request, header)
         if creds is not None:
@@ -149,6 +146,9 @@ class Authenticator:
             # Who is asking: the AOR registering (To) or the caller (From).
             claimed = request.from_ if proxy else request.to
             user = claimed.uri.user_unescaped or ""
+        if self.throttle.is_blocked(flow.host, user):
+            metrics.THROTTLED.inc()
+            raise Throttled(flow.host)
         return then(
             self._directory.get_extension(user),
             lambda extension: self._verify(request, flow, proxy, creds, user, extension),
@@ -166,11 +166,13 @@ class Authenticator:
         """Check ``creds`` against ``extension``; raise SipError unless they hold."""
         offered = self._algorithms_for(extension)
         if creds is None or creds.algorithm not in offered:
-            raise self._challenge(proxy, offered)
-        state = self.nonces.check(creds.nonce)
+            raise self._challenge(flow, proxy, offered)
+        state = self.nonces.check(creds.nonce, flow.host)
         if state is NonceState.INVALID:
-            self._failed(flow, "forged or foreign nonce", user)
-            raise self._challenge(proxy, offered)
+            # Forged, or issued to another address (a spoofed source never saw
+            # our challenge): challenged, not counted, so it blocks no one.
+            self._rejected(flow, "forged or foreign nonce", user)
+            raise self._challenge(flow, proxy, offered)
         if (
             extension is None
             or not extension.enabled
@@ -179,10 +181,12 @@ class Authenticator:
             self._failed(flow, "wrong credentials", user)
             raise SipError(403, "Forbidden")
         if state is NonceState.STALE:
-            raise self._challenge(proxy, offered, stale=True)
+            raise self._challenge(flow, proxy, offered, stale=True)
         if not self._count_ok(creds):
-            self._failed(flow, "replayed nonce-count", user)
-            raise self._challenge(proxy, offered)
+            # The right answer seen before: a replay guesses nothing, so it is
+            # challenged and not counted (a captured packet blocks no one).
+            self._rejected(flow, "replayed nonce-count", user)
+            raise self._challenge(flow, proxy, offered)
         return extension
 
     def _credentials(self, request: Request, header: str) -> Credentials | None:
@@ -222,9 +226,9 @@ class Authenticator:
         return self.nonces.use(creds.nonce, count)
 
     def _challenge(
-        self, proxy: bool, algorithms: tuple[str, ...], stale: bool = False
+        self, flow: Flow, proxy: bool, algorithms: tuple[str, ...], stale: bool = False
     ) -> SipError:
-        nonce = self.nonces.issue()
+        nonce = self.nonces.issue(flow.host)
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         headers = tuple((name, challenge(self.realm, nonce, a, stale)) for a in algorithms)
         if proxy:
@@ -232,13 +236,19 @@ class Authenticator:
         return SipError(401, "Unauthorized", headers)
 
     def _failed(self, flow: Flow, why: str, user: str) -> None:
+        """A failure with a nonce issued to this source: counted towards blocking."""
         metrics.AUTH_FAILURES.inc()
-        if self.throttle.record_failure(flow.host):
+        if self.throttle.record_failure(flow.host, user):
             self.log.warn(
-                "Blocking {source} for {seconds}s after repeated authentication failures",
+                "Blocking {source} (or {user} at it) for {seconds}s after repeated"
+                " authentication failures",
                 source=flow.host,
+                user=user[: AuthThrottle.USER_KEY_CHARS],
                 seconds=self.throttle.block_seconds,
             )
+        self._rejected(flow, why, user)
+
+    def _rejected(self, flow: Flow, why: str, user: str) -> None:
         self.log.debug(
             "Authentication failed for {user} from {source}: {why}",
             user=user,

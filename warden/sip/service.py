@@ -50,6 +50,7 @@ class SipSettings:
     auth_fail_limit: int
     auth_fail_window: float
     auth_block_seconds: float
+    auth_fail_extension_limit: int = 10
     ring_timeout: float = 30.0
     max_calls_per_extension: int = 0
     qualify_interval: float = 30.0
@@ -107,8 +108,9 @@ class SipService(service.MultiService):
         )  # fmt: skip
         self.hub.receiver = self.transactions.receive
         self.throttle = AuthThrottle(
-            clock, settings.auth_fail_limit, settings.auth_fail_window, settings.auth_block_seconds
-        )
+            clock, settings.auth_fail_limit, settings.auth_fail_window,
+            settings.auth_block_seconds, settings.auth_fail_extension_limit,
+        )  # fmt: skip
         self.nonces = NonceManager(clock, settings.nonce_lifetime)
         self.authenticator = Authenticator(
             clock, directory, self.nonces, self.throttle, settings.realm, settings.algorithms
