@@ -276,7 +276,7 @@ def registration_step_ours(
         "failed": phase["failed"],
         "failures": phase["failures"],
         "achieved": round(achieved, 1),
-        "p95_ms": _ms(report["timers"].get("register_auth", {}).get("p95")),
+        "p95_ms": report["timers"].get("register_auth", {}).get("p95_ms"),
         "generator_cpu_pct": round(100 * cpu / report["duration_s"], 1),
         "target_cpu_pct": round(100 * target_cpu * share / seconds, 1),
     }
@@ -316,10 +316,6 @@ def registration_step_sipp(
         "generator_cpu_pct": round(100 * cpu / wall, 1),
         "target_cpu_pct": round(100 * target_cpu / wall, 1),
     }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return round(seconds * 1000, 1) if seconds is not None else None
 
 
 def sustained(step: dict[str, Any]) -> bool:
@@ -364,7 +360,7 @@ def calls_phase(target: Target, workdir: Path, users_csv: Path, a: argparse.Name
         "answered_ok": calls.get("succeeded"),
         "failed": calls.get("failed"),
         "failures": calls.get("failures"),
-        "call_setup_p95_ms": _ms(report["timers"].get("call_setup", {}).get("p95")),
+        "call_setup_p95_ms": report["timers"].get("call_setup", {}).get("p95_ms"),
         "rtp_packets_sent": rtp.get("packets_sent"),
         # What 20 ms pacing calls for over the calls' holding time, both directions.
         "rtp_packets_due": int(2 * a.calls * a.hold / 0.020),

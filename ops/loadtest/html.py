@@ -112,7 +112,7 @@ def charts(timeline: list[dict[str, Any]]) -> list[str]:
         line_chart(
             "Latency (registration / call setup)",
             "ms",
-            {"p50": column("p50", 1000.0), "p95": column("p95", 1000.0)},
+            {"p50": column("p50_ms"), "p95": column("p95_ms")},
         ),
         line_chart("Failures by cause", "per second", failures),
         line_chart("RTP loss", "percent", {"loss": column("rtp_loss_percent")}),
@@ -170,7 +170,8 @@ def render(report: dict[str, Any]) -> str:
                 "<th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th></tr>")  # fmt: skip
     for name, s in report["timers"].items():
         cells = "".join(
-            f"<td>{_cell(s[k], 1000.0, 1)}</td>" for k in ("p50", "p90", "p95", "p99", "max")
+            f"<td>{_cell(s[k], 1.0, 1)}</td>"
+            for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
         )
         rows.append(f"<tr><td>{e(name)}</td><td>{s['count']}</td>{cells}</tr>")
     rows.append("</table><h2>Responses</h2><table><tr><th>method</th><th>codes</th></tr>")

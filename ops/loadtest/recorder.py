@@ -14,7 +14,7 @@ import attrs
 
 from warden.ops.loadtest.media import DirectionQuality
 from warden.ops.loadtest.results import CallResult, RegistrationResult
-from warden.ops.loadtest.stats import call_quality, percentile, summarize
+from warden.ops.loadtest.stats import call_quality, percentile, summarize, to_ms
 
 
 @attrs.define
@@ -240,8 +240,8 @@ class Recorder:
                     "failed": bucket.failed,
                     "failures": dict(bucket.causes),
                     "in_flight": bucket.in_flight,
-                    "p50": percentile(bucket.latencies, 50),
-                    "p95": percentile(bucket.latencies, 95),
+                    "p50_ms": to_ms(percentile(bucket.latencies, 50)),
+                    "p95_ms": to_ms(percentile(bucket.latencies, 95)),
                     "rtp_loss_percent": (
                         100.0 * bucket.rtp_lost / bucket.rtp_sent if bucket.rtp_sent else None
                     ),
@@ -250,8 +250,10 @@ class Recorder:
         return rows
 
     def timer_summaries(self) -> dict[str, dict[str, float | int | None]]:
-        """Every timer's summary, JSON-ready."""
-        return {name: summarize(values).as_dict() for name, values in sorted(self.timers.items())}
+        """Every timer's summary, JSON-ready, in milliseconds (``p95_ms``...)."""
+        return {
+            name: summarize(values).as_ms_dict() for name, values in sorted(self.timers.items())
+        }
 
 
 def finite(value: float | None) -> float | None:

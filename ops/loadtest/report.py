@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from warden.ops.loadtest.options import Settings
     from warden.ops.loadtest.runner import Outcome
 
-REPORT_FORMAT = 1
+# 2: every duration in milliseconds with ``_ms`` in its name (timers, timeline,
+# criteria); ``duration_s`` stays in seconds.
+REPORT_FORMAT = 2
 
 
 @attrs.frozen
@@ -61,14 +63,14 @@ def evaluate(settings: Settings, recorder: Recorder, interrupted: str | None) ->
                 rate is not None and rate >= settings.min_success_rate,
             )
         )
-        p95 = recorder.timer_summaries().get(timer, {}).get("p95")
+        p95 = recorder.timer_summaries().get(timer, {}).get("p95_ms")
         criteria.append(
             Criterion(
-                f"{timer}_p95",
-                f"95th percentile of {timer} time (s) <= threshold",
-                settings.max_p95,
+                f"{timer}_p95_ms",
+                f"95th percentile of {timer} time, milliseconds <= threshold",
+                settings.max_p95_ms,
                 p95,
-                p95 is not None and p95 <= settings.max_p95,
+                p95 is not None and p95 <= settings.max_p95_ms,
             )
         )
     if settings.rtp and settings.test_type != "registrations":
@@ -171,7 +173,7 @@ def _iso(seconds: float) -> str:
 
 
 def _ms(value: float | int | None) -> str:
-    return f"{value * 1000:.1f}" if value is not None else "-"
+    return f"{value:.1f}" if value is not None else "-"
 
 
 def summary_text(report: dict[str, Any]) -> str:
@@ -195,8 +197,8 @@ def summary_text(report: dict[str, Any]) -> str:
     lines.append("  timer (ms)          count     p50     p90     p95     p99     max")
     for name, s in report["timers"].items():
         lines.append(
-            f"  {name:<18} {s['count']:>6} {_ms(s['p50']):>7} {_ms(s['p90']):>7} "
-            f"{_ms(s['p95']):>7} {_ms(s['p99']):>7} {_ms(s['max']):>7}"
+            f"  {name:<18} {s['count']:>6} {_ms(s['p50_ms']):>7} {_ms(s['p90_ms']):>7} "
+            f"{_ms(s['p95_ms']):>7} {_ms(s['p99_ms']):>7} {_ms(s['max_ms']):>7}"
         )
     rtp = report["rtp"]
     if rtp is not None:

@@ -65,8 +65,20 @@ class Summary:
     max: float | None
 
     def as_dict(self) -> dict[str, float | int | None]:
-        """JSON-ready."""
+        """JSON-ready, in seconds (field names as above)."""
         return attrs.asdict(self)
+
+    def as_ms_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready, in milliseconds with the unit in each name: ``count``, ``p95_ms``..."""
+        out: dict[str, float | int | None] = {"count": self.count}
+        for name in ("mean", "p50", "p90", "p95", "p99", "min", "max"):
+            out[f"{name}_ms"] = to_ms(getattr(self, name))
+        return out
+
+
+def to_ms(seconds: float | None) -> float | None:
+    """``seconds`` as milliseconds rounded to microseconds (None stays None)."""
+    return round(seconds * 1000.0, 3) if seconds is not None else None
 
 
 def summarize(values: Sequence[float]) -> Summary:

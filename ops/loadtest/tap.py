@@ -17,7 +17,15 @@ from typing import IO, Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    LogPublisher,
+    textFileLogObserver,
+)
 from twisted.python.failure import Failure
 
 from warden.ops.loadtest.html import render
@@ -155,9 +163,53 @@ def _write(path: str, text: str) -> None:
     os.replace(partial, target)
 
 
+def terminal_log_observer(err: IO[str], log_file: IO[str] | None = None) -> ILogObserver:
+    """
+    Where Twisted's log goes during a load test: its warnings and errors to
+    ``err`` (beside the progress line and the summary), and everything to
+    ``log_file`` when one is given. Per-socket lines ("Stopping protocol",
+    "(UDP Port N Closed)") are informational, so they stay off the terminal.
+    """
+    quiet = FilteringLogObserver(
+        textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)]
+    )
+    if log_file is None:
+        return quiet
+    return LogPublisher(quiet, textFileLogObserver(log_file))
+
+
+class _LogChoosingService(LoadTestService):
+    """
+    L{LoadTestService} that, once twistd attaches it to its application, names
+    the application's log observer (twistd reads it when it starts logging),
+    unless twistd was told where to log (``--logfile``, ``--logger``).
+    """
+
+    observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:  # noqa: N802
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
+        if self.observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.observer)
+
+
 def makeService(options: Options) -> LoadTestService:  # noqa: N802
     """The service of ``twistd warden-loadtest``."""
     from twisted.internet import reactor
 
-    assert options.settings is not None
-    return LoadTestService(options.settings, options.accounts, reactor, process_exit(reactor))
+    settings = options.settings
+    assert settings is not None
+    made = _LogChoosingService(settings, options.accounts, reactor, process_exit(reactor))
+    twistd = getattr(options, "parent", None)
+    told = twistd is not None and (twistd.get("logfile") or twistd.get("logger"))
+    if settings.log_file is not None:
+        try:
+            log_file = open(settings.log_file, "a", encoding="utf-8")
+        except OSError as e:
+            problem = f"--log-file: cannot open {settings.log_file}: {e}"
+            sys.stderr.write(f"warden-loadtest: {problem}\n")
+            raise SystemExit(EXIT_USAGE) from None
+        made.observer = terminal_log_observer(sys.stderr, log_file)
+    elif not told:
+        made.observer = terminal_log_observer(sys.stderr)
+    return made

@@ -39,7 +39,7 @@ class OptionsTests(SynchronousTestCase):
         assert s is not None
         self.assertEqual((s.pbx_host, s.sip_port, s.transport), ("127.0.0.1", 5060, "udp"))
         self.assertEqual((s.test_type, s.users, s.domain), ("registrations", 1, "127.0.0.1"))
-        self.assertEqual((s.min_success_rate, s.max_p95, s.rtp), (95.0, 2.0, False))
+        self.assertEqual((s.min_success_rate, s.max_p95_ms, s.rtp), (95.0, 2000.0, False))
         self.assertEqual(s.save_report, "warden-loadtest-report.json")
         self.assertGreater(s.timeout, 0)
         self.assertEqual([a.user for a in options.accounts], ["1000"])
@@ -62,7 +62,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual((s.test_type, s.users, s.concurrent_calls), ("mixed", 4, 7))
         self.assertEqual((s.total_calls, s.call_rate, s.call_duration), (70, 3.5, 9.0))
         self.assertEqual((s.duration, s.ramp_up, s.rtp), (60.0, 10.0, True))
-        self.assertEqual((s.min_success_rate, s.max_p95), (99.5, 0.5))
+        self.assertEqual((s.min_success_rate, s.max_p95_ms), (99.5, 500.0))
         self.assertEqual((s.max_rtp_loss, s.min_mos), (0.1, 4.1))
         self.assertEqual((s.save_report, s.html_report), ("r.json", "r.html"))
         self.assertEqual(
@@ -114,6 +114,20 @@ class OptionsTests(SynchronousTestCase):
         """parseOptions (what twistd calls) turns a usage error into exit status 2."""
         exit = self.assertRaises(SystemExit, Options().parseOptions, ["--transport", "x"])
         self.assertEqual(exit.code, EXIT_USAGE)
+
+    def test_p95_limit_in_milliseconds(self) -> None:
+        """
+        --max-p95-ms sets the p95 limit in milliseconds; the older --max-p95 takes
+        seconds and means the same; giving both is a usage error.
+        """
+        base = ["--users", "1", "--users-file", self.users("1;a\n")]
+        s = self.parse(*base, "--max-p95-ms", "250").settings
+        assert s is not None
+        self.assertEqual(s.max_p95_ms, 250.0)
+        s = self.parse(*base, "--max-p95", "0.25").settings
+        assert s is not None
+        self.assertEqual(s.max_p95_ms, 250.0)
+        self.assert_usage([*base, "--max-p95", "1", "--max-p95-ms", "9"], "--max-p95")
 
     def test_help_explains_every_option(self) -> None:
         """--help text names every option with a description."""

@@ -84,14 +84,14 @@ class CriteriaTests(SynchronousTestCase):
 
     def test_registrations_pass_and_fail(self) -> None:
         """Success rate and p95 judged against the thresholds; interruption fails."""
-        s = settings("--min-success-rate", "60", "--max-p95", "0.05")
+        s = settings("--min-success-rate", "60", "--max-p95-ms", "50")
         recorder = Recorder(0.0)
         for result in (registration(True, 0.01, (401, 200)), registration(False, 0.01, (403,))):
             recorder.started("register", 0.0)
             recorder.registration("register", result, 0.5)
         verdict = {c.name: c.passed for c in evaluate(s, recorder, None)}
         self.assertEqual(
-            verdict, {"register_success_rate": False, "register_p95": True, "completed": True}
+            verdict, {"register_success_rate": False, "register_p95_ms": True, "completed": True}
         )
         verdict = {c.name: c.passed for c in evaluate(s, recorder, "interrupted")}
         self.assertFalse(verdict["completed"])
@@ -146,7 +146,7 @@ class ReportTests(SynchronousTestCase):
         for timer in ("call_setup", "call_setup_auth", "post_dial_delay", "bye"):
             self.assertEqual(
                 set(report["timers"][timer]),
-                {"count", "mean", "p50", "p90", "p95", "p99", "min", "max"},
+                {"count", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms"},
             )
         self.assertEqual(report["rtp"]["calls"], 3)
         self.assertEqual(len(report["timeline"]), 4)
@@ -155,6 +155,25 @@ class ReportTests(SynchronousTestCase):
         text = summary_text(report)
         self.assertIn("FAIL", text)
         self.assertIn("486: 1", text)
+
+    def test_one_time_unit_everywhere(self) -> None:
+        """
+        Timers, timeline and criteria all give milliseconds, with ``_ms`` in the
+        name: the p95 criterion's value is the timer table's p95, and the summary
+        prints it against a threshold in the same unit.
+        """
+        s = settings("--max-p95-ms", "50")
+        recorder = Recorder(0.0)
+        recorder.started("register", 0.0)
+        recorder.registration("register", registration(True, 0.0072, (401, 200)), 0.5)
+        outcome = Outcome(0, tuple(evaluate(s, recorder, None)), None, None, 0.0, 1.0)
+        report = build_report(s, recorder, outcome)  # type: ignore[arg-type]
+        p95 = report["timers"]["register"]["p95_ms"]
+        self.assertAlmostEqual(p95, 7.2, places=3)
+        (criterion,) = [c for c in report["criteria"] if c["name"] == "register_p95_ms"]
+        self.assertEqual((criterion["value"], criterion["threshold"]), (p95, 50.0))
+        self.assertIn("p95_ms", report["timeline"][0])
+        self.assertIn("register_p95_ms: 7.2000 (threshold 50)", summary_text(report))
 
     def test_html_is_self_contained(self) -> None:
         """Inline SVG charts, no scripts, no links to anything outside the page."""
