@@ -548,6 +548,8 @@ class AdminConfig:
         session_seconds: lifetime of a login session.
         login_fail_limit: failed logins (per account, per address) before back-off.
         login_backoff_seconds, login_backoff_max_seconds: the first and longest back-off.
+        login_concurrency: password checks (scrypt) running at once; further
+            logins are refused with 503 and Retry-After.
         drain_timeout: seconds a drain (or SIGTERM) waits for calls before hanging up.
     """
 
@@ -579,6 +581,7 @@ class AdminConfig:
     login_backoff_max_seconds: float = attrs.field(
         default=900.0, converter=_to_float, validator=_seconds()
     )
+    login_concurrency: int = attrs.field(default=4, validator=_int_in(1, 64))
     drain_timeout: float = attrs.field(
         default=60.0, converter=_to_float, validator=_seconds(allow_zero=True)
     )

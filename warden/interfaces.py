@@ -348,6 +348,19 @@ class IAdminStore(Interface):
     def list_accounts() -> Deferred[builtins.list[AdminAccount]]:
         """Fire with every account, ordered by name."""
 
+    def claim_totp_step(name: str, step: int) -> Deferred[bool]:
+        """
+        Record ``step`` as the last TOTP time step used by ``name`` if it is later
+        than the stored one, atomically (concurrent logins, other nodes): fire
+        with True for the one caller that claimed it, else False.
+        """
+
+    def use_recovery_code(name: str, digest: str) -> Deferred[bool]:
+        """
+        Remove ``digest`` from the recovery hashes of ``name`` atomically: fire
+        with True for the one caller that removed it, else False.
+        """
+
     def add_token(token: ApiToken) -> Deferred[None]:
         """Store a new API token (its ``token_id`` is unique)."""
 

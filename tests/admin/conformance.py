@@ -86,6 +86,24 @@ class AdminStoreConformanceMixin(_StoreMixin):
         names = [a.name for a in await store.list_accounts()]
         self.assertEqual(names, ["alice", "bob", "carol"])  # type: ignore[attr-defined]
 
+    async def test_claim_totp_step(self) -> None:
+        """A TOTP step is claimed once, only when later than the last; unknown names fail."""
+        store = await self.store()
+        await store.add_account(account(totp_last_step=7))
+        results = [await store.claim_totp_step("alice", step) for step in (7, 8, 8, 6, 9)]
+        self.assertEqual(results, [False, True, False, False, True])  # type: ignore[attr-defined]
+        self.assertEqual((await store.get_account("alice")).totp_last_step, 9)  # type: ignore[attr-defined]
+        self.assertFalse(await store.claim_totp_step("bob", 10))  # type: ignore[attr-defined]
+
+    async def test_use_recovery_code(self) -> None:
+        """A recovery code is removed once; the others stay."""
+        store = await self.store()
+        await store.add_account(account(recovery_hashes=("a" * 64, "b" * 64)))
+        self.assertTrue(await store.use_recovery_code("alice", "a" * 64))  # type: ignore[attr-defined]
+        self.assertFalse(await store.use_recovery_code("alice", "a" * 64))  # type: ignore[attr-defined]
+        self.assertFalse(await store.use_recovery_code("bob", "b" * 64))  # type: ignore[attr-defined]
+        self.assertEqual((await store.get_account("alice")).recovery_hashes, ("b" * 64,))  # type: ignore[attr-defined]
+
     async def test_tokens(self) -> None:
         """Tokens round-trip, list in creation order, and revoke once."""
         store = await self.store()

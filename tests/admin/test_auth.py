@@ -5,15 +5,21 @@ sessions, and the whole MFA flow over the API with a fixed clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pyotp
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.admin.apihelper import PASSWORD, START, ApiHarness
 from warden.admin import secrets
-from warden.admin.auth import AuthSettings, LoginThrottle, SessionSigner
+from warden.admin.auth import AdminAuth, AuthSettings, LoginThrottle, SessionSigner
+from warden.admin.model import AdminAccount
+from warden.errors import ApiError
+from warden.testing.admin import MemoryAdminStore
 
 
 class SecretsTests(SynchronousTestCase):
@@ -263,3 +269,94 @@ class LoginFlowTests(SynchronousTestCase):
         self.assertEqual(ok.status, 204)
         self.assertEqual(self.login().status, 401)
         self.assertEqual(self.login("a much longer one").status, 200)
+
+
+class _HeldRunner:
+    """A run_blocking that holds every password check until released: concurrent logins."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.held.append((d, f, args))
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for d, f, args in held:
+            d.callback(f(*args))
+
+
+class ConcurrentLoginTests(SynchronousTestCase):
+    """Logins running at once: the back-off, one-time codes and the scrypt bound hold."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.store = MemoryAdminStore()
+        self.runner = _HeldRunner()
+
+    def auth(self, **settings: Any) -> AdminAuth:
+        self.store.accounts["alice"] = AdminAccount(
+            "alice", secrets.hash_password(PASSWORD, n=2**10), START,
+            totp_secret=settings.pop("totp_secret", ""),
+        )  # fmt: skip
+        return AdminAuth(self.clock, self.store, AuthSettings(**settings), self.runner)
+
+    def logins(
+        self, auth: AdminAuth, count: int, password: str, code: str | None = None
+    ) -> list[Deferred[Any]]:
+        return [
+            Deferred.fromCoroutine(auth.login("alice", password, code, "192.0.2.9"))
+            for _ in range(count)
+        ]
+
+    def outcomes(self, results: list[Deferred[Any]]) -> list[Any]:
+        found: list[Any] = []
+        for d in results:
+            d.addCallbacks(lambda _: found.append(200), lambda f: found.append(f.value.status))
+        return found
+
+    def test_concurrent_guesses_stop_at_the_limit(self) -> None:
+        """Ten guesses at once: only fail_limit reach scrypt, the rest get 429 at once."""
+        auth = self.auth(fail_limit=3, backoff_seconds=60.0, password_checks=64)
+        found = self.outcomes(self.logins(auth, 10, "wrong password"))
+        self.assertEqual(len(self.runner.held), 3)
+        self.assertEqual(found, [429] * 7)
+        self.runner.release()
+        self.assertEqual(sorted(found), [401] * 3 + [429] * 7)
+
+    def test_one_totp_code_one_session(self) -> None:
+        """Three logins at once with the same valid code: exactly one session."""
+        seed = pyotp.random_base32()
+        auth = self.auth(totp_secret=seed)
+        found = self.outcomes(self.logins(auth, 3, PASSWORD, _code(seed, START)))
+        self.runner.release()
+        self.assertEqual(sorted(found), [200, 401, 401])
+
+    def test_password_checks_bounded(self) -> None:
+        """Beyond password_checks at once a login gets 503 with Retry-After, then works."""
+        auth = self.auth(password_checks=2)
+        results = [
+            Deferred.fromCoroutine(auth.login("alice", PASSWORD, None, f"192.0.2.{n}"))
+            for n in range(4)
+        ]
+        self.assertEqual(len(self.runner.held), 2)
+        for busy in results[2:]:
+            error = self.failureResultOf(busy, ApiError).value
+            self.assertEqual((error.status, dict(error.headers)), (503, {"Retry-After": "1"}))
+        self.runner.release()
+        self.assertEqual(auth.password_slots.busy, 0)
+        again = Deferred.fromCoroutine(auth.login("alice", PASSWORD, None, "192.0.2.1"))
+        self.runner.release()
+        self.assertIn("token", self.successResultOf(again))
+
+    def test_mfa_required_is_not_a_failure(self) -> None:
+        """The right password without a code does not count towards the back-off."""
+        auth = self.auth(totp_secret=pyotp.random_base32(), fail_limit=2)
+        for _ in range(3):
+            found = self.outcomes(self.logins(auth, 1, PASSWORD))
+            self.runner.release()
+            self.assertEqual(found, [401])
+        self.assertEqual(auth.throttle.retry_after("account:alice"), 0.0)

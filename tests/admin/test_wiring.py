@@ -36,6 +36,7 @@ class AdminConfigTests(SynchronousTestCase):
             "require_mfa = 1": "admin.require_mfa",
             "session_seconds = 5": "admin.session_seconds",
             "login_fail_limit = 0": "admin.login_fail_limit",
+            "login_concurrency = 0": "admin.login_concurrency",
             "drain_timeout = -1": "admin.drain_timeout",
             'certificate = "/x.pem"': "admin.private_key",
             "password = 'x'": "admin.password",

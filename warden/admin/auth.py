@@ -53,6 +53,8 @@ class AuthSettings:
         fail_limit: failed logins (per account, per address) before back-off.
         backoff_seconds: the first back-off; it doubles with each further failure.
         backoff_max_seconds: the longest back-off.
+        password_checks: password checks (scrypt, 16 MiB each, in the shared
+            thread pool) running at once; a login beyond them gets 503.
     """
 
     session_seconds: float = 900.0
@@ -60,6 +62,7 @@ class AuthSettings:
     fail_limit: int = 5
     backoff_seconds: float = 1.0
     backoff_max_seconds: float = 900.0
+    password_checks: int = 4
 
 
 @attrs.frozen
@@ -108,14 +111,26 @@ class LoginThrottle:
         return max(0.0, entry.blocked_until - self._clock.seconds())
 
     def failed(self, key: str) -> None:
-        """Count a failure of ``key``."""
+        """Count a failure of ``key`` (or reserve one for an attempt in progress)."""
         now = self._clock.seconds()
         entry = self._keys.setdefault(key, _Failures())
         entry.count += 1
         entry.last = now
+        self._block(entry, now)
+
+    def refund(self, key: str) -> None:
+        """Take back one reserved failure of ``key`` (the attempt did not fail)."""
+        entry = self._keys.get(key)
+        if entry is not None and entry.count > 0:
+            entry.count -= 1
+            self._block(entry, entry.last)
+
+    def _block(self, entry: _Failures, since: float) -> None:
         if entry.count >= self._limit:
             delay = min(self._maximum, self._base * 2 ** min(entry.count - self._limit, 30))
-            entry.blocked_until = now + delay
+            entry.blocked_until = since + delay
+        else:
+            entry.blocked_until = 0.0
 
     def succeeded(self, key: str) -> None:
         """Forget the failures of ``key``."""
@@ -129,6 +144,36 @@ class LoginThrottle:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+class PasswordCheckSlots:
+    """
+    Bounds the password checks (scrypt) running at once: each costs 16 MiB and a
+    thread of the pool shared with the store, so a flood of logins is refused
+    with 503 and ``Retry-After`` instead of queueing without bound.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self.busy = 0
+
+    def acquire(self) -> None:
+        """
+        Take a slot.
+
+        Raises:
+            ApiError: 503 ``busy`` when every slot is taken.
+        """
+        if self.busy >= self._limit:
+            raise ApiError(
+                503, "busy", "too many logins at once; try again shortly",
+                (("Retry-After", "1"),),
+            )  # fmt: skip
+        self.busy += 1
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.busy -= 1
 
 
 def _b64(data: bytes) -> str:
@@ -209,6 +254,7 @@ class AdminAuth:
         self.throttle = LoginThrottle(
             clock, settings.fail_limit, settings.backoff_seconds, settings.backoff_max_seconds
         )
+        self.password_slots = PasswordCheckSlots(settings.password_checks)
         self._tokens: dict[str, tuple[ApiToken, float]] = {}
 
     # -- login ----------------------------------------------------------------------
@@ -219,9 +265,14 @@ class AdminAuth:
         """
         Check a login and issue a session.
 
+        The attempt is counted as a failure (per account and per address) before
+        anything is awaited, so concurrent guesses cannot all pass the back-off
+        check; it is taken back only when the password was right.
+
         Raises:
-            ApiError: 429 while backing off; 401 ``invalid_credentials``,
-                ``mfa_required`` (no code given) or ``invalid_mfa_code``.
+            ApiError: 429 while backing off; 503 while too many password checks
+                run; 401 ``invalid_credentials``, ``mfa_required`` (no code
+                given) or ``invalid_mfa_code``.
         """
         keys = (f"account:{name}", f"ip:{source}")
         wait = max(self.throttle.retry_after(k) for k in keys)
@@ -231,18 +282,15 @@ class AdminAuth:
                 429, "too_many_attempts", "too many failed logins; try again later",
                 (("Retry-After", retry),),
             )  # fmt: skip
-        account = await self.store.get_account(name)
-        stored = account.password_hash if account is not None else _DUMMY_HASH
-        ok = await self._run_blocking(admin_secrets.verify_password, password, stored)
+        account, ok = await self._check_password(name, password, keys)
         if account is None or not ok:
-            self._failed(keys)
             raise _invalid_credentials()
         if account.mfa_enabled:
             if not code:
+                for key in keys:
+                    self.throttle.refund(key)
                 raise ApiError(401, "mfa_required", "this account needs a TOTP code")
-            account = await self._check_second_factor(account, code)
-            if account is None:
-                self._failed(keys)
+            if not await self._use_second_factor(account, code):
                 raise ApiError(401, "invalid_mfa_code", "wrong or already used code")
         for key in keys:
             self.throttle.succeeded(key)
@@ -257,23 +305,37 @@ class AdminAuth:
             "mfa_enrolment_required": must_enrol,
         }
 
-    def _failed(self, keys: tuple[str, ...]) -> None:
-        for key in keys:
-            self.throttle.failed(key)
+    async def _check_password(
+        self, name: str, password: str, keys: tuple[str, ...]
+    ) -> tuple[AdminAccount | None, bool]:
+        """
+        Reserve a failure on ``keys`` and a password-check slot (503 when none is
+        free), then the account and whether ``password`` is its password.
+        """
+        self.password_slots.acquire()
+        try:
+            for key in keys:
+                self.throttle.failed(key)
+            account = await self.store.get_account(name)
+            stored = account.password_hash if account is not None else _DUMMY_HASH
+            ok = await self._run_blocking(admin_secrets.verify_password, password, stored)
+        finally:
+            self.password_slots.release()
+        return account, bool(ok)
 
-    async def _check_second_factor(self, account: AdminAccount, code: str) -> AdminAccount | None:
-        """The account updated after a valid TOTP or recovery code; None when invalid."""
+    async def _use_second_factor(self, account: AdminAccount, code: str) -> bool:
+        """
+        Whether ``code`` is a valid TOTP or recovery code of ``account``, used up
+        atomically in the store: one code gives one login, even when several
+        logins with it run at once or on several nodes.
+        """
         step = self.totp_step(account.totp_secret, code, account.totp_last_step)
         if step is not None:
-            updated = attrs.evolve(account, totp_last_step=step)
-        else:
-            digest = admin_secrets.sha256_hex(admin_secrets.normalise_recovery_code(code))
-            if digest not in account.recovery_hashes:
-                return None
-            left = tuple(h for h in account.recovery_hashes if h != digest)
-            updated = attrs.evolve(account, recovery_hashes=left)
-        await self.store.update_account(updated)
-        return updated
+            return bool(await self.store.claim_totp_step(account.name, step))
+        digest = admin_secrets.sha256_hex(admin_secrets.normalise_recovery_code(code))
+        if digest not in account.recovery_hashes:
+            return False
+        return bool(await self.store.use_recovery_code(account.name, digest))
 
     def totp_step(self, secret: str, code: str, last_step: int) -> int | None:
         """
@@ -380,13 +442,17 @@ class AdminAuth:
     async def change_password(self, name: str, current: str, new: str) -> None:
         """Replace the password of ``name`` after checking the current one."""
         account = await self._account(name)
-        ok = await self._run_blocking(
-            admin_secrets.verify_password, current, account.password_hash
-        )
-        if not ok:
-            raise ApiError(403, "invalid_credentials", "the current password is wrong")
-        check_new_password(new)
-        new_hash = await self._run_blocking(admin_secrets.hash_password, new)
+        self.password_slots.acquire()
+        try:
+            ok = await self._run_blocking(
+                admin_secrets.verify_password, current, account.password_hash
+            )
+            if not ok:
+                raise ApiError(403, "invalid_credentials", "the current password is wrong")
+            check_new_password(new)
+            new_hash = await self._run_blocking(admin_secrets.hash_password, new)
+        finally:
+            self.password_slots.release()
         await self.store.update_account(attrs.evolve(account, password_hash=new_hash))
 
     async def _account(self, name: str) -> AdminAccount:

@@ -101,7 +101,7 @@ def paths() -> dict[str, dict[str, Any]]:
                     ["username", "password"],
                 ),
                 public=True,
-                extra=(429,),
+                extra=(429, 503),
             )
         },  # fmt: skip
         "/auth/mfa/enrol": {"post": _op("Start TOTP enrolment", body=_body({}), extra=(409,))},

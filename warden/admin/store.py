@@ -83,6 +83,35 @@ def _list_accounts_txn(txn: adbapi.Transaction) -> list[AdminAccount]:
     return [_account(row) for row in txn.fetchall()]
 
 
+def _claim_totp_step_txn(txn: adbapi.Transaction, name: str, step: int) -> bool:
+    txn.execute(
+        "UPDATE admin_accounts SET totp_last_step = ? WHERE name = ? AND totp_last_step < ?",
+        (step, name, step),
+    )
+    return bool(txn.rowcount)
+
+
+def remaining_recovery_hashes(stored: str, digest: str) -> str | None:
+    """The stored JSON list of recovery hashes without ``digest``; None when absent."""
+    hashes = json.loads(stored)
+    if digest not in hashes:
+        return None
+    return json.dumps([h for h in hashes if h != digest])
+
+
+def _use_recovery_code_txn(txn: adbapi.Transaction, name: str, digest: str) -> bool:
+    txn.execute("SELECT recovery_hashes FROM admin_accounts WHERE name = ?", (name,))
+    row = txn.fetchone()
+    left = None if row is None else remaining_recovery_hashes(row[0], digest)
+    if left is None:
+        return False
+    txn.execute(
+        "UPDATE admin_accounts SET recovery_hashes = ? WHERE name = ? AND recovery_hashes = ?",
+        (left, name, row[0]),
+    )
+    return bool(txn.rowcount)
+
+
 def _add_token_txn(txn: adbapi.Transaction, t: ApiToken) -> None:
     txn.execute(
         f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -132,6 +161,16 @@ class SQLiteAdminStore:
     def list_accounts(self) -> Deferred[builtins.list[AdminAccount]]:
         """See L{IAdminStore.list_accounts}."""
         return run_interaction(self._pool, "list_admin_accounts", _list_accounts_txn)
+
+    def claim_totp_step(self, name: str, step: int) -> Deferred[bool]:
+        """See L{IAdminStore.claim_totp_step}."""
+        return run_interaction(self._pool, "claim_totp_step", _claim_totp_step_txn, name, step)
+
+    def use_recovery_code(self, name: str, digest: str) -> Deferred[bool]:
+        """See L{IAdminStore.use_recovery_code}."""
+        return run_interaction(
+            self._pool, "use_recovery_code", _use_recovery_code_txn, name, digest
+        )
 
     def add_token(self, token: ApiToken) -> Deferred[None]:
         """See L{IAdminStore.add_token}."""

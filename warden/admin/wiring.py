@@ -77,6 +77,7 @@ def add_admin(
         fail_limit=admin.login_fail_limit,
         backoff_seconds=admin.login_backoff_seconds,
         backoff_max_seconds=admin.login_backoff_max_seconds,
+        password_checks=admin.login_concurrency,
     )
     listen = AdminListenSettings(
         listen=admin.listen,

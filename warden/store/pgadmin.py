@@ -23,6 +23,7 @@ from warden.admin.store import (
     _audit_entries,
     _audit_query,
     _token,
+    remaining_recovery_hashes,
 )
 from warden.errors import AdminAccountExists, AdminAccountNotFound
 from warden.interfaces import IAdminStore, IAuditLog
@@ -59,6 +60,28 @@ async def _update_account_txn(cursor: Cursor, account: AdminAccount) -> None:
 async def _list_accounts_txn(cursor: Cursor) -> list[AdminAccount]:
     await cursor.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts ORDER BY name")
     return [_account(row) for row in cursor.fetchall()]
+
+
+async def _claim_totp_step_txn(cursor: Cursor, name: str, step: int) -> bool:
+    await cursor.execute(
+        "UPDATE admin_accounts SET totp_last_step = %s WHERE name = %s AND totp_last_step < %s",
+        (step, name, step),
+    )
+    return bool(cursor.rowcount)
+
+
+async def _use_recovery_code_txn(cursor: Cursor, name: str, digest: str) -> bool:
+    await cursor.execute(
+        "SELECT recovery_hashes FROM admin_accounts WHERE name = %s FOR UPDATE", (name,)
+    )
+    row = cursor.fetchone()
+    left = None if row is None else remaining_recovery_hashes(row[0], digest)
+    if left is None:
+        return False
+    await cursor.execute(
+        "UPDATE admin_accounts SET recovery_hashes = %s WHERE name = %s", (left, name)
+    )
+    return bool(cursor.rowcount)
 
 
 async def _add_token_txn(cursor: Cursor, t: ApiToken) -> None:
@@ -112,6 +135,14 @@ class PostgreSQLAdminStore:
     def list_accounts(self) -> Deferred[builtins.list[AdminAccount]]:
         """See L{IAdminStore.list_accounts}."""
         return self._pool.run("list_admin_accounts", _list_accounts_txn)
+
+    def claim_totp_step(self, name: str, step: int) -> Deferred[bool]:
+        """See L{IAdminStore.claim_totp_step}."""
+        return self._pool.run("claim_totp_step", _claim_totp_step_txn, name, step)
+
+    def use_recovery_code(self, name: str, digest: str) -> Deferred[bool]:
+        """See L{IAdminStore.use_recovery_code}."""
+        return self._pool.run("use_recovery_code", _use_recovery_code_txn, name, digest)
 
     def add_token(self, token: ApiToken) -> Deferred[None]:
         """See L{IAdminStore.add_token}."""

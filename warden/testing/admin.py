@@ -44,6 +44,23 @@ class MemoryAdminStore:
         """See L{IAdminStore.list_accounts}."""
         return defer.succeed([self.accounts[k] for k in sorted(self.accounts)])
 
+    def claim_totp_step(self, name: str, step: int) -> Deferred[bool]:
+        """See L{IAdminStore.claim_totp_step}."""
+        account = self.accounts.get(name)
+        if account is None or account.totp_last_step >= step:
+            return defer.succeed(False)
+        self.accounts[name] = attrs.evolve(account, totp_last_step=step)
+        return defer.succeed(True)
+
+    def use_recovery_code(self, name: str, digest: str) -> Deferred[bool]:
+        """See L{IAdminStore.use_recovery_code}."""
+        account = self.accounts.get(name)
+        if account is None or digest not in account.recovery_hashes:
+            return defer.succeed(False)
+        left = tuple(h for h in account.recovery_hashes if h != digest)
+        self.accounts[name] = attrs.evolve(account, recovery_hashes=left)
+        return defer.succeed(True)
+
     def add_token(self, token: ApiToken) -> Deferred[None]:
         """See L{IAdminStore.add_token}."""
         if token.token_id in self.tokens:
