@@ -54,6 +54,7 @@ class DefaultsTests(SynchronousTestCase):
                 "t2": 4.0,
                 "t4": 5.0,
                 "udp_receive_buffer": 8388608,
+                "server_header": "Warden",
             },
         )
 
@@ -71,6 +72,7 @@ class DefaultsTests(SynchronousTestCase):
                 "auth_fail_window": 60.0,
                 "auth_block_seconds": 300.0,
                 "auth_fail_extension_limit": 10,
+                "accept_rfc2069": False,
             },
         )
 

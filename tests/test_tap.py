@@ -92,4 +92,5 @@ class MakeServiceTests(TestCase):
         self.assertEqual(settings.realm, "pbx.example.com")
         self.assertEqual(settings.timers.t1, 0.5)
         self.assertEqual(settings.algorithms, ("MD5",))
+        self.assertEqual((settings.server_header, settings.accept_rfc2069), ("Warden", False))
         self.assertEqual(settings.expiry.min, 60)

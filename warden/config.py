@@ -52,6 +52,7 @@ _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _NODE_ID = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
 _REALM_FORBIDDEN = re.compile(r'["\\\x00-\x1f\x7f]')
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]*\Z")
 
 
 def _show(value: object) -> str:
@@ -208,6 +209,8 @@ class SipConfig:
             socket, so that a burst is queued rather than dropped.
         tcp_idle_timeout: seconds before an idle TCP connection is closed.
         t1, t2, t4: RFC 3261 timers, in seconds (``t2 >= t1``).
+        server_header: the ``Server`` header of responses (RFC 3261 §20.35);
+            "" sends none. No version by default, so a scan learns less.
     """
 
     SECTION: ClassVar[str] = "sip"
@@ -226,6 +229,13 @@ class SipConfig:
     t4: float = attrs.field(default=5.0, converter=_to_float, validator=_seconds())
     udp_receive_buffer: int = attrs.field(
         default=8 * 1024 * 1024, validator=_int_in(65536, 256 * 1024 * 1024)
+    )
+    server_header: str = attrs.field(
+        default="Warden",
+        validator=_rule(
+            lambda v: isinstance(v, str) and len(v) <= 100 and bool(_HEADER_TEXT.match(v)),
+            "at most 100 printable ASCII characters",
+        ),
     )
 
     def __attrs_post_init__(self) -> None:
@@ -246,6 +256,8 @@ class RegistrarConfig:
             several desk phones) give up on a SHA-256 challenge even when an MD5
             one is offered beside it.
         nonce_lifetime: seconds a nonce stays valid.
+        accept_rfc2069: accept digest responses without ``qop`` (RFC 2069, no
+            client nonce or nonce-count); refused by default.
         auth_fail_limit: failed authentications from one IP within
             ``auth_fail_window`` seconds that block it for ``auth_block_seconds``.
         auth_fail_extension_limit: the same for one extension at one IP, which
@@ -267,6 +279,9 @@ class RegistrarConfig:
         default=300.0, converter=_to_float, validator=_seconds()
     )
     auth_fail_extension_limit: int = attrs.field(default=10, validator=_int_in(1))
+    accept_rfc2069: bool = attrs.field(
+        default=False, validator=_rule(lambda v: isinstance(v, bool), "true or false")
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.max_expires < self.min_expires:

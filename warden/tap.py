@@ -262,6 +262,8 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         nonce_lifetime=reg.nonce_lifetime,
         auth_fail_limit=reg.auth_fail_limit,
         auth_fail_extension_limit=reg.auth_fail_extension_limit,
+        accept_rfc2069=reg.accept_rfc2069,
+        server_header=sip.server_header,
         auth_fail_window=reg.auth_fail_window,
         auth_block_seconds=reg.auth_block_seconds,
         ring_timeout=config.calls.ring_timeout,

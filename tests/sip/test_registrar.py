@@ -297,6 +297,34 @@ class AuthTests(RegistrarTestCase):
         self.assertTrue(self.throttle.is_blocked(FLOW.host))
         self.failureResultOf(self.registrar.handle(register(user="9003"), FLOW), Throttled)
 
+    def rfc2069_answer(self, password: str = "secret1001") -> str:
+        """Correct-or-not credentials without qop (RFC 2069) to a fresh challenge."""
+        value = self.challenge().get_all("WWW-Authenticate")[0].replace(', qop="auth"', "")
+        authz = answer_challenge(value, "1001", password, "REGISTER", "sip:pbx.test")
+        self.assertNotIn("qop=", authz)
+        return authz
+
+    def test_rfc2069_refused_by_default(self) -> None:
+        """
+        A correct digest answer without qop (RFC 2069) is refused with 403 and
+        counted as a failure, unless accepting them is configured.
+        """
+        self.auth.throttle = self.throttle = AuthThrottle(
+            self.clock, limit=5, window=60, block_seconds=300, extension_limit=1
+        )
+        response = self.handle(register(authorization=self.rfc2069_answer(), cseq=2))
+        self.assertEqual(response.status, 403)
+        self.assertTrue(self.throttle.is_blocked(FLOW.host, "1001"))
+
+    def test_rfc2069_accepted_when_configured(self) -> None:
+        """With accept_rfc2069 the same answer registers; a wrong one is still 403."""
+        self.auth.accept_rfc2069 = True
+        self.assertEqual(
+            self.handle(register(authorization=self.rfc2069_answer(), cseq=2)).status, 200
+        )
+        wrong = self.rfc2069_answer("nope")
+        self.assertEqual(self.handle(register(authorization=wrong, cseq=3)).status, 403)
+
     def test_nonce_manager_states(self) -> None:
         """Nonces are valid, stale after the lifetime, invalid when tampered with."""
         nonce = self.nonces.issue()

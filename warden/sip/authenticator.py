@@ -98,6 +98,8 @@ class Authenticator:
         throttle: failed-authentication throttle per source address.
         realm: the digest realm.
         algorithms: algorithms offered by default, in order.
+        accept_rfc2069: accept responses without ``qop`` (RFC 2069); else they
+            are refused with 403 (logged at most once a minute).
     """
 
     log = Logger()
@@ -110,8 +112,11 @@ class Authenticator:
         throttle: AuthThrottle,
         realm: str,
         algorithms: tuple[str, ...],
+        accept_rfc2069: bool = False,
     ) -> None:
         self._clock = clock
+        self.accept_rfc2069 = accept_rfc2069
+        self._rfc2069_logged_at: float | None = None
         self._directory = directory
         self.nonces = nonces
         self.throttle = throttle
@@ -173,6 +178,9 @@ class Authenticator:
             # our challenge): challenged, not counted, so it blocks no one.
             self._rejected(flow, "forged or foreign nonce", user)
             raise self._challenge(flow, proxy, offered)
+        if creds.qop is None and not self.accept_rfc2069:
+            self._refused_rfc2069(flow, user)  # RFC 7616 §3.4: qop is required
+            raise SipError(403, "Forbidden")
         if (
             extension is None
             or not extension.enabled
@@ -247,6 +255,23 @@ class Authenticator:
                 seconds=self.throttle.block_seconds,
             )
         self._rejected(flow, why, user)
+
+    def _refused_rfc2069(self, flow: Flow, user: str) -> None:
+        """
+        An answer without qop to a nonce issued to this source: refused and
+        counted like wrong credentials, and said once a minute at most.
+        """
+        self._failed(flow, "digest without qop (RFC 2069)", user)
+        now = self._clock.seconds()
+        if self._rfc2069_logged_at is not None and now - self._rfc2069_logged_at < 60.0:
+            return
+        self._rfc2069_logged_at = now
+        self.log.info(
+            "Refused digest credentials without qop (RFC 2069) for {user} from {source};"
+            " set [registrar] accept_rfc2069 = true if such phones must register",
+            user=user[: AuthThrottle.USER_KEY_CHARS],
+            source=flow.host,
+        )
 
     def _rejected(self, flow: Flow, why: str, user: str) -> None:
         self.log.debug(

@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from warden import __version__
 from warden.errors import SipError, SipParseError, StateUnavailable
 from warden.interfaces import ITransactionUser
 from warden.sip import metrics
@@ -29,7 +28,8 @@ from warden.sip.flow import Flow
 from warden.sip.headers import SINGLE_VALUED
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 
-SERVER_HEADER = f"Warden/{__version__}"
+#: The default ``Server`` header: the product, not its version (``[sip] server_header``).
+SERVER_HEADER = "Warden"
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 _RFC1123_GMT = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -72,6 +72,8 @@ class SipCore:
         self.supported = supported
         self._handlers: dict[str, Handler] = {}
         self._calls: Any = None
+        # The Server header of every response ("" sends none; [sip] server_header).
+        self.server_header = SERVER_HEADER
 
     def attach_calls(self, controller: Any) -> None:
         """
@@ -249,7 +251,8 @@ class SipCore:
         )
 
     def _respond(self, transaction: ServerTransactionLike, response: Response, flow: Flow) -> None:
-        response.add("Server", SERVER_HEADER)
+        if self.server_header:
+            response.add("Server", self.server_header)
         transaction.respond(response)
 
     def _handler_failed(
@@ -284,10 +287,13 @@ def _reason(error: SipParseError) -> str:
     return "Bad Request: " + "".join(c for c in text if c.isprintable() and c not in "'\"")[:80]
 
 
-def build_stateless_error(message: Message, status: int, reason: str) -> Response | None:
+def build_stateless_error(
+    message: Message, status: int, reason: str, server: str = SERVER_HEADER
+) -> Response | None:
     """
     A response to a request that could not be parsed completely, when the parts
-    needed to route a response (Via, From, To, Call-ID, CSeq) can be echoed.
+    needed to route a response (Via, From, To, Call-ID, CSeq) can be echoed;
+    ``server`` is its Server header ("" for none).
     """
     if not isinstance(message, Request):
         return None
@@ -299,5 +305,6 @@ def build_stateless_error(message: Message, status: int, reason: str) -> Respons
         if message.get(name) is None:
             return None
     response = make_response(message, status, reason)
-    response.add("Server", SERVER_HEADER)
+    if server:
+        response.add("Server", server)
     return response

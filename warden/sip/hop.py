@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from warden.errors import SipParseError
 from warden.sip import metrics
 from warden.sip.addressing import parse_flow_text
-from warden.sip.core import build_stateless_error
+from warden.sip.core import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import RELIABLE_TRANSPORTS, Flow
 from warden.sip.headers import parse_address
 from warden.sip.message import Message, Request, Response
@@ -102,6 +102,8 @@ class NodeHop:
     """
 
     log = Logger()
+    #: The Server header of refusals ("" for none; [sip] server_header).
+    server_header = SERVER_HEADER
 
     def __init__(
         self,
@@ -351,7 +353,7 @@ class NodeHop:
         metrics.HOP_REFUSED.labels(str(status)).inc()
         if request.method == "ACK":
             return
-        response = build_stateless_error(request, status, reason)
+        response = build_stateless_error(request, status, reason, self.server_header)
         if response is None:
             return
         metrics.count_response(status, flow.transport, request.method)

@@ -51,6 +51,8 @@ class SipSettings:
     auth_fail_window: float
     auth_block_seconds: float
     auth_fail_extension_limit: int = 10
+    accept_rfc2069: bool = False
+    server_header: str = "Warden"
     ring_timeout: float = 30.0
     max_calls_per_extension: int = 0
     qualify_interval: float = 30.0
@@ -97,6 +99,7 @@ class SipService(service.MultiService):
         self.location = location
         self.hub = TransportHub(clock, settings.max_message_bytes, settings.tcp_idle_timeout)
         self.core = SipCore(is_local_domain)
+        self.core.server_header = self.hub.server_header = settings.server_header
         self.transactions = TransactionLayer(clock, settings.timers, self.hub.send, self.core)
         self.addressing = Addressing(settings.interface, self.bound_port, self.hub.connection_to)
         # In a cluster (warden.cluster attaches it), requests another node routes
@@ -106,6 +109,7 @@ class SipService(service.MultiService):
             settings.node_id, self.hub.send, self.hub.connection_to, self.addressing.via_for,
             self.transactions.receive,
         )  # fmt: skip
+        self.hop.server_header = settings.server_header
         self.hub.receiver = self.transactions.receive
         self.throttle = AuthThrottle(
             clock, settings.auth_fail_limit, settings.auth_fail_window,
@@ -113,8 +117,9 @@ class SipService(service.MultiService):
         )  # fmt: skip
         self.nonces = NonceManager(clock, settings.nonce_lifetime)
         self.authenticator = Authenticator(
-            clock, directory, self.nonces, self.throttle, settings.realm, settings.algorithms
-        )
+            clock, directory, self.nonces, self.throttle, settings.realm, settings.algorithms,
+            accept_rfc2069=settings.accept_rfc2069,
+        )  # fmt: skip
         self.registrar = Registrar(
             clock,
             self.authenticator,

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from warden.errors import SipParseError, WardenError
 from warden.netutil import read_udp_tables, set_receive_buffer, udp_drops
 from warden.sip import metrics
-from warden.sip.core import build_stateless_error
+from warden.sip.core import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import Flow
 from warden.sip.headers import split_commas
 from warden.sip.message import Message, Request
@@ -96,6 +96,8 @@ class TransportHub:
     """
 
     log = Logger()
+    #: The Server header of stateless error responses ("" for none).
+    server_header = SERVER_HEADER
 
     def __init__(
         self, clock: IReactorTime, max_message_bytes: int, tcp_idle_timeout: float
@@ -156,7 +158,7 @@ class TransportHub:
             else (400, "Bad Request")
         )
         try:
-            response = build_stateless_error(partial, status, reason)
+            response = build_stateless_error(partial, status, reason, self.server_header)
             if response is None:
                 return
             flow = stamp_via(partial, transport, host, port)
