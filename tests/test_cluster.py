@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from warden.cluster import NodeService, live_nodes, shared_state
 from warden.config import parse_config_text
 from warden.sip.auth import NonceManager, NonceState
-from warden.sip.hop import NodeHop
+from warden.sip.hop import ROUTE, NodeHop, TokenLifetimes
 from warden.store.redis import connect_state
 from warden.store.redis_counters import RedisCallCounters
 from warden.testing import servers
@@ -134,7 +134,10 @@ class NodeServiceTests(TestCase):
         a, b = self.node("a"), self.node("b")
         hops = []
         for node in (a, b):
-            hop = NodeHop(node.node_id, list.append, lambda h, p: None, str, lambda m, f: None)
+            hop = NodeHop(
+                node.node_id, self.clock, TokenLifetimes(62.0, 3600.0), list.append,
+                lambda h, p: None, str, lambda m, f: None,
+            )  # fmt: skip
             node.hop = hop
             hops.append(hop)
         b.port = lambda: 7000
@@ -142,8 +145,10 @@ class NodeServiceTests(TestCase):
         await self.started(b)
         await a.beat()
         await b.beat()
-        token = hops[1].token("a", "tcp:127.0.0.1:4000")
-        self.assertEqual(hops[0].read_token("a", token), "tcp:127.0.0.1:4000")
+        token = hops[1].token(ROUTE, "a", "tcp:127.0.0.1:4000", "call")
+        self.assertEqual(
+            hops[0].read_token((ROUTE,), "a", token, "call"), (ROUTE, "tcp:127.0.0.1:4000")
+        )
         self.assertEqual(hops[0].nodes, {"b": ("127.0.0.1", 7000)})
         self.assertEqual(hops[1].nodes, {"a": ("127.0.0.1", 5061)})
 

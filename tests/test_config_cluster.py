@@ -26,14 +26,16 @@ class StateClusterConfigTests(SynchronousTestCase):
         self.assertEqual(config.state.timeout, 1.0)
         self.assertEqual(config.cluster.name, "default")
         self.assertEqual(config.node_id, socket.gethostname())
+        self.assertEqual(config.cluster.dialog_token_lifetime, 86400.0)
 
     def test_values(self) -> None:
         """Both URL forms are accepted; integers are accepted as seconds."""
         config = parse_config_text(
             '[state]\nurl = "redis+sentinel://s1:26379,s2/pbx/1"\ntimeout = 1\n'
-            '[cluster]\nname = "hq"\nnode_id = "a"\n'
+            '[cluster]\nname = "hq"\nnode_id = "a"\ndialog_token_lifetime = 60\n'
         )
         self.assertEqual(config.state.timeout, 1.0)
+        self.assertEqual(config.cluster.dialog_token_lifetime, 60.0)
         self.assertEqual((config.cluster.name, config.node_id), ("hq", "a"))
         config = parse_config_text('[state]\nurl = "redis://127.0.0.1:6380/2"\n')
         self.assertEqual(config.state.url, "redis://127.0.0.1:6380/2")
@@ -65,6 +67,7 @@ class StateClusterConfigTests(SynchronousTestCase):
             '[cluster]\nname = "a:b"\n': "cluster.name: must be",
             '[cluster]\nnode_id = "a b"\n': "cluster.node_id: must be",
             "[cluster]\nnodes = 2\n": "cluster.nodes: unknown key",
+            "[cluster]\ndialog_token_lifetime = 59\n": "cluster.dialog_token_lifetime: must be",
         }
         for text, expected in cases.items():
             message = str(self.error(text))

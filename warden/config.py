@@ -468,6 +468,9 @@ class ClusterConfig:
         address: the IP address other nodes reach this node's SIP port at, to
             route calls through it to phones whose connection (TCP) or NAT
             binding it holds; "" means ``sip.interface``.
+        dialog_token_lifetime: seconds the Record-Route token of a call routed
+            through the node holding the phone's flow stays valid: the longest
+            such call whose in-dialog requests (BYE, re-INVITE) still pass.
     """
 
     SECTION: ClassVar[str] = "cluster"
@@ -486,6 +489,9 @@ class ClusterConfig:
     address: str = attrs.field(
         default="",
         validator=_rule(_is_ip_or_empty, 'an IPv4 or IPv6 address, or "" for [sip] interface'),
+    )
+    dialog_token_lifetime: float = attrs.field(
+        default=86400.0, converter=_to_float, validator=_seconds(60.0, allow_zero=True)
     )
 
 

@@ -67,6 +67,14 @@ class SipError(WardenError):
         super().__init__(f"{status} {reason}")
 
 
+class FlowTokenRefused(WardenError):
+    """
+    A cluster flow token (L{warden.sip.hop}) that must not be honoured: forged,
+    expired, for another call, or presented from outside the cluster. The
+    message says which, for the log; the sender only sees 403.
+    """
+
+
 class StoreError(WardenError):
     """A store operation failed."""
 

@@ -270,6 +270,7 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         max_calls_per_extension=config.calls.max_calls_per_extension,
         qualify_interval=config.calls.qualify_interval,
         dialplan=config.dialplan.rules,
+        dialog_token_lifetime=config.cluster.dialog_token_lifetime,
     )
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from warden.errors import FlowTokenRefused
 from warden.sip.addressing import Addressing
 from warden.sip.dialog import Dialog, confirm_uac_dialog
 from warden.sip.flow import Flow
-from warden.sip.hop import HOP_BRANCH, NodeHop, behind_nat
+from warden.sip.hop import DIALOG, HOP_BRANCH, ROUTE, NodeHop, TokenLifetimes, behind_nat
 from warden.sip.message import Message, Request, Response
 from warden.sip.parser import parse_datagram
 from warden.sip.transport import TransportError
@@ -23,6 +25,9 @@ SECRET = b"s" * 32
 NODE_A = ("127.0.0.2", 5060)  # holds the phone's flow
 NODE_B = ("127.0.0.3", 5070)  # places the call
 PHONE = ("127.0.0.1", 40000)
+OTHER_PHONE = ("127.0.0.1", 40002)  # another phone with a connection to node A
+LIFETIMES = TokenLifetimes(transaction=62.0, dialog=3600.0)
+CALL_ID = "c1-0"
 
 
 class FakeConnection:
@@ -46,12 +51,14 @@ class Wire:
         self.sent.append((parse_datagram(message.to_bytes()), flow))
 
     def connection_to(self, host: str, port: int) -> Any:
-        return self.connection if (host, port) == PHONE else None
+        return self.connection if (host, port) in (PHONE, OTHER_PHONE) else None
 
 
-def make_hop(wire: Wire, node_id: str = "a") -> NodeHop:
+def make_hop(wire: Wire, node_id: str = "a", clock: Clock | None = None) -> NodeHop:
     hop = NodeHop(
         node_id,
+        clock or Clock(),
+        LIFETIMES,
         wire.send,
         wire.connection_to,
         lambda flow: f"{NODE_A[0]}:{NODE_A[1]}" if node_id == "a" else f"{NODE_B[0]}:{NODE_B[1]}",
@@ -92,8 +99,8 @@ def b_flow() -> Flow:
     return Flow("udp", *NODE_B)
 
 
-def phone_flow() -> Flow:
-    return Flow("tcp", *PHONE, FakeConnection())
+def phone_flow(address: tuple[str, int] = PHONE) -> Flow:
+    return Flow("tcp", *address, FakeConnection())
 
 
 class CallingNodeTests(unittest.TestCase):
@@ -116,40 +123,48 @@ class CallingNodeTests(unittest.TestCase):
 
     def test_not_before_the_secret(self) -> None:
         """Without the cluster's secret nothing is routed through other nodes."""
-        hop = NodeHop("b", self.wire.send, self.wire.connection_to, str, self.wire.passed.append)
+        hop = NodeHop(
+            "b", Clock(), LIFETIMES, self.wire.send, self.wire.connection_to, str,
+            self.wire.passed.append,
+        )  # fmt: skip
         self.assertFalse(hop.enabled)
         self.assertFalse(hop.wanted(TCP_BINDING))
 
     def test_route(self) -> None:
         """The INVITE goes to the holding node with a Route naming the flow there."""
-        routed = self.hop.route(TCP_BINDING)
+        routed = self.hop.route(TCP_BINDING, CALL_ID)
         assert routed is not None
         flow, route = routed
         self.assertEqual((flow.transport, flow.host, flow.port), ("udp", *NODE_A))
         self.assertTrue(route.startswith("<sip:127.0.0.2:5060;lr;wnode=a;wflow="), route)
         token = route.split("wflow=")[1].rstrip(">")
-        self.assertEqual(self.hop.read_token("a", token), "tcp:127.0.0.1:40000")
-        self.assertIsNone(self.hop.read_token("c", token))
+        read = self.hop.read_token((ROUTE,), "a", token, CALL_ID)
+        self.assertEqual(read, (ROUTE, "tcp:127.0.0.1:40000"))
+        self.assertRaises(FlowTokenRefused, self.hop.read_token, (ROUTE,), "c", token, CALL_ID)
+        self.assertRaises(FlowTokenRefused, self.hop.read_token, (ROUTE,), "a", token, "c2-0")
+        self.assertRaises(FlowTokenRefused, self.hop.read_token, (DIALOG,), "a", token, CALL_ID)
 
     def test_dead_or_unaddressed_node(self) -> None:
         """A node without a heartbeat (or with a wildcard address) is not a route."""
-        self.assertIsNone(self.hop.route(binding("tcp:127.0.0.1:40000", node_id="z")))
-        self.assertIsNone(self.hop.route(binding("tcp:127.0.0.1:40000", node_id="c")))
+        self.assertIsNone(self.hop.route(binding("tcp:127.0.0.1:40000", node_id="z"), CALL_ID))
+        self.assertIsNone(self.hop.route(binding("tcp:127.0.0.1:40000", node_id="c"), CALL_ID))
 
     def test_reach(self) -> None:
         """Addressing.reach: through the node, directly, or not at all."""
         addressing = Addressing("127.0.0.3", lambda: 5070, self.wire.connection_to)
         addressing.hop = self.hop
-        reached = addressing.reach(TCP_BINDING)
+        reached = addressing.reach(TCP_BINDING, CALL_ID)
         assert reached is not None
         self.assertEqual(reached[0].host, NODE_A[0])
         self.assertEqual(len(reached[1]), 1)
         # The node died: a UDP phone is still dialled directly, a TCP one is not.
         self.hop.set_nodes({"b": "127.0.0.3:5070"})
         natted = binding("udp:203.0.113.9:61000", contact="sip:1001@192.168.1.20:5060")
-        self.assertEqual(addressing.reach(natted), (Flow("udp", "203.0.113.9", 61000), []))
+        self.assertEqual(
+            addressing.reach(natted, CALL_ID), (Flow("udp", "203.0.113.9", 61000), [])
+        )
         self.wire.connection = None
-        self.assertIsNone(addressing.reach(TCP_BINDING))
+        self.assertIsNone(addressing.reach(TCP_BINDING, CALL_ID))
 
     def test_preloaded_route_kept(self) -> None:
         """A 2xx without Record-Route keeps the pre-loaded route; one with it replaces it."""
@@ -174,9 +189,10 @@ class HoldingNodeTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.wire = Wire()
-        self.hop = make_hop(self.wire, "a")
-        caller = make_hop(Wire(), "b")
-        routed = caller.route(TCP_BINDING)
+        self.clock = Clock()
+        self.hop = make_hop(self.wire, "a", self.clock)
+        caller = make_hop(Wire(), "b", self.clock)
+        routed = caller.route(TCP_BINDING, CALL_ID)
         assert routed is not None
         self.route = routed[1]
 
@@ -265,20 +281,124 @@ class HoldingNodeTests(unittest.TestCase):
         self.assertEqual(bye.vias[0].transport, "UDP")
         self.assertEqual(bye.get_all("Record-Route"), [])
 
-    def test_no_open_relay(self) -> None:
-        """From the phone, only live nodes are forwarded to: anything else gets 403."""
+    def record_routes(self) -> list[str]:
+        """The Record-Route set of the call's INVITE as the phone receives it."""
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        invite, _ = self.forwarded()
+        return invite.get_all("Record-Route")
+
+    def in_dialog(self, method: str, routes: list[str], call_id: str = CALL_ID) -> Request:
+        """An in-dialog request from the phone along ``routes``, to node B."""
         text = (
-            "MESSAGE sip:victim@198.51.100.7 SIP/2.0\r\n"
-            "Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bKp2\r\n"
-            f"Route: {self.route}\r\n"
-            "From: <sip:1001@pbx>;tag=p1\r\nTo: <sip:v@x>\r\n"
-            "Call-ID: spam\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            f"{method} sip:warden@127.0.0.3:5070 SIP/2.0\r\n"
+            "Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bKp9\r\n"
+            + "".join(f"Route: {r}\r\n" for r in routes)
+            + "From: <sip:1001@pbx>;tag=p1\r\nTo: <sip:1000@pbx>;tag=f1\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
         )
-        self.hop.receive(parse_datagram(text.encode()), phone_flow())
-        self.assertEqual(len(self.wire.sent), 1)
-        response, _ = self.wire.sent.pop()
+        request = parse_datagram(text.encode())
+        assert isinstance(request, Request)
+        return request
+
+    def refused(self) -> Flow:
+        """The one thing sent was a 403; nothing was forwarded. Returns where it went."""
+        self.assertEqual(len(self.wire.sent), 1, self.wire.sent)
+        response, flow = self.wire.sent.pop()
         assert isinstance(response, Response)
         self.assertEqual(response.status, 403)
+        self.assertEqual(self.hop.forwarded, 0)
+        return flow
+
+    def test_no_open_relay(self) -> None:
+        """From the phone, only live nodes are forwarded to: anything else gets 403."""
+        request = self.in_dialog("MESSAGE", self.record_routes())
+        request.uri_text = "sip:victim@198.51.100.7"
+        request.raw = None
+        self.hop.forwarded = 0
+        self.hop.receive(request, phone_flow())
+        self.refused()
+
+    def test_token_from_outside_the_cluster(self) -> None:
+        """A valid token presented from an address that is no live node is refused
+        (403), whether it is the INVITE's route token or a Record-Route token."""
+        outsider = Flow("udp", "198.51.100.7", 5060)
+        self.hop.receive(invite_from_b(self.route), outsider)
+        self.assertEqual(self.refused(), outsider)
+        routes = self.record_routes()
+        self.hop.forwarded = 0
+        bye = invite_from_b(routes[-1], method="BYE")
+        bye.set("To", "<sip:1001@pbx>;tag=p1")
+        self.hop.receive(bye, outsider)
+        self.refused()
+        # Node B that left the cluster (no heartbeat) is an outsider too.
+        self.hop.set_nodes({"a": "127.0.0.2:5060"})
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        self.refused()
+
+    def test_route_token_expires(self) -> None:
+        """The INVITE's route token lasts one INVITE transaction (ring timeout +
+        Timer B): a CANCEL just before its end passes, an INVITE just after is refused."""
+        self.clock.advance(LIFETIMES.transaction - 0.01)
+        self.hop.receive(invite_from_b(self.route, method="CANCEL"), b_flow())
+        self.forwarded()
+        self.clock.advance(1.02)
+        self.hop.forwarded = 0
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        self.refused()
+
+    def test_dialog_token_outlives_the_invite(self) -> None:
+        """Record-Route tokens last the dialog lifetime: a BYE from either side an
+        hour into the call passes; one after the lifetime is refused."""
+        routes = self.record_routes()
+        self.clock.advance(LIFETIMES.dialog - 1.0)
+        self.hop.receive(self.in_dialog("BYE", routes), phone_flow())
+        bye, flow = self.forwarded()
+        self.assertEqual((flow.host, flow.port), NODE_B)
+        from_b = invite_from_b(routes[-1], method="BYE")
+        from_b.set("To", "<sip:1001@pbx>;tag=p1")
+        self.hop.receive(from_b, b_flow())
+        self.forwarded()
+        self.clock.advance(1.02)
+        self.hop.forwarded = 0
+        self.hop.receive(self.in_dialog("BYE", routes), phone_flow())
+        self.refused()
+
+    def test_token_replayed_against_another_flow(self) -> None:
+        """A token names one phone's flow and one call: another phone presenting
+        it (to reach the first phone), or anyone using it for another call, is
+        refused and nothing reaches the phone."""
+        routes = self.record_routes()
+        self.hop.forwarded = 0
+        replayed = invite_from_b(routes[-1], method="INVITE")
+        replayed.set("To", "<sip:1001@pbx>;tag=p1")
+        self.hop.receive(replayed, phone_flow(OTHER_PHONE))
+        self.assertEqual(self.refused().port, OTHER_PHONE[1])
+        # The route token and the Record-Route token, used for another call.
+        other_call = invite_from_b(self.route)
+        other_call.set("Call-ID", "c2-0")
+        self.hop.receive(other_call, b_flow())
+        self.refused()
+        self.hop.receive(self.in_dialog("BYE", routes, call_id="c2-0"), phone_flow())
+        self.refused()
+        # The phone never sees a route token; presented by it, it is refused.
+        self.hop.receive(self.in_dialog("BYE", [self.route]), phone_flow())
+        self.refused()
+
+    def test_response_from_elsewhere_dropped(self) -> None:
+        """A response carrying our Via goes back only when it comes from the host
+        the request was forwarded to, within the transaction's lifetime."""
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        request, _ = self.forwarded()
+        text = (
+            "SIP/2.0 200 OK\r\n"
+            + "".join(f"Via: {v}\r\n" for v in request.get_all("Via"))
+            + "From: <sip:1000@pbx>;tag=f1\r\nTo: <sip:1001@pbx>;tag=p1\r\n"
+            "Call-ID: c1-0\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        self.hop.receive(parse_datagram(text), Flow("udp", "198.51.100.7", 5060))
+        self.clock.advance(LIFETIMES.transaction + 1)
+        self.hop.receive(parse_datagram(text), phone_flow())
+        self.assertEqual((self.wire.sent, self.wire.passed), ([], []))
 
     def test_forged_route(self) -> None:
         """A Route naming this node with a bad signature is refused with 403."""

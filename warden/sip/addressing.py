@@ -85,16 +85,17 @@ class Addressing:
             host = f"[{host}]"
         return f"{host}:{self._port()}"
 
-    def reach(self, binding: Binding) -> tuple[Flow, list[str]] | None:
+    def reach(self, binding: Binding, call_id: str) -> tuple[Flow, list[str]] | None:
         """
-        Where to send a request for ``binding`` and the Route values it needs:
+        Where to send the call ``call_id``'s request for ``binding`` and the Route
+        values it needs:
         through the node holding the phone's flow when another live node holds
         it and the phone cannot be reached directly; otherwise directly (also a
         UDP phone whose node died). None when the phone cannot be reached.
         """
         hop = self.hop
         if hop is not None and hop.wanted(binding):
-            routed = hop.route(binding)
+            routed = hop.route(binding, call_id)
             if routed is not None:
                 flow, route = routed
                 return flow, [route]

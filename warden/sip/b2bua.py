@@ -186,7 +186,8 @@ class CallController:
 
     def make_branch(self, call: Call, binding: Binding, offer: bytes) -> Branch | None:
         """The INVITE towards one binding, with its own dialog."""
-        reached = self.addressing.reach(binding)
+        call_id = f"{call.call_id}-{len(call.branches)}"
+        reached = self.addressing.reach(binding, call_id)
         if reached is None:
             return None
         flow, routes = reached
@@ -195,7 +196,7 @@ class CallController:
         display = f'"{caller.name}" ' if caller.name else ""
         local_party = f"{display}<sip:{caller.number}@{domain}>"
         dialog = Dialog(
-            call_id=f"{call.call_id}-{len(call.branches)}",
+            call_id=call_id,
             local_tag=new_tag(),
             remote_tag=None,
             local_party=local_party,

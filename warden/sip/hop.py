@@ -10,19 +10,33 @@ Route naming A and the phone's flow::
 
     Route: <sip:A-host:A-port;lr;wnode=a;wflow=TOKEN>
 
-and A forwards it, as a stateless proxy (RFC 3261 §16.11), on that flow. The
-token is the flow (``tcp:host:port``) in base64url and an HMAC over it and the
-node's name with the cluster's shared secret, so nobody outside the cluster can
-make a node forward requests to its phones. A Record-Routes the dialog-creating
-requests it forwards (twice for stream flows: once as the phone sees A, once as
-the nodes do, RFC 3261 §16.6 item 4), so the dialog's later requests take the
-same path both ways; requests from the phone go on to the Request-URI only when
-it is a live node of the cluster (no open relay).
+and A forwards it, as a stateless proxy (RFC 3261 §16.11), on that flow. A
+Record-Routes the dialog-creating requests it forwards (twice for stream flows:
+once as the phone sees A, once as the nodes do, RFC 3261 §16.6 item 4), so the
+dialog's later requests take the same path both ways; requests from the phone go
+on to the Request-URI only when it is a live node of the cluster (no open
+relay). A's Via on forwarded requests carries the flow the request arrived on,
+so responses go back exactly there, on the same connection for TCP.
+Retransmissions and the CANCEL of an INVITE get the same branch as the original
+because the branch is derived from the incoming top Via.
 
-A's Via on forwarded requests carries the flow the request arrived on (signed
-too), so responses go back exactly there, on the same connection for TCP.
-Retransmissions and the CANCEL of an INVITE get the same branch as the
-original because the branch is derived from the incoming top Via.
+Flow tokens (ADR 0010) are ``FLOW.KIND EXPIRES.MAC``: the flow (``tcp:host:port``)
+in base64url, the kind, the expiry in whole clock seconds, and 64 bits of
+HMAC-SHA256 with the cluster's secret over kind, node, flow, expiry, the Call-ID
+and (for a Via token) the host the request was forwarded to. Three kinds:
+
+- ``r`` (route): minted by the calling node for one call's INVITE; lives for
+  the INVITE transaction (ring timeout + Timer B), so its retransmissions, its
+  CANCEL and the ACK of a failure pass;
+- ``d`` (dialog): minted by the holding node into Record-Route; lives for
+  ``[cluster] dialog_token_lifetime``, so long calls keep their in-dialog
+  requests (ACK, BYE, re-INVITE, UPDATE...);
+- ``v`` (via): the ``wrx`` parameter of our Via; lives for a transaction.
+
+A token is honoured only for its Call-ID, and only in one of two directions:
+from a live node of the cluster (by source address) towards the flow it names,
+or from that very flow towards a live node. Anyone else presenting a token (a
+phone replaying another flow's token, a host outside the cluster) gets 403.
 """
 
 from __future__ import annotations
@@ -30,12 +44,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable
+import json
+import math
+import re
+from collections.abc import Callable, Collection
 from typing import Any
 
+import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from warden.errors import SipParseError
+from warden.errors import FlowTokenRefused, SipParseError
 from warden.sip import metrics
 from warden.sip.addressing import parse_flow_text
 from warden.sip.core import SERVER_HEADER, build_stateless_error
@@ -50,6 +69,27 @@ from warden.store.model import Binding
 #: Every Via branch a node adds when it forwards starts with this.
 HOP_BRANCH = MAGIC_COOKIE + "-wh"
 _SIG_BYTES = 8
+
+#: Token kinds: the calling node's pre-loaded Route, a Record-Route, our Via.
+ROUTE, DIALOG, VIA = "r", "d", "v"
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+
+
+@attrs.frozen
+class TokenLifetimes:
+    """
+    How long flow tokens stay valid, in seconds.
+
+    Attributes:
+        transaction: route and Via tokens: one INVITE transaction, ringing
+            included (ring timeout + Timer B).
+        dialog: Record-Route tokens: the longest call whose in-dialog requests
+            still pass through the node holding the phone's flow.
+    """
+
+    transaction: float
+    dialog: float
+
 
 Receiver = Callable[[Message, Flow], None]
 
@@ -91,6 +131,8 @@ class NodeHop:
 
     Args:
         node_id: this node's name.
+        clock: the time source of token expiry.
+        lifetimes: how long the tokens this node mints stay valid.
         send: the transport's ``send(message, flow)`` (raises TransportError).
         connection_to: ``(host, port) -> connection | None`` for open streams.
         via_for: ``via_for(flow)`` giving our ``host:port`` towards a peer.
@@ -108,12 +150,16 @@ class NodeHop:
     def __init__(
         self,
         node_id: str,
+        clock: IReactorTime,
+        lifetimes: TokenLifetimes,
         send: Callable[[Message, Flow], None],
         connection_to: Callable[[str, int], Any],
         via_for: Callable[[Flow], str],
         passthrough: Receiver,
     ) -> None:
         self.node_id = node_id
+        self._clock = clock
+        self.lifetimes = lifetimes
         self._send = send
         self._connection_to = connection_to
         self._via_for = via_for
@@ -122,6 +168,7 @@ class NodeHop:
         #: Live nodes other than this one: node id -> (host, port) of their SIP.
         self.nodes: dict[str, tuple[str, int]] = {}
         self._node_addresses: set[tuple[str, int]] = set()
+        self._node_hosts: set[str] = set()
         self.forwarded = 0
 
     # -- cluster membership -------------------------------------------------------
@@ -144,37 +191,68 @@ class NodeHop:
         for node_id, address in nodes.items():
             host, colon, port = address.rpartition(":")
             host = host.strip("[]")
-            if node_id == self.node_id or not colon or not port.isdigit():
+            if node_id == self.node_id or not colon or not _EXPIRES.fullmatch(port):
                 continue
             if host in ("", "0.0.0.0", "::"):
                 continue
             found[node_id] = (host, int(port))
         self.nodes = found
         self._node_addresses = set(found.values())
+        self._node_hosts = {host for host, _ in found.values()}
+
+    def is_node(self, host: str, port: int) -> bool:
+        """Whether ``host``:``port`` is the SIP address of another live node."""
+        return (host, port) in self._node_addresses
 
     # -- tokens -------------------------------------------------------------------
 
-    def _sign(self, node_id: str, flow_text: str) -> str:
+    def _sign(
+        self, kind: str, node_id: str, flow_text: str, expires: int, scope: tuple[str, ...]
+    ) -> str:
         assert self._secret is not None
-        mac = hmac.new(self._secret, f"{node_id}|{flow_text}".encode(), hashlib.sha256)
-        return _b64(mac.digest()[:_SIG_BYTES])
+        # A JSON array: no field can run into the next (flow texts hold colons).
+        data = json.dumps([kind, node_id, flow_text, expires, *scope]).encode()
+        return _b64(hmac.new(self._secret, data, hashlib.sha256).digest()[:_SIG_BYTES])
 
-    def token(self, node_id: str, flow_text: str) -> str:
-        """The signed token naming ``flow_text`` at ``node_id``."""
-        return f"{_b64(flow_text.encode())}.{self._sign(node_id, flow_text)}"
+    def token(self, kind: str, node_id: str, flow_text: str, *scope: str) -> str:
+        """
+        A token of ``kind`` naming ``flow_text`` at ``node_id``, valid for the
+        lifetime of its kind from now, for ``scope`` (the Call-ID, and for a Via
+        token the host the request goes to).
+        """
+        lifetime = self.lifetimes.dialog if kind == DIALOG else self.lifetimes.transaction
+        expires = math.ceil(self._clock.seconds() + lifetime)
+        signature = self._sign(kind, node_id, flow_text, expires, scope)
+        return f"{_b64(flow_text.encode())}.{kind}{expires}.{signature}"
 
-    def read_token(self, node_id: str, token: str) -> str | None:
-        """The flow text of a token this cluster signed for ``node_id``, or None."""
-        data, dot, signature = token.partition(".")
-        if not dot or self._secret is None:
-            return None
+    def read_token(
+        self, kinds: Collection[str], node_id: str, token: str, *scope: str
+    ) -> tuple[str, str]:
+        """
+        ``(kind, flow text)`` of a token this cluster signed for ``node_id`` and
+        ``scope``, of one of ``kinds``, and not expired.
+
+        Raises:
+            FlowTokenRefused: the token is malformed, forged, for another scope,
+                of another kind or expired.
+        """
+        data, stamp, signature = (token.split(".") + ["", ""])[:3]
+        kind, expires_text = stamp[:1], stamp[1:]
+        if self._secret is None or not signature or not _EXPIRES.fullmatch(expires_text):
+            raise FlowTokenRefused("malformed flow token")
         try:
             flow_text = _unb64(data).decode()
         except (ValueError, UnicodeDecodeError):
-            return None
-        if not hmac.compare_digest(signature, self._sign(node_id, flow_text)):
-            return None
-        return flow_text
+            raise FlowTokenRefused("malformed flow token") from None
+        expires = int(expires_text)
+        good = self._sign(kind, node_id, flow_text, expires, scope)
+        if not hmac.compare_digest(signature, good):
+            raise FlowTokenRefused("flow token forged or for another call")
+        if kind not in kinds:
+            raise FlowTokenRefused(f"flow token of kind {kind!r} used out of place")
+        if self._clock.seconds() > expires:
+            raise FlowTokenRefused("flow token expired")
+        return kind, flow_text
 
     # -- the calling node -----------------------------------------------------------
 
@@ -185,16 +263,17 @@ class NodeHop:
         transport = binding.received.partition(":")[0]
         return transport in RELIABLE_TRANSPORTS or behind_nat(binding)
 
-    def route(self, binding: Binding) -> tuple[Flow, str] | None:
+    def route(self, binding: Binding, call_id: str) -> tuple[Flow, str] | None:
         """
         The flow to the node holding ``binding`` and the Route header value naming
-        the phone's flow there; None when that node is not alive.
+        the phone's flow there, for the call ``call_id``; None when that node is
+        not alive.
         """
         address = self.nodes.get(binding.node_id)
         if address is None:
             return None
         host, port = address
-        token = self.token(binding.node_id, binding.received)
+        token = self.token(ROUTE, binding.node_id, binding.received, call_id)
         route = f"<sip:{_host_port(host, port)};lr;wnode={binding.node_id};wflow={token}>"
         return Flow("udp", host, port), route
 
@@ -209,7 +288,7 @@ class NodeHop:
             elif isinstance(message, Response):
                 branch = message.top_via.branch
                 if branch is not None and branch.startswith(HOP_BRANCH):
-                    self._response(message)
+                    self._response(message, flow)
                     return
         self.passthrough(message, flow)
 
@@ -232,31 +311,53 @@ class NodeHop:
         token = self._own_route(routes[0])
         if token is None:
             return False
-        flow_text = self.read_token(self.node_id, token)
-        phone = parse_flow_text(flow_text) if flow_text is not None else None
-        if phone is None:
-            self._reject(request, flow, 403, "Forbidden")
+        try:
+            phone, to_phone = self._direction(request, flow, token)
+        except FlowTokenRefused as e:
+            self._reject(request, flow, 403, "Forbidden", str(e))
             return True
         rest = routes[1:]
         while rest and self._own_route(rest[0]) is not None:
             rest = rest[1:]
-        to_phone = (flow.transport, flow.host, flow.port) != phone
         if to_phone:
             target = self._phone_flow(phone)
             if target is None:
-                self._reject(request, flow, 430, "Flow Failed")
+                self._reject(request, flow, 430, "Flow Failed", "the phone's flow is gone")
                 return True
         else:
             target = self._node_target(request, rest)
             if target is None:
-                self._reject(request, flow, 403, "Forbidden")
+                self._reject(request, flow, 403, "Forbidden", "the next hop is not a live node")
                 return True
         max_forwards = request.int_header("Max-Forwards", 255)
         if max_forwards is not None and max_forwards <= 0:
-            self._reject(request, flow, 483, "Too Many Hops")
+            self._reject(request, flow, 483, "Too Many Hops", "Max-Forwards reached 0")
             return True
-        self._forward(request, flow, target, rest, token, to_phone, max_forwards)
+        self._forward(request, flow, target, rest, phone, to_phone, max_forwards)
         return True
+
+    def _direction(
+        self, request: Request, flow: Flow, token: str
+    ) -> tuple[tuple[str, str, int], bool]:
+        """
+        The phone's flow a token names and whether ``request`` goes to it (it
+        comes from a live node) or from it (it comes on that very flow).
+
+        Raises:
+            FlowTokenRefused: the token is not valid for this call, or the
+                request comes from anywhere else.
+        """
+        kind, flow_text = self.read_token((ROUTE, DIALOG), self.node_id, token, request.call_id)
+        phone = parse_flow_text(flow_text)
+        if phone is None:
+            raise FlowTokenRefused("flow token names no flow")
+        if (flow.transport, flow.host, flow.port) == phone:
+            if kind != DIALOG:
+                raise FlowTokenRefused("a route token presented by the phone")
+            return phone, False
+        if flow.host.strip("[]") not in self._node_hosts:
+            raise FlowTokenRefused("flow token presented from outside the cluster")
+        return phone, True
 
     def _node_target(self, request: Request, rest: list[str]) -> Flow | None:
         """The flow to the next hop (Route, else Request-URI) when it is a live node."""
@@ -284,7 +385,7 @@ class NodeHop:
         flow: Flow,
         target: Flow,
         rest: list[str],
-        token: str,
+        phone: tuple[str, str, int],
         to_phone: bool,
         max_forwards: int | None,
     ) -> None:
@@ -292,17 +393,19 @@ class NodeHop:
         seed = f"{top.branch}|{top.host}|{top.port}|{flow}".encode()
         assert self._secret is not None
         branch = HOP_BRANCH + hmac.new(self._secret, seed, hashlib.sha256).hexdigest()[:24]
-        came = str(flow)
+        came = self.token(VIA, self.node_id, str(flow), request.call_id, target.host)
         via = (
             f"SIP/2.0/{target.transport.upper()} {self._via_for(target)};branch={branch}"
-            f";wrx={_b64(came.encode())}.{self._sign(self.node_id, came)}"
+            f";wrx={came}"
         )
         request.remove("Route")
         for value in rest:
             request.add("Route", value)
         request.set("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
         if to_phone and request.to.tag is None and request.method not in ("ACK", "CANCEL"):
-            # The nodes reach us at our cluster address, the phone on its flow.
+            # The nodes reach us at our cluster address, the phone on its flow;
+            # both carry a token for this dialog that outlives the INVITE's.
+            token = self.token(DIALOG, self.node_id, str(Flow(*phone)), request.call_id)
             node_side = f"<sip:{self._via_for(flow)};lr;wnode={self.node_id};wflow={token}>"
             request.add("Record-Route", node_side, first=True)
             if target.transport != "udp":
@@ -321,11 +424,19 @@ class NodeHop:
         self.forwarded += 1
         metrics.HOP_FORWARDED.labels("request").inc()
 
-    def _response(self, response: Response) -> None:
-        """Pop our Via and send ``response`` back where its request came from."""
+    def _response(self, response: Response, flow: Flow) -> None:
+        """
+        Pop our Via and send ``response`` back where its request came from, when
+        it comes from where we forwarded that request.
+        """
         top = response.top_via
-        came_text = self.read_token(self.node_id, top.param("wrx") or "")
-        if came_text is None:
+        try:
+            _, came_text = self.read_token(
+                (VIA,), self.node_id, top.param("wrx") or "", response.call_id, flow.host
+            )
+        except FlowTokenRefused as e:
+            self.log.debug("Dropping a response from {flow}: {problem}",
+                           flow=str(flow), problem=str(e))  # fmt: skip
             return
         came = parse_flow_text(came_text)
         if came is None:
@@ -344,11 +455,14 @@ class NodeHop:
         self.forwarded += 1
         metrics.HOP_FORWARDED.labels("response").inc()
 
-    def _reject(self, request: Request, flow: Flow, status: int, reason: str) -> None:
+    def _reject(
+        self, request: Request, flow: Flow, status: int, reason: str, problem: str
+    ) -> None:
         """Answer a hop request we cannot forward (ACKs get nothing)."""
         self.log.info(
-            "Not forwarding {method} from {flow}: {status} {reason}",
+            "Not forwarding {method} from {flow}: {status} {reason} ({problem})",
             method=request.method, flow=str(flow), status=status, reason=reason,
+            problem=problem,
         )  # fmt: skip
         metrics.HOP_REFUSED.labels(str(status)).inc()
         if request.method == "ACK":

@@ -21,7 +21,7 @@ from warden.sip.authenticator import Authenticator
 from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.core import SipCore
 from warden.sip.dialplan import DialplanRouter, Rule
-from warden.sip.hop import NodeHop
+from warden.sip.hop import NodeHop, TokenLifetimes
 from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.routing import ExtensionRouter
@@ -58,6 +58,16 @@ class SipSettings:
     qualify_interval: float = 30.0
     udp_receive_buffer: int = 8 * 1024 * 1024
     dialplan: tuple[Rule, ...] = ()
+    #: Seconds a cluster Record-Route token stays valid ([cluster] dialog_token_lifetime).
+    dialog_token_lifetime: float = 86400.0
+
+    @property
+    def hop_tokens(self) -> TokenLifetimes:
+        """
+        Lifetimes of cluster flow tokens: an INVITE transaction rings for the ring
+        timeout and then lasts Timer B at most (RFC 3261 §17.1.1.2).
+        """
+        return TokenLifetimes(self.ring_timeout + self.timers.timer_b, self.dialog_token_lifetime)
 
 
 @attrs.frozen
@@ -106,8 +116,8 @@ class SipService(service.MultiService):
         # through this one to a phone it holds, and their responses, are forwarded
         # by the hop, which passes everything else to the transactions.
         self.hop = NodeHop(
-            settings.node_id, self.hub.send, self.hub.connection_to, self.addressing.via_for,
-            self.transactions.receive,
+            settings.node_id, clock, settings.hop_tokens, self.hub.send, self.hub.connection_to,
+            self.addressing.via_for, self.transactions.receive,
         )  # fmt: skip
         self.hop.server_header = settings.server_header
         self.hub.receiver = self.transactions.receive
