@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from tests.sip.test_b2bua import ALICE, BOB, CallTestCase, only
+from warden.sip.auth import answer_challenge
 from warden.sip.message import Request, Response
 from warden.sip.transfer import parse_replaces, sendrecv
 from warden.testing.callstack import MEDIA_ADDRESS, Phone
@@ -145,3 +146,136 @@ class AttendedTransferTests(CallTestCase):
         refer.set("Refer-To", "<sip:1003@pbx.test?Replaces=nope%3Bto-tag%3D1%3Bfrom-tag%3D2>")
         only(self.stack.deliver(refer, BOB), BOB, 481)
         self.assertEqual(len(self.stack.calls.calls), 1)
+
+
+DAVE = ("192.0.2.15", 5068)
+
+
+class ReplacesHijackTests(CallTestCase):
+    """Replaces must name the transferor's own confirmed dialog (RFC 3891 §3)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.carol = Phone(self.stack, "1003", CAROL)
+        self.dave = Phone(self.stack, "1004", DAVE)
+        self.stack.register("1004", DAVE)
+
+    def other_call(self) -> tuple[Request, Response]:
+        """Carol calls Dave and he answers: Carol's INVITE and Warden's 200 to her."""
+        invite, sent = self.carol.call("1004")
+        dave_invite = only(sent, DAVE, "INVITE")
+        dave_ok = self.dave.answer(dave_invite, 200, body=self.dave.sdp())  # type: ignore[arg-type]
+        carol_ok = only(self.stack.deliver(dave_ok, DAVE), CAROL, 200)
+        self.stack.deliver(self.carol.ack_for(invite, carol_ok), CAROL)  # type: ignore[arg-type]
+        return invite, carol_ok  # type: ignore[return-value]
+
+    def parties(self) -> list[tuple[str, str]]:
+        """(caller, callee) of every call in progress."""
+        calls = self.stack.calls.calls.values()
+        return sorted((c.caller.number, c.callee.number) for c in calls)
+
+    def refer_replacing(self, replaces: str) -> list:
+        """Bob, in his call with Alice, REFERs with ``replaces``; what Warden sent."""
+        _, bob_invite, _, bob_ok = self.answer()
+        refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)
+        refer.set("Refer-To", f"<sip:1003@pbx.test?Replaces={quote(replaces, safe='')}>")
+        return self.stack.deliver(refer, BOB)
+
+    def assert_nothing_changed(self, sent: list) -> None:
+        """Both calls go on with their own parties; nobody was hung up or re-INVITEd."""
+        self.assertEqual([m for m, _ in sent if getattr(m, "method", "") in ("BYE", "INVITE")], [])
+        parties = sorted(
+            (c.caller.number, c.callee.number) for c in self.stack.calls.calls.values()
+        )
+        self.assertEqual(parties, [("1001", "1002"), ("1003", "1004")])
+        self.assertEqual(self.records(), [])
+
+    def test_someone_elses_call(self) -> None:
+        """Bob names Carol's call with Dave (the right Call-ID and both tags): 403;
+        Alice does not take Carol's place."""
+        carol_invite, carol_ok = self.other_call()
+        replaces = f"{carol_invite.call_id};to-tag={carol_ok.to.tag};from-tag={self.carol.tag}"
+        sent = self.refer_replacing(replaces)
+        only(sent, BOB, 403)
+        self.assert_nothing_changed(sent)
+
+    def test_only_warden_tag_known(self) -> None:
+        """Call-ID and Warden's tag with a made-up from-tag: 481, nothing changes."""
+        carol_invite, carol_ok = self.other_call()
+        sent = self.refer_replacing(f"{carol_invite.call_id};to-tag={carol_ok.to.tag};from-tag=x")
+        only(sent, BOB, 481)
+        self.assert_nothing_changed(sent)
+
+    def test_invite_with_replaces_from_outside(self) -> None:
+        """An INVITE carrying Replaces (Warden does not offer RFC 3891 on its
+        UAS side) is a call of its own to the number it dials: the call it
+        names goes on untouched."""
+        carol_invite, carol_ok = self.other_call()
+        replaces = f"{carol_invite.call_id};to-tag={carol_ok.to.tag};from-tag={self.carol.tag}"
+        first = self.alice.invite("1002")
+        first.set("Replaces", replaces)
+        challenge = only(self.stack.deliver(first, ALICE), ALICE, 407)
+        self.stack.deliver(self.alice.ack_for(first, challenge), ALICE)  # type: ignore[arg-type]
+        authz = answer_challenge(
+            challenge.get("Proxy-Authenticate") or "", "1001", "pw1001", "INVITE",
+            "sip:1002@pbx.test",
+        )  # fmt: skip
+        second = self.alice.invite("1002", authorization=authz)
+        second.set("Replaces", replaces)
+        sent = self.stack.deliver(second, ALICE)
+        bob_invite = only(sent, BOB, "INVITE")
+        self.assertIsNone(bob_invite.get("Replaces"))
+        self.assertEqual([a for m, a in sent if a in (CAROL, DAVE)], [])
+        parties = sorted(
+            (c.caller.number, c.callee.number) for c in self.stack.calls.calls.values()
+        )
+        self.assertEqual(parties, [("1001", "1002"), ("1003", "1004")])
+
+
+class PartiesAfterTransferTests(CallTestCase):
+    """Live calls and call records name who is connected after a transfer."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.carol = Phone(self.stack, "1003", CAROL)
+        self.stack.register("1003", CAROL)
+
+    def live(self) -> list[tuple[str, str]]:
+        """(caller, callee) of every live call."""
+        summaries = self.stack.successResultOf_(self.stack.live.list())
+        return sorted((s.caller, s.callee) for s in summaries)
+
+    def test_blind(self) -> None:
+        """Bob transfers Alice to Carol: /calls shows Alice-Carol, the record too."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)
+        refer.set("Refer-To", "<sip:1003@pbx.test>")
+        carol_invite = only(self.stack.deliver(refer, BOB), CAROL, "INVITE")
+        carol_ok = self.carol.answer(carol_invite, 200, body=self.carol.sdp())  # type: ignore[arg-type]
+        self.stack.deliver(carol_ok, CAROL)
+        self.assertEqual(self.live(), [("1001", "1003")])
+        bye = self.carol.in_dialog("BYE", carol_invite, carol_ok, uac=False)  # type: ignore[arg-type]
+        self.stack.deliver(bye, CAROL)
+        (record,) = self.records()
+        self.assertEqual((record.caller, record.callee), ("1001", "1003"))
+
+    def test_attended(self) -> None:
+        """Bob joins Alice to Carol: the surviving call is Alice-Carol in /calls
+        and in its record; Bob's first call is recorded as Alice-Bob, transferred."""
+        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        bob_uac = Phone(self.stack, "1002", BOB)
+        invite2, sent = bob_uac.call("1003")
+        carol_invite = only(sent, CAROL, "INVITE")
+        carol_ok = self.carol.answer(carol_invite, 200, body=self.carol.sdp())  # type: ignore[arg-type]
+        bob_ok2 = only(self.stack.deliver(carol_ok, CAROL), BOB, 200)
+        self.stack.deliver(bob_uac.ack_for(invite2, bob_ok2), BOB)  # type: ignore[arg-type]
+        self.assertEqual(self.live(), [("1001", "1002"), ("1002", "1003")])
+        replaces = f"{invite2.call_id};to-tag={bob_ok2.to.tag};from-tag={bob_uac.tag}"
+        refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)
+        refer.set("Refer-To", f"<sip:1003@pbx.test?Replaces={quote(replaces, safe='')}>")
+        only(self.stack.deliver(refer, BOB), BOB, 202)
+        self.assertEqual(self.live(), [("1001", "1003")])
+        bye = self.carol.in_dialog("BYE", carol_invite, carol_ok, uac=False)  # type: ignore[arg-type]
+        self.stack.deliver(bye, CAROL)
+        records = sorted((r.caller, r.callee, r.hangup_cause) for r in self.records())
+        self.assertEqual(records, [("1001", "1002", "transferred"), ("1001", "1003", "BYE")])

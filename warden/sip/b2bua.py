@@ -26,7 +26,7 @@ from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
 from warden.sip.authenticator import Authenticator
 from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInvite
-from warden.sip.dialog import Dialog, confirm_uac_dialog
+from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.routing import IRouter
@@ -34,7 +34,7 @@ from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.session_timer import DEFAULT_SE, check_interval
 from warden.sip.timers import TimerSettings
 from warden.sip.transfer import Transfers
-from warden.store.model import Binding
+from warden.store.model import Binding, Extension
 
 LIVE_REFRESH_INTERVAL = 5.0
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER, REGISTER"
@@ -310,7 +310,7 @@ class CallController:
         found = self._lookup(request)
         if found is None:
             return
-        call, side = found
+        call, side, _ = found
         pending = call.pending.get(side)
         if pending is None or request.cseq.number != pending.origin_cseq:
             return
@@ -353,10 +353,16 @@ class CallController:
         """Requests in ``dialog`` no longer belong to any call."""
         key = (dialog.call_id, dialog.local_tag)
         if self._dialogs.pop(key, None) is not None:
-            self._remember_ended(key)
+            self._remember_ended(key, dialog)
 
-    def _remember_ended(self, key: tuple[str, str]) -> None:
-        """A BYE crossing ours in this dialog is answered 200, not 481 (for 64*T1)."""
+    def _remember_ended(self, key: tuple[str, str], dialog: Dialog) -> None:
+        """
+        A BYE crossing ours in this dialog is answered 200, not 481 (for 64*T1).
+        Only a confirmed dialog is remembered: one that ended with the INVITE's
+        error response never existed for the peer (RFC 3261 §12.2.2, §15.1.2).
+        """
+        if dialog.state is not DialogState.CONFIRMED:
+            return
         now = self.clock.seconds()
         ended = self._ended_dialogs
         horizon = now - self.settings.timers.timer_h
@@ -368,11 +374,22 @@ class CallController:
         """The call and side of our dialog (``call_id``, our tag), if any."""
         return self._dialogs.get((call_id, local_tag))
 
-    def _lookup(self, request: Request) -> tuple[Call, str] | None:
+    def _lookup(self, request: Request) -> tuple[Call, str, Dialog] | None:
+        """
+        The call, side and dialog ``request`` belongs to: Call-ID and both tags
+        must match (RFC 3261 §12.2.2), so knowing Warden's tag is not enough.
+        """
         tag = request.to.tag
         if tag is None:
             return None
-        return self._dialogs.get((request.call_id, tag))
+        found = self._dialogs.get((request.call_id, tag))
+        if found is None:
+            return None
+        call, side = found
+        dialog = call.dialogs.get(side)
+        if dialog is None or not dialog.matches(request):
+            return None
+        return call, side, dialog
 
     def _recently_ended(self, request: Request) -> bool:
         ended_at = self._ended_dialogs.get((request.call_id, request.to.tag or ""))
@@ -387,10 +404,12 @@ class CallController:
                 txn.respond(make_response(request, 200, "OK"))
                 return
             raise SipError(481, "Call/Transaction Does Not Exist")
-        call, side = found
-        dialog = call.dialogs.get(side)
-        if dialog is None or call.state is CallState.ENDED:
+        call, side, dialog = found
+        if call.state is CallState.ENDED or dialog.state is DialogState.PENDING:
+            # No tagged response was sent yet: the peer has no dialog (§12.1.1).
             raise SipError(481, "Call/Transaction Does Not Exist")
+        if not dialog.from_peer(flow):
+            self._refuse_stranger(request, flow, dialog)
         if not dialog.accepts(request):
             raise SipError(500, "Server Internal Error", (("Retry-After", "1"),))
         method = request.method
@@ -398,7 +417,10 @@ class CallController:
             call.session_refreshed(side)
         if method == "BYE":
             txn.respond(make_response(request, 200, "OK"))
-            call.hangup(side, "BYE")
+            if call.state is CallState.RINGING:
+                call.caller_cancelled("BYE")  # an early dialog: 487 to the INVITE (§15.1.2)
+            else:
+                call.hangup(side, "BYE")
         elif method == "OPTIONS":
             txn.respond(make_response(request, 200, "OK", headers=[("Allow", ALLOW)]))
         elif method == "PRACK":
@@ -411,6 +433,22 @@ class CallController:
             self._relay(call, side, txn, request)
         else:
             raise SipError(405, "Method Not Allowed", (("Allow", ALLOW),))
+
+    def _refuse_stranger(self, request: Request, flow: Flow, dialog: Dialog) -> None:
+        """
+        A request with the right dialog ID from somewhere else than the dialog's
+        peer: 403 (the dialog goes on for its real peer, who may be asked to
+        retry from its own flow; 481 would end it at a phone whose flow
+        changed). See ADR 0011.
+        """
+        sip_metrics.IN_DIALOG_REFUSED.labels(sip_metrics.method_label(request.method)).inc()
+        self.log.warn(
+            "Refused in-dialog {method} from {source}: the dialog's peer is {peer}",
+            method=request.method,
+            source=str(flow),
+            peer=str(dialog.flow),
+        )
+        raise SipError(403, "Not From The Dialog Peer")
 
     def _prack(self, call: Call, side: str, txn: Any, request: Request) -> None:
         """PRACK of a reliable provisional we sent the caller (RFC 3262 §4)."""
@@ -498,6 +536,21 @@ class CallController:
             sip_metrics.CALL_SETUP_SECONDS.observe(max(0.0, call.answered_at - call.started_at))
         self._publish(call)
 
+    def change_party(self, call: Call, side: str, extension: Extension) -> None:
+        """
+        A transfer connected ``extension`` on ``side``: the live summary, the
+        per-extension call counts and the call's record follow who is connected.
+        """
+        old = call.party(side)
+        if old.number == extension.number:
+            return
+        self._active[old.number] -= 1
+        if self._active[old.number] <= 0:
+            del self._active[old.number]
+        self._active[extension.number] += 1
+        call.set_party(side, extension)
+        self._publish(call)
+
     def _publish(self, call: Call) -> None:
         if self.live is None:
             return
@@ -548,7 +601,7 @@ class CallController:
             owner = self._dialogs.get(key)
             if owner is not None and owner[0] is call:
                 del self._dialogs[key]
-                self._remember_ended(key)
+                self._remember_ended(key, dialog)
             for side in ("a", "b"):
                 self._acks.pop((dialog.call_id, side), None)
         for number in (call.caller.number, call.callee.number):
@@ -556,8 +609,7 @@ class CallController:
             if self._active[number] <= 0:
                 del self._active[number]
         if self._shared_limit():
-            numbers = (call.caller.number, call.callee.number)
-            self._quiet(self.counters.release(numbers), "release call counts")
+            self._quiet(self.counters.release(call.counted), "release call counts")
         media_stats = call.media.stats() if call.media is not None else {}
         sip_metrics.CALLS_ENDED.labels(call.disposition).inc()
         for side in media_stats.values():

@@ -19,7 +19,7 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from warden.sip.dialog import Dialog, confirm_uac_dialog, uas_dialog
+from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog, uas_dialog
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError
@@ -106,6 +106,8 @@ class Call:
         self.caller = caller
         self.dialled = dialled
         self.callee = callee
+        #: The numbers counted in the cluster-wide call counts (released at the end).
+        self.counted = (caller.number, callee.number)
         self.a_txn = txn
         self.a_request = request
         self.a_tag = new_tag()
@@ -138,6 +140,17 @@ class Call:
         """The other side's name."""
         return "b" if side == "a" else "a"
 
+    def party(self, side: str) -> Extension:
+        """The extension connected on ``side`` ("a": the caller's side)."""
+        return self.caller if side == "a" else self.callee
+
+    def set_party(self, side: str, extension: Extension) -> None:
+        """A transfer connected ``extension`` on ``side``."""
+        if side == "a":
+            self.caller = extension
+        else:
+            self.callee = extension
+
     @property
     def reliable_provisionals(self) -> bool:
         """The caller requires 100rel (RFC 3262): 180/183 must be acknowledged."""
@@ -166,6 +179,11 @@ class Call:
         elif status >= 200:
             self.prack_received(None)
         response = make_response(self.a_request, status, reason, to_tag=self.a_tag, headers=extra)
+        dialog = self.dialogs["a"]
+        if 200 <= status < 300:
+            dialog.state = DialogState.CONFIRMED
+        elif 100 < status < 200 and dialog.state is DialogState.PENDING:
+            dialog.state = DialogState.EARLY
         if body:
             response.body = body
         self.a_txn.respond(response)
@@ -387,8 +405,8 @@ class Call:
         if self.state is CallState.RINGING:
             self._maybe_all_failed()
 
-    def caller_cancelled(self) -> None:
-        """The caller sent CANCEL before the call was answered."""
+    def caller_cancelled(self, cause: str = "CANCEL") -> None:
+        """The caller sent CANCEL (or BYE in the early dialog) before the answer."""
         if self.state is not CallState.RINGING:
             return
         for branch in self.branches:
@@ -396,7 +414,7 @@ class Call:
                 branch.done = True
                 self.c.cancel_branch(branch)
         self.hangup_side = "caller"
-        self.fail(487, "Request Terminated", "CANCEL")
+        self.fail(487, "Request Terminated", cause)
 
     def fail(self, status: int, reason: str | None, cause: str) -> None:
         """End an unanswered call with a final error to the caller."""

@@ -9,13 +9,28 @@ or the clock.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
+from enum import Enum
 
 import attrs
 
 from warden.sip.flow import Flow
 from warden.sip.headers import parse_address
 from warden.sip.message import Request, Response
+
+
+class DialogState(Enum):
+    """
+    How far a dialog got (RFC 3261 §12.1): ``PENDING`` until a response with a
+    To tag is sent or received, ``EARLY`` after a tagged provisional,
+    ``CONFIRMED`` after a 2xx. A dialog that never got past ``EARLY`` ends with
+    the INVITE's final error; requests in it afterwards get 481 (§12.2.2).
+    """
+
+    PENDING = "pending"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
 
 
 @attrs.define
@@ -36,6 +51,7 @@ class Dialog:
         flow: where requests to the peer go.
         local_contact: our Contact URI.
         via_host: the sent-by of our Via (``host:port``) and its transport.
+        state: how far the dialog got (L{DialogState}).
     """
 
     call_id: str
@@ -50,6 +66,7 @@ class Dialog:
     flow: Flow
     local_contact: str
     via_host: str
+    state: DialogState = DialogState.PENDING
 
     def request(
         self,
@@ -99,11 +116,49 @@ class Dialog:
             self.remote_cseq = number
         return True
 
+    def matches(self, request: Request) -> bool:
+        """
+        Whether ``request`` carries this dialog's ID (RFC 3261 §12: Call-ID, our
+        tag as To tag, the peer's tag as From tag).
+        """
+        return (
+            request.call_id == self.call_id
+            and request.to.tag == self.local_tag
+            and self.remote_tag is not None
+            and request.from_.tag == self.remote_tag
+        )
+
+    def from_peer(self, source: Flow) -> bool:
+        """
+        Whether a request that arrived on ``source`` comes from this dialog's peer.
+
+        The peer is the address Warden sends this dialog's requests to. A phone
+        sends its own requests from the socket it receives on (RFC 3581
+        symmetric signalling; behind a NAT both are the same mapping), so over
+        UDP the address and port must both match. A stream peer may open a new
+        connection (a TCP/TLS phone reconnecting, or one sending a large
+        request over TCP, RFC 3261 §18.1.1) from another port, but not from
+        another address: the host must match. See ADR 0011.
+        """
+        if _ip_text(source.host) != _ip_text(self.flow.host):
+            return False
+        if source.transport == "udp" and self.flow.transport == "udp":
+            return source.port == self.flow.port
+        return True
+
     def update_target(self, message: Request | Response) -> None:
         """A target refresh (re-INVITE, UPDATE, their 2xx) may change the Contact."""
         contacts = message.contacts
         if contacts and contacts[0].uri.is_sip:
             self.remote_target = str(contacts[0].uri)
+
+
+def _ip_text(host: str) -> str:
+    """An IP address in its canonical text form (any other host as it is)."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host.lower()
 
 
 def strip_tag(header_value: str) -> str:
@@ -145,6 +200,10 @@ def confirm_uac_dialog(dialog: Dialog, response: Response) -> None:
     pre-loaded route stays when there is no Record-Route).
     """
     dialog.remote_tag = response.to.tag
+    if 200 <= response.status < 300:
+        dialog.state = DialogState.CONFIRMED
+    elif dialog.state is DialogState.PENDING:
+        dialog.state = DialogState.EARLY
     dialog.update_target(response)
     routes = list(reversed(response.get_all("Record-Route")))
     if routes or not dialog.route_set:

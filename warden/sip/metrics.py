@@ -46,6 +46,11 @@ HOP_REFUSED = Counter(
     "Requests routed through this node that it could not forward",
     ["status"],
 )
+IN_DIALOG_REFUSED = Counter(
+    "warden_sip_in_dialog_refused_total",
+    "In-dialog requests refused because they did not come from the dialog's peer",
+    ["method"],
+)
 UDP_DROPS = Counter(
     "warden_sip_udp_drops_total",
     "SIP datagrams the kernel dropped because the socket's receive buffer was full",

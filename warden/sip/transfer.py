@@ -28,10 +28,11 @@ from zope.interface import implementer
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser
 from warden.sip.call import Call, CallState
-from warden.sip.dialog import Dialog, confirm_uac_dialog
+from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.headers import parse_address
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError
+from warden.store.model import Extension
 
 if TYPE_CHECKING:  # pragma: no cover
     from warden.sip.b2bua import CallController
@@ -74,7 +75,7 @@ class Transfers:
             raise SipError(400, "Refer-To must name an extension")
         replaces = next((v for k, v in uri.headers if k.lower() == "replaces"), None)
         if replaces is not None:
-            other = self._replaced(parse_replaces(replaces), call)
+            other = self._replaced(parse_replaces(replaces), call, side)
         txn.respond(make_response(request, 202, "Accepted"))
         self.notify(call, side, 100, "Trying")
         if replaces is not None:
@@ -112,6 +113,7 @@ class Transfers:
             self.notify(call, side, route.status, route.reason, final=True)
             return
         binding = route.bindings[0]
+        target = route.extension
         flow = self.c.addressing.flow_for(binding)
         offer = sendrecv(call.sent_sdp.get(side, b""))
         if flow is None or not offer:
@@ -133,11 +135,17 @@ class Transfers:
         )  # fmt: skip
         headers = [("P-Asserted-Identity", local), ("Content-Type", "application/sdp")]
         invite = dialog.request("INVITE", self.c.transactions.new_branch(), headers, offer)
-        user = _TransferLeg(self, call, side, dialog, invite)
+        user = _TransferLeg(self, call, side, dialog, invite, target)
         self.c.transactions.send_request(invite, flow, user)
 
     def leg_answered(
-        self, call: Call, side: str, dialog: Dialog, invite: Request, response: Response
+        self,
+        call: Call,
+        side: str,
+        dialog: Dialog,
+        invite: Request,
+        response: Response,
+        target: Extension,
     ) -> None:
         """The transfer target answered: swap it in for the transferor."""
         confirm_uac_dialog(dialog, response)
@@ -162,15 +170,43 @@ class Transfers:
         self.c.forget_dialog(old)
         call.dialogs[side] = dialog
         self.c.index_dialog(call, side, dialog)
+        self.c.change_party(call, side, target)
         self.reinvite(call, call.other(side), sendrecv(for_transferee))
 
     # -- attended ------------------------------------------------------------------
 
-    def _replaced(self, replaces: tuple[str, str, str], call: Call) -> tuple[Call, str]:
-        call_id, to_tag, _ = replaces
+    def _replaced(
+        self, replaces: tuple[str, str, str], call: Call, side: str
+    ) -> tuple[Call, str]:
+        """
+        The call and side of the dialog ``Replaces`` names (RFC 3891 §3: Call-ID,
+        to-tag = Warden's tag, from-tag = the transferor's): a confirmed dialog
+        of another answered call whose party is the transferor's extension.
+        Anything else changes no call (481, or 403 for someone else's call).
+        """
+        call_id, to_tag, from_tag = replaces
         found = self.c.dialog_owner(call_id, to_tag)
-        if found is None or found[0] is call or found[0].state is not CallState.ANSWERED:
+        if found is None:
             raise SipError(481, "Replaced Dialog Does Not Exist")
+        other, other_side = found
+        dialog = other.dialogs.get(other_side)
+        if (
+            other is call
+            or other.state is not CallState.ANSWERED
+            or dialog is None
+            or dialog.local_tag != to_tag
+            or dialog.remote_tag != from_tag
+            or dialog.state is not DialogState.CONFIRMED
+        ):
+            raise SipError(481, "Replaced Dialog Does Not Exist")
+        transferor = call.party(side).number
+        if other.party(other_side).number != transferor:
+            self.log.warn(
+                "Refused REFER from {transferor}: Replaces names a call of {party}",
+                transferor=transferor,
+                party=other.party(other_side).number,
+            )
+            raise SipError(403, "Replaced Dialog Is Not The Transferor's")
         return found
 
     def _attended(self, call: Call, side: str, other: Call, other_side: str) -> None:
@@ -185,6 +221,7 @@ class Transfers:
         old = other.dialogs[other_side]
         other.dialogs[other_side] = moved
         self.c.index_dialog(other, other_side, moved)
+        self.c.change_party(other, other_side, call.party(transferee))
         self.notify(call, side, 200, "OK", final=True)
         for dialog in (call.dialogs[side], old):
             self.c.fire_and_forget(
@@ -238,13 +275,20 @@ class _TransferLeg:
     """The INVITE to a blind-transfer target."""
 
     def __init__(
-        self, transfers: Transfers, call: Call, side: str, dialog: Dialog, invite: Request
+        self,
+        transfers: Transfers,
+        call: Call,
+        side: str,
+        dialog: Dialog,
+        invite: Request,
+        target: Extension,
     ) -> None:
         self.t = transfers
         self.call = call
         self.side = side
         self.dialog = dialog
         self.invite = invite
+        self.target = target
         self.answered = False
 
     def response_received(self, transaction: Any, response: Response) -> None:
@@ -254,7 +298,9 @@ class _TransferLeg:
         elif response.status < 300:
             if not self.answered:
                 self.answered = True
-                self.t.leg_answered(self.call, self.side, self.dialog, self.invite, response)
+                self.t.leg_answered(
+                    self.call, self.side, self.dialog, self.invite, response, self.target
+                )
         else:
             self.t.notify(self.call, self.side, response.status, response.reason, final=True)
 
