@@ -439,7 +439,7 @@ class CallController:
         A request with the right dialog ID from somewhere else than the dialog's
         peer: 403 (the dialog goes on for its real peer, who may be asked to
         retry from its own flow; 481 would end it at a phone whose flow
-        changed). See ADR 0011.
+        changed). See ADR 0012.
         """
         sip_metrics.IN_DIALOG_REFUSED.labels(sip_metrics.method_label(request.method)).inc()
         self.log.warn(

@@ -138,7 +138,7 @@ class Dialog:
         UDP the address and port must both match. A stream peer may open a new
         connection (a TCP/TLS phone reconnecting, or one sending a large
         request over TCP, RFC 3261 §18.1.1) from another port, but not from
-        another address: the host must match. See ADR 0011.
+        another address: the host must match. See ADR 0012.
         """
         if _ip_text(source.host) != _ip_text(self.flow.host):
             return False
