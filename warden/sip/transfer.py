@@ -175,9 +175,7 @@ class Transfers:
 
     # -- attended ------------------------------------------------------------------
 
-    def _replaced(
-        self, replaces: tuple[str, str, str], call: Call, side: str
-    ) -> tuple[Call, str]:
+    def _replaced(self, replaces: tuple[str, str, str], call: Call, side: str) -> tuple[Call, str]:
         """
         The call and side of the dialog ``Replaces`` names (RFC 3891 §3: Call-ID,
         to-tag = Warden's tag, from-tag = the transferor's): a confirmed dialog
