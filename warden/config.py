@@ -511,6 +511,9 @@ class BackupConfig:
         key_file: a 256-bit key file; when set, backups are encrypted archives.
         include_keys: back up private keys named by the configuration even when
             backups are not encrypted.
+        signing_key_file: the key unencrypted backups' manifests are signed
+            with; "" means ``<data_dir>/backup-signing.key``, created by the
+            first backup (see L{warden.ops.drtest.signing}).
     """
 
     SECTION: ClassVar[str] = "backup"
@@ -539,6 +542,7 @@ class BackupConfig:
     include_keys: bool = attrs.field(
         default=False, validator=_rule(lambda v: isinstance(v, bool), "true or false")
     )
+    signing_key_file: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
 
 
 _ENDPOINT = re.compile(r"^(tcp6?:(port=)?[0-9]{1,5}(:.*)?|unix:.+)$")

@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from typing import Any
 import attrs
 
 import warden
+from warden.config import WardenConfig
 from warden.filemodes import tighten
 from warden.ops.drtest import crypto
 from warden.ops.drtest.database import (
@@ -37,6 +39,7 @@ from warden.ops.drtest.database import (
     Target,
     dump_sqlite,
     inspect_sqlite,
+    live_target,
     sqlite_schema_version,
     stored_call_ids,
 )
@@ -46,8 +49,16 @@ from warden.ops.drtest.manifest import (
     DatabaseInfo,
     Manifest,
     describe_files,
+    irregular_entries,
+    read_manifest,
 )
 from warden.ops.drtest.priority import BACKUP_NICENESS
+from warden.ops.drtest.signing import (
+    ManifestKeys,
+    archive_manifest_key,
+    ensure_signing_key,
+    signing_key_path,
+)
 from warden.ops.drtest.spool import read_spool, write_spool_copy
 
 NAME = re.compile(r"^warden-(\d{8}T\d{6})Z-(full|database|config|files)(?:-\d+)?(\.tar\.aesgcm)?$")
@@ -70,6 +81,8 @@ class BackupSources:
         file_dirs: the directories of voicemail and recordings to back up.
         include_keys: back up private keys referenced by the configuration even
             without encryption (they are always included in encrypted backups).
+        signing_key_file: the key plain backups' manifests are signed with
+            ("" for ``<data_dir>/backup-signing.key``, created when missing).
     """
 
     database: Target
@@ -77,6 +90,13 @@ class BackupSources:
     data_dir: str
     file_dirs: tuple[str, ...] = DEFAULT_FILE_DIRS
     include_keys: bool = False
+    signing_key_file: str = ""
+
+    def manifest_key(self, backup_key: bytes | None) -> bytes:
+        """The key a new backup's manifest is signed with (see L{signing})."""
+        if backup_key is not None:
+            return archive_manifest_key(backup_key)
+        return ensure_signing_key(signing_key_path(self.signing_key_file, self.data_dir))
 
     def file_dir_paths(self) -> list[tuple[str, Path]]:
         """``(name, absolute path)`` of every configured file directory."""
@@ -85,6 +105,15 @@ class BackupSources:
             path = Path(entry) if os.path.isabs(entry) else Path(self.data_dir) / entry
             result.append((Path(entry).name, path.resolve()))
         return result
+
+
+def sources_from_config(config: WardenConfig, config_path: str | None) -> BackupSources:
+    """What the backups of the PBX configured by ``config`` read (``[backup]``)."""
+    section = config.backup
+    return BackupSources(
+        live_target(config), config_path, config.server.data_dir, section.file_dirs,
+        section.include_keys, section.signing_key_file,
+    )  # fmt: skip
 
 
 def backup_name(kind: str, now: float, encrypted: bool, directory: Path) -> str:
@@ -118,17 +147,45 @@ def list_backups(directory: Path) -> list[tuple[float, Path]]:
     return found
 
 
-def latest_backup(directory: Path) -> Path:
+def is_authentic(path: Path, keys: ManifestKeys) -> bool:
     """
-    The newest backup in ``directory``.
+    Whether the backup at ``path`` was made with ``keys``: a directory whose
+    manifest is signed with the signing key, or an archive sealed with the
+    backup key. Only the manifest (or the first record) is read.
+    """
+    try:
+        if path.is_dir() and not path.is_symlink():
+            read_manifest(path, keys.for_backup(encrypted=False))
+            return True
+        if path.is_file() and not path.is_symlink() and path.name.endswith(crypto.SUFFIX):
+            if keys.backup_key is None:
+                return False
+            crypto.check_archive_head(path, keys.backup_key)
+            return True
+    except BackupError:
+        return False
+    return False
+
+
+def latest_backup(directory: Path, keys: ManifestKeys) -> Path:
+    """
+    The newest authentic backup in ``directory`` (see L{is_authentic}): a
+    newer one that is unsigned, signed with another key or not a backup is
+    passed over, so a planted "newest" backup is never chosen.
 
     Raises:
-        BackupError: there is none.
+        BackupError: there is none (saying how many were passed over).
     """
     backups = list_backups(directory)
+    for _, path in reversed(backups):
+        if is_authentic(path, keys):
+            return path
     if not backups:
         raise BackupError(f"{directory}: no backups found")
-    return backups[-1][1]
+    raise BackupError(
+        f"{directory}: none of the {len(backups)} backups is signed with this node's"
+        " manifest key (give the right --signing-key or --key-file)"
+    )
 
 
 def prune_backups(directory: Path, keep_count: int, keep_seconds: float, now: float) -> list[Path]:
@@ -231,12 +288,55 @@ def _copy_config(sources: BackupSources, root: Path, encrypted: bool) -> dict[st
 # -- files ---------------------------------------------------------------------------
 
 
+def _refuse_irregular(directory: str, names: list[str]) -> list[str]:
+    """
+    ``copytree``'s ``ignore`` hook: refuse symbolic links and special files
+    (devices, pipes, sockets) in a copied directory instead of following or
+    reading them. Nothing is ignored.
+    """
+    for name in names:
+        path = os.path.join(directory, name)
+        mode = os.lstat(path).st_mode
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "a special file"
+            raise BackupError(
+                f"{path}: {kind}; backups copy regular files only (replace it with the"
+                " file it stands for, or move it out of the directory)"
+            )
+    return []
+
+
+def _copy_regular(source: str, destination: str) -> str:
+    """Copy one file without following a symbolic link (replaced since listed)."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise BackupError(f"{source}: cannot copy (a symbolic link?): {e.strerror}") from None
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise BackupError(f"{source}: not a regular file; backups copy regular files only")
+        with open(destination, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    shutil.copystat(source, destination, follow_symlinks=False)
+    return destination
+
+
 def _copy_file_dirs(sources: BackupSources, root: Path) -> list[str]:
+    """
+    Copy the file directories (their own path may be a link, as configured);
+    a symbolic link or special file inside them fails the backup, naming it.
+    """
     copied = []
     for name, path in sources.file_dir_paths():
         if not path.is_dir():
             continue
-        shutil.copytree(path, root / "files" / name, symlinks=False)
+        shutil.copytree(
+            path,
+            root / "files" / name,
+            symlinks=True,
+            ignore=_refuse_irregular,
+            copy_function=_copy_regular,
+        )
         copied.append(name)
     return copied
 
@@ -345,6 +445,9 @@ def create_backup(
             config = _copy_config(sources, partial, encrypted=key is not None)
         if kind in ("full", "files"):
             file_dirs = _copy_file_dirs(sources, partial)
+        irregular = irregular_entries(partial)
+        if irregular:
+            raise BackupError(f"{irregular[0]}: appeared as a symbolic link while copying")
         manifest = Manifest(
             warden_version=warden.__version__,
             schema_version=schema,
@@ -355,7 +458,8 @@ def create_backup(
             config=config,
             file_dirs=tuple(file_dirs),
         )
-        (partial / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        signed = manifest.to_json(sources.manifest_key(key))
+        (partial / MANIFEST_NAME).write_text(signed, encoding="utf-8")
         tighten([str(partial)])  # copies keep their source's mode: make them private
         if key is None:
             os.rename(partial, directory / name)

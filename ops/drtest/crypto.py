@@ -157,6 +157,22 @@ def seal_directory(source: Path, archive: Path, key: bytes) -> None:
         os.fsync(out.fileno())
 
 
+def check_archive_head(archive: Path, key: bytes) -> None:
+    """
+    Check that the first record of ``archive`` authenticates with ``key``:
+    the archive was sealed with this key (each archive's random nonce prefix is
+    bound into every record, so records of other archives cannot be spliced in).
+
+    Raises:
+        BackupError: not a Warden archive, unreadable, or another key.
+    """
+    try:
+        with open(archive, "rb") as source:
+            _OpeningReader(source, key, archive.name).read(1)
+    except OSError as e:
+        raise BackupError(f"{archive}: cannot read: {e}") from None
+
+
 def open_archive(archive: Path, key: bytes, destination: Path) -> None:
     """
     Decrypt and unpack ``archive`` into the existing directory ``destination``.

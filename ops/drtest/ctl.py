@@ -3,10 +3,12 @@
 
     wardenctl backup [--type full|database|config|files] [--to DIR] [--key-file FILE]
     wardenctl restore BACKUP [--to-database URL|PATH] [--data-dir DIR]
-                             [--config-to DIR] [--key-file FILE] [--force]
+                             [--config-to DIR] [--key-file FILE]
+                             [--signing-key FILE] [--force]
 
 ``backup`` prints the path of the new backup. ``restore`` verifies the backup
-(manifest, every SHA-256, schema version) before writing anything, migrates a
+(the manifest's signature first, then its paths, every SHA-256 and the schema
+version) before writing anything, migrates a
 backup from an older Warden forward, refuses one from a newer Warden, and
 refuses to overwrite a database that holds data unless ``--force`` is given.
 Call records that were pending in the CDR spool when the backup was taken are
@@ -29,14 +31,15 @@ from twisted.internet.interfaces import IReactorTime
 from warden.config import BACKUP_TYPES, WardenConfig
 from warden.ops.drtest import restore
 from warden.ops.drtest.backup import (
-    BackupSources,
     create_backup,
     idle_scheduling,
     lower_priority,
+    sources_from_config,
 )
 from warden.ops.drtest.crypto import load_key
 from warden.ops.drtest.database import Target, live_target, parse_target
 from warden.ops.drtest.manifest import BackupError
+from warden.ops.drtest.signing import manifest_keys
 from warden.ops.drtest.spool import restore_spool
 
 EXIT_OK = 0
@@ -65,6 +68,11 @@ def add_commands(areas: Any) -> None:
     rest.add_argument("--config-to", metavar="DIR", help="also restore the configuration here")
     rest.add_argument("--key-file", metavar="FILE", help="key of an encrypted backup")
     rest.add_argument(
+        "--signing-key", metavar="FILE",
+        help="key the manifests of unencrypted backups are signed with"
+        " (default: [backup] signing_key_file, else <data_dir>/backup-signing.key)",
+    )  # fmt: skip
+    rest.add_argument(
         "--force", action="store_true", help="overwrite a database with data, and changed files"
     )
     rest.set_defaults(standalone=_restore)
@@ -79,10 +87,7 @@ def _backup(
     args: argparse.Namespace, config: WardenConfig, clock: IReactorTime, out: TextIO
 ) -> int:
     section = config.backup
-    sources = BackupSources(
-        live_target(config), args.config, config.server.data_dir, section.file_dirs,
-        section.include_keys,
-    )  # fmt: skip
+    sources = sources_from_config(config, args.config)
     directory = Path(args.to or section.directory or Path(config.server.data_dir) / "backups")
     lower_priority()
     started = clock.seconds()
@@ -106,8 +111,13 @@ def _restore(
     data_dir = Path(args.restore_data_dir or config.server.data_dir)
     scratch = Path(tempfile.mkdtemp(prefix="warden-restore-"))
     try:
-        root = restore.open_backup(Path(args.backup), _key(args, config), scratch)
-        manifest, problems = restore.check_backup(root)
+        keys = manifest_keys(
+            args.key_file or config.backup.key_file,
+            args.signing_key or config.backup.signing_key_file,
+            config.server.data_dir,
+        )
+        root, manifest_key = restore.open_backup(Path(args.backup), keys, scratch)
+        manifest, problems = restore.check_backup(root, manifest_key)
         if problems or manifest is None:
             raise BackupError(f"{args.backup}: " + "; ".join(problems[:10]))
         if manifest.database is not None:

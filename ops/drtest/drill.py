@@ -59,6 +59,7 @@ from warden.ops.drtest.manifest import BackupError, Manifest, sha256_file
 from warden.ops.drtest.probe import Identity, ProbeFailed, prove_call
 from warden.ops.drtest.report import Report, Step
 from warden.ops.drtest.scratch import ScratchWarden
+from warden.ops.drtest.signing import ManifestKeys, signing_key_path
 from warden.ops.drtest.spool import read_spool_copy, restore_spool
 from warden.store.spool import default_spool_path
 
@@ -88,6 +89,14 @@ class DrillSettings:
     keep_scratch: bool = False
     key: bytes | None = None
     scratch_root: str | None = None
+    signing_key_file: str = ""
+
+    @property
+    def keys(self) -> ManifestKeys:
+        """The keys manifests are authenticated with (see L{signing})."""
+        return ManifestKeys(
+            self.key, signing_key_path(self.signing_key_file, self.sources.data_dir)
+        )
 
 
 class _StepFailed(Exception):
@@ -162,7 +171,9 @@ class Drill:
             self.report.backup = "(a new backup)"
         else:
             try:
-                path = latest_backup(s.backup_dir) if s.backup == "latest" else Path(s.backup)
+                path = (
+                    latest_backup(s.backup_dir, s.keys) if s.backup == "latest" else Path(s.backup)
+                )
                 if not path.exists():
                     raise BackupError(f"{path}: no such backup")
             except BackupError as e:
@@ -207,34 +218,37 @@ class Drill:
                 return str(made)
 
             await self._step("backup", take)
-        root: list[Path] = []
+        root: list[tuple[Path, bytes]] = []
 
         async def open_it() -> str:
             if not path:
                 path.append(
-                    latest_backup(s.backup_dir) if s.backup == "latest" else Path(s.backup)
+                    await self._thread(latest_backup, s.backup_dir, s.keys)
+                    if s.backup == "latest"
+                    else Path(s.backup)
                 )
             self.report.backup = str(path[0])
             assert self._scratch is not None
-            root.append(await self._thread(restore.open_backup, path[0], s.key, self._scratch))
+            root.append(await self._thread(restore.open_backup, path[0], s.keys, self._scratch))
             return str(path[0])
 
         await self._step("open", open_it)
-        manifest = await self._verify_backup(root[0])
+        manifest = await self._verify_backup(*root[0])
         self._restore_started = self._reactor.seconds()
         data_dir = self._scratch / "data"
         data_dir.mkdir()
         target: Target | None = None
+        backup = root[0][0]
         if s.test_type in ("full", "database-only"):
-            target = await self._restore_database(root[0], manifest, data_dir)
+            target = await self._restore_database(backup, manifest, data_dir)
         if s.test_type in ("full", "files-only"):
             await self._step(
-                "restore-files", lambda: self._restore_files(root[0], manifest, data_dir)
+                "restore-files", lambda: self._restore_files(backup, manifest, data_dir)
             )
         config: list[WardenConfig] = []
         if s.test_type in ("full", "config-only"):
             await self._step(
-                "restore-config", lambda: self._restore_config(root[0], manifest, config)
+                "restore-config", lambda: self._restore_config(backup, manifest, config)
             )
         await self._step(
             "verify-restore", lambda: self._verify_restore(manifest, target, data_dir)
@@ -246,11 +260,11 @@ class Drill:
             self.report.rto = finished - self._restore_started
         self.report.rpo = finished - manifest.created_at
 
-    async def _verify_backup(self, root: Path) -> Manifest:
+    async def _verify_backup(self, root: Path, key: bytes) -> Manifest:
         found: list[Manifest] = []
 
         async def verify() -> str:
-            manifest, problems = await self._thread(restore.check_backup, root)
+            manifest, problems = await self._thread(restore.check_backup, root, key)
             if manifest is not None:
                 self.report.backup_created_at = manifest.created_at
                 self.report.newest_data_at = manifest.newest_data_at

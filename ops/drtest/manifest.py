@@ -16,11 +16,22 @@ L{warden.ops.drtest.crypto}) with ``manifest.json`` at its root::
                    "spool": {"file": "database/cdr-spool.jsonl", "records": 1,
                              "last_cdr_at": 1764099990.0}},
       "config": {"source": "/etc/warden/warden.toml", "files": {...}, "excluded_keys": []},
-      "files": [{"path": "database/warden.db", "sha256": "...", "size": 4096}, ...]
+      "files": [{"path": "database/warden.db", "sha256": "...", "size": 4096}, ...],
+      "signature": "hmac-sha256:..."
     }
 
 Every file of the backup except the manifest itself is listed with its SHA-256
 and size; L{verify_files} checks them and names the first problems it finds.
+
+The manifest is authenticated: ``signature`` is the HMAC-SHA256 of the
+manifest's canonical JSON (every other field, sorted keys, no spaces) under the
+backup's manifest key (L{warden.ops.drtest.signing}). L{read_manifest}
+checks it before it looks at any field, so a backup that is unsigned, signed
+with another key or modified is refused before anything else is read from it.
+Every path the manifest names must then be a plain relative path under
+``database/``, ``config/`` or ``files/`` (no absolute path, no ``..``, no
+empty or ``.`` component, each file listed once), and every file it names must
+be a regular file reached without symbolic links.
 
 ``database.spool`` describes the call records that were still pending in the CDR
 spool (L{warden.store.spool}) and are not in the database copy: ``row_counts``
@@ -32,8 +43,10 @@ backups) read as a spool with nothing pending.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +58,12 @@ MANIFEST_NAME = "manifest.json"
 FORMAT = 1
 BACKUP_TYPES = ("full", "database", "config", "files")
 _CHUNK = 1 << 20
+SIGNATURE = "signature"
+_SIGNATURE_PREFIX = "hmac-sha256:"
+#: The largest manifest read (about 200,000 files).
+MAX_MANIFEST_BYTES = 64 << 20
+#: The top-level directories a backup's files live in.
+PARTS = ("database", "config", "files")
 
 
 class BackupError(Exception):
@@ -119,8 +138,8 @@ class Manifest:
             return self.database.last_cdr_at
         return self.created_at
 
-    def to_json(self) -> str:
-        """The manifest as indented JSON."""
+    def to_json(self, key: bytes) -> str:
+        """The manifest as indented JSON, signed with ``key`` (see L{sign})."""
         data: dict[str, Any] = {
             "format": self.format,
             "warden_version": self.warden_version,
@@ -133,7 +152,46 @@ class Manifest:
             "file_dirs": list(self.file_dirs),
             "files": [attrs.asdict(f) for f in self.files],
         }
+        data[SIGNATURE] = sign(data, key)
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def _canonical(data: dict[str, Any]) -> bytes:
+    """The bytes a signature covers: every field but the signature, canonically."""
+    unsigned = {k: v for k, v in data.items() if k != SIGNATURE}
+    return json.dumps(
+        unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def sign(data: dict[str, Any], key: bytes) -> str:
+    """The signature of a manifest's fields: ``hmac-sha256:<hex>``."""
+    return _SIGNATURE_PREFIX + hmac.new(key, _canonical(data), hashlib.sha256).hexdigest()
+
+
+def verify_signature(data: dict[str, Any], key: bytes) -> None:
+    """
+    Check the manifest's signature against ``key``.
+
+    Raises:
+        BackupError: unsigned, or signed with another key, or modified.
+    """
+    signature = data.get(SIGNATURE)
+    if not isinstance(signature, str) or not signature.startswith(_SIGNATURE_PREFIX):
+        raise BackupError(
+            f"{MANIFEST_NAME}: not signed; Warden restores only backups whose manifest"
+            " is signed with its manifest key"
+        )
+    try:
+        expected = sign(data, key)
+    except ValueError:
+        expected = ""
+    if not hmac.compare_digest(signature.encode("ascii", "replace"), expected.encode("ascii")):
+        raise BackupError(
+            f"{MANIFEST_NAME}: the signature does not match the manifest key (signed with"
+            " another key, or modified); give the key the backup was made with"
+            " (--signing-key FILE, or --key-file for an encrypted backup)"
+        )
 
 
 def iso_time(seconds: float) -> str:
@@ -166,12 +224,80 @@ def _parse_spool(data: Any) -> SpoolInfo:
     return SpoolInfo(file, records, _time(data.get("last_cdr_at")))
 
 
-def parse_manifest(text: str) -> Manifest:
+def safe_path(value: Any, field: str, part: str | None = None) -> str:
     """
-    Parse ``manifest.json``.
+    ``value`` when it is a plain relative path (POSIX, no empty, ``.`` or ``..``
+    component, no NUL) under one of L{PARTS} (or under ``part``).
 
     Raises:
-        BackupError: not JSON, a newer format, or a field missing or mistyped.
+        BackupError: naming ``field`` and the problem.
+    """
+    if not isinstance(value, str) or not value:
+        raise BackupError(f"{MANIFEST_NAME}: {field}: missing or not a string")
+    shown = json.dumps(value)[:200]
+    if value.startswith("/"):
+        raise BackupError(f"{MANIFEST_NAME}: {field}: {shown} is an absolute path")
+    parts = value.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\0" in value or len(value) > 4096:
+        raise BackupError(
+            f"{MANIFEST_NAME}: {field}: {shown} is not a plain relative path"
+            " (empty, '.' or '..' components)"
+        )
+    allowed = (part,) if part is not None else PARTS
+    if len(parts) < 2 or parts[0] not in allowed:
+        raise BackupError(
+            f"{MANIFEST_NAME}: {field}: {shown} is not under {' or '.join(allowed)}/"
+        )
+    return value
+
+
+def _parse_files(data: dict[str, Any]) -> tuple[FileEntry, ...]:
+    files: dict[str, FileEntry] = {}
+    for entry in _need(data, "files", list):
+        if not isinstance(entry, dict):
+            raise BackupError(f"{MANIFEST_NAME}: files: entries must be objects")
+        path = safe_path(entry.get("path"), "files.path")
+        if path in files:
+            raise BackupError(f"{MANIFEST_NAME}: files: {path} is listed twice")
+        size = _need(entry, "size", int)
+        if size < 0:
+            raise BackupError(f"{MANIFEST_NAME}: files: {path}: negative size")
+        files[path] = FileEntry(path, _need(entry, "sha256", str), size)
+    return tuple(files.values())
+
+
+def _listed(path: Any, field: str, part: str, listed: set[str]) -> str:
+    """``path`` when it is a safe path under ``part`` that the manifest lists."""
+    checked = safe_path(path, field, part)
+    if checked not in listed:
+        raise BackupError(f"{MANIFEST_NAME}: {field}: {checked} is not listed in files")
+    return checked
+
+
+def _parse_config(value: Any, listed: set[str]) -> dict[str, Any] | None:
+    """The ``config`` part, its stored paths checked (the original names are kept)."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("file"):
+        _listed(value["file"], "config.file", "config", listed)
+    referenced = value.get("referenced") or {}
+    if not isinstance(referenced, dict):
+        raise BackupError(f"{MANIFEST_NAME}: config.referenced: not a JSON object")
+    for stored, original in referenced.items():
+        _listed(stored, "config.referenced", "config", listed)
+        if not isinstance(original, str):
+            raise BackupError(f"{MANIFEST_NAME}: config.referenced: {stored}: not a string")
+    return value
+
+
+def parse_manifest(text: str, key: bytes) -> Manifest:
+    """
+    Parse ``manifest.json`` after checking its signature with ``key``.
+
+    Raises:
+        BackupError: not JSON, unsigned or wrongly signed, a newer format, a
+            field missing or mistyped, or a path that is not a plain relative
+            path inside the backup.
     """
     try:
         data = json.loads(text)
@@ -179,6 +305,7 @@ def parse_manifest(text: str) -> Manifest:
         raise BackupError(f"{MANIFEST_NAME}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise BackupError(f"{MANIFEST_NAME}: not a JSON object")
+    verify_signature(data, key)
     fmt = _need(data, "format", int)
     if fmt > FORMAT:
         raise BackupError(
@@ -187,26 +314,22 @@ def parse_manifest(text: str) -> Manifest:
     kind = _need(data, "type", str)
     if kind not in BACKUP_TYPES:
         raise BackupError(f"{MANIFEST_NAME}: type: unknown backup type {kind!r}")
-    files = []
-    for entry in _need(data, "files", list):
-        if not isinstance(entry, dict):
-            raise BackupError(f"{MANIFEST_NAME}: files: entries must be objects")
-        files.append(
-            FileEntry(
-                _need(entry, "path", str), _need(entry, "sha256", str), _need(entry, "size", int)
-            )
-        )
+    files = _parse_files(data)
+    listed = {f.path for f in files}
     database = None
     if data.get("database") is not None:
         db = _need(data, "database", dict)
         counts = _need(db, "row_counts", dict)
         last = db.get("last_cdr_at")
+        spool = _parse_spool(db.get("spool"))
+        if spool.file is not None:
+            _listed(spool.file, "database.spool.file", "database", listed)
         database = DatabaseInfo(
             _need(db, "dialect", str),
-            _need(db, "file", str),
+            _listed(db.get("file"), "database.file", "database", listed),
             {str(k): int(v) for k, v in counts.items()},
             _time(last),
-            _parse_spool(db.get("spool")),
+            spool,
         )
     schema = data.get("schema_version")
     return Manifest(
@@ -214,28 +337,41 @@ def parse_manifest(text: str) -> Manifest:
         schema_version=schema if isinstance(schema, int) else None,
         type=kind,
         created_at=float(_need(data, "created_at", (int, float))),
-        files=tuple(files),
+        files=files,
         database=database,
-        config=data.get("config") if isinstance(data.get("config"), dict) else None,
+        config=_parse_config(data.get("config"), listed),
         file_dirs=tuple(str(d) for d in data.get("file_dirs") or ()),
         format=fmt,
     )
 
 
-def read_manifest(root: Path) -> Manifest:
+def read_manifest(root: Path, key: bytes) -> Manifest:
     """
-    Read ``root/manifest.json``.
+    Read ``root/manifest.json`` (a regular file, not a link) and check its
+    signature with ``key``.
 
     Raises:
-        BackupError: missing or unreadable (see L{parse_manifest}).
+        BackupError: missing, unreadable, too large, or refused by
+            L{parse_manifest}.
     """
+    path = root / MANIFEST_NAME
     try:
-        text = (root / MANIFEST_NAME).read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise BackupError(f"{root}: no {MANIFEST_NAME}; not a Warden backup") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BackupError(f"{root / MANIFEST_NAME}: cannot read: {e}") from None
-    return parse_manifest(text)
+    except OSError as e:
+        raise BackupError(f"{path}: cannot read (a symbolic link?): {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BackupError(f"{path}: not a regular file")
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BackupError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BackupError(f"{path}: cannot read: {e}") from None
+    return parse_manifest(text, key)
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -268,10 +404,43 @@ def describe_files(root: Path) -> tuple[FileEntry, ...]:
     return tuple(entries)
 
 
+def regular_file(root: Path, relative: str) -> Path | None:
+    """
+    ``root/relative`` when it is a regular file reached without following a
+    symbolic link (in any component), else None.
+    """
+    path = root / relative
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        if path.resolve(strict=True) != root.resolve(strict=True) / relative:
+            return None
+    except (OSError, RuntimeError):
+        return None
+    return path
+
+
+def irregular_entries(root: Path) -> list[str]:
+    """
+    Everything under ``root`` that is neither a directory nor a regular file
+    (symbolic links, devices, pipes, sockets), relative to ``root``.
+    """
+    found = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs.sort()
+        for name in sorted(subdirs + names):
+            path = Path(directory) / name
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                found.append(path.relative_to(root).as_posix())
+    return found
+
+
 def verify_files(root: Path, manifest: Manifest) -> list[str]:
     """
-    Check every file the manifest lists (size, then SHA-256) and look for files
-    it does not list.
+    Check every file the manifest lists (a regular file, not reached through a
+    symbolic link; size, then SHA-256) and look for files it does not list and
+    for anything that is not a regular file or directory.
 
     Returns:
         One line per problem (empty when the backup is intact), e.g.
@@ -281,9 +450,13 @@ def verify_files(root: Path, manifest: Manifest) -> list[str]:
     listed = set()
     for entry in manifest.files:
         listed.add(entry.path)
-        path = root / entry.path
-        if not path.is_file():
-            problems.append(f"{entry.path}: missing")
+        path = regular_file(root, entry.path)
+        if path is None:
+            exists = os.path.lexists(root / entry.path)
+            problems.append(
+                f"{entry.path}: not a regular file (a symbolic link?)" if exists else
+                f"{entry.path}: missing"
+            )  # fmt: skip
             continue
         sha, size = sha256_file(path)
         if size != entry.size:
@@ -295,8 +468,14 @@ def verify_files(root: Path, manifest: Manifest) -> list[str]:
                 f"{entry.path}: SHA-256 mismatch (expected {entry.sha256[:12]}...,"
                 f" got {sha[:12]}...)"
             )
+    irregular = irregular_entries(root)
+    problems += [
+        f"{relative}: a symbolic link or special file; backups hold regular files only"
+        for relative in irregular
+        if relative not in listed
+    ]
     for path in walk_files(root):
         relative = path.relative_to(root).as_posix()
-        if relative not in listed:
+        if relative not in listed and relative not in irregular:
             problems.append(f"{relative}: not listed in the manifest")
     return problems

@@ -3,11 +3,16 @@ Reading and restoring backups: open (decrypt), verify, and put the database,
 configuration and files back.
 
 L{open_backup} gives the root directory of a backup (unpacking an encrypted
-archive into a scratch directory first); L{check_backup} verifies the manifest,
+archive into a scratch directory first) and the key its manifest must be signed
+with; L{check_backup} verifies the manifest's signature (before anything else),
 every checksum and the schema version; the ``restore_*`` functions write the
 parts to their destinations, refusing to overwrite a live database unless told
 to. A backup from an older Warden is migrated forward as it is restored; one
 from a newer Warden is refused.
+
+Every destination is confined: a file is written only to a path that, once
+resolved, stays under the destination directory, and never through a symbolic
+link.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from warden.ops.drtest.manifest import (
     BackupError,
     Manifest,
     read_manifest,
+    regular_file,
     sha256_file,
     verify_files,
 )
+from warden.ops.drtest.signing import ManifestKeys
 from warden.ops.drtest.spool import check_spool_copy
 from warden.store.migrate import _migrate_sqlite_txn, load_migrations
 
@@ -43,29 +50,31 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith(crypto.SUFFIX)
 
 
-def open_backup(path: Path, key: bytes | None, scratch: Path) -> Path:
+def open_backup(path: Path, keys: ManifestKeys, scratch: Path) -> tuple[Path, bytes]:
     """
-    The root directory of the backup at ``path``.
+    The root directory of the backup at ``path`` (resolved), and the key its
+    manifest must be signed with.
 
-    A directory is used as it is; an encrypted archive is unpacked into
-    ``scratch/backup`` (``key`` required).
+    A directory is used as it is (its manifest key is the signing key); an
+    encrypted archive is unpacked into ``scratch/backup`` (the backup key
+    required; the manifest key is derived from it).
 
     Raises:
-        BackupError: missing, not a backup, no key for an archive, or an
+        BackupError: missing, not a backup, the key it needs not given, or an
             archive that fails authentication.
     """
     if path.is_dir():
-        return path
+        return path.resolve(), keys.for_backup(encrypted=False)
     if not path.exists():
         raise BackupError(f"{path}: no such backup")
     if not is_archive(path):
         raise BackupError(f"{path}: neither a backup directory nor a {crypto.SUFFIX} archive")
-    if key is None:
+    if keys.backup_key is None:
         raise BackupError(f"{path}: the backup is encrypted; give its key file")
     root = scratch / "backup"
     root.mkdir(parents=True)
-    crypto.open_archive(path, key, root)
-    return root
+    crypto.open_archive(path, keys.backup_key, root)
+    return root.resolve(), keys.for_backup(encrypted=True)
 
 
 def schema_problem(manifest: Manifest) -> str | None:
@@ -88,27 +97,24 @@ def _version() -> str:
     return warden.__version__
 
 
-def check_backup(root: Path) -> tuple[Manifest | None, list[str]]:
+def check_backup(root: Path, key: bytes) -> tuple[Manifest | None, list[str]]:
     """
-    Read the manifest and verify every file, the schema version and the CDR
-    spool's pending records (readable, as many as the manifest says).
+    Read the manifest, check its signature with ``key`` and its paths, then
+    verify every file, the schema version and the CDR spool's pending records
+    (readable, as many as the manifest says).
 
     Returns:
         ``(manifest, problems)``; the manifest is None when it cannot be read
-        (the first problem says why).
+        or is not authentic (the only problem says why).
     """
     try:
-        manifest = read_manifest(root)
+        manifest = read_manifest(root, key)
     except BackupError as e:
         return None, [str(e)]
     problems = verify_files(root, manifest)
     problem = schema_problem(manifest)
     if problem is not None:
         problems.append(problem)
-    if manifest.database is not None and manifest.database.file not in {
-        f.path for f in manifest.files
-    }:
-        problems.append(f"{manifest.database.file}: the database dump is not in the manifest")
     problems += [p for p in check_spool_copy(root, manifest) if p not in problems]
     return manifest, problems
 
@@ -179,7 +185,7 @@ def restore_database(root: Path, manifest: Manifest, target: Target, force: bool
             f" into {target.describe()}"
         )
     refuse_live(target, force)
-    dump = root / manifest.database.file
+    dump = _source(root, manifest.database.file)
     if isinstance(target, PostgresTarget):
         from warden.ops.drtest import postgres
 
@@ -200,26 +206,58 @@ def restore_database(root: Path, manifest: Manifest, target: Target, force: bool
     return applied
 
 
+def _source(root: Path, relative: str) -> Path:
+    """A file of the backup, refused unless it is a regular file inside it."""
+    path = regular_file(root, relative)
+    if path is None:
+        raise BackupError(f"{relative}: not a regular file inside the backup")
+    return path
+
+
+def confined(destination: Path, relative: str | Path) -> Path:
+    """
+    ``destination/relative`` when that path, resolved, stays under the
+    resolved ``destination`` and is not itself a symbolic link.
+
+    Raises:
+        BackupError: it would leave the destination.
+    """
+    base = destination.resolve()
+    path = base / relative
+    if path.is_symlink() or not path.resolve().is_relative_to(base) or path == base:
+        raise BackupError(f"{path}: outside {base} (or a symbolic link); refusing to write it")
+    return path
+
+
+def _copy_in(source: Path, target: Path, destination: Path) -> None:
+    """Copy ``source`` to ``target`` (confined to ``destination``), directories made."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    confined(destination, target.relative_to(destination.resolve()))
+    shutil.copy2(source, target)
+
+
 def restore_files(root: Path, manifest: Manifest, data_dir: Path, force: bool) -> int:
     """
     Copy the backed-up file directories (voicemail, recordings) into
     ``data_dir``; returns the number of files written.
 
     Raises:
-        BackupError: a file exists with other content and ``force`` is not set.
+        BackupError: a file exists with other content and ``force`` is not set,
+            or a destination would leave ``data_dir``.
     """
     entries = [f for f in manifest.files if f.path.startswith("files/")]
+    targets = [
+        (_source(root, e.path), confined(data_dir, e.path.removeprefix("files/")), e)
+        for e in entries
+    ]
     if not force:
-        for entry in entries:
-            existing = data_dir / entry.path.removeprefix("files/")
+        for _, existing, entry in targets:
             if existing.exists() and sha256_file(existing)[0] != entry.sha256:
                 raise BackupError(
                     f"{existing} exists with other content; pass --force to overwrite it"
                 )
-    for entry in entries:
-        destination = data_dir / entry.path.removeprefix("files/")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / entry.path, destination)
+    for source, destination, _ in targets:
+        _copy_in(source, destination, data_dir)
     return len(entries)
 
 
@@ -227,24 +265,27 @@ def restore_config(root: Path, manifest: Manifest, destination: Path) -> list[Pa
     """
     Copy the backed-up configuration file and the files it names into
     ``destination`` (the referenced files under their original relative names
-    when those are relative). Returns the files written.
+    when those are relative and stay inside ``destination``, else under
+    ``files/``). Returns the files written.
+
+    Raises:
+        BackupError: a file of the backup is not a regular file inside it.
     """
     config = manifest.config or {}
     written: list[Path] = []
     if not config.get("file"):
         return written
     destination.mkdir(parents=True, exist_ok=True)
-    main = root / str(config["file"])
-    shutil.copy2(main, destination / main.name)
-    written.append(destination / main.name)
+    main = _source(root, str(config["file"]))
+    target = confined(destination, main.name)
+    _copy_in(main, target, destination)
+    written.append(target)
     for stored, original in dict(config.get("referenced") or {}).items():
+        source = _source(root, stored)
         relative = Path(str(original))
-        target = (
-            destination / "files" / Path(stored).name
-            if relative.is_absolute() or ".." in relative.parts
-            else destination / relative
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / stored, target)
+        if relative.is_absolute() or ".." in relative.parts or not relative.name:
+            relative = Path("files") / source.name
+        target = confined(destination, relative)
+        _copy_in(source, target, destination)
         written.append(target)
     return written

@@ -30,9 +30,9 @@ from warden.ops.drtest.backup import (
     lower_priority,
     prune_backups,
     restore_priority,
+    sources_from_config,
 )
 from warden.ops.drtest.crypto import load_key
-from warden.ops.drtest.database import live_target
 
 ThreadRunner = Callable[..., Deferred[Any]]
 _DAY = 86400.0
@@ -155,10 +155,7 @@ def backup_service(
     section = config.backup
     if section.interval <= 0:
         return None
-    sources = BackupSources(
-        live_target(config), config_path, config.server.data_dir, section.file_dirs,
-        section.include_keys,
-    )  # fmt: skip
+    sources = sources_from_config(config, config_path)
     directory = Path(section.directory or Path(config.server.data_dir) / "backups")
 
     # A thread of its own, run at low CPU priority: the reactor's pool keeps

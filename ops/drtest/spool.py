@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from warden.ops.drtest.manifest import BackupError, Manifest, SpoolInfo
+from warden.ops.drtest.manifest import BackupError, Manifest, SpoolInfo, regular_file
 from warden.store.model import CallRecord
 from warden.store.spool import decode_line, default_spool_path
 
@@ -112,10 +112,11 @@ def check_spool_copy(root: Path, manifest: Manifest) -> list[str]:
         )
     if spool.file not in {f.path for f in manifest.files}:
         return [f"{spool.file}: the CDR spool copy is not in the manifest"]
-    if not (root / spool.file).is_file():
-        return []  # verify_files names it as missing
+    copy = regular_file(root, spool.file)
+    if copy is None:
+        return []  # verify_files names it as missing or not a regular file
     try:
-        records, problems = read_spool_copy(root / spool.file)
+        records, problems = read_spool_copy(copy)
     except OSError as e:
         return [f"{spool.file}: cannot read: {e}"]
     problems = [f"{spool.file}: {problem}" for problem in problems]
@@ -138,7 +139,10 @@ def restore_spool(root: Path, manifest: Manifest, data_dir: Path) -> int:
     """
     if manifest.database is None or manifest.database.spool.file is None:
         return 0
-    data = (root / manifest.database.spool.file).read_bytes()
+    copy = regular_file(root, manifest.database.spool.file)
+    if copy is None:
+        raise BackupError(f"{manifest.database.spool.file}: not a regular file inside the backup")
+    data = copy.read_bytes()
     path = Path(default_spool_path(str(data_dir)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,8 @@ from twisted.python import usage
 
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError
-from warden.ops.drtest.backup import BackupSources
+from warden.ops.drtest.backup import sources_from_config
 from warden.ops.drtest.crypto import load_key
-from warden.ops.drtest.database import live_target
 from warden.ops.drtest.drill import TEST_TYPES, Drill, DrillSettings
 from warden.ops.drtest.manifest import BackupError
 
@@ -45,16 +44,9 @@ def _seconds(name: str) -> Any:
     return parse
 
 
-def backup_settings(config: WardenConfig) -> tuple[str, tuple[str, ...], bool, str]:
-    """``(directory, file_dirs, include_keys, key_file)`` from ``[backup]`` (or defaults)."""
-    section = config.backup
-    directory = os.path.join(config.server.data_dir, "backups")
-    return (
-        section.directory or directory,
-        tuple(section.file_dirs),
-        section.include_keys,
-        section.key_file,
-    )
+def backup_directory(config: WardenConfig) -> str:
+    """Where the backups are: ``[backup] directory``, else ``<data_dir>/backups``."""
+    return config.backup.directory or os.path.join(config.server.data_dir, "backups")
 
 
 class Options(usage.Options):
@@ -72,6 +64,13 @@ class Options(usage.Options):
         ["config", "c", None, "Configuration of the PBX under test (as for twistd warden)."],
         ["data-dir", "d", None, "Its data directory. Default: ./var"],
         ["key-file", "k", None, "Key of encrypted backups. Default: [backup] key_file."],
+        [
+            "signing-key",
+            None,
+            None,
+            "Key unencrypted backups' manifests are signed with."
+            " Default: [backup] signing_key_file, else <data-dir>/backup-signing.key.",
+        ],
         ["target-rto", None, 900.0, "Recovery time objective, seconds.", _seconds("target-rto")],
         ["target-rpo", None, 300.0, "Recovery point objective, seconds.", _seconds("target-rpo")],
         ["save-report", None, None, "Write the JSON report to this file."],
@@ -102,8 +101,7 @@ class Options(usage.Options):
             config = load_effective_config(self["config"], data_dir=self["data-dir"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
-        directory, file_dirs, include_keys, key_file = backup_settings(config)
-        key_file = self["key-file"] or key_file
+        key_file = self["key-file"] or config.backup.key_file
         try:
             key = load_key(key_file) if key_file else None
         except BackupError as e:
@@ -111,14 +109,8 @@ class Options(usage.Options):
         self.settings = DrillSettings(
             test_type=self["test-type"],
             backup=self["backup"],
-            backup_dir=Path(self["backup-dir"] or directory),
-            sources=BackupSources(
-                live_target(config),
-                self["config"],
-                config.server.data_dir,
-                file_dirs,
-                include_keys,
-            ),  # fmt: skip
+            backup_dir=Path(self["backup-dir"] or backup_directory(config)),
+            sources=sources_from_config(config, self["config"]),
             create_backup=bool(self["create-backup"]),
             dry_run=bool(self["dry-run"]),
             target_rto=self["target-rto"],
@@ -127,6 +119,7 @@ class Options(usage.Options):
             keep_scratch=bool(self["keep-scratch"]),
             key=key,
             scratch_root=self["scratch-dir"],
+            signing_key_file=self["signing-key"] or config.backup.signing_key_file,
         )
 
 

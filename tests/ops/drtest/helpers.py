@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from warden.ops.drtest.backup import BackupSources
 from warden.ops.drtest.database import SQLiteTarget
-from warden.ops.drtest.restore import migrate_sqlite_file
+from warden.ops.drtest.manifest import MANIFEST_NAME, SIGNATURE, Manifest, read_manifest, sign
+from warden.ops.drtest.restore import check_backup, migrate_sqlite_file
+from warden.ops.drtest.signing import (
+    SIGNING_KEY_NAME,
+    ManifestKeys,
+    load_signing_key,
+    signing_key_path,
+)
 from warden.store.credentials import make_extension
 
 REALM = "drill.test"
@@ -68,3 +77,38 @@ def make_installation(root: Path, voicemails: int = 3) -> BackupSources:
         "[calls]\nring_timeout = 30\n"
     )
     return BackupSources(SQLiteTarget(str(data / "warden.db")), str(config), str(data))
+
+
+def keys_of(sources: BackupSources, backup_key: bytes | None = None) -> ManifestKeys:
+    """The keys that authenticate the manifests of ``sources``' backups."""
+    return ManifestKeys(backup_key, signing_key_path(sources.signing_key_file, sources.data_dir))
+
+
+def signing_key(data_dir: Path) -> bytes:
+    """The signing key the backups of the data directory ``data_dir`` were made with."""
+    return load_signing_key(data_dir / SIGNING_KEY_NAME)
+
+
+def manifest_of(path: Path, sources: BackupSources) -> Manifest:
+    """The verified manifest of the plain backup directory ``path``."""
+    return read_manifest(path, keys_of(sources).for_backup(encrypted=False))
+
+
+def check(path: Path, sources: BackupSources) -> tuple[Manifest | None, list[str]]:
+    """L{check_backup} of the plain backup directory ``path``."""
+    return check_backup(path, keys_of(sources).for_backup(encrypted=False))
+
+
+def rewrite_manifest(path: Path, data: dict[str, Any], key: bytes | None) -> None:
+    """Write ``data`` as the manifest of ``path``, signed with ``key`` (None: unsigned)."""
+    data = {k: v for k, v in data.items() if k != SIGNATURE}
+    if key is not None:
+        data[SIGNATURE] = sign(data, key)
+    (path / MANIFEST_NAME).write_text(json.dumps(data), encoding="utf-8")
+
+
+def edit_manifest(path: Path, sources: BackupSources, **changes: Any) -> None:
+    """Change fields of the plain backup ``path``'s manifest and sign it again."""
+    data = json.loads((path / MANIFEST_NAME).read_text())
+    data.update(changes)
+    rewrite_manifest(path, data, keys_of(sources).for_backup(encrypted=False))

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.ops.drtest.helpers import REALM, make_database, make_installation
+from tests.ops.drtest.helpers import (
+    REALM,
+    check,
+    edit_manifest,
+    keys_of,
+    make_database,
+    make_installation,
+    manifest_of,
+)
 from warden.ops.drtest import crypto, restore
 from warden.ops.drtest.backup import (
     create_backup,
@@ -23,7 +31,8 @@ from warden.ops.drtest.database import (
     newest_schema_version,
     sqlite_schema_version,
 )
-from warden.ops.drtest.manifest import BackupError, read_manifest
+from warden.ops.drtest.manifest import BackupError, Manifest, read_manifest
+from warden.ops.drtest.signing import ManifestKeys
 
 NOW = 1_764_100_000.0
 
@@ -41,6 +50,12 @@ class BackupTestCase(SynchronousTestCase):
     def backup(self, kind: str = "full", now: float = NOW, key: bytes | None = None) -> Path:
         return create_backup(self.sources, kind, self.backups, now, key)
 
+    def manifest(self, path: Path) -> Manifest:
+        return manifest_of(path, self.sources)
+
+    def keys(self, backup_key: bytes | None = None) -> ManifestKeys:
+        return keys_of(self.sources, backup_key)
+
 
 class CreateBackupTests(BackupTestCase):
     """What a backup holds and how it is published."""
@@ -49,7 +64,7 @@ class CreateBackupTests(BackupTestCase):
         """The manifest has the version, schema, time, row counts, last CDR and every file."""
         path = self.backup()
         self.assertEqual(path.name, "warden-20251125T194640Z-full")
-        manifest = read_manifest(path)
+        manifest = self.manifest(path)
         self.assertEqual(manifest.type, "full")
         self.assertEqual(manifest.schema_version, newest_schema_version())
         self.assertEqual(manifest.created_at, NOW)
@@ -70,11 +85,11 @@ class CreateBackupTests(BackupTestCase):
         path = self.backup("database")
         inspect_sqlite(path / "database" / "warden.db")
         self.assertEqual(sorted(os.listdir(path / "database")), ["warden.db"])
-        self.assertEqual(restore.check_backup(path)[1], [])
+        self.assertEqual(check(path, self.sources)[1], [])
 
     def test_secrets_excluded_unless_encrypted(self) -> None:
         """A password file named by the configuration is left out of a plain backup."""
-        manifest = read_manifest(self.backup("config"))
+        manifest = self.manifest(self.backup("config"))
         assert manifest.config is not None
         self.assertEqual(manifest.config["excluded_keys"], ["store.pass"])
         self.assertEqual(manifest.config["referenced"], {})
@@ -84,8 +99,8 @@ class CreateBackupTests(BackupTestCase):
         """Encrypted backups hold the password file, never the backup key itself."""
         key = bytes(range(32))
         archive = self.backup("config", key=key)
-        root = restore.open_backup(archive, key, Path(self.mktemp()))
-        manifest = read_manifest(root)
+        root, manifest_key = restore.open_backup(archive, self.keys(key), Path(self.mktemp()))
+        manifest = read_manifest(root, manifest_key)
         assert manifest.config is not None
         self.assertEqual(list(manifest.config["referenced"].values()), ["store.pass"])
         self.assertEqual(manifest.config["excluded_keys"], [])
@@ -94,10 +109,10 @@ class CreateBackupTests(BackupTestCase):
 
     def test_types(self) -> None:
         """config and files backups hold only their part."""
-        config = read_manifest(self.backup("config"))
+        config = self.manifest(self.backup("config"))
         self.assertIsNone(config.database)
         self.assertTrue(all(f.path.startswith("config/") for f in config.files))
-        files = read_manifest(self.backup("files", now=NOW + 1))
+        files = self.manifest(self.backup("files", now=NOW + 1))
         self.assertEqual(files.file_dirs, ("voicemail",))
         self.assertTrue(all(f.path.startswith("files/") for f in files.files))
 
@@ -111,7 +126,9 @@ class CreateBackupTests(BackupTestCase):
         """Two backups in one second get distinct names; latest is the second."""
         first, second = self.backup(), self.backup()
         self.assertNotEqual(first, second)
-        self.assertEqual(latest_backup(self.backups), second)
+        self.assertEqual(
+            latest_backup(self.backups, self.keys(getattr(self, "key", None))), second
+        )
 
     def test_retention(self) -> None:
         """prune_backups keeps the newest N and deletes those too old, never the newest."""
@@ -127,7 +144,7 @@ class VerifyTests(BackupTestCase):
     """Damaged backups are detected and the problem is named."""
 
     def check(self, path: Path) -> list[str]:
-        return restore.check_backup(path)[1]
+        return check(path, self.sources)[1]
 
     def test_flipped_byte(self) -> None:
         """One flipped byte in a voicemail file: a SHA-256 mismatch naming the file."""
@@ -158,10 +175,7 @@ class VerifyTests(BackupTestCase):
     def test_newer_schema(self) -> None:
         """A manifest from a newer Warden's schema is refused with a clear message."""
         path = self.backup()
-        manifest = path / "manifest.json"
-        data = json.loads(manifest.read_text())
-        data["schema_version"] = 9999
-        manifest.write_text(json.dumps(data))
+        edit_manifest(path, self.sources, schema_version=9999)
         [problem] = self.check(path)
         self.assertIn("schema version 9999, newer than this Warden", problem)
 
@@ -178,7 +192,7 @@ class VerifyTests(BackupTestCase):
         """A directory without a manifest is not a backup."""
         empty = Path(self.mktemp())
         empty.mkdir()
-        self.assertIn("no manifest.json", self.check(empty)[0])
+        self.assertIn("no manifest.json", restore.check_backup(empty, bytes(32))[1][0])
 
 
 class CryptoTests(BackupTestCase):
@@ -190,18 +204,20 @@ class CryptoTests(BackupTestCase):
         """An encrypted backup opens with its key and verifies."""
         archive = self.backup(key=self.key)
         self.assertTrue(archive.name.endswith(".tar.aesgcm"))
-        self.assertEqual(latest_backup(self.backups), archive)
-        root = restore.open_backup(archive, self.key, Path(self.mktemp()))
-        self.assertEqual(self.check_ok(root), [])
+        self.assertEqual(
+            latest_backup(self.backups, self.keys(getattr(self, "key", None))), archive
+        )
+        self.assertEqual(self.check_ok(archive), [])
 
-    def check_ok(self, root: Path) -> list[str]:
-        return restore.check_backup(root)[1]
+    def check_ok(self, archive: Path) -> list[str]:
+        root, manifest_key = restore.open_backup(archive, self.keys(self.key), Path(self.mktemp()))
+        return restore.check_backup(root, manifest_key)[1]
 
     def test_wrong_key(self) -> None:
         """Another key fails authentication."""
         archive = self.backup(key=self.key)
         e = self.assertRaises(
-            BackupError, restore.open_backup, archive, bytes(32), Path(self.mktemp())
+            BackupError, restore.open_backup, archive, self.keys(bytes(32)), Path(self.mktemp())
         )
         self.assertIn("fails authentication", str(e))
 
@@ -212,7 +228,7 @@ class CryptoTests(BackupTestCase):
         data[100] ^= 0x80
         archive.write_bytes(bytes(data))
         e = self.assertRaises(
-            BackupError, restore.open_backup, archive, self.key, Path(self.mktemp())
+            BackupError, restore.open_backup, archive, self.keys(self.key), Path(self.mktemp())
         )
         self.assertIn("fails authentication", str(e))
 
@@ -222,14 +238,16 @@ class CryptoTests(BackupTestCase):
         data = archive.read_bytes()
         archive.write_bytes(data[: len(data) - 20])
         e = self.assertRaises(
-            BackupError, restore.open_backup, archive, self.key, Path(self.mktemp())
+            BackupError, restore.open_backup, archive, self.keys(self.key), Path(self.mktemp())
         )
         self.assertIn("truncated", str(e))
 
     def test_no_key(self) -> None:
         """An encrypted backup without a key is refused with a clear message."""
         archive = self.backup(key=self.key)
-        e = self.assertRaises(BackupError, restore.open_backup, archive, None, Path(self.mktemp()))
+        e = self.assertRaises(
+            BackupError, restore.open_backup, archive, self.keys(), Path(self.mktemp())
+        )
         self.assertIn("encrypted; give its key file", str(e))
 
     def test_key_files(self) -> None:
@@ -248,8 +266,8 @@ class CryptoTests(BackupTestCase):
         big.parent.mkdir()
         big.write_bytes(os.urandom(crypto.RECORD_BYTES * 2 + 17))
         archive = self.backup("files", key=self.key)
-        root = restore.open_backup(archive, self.key, Path(self.mktemp()))
-        self.assertEqual(self.check_ok(root), [])
+        self.assertEqual(self.check_ok(archive), [])
+        root, _ = restore.open_backup(archive, self.keys(self.key), Path(self.mktemp()))
         self.assertEqual((root / "files/recordings/big.raw").read_bytes(), big.read_bytes())
 
 
@@ -259,7 +277,7 @@ class RestoreTests(BackupTestCase):
     def test_restore_into_empty(self) -> None:
         """Database, files and configuration come back, equal to the manifest."""
         path = self.backup()
-        manifest, problems = restore.check_backup(path)
+        manifest, problems = check(path, self.sources)
         assert manifest is not None and manifest.database is not None
         target = Path(self.mktemp()) / "restored.db"
         applied = restore.restore_database(path, manifest, SQLiteTarget(str(target)), False)
@@ -274,7 +292,7 @@ class RestoreTests(BackupTestCase):
     def test_refuses_live_database(self) -> None:
         """A database that holds data is not overwritten without force."""
         path = self.backup()
-        manifest, _ = restore.check_backup(path)
+        manifest, _ = check(path, self.sources)
         assert manifest is not None
         live = self.sources.database
         before = Path(live.path).read_bytes()  # type: ignore[union-attr]
@@ -286,7 +304,7 @@ class RestoreTests(BackupTestCase):
     def test_refuses_differing_files(self) -> None:
         """A voicemail file with other content is not overwritten without force."""
         path = self.backup()
-        manifest, _ = restore.check_backup(path)
+        manifest, _ = check(path, self.sources)
         assert manifest is not None
         wav = Path(self.sources.data_dir) / "voicemail/100/msg0001.wav"
         wav.write_bytes(b"changed")
@@ -322,7 +340,7 @@ class RestoreTests(BackupTestCase):
         sources = make_installation(Path(self.mktemp()))
         sources = type(sources)(SQLiteTarget(str(old)), None, sources.data_dir)
         path = create_backup(sources, "database", self.backups, NOW)
-        manifest, problems = restore.check_backup(path)
+        manifest, problems = check(path, sources)
         self.assertEqual(problems, [])
         assert manifest is not None
         self.assertEqual(manifest.schema_version, 1)

@@ -33,7 +33,7 @@ from tests.integration.harness import (
     wardenctl,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
-from tests.ops.drtest.helpers import make_installation
+from tests.ops.drtest.helpers import make_installation, rewrite_manifest, signing_key
 from warden.ops.drtest.backup import create_backup, list_backups
 from warden.ops.drtest.manifest import read_manifest
 
@@ -135,7 +135,7 @@ async def traffic_backup_drill(
     case.assertEqual(read_sipp_stats(reg_dir).failed, 0)
 
     [(_, path)] = list_backups(warden.workdir / "backups")
-    manifest = read_manifest(path)
+    manifest = read_manifest(path, signing_key(warden.data_dir))
     assert manifest.database is not None
     case.assertEqual(manifest.database.row_counts["extensions"], 20)
     result, report = await drtest(
@@ -224,7 +224,7 @@ class DrillOnSQLiteTests(IntegrationTestCase):
         def newer(path: Path) -> None:
             data = json.loads((path / "manifest.json").read_text())
             data["schema_version"] = 9999
-            (path / "manifest.json").write_text(json.dumps(data))
+            rewrite_manifest(path, data, signing_key(path.parent.parent / "data"))
 
         await self.corrupted(newer, "schema version 9999, newer than this Warden")
 
@@ -282,7 +282,7 @@ class DrillOnSQLiteTests(IntegrationTestCase):
         kept = list_backups(backups)
         self.assertEqual(len(kept), 2)
         self.assertEqual([p for p in os.listdir(backups) if p.startswith(".")], [])
-        manifest = read_manifest(kept[-1][1])
+        manifest = read_manifest(kept[-1][1], signing_key(warden.data_dir))
         assert manifest.database is not None
         self.assertEqual(manifest.database.row_counts["extensions"], 2)
 
@@ -318,7 +318,7 @@ class DrillOnPostgreSQLTests(IntegrationTestCase):
         made = await wardenctl(warden.config_path, "backup")
         self.assertEqual(made.code, 0, made.stderr)
         path = Path(made.stdout.split()[1])
-        manifest = read_manifest(path)
+        manifest = read_manifest(path, signing_key(warden.data_dir))
         assert manifest.database is not None
         self.assertEqual(manifest.database.dialect, "postgresql")
         self.assertEqual(manifest.database.row_counts["extensions"], 3)

@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.harness import IntegrationTestCase
-from tests.ops.drtest.helpers import make_installation
+from tests.ops.drtest.helpers import make_installation, manifest_of
 from tests.ops.drtest.test_drill import drtest
 from tests.store.conformance import call_record
 from warden.ops.drtest.backup import create_backup
-from warden.ops.drtest.manifest import read_manifest
 from warden.ops.drtest.spool import SPOOL_COPY
 from warden.store.spool import default_spool_path, encode_record
 
@@ -33,7 +32,7 @@ class DrillWithSpoolTests(IntegrationTestCase):
             + encode_record(call_record("pending-2", 1510.0))
         )
         path = create_backup(sources, "full", root / "backups", NOW)
-        manifest = read_manifest(path)
+        manifest = manifest_of(path, sources)
         assert manifest.database is not None
         self.assertEqual(manifest.database.spool.records, 2)
         assert sources.config_path is not None

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.ops.drtest.helpers import manifest_of
 from tests.store.conformance import call_record
 from warden.ops.drtest import postgres
 from warden.ops.drtest.backup import BackupSources, create_backup, idle_scheduling
 from warden.ops.drtest.database import PostgresTarget
-from warden.ops.drtest.manifest import read_manifest
 from warden.ops.drtest.priority import (
     BACKUP_NICENESS,
     ServerPriority,
@@ -177,7 +177,7 @@ class PostgreSQLBackupTests(SynchronousTestCase):
         )
         sources = BackupSources(PostgresTarget(self.url), None, str(data_dir))
         path = create_backup(sources, "database", data_dir / "backups", 1_764_100_000.0)
-        manifest = read_manifest(path)
+        manifest = manifest_of(path, sources)
         assert manifest.database is not None
         self.assertEqual(manifest.database.row_counts["call_records"], 1)
         self.assertEqual(manifest.database.spool.records, 1)

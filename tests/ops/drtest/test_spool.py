@@ -16,14 +16,20 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.ops.drtest.helpers import make_installation
+from tests.ops.drtest.helpers import (
+    check,
+    keys_of,
+    make_installation,
+    manifest_of,
+    rewrite_manifest,
+)
 from tests.store.conformance import call_record
 from warden.config import parse_config_text
 from warden.errors import StoreError
 from warden.ops.drtest import restore
 from warden.ops.drtest.backup import BackupSources, create_backup
 from warden.ops.drtest.database import SQLiteTarget, inspect_sqlite
-from warden.ops.drtest.manifest import SpoolInfo, read_manifest
+from warden.ops.drtest.manifest import SpoolInfo
 from warden.ops.drtest.spool import SPOOL_COPY, read_spool, restore_spool
 from warden.store.cdr import SQLiteCallRecordStore
 from warden.store.model import CallRecord
@@ -64,6 +70,10 @@ class SpoolBackupTestCase(SynchronousTestCase):
     def backup(self, kind: str = "database") -> Path:
         return create_backup(self.sources, kind, self.backups, NOW)
 
+    @property
+    def manifest_key(self) -> bytes:
+        return keys_of(self.sources).for_backup(encrypted=False)
+
     def spool_pending(self, *records: CallRecord) -> None:
         spool = pending_in_spool(self.sources, *records)
         self.addCleanup(spool.close)
@@ -80,7 +90,7 @@ class SpoolInBackupTests(SpoolBackupTestCase):
         """
         self.spool_pending(call_record("pending-1", 1500.0), call_record("pending-2", 1400.0))
         path = self.backup()
-        manifest = read_manifest(path)
+        manifest = manifest_of(path, self.sources)
         assert manifest.database is not None
         self.assertEqual(manifest.database.spool, SpoolInfo(SPOOL_COPY, 2, 1565.0))
         self.assertEqual(manifest.database.row_counts["call_records"], 5)
@@ -88,23 +98,25 @@ class SpoolInBackupTests(SpoolBackupTestCase):
         self.assertEqual(manifest.newest_data_at, 1565.0)
         self.assertIn(SPOOL_COPY, {f.path for f in manifest.files})
         self.assertEqual((path / SPOOL_COPY).read_bytes(), self.spool_path.read_bytes())
-        self.assertEqual(restore.check_backup(path)[1], [])
+        self.assertEqual(check(path, self.sources)[1], [])
         raw = json.loads((path / "manifest.json").read_text())
         self.assertEqual(raw["database"]["spool"]["records"], 2)
 
     def test_full_backup_takes_spool_files_backup_does_not(self) -> None:
         """A full backup holds the spool's records; a files backup has no database part."""
         self.spool_pending(call_record("pending-1", 1500.0))
-        full = read_manifest(self.backup("full"))
+        full = manifest_of(self.backup("full"), self.sources)
         assert full.database is not None
         self.assertEqual(full.database.spool.records, 1)
-        files = read_manifest(create_backup(self.sources, "files", self.backups, NOW + 1))
+        files = manifest_of(
+            create_backup(self.sources, "files", self.backups, NOW + 1), self.sources
+        )
         self.assertIsNone(files.database)
         self.assertNotIn(SPOOL_COPY, {f.path for f in files.files})
 
     def test_nothing_pending(self) -> None:
         """Without a spool (or an empty one) the manifest counts 0 and there is no copy."""
-        manifest = read_manifest(self.backup())
+        manifest = manifest_of(self.backup(), self.sources)
         assert manifest.database is not None
         self.assertEqual(manifest.database.spool, SpoolInfo(None, 0, None))
         self.assertEqual(manifest.database.last_cdr_at, 1000.0)
@@ -127,7 +139,7 @@ class SpoolInBackupTests(SpoolBackupTestCase):
                          ["call-0", "pending-1"])  # fmt: skip
         path = self.backup()
         self.assertEqual((path / SPOOL_COPY).read_bytes(), encode_record(pending))
-        manifest = read_manifest(path)
+        manifest = manifest_of(path, self.sources)
         assert manifest.database is not None
         self.assertEqual(manifest.database.spool.records, 1)
 
@@ -136,8 +148,8 @@ class SpoolInBackupTests(SpoolBackupTestCase):
         path = self.backup()
         data = json.loads((path / "manifest.json").read_text())
         del data["database"]["spool"]
-        (path / "manifest.json").write_text(json.dumps(data))
-        manifest, problems = restore.check_backup(path)
+        rewrite_manifest(path, data, self.manifest_key)
+        manifest, problems = check(path, self.sources)
         self.assertEqual(problems, [])
         assert manifest is not None and manifest.database is not None
         self.assertEqual(manifest.database.spool, SpoolInfo())
@@ -158,7 +170,7 @@ class SpoolVerifyTests(SpoolBackupTestCase):
         data = bytearray(self.copy.read_bytes())
         data[0] ^= 0x01  # "{" becomes "z"
         self.copy.write_bytes(bytes(data))
-        problems = restore.check_backup(self.path)[1]
+        problems = check(self.path, self.sources)[1]
         self.assertIn(f"{SPOOL_COPY}: SHA-256 mismatch", problems[0])
         self.assertIn(f"{SPOOL_COPY}: line 1 is not a call record", problems[1])
 
@@ -171,16 +183,16 @@ class SpoolVerifyTests(SpoolBackupTestCase):
         for entry in data["files"]:
             if entry["path"] == SPOOL_COPY:
                 entry["sha256"], entry["size"] = sha256_file(self.copy)
-        (self.path / "manifest.json").write_text(json.dumps(data))
+        rewrite_manifest(self.path, data, self.manifest_key)
         self.assertEqual(
-            restore.check_backup(self.path)[1],
+            check(self.path, self.sources)[1],
             [f"{SPOOL_COPY}: 1 readable call records, the manifest says 2"],
         )
 
     def test_missing(self) -> None:
         """A deleted copy is named as missing."""
         self.copy.unlink()
-        self.assertEqual(restore.check_backup(self.path)[1], [f"{SPOOL_COPY}: missing"])
+        self.assertEqual(check(self.path, self.sources)[1], [f"{SPOOL_COPY}: missing"])
 
     def test_wardenctl_refuses(self) -> None:
         """wardenctl restore of a backup with a damaged spool copy exits 1 and names it."""
@@ -210,7 +222,7 @@ class SpoolRestoreTests(SpoolBackupTestCase):
         self.record = call_record("pending-1", 1500.0)
         self.spool_pending(self.record)
         self.path = self.backup()
-        manifest, _ = restore.check_backup(self.path)
+        manifest, _ = check(self.path, self.sources)
         assert manifest is not None
         self.manifest = manifest
 
@@ -269,7 +281,7 @@ class SpoolReplayTests(TestCase):
         spool = pending_in_spool(sources, record, call_record("call-1", 900.0))
         spool.close()
         path = create_backup(sources, "database", root / "backups", NOW)
-        manifest, problems = restore.check_backup(path)
+        manifest, problems = check(path, sources)
         self.assertEqual(problems, [])
         assert manifest is not None and manifest.database is not None
         self.assertEqual(manifest.database.spool.records, 1)  # call-1 is in the database
