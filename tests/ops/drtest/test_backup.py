@@ -122,6 +122,43 @@ class CreateBackupTests(BackupTestCase):
         self.assertRaises(BackupError, self.backup)
         self.assertEqual(os.listdir(self.backups), [])
 
+    def test_link_in_file_directory_refused(self) -> None:
+        """
+        A symbolic link inside a voicemail directory (to a file outside it) is not
+        followed into the backup: the backup fails naming it and publishes nothing.
+        """
+        secret = self.root / "secret.txt"
+        secret.write_text("not for the backup")
+        link = Path(self.sources.data_dir) / "voicemail" / "100" / "msg0002.wav"
+        link.symlink_to(secret)
+        e = self.assertRaises(BackupError, self.backup, "files")
+        self.assertIn(f"{link}: a symbolic link; backups copy regular files only", str(e))
+        self.assertEqual(os.listdir(self.backups), [])
+
+    def test_linked_directory_in_file_directory_refused(self) -> None:
+        """A link to a directory inside a voicemail directory is refused, not copied through."""
+        outside = self.root / "outside"
+        outside.mkdir()
+        (outside / "x.wav").write_bytes(b"x")
+        (Path(self.sources.data_dir) / "voicemail" / "elsewhere").symlink_to(outside)
+        e = self.assertRaises(BackupError, self.backup, "full")
+        self.assertIn("elsewhere: a symbolic link", str(e))
+        self.assertEqual(os.listdir(self.backups), [])
+
+    def test_special_file_in_file_directory_refused(self) -> None:
+        """A named pipe in a voicemail directory fails the backup instead of blocking it."""
+        os.mkfifo(Path(self.sources.data_dir) / "voicemail" / "100" / "pipe")
+        e = self.assertRaises(BackupError, self.backup, "files")
+        self.assertIn("pipe: a special file", str(e))
+
+    def test_configured_directory_may_be_a_link(self) -> None:
+        """The configured voicemail directory itself may be a link (another disk)."""
+        data = Path(self.sources.data_dir)
+        (data / "voicemail").rename(self.root / "disk")
+        (data / "voicemail").symlink_to(self.root / "disk")
+        manifest = self.manifest(self.backup("files"))
+        self.assertIn("files/voicemail/100/msg0001.wav", {f.path for f in manifest.files})
+
     def test_same_second_gets_new_name(self) -> None:
         """Two backups in one second get distinct names; latest is the second."""
         first, second = self.backup(), self.backup()
