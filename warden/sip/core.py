@@ -32,8 +32,8 @@ from warden.sip.message import Message, Request, Response, make_response, new_ta
 SERVER_HEADER = "Warden"
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 _RFC1123_GMT = re.compile(
-    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-    r" \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT\Z"
 )
 # Headers every request needs, in the order their absence is reported.
 _REQUIRED = ("To", "From", "Call-ID", "CSeq", "Via")

@@ -13,6 +13,7 @@ import re
 
 import attrs
 
+from warden.digits import is_digits
 from warden.errors import SipParseError
 from warden.sip.uri import URI, is_valid_host, parse_uri, split_host_port
 
@@ -278,7 +279,7 @@ _PLAIN_VIA_RE = re.compile(
 # Any SIP version is read, so that a request of another version can still be
 # answered with 505 (RFC 4475 §3.1.2.16); the request line decides the version.
 _VIA_RE = re.compile(
-    r"SIP\s*/\s*\d+\.\d+\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(.*)\Z", re.S
+    r"SIP\s*/\s*[0-9]+\.[0-9]+\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(.*)\Z", re.S
 )
 
 
@@ -313,7 +314,7 @@ def _check_received(value: str) -> None:
     from warden.sip.uri import is_ipv6
 
     bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
-    if not (is_ipv6(bare) or (is_valid_host(value) and value[:1].isdigit())):
+    if not (is_ipv6(bare) or (is_valid_host(value) and is_digits(value[:1]))):
         raise SipParseError(f"bad received parameter {value!r}")
 
 
@@ -423,7 +424,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
-_CSEQ_RE = re.compile(r"\s*(\d{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*\Z")
+_CSEQ_RE = re.compile(r"\s*([0-9]{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*\Z")
 
 
 def parse_cseq(value: str) -> CSeq:

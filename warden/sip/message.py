@@ -17,6 +17,7 @@ import os
 from collections.abc import Collection, Iterable
 from typing import Any, SupportsIndex
 
+from warden.digits import parse_uint
 from warden.errors import SipParseError
 from warden.sip.headers import (
     MULTI_VALUED,
@@ -391,9 +392,10 @@ class Message:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or len(value) > 10 or int(value) > maximum:
+        number = parse_uint(value, maximum, max_digits=10)
+        if number is None:
             raise SipParseError(f"bad {canonical_name(name)} value {value!r}")
-        return int(value)
+        return number
 
     def header_lines(self) -> list[bytes]:
         """Header lines as they will be serialised (without Content-Length)."""

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 
+from warden.digits import parse_uint
 from warden.errors import SipParseError
 from warden.sip.headers import USUAL_SPELLINGS, canonical_name
 from warden.sip.message import HeaderList, HeaderNames, Message, Request, Response
 
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
-_STATUS_RE = re.compile(r"SIP/2\.0 (\d{3}) (.*)\Z", re.S)
-_VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z")
+_STATUS_RE = re.compile(r"SIP/2\.0 ([0-9]{3}) (.*)\Z", re.S)
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z")
 DEFAULT_MAX_MESSAGE_BYTES = 65535
 
 
@@ -108,9 +109,10 @@ def _content_length(message: Message) -> int | None:
     if len(values) > 1:
         raise SipParseError("several Content-Length headers", message)
     value = values[0].strip()
-    if not value.isdigit() or len(value) > 10:
+    length = parse_uint(value, 2**32 - 1, max_digits=10)
+    if length is None:
         raise SipParseError(f"bad Content-Length {value!r}", message)
-    return int(value)
+    return length
 
 
 def parse_datagram(data: bytes, max_size: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from warden.digits import parse_uint
 from warden.errors import WardenError
 
 
@@ -73,6 +74,11 @@ _HOSTNAME = re.compile(
 )
 _M_PORT = re.compile(r"(\S+ +)([0-9]+)(/[0-9]+)?")
 _RTCP_PORT = re.compile(r"([0-9]+)(.*)", re.DOTALL)
+# a=ptime in milliseconds: ASCII digits, an optional fraction, bounded (RFC 4566 §6).
+_PTIME = re.compile(r"[0-9]{1,5}(?:\.[0-9]{1,3})?")
+# Largest a=rtpmap clock rate and channel count read (RFC 4566 §6, RFC 3551 §4).
+_MAX_CLOCK_RATE = 2**32 - 1
+_MAX_CHANNELS = 255
 
 
 @attrs.frozen
@@ -350,18 +356,16 @@ def _build_media(lines: tuple[SdpLine, ...]) -> MediaDescription:
     if not _TOKEN.fullmatch(media) or not _TOKEN.fullmatch(proto.replace("/", "")):
         raise SdpError(f"bad m= line {lines[0].value!r}")
     port_text, slash, count_text = port_text.partition("/")
-    if not _DIGITS.fullmatch(port_text) or (slash and not _DIGITS.fullmatch(count_text)):
-        raise SdpError(f"m= port {fields[1]!r} is not numeric")
-    port = int(port_text)
-    if port > 65535:
-        raise SdpError(f"m= port {port} is out of range")
-    count = int(count_text) if slash else None
+    port = parse_uint(port_text, 65535)
+    count = parse_uint(count_text, 65535) if slash else None
+    if port is None or (slash and count is None):
+        raise SdpError(f"m= port {fields[1]!r} is not a number 0-65535")
     if count == 0:
         raise SdpError("m= number of ports must be at least 1")
     formats = tuple(fields[3:])
     if _is_rtp(proto):
         for fmt in formats:
-            if not _DIGITS.fullmatch(fmt) or int(fmt) > 127:
+            if parse_uint(fmt, 127, max_digits=3) is None:
                 raise SdpError(f"m= payload type {fmt!r} is not 0-127")
     for line in lines[1:]:
         if line.kind in _SESSION_ONLY:
@@ -375,19 +379,14 @@ def _build_media(lines: tuple[SdpLine, ...]) -> MediaDescription:
 
 
 def _parse_rtpmap(value: str) -> tuple[int, str, int, int]:
-    pt, _, encoding = value.partition(" ")
+    pt_text, _, encoding = value.partition(" ")
     parts = encoding.strip().split("/")
-    if (
-        not _DIGITS.fullmatch(pt)
-        or int(pt) > 127
-        or len(parts) not in (2, 3)
-        or not parts[0]
-        or not _DIGITS.fullmatch(parts[1])
-        or (len(parts) == 3 and not _DIGITS.fullmatch(parts[2]))
-    ):
+    pt = parse_uint(pt_text, 127, max_digits=3)
+    rate = parse_uint(parts[1], _MAX_CLOCK_RATE) if len(parts) in (2, 3) else None
+    channels = parse_uint(parts[2], _MAX_CHANNELS) if len(parts) == 3 else 1
+    if pt is None or rate is None or channels is None or not parts[0]:
         raise SdpError(f"bad a=rtpmap:{value}")
-    channels = int(parts[2]) if len(parts) == 3 else 1
-    return int(pt), parts[0], int(parts[1]), channels
+    return pt, parts[0], rate, channels
 
 
 def parse_rtcp_attribute(value: str) -> tuple[int, Connection | None]:
@@ -396,14 +395,15 @@ def parse_rtcp_attribute(value: str) -> tuple[int, Connection | None]:
     into the port and the connection (None when only a port is given).
     """
     match = _RTCP_PORT.fullmatch(value)
-    if match is None or int(match.group(1)) > 65535:
+    port = None if match is None else parse_uint(match.group(1), 65535)
+    if match is None or port is None:
         raise SdpError(f"bad a=rtcp:{value}")
     rest = match.group(2)
     if not rest:
-        return int(match.group(1)), None
+        return port, None
     if not rest.startswith(" "):
         raise SdpError(f"bad a=rtcp:{value}")
-    return int(match.group(1)), parse_connection(rest[1:])
+    return port, parse_connection(rest[1:])
 
 
 def _attributes(lines: tuple[SdpLine, ...]) -> list[tuple[str, str | None]]:
@@ -442,8 +442,9 @@ def payload_formats(media: MediaDescription) -> list[Codec]:
     fmtps: dict[int, str] = {}
     for value in media.attribute_values("fmtp"):
         pt_text, _, params = value.partition(" ")
-        if _DIGITS.fullmatch(pt_text):
-            fmtps.setdefault(int(pt_text), params.strip())
+        fmtp_pt = parse_uint(pt_text, 127, max_digits=3)
+        if fmtp_pt is not None:
+            fmtps.setdefault(fmtp_pt, params.strip())
     out = []
     for fmt in media.formats:
         pt = int(fmt)
@@ -484,10 +485,8 @@ def codecs_of(data: bytes) -> list[str]:
 def ptime_ms(media: MediaDescription) -> float | None:
     """The ``a=ptime`` packet time in milliseconds, or None when absent or unreadable."""
     for value in media.attribute_values("ptime"):
-        try:
-            return float(value)
-        except ValueError:
-            return None
+        match = _PTIME.fullmatch(value.strip())
+        return None if match is None or float(match[0]) == 0 else float(match[0])
     return None
 
 

@@ -16,11 +16,12 @@ from urllib.parse import unquote
 
 import attrs
 
+from warden.digits import parse_uint
 from warden.errors import SipParseError
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?\Z")
-_IPV4_RE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}\Z")
+_IPV4_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
 _IPV4_ADDRESS_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z")
 # RFC 3261 §25.1: characters allowed unescaped in the user part, and in parameters.
@@ -89,9 +90,10 @@ def split_host_port(hostport: str) -> tuple[str, int | None]:
 
 
 def _parse_port(text: str, whole: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    port = parse_uint(text, 65535)
+    if port is None:
         raise SipParseError(f"bad port in {whole!r}")
-    return int(text)
+    return port
 
 
 @attrs.frozen

@@ -1,0 +1,48 @@
+"""
+ASCII-only number parsing for text that comes from outside (SIP and SDP
+messages, RTP-related fields, admin API queries, command lines, URLs).
+
+Python's ``str.isdigit()`` and ``str.isdecimal()`` accept any Unicode digit
+(``'²'``, ``'٣'``), ``int()`` accepts Unicode decimal digits, surrounding
+whitespace, a sign and underscores, and refuses more than 4,300 digits with a
+``ValueError``. None of that is what a protocol means by a number: RFC 3261
+§25.1 (``DIGIT``), RFC 4566 §9 and RFC 5234 §B.1 all mean the ASCII octets
+``0``-``9``. Every number Warden reads from outside goes through this module,
+so the rule lives in one place: explicit ``[0-9]`` checks, a bounded length,
+and a bounded value; anything else is "not a number" for the caller to answer.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DIGITS = re.compile(r"[0-9]+")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
+def is_digits(text: str) -> bool:
+    """True when ``text`` is one or more ASCII digits ``0``-``9`` and nothing else."""
+    return _DIGITS.fullmatch(text) is not None
+
+
+def parse_uint(text: str, maximum: int, max_digits: int | None = None) -> int | None:
+    """
+    The value of ``text`` when it is ASCII digits only, at most ``max_digits``
+    long (by default as many as ``maximum`` has) and at most ``maximum``;
+    otherwise None. No sign, space, underscore or non-ASCII digit is accepted.
+    """
+    limit = len(str(maximum)) if max_digits is None else max_digits
+    if len(text) > limit or _DIGITS.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
+def parse_hex(text: str, max_digits: int) -> int | None:
+    """
+    The value of ``text`` when it is 1 to ``max_digits`` ASCII hexadecimal
+    digits (RFC 5234 ``HEXDIG``, either case); otherwise None.
+    """
+    if len(text) > max_digits or _HEX.fullmatch(text) is None:
+        return None
+    return int(text, 16)
