@@ -66,6 +66,11 @@ class OptionsTests(TestCase):
         """A non-numeric --sip-port is a usage error."""
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--sip-port", "x"])
 
+    def test_non_ascii_port_flag(self) -> None:
+        """--sip-port in non-ASCII digits is a usage error, not a traceback or port 5060."""
+        for port in ("\u00b2", "\u0665\u0660\u0666\u0660"):
+            self.assertRaises(usage.UsageError, Options().parseOptions, ["--sip-port", port])
+
 
 class MakeServiceTests(TestCase):
     """makeService wires the store and the SIP service."""

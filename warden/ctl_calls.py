@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from warden.digits import parse_uint
 from warden.store.model import DISPOSITIONS, CallRecord, LiveCall
 
 CSV_COLUMNS = (
@@ -95,10 +96,7 @@ def disposition_arg(text: str) -> str:
 
 def limit_arg(text: str) -> int:
     """argparse type of ``--limit``: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = parse_uint(text, 2**31 - 1) or 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"the limit must be a whole number >= 1, got {text!r}")
     return value

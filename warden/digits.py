@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 
 _DIGITS = re.compile(r"[0-9]+")
-_HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
 def is_digits(text: str) -> bool:
@@ -36,13 +35,3 @@ def parse_uint(text: str, maximum: int, max_digits: int | None = None) -> int | 
         return None
     value = int(text)
     return value if value <= maximum else None
-
-
-def parse_hex(text: str, max_digits: int) -> int | None:
-    """
-    The value of ``text`` when it is 1 to ``max_digits`` ASCII hexadecimal
-    digits (RFC 5234 ``HEXDIG``, either case); otherwise None.
-    """
-    if len(text) > max_digits or _HEX.fullmatch(text) is None:
-        return None
-    return int(text, 16)

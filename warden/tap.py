@@ -23,6 +23,7 @@ from twisted.python import usage
 from warden.admin.wiring import add_admin, override_port
 from warden.cluster import shared_state
 from warden.config import WardenConfig, load_effective_config
+from warden.digits import parse_uint
 from warden.errors import ConfigError, StoreError
 from warden.filemodes import private_directories, private_umask, secure_directories
 from warden.netutil import host_matcher, local_addresses, local_names
@@ -41,9 +42,10 @@ from warden.store.sqlite import SQLiteLocationService
 
 
 def _port(value: str) -> int:
-    if not value.isdigit() or int(value) > 65535:
+    port = parse_uint(value, 65535)
+    if port is None:
         raise usage.UsageError(f"--sip-port: must be a port number 0..65535, got {value!r}")
-    return int(value)
+    return port
 
 
 class Options(usage.Options):
@@ -254,7 +256,9 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         max_message_bytes=sip.max_message_bytes,
         udp_receive_buffer=sip.udp_receive_buffer,
         tcp_idle_timeout=sip.tcp_idle_timeout,
-        timers=TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        timers=TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4).lasting_ring(
+            config.calls.ring_timeout
+        ),
         realm=config.realm,
         node_id=config.node_id,
         algorithms=tuple(reg.digest_algorithms),

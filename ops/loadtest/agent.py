@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from warden.digits import parse_uint
 from warden.errors import SipParseError
 from warden.interfaces import IClientTransactionUser, ITransactionUser
 from warden.ops.loadtest.calls import OutgoingCall
@@ -405,8 +406,10 @@ class SipAgent:
             for contact in response.contacts:
                 if str(contact.uri) == mine:
                     for key, value in contact.params:
-                        if key == "expires" and value is not None and value.isdigit():
-                            return int(value)
+                        if key == "expires" and value is not None:
+                            expires = parse_uint(value, 2**32 - 1, max_digits=10)
+                            if expires is not None:
+                                return expires
             return response.int_header("Expires")
         except Exception:  # a registrar's odd Contact must not fail a good registration
             return None

@@ -235,6 +235,12 @@ class BadInputTests(_Base):
         self.assertEqual((response.status, response.error_code), (400, "invalid_parameter"))
         self.assertEqual(self.get("/audit?actor=x'%20OR%201=1").json()["items"], [])
 
+    def test_non_ascii_limit(self) -> None:
+        """A limit in non-ASCII digits (``²``, ``١٠``) is a 400, never a 500 or a limit of 10."""
+        for limit in ("%C2%B2", "%D9%A1%D9%A0", "1_0", "+5", "%201"):
+            response = self.get(f"/cdrs?limit={limit}")
+            self.assertEqual((response.status, response.error_code), (400, "invalid_parameter"))
+
     def test_unknown_query_parameter_and_method(self) -> None:
         """Unknown query parameters are 400; a known path with a wrong method is 405."""
         self.assertEqual(self.get("/extensions?admin=1").error_code, "unknown_parameter")

@@ -121,6 +121,8 @@ class RuleValidationTests(SynchronousTestCase):
         self.assertKey("number", pattern="1", number="2", strip=1)
         self.assertKey("number", regex=r"9(\d+)", number=r"\2")
         self.assertKey("number", pattern="1", number=r"\1")
+        self.assertKey("number", regex=r"9(\d+)", number="\\g<\u00b2>")
+        self.assertKey("number", regex=r"9(\d+)", number="\\\u0661")
         self.assertKey("status", pattern="1", to="reject", status=200)
         self.assertKey("status", pattern="1", status=403)
         self.assertKey("reason", pattern="1", to="reject", reason="a\nb")

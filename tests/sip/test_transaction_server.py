@@ -64,7 +64,11 @@ class NonInviteServerTests(ServerTestCase):
         self.assertEqual(self.h.send.sent, [])
         self.assertEqual(self.h.layer.absorbed, 1)
         self.assertIs(txn.state, S.TRYING)
-        self.assertEqual(self.h.clock.getDelayedCalls(), [])  # non-INVITE: no 100
+        # Non-INVITE: no 100; only the bound on the wait for the TU runs.
+        calls = self.h.clock.getDelayedCalls()
+        self.assertEqual(
+            [call.getTime() for call in calls], [self.h.settings.server_limit_non_invite]
+        )
 
     def test_retransmissions_get_last_response(self) -> None:
         """
@@ -347,6 +351,96 @@ class InviteServerTests(ServerTestCase):
         txn.respond(make_response(txn.request, 180, to_tag="t"))
         self.h.receive(make_request("INVITE"), other)
         self.assertEqual([flow for _, _, flow in self.h.send.sent], [UDP, UDP])
+
+
+class TransactionUserSilentTests(ServerTestCase):
+    """Every server transaction ends even when its TU never answers."""
+
+    def test_non_invite_forgotten_after_limit(self) -> None:
+        """
+        A non-INVITE request the TU never answers is forgotten exactly at
+        Timer F + T4 (after its client gave up), leaving no timer behind.
+        """
+        txn = self.arrive(make_request("OPTIONS"))
+        limit = self.h.settings.server_limit_non_invite
+        self.assertEqual(limit, self.h.settings.timer_f + self.h.settings.t4)
+        self.h.advance_to(limit - EPSILON)
+        self.assertIs(txn.state, S.TRYING)
+        self.h.advance_to(limit)
+        self.assert_gone(txn)
+        self.assertEqual(self.statuses(), [])
+
+    def test_non_invite_proceeding_forgotten(self) -> None:
+        """A TU that sent only a provisional response does not keep the transaction alive."""
+        txn = self.arrive(make_request("REGISTER"))
+        self.h.advance_to(1.0)
+        txn.respond(make_response(txn.request, 100))
+        self.h.advance_to(self.h.settings.server_limit_non_invite - EPSILON)
+        self.assertIs(txn.state, S.PROCEEDING)
+        self.h.advance_to(self.h.settings.server_limit_non_invite)
+        self.assert_gone(txn)
+
+    def test_answered_non_invite_keeps_timer_j(self) -> None:
+        """A final response replaces the bound with Timer J, counted from the answer."""
+        txn = self.arrive(make_request("OPTIONS"))
+        self.h.advance_to(10.0)
+        txn.respond(make_response(txn.request, 200))
+        self.h.advance_to(10.0 + self.h.settings.timer_j(False) - EPSILON)
+        self.assertIs(txn.state, S.COMPLETED)
+        self.h.advance_to(10.0 + self.h.settings.timer_j(False))
+        self.assert_gone(txn)
+
+    def test_invite_answered_500_at_timer_c(self) -> None:
+        """
+        An INVITE the TU never answers gets 100, then 500 exactly at Timer C, and
+        ends after Timer H like any other non-2xx final response.
+        """
+        txn = self.arrive(make_request("INVITE"))
+        timer_c = self.h.settings.timer_c
+        self.h.advance_to(timer_c - EPSILON)
+        self.assertEqual(self.statuses(), [100])
+        self.assertIs(txn.state, S.PROCEEDING)
+        self.h.advance_to(timer_c)
+        self.assertEqual(self.statuses(), [100, 500])
+        self.assertIs(txn.state, S.COMPLETED)
+        self.h.advance_to(timer_c + self.h.settings.timer_h)
+        self.assert_gone(txn)
+
+    def test_answered_invite_has_no_timer_c(self) -> None:
+        """A final response from the TU stops Timer C."""
+        txn = self.arrive(make_request("INVITE"), TCP)
+        txn.respond(make_response(txn.request, 486, to_tag="t"))
+        self.h.advance_to(self.h.settings.timer_h)
+        self.assert_gone(txn)
+        self.assertEqual(self.statuses(), [486])
+
+    def test_tu_that_raises(self) -> None:
+        """A TU that raises still leaves a transaction that ends at its bound."""
+
+        def explode(transaction: ServerTransaction) -> None:
+            raise RuntimeError("a bug in the TU")
+
+        self.h.tu.on_request = explode
+        self.assertRaises(RuntimeError, self.h.receive, make_request("MESSAGE"))
+        self.assertEqual(len(self.h.layer), 1)
+        self.h.advance_to(self.h.settings.server_limit_non_invite)
+        self.assertEqual(len(self.h.layer), 0)
+        self.assertEqual(self.h.clock.getDelayedCalls(), [])
+
+
+class TimerCTests(SynchronousTestCase):
+    """Timer C is derived from TimerSettings and outlasts the configured ring time."""
+
+    def test_default(self) -> None:
+        """RFC 3261 §16.6 step 11: more than three minutes by default."""
+        self.assertGreaterEqual(TimerSettings().timer_c, 180.0)
+
+    def test_lasting_ring(self) -> None:
+        """A ring longer than Timer C lengthens it by Timer B; a short one leaves it."""
+        settings = TimerSettings()
+        self.assertEqual(settings.lasting_ring(30.0).timer_c, settings.timer_c)
+        long_ring = settings.lasting_ring(600.0)
+        self.assertEqual(long_ring.timer_c, 600.0 + settings.timer_b)
 
 
 class CancelTests(ServerTestCase):

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from warden import __version__, ctl_calls
 from warden.admin.http import ApiCall, Reply, Route, json_reply
+from warden.digits import parse_uint
 from warden.errors import ApiError
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls, ILocationService
 from warden.store.credentials import ALGORITHMS, generate_password, make_extension
@@ -69,9 +70,10 @@ def limit_of(query: dict[str, str], default: int = 100) -> int:
     text = query.get("limit")
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    limit = parse_uint(text, MAX_LIMIT)
+    if limit is None or limit < 1:
         raise ApiError(400, "invalid_parameter", f"limit must be 1..{MAX_LIMIT}")
-    return int(text)
+    return limit
 
 
 def time_of(query: dict[str, str], name: str, now: float) -> float | None:

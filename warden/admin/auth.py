@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from warden.admin import secrets as admin_secrets
 from warden.admin.model import SCOPES, AdminAccount, ApiToken
+from warden.digits import is_digits
 from warden.errors import ApiError
 from warden.interfaces import IAdminStore
 
@@ -343,7 +344,7 @@ class AdminAuth:
         drift, RFC 6238 §5.2), if it is later than ``last_step``; else None.
         """
         code = code.strip()
-        if not (code.isdigit() and len(code) == 6) or not secret:
+        if not (is_digits(code) and len(code) == 6) or not secret:
             return None
         totp = pyotp.TOTP(secret)
         now_step = int(self.clock.seconds() // TOTP_STEP)

@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from warden.digits import parse_uint
 from warden.sip.flow import Flow
 from warden.store.model import Binding
 
@@ -29,9 +30,10 @@ def parse_flow_text(text: str) -> tuple[str, str, int] | None:
     """``udp:192.0.2.1:5060`` / ``tcp:[2001:db8::1]:5060`` -> (transport, host, port)."""
     transport, sep, rest = text.partition(":")
     host, colon, port_text = rest.rpartition(":")
-    if not sep or not colon or not port_text.isdigit():
+    port = parse_uint(port_text, 65535)
+    if not sep or not colon or port is None:
         return None
-    return transport, host.strip("[]"), int(port_text)
+    return transport, host.strip("[]"), port
 
 
 class Addressing:

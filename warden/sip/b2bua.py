@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser
 from warden.rtp import metrics as rtp_metrics
@@ -453,9 +454,10 @@ class CallController:
     def _prack(self, call: Call, side: str, txn: Any, request: Request) -> None:
         """PRACK of a reliable provisional we sent the caller (RFC 3262 §4)."""
         rack = (request.get("RAck") or "").split()
-        if side != "a" or len(rack) != 3 or not rack[0].isdigit():
+        rseq = parse_uint(rack[0], 2**32 - 1, max_digits=10) if len(rack) == 3 else None
+        if side != "a" or rseq is None:
             raise SipError(481, "Call/Transaction Does Not Exist")
-        if not call.prack_received(int(rack[0])):
+        if not call.prack_received(rseq):
             raise SipError(481, "Call/Transaction Does Not Exist")
         txn.respond(make_response(request, 200, "OK"))
 

@@ -19,6 +19,7 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from warden.digits import parse_uint
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog, uas_dialog
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
@@ -291,11 +292,12 @@ class Call:
         """
         requires = (t.strip().lower() for t in response.get_all("Require"))
         rseq = (response.get("RSeq") or "").strip()
-        if "100rel" not in requires or not rseq.isdigit():
+        number = parse_uint(rseq, 2**32 - 1, max_digits=10)  # RFC 3262 §7.1: 1..2**32-1
+        if "100rel" not in requires or number is None:
             return True
-        if int(rseq) <= branch.pracked:
+        if number <= branch.pracked:
             return False
-        branch.pracked = int(rseq)
+        branch.pracked = number
         rack = f"{rseq} {branch.request.cseq.number} INVITE"
         prack = branch.dialog.request("PRACK", self.c.transactions.new_branch(), [("RAck", rack)])
         self.c.fire_and_forget(prack, branch.dialog.flow)

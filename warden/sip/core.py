@@ -97,8 +97,18 @@ class SipCore:
     def request_received(
         self, transaction: ServerTransactionLike, request: Request, flow: Flow
     ) -> None:
-        """Validate, then answer or dispatch a new request."""
+        """
+        Validate, then answer or dispatch a new request. An unexpected error (a
+        bug) is logged and answered 500, so the transaction ends.
+        """
         metrics.count_request(request.method, flow.transport)
+        try:
+            self._dispatch(transaction, request, flow)
+        except Exception:
+            failure = Failure()  # type: ignore[no-untyped-call]
+            self._handler_failed(failure, transaction, request, flow)
+
+    def _dispatch(self, transaction: ServerTransactionLike, request: Request, flow: Flow) -> None:
         try:
             self._validate(request)
             if self._calls is not None and self._for_calls(transaction, request, flow):

@@ -28,6 +28,7 @@ import attrs
 from twisted.internet import defer
 from zope.interface import implementer
 
+from warden.digits import parse_uint
 from warden.sip.routing import IRouter, Route
 from warden.store.model import Extension
 
@@ -179,13 +180,14 @@ class Rule:
 
 def _check_groups(template: str, groups: int) -> None:
     """``template`` may only refer to groups 1..``groups`` (``\\1`` or ``\\g<1>``)."""
-    for ref in re.findall(r"\\(\d+)|\\g<(\w+)>", template):
+    for ref in re.findall(r"\\([0-9]+)|\\g<(\w+)>", template):
         name = ref[0] or ref[1]
-        if not name.isdigit() or not 1 <= int(name) <= groups:
+        number = parse_uint(name, groups)
+        if number is None or number < 1:
             raise RuleError("number", f"refers to group {name}; the match has {groups} groups")
-    if re.search(r"\\(?![\dg])", template):
+    if re.search(r"\\(?![0-9g])", template):
         raise RuleError("number", "a backslash must start a group reference (\\1)")
-    if not _DIALLED.match(re.sub(r"\\(\d+)|\\g<\w+>", "0", template)):
+    if not _DIALLED.match(re.sub(r"\\([0-9]+)|\\g<\w+>", "0", template)):
         raise RuleError("number", "must be dialable characters and group references")
 
 

@@ -54,6 +54,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from warden.digits import parse_uint
 from warden.errors import FlowTokenRefused, SipParseError
 from warden.sip import metrics
 from warden.sip.addressing import parse_flow_text
@@ -191,11 +192,12 @@ class NodeHop:
         for node_id, address in nodes.items():
             host, colon, port = address.rpartition(":")
             host = host.strip("[]")
-            if node_id == self.node_id or not colon or not _EXPIRES.fullmatch(port):
+            number = parse_uint(port, 65535)
+            if node_id == self.node_id or not colon or number is None:
                 continue
             if host in ("", "0.0.0.0", "::"):
                 continue
-            found[node_id] = (host, int(port))
+            found[node_id] = (host, number)
         self.nodes = found
         self._node_addresses = set(found.values())
         self._node_hosts = {host for host, _ in found.values()}

@@ -497,15 +497,22 @@ def make_response(
     """
     Build a response to ``request`` as RFC 3261 §8.2.6.2 says: Via, From, To,
     Call-ID and CSeq copied verbatim; a To tag added (when given and absent) to
-    anything but 100.
+    anything but 100. An unreadable To (answered 400) is echoed as it came.
     """
     copied = [header for header in request.headers if header[0] in _ECHOED]
     if to_tag is not None and status > 100:
         for i, (key, value) in enumerate(copied):
-            if key == "To" and request.to.tag is None:
+            if key == "To" and _lacks_to_tag(request):
                 copied[i] = (key, f"{value};tag={to_tag}")
     copied.extend(headers)
     return Response(status, reason, copied)
+
+
+def _lacks_to_tag(request: Request) -> bool:
+    try:
+        return request.to.tag is None
+    except SipParseError:
+        return False
 
 
 def new_tag() -> str:

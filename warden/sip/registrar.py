@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
 from warden.interfaces import ILocationService
 from warden.sip import metrics
@@ -165,9 +166,10 @@ class Registrar:
             raise SipError(400, "Contact must be a SIP or SIPS URI")
         text = contact.param("expires")
         if text is not None:
-            if not text.isdigit() or len(text) > 10:
+            number = parse_uint(text, 2**32 - 1, max_digits=10)
+            if number is None:
                 raise SipError(400, "Bad expires parameter")
-            expires = int(text)
+            expires = number
         elif header_expires is not None:
             expires = header_expires
         else:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from warden.digits import parse_uint
 from warden.errors import SipError
 from warden.sip.headers import param_value, parse_params
 from warden.sip.message import Message
@@ -28,11 +29,11 @@ def session_expires(message: Message) -> tuple[int, str | None] | None:
     if value is None:
         return None
     number, _, rest = value.partition(";")
-    number = number.strip()
-    if not number.isdigit():
+    interval = parse_uint(number.strip(), 2**32 - 1, max_digits=10)
+    if interval is None:
         raise SipError(400, "Bad Session-Expires")
     refresher = param_value(parse_params(";" + rest), "refresher") if rest else None
-    return int(number), refresher
+    return interval, refresher
 
 
 def supports_timer(message: Message) -> bool:

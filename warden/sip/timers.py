@@ -17,12 +17,30 @@ class TimerSettings:
 
     ``trying_delay`` is how long an INVITE server transaction waits for its TU
     before it sends "100 Trying" itself (RFC 3261 §17.2.1: 200 ms).
+
+    ``timer_c`` bounds how long an INVITE server transaction waits for its TU's
+    final response, as Timer C bounds a proxy's wait (RFC 3261 §16.6 step 11:
+    "greater than 3 minutes"); L{lasting_ring} lengthens it past the ring time.
     """
 
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
     trying_delay: float = 0.2
+    timer_c: float = 180.0
+
+    def lasting_ring(self, ring_timeout: float) -> TimerSettings:
+        """These settings with Timer C outlasting a ring of ``ring_timeout`` seconds."""
+        return attrs.evolve(self, timer_c=max(self.timer_c, ring_timeout + self.timer_b))
+
+    @property
+    def server_limit_non_invite(self) -> float:
+        """
+        How long a non-INVITE server transaction waits for its TU's final response:
+        the client gave up at Timer F, and a request the TU forwarded has met its
+        own Timer F, T4 before this.
+        """
+        return self.timer_f + self.t4
 
     @property
     def timer_a(self) -> float:

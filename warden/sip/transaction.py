@@ -204,7 +204,10 @@ class TransactionLayer:
             txn = NonInviteServerTransaction(self._context, request, flow, key)
         self._server[key] = txn
         txn.start()
-        self._tu.request_received(txn, request, flow)
+        try:
+            self._tu.request_received(txn, request, flow)
+        finally:
+            txn.limit_wait()  # the transaction ends even if the TU never answers
 
     def _match_ack(self, ack: Request) -> ServerTransaction | None:
         """

@@ -10,6 +10,11 @@ non-2xx final responses to INVITE until the ACK comes (UDP only).
 A 2xx to an INVITE moves the transaction to Accepted (RFC 6026): it absorbs
 retransmitted INVITEs for Timer L, but it never retransmits the 2xx; the TU does
 that (RFC 3261 §13.3.1.4), passing each copy to L{ServerTransaction.respond}.
+
+Every server transaction ends even when its TU never answers: once the TU has
+the request, an INVITE waits at most Timer C for a final response and is then
+answered 500 (as a proxy's Timer C ends a branch, RFC 3261 §16.8); a
+non-INVITE request is forgotten once its client has given up (Timer F, plus T4).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Hashable
 
 from warden.sip import metrics
 from warden.sip.flow import Flow
-from warden.sip.message import Request, Response, make_response
+from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.transaction_base import (
     Transaction,
     TransactionContext,
@@ -67,6 +72,13 @@ class ServerTransaction(Transaction):
     def start(self) -> None:
         """Called by the layer once the transaction is filed, before the TU sees it."""
 
+    def limit_wait(self) -> None:
+        """
+        Called by the layer once the TU has been handed the request (even when it
+        raised): bound the wait for the TU's final response.
+        """
+        raise NotImplementedError
+
     def handle_request(self, request: Request, flow: Flow) -> bool:
         """
         A request the layer matched to this transaction (§17.2.3): a
@@ -105,7 +117,7 @@ class InviteServerTransaction(ServerTransaction):
 
     TABLE = transition_table(
         {
-            _S.PROCEEDING: (["trying"], [_S.COMPLETED, _S.ACCEPTED, _S.TERMINATED]),
+            _S.PROCEEDING: (["trying", "C"], [_S.COMPLETED, _S.ACCEPTED, _S.TERMINATED]),
             _S.COMPLETED: (["G", "H"], [_S.CONFIRMED, _S.TERMINATED]),
             _S.CONFIRMED: (["I"], [_S.TERMINATED]),
             _S.ACCEPTED: (["L"], [_S.TERMINATED]),
@@ -121,6 +133,15 @@ class InviteServerTransaction(ServerTransaction):
     def start(self) -> None:
         """§17.2.1: send 100 Trying if the TU has not answered within 200 ms."""
         self._start_timer("trying", self.settings.trying_delay, self._send_trying)
+
+    def limit_wait(self) -> None:
+        """Answer 500 if the TU sends no final response within Timer C."""
+        if self._state is _S.PROCEEDING:
+            self._start_timer("C", self.settings.timer_c, self._timer_c)
+
+    def _timer_c(self) -> None:
+        self.log.warn("{txn!r}: no final response from the TU before Timer C", txn=self)
+        self.respond(make_response(self.request, 500, "Server Internal Error", new_tag()))
 
     def _send_trying(self) -> None:
         timestamp = self.request.get("Timestamp")  # §8.2.6.1: echoed in the 100
@@ -187,8 +208,8 @@ class NonInviteServerTransaction(ServerTransaction):
 
     TABLE = transition_table(
         {
-            _S.TRYING: ([], [_S.PROCEEDING, _S.COMPLETED, _S.TERMINATED]),
-            _S.PROCEEDING: ([], [_S.COMPLETED, _S.TERMINATED]),
+            _S.TRYING: (["limit"], [_S.PROCEEDING, _S.COMPLETED, _S.TERMINATED]),
+            _S.PROCEEDING: (["limit"], [_S.COMPLETED, _S.TERMINATED]),
             _S.COMPLETED: (["J"], [_S.TERMINATED]),
         }
     )
@@ -214,6 +235,16 @@ class NonInviteServerTransaction(ServerTransaction):
             self._linger("J", linger)
         elif self._state is _S.TRYING:
             self._enter(_S.PROCEEDING)
+
+    def limit_wait(self) -> None:
+        """Forget the request if the TU sends no final response before its client gives up."""
+        if self._state in (_S.TRYING, _S.PROCEEDING):
+            self._linger("limit", self.settings.server_limit_non_invite)
+
+    def _linger_over(self) -> None:
+        if self._state is not _S.COMPLETED:
+            self.log.warn("{txn!r}: no final response from the TU in time", txn=self)
+        super()._linger_over()
 
     def handle_request(self, request: Request, flow: Flow) -> bool:
         """A retransmission: answered with the last response, if any (§17.2.2)."""

@@ -281,6 +281,10 @@ class SipDatagramProtocol(DatagramProtocol):
         except SipParseError as e:
             self.hub.bad_message("udp", host, port, e)
             return
+        except Exception:  # a parser bug: logged, never raised into the reactor
+            metrics.PARSE_ERRORS.labels("udp").inc()
+            self.log.failure("Parsing a datagram from {host} failed", host=host)
+            return
         self.hub.message_received(message, "udp", host, port)
 
 
@@ -331,10 +335,14 @@ class SipStreamProtocol(Protocol):
         while True:
             try:
                 message = self.framer.next_message()
-            except SipParseError as e:
+            except Exception as e:
                 # The stream cannot be resynchronised: answer if possible, close.
                 self._broken = True
-                self.hub.bad_message(self.transport_name, host, port, e, self)
+                if isinstance(e, SipParseError):
+                    self.hub.bad_message(self.transport_name, host, port, e, self)
+                else:  # a parser bug: logged, never raised into the reactor
+                    metrics.PARSE_ERRORS.labels(self.transport_name).inc()
+                    self.log.failure("Framing a stream from {host} failed", host=host)
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 self.framer = StreamFramer(0)
                 return

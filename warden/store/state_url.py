@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
+from warden.digits import parse_uint
+
 PASSWORD_ENV = "WARDEN_STATE_PASSWORD"
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -50,17 +52,19 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
         raise StateURLError(f"missing host in {text!r}")
     if port_text == "":
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = parse_uint(port_text, 65535)
+    if port is None or port == 0:
         raise StateURLError(f"bad port in {text!r}")
-    return host, int(port_text)
+    return host, port
 
 
 def _db(text: str) -> int:
     if text == "":
         return 0
-    if not text.isdigit() or len(text) > 5:
+    number = parse_uint(text, 99999)
+    if number is None:
         raise StateURLError(f"the database must be a number, got {text!r}")
-    return int(text)
+    return number
 
 
 def parse_state_url(url: str) -> StateURL:

@@ -33,6 +33,8 @@ import time
 import unittest
 from pathlib import Path
 
+from warden.digits import is_digits
+
 __all__ = [
     "PostgreSQLServer",
     "RedisServer",
@@ -82,7 +84,7 @@ def _postgresql_bin(name: str) -> str:
 
     def version(path: str) -> tuple[int, ...]:
         parts = Path(path).parts[-3].split(".")
-        return tuple(int(p) for p in parts if p.isdigit())
+        return tuple(int(p) for p in parts if is_digits(p))
 
     candidates.sort(key=version)
     if candidates:
