@@ -575,6 +575,7 @@ class AdminConfig:
         login_backoff_seconds, login_backoff_max_seconds: the first and longest back-off.
         login_concurrency: password checks (scrypt) running at once; further
             logins are refused with 503 and Retry-After.
+        token_days: how long a new API token lasts (0: for ever).
         drain_timeout: seconds a drain (or SIGTERM) waits for calls before hanging up.
     """
 
@@ -607,9 +608,15 @@ class AdminConfig:
         default=900.0, converter=_to_float, validator=_seconds()
     )
     login_concurrency: int = attrs.field(default=4, validator=_int_in(1, 64))
+    token_days: int = attrs.field(default=90, validator=_int_in(0, 3650))
     drain_timeout: float = attrs.field(
         default=60.0, converter=_to_float, validator=_seconds(allow_zero=True)
     )
+
+    @property
+    def token_seconds(self) -> float | None:
+        """How long a new API token lasts in seconds; None for ever."""
+        return self.token_days * 86400.0 if self.token_days else None
 
     def __attrs_post_init__(self) -> None:
         if bool(self.certificate) != bool(self.private_key):

@@ -348,6 +348,12 @@ class IAdminStore(Interface):
     def list_accounts() -> Deferred[builtins.list[AdminAccount]]:
         """Fire with every account, ordered by name."""
 
+    def remove_account(name: str) -> Deferred[bool]:
+        """
+        Remove the account (its tokens stay listed, and stop working); fire with
+        True if it existed.
+        """
+
     def claim_totp_step(name: str, step: int) -> Deferred[bool]:
         """
         Record ``step`` as the last TOTP time step used by ``name`` if it is later

@@ -55,7 +55,8 @@ class AdminStoreConformanceMixin(_StoreMixin):
         """An added account comes back equal, with its MFA fields and recovery hashes."""
         store = await self.store()
         original = account(totp_secret="JBSWY3DPEHPK3PXP", totp_last_step=7,
-                           recovery_hashes=("a" * 64, "b" * 64))  # fmt: skip
+                           recovery_hashes=("a" * 64, "b" * 64), generation=3,
+                           disabled=True)  # fmt: skip
         await store.add_account(original)
         self.assertEqual(await store.get_account("alice"), original)  # type: ignore[attr-defined]
         self.assertIsNone(await store.get_account("bob"))  # type: ignore[attr-defined]
@@ -85,6 +86,25 @@ class AdminStoreConformanceMixin(_StoreMixin):
             await store.add_account(account(name))
         names = [a.name for a in await store.list_accounts()]
         self.assertEqual(names, ["alice", "bob", "carol"])  # type: ignore[attr-defined]
+
+    async def test_remove_account(self) -> None:
+        """A removed account is gone; removing it again is False."""
+        store = await self.store()
+        await store.add_account(account())
+        self.assertTrue(await store.remove_account("alice"))  # type: ignore[attr-defined]
+        self.assertIsNone(await store.get_account("alice"))  # type: ignore[attr-defined]
+        self.assertFalse(await store.remove_account("alice"))  # type: ignore[attr-defined]
+
+    async def test_token_generation_and_expiry(self) -> None:
+        """A token's owner generation and expiry round-trip (None: never expires)."""
+        store = await self.store()
+        await store.add_token(token("00000000000000cc", owner_generation=4, expires_at=5000.5))
+        await store.add_token(token("00000000000000dd"))
+        self.assertEqual(  # type: ignore[attr-defined]
+            await store.get_token("00000000000000cc"),
+            token("00000000000000cc", owner_generation=4, expires_at=5000.5),
+        )
+        self.assertIsNone((await store.get_token("00000000000000dd")).expires_at)  # type: ignore[attr-defined]
 
     async def test_claim_totp_step(self) -> None:
         """A TOTP step is claimed once, only when later than the last; unknown names fail."""

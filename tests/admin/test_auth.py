@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import attrs
 import pyotp
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -360,3 +361,76 @@ class ConcurrentLoginTests(SynchronousTestCase):
             self.runner.release()
             self.assertEqual(found, [401])
         self.assertEqual(auth.throttle.retry_after("account:alice"), 0.0)
+
+
+class CredentialGenerationTests(SynchronousTestCase):
+    """Sessions and tokens end with a password change, MFA enrolment, expiry, their owner."""
+
+    def setUp(self) -> None:
+        self.h = ApiHarness(AuthSettings(token_seconds=3600.0))
+        self.h.add_account()
+
+    def status(self, token: str) -> int:
+        return self.h.request("GET", "/api/v1/status", token=token).status
+
+    def change_password(self, session: str) -> None:
+        body = {"current_password": PASSWORD, "new_password": "a much longer one"}
+        response = self.h.request("POST", "/api/v1/auth/password", body, session)
+        self.assertEqual(response.status, 204)
+
+    def test_password_change_ends_sessions_and_tokens(self) -> None:
+        """After a password change every earlier session and token of the account is 401."""
+        token = self.h.token("read")
+        first, second = self.h.login(), self.h.login()
+        self.assertEqual([self.status(t) for t in (token, first, second)], [200] * 3)
+        self.change_password(first)
+        self.assertEqual([self.status(t) for t in (token, first, second)], [401] * 3)
+        fresh = self.h.login(password="a much longer one")
+        self.assertEqual(self.status(fresh), 200)
+
+    def test_mfa_enrolment_ends_sessions(self) -> None:
+        """Confirming MFA ends the account's sessions (a login now needs a code)."""
+        other = self.h.login()
+        session = self.h.login()
+        uri = self.h.request("POST", "/api/v1/auth/mfa/enrol", {}, session).json()["otpauth_uri"]
+        seed = parse_qs(urlparse(uri).query)["secret"][0]
+        code = {"code": _code(seed, self.h.clock.seconds())}
+        confirm = self.h.request("POST", "/api/v1/auth/mfa/confirm", code, session)
+        self.assertEqual(confirm.status, 200)
+        self.assertEqual((self.status(other), self.status(session)), (401, 401))
+
+    def test_token_expires(self) -> None:
+        """A token works until token_seconds after it was made, then 401."""
+        token = self.h.token("read")
+        listed = self.h.request("GET", "/api/v1/tokens", token=self.h.login()).json()["items"]
+        self.assertEqual(listed[0]["expires_at"], START + 3600.0)
+        self.h.clock.advance(3599.0)
+        self.assertEqual(self.status(token), 200)
+        self.h.clock.advance(1.0)
+        self.assertEqual(self.status(token), 401)
+
+    def test_default_token_lifetime(self) -> None:
+        """By default a token lasts 90 days."""
+        h = ApiHarness()
+        token = h.token("read")
+        h.clock.advance(90 * 86400.0 - 1)
+        self.assertEqual(h.request("GET", "/api/v1/status", token=token).status, 200)
+        h.clock.advance(1.0)
+        self.assertEqual(h.request("GET", "/api/v1/status", token=token).status, 401)
+
+    def test_removed_or_disabled_owner(self) -> None:
+        """Tokens and sessions of a disabled or removed owner stop; disabled cannot log in."""
+        token, session = self.h.token("read"), self.h.login()
+        alice = self.h.admin_store.accounts["alice"]
+        self.h.admin_store.accounts["alice"] = attrs.evolve(alice, disabled=True)
+        self.h.clock.advance(10.0)  # what another node or wardenctl changed is seen within 10 s
+        self.assertEqual((self.status(token), self.status(session)), (401, 401))
+        login = self.h.request("POST", "/api/v1/auth/login",
+                               {"username": "alice", "password": PASSWORD})  # fmt: skip
+        self.assertEqual(login.status, 401)
+        self.h.admin_store.accounts["alice"] = alice
+        self.h.clock.advance(10.0)
+        self.assertEqual(self.status(token), 200)
+        del self.h.admin_store.accounts["alice"]
+        self.h.clock.advance(10.0)
+        self.assertEqual((self.status(token), self.status(session)), (401, 401))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -80,3 +81,39 @@ class AdminCommandTests(SynchronousTestCase):
         self.assertEqual(admin_url(other), "https://127.0.0.1:9443")
         six = parse_config_text('[admin]\nlisten = "tcp6:9443:interface=\\\\:\\\\:1"\n')
         self.assertEqual(admin_url(six), "https://[::1]:9443")
+
+
+class AccountStateCommandTests(SynchronousTestCase):
+    """wardenctl admin disable/enable/remove, and token expiry from [admin] token_days."""
+
+    def setUp(self) -> None:
+        self.store = MemoryAdminStore()
+        self.config = parse_config_text("[admin]\ntoken_days = 7\n")
+
+    def run_command(self, *argv: str) -> tuple[int, str, str]:
+        args = build_parser().parse_args(list(argv))
+        out, err = io.StringIO(), io.StringIO()
+        code = self.successResultOf(run_admin(args, self.config, Clock(), out, err, self.store))
+        return code, out.getvalue(), err.getvalue()
+
+    def test_disable_enable_remove(self) -> None:
+        """disable and enable flip the account; remove deletes it; unknown names exit 1."""
+        self.run_command("admin", "add", "alice")
+        self.assertEqual(self.run_command("admin", "disable", "alice")[0], 0)
+        self.assertTrue(self.store.accounts["alice"].disabled)
+        self.assertIn("disabled", self.run_command("admin", "list")[1])
+        self.run_command("admin", "enable", "alice")
+        self.assertFalse(self.store.accounts["alice"].disabled)
+        self.assertEqual(self.run_command("admin", "remove", "alice")[0], 0)
+        self.assertNotIn("alice", self.store.accounts)
+        self.assertEqual(self.run_command("admin", "remove", "alice")[0], 1)
+
+    def test_token_expiry_and_generation(self) -> None:
+        """A wardenctl token expires after token_days and carries the owner's generation."""
+        self.run_command("admin", "add", "alice")
+        alice = self.store.accounts["alice"]
+        self.store.accounts["alice"] = attrs.evolve(alice, generation=3)
+        _, out, _ = self.run_command("admin", "token", "alice", "ci")
+        token_id, _secret = secrets.split_token(out.strip()) or ("", "")
+        stored = self.store.tokens[token_id]
+        self.assertEqual((stored.expires_at, stored.owner_generation), (7 * 86400.0, 3))

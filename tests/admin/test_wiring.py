@@ -37,6 +37,7 @@ class AdminConfigTests(SynchronousTestCase):
             "session_seconds = 5": "admin.session_seconds",
             "login_fail_limit = 0": "admin.login_fail_limit",
             "login_concurrency = 0": "admin.login_concurrency",
+            "token_days = -1": "admin.token_days",
             "drain_timeout = -1": "admin.drain_timeout",
             'certificate = "/x.pem"': "admin.private_key",
             "password = 'x'": "admin.password",

@@ -6,6 +6,7 @@ transaction, recorded in ``schema_version``.
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -98,3 +99,30 @@ class SplitScriptTests(SynchronousTestCase):
     def test_incomplete_statement(self) -> None:
         """A script ending in an unterminated statement is an error."""
         self.assertRaises(StoreError, split_sqlite_script, "CREATE TABLE t (x INTEGER)")
+
+
+class AdminCredentialsMigrationTests(SynchronousTestCase):
+    """0005_admin_credentials on a database that already holds accounts and tokens."""
+
+    def test_existing_tokens_get_an_expiry(self) -> None:
+        """Existing tokens expire 90 days after the upgrade; accounts start at generation 0."""
+        pool = SyncPool()
+        self.addCleanup(pool.close)
+        before = [m for m in load_migrations("sqlite") if m.version < 5]
+        self.successResultOf(pool.runInteraction(_migrate_sqlite_txn, before))
+        pool.connection.execute(
+            "INSERT INTO admin_accounts (name, password_hash, created_at) VALUES ('a', 'x', 1)"
+        )
+        pool.connection.execute(
+            "INSERT INTO api_tokens (token_id, name, secret_hash, scopes, owner, created_at)"
+            " VALUES ('t', 'ci', 'h', 'read', 'a', 1)"
+        )
+        pool.connection.commit()
+        upgraded_at = time.time()
+        self.successResultOf(apply_migrations(pool))  # type: ignore[arg-type]
+        [(expires_at, generation)] = pool.query(
+            "SELECT expires_at, owner_generation FROM api_tokens"
+        )
+        self.assertLess(abs(expires_at - (upgraded_at + 90 * 86400)), 60)
+        self.assertEqual(generation, 0)
+        self.assertEqual(pool.query("SELECT generation, disabled FROM admin_accounts"), [(0, 0)])

@@ -4,8 +4,13 @@ short-lived signed session tokens, long-lived scoped API tokens, and lockout
 with exponential back-off per account and per source address.
 
 Sessions are ``ses.<payload>.<HMAC-SHA256>``, signed with a key made at start:
-they are checked without a store lookup and end with the process. API tokens
-(``wdn_<id>_<secret>``) are looked up by id and their secret compared by hash.
+they end with the process. API tokens (``wdn_<id>_<secret>``) are looked up by
+id and their secret compared by hash; they expire (``[admin] token_days``).
+
+Both carry the credential generation of their account: a password change or
+MFA enrolment moves it, and sessions and tokens of an older generation, of a
+disabled account or of one that no longer exists stop working (at once on the
+node that made the change, on other nodes within L{TOKEN_CACHE_SECONDS}).
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ SESSION_SCOPES = frozenset([*SCOPES, "admin", "enrol"])
 #: The only scope of a session that must enrol MFA first (``[admin] require_mfa``).
 ENROL_SCOPE = "enrol"
 TOTP_STEP = 30
-#: Seconds a looked-up API token is trusted without asking the store again: a
-#: token revoked elsewhere (another node, wardenctl) stops working within this.
+#: Seconds a looked-up API token or account is trusted without asking the store
+#: again: a token revoked, or an account changed, elsewhere (another node,
+#: wardenctl) stops its tokens and sessions within this.
 TOKEN_CACHE_SECONDS = 10.0
+#: How long an API token lasts by default (``[admin] token_days``).
+TOKEN_SECONDS = 90 * 86400.0
 _TOKEN_CACHE_SIZE = 1000
 _SESSION_PREFIX = "ses."
 ISSUER = "Warden"
@@ -56,6 +64,7 @@ class AuthSettings:
         backoff_max_seconds: the longest back-off.
         password_checks: password checks (scrypt, 16 MiB each, in the shared
             thread pool) running at once; a login beyond them gets 503.
+        token_seconds: how long a new API token lasts; None for ever.
     """
 
     session_seconds: float = 900.0
@@ -64,6 +73,7 @@ class AuthSettings:
     backoff_seconds: float = 1.0
     backoff_max_seconds: float = 900.0
     password_checks: int = 4
+    token_seconds: float | None = TOKEN_SECONDS
 
 
 @attrs.frozen
@@ -75,11 +85,13 @@ class Principal:
         name: the account name, or ``token:<id>``.
         scopes: what it may do.
         account: the account behind it (a token's owner).
+        generation: the account's credential generation it was issued under.
     """
 
     name: str
     scopes: frozenset[str]
     account: str
+    generation: int = 0
 
 
 @attrs.define
@@ -192,10 +204,14 @@ class SessionSigner:
         self._clock = clock
         self._key = key if key is not None else secrets.token_bytes(32)
 
-    def issue(self, account: str, scopes: frozenset[str], lifetime: float) -> tuple[str, float]:
-        """A token for ``account`` with ``scopes``, and when it expires."""
+    def issue(
+        self, account: str, scopes: frozenset[str], lifetime: float, generation: int = 0
+    ) -> tuple[str, float]:
+        """A token for ``account`` (at credential ``generation``) with ``scopes``,
+        and when it expires."""
         expires = self._clock.seconds() + lifetime
-        payload = json.dumps({"sub": account, "scp": sorted(scopes), "exp": expires}).encode()
+        claims = {"sub": account, "scp": sorted(scopes), "exp": expires, "gen": generation}
+        payload = json.dumps(claims).encode()
         body = _b64(payload)
         return f"{_SESSION_PREFIX}{body}.{self._sign(body)}", expires
 
@@ -212,11 +228,12 @@ class SessionSigner:
         try:
             claims = json.loads(_unb64(body))
             account, scopes, expires = claims["sub"], claims["scp"], float(claims["exp"])
+            generation = int(claims["gen"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None
         if expires <= self._clock.seconds():
             return None
-        return Principal(account, frozenset(scopes), account)
+        return Principal(account, frozenset(scopes), account, generation)
 
 
 def _invalid_credentials() -> ApiError:
@@ -257,6 +274,7 @@ class AdminAuth:
         )
         self.password_slots = PasswordCheckSlots(settings.password_checks)
         self._tokens: dict[str, tuple[ApiToken, float]] = {}
+        self._accounts: dict[str, tuple[AdminAccount | None, float]] = {}
 
     # -- login ----------------------------------------------------------------------
 
@@ -284,7 +302,7 @@ class AdminAuth:
                 (("Retry-After", retry),),
             )  # fmt: skip
         account, ok = await self._check_password(name, password, keys)
-        if account is None or not ok:
+        if account is None or not ok or account.disabled:
             raise _invalid_credentials()
         if account.mfa_enabled:
             if not code:
@@ -297,7 +315,9 @@ class AdminAuth:
             self.throttle.succeeded(key)
         must_enrol = self.settings.require_mfa and not account.mfa_enabled
         scopes = frozenset([ENROL_SCOPE]) if must_enrol else SESSION_SCOPES
-        token, expires = self.signer.issue(account.name, scopes, self.settings.session_seconds)
+        token, expires = self.signer.issue(
+            account.name, scopes, self.settings.session_seconds, account.generation
+        )
         return {
             "token": token,
             "expires_at": expires,
@@ -369,20 +389,55 @@ class AdminAuth:
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
         principal = self.signer.check(token)
-        if principal is not None:
+        if principal is None:
+            principal = await self._token_principal(token)
+        if principal is not None and await self._current(principal):
             return principal
-        parts = admin_secrets.split_token(token)
-        if parts is not None:
-            stored = await self._lookup_token(parts[0])
-            if (
-                stored is not None
-                and stored.revoked_at is None
-                and hmac.compare_digest(stored.secret_hash, admin_secrets.sha256_hex(parts[1]))
-            ):
-                return Principal(
-                    f"token:{stored.token_id}", frozenset(stored.scopes), stored.owner
-                )
         raise ApiError(401, "invalid_token", "the token is invalid, expired or revoked")
+
+    async def _token_principal(self, token: str) -> Principal | None:
+        """The principal of a valid, unrevoked, unexpired API token; None otherwise."""
+        parts = admin_secrets.split_token(token)
+        if parts is None:
+            return None
+        stored = await self._lookup_token(parts[0])
+        if (
+            stored is None
+            or stored.revoked_at is not None
+            or (stored.expires_at is not None and stored.expires_at <= self.clock.seconds())
+            or not hmac.compare_digest(stored.secret_hash, admin_secrets.sha256_hex(parts[1]))
+        ):
+            return None
+        return Principal(
+            f"token:{stored.token_id}", frozenset(stored.scopes), stored.owner,
+            stored.owner_generation,
+        )  # fmt: skip
+
+    async def _current(self, principal: Principal) -> bool:
+        """Whether the account behind ``principal`` exists, is enabled, and is still
+        at the credential generation the session or token was issued under."""
+        now = self.clock.seconds()
+        cached = self._accounts.get(principal.account)
+        if cached is not None and now - cached[1] < TOKEN_CACHE_SECONDS:
+            account = cached[0]
+        else:
+            account = await self.store.get_account(principal.account)
+            if len(self._accounts) >= _TOKEN_CACHE_SIZE:
+                self._accounts.clear()
+            self._accounts[principal.account] = (account, now)
+        return (
+            account is not None
+            and not account.disabled
+            and account.generation == principal.generation
+        )
+
+    async def _new_generation(self, account: AdminAccount, **changes: Any) -> None:
+        """Store ``account`` with ``changes`` and its credential generation moved on:
+        every session and token issued before stops working."""
+        self._accounts.pop(account.name, None)
+        await self.store.update_account(
+            attrs.evolve(account, generation=account.generation + 1, **changes)
+        )
 
     async def _lookup_token(self, token_id: str) -> ApiToken | None:
         """The stored token, from the cache when looked up recently."""
@@ -435,10 +490,9 @@ class AdminAuth:
         step = self.totp_step(account.totp_pending, code, 0)
         if step is None:
             raise ApiError(400, "invalid_mfa_code", "the code does not match")
-        await self.store.update_account(
-            attrs.evolve(account, totp_secret=account.totp_pending, totp_pending="",
-                         totp_last_step=step)
-        )  # fmt: skip
+        await self._new_generation(
+            account, totp_secret=account.totp_pending, totp_pending="", totp_last_step=step
+        )
 
     async def change_password(self, name: str, current: str, new: str) -> None:
         """Replace the password of ``name`` after checking the current one."""
@@ -454,7 +508,7 @@ class AdminAuth:
             new_hash = await self._run_blocking(admin_secrets.hash_password, new)
         finally:
             self.password_slots.release()
-        await self.store.update_account(attrs.evolve(account, password_hash=new_hash))
+        await self._new_generation(account, password_hash=new_hash)
 
     async def _account(self, name: str) -> AdminAccount:
         account = await self.store.get_account(name)
@@ -468,12 +522,34 @@ class AdminAuth:
         self, owner: str, name: str, scopes: tuple[str, ...]
     ) -> tuple[str, ApiToken]:
         """A new API token; the full token string is returned only here."""
-        token_id, secret, full = admin_secrets.new_token()
-        token = ApiToken(
-            token_id, name, admin_secrets.sha256_hex(secret), scopes, owner, self.clock.seconds()
+        account = await self._account(owner)
+        return await issue_token(
+            self.store, self.clock, account, name, scopes, self.settings.token_seconds
         )
-        await self.store.add_token(token)
-        return full, token
+
+
+async def issue_token(
+    store: IAdminStore,
+    clock: IReactorTime,
+    owner: AdminAccount,
+    name: str,
+    scopes: tuple[str, ...],
+    lifetime: float | None,
+) -> tuple[str, ApiToken]:
+    """
+    Store a new API token of ``owner`` at its current credential generation,
+    lasting ``lifetime`` seconds (None: for ever); returns the full token string
+    (shown only once) and the stored token.
+    """
+    token_id, secret, full = admin_secrets.new_token()
+    now = clock.seconds()
+    token = ApiToken(
+        token_id, name, admin_secrets.sha256_hex(secret), scopes, owner.name, now,
+        owner_generation=owner.generation,
+        expires_at=None if lifetime is None else now + lifetime,
+    )  # fmt: skip
+    await store.add_token(token)
+    return full, token
 
 
 def check_new_password(password: str) -> None:

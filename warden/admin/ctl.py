@@ -4,6 +4,7 @@
     wardenctl admin add NAME                 # prints a one-time password
     wardenctl admin list
     wardenctl admin token ACCOUNT NAME --scopes read,write   # prints the token once
+    wardenctl admin disable NAME | enable NAME | remove NAME
     wardenctl drain [--timeout S] [--wait] [--url URL]
 
 ``admin`` works on the database directly (like ``extension``); ``drain`` asks
@@ -23,14 +24,14 @@ import re
 import sys
 from typing import Any, TextIO
 
+import attrs
 from twisted.internet import defer, ssl, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from warden.admin import auth as admin_auth
-from warden.admin import secrets as admin_secrets
-from warden.admin.model import SCOPES, ApiToken
+from warden.admin.model import SCOPES
 from warden.admin.service import CERT_FILE
 from warden.config import WardenConfig
 from warden.errors import AdminAccountExists
@@ -81,6 +82,14 @@ def add_commands(areas: Any) -> None:
     token.add_argument("--scopes", type=_scopes_arg, default=("read",),
                        help="comma list from read,write,calls (default read)")  # fmt: skip
     token.set_defaults(admin_handler=_token)
+    for command, text in (
+        ("disable", "disable an account: no login; its sessions and tokens stop working"),
+        ("enable", "enable a disabled account again"),
+        ("remove", "remove an account; its sessions and tokens stop working"),
+    ):
+        change = commands.add_parser(command, help=text)
+        change.add_argument("name", metavar="NAME", type=_account_arg)
+        change.set_defaults(admin_handler=_change)
 
     drain = areas.add_parser("drain", help="drain the running server (no new calls)")
     drain.add_argument("--timeout", type=_seconds_arg, help="seconds to wait for calls")
@@ -105,19 +114,36 @@ async def _add(args: argparse.Namespace, ctx: _Ctx) -> int:
 async def _list(args: argparse.Namespace, ctx: _Ctx) -> int:
     for account in await ctx.store().list_accounts():
         mfa = "mfa" if account.mfa_enabled else "no-mfa"
-        print(f"{account.name}  {mfa}", file=ctx.out)
+        state = "  disabled" if account.disabled else ""
+        print(f"{account.name}  {mfa}{state}", file=ctx.out)
     return EXIT_OK
 
 
 async def _token(args: argparse.Namespace, ctx: _Ctx) -> int:
     store = ctx.store()
-    if await store.get_account(args.account) is None:
+    owner = await store.get_account(args.account)
+    if owner is None:
         print(f"wardenctl: no admin account {args.account}", file=ctx.err)
         return EXIT_FAILED
-    token_id, secret, full = admin_secrets.new_token()
-    await store.add_token(ApiToken(token_id, args.name, admin_secrets.sha256_hex(secret),
-                                   args.scopes, args.account, ctx.clock.seconds()))  # fmt: skip
+    full, _ = await admin_auth.issue_token(
+        store, ctx.clock, owner, args.name, args.scopes, ctx.config.admin.token_seconds
+    )
     print(full, file=ctx.out)
+    return EXIT_OK
+
+
+async def _change(args: argparse.Namespace, ctx: _Ctx) -> int:
+    store = ctx.store()
+    account = await store.get_account(args.name)
+    if account is None:
+        print(f"wardenctl: no admin account {args.name}", file=ctx.err)
+        return EXIT_FAILED
+    if args.command == "remove":
+        await store.remove_account(args.name)
+        print(f"removed admin account {args.name}", file=ctx.out)
+    else:
+        await store.update_account(attrs.evolve(account, disabled=args.command == "disable"))
+        print(f"{args.command}d admin account {args.name}", file=ctx.out)
     return EXIT_OK
 
 

@@ -30,6 +30,9 @@ class AdminAccount:
         totp_last_step: the last TOTP time step accepted (a code is used once).
         recovery_hashes: SHA-256 hashes of the unused recovery codes.
         created_at: when the account was made (clock time).
+        generation: moves when the password changes or MFA is enrolled; sessions
+            and API tokens issued under an older generation stop working.
+        disabled: the account cannot log in; its sessions and tokens stop working.
     """
 
     name: str
@@ -39,6 +42,8 @@ class AdminAccount:
     totp_pending: str = ""
     totp_last_step: int = 0
     recovery_hashes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    generation: int = 0
+    disabled: bool = False
 
     @property
     def mfa_enabled(self) -> bool:
@@ -59,6 +64,9 @@ class ApiToken:
         owner: the account that created it.
         created_at: clock time.
         revoked_at: when it was revoked, or None.
+        owner_generation: the owner's credential generation when it was made; the
+            token stops working when the owner's generation moves.
+        expires_at: when it stops working, or None for never.
     """
 
     token_id: str
@@ -68,6 +76,8 @@ class ApiToken:
     owner: str
     created_at: float
     revoked_at: float | None = None
+    owner_generation: int = 0
+    expires_at: float | None = None
 
     def public(self) -> dict[str, Any]:
         """What the API shows of the token: everything but the secret hash."""
@@ -78,6 +88,7 @@ class ApiToken:
             "owner": self.owner,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
+            "expires_at": self.expires_at,
         }
 
 

@@ -23,38 +23,55 @@ from warden.interfaces import IAdminStore, IAuditLog
 from warden.store.interaction import run_interaction
 
 _ACCOUNT_COLUMNS = (
-    "name, password_hash, created_at, totp_secret, totp_pending, totp_last_step, recovery_hashes"
+    "name, password_hash, created_at, totp_secret, totp_pending, totp_last_step,"
+    " recovery_hashes, generation, disabled"
 )
-_TOKEN_COLUMNS = "token_id, name, secret_hash, scopes, owner, created_at, revoked_at"
+_TOKEN_COLUMNS = (
+    "token_id, name, secret_hash, scopes, owner, created_at, revoked_at, owner_generation,"
+    " expires_at"
+)
+#: UPDATE's SET list for every account column but the name (``mark``: ``?`` or ``%s``).
+ACCOUNT_SET = (
+    "password_hash = {0}, created_at = {0}, totp_secret = {0}, totp_pending = {0},"
+    " totp_last_step = {0}, recovery_hashes = {0}, generation = {0}, disabled = {0}"
+)
 
 
 def _account_row(a: AdminAccount) -> tuple[Any, ...]:
     return (
         a.name, a.password_hash, a.created_at, a.totp_secret, a.totp_pending,
-        a.totp_last_step, json.dumps(list(a.recovery_hashes)),
+        a.totp_last_step, json.dumps(list(a.recovery_hashes)), a.generation, a.disabled,
     )  # fmt: skip
 
 
 def _account(row: tuple[Any, ...]) -> AdminAccount:
-    name, password_hash, created_at, secret, pending, last_step, recovery = row
+    name, password_hash, created_at, secret, pending, last_step, recovery, gen, disabled = row
     return AdminAccount(
         name=name, password_hash=password_hash, created_at=created_at, totp_secret=secret,
         totp_pending=pending, totp_last_step=int(last_step),
-        recovery_hashes=json.loads(recovery),
+        recovery_hashes=json.loads(recovery), generation=int(gen), disabled=bool(disabled),
+    )  # fmt: skip
+
+
+def _token_row(t: ApiToken) -> tuple[Any, ...]:
+    return (
+        t.token_id, t.name, t.secret_hash, " ".join(t.scopes), t.owner, t.created_at,
+        t.revoked_at, t.owner_generation, t.expires_at,
     )  # fmt: skip
 
 
 def _token(row: tuple[Any, ...]) -> ApiToken:
-    token_id, name, secret_hash, scopes, owner, created_at, revoked_at = row
+    token_id, name, secret_hash, scopes, owner, created_at, revoked_at, gen, expires = row
     return ApiToken(
-        token_id, name, secret_hash, tuple(scopes.split()), owner, created_at, revoked_at
-    )
+        token_id, name, secret_hash, tuple(scopes.split()), owner, created_at, revoked_at,
+        int(gen), expires,
+    )  # fmt: skip
 
 
 def _add_account_txn(txn: adbapi.Transaction, account: AdminAccount) -> None:
     try:
         txn.execute(
-            f"INSERT INTO admin_accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO admin_accounts ({_ACCOUNT_COLUMNS}) VALUES ({', '.join('?' * 9)})",
             _account_row(account),
         )
     except sqlite3.IntegrityError:
@@ -70,9 +87,7 @@ def _get_account_txn(txn: adbapi.Transaction, name: str) -> AdminAccount | None:
 def _update_account_txn(txn: adbapi.Transaction, account: AdminAccount) -> None:
     row = _account_row(account)
     txn.execute(
-        "UPDATE admin_accounts SET password_hash = ?, created_at = ?, totp_secret = ?,"
-        " totp_pending = ?, totp_last_step = ?, recovery_hashes = ? WHERE name = ?",
-        (*row[1:], row[0]),
+        f"UPDATE admin_accounts SET {ACCOUNT_SET.format('?')} WHERE name = ?", (*row[1:], row[0])
     )
     if txn.rowcount == 0:
         raise AdminAccountNotFound(account.name)
@@ -81,6 +96,11 @@ def _update_account_txn(txn: adbapi.Transaction, account: AdminAccount) -> None:
 def _list_accounts_txn(txn: adbapi.Transaction) -> list[AdminAccount]:
     txn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts ORDER BY name")
     return [_account(row) for row in txn.fetchall()]
+
+
+def _remove_account_txn(txn: adbapi.Transaction, name: str) -> bool:
+    txn.execute("DELETE FROM admin_accounts WHERE name = ?", (name,))
+    return bool(txn.rowcount)
 
 
 def _claim_totp_step_txn(txn: adbapi.Transaction, name: str, step: int) -> bool:
@@ -114,10 +134,9 @@ def _use_recovery_code_txn(txn: adbapi.Transaction, name: str, digest: str) -> b
 
 def _add_token_txn(txn: adbapi.Transaction, t: ApiToken) -> None:
     txn.execute(
-        f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (t.token_id, t.name, t.secret_hash, " ".join(t.scopes), t.owner, t.created_at,
-         t.revoked_at),
-    )  # fmt: skip
+        f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES ({', '.join('?' * 9)})",
+        _token_row(t),
+    )
 
 
 def _get_token_txn(txn: adbapi.Transaction, token_id: str) -> ApiToken | None:
@@ -161,6 +180,10 @@ class SQLiteAdminStore:
     def list_accounts(self) -> Deferred[builtins.list[AdminAccount]]:
         """See L{IAdminStore.list_accounts}."""
         return run_interaction(self._pool, "list_admin_accounts", _list_accounts_txn)
+
+    def remove_account(self, name: str) -> Deferred[bool]:
+        """See L{IAdminStore.remove_account}."""
+        return run_interaction(self._pool, "remove_admin_account", _remove_account_txn, name)
 
     def claim_totp_step(self, name: str, step: int) -> Deferred[bool]:
         """See L{IAdminStore.claim_totp_step}."""

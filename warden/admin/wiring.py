@@ -78,6 +78,7 @@ def add_admin(
         backoff_seconds=admin.login_backoff_seconds,
         backoff_max_seconds=admin.login_backoff_max_seconds,
         password_checks=admin.login_concurrency,
+        token_seconds=admin.token_seconds,
     )
     listen = AdminListenSettings(
         listen=admin.listen,

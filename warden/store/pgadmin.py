@@ -18,11 +18,13 @@ from warden.admin.model import AdminAccount, ApiToken, AuditEntry
 from warden.admin.store import (
     _ACCOUNT_COLUMNS,
     _TOKEN_COLUMNS,
+    ACCOUNT_SET,
     _account,
     _account_row,
     _audit_entries,
     _audit_query,
     _token,
+    _token_row,
     remaining_recovery_hashes,
 )
 from warden.errors import AdminAccountExists, AdminAccountNotFound
@@ -33,7 +35,7 @@ from warden.store.pgpool import Cursor, PostgreSQLPool
 async def _add_account_txn(cursor: Cursor, account: AdminAccount) -> None:
     await cursor.execute(
         f"INSERT INTO admin_accounts ({_ACCOUNT_COLUMNS})"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+        f" VALUES ({', '.join(['%s'] * 9)}) ON CONFLICT (name) DO NOTHING",
         _account_row(account),
     )
     if cursor.rowcount == 0:
@@ -49,8 +51,7 @@ async def _get_account_txn(cursor: Cursor, name: str) -> AdminAccount | None:
 async def _update_account_txn(cursor: Cursor, account: AdminAccount) -> None:
     row = _account_row(account)
     await cursor.execute(
-        "UPDATE admin_accounts SET password_hash = %s, created_at = %s, totp_secret = %s,"
-        " totp_pending = %s, totp_last_step = %s, recovery_hashes = %s WHERE name = %s",
+        f"UPDATE admin_accounts SET {ACCOUNT_SET.format('%s')} WHERE name = %s",
         (*row[1:], row[0]),
     )
     if cursor.rowcount == 0:
@@ -60,6 +61,11 @@ async def _update_account_txn(cursor: Cursor, account: AdminAccount) -> None:
 async def _list_accounts_txn(cursor: Cursor) -> list[AdminAccount]:
     await cursor.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts ORDER BY name")
     return [_account(row) for row in cursor.fetchall()]
+
+
+async def _remove_account_txn(cursor: Cursor, name: str) -> bool:
+    await cursor.execute("DELETE FROM admin_accounts WHERE name = %s", (name,))
+    return bool(cursor.rowcount)
 
 
 async def _claim_totp_step_txn(cursor: Cursor, name: str, step: int) -> bool:
@@ -86,10 +92,9 @@ async def _use_recovery_code_txn(cursor: Cursor, name: str, digest: str) -> bool
 
 async def _add_token_txn(cursor: Cursor, t: ApiToken) -> None:
     await cursor.execute(
-        f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (t.token_id, t.name, t.secret_hash, " ".join(t.scopes), t.owner, t.created_at,
-         t.revoked_at),
-    )  # fmt: skip
+        f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES ({', '.join(['%s'] * 9)})",
+        _token_row(t),
+    )
 
 
 async def _get_token_txn(cursor: Cursor, token_id: str) -> ApiToken | None:
@@ -135,6 +140,10 @@ class PostgreSQLAdminStore:
     def list_accounts(self) -> Deferred[builtins.list[AdminAccount]]:
         """See L{IAdminStore.list_accounts}."""
         return self._pool.run("list_admin_accounts", _list_accounts_txn)
+
+    def remove_account(self, name: str) -> Deferred[bool]:
+        """See L{IAdminStore.remove_account}."""
+        return self._pool.run("remove_admin_account", _remove_account_txn, name)
 
     def claim_totp_step(self, name: str, step: int) -> Deferred[bool]:
         """See L{IAdminStore.claim_totp_step}."""

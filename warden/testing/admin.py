@@ -44,6 +44,10 @@ class MemoryAdminStore:
         """See L{IAdminStore.list_accounts}."""
         return defer.succeed([self.accounts[k] for k in sorted(self.accounts)])
 
+    def remove_account(self, name: str) -> Deferred[bool]:
+        """See L{IAdminStore.remove_account}."""
+        return defer.succeed(self.accounts.pop(name, None) is not None)
+
     def claim_totp_step(self, name: str, step: int) -> Deferred[bool]:
         """See L{IAdminStore.claim_totp_step}."""
         account = self.accounts.get(name)
