@@ -56,7 +56,14 @@ class SipError(WardenError):
         status: the SIP status code (400-699).
         reason: the reason phrase.
         headers: extra headers for the response, as ``(name, value)`` pairs.
+
+    Attributes:
+        stateless: answer once and forget the transaction (no retransmission
+            until an ACK): for answers to requests that may come from a spoofed
+            address, such as the 407 challenge to an INVITE.
     """
+
+    stateless = False
 
     def __init__(
         self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()

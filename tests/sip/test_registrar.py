@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from warden.errors import SipError
 from warden.sip.auth import AuthThrottle, NonceManager, NonceState, answer_challenge
-from warden.sip.authenticator import Authenticator, Throttled
+from warden.sip.authenticator import Authenticator, Throttled, names_target
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response
 from warden.sip.parser import parse_datagram
@@ -324,6 +324,48 @@ class AuthTests(RegistrarTestCase):
         )
         wrong = self.rfc2069_answer("nope")
         self.assertEqual(self.handle(register(authorization=wrong, cseq=3)).status, 403)
+
+    def answer_with_uri(self, uri: str) -> Response:
+        """Correct credentials whose digest uri is ``uri``; the final response."""
+        value = self.challenge().get_all("WWW-Authenticate")[0]
+        authz = answer_challenge(value, "1001", "secret1001", "REGISTER", uri)
+        return self.handle(register(authorization=authz, cseq=2, call_id=f"uri-{uri}"))
+
+    def test_digest_uri_of_another_target_refused(self) -> None:
+        """
+        Correct credentials computed over a uri naming another user or another
+        host than the Request-URI are refused with 400 (RFC 7616 §3.4.6).
+        """
+        for uri in ("sip:1002@pbx.test", "sip:evil.test", "sip:1001@evil.test", "%%%"):
+            response = self.answer_with_uri(uri)
+            self.assertEqual(
+                (response.status, response.reason),
+                (400, "Digest uri does not match the Request-URI"),
+                uri,
+            )
+
+    def test_digest_uri_forms_accepted(self) -> None:
+        """
+        The Request-URI itself, with parameters or another case, and SIPp's
+        form (the address it sends to, with or without ``sip:``) are accepted.
+        """
+        for uri in ("sip:PBX.test;transport=udp", "sip:pbx.test:5060", "pbx.test:5060"):
+            self.assertEqual(self.answer_with_uri(uri).status, 200, uri)
+
+    def test_names_target_for_invite(self) -> None:
+        """For an INVITE the digest uri must name the callee (or be the bare host)."""
+        invite = parse_datagram(
+            b"INVITE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKi\r\n"
+            b"To: <sip:1002@pbx.test>\r\nFrom: <sip:1001@pbx.test>;tag=a\r\n"
+            b"Call-ID: i\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert isinstance(invite, Request)
+        self.assertTrue(names_target("sip:1002@pbx.test", invite))
+        self.assertTrue(names_target("sip:1002@pbx.test:5060;user=phone", invite))
+        self.assertTrue(names_target("sip:pbx.test:5060", invite))
+        self.assertFalse(names_target("sip:1003@pbx.test", invite))
+        self.assertFalse(names_target("sip:1002@other.test", invite))
+        self.assertFalse(names_target("tel:1002", invite))
 
     def test_nonce_manager_states(self) -> None:
         """Nonces are valid, stale after the lifetime, invalid when tampered with."""

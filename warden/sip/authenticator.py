@@ -2,8 +2,11 @@
 Authenticating SIP requests against the directory (RFC 3261 §22.2 for REGISTER
 with 401, §22.3 for INVITE and others with 407).
 
-The response hash is checked over the digest ``uri`` exactly as the client sent
-it, which need not equal the Request-URI (SIPp sends the target address there).
+The digest ``uri`` must name the request's target (RFC 7616 §3.4.6, RFC 3261
+§22.4): the same user and host as the Request-URI, or, without a user, the
+Request-URI's host (SIPp sends the address it sends to); anything else is 400,
+so credentials captured from an INVITE cannot be replayed to call someone else.
+The response hash is checked over the ``uri`` exactly as the client sent it.
 Wrong credentials and unknown users get the same 403, so the answer does not
 tell a scanner which extensions exist.
 """
@@ -35,6 +38,7 @@ from warden.sip.auth import (
 )
 from warden.sip.flow import Flow
 from warden.sip.message import Request
+from warden.sip.uri import URI, parse_uri
 from warden.store.model import Extension
 
 _T = TypeVar("_T")
@@ -79,12 +83,56 @@ def as_deferred(value: _T | Deferred[_T]) -> Deferred[_T]:
 class Throttled(SipError):
     """
     The source is blocked for failed authentications: answered 403 without
-    looking at the credentials, so guessing gets nowhere.
+    looking at the credentials, so guessing gets nowhere; statelessly, so a
+    spoofed request in a blocked address's name is answered once.
     """
+
+    stateless = True
 
     def __init__(self, source: str) -> None:
         super().__init__(403, "Forbidden")
         self.source = source
+
+
+def names_target(digest_uri: str, request: Request) -> bool:
+    """
+    Whether a digest ``uri`` names the request's target: a SIP URI with the same
+    user and host as the Request-URI (parameters and port aside), or one without
+    a user whose host is the Request-URI's (SIPp's default, the address it sends
+    to; with or without the ``sip:`` scheme). A non-SIP Request-URI must be
+    repeated exactly.
+    """
+    target = request.uri
+    text = digest_uri.strip()
+    if not target.is_sip:
+        return text == request.uri_text
+    uri = _parse_digest_uri(text)
+    if uri is None or not uri.is_sip or uri.host != target.host:
+        return False
+    return uri.user is None or uri.user_unescaped == target.user_unescaped
+
+
+def _parse_digest_uri(text: str) -> URI | None:
+    if not text[:5].lower().startswith(("sip:", "sips:")):
+        text = "sip:" + text  # SIPp's "host:port"
+    try:
+        return parse_uri(text)
+    except SipParseError:
+        return None
+
+
+def _refusal(
+    proxy: bool, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()
+) -> SipError:
+    """
+    An answer given before the requester is known. To an INVITE (``proxy``) it
+    is sent statelessly, as Kamailio sends its 407: a request from a spoofed
+    address gets one response, not one retransmitted until Timer H (RFC 3261
+    §17.2.1), so Warden does not multiply traffic towards a victim.
+    """
+    error = SipError(status, reason, headers)
+    error.stateless = proxy
+    return error
 
 
 class Authenticator:
@@ -143,8 +191,7 @@ class Authenticator:
         the authenticated Extension is returned, or SipError raised, now.
         Otherwise a Deferred that fires or fails as L{authenticate}'s.
         """
-        header = "Proxy-Authorization" if proxy else "Authorization"
-        creds = self._credentials(request, header)
+        creds = self._credentials(request, proxy)
         if creds is not None:
             user = creds.username
         else:
@@ -154,6 +201,9 @@ class Authenticator:
         if self.throttle.is_blocked(flow.host, user):
             metrics.THROTTLED.inc()
             raise Throttled(flow.host)
+        if creds is not None and not names_target(creds.uri, request):
+            self._rejected(flow, "digest uri names another target", user)
+            raise _refusal(proxy, 400, "Digest uri does not match the Request-URI")
         return then(
             self._directory.get_extension(user),
             lambda extension: self._verify(request, flow, proxy, creds, user, extension),
@@ -197,12 +247,13 @@ class Authenticator:
             raise self._challenge(flow, proxy, offered)
         return extension
 
-    def _credentials(self, request: Request, header: str) -> Credentials | None:
+    def _credentials(self, request: Request, proxy: bool) -> Credentials | None:
+        header = "Proxy-Authorization" if proxy else "Authorization"
         for value in request.get_all(header):
             try:
                 creds = parse_credentials(value)
             except SipParseError as e:
-                raise SipError(400, "Malformed credentials") from e
+                raise _refusal(proxy, 400, "Malformed credentials") from e
             if creds is not None and creds.realm == self.realm:
                 return creds
         return None
@@ -240,7 +291,7 @@ class Authenticator:
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         headers = tuple((name, challenge(self.realm, nonce, a, stale)) for a in algorithms)
         if proxy:
-            return SipError(407, "Proxy Authentication Required", headers)
+            return _refusal(proxy, 407, "Proxy Authentication Required", headers)
         return SipError(401, "Unauthorized", headers)
 
     def _failed(self, flow: Flow, why: str, user: str) -> None:

@@ -135,8 +135,10 @@ class CallController:
         """A new INVITE (no To tag): authenticate, route, fork."""
         if self.draining:
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
-        txn.respond(make_response(request, 100, "Trying"))
+        # Authenticated first: the 407 to a request that may be spoofed goes out
+        # alone and statelessly (the transaction still sends 100 after 200 ms).
         caller = yield self.authenticator.authenticate(request, flow, proxy=True)
+        txn.respond(make_response(request, 100, "Trying"))
         sip_metrics.CALL_ATTEMPTS.inc()
         check_interval(request)
         dialled = request.uri.user_unescaped or ""

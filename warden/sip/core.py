@@ -47,6 +47,9 @@ class ServerTransactionLike(Protocol):
     def respond(self, response: Response) -> None:
         """Send a response."""
 
+    def respond_statelessly(self, response: Response) -> None:
+        """Send a final response once and forget the transaction."""
+
 
 Handler = Callable[[Request, Flow], "defer.Deferred[Response]"]
 
@@ -260,10 +263,19 @@ class SipCore:
             request, error.status, error.reason, to_tag=new_tag(), headers=error.headers
         )
 
-    def _respond(self, transaction: ServerTransactionLike, response: Response, flow: Flow) -> None:
+    def _respond(
+        self,
+        transaction: ServerTransactionLike,
+        response: Response,
+        flow: Flow,
+        stateless: bool = False,
+    ) -> None:
         if self.server_header:
             response.add("Server", self.server_header)
-        transaction.respond(response)
+        if stateless:
+            transaction.respond_statelessly(response)
+        else:
+            transaction.respond(response)
 
     def _handler_failed(
         self, failure: Failure, transaction: ServerTransactionLike, request: Request, flow: Flow
@@ -277,7 +289,11 @@ class SipCore:
         elif not isinstance(error, SipError):
             self.log.failure("Handler for {method} failed", failure, method=request.method)
             error = SipError(500, "Server Internal Error")
-        self._respond(transaction, self.error_response(request, error), flow)
+        response = self.error_response(request, error)
+        if error.stateless:
+            self._respond(transaction, response, flow, stateless=True)
+        else:
+            self._respond(transaction, response, flow)
         # An answered error is done with: drop its traceback now, whose frames
         # (and their locals: request, transaction, the failure itself) would
         # otherwise form a cycle per challenged or refused request that only the

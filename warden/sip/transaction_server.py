@@ -69,6 +69,22 @@ class ServerTransaction(Transaction):
         """
         raise NotImplementedError
 
+    def respond_statelessly(self, response: Response) -> None:
+        """
+        Send a final error response once and terminate at once, as a stateless
+        server would (RFC 3261 §16.11, §17.2.1 for what is then left out): no
+        retransmission until an ACK, nothing waiting for one. A retransmitted
+        request makes a new transaction and gets a new answer; the ACK of a
+        non-2xx then matches no transaction and goes no further. Anything but a
+        final error response before one was sent is handed to L{respond}.
+        """
+        if response.status < 300 or self._state not in (_S.TRYING, _S.PROCEEDING):
+            self.respond(response)
+            return
+        self._cancel_timer("trying")
+        if self._send(response):
+            self._terminate()
+
     def start(self) -> None:
         """Called by the layer once the transaction is filed, before the TU sees it."""
 
