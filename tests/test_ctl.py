@@ -258,7 +258,9 @@ class CommandTests(SynchronousTestCase):
         path = self.write("SEQUENTIAL\n# phones\n\n100;pw100;Desk\n101;pw101\n 102 ; pw102 ;\n")
         code, out, err = self.ctl("extension", "import", path)
         self.assertEqual((code, err), (0, ""))
-        self.assertEqual(out, "imported 3 extensions (3 added, 0 updated) in 0.00s\n")
+        self.assertEqual(
+            out, "imported 3 extensions (3 added, 0 updated) for realm test.example in 0.00s\n"
+        )
         self.assertPassword("100", "pw100")
         self.assertPassword("102", "pw102")
         self.assertEqual(self.stored("100").name, "Desk")  # type: ignore[union-attr]
@@ -270,9 +272,13 @@ class CommandTests(SynchronousTestCase):
         path = self.write("100;a\n101;b\n")
         self.ctl("extension", "import", path)
         _, out, _ = self.ctl("extension", "import", path)
-        self.assertEqual(out, "imported 2 extensions (0 added, 0 updated) in 0.00s\n")
+        self.assertEqual(
+            out, "imported 2 extensions (0 added, 0 updated) for realm test.example in 0.00s\n"
+        )
         _, out, _ = self.ctl("extension", "import", self.write("100;a\n101;changed\n102;c\n"))
-        self.assertEqual(out, "imported 3 extensions (1 added, 1 updated) in 0.00s\n")
+        self.assertEqual(
+            out, "imported 3 extensions (1 added, 1 updated) for realm test.example in 0.00s\n"
+        )
 
     def test_import_bad_line(self) -> None:
         """A bad line exits 2 naming file:line and the problem; nothing is imported."""
@@ -308,7 +314,9 @@ class CommandTests(SynchronousTestCase):
         """The reported time comes from the injected clock."""
         self.directory = SlowDirectory(self.clock)
         _, out, _ = self.ctl("extension", "import", self.write("100;a\n"))
-        self.assertEqual(out, "imported 1 extensions (1 added, 0 updated) in 1.25s\n")
+        self.assertEqual(
+            out, "imported 1 extensions (1 added, 0 updated) for realm test.example in 1.25s\n"
+        )
 
     def test_read_import_file(self) -> None:
         """read_import_file builds the extensions in file order, HA1 in the realm."""
@@ -405,6 +413,27 @@ class ProcessTests(SynchronousTestCase):
             (missing.returncode, missing.stderr), (1, "wardenctl: no extension 100\n")
         )
 
+    def test_domain_option_sets_the_realm(self) -> None:
+        """
+        ``wardenctl --domain NAME`` works as ``twistd warden --domain NAME``: with
+        no realm in the file, imported digests are for realm NAME (the server's),
+        and the import says which realm it used.
+        """
+        self.base = [
+            "--data-dir",
+            os.path.join(self.workdir, "var"),
+            "--domain",
+            "pbx.example.org",
+        ]
+        path = os.path.join(self.workdir, "phones.csv")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("SEQUENTIAL\n100;pw100\n")
+        imported = self.wardenctl("extension", "import", path)
+        self.assertEqual(imported.returncode, 0, imported.stderr)
+        self.assertIn("for realm pbx.example.org in", imported.stdout)
+        shown = json.loads(self.wardenctl("extension", "show", "100", "--json").stdout)
+        self.assertEqual(shown["realm"], "pbx.example.org")
+
     def test_import_10000(self) -> None:
         """Importing 10,000 extensions takes a couple of seconds at most, and
         importing the same file again adds and updates nothing."""
@@ -417,13 +446,16 @@ class ProcessTests(SynchronousTestCase):
         wall = time.monotonic() - started
         self.assertEqual(first.returncode, 0, first.stderr)
         self.assertRegex(
-            first.stdout, r"^imported 10000 extensions \(10000 added, 0 updated\) in "
+            first.stdout,
+            r"^imported 10000 extensions \(10000 added, 0 updated\) for realm \S+ in ",
         )
         reported = float(first.stdout.rsplit(" in ", 1)[1].rstrip("s\n"))
         self.assertLess(reported, 2.0)
         self.assertLess(wall, 10.0)
         again = self.wardenctl("extension", "import", path)
-        self.assertRegex(again.stdout, r"^imported 10000 extensions \(0 added, 0 updated\) in ")
+        self.assertRegex(
+            again.stdout, r"^imported 10000 extensions \(0 added, 0 updated\) for realm \S+ in "
+        )
         shown = self.wardenctl("extension", "show", "29999", "--json")
         self.assertEqual(json.loads(shown.stdout)["name"], "Phone 29999")
 

@@ -3,7 +3,8 @@
 command line.
 
 It reads the same configuration as the server (``--config``, ``--data-dir``,
-through L{load_effective_config}), brings the database schema up to date, and
+``--domain``, through L{load_effective_config}), so the digests it stores are
+for the realm the server uses; it brings the database schema up to date, and
 then runs one command::
 
     wardenctl extension add 100 --name "Front Desk"
@@ -135,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wardenctl", description="Manage a Warden PBX.")
     parser.add_argument("--config", metavar="FILE", help="the TOML configuration file")
     parser.add_argument("--data-dir", metavar="DIR", help="overrides [server] data_dir")
+    parser.add_argument(
+        "--domain",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a domain of the PBX, as for twistd warden --domain (repeatable): the first"
+        " is the digest realm when [server] realm and domains are unset",
+    )
     areas = parser.add_subparsers(dest="area", required=True, metavar="AREA")
     extension = areas.add_parser("extension", help="manage extensions")
     commands = extension.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -422,7 +431,7 @@ async def _import(ctx: _Context) -> None:
     elapsed = ctx.clock.seconds() - started
     ctx.print(
         f"imported {len(extensions)} extensions ({added} added, {updated} updated)"
-        f" in {elapsed:.2f}s"
+        f" for realm {ctx.config.realm} in {elapsed:.2f}s"
     )
 
 
@@ -604,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        config = load_effective_config(args.config, data_dir=args.data_dir)
+        config = load_effective_config(args.config, data_dir=args.data_dir, domains=args.domain)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     except ConfigError as e:

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import signal
 
-from tests.integration.clients import LOCALHOST
+from tests.integration.clients import LOCALHOST, poll
 from tests.integration.harness import (
+    REALM,
+    WARDENCTL,
     IntegrationTestCase,
     Users,
     WardenProcess,
     free_port,
     provision,
     require_sipp,
+    run_process,
     run_sipp,
     sipp_register_args,
+    user_password,
+    write_user_files,
 )
 from tests.integration.sipp_traces import SippStats, read_sipp_errors, read_sipp_stats
 from warden.sip.headers import parse_address
@@ -110,3 +115,38 @@ class SippRegistrationTests(IntegrationTestCase):
             )
             expires = int(contacts[0].param("expires") or 0)
             self.assertTrue(3000 < expires <= 3600, f"expires={expires}")
+
+
+class RealmMismatchTests(IntegrationTestCase):
+    """Extensions stored for another realm than the server's are explained, not silent."""
+
+    async def test_import_for_another_realm_is_explained(self) -> None:
+        """
+        ``wardenctl --domain other.test extension import`` on the data directory
+        of a Warden whose realm is warden.test stores digests for other.test: at
+        start Warden logs one warning with the count and the fix, and a phone of
+        such an extension, registering with its right password, gets 403 and a
+        log line naming both realms.
+        """
+        workdir = self.workdir()
+        data_dir = WardenProcess(workdir).data_dir
+        _, extensions_csv = write_user_files(workdir, 3, first=4001)
+        ctl = [*WARDENCTL, "--data-dir", str(data_dir), "--domain", "other.test"]
+        imported = await run_process(
+            [*ctl, "extension", "import", str(extensions_csv)], workdir, 60
+        )
+        self.assertEqual(imported.code, 0, imported.stderr)
+        self.assertIn("for realm other.test", imported.stdout)
+        warden = await self.start_warden(workdir=workdir)
+        started = "3 of 3 extensions have passwords stored for another realm ('other.test')"
+        self.assertTrue(await poll(lambda: started in warden.log_text(), 5.0), warden.log_tail())
+        self.assertIn(f"than this server's realm '{REALM}'", warden.log_text())
+        client = await self.sip_client(warden)
+        contact = f"<sip:4001@{LOCALHOST}:5999>"
+        response = await client.register("4001", user_password("4001"), contact)
+        self.assertEqual(response.status, 403)
+        named = (
+            "Extension 4001 from 127.0.0.1 cannot authenticate:"
+            " its password is stored for realm 'other.test'"
+        )
+        self.assertTrue(await poll(lambda: named in warden.log_text(), 5.0), warden.log_tail())

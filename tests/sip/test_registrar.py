@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.errors import SipError
 from warden.sip.auth import AuthThrottle, NonceManager, NonceState, answer_challenge
-from warden.sip.authenticator import Authenticator, Throttled, names_target
+from warden.sip.authenticator import REALM_LOG_INTERVAL, Authenticator, Throttled, names_target
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response
 from warden.sip.parser import parse_datagram
@@ -366,6 +367,49 @@ class AuthTests(RegistrarTestCase):
         self.assertFalse(names_target("sip:1003@pbx.test", invite))
         self.assertFalse(names_target("sip:1002@other.test", invite))
         self.assertFalse(names_target("tel:1002", invite))
+
+    def log_lines(self) -> list[str]:
+        """Collect the authenticator's log lines from now on; the list fills up."""
+        lines: list[str] = []
+        self.auth.log = Logger(observer=lambda event: lines.append(formatEvent(event)))
+        return lines
+
+    def test_realm_mismatch_logged_on_register(self) -> None:
+        """
+        A phone whose extension was stored for another realm is refused (403)
+        with one warning naming both realms and the fix, repeated at most every
+        REALM_LOG_INTERVAL seconds, and its failures are not counted.
+        """
+        moved = make_extension("1001", "Front Desk", "old.host", "secret1001")
+        self.successResultOf(self.directory.update_extension(moved))
+        lines = self.log_lines()
+        for cseq in (2, 3, 4, 5):
+            self.assertEqual(self.authed(cseq=cseq).status, 403)
+        warned = [line for line in lines if "cannot authenticate" in line]
+        self.assertEqual(len(warned), 1, lines)
+        self.assertIn("realm 'old.host' but this server's realm is 'pbx.test'", warned[0])
+        self.assertIn("wardenctl extension set 1001 --new-password", warned[0])
+        self.assertFalse(self.throttle.is_blocked(FLOW.host, "1001"))
+        self.clock.advance(REALM_LOG_INTERVAL)
+        self.assertEqual(self.authed(cseq=6).status, 403)
+        self.assertEqual(len([line for line in lines if "cannot authenticate" in line]), 2)
+
+    def test_start_up_realm_check(self) -> None:
+        """
+        check_realms counts the extensions stored for another realm and says so
+        in one warning line with the count and the fix; none are: no line.
+        """
+        lines = self.log_lines()
+        self.assertEqual(self.successResultOf(self.auth.check_realms()), 0)
+        self.assertEqual(lines, [])
+        for number in ("1001", "1002"):
+            moved = make_extension(number, "x", "old.host", "pw")
+            self.successResultOf(self.directory.update_extension(moved))
+        self.assertEqual(self.successResultOf(self.auth.check_realms()), 2)
+        self.assertEqual(len(lines), 1)
+        self.assertIn("2 of 3 extensions have passwords stored for another realm", lines[0])
+        self.assertIn("('old.host') than this server's realm 'pbx.test'", lines[0])
+        self.assertIn("--new-password", lines[0])
 
     def test_nonce_manager_states(self) -> None:
         """Nonces are valid, stale after the lifetime, invalid when tampered with."""

@@ -14,6 +14,7 @@ tell a scanner which extensions exist.
 from __future__ import annotations
 
 import hmac
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -40,6 +41,9 @@ from warden.sip.flow import Flow
 from warden.sip.message import Request
 from warden.sip.uri import URI, parse_uri
 from warden.store.model import Extension
+
+#: Seconds between two log lines about the same extension's realm mismatch.
+REALM_LOG_INTERVAL = 600.0
 
 _T = TypeVar("_T")
 _U = TypeVar("_U")
@@ -165,6 +169,8 @@ class Authenticator:
         self._clock = clock
         self.accept_rfc2069 = accept_rfc2069
         self._rfc2069_logged_at: float | None = None
+        # Extension number -> when its realm mismatch was last logged.
+        self._realm_logged_at: dict[str, float] = {}
         self._directory = directory
         self.nonces = nonces
         self.throttle = throttle
@@ -231,6 +237,11 @@ class Authenticator:
         if creds.qop is None and not self.accept_rfc2069:
             self._refused_rfc2069(flow, user)  # RFC 7616 §3.4: qop is required
             raise SipError(403, "Forbidden")
+        if extension is not None and extension.realm != self.realm:
+            # Stored for another realm: no answer can match, however right the
+            # phone's password. Said in the log, not counted (no guess checked).
+            self._realm_mismatch(flow, extension)
+            raise SipError(403, "Forbidden")
         if (
             extension is None
             or not extension.enabled
@@ -264,7 +275,7 @@ class Authenticator:
         return self.algorithms
 
     def _hash_ok(self, creds: Credentials, extension: Extension, method: str) -> bool:
-        if creds.qop not in (None, "auth") or extension.realm != self.realm:
+        if creds.qop not in (None, "auth"):
             return False
         ha1 = extension.ha1_md5 if creds.algorithm == "MD5" else extension.ha1_sha256
         if not ha1:
@@ -306,6 +317,52 @@ class Authenticator:
                 seconds=self.throttle.block_seconds,
             )
         self._rejected(flow, why, user)
+
+    def _realm_mismatch(self, flow: Flow, extension: Extension) -> None:
+        """Log, at most every ``REALM_LOG_INTERVAL`` seconds per extension, why it fails."""
+        now = self._clock.seconds()
+        last = self._realm_logged_at.get(extension.number)
+        if last is not None and now - last < REALM_LOG_INTERVAL:
+            return
+        if len(self._realm_logged_at) >= 1000:
+            self._realm_logged_at.clear()
+        self._realm_logged_at[extension.number] = now
+        self.log.warn(
+            "Extension {number} from {source} cannot authenticate: its password is stored"
+            " for realm {stored!r} but this server's realm is {realm!r}; run with that"
+            " realm ([server] realm or --domain) or set a new password (wardenctl"
+            " extension set {number} --new-password)",
+            number=extension.number,
+            source=flow.host,
+            stored=extension.realm,
+            realm=self.realm,
+        )
+
+    def check_realms(self) -> Deferred[int]:
+        """
+        At start-up: count the extensions whose digests were stored for another
+        realm than this server's and say so in one warning line with the fix
+        (their phones cannot register). Fires with that count.
+        """
+
+        def counted(extensions: list[Extension]) -> int:
+            foreign = Counter(e.realm for e in extensions if e.realm != self.realm)
+            total = sum(foreign.values())
+            if total:
+                self.log.warn(
+                    "{count} of {extensions} extensions have passwords stored for another"
+                    " realm ({realms}) than this server's realm {realm!r}: their phones"
+                    " cannot register. Start Warden with the realm they were made for"
+                    " ([server] realm, or --domain), or set new passwords (wardenctl"
+                    " --config FILE extension set NUMBER --new-password)",
+                    count=total,
+                    extensions=len(extensions),
+                    realms=", ".join(repr(r) for r, _ in foreign.most_common(3)),
+                    realm=self.realm,
+                )
+            return total
+
+        return self._directory.list_extensions().addCallback(counted)
 
     def _refused_rfc2069(self, flow: Flow, user: str) -> None:
         """

@@ -202,6 +202,8 @@ class SipService(service.MultiService):
             self.calls.start()
         d = self._housekeeping.start(HOUSEKEEPING_INTERVAL, now=True)
         d.addErrback(lambda f: self.log.failure("Housekeeping stopped", f))
+        realms = self.authenticator.check_realms()
+        realms.addErrback(lambda f: self.log.failure("Could not check extension realms", f))
         for transport in self.settings.transports:
             self.log.info(
                 "SIP listening on {transport} {interface}:{port}, realm {realm}",
