@@ -85,8 +85,9 @@ class MakeServiceTests(TestCase):
         self.assertTrue(IServiceCollection.providedBy(root))
         children = list(root)  # type: ignore[call-overload]
         self.assertIsInstance(children[0], SipService)
-        self.assertEqual([type(c).__name__ for c in children[1:]], ["AdminService"])
+        self.assertEqual([type(c).__name__ for c in children[1:]], ["AdminService", "RunLocks"])
         root._pool.close()  # type: ignore[attr-defined]
+        children[-1].directories.release()
 
     def test_sip_settings(self) -> None:
         """Timers, realm and registrar settings come from the configuration."""

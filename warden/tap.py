@@ -30,6 +30,7 @@ from warden.netutil import host_matcher, local_addresses, local_names
 from warden.ops.drtest.schedule import backup_service
 from warden.rtp import udp as media_udp
 from warden.rtp.relay import MediaRelay
+from warden.runlock import InUse, run_locks
 from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
@@ -192,6 +193,10 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
     private_umask()  # the database, spool and backups hold password equivalents
     os.makedirs(config.server.data_dir, exist_ok=True)
     secure_directories(private_directories(config))
+    try:  # held while Warden runs: a restore refuses to write under it (warden.runlock)
+        locks = run_locks(config, reactor)
+    except InUse as e:
+        raise SystemExit(f"twistd warden: {e}") from None
     clock: IReactorTime = reactor
     # [store] url: SQLite or PostgreSQL (warden.store.backend)
     stores = open_stores(
@@ -225,7 +230,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         media_timeout=config.media.timeout,
     )
     root = WardenService(pool, location, directory, reactor, records, live, media, config.node_id)
-    root.migrate = stores.migrate
+    root.migrate = locks.before(stores.migrate)
     if shared is not None:
         shared.node.setServiceParent(root)
     names = local_names(config.server.domains, [config.sip.interface])
@@ -243,6 +248,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
     backups = backup_service(config, options["config"], reactor)
     if backups is not None:
         backups.setServiceParent(root)
+    locks.setServiceParent(root)
     return root
 
 

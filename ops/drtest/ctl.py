@@ -13,7 +13,8 @@ backup from an older Warden forward, refuses one from a newer Warden, and
 refuses to overwrite a database that holds data unless ``--force`` is given.
 Call records that were pending in the CDR spool when the backup was taken are
 appended to the spool in the data directory; Warden replays them at its next
-start (restore while Warden is stopped, as for the database).
+start. ``restore`` refuses while a Warden runs on that data directory or on the
+target database (L{warden.runlock}), naming the process.
 
 Exit status: 0 done, 1 failed (the message says why), 2 bad arguments.
 """
@@ -109,6 +110,14 @@ def _restore(
     except ValueError as e:
         raise _Usage(f"--to-database: {e}") from None
     data_dir = Path(args.restore_data_dir or config.server.data_dir)
+    with restore.exclusive_use(data_dir, target):
+        return _restore_stopped(args, config, target, data_dir, out)
+
+
+def _restore_stopped(
+    args: argparse.Namespace, config: WardenConfig, target: Target, data_dir: Path, out: TextIO
+) -> int:
+    """The restore itself, once no Warden runs on ``data_dir`` and ``target``."""
     scratch = Path(tempfile.mkdtemp(prefix="warden-restore-"))
     try:
         keys = manifest_keys(

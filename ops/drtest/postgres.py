@@ -35,6 +35,7 @@ from warden.ops.drtest.database import POSTGRES_DUMP
 from warden.ops.drtest.manifest import BackupError, DatabaseInfo
 from warden.ops.drtest.priority import ServerPriority
 from warden.ops.drtest.probe import Identity
+from warden.runlock import STORE_LOCK_KEY
 from warden.store.migrate import load_migrations
 from warden.store.url import StoreURL, parse_store_url, read_password
 
@@ -265,6 +266,45 @@ def restore(dump_file: Path, url: str) -> list[str]:
         "pg_restore",
     )  # fmt: skip
     return _migrate(url)
+
+
+def lock_for_restore(url: str) -> Any:
+    """
+    Take the store's run lock exclusively (L{warden.runlock}); returns the
+    connection holding it (close it when the restore is done).
+
+    Raises:
+        BackupError: a running Warden holds the store (naming its sessions and
+            what to do), or the database cannot be reached.
+    """
+    connection = _connect(url)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (STORE_LOCK_KEY,))
+            if cursor.fetchone()[0]:
+                return connection
+            cursor.execute(
+                "SELECT a.application_name, a.pid, host(a.client_addr) FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+                " AND l.classid = %s AND l.objid = %s AND l.database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " ORDER BY a.pid",
+                (STORE_LOCK_KEY >> 32, STORE_LOCK_KEY & 0xFFFFFFFF),
+            )
+            holders = [
+                f"{name or 'a Warden'} (backend {pid}{f' from {host}' if host else ''})"
+                for name, pid, host in cursor.fetchall()[:5]
+            ]
+    except psycopg2.Error as e:
+        connection.close()
+        raise BackupError(f"{_url(url)}: {str(e).strip()}") from None
+    connection.close()
+    raise BackupError(
+        f"{_url(url)} is in use by {', '.join(holders) or 'a running Warden'}; stop every"
+        " Warden on this store first (systemctl stop warden on each node) and restore again"
+    )
 
 
 def create_scratch(live_url: str) -> str:

@@ -17,9 +17,12 @@ link.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +45,7 @@ from warden.ops.drtest.manifest import (
 )
 from warden.ops.drtest.signing import ManifestKeys
 from warden.ops.drtest.spool import check_spool_copy
+from warden.runlock import DirectoryLock, InUse, describe_process, lock_directories
 from warden.store.migrate import _migrate_sqlite_txn, load_migrations
 
 
@@ -140,6 +144,49 @@ def migrate_sqlite_file(path: Path) -> list[str]:
         return applied
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def exclusive_use(data_dir: Path, target: Target | None) -> Iterator[None]:
+    """
+    Hold the run locks (L{warden.runlock}) of ``data_dir`` and of ``target``
+    exclusively while the block runs: a restore never writes under a running
+    Warden, and no Warden starts there meanwhile.
+
+    Raises:
+        BackupError: a Warden (or another restore) holds one, naming the process
+            and how to stop it.
+    """
+    sqlite = target.path if isinstance(target, SQLiteTarget) else None
+    held: list[DirectoryLock] = []
+    store: Any = None
+    try:
+        for directory in lock_directories(str(data_dir), sqlite):
+            lock = DirectoryLock(directory)
+            try:
+                lock.acquire(exclusive=True, description=describe_process())
+            except InUse as e:
+                pid = re.match(r"pid ([0-9]+):", str(e))
+                how = f"systemctl stop warden, or kill -TERM {pid.group(1)}" if pid else (
+                    "systemctl stop warden"
+                )  # fmt: skip
+                raise BackupError(
+                    f"{directory} is in use by a running Warden ({e}); stop it first ({how})"
+                    " and restore again"
+                ) from None
+            except OSError as e:
+                raise BackupError(f"{lock.path}: cannot lock: {e.strerror}") from None
+            held.append(lock)
+        if isinstance(target, PostgresTarget):
+            from warden.ops.drtest import postgres
+
+            store = postgres.lock_for_restore(target.url)
+        yield
+    finally:
+        if store is not None:
+            store.close()
+        for lock in held:
+            lock.release()
 
 
 def refuse_live(target: Target, force: bool) -> None:

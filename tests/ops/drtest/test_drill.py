@@ -249,8 +249,15 @@ class DrillOnSQLiteTests(IntegrationTestCase):
         self.assertEqual(os.listdir(scratch), [])
         self.assertIsNone(report)
 
-    async def test_restore_refuses_live_database(self) -> None:
-        """wardenctl restore will not overwrite a running PBX's database without --force."""
+    async def test_restore_refused_while_warden_runs(self) -> None:
+        """
+        While a real twistd warden runs, wardenctl restore of a real backup is
+        refused with one line naming its pid and how to stop it, even with
+        --force and even into another database (the CDR spool of its data
+        directory is Warden's); nothing changes. Once Warden is stopped, the
+        restore refuses a database with data without --force, and with it
+        goes through.
+        """
         warden = await self.start_warden()
         await provision(warden.config_path, 2, first=4000)
         made = await wardenctl(warden.config_path, "backup", "--type", "database")
@@ -258,12 +265,25 @@ class DrillOnSQLiteTests(IntegrationTestCase):
         path = made.stdout.split()[1]
         with sqlite3.connect(warden.database_path) as connection:
             connection.execute("DELETE FROM extensions WHERE number = '4001'")
+        elsewhere = warden.workdir / "elsewhere.db"
+        for extra in ((), ("--force",), ("--to-database", str(elsewhere))):
+            refused = await wardenctl(warden.config_path, "restore", path, *extra)
+            self.assertEqual(refused.code, 1, extra)
+            self.assertEqual(refused.stderr.count("\n"), 1, refused.stderr)
+            self.assertIn(
+                f"{warden.data_dir.resolve()} is in use by a running Warden (pid {warden.pid}:",
+                refused.stderr,
+            )
+            self.assertIn(f"kill -TERM {warden.pid}) and restore again", refused.stderr)
+        listed = await wardenctl(warden.config_path, "extension", "list", "--json")
+        self.assertEqual([e["number"] for e in json.loads(listed.stdout)], ["4000"])
+        self.assertFalse(elsewhere.exists())
+        await warden.stop()
         before = warden.database_path.read_bytes()
         refused = await wardenctl(warden.config_path, "restore", path)
         self.assertEqual(refused.code, 1)
         self.assertIn("holds a live database; stop Warden and pass --force", refused.stderr)
         self.assertEqual(warden.database_path.read_bytes(), before)
-        await warden.stop()
         forced = await wardenctl(warden.config_path, "restore", path, "--force")
         self.assertEqual(forced.code, 0, forced.stderr)
         listed = await wardenctl(warden.config_path, "extension", "list", "--json")
@@ -331,7 +351,18 @@ class DrillOnPostgreSQLTests(IntegrationTestCase):
         self.assertNotIn("warden_drtest_", databases)
         refused = await wardenctl(warden.config_path, "restore", str(path))
         self.assertEqual(refused.code, 1)
-        self.assertIn("holds a live database", refused.stderr)
+        self.assertIn("is in use by a running Warden", refused.stderr)
+        # Another node's data directory, the same store: the store's lock refuses.
+        other = await wardenctl(
+            warden.config_path, "restore", str(path), "--force",
+            "--data-dir", str(warden.workdir / "other-node"),
+        )  # fmt: skip
+        self.assertEqual(other.code, 1)
+        self.assertEqual(other.stderr.count("\n"), 1, other.stderr)
+        self.assertIn("is in use by warden integration pid", other.stderr)
+        self.assertIn("stop every Warden on this store first", other.stderr)
+        listed = await wardenctl(warden.config_path, "extension", "list", "--json")
+        self.assertEqual(len(json.loads(listed.stdout)), 3)
 
     def tearDown(self) -> Deferred[None] | None:
         """Nothing beyond the harness's cleanups."""
