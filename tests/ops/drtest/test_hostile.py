@@ -91,13 +91,14 @@ class HostileBackupTests(SynchronousTestCase):
         return code, err.getvalue()
 
     def assert_refused(self, expected: str) -> None:
-        """wardenctl restore exits 1 naming ``expected``; nothing was written anywhere."""
+        """wardenctl restore exits 1 naming ``expected``; nothing was restored anywhere."""
         code, err = self.wardenctl_restore("--force")
         self.assertEqual(code, 1, err)
         self.assertIn(expected, err)
         self.assertEqual(err.count("\n"), 1, err)
         self.assertEqual(tree(self.outside), self.before)
-        self.assertFalse(self.restored.exists())
+        # Only the restore's own run lock (warden.runlock) was created.
+        self.assertEqual(list(tree(self.restored)), ["warden.lock"])
         self.assertFalse(self.config_to.exists())
 
     def test_absolute_path_entry(self) -> None:
