@@ -55,11 +55,12 @@ from twisted.internet.interfaces import IReactorTime
 from warden import ctl_calls, ctl_cluster, ctl_store
 from warden.admin import ctl as admin_ctl
 from warden.config import WardenConfig, load_effective_config
+from warden.ctl_audit import CliAudit, action_of, audit_standalone
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
 from warden.filemodes import private_umask
-from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
+from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
 from warden.ops.drtest import ctl as backup_ctl
-from warden.store.backend import check_store, open_stores
+from warden.store.backend import admin_stores, check_store, open_stores
 from warden.store.credentials import generate_password, make_extension, parse_algorithms
 from warden.store.model import CallRecord, Extension
 from warden.store.pgpool import one_line
@@ -221,8 +222,10 @@ class _Context:
         call_records: ICallRecordStore | None = None,
         live_calls: ILiveCalls | None = None,
         tz: tzinfo | None = None,
+        audit: CliAudit | None = None,
     ) -> None:
         self.args = args
+        self.audit = audit if audit is not None else CliAudit(None, clock)
         self.config = config
         self.directory = directory
         self.clock = clock
@@ -269,6 +272,8 @@ async def _add(ctx: _Context) -> None:
     password = generate_password() if generated else _check_password(args.password)
     extension = make_extension(args.number, args.name, ctx.config.realm, password, args.algorithms)
     extension = attrs.evolve(extension, qualify=args.qualify)
+    ctx.audit.target = args.number
+    ctx.audit.detail = {"name": args.name, "generated_password": generated}
     try:
         await ctx.directory.add_extension(extension)
     except ExtensionExists:
@@ -338,6 +343,8 @@ async def _set(ctx: _Context) -> None:
             " --algorithms, --enable, --disable, --qualify or --no-qualify",
             EXIT_USAGE,
         )
+    ctx.audit.target = args.number
+    ctx.audit.detail = {"fields": sorted([*changes, *(["password"] if password else [])])}
     changed = attrs.evolve(await ctx.existing(args.number), **changes)
     if password is not None:
         qualify = changed.qualify
@@ -360,6 +367,7 @@ async def _set(ctx: _Context) -> None:
 
 
 async def _remove(ctx: _Context) -> None:
+    ctx.audit.target = ctx.args.number
     if not await ctx.directory.remove_extension(ctx.args.number):
         raise CommandError(f"no extension {ctx.args.number}", EXIT_FAILED)
     ctx.print(f"removed extension {ctx.args.number}")
@@ -426,8 +434,10 @@ def read_import_file(path: str, realm: str) -> list[Extension]:
 
 async def _import(ctx: _Context) -> None:
     started = ctx.clock.seconds()
+    ctx.audit.target = os.path.abspath(ctx.args.file)
     extensions = read_import_file(ctx.args.file, ctx.config.realm)
     added, updated = await ctx.directory.upsert_extensions(extensions)
+    ctx.audit.detail = {"count": len(extensions), "added": added, "updated": updated}
     elapsed = ctx.clock.seconds() - started
     ctx.print(
         f"imported {len(extensions)} extensions ({added} added, {updated} updated)"
@@ -498,7 +508,9 @@ async def _pages(
 
 async def _cdr_export(ctx: _Context) -> None:
     path: str = ctx.args.file
+    ctx.audit.target = os.path.abspath(path)
     filters = _call_filters_of(ctx)
+    ctx.audit.detail = {"filters": {k: v for k, v in filters.items() if v is not None}}
     partial = path + ".part"
     count = 0
     try:
@@ -512,6 +524,7 @@ async def _cdr_export(ctx: _Context) -> None:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+    ctx.audit.detail["count"] = count
     ctx.print(f"exported {count} call records to {path}")
 
 
@@ -527,6 +540,10 @@ async def _calls(ctx: _Context) -> None:
         ctx.print("no calls in progress")
 
 
+#: The commands that change something, or export call records: each is audited.
+_AUDITED = frozenset([_add, _set, _remove, _import, _cdr_export])
+
+
 def run_command(
     args: argparse.Namespace,
     config: WardenConfig,
@@ -538,6 +555,7 @@ def run_command(
     call_records: ICallRecordStore | None = None,
     live_calls: ILiveCalls | None = None,
     tz: tzinfo | None = None,
+    audit_log: IAuditLog | None = None,
 ) -> Deferred[int]:
     """
     Run the command parsed into ``args`` against the stores.
@@ -552,6 +570,7 @@ def run_command(
         call_records: read by ``cdr``.
         live_calls: read by ``calls``.
         tz: the zone times are shown and read in; None is the local zone.
+        audit_log: where changes and CDR exports are recorded (L{warden.ctl_audit}).
 
     Returns:
         A Deferred firing with the exit status.
@@ -559,14 +578,19 @@ def run_command(
     handler: _Handler = args.handler
 
     async def run() -> int:
+        audit = CliAudit(audit_log, clock)
+        code = EXIT_OK
         try:
             await handler(
-                _Context(args, config, directory, clock, out, err, call_records, live_calls, tz)
-            )
+                _Context(args, config, directory, clock, out, err, call_records, live_calls, tz,
+                         audit)
+            )  # fmt: skip
         except CommandError as e:
             print(f"wardenctl: {e.message}", file=err)
-            return e.code
-        return EXIT_OK
+            code = e.code
+        if handler in _AUDITED:
+            await audit.record(action_of(args), code)
+        return code
 
     return Deferred.fromCoroutine(run())
 
@@ -594,6 +618,7 @@ async def _run_with_store(
             sys.stderr,
             call_records=stores.records,
             live_calls=stores.live if state is None else ctl_cluster.live_calls(state),
+            audit_log=admin_stores(stores.pool)[1],
         )
     except (StoreError, stores.dialect_errors) as e:
         message = one_line(e)
@@ -626,7 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "standalone", None) is not None:  # backup, restore
         from twisted.internet import reactor
 
-        return backup_ctl.run_standalone(args, config, reactor, sys.stdout, sys.stderr)
+        code = backup_ctl.run_standalone(args, config, reactor, sys.stdout, sys.stderr)
+        audit_standalone(args, config, code, sys.stderr)
+        return code
     try:
         task.react(_run_with_store, (args, config))
     except SystemExit as e:

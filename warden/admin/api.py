@@ -416,8 +416,10 @@ class RecordsApi:
             out = io.StringIO()
             ctl_calls.CsvWriter(out).write(records)
             headers = (("Link", f'<?cursor={next_cursor}>; rel="next"'),) if next_cursor else ()
+            used = {k: v for k, v in filters.items() if v is not None}
+            detail = {"format": "csv", "count": len(records), "filters": used}
             return Reply(200, raw=out.getvalue().encode(), content_type="text/csv; charset=utf-8",
-                         headers=headers)  # fmt: skip
+                         headers=headers, audit=True, detail=detail)  # fmt: skip
         items = [ctl_calls.record_json(r) for r in records]
         return json_reply({"items": items, "next_cursor": next_cursor})
 

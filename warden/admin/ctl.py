@@ -34,8 +34,9 @@ from warden.admin import auth as admin_auth
 from warden.admin.model import SCOPES
 from warden.admin.service import CERT_FILE
 from warden.config import WardenConfig
+from warden.ctl_audit import CliAudit, action_of
 from warden.errors import AdminAccountExists
-from warden.interfaces import IAdminStore
+from warden.interfaces import IAdminStore, IAuditLog
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _ACCOUNT = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -100,6 +101,7 @@ def add_commands(areas: Any) -> None:
 
 
 async def _add(args: argparse.Namespace, ctx: _Ctx) -> int:
+    ctx.audit.target = args.name
     try:
         password = await admin_auth.add_account(ctx.store(), ctx.clock, args.name)
     except AdminAccountExists:
@@ -121,18 +123,22 @@ async def _list(args: argparse.Namespace, ctx: _Ctx) -> int:
 
 async def _token(args: argparse.Namespace, ctx: _Ctx) -> int:
     store = ctx.store()
+    ctx.audit.detail = {"owner": args.account, "name": args.name, "scopes": list(args.scopes)}
     owner = await store.get_account(args.account)
     if owner is None:
         print(f"wardenctl: no admin account {args.account}", file=ctx.err)
         return EXIT_FAILED
-    full, _ = await admin_auth.issue_token(
+    full, token = await admin_auth.issue_token(
         store, ctx.clock, owner, args.name, args.scopes, ctx.config.admin.token_seconds
     )
+    ctx.audit.target = token.token_id
+    ctx.audit.detail["expires_at"] = token.expires_at
     print(full, file=ctx.out)
     return EXIT_OK
 
 
 async def _change(args: argparse.Namespace, ctx: _Ctx) -> int:
+    ctx.audit.target = args.name
     store = ctx.store()
     account = await store.get_account(args.name)
     if account is None:
@@ -230,12 +236,13 @@ async def _request(
 
 class _Ctx:
     def __init__(self, config: WardenConfig, clock: IReactorTime, out: TextIO, err: TextIO,
-                 store: IAdminStore | None) -> None:  # fmt: skip
+                 store: IAdminStore | None, audit: CliAudit) -> None:  # fmt: skip
         self.config = config
         self.clock = clock
         self.out = out
         self.err = err
         self._store = store
+        self.audit = audit
 
     def store(self) -> IAdminStore:
         assert self._store is not None
@@ -249,10 +256,22 @@ def run_admin(
     out: TextIO,
     err: TextIO,
     store: IAdminStore | None,
+    audit_log: IAuditLog | None = None,
 ) -> defer.Deferred[int]:
-    """Run an ``admin`` or ``drain`` command; fires with the exit status."""
-    ctx = _Ctx(config, clock, out, err, store)
-    return defer.Deferred.fromCoroutine(args.admin_handler(args, ctx))
+    """
+    Run an ``admin`` or ``drain`` command; fires with the exit status. Every
+    ``admin`` command but ``list`` is recorded in ``audit_log`` (``drain`` is
+    recorded by the server, as an API request).
+    """
+    ctx = _Ctx(config, clock, out, err, store, CliAudit(audit_log, clock))
+
+    async def run() -> int:
+        code: int = await args.admin_handler(args, ctx)
+        if args.area == "admin" and args.command != "list":
+            await ctx.audit.record(action_of(args), code)
+        return code
+
+    return defer.Deferred.fromCoroutine(run())
 
 
 def main(args: argparse.Namespace, config: WardenConfig) -> int:
@@ -262,6 +281,7 @@ def main(args: argparse.Namespace, config: WardenConfig) -> int:
     async def run(reactor: Any) -> None:
         nonlocal code
         store = None
+        audit = None
         pool = None
         try:
             if args.area == "admin":  # the store [store] url names (SQLite or PostgreSQL)
@@ -272,8 +292,8 @@ def main(args: argparse.Namespace, config: WardenConfig) -> int:
                     config.store_url, reactor, config.store.password_file, pool_size=1
                 )
                 await pool.migrate()
-                store, _ = admin_stores(pool.pool)
-            code = await run_admin(args, config, reactor, sys.stdout, sys.stderr, store)
+                store, audit = admin_stores(pool.pool)
+            code = await run_admin(args, config, reactor, sys.stdout, sys.stderr, store, audit)
         except Exception as e:  # noqa: BLE001 (the command line: one line, not a traceback)
             print(f"wardenctl: {e}", file=sys.stderr)
             code = EXIT_FAILED

@@ -70,6 +70,7 @@ class Reply:
         raw: bytes sent as they are, with ``content_type`` (CSV, metrics).
         target: the object acted on, for the audit log.
         detail: extra audit facts (never secrets).
+        audit: record a reading request too (an export of call records).
     """
 
     status: int = 200
@@ -79,6 +80,7 @@ class Reply:
     target: str = ""
     detail: Mapping[str, Any] = attrs.field(factory=dict)
     headers: tuple[tuple[str, str], ...] = ()
+    audit: bool = False
 
 
 @attrs.define
@@ -299,7 +301,7 @@ class ApiResource(resource.Resource):
         source: str,
     ) -> None:
         method = request.method.decode("ascii", "replace")
-        if method in ("GET", "HEAD", "OPTIONS"):
+        if method in ("GET", "HEAD", "OPTIONS") and not reply.audit:
             return
         principal = call.principal if call is not None else None
         detail = dict(reply.detail)
