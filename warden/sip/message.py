@@ -400,7 +400,9 @@ class Message:
     def header_lines(self) -> list[bytes]:
         """Header lines as they will be serialised (without Content-Length)."""
         return [
-            f"{name}: {value}".encode() for name, value in self.headers if name != "Content-Length"
+            f"{name}: {value}".encode("utf-8", "surrogateescape")
+            for name, value in self.headers
+            if name != "Content-Length"
         ]
 
     def start_line(self) -> str:  # pragma: no cover - overridden
@@ -417,7 +419,7 @@ class Message:
             text = "\r\n".join([f"{n}: {v}" for n, v in headers if n != "Content-Length"])
         length = f"Content-Length: {len(self.body)}\r\n\r\n"
         lines = [self.start_line(), text, length] if text else [self.start_line(), length]
-        return "\r\n".join(lines).encode() + self.body
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
 
 class Request(Message):
