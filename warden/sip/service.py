@@ -80,6 +80,20 @@ class CallServices:
     counters: object = None
 
 
+def udp_server(
+    port: int, protocol: SipDatagramProtocol, interface: str, max_message_bytes: int
+) -> internet.UDPServer:
+    """
+    The SIP UDP listener. Twisted reads at most 8,192 bytes of a datagram by
+    default and drops the rest silently; this one reads one byte more than
+    ``max_message_bytes``, so every datagram up to the limit arrives whole and a
+    larger one is seen as too large (counted and dropped), never truncated.
+    """
+    return internet.UDPServer(
+        port, protocol, interface=interface, maxPacketSize=max_message_bytes + 1
+    )
+
+
 class SipService(service.MultiService):
     """
     Runs the SIP stack.
@@ -185,7 +199,7 @@ class SipService(service.MultiService):
         interface = s.interface or "0.0.0.0"
         if "udp" in s.transports:
             proto = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
-            udp = internet.UDPServer(s.port, proto, interface=interface)
+            udp = udp_server(s.port, proto, interface, s.max_message_bytes)
             udp.setServiceParent(self)
             self.udp_server = udp
         if "tcp" in s.transports:
