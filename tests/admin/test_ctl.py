@@ -16,18 +16,24 @@ from warden.ctl import build_parser
 from warden.testing.admin import MemoryAdminStore
 
 
-class AdminCommandTests(SynchronousTestCase):
-    """Accounts and tokens made from the command line."""
+class _AdminCtlCase(SynchronousTestCase):
+    """Runs ``wardenctl admin`` commands on a memory store with the configuration CONFIG."""
+
+    CONFIG = ""
 
     def setUp(self) -> None:
         self.store = MemoryAdminStore()
-        self.config = parse_config_text("")
+        self.config = parse_config_text(self.CONFIG)
 
     def run_command(self, *argv: str) -> tuple[int, str, str]:
         args = build_parser().parse_args(list(argv))
         out, err = io.StringIO(), io.StringIO()
         code = self.successResultOf(run_admin(args, self.config, Clock(), out, err, self.store))
         return code, out.getvalue(), err.getvalue()
+
+
+class AdminCommandTests(_AdminCtlCase):
+    """Accounts and tokens made from the command line."""
 
     def test_add_prints_password_once(self) -> None:
         """The printed password verifies against the stored scrypt hash; a repeat fails."""
@@ -83,18 +89,10 @@ class AdminCommandTests(SynchronousTestCase):
         self.assertEqual(admin_url(six), "https://[::1]:9443")
 
 
-class AccountStateCommandTests(SynchronousTestCase):
+class AccountStateCommandTests(_AdminCtlCase):
     """wardenctl admin disable/enable/remove, and token expiry from [admin] token_days."""
 
-    def setUp(self) -> None:
-        self.store = MemoryAdminStore()
-        self.config = parse_config_text("[admin]\ntoken_days = 7\n")
-
-    def run_command(self, *argv: str) -> tuple[int, str, str]:
-        args = build_parser().parse_args(list(argv))
-        out, err = io.StringIO(), io.StringIO()
-        code = self.successResultOf(run_admin(args, self.config, Clock(), out, err, self.store))
-        return code, out.getvalue(), err.getvalue()
+    CONFIG = "[admin]\ntoken_days = 7\n"
 
     def test_disable_enable_remove(self) -> None:
         """disable and enable flip the account; remove deletes it; unknown names exit 1."""

@@ -57,6 +57,7 @@ class _AdminMixin(IntegrationTestCase):
         self.assertTrue(await poll(cert.exists, 10))
         client = AdminClient(warden.admin_port, cert)
         await client.login("ops", password)
+        self.password = password
         return client
 
 
@@ -90,6 +91,38 @@ class AdminHttpsTests(_AdminMixin):
         log = warden.log_text()
         for secret in (sip_password, client.token):
             self.assertNotIn(secret, log)
+
+    async def test_password_change_ends_sessions_and_tokens(self) -> None:
+        """On a real server a password change ends the session and token made before,
+        and a token of an account disabled with wardenctl stops within 10 s."""
+        warden = await self.start_warden()
+        client = await self.admin(warden)
+        session = client.token
+        made = await client.request("POST", "/api/v1/tokens", {"name": "ci", "scopes": ["read"]})
+        self.assertEqual(made.status, 201, made.body)
+        self.assertIsNotNone(made.json()["expires_at"])
+        token = made.json()["token"]
+        changed = await client.request("POST", "/api/v1/auth/password", {
+            "current_password": self.password, "new_password": "a much longer one"})  # fmt: skip
+        self.assertEqual(changed.status, 204, changed.body)
+        for old in (session, token):
+            client.token = old
+            self.assertEqual((await client.request("GET", "/api/v1/status")).status, 401)
+        await client.login("ops", "a much longer one")
+        made = await client.request("POST", "/api/v1/tokens", {"name": "ci", "scopes": ["read"]})
+        client.token = made.json()["token"]
+        self.assertEqual((await client.request("GET", "/api/v1/status")).status, 200)
+        disabled = await wardenctl(warden.config_path, "admin", "disable", "ops")
+        self.assertEqual(disabled.code, 0, disabled.stderr)
+
+        async def refused() -> bool:
+            return (await client.request("GET", "/api/v1/status")).status == 401
+
+        for _ in range(60):
+            if await refused():
+                break
+            await pause(0.25)
+        self.assertTrue(await refused())
 
     async def test_certificate_fingerprint_and_tls_versions(self) -> None:
         """The served certificate is the generated one, logged; TLS 1.1 is refused."""
