@@ -20,13 +20,14 @@ import attrs
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from warden.config import WardenConfig
 from warden.errors import StateUnavailable
 from warden.sip.auth import NonceManager
+from warden.sip.node_streams import NodeStreams, udp_limit
 from warden.store.redis import RedisLiveCalls, RedisLocationService, RedisState, connect_state
 from warden.store.redis_counters import RedisAuthFailureCounter, RedisCallCounters, shared_secret
 
@@ -62,18 +63,28 @@ class SharedState:
     counters: RedisCallCounters
     auth_failures: RedisAuthFailureCounter
     node: NodeService
+    #: ``[cluster] path_mtu``: 0 when unknown.
+    path_mtu: int = 0
 
-    def attach(self, sip: Any) -> None:
+    def attach(self, sip: Any, connector: IReactorTCP) -> None:
         """
         Make ``sip`` (a L{warden.sip.service.SipService}) a cluster member: it runs
         under the node service, shares the nonce secret, counts authentication
-        failures cluster-wide and routes calls through the node holding a phone's
-        flow (L{warden.sip.hop}).
+        failures cluster-wide, routes calls through the node holding a phone's
+        flow (L{warden.sip.hop}) and sends large requests to other nodes over
+        TCP opened with ``connector`` (L{warden.sip.node_streams}).
         """
         self.node.nonces = sip.nonces
         self.node.hop = sip.hop
         sip.addressing.hop = sip.hop  # calls reach other nodes' phones through them
         sip.hub.receiver = sip.hop.receive  # and this node forwards theirs
+        sip.hop.refresh_nodes = self.node.refresh_nodes  # a node that just joined
+        host = self.node.sip_address.rpartition(":")[0].strip("[]")
+        streams = NodeStreams(
+            connector, sip.hub, sip.hop.is_node, udp_limit(self.path_mtu),
+            "" if host in ("0.0.0.0", "::") else host,
+        )  # fmt: skip
+        sip.hub.choose_flow = streams.choose
         self.node.port = sip.bound_port
         sip.throttle.shared = self.auth_failures
         sip.setServiceParent(self.node)
@@ -88,6 +99,7 @@ def open_state(
     timeout: float,
     heartbeat_interval: float,
     live_call_ttl: float,
+    path_mtu: int = 0,
 ) -> SharedState:
     """
     Connect to the Redis at ``url`` (connections are made in the background) and
@@ -106,6 +118,7 @@ def open_state(
         counters=counters,
         auth_failures=RedisAuthFailureCounter(state),
         node=node,
+        path_mtu=path_mtu,
     )
 
 
@@ -124,6 +137,7 @@ def shared_state(config: WardenConfig, clock: IReactorTime) -> SharedState | Non
         config.state.heartbeat_interval,
         # Ringing calls are published once: their summaries must outlive the ring.
         live_call_ttl=max(60.0, 2 * config.calls.ring_timeout + 10.0),
+        path_mtu=config.cluster.path_mtu,
     )
 
 
@@ -167,6 +181,11 @@ class NodeService(service.MultiService):
     def _key(self, node_id: str) -> str:
         return self._state.key("node", node_id)
 
+    @property
+    def sip_address(self) -> str:
+        """Where other nodes reach this node's SIP, as configured (``host:port``)."""
+        return self._sip
+
     def startService(self) -> None:  # noqa: N802
         """Join the cluster, then start the children (the SIP service)."""
         service.Service.startService(self)  # type: ignore[no-untyped-call]
@@ -208,9 +227,13 @@ class NodeService(service.MultiService):
         keys = [self._key(self.node_id), self._state.key("nodes")]
         d = self._state.script("heartbeat", _BEAT, keys, [text, ttl_ms, self.node_id])
         if self.hop is not None:
-            d.addCallback(lambda _: self.nodes())
-            d.addCallback(lambda nodes: self.hop.set_nodes({n.node_id: n.sip for n in nodes}))
+            d.addCallback(lambda _: self.refresh_nodes())
         return d.addCallbacks(lambda _: None, _ignore_unavailable)
+
+    def refresh_nodes(self) -> Deferred[None]:
+        """Tell the hop (L{warden.sip.hop.NodeHop}) which nodes are alive now."""
+        d = self.nodes()
+        return d.addCallback(lambda nodes: self.hop.set_nodes({n.node_id: n.sip for n in nodes}))
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802

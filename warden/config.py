@@ -468,6 +468,9 @@ class ClusterConfig:
         address: the IP address other nodes reach this node's SIP port at, to
             route calls through it to phones whose connection (TCP) or NAT
             binding it holds; "" means ``sip.interface``.
+        path_mtu: the MTU of the network between nodes in bytes, 0 for unknown:
+            requests to another node within 200 bytes of it (over 1300 bytes
+            when unknown) go over TCP (RFC 3261 §18.1.1).
         dialog_token_lifetime: seconds the Record-Route token of a call routed
             through the node holding the phone's flow stays valid: the longest
             such call whose in-dialog requests (BYE, re-INVITE) still pass.
@@ -492,6 +495,12 @@ class ClusterConfig:
     )
     dialog_token_lifetime: float = attrs.field(
         default=86400.0, converter=_to_float, validator=_seconds(60.0, allow_zero=True)
+    )
+    path_mtu: int = attrs.field(
+        default=0,
+        validator=_rule(
+            lambda v: _is_int(v) and (v == 0 or 576 <= v <= 65535), "0 (unknown) or 576..65535"
+        ),
     )
 
 

@@ -240,7 +240,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
                      counters=shared.counters if shared is not None else None),
     )  # fmt: skip
     if shared is not None:
-        shared.attach(sip)  # the SIP service runs under the cluster node service
+        shared.attach(sip, reactor)  # the SIP service runs under the cluster node service
     else:
         sip.setServiceParent(root)
     add_admin(root, config, reactor, pool, directory, location, records, live, sip,

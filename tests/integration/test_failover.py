@@ -14,11 +14,14 @@ every completed call has its record.
 A phone registered over TCP through A can only be reached on its connection:
 a call placed through B goes B -> A -> phone (A forwards on the phone's flow and
 Record-Routes, so the BYE takes the same path), with RTP through B's relay.
+An INVITE too large for a datagram (RFC 3261 §18.1.1) travels from B to A over
+TCP.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -138,21 +141,67 @@ class FailoverTests(IntegrationTestCase):
         self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)
         return uas
 
-    def uac_args(self, node: NodeProcess, caller_csv: Path, hold_ms: int) -> list[str]:
+    def uac_args(
+        self,
+        node: NodeProcess,
+        caller_csv: Path,
+        hold_ms: int,
+        scenario: Path = SCENARIOS / "call_uac.xml",
+    ) -> list[str]:
         return [
             f"{node.host}:{node.port}",
-            "-sf", str(SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv), "-i", LOCALHOST,
+            "-sf", str(scenario), "-inf", str(caller_csv), "-i", LOCALHOST,
             "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-l", "1",
             "-d", str(hold_ms), "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
         ]  # fmt: skip
 
-    async def call(self, node: NodeProcess, caller_csv: Path, hold_ms: int = 1500) -> None:
+    async def call(
+        self,
+        node: NodeProcess,
+        caller_csv: Path,
+        hold_ms: int = 1500,
+        scenario: Path = SCENARIOS / "call_uac.xml",
+    ) -> None:
         """One call through ``node``; it must succeed."""
         run_dir = self.workdir()
-        result = await run_sipp(self.uac_args(node, caller_csv, hold_ms), run_dir, timeout=90)
+        args = self.uac_args(node, caller_csv, hold_ms, scenario)
+        result = await run_sipp(args, run_dir, timeout=90)
         stats = read_sipp_stats(run_dir)
         context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
         self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+
+    def caller_csv(self, users: Any, caller: str, callee: str) -> Path:
+        """A SIPp injection file: ``caller`` (with its password) dials ``callee``."""
+        path = self.workdir() / "caller.csv"
+        pw = users.passwords[caller]
+        path.write_text(f"SEQUENTIAL\n{caller};{pw};{callee};[authentication username={caller} password={pw}]\n")  # fmt: skip  # noqa: E501
+        return path
+
+    async def natted_phone(self, a: NodeProcess, users: Any, number: str) -> tuple[Any, Path]:
+        """
+        A SIPp UAS registered through A as a UDP phone behind a NAT (its Contact,
+        192.0.2.55, is not where its REGISTER came from), answering one call and
+        tracing the messages it gets; returns it and its trace directory.
+        """
+        work = self.workdir()
+        natted = work / "register_natted.xml"
+        contact = "[local_ip]:[local_port];transport=[transport]"
+        natted.write_text(REGISTER_SCENARIO.read_text().replace(contact, "192.0.2.55:5060"))
+        csv, pw = work / "udp_callee.csv", users.passwords[number]
+        csv.write_text(f"SEQUENTIAL\n{number};{pw};[authentication username={number} password={pw}]\n")  # fmt: skip  # noqa: E501
+        uas_port = free_port()
+        args = sipp_register_args(a.address, csv, 1, 10, local_port=uas_port, scenario=natted)
+        registered_dir = self.workdir()
+        result = await run_sipp(args, registered_dir)
+        self.assertEqual(result.code, 0, result.stderr + read_sipp_errors(registered_dir))
+        uas_dir = self.workdir()
+        uas_args = [
+            "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
+            "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-trace_msg", f"{a.host}:{a.port}",
+        ]  # fmt: skip
+        uas, process = spawn(sipp_command(uas_args), uas_dir)
+        self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)
+        return uas, uas_dir
 
     async def records(self, node: NodeProcess) -> list[dict[str, Any]]:
         listed = await wardenctl(node.config_path, "cdr", "list", "--json")
@@ -255,10 +304,7 @@ class FailoverTests(IntegrationTestCase):
         self.assertEqual([(bd.node_id, bd.received[:4]) for bd in bindings], [("a", "tcp:")])
 
         # B learns A's address from A's heartbeat, then routes through A.
-        work = self.workdir()
-        caller_csv = work / "caller.csv"
-        pw = users.passwords[caller]
-        caller_csv.write_text(f"SEQUENTIAL\n{caller};{pw};{callee};[authentication username={caller} password={pw}]\n")  # fmt: skip  # noqa: E501
+        caller_csv = self.caller_csv(users, caller, callee)
         await self.call(b, caller_csv, hold_ms=2000)
 
         async def recorded() -> bool:
@@ -276,30 +322,8 @@ class FailoverTests(IntegrationTestCase):
 
         # A UDP phone behind a NAT (its Contact is not where its REGISTER came
         # from; 192.0.2.55 is unreachable) is reached through A as well.
-        natted = work / "register_natted.xml"
-        contact = "[local_ip]:[local_port];transport=[transport]"
-        natted.write_text(REGISTER_SCENARIO.read_text().replace(contact, "192.0.2.55:5060"))
-        udp_callee = work / "udp_callee.csv"
-        n, pw = natted_callee, users.passwords[natted_callee]
-        udp_callee.write_text(f"SEQUENTIAL\n{n};{pw};[authentication username={n} password={pw}]\n")  # fmt: skip  # noqa: E501
-        uas_port = free_port()
-        args = sipp_register_args(
-            a.address, udp_callee, 1, 10, local_port=uas_port, scenario=natted
-        )
-        registered_dir = self.workdir()
-        result = await run_sipp(args, registered_dir)
-        self.assertEqual(result.code, 0, result.stderr + read_sipp_errors(registered_dir))
-        uas_dir = self.workdir()
-        uas_args = [
-            "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
-            "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-trace_msg", f"{a.host}:{a.port}",
-        ]  # fmt: skip
-        uas, process = spawn(sipp_command(uas_args), uas_dir)
-        self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)
-        natted_csv = work / "caller_natted.csv"
-        pw = users.passwords[caller]
-        natted_csv.write_text(f"SEQUENTIAL\n{caller};{pw};{n};[authentication username={caller} password={pw}]\n")  # fmt: skip  # noqa: E501
-        await self.call(b, natted_csv, hold_ms=1000)
+        uas, uas_dir = await self.natted_phone(a, users, natted_callee)
+        await self.call(b, self.caller_csv(users, caller, natted_callee), hold_ms=1000)
         self.assertTrue(await poll(lambda: not uas.running, 15))
         self.assertEqual(uas.code, 0, uas.output)
         trace = "".join(f.read_text() for f in uas_dir.glob("*_messages.log"))
@@ -313,3 +337,41 @@ class FailoverTests(IntegrationTestCase):
         stats = read_sipp_stats(run_dir)
         self.assertEqual((stats.successful, stats.failed), (0, 1), result.stderr)
         self.assertIn("SIP/2.0 480", read_sipp_errors(run_dir))
+
+    async def test_large_invite_between_nodes_over_tcp(self) -> None:
+        """
+        A 5 KB INVITE (a caller offering many codecs) placed through B to a
+        phone whose NAT binding A holds travels from B to A over TCP (RFC 3261
+        §18.1.1: its Via from B says TCP), A forwards it whole, and the call is
+        answered, carries media and hangs up through the same path.
+        """
+        a, b, users, _ = await self.two_nodes(first=4200, media=33800)
+        caller, callee = users.numbers
+        uas, uas_dir = await self.natted_phone(a, users, callee)
+        scenario = self.workdir() / "call_uac_many_codecs.xml"
+        codecs = range(96, 128)
+        attributes = "".join(
+            f"      a=rtpmap:{pt} X-CODEC-{pt}/8000\n"
+            f"      a=fmtp:{pt} mode-set=0,1,2,3,4,5,6,7; profile-level-id={pt:06x}; {'x' * 48}\n"
+            for pt in codecs
+        )
+        text = (SCENARIOS / "call_uac.xml").read_text()
+        text = text.replace("RTP/AVP 8 101", "RTP/AVP 8 101 " + " ".join(map(str, codecs)))
+        scenario.write_text(text.replace("      a=ptime:20\n", "      a=ptime:20\n" + attributes))
+        await self.call(b, self.caller_csv(users, caller, callee), 1000, scenario)
+        self.assertTrue(await poll(lambda: not uas.running, 15))
+        self.assertEqual(uas.code, 0, uas.output)
+        trace = "".join(f.read_text() for f in uas_dir.glob("*_messages.log"))
+        [size] = re.findall(r"message received \[(\d+)\] bytes :\s+INVITE ", trace)
+        self.assertGreater(int(size), 5000, trace)
+        self.assertIn(f"SIP/2.0/UDP {NODE_A}:{a.port};branch={HOP_BRANCH}", trace)
+        self.assertIn(f"Via: SIP/2.0/TCP {NODE_B}:{b.port};", trace)
+        self.assertIn("a=fmtp:127 ", trace)
+
+        async def recorded() -> bool:
+            listed = await wardenctl(b.config_path, "cdr", "list", "--json")
+            return listed.code == 0 and len(json.loads(listed.stdout)) == 1
+
+        self.assertTrue(await poll_async(recorded, 20))
+        [record] = await self.records(b)
+        self.assertEqual(record["disposition"], "ANSWERED", record)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from warden.errors import FlowTokenRefused
+from warden.errors import FlowTokenRefused, StateUnavailable
 from warden.sip.addressing import Addressing
 from warden.sip.dialog import Dialog, confirm_uac_dialog
 from warden.sip.flow import Flow
@@ -333,6 +335,38 @@ class HoldingNodeTests(unittest.TestCase):
         # Node B that left the cluster (no heartbeat) is an outsider too.
         self.hop.set_nodes({"a": "127.0.0.2:5060"})
         self.hop.receive(invite_from_b(self.route), b_flow())
+        self.refused()
+
+    def test_node_that_just_joined(self) -> None:
+        """A valid token from an address that is no known node makes the holding
+        node fetch the live nodes once: a node that joined since its last
+        heartbeat is then served; an outsider is refused, and the next outsider
+        within a second is refused without another fetch."""
+        fetches: list[Deferred[None]] = []
+
+        def refresh() -> Deferred[None]:
+            fetches.append(Deferred())
+            return fetches[-1]
+
+        self.hop.refresh_nodes = refresh
+        self.hop.set_nodes({"a": "127.0.0.2:5060"})  # B's heartbeat not seen yet
+        self.hop.receive(invite_from_b(self.route), b_flow())
+        self.hop.receive(invite_from_b(self.route, branch="z9hG4bKb2"), b_flow())
+        self.assertEqual((len(fetches), self.wire.sent), (1, []))
+        self.hop.set_nodes({"a": "127.0.0.2:5060", "b": "127.0.0.3:5070"})
+        fetches[0].callback(None)
+        self.assertEqual(len(self.wire.sent), 2)
+        self.assertEqual({m.method for m, _ in self.wire.sent}, {"INVITE"})  # type: ignore[union-attr]
+        self.wire.sent.clear()
+        self.hop.forwarded = 0
+        outsider = Flow("udp", "198.51.100.7", 5060)
+        self.clock.advance(1.0)
+        self.hop.receive(invite_from_b(self.route), outsider)
+        self.assertEqual((len(fetches), self.wire.sent), (2, []))
+        fetches[1].errback(Failure(StateUnavailable("redis down")))
+        self.refused()
+        self.hop.receive(invite_from_b(self.route), outsider)
+        self.assertEqual(len(fetches), 2)
         self.refused()
 
     def test_route_token_expires(self) -> None:

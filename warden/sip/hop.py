@@ -51,6 +51,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -74,6 +75,10 @@ _SIG_BYTES = 8
 #: Token kinds: the calling node's pre-loaded Route, a Record-Route, our Via.
 ROUTE, DIALOG, VIA = "r", "d", "v"
 _EXPIRES = re.compile(r"[0-9]{1,12}")
+#: At most one fetch of the live nodes per this many seconds for unknown senders,
+#: holding at most MAX_WAITING requests meanwhile.
+NODE_REFRESH_INTERVAL = 1.0
+MAX_WAITING = 64
 
 
 @attrs.frozen
@@ -171,6 +176,11 @@ class NodeHop:
         self._node_addresses: set[tuple[str, int]] = set()
         self._node_hosts: set[str] = set()
         self.forwarded = 0
+        #: Fetches the live nodes again and passes them to L{set_nodes} (set by
+        #: L{warden.cluster}); asked when a valid token comes from an unknown address.
+        self.refresh_nodes: Callable[[], Deferred[None]] | None = None
+        self._refreshed_at = -math.inf
+        self._waiting: list[tuple[Request, Flow]] | None = None
 
     # -- cluster membership -------------------------------------------------------
 
@@ -318,6 +328,11 @@ class NodeHop:
         except FlowTokenRefused as e:
             self._reject(request, flow, 403, "Forbidden", str(e))
             return True
+        if to_phone and flow.host.strip("[]") not in self._node_hosts:
+            if not self._wait_for_nodes(request, flow):
+                problem = "flow token presented from outside the cluster"
+                self._reject(request, flow, 403, "Forbidden", problem)
+            return True
         rest = routes[1:]
         while rest and self._own_route(rest[0]) is not None:
             rest = rest[1:]
@@ -343,11 +358,12 @@ class NodeHop:
     ) -> tuple[tuple[str, str, int], bool]:
         """
         The phone's flow a token names and whether ``request`` goes to it (it
-        comes from a live node) or from it (it comes on that very flow).
+        comes from anywhere but that flow: the caller checks it is a live node)
+        or from it (it comes on that very flow).
 
         Raises:
             FlowTokenRefused: the token is not valid for this call, or the
-                request comes from anywhere else.
+                phone presents a token it never gets.
         """
         kind, flow_text = self.read_token((ROUTE, DIALOG), self.node_id, token, request.call_id)
         phone = parse_flow_text(flow_text)
@@ -357,9 +373,37 @@ class NodeHop:
             if kind != DIALOG:
                 raise FlowTokenRefused("a route token presented by the phone")
             return phone, False
-        if flow.host.strip("[]") not in self._node_hosts:
-            raise FlowTokenRefused("flow token presented from outside the cluster")
         return phone, True
+
+    def _wait_for_nodes(self, request: Request, flow: Flow) -> bool:
+        """
+        Hold ``request`` (a valid token from an address that is not a known node)
+        while the live nodes are fetched again: a node that joined since our last
+        heartbeat is known after that. False, to refuse it now, when the nodes
+        were fetched less than L{NODE_REFRESH_INTERVAL} ago or too much waits.
+        """
+        if self.refresh_nodes is None:
+            return False
+        if self._clock.seconds() - self._refreshed_at < NODE_REFRESH_INTERVAL:
+            return False
+        if self._waiting is None:
+            self._waiting = [(request, flow)]
+            d = self.refresh_nodes()
+            d.addErrback(lambda f: self.log.info("Could not fetch the live nodes: {error}",
+                                                 error=f.getErrorMessage()))  # fmt: skip
+            d.addBoth(lambda _: self._nodes_refreshed())
+            return True
+        if len(self._waiting) >= MAX_WAITING:
+            return False
+        self._waiting.append((request, flow))
+        return True
+
+    def _nodes_refreshed(self) -> None:
+        """Handle what waited for the live nodes (refused if still unknown)."""
+        self._refreshed_at = self._clock.seconds()
+        waiting, self._waiting = self._waiting or [], None
+        for request, flow in waiting:
+            self.receive(request, flow)
 
     def _node_target(self, request: Request, rest: list[str]) -> Flow | None:
         """The flow to the next hop (Route, else Request-URI) when it is a live node."""
@@ -392,7 +436,8 @@ class NodeHop:
         max_forwards: int | None,
     ) -> None:
         top = request.top_via
-        seed = f"{top.branch}|{top.host}|{top.port}|{flow}".encode()
+        # Not the flow: a CANCEL may come on another transport than its INVITE.
+        seed = f"{top.branch}|{top.host}|{top.port}".encode()
         assert self._secret is not None
         branch = HOP_BRANCH + hmac.new(self._secret, seed, hashlib.sha256).hexdigest()[:24]
         came = self.token(VIA, self.node_id, str(flow), request.call_id, target.host)

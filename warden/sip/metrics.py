@@ -41,6 +41,10 @@ HOP_FORWARDED = Counter(
     "Messages forwarded for other nodes to phones whose flow this node holds",
     ["kind"],
 )
+NODE_STREAM_REQUESTS = Counter(
+    "warden_sip_node_tcp_requests_total",
+    "Requests sent to another node over TCP for their size (RFC 3261 §18.1.1)",
+)
 HOP_REFUSED = Counter(
     "warden_sip_hop_refused_total",
     "Requests routed through this node that it could not forward",

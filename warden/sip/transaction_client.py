@@ -73,6 +73,14 @@ class ClientTransaction(Transaction):
         """Send the request and start the timers (called by the layer)."""
         raise NotImplementedError
 
+    def _unreliable(self) -> bool:
+        """
+        Whether the request went over UDP and needs retransmitting. The
+        transport may have sent it over TCP for its size instead, changing the
+        top Via as RFC 3261 §18.1.1 requires (L{warden.sip.node_streams}).
+        """
+        return not self.flow.reliable and self.request.top_via.transport.upper() == "UDP"
+
     def handle_response(self, response: Response) -> None:
         """A response the layer matched to this transaction (§17.1.3)."""
         raise NotImplementedError
@@ -130,7 +138,7 @@ class InviteClientTransaction(ClientTransaction):
         """§17.1.1.2: send the INVITE; Timer A (UDP only) and Timer B."""
         if not self._transmit(self.request):
             return
-        if not self.flow.reliable:
+        if self._unreliable():
             self._interval = self.settings.timer_a
             self._start_timer("A", self._interval, self._timer_a)
         self._start_timer("B", self.settings.timer_b, self._time_out)
@@ -197,7 +205,7 @@ class NonInviteClientTransaction(ClientTransaction):
         """§17.1.2.2: send the request; Timer E (UDP only) and Timer F."""
         if not self._transmit(self.request):
             return
-        if not self.flow.reliable:
+        if self._unreliable():
             self._interval = self.settings.timer_e
             self._start_timer("E", self._interval, self._timer_e)
         self._start_timer("F", self.settings.timer_f, self._time_out)

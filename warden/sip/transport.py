@@ -108,6 +108,9 @@ class TransportHub:
         self.receiver: Receiver | None = None
         self.udp: list[SipDatagramProtocol] = []
         self.connections: set[SipStreamProtocol] = set()
+        #: RFC 3261 §18.1.1: ``(message, udp flow, bytes) -> (flow, bytes)`` may move
+        #: a request to TCP (L{warden.sip.node_streams}, between cluster nodes).
+        self.choose_flow: Callable[[Message, Flow, bytes], tuple[Flow, bytes]] | None = None
 
     # -- receiving ----------------------------------------------------------------
 
@@ -177,6 +180,8 @@ class TransportHub:
     def send(self, message: Message, flow: Flow) -> None:
         """Send ``message`` on ``flow``; raises TransportError when it cannot."""
         data = message.to_bytes()
+        if flow.transport == "udp" and self.choose_flow is not None:
+            flow, data = self.choose_flow(message, flow, data)
         if flow.transport == "udp":
             proto = self._udp_for(flow.host)
             if proto is None or proto.transport is None:
