@@ -97,6 +97,16 @@ def invite_from_b(route: str, branch: str = "z9hG4bKb1", method: str = "INVITE")
     return request
 
 
+def phone_response(request: Request, status: str) -> bytes:
+    """The phone's response (``status`` such as "180 Ringing") to a forwarded INVITE."""
+    return (
+        f"SIP/2.0 {status}\r\n"
+        + "".join(f"Via: {v}\r\n" for v in request.get_all("Via"))
+        + "From: <sip:1000@pbx>;tag=f1\r\nTo: <sip:1001@pbx>;tag=p1\r\n"
+        "Call-ID: c1-0\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def b_flow() -> Flow:
     return Flow("udp", *NODE_B)
 
@@ -239,13 +249,7 @@ class HoldingNodeTests(unittest.TestCase):
         """The phone's response loses our Via and goes where the request came from."""
         self.hop.receive(invite_from_b(self.route), b_flow())
         request, _ = self.forwarded()
-        text = (
-            "SIP/2.0 180 Ringing\r\n"
-            + "".join(f"Via: {v}\r\n" for v in request.get_all("Via"))
-            + "From: <sip:1000@pbx>;tag=f1\r\nTo: <sip:1001@pbx>;tag=p1\r\n"
-            "Call-ID: c1-0\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-        )
-        response = parse_datagram(text.encode())
+        response = parse_datagram(phone_response(request, "180 Ringing"))
         self.hop.receive(response, phone_flow())
         self.assertEqual(len(self.wire.sent), 1)
         sent, flow = self.wire.sent.pop()
@@ -423,12 +427,7 @@ class HoldingNodeTests(unittest.TestCase):
         the request was forwarded to, within the transaction's lifetime."""
         self.hop.receive(invite_from_b(self.route), b_flow())
         request, _ = self.forwarded()
-        text = (
-            "SIP/2.0 200 OK\r\n"
-            + "".join(f"Via: {v}\r\n" for v in request.get_all("Via"))
-            + "From: <sip:1000@pbx>;tag=f1\r\nTo: <sip:1001@pbx>;tag=p1\r\n"
-            "Call-ID: c1-0\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
+        text = phone_response(request, "200 OK")
         self.hop.receive(parse_datagram(text), Flow("udp", "198.51.100.7", 5060))
         self.clock.advance(LIFETIMES.transaction + 1)
         self.hop.receive(parse_datagram(text), phone_flow())
