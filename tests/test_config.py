@@ -55,6 +55,7 @@ class DefaultsTests(SynchronousTestCase):
                 "t4": 5.0,
                 "udp_receive_buffer": 8388608,
                 "server_header": "Warden",
+                "nat": "auto",
             },
         )
 
@@ -336,6 +337,14 @@ class ErrorTests(SynchronousTestCase):
             "sip.interface",
             'warden.toml: sip.interface: must be an IPv4 or IPv6 address, or "" for all,'
             ' got "localhost"',
+        )
+
+    def test_bad_nat(self) -> None:
+        """[sip] nat must be auto, always or never."""
+        self.assertBad(
+            '[sip]\nnat = "sometimes"',
+            "sip.nat",
+            'warden.toml: sip.nat: must be one of auto, always, never, got "sometimes"',
         )
 
     def test_bad_domains(self) -> None:

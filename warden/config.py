@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import attrs
 
 from warden.errors import ConfigError, ConfigFileError
+from warden.sip.addressing import NAT_MODES
 from warden.sip.dialplan import Rule, RuleError
 from warden.store.credentials import ALGORITHMS
 from warden.store.state_url import StateURLError, parse_state_url
@@ -211,6 +212,9 @@ class SipConfig:
         t1, t2, t4: RFC 3261 timers, in seconds (``t2 >= t1``).
         server_header: the ``Server`` header of responses (RFC 3261 §20.35);
             "" sends none. No version by default, so a scan learns less.
+        nat: how UDP phones are reached: "auto" sends to the Contact unless
+            a NAT is detected, "always" to the REGISTER's source, "never" to
+            the Contact (``warden.sip.addressing.behind_nat``).
     """
 
     SECTION: ClassVar[str] = "sip"
@@ -236,6 +240,11 @@ class SipConfig:
             lambda v: isinstance(v, str) and len(v) <= 100 and bool(_HEADER_TEXT.match(v)),
             "at most 100 printable ASCII characters",
         ),
+    )
+
+    nat: str = attrs.field(
+        default="auto",
+        validator=_rule(lambda v: v in NAT_MODES, f"one of {', '.join(NAT_MODES)}"),
     )
 
     def __attrs_post_init__(self) -> None:

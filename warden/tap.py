@@ -274,6 +274,7 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         auth_fail_extension_limit=reg.auth_fail_extension_limit,
         accept_rfc2069=reg.accept_rfc2069,
         server_header=sip.server_header,
+        nat=sip.nat,
         auth_fail_window=reg.auth_fail_window,
         auth_block_seconds=reg.auth_block_seconds,
         ring_timeout=config.calls.ring_timeout,

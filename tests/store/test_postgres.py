@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -200,6 +201,7 @@ class PostgreSQLLocationPersistenceTests(TestCase):
         service = PostgreSQLLocationService(pool, clock)
         await service.load()
         keep = [binding("100", "a", 5000.0, q=0.7, cseq=3, node_id="n1")]
+        keep[0] = attrs.evolve(keep[0], sent_by="10.0.0.5:5060")  # the NAT evidence
         keep.append(binding("200", "b", 6000.0, user_agent="Phone"))
         service.apply("100", [keep[0], binding("100", "old", 1500.0)], [])
         service.apply("200", [keep[1]], [])

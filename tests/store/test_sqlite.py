@@ -15,6 +15,7 @@ import sqlite3
 import time
 from typing import Any
 
+import attrs
 from prometheus_client import REGISTRY
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -110,6 +111,7 @@ class SQLitePersistenceTests(_PoolMixin, TestCase):
         service = SQLiteLocationService(pool, clock)
         await service.load()
         keep = [binding("100", "a", 5000.0, q=0.7, cseq=3, node_id="n1")]
+        keep[0] = attrs.evolve(keep[0], sent_by="10.0.0.5:5060")  # the NAT evidence
         keep.append(binding("200", "b", 6000.0, user_agent="Phone"))
         gone = binding("100", "old", 1500.0)
         service.apply("100", [keep[0], gone], [])

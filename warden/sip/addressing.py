@@ -6,12 +6,14 @@ peer: the configured interface when it is a specific address, otherwise the
 source address the kernel would pick to reach that peer (found with an
 unconnected UDP socket's ``connect``, which sends nothing; cached per peer).
 
-``flow_for(binding)`` turns a binding's recorded flow into something to send on:
-UDP phones are reached at the address their REGISTER came from (NAT-friendly,
-as RFC 5626 §4.2 suggests); TCP phones through their registration's connection
-while it is open. ``reach(binding)`` adds the other nodes of a cluster: a phone
-whose connection or NAT binding another live node holds is reached through that
-node (L{warden.sip.hop}).
+``flow_for(binding)`` turns a binding into something to send on: a UDP phone
+is reached at its Contact unless it is behind a NAT (L{behind_nat}), then at
+the address its REGISTER came from (RFC 3581, RFC 5626 §4.2), as Kamailio's
+``nat_uac_test`` and Asterisk's ``nat=auto`` do; TCP/TLS phones through their
+registration's connection while it is open. ``reach(binding)`` adds the other
+nodes of a cluster: a phone whose connection or NAT binding another live node
+holds is reached through that node (L{warden.sip.hop}, which decides "behind a
+NAT" with the same L{behind_nat}).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from warden.digits import parse_uint
+from warden.errors import SipParseError
 from warden.sip.flow import Flow
+from warden.sip.uri import parse_uri
 from warden.store.model import Binding
 
 
@@ -36,10 +40,93 @@ def parse_flow_text(text: str) -> tuple[str, str, int] | None:
     return transport, host.strip("[]"), port
 
 
+#: ``[sip] nat``: "auto" detects a NAT per binding, "always" treats every UDP
+#: phone as behind one (send to the REGISTER's source), "never" as behind none
+#: (send to the Contact).
+NAT_MODES = ("auto", "always", "never")
+
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _unroutable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Private (RFC 1918, RFC 4193), shared (RFC 6598), loopback or link-local."""
+    return not ip.is_global
+
+
+def contact_address(binding: Binding) -> tuple[str, int] | None:
+    """
+    The UDP address a binding's Contact names, when Warden can send there
+    itself: a ``sip:`` URI whose host is an IP literal, over UDP. None for a
+    host name (Warden does not resolve Contacts), ``sips:``, another
+    transport, or an unreadable Contact.
+    """
+    try:
+        uri = parse_uri(binding.contact)
+    except SipParseError:
+        return None
+    transport = (uri.param("transport") or "udp").lower()
+    ip = _ip(uri.host)
+    if uri.scheme != "sip" or transport != "udp" or ip is None:
+        return None
+    return str(ip), uri.port or 5060
+
+
+def sent_by_text(transport: str, host: str, port: int | None) -> str:
+    """A Via sent-by as a binding records it: ``host:port``, default port filled in."""
+    port = port or _DEFAULT_PORTS.get(transport.lower(), 5060)
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def behind_nat(binding: Binding, mode: str = "auto") -> bool:
+    """
+    Whether requests for ``binding`` must go to the address its REGISTER came
+    from rather than to its Contact: the phone is behind a NAT.
+
+    ``mode`` is ``[sip] nat``. With "auto" a NAT is detected when
+    (1) the REGISTER's source differs from its top Via sent-by (RFC 3581: the
+        phone did not see its own public address), or
+    (2) the Contact is a private or unroutable address and the source is not.
+    A binding recorded without its Via (by an older Warden) is behind a NAT
+    when its source differs from its Contact, the rule Warden used before. A
+    Contact Warden cannot send to itself (L{contact_address}) is always
+    reached at the source, whatever the mode.
+    """
+    parsed = parse_flow_text(binding.received)
+    if parsed is None:
+        return False
+    _, host, port = parsed
+    contact = contact_address(binding)
+    if contact is None or mode == "always":
+        return True
+    if mode == "never":
+        return False
+    source_ip = _ip(host)
+    if source_ip is None:
+        return True
+    source = (str(source_ip), port)
+    if not binding.sent_by:
+        return contact != source
+    sent_by = parse_flow_text(f"udp:{binding.sent_by}")
+    sent_ip = _ip(sent_by[1]) if sent_by is not None else None
+    if sent_by is None or sent_ip is None or (str(sent_ip), sent_by[2]) != source:
+        return True
+    contact_ip = ipaddress.ip_address(contact[0])
+    return _unroutable(contact_ip) and not _unroutable(source_ip)
+
+
 class Addressing:
     """
     Args:
         interface: the configured SIP interface ("" for all).
+        nat: ``[sip] nat`` (L{NAT_MODES}), for L{behind_nat}.
         port: a callable giving the SIP port actually bound.
         connections: a callable ``(host, port) -> connection | None`` for open
             stream connections (the transport hub's).
@@ -50,8 +137,10 @@ class Addressing:
         interface: str,
         port: Callable[[], int],
         connections: Callable[[str, int], Any] | None = None,
+        nat: str = "auto",
     ) -> None:
         self.interface = interface
+        self.nat = nat
         self._port = port
         self._connections = connections
         self._routes: dict[str, str] = {}
@@ -111,6 +200,10 @@ class Addressing:
             return None
         transport, host, port = parsed
         if transport == "udp":
+            if not behind_nat(binding, self.nat):
+                contact = contact_address(binding)
+                if contact is not None:
+                    return Flow("udp", *contact)
             return Flow("udp", host, port)
         connection = self._connections(host, port) if self._connections else None
         if connection is None:

@@ -58,14 +58,13 @@ from twisted.logger import Logger
 from warden.digits import parse_uint
 from warden.errors import FlowTokenRefused, SipParseError
 from warden.sip import metrics
-from warden.sip.addressing import parse_flow_text
+from warden.sip.addressing import behind_nat, parse_flow_text
 from warden.sip.core import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import RELIABLE_TRANSPORTS, Flow
 from warden.sip.headers import parse_address
 from warden.sip.message import Message, Request, Response
 from warden.sip.transaction import MAGIC_COOKIE
 from warden.sip.transport import TransportError, replace_top_via
-from warden.sip.uri import parse_uri
 from warden.store.model import Binding
 
 #: Every Via branch a node adds when it forwards starts with this.
@@ -112,24 +111,6 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def behind_nat(binding: Binding) -> bool:
-    """
-    Whether a binding's REGISTER came from another address than its Contact
-    names: the phone sits behind a NAT that may only let in packets from the
-    node it registered through.
-    """
-    parsed = parse_flow_text(binding.received)
-    if parsed is None:
-        return False
-    _, host, port = parsed
-    try:
-        uri = parse_uri(binding.contact)
-    except SipParseError:
-        return True
-    contact_host = uri.host.strip("[]")
-    return (contact_host, uri.port or 5060) != (host, port)
-
-
 class NodeHop:
     """
     Routing through the node that holds a phone's flow, and forwarding such
@@ -152,6 +133,8 @@ class NodeHop:
     log = Logger()
     #: The Server header of refusals ("" for none; [sip] server_header).
     server_header = SERVER_HEADER
+    #: [sip] nat, for deciding a phone is behind a NAT (addressing.behind_nat).
+    nat = "auto"
 
     def __init__(
         self,
@@ -273,7 +256,7 @@ class NodeHop:
         if not self.enabled or not binding.node_id or binding.node_id == self.node_id:
             return False
         transport = binding.received.partition(":")[0]
-        return transport in RELIABLE_TRANSPORTS or behind_nat(binding)
+        return transport in RELIABLE_TRANSPORTS or behind_nat(binding, self.nat)
 
     def route(self, binding: Binding, call_id: str) -> tuple[Flow, str] | None:
         """

@@ -20,6 +20,7 @@ from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
 from warden.interfaces import ILocationService
 from warden.sip import metrics
+from warden.sip.addressing import sent_by_text
 from warden.sip.authenticator import Authenticator, as_deferred, then
 from warden.sip.flow import Flow
 from warden.sip.headers import Address
@@ -136,6 +137,8 @@ class Registrar:
         upserts: list[Binding] = []
         removals: list[str] = []
         user_agent = request.get("User-Agent") or ""
+        via = request.top_via
+        sent_by = sent_by_text(via.transport, via.host, via.port)
         for contact in contacts:
             expires = self._expires_of(contact, header_expires)
             key = contact_key(contact.uri)
@@ -156,6 +159,7 @@ class Registrar:
                     received=str(flow),
                     user_agent=user_agent,
                     node_id=self._node_id,
+                    sent_by=sent_by,
                 )
             )
         kind = "unregister" if not upserts else ("refresh" if existing else "new")

@@ -53,6 +53,8 @@ class SipSettings:
     auth_fail_extension_limit: int = 10
     accept_rfc2069: bool = False
     server_header: str = "Warden"
+    #: ``[sip] nat`` (warden.sip.addressing.NAT_MODES).
+    nat: str = "auto"
     ring_timeout: float = 30.0
     max_calls_per_extension: int = 0
     qualify_interval: float = 30.0
@@ -125,7 +127,9 @@ class SipService(service.MultiService):
         self.core = SipCore(is_local_domain)
         self.core.server_header = self.hub.server_header = settings.server_header
         self.transactions = TransactionLayer(clock, settings.timers, self.hub.send, self.core)
-        self.addressing = Addressing(settings.interface, self.bound_port, self.hub.connection_to)
+        self.addressing = Addressing(
+            settings.interface, self.bound_port, self.hub.connection_to, settings.nat
+        )
         # In a cluster (warden.cluster attaches it), requests another node routes
         # through this one to a phone it holds, and their responses, are forwarded
         # by the hop, which passes everything else to the transactions.
@@ -134,6 +138,7 @@ class SipService(service.MultiService):
             self.addressing.via_for, self.transactions.receive,
         )  # fmt: skip
         self.hop.server_header = settings.server_header
+        self.hop.nat = settings.nat
         self.hub.receiver = self.transactions.receive
         self.throttle = AuthThrottle(
             clock, settings.auth_fail_limit, settings.auth_fail_window,

@@ -53,6 +53,8 @@ class Binding:
         received: where the REGISTER came from, ``transport:host:port``.
         user_agent: the User-Agent header, or "".
         node_id: the Warden node that accepted it.
+        sent_by: the REGISTER's top Via sent-by, ``host:port`` ("" when not
+            recorded), for NAT detection (L{warden.sip.addressing.behind_nat}).
     """
 
     aor: str
@@ -65,6 +67,7 @@ class Binding:
     received: str = ""
     user_agent: str = ""
     node_id: str = ""
+    sent_by: str = ""
 
 
 DISPOSITIONS = frozenset(["ANSWERED", "BUSY", "NO ANSWER", "FAILED", "CANCELLED"])

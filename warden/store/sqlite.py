@@ -221,7 +221,9 @@ class SQLiteDirectory:
 
 # -- location service --------------------------------------------------------
 
-_BINDING_COLUMNS = "aor, key, contact, expires_at, q, call_id, cseq, received, user_agent, node_id"
+_BINDING_COLUMNS = (
+    "aor, key, contact, expires_at, q, call_id, cseq, received, user_agent, node_id, sent_by"
+)
 
 
 def _binding_row(binding: Binding) -> Row:
@@ -236,11 +238,12 @@ def _binding_row(binding: Binding) -> Row:
         binding.received,
         binding.user_agent,
         binding.node_id,
+        binding.sent_by,
     )
 
 
 def _binding_from_row(row: Row) -> Binding:
-    aor, key, contact, expires_at, q, call_id, cseq, received, user_agent, node_id = row
+    aor, key, contact, expires_at, q, call_id, cseq, received, user_agent, node_id, sent_by = row
     return Binding(
         aor=aor,
         contact=contact,
@@ -252,6 +255,7 @@ def _binding_from_row(row: Row) -> Binding:
         received=received,
         user_agent=user_agent,
         node_id=node_id,
+        sent_by=sent_by,
     )
 
 
@@ -264,7 +268,7 @@ def _load_bindings_txn(txn: adbapi.Transaction, now: float) -> list[Binding]:
 def _flush_bindings_txn(txn: adbapi.Transaction, rows: dict[str, list[Row]]) -> None:
     txn.executemany("DELETE FROM bindings WHERE aor = ?", [(aor,) for aor in rows])
     txn.executemany(
-        f"INSERT INTO bindings ({_BINDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO bindings ({_BINDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [row for aor_rows in rows.values() for row in aor_rows],
     )
 
