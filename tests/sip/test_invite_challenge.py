@@ -68,6 +68,20 @@ class StatelessChallengeTests(SynchronousTestCase):
         self.stack.clock.advance(self.timer_h + 1)
         self.assertEqual(self.stack.sent_since(mark), [])
 
+    def test_invalid_invite_answered_once(self) -> None:
+        """
+        An INVITE refused by the checks before authentication (here 420 for an
+        unknown Require) gets one response and no retransmission either.
+        """
+        invite = self.phone.invite("1002")
+        invite.add("Require", "no-such-extension")
+        sent = self.stack.deliver(invite, VICTIM)
+        self.assertEqual([getattr(m, "status", None) for m, _ in sent], [420])
+        mark = self.stack.mark()
+        self.stack.clock.advance(self.timer_h + 1)
+        self.assertEqual(self.stack.sent_since(mark), [])
+        self.assertEqual(len(self.stack.transactions), 0)
+
     def test_authenticated_invite_still_trying(self) -> None:
         """With valid credentials the INVITE gets its 100 Trying and rings the callee."""
         alice = make_extension("1001", "Alice", REALM, "pw1001")

@@ -121,7 +121,11 @@ class SipCore:
                 self._respond(transaction, self._builtin(request), flow)
                 return
         except SipError as e:
-            self._respond(transaction, self.error_response(request, e), flow)
+            # Refused before anyone is authenticated: an INVITE's refusal goes
+            # out once, statelessly, as its 407 does (no retransmissions
+            # towards an address that may be spoofed).
+            stateless = e.stateless or request.method == "INVITE"
+            self._respond(transaction, self.error_response(request, e), flow, stateless)
             return
         # As maybeDeferred, without its cost for a handler that returns a Deferred.
         try:
