@@ -50,6 +50,8 @@ class DefaultsTests(SynchronousTestCase):
                 "transports": ("udp", "tcp"),
                 "max_message_bytes": 65535,
                 "tcp_idle_timeout": 600.0,
+                "tcp_message_timeout": 20.0,
+                "tcp_connections_per_ip": 64,
                 "t1": 0.5,
                 "t2": 4.0,
                 "t4": 5.0,
@@ -121,6 +123,8 @@ transports = ["tcp"]
 max_message_bytes = 4096
 udp_receive_buffer = 1048576
 tcp_idle_timeout = 30
+tcp_message_timeout = 5
+tcp_connections_per_ip = 8
 t1 = 0.25
 t2 = 2.0
 t4 = 2.5
@@ -158,7 +162,19 @@ class ValuesTests(SynchronousTestCase):
         )
         self.assertEqual(
             config.sip,
-            SipConfig("192.0.2.10", 5070, ("tcp",), 4096, 30.0, 0.25, 2.0, 2.5, 1048576),
+            SipConfig(
+                "192.0.2.10",
+                5070,
+                ("tcp",),
+                4096,
+                30.0,
+                0.25,
+                2.0,
+                2.5,
+                1048576,
+                tcp_message_timeout=5.0,
+                tcp_connections_per_ip=8,
+            ),  # fmt: skip
         )
         self.assertEqual(
             config.registrar, RegistrarConfig(30, 600, 1200, ("SHA-256",), 60.0, 5, 10.0, 3600.0)
@@ -328,6 +344,19 @@ class ErrorTests(SynchronousTestCase):
             "registrar.digest_algorithms",
             "warden.toml: registrar.digest_algorithms: must be a non-empty list of distinct"
             ' values from MD5, SHA-256, got ["MD5", "MD5"]',
+        )
+
+    def test_tcp_limits(self) -> None:
+        """The TCP per-IP cap is 1..65535 connections; the message deadline positive seconds."""
+        self.assertBad(
+            "[sip]\ntcp_connections_per_ip = 0",
+            "sip.tcp_connections_per_ip",
+            "warden.toml: sip.tcp_connections_per_ip: must be an integer 1..65535, got 0",
+        )
+        self.assertBad(
+            "[sip]\ntcp_message_timeout = 0",
+            "sip.tcp_message_timeout",
+            "warden.toml: sip.tcp_message_timeout: must be a number > 0 (seconds), got 0.0",
         )
 
     def test_bad_interface(self) -> None:

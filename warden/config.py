@@ -29,6 +29,7 @@ import attrs
 from warden.errors import ConfigError, ConfigFileError
 from warden.sip.addressing import NAT_MODES
 from warden.sip.dialplan import Rule, RuleError
+from warden.sip.transport import DEFAULT_TCP_CONNECTIONS_PER_IP, DEFAULT_TCP_MESSAGE_TIMEOUT
 from warden.store.credentials import ALGORITHMS
 from warden.store.state_url import StateURLError, parse_state_url
 from warden.store.url import StoreURL, parse_store_url
@@ -208,7 +209,12 @@ class SipConfig:
         max_message_bytes: the largest SIP message accepted.
         udp_receive_buffer: bytes of kernel receive buffer asked for the UDP
             socket, so that a burst is queued rather than dropped.
-        tcp_idle_timeout: seconds before an idle TCP connection is closed.
+        tcp_idle_timeout: seconds without a whole message or keep-alive before a
+            TCP connection is closed.
+        tcp_message_timeout: seconds a TCP message may take from its first byte
+            to its last before the connection is closed (slow senders).
+        tcp_connections_per_ip: TCP connections one source IP may hold open;
+            more are closed at once.
         t1, t2, t4: RFC 3261 timers, in seconds (``t2 >= t1``).
         server_header: the ``Server`` header of responses (RFC 3261 §20.35);
             "" sends none. No version by default, so a scan learns less.
@@ -240,6 +246,12 @@ class SipConfig:
             lambda v: isinstance(v, str) and len(v) <= 100 and bool(_HEADER_TEXT.match(v)),
             "at most 100 printable ASCII characters",
         ),
+    )
+    tcp_message_timeout: float = attrs.field(
+        default=DEFAULT_TCP_MESSAGE_TIMEOUT, converter=_to_float, validator=_seconds()
+    )
+    tcp_connections_per_ip: int = attrs.field(
+        default=DEFAULT_TCP_CONNECTIONS_PER_IP, validator=_int_in(1, 65535)
     )
 
     nat: str = attrs.field(

@@ -262,6 +262,8 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         max_message_bytes=sip.max_message_bytes,
         udp_receive_buffer=sip.udp_receive_buffer,
         tcp_idle_timeout=sip.tcp_idle_timeout,
+        tcp_message_timeout=sip.tcp_message_timeout,
+        tcp_connections_per_ip=sip.tcp_connections_per_ip,
         timers=TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4).lasting_ring(
             config.calls.ring_timeout
         ),

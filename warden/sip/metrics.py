@@ -25,6 +25,14 @@ RESPONSES_SENT = Counter(
 PARSE_ERRORS = Counter(
     "warden_sip_parse_errors_total", "Malformed SIP messages received", ["transport"]
 )
+TCP_REFUSED = Counter(
+    "warden_sip_tcp_refused_total",
+    "TCP connections closed at once: their source IP held sip.tcp_connections_per_ip",
+)
+TCP_MESSAGE_TIMEOUTS = Counter(
+    "warden_sip_tcp_message_timeouts_total",
+    "TCP connections closed because a message took longer than sip.tcp_message_timeout",
+)
 AUTH_FAILURES = Counter("warden_sip_auth_failures_total", "Failed digest authentications")
 THROTTLED = Counter(
     "warden_sip_throttled_total", "Requests dropped from sources blocked for failed auth"

@@ -182,6 +182,11 @@ class StreamFramer:
         """Bytes buffered towards an incomplete message."""
         return len(self._buffer)
 
+    @property
+    def mid_message(self) -> bool:
+        """True from the first byte of a message to its last (keep-alive CRLFs aside)."""
+        return self._head is not None or bool(self._buffer.lstrip(b"\r\n"))
+
     def _next(self) -> Message | None:
         buf = self._buffer
         if self._head is None:

@@ -27,7 +27,13 @@ from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.routing import ExtensionRouter
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction import TransactionLayer
-from warden.sip.transport import SipDatagramProtocol, SipStreamFactory, TransportHub
+from warden.sip.transport import (
+    DEFAULT_TCP_CONNECTIONS_PER_IP,
+    DEFAULT_TCP_MESSAGE_TIMEOUT,
+    SipDatagramProtocol,
+    SipStreamFactory,
+    TransportHub,
+)
 
 HOUSEKEEPING_INTERVAL = 10.0
 
@@ -59,6 +65,8 @@ class SipSettings:
     max_calls_per_extension: int = 0
     qualify_interval: float = 30.0
     udp_receive_buffer: int = 8 * 1024 * 1024
+    tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT
+    tcp_connections_per_ip: int = DEFAULT_TCP_CONNECTIONS_PER_IP
     dialplan: tuple[Rule, ...] = ()
     #: Seconds a cluster Record-Route token stays valid ([cluster] dialog_token_lifetime).
     dialog_token_lifetime: float = 86400.0
@@ -123,7 +131,10 @@ class SipService(service.MultiService):
         self.clock = clock
         self.settings = settings
         self.location = location
-        self.hub = TransportHub(clock, settings.max_message_bytes, settings.tcp_idle_timeout)
+        self.hub = TransportHub(
+            clock, settings.max_message_bytes, settings.tcp_idle_timeout,
+            settings.tcp_message_timeout, settings.tcp_connections_per_ip,
+        )  # fmt: skip
         self.core = SipCore(is_local_domain)
         self.core.server_header = self.hub.server_header = settings.server_header
         self.transactions = TransactionLayer(clock, settings.timers, self.hub.send, self.core)

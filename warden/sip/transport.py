@@ -6,8 +6,14 @@ here; a message that cannot be parsed is counted, answered with 400 (505 for a
 foreign SIP version) when a response can be routed, otherwise dropped, and never
 raises into the reactor. On TCP, messages are framed by Content-Length with a
 size limit (an endless header or a huge body closes the connection without
-buffering it), idle connections are closed, and responses go back on the
-connection the request arrived on.
+buffering it), and responses go back on the connection the request arrived on.
+
+TCP connections are bounded against slow or many-connection floods
+("slowloris"): each source IP may hold at most ``tcp_connections_per_ip``
+connections (more are closed at once), a message that has begun must be
+complete within ``tcp_message_timeout``, and a connection is idle, and closed
+after ``tcp_idle_timeout``, unless whole messages or keep-alives (RFC 5626
+§4.4.1) pass on it: stray bytes do not keep it open.
 """
 
 from __future__ import annotations
@@ -32,6 +38,13 @@ from warden.sip.message import Message, Request
 from warden.sip.parser import StreamFramer, UnsupportedVersion, parse_datagram
 
 Receiver = Callable[[Message, Flow], None]
+
+#: Connections one source IP may hold open: enough for an office of TCP phones
+#: behind one NAT address ([sip] tcp_connections_per_ip).
+DEFAULT_TCP_CONNECTIONS_PER_IP = 64
+#: Seconds from a message's first byte to its last on TCP ([sip] tcp_message_timeout;
+#: Kamailio's tcp_msg_read_timeout is the same 20 s).
+DEFAULT_TCP_MESSAGE_TIMEOUT = 20.0
 
 
 class TransportError(WardenError):
@@ -92,7 +105,9 @@ class TransportHub:
     Args:
         clock: time source for idle timeouts.
         max_message_bytes: largest message accepted or buffered.
-        tcp_idle_timeout: seconds without traffic after which a TCP connection closes.
+        tcp_idle_timeout: seconds without a message after which a TCP connection closes.
+        tcp_message_timeout: seconds a TCP message may take from its first byte to its last.
+        tcp_connections_per_ip: TCP connections one source IP may hold open.
     """
 
     log = Logger()
@@ -100,17 +115,66 @@ class TransportHub:
     server_header = SERVER_HEADER
 
     def __init__(
-        self, clock: IReactorTime, max_message_bytes: int, tcp_idle_timeout: float
+        self,
+        clock: IReactorTime,
+        max_message_bytes: int,
+        tcp_idle_timeout: float,
+        tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
+        tcp_connections_per_ip: int = DEFAULT_TCP_CONNECTIONS_PER_IP,
     ) -> None:
         self.clock = clock
         self.max_message_bytes = max_message_bytes
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_message_timeout = tcp_message_timeout
+        self.tcp_connections_per_ip = tcp_connections_per_ip
         self.receiver: Receiver | None = None
         self.udp: list[SipDatagramProtocol] = []
         self.connections: set[SipStreamProtocol] = set()
         #: RFC 3261 §18.1.1: ``(message, udp flow, bytes) -> (flow, bytes)`` may move
         #: a request to TCP (L{warden.sip.node_streams}, between cluster nodes).
         self.choose_flow: Callable[[Message, Flow, bytes], tuple[Flow, bytes]] | None = None
+        self._per_ip: dict[str, int] = {}
+        self._refusing: set[str] = set()
+
+    # -- stream connections -------------------------------------------------------
+
+    def accepts_connection_from(self, host: str) -> bool:
+        """
+        Whether ``host`` may open another TCP connection. The first refusal of an
+        episode is logged; each is counted (``warden_sip_tcp_refused_total``).
+        """
+        if self._per_ip.get(host, 0) < self.tcp_connections_per_ip:
+            return True
+        metrics.TCP_REFUSED.inc()
+        if host not in self._refusing:
+            self._refusing.add(host)
+            self.log.warn(
+                "Refusing TCP connections from {host}: it holds {limit}"
+                " (sip.tcp_connections_per_ip)",
+                host=host,
+                limit=self.tcp_connections_per_ip,
+            )
+        return False
+
+    def connection_opened(self, connection: SipStreamProtocol) -> None:
+        """Count an open stream connection against its source IP."""
+        self.connections.add(connection)
+        host = connection.peer[0]
+        self._per_ip[host] = self._per_ip.get(host, 0) + 1
+
+    def connection_closed(self, connection: SipStreamProtocol) -> None:
+        """Forget a closed stream connection."""
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        host = connection.peer[0]
+        left = self._per_ip.get(host, 1) - 1
+        if left > 0:
+            self._per_ip[host] = left
+        else:
+            self._per_ip.pop(host, None)
+        if left < self.tcp_connections_per_ip:
+            self._refusing.discard(host)
 
     # -- receiving ----------------------------------------------------------------
 
@@ -303,6 +367,7 @@ class SipStreamProtocol(Protocol):
         self.hub = hub
         self.framer = StreamFramer(hub.max_message_bytes)
         self._idle: IDelayedCall | None = None
+        self._message_deadline: IDelayedCall | None = None
         self.peer: tuple[str, int] = ("", 0)
         self._broken = False
 
@@ -310,13 +375,42 @@ class SipStreamProtocol(Protocol):
         """Remember the peer and start the idle timer."""
         peer: Any = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = (peer.host, peer.port)
-        self.hub.connections.add(self)
+        self.hub.connection_opened(self)
         self._idle = self.hub.clock.callLater(self.hub.tcp_idle_timeout, self._timed_out)
 
     def _timed_out(self) -> None:
         self._idle = None
         self.log.debug("Closing idle connection from {host}", host=self.peer[0])
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _message_timed_out(self) -> None:
+        self._message_deadline = None
+        metrics.TCP_MESSAGE_TIMEOUTS.inc()
+        self.log.info(
+            "Closing the connection from {host}: a message took longer than {seconds} s"
+            " (sip.tcp_message_timeout)",
+            host=self.peer[0],
+            seconds=self.hub.tcp_message_timeout,
+        )
+        self._broken = True
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _watch_message(self, completed: bool) -> None:
+        """
+        Start the message deadline when a message has begun (again, once one
+        completed), stop it when nothing is pending.
+        """
+        deadline = self._message_deadline
+        if self.framer.mid_message:
+            if deadline is None or completed:
+                if deadline is not None:
+                    deadline.cancel()
+                self._message_deadline = self.hub.clock.callLater(
+                    self.hub.tcp_message_timeout, self._message_timed_out
+                )
+        elif deadline is not None:
+            deadline.cancel()
+            self._message_deadline = None
 
     def _touch(self) -> None:
         if self._idle is not None and self._idle.active():
@@ -329,14 +423,15 @@ class SipStreamProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         """Frame and deliver messages; a framing error closes the connection."""
-        self._touch()
-        if data == b"\r\n\r\n" and self.framer.pending_bytes == 0:
+        if data == b"\r\n\r\n" and not self.framer.mid_message:
+            self._touch()
             self.transport.write(b"\r\n")  # type: ignore[union-attr]  # RFC 5626 pong
             return
         if self._broken:
             return
         host, port = self.peer
         self.framer.push(data)
+        completed = False
         while True:
             try:
                 message = self.framer.next_message()
@@ -352,7 +447,10 @@ class SipStreamProtocol(Protocol):
                 self.framer = StreamFramer(0)
                 return
             if message is None:
+                self._watch_message(completed)
                 return
+            completed = True
+            self._touch()
             self.hub.message_received(message, self.transport_name, host, port, self)
 
     def send_message(self, data: bytes) -> None:
@@ -361,11 +459,12 @@ class SipStreamProtocol(Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
-        """Forget the connection and its timer."""
-        self.hub.connections.discard(self)
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        """Forget the connection and its timers."""
+        self.hub.connection_closed(self)
+        for timer in (self._idle, self._message_deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle = self._message_deadline = None
 
 
 class SipStreamFactory(Factory):
@@ -374,6 +473,8 @@ class SipStreamFactory(Factory):
     def __init__(self, hub: TransportHub) -> None:
         self.hub = hub
 
-    def buildProtocol(self, addr: Any) -> SipStreamProtocol:  # noqa: N802
-        """A protocol sharing the hub."""
+    def buildProtocol(self, addr: Any) -> SipStreamProtocol | None:  # noqa: N802
+        """A protocol sharing the hub; None (close at once) past the per-IP limit."""
+        if not self.hub.accepts_connection_from(getattr(addr, "host", "")):
+            return None
         return SipStreamProtocol(self.hub)

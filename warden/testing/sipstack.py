@@ -18,7 +18,14 @@ from warden.sip.parser import StreamFramer, parse_datagram
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction import TransactionLayer
-from warden.sip.transport import SipDatagramProtocol, SipStreamProtocol, TransportHub
+from warden.sip.transport import (
+    DEFAULT_TCP_CONNECTIONS_PER_IP,
+    DEFAULT_TCP_MESSAGE_TIMEOUT,
+    SipDatagramProtocol,
+    SipStreamFactory,
+    SipStreamProtocol,
+    TransportHub,
+)
 from warden.store.credentials import make_extension
 from warden.testing.memory import MemoryDirectory, MemoryLocationService
 
@@ -37,12 +44,17 @@ class FakeSipStack:
         local_domains: frozenset[str] = frozenset({REALM, "127.0.0.1"}),
         max_message_bytes: int = 65535,
         tcp_idle_timeout: float = 600.0,
+        tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
+        tcp_connections_per_ip: int = DEFAULT_TCP_CONNECTIONS_PER_IP,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.directory = MemoryDirectory([make_extension("1001", "Test", REALM, "secret1001")])
         self.location = MemoryLocationService()
-        self.hub = TransportHub(self.clock, max_message_bytes, tcp_idle_timeout)
+        self.hub = TransportHub(
+            self.clock, max_message_bytes, tcp_idle_timeout, tcp_message_timeout,
+            tcp_connections_per_ip,
+        )  # fmt: skip
         is_local = local_domains.__contains__
         self.core = SipCore(is_local)
         self.transactions = TransactionLayer(self.clock, TimerSettings(), self.hub.send, self.core)
@@ -73,9 +85,16 @@ class FakeSipStack:
         return list(self.udp_transport.written)
 
     def connect_tcp(self, peer: tuple[str, int] = ("192.0.2.20", 40000)) -> TcpPeer:
-        """Open a fake TCP connection to Warden."""
-        protocol = SipStreamProtocol(self.hub)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", *peer))
+        """
+        Open a fake TCP connection to Warden, through the listener's factory.
+
+        Raises ConnectionRefusedError when the factory refuses it (per-IP limit).
+        """
+        address = IPv4Address("TCP", *peer)
+        protocol = SipStreamFactory(self.hub).buildProtocol(address)
+        if protocol is None:
+            raise ConnectionRefusedError(f"{peer[0]} holds sip.tcp_connections_per_ip")
+        transport = StringTransport(peerAddress=address)
         protocol.makeConnection(transport)
         return TcpPeer(protocol, transport)
 
