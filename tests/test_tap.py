@@ -89,6 +89,18 @@ class MakeServiceTests(TestCase):
         root._pool.close()  # type: ignore[attr-defined]
         children[-1].directories.release()
 
+    def test_first_start_data_directory_private(self) -> None:
+        """
+        The data directory the option check creates (the SQLite store's) is
+        private from the start, whatever umask twistd inherited, so a first
+        start has nothing to tighten and warns about nothing.
+        """
+        previous = os.umask(0o022)
+        self.addCleanup(os.umask, previous)
+        data_dir = os.path.join(os.path.abspath(self.mktemp()), "fresh")
+        Options().parseOptions(["--data-dir", data_dir])
+        self.assertEqual(os.stat(data_dir).st_mode & 0o777, 0o700)
+
     def test_sip_settings(self) -> None:
         """Timers, realm and registrar settings come from the configuration."""
         options = Options()

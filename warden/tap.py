@@ -77,6 +77,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:  # noqa: N802
         """Load the configuration now, so a bad one stops start-up with one line."""
+        private_umask()  # before check_store creates the data directory
         try:
             self.config = load_effective_config(
                 self["config"],
