@@ -295,6 +295,15 @@ class CommandTests(SynchronousTestCase):
                 "USER\nRANDOM\n",
                 "2: expected number;password or number;password;name, got 1 fields",
             ),
+            (
+                "100;a;Front\x1b[2JDesk\n",
+                "1: a display name must not contain control or format characters,"
+                " got U+001B in 'Front\\x1b[2JDesk'",
+            ),
+            (
+                "100;a;" + "x" * 129 + "\n",
+                "1: a display name has at most 128 characters, got 129",
+            ),
         ]
         for text, problem in cases:
             path = self.write(text)
@@ -339,6 +348,16 @@ class MainTests(SynchronousTestCase):
         for bad in ["12a", "", "1" * 33, "-1"]:
             self.assertEqual(main(["extension", "add", "--", bad]), 2)
         self.assertIn("an extension number must be 1 to 32 digits", self.stderr.getvalue())
+
+    def test_bad_name(self) -> None:
+        """A display name with a line break or a bidirectional override exits 2
+        saying why, for add and set alike."""
+        self.assertEqual(main(["extension", "add", "100", "--name", "A\r\nP-Asserted: x"]), 2)
+        self.assertEqual(main(["extension", "set", "100", "--name", "\u202eevil"]), 2)
+        message = self.stderr.getvalue()
+        self.assertIn("got U+000D in", message)
+        self.assertIn("got U+202E in", message)
+        self.assertIn("a display name must not contain control or format characters", message)
 
     def test_bad_algorithms(self) -> None:
         """Unknown or repeated algorithms exit 2."""

@@ -61,7 +61,12 @@ from warden.filemodes import private_umask
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
 from warden.ops.drtest import ctl as backup_ctl
 from warden.store.backend import admin_stores, check_store, open_stores
-from warden.store.credentials import generate_password, make_extension, parse_algorithms
+from warden.store.credentials import (
+    display_name_problem,
+    generate_password,
+    make_extension,
+    parse_algorithms,
+)
 from warden.store.model import CallRecord, Extension
 from warden.store.pgpool import one_line
 
@@ -86,6 +91,13 @@ def _number_problem(number: str) -> str | None:
     if _NUMBER.match(number):
         return None
     return f"an extension number must be 1 to 32 digits, got {number!r}"
+
+
+def _name_arg(text: str) -> str:
+    problem = display_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _number_arg(text: str) -> str:
@@ -153,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add = commands.add_parser("add", help="add an extension")
     add.add_argument("number", metavar="NUMBER", type=_number_arg)
-    add.add_argument("--name", default="", help="display name")
+    add.add_argument("--name", default="", type=_name_arg, help="display name")
     add.add_argument(
         "--password",
         help="SIP password (default: generate and print one); other local users can"
@@ -174,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     change = commands.add_parser("set", help="change an extension")
     change.add_argument("number", metavar="NUMBER", type=_number_arg)
-    change.add_argument("--name", help="display name")
+    change.add_argument("--name", type=_name_arg, help="display name")
     secret = change.add_mutually_exclusive_group()
     secret.add_argument("--password", help="new SIP password")
     secret.add_argument(
@@ -385,6 +397,9 @@ def _import_line(fields: list[str], realm: str) -> Extension:
     if not password:
         raise ValueError("the password is empty")
     name = fields[2].strip() if len(fields) == 3 else ""
+    problem = display_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
     return make_extension(number, name, realm, password)
 
 

@@ -186,6 +186,9 @@ class BadInputTests(_Base):
             (b'{"number": "100", "enabled": "yes"}', "invalid_field"),
             (b'{"number": "1; DROP TABLE extensions"}', "invalid_field"),
             (b'{"number": "100", "name": "\\u0000"}', "invalid_field"),
+            (b'{"number": "100", "name": "A\\r\\nP-Asserted-Identity: x"}', "invalid_field"),
+            (b'{"number": "100", "name": "\\u202e1001"}', "invalid_field"),
+            (b'{"number": "100", "name": "\\u0085"}', "invalid_field"),
             (b"\xff\xfe", "invalid_json"),
         ]  # fmt: skip
         for raw, code in cases:

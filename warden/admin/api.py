@@ -26,7 +26,12 @@ from warden.admin.http import ApiCall, Reply, Route, json_reply
 from warden.digits import parse_uint
 from warden.errors import ApiError
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls, ILocationService
-from warden.store.credentials import ALGORITHMS, generate_password, make_extension
+from warden.store.credentials import (
+    ALGORITHMS,
+    display_name_problem,
+    generate_password,
+    make_extension,
+)
 from warden.store.model import Binding, Extension
 
 NUMBER = r"[0-9]{1,32}"
@@ -124,8 +129,9 @@ def extension_json(extension: Extension) -> dict[str, Any]:
 
 
 def _name(value: Any) -> str:
-    if len(value) > 128 or _NAME_FORBIDDEN.search(value):
-        raise ApiError(400, "invalid_field", "name: at most 128 characters, no control ones")
+    problem = display_name_problem(value)
+    if problem is not None:
+        raise ApiError(400, "invalid_field", f"name: {problem}")
     return str(value)
 
 

@@ -29,6 +29,7 @@ from warden.sip.authenticator import Authenticator
 from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInvite
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.flow import Flow
+from warden.sip.headers import name_addr
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.routing import IRouter
 from warden.sip.sdp import SdpError, codecs_of
@@ -196,8 +197,7 @@ class CallController:
         flow, routes = reached
         caller = call.caller
         domain = self.settings.domain
-        display = f'"{caller.name}" ' if caller.name else ""
-        local_party = f"{display}<sip:{caller.number}@{domain}>"
+        local_party = name_addr(caller.name, f"sip:{caller.number}@{domain}")
         dialog = Dialog(
             call_id=call_id,
             local_tag=new_tag(),

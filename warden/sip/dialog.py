@@ -16,7 +16,7 @@ from enum import Enum
 import attrs
 
 from warden.sip.flow import Flow
-from warden.sip.headers import parse_address
+from warden.sip.headers import parse_address, quote_string
 from warden.sip.message import Request, Response
 
 
@@ -167,7 +167,7 @@ def strip_tag(header_value: str) -> str:
     params = "".join(
         f";{k}" if v is None else f";{k}={v}" for k, v in address.params if k != "tag"
     )
-    name = f'"{address.display}" ' if address.display else ""
+    name = f"{quote_string(address.display)} " if address.display else ""
     return f"{name}<{address.uri}>{params}"
 
 

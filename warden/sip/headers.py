@@ -237,9 +237,23 @@ def unquote_string(text: str) -> str:
 _ESCAPE_RE = re.compile(r"\\(.)")
 
 
+_UNQUOTABLE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def quote_string(text: str) -> str:
-    """Make a quoted-string of ``text``."""
+    """
+    Make a quoted-string of ``text`` (RFC 3261 §25.1): backslash and double
+    quote are escaped; control characters, which a quoted-string cannot carry
+    (CR and LF not even escaped), become spaces, so no value can end the
+    string or the header line early.
+    """
+    text = _UNQUOTABLE_RE.sub(" ", text)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def name_addr(display: str, uri: str) -> str:
+    """``"display" <uri>`` (name-addr, RFC 3261 §25.1) with the name escaped; ``<uri>`` if none."""
+    return f"{quote_string(display)} <{uri}>" if display else f"<{uri}>"
 
 
 @attrs.frozen

@@ -29,7 +29,7 @@ from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser
 from warden.sip.call import Call, CallState
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
-from warden.sip.headers import parse_address
+from warden.sip.headers import name_addr, parse_address
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError
 from warden.store.model import Extension
@@ -122,11 +122,7 @@ class Transfers:
         domain = self.c.settings.domain
         transferee = call.other(side)
         identity = call.caller if transferee == "a" else call.callee
-        local = (
-            f'"{identity.name}" <sip:{identity.number}@{domain}>'
-            if identity.name
-            else f"<sip:{identity.number}@{domain}>"
-        )
+        local = name_addr(identity.name, f"sip:{identity.number}@{domain}")
         dialog = Dialog(
             call_id=f"{call.call_id}-t{new_tag()}", local_tag=new_tag(), remote_tag=None,
             local_party=local, remote_party=f"<sip:{number}@{domain}>", local_cseq=0,

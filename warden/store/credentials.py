@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+import unicodedata
 from collections.abc import Iterable
 
 from warden.store.model import Extension
@@ -65,6 +66,32 @@ def parse_algorithms(text: str | Iterable[str]) -> tuple[str, ...]:
 def generate_password(length: int = 20) -> str:
     """A random password of ASCII letters and digits, from the ``secrets`` module."""
     return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(length))
+
+
+#: The longest display name accepted (characters).
+DISPLAY_NAME_MAX = 128
+
+
+def display_name_problem(name: str) -> str | None:
+    """
+    Why ``name`` cannot be an extension's display name, or None when it can.
+
+    A display name goes into From and P-Asserted-Identity as an RFC 3261
+    quoted-string (§25.1), escaped there; it may hold quotes, backslashes and
+    any printable Unicode, but no control or format characters (line breaks
+    cannot appear in a quoted-string at all, and bidirectional overrides make
+    a caller ID read as something else) and at most L{DISPLAY_NAME_MAX}
+    characters.
+    """
+    if len(name) > DISPLAY_NAME_MAX:
+        return f"a display name has at most {DISPLAY_NAME_MAX} characters, got {len(name)}"
+    for char in name:
+        if unicodedata.category(char)[0] == "C" and char != " ":
+            return (
+                f"a display name must not contain control or format characters,"
+                f" got U+{ord(char):04X} in {name!r}"
+            )
+    return None
 
 
 def make_extension(
