@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from warden.digits import is_digits, parse_uint
+from warden.digits import is_digits, parse_decimal, parse_uint
 
 
 class ParseUintTests(SynchronousTestCase):
@@ -45,3 +45,16 @@ class IsDigitsTests(SynchronousTestCase):
         self.assertTrue(is_digits("0123456789"))
         for text in ("", "\u00b2", "\u0661", "1\n"):
             self.assertFalse(is_digits(text), repr(text))
+
+
+class ParseDecimalTests(SynchronousTestCase):
+    """parse_decimal accepts ASCII digits with an optional fraction, nothing float() adds."""
+
+    def test_parse_decimal(self) -> None:
+        """Plain decimals are read; signs, exponents, nan, inf and Unicode digits are not."""
+        self.assertEqual(parse_decimal("20", 100.0), 20.0)
+        self.assertEqual(parse_decimal("0.5", 100.0), 0.5)
+        for text in ("", ".5", "5.", "-1", "+1", "1e3", "nan", "inf", "1_0", "\u0665", " 5"):
+            self.assertIsNone(parse_decimal(text, 1e12), repr(text))
+        self.assertIsNone(parse_decimal("101", 100.0))
+        self.assertIsNone(parse_decimal("1" * 40, 1e100))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 _DIGITS = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def is_digits(text: str) -> bool:
@@ -34,4 +35,17 @@ def parse_uint(text: str, maximum: int, max_digits: int | None = None) -> int | 
     if len(text) > limit or _DIGITS.fullmatch(text) is None:
         return None
     value = int(text)
+    return value if value <= maximum else None
+
+
+def parse_decimal(text: str, maximum: float, max_chars: int = 32) -> float | None:
+    """
+    The value of ``text`` when it is ASCII digits with an optional ``.`` and
+    fraction digits (``20``, ``0.5``), at most ``max_chars`` long and at most
+    ``maximum``; otherwise None. No sign, exponent, ``inf``, ``nan``,
+    underscore or non-ASCII digit is accepted, all of which ``float()`` takes.
+    """
+    if len(text) > max_chars or _DECIMAL.fullmatch(text) is None:
+        return None
+    value = float(text)
     return value if value <= maximum else None

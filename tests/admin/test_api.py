@@ -238,6 +238,12 @@ class BadInputTests(_Base):
         self.assertEqual((response.status, response.error_code), (400, "invalid_parameter"))
         self.assertEqual(self.get("/audit?actor=x'%20OR%201=1").json()["items"], [])
 
+    def test_non_ascii_time(self) -> None:
+        """Epoch seconds in non-ASCII digits, with underscores or as nan/inf are a 400."""
+        for since in ("%D9%A1%D9%A7%D9%A0%D9%A0", "1_700_000_000", "nan", "inf", "1e9"):
+            response = self.get(f"/cdrs?since={since}")
+            self.assertEqual((response.status, response.error_code), (400, "invalid_parameter"))
+
     def test_non_ascii_limit(self) -> None:
         """A limit in non-ASCII digits (``²``, ``١٠``) is a 400, never a 500 or a limit of 10."""
         for limit in ("%C2%B2", "%D9%A1%D9%A0", "1_0", "+5", "%201"):

@@ -377,6 +377,16 @@ class SessionTimerTests(CallTestCase):
         _, sent = self.alice.call("1002")
         self.assertEqual(only(sent, ALICE, 422).get("Min-SE"), "90")
 
+    def test_non_ascii_session_expires(self) -> None:
+        """Session-Expires in non-ASCII digits gets 400, not a 500 and a traceback."""
+        original = self.alice.invite
+        self.alice.invite = lambda *a, **k: _with(
+            original(*a, **k), "Session-Expires", "\u00b9800"
+        )  # type: ignore[method-assign]
+        _, sent = self.alice.call("1002")
+        only(sent, ALICE, 400)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_caller_refreshes_and_expiry_hangs_up(self) -> None:
         """The caller refreshes (refresher=uac, Require: timer); silence ends the call."""
         invite, bob_invite = self.invite_with("120")

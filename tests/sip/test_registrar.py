@@ -455,6 +455,13 @@ class BindingTests(RegistrarTestCase):
         self.authed(expires="100000")
         self.assertEqual(self.bindings(), [("sip:1001@192.0.2.10:5062", 7200)])
 
+    def test_non_ascii_expires_parameter(self) -> None:
+        """A Contact expires parameter in non-ASCII digits (``³⁶⁰⁰``, ``٦٠٠``) gets 400."""
+        for expires in ("\u00b3600", "\u0666\u0660\u0660"):
+            response = self.authed(contact=f"<sip:1001@192.0.2.10:5062>;expires={expires}")
+            self.assertEqual(response.status, 400, expires)
+        self.assertEqual(self.bindings(), [])
+
     def test_interval_too_brief(self) -> None:
         """An expiry below the minimum gets 423 with Min-Expires."""
         response = self.authed(expires="10")

@@ -214,6 +214,13 @@ class CodecTests(SynchronousTestCase):
         bad = SIPP + b"a=ptime:twenty\r\n"
         self.assertIsNone(sdp.ptime_ms(parse_sdp(bad).media[0]))
 
+    def test_ptime_ascii_only(self) -> None:
+        """a=ptime that float() would read (nan, inf, 1e3, 2_0, Unicode digits) is unreadable."""
+        for value in ("nan", "inf", "1e3", "2_0", "-20", "\u0662\u0660", "0"):
+            body = SIPP + f"a=ptime:{value}\r\n".encode()
+            self.assertIsNone(sdp.ptime_ms(parse_sdp(body).media[0]), value)
+        self.assertEqual(sdp.ptime_ms(parse_sdp(SIPP + b"a=ptime:22.5\r\n").media[0]), 22.5)
+
     def test_codecs_of_bytes(self) -> None:
         """codecs_of names the codecs of the relayed (first enabled audio) stream."""
         self.assertEqual(sdp.codecs_of(BARESIP)[:2], ["opus", "G722"])

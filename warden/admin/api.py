@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from warden import __version__, ctl_calls
 from warden.admin.http import ApiCall, Reply, Route, json_reply
-from warden.digits import parse_uint
+from warden.digits import parse_decimal, parse_uint
 from warden.errors import ApiError
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls, ILocationService
 from warden.store.credentials import (
@@ -86,16 +86,13 @@ def time_of(query: dict[str, str], name: str, now: float) -> float | None:
     text = query.get(name)
     if text is None:
         return None
+    value = parse_decimal(text, 1e11)
+    if value is not None:
+        return value
     try:
-        value = float(text)
-    except ValueError:
-        try:
-            return ctl_calls.parse_when(text, now)
-        except (ValueError, OverflowError):
-            raise ApiError(400, "invalid_parameter", f"{name}: not a time") from None
-    if value != value or abs(value) > 1e11:
-        raise ApiError(400, "invalid_parameter", f"{name}: not a time")
-    return value
+        return ctl_calls.parse_when(text, now)
+    except (ValueError, OverflowError):
+        raise ApiError(400, "invalid_parameter", f"{name}: not a time") from None
 
 
 def encode_cursor(value: Any) -> str:

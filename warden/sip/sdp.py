@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from warden.digits import parse_uint
+from warden.digits import parse_decimal, parse_uint
 from warden.errors import WardenError
 
 
@@ -74,8 +74,8 @@ _HOSTNAME = re.compile(
 )
 _M_PORT = re.compile(r"(\S+ +)([0-9]+)(/[0-9]+)?")
 _RTCP_PORT = re.compile(r"([0-9]+)(.*)", re.DOTALL)
-# a=ptime in milliseconds: ASCII digits, an optional fraction, bounded (RFC 4566 §6).
-_PTIME = re.compile(r"[0-9]{1,5}(?:\.[0-9]{1,3})?")
+# The longest a=ptime read, in milliseconds (RFC 4566 §6).
+_MAX_PTIME_MS = 10_000.0
 # Largest a=rtpmap clock rate and channel count read (RFC 4566 §6, RFC 3551 §4).
 _MAX_CLOCK_RATE = 2**32 - 1
 _MAX_CHANNELS = 255
@@ -485,8 +485,8 @@ def codecs_of(data: bytes) -> list[str]:
 def ptime_ms(media: MediaDescription) -> float | None:
     """The ``a=ptime`` packet time in milliseconds, or None when absent or unreadable."""
     for value in media.attribute_values("ptime"):
-        match = _PTIME.fullmatch(value.strip())
-        return None if match is None or float(match[0]) == 0 else float(match[0])
+        milliseconds = parse_decimal(value.strip(), _MAX_PTIME_MS)
+        return milliseconds or None
     return None
 
 
