@@ -183,6 +183,33 @@ class PeerCheckTests(CallTestCase):
         only(sent, BOB, "BYE")
 
 
+class RefusalLogTests(CallTestCase):
+    """Refusals are counted, and logged without flooding the log."""
+
+    media_timeout = 3600.0
+
+    def test_refusals_logged_sparingly(self) -> None:
+        """A flood of refused requests is one warning a minute, each one counted."""
+        from twisted.logger import globalLogPublisher
+
+        from warden.sip import metrics
+
+        logged: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        invite, _, alice_ok, _ = self.answer()
+        counter = metrics.IN_DIALOG_REFUSED.labels("INFO")
+        before = counter._value.get()
+        for number in range(50, 60):
+            info = request_in("INFO", invite, alice_ok, STRANGER, number)
+            self.stack.deliver(info, STRANGER)
+        self.stack.clock.advance(60)
+        self.stack.deliver(request_in("INFO", invite, alice_ok, STRANGER, 61), STRANGER)
+        lines = [e for e in logged if "Refused in-dialog" in str(e.get("log_format"))]
+        self.assertEqual([e["more"] for e in lines], [0, 9])
+        self.assertEqual(counter._value.get() - before, 11)
+
+
 class FromPeerTests(SynchronousTestCase):
     """L{Dialog.from_peer}: the flow rule per transport."""
 

@@ -39,6 +39,8 @@ from warden.sip.transfer import Transfers
 from warden.store.model import Binding, Extension
 
 LIVE_REFRESH_INTERVAL = 5.0
+# Seconds between two log lines about refused in-dialog requests (each is counted).
+LOG_INTERVAL = 60.0
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER, REGISTER"
 
 
@@ -103,6 +105,8 @@ class CallController:
         self._active: Counter[str] = Counter()
         self._acks: dict[tuple[str, str], Request] = {}
         self._ended_dialogs: dict[tuple[str, str], float] = {}
+        self._stranger_logged_at: float | None = None
+        self._strangers_unlogged = 0
         self.draining = False
         self.allow_header = ALLOW
         self.transfers = Transfers(self)
@@ -445,12 +449,19 @@ class CallController:
         changed). See ADR 0012.
         """
         sip_metrics.IN_DIALOG_REFUSED.labels(sip_metrics.method_label(request.method)).inc()
-        self.log.warn(
-            "Refused in-dialog {method} from {source}: the dialog's peer is {peer}",
-            method=request.method,
-            source=str(flow),
-            peer=str(dialog.flow),
-        )
+        now = self.clock.seconds()
+        if self._stranger_logged_at is None or now - self._stranger_logged_at >= LOG_INTERVAL:
+            self.log.warn(
+                "Refused in-dialog {method} from {source}: the dialog's peer is {peer}"
+                " ({more} more refused since the last such line)",
+                method=sip_metrics.method_label(request.method),
+                source=str(flow),
+                peer=str(dialog.flow),
+                more=self._strangers_unlogged,
+            )
+            self._stranger_logged_at, self._strangers_unlogged = now, 0
+        else:
+            self._strangers_unlogged += 1
         raise SipError(403, "Not From The Dialog Peer")
 
     def _prack(self, call: Call, side: str, txn: Any, request: Request) -> None:
