@@ -9,6 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
+from warden.config import parse_config_text
 from warden.sip.service import SipService
 from warden.tap import Options, makeService, sip_settings
 
@@ -85,6 +86,8 @@ class MakeServiceTests(TestCase):
         self.assertTrue(IServiceCollection.providedBy(root))
         children = list(root)  # type: ignore[call-overload]
         self.assertIsInstance(children[0], SipService)
+        # [sip] nat reaches the calls' addressing and the cluster hop alike.
+        self.assertEqual((children[0].addressing.nat, children[0].hop.nat), ("auto", "auto"))
         self.assertEqual([type(c).__name__ for c in children[1:]], ["AdminService", "RunLocks"])
         root._pool.close()  # type: ignore[attr-defined]
         children[-1].directories.release()
@@ -111,4 +114,6 @@ class MakeServiceTests(TestCase):
         self.assertEqual(settings.timers.t1, 0.5)
         self.assertEqual(settings.algorithms, ("MD5",))
         self.assertEqual((settings.server_header, settings.accept_rfc2069), ("Warden", False))
+        self.assertEqual(settings.nat, "auto")
+        self.assertEqual(sip_settings(parse_config_text('[sip]\nnat = "never"')).nat, "never")
         self.assertEqual(settings.expiry.min, 60)

@@ -125,3 +125,21 @@ class RegistrarRecordsViaTests(RegistrarTestCase):
         self.assertEqual(self.authed().status, 200)
         (stored,) = self.successResultOf(self.location.bindings_for("1001", self.clock.seconds()))
         self.assertEqual(stored.sent_by, "192.0.2.10:5062")
+
+
+class HopAgreesTests(SynchronousTestCase):
+    """The cluster hop decides "behind a NAT" with the same function and mode."""
+
+    def test_hop_follows_behind_nat(self) -> None:
+        """Another node's UDP phone that registers from one port and listens on
+        another is dialled directly (not through its node); behind a NAT, or with
+        nat = "always", it goes through the node that holds its flow."""
+        from tests.sip.test_hop import Wire, make_hop
+
+        hop = make_hop(Wire(), "b")
+        plain = binding("udp:127.0.0.1:40000", "sip:1001@127.0.0.1:40002", "127.0.0.1:40000", "a")
+        natted = binding("udp:203.0.113.9:61000", "sip:1001@10.0.0.5:5060", "10.0.0.5:5060", "a")
+        self.assertFalse(hop.wanted(plain))
+        self.assertTrue(hop.wanted(natted))
+        hop.nat = "always"
+        self.assertTrue(hop.wanted(plain))
