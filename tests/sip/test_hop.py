@@ -143,7 +143,9 @@ class CallingNodeTests(unittest.TestCase):
         self.assertFalse(hop.wanted(TCP_BINDING))
 
     def test_route(self) -> None:
-        """The INVITE goes to the holding node with a Route naming the flow there."""
+        """The INVITE goes to the holding node with a Route naming the flow there;
+        the token reads back only for that node, call and kind, and never when
+        malformed."""
         routed = self.hop.route(TCP_BINDING, CALL_ID)
         assert routed is not None
         flow, route = routed
@@ -155,6 +157,16 @@ class CallingNodeTests(unittest.TestCase):
         self.assertRaises(FlowTokenRefused, self.hop.read_token, (ROUTE,), "c", token, CALL_ID)
         self.assertRaises(FlowTokenRefused, self.hop.read_token, (ROUTE,), "a", token, "c2-0")
         self.assertRaises(FlowTokenRefused, self.hop.read_token, (DIALOG,), "a", token, CALL_ID)
+        data, stamp, signature = token.split(".")
+        for malformed in (
+            f"{token}.x",
+            f"{data}.{stamp[:1]}\u00b2{stamp[2:]}.{signature}",  # a non-ASCII digit
+            f"{data}.{stamp[:1]}.{signature}",
+            f"!!.{stamp}.{signature}",
+        ):
+            self.assertRaises(
+                FlowTokenRefused, self.hop.read_token, (ROUTE,), "a", malformed, CALL_ID
+            )
 
     def test_dead_or_unaddressed_node(self) -> None:
         """A node without a heartbeat (or with a wildcard address) is not a route."""

@@ -46,7 +46,6 @@ import hashlib
 import hmac
 import json
 import math
-import re
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -73,7 +72,7 @@ _SIG_BYTES = 8
 
 #: Token kinds: the calling node's pre-loaded Route, a Record-Route, our Via.
 ROUTE, DIALOG, VIA = "r", "d", "v"
-_EXPIRES = re.compile(r"[0-9]{1,12}")
+_MAX_EXPIRES = 10**12 - 1  # clock seconds: far beyond any real expiry
 #: At most one fetch of the live nodes per this many seconds for unknown senders,
 #: holding at most MAX_WAITING requests meanwhile.
 NODE_REFRESH_INTERVAL = 1.0
@@ -231,15 +230,17 @@ class NodeHop:
             FlowTokenRefused: the token is malformed, forged, for another scope,
                 of another kind or expired.
         """
-        data, stamp, signature = (token.split(".") + ["", ""])[:3]
-        kind, expires_text = stamp[:1], stamp[1:]
-        if self._secret is None or not signature or not _EXPIRES.fullmatch(expires_text):
+        parts = token.split(".")
+        if len(parts) != 3 or self._secret is None:
+            raise FlowTokenRefused("malformed flow token")
+        data, stamp, signature = parts
+        kind, expires = stamp[:1], parse_uint(stamp[1:], _MAX_EXPIRES)
+        if expires is None:
             raise FlowTokenRefused("malformed flow token")
         try:
             flow_text = _unb64(data).decode()
         except (ValueError, UnicodeDecodeError):
             raise FlowTokenRefused("malformed flow token") from None
-        expires = int(expires_text)
         good = self._sign(kind, node_id, flow_text, expires, scope)
         if not hmac.compare_digest(signature, good):
             raise FlowTokenRefused("flow token forged or for another call")
