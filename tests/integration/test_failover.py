@@ -179,14 +179,17 @@ class FailoverTests(IntegrationTestCase):
 
     async def natted_phone(self, a: NodeProcess, users: Any, number: str) -> tuple[Any, Path]:
         """
-        A SIPp UAS registered through A as a UDP phone behind a NAT (its Contact,
-        192.0.2.55, is not where its REGISTER came from), answering one call and
-        tracing the messages it gets; returns it and its trace directory.
+        A SIPp UAS registered through A as a UDP phone behind a NAT (its Via
+        and Contact name 192.0.2.55, not where its REGISTER came from: RFC
+        3581 answers it at its source), answering one call and tracing the
+        messages it gets; returns it and its trace directory.
         """
         work = self.workdir()
         natted = work / "register_natted.xml"
         contact = "[local_ip]:[local_port];transport=[transport]"
-        natted.write_text(REGISTER_SCENARIO.read_text().replace(contact, "192.0.2.55:5060"))
+        via = "[local_ip]:[local_port];branch="
+        scenario = REGISTER_SCENARIO.read_text().replace(contact, "192.0.2.55:5060")
+        natted.write_text(scenario.replace(via, "192.0.2.55:5060;rport;branch="))
         csv, pw = work / "udp_callee.csv", users.passwords[number]
         csv.write_text(f"SEQUENTIAL\n{number};{pw};[authentication username={number} password={pw}]\n")  # fmt: skip  # noqa: E501
         uas_port = free_port()
@@ -320,8 +323,8 @@ class FailoverTests(IntegrationTestCase):
         self.assertEqual((phone.answerer.answered, phone.answerer.unacknowledged), (1, 0))
         self.assertEqual(phone.answerer.calls, {})
 
-        # A UDP phone behind a NAT (its Contact is not where its REGISTER came
-        # from; 192.0.2.55 is unreachable) is reached through A as well.
+        # A UDP phone behind a NAT (its Via and Contact are not where its
+        # REGISTER came from; 192.0.2.55 is unreachable) is reached through A too.
         uas, uas_dir = await self.natted_phone(a, users, natted_callee)
         await self.call(b, self.caller_csv(users, caller, natted_callee), hold_ms=1000)
         self.assertTrue(await poll(lambda: not uas.running, 15))
