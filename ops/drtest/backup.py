@@ -48,6 +48,7 @@ from warden.ops.drtest.manifest import (
     BackupError,
     DatabaseInfo,
     Manifest,
+    copy_regular_file,
     describe_files,
     irregular_entries,
     read_manifest,
@@ -306,21 +307,6 @@ def _refuse_irregular(directory: str, names: list[str]) -> list[str]:
     return []
 
 
-def _copy_regular(source: str, destination: str) -> str:
-    """Copy one file without following a symbolic link (replaced since listed)."""
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise BackupError(f"{source}: cannot copy (a symbolic link?): {e.strerror}") from None
-    with os.fdopen(fd, "rb") as src:
-        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-            raise BackupError(f"{source}: not a regular file; backups copy regular files only")
-        with open(destination, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    shutil.copystat(source, destination, follow_symlinks=False)
-    return destination
-
-
 def _copy_file_dirs(sources: BackupSources, root: Path) -> list[str]:
     """
     Copy the file directories (their own path may be a link, as configured);
@@ -335,7 +321,7 @@ def _copy_file_dirs(sources: BackupSources, root: Path) -> list[str]:
             root / "files" / name,
             symlinks=True,
             ignore=_refuse_irregular,
-            copy_function=_copy_regular,
+            copy_function=copy_regular_file,
         )
         copied.append(name)
     return copied

@@ -46,6 +46,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -418,6 +419,28 @@ def regular_file(root: Path, relative: str) -> Path | None:
     except (OSError, RuntimeError):
         return None
     return path
+
+
+def copy_regular_file(source: str | Path, destination: str | Path) -> str:
+    """
+    Copy the regular file ``source`` to ``destination`` (with its times and
+    mode) without following a symbolic link at ``source``, even one swapped in
+    after it was checked.
+
+    Raises:
+        BackupError: ``source`` is a link or not a regular file.
+    """
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise BackupError(f"{source}: cannot copy (a symbolic link?): {e.strerror}") from None
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise BackupError(f"{source}: not a regular file; backups hold regular files only")
+        with open(destination, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+    shutil.copystat(source, destination, follow_symlinks=False)
+    return str(destination)
 
 
 def irregular_entries(root: Path) -> list[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from warden.ops.drtest.database import (
 from warden.ops.drtest.manifest import (
     BackupError,
     Manifest,
+    copy_regular_file,
     read_manifest,
     regular_file,
     sha256_file,
@@ -241,7 +241,7 @@ def restore_database(root: Path, manifest: Manifest, target: Target, force: bool
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(destination.name + ".restoring")
     try:
-        shutil.copyfile(dump, temporary)
+        copy_regular_file(dump, temporary)
         applied = migrate_sqlite_file(temporary)
         for suffix in ("-wal", "-shm"):
             Path(str(destination) + suffix).unlink(missing_ok=True)
@@ -280,7 +280,7 @@ def _copy_in(source: Path, target: Path, destination: Path) -> None:
     """Copy ``source`` to ``target`` (confined to ``destination``), directories made."""
     target.parent.mkdir(parents=True, exist_ok=True)
     confined(destination, target.relative_to(destination.resolve()))
-    shutil.copy2(source, target)
+    copy_regular_file(source, target)
 
 
 def restore_files(root: Path, manifest: Manifest, data_dir: Path, force: bool) -> int:

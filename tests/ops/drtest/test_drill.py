@@ -192,6 +192,30 @@ class DrillOnSQLiteTests(IntegrationTestCase):
         self.assertIn(expected, result.stdout)
         self.assertEqual(os.listdir(root / "backups"), [path.name])
 
+    async def test_planted_newest_backup_is_not_drilled(self) -> None:
+        """
+        A newer backup planted in the backup directory (unsigned, or signed with
+        another key) is passed over: the drill of "latest" restores the newest
+        genuine backup and passes; the planted one is never opened.
+        """
+        root = self.workdir()
+        sources = make_installation(root)
+        backups = root / "backups"
+        genuine = create_backup(sources, "full", backups, 1_764_100_000.0)
+        for name, key in (("warden-20261201T000000Z-full", None),
+                          ("warden-20261202T000000Z-full", bytes(32))):  # fmt: skip
+            planted = backups / name
+            planted.mkdir()
+            data = json.loads((genuine / "manifest.json").read_text())
+            data["database"]["file"] = "database/../../../etc/passwd"
+            rewrite_manifest(planted, data, key)
+        result, report = await drtest(
+            root, "--config", str(sources.config_path), "--backup-dir", str(backups),
+            "--target-rpo", "1e12",
+        )  # fmt: skip
+        self.assertEqual(result.code, 0, f"{result.stdout}{result.stderr}")
+        self.assertEqual(report["backup"], str(genuine))
+
     async def test_flipped_byte(self) -> None:
         """One flipped byte in a voicemail file: exit 1, the report names the file."""
 

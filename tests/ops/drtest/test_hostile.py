@@ -24,7 +24,12 @@ from tests.ops.drtest.helpers import keys_of, make_installation, rewrite_manifes
 from warden.config import parse_config_text
 from warden.ops.drtest import restore
 from warden.ops.drtest.backup import create_backup, latest_backup
-from warden.ops.drtest.manifest import MANIFEST_NAME, BackupError, sha256_file
+from warden.ops.drtest.manifest import (
+    MANIFEST_NAME,
+    BackupError,
+    copy_regular_file,
+    sha256_file,
+)
 
 NOW = 1_764_100_000.0
 
@@ -259,6 +264,20 @@ class ConfinedDestinationTests(SynchronousTestCase):
         written = restore.restore_config(self.path, manifest, destination)
         self.assertEqual(written[-1], destination.resolve() / "files" / "0-x.txt")
         self.assertFalse((self.root / "escaped.txt").exists())
+
+
+class CopyTests(SynchronousTestCase):
+    """The one copy routine of backups and restores follows no link."""
+
+    def test_link_swapped_in_is_not_followed(self) -> None:
+        """A source that is (or became, after the checks) a link is refused, not read."""
+        root = Path(self.mktemp()).resolve()
+        root.mkdir()
+        (root / "secret").write_text("secret")
+        (root / "link").symlink_to(root / "secret")
+        e = self.assertRaises(BackupError, copy_regular_file, root / "link", root / "copy")
+        self.assertIn("a symbolic link?", str(e))
+        self.assertFalse((root / "copy").exists())
 
 
 class LatestTests(SynchronousTestCase):
