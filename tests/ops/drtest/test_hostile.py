@@ -48,15 +48,23 @@ def tree(root: Path) -> dict[str, bytes | str]:
     return found
 
 
-class HostileBackupTests(SynchronousTestCase):
-    """A crafted backup is refused by wardenctl restore; nothing outside changes."""
+class InstalledTestCase(SynchronousTestCase):
+    """An installation and one genuine full backup of it."""
 
     def setUp(self) -> None:
-        """An installation, one genuine backup, and a directory standing for /etc."""
+        """Config, database, voicemail, and the backup ``self.path``."""
         self.root = Path(self.mktemp()).resolve()
         self.root.mkdir()
         self.sources = make_installation(self.root)
         self.path = create_backup(self.sources, "full", self.root / "backups", NOW)
+
+
+class HostileBackupTests(InstalledTestCase):
+    """A crafted backup is refused by wardenctl restore; nothing outside changes."""
+
+    def setUp(self) -> None:
+        """An installation, one genuine backup, and a directory standing for /etc."""
+        super().setUp()
         self.outside = self.root / "etc"
         (self.outside / "cron.d").mkdir(parents=True)
         (self.outside / "shadow").write_text("root:$6$secret:20000::::::\n")
@@ -222,15 +230,12 @@ class HostileBackupTests(SynchronousTestCase):
         self.assertEqual(code, 0, err)
 
 
-class ConfinedDestinationTests(SynchronousTestCase):
+class ConfinedDestinationTests(InstalledTestCase):
     """Restore functions never write through a link or outside their destination."""
 
     def setUp(self) -> None:
-        """An installation and a genuine full backup."""
-        self.root = Path(self.mktemp()).resolve()
-        self.root.mkdir()
-        self.sources = make_installation(self.root)
-        self.path = create_backup(self.sources, "full", self.root / "backups", NOW)
+        """An installation, a genuine full backup and its verified manifest."""
+        super().setUp()
         key = keys_of(self.sources).for_backup(encrypted=False)
         manifest, problems = restore.check_backup(self.path, key)
         self.assertEqual(problems, [])
