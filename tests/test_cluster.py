@@ -60,10 +60,13 @@ class NodeServiceTests(TestCase):
         return node
 
     async def started(self, node: NodeService) -> None:
+        """Start ``node``; return once it joined and a heartbeat of it is stored."""
         node.startService()
         self.addCleanup(lambda: node.stopService() if node.running else None)
         for _ in range(100):
             if node._loop.running:
+                # The loop's first beat is still on its way to Redis: wait for one.
+                await node.beat()
                 return
             await task.deferLater(reactor(), 0.01, lambda: None)
         raise AssertionError("node did not join")
