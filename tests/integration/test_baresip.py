@@ -252,13 +252,22 @@ class BaresipCallTests(BaresipTestCase):
             self.fail(f"{e}\nrelay statistics after A hung up: {media}")
         await a.wait_rtp_received(await a.rtp_received() + 2 * PACKETS_PER_SECOND)
         self.assertEqual(a.events_of("CALL_CLOSED"), [])
+        # The live call names who is connected now: A and C (published at once).
+        parties: list[tuple[str, str]] = []
+        for _ in range(20):
+            parties = [(c_["caller"], c_["callee"]) for c_ in await self._live(warden)]
+            if parties == [(a.number, c.number)]:
+                break
+            await pause(0.5)
+        self.assertEqual(parties, [(a.number, c.number)])
         await a.command("hangup")
         await c.wait_event("CALL_CLOSED")
 
         await self._assert_hears(c, TONES["A"], 2.0)
         records = await self._records(warden, 1)
         self.assertEqual(
-            {(r["caller"], r["disposition"]) for r in records}, {(a.number, "ANSWERED")}
+            {(r["caller"], r["callee"], r["disposition"]) for r in records},
+            {(a.number, c.number, "ANSWERED")},
         )
         self.assertEqual(await self._live(warden), [])
         await self._assert_ports_released()
