@@ -442,9 +442,10 @@ class ICallCounters(Interface):
 
 class IAuthFailureCounter(Interface):
     """
-    Failed authentications per source address, counted across every node of a
-    cluster in fixed windows (L{warden.sip.auth.AuthThrottle} blocks a source
-    whose count reaches its limit). Every method returns a Deferred.
+    Failed authentications per source address (and per extension at a source,
+    under the key ``"<source> <extension>"``), counted across every node of a
+    cluster in fixed windows (L{warden.sip.auth.AuthThrottle} blocks a key whose
+    count reaches its limit). Every method returns a Deferred.
     """
 
     def record_failure(source: str, window: float) -> Deferred[int]:

@@ -106,6 +106,25 @@ class SharedThrottleTests(SynchronousTestCase):
         clock.advance(0.001)
         self.assertFalse(throttle.is_blocked("192.0.2.9"))
 
+    def test_extension_at_source_shared(self) -> None:
+        """
+        Failures for one extension at one source count across the cluster too:
+        two nodes each seeing some of them block that extension there, and
+        only there (the source and its other extensions stay unblocked).
+        """
+        clock = Clock()
+        shared = MemoryAuthFailureCounter(clock)
+        nodes = [AuthThrottle(clock, 10, 60.0, 300.0, extension_limit=4) for _ in range(2)]
+        for node in nodes:
+            node.shared = shared
+        for node in (nodes[0], nodes[1], nodes[0]):
+            node.record_failure("192.0.2.9", "1001")
+        self.assertFalse(nodes[1].is_blocked("192.0.2.9", "1001"))
+        nodes[1].record_failure("192.0.2.9", "1001")
+        self.assertTrue(nodes[1].is_blocked("192.0.2.9", "1001"))
+        self.assertFalse(nodes[1].is_blocked("192.0.2.9", "1002"))
+        self.assertFalse(nodes[1].is_blocked("192.0.2.9"))
+
     def test_local_only_without_shared(self) -> None:
         """Without a shared counter the local window alone decides."""
         throttle = AuthThrottle(Clock(), limit=2, window=60.0, block_seconds=10.0)
