@@ -82,14 +82,14 @@ class SipviciousScanTests(IntegrationTestCase):
 
     async def test_svwar_finds_no_extension(self) -> None:
         """
-        svwar enumerating 20 numbers around the three extensions (REGISTER, then
-        INVITE) gets the same answer for known and unknown numbers: it reports
-        none, and stops at its first check unless forced.
+        svwar enumerating 20 numbers around the three extensions (with REGISTER,
+        INVITE and OPTIONS) gets the same answer for known and unknown numbers:
+        it reports none, and stops at its first check unless forced.
         """
         warden, users = await self.start()
         unforced = await self.scan("svwar", "-e", WAR_RANGE, self.target(warden))
         self.assertIn("authentication request for an unknown extension", unforced.stderr)
-        for method in ("REGISTER", "INVITE"):
+        for method in ("REGISTER", "INVITE", "OPTIONS"):
             result = await self.scan(
                 "svwar", "--force", "-m", method, "-e", WAR_RANGE, "--maximumtime", "5",
                 self.target(warden),
