@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import attrs
 
 from warden.errors import ConfigError, ConfigFileError
+from warden.rtp.policy import DESTINATION_MODES, LATCH_MODES
 from warden.sip.addressing import NAT_MODES
 from warden.sip.dialplan import Rule, RuleError
 from warden.sip.transport import DEFAULT_TCP_CONNECTIONS_PER_IP, DEFAULT_TCP_MESSAGE_TIMEOUT
@@ -386,6 +387,13 @@ class MediaConfig:
             the SIP interface, or the address that reaches each phone.
         port_min, port_max: the UDP port range (RTP on even ports, RTCP + 1).
         timeout: seconds without RTP (not on hold) before a call is hung up.
+        latch: which source addresses a phone's media may come from:
+            "signalling" (its SIP source or its SDP address) or "any" (ADR 0013).
+        latch_packets: consecutive packets of one RTP stream a new source must
+            send before the relay follows it.
+        destinations: which SDP addresses the relay sends to: "same-class"
+            (public ones; loopback, link-local or private ones only for a phone
+            signalling from the same class) or "any".
     """
 
     SECTION: ClassVar[str] = "media"
@@ -396,6 +404,17 @@ class MediaConfig:
     port_min: int = attrs.field(default=10000, validator=_int_in(1024, 65534))
     port_max: int = attrs.field(default=20000, validator=_int_in(1025, 65535))
     timeout: float = attrs.field(default=60.0, converter=_to_float, validator=_seconds())
+    latch: str = attrs.field(
+        default="signalling",
+        validator=_rule(lambda v: v in LATCH_MODES, " or ".join(map(json.dumps, LATCH_MODES))),
+    )
+    latch_packets: int = attrs.field(default=3, validator=_int_in(1, 50))
+    destinations: str = attrs.field(
+        default="same-class",
+        validator=_rule(
+            lambda v: v in DESTINATION_MODES, " or ".join(map(json.dumps, DESTINATION_MODES))
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.port_max - self.port_min < 3:

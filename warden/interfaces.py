@@ -282,14 +282,27 @@ class IMediaSession(Interface):
     def answer_from(side: str, sdp: bytes) -> bytes:
         """The same as ``offer_from``, for the SDP answer to the last offer."""
 
+    def signalling_from(side: str, *hosts: str) -> None:
+        """
+        The phone on ``side`` sends its SIP from IP address ``hosts`` (as the
+        transport saw it, behind any NAT; several while forked phones ring).
+        The relay judges that phone's SDP addresses and media sources against
+        them (ADR 0013); called before the phone's first SDP goes through
+        ``offer_from``/``answer_from``, and again when the phone on the side is
+        known (answer) or another phone takes it (transfer).
+
+        Raises:
+            ValueError: ``side`` is neither ``"a"`` nor ``"b"``.
+        """
+
     def stats() -> dict[str, dict[str, Any]]:
         """
         Counters per side: ``{"a": {...}, "b": {...}}``, each with ``packets_in``,
         ``bytes_in``, ``lost_in``, ``jitter_ms_in``, ``last_packet_at_in`` (media
         from that side's phone) and the same with ``_out`` (media sent to it),
         ``rtcp_in``, ``rtcp_out``, ``dtmf_events``, and ``dropped_<reason>``
-        (``spoofed``, ``malformed``: arriving from that side; ``no_destination``,
-        ``send_error``: meant for that side's phone).
+        (``spoofed``, ``pending``, ``malformed``: arriving from that side;
+        ``no_destination``, ``send_error``: meant for that side's phone).
         """
 
     def idle_for(now: float) -> float:

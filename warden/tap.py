@@ -29,6 +29,7 @@ from warden.filemodes import private_directories, private_umask, secure_director
 from warden.netutil import host_matcher, local_addresses, local_names
 from warden.ops.drtest.schedule import backup_service
 from warden.rtp import udp as media_udp
+from warden.rtp.policy import MediaPolicy
 from warden.rtp.relay import MediaRelay
 from warden.runlock import InUse, run_locks
 from warden.sip.registrar import ExpiryPolicy
@@ -229,6 +230,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         port_range=(config.media.port_min, config.media.port_max),
         interface=config.media.address or config.sip.interface or "",
         media_timeout=config.media.timeout,
+        policy=media_policy(config),
     )
     root = WardenService(pool, location, directory, reactor, records, live, media, config.node_id)
     root.migrate = locks.before(stores.migrate)
@@ -286,6 +288,13 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         dialplan=config.dialplan.rules,
         dialog_token_lifetime=config.cluster.dialog_token_lifetime,
     )
+
+
+def media_policy(config: WardenConfig) -> MediaPolicy:
+    """The relay's media rules; this host's addresses are never a destination."""
+    media = config.media
+    own = [media_address(config), media.address, config.sip.interface, *local_addresses()]
+    return MediaPolicy(media.latch, media.destinations, media.latch_packets, own)
 
 
 def media_address(config: WardenConfig) -> str:

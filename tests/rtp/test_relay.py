@@ -25,6 +25,11 @@ RELAY_IP = "203.0.113.1"
 NAT = ("203.0.113.50", 31000)
 
 
+def lowest(n: int) -> int:
+    """A port chooser taking the lowest free pair (PortPool keeps them descending)."""
+    return n - 1
+
+
 def value(metric: Any) -> float:
     """The current value of a prometheus counter or gauge child."""
     return float(metric._value.get())
@@ -53,6 +58,7 @@ class RelayTestMixin:
     def make_relay(self, **kw: Any) -> MediaRelay:
         """A relay on ports 10000-10099 of RELAY_IP."""
         kw.setdefault("port_range", (10000, 10099))
+        kw.setdefault("choose_port", lowest)
         return MediaRelay(self.clock, self.network.listen_udp, RELAY_IP, **kw)
 
     def exported(self, metric: Any) -> float:
@@ -86,6 +92,20 @@ class RelayTestMixin:
     ) -> None:
         """The callee sends ``data`` to side b's RTP port."""
         self.network.deliver(session.side_b.rtp_port, data, source)
+
+    def stream(
+        self,
+        session: MediaSession,
+        side: str,
+        first: int,
+        count: int,
+        source: tuple[str, int],
+        ssrc: int = 0x11223344,
+    ) -> None:
+        """``count`` consecutive RTP packets from ``source`` to ``side``'s RTP port."""
+        port = session.side_a.rtp_port if side == "a" else session.side_b.rtp_port
+        for seq in range(first, first + count):
+            self.network.deliver(port, rtp(seq, 160 * seq, ssrc=ssrc), source)
 
     def to_callee(self, session: MediaSession) -> list[tuple[bytes, tuple[str, int]]]:
         """What the relay sent from side b's RTP port since last asked."""
@@ -134,16 +154,19 @@ class RelayingTests(RelayTestMixin, SynchronousTestCase):
         self.assertEqual(stats["b"]["rtcp_out"], 1)
 
     def test_no_destination_yet(self) -> None:
-        """Before the callee's SDP, the caller's packets are dropped; the callee's go through."""
+        """Before the callee's SDP, the caller's packets are dropped; the callee's go through
+        once it has proved its stream."""
         session = self.allocate()
         session.offer_from("a", sdp_body(CALLER, 4000))
+        session.signalling_from("b", CALLEE)
         before = self.exported(metrics.DROPPED["no_destination"])
         self.from_caller(session, rtp(1))
         self.assertEqual(self.to_callee(session), [])
         self.assertEqual(session.stats()["b"]["dropped_no_destination"], 1)
         self.assertEqual(self.exported(metrics.DROPPED["no_destination"]), before + 1)
-        self.from_callee(session, rtp(1, ssrc=2))
-        self.assertEqual(self.to_caller(session), [(rtp(1, ssrc=2), (CALLER, 4000))])
+        # The callee, heard before its SDP, proves its stream from its SIP address.
+        self.stream(session, "b", 1, 3, (CALLEE, 5000), ssrc=2)
+        self.assertEqual(self.to_caller(session), [(rtp(3, 480, ssrc=2), (CALLER, 4000))])
 
     def test_malformed_dropped(self) -> None:
         """Non-RTP datagrams are dropped, counted, and do not latch."""
@@ -229,12 +252,24 @@ class LatchingTests(RelayTestMixin, SynchronousTestCase):
     """Symmetric RTP: each side follows the source it hears, and only that one."""
 
     def test_latch_to_nat_address(self) -> None:
-        """The caller's SDP says a private address; media goes back to where it came from."""
-        session = self.call(caller_sdp=sdp_body("192.168.1.10", 4000))
+        """
+        A caller behind NAT (SIP from its public address, SDP naming a private
+        one): its private address is no destination; after three consecutive
+        packets from its public address the side latches there, both ways.
+        """
+        session = self.allocate()
+        session.signalling_from("a", NAT[0])
+        session.offer_from("a", sdp_body("192.168.1.10", 4000, user="caller"))
+        session.answer_from("b", sdp_body(CALLEE, 5000, user="callee"))
         self.from_callee(session, rtp(1, ssrc=2))
-        self.assertEqual(self.to_caller(session)[0][1], ("192.168.1.10", 4000))
-        self.from_caller(session, rtp(1), source=NAT)
-        self.assertEqual(self.to_callee(session), [(rtp(1), (CALLEE, 5000))])
+        self.assertEqual(self.to_caller(session), [])
+        self.assertEqual(session.stats()["a"]["dropped_no_destination"], 1)
+        self.stream(session, "a", 1, 2, NAT)
+        self.assertEqual(self.to_callee(session), [])
+        self.assertEqual(session.stats()["a"]["dropped_pending"], 2)
+        self.stream(session, "a", 3, 2, NAT)
+        self.assertEqual(self.to_callee(session), [(rtp(3, 480), (CALLEE, 5000)),
+                                                   (rtp(4, 640), (CALLEE, 5000))])  # fmt: skip
         self.from_callee(session, rtp(2, ssrc=2))
         self.assertEqual(self.to_caller(session), [(rtp(2, ssrc=2), NAT)])
         self.assertEqual(session.stats()["a"]["latched"], "203.0.113.50:31000")
@@ -248,31 +283,45 @@ class LatchingTests(RelayTestMixin, SynchronousTestCase):
         self.from_caller(session, rtp(2), source=("198.51.100.66", 4000))
         self.from_caller(session, rtp(3), source=(CALLER, 4002))
         self.assertEqual(self.to_callee(session), [])
-        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 2)
-        self.assertEqual(self.exported(metrics.DROPPED["spoofed"]), before + 2)
+        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 1)
+        self.assertEqual(session.stats()["a"]["dropped_pending"], 1)
+        self.assertEqual(self.exported(metrics.DROPPED["spoofed"]), before + 1)
         self.from_caller(session, rtp(4))
         self.assertEqual(len(self.to_callee(session)), 1)
         self.assertEqual(session.stats()["a"]["packets_in"], 2)
 
     def test_declared_address_wins_the_latch(self) -> None:
-        """A packet from the SDP-declared address re-latches a side latched elsewhere
-        (a transferred-away phone still sending must not keep the stream)."""
+        """After a new SDP moves the caller to another address, the old phone (still
+        talking, now neither signalling nor declared) cannot keep the stream; the
+        declared address latches at once."""
         session = self.call()
+        self.from_caller(session, rtp(1))
         session.offer_from("a", sdp_body("192.0.2.99", 4200, version=2, user="caller"))
-        self.from_caller(session, rtp(1))  # the old phone, still talking
+        self.from_caller(session, rtp(2))  # the old phone, still talking
+        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 1)
         self.to_callee(session)
         self.from_caller(session, rtp(2), source=("192.0.2.99", 4200))
         self.assertEqual(len(self.to_callee(session)), 1)
         self.assertEqual(session.stats()["a"]["latched"], "192.0.2.99:4200")
-        self.from_caller(session, rtp(3))  # the old phone is now a stranger
+        self.from_caller(session, rtp(3))  # the old phone is still a stranger
         self.assertEqual(self.to_callee(session), [])
 
     def test_rtcp_latches_separately(self) -> None:
-        """RTCP latches on its own port; a stranger's RTCP is dropped."""
-        session = self.call()
+        """
+        RTCP latches on its own port to a port of the IP address RTP latched to
+        (the NAT), at once; RTCP from elsewhere (before RTP latched there, or a
+        stranger's) is dropped.
+        """
+        session = self.allocate()
+        session.signalling_from("a", NAT[0])
+        session.offer_from("a", sdp_body("192.168.1.10", 4000, user="caller"))
+        session.answer_from("b", sdp_body(CALLEE, 5000, user="callee"))
+        self.network.deliver(session.side_a.rtcp_port, rtcp_rr(), ("203.0.113.50", 31001))
+        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 1)
+        self.stream(session, "a", 1, 3, NAT)
         self.network.deliver(session.side_a.rtcp_port, rtcp_rr(), ("203.0.113.50", 31001))
         self.network.deliver(session.side_a.rtcp_port, rtcp_rr(), ("198.51.100.66", 1))
-        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 1)
+        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 2)
         self.network.deliver(session.side_b.rtcp_port, rtcp_rr(5), (CALLEE, 5001))
         self.assertEqual(
             self.network.sent_from(session.side_a.rtcp_port),
@@ -282,13 +331,14 @@ class LatchingTests(RelayTestMixin, SynchronousTestCase):
     def test_new_offer_resets_latch(self) -> None:
         """A re-INVITE from the caller (new o= version) lets it latch anew."""
         session = self.call()
+        session.signalling_from("a", NAT[0])
         self.from_caller(session, rtp(1))
         session.offer_from("a", sdp_body("192.0.2.11", 4100, version=2, user="caller"))
         self.from_callee(session, rtp(1, ssrc=2))
         self.assertEqual(self.to_caller(session), [(rtp(1, ssrc=2), ("192.0.2.11", 4100))])
-        self.from_caller(session, rtp(2), source=NAT)
+        self.stream(session, "a", 2, 3, NAT)
         self.assertEqual(len(self.to_callee(session)), 2)
-        self.from_caller(session, rtp(3))
+        self.from_caller(session, rtp(5))
         self.assertEqual(self.to_callee(session), [])
         self.assertEqual(session.stats()["a"]["latched"], "203.0.113.50:31000")
 
@@ -303,7 +353,8 @@ class LatchingTests(RelayTestMixin, SynchronousTestCase):
     def test_same_description_keeps_latch(self) -> None:
         """The same SDP again (183 then 200: same o= line) keeps the latch."""
         session = self.call()
-        self.from_callee(session, rtp(1, ssrc=2), source=NAT)
+        session.signalling_from("b", NAT[0])
+        self.stream(session, "b", 1, 3, NAT, ssrc=2)
         session.answer_from("b", sdp_body(CALLEE, 5000, user="callee"))
         self.from_caller(session, rtp(1))
         self.assertEqual(self.to_callee(session), [(rtp(1), NAT)])
@@ -471,13 +522,38 @@ class PortTests(RelayTestMixin, SynchronousTestCase):
         self.assertRaises(ValueError, MediaRelay, self.clock, self.network.listen_udp, "media")
 
     def test_pool_order(self) -> None:
-        """Odd range starts round up; released pairs are reused last."""
-        pool = PortPool(10001, 10008)
-        self.assertEqual((pool.size, pool.take(), pool.take()), (3, 10002, 10004))
+        """
+        Odd range starts round up; the chooser picks among the free pairs; a
+        released pair cools down (reused after half the range was released
+        after it, or when nothing else is free).
+        """
+        pool = PortPool(10001, 10010, choose=lowest)
+        self.assertEqual((pool.size, pool.take(), pool.take()), (4, 10002, 10004))
         pool.give_back(10002)
-        self.assertEqual((pool.take(), pool.take()), (10006, 10002))
+        self.assertEqual((pool.free, pool.take(), pool.take()), (3, 10006, 10008))
+        self.assertEqual(pool.take(), 10002)  # nothing else free
         self.assertRaises(MediaError, pool.take)
-        self.assertRaises(ValueError, pool.give_back, 10008)
+        self.assertRaises(ValueError, pool.give_back, 10010)
+        for port in (10004, 10006, 10008):
+            pool.give_back(port)
+        # Cooling holds half the range (2 pairs): 10004 became free again.
+        self.assertEqual(pool.take(), 10004)
+
+    def test_pool_random(self) -> None:
+        """
+        By default the pool picks pairs with the system's cryptographic random
+        source: consecutive allocations are not consecutive ports, and two pools
+        do not give the same sequence, yet every port is an even one in range.
+        """
+        first, second = PortPool(10000, 19999), PortPool(10000, 19999)
+        taken = [first.take() for _ in range(50)]
+        self.assertNotEqual(taken, sorted(taken))
+        self.assertNotEqual(taken, [second.take() for _ in range(50)])
+        self.assertTrue(all(p % 2 == 0 and 10000 <= p <= 19998 for p in taken))
+        self.assertEqual(len(set(taken)), 50)
+        for port in taken:
+            first.give_back(port)
+        self.assertEqual((first.free, first.in_use), (first.size, 0))
 
     def test_bound_on_interface(self) -> None:
         """All four sockets are bound on the configured interface."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-#: Why a packet was not relayed: a source other than the latched one, no known
+#: Why a packet was not relayed: a source other than the latched one (and not
+#: allowed to latch), a new source still proving itself (ADR 0013), no known
 #: destination on the far side yet, not RTP/RTCP, or the socket refused to send.
-DROP_REASONS = ("spoofed", "no_destination", "malformed", "send_error")
+DROP_REASONS = ("spoofed", "pending", "no_destination", "malformed", "send_error")
 
 PACKETS_RELAYED = Counter(
     "warden_rtp_packets_relayed_total", "RTP and RTCP packets relayed between call legs"
@@ -22,6 +23,10 @@ PACKETS_DROPPED = Counter(
     "warden_rtp_packets_dropped_total", "Packets received but not relayed", ["reason"]
 )
 DROPPED = {reason: PACKETS_DROPPED.labels(reason) for reason in DROP_REASONS}
+REFUSED_DESTINATIONS = Counter(
+    "warden_media_refused_destinations_total",
+    "SDP media addresses the relay refused to send to ([media] destinations, ADR 0013)",
+)
 LOST = Counter(
     "warden_rtp_lost_packets_total",
     "RTP packets lost before reaching the relay (sequence gaps, RFC 3550 A.1)",

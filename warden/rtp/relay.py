@@ -1,10 +1,11 @@
 """
 The built-in media relay (L{warden.interfaces.IMediaRelay}).
 
-``allocate(call_id)`` binds two RTP/RTCP port pairs from the configured range on
-the media interface and returns a L{warden.rtp.session.MediaSession}; see that
-module for how packets are relayed and how each side latches to its phone
-(symmetric RTP). A port that cannot be bound (taken by another program, or not
+``allocate(call_id)`` binds two RTP/RTCP port pairs, chosen at random from the
+configured range (L{warden.rtp.ports}), on the media interface and returns a
+L{warden.rtp.session.MediaSession}; see that module for how packets are relayed
+and how each side latches to its phone (symmetric RTP, within the rules of
+L{warden.rtp.policy.MediaPolicy}). A port that cannot be bound (taken by another program, or not
 yet closed) is skipped and tried again later; when no pair can be had the
 allocation fails with L{MediaError}. Sockets and ports are given back on every
 path: release, a failed allocation, ``close()``.
@@ -22,6 +23,7 @@ reactor's ``listenUDP`` in production, a fake in tests.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -37,6 +39,7 @@ from warden.interfaces import IMediaRelay, IMediaSession
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError
 from warden.rtp.model import SIDES, MediaSide
+from warden.rtp.policy import MediaPolicy
 from warden.rtp.ports import PortPool
 from warden.rtp.session import MediaSession, RelayProtocol, close_port
 
@@ -59,6 +62,11 @@ class MediaRelay:
         check_interval: seconds between timeout checks.
         clock_rate: RTP timestamp rate assumed for payload types the SDP does not
             name (for jitter in milliseconds).
+        policy: which media sources and destinations sessions accept; by default
+            ``MediaPolicy()`` with ``address`` and ``interface`` as the relay's
+            own addresses.
+        choose_port: picks an index among the free port pairs (``secrets``;
+            tests pass a deterministic one).
 
     Raises:
         ValueError: ``address`` is not an IP address, or the range holds no pair.
@@ -76,6 +84,8 @@ class MediaRelay:
         media_timeout: float = 60.0,
         check_interval: float = 1.0,
         clock_rate: int = 8000,
+        policy: MediaPolicy | None = None,
+        choose_port: Callable[[int], int] = secrets.randbelow,
     ) -> None:
         ipaddress.ip_address(address)  # ValueError now rather than on the first call
         self.clock = clock
@@ -84,7 +94,10 @@ class MediaRelay:
         self.media_timeout = media_timeout
         self.check_interval = check_interval
         self.clock_rate = clock_rate
-        self.pool = PortPool(*port_range)
+        self.policy = (
+            policy if policy is not None else MediaPolicy(own_addresses=(address, self.interface))
+        )
+        self.pool = PortPool(*port_range, choose=choose_port)
         self._listen_udp = listen_udp
         self._sessions: dict[int, MediaSession] = {}
         self._loop = LoopingCall(self._check_timeouts)
@@ -155,8 +168,9 @@ class MediaRelay:
                     self.pool.give_back(rtp_port)
         side_a, side_b = (MediaSide(self.address, port, port + 1) for port in taken)
         session = MediaSession(
-            self, call_id, self.clock, side_a, side_b, protocols, bound, self.clock_rate
-        )
+            self, call_id, self.clock, side_a, side_b, protocols, bound, self.clock_rate,
+            self.policy,
+        )  # fmt: skip
         self._sessions[id(session)] = session
         self._gauges()
         if not self._loop.running:

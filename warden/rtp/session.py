@@ -9,32 +9,42 @@ multiplexed on the RTP port (RFC 5761) is recognised by its packet type, counted
 as RTCP and relayed on the RTP sockets, the way it came. RFC 4733 events are
 relayed untouched and counted once per event.
 
-Where a side's media goes (symmetric RTP latching, "comedia", for phones behind
-NAT):
+Where a side's media goes and where it may come from (symmetric RTP latching,
+"comedia", for phones behind NAT; ADR 0013 and L{warden.rtp.policy}):
 
-1. Until the phone on a side is heard from, its media goes to the address and
-   ports its SDP declared (``c=``, ``m=`` port, ``a=rtcp`` or port + 1).
-2. The first valid RTP packet received on the side's RTP socket latches the side
-   to that packet's source address and port, and from then on media for that
-   phone goes there instead. RTCP latches separately, on the RTCP socket.
-3. Once latched, packets from any other source are dropped and counted as
-   ``spoofed``: a stranger cannot take over or inject into the stream. The one
-   exception is the address the phone's SDP declared: a packet from exactly
-   there re-latches the side to it. The SDP is authoritative where it is
-   reachable, so whoever sent first (a transferred-away phone still talking, a
-   stranger racing the real phone) loses the stream as soon as the declared
-   phone is heard; behind NAT the declared (private) address is never a
-   packet's source and rule 2 alone applies.
-4. A new SDP from that phone (a re-INVITE's offer, or an answer) resets the
-   latch, so a phone that moved is followed. The same SDP again (same ``o=`` line,
-   RFC 3264 §8, and same RTP address: a 183's SDP repeated in the 200) keeps it.
-5. While the far side's destination is unknown (no SDP yet, ``c=0.0.0.0``, an
-   address of the wrong family, a name instead of an address), packets are
-   dropped and counted as ``no_destination``. Anything that is not RTP or RTCP
-   version 2 is dropped as ``malformed`` and never latches.
-
-Who sends first wins the latch (the risk known as "RTP bleed"); the window is the
-time between an SDP and the phone's first packet.
+1. The call controller tells the session where each phone's SIP comes from
+   (``signalling_from``). A phone's SDP address (``c=``, ``m=`` port,
+   ``a=rtcp`` or port + 1) becomes its *declared* destination if the
+   ``[media] destinations`` rule accepts it (a phone signalling from a public
+   address cannot aim the relay at loopback, a private network or the relay
+   itself); a refused address is counted and the side has no destination until
+   the phone is heard. Until then its media goes to the declared address.
+2. Only packets from the phone's *allowed* IP addresses (``[media] latch =
+   "signalling"``: the signalling source and the declared addresses) are
+   considered at all; anything else is dropped as ``spoofed``, whatever the
+   timing. A stranger racing the phone neither receives nor injects audio.
+3. A side is *latched* to one source address and port; media for the phone goes
+   there and only packets from there are relayed. The first RTP packet from
+   exactly the declared address (or the source the side was latched to before
+   a new SDP) latches at once: the destination does not change. Any other
+   allowed source (the phone's NAT mapping) must first send ``latch_packets``
+   consecutive RTP packets of one stream (same SSRC, sequence numbers rising
+   by 1 to 16), with no packet from the latched source in between; those are
+   dropped as ``pending``. So a re-latch never happens while the latched
+   source is still talking.
+4. RTCP latches on its own port, to exactly the declared RTCP address while
+   unlatched, or to any port of the IP address RTP is (or was) latched to. RTCP
+   multiplexed on the RTP port latches RTP only where rule 3 does so at once.
+5. A new SDP from that phone (a re-INVITE's offer, or an answer) unlatches the
+   side, so a phone that moved is followed; the previous source stays
+   remembered (and is the destination while the new SDP names none that may be
+   used) as long as its IP is still allowed. The same SDP again (same ``o=``
+   line, RFC 3264 §8, and same RTP address: a 183's SDP repeated in the 200)
+   keeps the latch.
+6. While the far side's destination is unknown (no SDP yet, ``c=0.0.0.0``, an
+   address of the wrong family or refused, a name instead of an address),
+   packets are dropped and counted as ``no_destination``. Anything that is not
+   RTP or RTCP version 2 is dropped as ``malformed`` and never latches.
 """
 
 from __future__ import annotations
@@ -55,12 +65,14 @@ from warden.rtp.errors import MediaError, RtpParseError
 from warden.rtp.model import SIDES, HoldState, MediaSide
 from warden.rtp.packet import (
     DtmfCounter,
+    RtpHeader,
     StreamStats,
     is_rtcp,
     parse_rtcp,
     parse_rtp,
     parse_telephone_event,
 )
+from warden.rtp.policy import MediaPolicy, normal_host
 from warden.sip import sdp as sdplib
 
 if TYPE_CHECKING:
@@ -70,6 +82,9 @@ Address = tuple[str, int]
 _SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError)
 # A payload type no SDP names: the default clock rate, not an event.
 _UNKNOWN_FORMAT: tuple[int | None, bool] = (None, False)
+# How far a candidate stream's sequence number may advance between two of its
+# packets and still count as consecutive (a few lost packets).
+MAX_SEQUENCE_STEP = 16
 
 
 class RelayProtocol(DatagramProtocol):
@@ -99,16 +114,42 @@ class RelayProtocol(DatagramProtocol):
         return True
 
 
+class _Candidate:
+    """A source the side is not latched to, and the stream heard from it so far."""
+
+    __slots__ = ("count", "mark", "sequence", "source", "ssrc")
+
+    def __init__(self, source: Address, ssrc: int, sequence: int, count: int, mark: int) -> None:
+        self.source = source
+        self.ssrc = ssrc
+        self.sequence = sequence
+        self.count = count
+        # The side's relayed packet count when last heard: a packet from the
+        # latched source in between breaks the run.
+        self.mark = mark
+
+
 class _Peer:
     """What the session knows about the phone on one side, and its counters."""
 
     def __init__(self, side: MediaSide, clock_rate: int) -> None:
         self.side = side
         self.family = ipaddress.ip_address(side.address).version
+        # Where the phone's SIP comes from, and what its SDP asked for.
+        self.signalling: tuple[str, ...] = ()
+        self.sdp_rtp: Address | None = None
+        self.sdp_rtcp: Address | None = None
+        # The SDP's addresses that passed the destination rule.
         self.declared_rtp: Address | None = None
         self.declared_rtcp: Address | None = None
+        # Source IPs media may come from; None: any.
+        self.allowed: frozenset[str] | None = frozenset()
         self.latched_rtp: Address | None = None
         self.latched_rtcp: Address | None = None
+        # Where the side was latched before the last new SDP.
+        self.confirmed_rtp: Address | None = None
+        self.confirmed_rtcp: Address | None = None
+        self.candidate: _Candidate | None = None
         self.origin: str | None = None
         self.direction = "sendrecv"
         # Payload type -> (clock rate, is an RFC 4733 event), from this phone's SDP.
@@ -127,10 +168,15 @@ class _Peer:
         self.exported_dropped = dict.fromkeys(metrics.DROP_REASONS, 0)
 
     def rtp_destination(self) -> Address | None:
-        return self.latched_rtp or self.declared_rtp
+        return self.latched_rtp or self.declared_rtp or self.confirmed_rtp
 
     def rtcp_destination(self) -> Address | None:
-        return self.latched_rtcp or self.declared_rtcp
+        return self.latched_rtcp or self.declared_rtcp or self.confirmed_rtcp
+
+    def permits(self, address: Address | None) -> bool:
+        """Whether media may come from ``address``."""
+        allowed = self.allowed
+        return address is not None and (allowed is None or address[0] in allowed)
 
 
 @implementer(IMediaSession)
@@ -147,6 +193,7 @@ class MediaSession:
         protocols: the protocol of each socket, by ``(side, is_rtcp)``.
         ports: the bound sockets, closed on release.
         clock_rate: timestamp rate for payload types the SDP does not name.
+        policy: which media sources and destinations are accepted.
     """
 
     log = Logger()
@@ -161,6 +208,7 @@ class MediaSession:
         protocols: Mapping[tuple[str, bool], RelayProtocol],
         ports: Sequence[IListeningPort],
         clock_rate: int = 8000,
+        policy: MediaPolicy | None = None,
     ) -> None:
         self.call_id = call_id
         self.side_a = side_a
@@ -169,6 +217,7 @@ class MediaSession:
         self.timed_out = False
         self._relay = relay
         self._clock = clock
+        self._policy = policy if policy is not None else MediaPolicy()
         self._peers = {"a": _Peer(side_a, clock_rate), "b": _Peer(side_b, clock_rate)}
         self._protocols = dict(protocols)
         self._ports = list(ports)
@@ -198,6 +247,16 @@ class MediaSession:
         """An answer from ``side``'s phone, rewritten for the other phone."""
         return self._description_from(side, sdp, offer=False)
 
+    def signalling_from(self, side: str, *hosts: str) -> None:
+        """The phone on ``side`` sends its SIP from ``hosts`` (see L{IMediaSession})."""
+        if side not in SIDES:
+            raise ValueError(f"side must be 'a' or 'b', not {side!r}")
+        peer = self._peers[side]
+        signalling = tuple(dict.fromkeys(normal_host(h) for h in hosts))
+        if signalling != peer.signalling:
+            peer.signalling = signalling
+            self._apply_policy(peer)
+
     def _description_from(self, side: str, data: bytes, offer: bool) -> bytes:
         if side not in SIDES:
             raise ValueError(f"side must be 'a' or 'b', not {side!r}")
@@ -224,15 +283,47 @@ class MediaSession:
             rtp = rtcp = None
         elif not _usable(rtcp, peer.family):
             rtcp = None
-        if parsed.origin != peer.origin or rtp != peer.declared_rtp:
+        if parsed.origin != peer.origin or rtp != peer.sdp_rtp:
+            # A new description: follow the phone anew (rule 5).
+            if peer.latched_rtp is not None:
+                peer.confirmed_rtp, peer.confirmed_rtcp = peer.latched_rtp, peer.latched_rtcp
             peer.latched_rtp = peer.latched_rtcp = None
+            peer.candidate = None
         peer.origin = parsed.origin
-        peer.declared_rtp, peer.declared_rtcp = rtp, rtcp
+        peer.sdp_rtp, peer.sdp_rtcp = rtp, rtcp
+        self._apply_policy(peer)
         peer.direction = sdplib.direction(media, parsed) if media is not None else "inactive"
         formats = sdplib.payload_formats(media) if media is not None else []
         peer.formats = {
             c.payload_type: (c.clock_rate, c.name.lower() == "telephone-event") for c in formats
         }
+
+    def _apply_policy(self, peer: _Peer) -> None:
+        """Derive the declared destinations and allowed sources; drop what is no longer allowed."""
+        policy, signalling = self._policy, peer.signalling
+        rtp, rtcp = peer.sdp_rtp, peer.sdp_rtcp
+        refused = [
+            a for a in (rtp, rtcp) if a and not policy.destination_allowed(a[0], signalling)
+        ]
+        if refused:
+            metrics.REFUSED_DESTINATIONS.inc(len(refused))
+            self.log.warn(
+                "Call {call_id}: media destination {address} refused for a phone "
+                "signalling from {source} ([media] destinations)",
+                call_id=self.call_id,
+                address=refused[0][0],
+                source=", ".join(signalling) or "an unknown address",
+            )
+            if rtp in refused:
+                rtp = rtcp = None
+            else:
+                rtcp = None
+        peer.declared_rtp, peer.declared_rtcp = rtp, rtcp
+        peer.allowed = policy.latch_hosts(signalling, (a[0] for a in (rtp, rtcp) if a))
+        for name in ("latched_rtp", "latched_rtcp", "confirmed_rtp", "confirmed_rtcp"):
+            if not peer.permits(getattr(peer, name)):
+                setattr(peer, name, None)
+        peer.candidate = None
 
     # -- media ----------------------------------------------------------------------
 
@@ -250,12 +341,7 @@ class MediaSession:
         except RtpParseError:
             self._drop(peer, "malformed")
             return
-        if peer.latched_rtp is None or (
-            source == peer.declared_rtp and peer.latched_rtp != source
-        ):
-            peer.latched_rtp = source
-        elif peer.latched_rtp != source:
-            self._drop(peer, "spoofed")
+        if source != peer.latched_rtp and not self._latches(peer, source, header):
             return
         now = self._clock.seconds()
         self._activity = now
@@ -268,6 +354,63 @@ class MediaSession:
             self._count_event(peer, header, data)
         self._forward(other, other.rtp_destination(), (_other(side), False), data, now)
 
+    def _latches(self, peer: _Peer, source: Address, header: RtpHeader) -> bool:
+        """
+        Whether an RTP packet from ``source``, not the latched one, is relayed: it
+        latches the side (rules 2 and 3). Counts the drop otherwise.
+        """
+        if not peer.permits(source):
+            self._drop(peer, "spoofed")
+            return False
+        if peer.latched_rtp is None and source in (peer.declared_rtp, peer.confirmed_rtp):
+            peer.latched_rtp, peer.candidate = source, None
+            return True
+        candidate, mark = peer.candidate, peer.rtp_in.packets
+        if (
+            candidate is not None
+            and candidate.source == source
+            and candidate.ssrc == header.ssrc
+            and candidate.mark == mark
+            and 0 < (header.sequence - candidate.sequence) & 0xFFFF <= MAX_SEQUENCE_STEP
+        ):
+            candidate.count += 1
+            candidate.sequence = header.sequence
+        else:
+            candidate = peer.candidate = _Candidate(source, header.ssrc, header.sequence, 1, mark)
+        if candidate.count >= self._policy.latch_packets:
+            if peer.latched_rtp is not None:
+                self.log.info(
+                    "Call {call_id}: media of side {side} moved to {host}:{port}",
+                    call_id=self.call_id,
+                    side="a" if peer is self._peers["a"] else "b",
+                    host=source[0],
+                    port=source[1],
+                )
+            peer.latched_rtp, peer.candidate = source, None
+            return True
+        self._drop(peer, "pending")
+        return False
+
+    def _rtcp_latches(self, peer: _Peer, on_rtcp_port: bool, source: Address) -> bool:
+        """
+        Whether RTCP from ``source``, not the latched one, is relayed (rule 4); on
+        the RTP port (RFC 5761) it latches only where rule 3 latches at once.
+        """
+        if peer.permits(source):
+            if not on_rtcp_port:
+                if peer.latched_rtp is None and source in (peer.declared_rtp, peer.confirmed_rtp):
+                    peer.latched_rtp, peer.candidate = source, None
+                    return True
+            else:
+                proven = peer.latched_rtp or peer.confirmed_rtp
+                if (peer.latched_rtcp is None and source == peer.declared_rtcp) or (
+                    proven is not None and source[0] == proven[0]
+                ):
+                    peer.latched_rtcp = source
+                    return True
+        self._drop(peer, "spoofed")
+        return False
+
     def _rtcp_received(
         self, side: str, peer: _Peer, on_rtcp_port: bool, data: bytes, source: Address
     ) -> None:
@@ -277,14 +420,7 @@ class MediaSession:
             self._drop(peer, "malformed")
             return
         latched = peer.latched_rtcp if on_rtcp_port else peer.latched_rtp
-        declared = peer.declared_rtcp if on_rtcp_port else peer.declared_rtp
-        if latched is None or (source == declared and latched != source):
-            if on_rtcp_port:
-                peer.latched_rtcp = source
-            else:
-                peer.latched_rtp = source
-        elif latched != source:
-            self._drop(peer, "spoofed")
+        if source != latched and not self._rtcp_latches(peer, on_rtcp_port, source):
             return
         peer.rtcp_in += 1
         other = self._peers[_other(side)]

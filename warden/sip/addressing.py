@@ -122,6 +122,16 @@ def behind_nat(binding: Binding, mode: str = "auto") -> bool:
     return _unroutable(contact_ip) and not _unroutable(source_ip)
 
 
+def binding_host(binding: Binding, flow: Flow) -> str:
+    """
+    The IP address a binding's phone sends its SIP from: the source of its
+    REGISTER, also when ``flow`` (the way to reach it) runs through another node
+    (ADR 0010); ``flow``'s host when the binding does not say.
+    """
+    parsed = parse_flow_text(binding.received)
+    return parsed[1] if parsed is not None else flow.host
+
+
 class Addressing:
     """
     Args:

@@ -159,6 +159,7 @@ class CallController:
             raise SipError(486, "Busy Here")
         call_id = f"{new_tag()}{new_tag()}"
         session = yield self.media.allocate(call_id)
+        session.signalling_from("a", flow.host)
         try:
             offer = session.offer_from("a", request.body) if request.body else b""
         except SdpError as e:

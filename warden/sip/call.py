@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from warden.digits import parse_uint
+from warden.sip.addressing import binding_host
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog, uas_dialog
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
@@ -152,6 +153,13 @@ class Call:
         else:
             self.callee = extension
 
+    def phone_host(self, side: str) -> str:
+        """The IP address the phone on ``side`` sends its SIP from (the media relay's rule)."""
+        winner = self.winner if side == "b" else None
+        if winner is not None:
+            return binding_host(winner.binding, winner.dialog.flow)
+        return self.dialogs[side].flow.host
+
     @property
     def reliable_provisionals(self) -> bool:
         """The caller requires 100rel (RFC 3262): 180/183 must be acknowledged."""
@@ -220,10 +228,15 @@ class Call:
         self.prack_timer = None
         return True
 
-    def rewrite(self, side: str, body: bytes, offer: bool) -> bytes:
-        """SDP from ``side``'s phone as the other side must see it (via the relay)."""
+    def rewrite(self, side: str, body: bytes, offer: bool, source: str | None = None) -> bytes:
+        """
+        SDP from ``side``'s phone as the other side must see it (via the relay);
+        ``source``: the IP address that phone's SIP comes from, when it is new.
+        """
         if not body or self.media is None:
             return body
+        if source is not None:
+            self.media.signalling_from(side, source)
         if offer:
             out: bytes = self.media.offer_from(side, body)
         else:
@@ -244,6 +257,9 @@ class Call:
         if not self.branches:
             self.fail(480, "Temporarily Unavailable", "no reachable contact")
             return
+        if self.media is not None:
+            hosts = (binding_host(b.binding, b.dialog.flow) for b in self.branches)
+            self.media.signalling_from("b", *hosts)
         for branch in self.branches:
             self.c.send_branch(self, branch)
         self.ring_timer = self.c.clock.callLater(self.c.settings.ring_timeout, self.ring_timeout)
@@ -280,7 +296,8 @@ class Call:
         body = b""
         if response.body:
             try:
-                body = self.rewrite("b", response.body, offer=False)
+                source = binding_host(branch.binding, branch.dialog.flow)
+                body = self.rewrite("b", response.body, offer=False, source=source)
             except SdpError:
                 body = b""
         self.respond_a(response.status, response.reason, body)
@@ -322,7 +339,8 @@ class Call:
                 other.done = True
                 self.c.cancel_branch(other)
         try:
-            body = self.rewrite("b", response.body, offer=not branch.request.body)
+            source = binding_host(branch.binding, branch.dialog.flow)
+            body = self.rewrite("b", response.body, offer=not branch.request.body, source=source)
         except SdpError:
             self.c.ack_and_bye(branch, response)
             self.fail(500, "Server Internal Error", "bad SDP from callee")

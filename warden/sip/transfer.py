@@ -153,6 +153,7 @@ class Transfers:
             )
             return
         try:
+            call.media.signalling_from(side, dialog.flow.host)
             for_transferee = call.media.answer_from(side, response.body)
         except SdpError:
             self.c.fire_and_forget(
@@ -210,6 +211,7 @@ class Transfers:
         if not offer:
             self.notify(call, side, 488, "Not Acceptable Here", final=True)
             return
+        other.media.signalling_from(other_side, call.phone_host(transferee))
         moved = call.dialogs.pop(transferee)
         self.c.forget_dialog(moved)
         old = other.dialogs[other_side]

@@ -1,0 +1,59 @@
+"""Tests for the ``[media]`` source and destination keys (ADR 0013) and their wiring."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from warden.config import parse_config_text
+from warden.errors import ConfigError
+from warden.rtp.policy import MediaPolicy, ip_of
+from warden.tap import media_policy
+
+
+class MediaRuleConfigTests(SynchronousTestCase):
+    """``latch``, ``latch_packets`` and ``destinations`` parse with safe defaults."""
+
+    def test_defaults(self) -> None:
+        """By default media latches only to the phone's own addresses, after 3 packets,
+        and goes only to destinations of the phone's address class."""
+        media = parse_config_text("", "warden.toml").media
+        self.assertEqual(
+            (media.latch, media.latch_packets, media.destinations), ("signalling", 3, "same-class")
+        )
+
+    def test_values(self) -> None:
+        """The widening values are accepted."""
+        text = '[media]\nlatch = "any"\nlatch_packets = 1\ndestinations = "any"'
+        media = parse_config_text(text, "warden.toml").media
+        self.assertEqual((media.latch, media.latch_packets, media.destinations), ("any", 1, "any"))
+
+    def test_bad_values(self) -> None:
+        """A bad value names the file, the key and what is expected."""
+        cases = {
+            '[media]\nlatch = "first"': (
+                "media.latch",
+                'warden.toml: media.latch: must be "signalling" or "any", got "first"',
+            ),
+            "[media]\nlatch_packets = 0": (
+                "media.latch_packets",
+                "warden.toml: media.latch_packets: must be an integer 1..50, got 0",
+            ),
+            '[media]\ndestinations = "public"': (
+                "media.destinations",
+                'warden.toml: media.destinations: must be "same-class" or "any", got "public"',
+            ),
+        }
+        for text, (path, message) in cases.items():
+            error = self.assertRaises(ConfigError, parse_config_text, text, "warden.toml")
+            self.assertEqual((error.path, str(error)), (path, message))
+
+    def test_policy_from_config(self) -> None:
+        """The relay gets the configured rules, with this host's addresses as its own."""
+        text = '[media]\naddress = "192.0.2.77"\nlatch = "any"\nlatch_packets = 5'
+        policy = media_policy(parse_config_text(text, "warden.toml"))
+        self.assertEqual(
+            (policy.latch, policy.destinations, policy.latch_packets), ("any", "same-class", 5)
+        )
+        self.assertIn(ip_of("192.0.2.77"), policy.own_addresses)
+        self.assertIn(ip_of("127.0.0.1"), policy.own_addresses)
+        self.assertIsInstance(policy, MediaPolicy)
