@@ -309,19 +309,19 @@ class LatchingTests(RelayTestMixin, SynchronousTestCase):
     def test_rtcp_latches_separately(self) -> None:
         """
         RTCP latches on its own port to a port of the IP address RTP latched to
-        (the NAT), at once; RTCP from elsewhere (before RTP latched there, or a
-        stranger's) is dropped.
+        (the NAT), at once; RTCP from there before RTP latched is pending, a
+        stranger's is spoofed.
         """
         session = self.allocate()
         session.signalling_from("a", NAT[0])
         session.offer_from("a", sdp_body("192.168.1.10", 4000, user="caller"))
         session.answer_from("b", sdp_body(CALLEE, 5000, user="callee"))
         self.network.deliver(session.side_a.rtcp_port, rtcp_rr(), ("203.0.113.50", 31001))
-        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 1)
+        self.assertEqual(session.stats()["a"]["dropped_pending"], 1)
         self.stream(session, "a", 1, 3, NAT)
         self.network.deliver(session.side_a.rtcp_port, rtcp_rr(), ("203.0.113.50", 31001))
         self.network.deliver(session.side_a.rtcp_port, rtcp_rr(), ("198.51.100.66", 1))
-        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 2)
+        self.assertEqual(session.stats()["a"]["dropped_spoofed"], 1)
         self.network.deliver(session.side_b.rtcp_port, rtcp_rr(5), (CALLEE, 5001))
         self.assertEqual(
             self.network.sent_from(session.side_a.rtcp_port),

@@ -35,6 +35,7 @@ Where a side's media goes and where it may come from (symmetric RTP latching,
 4. RTCP latches on its own port, to exactly the declared RTCP address while
    unlatched, or to any port of the IP address RTP is (or was) latched to. RTCP
    multiplexed on the RTP port latches RTP only where rule 3 does so at once.
+   Other RTCP from an allowed address is dropped as ``pending``.
 5. A new SDP from that phone (a re-INVITE's offer, or an answer) unlatches the
    side, so a phone that moved is followed; the previous source stays
    remembered (and is the destination while the new SDP names none that may be
@@ -395,20 +396,23 @@ class MediaSession:
         """
         Whether RTCP from ``source``, not the latched one, is relayed (rule 4); on
         the RTP port (RFC 5761) it latches only where rule 3 latches at once.
+        RTCP from an allowed address that cannot latch (yet) is ``pending``.
         """
-        if peer.permits(source):
-            if not on_rtcp_port:
-                if peer.latched_rtp is None and source in (peer.declared_rtp, peer.confirmed_rtp):
-                    peer.latched_rtp, peer.candidate = source, None
-                    return True
-            else:
-                proven = peer.latched_rtp or peer.confirmed_rtp
-                if (peer.latched_rtcp is None and source == peer.declared_rtcp) or (
-                    proven is not None and source[0] == proven[0]
-                ):
-                    peer.latched_rtcp = source
-                    return True
-        self._drop(peer, "spoofed")
+        if not peer.permits(source):
+            self._drop(peer, "spoofed")
+            return False
+        if not on_rtcp_port:
+            if peer.latched_rtp is None and source in (peer.declared_rtp, peer.confirmed_rtp):
+                peer.latched_rtp, peer.candidate = source, None
+                return True
+        else:
+            proven = peer.latched_rtp or peer.confirmed_rtp
+            if (peer.latched_rtcp is None and source == peer.declared_rtcp) or (
+                proven is not None and source[0] == proven[0]
+            ):
+                peer.latched_rtcp = source
+                return True
+        self._drop(peer, "pending")
         return False
 
     def _rtcp_received(
