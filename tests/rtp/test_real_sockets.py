@@ -57,17 +57,22 @@ class RealSocketTests(TestCase):
         relay.close()
         return deferLater(reactor, 0.01, lambda: None)
 
-    async def test_rtp_through_relay(self) -> None:
-        """Caller -> relay side a -> relay side b -> callee, with side b as the source."""
+    async def relay_session(self, port_range: tuple[int, int]) -> tuple[MediaRelay, MediaSession]:
+        """A relay on 127.0.0.1 (released at cleanup) and one session of it."""
         relay = MediaRelay(
             reactor,
             reactor.listenUDP,  # type: ignore[attr-defined]
             LOOPBACK,
-            port_range=(40000, 40100),
+            port_range=port_range,
         )
         self.addCleanup(self.close, relay)
-        session = await relay.allocate("real-1")
+        session = await relay.allocate("real")
         assert isinstance(session, MediaSession)
+        return relay, session
+
+    async def test_rtp_through_relay(self) -> None:
+        """Caller -> relay side a -> relay side b -> callee, with side b as the source."""
+        relay, session = await self.relay_session((40000, 40100))
         caller, callee = Phone(), Phone()
         caller_port, callee_port = self.listen(caller), self.listen(callee)
         session.signalling_from("a", LOOPBACK)
@@ -108,15 +113,7 @@ class RealSocketTests(TestCase):
         packets only), and the attacker receives nothing of the callee's audio.
         """
         caller_ip, attacker_ip, callee_ip = "127.0.0.2", "127.0.0.3", "127.0.0.4"
-        relay = MediaRelay(
-            reactor,
-            reactor.listenUDP,  # type: ignore[attr-defined]
-            LOOPBACK,
-            port_range=(40200, 40299),
-        )
-        self.addCleanup(self.close, relay)
-        session = await relay.allocate("real-2")
-        assert isinstance(session, MediaSession)
+        relay, session = await self.relay_session((40200, 40299))
         caller, callee, attacker = Phone(), Phone(), Phone()
         caller_port = self.listen(caller, caller_ip)
         callee_port = self.listen(callee, callee_ip)
