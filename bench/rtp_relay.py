@@ -49,6 +49,8 @@ def session_of(relay: MediaRelay, caller: tuple[str, int], callee: tuple[str, in
     relay.allocate("bench").addBoth(results.append)
     session = results[0]
     assert isinstance(session, MediaSession), session
+    session.signalling_from("a", caller[0])  # as the call controller does
+    session.signalling_from("b", callee[0])
     session.offer_from("a", sdp_body(*caller))
     session.answer_from("b", sdp_body(*callee))
     return session
