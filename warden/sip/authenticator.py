@@ -320,6 +320,7 @@ class Authenticator:
 
     def _realm_mismatch(self, flow: Flow, extension: Extension) -> None:
         """Log, at most every ``REALM_LOG_INTERVAL`` seconds per extension, why it fails."""
+        metrics.AUTH_FAILURES.inc()
         now = self._clock.seconds()
         last = self._realm_logged_at.get(extension.number)
         if last is not None and now - last < REALM_LOG_INTERVAL:
