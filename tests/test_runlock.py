@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from warden.config import parse_config_text
 from warden.ops.drtest.database import SQLiteTarget
@@ -20,6 +20,7 @@ from warden.runlock import (
     STORE_LOCK_KEY,
     DirectoryLock,
     InUse,
+    LockFailed,
     StoreRunLock,
     describe_process,
     lock_directories,
@@ -58,6 +59,23 @@ class DirectoryLockTests(SynchronousTestCase):
         first.acquire(exclusive=False, description="pid 1: x")
         first.release()
         self.lock().acquire(exclusive=True)
+
+    def test_made_by_root_belongs_to_the_directory_owner(self) -> None:
+        """A lock file a root restore creates is given to the data directory's owner."""
+        if os.geteuid() != 0:
+            raise SkipTest("needs root to create a file for another user")
+        self.directory.mkdir()
+        os.chown(self.directory, 65534, 65534)
+        self.lock().acquire(exclusive=True)
+        owner = os.stat(self.directory / LOCK_NAME)
+        self.assertEqual((owner.st_uid, owner.st_gid), (65534, 65534))
+
+    def test_unusable_lock_file_is_one_line(self) -> None:
+        """A lock file that cannot be made fails with LockFailed naming it, not OSError."""
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self.directory.write_text("a file where the directory should be")
+        e = self.assertRaises(LockFailed, self.lock().acquire, False)
+        self.assertIn(f"{self.directory / LOCK_NAME}: cannot open the run lock", str(e))
 
     def test_describe_process(self) -> None:
         """The holder's line is one line with the pid and the command."""

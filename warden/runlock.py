@@ -49,7 +49,11 @@ _HOLDER_BYTES = 512
 _T = TypeVar("_T")
 
 
-class InUse(Exception):
+class LockFailed(Exception):
+    """A run lock cannot be taken; the message says why, in one line."""
+
+
+class InUse(LockFailed):
     """A lock is held by another process; the message names it and what to do."""
 
 
@@ -89,8 +93,24 @@ class DirectoryLock:
         self._fd: int | None = None
 
     def _open(self) -> int:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        """
+        Open (or create) the lock file. Made by root (``wardenctl restore`` run
+        as root), it is given to the directory's owner, so that a Warden running
+        as that user can still lock it.
+
+        Raises:
+            LockFailed: it cannot be opened or created.
+        """
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(self.path, flags, 0o600)
+            if os.geteuid() == 0:
+                owner = os.stat(self.directory)
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+        except OSError as e:
+            raise LockFailed(f"{self.path}: cannot open the run lock: {e.strerror}") from None
+        return fd
 
     def holder(self) -> str:
         """The line the holder wrote (``pid ...: command``), or ``another process``."""
@@ -108,7 +128,7 @@ class DirectoryLock:
         Raises:
             InUse: another process holds it (shared when ``exclusive``, or
                 exclusively), naming that process.
-            OSError: the file cannot be created.
+            LockFailed: the file cannot be opened or created.
         """
         fd = self._open()
         try:
@@ -151,6 +171,7 @@ class DirectoryRunLocks(service.Service):
 
         Raises:
             InUse: a restore holds one (the message says which and what to do).
+            LockFailed: a lock file cannot be opened or created.
         """
         for lock in self._locks:
             try:
@@ -299,6 +320,7 @@ def run_locks(config: WardenConfig, reactor: Any) -> RunLocks:
 
     Raises:
         InUse: a restore holds a directory.
+        LockFailed: a lock file cannot be opened or created.
     """
     url = config.store_url
     sqlite = url.path if url.dialect == "sqlite" else None

@@ -31,7 +31,7 @@ from warden.ops.drtest.schedule import backup_service
 from warden.rtp import udp as media_udp
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.relay import MediaRelay
-from warden.runlock import InUse, run_locks
+from warden.runlock import LockFailed, run_locks
 from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
@@ -197,7 +197,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
     secure_directories(private_directories(config))
     try:  # held while Warden runs: a restore refuses to write under it (warden.runlock)
         locks = run_locks(config, reactor)
-    except InUse as e:
+    except LockFailed as e:
         raise SystemExit(f"twistd warden: {e}") from None
     clock: IReactorTime = reactor
     # [store] url: SQLite or PostgreSQL (warden.store.backend)

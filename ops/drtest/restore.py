@@ -45,7 +45,7 @@ from warden.ops.drtest.manifest import (
 )
 from warden.ops.drtest.signing import ManifestKeys
 from warden.ops.drtest.spool import check_spool_copy
-from warden.runlock import DirectoryLock, InUse, describe_process, lock_directories
+from warden.runlock import DirectoryLock, InUse, LockFailed, describe_process, lock_directories
 from warden.store.migrate import _migrate_sqlite_txn, load_migrations
 
 
@@ -174,8 +174,8 @@ def exclusive_use(data_dir: Path, target: Target | None) -> Iterator[None]:
                     f"{directory} is in use by a running Warden ({e}); stop it first ({how})"
                     " and restore again"
                 ) from None
-            except OSError as e:
-                raise BackupError(f"{lock.path}: cannot lock: {e.strerror}") from None
+            except LockFailed as e:
+                raise BackupError(str(e)) from None
             held.append(lock)
         if isinstance(target, PostgresTarget):
             from warden.ops.drtest import postgres
