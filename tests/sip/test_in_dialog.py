@@ -182,6 +182,29 @@ class PeerCheckTests(CallTestCase):
         only(sent, nat, 200)
         only(sent, BOB, "BYE")
 
+    def test_caller_without_from_tag(self) -> None:
+        """An RFC 2543 caller that sent no From tag hangs up with none again (§12.2.2)."""
+        from warden.sip.auth import answer_challenge
+
+        untagged = '"Phone 1001" <sip:1001@pbx.test>'
+        first = self.alice.invite("1002")
+        first.set("From", untagged)
+        challenge = only(self.stack.deliver(first, ALICE), ALICE, 407)
+        authz = answer_challenge(
+            challenge.get("Proxy-Authenticate") or "", "1001", "pw1001", "INVITE",
+            "sip:1002@pbx.test",
+        )  # fmt: skip
+        invite = self.alice.invite("1002", authorization=authz)
+        invite.set("From", untagged)
+        bob_invite = only(self.stack.deliver(invite, ALICE), BOB, "INVITE")
+        bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())  # type: ignore[arg-type]
+        alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
+        bye = request_in("BYE", invite, alice_ok, ALICE, 9)  # type: ignore[arg-type]
+        self.assertIsNone(bye.from_.tag)
+        sent = self.stack.deliver(bye, ALICE)
+        only(sent, ALICE, 200)
+        only(sent, BOB, "BYE")
+
 
 class RefusalLogTests(CallTestCase):
     """Refusals are counted, and logged without flooding the log."""

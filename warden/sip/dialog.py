@@ -119,12 +119,12 @@ class Dialog:
     def matches(self, request: Request) -> bool:
         """
         Whether ``request`` carries this dialog's ID (RFC 3261 §12: Call-ID, our
-        tag as To tag, the peer's tag as From tag).
+        tag as To tag, the peer's tag as From tag; a peer that sent no From tag,
+        as RFC 2543 allowed, must send none again, §12.2.2).
         """
         return (
             request.call_id == self.call_id
             and request.to.tag == self.local_tag
-            and self.remote_tag is not None
             and request.from_.tag == self.remote_tag
         )
 
