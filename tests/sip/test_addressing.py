@@ -74,11 +74,13 @@ class BehindNatTests(SynchronousTestCase):
         self.assertFalse(behind_nat(natted, "never"))
 
     def test_contact_warden_cannot_use(self) -> None:
-        """A host name, sips: or a TCP Contact is reached at the source in every mode."""
+        """A host name, sips:, a TCP Contact or an RFC 5626 ``;ob`` Contact is
+        reached at the source in every mode."""
         for contact in (
             "sip:1001@phone.example.com:5060",
             "sips:1001@192.0.2.5:5061",
             "sip:1001@192.0.2.5:5080;transport=tcp",
+            "sip:1001@192.0.2.5:5080;ob",
             "not a uri",
         ):
             b = binding("udp:192.0.2.5:5060", contact, "192.0.2.5:5060")

@@ -65,7 +65,8 @@ def contact_address(binding: Binding) -> tuple[str, int] | None:
     The UDP address a binding's Contact names, when Warden can send there
     itself: a ``sip:`` URI whose host is an IP literal, over UDP. None for a
     host name (Warden does not resolve Contacts), ``sips:``, another
-    transport, or an unreadable Contact.
+    transport, a Contact asking to be reached on its flow (``;ob``, RFC 5626
+    §5.3), or an unreadable Contact.
     """
     try:
         uri = parse_uri(binding.contact)
@@ -73,7 +74,8 @@ def contact_address(binding: Binding) -> tuple[str, int] | None:
         return None
     transport = (uri.param("transport") or "udp").lower()
     ip = _ip(uri.host)
-    if uri.scheme != "sip" or transport != "udp" or ip is None:
+    outbound = any(name == "ob" for name, _ in uri.params)
+    if uri.scheme != "sip" or transport != "udp" or ip is None or outbound:
         return None
     return str(ip), uri.port or 5060
 
