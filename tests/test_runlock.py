@@ -213,6 +213,36 @@ class StoreRunLockTests(SynchronousTestCase):
         self.assertIn("being restored", str(failure.value))
         self.assertTrue(self.connections[0].closed)
 
+    def test_unreachable_store_tried_again(self) -> None:
+        """A store not reachable at start is tried 5 times (0.2 s back-off, doubling)."""
+        connect_failures = [ConnectionRefusedError("refused")] * 4
+
+        def connect() -> Deferred[Any]:
+            if connect_failures:
+                return defer.fail(connect_failures.pop())
+            connection = FakeConnection()
+            self.connections.append(connection)
+            return defer.succeed(connection)
+
+        lock = StoreRunLock(connect, self.clock, "warden a pid 1")
+        d = lock.hold()
+        for delay in (0.2, 0.4, 0.8):
+            self.clock.advance(delay)
+            self.assertNoResult(d)
+        self.clock.advance(1.6)
+        self.successResultOf(d)
+        self.assertEqual(len(self.connections), 1)
+
+    def test_unreachable_store_gives_up(self) -> None:
+        """After 5 failed attempts hold() fails (Warden's start fails with it)."""
+
+        def connect() -> Deferred[Any]:
+            return defer.fail(ConnectionRefusedError("refused"))
+
+        d = StoreRunLock(connect, self.clock, "warden a pid 1").hold()
+        self.clock.pump([0.2, 0.4, 0.8, 1.6])
+        self.failureResultOf(d, ConnectionRefusedError)
+
     def test_lost_connection_taken_again(self) -> None:
         """A lost connection (and with it the lock) is replaced at the next check."""
         self.successResultOf(self.lock.hold())

@@ -47,6 +47,9 @@ LOCK_NAME = "warden.lock"
 STORE_LOCK_KEY = 0x5741_5244_5255
 _HOLDER_BYTES = 512
 _T = TypeVar("_T")
+_ATTEMPTS = 5
+_BACKOFF = 0.2
+_MAX_BACKOFF = 5.0
 
 
 class LockFailed(Exception):
@@ -243,9 +246,31 @@ class StoreRunLock(service.Service):
             raise InUse("the store is being restored; start Warden when the restore has finished")
         self._connection = connection
 
+    async def _take_with_retries(self) -> None:
+        delay = _BACKOFF
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                await self._take()
+                return
+            except InUse:
+                raise
+            except Exception as e:  # the store unreachable: as the pool, a few more tries
+                if attempt == _ATTEMPTS:
+                    raise
+                self.log.warn(
+                    "Store run lock not taken ({error}); attempt {next} in {delay} s",
+                    error=e, next=attempt + 1, delay=delay,
+                )  # fmt: skip
+            await task.deferLater(self._clock, delay, lambda: None)
+            delay = min(delay * 2, _MAX_BACKOFF)
+
     def hold(self) -> Deferred[None]:
-        """Take the lock now (fails with L{InUse} while a restore runs)."""
-        d: Deferred[None] = Deferred.fromCoroutine(self._take())
+        """
+        Take the lock now: fails with L{InUse} at once while a restore runs;
+        a store that cannot be reached is tried again as the connection pool
+        does (L{warden.store.pgpool}: 5 attempts, 0.2 s back-off doubling).
+        """
+        d: Deferred[None] = Deferred.fromCoroutine(self._take_with_retries())
         return d
 
     def startService(self) -> None:  # noqa: N802
