@@ -7,13 +7,16 @@ behind NAT latch, strangers do not, and SDP aimed at loopback is not followed.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from tests.sip.test_b2bua import ALICE, BOB, CallTestCase, only
 from warden.rtp.session import MediaSession
 from warden.sip.message import Response
+from warden.testing.callstack import Phone
 from warden.testing.rtpnet import rtcp_rr, rtp, sdp_body
 
 STRANGER = ("198.51.100.66", 40000)
+CAROL = ("192.0.2.14", 5066)
 
 
 class MediaSourceTests(CallTestCase):
@@ -27,6 +30,7 @@ class MediaSourceTests(CallTestCase):
         alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
         assert isinstance(alice_ok, Response)
         self.stack.deliver(self.alice.ack_for(invite, alice_ok), ALICE)
+        self.bob_dialog = (bob_invite, bob_ok)
         (session,) = self.stack.media.sessions()
         assert isinstance(session, MediaSession)
         return session
@@ -88,3 +92,57 @@ class MediaSourceTests(CallTestCase):
         self.stack.network.deliver(session.side_a.rtcp_port, rtcp_rr(), (ALICE[0], 7001))
         self.assertEqual(self.sent(session.side_b.rtcp_port), [])
         self.assertEqual(session.stats()["b"]["dropped_no_destination"], 1)
+
+    def test_blind_transfer_target_behind_nat(self) -> None:
+        """
+        Bob transfers Alice to Carol, whose SDP names a private address: once
+        Carol answers, her media from her signalling address latches side b and
+        Bob's (still sending) is a stranger's.
+        """
+        session = self.nat_call(sdp_body("192.168.1.10", 4000), sdp_body("10.0.0.20", 5000))
+        b = session.side_b.rtp_port
+        self.send(b, (BOB[0], 7002), 1, 3)
+        carol = Phone(self.stack, "1003", CAROL)
+        self.stack.register("1003", CAROL)
+        bob_invite, bob_ok = self.bob_dialog
+        refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)  # type: ignore[arg-type]
+        refer.set("Refer-To", "<sip:1003@pbx.test>")
+        carol_invite = only(self.stack.deliver(refer, BOB), CAROL, "INVITE")
+        carol_ok = carol.answer(carol_invite, 200, body=sdp_body("10.9.9.9", 6000))  # type: ignore[arg-type]
+        self.stack.deliver(carol_ok, CAROL)
+        self.send(b, (BOB[0], 7002), 4)
+        self.assertEqual(session.stats()["b"]["dropped_spoofed"], 1)
+        self.send(b, (CAROL[0], 7004), 1, 3)
+        self.assertEqual(session.stats()["b"]["latched"], f"{CAROL[0]}:7004")
+        self.sent(b)
+        self.send(session.side_a.rtp_port, (ALICE[0], 7000), 1, 3)
+        self.assertEqual({dest for _, dest in self.sent(b)}, {(CAROL[0], 7004)})
+
+    def test_attended_transfer_brings_the_transferee_s_address(self) -> None:
+        """
+        Alice (behind NAT) talks to Bob; Bob calls Carol and joins Alice into
+        that call in his place (REFER with Replaces): Alice's media from her
+        signalling address latches the side of the second call that faced Bob.
+        """
+        first = self.nat_call(sdp_body("192.168.1.10", 4000), sdp_body(BOB[0], 5000))
+        carol = Phone(self.stack, "1003", CAROL)
+        self.stack.register("1003", CAROL)
+        bob_uac = Phone(self.stack, "1002", BOB)
+        bob_uac.tag = "bobtag2"
+        invite2, sent = bob_uac.call("1003")
+        carol_invite = only(sent, CAROL, "INVITE")
+        carol_ok = carol.answer(carol_invite, 200, body=carol.sdp())  # type: ignore[arg-type]
+        bob_ok2 = only(self.stack.deliver(carol_ok, CAROL), BOB, 200)
+        assert isinstance(bob_ok2, Response)
+        self.stack.deliver(bob_uac.ack_for(invite2, bob_ok2), BOB)
+        (second,) = [s for s in self.stack.media.sessions() if s is not first]
+        assert isinstance(second, MediaSession)
+        replaces = quote(f"{invite2.call_id};to-tag={bob_ok2.to.tag};from-tag=bobtag2", safe="")
+        bob_invite, bob_ok = self.bob_dialog
+        refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)  # type: ignore[arg-type]
+        refer.set("Refer-To", f"<sip:1003@pbx.test?Replaces={replaces}>")
+        only(self.stack.deliver(refer, BOB), BOB, 202)
+        self.send(second.side_a.rtp_port, (ALICE[0], 7000), 1, 3)
+        self.assertEqual(second.stats()["a"]["latched"], f"{ALICE[0]}:7000")
+        self.send(second.side_a.rtp_port, (BOB[0], 7002), 1)
+        self.assertEqual(second.stats()["a"]["dropped_spoofed"], 1)

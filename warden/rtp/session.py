@@ -19,6 +19,8 @@ Where a side's media goes and where it may come from (symmetric RTP latching,
    address cannot aim the relay at loopback, a private network or the relay
    itself); a refused address is counted and the side has no destination until
    the phone is heard. Until then its media goes to the declared address.
+   When another phone takes the side (a transfer: signalling from other
+   addresses), the previous phone's SDP addresses are forgotten.
 2. Only packets from the phone's *allowed* IP addresses (``[media] latch =
    "signalling"``: the signalling source and the declared addresses) are
    considered at all; anything else is dropped as ``spoofed``, whatever the
@@ -255,6 +257,11 @@ class MediaSession:
         peer = self._peers[side]
         signalling = tuple(dict.fromkeys(normal_host(h) for h in hosts))
         if signalling != peer.signalling:
+            if peer.signalling and not set(peer.signalling) & set(signalling):
+                # Another phone took the side (transfer): its predecessor's SDP
+                # no longer says where the side's media goes (rule 1).
+                peer.sdp_rtp = peer.sdp_rtcp = None
+                peer.origin = None
             peer.signalling = signalling
             self._apply_policy(peer)
 
