@@ -111,7 +111,7 @@ class ApiHarness:
         self.sip_bound = True
         ready = ReadyResource(self.clock, lambda: self.sip_bound, self._ping,
                               lambda: self.drain.draining)  # fmt: skip
-        self.metrics = MetricsResource(WardenCollector(self.calls, None, None), self.clock)
+        self.metrics = MetricsResource(WardenCollector(self.calls), self.clock)
         self.site = build_site(
             api_routes(self.services, self.auth), self.auth, self.services, HealthResource(),
             ready, self.metrics,

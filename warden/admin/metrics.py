@@ -1,7 +1,10 @@
 """
 ``/metrics``: the Prometheus exposition of every ``warden_*`` family (the SIP,
-RTP and store modules define theirs), plus values read when scraped: calls in
-progress, the CDR spool depth, and the transaction layer's retransmission counts.
+RTP, store, CDR spool and admin TLS modules define theirs), plus values read when
+scraped: calls in progress and the transaction layer's retransmission counts.
+
+Each family is defined once: the exposition is one text, and a name declared
+twice makes Prometheus' parser refuse all of it.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
 # The modules defining the families served here (imported for their registration).
+from warden.admin import tls
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
-from warden.store import interaction
+from warden.store import interaction, spool
 
-FAMILY_MODULES = (rtp_metrics, sip_metrics, interaction)
+FAMILY_MODULES = (rtp_metrics, sip_metrics, interaction, spool, tls)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -28,25 +32,22 @@ class WardenCollector:
     """
     Families computed at scrape time from the running objects.
 
+    The CDR spool's depth is not among them: the spool keeps its own gauge
+    (``warden_cdr_spool_depth``, L{warden.store.spool}).
+
     Args:
         calls: the CallController (``calls``), or None.
-        records: the spooled CDR store (``spool_depth``), or None.
         transactions: the TransactionLayer (``retransmissions``, ``absorbed``), or None.
     """
 
-    def __init__(self, calls: Any = None, records: Any = None, transactions: Any = None) -> None:
+    def __init__(self, calls: Any = None, transactions: Any = None) -> None:
         self._calls = calls
-        self._records = records
         self._transactions = transactions
 
     def collect(self) -> Iterator[Metric]:
         """The families, with current values."""
         calls = len(self._calls.calls) if self._calls is not None else 0
         yield GaugeMetricFamily("warden_calls_active", "Calls in progress on this node", calls)
-        depth = getattr(self._records, "spool_depth", 0) if self._records is not None else 0
-        yield GaugeMetricFamily(
-            "warden_cdr_spool_depth", "Call records spooled and not yet in the store", depth
-        )
         sent = absorbed = 0
         if self._transactions is not None:
             sent = self._transactions.retransmissions

@@ -3,6 +3,11 @@ TLS for the admin listener: a self-signed certificate generated on first start
 (``cryptography``; its SHA-256 fingerprint is logged), TLS 1.2 or later with
 Twisted's modern cipher list, and reloading of the certificate and key (SIGHUP)
 without a restart: every new connection gets the context built last.
+
+The certificate in use is exported as
+``warden_tls_certificate_expiry_timestamp_seconds{listener}`` (its notAfter, Unix
+seconds), set at start and after each successful reload, so an alert can warn
+before it expires.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+from prometheus_client import Gauge
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLContextFactory, IReactorTime
 from twisted.logger import Logger
@@ -23,6 +29,12 @@ from zope.interface import implementer
 
 #: How long a generated certificate is valid.
 VALIDITY_DAYS = 825
+
+CERTIFICATE_EXPIRY = Gauge(
+    "warden_tls_certificate_expiry_timestamp_seconds",
+    "When the certificate a TLS listener serves stops being valid (its notAfter), Unix time",
+    ["listener"],
+)
 
 
 def generate_self_signed(
@@ -109,19 +121,25 @@ class ReloadableContextFactory:
 
     Args:
         cert_path, key_path: PEM files, read now and on each L{reload}.
+        listener: the ``listener`` label of the expiry metric.
     """
 
     log = Logger()
 
-    def __init__(self, cert_path: str, key_path: str) -> None:
+    def __init__(self, cert_path: str, key_path: str, listener: str = "admin") -> None:
         self.cert_path = cert_path
         self.key_path = key_path
+        self._expiry = CERTIFICATE_EXPIRY.labels(listener)
         self._context = build_context(cert_path, key_path)
-        self.fingerprint = self._read_fingerprint()
+        self.fingerprint, self.not_after = self._read_certificate()
+        self._expiry.set(self.not_after)
 
-    def _read_fingerprint(self) -> str:
+    def _read_certificate(self) -> tuple[str, float]:
+        """The fingerprint and notAfter (Unix time) of the served certificate."""
         with open(self.cert_path, "rb") as f:
-            return fingerprint(f.read())
+            pem = f.read()
+        not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+        return fingerprint(pem), not_after
 
     def getContext(self) -> SSL.Context:  # noqa: N802
         """The context for a new connection."""
@@ -134,13 +152,14 @@ class ReloadableContextFactory:
         """
         try:
             context = build_context(self.cert_path, self.key_path)
-            self.fingerprint = self._read_fingerprint()
+            self.fingerprint, self.not_after = self._read_certificate()
         except (OSError, ValueError, SSL.Error) as e:
             self.log.error(
                 "Admin TLS certificate not reloaded, keeping the old one: {error}", error=str(e)
             )
             return False
         self._context = context
+        self._expiry.set(self.not_after)
         self.log.info(
             "Admin TLS certificate reloaded; SHA-256 fingerprint {fingerprint}",
             fingerprint=self.fingerprint,

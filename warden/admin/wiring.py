@@ -87,7 +87,7 @@ def add_admin(
         private_key=admin.private_key,
         data_dir=config.server.data_dir,
     )
-    collector = WardenCollector(sip.calls, records, sip.transactions)
+    collector = WardenCollector(sip.calls, sip.transactions)
     admin_service = make_admin_service(
         reactor, listen, auth_settings, services, accounts,
         lambda: bool(sip.running), store_ping, collector, exit=process_exit(reactor),
