@@ -164,17 +164,8 @@ class PeerCheckTests(CallTestCase):
         NAT's public mapping: requests from that mapping are its own."""
         nat = ("198.51.100.7", 40123)
         self.alice.address = ("10.0.0.5", 5060)
-        invite = self.alice.invite("1002")
-        sent = self.stack.deliver(invite, nat)
-        challenge = only(sent, nat, 407)
-        from warden.sip.auth import answer_challenge
-
-        authz = answer_challenge(
-            challenge.get("Proxy-Authenticate") or "", "1001", "pw1001", "INVITE",
-            "sip:1002@pbx.test",
-        )  # fmt: skip
-        invite = self.alice.invite("1002", authorization=authz)
-        bob_invite = only(self.stack.deliver(invite, nat), BOB, "INVITE")
+        invite, sent = self.alice.call("1002", source=nat)
+        bob_invite = only(sent, BOB, "INVITE")
         bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())  # type: ignore[arg-type]
         alice_ok = only(self.stack.deliver(bob_ok, BOB), nat, 200)
         bye = request_in("BYE", invite, alice_ok, self.alice.address, 9)  # type: ignore[arg-type]
@@ -184,19 +175,9 @@ class PeerCheckTests(CallTestCase):
 
     def test_caller_without_from_tag(self) -> None:
         """An RFC 2543 caller that sent no From tag hangs up with none again (§12.2.2)."""
-        from warden.sip.auth import answer_challenge
-
         untagged = '"Phone 1001" <sip:1001@pbx.test>'
-        first = self.alice.invite("1002")
-        first.set("From", untagged)
-        challenge = only(self.stack.deliver(first, ALICE), ALICE, 407)
-        authz = answer_challenge(
-            challenge.get("Proxy-Authenticate") or "", "1001", "pw1001", "INVITE",
-            "sip:1002@pbx.test",
-        )  # fmt: skip
-        invite = self.alice.invite("1002", authorization=authz)
-        invite.set("From", untagged)
-        bob_invite = only(self.stack.deliver(invite, ALICE), BOB, "INVITE")
+        invite, sent = self.alice.call("1002", edit=lambda r: r.set("From", untagged))
+        bob_invite = only(sent, BOB, "INVITE")
         bob_ok = self.bob.answer(bob_invite, 200, body=self.bob.sdp())  # type: ignore[arg-type]
         alice_ok = only(self.stack.deliver(bob_ok, BOB), ALICE, 200)
         bye = request_in("BYE", invite, alice_ok, ALICE, 9)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ fake sockets and a Clock, plus scripted phones: for B2BUA unit tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from warden.rtp.relay import MediaRelay
@@ -155,19 +156,33 @@ class Phone:
         return request
 
     def call(
-        self, target: str, body: bytes | None = None
+        self,
+        target: str,
+        body: bytes | None = None,
+        source: tuple[str, int] | None = None,
+        edit: Callable[[Request], object] | None = None,
     ) -> tuple[Request, list[tuple[Message, Any]]]:
-        """INVITE, answer the 407, re-INVITE with credentials; return it and what Warden sent."""
+        """
+        INVITE, answer the 407, re-INVITE with credentials; return it and what
+        Warden sent. ``source``: where the datagrams come from (default: the
+        phone's address, which its Via and Contact name); ``edit`` changes each
+        INVITE before it is sent.
+        """
+        source = source or self.address
         first = self.invite(target, body)
-        sent = self.stack.deliver(first, self.address)
+        if edit is not None:
+            edit(first)
+        sent = self.stack.deliver(first, source)
         challenge = next(m for m, _ in sent if isinstance(m, Response) and m.status == 407)
-        self.stack.deliver(self.ack_for(first, challenge), self.address)
+        self.stack.deliver(self.ack_for(first, challenge), source)
         authz = answer_challenge(
             challenge.get("Proxy-Authenticate") or "", self.number, f"pw{self.number}", "INVITE",
             f"sip:{target}@{REALM}",
         )  # fmt: skip
         second = self.invite(target, body, authorization=authz)
-        return second, self.stack.deliver(second, self.address)
+        if edit is not None:
+            edit(second)
+        return second, self.stack.deliver(second, source)
 
     def ack_for(self, invite: Request, response: Response) -> Request:
         """ACK for a non-2xx final (same branch) or a 2xx (new branch)."""
