@@ -129,12 +129,7 @@ class MediaSourceTests(CallTestCase):
         self.stack.register("1003", CAROL)
         bob_uac = Phone(self.stack, "1002", BOB)
         bob_uac.tag = "bobtag2"
-        invite2, sent = bob_uac.call("1003")
-        carol_invite = only(sent, CAROL, "INVITE")
-        carol_ok = carol.answer(carol_invite, 200, body=carol.sdp())  # type: ignore[arg-type]
-        bob_ok2 = only(self.stack.deliver(carol_ok, CAROL), BOB, 200)
-        assert isinstance(bob_ok2, Response)
-        self.stack.deliver(bob_uac.ack_for(invite2, bob_ok2), BOB)
+        invite2, _, _, bob_ok2 = bob_uac.call_answered("1003", carol)
         (second,) = [s for s in self.stack.media.sessions() if s is not first]
         assert isinstance(second, MediaSession)
         replaces = quote(f"{invite2.call_id};to-tag={bob_ok2.to.tag};from-tag=bobtag2", safe="")

@@ -106,11 +106,7 @@ class AttendedTransferTests(CallTestCase):
         # Bob calls Carol (call 2): Bob is the caller there.
         bob_uac = Phone(self.stack, "1002", BOB)
         bob_uac.tag = "bobtag2"
-        invite2, sent = bob_uac.call("1003")
-        carol_invite = only(sent, CAROL, "INVITE")
-        carol_ok = carol.answer(carol_invite, 200, body=carol.sdp())  # type: ignore[arg-type]
-        bob_ok2 = only(self.stack.deliver(carol_ok, CAROL), BOB, 200)
-        self.stack.deliver(bob_uac.ack_for(invite2, bob_ok2), BOB)  # type: ignore[arg-type]
+        invite2, carol_invite, carol_ok, bob_ok2 = bob_uac.call_answered("1003", carol)
         replaces = quote(f"{invite2.call_id};to-tag={bob_ok2.to.tag};from-tag=bobtag2", safe="")
         refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)
         refer.set("Refer-To", f"<sip:1003@pbx.test?Replaces={replaces}>")
@@ -253,11 +249,7 @@ class PartiesAfterTransferTests(CallTestCase):
         and in its record; Bob's first call is recorded as Alice-Bob, transferred."""
         invite, bob_invite, alice_ok, bob_ok = self.answer()
         bob_uac = Phone(self.stack, "1002", BOB)
-        invite2, sent = bob_uac.call("1003")
-        carol_invite = only(sent, CAROL, "INVITE")
-        carol_ok = self.carol.answer(carol_invite, 200, body=self.carol.sdp())  # type: ignore[arg-type]
-        bob_ok2 = only(self.stack.deliver(carol_ok, CAROL), BOB, 200)
-        self.stack.deliver(bob_uac.ack_for(invite2, bob_ok2), BOB)  # type: ignore[arg-type]
+        invite2, carol_invite, carol_ok, bob_ok2 = bob_uac.call_answered("1003", self.carol)
         self.assertEqual(self.live(), [("1001", "1002"), ("1002", "1003")])
         replaces = f"{invite2.call_id};to-tag={bob_ok2.to.tag};from-tag={bob_uac.tag}"
         refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)

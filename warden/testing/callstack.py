@@ -184,6 +184,26 @@ class Phone:
             edit(second)
         return second, self.stack.deliver(second, source)
 
+    def call_answered(
+        self, target: str, callee: Phone
+    ) -> tuple[Request, Request, Response, Response]:
+        """
+        Call ``target`` (authenticated), ``callee`` answers 200 with its SDP, ACK:
+        returns this phone's INVITE, the callee's INVITE, its 200 and ours.
+        """
+        invite, sent = self.call(target)
+        callee_invite = next(
+            m for m, a in sent
+            if isinstance(m, Request) and m.method == "INVITE" and tuple(a) == callee.address
+        )  # fmt: skip
+        callee_ok = callee.answer(callee_invite, 200, body=callee.sdp())
+        ok = next(
+            m for m, a in self.stack.deliver(callee_ok, callee.address)
+            if isinstance(m, Response) and m.status == 200 and tuple(a) == self.address
+        )  # fmt: skip
+        self.stack.deliver(self.ack_for(invite, ok), self.address)
+        return invite, callee_invite, callee_ok, ok
+
     def ack_for(self, invite: Request, response: Response) -> Request:
         """ACK for a non-2xx final (same branch) or a 2xx (new branch)."""
         branch = invite.top_via.branch if response.status >= 300 else "z9hG4bK" + new_tag()
