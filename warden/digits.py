@@ -1,6 +1,6 @@
 """
 ASCII-only number parsing for text that comes from outside (SIP and SDP
-messages, RTP-related fields, admin API queries, command lines, URLs).
+messages, admin API queries, dialplan rules, command lines, state URLs).
 
 Python's ``str.isdigit()`` and ``str.isdecimal()`` accept any Unicode digit
 (``'²'``, ``'٣'``), ``int()`` accepts Unicode decimal digits, surrounding
@@ -8,21 +8,22 @@ whitespace, a sign and underscores, and refuses more than 4,300 digits with a
 ``ValueError``. None of that is what a protocol means by a number: RFC 3261
 §25.1 (``DIGIT``), RFC 4566 §9 and RFC 5234 §B.1 all mean the ASCII octets
 ``0``-``9``. Every number Warden reads from outside goes through this module,
-so the rule lives in one place: explicit ``[0-9]`` checks, a bounded length,
-and a bounded value; anything else is "not a number" for the caller to answer.
+so the rule lives in one place: ASCII ``0``-``9`` only (``isascii()`` and
+``isdigit()`` together accept exactly those), a bounded length and a bounded
+value; anything else is "not a number" for the caller to answer.
 """
 
 from __future__ import annotations
 
 import re
 
-_DIGITS = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def is_digits(text: str) -> bool:
     """True when ``text`` is one or more ASCII digits ``0``-``9`` and nothing else."""
-    return _DIGITS.fullmatch(text) is not None
+    # The only ASCII characters isdigit() accepts are 0-9.
+    return text.isascii() and text.isdigit()
 
 
 def parse_uint(text: str, maximum: int, max_digits: int | None = None) -> int | None:
@@ -32,7 +33,7 @@ def parse_uint(text: str, maximum: int, max_digits: int | None = None) -> int | 
     otherwise None. No sign, space, underscore or non-ASCII digit is accepted.
     """
     limit = len(str(maximum)) if max_digits is None else max_digits
-    if len(text) > limit or _DIGITS.fullmatch(text) is None:
+    if len(text) > limit or not (text.isascii() and text.isdigit()):
         return None
     value = int(text)
     return value if value <= maximum else None
