@@ -1,0 +1,1 @@
+"""Tests of the deployment artifacts in deploy/ (systemd, container, Kubernetes, Terraform)."""
