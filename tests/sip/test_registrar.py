@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -116,6 +119,35 @@ class RegistrarTestCase(SynchronousTestCase):
 
 class AuthTests(RegistrarTestCase):
     """Digest authentication edge cases."""
+
+    def test_non_utf8_cnonce(self) -> None:
+        """
+        A cnonce holding an octet that is not UTF-8 is hashed as the octets sent
+        (RFC 7616 §3.4.1): the phone that hashed them registers, no 500.
+        """
+        challenge = self.challenge().get_all("WWW-Authenticate")[0]
+        nonce = re.search(r'nonce="([^"]+)"', challenge)[1]  # type: ignore[index]
+        cnonce = b"c\xff"
+
+        def md5(data: bytes) -> bytes:
+            return hashlib.md5(data).hexdigest().encode()
+
+        ha1 = md5(f"1001:{REALM}:secret1001".encode())
+        ha2 = md5(b"REGISTER:sip:pbx.test")
+        response = md5(b":".join([ha1, nonce.encode(), b"00000001", cnonce, b"auth", ha2]))
+        authz = (
+            b'Digest username="1001", realm="pbx.test", nonce="' + nonce.encode()
+            + b'", uri="sip:pbx.test", response="' + response + b'", algorithm=MD5,'
+            + b' qop=auth, nc=00000001, cnonce="' + cnonce + b'"'
+        )  # fmt: skip
+        data = (
+            register(cseq=2)
+            .to_bytes()
+            .replace(b"Content-Length", b"Authorization: " + authz + b"\r\nContent-Length")
+        )
+        request = parse_datagram(data)
+        assert isinstance(request, Request)
+        self.assertEqual(self.handle(request).status, 200)
 
     def test_challenge_offers_md5_first(self) -> None:
         """The default challenge offers MD5 then SHA-256, qop=auth, one nonce each."""

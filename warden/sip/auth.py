@@ -39,7 +39,7 @@ _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
 def digest_hex(algorithm: str, data: str) -> str:
     """H(data) for a digest ``algorithm`` name (RFC 7616 §3.4.1)."""
-    return _HASHES[algorithm](data.encode()).hexdigest()
+    return _HASHES[algorithm](data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class NonceState(Enum):
