@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("sip_message", "sip_headers", "sdp", "stream", "rtp")
+HARNESSES = ("sip_message", "sip_stack", "sip_headers", "sdp", "stream", "rtp")
 
 
 def main() -> int:

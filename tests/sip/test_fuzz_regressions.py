@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from warden.sip.message import Request, Response, make_response
 from warden.sip.parser import parse_datagram
+from warden.sip.timers import TimerSettings
 from warden.sip.transport import stamp_via
 from warden.testing.sipstack import FakeSipStack
 
@@ -61,3 +62,19 @@ class NonUtf8HeaderTests(SynchronousTestCase):
         self.assertIsNone(request.raw)
         self.assertIn(LATIN1_FROM, request.to_bytes())
         self.assertIn(LATIN1_FROM, make_response(request, 400).to_bytes())
+
+
+class LateHeaderErrorTests(SynchronousTestCase):
+    """A header parsed only after the first checks may still be malformed (fuzz: sip_stack)."""
+
+    def test_unbalanced_quote_in_require(self) -> None:
+        """``Require`` with an unbalanced quote gets 400, no traceback, no transaction left."""
+        data = options().replace(
+            b"Content-Length: 0", b'Require: nothin"SupportsThis, other\r\nContent-Length: 0'
+        )
+        stack = FakeSipStack()
+        answers = stack.send_udp(data, PHONE)
+        self.assertEqual([m.status for m in answers if isinstance(m, Response)], [400])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        stack.clock.advance(TimerSettings().timer_j(False))
+        self.assertEqual(len(stack.transactions), 0)

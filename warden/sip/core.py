@@ -120,7 +120,9 @@ class SipCore:
             if handler is None:
                 self._respond(transaction, self._builtin(request), flow)
                 return
-        except SipError as e:
+        except (SipError, SipParseError) as caught:
+            # A header found malformed only now (Require, Accept...) is a 400 too.
+            e = caught if isinstance(caught, SipError) else SipError(400, _reason(caught))
             # Refused before anyone is authenticated: an INVITE's refusal goes
             # out once, statelessly, as its 407 does (no retransmissions
             # towards an address that may be spoofed).
@@ -290,6 +292,8 @@ class SipCore:
             # (RFC 3261 §21.5.4), by which time it has usually returned. The
             # state backend logs and counts the outage itself.
             error = SipError(503, "Service Unavailable", (("Retry-After", STATE_RETRY_AFTER),))
+        elif isinstance(error, SipParseError):  # a header the handler found malformed
+            error = SipError(400, _reason(error))
         elif not isinstance(error, SipError):
             self.log.failure("Handler for {method} failed", failure, method=request.method)
             error = SipError(500, "Server Internal Error")
