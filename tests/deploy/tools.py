@@ -10,11 +10,14 @@ virtualenv, tox's ``py311``) such tests skip and say which environment runs them
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from twisted.trial import unittest
 
@@ -46,3 +49,43 @@ def require_module(testcase: unittest.TestCase, name: str, package: str) -> Modu
     except ImportError:
         _missing(testcase, f"the Python module {name}", package)
         raise
+
+
+def checkov(testcase: unittest.TestCase, directory: Path, framework: str) -> dict[str, Any]:
+    """
+    checkov's JSON report on ``directory`` for ``framework``, run offline
+    (``--skip-download``: the built-in checks only, no platform severities).
+    """
+    program = require_tool(testcase, "checkov", "checkov")
+    result = subprocess.run(
+        [program, "--skip-download", "--framework", framework, "-d", str(directory),
+         "-o", "json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    try:
+        report = json.loads(result.stdout)
+    except ValueError:
+        testcase.fail(f"checkov said no JSON (exit {result.returncode}): {result.stderr[-2000:]}")
+    if isinstance(report, list):  # one report per framework
+        (report,) = (r for r in report if r.get("check_type") == framework)
+    assert isinstance(report, dict)
+    return report
+
+
+def assert_checkov_clean(testcase: unittest.TestCase, report: dict[str, Any]) -> None:
+    """
+    No failed check, no parsing error, some checks passed, and every skipped one
+    carries a written reason (checkov offline has no severities: every failure
+    counts, high or not).
+    """
+    results = report["results"]
+    failed = [
+        f"{c['check_id']} {c['resource']} {c['file_path']}: {c['check_name']}"
+        for c in results["failed_checks"]
+    ]
+    testcase.assertEqual(failed, [])
+    testcase.assertEqual(results["parsing_errors"], [])
+    testcase.assertGreater(len(results["passed_checks"]), 20)
+    for skipped in results["skipped_checks"]:
+        reason = skipped["check_result"].get("suppress_comment", "")
+        testcase.assertGreaterEqual(len(reason.split()), 6, f"{skipped['check_id']}: {reason!r}")
