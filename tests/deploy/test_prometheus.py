@@ -8,11 +8,19 @@ promtool comes from Debian's ``prometheus`` package (.ci/run installs it).
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.deploy.monitoring import RULE_TESTS, RULES, SCRAPE_CONFIG, alert_rules, load_yaml
+from tests.deploy.monitoring import (
+    DEPLOY,
+    RULE_TESTS,
+    RULES,
+    SCRAPE_CONFIG,
+    alert_rules,
+    load_yaml,
+)
 from tests.integration.harness import require_binary
 
 
@@ -48,6 +56,27 @@ class PromtoolTests(SynchronousTestCase):
         self.assertEqual(config["rule_files"], [RULES.name])
         jobs = {job["job_name"] for job in config["scrape_configs"]}
         self.assertTrue({"warden", "warden-loadtest"} <= jobs, jobs)
+
+
+class JobLabelTests(SynchronousTestCase):
+    """The scrape configurations shipped label Warden's series job="warden"."""
+
+    def test_kubernetes_service_monitor(self) -> None:
+        """
+        The ServiceMonitor relabels its targets' job to "warden" (by default it
+        would be the Service's name), as the alerts and dashboards select.
+        """
+        monitor = load_yaml(DEPLOY / "kubernetes" / "servicemonitor.yaml")
+        for endpoint in monitor["spec"]["endpoints"]:
+            relabel = [r for r in endpoint["relabelings"] if r["targetLabel"] == "job"]
+            self.assertEqual([r["replacement"] for r in relabel], ["warden"])
+            self.assertEqual(relabel[0].get("action", "replace"), "replace")
+
+    def test_rules_select_job_warden(self) -> None:
+        """Every job matcher in the rules names job="warden"."""
+        for alert, expr in alert_rules().items():
+            for job in re.findall(r'job\s*=~?\s*"([^"]*)"', expr):
+                self.assertEqual(job, "warden", alert)
 
 
 class AlertCoverageTests(SynchronousTestCase):
