@@ -62,7 +62,9 @@ from warden.ops.drtest.signing import (
 )
 from warden.ops.drtest.spool import read_spool, write_spool_copy
 
-NAME = re.compile(r"^warden-(\d{8}T\d{6})Z-(full|database|config|files)(?:-\d+)?(\.tar\.aesgcm)?$")
+NAME = re.compile(
+    r"^warden-([0-9]{8}T[0-9]{6})Z-(full|database|config|files)(?:-[0-9]+)?(\.tar\.aesgcm)?$"
+)
 DEFAULT_FILE_DIRS = ("voicemail", "recordings")
 _KEY_SUFFIXES = (".key", ".pem", ".p12", ".pfx")
 _SECRET_WORDS = ("password", "secret", "key")
