@@ -22,6 +22,7 @@ class BackupNameTests(SynchronousTestCase):
         directory.mkdir()
         real = directory / "warden-20261125T100000Z-full"
         real.touch()
-        (directory / "warden-\uff12\uff10\uff12\uff16\uff11\uff11\uff12\uff15T100000Z-full").touch()
+        full_width = "\uff12\uff10\uff12\uff16\uff11\uff11\uff12\uff15"  # 20261125
+        (directory / f"warden-{full_width}T100000Z-full").touch()
         (directory / "warden-20261125T10000\u0660Z-full").touch()
         self.assertEqual([path for _, path in list_backups(directory)], [real])
