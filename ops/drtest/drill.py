@@ -506,7 +506,7 @@ def _prepare_scratch_database(target: Target) -> list[Identity]:
     if isinstance(target, PostgresTarget):
         from warden.ops.drtest import postgres
 
-        return postgres.prepare_scratch(target.url)
+        return [identity_of(row) for row in postgres.prepare_scratch(target.url)]
     connection = sqlite3.connect(target.path)
     try:
         connection.execute("DELETE FROM bindings")

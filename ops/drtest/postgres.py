@@ -34,7 +34,6 @@ from warden.errors import StoreError
 from warden.ops.drtest.database import POSTGRES_DUMP
 from warden.ops.drtest.manifest import BackupError, DatabaseInfo
 from warden.ops.drtest.priority import ServerPriority
-from warden.ops.drtest.probe import Identity
 from warden.runlock import STORE_LOCK_KEY
 from warden.store.migrate import load_migrations
 from warden.store.url import StoreURL, parse_store_url, read_password
@@ -357,8 +356,11 @@ def inspect(url: str) -> tuple[DatabaseInfo, int | None, list[str]]:
     return DatabaseInfo("postgresql", POSTGRES_DUMP, counts, last), version, problems
 
 
-def prepare_scratch(url: str) -> list[Identity]:
-    """Forget live registrations and calls; the first two enabled extensions."""
+def prepare_scratch(url: str) -> list[tuple[Any, ...]]:
+    """
+    Forget live registrations and calls; the first two enabled extensions as
+    ``(number, realm, ha1_md5, ha1_sha256)`` rows.
+    """
     connection = _connect(url)
     try:
         with connection.cursor() as cursor:
@@ -368,8 +370,8 @@ def prepare_scratch(url: str) -> list[Identity]:
                 "SELECT number, realm, ha1_md5, ha1_sha256 FROM extensions WHERE enabled"
                 " ORDER BY length(number), number LIMIT 2"
             )
-            rows = cursor.fetchall()
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
         connection.commit()
     finally:
         connection.close()
-    return [Identity(str(n), str(r), {"MD5": str(m), "SHA-256": str(s)}) for n, r, m, s in rows]
+    return rows
