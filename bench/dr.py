@@ -47,7 +47,7 @@ from tests.integration.harness import (
     write_user_files,
 )
 from tests.integration.sipp_traces import percentile, read_sipp_rtts, read_sipp_stats
-from warden.ops.drtest.restore import migrate_sqlite_file
+from warden.backup.restore import migrate_sqlite_file
 from warden.store.credentials import make_extension
 
 REALM = "warden.test"

@@ -11,10 +11,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from warden.backup.database import SQLiteTarget
+from warden.backup.manifest import BackupError
+from warden.backup.restore import exclusive_use
 from warden.config import parse_config_text
-from warden.ops.drtest.database import SQLiteTarget
-from warden.ops.drtest.manifest import BackupError
-from warden.ops.drtest.restore import exclusive_use
 from warden.runlock import (
     LOCK_NAME,
     STORE_LOCK_KEY,

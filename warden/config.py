@@ -548,7 +548,7 @@ class ClusterConfig:
 class BackupConfig:
     """
     ``[backup]``: scheduled backups made by the running PBX (see
-    L{warden.ops.drtest.schedule}).
+    L{warden.backup.schedule}).
 
     Attributes:
         interval: seconds between backups; 0 means no scheduled backups.
@@ -562,7 +562,7 @@ class BackupConfig:
             backups are not encrypted.
         signing_key_file: the key unencrypted backups' manifests are signed
             with; "" means ``<data_dir>/backup-signing.key``, created by the
-            first backup (see L{warden.ops.drtest.signing}).
+            first backup (see L{warden.backup.signing}).
     """
 
     SECTION: ClassVar[str] = "backup"

@@ -19,7 +19,7 @@ then runs one command::
     wardenctl cdr export FILE.csv [the same filters]
     wardenctl calls [--json]
     wardenctl registrations [EXTENSION] [--json] | nodes [--json]  (warden.ctl_cluster)
-    wardenctl backup [--type T] [--to DIR] [--key-file FILE]      (warden.ops.drtest.ctl)
+    wardenctl backup [--type T] [--to DIR] [--key-file FILE]      (warden.ctl_backup)
     wardenctl restore BACKUP [--to-database URL|PATH] [--data-dir DIR] [--force]
     wardenctl admin add NAME | list | token ACCOUNT NAME [--scopes read,write,calls]
     wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.admin.ctl)
@@ -52,6 +52,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from warden import ctl_backup as backup_ctl
 from warden import ctl_calls, ctl_cluster, ctl_store
 from warden.admin import ctl as admin_ctl
 from warden.config import WardenConfig, load_effective_config
@@ -59,7 +60,6 @@ from warden.ctl_audit import CliAudit, action_of, audit_standalone
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
 from warden.filemodes import private_umask
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
-from warden.ops.drtest import ctl as backup_ctl
 from warden.store.backend import admin_stores, check_store, open_stores
 from warden.store.credentials import (
     display_name_problem,

@@ -22,10 +22,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from warden.admin.model import AuditEntry
+from warden.backup.database import SQLiteTarget, has_data, live_target, parse_target
 from warden.config import WardenConfig
 from warden.errors import StoreError
 from warden.interfaces import IAuditLog
-from warden.ops.drtest.database import SQLiteTarget, has_data, live_target, parse_target
 from warden.store.backend import admin_stores, open_stores
 
 #: The source of every command-line entry (the API records the client address).
@@ -81,7 +81,7 @@ def _store_holds_data(config: WardenConfig) -> bool:
     target = live_target(config)
     if isinstance(target, SQLiteTarget):
         return has_data(target.path)
-    from warden.ops.drtest import postgres
+    from warden.backup import postgres
 
     return postgres.has_data(target.url)
 

@@ -21,7 +21,7 @@ locks make that rule hold:
   lock L{STORE_LOCK_KEY}, held shared on a connection of its own by every
   running Warden (L{StoreRunLock}, taken before the migrations, taken again
   after that connection is lost, dropped when the process ends) and taken
-  exclusively by a restore (L{warden.ops.drtest.postgres.lock_for_restore}).
+  exclusively by a restore (L{warden.backup.postgres.lock_for_restore}).
 """
 
 from __future__ import annotations

@@ -21,13 +21,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from warden.admin.wiring import add_admin, override_port
+from warden.backup.schedule import backup_service
 from warden.cluster import shared_state
 from warden.config import WardenConfig, load_effective_config
 from warden.digits import parse_uint
 from warden.errors import ConfigError, StoreError
 from warden.filemodes import private_directories, private_umask, secure_directories
 from warden.netutil import host_matcher, local_addresses, local_names
-from warden.ops.drtest.schedule import backup_service
 from warden.rtp import udp as media_udp
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.relay import MediaRelay

@@ -41,11 +41,9 @@ from typing import Any, TextIO, TypeVar
 import attrs
 from twisted.internet import task, threads
 
-from warden.config import WardenConfig, load_config
-from warden.errors import ConfigError
-from warden.ops.drtest import restore
-from warden.ops.drtest.backup import BackupSources, create_backup, latest_backup
-from warden.ops.drtest.database import (
+from warden.backup import restore
+from warden.backup.backup import BackupSources, create_backup, latest_backup
+from warden.backup.database import (
     PostgresTarget,
     SQLiteTarget,
     Target,
@@ -55,12 +53,14 @@ from warden.ops.drtest.database import (
     sqlite_schema_version,
     stored_call_ids,
 )
-from warden.ops.drtest.manifest import BackupError, Manifest, sha256_file
+from warden.backup.manifest import BackupError, Manifest, sha256_file
+from warden.backup.signing import ManifestKeys, signing_key_path
+from warden.backup.spool import read_spool_copy, restore_spool
+from warden.config import WardenConfig, load_config
+from warden.errors import ConfigError
 from warden.ops.drtest.probe import Identity, ProbeFailed, prove_call
 from warden.ops.drtest.report import Report, Step
 from warden.ops.drtest.scratch import ScratchWarden
-from warden.ops.drtest.signing import ManifestKeys, signing_key_path
-from warden.ops.drtest.spool import read_spool_copy, restore_spool
 from warden.store.spool import default_spool_path
 
 TEST_TYPES = ("full", "database-only", "config-only", "files-only")
@@ -285,7 +285,7 @@ class Drill:
         live = self.settings.sources.database
         target: Target
         if isinstance(live, PostgresTarget):
-            from warden.ops.drtest import postgres
+            from warden.backup import postgres
 
             self._pg_scratch = await self._thread(postgres.create_scratch, live.url)
             target = PostgresTarget(self._pg_scratch)
@@ -409,7 +409,7 @@ class Drill:
         if self._pg_scratch is not None and self.settings.keep_scratch:
             notes.append(f"scratch database kept: {self._pg_scratch}")
         elif self._pg_scratch is not None:
-            from warden.ops.drtest import postgres
+            from warden.backup import postgres
 
             try:
                 await self._thread(postgres.drop_scratch, self._pg_scratch)
@@ -429,7 +429,7 @@ def _verify_database(manifest: Manifest, target: Target) -> list[str]:
     """Compare the restored database with the manifest."""
     assert manifest.database is not None
     if isinstance(target, PostgresTarget):
-        from warden.ops.drtest import postgres
+        from warden.backup import postgres
 
         info, version, problems = postgres.inspect(target.url)
         newest = newest_schema_version("postgresql")
@@ -478,7 +478,7 @@ def _verify_restored_spool(manifest: Manifest, data_dir: Path) -> tuple[list[str
 
 def _stored_call_ids(target: Target, call_ids: list[str]) -> set[str]:
     if isinstance(target, PostgresTarget):
-        from warden.ops.drtest import postgres
+        from warden.backup import postgres
 
         return postgres.stored_call_ids(target.url, call_ids)
     return stored_call_ids(target.path, call_ids)
@@ -504,7 +504,7 @@ def _prepare_scratch_database(target: Target) -> list[Identity]:
     extensions' credentials.
     """
     if isinstance(target, PostgresTarget):
-        from warden.ops.drtest import postgres
+        from warden.backup import postgres
 
         return [identity_of(row) for row in postgres.prepare_scratch(target.url)]
     connection = sqlite3.connect(target.path)

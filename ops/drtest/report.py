@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 import warden
-from warden.ops.drtest.manifest import iso_time
+from warden.backup.manifest import iso_time
 
 
 @attrs.define

@@ -19,12 +19,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from warden.backup.backup import sources_from_config
+from warden.backup.crypto import load_key
+from warden.backup.manifest import BackupError
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError
-from warden.ops.drtest.backup import sources_from_config
-from warden.ops.drtest.crypto import load_key
 from warden.ops.drtest.drill import TEST_TYPES, Drill, DrillSettings
-from warden.ops.drtest.manifest import BackupError
 
 EXIT_PASS = 0
 EXIT_FAIL = 1

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from tests.backup.helpers import make_installation, rewrite_manifest, signing_key
 from tests.integration.harness import (
     LOCALHOST,
     TWISTD,
@@ -33,9 +34,8 @@ from tests.integration.harness import (
     wardenctl,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
-from tests.ops.drtest.helpers import make_installation, rewrite_manifest, signing_key
-from warden.ops.drtest.backup import create_backup, list_backups
-from warden.ops.drtest.manifest import read_manifest
+from warden.backup.backup import create_backup, list_backups
+from warden.backup.manifest import read_manifest
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "bench" / "scenarios"
 

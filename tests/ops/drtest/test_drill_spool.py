@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.backup.helpers import make_installation, manifest_of
 from tests.integration.harness import IntegrationTestCase
-from tests.ops.drtest.helpers import make_installation, manifest_of
 from tests.ops.drtest.test_drill import drtest
 from tests.store.conformance import call_record
-from warden.ops.drtest.backup import create_backup
-from warden.ops.drtest.spool import SPOOL_COPY
+from warden.backup.backup import create_backup
+from warden.backup.spool import SPOOL_COPY
 from warden.store.spool import default_spool_path, encode_record
 
 NOW = 1_764_100_000.0

@@ -11,12 +11,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.ops.drtest.helpers import REALM, make_installation, password
+from tests.backup.helpers import REALM, make_installation, password
+from warden.backup.backup import list_backups
+from warden.backup.schedule import BackupService, backup_service
 from warden.config import parse_config_text
-from warden.ops.drtest.backup import list_backups
 from warden.ops.drtest.probe import Identity, ProbeFailed, authorization
 from warden.ops.drtest.report import Report, Step
-from warden.ops.drtest.schedule import BackupService, backup_service
 from warden.ops.drtest.tap import EXIT_USAGE, Options
 from warden.sip.auth import challenge, expected_response, parse_credentials
 from warden.store.credentials import make_extension
@@ -175,7 +175,7 @@ class WardenctlTests(SynchronousTestCase):
 
     def run_ctl(self, *argv: str) -> tuple[int, str, str]:
         from warden.ctl import build_parser
-        from warden.ops.drtest.ctl import run_standalone
+        from warden.ctl_backup import run_standalone
 
         args = build_parser().parse_args(["--config", str(self.config), *argv])
         config = parse_config_text(self.config.read_text())

@@ -29,19 +29,19 @@ from typing import Any, TextIO
 
 from twisted.internet.interfaces import IReactorTime
 
-from warden.config import BACKUP_TYPES, WardenConfig
-from warden.ops.drtest import restore
-from warden.ops.drtest.backup import (
+from warden.backup import restore
+from warden.backup.backup import (
     create_backup,
     idle_scheduling,
     lower_priority,
     sources_from_config,
 )
-from warden.ops.drtest.crypto import load_key
-from warden.ops.drtest.database import Target, live_target, parse_target
-from warden.ops.drtest.manifest import BackupError
-from warden.ops.drtest.signing import manifest_keys
-from warden.ops.drtest.spool import restore_spool
+from warden.backup.crypto import load_key
+from warden.backup.database import Target, live_target, parse_target
+from warden.backup.manifest import BackupError
+from warden.backup.signing import manifest_keys
+from warden.backup.spool import restore_spool
+from warden.config import BACKUP_TYPES, WardenConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -2,7 +2,7 @@
 The backup manifest: what a backup holds and how to tell it is intact.
 
 A backup is a directory (or an encrypted archive of one, see
-L{warden.ops.drtest.crypto}) with ``manifest.json`` at its root::
+L{warden.backup.crypto}) with ``manifest.json`` at its root::
 
     {
       "format": 1,
@@ -25,7 +25,7 @@ and size; L{verify_files} checks them and names the first problems it finds.
 
 The manifest is authenticated: ``signature`` is the HMAC-SHA256 of the
 manifest's canonical JSON (every other field, sorted keys, no spaces) under the
-backup's manifest key (L{warden.ops.drtest.signing}). L{read_manifest}
+backup's manifest key (L{warden.backup.signing}). L{read_manifest}
 checks it before it looks at any field, so a backup that is unsigned, signed
 with another key or modified is refused before anything else is read from it.
 Every path the manifest names must then be a plain relative path under

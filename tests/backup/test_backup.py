@@ -9,7 +9,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.ops.drtest.helpers import (
+from tests.backup.helpers import (
     REALM,
     check,
     edit_manifest,
@@ -18,21 +18,21 @@ from tests.ops.drtest.helpers import (
     make_installation,
     manifest_of,
 )
-from warden.ops.drtest import crypto, restore
-from warden.ops.drtest.backup import (
+from warden.backup import crypto, restore
+from warden.backup.backup import (
     create_backup,
     latest_backup,
     list_backups,
     prune_backups,
 )
-from warden.ops.drtest.database import (
+from warden.backup.database import (
     SQLiteTarget,
     inspect_sqlite,
     newest_schema_version,
     sqlite_schema_version,
 )
-from warden.ops.drtest.manifest import BackupError, Manifest, read_manifest
-from warden.ops.drtest.signing import ManifestKeys
+from warden.backup.manifest import BackupError, Manifest, read_manifest
+from warden.backup.signing import ManifestKeys
 
 NOW = 1_764_100_000.0
 

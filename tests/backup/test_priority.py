@@ -13,18 +13,18 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.ops.drtest.helpers import manifest_of
+from tests.backup.helpers import manifest_of
 from tests.store.conformance import call_record
-from warden.ops.drtest import postgres
-from warden.ops.drtest.backup import BackupSources, create_backup, idle_scheduling
-from warden.ops.drtest.database import PostgresTarget
-from warden.ops.drtest.priority import (
+from warden.backup import postgres
+from warden.backup.backup import BackupSources, create_backup, idle_scheduling
+from warden.backup.database import PostgresTarget
+from warden.backup.priority import (
     BACKUP_NICENESS,
     ServerPriority,
     lower_server_process,
     process_started_at,
 )
-from warden.ops.drtest.spool import SPOOL_COPY
+from warden.backup.spool import SPOOL_COPY
 from warden.store.spool import default_spool_path, encode_record
 
 

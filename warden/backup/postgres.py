@@ -9,7 +9,7 @@ READ transaction exports it (``pg_export_snapshot()``), counts the rows, and
 Backups yield to the PBX: ``pg_dump`` runs niced, and the server processes that
 do the dump's real work (counting, and formatting every row for ``COPY``) get a
 lower CPU and I/O priority when the server runs on this host and we may change
-them (L{warden.ops.drtest.priority}). ``pg_dump``'s session is found through its
+them (L{warden.backup.priority}). ``pg_dump``'s session is found through its
 ``application_name`` (``warden-backup-<random>``) in ``pg_stat_activity``.
 
 Passwords never appear on a command line or in a URL: they come from
@@ -30,10 +30,10 @@ from typing import Any
 
 import psycopg2
 
+from warden.backup.database import POSTGRES_DUMP
+from warden.backup.manifest import BackupError, DatabaseInfo
+from warden.backup.priority import ServerPriority
 from warden.errors import StoreError
-from warden.ops.drtest.database import POSTGRES_DUMP
-from warden.ops.drtest.manifest import BackupError, DatabaseInfo
-from warden.ops.drtest.priority import ServerPriority
 from warden.runlock import STORE_LOCK_KEY
 from warden.store.migrate import load_migrations
 from warden.store.url import StoreURL, parse_store_url, read_password

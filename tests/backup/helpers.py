@@ -7,11 +7,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from warden.ops.drtest.backup import BackupSources
-from warden.ops.drtest.database import SQLiteTarget
-from warden.ops.drtest.manifest import MANIFEST_NAME, SIGNATURE, Manifest, read_manifest, sign
-from warden.ops.drtest.restore import check_backup, migrate_sqlite_file
-from warden.ops.drtest.signing import (
+from warden.backup.backup import BackupSources
+from warden.backup.database import SQLiteTarget
+from warden.backup.manifest import MANIFEST_NAME, SIGNATURE, Manifest, read_manifest, sign
+from warden.backup.restore import check_backup, migrate_sqlite_file
+from warden.backup.signing import (
     SIGNING_KEY_NAME,
     ManifestKeys,
     load_signing_key,

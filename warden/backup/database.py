@@ -6,7 +6,7 @@ SQLite is copied with its online backup API (``sqlite3.Connection.backup``),
 which reads one consistent snapshot while Warden keeps writing (WAL mode: the
 reader never blocks the writer). The copy is switched to the rollback journal so
 that opening it later does not create ``-wal``/``-shm`` files next to it.
-PostgreSQL lives in L{warden.ops.drtest.postgres}.
+PostgreSQL lives in L{warden.backup.postgres}.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import attrs
 
+from warden.backup.manifest import BackupError, DatabaseInfo
 from warden.config import WardenConfig
-from warden.ops.drtest.manifest import BackupError, DatabaseInfo
 from warden.store.migrate import load_migrations
 from warden.store.url import parse_store_url
 

@@ -24,7 +24,7 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from warden.ops.drtest.manifest import BackupError
+from warden.backup.manifest import BackupError
 
 MAGIC = b"WDNBAK1\n"
 SUFFIX = ".tar.aesgcm"

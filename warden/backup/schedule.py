@@ -22,8 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from warden.config import WardenConfig
-from warden.ops.drtest.backup import (
+from warden.backup.backup import (
     BackupSources,
     create_backup,
     idle_scheduling,
@@ -32,7 +31,8 @@ from warden.ops.drtest.backup import (
     restore_priority,
     sources_from_config,
 )
-from warden.ops.drtest.crypto import load_key
+from warden.backup.crypto import load_key
+from warden.config import WardenConfig
 
 ThreadRunner = Callable[..., Deferred[Any]]
 _DAY = 86400.0

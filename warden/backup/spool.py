@@ -14,7 +14,7 @@ database backup therefore also takes the spool:
 2. Records the snapshot already holds are dropped (the spool keeps stored lines
    until it compacts); the rest are written to ``database/cdr-spool.jsonl``,
    listed with their SHA-256 like every file, and counted in the manifest
-   (L{warden.ops.drtest.manifest.SpoolInfo}).
+   (L{warden.backup.manifest.SpoolInfo}).
 3. L{restore_spool} appends them to the restored data directory's spool, which
    Warden replays into its database at start-up. Storing a record is idempotent
    by call_id, so a record that is stored twice is stored once.
@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from warden.ops.drtest.manifest import BackupError, Manifest, SpoolInfo, regular_file
+from warden.backup.manifest import BackupError, Manifest, SpoolInfo, regular_file
 from warden.store.model import CallRecord
 from warden.store.spool import decode_line, default_spool_path
 

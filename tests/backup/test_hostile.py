@@ -20,16 +20,16 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.ops.drtest.helpers import keys_of, make_installation, rewrite_manifest
-from warden.config import parse_config_text
-from warden.ops.drtest import restore
-from warden.ops.drtest.backup import create_backup, latest_backup
-from warden.ops.drtest.manifest import (
+from tests.backup.helpers import keys_of, make_installation, rewrite_manifest
+from warden.backup import restore
+from warden.backup.backup import create_backup, latest_backup
+from warden.backup.manifest import (
     MANIFEST_NAME,
     BackupError,
     copy_regular_file,
     sha256_file,
 )
+from warden.config import parse_config_text
 
 NOW = 1_764_100_000.0
 
@@ -90,7 +90,7 @@ class HostileBackupTests(InstalledTestCase):
 
     def wardenctl_restore(self, *extra: str) -> tuple[int, str]:
         from warden.ctl import build_parser
-        from warden.ops.drtest.ctl import run_standalone
+        from warden.ctl_backup import run_standalone
 
         config = self.sources.config_path
         assert config is not None

@@ -25,16 +25,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from warden.errors import StoreError
-from warden.ops.drtest import crypto
-from warden.ops.drtest.database import (
+from warden.backup import crypto
+from warden.backup.database import (
     PostgresTarget,
     SQLiteTarget,
     Target,
     has_data,
     newest_schema_version,
 )
-from warden.ops.drtest.manifest import (
+from warden.backup.manifest import (
     BackupError,
     Manifest,
     copy_regular_file,
@@ -43,8 +42,9 @@ from warden.ops.drtest.manifest import (
     sha256_file,
     verify_files,
 )
-from warden.ops.drtest.signing import ManifestKeys
-from warden.ops.drtest.spool import check_spool_copy
+from warden.backup.signing import ManifestKeys
+from warden.backup.spool import check_spool_copy
+from warden.errors import StoreError
 from warden.runlock import DirectoryLock, InUse, LockFailed, describe_process, lock_directories
 from warden.store.migrate import _migrate_sqlite_txn, load_migrations
 
@@ -178,7 +178,7 @@ def exclusive_use(data_dir: Path, target: Target | None) -> Iterator[None]:
                 raise BackupError(str(e)) from None
             held.append(lock)
         if isinstance(target, PostgresTarget):
-            from warden.ops.drtest import postgres
+            from warden.backup import postgres
 
             store = postgres.lock_for_restore(target.url)
         yield
@@ -201,7 +201,7 @@ def refuse_live(target: Target, force: bool) -> None:
             " overwrite it, or restore elsewhere (--to-database)"
         )
     if isinstance(target, PostgresTarget):
-        from warden.ops.drtest import postgres
+        from warden.backup import postgres
 
         if postgres.has_data(target.url):
             raise BackupError(
@@ -234,7 +234,7 @@ def restore_database(root: Path, manifest: Manifest, target: Target, force: bool
     refuse_live(target, force)
     dump = _source(root, manifest.database.file)
     if isinstance(target, PostgresTarget):
-        from warden.ops.drtest import postgres
+        from warden.backup import postgres
 
         return postgres.restore(dump, target.url)
     destination = Path(target.path)

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.ops.drtest.helpers import (
+from tests.backup.helpers import (
     check,
     keys_of,
     make_installation,
@@ -24,13 +24,13 @@ from tests.ops.drtest.helpers import (
     rewrite_manifest,
 )
 from tests.store.conformance import call_record
+from warden.backup import restore
+from warden.backup.backup import BackupSources, create_backup
+from warden.backup.database import SQLiteTarget, inspect_sqlite
+from warden.backup.manifest import SpoolInfo
+from warden.backup.spool import SPOOL_COPY, read_spool, restore_spool
 from warden.config import parse_config_text
 from warden.errors import StoreError
-from warden.ops.drtest import restore
-from warden.ops.drtest.backup import BackupSources, create_backup
-from warden.ops.drtest.database import SQLiteTarget, inspect_sqlite
-from warden.ops.drtest.manifest import SpoolInfo
-from warden.ops.drtest.spool import SPOOL_COPY, read_spool, restore_spool
 from warden.store.cdr import SQLiteCallRecordStore
 from warden.store.model import CallRecord
 from warden.store.spool import SpooledCallRecordStore, default_spool_path, encode_record
@@ -176,7 +176,7 @@ class SpoolVerifyTests(SpoolBackupTestCase):
 
     def test_record_dropped_with_consistent_hash(self) -> None:
         """A copy that lost a record (and whose hash was rewritten) fails the count."""
-        from warden.ops.drtest.manifest import sha256_file
+        from warden.backup.manifest import sha256_file
 
         self.copy.write_bytes(self.copy.read_bytes().splitlines(keepends=True)[0])
         data = json.loads((self.path / "manifest.json").read_text())
@@ -197,7 +197,7 @@ class SpoolVerifyTests(SpoolBackupTestCase):
     def test_wardenctl_refuses(self) -> None:
         """wardenctl restore of a backup with a damaged spool copy exits 1 and names it."""
         from warden.ctl import build_parser
-        from warden.ops.drtest.ctl import run_standalone
+        from warden.ctl_backup import run_standalone
 
         self.copy.write_bytes(self.copy.read_bytes()[:-10])
         config = self.sources.config_path
@@ -246,7 +246,7 @@ class SpoolRestoreTests(SpoolBackupTestCase):
     def test_wardenctl_restore(self) -> None:
         """wardenctl restore puts the records into --data-dir's spool and says so."""
         from warden.ctl import build_parser
-        from warden.ops.drtest.ctl import run_standalone
+        from warden.ctl_backup import run_standalone
 
         config = self.sources.config_path
         assert config is not None

@@ -28,10 +28,8 @@ from typing import Any
 import attrs
 
 import warden
-from warden.config import WardenConfig
-from warden.filemodes import tighten
-from warden.ops.drtest import crypto
-from warden.ops.drtest.database import (
+from warden.backup import crypto
+from warden.backup.database import (
     POSTGRES_DUMP,
     SQLITE_DUMP,
     PostgresTarget,
@@ -43,7 +41,7 @@ from warden.ops.drtest.database import (
     sqlite_schema_version,
     stored_call_ids,
 )
-from warden.ops.drtest.manifest import (
+from warden.backup.manifest import (
     MANIFEST_NAME,
     BackupError,
     DatabaseInfo,
@@ -53,14 +51,16 @@ from warden.ops.drtest.manifest import (
     irregular_entries,
     read_manifest,
 )
-from warden.ops.drtest.priority import BACKUP_NICENESS
-from warden.ops.drtest.signing import (
+from warden.backup.priority import BACKUP_NICENESS
+from warden.backup.signing import (
     ManifestKeys,
     archive_manifest_key,
     ensure_signing_key,
     signing_key_path,
 )
-from warden.ops.drtest.spool import read_spool, write_spool_copy
+from warden.backup.spool import read_spool, write_spool_copy
+from warden.config import WardenConfig
+from warden.filemodes import tighten
 
 NAME = re.compile(
     r"^warden-([0-9]{8}T[0-9]{6})Z-(full|database|config|files)(?:-[0-9]+)?(\.tar\.aesgcm)?$"
@@ -335,14 +335,14 @@ def _copy_file_dirs(sources: BackupSources, root: Path) -> list[str]:
 def _dump_database(sources: BackupSources, root: Path) -> tuple[DatabaseInfo, int | None]:
     """
     Copy the database and the CDR spool's pending records (the spool first: see
-    L{warden.ops.drtest.spool}); returns the manifest's part and the schema version.
+    L{warden.backup.spool}); returns the manifest's part and the schema version.
     """
     (root / "database").mkdir()
     pending = read_spool(sources.data_dir)
     call_ids = [record.call_id for record, _ in pending]
     database = sources.database
     if isinstance(database, PostgresTarget):
-        from warden.ops.drtest import postgres
+        from warden.backup import postgres
 
         info, schema, stored = postgres.dump(database.url, root / POSTGRES_DUMP, call_ids)
     else:

@@ -2,7 +2,7 @@
 Manifest keys: the secret every backup's manifest is signed with.
 
 Every backup's ``manifest.json`` carries an HMAC-SHA256 signature
-(L{warden.ops.drtest.manifest.sign}); restore and the drill refuse a backup
+(L{warden.backup.manifest.sign}); restore and the drill refuse a backup
 whose manifest is unsigned or signed with another key before reading anything
 else from it. The key depends on the backup's form:
 
@@ -27,8 +27,8 @@ import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from warden.ops.drtest import crypto
-from warden.ops.drtest.manifest import BackupError
+from warden.backup import crypto
+from warden.backup.manifest import BackupError
 
 SIGNING_KEY_NAME = "backup-signing.key"
 _KEY_BYTES = 32
