@@ -58,10 +58,11 @@ from warden.backup.signing import ManifestKeys, signing_key_path
 from warden.backup.spool import read_spool_copy, restore_spool
 from warden.config import WardenConfig, load_config
 from warden.errors import ConfigError
-from warden.ops.drtest.probe import Identity, ProbeFailed, prove_call
-from warden.ops.drtest.report import Report, Step
-from warden.ops.drtest.scratch import ScratchWarden
 from warden.store.spool import default_spool_path
+
+from .probe import Identity, ProbeFailed, prove_call
+from .report import Report, Step
+from .scratch import ScratchWarden
 
 TEST_TYPES = ("full", "database-only", "config-only", "files-only")
 _NEEDS = {

@@ -21,8 +21,9 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 
 from warden.config import WardenConfig
-from warden.ops.drtest.probe import LOCALHOST, Identity, ProbeAgent, ProbeFailed, open_agent
 from warden.sip.message import new_tag
+
+from .probe import LOCALHOST, Identity, ProbeAgent, ProbeFailed, open_agent
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 

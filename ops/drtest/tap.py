@@ -24,7 +24,8 @@ from warden.backup.crypto import load_key
 from warden.backup.manifest import BackupError
 from warden.config import WardenConfig, load_effective_config
 from warden.errors import ConfigError
-from warden.ops.drtest.drill import TEST_TYPES, Drill, DrillSettings
+
+from .drill import TEST_TYPES, Drill, DrillSettings
 
 EXIT_PASS = 0
 EXIT_FAIL = 1

@@ -39,11 +39,6 @@ from zope.interface import implementer
 from warden.digits import parse_uint
 from warden.errors import SipParseError
 from warden.interfaces import IClientTransactionUser, ITransactionUser
-from warden.ops.loadtest.calls import OutgoingCall
-from warden.ops.loadtest.calls import authorization as authorization_for
-from warden.ops.loadtest.media import MediaEngine
-from warden.ops.loadtest.results import Account, CallResult, RegistrationResult
-from warden.ops.loadtest.uas import Answerer
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request, Response, new_tag
 from warden.sip.timers import TimerSettings
@@ -54,6 +49,12 @@ from warden.sip.transport import (
     TransportError,
     TransportHub,
 )
+
+from .calls import OutgoingCall
+from .calls import authorization as authorization_for
+from .media import MediaEngine
+from .results import Account, CallResult, RegistrationResult
+from .uas import Answerer
 
 TRANSPORTS = ("udp", "tcp")
 #: Socket buffer size asked for (the kernel caps it at net.core.rmem_max/wmem_max):

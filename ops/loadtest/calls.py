@@ -14,17 +14,18 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from warden.errors import SipParseError
-from warden.ops.loadtest.media import MediaResult, RtpStream
-from warden.ops.loadtest.results import Account, CallResult
-from warden.ops.loadtest.sdp import offer, rtp_target
-from warden.ops.loadtest.uas import MEDIA_GRACE
 from warden.sip.auth import answer_challenge
 from warden.sip.dialog import Dialog, confirm_uac_dialog
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.transaction import ServerTransaction
 
+from .media import MediaResult, RtpStream
+from .results import Account, CallResult
+from .sdp import offer, rtp_target
+from .uas import MEDIA_GRACE
+
 if TYPE_CHECKING:
-    from warden.ops.loadtest.agent import SipAgent
+    from .agent import SipAgent
 
 
 def authorization(

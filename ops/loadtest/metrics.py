@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 if TYPE_CHECKING:
-    from warden.ops.loadtest.runner import LoadTest
+    from .runner import LoadTest
 
 
 class LoadTestCollector:

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from warden.ops.loadtest.results import Account
+from .results import Account
 
 TEST_TYPES = ("registrations", "calls", "mixed")
 TRANSPORTS = ("udp", "tcp")

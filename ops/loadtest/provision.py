@@ -22,10 +22,11 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 
 from warden.errors import WardenError
-from warden.ops.loadtest.results import Account
+
+from .results import Account
 
 if TYPE_CHECKING:
-    from warden.ops.loadtest.options import Settings
+    from .options import Settings
 
 TOKEN_VARIABLE = "WARDEN_ADMIN_TOKEN"
 #: Requests to the admin API in flight at once.

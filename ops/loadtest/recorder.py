@@ -12,9 +12,9 @@ from typing import Any
 
 import attrs
 
-from warden.ops.loadtest.media import DirectionQuality
-from warden.ops.loadtest.results import CallResult, RegistrationResult
-from warden.ops.loadtest.stats import call_quality, percentile, summarize, to_ms
+from .media import DirectionQuality
+from .results import CallResult, RegistrationResult
+from .stats import call_quality, percentile, summarize, to_ms
 
 
 @attrs.define

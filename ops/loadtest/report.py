@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from warden.ops.loadtest.recorder import Recorder
+from .recorder import Recorder
 
 if TYPE_CHECKING:
-    from warden.ops.loadtest.options import Settings
-    from warden.ops.loadtest.runner import Outcome
+    from .options import Settings
+    from .runner import Outcome
 
 # 2: every duration in milliseconds with ``_ms`` in its name (timers, timeline,
 # criteria); ``duration_s`` stays in seconds.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import attrs
 
-from warden.ops.loadtest.media import MediaResult
+from .media import MediaResult
 
 
 @attrs.frozen

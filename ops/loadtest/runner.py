@@ -34,12 +34,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from warden.ops.loadtest.agent import SipAgent
-from warden.ops.loadtest.options import EXIT_FAIL, EXIT_PASS, EXIT_UNREACHABLE, Settings
-from warden.ops.loadtest.pacer import Pacer
-from warden.ops.loadtest.recorder import Recorder
-from warden.ops.loadtest.report import Criterion, evaluate, progress_line
-from warden.ops.loadtest.results import Account, CallResult, RegistrationResult
+from .agent import SipAgent
+from .options import EXIT_FAIL, EXIT_PASS, EXIT_UNREACHABLE, Settings
+from .pacer import Pacer
+from .recorder import Recorder
+from .report import Criterion, evaluate, progress_line
+from .results import Account, CallResult, RegistrationResult
 
 #: Once interrupted, the tear-down gets this long before the agent is stopped hard.
 TEARDOWN_LIMIT = 40.0

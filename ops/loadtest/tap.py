@@ -28,14 +28,15 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from warden.ops.loadtest.html import render
-from warden.ops.loadtest.metrics import serve_metrics
-from warden.ops.loadtest.options import EXIT_FAIL, EXIT_USAGE, Options, Settings
-from warden.ops.loadtest.provision import Provisioner, ProvisionError
-from warden.ops.loadtest.report import build_report, summary_text
-from warden.ops.loadtest.results import Account
-from warden.ops.loadtest.runner import LoadTest, Outcome
 from warden.process import process_exit
+
+from .html import render
+from .metrics import serve_metrics
+from .options import EXIT_FAIL, EXIT_USAGE, Options, Settings
+from .provision import Provisioner, ProvisionError
+from .report import build_report, summary_text
+from .results import Account
+from .runner import LoadTest, Outcome
 
 __all__ = ["LoadTestService", "Options", "makeService"]
 

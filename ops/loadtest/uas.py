@@ -14,15 +14,16 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from warden.errors import SipParseError
-from warden.ops.loadtest.media import RtpStream
-from warden.ops.loadtest.sdp import offer, rtp_target
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.transaction import ServerTransaction
 
+from .media import RtpStream
+from .sdp import offer, rtp_target
+
 if TYPE_CHECKING:
-    from warden.ops.loadtest.agent import SipAgent
-    from warden.ops.loadtest.results import Account
+    from .agent import SipAgent
+    from .results import Account
 
 #: After a BYE, keep receiving this long so packets still in flight are counted.
 MEDIA_GRACE = 0.1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
-
 from warden.ops.loadtest.stats import (
     G711_PLC_BPL,
     EModelInputs,
