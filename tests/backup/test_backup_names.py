@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from warden.ops.drtest.backup import list_backups
+from warden.backup.backup import list_backups
 
 
 class BackupNameTests(SynchronousTestCase):
