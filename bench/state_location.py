@@ -40,7 +40,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from warden.interfaces import ILocationService
-from warden.store.model import Binding
+from warden.model import Binding
 from warden.testing import servers
 
 

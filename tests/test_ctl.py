@@ -26,10 +26,10 @@ from tests.store.syncpool import SyncPool
 from warden.config import parse_config_text
 from warden.ctl import CommandError, build_parser, main, read_import_file, run_command
 from warden.ctl_calls import csv_cell, parse_when
+from warden.model import CallRecord, Extension, LiveCall
 from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.credentials import compute_ha1
 from warden.store.migrate import apply_migrations
-from warden.store.model import CallRecord, Extension, LiveCall
 from warden.testing import MemoryCallRecordStore, MemoryDirectory, MemoryLiveCalls
 
 REALM = "test.example"

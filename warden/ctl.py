@@ -60,6 +60,7 @@ from warden.ctl_audit import CliAudit, action_of, audit_standalone
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
 from warden.filemodes import private_umask
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
+from warden.model import CallRecord, Extension
 from warden.store.backend import admin_stores, check_store, open_stores
 from warden.store.credentials import (
     display_name_problem,
@@ -67,7 +68,6 @@ from warden.store.credentials import (
     make_extension,
     parse_algorithms,
 )
-from warden.store.model import CallRecord, Extension
 from warden.store.pgpool import one_line
 
 EXIT_OK = 0

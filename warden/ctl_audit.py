@@ -21,11 +21,11 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from warden.admin.model import AuditEntry
 from warden.backup.database import SQLiteTarget, has_data, live_target, parse_target
 from warden.config import WardenConfig
 from warden.errors import StoreError
 from warden.interfaces import IAuditLog
+from warden.model.admin import AuditEntry
 from warden.store.backend import admin_stores, open_stores
 
 #: The source of every command-line entry (the API records the client address).

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import attrs
 
 from warden.digits import parse_uint
-from warden.store.model import DISPOSITIONS, CallRecord, LiveCall
+from warden.model import DISPOSITIONS, CallRecord, LiveCall
 
 CSV_COLUMNS = (
     "call_id",

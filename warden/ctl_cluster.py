@@ -17,7 +17,7 @@ import attrs
 
 from warden.cluster import NodeInfo, live_nodes
 from warden.config import WardenConfig
-from warden.store.model import Binding
+from warden.model import Binding
 from warden.store.redis import RedisLiveCalls, RedisLocationService, RedisState, connect_state
 
 # Seconds wardenctl waits for Redis per command.

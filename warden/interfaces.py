@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from warden.store.model import Binding, Extension
+from warden.model import Binding, Extension
 
 if TYPE_CHECKING:
     from warden.sip.flow import Flow
@@ -32,7 +32,7 @@ class IDirectory(Interface):
 
     def add_extension(extension: Extension) -> Deferred[None]:
         """
-        Add a new L{warden.store.model.Extension}.
+        Add a new L{warden.model.Extension}.
 
         Fires with None; fails with L{warden.errors.ExtensionExists} when the number
         is taken.
@@ -155,7 +155,7 @@ class IClientTransactionUser(Interface):
 if TYPE_CHECKING:
     import builtins
 
-    from warden.store.model import CallRecord, LiveCall
+    from warden.model import CallRecord, LiveCall
 
 
 class ICallRecordStore(Interface):
@@ -167,7 +167,7 @@ class ICallRecordStore(Interface):
 
     def add(record: CallRecord) -> Deferred[None]:
         """
-        Store L{warden.store.model.CallRecord} ``record``.
+        Store L{warden.model.CallRecord} ``record``.
 
         Idempotent by ``call_id``: when a record with that call_id is already
         stored, nothing changes (the first one stays) and the Deferred still fires
@@ -206,7 +206,7 @@ class ICallRecordStore(Interface):
 
 class ILiveCalls(Interface):
     """
-    Summaries of the calls in progress (L{warden.store.model.LiveCall}), by
+    Summaries of the calls in progress (L{warden.model.LiveCall}), by
     call_id, published by the nodes handling them.
 
     Every method returns a Deferred.
@@ -238,7 +238,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from warden.rtp.model import HoldState, MediaSide
+    from warden.model.media import HoldState, MediaSide
 
 
 class IMediaSession(Interface):
@@ -336,13 +336,13 @@ class IMediaRelay(Interface):
 # Appended as one section: its own imports live here rather than at the top.
 
 if TYPE_CHECKING:
-    from warden.admin.model import AdminAccount, ApiToken, AuditEntry
+    from warden.model.admin import AdminAccount, ApiToken, AuditEntry
 
 
 class IAdminStore(Interface):
     """
     Admin accounts and API tokens of the admin API. Secrets are stored only as
-    hashes (L{warden.admin.model}). Every method returns a Deferred.
+    hashes (L{warden.model.admin}). Every method returns a Deferred.
     """
 
     def add_account(account: AdminAccount) -> Deferred[None]:

@@ -11,8 +11,8 @@ from typing import Any
 import attrs
 from twisted.internet import defer
 
-from warden.admin.model import AdminAccount, ApiToken, AuditEntry
 from warden.errors import AdminAccountExists, AdminAccountNotFound
+from warden.model.admin import AdminAccount, ApiToken, AuditEntry
 
 
 def account(name: str = "alice", **kw: Any) -> AdminAccount:

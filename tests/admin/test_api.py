@@ -17,8 +17,8 @@ from warden.admin.api import SNAPSHOT_SECONDS
 from warden.admin.auth import TOKEN_CACHE_SECONDS
 from warden.admin.http import MAX_BODY_BYTES
 from warden.admin.service import api_routes
+from warden.model import Binding, CallRecord, LiveCall
 from warden.store.credentials import make_extension
-from warden.store.model import Binding, CallRecord, LiveCall
 
 V1 = "/api/v1"
 

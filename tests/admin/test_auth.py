@@ -18,8 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.admin.apihelper import PASSWORD, START, ApiHarness
 from warden.admin import secrets
 from warden.admin.auth import AdminAuth, AuthSettings, LoginThrottle, SessionSigner
-from warden.admin.model import AdminAccount
 from warden.errors import ApiError
+from warden.model.admin import AdminAccount
 from warden.testing.admin import MemoryAdminStore
 
 

@@ -31,8 +31,8 @@ from warden.backup.manifest import SpoolInfo
 from warden.backup.spool import SPOOL_COPY, read_spool, restore_spool
 from warden.config import parse_config_text
 from warden.errors import StoreError
+from warden.model import CallRecord
 from warden.store.cdr import SQLiteCallRecordStore
-from warden.store.model import CallRecord
 from warden.store.spool import SpooledCallRecordStore, default_spool_path, encode_record
 from warden.store.sqlite import open_sqlite_pool
 from warden.testing import MemoryCallRecordStore

@@ -9,9 +9,9 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.test_registrar import RegistrarTestCase
+from warden.model import Binding
 from warden.sip.addressing import Addressing, behind_nat, contact_address, sent_by_text
 from warden.sip.flow import Flow
-from warden.store.model import Binding
 
 PUBLIC = "93.184.216.34"
 

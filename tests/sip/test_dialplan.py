@@ -12,10 +12,10 @@ from zope.interface.verify import verifyObject
 from tests.sip.test_b2bua import ALICE, BOB, CallTestCase, only
 from warden.config import parse_config_text
 from warden.errors import ConfigError
+from warden.model import Extension
 from warden.sip.dialplan import DialplanRouter, Rule, RuleError, pattern_regex
 from warden.sip.routing import IRouter, Route
 from warden.store.credentials import make_extension
-from warden.store.model import Extension
 
 CALLER = make_extension("1001", "Alice", "example.com", "secret-1")
 

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from warden.errors import FlowTokenRefused, StateUnavailable
+from warden.model import Binding
 from warden.sip.addressing import Addressing
 from warden.sip.dialog import Dialog, confirm_uac_dialog
 from warden.sip.flow import Flow
@@ -21,7 +22,6 @@ from warden.sip.hop import DIALOG, HOP_BRANCH, ROUTE, NodeHop, TokenLifetimes, b
 from warden.sip.message import Message, Request, Response
 from warden.sip.parser import parse_datagram
 from warden.sip.transport import TransportError
-from warden.store.model import Binding
 
 SECRET = b"s" * 32
 NODE_A = ("127.0.0.2", 5060)  # holds the phone's flow

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.sip.test_registrar import RegistrarTestCase, register
 from tests.sip.transaction_fakes import EPSILON, TCP, UDP, Harness, make_request
 from warden.errors import SipError, SipParseError
+from warden.model import Binding
 from warden.sip.auth import answer_challenge
 from warden.sip.authenticator import as_deferred, then
 from warden.sip.core import SipCore
@@ -23,7 +24,6 @@ from warden.sip.message import HeaderList, Request, Response, make_response
 from warden.sip.parser import parse_datagram
 from warden.sip.transaction import TransactionState
 from warden.sip.uri import parse_uri
-from warden.store.model import Binding
 from warden.testing.memory import MemoryLocationService
 
 S = TransactionState

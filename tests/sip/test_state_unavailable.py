@@ -14,9 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.test_registrar import register
 from warden.errors import StateUnavailable
+from warden.model import Binding
 from warden.sip.auth import answer_challenge
 from warden.sip.message import Response
-from warden.store.model import Binding
 from warden.testing.memory import MemoryLocationService
 from warden.testing.sipstack import REALM, FakeSipStack
 

@@ -17,8 +17,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
+from warden.model import Binding, CallRecord, Extension, LiveCall
 from warden.store.credentials import make_extension
-from warden.store.model import Binding, CallRecord, Extension, LiveCall
 
 
 def extension(number: str, name: str = "", password: str = "secret", **kw: Any) -> Extension:

@@ -16,9 +16,9 @@ from zope.interface.verify import verifyObject
 from tests.store.conformance import DirectoryConformanceMixin, extension
 from tests.store.test_sqlite import close_pool
 from warden.interfaces import IDirectory
+from warden.model import Extension
 from warden.store.caching import CachingDirectory
 from warden.store.migrate import apply_migrations
-from warden.store.model import Extension
 from warden.store.sqlite import SQLiteDirectory, open_sqlite_pool
 from warden.testing import MemoryDirectory
 

@@ -26,9 +26,9 @@ from tests.store.conformance import (
 from tests.store.syncpool import SyncPool
 from tests.store.test_sqlite import _PoolMixin, close_pool
 from warden.interfaces import ICallRecordStore, ILiveCalls
+from warden.model import CallRecord, LiveCall
 from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls, _list_call_records_txn
 from warden.store.migrate import apply_migrations
-from warden.store.model import CallRecord, LiveCall
 from warden.store.sqlite import open_sqlite_pool
 
 

@@ -15,9 +15,9 @@ from zope.interface.verify import verifyObject
 from tests.store.conformance import LiveCallsConformanceMixin, live_call
 from tests.store.test_sqlite import _PoolMixin
 from warden.interfaces import ILiveCalls
+from warden.model import LiveCall
 from warden.store.cdr import SQLiteLiveCalls
 from warden.store.live import RETRY_DELAY, CoalescingLiveCalls
-from warden.store.model import LiveCall
 from warden.testing import MemoryLiveCalls
 
 

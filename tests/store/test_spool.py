@@ -23,9 +23,9 @@ from tests.store.conformance import CallRecordStoreConformanceMixin, call_record
 from tests.store.test_sqlite import _PoolMixin
 from warden.errors import StoreError
 from warden.interfaces import ICallRecordStore
+from warden.model import CallRecord
 from warden.store import spool as spool_module
 from warden.store.cdr import SQLiteCallRecordStore
-from warden.store.model import CallRecord
 from warden.store.spool import (
     SpooledCallRecordStore,
     decode_line,

@@ -26,13 +26,13 @@ from warden.admin.http import ApiCall, Reply, Route, json_reply
 from warden.digits import parse_decimal, parse_uint
 from warden.errors import ApiError
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls, ILocationService
+from warden.model import Binding, Extension
 from warden.store.credentials import (
     ALGORITHMS,
     display_name_problem,
     generate_password,
     make_extension,
 )
-from warden.store.model import Binding, Extension
 
 NUMBER = r"[0-9]{1,32}"
 CALL_ID = r"[A-Za-z0-9]{1,64}"

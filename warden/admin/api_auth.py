@@ -9,8 +9,8 @@ import re
 
 from warden.admin.auth import ENROL_SCOPE, AdminAuth, check_new_password
 from warden.admin.http import ApiCall, Reply, Route, json_reply
-from warden.admin.model import SCOPES
 from warden.errors import ApiError
+from warden.model.admin import SCOPES
 
 TOKEN_ID = r"[0-9a-f]{16}"
 

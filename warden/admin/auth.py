@@ -32,10 +32,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from warden.admin import secrets as admin_secrets
-from warden.admin.model import SCOPES, AdminAccount, ApiToken
 from warden.digits import is_digits
 from warden.errors import ApiError
 from warden.interfaces import IAdminStore
+from warden.model.admin import SCOPES, AdminAccount, ApiToken
 
 #: Scopes of a fully logged-in session: every token scope, and managing tokens.
 SESSION_SCOPES = frozenset([*SCOPES, "admin", "enrol"])

@@ -31,12 +31,12 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProduce
 from twisted.web.http_headers import Headers
 
 from warden.admin import auth as admin_auth
-from warden.admin.model import SCOPES
 from warden.admin.service import CERT_FILE
 from warden.config import WardenConfig
 from warden.ctl_audit import CliAudit, action_of
 from warden.errors import AdminAccountExists
 from warden.interfaces import IAdminStore, IAuditLog
+from warden.model.admin import SCOPES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _ACCOUNT = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")

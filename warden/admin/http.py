@@ -23,7 +23,6 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from warden.admin.auth import AdminAuth, Principal
-from warden.admin.model import AuditEntry
 from warden.errors import (
     AdminAccountExists,
     ApiError,
@@ -32,6 +31,7 @@ from warden.errors import (
     ExtensionNotFound,
 )
 from warden.interfaces import IAuditLog
+from warden.model.admin import AuditEntry
 
 #: The largest request body accepted, in bytes (413 beyond).
 MAX_BODY_BYTES = 64 * 1024

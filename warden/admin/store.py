@@ -17,9 +17,9 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from warden.admin.model import AdminAccount, ApiToken, AuditEntry
 from warden.errors import AdminAccountExists, AdminAccountNotFound
 from warden.interfaces import IAdminStore, IAuditLog
+from warden.model.admin import AdminAccount, ApiToken, AuditEntry
 from warden.store.interaction import run_interaction
 
 _ACCOUNT_COLUMNS = (

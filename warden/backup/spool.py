@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from warden.backup.manifest import BackupError, Manifest, SpoolInfo, regular_file
-from warden.store.model import CallRecord
+from warden.model import CallRecord
 from warden.store.spool import decode_line, default_spool_path
 
 #: Where a backup keeps the spool's pending records.

@@ -36,9 +36,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.interfaces import IMediaRelay, IMediaSession
+from warden.model.media import SIDES, MediaSide
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError
-from warden.rtp.model import SIDES, MediaSide
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.ports import PortPool
 from warden.rtp.session import MediaSession, RelayProtocol, close_port

@@ -63,9 +63,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from warden.interfaces import IMediaSession
+from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError, RtpParseError
-from warden.rtp.model import SIDES, HoldState, MediaSide
 from warden.rtp.packet import (
     DtmfCounter,
     RtpHeader,

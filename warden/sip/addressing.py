@@ -25,9 +25,9 @@ from typing import Any
 
 from warden.digits import parse_uint
 from warden.errors import SipParseError
+from warden.model import Binding
 from warden.sip.flow import Flow
 from warden.sip.uri import parse_uri
-from warden.store.model import Binding
 
 
 def parse_flow_text(text: str) -> tuple[str, str, int] | None:

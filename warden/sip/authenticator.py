@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IDirectory
+from warden.model import Extension
 from warden.sip import metrics
 from warden.sip.auth import (
     ALGORITHMS,
@@ -40,7 +41,6 @@ from warden.sip.auth import (
 from warden.sip.flow import Flow
 from warden.sip.message import Request
 from warden.sip.uri import URI, parse_uri
-from warden.store.model import Extension
 
 #: Seconds between two log lines about the same extension's realm mismatch.
 REALM_LOG_INTERVAL = 600.0

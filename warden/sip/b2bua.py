@@ -23,6 +23,7 @@ from zope.interface import implementer
 from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser
+from warden.model import Binding, Extension
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
 from warden.sip.authenticator import Authenticator
@@ -36,7 +37,6 @@ from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.session_timer import DEFAULT_SE, check_interval
 from warden.sip.timers import TimerSettings
 from warden.sip.transfer import Transfers
-from warden.store.model import Binding, Extension
 
 LIVE_REFRESH_INTERVAL = 5.0
 # Seconds between two log lines about refused in-dialog requests (each is counted).
@@ -570,7 +570,7 @@ class CallController:
     def _publish(self, call: Call) -> None:
         if self.live is None:
             return
-        from warden.store.model import LiveCall
+        from warden.model import LiveCall
 
         if call.state is CallState.ENDED:
             return
@@ -645,7 +645,7 @@ class CallController:
             self._quiet(self.records.add(self._record(call, media_stats)), "write call record")
 
     def _record(self, call: Call, media_stats: dict[str, Any]) -> Any:
-        from warden.store.model import CallRecord
+        from warden.model import CallRecord
 
         return CallRecord(
             call_id=call.call_id, caller=call.caller.number, caller_name=call.caller.name,

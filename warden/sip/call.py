@@ -20,13 +20,13 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from warden.digits import parse_uint
+from warden.model import Binding, Extension
 from warden.sip.addressing import binding_host
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog, uas_dialog
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError
 from warden.sip.session_timer import MIN_SE, SessionTimer, session_expires, supports_timer
-from warden.store.model import Binding, Extension
 
 if TYPE_CHECKING:  # pragma: no cover
     from warden.sip.b2bua import CallController

@@ -56,6 +56,7 @@ from twisted.logger import Logger
 
 from warden.digits import parse_uint
 from warden.errors import FlowTokenRefused, SipParseError
+from warden.model import Binding
 from warden.sip import metrics
 from warden.sip.addressing import behind_nat, parse_flow_text
 from warden.sip.core import SERVER_HEADER, build_stateless_error
@@ -64,7 +65,6 @@ from warden.sip.headers import parse_address
 from warden.sip.message import Message, Request, Response
 from warden.sip.transaction import MAGIC_COOKIE
 from warden.sip.transport import TransportError, replace_top_via
-from warden.store.model import Binding
 
 #: Every Via branch a node adds when it forwards starts with this.
 HOP_BRANCH = MAGIC_COOKIE + "-wh"

@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from warden.interfaces import IClientTransactionUser, IDirectory, ILocationService
+from warden.model import Binding
 from warden.sip.message import Request, Response, new_tag
-from warden.store.model import Binding
 
 UNREACHABLE = Gauge(
     "warden_registrar_unreachable_bindings", "Qualified bindings that stopped answering OPTIONS"

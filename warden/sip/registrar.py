@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
 from warden.interfaces import ILocationService
+from warden.model import Binding, Extension
 from warden.sip import metrics
 from warden.sip.addressing import sent_by_text
 from warden.sip.authenticator import Authenticator, as_deferred, then
@@ -26,7 +27,6 @@ from warden.sip.flow import Flow
 from warden.sip.headers import Address
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.uri import contact_key
-from warden.store.model import Binding, Extension
 
 
 @attrs.frozen

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from warden.interfaces import IDirectory, ILocationService
-from warden.store.model import Binding, Extension
+from warden.model import Binding, Extension
 
 
 @attrs.frozen

@@ -27,12 +27,12 @@ from zope.interface import implementer
 
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser
+from warden.model import Extension
 from warden.sip.call import Call, CallState
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.headers import name_addr, parse_address
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError
-from warden.store.model import Extension
 
 if TYPE_CHECKING:  # pragma: no cover
     from warden.sip.b2bua import CallController

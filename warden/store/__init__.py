@@ -1,7 +1,7 @@
 """
 Warden's stores: the only package that holds SQL.
+The value objects they keep are in L{warden.model}.
 
-- ``model``: the value objects the stores keep.
 - ``tables``: pure in-memory tables shared by the memory fakes and the write-behind.
 - ``sqlite``: the embedded default backend (``open_sqlite_pool``, ``SQLiteDirectory``,
   ``SQLiteLocationService``).

@@ -12,7 +12,7 @@ import operator
 
 import attrs
 
-from warden.store.model import Binding
+from warden.model import Binding
 
 __all__ = ["DECODED_AORS", "BindingTexts", "binding_from_json", "binding_json"]
 

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.interfaces import IDirectory
-from warden.store.model import Extension
+from warden.model import Extension
 
 _T = TypeVar("_T")
 

@@ -22,8 +22,8 @@ from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound
 from warden.interfaces import ICallRecordStore, ILiveCalls
+from warden.model import CallRecord, LiveCall
 from warden.store.interaction import run_interaction
-from warden.store.model import CallRecord, LiveCall
 
 Row = tuple[Any, ...]
 

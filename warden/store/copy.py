@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 
 from warden.errors import StoreError
 from warden.interfaces import ICallRecordStore, IDirectory
-from warden.store.model import CallRecord
+from warden.model import CallRecord
 
 #: Call records read and written per batch.
 BATCH = 1000

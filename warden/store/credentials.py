@@ -14,7 +14,7 @@ import string
 import unicodedata
 from collections.abc import Iterable
 
-from warden.store.model import Extension
+from warden.model import Extension
 
 #: The digest algorithms Warden can verify, in its default offer order.
 ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256")

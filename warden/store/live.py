@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.interfaces import ILiveCalls
-from warden.store.model import LiveCall
+from warden.model import LiveCall
 
 __all__ = ["CoalescingLiveCalls"]
 

@@ -14,7 +14,6 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from warden.admin.model import AdminAccount, ApiToken, AuditEntry
 from warden.admin.store import (
     _ACCOUNT_COLUMNS,
     _TOKEN_COLUMNS,
@@ -29,6 +28,7 @@ from warden.admin.store import (
 )
 from warden.errors import AdminAccountExists, AdminAccountNotFound
 from warden.interfaces import IAdminStore, IAuditLog
+from warden.model.admin import AdminAccount, ApiToken, AuditEntry
 from warden.store.pgpool import Cursor, PostgreSQLPool
 
 

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from warden.interfaces import ILocationService
-from warden.store.model import Binding
+from warden.model import Binding
 from warden.store.pgpool import Cursor, PostgreSQLPool
 from warden.store.postgres import _values
 from warden.store.sqlite import (

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound, StoreError
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
+from warden.model import CallRecord, Extension, LiveCall
 from warden.store.cdr import (
     _LIVE_COLUMNS,
     _RECORD_COLUMNS,
@@ -40,7 +41,6 @@ from warden.store.migrate import (
     load_migrations,
     pending_migrations,
 )
-from warden.store.model import CallRecord, Extension, LiveCall
 from warden.store.pgpool import Cursor, PostgreSQLPool
 from warden.store.sqlite import (
     _EXTENSION_COLUMNS,

@@ -49,8 +49,8 @@ from zope.interface import implementer
 
 from warden.errors import StateUnavailable
 from warden.interfaces import ILiveCalls, ILocationService
+from warden.model import Binding, LiveCall
 from warden.store.binding_json import BindingTexts, binding_from_json, binding_json
-from warden.store.model import Binding, LiveCall
 from warden.store.redis_wire import DirectSender, Script, direct_protocol, pack_command
 from warden.store.state_url import PASSWORD_ENV, StateURL, StateURLError, parse_state_url
 from warden.store.tables import extension_order

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from warden.interfaces import IDirectory
-from warden.store.model import Extension
+from warden.model import Extension
 
 # Numbers remembered as absent at most (a scanner trying random numbers).
 MAX_ABSENT = 100_000

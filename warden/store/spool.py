@@ -42,7 +42,7 @@ from zope.interface import implementer
 
 from warden.errors import StoreError
 from warden.interfaces import ICallRecordStore
-from warden.store.model import CallRecord
+from warden.model import CallRecord
 
 SPOOL_FILENAME = "cdr-spool.jsonl"
 

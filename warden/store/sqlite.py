@@ -28,8 +28,8 @@ from zope.interface import implementer
 
 from warden.errors import ExtensionExists, ExtensionNotFound, StoreError
 from warden.interfaces import IDirectory, ILocationService
+from warden.model import Binding, Extension
 from warden.store.interaction import run_interaction
-from warden.store.model import Binding, Extension
 from warden.store.tables import BindingTable, plan_upsert
 
 Row = tuple[Any, ...]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from warden.store.model import Binding, Extension
+from warden.model import Binding, Extension
 
 
 def extension_order(number: str) -> tuple[int, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from warden.model import Binding
 from warden.rtp.relay import MediaRelay
 from warden.sip.addressing import Addressing
 from warden.sip.auth import answer_challenge
@@ -19,7 +20,6 @@ from warden.sip.qualify import Qualifier
 from warden.sip.routing import ExtensionRouter
 from warden.sip.timers import TimerSettings
 from warden.store.credentials import make_extension
-from warden.store.model import Binding
 from warden.testing.memory import MemoryCallRecordStore, MemoryLiveCalls
 from warden.testing.rtpnet import FakeNetwork, sdp_body
 from warden.testing.sipstack import REALM, FakeSipStack

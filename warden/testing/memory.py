@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls, ILocationService
-from warden.store.model import Binding, CallRecord, Extension, LiveCall
+from warden.model import Binding, CallRecord, Extension, LiveCall
 from warden.store.tables import BindingTable, extension_order, plan_upsert
 
 

@@ -1,4 +1,11 @@
-"""Value objects kept by the stores."""
+"""
+Warden's domain model: plain value objects that the stores keep and the
+interfaces speak of (extensions, bindings, call records, live calls; admin
+accounts in L{warden.model.admin}, media state in L{warden.model.media}).
+
+The bottom layer: it imports nothing of Warden, so L{warden.interfaces} and
+every layer above can use it (ADR 0014).
+"""
 
 from __future__ import annotations
 
