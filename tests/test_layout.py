@@ -105,3 +105,27 @@ class ImportTests(SynchronousTestCase):
             if module == "warden.ops" or module.startswith("warden.ops.")
         ]
         self.assertEqual(bad, [])
+
+    def test_model_imports_nothing_of_warden(self) -> None:
+        """The domain model (warden.model) is the bottom layer: no other Warden import."""
+        bad = [
+            f"{path.relative_to(ROOT)}:{line}: {module}"
+            for path in _python_files("warden/model")
+            for line, module in _imports(path)
+            if module.startswith("warden") and not module.startswith("warden.model")
+        ]
+        self.assertEqual(bad, [])
+
+    def test_interfaces_import_only_the_model(self) -> None:
+        """
+        warden.interfaces imports no Warden module but the model when it runs
+        (the names it takes from the SIP stack are for type checking only).
+        """
+        tree = ast.parse((ROOT / "warden" / "interfaces.py").read_text(encoding="utf-8"))
+        bad = []
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = node.module
+                if module.startswith("warden") and not module.startswith("warden.model"):
+                    bad.append(f"{node.lineno}: {module}")
+        self.assertEqual(bad, [])

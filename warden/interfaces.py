@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from warden.model import Binding, Extension
+from warden.model import Binding, Extension, Route
 
 if TYPE_CHECKING:
     from warden.sip.flow import Flow
@@ -102,6 +102,13 @@ class ILocationService(Interface):
 
     def flush() -> Deferred[None]:
         """Fire once everything accepted so far is durable (no-op for memory)."""
+
+
+class IRouter(Interface):
+    """Decides where a dialled number goes."""
+
+    def route(dialled: str, caller: Extension) -> Deferred[Route]:
+        """Fire with the Route for ``dialled`` when ``caller`` dials it."""
 
 
 class ITransactionUser(Interface):

@@ -12,9 +12,9 @@ from zope.interface.verify import verifyObject
 from tests.sip.test_b2bua import ALICE, BOB, CallTestCase, only
 from warden.config import parse_config_text
 from warden.errors import ConfigError
-from warden.model import Extension
+from warden.interfaces import IRouter
+from warden.model import Extension, Route
 from warden.sip.dialplan import DialplanRouter, Rule, RuleError, pattern_regex
-from warden.sip.routing import IRouter, Route
 from warden.store.credentials import make_extension
 
 CALLER = make_extension("1001", "Alice", "example.com", "secret-1")

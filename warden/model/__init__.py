@@ -1,6 +1,6 @@
 """
 Warden's domain model: plain value objects that the stores keep and the
-interfaces speak of (extensions, bindings, call records, live calls; admin
+interfaces speak of (extensions, bindings, routes, call records, live calls; admin
 accounts in L{warden.model.admin}, media state in L{warden.model.media}).
 
 The bottom layer: it imports nothing of Warden, so L{warden.interfaces} and
@@ -206,3 +206,22 @@ class LiveCall:
     packets: int = 0
     node_id: str = ""
     updated_at: float = attrs.field(default=0.0, converter=float)
+
+
+@attrs.frozen
+class Route:
+    """
+    Where a call goes.
+
+    Attributes:
+        status: 0 when ``bindings`` should be rung; otherwise the SIP status to
+            answer the caller with (404 unknown number, 480 not registered).
+        reason: the reason phrase for ``status``.
+        extension: the extension reached, when the number is one.
+        bindings: the contacts to fork to, best first.
+    """
+
+    status: int
+    reason: str = ""
+    extension: Extension | None = None
+    bindings: tuple[Binding, ...] = ()

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
-from warden.interfaces import IClientTransactionUser
+from warden.interfaces import IClientTransactionUser, IRouter
 from warden.model import Binding, Extension
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
@@ -32,7 +32,6 @@ from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.flow import Flow
 from warden.sip.headers import name_addr
 from warden.sip.message import Request, Response, make_response, new_tag
-from warden.sip.routing import IRouter
 from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.session_timer import DEFAULT_SE, check_interval
 from warden.sip.timers import TimerSettings

@@ -29,8 +29,8 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from warden.digits import parse_uint
-from warden.model import Extension
-from warden.sip.routing import IRouter, Route
+from warden.interfaces import IRouter
+from warden.model import Extension, Route
 
 __all__ = ["ACTIONS", "DialplanRouter", "Rule", "RuleError", "pattern_regex"]
 

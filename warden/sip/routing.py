@@ -1,5 +1,5 @@
 """
-Call routing (``IRouter``): from a dialled number to the contacts to ring.
+Call routing (L{warden.interfaces.IRouter}): from a dialled number to the contacts to ring.
 
 The built-in router knows extensions: an extension's number reaches every
 current, reachable binding of that extension (forked in parallel by the call
@@ -11,39 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-from warden.interfaces import IDirectory, ILocationService
-from warden.model import Binding, Extension
-
-
-@attrs.frozen
-class Route:
-    """
-    Where a call goes.
-
-    Attributes:
-        status: 0 when ``bindings`` should be rung; otherwise the SIP status to
-            answer the caller with (404 unknown number, 480 not registered).
-        reason: the reason phrase for ``status``.
-        extension: the extension reached, when the number is one.
-        bindings: the contacts to fork to, best first.
-    """
-
-    status: int
-    reason: str = ""
-    extension: Extension | None = None
-    bindings: tuple[Binding, ...] = ()
-
-
-class IRouter(Interface):
-    """Decides where a dialled number goes."""
-
-    def route(dialled: str, caller: Extension) -> defer.Deferred[Route]:
-        """Fire with the Route for ``dialled`` when ``caller`` dials it."""
+from warden.interfaces import IDirectory, ILocationService, IRouter
+from warden.model import Binding, Extension, Route
 
 
 @implementer(IRouter)
