@@ -14,6 +14,7 @@ The value objects they keep are in L{warden.model}.
 - ``backend``: opens the stores a URL names (``open_stores``, ``check_store``).
 - ``pgpool``: ``PostgreSQLPool``, txpostgres connections with reconnection and
   bounded retries.
+- ``admin``: the admin plugin's accounts, API tokens and audit log in SQLite.
 - ``postgres``, ``pglocation``, ``pgadmin``: the PostgreSQL backend (directory,
   call records, live calls, bindings, admin accounts and audit log).
 - ``copy``: copying directory and call records between stores (migrate-store).

@@ -175,7 +175,7 @@ def open_stores(
 
 def admin_stores(pool: Any) -> tuple[IAdminStore, IAuditLog]:
     """The admin plugin's account/token store and audit log on ``pool`` (either dialect)."""
-    from warden.admin.store import SQLiteAdminStore, SQLiteAuditLog
+    from warden.store.admin import SQLiteAdminStore, SQLiteAuditLog
     from warden.store.pgadmin import PostgreSQLAdminStore, PostgreSQLAuditLog
 
     if isinstance(pool, PostgreSQLPool):

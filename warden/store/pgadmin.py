@@ -2,7 +2,7 @@
 The admin plugin's stores in PostgreSQL: accounts and API tokens
 (L{IAdminStore}) and the append-only audit log (L{IAuditLog}), on the tables of
 schema ``0004_admin`` (PostgreSQL dialect). Same contracts as the SQLite stores
-of L{warden.admin.store}; every method is one named interaction.
+of L{warden.store.admin}; every method is one named interaction.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from warden.admin.store import (
+from warden.errors import AdminAccountExists, AdminAccountNotFound
+from warden.interfaces import IAdminStore, IAuditLog
+from warden.model.admin import AdminAccount, ApiToken, AuditEntry
+from warden.store.admin import (
     _ACCOUNT_COLUMNS,
     _TOKEN_COLUMNS,
     ACCOUNT_SET,
@@ -26,9 +29,6 @@ from warden.admin.store import (
     _token_row,
     remaining_recovery_hashes,
 )
-from warden.errors import AdminAccountExists, AdminAccountNotFound
-from warden.interfaces import IAdminStore, IAuditLog
-from warden.model.admin import AdminAccount, ApiToken, AuditEntry
 from warden.store.pgpool import Cursor, PostgreSQLPool
 
 

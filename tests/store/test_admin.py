@@ -10,8 +10,8 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.admin.conformance import AdminStoreConformanceMixin, AuditLogConformanceMixin, entry
-from warden.admin.store import SQLiteAdminStore, SQLiteAuditLog
 from warden.interfaces import IAdminStore, IAuditLog
+from warden.store.admin import SQLiteAdminStore, SQLiteAuditLog
 from warden.store.migrate import apply_migrations
 from warden.store.sqlite import open_sqlite_pool
 from warden.testing.admin import MemoryAdminStore, MemoryAuditLog
