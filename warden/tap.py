@@ -28,6 +28,7 @@ from warden.digits import parse_uint
 from warden.errors import ConfigError, StoreError
 from warden.filemodes import private_directories, private_umask, secure_directories
 from warden.netutil import host_matcher, local_addresses, local_names
+from warden.process import process_exit
 from warden.rtp import udp as media_udp
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.relay import MediaRelay
@@ -112,8 +113,11 @@ class WardenService(service.MultiService):
         live: CoalescingLiveCalls,
         media: MediaRelay,
         node_id: str,
+        exit: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
+        # Ends the process with a status (warden.process); None: only stop the reactor.
+        self._exit = exit
         self._pool = pool
         self._location = location
         self._directory = directory
@@ -159,8 +163,19 @@ class WardenService(service.MultiService):
             child.startService()
 
     def _failed(self, failure: Any) -> None:
-        self.log.failure("Warden could not start", failure)
-        self._reactor.stop()
+        """
+        Stop with exit status 1. A store that cannot be used (unreachable, or a
+        schema newer than this code after a rollback) is one line naming the
+        problem; anything else is a bug, logged with its traceback.
+        """
+        if failure.check(StoreError):
+            self.log.critical("Warden could not start: {error}", error=str(failure.value))
+        else:
+            self.log.failure("Warden could not start", failure)
+        if self._exit is not None:
+            self._exit(1)
+        else:
+            self._reactor.stop()
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802
@@ -232,7 +247,10 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:  # n
         media_timeout=config.media.timeout,
         policy=media_policy(config),
     )
-    root = WardenService(pool, location, directory, reactor, records, live, media, config.node_id)
+    root = WardenService(
+        pool, location, directory, reactor, records, live, media, config.node_id,
+        exit=process_exit(reactor),
+    )  # fmt: skip
     root.migrate = locks.before(stores.migrate)
     if shared is not None:
         shared.node.setServiceParent(root)
