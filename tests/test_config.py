@@ -103,7 +103,8 @@ class DefaultsTests(SynchronousTestCase):
         with open(EXAMPLE, encoding="utf-8") as f:
             text = f.read()
         defaults = WardenConfig()
-        for section in (type(getattr(defaults, f.name)) for f in attrs.fields(WardenConfig)):
+        sections = [getattr(defaults, f.name) for f in attrs.fields(WardenConfig)]
+        for section in (type(s) for s in sections if attrs.has(type(s))):
             self.assertIn(f"[{section.SECTION}]", text)
             for field in attrs.fields(section):
                 self.assertIn(f"\n{field.name} = ", text)
@@ -469,9 +470,8 @@ class ErrorTests(SynchronousTestCase):
         self.assertBad(
             "[voicemail]\nenabled = true",
             "voicemail",
-            "warden.toml: voicemail: unknown section (known: "
-            + ", ".join(f.name for f in attrs.fields(WardenConfig))
-            + ")",
+            "warden.toml: voicemail: unknown section (known: server, store, plugins,"
+            " media, state, cluster, sip, registrar, calls, dialplan, admin, backup)",
         )
 
     def test_section_not_table(self) -> None:

@@ -6,8 +6,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from warden.config import parse_config_text
 from warden.errors import ConfigError
+from warden.plugins.media import media_policy
 from warden.rtp.policy import MediaPolicy, ip_of
-from warden.tap import media_policy
 
 
 class MediaRuleConfigTests(SynchronousTestCase):

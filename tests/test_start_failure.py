@@ -14,7 +14,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.errors import StoreError
-from warden.tap import WardenService
+from warden.server import WardenService
 
 NEWER = "the database has schema version 0099, newer than this Warden knows (up to 0006)"
 
@@ -31,9 +31,8 @@ class StartFailureTests(SynchronousTestCase):
         unused: Any = None
         root = WardenService(
             unused, unused, unused, MemoryReactorClock(), unused, unused, unused, "node1",
-            exit=exits.append,
+            migrate=lambda: defer.fail(error), exit=exits.append,
         )  # fmt: skip
-        root.migrate = lambda: defer.fail(error)
         root.startService()
         return exits, events
 

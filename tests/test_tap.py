@@ -10,8 +10,9 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from warden.config import parse_config_text
+from warden.plugins.sip import sip_settings
 from warden.sip.service import SipService
-from warden.tap import Options, makeService, sip_settings
+from warden.tap import Options, makeService
 
 
 class OptionsTests(TestCase):

@@ -72,7 +72,8 @@ class SharedState:
         under the node service, shares the nonce secret, counts authentication
         failures cluster-wide, routes calls through the node holding a phone's
         flow (L{warden.sip.hop}) and sends large requests to other nodes over
-        TCP opened with ``connector`` (L{warden.sip.node_streams}).
+        TCP opened with ``connector`` (L{warden.sip.node_streams}). The caller
+        runs ``sip`` under L{node}.
         """
         self.node.nonces = sip.nonces
         self.node.hop = sip.hop
@@ -87,7 +88,6 @@ class SharedState:
         sip.hub.choose_flow = streams.choose
         self.node.port = sip.bound_port
         sip.throttle.shared = self.auth_failures
-        sip.setServiceParent(self.node)
 
 
 def open_state(

@@ -21,8 +21,8 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -35,6 +35,9 @@ from warden.store.credentials import ALGORITHMS
 from warden.store.state_url import StateURLError, parse_state_url
 from warden.store.url import StoreURL, parse_store_url
 
+if TYPE_CHECKING:
+    from warden.interfaces import IWardenPlugin
+
 __all__ = [
     "RegistrarConfig",
     "ServerConfig",
@@ -44,6 +47,7 @@ __all__ = [
     "load_config",
     "load_effective_config",
     "parse_config_text",
+    "parse_section",
 ]
 
 TRANSPORTS = ("udp", "tcp")
@@ -672,18 +676,44 @@ class AdminConfig:
             raise _fail(self, "private_key", "certificate and private_key go together")
 
 
+def _is_plugin_names(value: object) -> bool:
+    return (
+        isinstance(value, tuple)
+        and all(isinstance(v, str) and v for v in value)
+        and len(set(value)) == len(value)
+    )
+
+
+def _default_plugins() -> tuple[str, ...]:
+    from warden.plugin import DEFAULT_PLUGINS
+
+    return DEFAULT_PLUGINS
+
+
+@attrs.frozen
+class PluginsConfig:
+    """
+    ``[plugins]``: which plugins run (L{warden.plugin}).
+
+    Attributes:
+        enabled: plugin names, each installed (``twistd warden --list-plugins``);
+            the default is every plugin Warden ships that runs by default.
+    """
+
+    SECTION: ClassVar[str] = "plugins"
+
+    enabled: tuple[str, ...] = attrs.field(
+        factory=_default_plugins,
+        converter=_to_tuple,
+        validator=_rule(_is_plugin_names, "a list of distinct plugin names"),
+    )
+
+
+#: Sections the core parses; every other section belongs to an enabled plugin.
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
-    "sip": SipConfig,
-    "registrar": RegistrarConfig,
     "store": StoreConfig,
-    "calls": CallsConfig,
-    "media": MediaConfig,
-    "dialplan": DialplanConfig,
-    "state": StateConfig,
-    "cluster": ClusterConfig,
-    "backup": BackupConfig,
-    "admin": AdminConfig,
+    "plugins": PluginsConfig,
 }
 
 
@@ -702,6 +732,9 @@ class WardenConfig:
     cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
     backup: BackupConfig = attrs.field(factory=BackupConfig)
     admin: AdminConfig = attrs.field(factory=AdminConfig)
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    #: The parsed sections of plugins that are not Warden's own, by section name.
+    plugin_sections: Mapping[str, object] = attrs.field(factory=dict, eq=False)
 
     def __attrs_post_init__(self) -> None:
         ours, legacy = self.cluster.node_id, self.server.node_id
@@ -739,8 +772,13 @@ class WardenConfig:
         return self.store_url.path
 
 
-def _section(name: str, table: object, filename: str | None) -> Any:
-    cls = _SECTIONS[name]
+def parse_section(cls: type[Any], name: str, table: object, filename: str | None) -> Any:
+    """
+    The frozen ``attrs`` section ``cls`` from the TOML ``table`` of ``[name]``.
+
+    Raises:
+        ConfigError: ``table`` is not a table, has an unknown key or a bad value.
+    """
     if not isinstance(table, dict):
         raise ConfigError(name, f"must be a table ([{name}]), got {_show(table)}", filename)
     known = [f.name for f in attrs.fields(cls)]
@@ -755,32 +793,74 @@ def _section(name: str, table: object, filename: str | None) -> Any:
         raise ConfigError(e.path, e.problem, filename) from None
 
 
-def parse_config_text(text: str, filename: str | None = None) -> WardenConfig:
+def _plugin_section(
+    plugin: IWardenPlugin, name: str, table: object, filename: str | None
+) -> object:
+    if not isinstance(table, dict):
+        raise ConfigError(name, f"must be a table ([{name}]), got {_show(table)}", filename)
+    try:
+        return plugin.parse_section(name, table, filename)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, filename) from None
+    except (ValueError, TypeError, KeyError) as e:  # a third-party parser's own error
+        raise ConfigError(name, f"refused by plugin {plugin.name!r}: {e}", filename) from None
+
+
+def parse_config_text(
+    text: str,
+    filename: str | None = None,
+    plugins: Mapping[str, IWardenPlugin] | None = None,
+) -> WardenConfig:
     """
     Parse a TOML document into a L{WardenConfig}.
+
+    The core parses ``[server]``, ``[store]`` and ``[plugins]``; every other
+    section is parsed by the enabled plugin that owns it.
 
     Args:
         text: the TOML text.
         filename: named in error messages.
+        plugins: the installed plugins by name (default: L{warden.plugin.discover}).
 
     Raises:
-        ConfigError: invalid TOML, an unknown section or key, or a bad value.
+        ConfigError: invalid TOML, an unknown plugin, a section no enabled plugin
+            owns, an unknown key, or a bad value.
     """
+    from warden.plugin import discover, enabled_plugins
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigFileError(f"invalid TOML: {e}", filename) from None
-    for name in data:
-        if name not in _SECTIONS:
-            raise ConfigError(name, f"unknown section (known: {', '.join(_SECTIONS)})", filename)
-    sections = {name: _section(name, table, filename) for name, table in data.items()}
+    available = discover() if plugins is None else plugins
+    chosen = parse_section(PluginsConfig, "plugins", data.get("plugins", {}), filename)
     try:
-        return WardenConfig(**sections)
+        enabled = enabled_plugins(chosen.enabled, available)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, filename) from None
+    owners = {section: p for p in enabled for section in p.sections}
+    builtin = {f.name for f in attrs.fields(WardenConfig)}
+    sections: dict[str, Any] = {}
+    extra: dict[str, object] = {}
+    for name, table in data.items():
+        if name in _SECTIONS:
+            sections[name] = parse_section(_SECTIONS[name], name, table, filename)
+        elif name in owners:
+            parsed = _plugin_section(owners[name], name, table, filename)
+            if name in builtin:
+                sections[name] = parsed
+            else:
+                extra[name] = parsed
+        else:
+            known = ", ".join([*_SECTIONS, *owners])
+            raise ConfigError(name, f"unknown section (known: {known})", filename)
+    try:
+        return WardenConfig(**sections, plugin_sections=extra)
     except ConfigError as e:  # a check across sections
         raise ConfigError(e.path, e.problem, filename) from None
 
 
-def load_config(path: str) -> WardenConfig:
+def load_config(path: str, plugins: Mapping[str, IWardenPlugin] | None = None) -> WardenConfig:
     """
     Read and parse the TOML file at ``path``.
 
@@ -794,7 +874,7 @@ def load_config(path: str) -> WardenConfig:
         raise ConfigFileError(f"cannot read the file: {e.strerror}", path) from None
     except UnicodeDecodeError:
         raise ConfigFileError("not UTF-8 text", path) from None
-    return parse_config_text(text, path)
+    return parse_config_text(text, path, plugins)
 
 
 def load_effective_config(
@@ -803,6 +883,7 @@ def load_effective_config(
     sip_port: int | None = None,
     sip_interface: str | None = None,
     domains: Sequence[str] = (),
+    plugins: Mapping[str, IWardenPlugin] | None = None,
 ) -> WardenConfig:
     """
     The configuration the server (and ``wardenctl``) runs with.
@@ -815,7 +896,10 @@ def load_effective_config(
         ConfigError: from the file, or an override that is invalid (its file name
             is then "command line").
     """
-    config = load_config(config_path) if config_path is not None else WardenConfig()
+    if config_path is not None:
+        config = load_config(config_path, plugins)
+    else:
+        config = WardenConfig()
     server: dict[str, Any] = {}
     sip: dict[str, Any] = {}
     if data_dir is not None:

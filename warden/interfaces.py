@@ -7,7 +7,7 @@ the stores) that every implementation, fakes included, must pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -338,6 +338,9 @@ class IMediaRelay(Interface):
     def ports_in_use() -> int:
         """UDP ports currently bound (four per session: RTP and RTCP per side)."""
 
+    def close() -> None:
+        """Release every session and its ports (Warden calls it once, at shutdown)."""
+
 
 # -- admin ----------------------------------------------------------------------------
 # Appended as one section: its own imports live here rather than at the top.
@@ -472,4 +475,53 @@ class IAuthFailureCounter(Interface):
         """
         Count one failure of ``source``; fire with its failures in the current
         window, which starts at the first failure and lasts ``window`` seconds.
+        """
+
+
+# -- Plugins -----------------------------------------------------------------------
+if TYPE_CHECKING:
+    from warden.plugin import BuildContext
+
+
+class IWardenPlugin(Interface):
+    """
+    A part of Warden loaded by name (L{warden.plugin}): Warden's own live in
+    ``warden/plugins/`` and ``warden/features/``, a site's in any installed
+    distribution's ``twisted/plugins/``. ``[plugins] enabled`` names the ones
+    that run; each receives only the configuration sections it owns.
+
+    A plugin is started and stopped through the services it adds in L{make}
+    (``twisted.application.service.IService``: ``startService`` once the store is
+    ready, ``stopService`` in reverse order at shutdown).
+    """
+
+    name: str = Attribute("The name ``[plugins] enabled`` lists it by (unique).")
+    description: str = Attribute("One line for ``twistd warden --list-plugins``.")
+    sections: tuple[str, ...] = Attribute(
+        "The top-level configuration sections this plugin owns (may be empty)."
+    )
+    needs: tuple[str, ...] = Attribute(
+        "Names of the parts (L{warden.plugin.CORE_PARTS} or other plugins'"
+        " ``provides``) that L{make} asks for; start-up refuses a plugin whose"
+        " needs no enabled plugin provides."
+    )
+    provides: tuple[str, ...] = Attribute(
+        "Names of the parts L{make} provides to the plugins that need them."
+    )
+
+    def parse_section(name: str, table: Mapping[str, object], filename: str | None) -> object:
+        """
+        Parse the owned section ``name`` from its TOML ``table``.
+
+        Raises:
+            warden.errors.ConfigError: an unknown key or a bad value, naming the
+                dotted key (``filename`` is added by the caller).
+        """
+
+    def make(context: BuildContext) -> None:
+        """
+        Build this plugin's objects once, with their final collaborators taken
+        from ``context.need`` (or ``context.optional``), give each name of
+        ``provides`` to ``context.provide``, and add the services that run them
+        with ``context.add_service``.
         """

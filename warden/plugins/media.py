@@ -1,0 +1,60 @@
+"""The built-in RTP relay as a plugin: provides ``media`` (an IMediaRelay)."""
+
+from __future__ import annotations
+
+import functools
+
+from warden.config import MediaConfig, WardenConfig
+from warden.netutil import local_addresses
+from warden.plugin import BuildContext, BuiltinPlugin
+from warden.rtp import udp as media_udp
+from warden.rtp.policy import MediaPolicy
+from warden.rtp.relay import MediaRelay
+
+
+class MediaPlugin(BuiltinPlugin):
+    """``[media]``: Warden's own RTP relay (L{warden.rtp.relay})."""
+
+    name = "media"
+    description = "RTP relay: anchors every call's media on this host ([media])"
+    provides = ("media",)
+    section_classes = {"media": MediaConfig}
+
+    def make(self, context: BuildContext) -> None:
+        """Provide the relay as ``media``; Warden closes it when it stops."""
+        config = context.config
+        context.provide(
+            "media",
+            MediaRelay(
+                context.reactor,
+                functools.partial(media_udp.listen_udp, context.reactor),
+                media_address(config),
+                port_range=(config.media.port_min, config.media.port_max),
+                interface=config.media.address or config.sip.interface or "",
+                media_timeout=config.media.timeout,
+                policy=media_policy(config),
+            ),
+        )
+
+
+def media_policy(config: WardenConfig) -> MediaPolicy:
+    """The relay's media rules; this host's addresses are never a destination."""
+    media = config.media
+    own = [media_address(config), media.address, config.sip.interface, *local_addresses()]
+    return MediaPolicy(media.latch, media.destinations, media.latch_packets, own)
+
+
+def media_address(config: WardenConfig) -> str:
+    """
+    The address the relay advertises: ``[media] address``, else the SIP interface,
+    else this host's first non-loopback IPv4 address (127.0.0.1 when it has none).
+    """
+    if config.media.address:
+        return config.media.address
+    if config.sip.interface and config.sip.interface not in ("0.0.0.0", "::"):
+        return config.sip.interface
+    candidates = sorted(a for a in local_addresses() if "." in a and not a.startswith("127."))
+    return candidates[0] if candidates else "127.0.0.1"
+
+
+plugin = MediaPlugin()

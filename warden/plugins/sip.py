@@ -1,0 +1,98 @@
+"""
+The SIP service as a plugin: transports, transaction layer, registrar and the
+B2BUA (L{warden.sip.service}), from ``[sip]``, ``[registrar]``, ``[calls]`` and
+``[dialplan]``.
+"""
+
+from __future__ import annotations
+
+from warden.cluster import SharedState
+from warden.config import CallsConfig, DialplanConfig, RegistrarConfig, SipConfig, WardenConfig
+from warden.interfaces import (
+    ICallRecordStore,
+    IDirectory,
+    ILiveCalls,
+    ILocationService,
+    IMediaRelay,
+)
+from warden.netutil import host_matcher, local_names
+from warden.plugin import BuildContext, BuiltinPlugin
+from warden.sip.registrar import ExpiryPolicy
+from warden.sip.service import CallServices, SipService, SipSettings
+from warden.sip.timers import TimerSettings
+
+
+class SipPlugin(BuiltinPlugin):
+    """The registrar and call server."""
+
+    name = "sip"
+    description = "SIP registrar and B2BUA over UDP and TCP ([sip], [registrar], [calls])"
+    needs = ("directory", "location", "records", "live", "media")
+    provides = ("sip",)
+    section_classes = {
+        "sip": SipConfig,
+        "registrar": RegistrarConfig,
+        "calls": CallsConfig,
+        "dialplan": DialplanConfig,
+    }
+
+    def make(self, context: BuildContext) -> None:
+        """Provide the SIP service as ``sip``; in a cluster it runs under the node."""
+        config = context.config
+        shared = context.optional("cluster", SharedState)
+        names = local_names(config.server.domains, [config.sip.interface])
+        sip = SipService(
+            context.reactor,
+            sip_settings(config),
+            context.need("directory", IDirectory),
+            context.need("location", ILocationService),
+            host_matcher(names),
+            CallServices(
+                media=context.need("media", IMediaRelay),
+                records=context.need("records", ICallRecordStore),
+                live=context.need("live", ILiveCalls),
+                counters=shared.counters if shared is not None else None,
+            ),
+        )
+        if shared is not None:
+            shared.attach(sip, context.reactor)
+        context.add_service(sip, shared.node if shared is not None else None)
+        context.provide("sip", sip)
+
+
+def sip_settings(config: WardenConfig) -> SipSettings:
+    """The SIP service's settings from the configuration."""
+    sip, reg = config.sip, config.registrar
+    return SipSettings(
+        interface=sip.interface,
+        port=sip.port,
+        transports=tuple(sip.transports),
+        max_message_bytes=sip.max_message_bytes,
+        udp_receive_buffer=sip.udp_receive_buffer,
+        tcp_idle_timeout=sip.tcp_idle_timeout,
+        tcp_message_timeout=sip.tcp_message_timeout,
+        tcp_connections_per_ip=sip.tcp_connections_per_ip,
+        timers=TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4).lasting_ring(
+            config.calls.ring_timeout
+        ),
+        realm=config.realm,
+        node_id=config.node_id,
+        algorithms=tuple(reg.digest_algorithms),
+        expiry=ExpiryPolicy(reg.min_expires, reg.default_expires, reg.max_expires),
+        nonce_lifetime=reg.nonce_lifetime,
+        auth_fail_limit=reg.auth_fail_limit,
+        auth_fail_extension_limit=reg.auth_fail_extension_limit,
+        accept_rfc2069=reg.accept_rfc2069,
+        server_header=sip.server_header,
+        nat=sip.nat,
+        auth_fail_window=reg.auth_fail_window,
+        auth_block_seconds=reg.auth_block_seconds,
+        ring_timeout=config.calls.ring_timeout,
+        max_calls_per_extension=config.calls.max_calls_per_extension,
+        qualify_interval=config.calls.qualify_interval,
+        dialplan=config.dialplan.rules,
+        dialog_token_lifetime=config.cluster.dialog_token_lifetime,
+    )
+
+
+plugin = SipPlugin()
