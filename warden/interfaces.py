@@ -486,7 +486,7 @@ if TYPE_CHECKING:
 class IWardenPlugin(Interface):
     """
     A part of Warden loaded by name (L{warden.plugin}): Warden's own live in
-    ``warden/plugins/`` and ``warden/features/``, a site's in any installed
+    ``warden/plugins/``, a site's in any installed
     distribution's ``twisted/plugins/``. ``[plugins] enabled`` names the ones
     that run; each receives only the configuration sections it owns.
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from warden.config import BackupConfig
 from warden.backup.schedule import backup_service
+from warden.config import BackupConfig
 from warden.plugin import BuildContext, BuiltinPlugin
 
 
