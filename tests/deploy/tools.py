@@ -1,10 +1,12 @@
 """
 What the deployment tests share: where deploy/ is, and the validators they need.
 
-The validators (kubernetes-validate, checkov, python-hcl2) are installed by tox's
-``deploy`` environment, which sets ``WARDEN_DEPLOY_TOOLS=required``: there, under
+The validators (kubernetes-validate, python-hcl2) are installed by tox's ``deploy``
+environment, which sets ``WARDEN_DEPLOY_TOOLS=required``: there, under
 ``CI=true``, a missing validator fails the test. Elsewhere (a developer's
 virtualenv, tox's ``py311``) such tests skip and say which environment runs them.
+checkov lives in a virtualenv of its own (``.ci/run`` makes it and names it in
+``$WARDEN_CHECKOV``), as its fork of the ``hcl2`` module clashes with python-hcl2's.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def checkov(testcase: unittest.TestCase, directory: Path, framework: str) -> dic
     checkov's JSON report on ``directory`` for ``framework``, run offline
     (``--skip-download``: the built-in checks only, no platform severities).
     """
-    program = require_tool(testcase, "checkov", "checkov")
+    program = os.environ.get("WARDEN_CHECKOV") or require_tool(testcase, "checkov", "checkov")
     result = subprocess.run(
         [program, "--skip-download", "--framework", framework, "-d", str(directory),
          "-o", "json"],
