@@ -23,7 +23,7 @@ import warden
 from tests.deploy.promql import series_names
 from warden.admin.metrics import WardenCollector
 from warden.config import parse_config_text
-from warden.ctl import build_parser
+from warden.ctl.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = (REPO / "docs" / "RUNBOOK.md", REPO / "docs" / "TROUBLESHOOTING.md")

@@ -89,8 +89,8 @@ class HostileBackupTests(InstalledTestCase):
         return {"path": relative, "sha256": sha, "size": size}
 
     def wardenctl_restore(self, *extra: str) -> tuple[int, str]:
-        from warden.ctl import build_parser
-        from warden.ctl_backup import run_standalone
+        from warden.ctl.backup import run_standalone
+        from warden.ctl.main import build_parser
 
         config = self.sources.config_path
         assert config is not None

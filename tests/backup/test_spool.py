@@ -196,8 +196,8 @@ class SpoolVerifyTests(SpoolBackupTestCase):
 
     def test_wardenctl_refuses(self) -> None:
         """wardenctl restore of a backup with a damaged spool copy exits 1 and names it."""
-        from warden.ctl import build_parser
-        from warden.ctl_backup import run_standalone
+        from warden.ctl.backup import run_standalone
+        from warden.ctl.main import build_parser
 
         self.copy.write_bytes(self.copy.read_bytes()[:-10])
         config = self.sources.config_path
@@ -245,8 +245,8 @@ class SpoolRestoreTests(SpoolBackupTestCase):
 
     def test_wardenctl_restore(self) -> None:
         """wardenctl restore puts the records into --data-dir's spool and says so."""
-        from warden.ctl import build_parser
-        from warden.ctl_backup import run_standalone
+        from warden.ctl.backup import run_standalone
+        from warden.ctl.main import build_parser
 
         config = self.sources.config_path
         assert config is not None

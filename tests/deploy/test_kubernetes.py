@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.deploy.test_container import CONTAINERFILE, exec_form, instructions
 from tests.deploy.tools import DEPLOY, assert_checkov_clean, checkov, require_module, require_tool
 from warden.config import WardenConfig, parse_config_text
-from warden.ctl import build_parser
+from warden.ctl.main import build_parser
 
 KUBERNETES = DEPLOY / "kubernetes"
 LABELS = {"app.kubernetes.io/name": "warden"}

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.deploy.tools import DEPLOY
 from tests.integration.harness import require_binary
 from warden.config import AdminConfig
-from warden.ctl import build_parser
+from warden.ctl.main import build_parser
 
 SYSTEMD = DEPLOY / "systemd"
 TWISTD = "/opt/warden/bin/twistd"

@@ -10,7 +10,7 @@ import json
 import sqlite3
 
 from tests.integration.harness import IntegrationTestCase, WardenProcess, wardenctl
-from warden.ctl_audit import cli_actor
+from warden.ctl.audit import cli_actor
 
 
 def audit_rows(warden: WardenProcess) -> list[tuple[str, str, str, int, dict[str, object]]]:

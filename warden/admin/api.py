@@ -21,8 +21,9 @@ from typing import Any
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-from warden import __version__, ctl_calls
+from warden import __version__
 from warden.admin.http import ApiCall, Reply, Route, json_reply
+from warden.ctl import calls as ctl_calls
 from warden.digits import parse_decimal, parse_uint
 from warden.errors import ApiError
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls, ILocationService

@@ -174,8 +174,8 @@ class WardenctlTests(SynchronousTestCase):
     """wardenctl backup and restore, run in-process on real files."""
 
     def run_ctl(self, *argv: str) -> tuple[int, str, str]:
-        from warden.ctl import build_parser
-        from warden.ctl_backup import run_standalone
+        from warden.ctl.backup import run_standalone
+        from warden.ctl.main import build_parser
 
         args = build_parser().parse_args(["--config", str(self.config), *argv])
         config = parse_config_text(self.config.read_text())

@@ -24,8 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.store.syncpool import SyncPool
 from warden.config import parse_config_text
-from warden.ctl import CommandError, build_parser, main, read_import_file, run_command
-from warden.ctl_calls import csv_cell, parse_when
+from warden.ctl.calls import csv_cell, parse_when
+from warden.ctl.main import CommandError, build_parser, main, read_import_file, run_command
 from warden.model import CallRecord, Extension, LiveCall
 from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.credentials import compute_ha1
@@ -33,7 +33,7 @@ from warden.store.migrate import apply_migrations
 from warden.testing import MemoryCallRecordStore, MemoryDirectory, MemoryLiveCalls
 
 REALM = "test.example"
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class SlowDirectory(MemoryDirectory):

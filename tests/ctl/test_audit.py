@@ -14,10 +14,10 @@ from io import StringIO
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from warden.admin.ctl import run_admin
 from warden.config import parse_config_text
-from warden.ctl import build_parser, run_command
-from warden.ctl_audit import cli_actor
+from warden.ctl.admin import run_admin
+from warden.ctl.audit import cli_actor
+from warden.ctl.main import build_parser, run_command
 from warden.testing import MemoryCallRecordStore, MemoryDirectory
 from warden.testing.admin import MemoryAdminStore, MemoryAuditLog
 

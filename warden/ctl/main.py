@@ -18,11 +18,11 @@ then runs one command::
                        [--disposition D] [--limit N] [--csv | --json]
     wardenctl cdr export FILE.csv [the same filters]
     wardenctl calls [--json]
-    wardenctl registrations [EXTENSION] [--json] | nodes [--json]  (warden.ctl_cluster)
-    wardenctl backup [--type T] [--to DIR] [--key-file FILE]      (warden.ctl_backup)
+    wardenctl registrations [EXTENSION] [--json] | nodes [--json]  (warden.ctl.cluster)
+    wardenctl backup [--type T] [--to DIR] [--key-file FILE]      (warden.ctl.backup)
     wardenctl restore BACKUP [--to-database URL|PATH] [--data-dir DIR] [--force]
     wardenctl admin add NAME | list | token ACCOUNT NAME [--scopes read,write,calls]
-    wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.admin.ctl)
+    wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.ctl.admin)
 
 WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
 date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).
@@ -52,11 +52,13 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from warden import ctl_backup as backup_ctl
-from warden import ctl_calls, ctl_cluster, ctl_store
-from warden.admin import ctl as admin_ctl
 from warden.config import WardenConfig, load_effective_config
-from warden.ctl_audit import CliAudit, action_of, audit_standalone
+from warden.ctl import admin as admin_ctl
+from warden.ctl import backup as backup_ctl
+from warden.ctl import calls as ctl_calls
+from warden.ctl import cluster as ctl_cluster
+from warden.ctl import store as ctl_store
+from warden.ctl.audit import CliAudit, action_of, audit_standalone
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
 from warden.filemodes import private_umask
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
@@ -585,7 +587,7 @@ def run_command(
         call_records: read by ``cdr``.
         live_calls: read by ``calls``.
         tz: the zone times are shown and read in; None is the local zone.
-        audit_log: where changes and CDR exports are recorded (L{warden.ctl_audit}).
+        audit_log: where changes and CDR exports are recorded (L{warden.ctl.audit}).
 
     Returns:
         A Deferred firing with the exit status.
@@ -674,7 +676,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_FAILED
     return EXIT_OK  # pragma: no cover (react always exits)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

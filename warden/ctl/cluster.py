@@ -51,7 +51,7 @@ def live_calls(state: RedisState) -> RedisLiveCalls:
 
 async def _with_state(ctx: Any, command: Any) -> None:
     """Run ``command(state)`` on the shared state of ``ctx.config``, then close it."""
-    from warden.ctl import EXIT_FAILED, CommandError
+    from warden.ctl.main import EXIT_FAILED, CommandError
     from warden.errors import StateUnavailable
 
     state = open_state(ctx.config, ctx.clock)
@@ -79,7 +79,7 @@ def binding_json(binding: Binding, now: float, alive: set[str]) -> dict[str, Any
 
 def registrations_table(bindings: list[Binding], now: float, alive: set[str]) -> list[str]:
     """Extension, contact, flow, node (``(down)`` when dead), seconds left."""
-    from warden.ctl_calls import table
+    from warden.ctl.calls import table
 
     rows = [("EXTENSION", "CONTACT", "FLOW", "NODE", "EXPIRES")]
     for b in bindings:
@@ -92,7 +92,7 @@ def registrations_table(bindings: list[Binding], now: float, alive: set[str]) ->
 
 def nodes_table(nodes: list[NodeInfo], now: float) -> list[str]:
     """Node, SIP address, up for, last heartbeat (seconds ago)."""
-    from warden.ctl_calls import clock_duration, table
+    from warden.ctl.calls import clock_duration, table
 
     rows = [("NODE", "SIP", "UP", "SEEN")]
     for n in nodes:

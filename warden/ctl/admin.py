@@ -33,7 +33,7 @@ from twisted.web.http_headers import Headers
 from warden.admin import auth as admin_auth
 from warden.admin.service import CERT_FILE
 from warden.config import WardenConfig
-from warden.ctl_audit import CliAudit, action_of
+from warden.ctl.audit import CliAudit, action_of
 from warden.errors import AdminAccountExists
 from warden.interfaces import IAdminStore, IAuditLog
 from warden.model.admin import SCOPES

@@ -10,9 +10,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.admin import secrets
-from warden.admin.ctl import admin_url, run_admin
 from warden.config import parse_config_text
-from warden.ctl import build_parser
+from warden.ctl.admin import admin_url, run_admin
+from warden.ctl.main import build_parser
 from warden.testing.admin import MemoryAdminStore
 
 

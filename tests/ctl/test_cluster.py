@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from warden.cluster import NodeService
 from warden.config import parse_config_text
-from warden.ctl import build_parser, run_command
+from warden.ctl.main import build_parser, run_command
 from warden.model import Binding
 from warden.store.redis import RedisLocationService, connect_state
 from warden.testing import MemoryDirectory, servers
