@@ -43,7 +43,10 @@ def _packages_in_tree() -> set[str]:
 
 
 def _imports(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, module) of every absolute import in one file."""
+    """
+    (line, module) of every absolute import in one file; ``from a import b``
+    gives both ``a`` and ``a.b`` (``b`` may be a module).
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -51,6 +54,8 @@ def _imports(path: Path) -> Iterator[tuple[int, str]]:
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node.lineno, node.module
+            for alias in node.names:
+                yield node.lineno, f"{node.module}.{alias.name}"
 
 
 def _python_files(*dirs: str) -> Iterator[Path]:
@@ -128,4 +133,17 @@ class ImportTests(SynchronousTestCase):
                 module = node.module
                 if module.startswith("warden") and not module.startswith("warden.model"):
                     bad.append(f"{node.lineno}: {module}")
+        self.assertEqual(bad, [])
+
+    def test_admin_api_does_not_import_the_command_line(self) -> None:
+        """
+        The admin API and wardenctl share L{warden.present}; the API (warden.admin)
+        imports nothing of wardenctl (warden.ctl).
+        """
+        bad = [
+            f"{path.relative_to(ROOT)}:{line}: {module}"
+            for path in _python_files("warden/admin")
+            for line, module in _imports(path)
+            if module.startswith("warden.ctl")
+        ]
         self.assertEqual(bad, [])

@@ -24,9 +24,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.store.syncpool import SyncPool
 from warden.config import parse_config_text
-from warden.ctl.calls import csv_cell, parse_when
 from warden.ctl.main import CommandError, build_parser, main, read_import_file, run_command
 from warden.model import CallRecord, Extension, LiveCall
+from warden.present import csv_cell, parse_when
 from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
 from warden.store.credentials import compute_ha1
 from warden.store.migrate import apply_migrations

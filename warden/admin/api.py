@@ -21,9 +21,8 @@ from typing import Any
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-from warden import __version__
+from warden import __version__, present
 from warden.admin.http import ApiCall, Reply, Route, json_reply
-from warden.ctl import calls as ctl_calls
 from warden.digits import parse_decimal, parse_uint
 from warden.errors import ApiError
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls, ILocationService
@@ -91,7 +90,7 @@ def time_of(query: dict[str, str], name: str, now: float) -> float | None:
     if value is not None:
         return value
     try:
-        return ctl_calls.parse_when(text, now)
+        return present.parse_when(text, now)
     except (ValueError, OverflowError):
         raise ApiError(400, "invalid_parameter", f"{name}: not a time") from None
 
@@ -403,7 +402,7 @@ class RecordsApi:
             filters["extension"] = query["extension"]
         if "disposition" in query:
             try:
-                filters["disposition"] = ctl_calls.parse_disposition(query["disposition"])
+                filters["disposition"] = present.parse_disposition(query["disposition"])
             except ValueError as e:
                 raise ApiError(400, "invalid_parameter", str(e)) from None
         fmt = query.get("format", "json")
@@ -418,13 +417,13 @@ class RecordsApi:
         next_cursor = encode_cursor(records[-1].call_id) if more else None
         if fmt == "csv":
             out = io.StringIO()
-            ctl_calls.CsvWriter(out).write(records)
+            present.CsvWriter(out).write(records)
             headers = (("Link", f'<?cursor={next_cursor}>; rel="next"'),) if next_cursor else ()
             used = {k: v for k, v in filters.items() if v is not None}
             detail = {"format": "csv", "count": len(records), "filters": used}
             return Reply(200, raw=out.getvalue().encode(), content_type="text/csv; charset=utf-8",
                          headers=headers, audit=True, detail=detail)  # fmt: skip
-        items = [ctl_calls.record_json(r) for r in records]
+        items = [present.record_json(r) for r in records]
         return json_reply({"items": items, "next_cursor": next_cursor})
 
     async def audit(self, call: ApiCall) -> Reply:

@@ -79,7 +79,7 @@ def binding_json(binding: Binding, now: float, alive: set[str]) -> dict[str, Any
 
 def registrations_table(bindings: list[Binding], now: float, alive: set[str]) -> list[str]:
     """Extension, contact, flow, node (``(down)`` when dead), seconds left."""
-    from warden.ctl.calls import table
+    from warden.present import table
 
     rows = [("EXTENSION", "CONTACT", "FLOW", "NODE", "EXPIRES")]
     for b in bindings:
@@ -92,7 +92,7 @@ def registrations_table(bindings: list[Binding], now: float, alive: set[str]) ->
 
 def nodes_table(nodes: list[NodeInfo], now: float) -> list[str]:
     """Node, SIP address, up for, last heartbeat (seconds ago)."""
-    from warden.ctl.calls import clock_duration, table
+    from warden.present import clock_duration, table
 
     rows = [("NODE", "SIP", "UP", "SEEN")]
     for n in nodes:

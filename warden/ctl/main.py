@@ -52,6 +52,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from warden import present
 from warden.config import WardenConfig, load_effective_config
 from warden.ctl import admin as admin_ctl
 from warden.ctl import backup as backup_ctl
@@ -475,7 +476,7 @@ def _call_filters_of(ctx: _Context) -> dict[str, Any]:
     for name in ("since", "until"):
         text = getattr(ctx.args, name)
         try:
-            filters[name] = None if text is None else ctl_calls.parse_when(text, now, ctx.tz)
+            filters[name] = None if text is None else present.parse_when(text, now, ctx.tz)
         except ValueError as e:
             raise CommandError(f"--{name}: {e}", EXIT_USAGE) from None
     since, until = filters["since"], filters["until"]
@@ -489,11 +490,11 @@ async def _cdr_list(ctx: _Context) -> None:
     records = await ctx.call_records.list(**_call_filters_of(ctx), limit=limit + 1)
     more, records = len(records) > limit, records[:limit]
     if ctx.args.csv:
-        ctl_calls.CsvWriter(ctx.out, ctx.tz).write(records)
+        present.CsvWriter(ctx.out, ctx.tz).write(records)
     elif ctx.args.json:
-        ctx.print(json.dumps([ctl_calls.record_json(r) for r in records], indent=2))
+        ctx.print(json.dumps([present.record_json(r) for r in records], indent=2))
     elif records:
-        for line in ctl_calls.record_table(records, ctx.tz):
+        for line in present.record_table(records, ctx.tz):
             ctx.print(line)
     else:
         ctx.print("no call records match")
@@ -532,7 +533,7 @@ async def _cdr_export(ctx: _Context) -> None:
     count = 0
     try:
         with open(partial, "w", encoding="utf-8", newline="") as f:
-            writer = ctl_calls.CsvWriter(f, ctx.tz)
+            writer = present.CsvWriter(f, ctx.tz)
             async for page in _pages(ctx, filters, ctx.args.limit):
                 count += writer.write(page)
         os.replace(partial, path)
@@ -549,9 +550,9 @@ async def _calls(ctx: _Context) -> None:
     calls = await ctx.live_calls.list()
     now = ctx.clock.seconds()
     if ctx.args.json:
-        ctx.print(json.dumps([ctl_calls.live_json(c, now) for c in calls], indent=2))
+        ctx.print(json.dumps([present.live_json(c, now) for c in calls], indent=2))
     elif calls:
-        for line in ctl_calls.live_table(calls, now):
+        for line in present.live_table(calls, now):
             ctx.print(line)
     else:
         ctx.print("no calls in progress")
