@@ -18,7 +18,15 @@ from twisted.scripts._twistd_unix import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.deploy.test_container import CONTAINERFILE, exec_form, instructions
-from tests.deploy.tools import DEPLOY, assert_checkov_clean, checkov, require_module, require_tool
+from tests.deploy.tools import (
+    DEPLOY,
+    assert_checkov_clean,
+    checkov,
+    drain_running_warden,
+    require_module,
+    require_tool,
+)
+from tests.integration.harness import IntegrationTestCase
 from warden.config import WardenConfig, parse_config_text
 from warden.ctl.main import build_parser
 
@@ -266,3 +274,14 @@ class ValidatorTests(SynchronousTestCase):
         }
         skipped = {c["check_id"] for c in report["results"]["skipped_checks"]}
         self.assertEqual(skipped, skips)
+
+
+class PreStopDrainTests(IntegrationTestCase):
+    """The StatefulSet's preStop hook against a real Warden."""
+
+    async def test_pre_stop_drains(self) -> None:
+        """The preStop command (the Secret's token file, the pod's config) drains a Warden."""
+        (warden,) = resources(self)[("StatefulSet", "warden")]["spec"]["template"]["spec"][
+            "containers"
+        ]
+        await drain_running_warden(self, warden["lifecycle"]["preStop"]["exec"]["command"])

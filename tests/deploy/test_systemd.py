@@ -14,8 +14,8 @@ from pathlib import Path
 from twisted.scripts._twistd_unix import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.deploy.tools import DEPLOY
-from tests.integration.harness import require_binary
+from tests.deploy.tools import DEPLOY, drain_running_warden
+from tests.integration.harness import IntegrationTestCase, require_binary
 from warden.config import AdminConfig
 from warden.ctl.main import build_parser
 
@@ -205,3 +205,12 @@ class VerifyTests(SynchronousTestCase):
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         self.assertEqual(check.returncode, 0, check.stderr)
+
+
+class StopDrainTests(IntegrationTestCase):
+    """warden.service's ExecStop against a real Warden."""
+
+    async def test_exec_stop_drains(self) -> None:
+        """The ExecStop command line, with a write-scoped token, drains a running Warden."""
+        argv = shlex.split(one(unit("warden.service")["Service"], "ExecStop").lstrip("-"))
+        await drain_running_warden(self, argv)

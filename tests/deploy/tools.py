@@ -23,6 +23,8 @@ from typing import Any
 
 from twisted.trial import unittest
 
+from tests.integration.harness import WARDENCTL, IntegrationTestCase, run_process, wardenctl
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
@@ -91,3 +93,29 @@ def assert_checkov_clean(testcase: unittest.TestCase, report: dict[str, Any]) ->
     for skipped in results["skipped_checks"]:
         reason = skipped["check_result"].get("suppress_comment", "")
         testcase.assertGreaterEqual(len(reason.split()), 6, f"{skipped['check_id']}: {reason!r}")
+
+
+async def drain_running_warden(testcase: IntegrationTestCase, argv: list[str]) -> None:
+    """
+    Run a deployment's ``wardenctl ... drain`` command line against a real Warden:
+    the program becomes this checkout's wardenctl, the configuration, data
+    directory and token file the test Warden's (the token a new one with the
+    write scope). It must exit 0 once the server reports the drain finished.
+    """
+    warden = await testcase.start_warden()
+    added = await wardenctl(warden.config_path, "admin", "add", "ops")
+    testcase.assertEqual(added.code, 0, added.stderr)
+    made = await wardenctl(warden.config_path, "admin", "token", "ops", "drain",
+                           "--scopes", "write")  # fmt: skip
+    testcase.assertEqual(made.code, 0, made.stderr)
+    token = warden.workdir / "drain-token"
+    token.write_text(made.stdout.strip() + "\n", encoding="utf-8")
+    args = list(argv[1:])
+    for option, value in (("--config", warden.config_path), ("--data-dir", warden.data_dir),
+                          ("--token-file", token)):  # fmt: skip
+        if option in args:
+            args[args.index(option) + 1] = str(value)
+    result = await run_process([*WARDENCTL, *args], warden.workdir, 60)
+    testcase.assertEqual(result.code, 0, result.stderr + result.stdout)
+    testcase.assertEqual(result.stdout.splitlines()[-1], "drained")
+    testcase.assertIn("Drained", warden.log_text())
