@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.promql import metric_names
+from tests.deploy.promql import metric_names, selectors
 from tests.deploy.tools import DEPLOY
 
 PROMETHEUS = DEPLOY / "prometheus"
@@ -24,6 +24,9 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 
 #: Series Prometheus records itself for every scrape target (not in any /metrics).
 PROMETHEUS_SERIES = frozenset(["up"])
+
+#: Labels Prometheus adds to every series of a target.
+TARGET_LABELS = frozenset(["job", "instance"])
 
 #: Metric names a warden-loadtest's /metrics serves (the rest are Warden's).
 LOADTEST_PREFIX = "warden_loadtest_"
@@ -121,11 +124,25 @@ def as_promql(expr: str) -> str:
 def referenced_metrics() -> dict[str, set[str]]:
     """Metric name -> where it is used ("rule X", "dashboard.json: panel")."""
     uses: dict[str, set[str]] = {}
-    for alert, expr in alert_rules().items():
+    for where, expr in all_expressions():
         for name in metric_names(expr):
-            uses.setdefault(name, set()).add(f"rule {alert}")
-    for file, expressions in dashboard_expressions().items():
-        for where, expr in expressions:
-            for name in metric_names(expr):
-                uses.setdefault(name, set()).add(f"{file}: {where}")
+            uses.setdefault(name, set()).add(where)
     return uses
+
+
+def all_expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) of every rule and every dashboard query and variable."""
+    found = [(f"rule {alert}", expr) for alert, expr in alert_rules().items()]
+    for file, expressions in dashboard_expressions().items():
+        found.extend((f"{file}: {where}", expr) for where, expr in expressions)
+    return found
+
+
+def matched_labels() -> dict[str, dict[str, set[str]]]:
+    """Metric name -> label a selector matches it on (job and instance aside) -> where."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for where, expr in all_expressions():
+        for name, labels in selectors(expr):
+            for label in labels - TARGET_LABELS:
+                found.setdefault(name, {}).setdefault(label, set()).add(where)
+    return found

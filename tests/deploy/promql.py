@@ -8,7 +8,8 @@ that looks like a name is a metric name; an unknown function is an error rather
 than a guess.
 
 Also L{series_names}: the series names a Prometheus exposition provides, with the
-suffixes each family type implies (``_total``, ``_bucket``, ``_sum``, ``_count``).
+suffixes each family type implies (``_total``, ``_bucket``, ``_sum``, ``_count``),
+and L{sample_labels}: the label names its samples carry.
 """
 
 from __future__ import annotations
@@ -84,22 +85,35 @@ def tokens(expr: str) -> Iterator[tuple[str, str]]:
         position = match.end()
 
 
-def _name_matcher(block: str, expr: str) -> str | None:
-    """The metric name a ``{__name__="..."}`` selector names, if any."""
+def _matchers(block: str, expr: str) -> list[tuple[str, str, str]]:
+    """(label, operator, value without quotes) of each matcher of a ``{...}`` block."""
     inner = block[1:-1].strip()
-    found = None
+    found = []
     position = 0
     while position < len(inner):
         match = _MATCHER.match(inner, position)
         if match is None:
             raise PromQLError(f"bad label matchers {block!r} in {expr!r}")
         label, op, value = match.groups()
-        if label == "__name__":
-            if op != "=":
-                raise PromQLError(f"a metric name matched by {op} cannot be checked: {expr!r}")
-            found = value[1:-1]
+        found.append((label, op, value[1:-1]))
         position = match.end()
     return found
+
+
+def _selected(name: str | None, block: str, expr: str) -> tuple[str, frozenset[str]] | None:
+    """
+    The metric a selector names (``name``, or its ``__name__`` matcher) and the
+    other labels it matches on; None for a block naming no metric.
+    """
+    labels = set()
+    for label, op, value in _matchers(block, expr) if block else []:
+        if label != "__name__":
+            labels.add(label)
+        elif op != "=":
+            raise PromQLError(f"a metric name matched by {op} cannot be checked: {expr!r}")
+        else:
+            name = value
+    return (name, frozenset(labels)) if name is not None else None
 
 
 def _after_group(items: list[tuple[str, str]], opening: int, expr: str) -> int:
@@ -125,9 +139,9 @@ def _is_name_of_metric(text: str, following: str, expr: str) -> bool:
     return not (text in AGGREGATIONS and following in LABEL_LIST_KEYWORDS)
 
 
-def metric_names(expr: str) -> set[str]:
+def selectors(expr: str) -> list[tuple[str, frozenset[str]]]:
     """
-    The metric names ``expr`` selects.
+    Each metric ``expr`` selects, with the labels its selector matches on.
 
     Raises:
         PromQLError: unreadable input, unbalanced parentheses, an unknown
@@ -136,25 +150,33 @@ def metric_names(expr: str) -> set[str]:
     items = list(tokens(expr))
     if sum({"(": 1, ")": -1}.get(text, 0) for _, text in items) != 0:
         raise PromQLError(f"unbalanced parentheses in {expr!r}")
-    found: set[str] = set()
+    found: list[tuple[str, frozenset[str]]] = []
     index = 0
     while index < len(items):
         kind, text = items[index]
-        following = items[index + 1][1] if index + 1 < len(items) else ""
+        following = items[index + 1] if index + 1 < len(items) else ("", "")
+        selected = None
         if kind == "labels":
-            name = _name_matcher(text, expr)
-            if name is not None:
-                found.add(name)
+            selected = _selected(None, text, expr)
         elif kind == "name" and text in LABEL_LIST_KEYWORDS:
             # ``by (le, method)`` and the like hold label names only.
-            if following != "(":
+            if following[1] != "(":
                 raise PromQLError(f"{text} without a label list in {expr!r}")
             index = _after_group(items, index + 1, expr)
             continue
-        elif kind == "name" and _is_name_of_metric(text, following, expr):
-            found.add(text)
+        elif kind == "name" and _is_name_of_metric(text, following[1], expr):
+            block = following[1] if following[0] == "labels" else ""
+            selected = _selected(text, block, expr)
+            index += 1 if block else 0
+        if selected is not None:
+            found.append(selected)
         index += 1
     return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names ``expr`` selects (L{selectors} without the labels)."""
+    return {name for name, _ in selectors(expr)}
 
 
 def series_names(exposition: str) -> set[str]:
@@ -175,6 +197,15 @@ def series_names(exposition: str) -> set[str]:
         names.update(f"{family.name}{suffix}" for suffix in implied.get(family.type, ("",)))
         names.update(sample.name for sample in family.samples)
     return names
+
+
+def sample_labels(exposition: str) -> dict[str, set[str]]:
+    """Series name -> the label names its samples carry (series with samples only)."""
+    found: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            found.setdefault(sample.name, set()).update(sample.labels)
+    return found
 
 
 def missing(referenced: Iterable[str], available: set[str]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.deploy.promql import PromQLError, metric_names, series_names
+from tests.deploy.promql import PromQLError, metric_names, sample_labels, selectors, series_names
 
 
 class MetricNamesTests(SynchronousTestCase):
@@ -72,6 +72,25 @@ class MetricNamesTests(SynchronousTestCase):
                 metric_names(expr)
 
 
+class SelectorsTests(SynchronousTestCase):
+    """L{selectors} pairs each metric with the labels its own matchers name."""
+
+    def test_labels_of_each_selector(self) -> None:
+        """Matchers belong to the selector they follow; label lists are not matchers."""
+        expr = (
+            'sum by (method) (rate(a_total{method="INVITE", job="w"}[5m]))'
+            ' / on (job) b{__name__="b", status_class=~"5.."} + c'
+        )
+        self.assertEqual(
+            selectors(expr),
+            [
+                ("a_total", frozenset({"method", "job"})),
+                ("b", frozenset({"status_class"})),
+                ("c", frozenset()),
+            ],
+        )
+
+
 class SeriesNamesTests(SynchronousTestCase):
     """L{series_names} knows the series each family type implies."""
 
@@ -86,3 +105,16 @@ class SeriesNamesTests(SynchronousTestCase):
         self.assertTrue({"a_total", "h_bucket", "h_sum", "h_count", "g"} <= names)
         self.assertNotIn("a", names)
         self.assertNotIn("g_total", names)
+
+
+class SampleLabelsTests(SynchronousTestCase):
+    """L{sample_labels} reads the label names of each series' samples."""
+
+    def test_labels(self) -> None:
+        """Labels per sample name; a family without samples is absent."""
+        text = (
+            "# HELP a_total A.\n# TYPE a_total counter\n"
+            'a_total{method="INVITE",transport="udp"} 1.0\n'
+            "# HELP e_total E.\n# TYPE e_total counter\n"
+        )
+        self.assertEqual(sample_labels(text), {"a_total": {"method", "transport"}})

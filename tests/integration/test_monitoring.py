@@ -3,7 +3,8 @@ The monitoring artifacts against real processes: a real ``twistd warden`` places
 a real SIPp call (RTP through its relay), then its ``/metrics`` is scraped over
 the authenticated admin HTTPS API, checked by ``promtool check metrics``, and
 every metric an alert rule (deploy/prometheus) or a dashboard panel
-(deploy/grafana) reads must be in it. The load-test dashboard's metrics are
+(deploy/grafana) reads must be in it, with the labels its selectors match on
+(for the series that have samples). The load-test dashboard's metrics are
 checked the same way against a real ``twistd warden-loadtest
 --prometheus-port`` run on the same Warden.
 """
@@ -14,8 +15,13 @@ import subprocess
 
 from twisted.internet.error import ConnectError
 
-from tests.deploy.monitoring import LOADTEST_PREFIX, PROMETHEUS_SERIES, referenced_metrics
-from tests.deploy.promql import missing, series_names
+from tests.deploy.monitoring import (
+    LOADTEST_PREFIX,
+    PROMETHEUS_SERIES,
+    matched_labels,
+    referenced_metrics,
+)
+from tests.deploy.promql import missing, sample_labels, series_names
 from tests.integration.clients import pause
 from tests.integration.harness import free_port, poll, require_binary, spawn
 from tests.integration.test_admin import _CallMixin
@@ -38,6 +44,18 @@ class MonitoringAgainstRealWardenTests(_CallMixin):
         """Every name in ``wanted`` is a series of the exposition ``text``."""
         absent = missing(wanted, series_names(text))
         self.assertEqual(absent, [], {name: sorted(wanted[name]) for name in absent})
+
+    def assertLabelsExist(self, text: str) -> None:
+        """
+        Each label a selector matches a metric on is a label of that metric's
+        samples in ``text`` (metrics without samples there cannot tell).
+        """
+        carried = sample_labels(text)
+        for name, labels in matched_labels().items():
+            if name not in carried:
+                continue
+            for label, where in labels.items():
+                self.assertIn(label, carried[name], (name, sorted(where)))
 
     async def loadtest_exposition(self, port: int, passwords: dict[str, str]) -> str:
         """The /metrics of a short registration run of warden-loadtest against ``port``."""
@@ -85,8 +103,10 @@ class MonitoringAgainstRealWardenTests(_CallMixin):
         }
         self.assertIn("warden_tls_certificate_expiry_timestamp_seconds", product)
         self.assertExported(product, text)
+        self.assertLabelsExist(text)
 
         generator = await self.loadtest_exposition(warden.port, users.passwords)
         self.check_exposition(generator)
         self.assertTrue(loadtest)
         self.assertExported(loadtest, generator)
+        self.assertLabelsExist(generator)
