@@ -2,7 +2,7 @@
 Conformance suites for the store interfaces.
 
 One mixin per interface, run against every implementation (memory fakes, SQLite,
-the caching directory, the CDR spool): a subclass mixes it into a trial ``TestCase`` and defines
+the directory snapshot, the CDR spool): a subclass mixes it into a trial ``TestCase`` and defines
 ``make_store()``, returning the store or a Deferred that fires with it. Tests are
 coroutines, so stores whose Deferreds fire later (SQLite's thread pool) run the
 same checks as the memory fakes.

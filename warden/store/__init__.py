@@ -8,7 +8,6 @@ The value objects they keep are in L{warden.model}.
 - ``cdr``: call records and live calls in SQLite (``SQLiteCallRecordStore``,
   ``SQLiteLiveCalls``).
 - ``spool``: ``SpooledCallRecordStore``, the fsync'd spool that loses no call record.
-- ``caching``: ``CachingDirectory``, a TTL cache in front of any directory.
 - ``migrate``: numbered schema files per dialect, applied at start-up.
 - ``url``: store URLs (``sqlite:...``, ``postgresql://...``) and the store password.
 - ``backend``: opens the stores a URL names (``open_stores``, ``check_store``).
