@@ -1,7 +1,7 @@
 """
 In-process micro-benchmark of the authenticated-REGISTER hot path.
 
-Drives the real stack (TransportHub, TransactionLayer, SipCore, Registrar,
+Drives the real stack (TransportHub, TransactionLayer, RequestDispatcher, Registrar,
 Authenticator over the memory stores) with pre-built datagrams and no sockets:
 
 * phase 1 (timed): one unauthenticated REGISTER per user, each answered 401;
@@ -50,7 +50,7 @@ from zope.interface import implementer
 
 from warden.sip.auth import AuthThrottle, NonceManager, answer_challenge
 from warden.sip.authenticator import Authenticator
-from warden.sip.core import SipCore
+from warden.sip.dispatch import RequestDispatcher
 from warden.sip.parser import parse_datagram
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.timers import TimerSettings
@@ -155,8 +155,10 @@ class Stack:
         self.location = MemoryLocationService()
         is_local = frozenset({REALM, SERVER[0]}).__contains__
         self.hub = TransportHub(self.clock, 65535, 600.0)
-        self.core = SipCore(is_local)
-        self.transactions = TransactionLayer(self.clock, TimerSettings(), self.hub.send, self.core)
+        self.dispatcher = RequestDispatcher(is_local)
+        self.transactions = TransactionLayer(
+            self.clock, TimerSettings(), self.hub.send, self.dispatcher
+        )
         self.hub.receiver = self.transactions.receive
         throttle = AuthThrottle(self.clock, 20, 60.0, 300.0)
         nonces = NonceManager(self.clock, 300.0)
@@ -166,7 +168,7 @@ class Stack:
         registrar = Registrar(
             self.clock, authenticator, self.location, ExpiryPolicy(), is_local, "b"
         )
-        self.core.register_handler("REGISTER", registrar.handle)
+        self.dispatcher.register_handler("REGISTER", registrar.handle)
         self.udp = SipDatagramProtocol(self.hub)
         self.transport = NullDatagramTransport()
         self.udp.makeConnection(self.transport)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import atheris
 
 with atheris.instrument_imports(include=["warden"]):
     from warden.errors import SipParseError
-    from warden.sip.core import build_stateless_error
+    from warden.sip.dispatch import build_stateless_error
     from warden.sip.message import Message, Request, make_response
     from warden.sip.parser import parse_datagram
     from warden.sip.transaction import server_key

@@ -2,7 +2,7 @@
 The Warden exception tree.
 
 ``SipError(status, reason)`` is turned into a SIP response in exactly one place
-(``warden.sip.core``); ``ConfigError`` surfaces as ``usage.UsageError`` with the file,
+(``warden.sip.dispatch``); ``ConfigError`` surfaces as ``usage.UsageError`` with the file,
 key and problem on one line.
 """
 

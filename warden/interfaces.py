@@ -114,7 +114,7 @@ class IRouter(Interface):
 class ITransactionUser(Interface):
     """
     The transaction user (TU) above L{warden.sip.transaction.TransactionLayer}
-    (RFC 3261 §17): the core that answers requests.
+    (RFC 3261 §17): the request dispatcher that answers requests.
     """
 
     def request_received(transaction: ServerTransaction, request: Request, flow: Flow) -> None:

@@ -17,7 +17,7 @@ from warden.errors import SipError, SipParseError
 from warden.model import Binding
 from warden.sip.auth import answer_challenge
 from warden.sip.authenticator import as_deferred, then
-from warden.sip.core import SipCore
+from warden.sip.dispatch import RequestDispatcher
 from warden.sip.flow import Flow
 from warden.sip.headers import canonical_name, parse_auth_params, parse_via, split_commas
 from warden.sip.message import HeaderList, Request, Response, make_response
@@ -297,11 +297,11 @@ class AsynchronousStoreTests(RegistrarTestCase):
 
 
 class CoreHandlerTests(SynchronousTestCase):
-    """What the core does with what a handler gives back (as maybeDeferred would)."""
+    """What the dispatcher does with what a handler gives back (as maybeDeferred would)."""
 
     def respond(self, handler: object) -> Response:
         """Dispatch a REGISTER to ``handler``; return the response sent."""
-        core = SipCore(lambda host: True)
+        core = RequestDispatcher(lambda host: True)
         core.register_handler("REGISTER", handler)  # type: ignore[arg-type]
         sent: list[Response] = []
         txn = type("Txn", (), {"respond": lambda _, r: sent.append(r)})()

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from warden.config import parse_config_text
 from warden.errors import ConfigError
-from warden.sip.core import build_stateless_error
+from warden.sip.dispatch import build_stateless_error
 from warden.sip.message import Request, Response
 from warden.testing.sipstack import FakeSipStack
 
@@ -41,7 +41,7 @@ class ServerHeaderTests(SynchronousTestCase):
     def test_configured_text(self) -> None:
         """The configured text is sent instead (core and stateless parse errors)."""
         stack = FakeSipStack()
-        stack.core.server_header = stack.hub.server_header = "PBX"
+        stack.dispatcher.server_header = stack.hub.server_header = "PBX"
         self.assertEqual(self.answer(stack).get("Server"), "PBX")
         broken = OPTIONS.replace(b"Max-Forwards: 70", b"Max-Forwards: seventy")
         self.assertEqual(self.answer(stack, broken).get("Server"), "PBX")
@@ -49,7 +49,7 @@ class ServerHeaderTests(SynchronousTestCase):
     def test_empty_sends_none(self) -> None:
         """An empty setting sends no Server header at all."""
         stack = FakeSipStack()
-        stack.core.server_header = ""
+        stack.dispatcher.server_header = ""
         self.assertIsNone(self.answer(stack).get("Server"))
         request = Request("OPTIONS", "sip:pbx.test", [])
         request.headers.extend(

@@ -1,5 +1,5 @@
 """
-A shared state (Redis) that fails or times out: SipCore answers the request
+A shared state (Redis) that fails or times out: RequestDispatcher answers the request
 503 Service Unavailable with Retry-After (RFC 3261 §21.5.4) instead of 500, and
 the next request, once the state answers again, succeeds.
 """

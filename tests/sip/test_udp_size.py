@@ -13,7 +13,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from warden.sip import metrics
-from warden.sip.core import SipCore
+from warden.sip.dispatch import RequestDispatcher
 from warden.sip.message import Response
 from warden.sip.parser import parse_datagram
 from warden.sip.service import udp_server
@@ -62,7 +62,7 @@ class LargeDatagramTests(TestCase):
 
     def setUp(self) -> None:
         hub = TransportHub(reactor, LIMIT, 600.0)  # type: ignore[arg-type]
-        core = SipCore(lambda host: host == "127.0.0.1")
+        core = RequestDispatcher(lambda host: host == "127.0.0.1")
         self.layer = TransactionLayer(reactor, TimerSettings(), hub.send, core)  # type: ignore[arg-type]
         hub.receiver = self.layer.receive
         server = udp_server(0, SipDatagramProtocol(hub), "127.0.0.1", LIMIT)

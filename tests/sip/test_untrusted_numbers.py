@@ -111,7 +111,7 @@ class CatchAllTests(SynchronousTestCase):
         def broken(host: str) -> bool:
             raise RuntimeError("a bug")
 
-        stack.core._is_local = broken
+        stack.dispatcher._is_local = broken
         answers = stack.send_udp(options(), PHONE)
         self.assertEqual([m.status for m in answers if isinstance(m, Response)], [500])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

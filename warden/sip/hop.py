@@ -59,7 +59,7 @@ from warden.errors import FlowTokenRefused, SipParseError
 from warden.model import Binding
 from warden.sip import metrics
 from warden.sip.addressing import behind_nat, parse_flow_text
-from warden.sip.core import SERVER_HEADER, build_stateless_error
+from warden.sip.dispatch import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import RELIABLE_TRANSPORTS, Flow
 from warden.sip.headers import parse_address
 from warden.sip.message import Message, Request, Response

@@ -1,5 +1,5 @@
 """
-The SIP service: listeners, transaction layer, core and registrar, wired
+The SIP service: listeners, transaction layer, request dispatcher and registrar, wired
 together from explicit dependencies by ``warden.tap.makeService``.
 """
 
@@ -19,8 +19,8 @@ from warden.sip.addressing import Addressing
 from warden.sip.auth import AuthThrottle, NonceManager
 from warden.sip.authenticator import Authenticator
 from warden.sip.b2bua import CallController, CallSettings
-from warden.sip.core import SipCore
 from warden.sip.dialplan import DialplanRouter, Rule
+from warden.sip.dispatch import RequestDispatcher
 from warden.sip.hop import NodeHop, TokenLifetimes
 from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
@@ -135,9 +135,11 @@ class SipService(service.MultiService):
             clock, settings.max_message_bytes, settings.tcp_idle_timeout,
             settings.tcp_message_timeout, settings.tcp_connections_per_ip,
         )  # fmt: skip
-        self.core = SipCore(is_local_domain)
-        self.core.server_header = self.hub.server_header = settings.server_header
-        self.transactions = TransactionLayer(clock, settings.timers, self.hub.send, self.core)
+        self.dispatcher = RequestDispatcher(is_local_domain)
+        self.dispatcher.server_header = self.hub.server_header = settings.server_header
+        self.transactions = TransactionLayer(
+            clock, settings.timers, self.hub.send, self.dispatcher
+        )
         self.addressing = Addressing(
             settings.interface, self.bound_port, self.hub.connection_to, settings.nat
         )
@@ -168,7 +170,7 @@ class SipService(service.MultiService):
             is_local_domain,
             settings.node_id,
         )
-        self.core.register_handler("REGISTER", self.registrar.handle)
+        self.dispatcher.register_handler("REGISTER", self.registrar.handle)
         self.calls: CallController | None = None
         self.qualifier: Qualifier | None = None
         if call_services is not None:
@@ -199,7 +201,7 @@ class SipService(service.MultiService):
             router, services.media, self.addressing, services.records, services.live,
         )  # fmt: skip
         self.calls.counters = services.counters
-        self.core.attach_calls(self.calls)
+        self.dispatcher.attach_calls(self.calls)
 
     def bound_port(self) -> int:
         """The SIP port actually bound (the configured one, or the one picked for 0)."""

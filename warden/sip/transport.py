@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from warden.errors import SipParseError, WardenError
 from warden.netutil import read_udp_tables, set_receive_buffer, udp_drops
 from warden.sip import metrics
-from warden.sip.core import SERVER_HEADER, build_stateless_error
+from warden.sip.dispatch import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import Flow
 from warden.sip.headers import split_commas
 from warden.sip.message import Message, Request

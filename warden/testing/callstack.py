@@ -71,7 +71,7 @@ class CallStack(FakeSipStack):
             self.clock, settings, self.transactions, self.hub.send, self.authenticator, router,
             self.media, self.addressing, self.records, self.live,
         )  # fmt: skip
-        self.core.attach_calls(self.calls)
+        self.dispatcher.attach_calls(self.calls)
 
     @staticmethod
     def successResultOf_(d: Any) -> Any:  # noqa: N802

@@ -12,7 +12,7 @@ from twisted.internet.testing import FakeDatagramTransport, StringTransport
 
 from warden.sip.auth import AuthThrottle, NonceManager
 from warden.sip.authenticator import Authenticator
-from warden.sip.core import SipCore
+from warden.sip.dispatch import RequestDispatcher
 from warden.sip.message import Message
 from warden.sip.parser import StreamFramer, parse_datagram
 from warden.sip.registrar import ExpiryPolicy, Registrar
@@ -34,9 +34,9 @@ REALM = "pbx.test"
 
 class FakeSipStack:
     """
-    Transport hub, transaction layer, core and registrar over memory stores.
+    Transport hub, transaction layer, request dispatcher and registrar over memory stores.
 
-    ``local_domains``: hosts the core treats as this PBX.
+    ``local_domains``: hosts the dispatcher treats as this PBX.
     """
 
     def __init__(
@@ -56,8 +56,10 @@ class FakeSipStack:
             tcp_connections_per_ip,
         )  # fmt: skip
         is_local = local_domains.__contains__
-        self.core = SipCore(is_local)
-        self.transactions = TransactionLayer(self.clock, TimerSettings(), self.hub.send, self.core)
+        self.dispatcher = RequestDispatcher(is_local)
+        self.transactions = TransactionLayer(
+            self.clock, TimerSettings(), self.hub.send, self.dispatcher
+        )
         self.hub.receiver = self.transactions.receive
         self.throttle = AuthThrottle(self.clock, 20, 60.0, 300.0)
         self.authenticator = Authenticator(
@@ -67,7 +69,7 @@ class FakeSipStack:
         self.registrar = Registrar(
             self.clock, self.authenticator, self.location, ExpiryPolicy(), is_local, "test"
         )
-        self.core.register_handler("REGISTER", self.registrar.handle)
+        self.dispatcher.register_handler("REGISTER", self.registrar.handle)
         self.udp = SipDatagramProtocol(self.hub)
         self.udp_transport = FakeDatagramTransport()
         self.udp.makeConnection(self.udp_transport)

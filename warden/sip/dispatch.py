@@ -1,5 +1,5 @@
 """
-The SIP transaction user at the heart of Warden: checks each new request as
+The request dispatcher, the SIP transaction user of every new request: checks it as
 RFC 3261 §8.2 says, answers what no handler owns, and hands the rest to the
 handler registered for its method (REGISTER -> registrar; INVITE, BYE... later).
 
@@ -42,7 +42,7 @@ ACCEPTED_TYPES = ("application/sdp", "multipart/mixed")
 
 
 class ServerTransactionLike(Protocol):
-    """What the core needs of a server transaction."""
+    """What the dispatcher needs of a server transaction."""
 
     def respond(self, response: Response) -> None:
         """Send a response."""
@@ -55,7 +55,7 @@ Handler = Callable[[Request, Flow], "defer.Deferred[Response]"]
 
 
 @implementer(ITransactionUser)
-class SipCore:
+class RequestDispatcher:
     """
     Validates and dispatches requests.
 
