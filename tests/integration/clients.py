@@ -78,16 +78,17 @@ class SipUdpClient(protocol.DatagramProtocol):
     T1 = 0.5
     T2 = 4.0
 
-    def __init__(self, server: tuple[str, int]) -> None:
+    def __init__(self, server: tuple[str, int], local_host: str = LOCALHOST) -> None:
         self.server = server
+        self.local_host = local_host
         self._pending: dict[str, Deferred[Response]] = {}
         self._port: Any = None
 
     @classmethod
-    async def open(cls, server: tuple[str, int]) -> SipUdpClient:
-        """A client bound to a free UDP port on 127.0.0.1."""
-        client = cls(server)
-        client._port = real_reactor().listenUDP(0, client, interface=LOCALHOST)
+    async def open(cls, server: tuple[str, int], local_host: str = LOCALHOST) -> SipUdpClient:
+        """A client bound to a free UDP port on ``local_host`` (127.0.0.1 by default)."""
+        client = cls(server, local_host)
+        client._port = real_reactor().listenUDP(0, client, interface=local_host)
         return client
 
     async def close(self) -> None:
@@ -131,7 +132,7 @@ class SipUdpClient(protocol.DatagramProtocol):
         with the final response or fails with ``defer.TimeoutError``.
         """
         branch = new_branch()
-        via = f"SIP/2.0/UDP {LOCALHOST}:{self.local_port};branch={branch};rport"
+        via = f"SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch};rport"
         request = Request(method, uri, [("Via", via), ("Max-Forwards", "70"), *headers])
         data = request.to_bytes()
         answered: Deferred[Response] = Deferred()

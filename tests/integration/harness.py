@@ -262,7 +262,7 @@ class WardenProcess:
         """
         assert not self.running, "already running"
         self._child, self._process = spawn(self.command(), self.workdir)
-        client = await SipUdpClient.open(self.address)
+        client = await self.probe_client()
         try:
             for _ in range(max(1, int(timeout / 0.25))):
                 if not self.running:
@@ -278,6 +278,10 @@ class WardenProcess:
             await client.close()
         await self.kill()
         raise WardenFailed(self._describe(f"did not answer OPTIONS within {timeout:g}s"))
+
+    async def probe_client(self) -> SipUdpClient:
+        """The client whose OPTIONS tell when Warden has started."""
+        return await SipUdpClient.open(self.address)
 
     async def stop(self, timeout: float = 15.0) -> int:
         """
@@ -389,21 +393,26 @@ def write_user_files(directory: Path, count: int, first: int = 100000) -> tuple[
     return Users(numbers, passwords, sipp_csv), extensions_csv
 
 
-async def wardenctl(config: Path, *args: str, timeout: float = 300.0) -> ProcessResult:
-    """Run ``wardenctl --config <config> <args>``."""
-    return await run_process([*WARDENCTL, "--config", str(config), *args], config.parent, timeout)
+async def wardenctl(
+    config: Path, *args: str, timeout: float = 300.0, prefix: Sequence[str] = ()
+) -> ProcessResult:
+    """Run ``wardenctl --config <config> <args>`` (under ``prefix``, e.g. ``ip netns exec``)."""
+    command = [*prefix, *WARDENCTL, "--config", str(config), *args]
+    return await run_process(command, config.parent, timeout)
 
 
-async def provision(config: Path, count: int, first: int = 100000) -> Users:
+async def provision(
+    config: Path, count: int, first: int = 100000, prefix: Sequence[str] = ()
+) -> Users:
     """
-    Create ``count`` extensions with ``wardenctl extension import`` and write the
-    matching SIPp injection file next to ``config``.
+    Create ``count`` extensions with ``wardenctl extension import`` (run under
+    ``prefix``) and write the matching SIPp injection file next to ``config``.
 
     Raises:
         RuntimeError: the import failed (the message has wardenctl's output).
     """
     users, extensions_csv = write_user_files(config.parent, count, first)
-    result = await wardenctl(config, "extension", "import", str(extensions_csv))
+    result = await wardenctl(config, "extension", "import", str(extensions_csv), prefix=prefix)
     if result.code != 0:
         raise RuntimeError(
             f"wardenctl import failed ({result.code}): {result.stderr}{result.stdout}"

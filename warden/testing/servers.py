@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+from collections.abc import Sequence
 from pathlib import Path
 
 from warden.digits import is_digits
@@ -117,18 +118,28 @@ class PostgreSQLServer:
     A throwaway PostgreSQL cluster on 127.0.0.1, trust authentication, superuser
     ``postgres``.
 
+    Args:
+        host: the address it listens on (127.0.0.1 by default).
+        prefix: a command every PostgreSQL program runs under, such as
+            ``ip netns exec NAME`` for a server inside a network namespace.
+        clients: the network (CIDR) allowed to connect; ``host/32`` by default.
+
     Attributes:
-        host: ``127.0.0.1``.
+        host: the address it listens on.
         port: the TCP port it listens on.
         admin_dsn: a libpq URL for the superuser and the ``postgres`` database.
         directory: the temporary directory holding data, socket and log.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, host: str = LOCALHOST, prefix: Sequence[str] = (), clients: str = ""
+    ) -> None:
+        self._prefix = list(prefix)
         self._initdb = _postgresql_bin("initdb")
         self._pg_ctl = _postgresql_bin("pg_ctl")
         self._psql = _postgresql_bin("psql")
-        self.host = LOCALHOST
+        self.host = host
+        self._clients = clients or f"{host}/32"
         self.port = free_tcp_port()
         self.admin_dsn = f"postgresql://postgres@{self.host}:{self.port}/postgres"
         self.directory = Path(tempfile.mkdtemp(prefix="warden-pg-"))
@@ -140,6 +151,7 @@ class PostgreSQLServer:
             if runuser is None:
                 raise _missing("runuser", "util-linux")
             self._as_postgres = [runuser, "-u", "postgres", "--"]
+        self._as_postgres = [*self._prefix, *self._as_postgres]
         self.running = False
         try:
             if self._as_postgres:
@@ -173,8 +185,8 @@ class PostgreSQLServer:
         hba = self._data / "pg_hba.conf"
         hba.write_text(
             "local all all trust\n"
-            f"host all postgres {self.host}/32 trust\n"
-            f"host all all {self.host}/32 scram-sha-256\n"
+            f"host all postgres {self._clients} trust\n"
+            f"host all all {self._clients} scram-sha-256\n"
         )
 
     def start(self) -> None:
@@ -236,6 +248,7 @@ class PostgreSQLServer:
         """Run ``sql`` as the superuser with ``psql``; its unaligned, tuples-only output."""
         return _run(
             [
+                *self._prefix,
                 self._psql,
                 "-X",
                 "-q",
@@ -303,25 +316,30 @@ class PostgreSQLServer:
 
 class RedisServer:
     """
-    A throwaway ``redis-server`` on 127.0.0.1 without persistence.
+    A throwaway ``redis-server`` on 127.0.0.1 without persistence. It also
+    listens on a Unix socket in its directory, where readiness is checked, so a
+    server started under ``prefix`` (``ip netns exec NAME``) on another ``host``
+    is checked from here too.
 
     Attributes:
-        host: ``127.0.0.1``.
+        host: the address it listens on.
         port: the TCP port it listens on.
         url: ``redis://127.0.0.1:PORT/0``.
         directory: its temporary working directory (holds its log).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = LOCALHOST, prefix: Sequence[str] = ()) -> None:
         found = shutil.which("redis-server")
         if found is None:
             raise _missing("redis-server", "redis-server")
         self._binary = found
-        self.host = LOCALHOST
+        self._prefix = list(prefix)
+        self.host = host
         self.port = free_tcp_port()
         self.url = f"redis://{self.host}:{self.port}/0"
         self.directory = Path(tempfile.mkdtemp(prefix="warden-redis-"))
         self._log = self.directory / "redis.log"
+        self._socket = self.directory / "redis.sock"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -334,7 +352,12 @@ class RedisServer:
             return
         self._process = subprocess.Popen(
             [
+                *self._prefix,
                 self._binary,
+                "--unixsocket",
+                str(self._socket),
+                "--unixsocketperm",
+                "700",
                 "--port",
                 str(self.port),
                 "--bind",
@@ -349,6 +372,10 @@ class RedisServer:
                 str(self._log),
                 "--daemonize",
                 "no",
+                # Clients on another address than the loopback (a private test
+                # network) are refused in protected mode.
+                "--protected-mode",
+                "yes" if self.host == LOCALHOST else "no",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -370,7 +397,9 @@ class RedisServer:
     def ping(self) -> bool:
         """Whether the server answers ``PING`` with ``+PONG`` right now."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                sock.connect(str(self._socket))
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:

@@ -1,0 +1,358 @@
+"""
+A Warden cluster on a private network, for the high-availability tests and
+``bench.ha``: nodes in network namespaces (L{tests.integration.netns}) sharing a
+throwaway PostgreSQL and Redis that run in the LAN namespace, with keepalived
+(active-passive, a VRRP virtual IP) or Kamailio's dispatcher (active-active) in
+front of them.
+
+The configuration files come from ``deploy/``: ``deploy/keepalived/keepalived.conf``
+and ``deploy/kamailio/kamailio.cfg`` are what an operator installs, with their
+example addresses replaced by the test network's (L{render_keepalived},
+L{KamailioProcess}). Every process is started under ``ip netns exec`` and
+stopped by L{HaSite.close} (or with its namespace).
+
+Timing goes through L{monotonic} (``CLOCK_MONOTONIC``, the same clock in every
+process of the machine), so a kill and the first REGISTER that succeeds after
+it are compared on one clock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+
+from tests.integration.clients import SipUdpClient, pause, poll
+from tests.integration.harness import (
+    REPO_ROOT,
+    TWISTD,
+    Users,
+    WardenFailed,
+    WardenProcess,
+    provision,
+    run_process,
+    spawn,
+)
+from tests.integration.netns import LAN_ADDRESS, SUBNET, Lan
+from warden.testing import servers
+
+DEPLOY = REPO_ROOT / "deploy"
+KEEPALIVED_CONF = DEPLOY / "keepalived" / "keepalived.conf"
+CHECK_WARDEN = DEPLOY / "keepalived" / "check-warden"
+KAMAILIO_CFG = DEPLOY / "kamailio" / "kamailio.cfg"
+VIP = f"{SUBNET}.100"
+SIP_PORT = 5060
+ADMIN_PORT = 8443
+ROLE = "warden_ha"
+ROLE_PASSWORD = "ha-secret"
+
+# The example values in deploy/keepalived/keepalived.conf that a node replaces.
+_KEEPALIVED_EXAMPLE = {
+    "ens192": "eth0",
+    "10.0.0.100/24": f"{VIP}/24",
+    "priority 150": "priority {priority}",
+    "router_id warden_a": "router_id warden_{label}",
+}
+
+
+def monotonic() -> float:
+    """Seconds on the machine-wide monotonic clock."""
+    return time.monotonic()
+
+
+def require_tools(testcase: Any, *names: str) -> None:
+    """Every binary in ``names`` (Debian package of the same name) must exist."""
+    from tests.integration.harness import require_binary
+
+    for name in names:
+        require_binary(testcase, name, name)
+
+
+class NamespacedNode(WardenProcess):
+    """
+    ``twistd -n warden`` in a host's namespace, listening for SIP on
+    ``interface`` (its own address, or the virtual IP it may take over).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        lan: Lan,
+        label: str,
+        interface: str,
+        settings: dict[str, dict[str, object]],
+    ) -> None:
+        self.lan = lan
+        self.label = label
+        self.host = lan.hosts[label]
+        self.interface = interface
+        merged = {name: dict(table) for name, table in settings.items()}
+        merged.setdefault("sip", {}).update({"interface": interface, "port": SIP_PORT})
+        merged.setdefault("cluster", {}).update({"node_id": label, "address": self.host})
+        merged.setdefault("server", {}).update(
+            {"node_id": "", "domains": sorted({VIP, LAN_ADDRESS, self.host, interface})}
+        )
+        merged.setdefault("admin", {})["listen"] = f"tcp:{ADMIN_PORT}:interface=127.0.0.1"
+        super().__init__(workdir, port=SIP_PORT, settings=merged)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where this node's SIP listeners are."""
+        return (self.interface, SIP_PORT)
+
+    def command(self) -> list[str]:
+        """twistd under ``ip netns exec``."""
+        return [*self.lan.prefix(self.label), *super().command()]
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """
+        Start Warden and wait until its ``/readyz`` answers 200 (asked with the
+        keepalived check, ``deploy/keepalived/check-warden``, in its namespace:
+        a passive node's SIP address is not reachable until it takes it over).
+
+        Raises:
+            WardenFailed: it exited, or was not ready within ``timeout`` seconds.
+        """
+        assert not self.running, "already running"
+        self._child, self._process = spawn(self.command(), self.workdir)
+        check = [*self.lan.prefix(self.label), str(CHECK_WARDEN)]
+        deadline = monotonic() + timeout
+        while monotonic() < deadline:
+            if not self.running:
+                raise WardenFailed(self._describe("exited during start-up"))
+            if (await run_process(check, self.workdir, 5.0)).code == 0:
+                return
+            await pause(0.2)
+        await self.kill()
+        raise WardenFailed(self._describe(f"was not ready within {timeout:g}s"))
+
+
+class Daemon:
+    """A helper daemon (keepalived, Kamailio) running in a namespace until stopped."""
+
+    def __init__(self, command: Sequence[str], workdir: Path) -> None:
+        self.workdir = workdir
+        self._child, self._process = spawn(command, workdir)
+
+    @property
+    def running(self) -> bool:
+        return self._child.running
+
+    def output(self) -> str:
+        out, err = self._child.output()
+        return out + err
+
+    async def stop(self) -> None:
+        """
+        SIGTERM, SIGKILL if it lingers; returns once it has exited, its output
+        kept in ``output.log`` of its directory.
+        """
+        if self.running:
+            self._process.signalProcess("TERM")
+            if not await poll(lambda: not self.running, 10.0):
+                self._process.signalProcess("KILL")
+                await self._child.ended
+        (self.workdir / "output.log").write_text(self.output())
+
+
+def render_keepalived(label: str, priority: int, check: Path) -> str:
+    """``deploy/keepalived/keepalived.conf`` for node ``label`` on the test network."""
+    text = KEEPALIVED_CONF.read_text()
+    for example, value in _KEEPALIVED_EXAMPLE.items():
+        assert example in text, f"{KEEPALIVED_CONF} no longer has {example!r}"
+        text = text.replace(example, value.format(priority=priority, label=label))
+    return text.replace("/usr/local/lib/warden/check-warden", str(check))
+
+
+class HaSite:
+    """
+    The LAN, its shared PostgreSQL and Redis, and the Warden nodes on it.
+
+    Use: ``site = HaSite(workdir)``; ``site.create(["a", "b"])`` (synchronous:
+    namespaces, servers, database); then the async starters; ``await
+    site.close()`` at the end, whatever happened.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.lan = Lan()
+        self.nodes: dict[str, NamespacedNode] = {}
+        self.daemons: list[Daemon] = []
+        self.cluster = self.lan.name.replace("-", "_")
+        self.postgres: servers.PostgreSQLServer | None = None
+        self.redis: servers.RedisServer | None = None
+        self.store: dict[str, object] = {}
+
+    def create(self, labels: Sequence[str]) -> None:
+        """Namespaces for the LAN and each node; PostgreSQL and Redis on the LAN."""
+        self.lan.create()
+        for number, label in enumerate(labels, start=11):
+            self.lan.add_host(label, number)
+        prefix = self.lan.prefix("lan")
+        self.postgres = servers.PostgreSQLServer(LAN_ADDRESS, prefix, f"{SUBNET}.0/24")
+        self.postgres.start()
+        self.redis = servers.RedisServer(LAN_ADDRESS, prefix)
+        self.redis.start()
+        self.postgres.create_database("warden")
+        self.postgres.create_role(ROLE, ROLE_PASSWORD, database="warden")
+        password_file = self.workdir / "store-password"
+        password_file.write_text(ROLE_PASSWORD + "\n")
+        password_file.chmod(0o600)
+        self.store = {
+            "url": f"postgresql://{ROLE}@{LAN_ADDRESS}:{self.postgres.port}/warden",
+            "password_file": str(password_file),
+        }
+
+    def node_settings(self, media: int) -> dict[str, dict[str, object]]:
+        """Settings shared by the nodes: store, state, cluster name, media ports."""
+        assert self.redis is not None
+        return {
+            "store": dict(self.store),
+            "state": {"url": self.redis.url, "timeout": 1.0, "heartbeat_interval": 1.0},
+            "cluster": {"name": self.cluster},
+            "media": {"port_min": media, "port_max": media + 999},
+        }
+
+    async def start_node(self, label: str, interface: str = "") -> NamespacedNode:
+        """Warden node ``label`` listening on ``interface`` (default: its own address)."""
+        workdir = self.workdir / f"node-{label}"
+        node = NamespacedNode(
+            workdir,
+            self.lan,
+            label,
+            interface or self.lan.hosts[label],
+            self.node_settings(20000),
+        )
+        self.nodes[label] = node
+        await node.start(timeout=30.0)
+        return node
+
+    async def provision(self, count: int, first: int = 2000) -> Users:
+        """``count`` extensions from ``first`` in the shared database."""
+        any_node = next(iter(self.nodes.values()))
+        return await provision(any_node.config_path, count, first, prefix=self.lan.prefix("lan"))
+
+    def start_daemon(self, label: str, command: Sequence[str], name: str) -> Daemon:
+        """Run ``command`` in ``label``'s namespace, in a directory of its own."""
+        workdir = self.workdir / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        daemon = Daemon([*self.lan.prefix(label), *command], workdir)
+        self.daemons.append(daemon)
+        return daemon
+
+    def start_keepalived(self, label: str, priority: int) -> Daemon:
+        """keepalived on node ``label``, tracking its Warden through ``/readyz``."""
+        workdir = self.workdir / f"keepalived-{label}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        check = workdir / "check-warden"
+        check.write_text(CHECK_WARDEN.read_text())
+        check.chmod(0o755)
+        conf = workdir / "keepalived.conf"
+        conf.write_text(render_keepalived(label, priority, check))
+        keepalived = shutil.which("keepalived") or "keepalived"
+        command = [
+            keepalived, "--dont-fork", "--log-console", "--vrrp",
+            f"--use-file={conf}", f"--pid={workdir / 'keepalived.pid'}",
+            f"--vrrp_pid={workdir / 'vrrp.pid'}", f"--checkers_pid={workdir / 'checkers.pid'}",
+        ]  # fmt: skip
+        return self.start_daemon(label, command, f"keepalived-{label}")
+
+    def holder(self) -> str | None:
+        """The node holding the virtual IP right now, if any."""
+        for label in self.nodes:
+            if VIP in self.lan.addresses(label):
+                return label
+        return None
+
+    async def phone(self, server: tuple[str, int]) -> SipUdpClient:
+        """A UDP SIP client in the LAN namespace sending to ``server``."""
+        with self.lan.inside("lan"):
+            return await SipUdpClient.open(server, LAN_ADDRESS)
+
+    async def close(self) -> None:
+        """Stop everything started, then remove the servers and namespaces."""
+        try:
+            for node in self.nodes.values():
+                await node.cleanup()
+            for daemon in self.daemons:
+                await daemon.stop()
+        finally:
+            for server in (self.postgres, self.redis):
+                if server is not None:
+                    server.destroy()
+            self.lan.destroy()
+
+
+async def register_until(
+    phone: SipUdpClient,
+    user: str,
+    password: str,
+    deadline: float,
+    interval: float = 0.1,
+    attempt_timeout: float = 2.0,
+) -> float | None:
+    """
+    Start a REGISTER of ``user`` every ``interval`` seconds (each its own
+    transaction, answered or given up after ``attempt_timeout``) until one
+    succeeds or ``deadline`` (L{monotonic}) passes; returns the monotonic time
+    the first success was answered, or None.
+    """
+    contact = f"<sip:{user}@{LAN_ADDRESS}:{phone.local_port}>"
+    succeeded: list[float] = []
+
+    async def attempt() -> None:
+        try:
+            response = await phone.register(
+                user, password, contact, expires=300, timeout=attempt_timeout
+            )
+        except defer.TimeoutError:
+            return
+        if response.status == 200 and not succeeded:
+            succeeded.append(monotonic())
+
+    pending: list[defer.Deferred[None]] = []
+    while not succeeded and monotonic() < deadline:
+        pending.append(defer.Deferred.fromCoroutine(attempt()))
+        await pause(interval)
+    await defer.DeferredList(pending, consumeErrors=True)
+    return succeeded[0] if succeeded else None
+
+
+async def wait_for(
+    condition: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout: float
+) -> bool:
+    """Poll ``condition`` (plain or async) every 0.05 s until it holds or ``timeout``."""
+    deadline = monotonic() + timeout
+    while True:
+        value = condition()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return True
+        if monotonic() >= deadline:
+            return False
+        await pause(0.05)
+
+
+def machine_load() -> dict[str, float]:
+    """The 1, 5 and 15 minute load averages and the number of CPUs."""
+    one, five, fifteen = os.getloadavg()
+    return {"load1": one, "load5": five, "load15": fifteen, "cpus": float(os.cpu_count() or 1)}
+
+
+__all__ = [
+    "HaSite",
+    "NamespacedNode",
+    "TWISTD",
+    "VIP",
+    "machine_load",
+    "monotonic",
+    "register_until",
+    "require_tools",
+    "wait_for",
+]
