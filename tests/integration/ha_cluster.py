@@ -18,12 +18,13 @@ it are compared on one clock.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import defer
 
@@ -31,6 +32,7 @@ from tests.integration.clients import SipUdpClient, pause, poll
 from tests.integration.harness import (
     REPO_ROOT,
     TWISTD,
+    ProcessResult,
     Users,
     WardenFailed,
     WardenProcess,
@@ -190,6 +192,7 @@ class HaSite:
 
     def create(self, labels: Sequence[str]) -> None:
         """Namespaces for the LAN and each node; PostgreSQL and Redis on the LAN."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.lan.create()
         for number, label in enumerate(labels, start=11):
             self.lan.add_host(label, number)
@@ -274,6 +277,41 @@ class HaSite:
         with self.lan.inside("lan"):
             return await SipUdpClient.open(server, LAN_ADDRESS)
 
+    async def start_kamailio(self) -> Daemon:
+        """
+        Kamailio (``deploy/kamailio/kamailio.cfg``) on the LAN address, port 5060,
+        dispatching to every node; returns once an OPTIONS through it is
+        answered by a node.
+        """
+        workdir = self.workdir / "kamailio"
+        workdir.mkdir(parents=True, exist_ok=True)
+        destinations = workdir / "dispatcher.list"
+        destinations.write_text(
+            "".join(f"1 sip:{self.lan.hosts[label]}:{SIP_PORT} 0 0\n" for label in self.nodes)
+        )
+        kamailio = shutil.which("kamailio") or "kamailio"
+        command = [
+            kamailio, "-DD", "-E", "-f", str(KAMAILIO_CFG),
+            "-A", f"LISTEN=udp:{LAN_ADDRESS}:{SIP_PORT}",
+            "-A", f'DISPATCHER_LIST="{destinations}"',
+            "-Y", str(workdir), "-P", str(workdir / "kamailio.pid"), "-w", str(workdir),
+        ]  # fmt: skip
+        daemon = self.start_daemon("lan", command, "kamailio")
+        phone = await self.phone((LAN_ADDRESS, SIP_PORT))
+        try:
+            for _ in range(100):
+                if not daemon.running:
+                    raise RuntimeError(f"kamailio exited:\n{daemon.output()}")
+                try:
+                    if (await phone.options(timeout=0.5, retransmit=False)).status == 200:
+                        return daemon
+                except defer.TimeoutError:
+                    pass
+                await pause(0.1)
+        finally:
+            await phone.close()
+        raise RuntimeError(f"no answer through kamailio:\n{daemon.output()}")
+
     async def close(self) -> None:
         """Stop everything started, then remove the servers and namespaces."""
         try:
@@ -288,39 +326,189 @@ class HaSite:
             self.lan.destroy()
 
 
-async def register_until(
+class Attempt(NamedTuple):
+    """One REGISTER of a probe: when it started (L{monotonic}), its latency or None."""
+
+    started: float
+    latency: float | None
+
+
+async def register_once(phone: SipUdpClient, user: str, password: str, timeout: float) -> Attempt:
+    """One REGISTER of ``user`` (digest-authenticated) from ``phone``, timed."""
+    contact = f"<sip:{user}@{LAN_ADDRESS}:{phone.local_port}>"
+    started = monotonic()
+    try:
+        response = await phone.register(user, password, contact, expires=300, timeout=timeout)
+    except defer.TimeoutError:
+        return Attempt(started, None)
+    return Attempt(started, monotonic() - started if response.status == 200 else None)
+
+
+async def register_probe(
     phone: SipUdpClient,
     user: str,
     password: str,
-    deadline: float,
+    until: float,
     interval: float = 0.1,
-    attempt_timeout: float = 2.0,
-) -> float | None:
+    attempt_timeout: float = 8.0,
+    stop_at_success: bool = False,
+) -> list[Attempt]:
     """
     Start a REGISTER of ``user`` every ``interval`` seconds (each its own
-    transaction, answered or given up after ``attempt_timeout``) until one
-    succeeds or ``deadline`` (L{monotonic}) passes; returns the monotonic time
-    the first success was answered, or None.
+    transaction, given up after ``attempt_timeout``) until ``until``
+    (L{monotonic}), or until one succeeds with ``stop_at_success``; the
+    attempts in the order they started.
     """
-    contact = f"<sip:{user}@{LAN_ADDRESS}:{phone.local_port}>"
-    succeeded: list[float] = []
+    attempts: list[Attempt] = []
 
     async def attempt() -> None:
-        try:
-            response = await phone.register(
-                user, password, contact, expires=300, timeout=attempt_timeout
-            )
-        except defer.TimeoutError:
-            return
-        if response.status == 200 and not succeeded:
-            succeeded.append(monotonic())
+        attempts.append(await register_once(phone, user, password, attempt_timeout))
 
     pending: list[defer.Deferred[None]] = []
-    while not succeeded and monotonic() < deadline:
+    while monotonic() < until:
+        if stop_at_success and any(a.latency is not None for a in attempts):
+            break
         pending.append(defer.Deferred.fromCoroutine(attempt()))
         await pause(interval)
     await defer.DeferredList(pending, consumeErrors=True)
-    return succeeded[0] if succeeded else None
+    return sorted(attempts)
+
+
+def first_answer(attempts: Sequence[Attempt]) -> float | None:
+    """When the first successful attempt was answered (L{monotonic}), if any."""
+    answered = [a.started + a.latency for a in attempts if a.latency is not None]
+    return min(answered) if answered else None
+
+
+async def active_passive(site: HaSite) -> dict[str, Any]:
+    """
+    The active-passive scenario: node a (priority 150) and b (100) both listen
+    on the virtual IP, keepalived on each; a phone registers through the
+    address; a's Warden is SIGKILLed; the phone registers again every 0.1 s
+    until one succeeds. Returns what happened, with the failover time (kill to
+    the first successful REGISTER through the virtual IP).
+    """
+    a = await site.start_node("a", interface=VIP)
+    await site.start_node("b", interface=VIP)
+    users = await site.provision(1)
+    site.start_keepalived("a", 150)
+    site.start_keepalived("b", 100)
+    holder_before = site.holder() if await wait_for(lambda: site.holder() == "a", 30) else None
+    phone = await site.phone((VIP, SIP_PORT))
+    port = phone.local_port
+    try:
+        user = users.numbers[0]
+        password = users.passwords[user]
+        before = await register_probe(phone, user, password, monotonic() + 10,
+                                      stop_at_success=True)  # fmt: skip
+        load = machine_load()
+        killed = monotonic()
+        await a.kill()
+        after = await register_probe(phone, user, password, killed + 60, stop_at_success=True)
+        answered = first_answer(after)
+        contacts: list[str] = []
+        if answered is not None:
+            query = await phone.register(user, password, contact=None)
+            contacts = query.get_all("Contact") if query.status == 200 else []
+    finally:
+        await phone.close()
+    return {
+        "holder_before": holder_before,
+        "holder_after": site.holder(),
+        "registered_before": first_answer(before) is not None,
+        "failover_s": None if answered is None else round(answered - killed, 3),
+        "attempts_after_kill": len(after),
+        "phone_bound": any(f":{port}" in contact for contact in contacts),
+        "load": load,
+    }
+
+
+async def run_loadtest(
+    site: HaSite, users: Users, options: Sequence[str], timeout: float
+) -> tuple[defer.Deferred[ProcessResult], Path]:
+    """
+    Start ``twistd warden-loadtest`` in the LAN namespace against Kamailio with
+    ``options``; returns (a Deferred firing with its exit code, the path of
+    its report).
+    """
+    workdir = site.workdir / "loadtest"
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = workdir / "report.json"
+    command = [
+        *site.lan.prefix("lan"), *TWISTD, "-n", "--pidfile=",
+        f"--logfile={workdir / 'twistd.log'}", "warden-loadtest",
+        "--pbx-host", LAN_ADDRESS, "--local-ip", LAN_ADDRESS,
+        "--users-file", str(users.sipp_csv), "--users", str(len(users.numbers)),
+        "--save-report", str(report), "--no-progress", "--timeout", f"{timeout:g}",
+        *options,
+    ]  # fmt: skip
+    ran = defer.Deferred.fromCoroutine(run_process(command, workdir, timeout + 30))
+    return ran, report
+
+
+async def active_active(
+    site: HaSite,
+    callers: int = 20,
+    calls: int = 120,
+    rate: float = 8.0,
+    hold: float = 3.0,
+    kill_after: float = 6.0,
+) -> dict[str, Any]:
+    """
+    The active-active scenario: Kamailio's dispatcher in front of nodes a and
+    b; ``warden-loadtest`` with ``callers`` users (half of them callees)
+    places ``calls`` calls at ``rate`` per second, held
+    ``hold`` seconds, through Kamailio, while a probe phone registers through
+    it every 0.1 s; ``kill_after`` seconds into the calls a's Warden is
+    SIGKILLed. Returns the failed calls (by cause) and the recovery time: from
+    the kill to the start of the last probe REGISTER that failed or was held
+    up by the dead node (slower than 1 s, Kamailio's fr_timer being 2 s).
+    """
+    a = await site.start_node("a")
+    await site.start_node("b")
+    await site.start_kamailio()
+    users = await site.provision(callers + 1)
+    probe_user = users.numbers[0]
+    callers = users._replace(numbers=users.numbers[1:], sipp_csv=site.workdir / "callers.csv")
+    callers.sipp_csv.write_text(
+        "SEQUENTIAL\n" + "".join(f"{n};{users.passwords[n]}\n" for n in callers.numbers)
+    )
+    duration = calls / rate + hold
+    ran, report = await run_loadtest(
+        site,
+        callers,
+        ["--test-type", "calls", "--total-calls", str(calls), "--call-rate", f"{rate:g}",
+         "--concurrent-calls", str(int(rate * hold * 2) + 5), "--call-duration", f"{hold:g}",
+         "--register-rate", "50"],
+        timeout=duration + 120,
+    )  # fmt: skip
+    phone = await site.phone((LAN_ADDRESS, SIP_PORT))
+    try:
+        # The calls start once the loadtest's users are registered.
+        await pause(len(callers.numbers) / 50 + kill_after)
+        load = machine_load()
+        killed = monotonic()
+        probe = defer.Deferred.fromCoroutine(
+            register_probe(phone, probe_user, users.passwords[probe_user], killed + 20)
+        )
+        await a.kill()
+        attempts = await probe
+    finally:
+        await phone.close()
+    result = await ran
+    document = json.loads(report.read_text()) if report.exists() else {}
+    held_up = [x for x in attempts if x.latency is None or x.latency > 1.0]
+    phase = document.get("phases", {}).get("calls", {})
+    return {
+        "loadtest_exit": result.code,
+        "loadtest_stderr": result.stderr[-2000:],
+        "calls": phase,
+        "probe_attempts": len(attempts),
+        "probe_failed": sum(1 for x in attempts if x.latency is None),
+        "probe_held_up": len(held_up),
+        "recovery_s": round(held_up[-1].started - killed, 3) if held_up else 0.0,
+        "load": load,
+    }
 
 
 async def wait_for(
@@ -352,7 +540,8 @@ __all__ = [
     "VIP",
     "machine_load",
     "monotonic",
-    "register_until",
+    "first_answer",
+    "register_probe",
     "require_tools",
     "wait_for",
 ]

@@ -1,0 +1,116 @@
+"""
+Failover, measured: the high-availability scenarios of
+``tests.integration.ha_cluster`` run ``--repeat`` times each on a fresh private
+network (network namespaces; root only), with the machine's load recorded
+before each run.
+
+1. ``active-passive``: two nodes behind a keepalived virtual IP
+   (``deploy/keepalived``); the active node's Warden is SIGKILLed; the failover
+   time runs from the kill to the first successful REGISTER (digest, two round
+   trips) through the virtual IP, a phone trying every 0.1 s.
+2. ``active-active``: two nodes behind Kamailio's dispatcher
+   (``deploy/kamailio``) under ``warden-loadtest`` calls; one node is
+   SIGKILLed; reported are the failed calls (by cause) and the recovery time,
+   from the kill to the start of the last REGISTER (one every 0.1 s) that
+   failed or waited for the dead node.
+
+Run from the repository root, as root (needs keepalived, curl, kamailio, redis-server,
+PostgreSQL)::
+
+    python -m bench.ha                                # both, 3 runs each
+    python -m bench.ha --scenario active-passive --repeat 5
+
+Progress goes to stderr; the result is one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+from tests.integration.ha_cluster import HaSite, active_active, active_passive, machine_load
+
+SCENARIOS = ("active-passive", "active-active")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.ha", description=__doc__)
+    parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
+    parser.add_argument("--calls", type=int, default=120, help="active-active: calls placed")
+    parser.add_argument("--rate", type=float, default=8.0, help="active-active: calls/s")
+    parser.add_argument("--hold", type=float, default=3.0, help="active-active: seconds held")
+    return parser.parse_args(argv)
+
+
+async def one_run(
+    scenario: Callable[[HaSite], Awaitable[dict[str, Any]]], workdir: Path
+) -> dict[str, Any]:
+    """One scenario on a fresh site, removed afterwards."""
+    site = HaSite(workdir)
+    try:
+        site.create(["a", "b"])
+        return await scenario(site)
+    finally:
+        await site.close()
+
+
+def summary(values: Sequence[float | None]) -> dict[str, float | None]:
+    """min, median and max of the measured values (None: not measured)."""
+    measured = [v for v in values if v is not None]
+    if not measured:
+        return {"min": None, "median": None, "max": None}
+    return {
+        "min": min(measured),
+        "median": statistics.median(measured),
+        "max": max(measured),
+    }
+
+
+async def main(reactor: Any, argv: Sequence[str]) -> None:
+    """Run the scenarios and print the JSON document."""
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("bench.ha needs root (network namespaces)")
+    chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    runners: dict[str, Callable[[HaSite], Awaitable[dict[str, Any]]]] = {
+        "active-passive": active_passive,
+        "active-active": lambda site: active_active(
+            site, calls=args.calls, rate=args.rate, hold=args.hold
+        ),
+    }
+    document: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.ha", *argv]),
+        "load_at_start": machine_load(),
+    }
+    root = Path(tempfile.mkdtemp(prefix="warden-bench-ha-"))
+    try:
+        for name in chosen:
+            runs = []
+            for index in range(args.repeat):
+                sys.stderr.write(f"{name} run {index + 1}/{args.repeat}\n")
+                outcome = await one_run(runners[name], root / f"{name}-{index}")
+                outcome.pop("loadtest_stderr", None)
+                sys.stderr.write(json.dumps(outcome) + "\n")
+                runs.append(outcome)
+            key = "failover_s" if name == "active-passive" else "recovery_s"
+            document[name] = {key: summary([r[key] for r in runs]), "runs": runs}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    document["load_at_end"] = machine_load()
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, sys.argv[1:])))
