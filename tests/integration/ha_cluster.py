@@ -380,13 +380,15 @@ def first_answer(attempts: Sequence[Attempt]) -> float | None:
     return min(answered) if answered else None
 
 
-async def active_passive(site: HaSite) -> dict[str, Any]:
+async def active_passive(site: HaSite, lose_node: bool = False) -> dict[str, Any]:
     """
     The active-passive scenario: node a (priority 150) and b (100) both listen
     on the virtual IP, keepalived on each; a phone registers through the
-    address; a's Warden is SIGKILLed; the phone registers again every 0.1 s
-    until one succeeds. Returns what happened, with the failover time (kill to
-    the first successful REGISTER through the virtual IP).
+    address; a's Warden is SIGKILLed (with ``lose_node``, a's network link goes
+    down at the same moment, as when the machine dies: b hears no more VRRP
+    advertisements); the phone registers again every 0.1 s until one
+    succeeds. Returns what happened, with the failover time (kill to the first
+    successful REGISTER through the virtual IP).
     """
     a = await site.start_node("a", interface=VIP)
     await site.start_node("b", interface=VIP)
@@ -403,6 +405,8 @@ async def active_passive(site: HaSite) -> dict[str, Any]:
                                       stop_at_success=True)  # fmt: skip
         load = machine_load()
         killed = monotonic()
+        if lose_node:
+            site.lan.unplug("a")
         await a.kill()
         after = await register_probe(phone, user, password, killed + 60, stop_at_success=True)
         answered = first_answer(after)
@@ -414,7 +418,7 @@ async def active_passive(site: HaSite) -> dict[str, Any]:
         await phone.close()
     return {
         "holder_before": holder_before,
-        "holder_after": site.holder(),
+        "holder_after": "b" if VIP in site.lan.addresses("b") else None,
         "registered_before": first_answer(before) is not None,
         "failover_s": None if answered is None else round(answered - killed, 3),
         "attempts_after_kill": len(after),
@@ -503,6 +507,10 @@ async def active_active(
         "loadtest_exit": result.code,
         "loadtest_stderr": result.stderr[-2000:],
         "calls": phase,
+        "call_setup_ms": {
+            key: document.get("timers", {}).get("call_setup", {}).get(key)
+            for key in ("p50_ms", "p95_ms", "max_ms")
+        },
         "probe_attempts": len(attempts),
         "probe_failed": sum(1 for x in attempts if x.latency is None),
         "probe_held_up": len(held_up),

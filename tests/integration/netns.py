@@ -92,6 +92,11 @@ class Lan:
         """The command prefix that runs a program in ``label``'s namespace."""
         return ["ip", "netns", "exec", self.namespace(label)]
 
+    @staticmethod
+    def _port(label: str) -> str:
+        """The bridge port (LAN side of the veth) of host ``label``."""
+        return f"p{label}"[:15]
+
     def _add_namespace(self, namespace: str) -> None:
         ip("netns", "add", namespace)
         self._namespaces.append(namespace)
@@ -112,7 +117,7 @@ class Lan:
         """
         namespace = self.namespace(label)
         self._add_namespace(namespace)
-        port = f"p{label}"[:15]
+        port = self._port(label)
         ip("-n", self.lan, "link", "add", port, "type", "veth", "peer", "name", "eth0",
            "netns", namespace)  # fmt: skip
         ip("-n", self.lan, "link", "set", port, "master", "br0", "up")
@@ -126,6 +131,10 @@ class Lan:
         )
         self.hosts[label] = address
         return address
+
+    def unplug(self, label: str) -> None:
+        """Take ``label``'s link down on the bridge side (the host drops off the LAN)."""
+        ip("-n", self.lan, "link", "set", self._port(label), "down")
 
     def addresses(self, label: str) -> list[str]:
         """The IPv4 addresses on ``label``'s ``eth0`` right now."""
