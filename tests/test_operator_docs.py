@@ -1,9 +1,10 @@
 """
-The operator documents (docs/RUNBOOK.md, docs/TROUBLESHOOTING.md) name only what
-Warden has: every ``warden_*`` metric is exported, every ``wardenctl`` command
-and option exists in wardenctl's parser, every ``[section] key`` is a
-configuration key, and every line of a ``log`` block is a message Warden logs
-(its format string, ``{fields}`` and all).
+The operator documents (docs/RUNBOOK.md, docs/TROUBLESHOOTING.md, and for
+commands and keys docs/DEPLOYMENT.md) name only what Warden has: every
+``warden_*`` metric is exported, every ``wardenctl`` command and option exists
+in wardenctl's parser, every ``[section] key`` is a configuration key, and
+every line of a ``log`` block is a message Warden logs (its format string,
+``{fields}`` and all).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from warden.ctl.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = (REPO / "docs" / "RUNBOOK.md", REPO / "docs" / "TROUBLESHOOTING.md")
+#: Also held to real wardenctl commands and configuration keys.
+COMMAND_DOCS = (*DOCS, REPO / "docs" / "DEPLOYMENT.md")
 
 _METRIC = re.compile(r"\bwarden_[a-z0-9_]+\b")
 _CONFIG_KEY = re.compile(r"\[([a-z_]+)\] ([a-z_0-9]+)")
@@ -115,7 +118,7 @@ class OperatorDocsTests(SynchronousTestCase):
     def test_wardenctl_commands_exist(self) -> None:
         """Every ``wardenctl`` sub-command, and every option given it, exists."""
         root = build_parser()
-        for doc in DOCS:
+        for doc in COMMAND_DOCS:
             for words in wardenctl_commands(doc.read_text(encoding="utf-8")):
                 parser, where = root, ["wardenctl"]
                 # Global options and their values come before the sub-command.
@@ -132,7 +135,7 @@ class OperatorDocsTests(SynchronousTestCase):
     def test_config_keys_exist(self) -> None:
         """Every ``[section] key`` is a key of that configuration section."""
         config = parse_config_text("")
-        for doc in DOCS:
+        for doc in COMMAND_DOCS:
             for section, key in _CONFIG_KEY.findall(doc.read_text(encoding="utf-8")):
                 self.assertTrue(hasattr(config, section), (doc.name, section))
                 fields = {f.name for f in attrs.fields(type(getattr(config, section)))}
