@@ -9,9 +9,14 @@ command really reports a running Warden healthy (and a stopped one not).
 from __future__ import annotations
 
 import configparser
+import fnmatch
 import json
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 from twisted.internet import utils
 from twisted.scripts._twistd_unix import ServerOptions
@@ -110,6 +115,46 @@ class ContainerfileTests(SynchronousTestCase):
         self.assertIn("pip wheel", build)
         self.assertIn("pip install --no-cache-dir /wheels/warden-", build)
         self.assertEqual(self.args("COPY"), ["--from=build /opt/warden /opt/warden"])
+
+    def test_wheel_builds_from_the_copied_files(self) -> None:
+        """
+        pip builds the wheel from exactly what the build stage copies (laid out as
+        COPY lays it out), with the twistd plugin, warden.ops and every schema
+        file in it, under the name the stage installs.
+        """
+        source = Path(self.mktemp()).resolve()
+        source.mkdir()
+        for word, rest in self.all:
+            if word == "COPY" and not rest.startswith("--from"):
+                *items, target = rest.split()
+                relative = target.removeprefix("/src").strip("/")
+                for item in items:
+                    destination = source / relative
+                    if len(items) > 1 or target.endswith("/"):
+                        destination = destination / item
+                    if (REPO / item).is_dir():
+                        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "dropin.cache")
+                        shutil.copytree(REPO / item, destination, ignore=ignore)
+                    else:
+                        destination.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(REPO / item, destination)
+        wheels = source.parent / "wheels"
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+             "--wheel-dir", str(wheels), str(source)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        (wheel,) = wheels.glob("*.whl")
+        self.assertTrue(fnmatch.fnmatch(wheel.name, "warden-*.whl"), wheel.name)
+        with zipfile.ZipFile(wheel) as archive:
+            names = set(archive.namelist())
+        schemas = {
+            str(p.relative_to(REPO)) for p in (REPO / "warden" / "store" / "schema").rglob("*.sql")
+        }
+        self.assertTrue(schemas)
+        expected = {"twisted/plugins/warden_plugins.py", "warden/tap.py", "warden/ops/__init__.py"}
+        self.assertLessEqual(expected | schemas, names)
 
     def test_user_is_not_root(self) -> None:
         """The last USER of the final stage is a numeric uid that is not 0 (root)."""
