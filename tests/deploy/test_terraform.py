@@ -213,6 +213,13 @@ class ParseTests(SynchronousTestCase):
             self.assertIs(redis[key], True, key)
         groups = resources[("aws_autoscaling_group", "warden")]
         self.assertEqual(groups["health_check_type"].strip('"'), "ELB")
+        # The group replaces what a target group calls unhealthy: /readyz fails on
+        # every node during a database failover, so no target group may ask it.
+        targets = [b for (t, _), b in resources.items() if t == "aws_lb_target_group"]
+        self.assertEqual(len(targets), 3)
+        for target in targets:
+            (check,) = target["health_check"]
+            self.assertEqual(check["path"].strip('"'), "/healthz")
         outputs = {n for block in self.tree["output"] for n in block}
         self.assertLessEqual({"sip_endpoint", "admin_endpoint", "database_endpoint"}, outputs)
         self.assertLessEqual({"redis_endpoint", "database_password_secret"}, outputs)
@@ -252,7 +259,10 @@ class UserDataTests(SynchronousTestCase):
                 self.assertTrue((AWS / path).resolve().is_relative_to(DEPLOY / "systemd"))
 
     def test_renders_to_valid_shell(self) -> None:
-        """bash -n accepts the rendered script; no unit file ends its heredoc early."""
+        """
+        bash -n accepts the rendered script, no unit file ends its heredoc early,
+        and it fits EC2's user-data limit.
+        """
         script = self.render()
         for path in (DEPLOY / "systemd").iterdir():
             self.assertNotIn("WARDEN_FILE", path.read_text(encoding="utf-8"))
@@ -261,6 +271,8 @@ class UserDataTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("systemctl enable --now warden.service warden-backup.timer", script)
+        # EC2 refuses user data over 16 KiB (before base64).
+        self.assertLessEqual(len(script.encode()), 16384)
 
     def test_configuration_parses(self) -> None:
         """

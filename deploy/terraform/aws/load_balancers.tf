@@ -127,8 +127,10 @@ resource "aws_lb" "sip" {
 }
 
 # Both SIP target groups keep the client's address (phones' NAT detection and
-# failed-login blocking need it) and ask /readyz, which fails while a node
-# drains, so a draining node gets no new flows.
+# failed-login blocking need it) and ask /healthz. Not /readyz: it fails on
+# every node at once while the database fails over (the store check), and the
+# Auto Scaling group, which counts these health checks, would then replace
+# every node. A node leaving the group is deregistered before it drains.
 resource "aws_lb_target_group" "sip_udp" {
   name                 = "${var.name}-sip-udp"
   port                 = local.sip_port
@@ -139,7 +141,7 @@ resource "aws_lb_target_group" "sip_udp" {
   health_check {
     protocol            = "HTTP"
     port                = tostring(local.metrics_port)
-    path                = "/readyz"
+    path                = "/healthz"
     interval            = 10
     healthy_threshold   = 2
     unhealthy_threshold = 2
@@ -156,7 +158,7 @@ resource "aws_lb_target_group" "sip_tcp" {
   health_check {
     protocol            = "HTTP"
     port                = tostring(local.metrics_port)
-    path                = "/readyz"
+    path                = "/healthz"
     interval            = 10
     healthy_threshold   = 2
     unhealthy_threshold = 2

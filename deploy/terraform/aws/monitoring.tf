@@ -62,7 +62,7 @@ resource "aws_cloudwatch_metric_alarm" "cpu_low" {
 
 resource "aws_cloudwatch_metric_alarm" "sip_unhealthy" {
   alarm_name          = "${var.name}-sip-unhealthy-nodes"
-  alarm_description   = "A Warden node fails /readyz behind the SIP load balancer"
+  alarm_description   = "A Warden node fails /healthz behind the SIP load balancer"
   namespace           = "AWS/NetworkELB"
   metric_name         = "UnHealthyHostCount"
   statistic           = "Maximum"

@@ -64,7 +64,7 @@ resource "aws_security_group_rule" "warden_sip_between_nodes_tcp" {
 resource "aws_security_group_rule" "warden_health_checks" {
   type              = "ingress"
   security_group_id = aws_security_group.warden.id
-  description       = "NLB health checks on /readyz ([admin] metrics_listen)"
+  description       = "NLB health checks on /healthz ([admin] metrics_listen)"
   protocol          = "tcp"
   from_port         = local.metrics_port
   to_port           = local.metrics_port
