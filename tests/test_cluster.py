@@ -182,6 +182,6 @@ class SharedStateConfigTests(TestCase):
         shared = shared_state(config, Clock())
         assert shared is not None
         self.addCleanup(shared.state.close)
-        self.assertEqual(shared.node.node_id, "n7")
+        self.assertEqual(shared.node_id, "n7")
         self.assertEqual(shared.state.prefix, "warden:c:")
         yield shared.state.ping()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from twisted.application import service
@@ -27,7 +26,8 @@ from twisted.python.failure import Failure
 from warden.config import WardenConfig
 from warden.errors import StateUnavailable
 from warden.sip.auth import NonceManager
-from warden.sip.node_streams import NodeStreams, udp_limit
+from warden.sip.hop import NodeHop
+from warden.sip.service import ClusterLink
 from warden.store.redis import RedisLiveCalls, RedisLocationService, RedisState, connect_state
 from warden.store.redis_counters import RedisAuthFailureCounter, RedisCallCounters, shared_secret
 
@@ -55,39 +55,55 @@ class NodeInfo:
 
 @attrs.frozen
 class SharedState:
-    """The Redis-backed stores of one node, and the service that owns the connection."""
+    """
+    The Redis-backed stores of one node, and how it joins the cluster: L{link}
+    for its SIP service, then L{node_service} to run that service under.
+    """
 
     state: RedisState
     location: RedisLocationService
     live: RedisLiveCalls
     counters: RedisCallCounters
     auth_failures: RedisAuthFailureCounter
-    node: NodeService
+    node_id: str
+    #: Where other nodes reach this node's SIP, as configured (``host:port``).
+    sip_address: str
+    heartbeat_interval: float
     #: ``[cluster] path_mtu``: 0 when unknown.
     path_mtu: int = 0
 
-    def attach(self, sip: Any, connector: IReactorTCP) -> None:
+    def link(self, connector: IReactorTCP) -> ClusterLink:
         """
-        Make ``sip`` (a L{warden.sip.service.SipService}) a cluster member: it runs
-        under the node service, shares the nonce secret, counts authentication
+        What the SIP service needs to be a member: it counts authentication
         failures cluster-wide, routes calls through the node holding a phone's
         flow (L{warden.sip.hop}) and sends large requests to other nodes over
-        TCP opened with ``connector`` (L{warden.sip.node_streams}). The caller
-        runs ``sip`` under L{node}.
+        TCP opened with ``connector`` (L{warden.sip.node_streams}).
         """
-        self.node.nonces = sip.nonces
-        self.node.hop = sip.hop
-        sip.addressing.hop = sip.hop  # calls reach other nodes' phones through them
-        sip.hub.receiver = sip.hop.receive  # and this node forwards theirs
-        sip.hop.refresh_nodes = self.node.refresh_nodes  # a node that just joined
-        host = self.node.sip_address.rpartition(":")[0].strip("[]")
-        streams = NodeStreams(
-            connector, sip.hub, sip.hop.is_node, udp_limit(self.path_mtu),
-            "" if host in ("0.0.0.0", "::") else host,
+        host = self.sip_address.rpartition(":")[0].strip("[]")
+
+        def nodes() -> Deferred[dict[str, str]]:
+            d = live_nodes(self.state)
+            return d.addCallback(lambda found: {n.node_id: n.sip for n in found})
+
+        return ClusterLink(
+            auth_failures=self.auth_failures,
+            connector=connector,
+            path_mtu=self.path_mtu,
+            local_host="" if host in ("0.0.0.0", "::") else host,
+            live_nodes=nodes,
+        )
+
+    def node_service(
+        self, nonces: NonceManager, hop: NodeHop, port: Callable[[], int]
+    ) -> NodeService:
+        """
+        This node's heartbeat service, the parent of the SIP service whose
+        ``nonces``, ``hop`` and bound ``port`` it shares with the cluster.
+        """
+        return NodeService(
+            self.state, self.node_id, self.sip_address, self.heartbeat_interval,
+            self.counters, nonces=nonces, hop=hop, port=port,
         )  # fmt: skip
-        sip.hub.choose_flow = streams.choose
-        self.node.port = sip.bound_port
-        sip.throttle.shared = self.auth_failures
 
 
 def open_state(
@@ -109,15 +125,15 @@ def open_state(
         warden.store.state_url.StateURLError: the URL is unusable.
     """
     state = connect_state(url, clock, cluster, timeout)
-    counters = RedisCallCounters(state, node_id)
-    node = NodeService(state, node_id, sip_address, heartbeat_interval, counters)
     return SharedState(
         state=state,
         location=RedisLocationService(state),
         live=RedisLiveCalls(state, ttl=live_call_ttl),
-        counters=counters,
+        counters=RedisCallCounters(state, node_id),
         auth_failures=RedisAuthFailureCounter(state),
-        node=node,
+        node_id=node_id,
+        sip_address=sip_address,
+        heartbeat_interval=heartbeat_interval,
         path_mtu=path_mtu,
     )
 
@@ -161,6 +177,10 @@ class NodeService(service.MultiService):
         sip_address: str,
         interval: float,
         counters: RedisCallCounters | None = None,
+        *,
+        nonces: NonceManager | None = None,
+        hop: NodeHop | None = None,
+        port: Callable[[], int] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._state = state
@@ -168,12 +188,12 @@ class NodeService(service.MultiService):
         self.node_id = node_id
         self._sip = sip_address
         self.interval = interval
-        self.nonces: NonceManager | None = None
+        self.nonces = nonces
         #: Routing through other nodes (L{warden.sip.hop.NodeHop}): gets the
         #: cluster's secret at join and the live nodes after every heartbeat.
-        self.hop: Any = None
+        self.hop = hop
         #: The SIP port actually bound, when it differs from the configured one.
-        self.port: Callable[[], int] | None = None
+        self.port = port
         self._started_at = 0.0
         self._loop = task.LoopingCall(self.beat)
         self._loop.clock = state.clock
@@ -232,8 +252,10 @@ class NodeService(service.MultiService):
 
     def refresh_nodes(self) -> Deferred[None]:
         """Tell the hop (L{warden.sip.hop.NodeHop}) which nodes are alive now."""
+        hop = self.hop
+        assert hop is not None
         d = self.nodes()
-        return d.addCallback(lambda nodes: self.hop.set_nodes({n.node_id: n.sip for n in nodes}))
+        return d.addCallback(lambda nodes: hop.set_nodes({n.node_id: n.sip for n in nodes}))
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802

@@ -23,8 +23,8 @@ class ClusterPlugin(BuiltinPlugin):
     def make(self, context: BuildContext) -> None:
         """
         With ``[state] url``: provide the Redis stores as ``location`` and
-        ``live`` and the node (its heartbeat service) as ``cluster``; without
-        it, nothing (the database's stores serve).
+        ``live`` and the shared state as ``cluster`` (the SIP plugin joins it);
+        without it, nothing (the database's stores serve).
         """
         shared = shared_state(context.config, context.reactor)
         if shared is None:
@@ -33,7 +33,6 @@ class ClusterPlugin(BuiltinPlugin):
         # A batch every 0.5 s, not a write per change.
         context.provide("live", CoalescingLiveCalls(shared.live, context.reactor))
         context.provide("cluster", shared)
-        context.add_service(shared.node)
 
 
 plugin = ClusterPlugin()

@@ -53,10 +53,14 @@ class SipPlugin(BuiltinPlugin):
                 live=context.need("live", ILiveCalls),
                 counters=shared.counters if shared is not None else None,
             ),
+            cluster=shared.link(context.reactor) if shared is not None else None,
         )
-        if shared is not None:
-            shared.attach(sip, context.reactor)
-        context.add_service(sip, shared.node if shared is not None else None)
+        if shared is None:
+            context.add_service(sip)
+        else:  # the SIP service starts once the node has joined the cluster
+            node = shared.node_service(sip.nonces, sip.hop, sip.bound_port)
+            context.add_service(node)
+            context.add_service(sip, node)
         context.provide("sip", sip)
 
 

@@ -142,6 +142,8 @@ class Addressing:
         port: a callable giving the SIP port actually bound.
         connections: a callable ``(host, port) -> connection | None`` for open
             stream connections (the transport hub's).
+        hop: routing through other nodes (a L{warden.sip.hop.NodeHop}) in a
+            cluster; None on a single node.
     """
 
     def __init__(
@@ -150,14 +152,14 @@ class Addressing:
         port: Callable[[], int],
         connections: Callable[[str, int], Any] | None = None,
         nat: str = "auto",
+        hop: Any = None,
     ) -> None:
         self.interface = interface
         self.nat = nat
         self._port = port
         self._connections = connections
         self._routes: dict[str, str] = {}
-        #: Routing through other nodes (a L{warden.sip.hop.NodeHop}), in a cluster.
-        self.hop: Any = None
+        self.hop = hop
 
     def local_host_for(self, peer: str) -> str:
         """Our address as seen by ``peer``."""

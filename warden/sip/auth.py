@@ -240,6 +240,7 @@ class AuthThrottle:
         window: float,
         block_seconds: float,
         extension_limit: int | None = None,
+        shared: Any = None,
     ) -> None:
         self._clock = clock
         self.limit = limit
@@ -249,7 +250,7 @@ class AuthThrottle:
         self._failures: dict[str, tuple[float, int]] = {}
         self._blocked: dict[str, float] = {}
         # IAuthFailureCounter of the cluster, or None: failures then count here only.
-        self.shared: Any = None
+        self.shared = shared
 
     @classmethod
     def _key(cls, source: str, user: str) -> str:

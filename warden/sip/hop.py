@@ -124,16 +124,17 @@ class NodeHop:
         via_for: ``via_for(flow)`` giving our ``host:port`` towards a peer.
         passthrough: where every message that is not a hop's goes (the
             transaction layer).
+        nat: ``[sip] nat``, for deciding a phone is behind a NAT
+            (L{warden.sip.addressing.behind_nat}).
+        server_header: the Server header of refusals ("" for none).
+        refresh_nodes: fetches the live nodes again and passes them to
+            L{set_nodes}; None outside a cluster.
 
     Until L{use_secret} is called (the cluster agreed a secret) nothing is routed
     through other nodes and every message passes through untouched.
     """
 
     log = Logger()
-    #: The Server header of refusals ("" for none; [sip] server_header).
-    server_header = SERVER_HEADER
-    #: [sip] nat, for deciding a phone is behind a NAT (addressing.behind_nat).
-    nat = "auto"
 
     def __init__(
         self,
@@ -144,8 +145,14 @@ class NodeHop:
         connection_to: Callable[[str, int], Any],
         via_for: Callable[[Flow], str],
         passthrough: Receiver,
+        *,
+        nat: str = "auto",
+        server_header: str = SERVER_HEADER,
+        refresh_nodes: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         self.node_id = node_id
+        self.nat = nat
+        self.server_header = server_header
         self._clock = clock
         self.lifetimes = lifetimes
         self._send = send
@@ -158,9 +165,9 @@ class NodeHop:
         self._node_addresses: set[tuple[str, int]] = set()
         self._node_hosts: set[str] = set()
         self.forwarded = 0
-        #: Fetches the live nodes again and passes them to L{set_nodes} (set by
+        #: Fetches the live nodes again and passes them to L{set_nodes} (from
         #: L{warden.cluster}); asked when a valid token comes from an unknown address.
-        self.refresh_nodes: Callable[[], Deferred[None]] | None = None
+        self.refresh_nodes = refresh_nodes
         self._refreshed_at = -math.inf
         self._waiting: list[tuple[Request, Flow]] | None = None
 

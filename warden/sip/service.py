@@ -10,10 +10,11 @@ from collections.abc import Callable
 import attrs
 from twisted.application import internet, service
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
 
-from warden.interfaces import IDirectory, ILocationService
+from warden.interfaces import IAuthFailureCounter, IDirectory, ILocationService
 from warden.sip import metrics
 from warden.sip.addressing import Addressing
 from warden.sip.auth import AuthThrottle, NonceManager
@@ -22,6 +23,7 @@ from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.dialplan import DialplanRouter, Rule
 from warden.sip.dispatch import RequestDispatcher
 from warden.sip.hop import NodeHop, TokenLifetimes
+from warden.sip.node_streams import NodeStreams, udp_limit
 from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.routing import ExtensionRouter
@@ -81,6 +83,27 @@ class SipSettings:
 
 
 @attrs.frozen
+class ClusterLink:
+    """
+    What makes the SIP service a cluster member (L{warden.cluster}).
+
+    Attributes:
+        auth_failures: counts authentication failures cluster-wide.
+        connector: opens TCP to other nodes for large requests
+            (L{warden.sip.node_streams}).
+        path_mtu: ``[cluster] path_mtu`` (0: unknown).
+        local_host: the address other nodes reach this one at ("" for any).
+        live_nodes: fires with the live nodes' SIP addresses by node id.
+    """
+
+    auth_failures: IAuthFailureCounter
+    connector: IReactorTCP
+    path_mtu: int
+    local_host: str
+    live_nodes: Callable[[], Deferred[dict[str, str]]]
+
+
+@attrs.frozen
 class CallServices:
     """What calls need beyond SIP: the media relay and the call records."""
 
@@ -91,7 +114,11 @@ class CallServices:
 
 
 def udp_server(
-    port: int, protocol: SipDatagramProtocol, interface: str, max_message_bytes: int
+    port: int,
+    protocol: SipDatagramProtocol,
+    interface: str,
+    max_message_bytes: int,
+    reactor: object = None,
 ) -> internet.UDPServer:
     """
     The SIP UDP listener. Twisted reads at most 8,192 bytes of a datagram by
@@ -100,7 +127,7 @@ def udp_server(
     larger one is seen as too large (counted and dropped), never truncated.
     """
     return internet.UDPServer(
-        port, protocol, interface=interface, maxPacketSize=max_message_bytes + 1
+        port, protocol, interface=interface, maxPacketSize=max_message_bytes + 1, reactor=reactor
     )
 
 
@@ -109,11 +136,13 @@ class SipService(service.MultiService):
     Runs the SIP stack.
 
     Args:
-        clock: the reactor (IReactorTime) used for every timer.
+        clock: the reactor: every timer, and the listeners.
         settings: SIP settings.
         directory: extensions and credentials.
         location: registrar bindings.
         is_local_domain: whether a host is this PBX.
+        call_services: what calls need (None: a registrar only).
+        cluster: how this node is a cluster member (None: a single node).
     """
 
     log = Logger()
@@ -126,6 +155,7 @@ class SipService(service.MultiService):
         location: ILocationService,
         is_local_domain: Callable[[str], bool],
         call_services: CallServices | None = None,
+        cluster: ClusterLink | None = None,
     ) -> None:
         super().__init__()
         self.clock = clock
@@ -140,22 +170,34 @@ class SipService(service.MultiService):
         self.transactions = TransactionLayer(
             clock, settings.timers, self.hub.send, self.dispatcher
         )
-        self.addressing = Addressing(
-            settings.interface, self.bound_port, self.hub.connection_to, settings.nat
-        )
-        # In a cluster (warden.cluster attaches it), requests another node routes
-        # through this one to a phone it holds, and their responses, are forwarded
-        # by the hop, which passes everything else to the transactions.
+        # In a cluster, requests another node routes through this one to a phone
+        # it holds, and their responses, are forwarded by the hop, which passes
+        # everything else to the transactions; calls reach other nodes' phones
+        # through it (ADR 0010).
         self.hop = NodeHop(
             settings.node_id, clock, settings.hop_tokens, self.hub.send, self.hub.connection_to,
-            self.addressing.via_for, self.transactions.receive,
+            lambda flow: self.addressing.via_for(flow), self.transactions.receive,
+            nat=settings.nat, server_header=settings.server_header,
+            refresh_nodes=self._refresh_nodes if cluster is not None else None,
         )  # fmt: skip
-        self.hop.server_header = settings.server_header
-        self.hop.nat = settings.nat
-        self.hub.receiver = self.transactions.receive
+        self.addressing = Addressing(
+            settings.interface, self.bound_port, self.hub.connection_to, settings.nat,
+            hop=self.hop if cluster is not None else None,
+        )  # fmt: skip
+        self.cluster = cluster
+        if cluster is None:
+            self.hub.receiver = self.transactions.receive
+        else:
+            self.hub.receiver = self.hop.receive
+            streams = NodeStreams(
+                cluster.connector, self.hub, self.hop.is_node,
+                udp_limit(cluster.path_mtu), cluster.local_host,
+            )  # fmt: skip
+            self.hub.choose_flow = streams.choose
         self.throttle = AuthThrottle(
             clock, settings.auth_fail_limit, settings.auth_fail_window,
             settings.auth_block_seconds, settings.auth_fail_extension_limit,
+            shared=cluster.auth_failures if cluster is not None else None,
         )  # fmt: skip
         self.nonces = NonceManager(clock, settings.nonce_lifetime)
         self.authenticator = Authenticator(
@@ -203,6 +245,10 @@ class SipService(service.MultiService):
         self.calls.counters = services.counters
         self.dispatcher.attach_calls(self.calls)
 
+    def _refresh_nodes(self) -> Deferred[None]:
+        assert self.cluster is not None
+        return self.cluster.live_nodes().addCallback(self.hop.set_nodes)
+
     def bound_port(self) -> int:
         """The SIP port actually bound (the configured one, or the one picked for 0)."""
         for server in (getattr(self, "udp_server", None), getattr(self, "tcp_server", None)):
@@ -217,11 +263,13 @@ class SipService(service.MultiService):
         interface = s.interface or "0.0.0.0"
         if "udp" in s.transports:
             proto = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
-            udp = udp_server(s.port, proto, interface, s.max_message_bytes)
+            udp = udp_server(s.port, proto, interface, s.max_message_bytes, reactor=self.clock)
             udp.setServiceParent(self)
             self.udp_server = udp
         if "tcp" in s.transports:
-            tcp = internet.TCPServer(s.port, SipStreamFactory(self.hub), interface=interface)
+            tcp = internet.TCPServer(
+                s.port, SipStreamFactory(self.hub), interface=interface, reactor=self.clock
+            )
             tcp.setServiceParent(self)
             self.tcp_server = tcp
 
