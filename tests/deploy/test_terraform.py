@@ -215,9 +215,9 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(groups["health_check_type"].strip('"'), "ELB")
         # The group replaces what a target group calls unhealthy: /readyz fails on
         # every node during a database failover, so no target group may ask it.
-        targets = [b for (t, _), b in resources.items() if t == "aws_lb_target_group"]
-        self.assertEqual(len(targets), 3)
-        for target in targets:
+        targets = {n: b for (t, n), b in resources.items() if t == "aws_lb_target_group"}
+        self.assertEqual(set(targets), {"sip", "admin"})
+        for target in targets.values():
             (check,) = target["health_check"]
             self.assertEqual(check["path"].strip('"'), "/healthz")
         outputs = {n for block in self.tree["output"] for n in block}

@@ -188,7 +188,7 @@ resource "aws_autoscaling_group" "warden" {
   vpc_zone_identifier       = aws_subnet.private[*].id
   health_check_type         = "ELB"
   health_check_grace_period = 300
-  target_group_arns         = [aws_lb_target_group.sip_udp.arn, aws_lb_target_group.sip_tcp.arn, aws_lb_target_group.admin.arn]
+  target_group_arns         = concat([for group in aws_lb_target_group.sip : group.arn], [aws_lb_target_group.admin.arn])
   default_cooldown          = 300
   launch_template {
     id      = aws_launch_template.warden.id

@@ -131,10 +131,11 @@ resource "aws_lb" "sip" {
 # every node at once while the database fails over (the store check), and the
 # Auto Scaling group, which counts these health checks, would then replace
 # every node. A node leaving the group is deregistered before it drains.
-resource "aws_lb_target_group" "sip_udp" {
-  name                 = "${var.name}-sip-udp"
+resource "aws_lb_target_group" "sip" {
+  for_each             = local.sip_protocols
+  name                 = "${var.name}-sip-${each.key}"
   port                 = local.sip_port
-  protocol             = "UDP"
+  protocol             = each.value
   vpc_id               = aws_vpc.main.id
   preserve_client_ip   = true
   deregistration_delay = 60
@@ -148,40 +149,14 @@ resource "aws_lb_target_group" "sip_udp" {
   }
 }
 
-resource "aws_lb_target_group" "sip_tcp" {
-  name                 = "${var.name}-sip-tcp"
-  port                 = local.sip_port
-  protocol             = "TCP"
-  vpc_id               = aws_vpc.main.id
-  preserve_client_ip   = true
-  deregistration_delay = 60
-  health_check {
-    protocol            = "HTTP"
-    port                = tostring(local.metrics_port)
-    path                = "/healthz"
-    interval            = 10
-    healthy_threshold   = 2
-    unhealthy_threshold = 2
-  }
-}
-
-resource "aws_lb_listener" "sip_udp" {
+resource "aws_lb_listener" "sip" {
+  for_each          = local.sip_protocols
   load_balancer_arn = aws_lb.sip.arn
   port              = local.sip_port
-  protocol          = "UDP"
+  protocol          = each.value
   default_action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.sip_udp.arn
-  }
-}
-
-resource "aws_lb_listener" "sip_tcp" {
-  load_balancer_arn = aws_lb.sip.arn
-  port              = local.sip_port
-  protocol          = "TCP"
-  default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.sip_tcp.arn
+    target_group_arn = aws_lb_target_group.sip[each.key].arn
   }
 }
 
@@ -196,7 +171,7 @@ resource "aws_lb_listener" "sip_tls" {
   ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
   default_action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.sip_tcp.arn
+    target_group_arn = aws_lb_target_group.sip["tcp"].arn
   }
 }
 

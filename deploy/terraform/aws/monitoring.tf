@@ -72,7 +72,7 @@ resource "aws_cloudwatch_metric_alarm" "sip_unhealthy" {
   comparison_operator = "GreaterThanThreshold"
   dimensions = {
     LoadBalancer = aws_lb.sip.arn_suffix
-    TargetGroup  = aws_lb_target_group.sip_udp.arn_suffix
+    TargetGroup  = aws_lb_target_group.sip["udp"].arn_suffix
   }
   alarm_actions = [aws_sns_topic.alarms.arn]
   ok_actions    = [aws_sns_topic.alarms.arn]

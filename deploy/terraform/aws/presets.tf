@@ -41,7 +41,9 @@ locals {
   public_subnets  = [for i in range(var.az_count) : cidrsubnet(var.vpc_cidr, 8, i)]
   private_subnets = [for i in range(var.az_count) : cidrsubnet(var.vpc_cidr, 8, 100 + i)]
 
-  # Warden's ports, as the configuration in user-data.sh.tftpl sets them.
+  # Warden's ports, as the configuration in user-data.sh.tftpl sets them, and
+  # its SIP transports ([sip] transports) as load balancer protocols.
+  sip_protocols  = { udp = "UDP", tcp = "TCP" }
   sip_port       = 5060
   sip_tls_port   = 5061
   media_port_min = 10000

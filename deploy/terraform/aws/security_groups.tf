@@ -2,32 +2,29 @@
 # nodes), the admin API only through the ALB, PostgreSQL and Redis only from
 # Warden. The Network Load Balancer keeps the client's address, so the Warden
 # rules name the clients, and its health checks come from inside the VPC.
+locals {
+  # One rule per SIP transport and client range.
+  sip_client_rules = {
+    for pair in setproduct(keys(local.sip_protocols), var.sip_client_cidrs) :
+    "${pair[0]}-${pair[1]}" => { protocol = pair[0], cidr = pair[1] }
+  }
+}
+
 resource "aws_security_group" "warden" {
   name        = "${var.name}-warden"
   description = "Warden instances"
   vpc_id      = aws_vpc.main.id
 }
 
-resource "aws_security_group_rule" "warden_sip_udp" {
-  for_each          = toset(var.sip_client_cidrs)
+resource "aws_security_group_rule" "warden_sip" {
+  for_each          = local.sip_client_rules
   type              = "ingress"
   security_group_id = aws_security_group.warden.id
-  description       = "SIP over UDP from phones and trunks"
-  protocol          = "udp"
+  description       = "SIP over ${upper(each.value.protocol)} from phones and trunks"
+  protocol          = each.value.protocol
   from_port         = local.sip_port
   to_port           = local.sip_port
-  cidr_blocks       = [each.value]
-}
-
-resource "aws_security_group_rule" "warden_sip_tcp" {
-  for_each          = toset(var.sip_client_cidrs)
-  type              = "ingress"
-  security_group_id = aws_security_group.warden.id
-  description       = "SIP over TCP (and TLS terminated at the NLB) from phones and trunks"
-  protocol          = "tcp"
-  from_port         = local.sip_port
-  to_port           = local.sip_port
-  cidr_blocks       = [each.value]
+  cidr_blocks       = [each.value.cidr]
 }
 
 resource "aws_security_group_rule" "warden_rtp" {
@@ -41,21 +38,12 @@ resource "aws_security_group_rule" "warden_rtp" {
   cidr_blocks       = [each.value]
 }
 
-resource "aws_security_group_rule" "warden_sip_between_nodes_udp" {
+resource "aws_security_group_rule" "warden_sip_from_nodes" {
+  for_each                 = local.sip_protocols
   type                     = "ingress"
   security_group_id        = aws_security_group.warden.id
-  description              = "SIP over UDP between Warden nodes (calls through the node holding a flow)"
-  protocol                 = "udp"
-  from_port                = local.sip_port
-  to_port                  = local.sip_port
-  source_security_group_id = aws_security_group.warden.id
-}
-
-resource "aws_security_group_rule" "warden_sip_between_nodes_tcp" {
-  type                     = "ingress"
-  security_group_id        = aws_security_group.warden.id
-  description              = "SIP over TCP between Warden nodes"
-  protocol                 = "tcp"
+  description              = "SIP over ${each.value} between Warden nodes (calls through the node holding a flow)"
+  protocol                 = each.key
   from_port                = local.sip_port
   to_port                  = local.sip_port
   source_security_group_id = aws_security_group.warden.id
@@ -114,21 +102,12 @@ resource "aws_security_group_rule" "warden_to_phones_tcp" {
   cidr_blocks       = [each.value]
 }
 
-resource "aws_security_group_rule" "warden_to_nodes_udp" {
+resource "aws_security_group_rule" "warden_sip_to_nodes" {
+  for_each                 = local.sip_protocols
   type                     = "egress"
   security_group_id        = aws_security_group.warden.id
-  description              = "SIP over UDP to the other Warden nodes"
-  protocol                 = "udp"
-  from_port                = local.sip_port
-  to_port                  = local.sip_port
-  source_security_group_id = aws_security_group.warden.id
-}
-
-resource "aws_security_group_rule" "warden_to_nodes_tcp" {
-  type                     = "egress"
-  security_group_id        = aws_security_group.warden.id
-  description              = "SIP over TCP to the other Warden nodes"
-  protocol                 = "tcp"
+  description              = "SIP over ${each.value} to the other Warden nodes"
+  protocol                 = each.key
   from_port                = local.sip_port
   to_port                  = local.sip_port
   source_security_group_id = aws_security_group.warden.id
