@@ -15,6 +15,8 @@ from warden.ops.drtest.tap import Options
 from tests.integration.harness import require_binary
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "drtest"
+#: Where docs/DEPLOYMENT.md installs Warden (a virtualenv), as deploy/systemd's units use it.
+TWISTD = "/opt/warden/bin/twistd"
 
 
 def unit(name: str) -> configparser.RawConfigParser:
@@ -43,7 +45,7 @@ class DeployTests(SynchronousTestCase):
         service = unit("warden-drtest.service")
         self.assertEqual(service["Service"]["Type"], "oneshot")
         command = shlex.split(service["Service"]["ExecStart"])
-        self.assertEqual(command[0], "/usr/bin/twistd")
+        self.assertEqual(command[0], TWISTD)
         self.assertIn("--nodaemon", command)
         settings = self.drill_options(command).settings
         assert settings is not None
@@ -69,7 +71,7 @@ class DeployTests(SynchronousTestCase):
         # What cron and the shell make of it: \% is %, $(date +%F) is today's date.
         shell = fields[6].replace("$(date +\\%F)", "2026-11-25")
         command = shlex.split(shell.split("&&", 1)[1].split("||", 1)[0])
-        self.assertEqual(command[0], "twistd")
+        self.assertEqual(command[0], TWISTD)
         options = self.drill_options(command)
         assert options.settings is not None
         self.assertEqual(
@@ -85,7 +87,7 @@ class DeployTests(SynchronousTestCase):
         directory = Path(self.mktemp())
         directory.mkdir()
         text = (DEPLOY / "warden-drtest.service").read_text()
-        (directory / "warden-drtest.service").write_text(text.replace("/usr/bin/twistd", twistd))
+        (directory / "warden-drtest.service").write_text(text.replace(TWISTD, twistd))
         shutil.copy(DEPLOY / "warden-drtest.timer", directory)
         result = subprocess.run(
             [analyze, "verify", str(directory / "warden-drtest.service"),
