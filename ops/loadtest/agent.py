@@ -38,17 +38,18 @@ from zope.interface import implementer
 
 from warden.digits import parse_uint
 from warden.errors import SipParseError
-from warden.interfaces import IClientTransactionUser, ITransactionUser
+from warden.interfaces import ITransactionUser
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request, Response, new_tag
 from warden.sip.timers import TimerSettings
-from warden.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from warden.sip.transaction import ServerTransaction, TransactionLayer
 from warden.sip.transport import (
     SipDatagramProtocol,
     SipStreamProtocol,
     TransportError,
     TransportHub,
 )
+from warden.sip.waiter import ResponseWaiter
 
 from .calls import OutgoingCall
 from .calls import authorization as authorization_for
@@ -64,51 +65,6 @@ SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE_BYTES = 65_535
 #: The agent's TCP connection is never closed for idleness by the agent itself.
 TCP_IDLE_TIMEOUT = 86_400.0
-
-
-@implementer(IClientTransactionUser)
-class ResponseWaiter:
-    """
-    Collects a client transaction's outcome: ``final`` fires with the final
-    response, or with None on time-out or transport failure (``cause`` says which).
-    Provisional responses go to ``on_provisional``; 2xx retransmissions to an
-    INVITE (RFC 6026 §7.2) to ``on_2xx_again``.
-    """
-
-    def __init__(self) -> None:
-        self.final: defer.Deferred[Response | None] = defer.Deferred()
-        self.cause: str | None = None
-        self.on_provisional: Any = None
-        self.on_2xx_again: Any = None
-        self._done = False
-
-    def response_received(self, transaction: ClientTransaction, response: Response) -> None:
-        """A provisional or final response."""
-        if response.status < 200:
-            if self.on_provisional is not None:
-                self.on_provisional(response)
-            return
-        if self._done:
-            if response.status < 300 and self.on_2xx_again is not None:
-                self.on_2xx_again(response)
-            return
-        self._done = True
-        self.final.callback(response)
-
-    def timed_out(self, transaction: ClientTransaction) -> None:
-        """Timer B or F fired."""
-        self.fail("timeout")
-
-    def transport_failed(self, transaction: ClientTransaction) -> None:
-        """The request could not be sent."""
-        self.fail("transport")
-
-    def fail(self, cause: str) -> None:
-        """End without a final response, for ``cause``."""
-        if not self._done:
-            self._done = True
-            self.cause = cause
-            self.final.callback(None)
 
 
 @implementer(ITransactionUser)
