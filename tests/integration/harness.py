@@ -33,9 +33,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 from twisted.trial import unittest
-from warden.ops.drtest.scratch import free_port, render_toml
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, SipUdpClient, poll, real_reactor
+from warden.ops.drtest.scratch import free_port, render_toml
 
 REALM = "warden.test"
 REPO_ROOT = Path(__file__).resolve().parents[2]

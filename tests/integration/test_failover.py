@@ -26,9 +26,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from warden.ops.loadtest.agent import SipAgent
-from warden.ops.loadtest.results import Account
-
 from tests.integration.clients import LOCALHOST, poll
 from tests.integration.harness import (
     REGISTER_SCENARIO,
@@ -47,6 +44,8 @@ from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 from tests.integration.test_calls import PCAP, SCENARIOS, poll_async
 from tests.integration.test_postgres_store import postgresql_settings
 from warden.cluster import live_nodes
+from warden.ops.loadtest.agent import SipAgent
+from warden.ops.loadtest.results import Account
 from warden.sip.hop import HOP_BRANCH
 from warden.store.redis import RedisLocationService, connect_state
 from warden.testing import servers

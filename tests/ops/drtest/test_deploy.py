@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
-from warden.ops.drtest.tap import Options
 
 from tests.integration.harness import require_binary
+from warden.ops.drtest.tap import Options
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "drtest"
 #: Where docs/DEPLOYMENT.md installs Warden (a virtualenv), as deploy/systemd's units use it.

@@ -10,14 +10,14 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
-from warden.ops.drtest.probe import Identity, ProbeFailed, authorization
-from warden.ops.drtest.report import Report, Step
-from warden.ops.drtest.tap import EXIT_USAGE, Options
 
 from tests.backup.helpers import REALM, make_installation, password
 from warden.backup.backup import list_backups
 from warden.backup.schedule import BackupService, backup_service
 from warden.config import parse_config_text
+from warden.ops.drtest.probe import Identity, ProbeFailed, authorization
+from warden.ops.drtest.report import Report, Step
+from warden.ops.drtest.tap import EXIT_USAGE, Options
 from warden.sip.auth import challenge, expected_response, parse_credentials
 from warden.store.credentials import make_extension
 

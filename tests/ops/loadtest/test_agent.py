@@ -6,10 +6,9 @@ own accounts with RTP both ways through Warden's relay, wrong passwords.
 
 from __future__ import annotations
 
+from tests.integration.harness import IntegrationTestCase, provision, real_reactor
 from warden.ops.loadtest.agent import SipAgent
 from warden.ops.loadtest.results import Account
-
-from tests.integration.harness import IntegrationTestCase, provision, real_reactor
 
 
 class AgentTests(IntegrationTestCase):

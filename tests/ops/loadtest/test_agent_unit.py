@@ -11,9 +11,9 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
+
 from warden.ops.loadtest.agent import SipAgent
 from warden.ops.loadtest.results import Account, RegistrationResult
-
 from warden.sip.auth import challenge, expected_response, parse_credentials
 from warden.sip.message import Request, make_response
 from warden.sip.parser import parse_datagram

@@ -7,9 +7,9 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
+
 from warden.ops.loadtest.media import PAYLOAD_BYTES, MediaEngine, RtpStream
 from warden.ops.loadtest.sdp import offer, rtp_target
-
 from warden.rtp.packet import parse_rtp
 
 

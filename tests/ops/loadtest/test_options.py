@@ -7,6 +7,7 @@ from pathlib import Path
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+
 from warden.ops.loadtest.options import EXIT_USAGE, Options, read_users_file
 from warden.ops.loadtest.tap import LoadTestService, makeService
 

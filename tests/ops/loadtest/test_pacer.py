@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+
 from warden.ops.loadtest.pacer import TICK, Pacer, due
 
 

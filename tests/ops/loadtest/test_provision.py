@@ -14,10 +14,10 @@ from twisted.internet import defer
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-from warden.ops.loadtest.provision import Provisioner, ProvisionError
-from warden.ops.loadtest.results import Account
 
 from tests.integration.harness import real_reactor
+from warden.ops.loadtest.provision import Provisioner, ProvisionError
+from warden.ops.loadtest.results import Account
 
 TOKEN = "wdn_test.secret"
 
@@ -101,6 +101,7 @@ class MetricsTests(unittest.SynchronousTestCase):
     def test_exposition(self) -> None:
         """Counters by phase and cause, and the in-flight gauge, parse as Prometheus text."""
         from prometheus_client import CollectorRegistry, generate_latest
+
         from warden.ops.loadtest.metrics import LoadTestCollector
         from warden.ops.loadtest.recorder import Recorder
         from warden.ops.loadtest.results import RegistrationResult

@@ -7,6 +7,7 @@ import re
 from io import StringIO
 
 from twisted.trial.unittest import SynchronousTestCase
+
 from warden.ops.loadtest.html import line_chart, render
 from warden.ops.loadtest.media import DirectionQuality, MediaResult
 from warden.ops.loadtest.options import Options
@@ -196,6 +197,7 @@ class StringIOTests(SynchronousTestCase):
     def test_progress_to_stream(self) -> None:
         """LoadTest writes progress lines to its ``err`` stream."""
         from twisted.internet.testing import MemoryReactorClock
+
         from warden.ops.loadtest.runner import LoadTest
 
         reactor = MemoryReactorClock()

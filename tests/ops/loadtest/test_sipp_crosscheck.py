@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import sys
 
-from warden.ops.loadtest.stats import percentile
-
 from tests.integration.harness import (
     IntegrationTestCase,
     provision,
@@ -30,6 +28,7 @@ from tests.integration.harness import (
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_rtts, read_sipp_stats
 from tests.ops.loadtest.delayline import DelayLine
 from tests.ops.loadtest.test_run import loadtest_command
+from warden.ops.loadtest.stats import percentile
 
 USERS = 200
 RATE = 60

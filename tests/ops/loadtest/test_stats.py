@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
+
 from warden.ops.loadtest.stats import (
     G711_PLC_BPL,
     EModelInputs,
