@@ -5,15 +5,15 @@ credentials the backup holds and call each other.
 A backup keeps digest HA1 values, never passwords; HA1 is all a client needs to
 answer a challenge (RFC 7616 §3.4.1: the response is computed from HA1, the
 nonce and HA2). L{ProbeAgent} is a small UDP user agent built on Warden's own
-message, parser and digest code: it registers (answering 401), places a call
-(answering 407, acknowledging the 2xx, hanging up with BYE, RFC 3261 §13, §15)
-and, as callee, answers INVITE with 200 and BYE with 200.
+SIP stack: message and parser, the transaction layer (retransmissions, the ACK
+of a failed INVITE, RFC 3261 §17) and digest answers
+(L{warden.sip.auth.answer_challenge_with_ha1}). It registers (answering 401),
+places a call (answering 407, acknowledging the 2xx, hanging up with BYE, RFC
+3261 §13, §15) and, as callee, answers INVITE with 200 and BYE with 200.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,16 +21,20 @@ import attrs
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from warden.errors import SipParseError
-from warden.sip.auth import Credentials, expected_response
+from warden.interfaces import ITransactionUser
+from warden.sip.auth import answer_challenge_with_ha1
+from warden.sip.flow import Flow
 from warden.sip.headers import parse_auth_params
-from warden.sip.message import Request, Response, make_response, new_tag
+from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
+from warden.sip.timers import TimerSettings
+from warden.sip.transaction import ServerTransaction, TransactionLayer
+from warden.sip.waiter import ResponseWaiter
 
 LOCALHOST = "127.0.0.1"
-T1 = 0.5
-T2 = 4.0
 
 
 class ProbeFailed(Exception):
@@ -44,10 +48,6 @@ class Identity:
     number: str
     realm: str
     ha1: Mapping[str, str]
-
-
-def _branch() -> str:
-    return "z9hG4bK" + os.urandom(8).hex()
 
 
 def authorization(challenge: str, identity: Identity, method: str, uri: str) -> str:
@@ -68,22 +68,9 @@ def authorization(challenge: str, identity: Identity, method: str, uri: str) -> 
         )
     if algorithm not in identity.ha1:
         raise ProbeFailed(f"extension {identity.number}: no stored HA1 for {algorithm}")
-    qop = "auth" if "auth" in params.get("qop", "").split(",") else None
-    creds = Credentials(
-        username=identity.number, realm=realm, nonce=params["nonce"], uri=uri, response="",
-        algorithm=algorithm, qop=qop, nc="00000001" if qop else None,
-        cnonce=os.urandom(8).hex() if qop else None,
-    )  # fmt: skip
-    response = expected_response(creds, identity.ha1[algorithm], method)
-    fields = [
-        f'username="{identity.number}"', f'realm="{realm}"', f'nonce="{creds.nonce}"',
-        f'uri="{uri}"', f'response="{response}"', f"algorithm={algorithm}",
-    ]  # fmt: skip
-    if qop:
-        fields += [f"qop={qop}", f"nc={creds.nc}", f'cnonce="{creds.cnonce}"']
-    if "opaque" in params:
-        fields.append(f'opaque="{params["opaque"]}"')
-    return "Digest " + ", ".join(fields)
+    return answer_challenge_with_ha1(
+        challenge, identity.number, identity.ha1[algorithm], method, uri
+    )
 
 
 def _pick_challenge(values: Iterable[str], identity: Identity) -> str:
@@ -105,9 +92,13 @@ def _sdp(port: int) -> bytes:
     ).encode()
 
 
+@implementer(ITransactionUser)
 class ProbeAgent(protocol.DatagramProtocol):
     """
-    A SIP user agent over UDP on 127.0.0.1 talking to one server.
+    A SIP user agent over UDP on 127.0.0.1 talking to one server. Requests go out
+    in client transactions and come in through server transactions of its own
+    L{TransactionLayer}, which retransmits, absorbs retransmissions and
+    acknowledges failed INVITEs (RFC 3261 §17).
 
     Args:
         clock: for retransmissions and timeouts.
@@ -119,7 +110,9 @@ class ProbeAgent(protocol.DatagramProtocol):
         self._clock = clock
         self.server = server
         self.identity = identity
-        self._pending: dict[str, Deferred[Response]] = {}
+        self._layer = TransactionLayer(clock, TimerSettings(), self._send_message, self)
+        self._flow = Flow("udp", server[0], server[1])
+        self._waiting: set[ResponseWaiter] = set()
         self.answered_calls = 0
         self.ended_calls = 0
         self.local_port = 0
@@ -135,31 +128,31 @@ class ProbeAgent(protocol.DatagramProtocol):
         """This agent's Contact URI."""
         return f"<sip:{self.identity.number}@{LOCALHOST}:{self.local_port}>"
 
+    def stopProtocol(self) -> None:  # noqa: N802
+        """The socket is closed: end every transaction and its timers."""
+        self._layer.terminate_all()
+        for waiter in list(self._waiting):
+            waiter.fail("closed")
+
+    def _send_message(self, message: Message, flow: Flow) -> None:
+        if self.transport is None:
+            raise ConnectionError("the probe's socket is closed")
+        self.transport.write(message.to_bytes(), (flow.host, flow.port))
+
     # -- receiving -----------------------------------------------------------------
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
-        """Responses complete client requests; requests are answered."""
+        """Every message goes to the transaction layer; unparsable ones are dropped."""
         try:
-            message = parse_datagram(datagram)
-            if isinstance(message, Response):
-                self._response(message)
-            elif isinstance(message, Request):
-                self._request(message, addr)
+            self._layer.receive(parse_datagram(datagram), Flow("udp", addr[0], addr[1]))
         except SipParseError:
             return
 
-    def _response(self, response: Response) -> None:
-        branch = response.top_via.param("branch")
-        if response.status < 200 or branch is None:
-            return
-        waiting = self._pending.pop(branch, None)
-        if waiting is not None:
-            waiting.callback(response)
-
-    def _request(self, request: Request, addr: Any) -> None:
+    def request_received(
+        self, transaction: ServerTransaction, request: Request, flow: Flow
+    ) -> None:
+        """Answer INVITE with 200 and SDP, BYE and a few others with 200, the rest 501."""
         method = request.method
-        if method == "ACK":
-            return
         headers: list[tuple[str, str]] = []
         body = b""
         if method == "INVITE":
@@ -169,53 +162,54 @@ class ProbeAgent(protocol.DatagramProtocol):
         elif method == "BYE":
             self.ended_calls += 1
         elif method not in ("OPTIONS", "CANCEL", "NOTIFY", "UPDATE"):
-            response = make_response(request, 501, to_tag=new_tag())
-            self.transport.write(response.to_bytes(), addr)  # type: ignore[union-attr]
+            transaction.respond(make_response(request, 501, to_tag=new_tag()))
             return
-        response = make_response(request, 200, to_tag=self._tag_for(request), headers=headers)
+        response = make_response(request, 200, to_tag=request.to.tag or new_tag(), headers=headers)
         response.body = body
-        self.transport.write(response.to_bytes(), addr)  # type: ignore[union-attr]
+        transaction.respond(response)
 
-    def _tag_for(self, request: Request) -> str:
-        # A retransmitted INVITE must get the same To tag: derive it from the Call-ID.
-        return request.to.tag or hashlib.sha256(request.call_id.encode()).hexdigest()[:12]
+    def ack_received(self, request: Request, flow: Flow) -> None:
+        """The ACK for our 200 to an INVITE: nothing to do."""
+
+    def response_received_stray(self, response: Response, flow: Flow) -> None:
+        """A response to no live transaction (a late retransmission): ignored."""
 
     # -- sending -------------------------------------------------------------------
 
     def _send(
         self, method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b"",
-        timeout: float = 8.0, branch: str | None = None,
+        timeout: float = 8.0,
     ) -> Deferred[Response]:  # fmt: skip
-        branch = branch or _branch()
-        via = f"SIP/2.0/UDP {LOCALHOST}:{self.local_port};branch={branch};rport"
+        """
+        Send a request in a new client transaction; fires with the final response,
+        or fails with TimeoutError when none came within ``timeout`` seconds (or
+        the transaction timed out or could not send).
+        """
+        via = f"SIP/2.0/UDP {LOCALHOST}:{self.local_port};branch={self._layer.new_branch()};rport"
         request = Request(method, uri, [("Via", via), ("Max-Forwards", "70"), *headers], body)
-        data = request.to_bytes()
         answered: Deferred[Response] = Deferred()
-        self._pending[branch] = answered
-        state: dict[str, Any] = {"interval": T1, "call": None}
 
-        def again() -> None:
-            self.transport.write(data, self.server)  # type: ignore[union-attr]
-            state["interval"] = min(state["interval"] * 2, T2)
-            state["call"] = self._clock.callLater(state["interval"], again)
+        def deliver(response: Response | None) -> None:
+            self._waiting.discard(waiter)
+            if answered.called:
+                return
+            if response is None:
+                answered.errback(TimeoutError(f"{method}: {waiter.cause}"))
+            else:
+                answered.callback(response)
 
-        self.transport.write(data, self.server)  # type: ignore[union-attr]
-        state["call"] = self._clock.callLater(T1, again)
-
-        def finished(result: object) -> object:
-            self._pending.pop(branch, None)
-            if state["call"] is not None and state["call"].active():
-                state["call"].cancel()
-            return result
-
+        waiter = ResponseWaiter()
+        self._waiting.add(waiter)
+        waiter.final.addCallback(deliver)
         answered.addTimeout(timeout, self._clock)
-        answered.addBoth(finished)
+        self._layer.send_request(request, self._flow, waiter)
         return answered
 
-    def _ack(self, uri: str, headers: list[tuple[str, str]], branch: str | None = None) -> None:
-        via = f"SIP/2.0/UDP {LOCALHOST}:{self.local_port};branch={branch or _branch()};rport"
+    def _ack(self, uri: str, headers: list[tuple[str, str]]) -> None:
+        """The ACK for a 2xx: a transaction of its own (RFC 3261 §13.2.2.4)."""
+        via = f"SIP/2.0/UDP {LOCALHOST}:{self.local_port};branch={self._layer.new_branch()};rport"
         request = Request("ACK", uri, [("Via", via), ("Max-Forwards", "70"), *headers])
-        self.transport.write(request.to_bytes(), self.server)  # type: ignore[union-attr]
+        self._send_message(request, self._flow)
 
     async def register(self, expires: int = 300) -> None:
         """
@@ -269,11 +263,10 @@ class ProbeAgent(protocol.DatagramProtocol):
         common = [("From", from_), ("To", to), ("Call-ID", call_id), ("Contact", self.contact),
                   ("Content-Type", "application/sdp")]  # fmt: skip
         body = _sdp(self._media_port)
-        branch = _branch()
-        response = await self._invite(uri, [*common, ("CSeq", "1 INVITE")], body, branch)
+        # The transaction acknowledges a 300-699 final response itself (§17.1.1.3).
+        response = await self._invite(uri, [*common, ("CSeq", "1 INVITE")], body)
         cseq = 1
         if response.status in (401, 407):
-            self._ack(uri, self._ack_headers(common, response, 1), branch)
             name = "Proxy-Authenticate" if response.status == 407 else "WWW-Authenticate"
             header = "Proxy-Authorization" if response.status == 407 else "Authorization"
             auth = authorization(
@@ -282,12 +275,11 @@ class ProbeAgent(protocol.DatagramProtocol):
                 "INVITE",
                 uri,
             )
-            cseq, branch = 2, _branch()
+            cseq = 2
             response = await self._invite(
-                uri, [*common, ("CSeq", "2 INVITE"), (header, auth)], body, branch
+                uri, [*common, ("CSeq", "2 INVITE"), (header, auth)], body
             )
         if response.status != 200:
-            self._ack(uri, self._ack_headers(common, response, cseq), branch)
             raise ProbeFailed(
                 f"call {self.identity.number} -> {callee}: {response.status} {response.reason}"
             )
@@ -299,11 +291,9 @@ class ProbeAgent(protocol.DatagramProtocol):
         if bye.status != 200:
             raise ProbeFailed(f"BYE {self.identity.number} -> {callee}: {bye.status} {bye.reason}")
 
-    async def _invite(
-        self, uri: str, headers: list[tuple[str, str]], body: bytes, branch: str
-    ) -> Response:
+    async def _invite(self, uri: str, headers: list[tuple[str, str]], body: bytes) -> Response:
         try:
-            return await self._send("INVITE", uri, headers, body, timeout=15.0, branch=branch)
+            return await self._send("INVITE", uri, headers, body, timeout=15.0)
         except TimeoutError:
             raise ProbeFailed(f"INVITE from extension {self.identity.number}: no answer") from None
 

@@ -338,8 +338,28 @@ def answer_challenge(
     """
     _, params = parse_auth_params(challenge_value)
     algorithm = params.get("algorithm", "MD5").upper()
+    ha1 = digest_hex(algorithm, f"{username}:{params['realm']}:{password}")
+    return answer_challenge_with_ha1(challenge_value, username, ha1, method, uri, nc, cnonce)
+
+
+def answer_challenge_with_ha1(
+    challenge_value: str,
+    username: str,
+    ha1: str,
+    method: str,
+    uri: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """
+    L{answer_challenge} from the HA1 a store keeps instead of the password: the
+    response needs nothing more (RFC 7616 §3.4.1). ``ha1`` must be for the
+    challenge's realm and algorithm. Used by the drill's probe, which has only
+    what a backup holds.
+    """
+    _, params = parse_auth_params(challenge_value)
+    algorithm = params.get("algorithm", "MD5").upper()
     realm, nonce = params["realm"], params["nonce"]
-    ha1 = digest_hex(algorithm, f"{username}:{realm}:{password}")
     qop = "auth" if "auth" in params.get("qop", "").split(",") else None
     creds = Credentials(
         username=username,
