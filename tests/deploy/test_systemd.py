@@ -133,6 +133,54 @@ class WardenServiceTests(SynchronousTestCase):
         self.assertGreater(float(stop[:-1]), AdminConfig().drain_timeout + 15)
 
 
+def syscalls(analyze: str, group: str, seen: dict[str, set[str]]) -> set[str]:
+    """The system calls of a systemd syscall group (``@name``), nested groups expanded."""
+    if group not in seen:
+        listing = subprocess.run(
+            [analyze, "syscall-filter", group],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        names = [line.strip() for line in listing.splitlines()[1:]]
+        seen[group] = set()
+        for name in names:
+            if name.startswith("@"):
+                seen[group] |= syscalls(analyze, name, seen)
+            elif name and not name.startswith("#"):
+                seen[group].add(name)
+    return seen[group]
+
+
+def allowed_syscalls(analyze: str, section: dict[str, list[str]]) -> set[str]:
+    """What the unit's SystemCallFilter= lines allow: allow lists, minus ~ deny lists."""
+    seen: dict[str, set[str]] = {}
+    allowed: set[str] = set()
+    denied: set[str] = set()
+    for value in section["SystemCallFilter"]:
+        target = denied if value.startswith("~") else allowed
+        for name in value.lstrip("~").split():
+            target |= syscalls(analyze, name, seen) if name.startswith("@") else {name}
+    return allowed - denied
+
+
+class SyscallFilterTests(SynchronousTestCase):
+    """The units' system-call filters let Warden do what it does."""
+
+    def test_backups_may_lower_their_priority(self) -> None:
+        """
+        Both units allow the calls a backup makes to lower its priority
+        (warden.backup: setpriority, sched_setscheduler; ionice: ioprio_set), and a
+        filtered call fails with EPERM instead of killing Warden with SIGSYS.
+        """
+        analyze = require_binary(self, "systemd-analyze", "systemd")
+        needed = {"setpriority", "getpriority", "sched_setscheduler", "ioprio_set"}
+        for name in ("warden.service", "warden-backup.service"):
+            service = unit(name)["Service"]
+            self.assertEqual(needed - allowed_syscalls(analyze, service), set(), name)
+            self.assertEqual(one(service, "SystemCallErrorNumber"), "EPERM", name)
+        # Still no privileged calls for the server (~@privileged).
+        self.assertNotIn("setuid", allowed_syscalls(analyze, unit("warden.service")["Service"]))
+
+
 class BackupTests(SynchronousTestCase):
     """warden-backup.service makes a backup with wardenctl; the timer starts it nightly."""
 
