@@ -17,6 +17,7 @@ from typing import Any
 from twisted.scripts._twistd_unix import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
+import warden
 from tests.deploy.test_container import CONTAINERFILE, exec_form, instructions
 from tests.deploy.tools import (
     DEPLOY,
@@ -128,6 +129,11 @@ class ManifestTests(SynchronousTestCase):
         self.assertEqual(mounts[data_dir], "data")
         self.assertEqual(self.render("warden-0", "10.0.0.1").server.data_dir, data_dir)
         self.assertEqual(mounts[str(Path(config_path).parent)], "config")
+
+    def test_image_is_this_version(self) -> None:
+        """Both containers run the image of this checkout's version (the Containerfile's)."""
+        for container in (self.init, self.warden):
+            self.assertEqual(container["image"].rsplit(":", 1)[1], warden.__version__)
 
     def test_runs_as_the_image_user(self) -> None:
         """Non-root as the image's uid, read-only root, no capabilities, no API token."""

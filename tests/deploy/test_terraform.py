@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import warden
 from tests.deploy.tools import DEPLOY, REPO, assert_checkov_clean, checkov, require_module
 from warden.config import parse_config_text
 
@@ -197,6 +198,15 @@ class ParseTests(SynchronousTestCase):
             cost = re.search(rf"\| `{name}` \|[^\n]*\$[0-9,]+", guide)
             self.assertIsNotNone(cost, f"docs/DEPLOYMENT.md has no cost row for {name}")
 
+    def test_default_wheel_is_this_version(self) -> None:
+        """The wheel the instances install by default is the one this checkout builds."""
+        (variable,) = [
+            b["warden_wheel_key"] for b in self.tree["variable"] if "warden_wheel_key" in b
+        ]
+        self.assertEqual(
+            variable["default"].strip('"'), f"warden-{warden.__version__}-py3-none-any.whl"
+        )
+
     def test_high_availability_settings(self) -> None:
         """Multi-AZ encrypted PostgreSQL with backups; Redis with automatic failover."""
         resources = _labelled(self.tree["resource"])
@@ -220,6 +230,8 @@ class ParseTests(SynchronousTestCase):
         for target in targets.values():
             (check,) = target["health_check"]
             self.assertEqual(check["path"].strip('"'), "/healthz")
+        family = resources[("aws_db_parameter_group", "main")]["family"].strip('"')
+        self.assertEqual(family, "postgres" + db["engine_version"].strip('"').split(".")[0])
         outputs = {n for block in self.tree["output"] for n in block}
         self.assertLessEqual({"sip_endpoint", "admin_endpoint", "database_endpoint"}, outputs)
         self.assertLessEqual({"redis_endpoint", "database_password_secret"}, outputs)

@@ -81,6 +81,10 @@ variable "sip_tls_certificate_arn" {
   description = "ACM certificate for SIP over TLS on 5061, terminated at the Network Load Balancer and passed to Warden over TCP; \"\" = no TLS listener."
   type        = string
   default     = ""
+  validation {
+    condition     = var.sip_tls_certificate_arn == "" || can(regex("^arn:aws[a-z-]*:acm:", var.sip_tls_certificate_arn))
+    error_message = "sip_tls_certificate_arn must be \"\" or an ACM certificate ARN."
+  }
 }
 
 variable "warden_wheel_key" {
