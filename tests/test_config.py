@@ -58,6 +58,7 @@ class DefaultsTests(SynchronousTestCase):
                 "udp_receive_buffer": 8388608,
                 "server_header": "Warden",
                 "nat": "auto",
+                "tls_port": 5061,
             },
         )
 
@@ -310,7 +311,7 @@ class ErrorTests(SynchronousTestCase):
 
     def test_transports(self) -> None:
         """Transports must be a non-empty list of distinct known names."""
-        problem = "must be a non-empty list of distinct values from udp, tcp, got"
+        problem = "must be a non-empty list of distinct values from udp, tcp, tls, got"
         self.assertBad(
             '[sip]\ntransports = ["sctp"]',
             "sip.transports",
@@ -471,7 +472,7 @@ class ErrorTests(SynchronousTestCase):
             "[voicemail]\nenabled = true",
             "voicemail",
             "warden.toml: voicemail: unknown section (known: server, store, plugins,"
-            " media, state, cluster, sip, registrar, calls, dialplan, admin, backup)",
+            " media, state, cluster, sip, tls, registrar, calls, dialplan, admin, backup)",
         )
 
     def test_section_not_table(self) -> None:

@@ -34,6 +34,7 @@ from warden.sip.transport import DEFAULT_TCP_CONNECTIONS_PER_IP, DEFAULT_TCP_MES
 from warden.store.credentials import ALGORITHMS
 from warden.store.state_url import StateURLError, parse_state_url
 from warden.store.url import StoreURL, parse_store_url
+from warden.tls import MOZILLA_INTERMEDIATE, TLS_VERSIONS, check_ciphers
 
 if TYPE_CHECKING:
     from warden.interfaces import IWardenPlugin
@@ -43,6 +44,7 @@ __all__ = [
     "ServerConfig",
     "SipConfig",
     "StoreConfig",
+    "TlsConfig",
     "WardenConfig",
     "load_config",
     "load_effective_config",
@@ -50,7 +52,9 @@ __all__ = [
     "parse_section",
 ]
 
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
+#: Listened on unless ``[sip] transports`` says otherwise (TLS is opt-in: ADR 0018).
+DEFAULT_TRANSPORTS = ("udp", "tcp")
 BACKUP_TYPES = ("full", "database", "config", "files")
 COMMAND_LINE = "command line"
 
@@ -210,7 +214,10 @@ class SipConfig:
     Attributes:
         interface: the address to listen on; "" means every interface.
         port: the UDP and TCP port.
-        transports: the transports to listen on, from ``udp`` and ``tcp``.
+        tls_port: the SIP-over-TLS port (RFC 3261 §26.2: 5061), used when
+            ``transports`` has ``tls``.
+        transports: the transports to listen on, from ``udp``, ``tcp`` and
+            ``tls`` (``[tls]`` configures the last).
         max_message_bytes: the largest SIP message accepted.
         udp_receive_buffer: bytes of kernel receive buffer asked for the UDP
             socket, so that a burst is queued rather than dropped.
@@ -235,7 +242,7 @@ class SipConfig:
     )
     port: int = attrs.field(default=5060, validator=_int_in(0, 65535))
     transports: tuple[str, ...] = attrs.field(
-        default=TRANSPORTS, converter=_to_tuple, validator=_choices(TRANSPORTS)
+        default=DEFAULT_TRANSPORTS, converter=_to_tuple, validator=_choices(TRANSPORTS)
     )
     max_message_bytes: int = attrs.field(default=65535, validator=_int_in(1024, 1048576))
     tcp_idle_timeout: float = attrs.field(default=600.0, converter=_to_float, validator=_seconds())
@@ -263,10 +270,62 @@ class SipConfig:
         default="auto",
         validator=_rule(lambda v: v in NAT_MODES, f"one of {', '.join(NAT_MODES)}"),
     )
+    tls_port: int = attrs.field(default=5061, validator=_int_in(0, 65535))
 
     def __attrs_post_init__(self) -> None:
         if self.t2 < self.t1:
             raise _fail(self, "t2", f"must be >= sip.t1 ({self.t1:g}), got {self.t2:g}")
+
+
+def _is_version(value: object) -> bool:
+    return value in TLS_VERSIONS
+
+
+def _is_cipher_string(value: object) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        check_ciphers(value)
+    except ValueError:
+        return False
+    return True
+
+
+@attrs.frozen
+class TlsConfig:
+    """
+    ``[tls]``: SIP over TLS (RFC 3261 §26, RFC 5630), used when ``[sip]
+    transports`` has ``tls`` (L{warden.sip.tls}).
+
+    Attributes:
+        certificate, private_key: PEM files (the certificate file may hold the
+            chain); both "" means a self-signed pair generated in the data
+            directory on first start (its fingerprint is logged).
+        ca: a PEM bundle of certificate authorities; when set, TLS peers must
+            present a certificate one of them signed (mutual TLS); "" asks for none.
+        min_version: the oldest TLS version accepted, "1.2" or "1.3".
+        ciphers: the OpenSSL cipher string for TLS 1.2 (Mozilla "intermediate").
+        handshake_timeout: seconds a new connection may take to complete its
+            TLS handshake before it is closed.
+    """
+
+    SECTION: ClassVar[str] = "tls"
+
+    certificate: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    private_key: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    ca: str = attrs.field(default="", validator=_rule(_is_string, "a string"))
+    min_version: str = attrs.field(
+        default="1.2", validator=_rule(_is_version, f"one of {', '.join(TLS_VERSIONS)}")
+    )
+    ciphers: str = attrs.field(
+        default=MOZILLA_INTERMEDIATE,
+        validator=_rule(_is_cipher_string, "an OpenSSL cipher string selecting a cipher"),
+    )
+    handshake_timeout: float = attrs.field(default=10.0, converter=_to_float, validator=_seconds())
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.certificate) != bool(self.private_key):
+            raise _fail(self, "private_key", "certificate and private_key go together")
 
 
 @attrs.frozen
@@ -723,6 +782,7 @@ class WardenConfig:
 
     server: ServerConfig = attrs.field(factory=ServerConfig)
     sip: SipConfig = attrs.field(factory=SipConfig)
+    tls: TlsConfig = attrs.field(factory=TlsConfig)
     registrar: RegistrarConfig = attrs.field(factory=RegistrarConfig)
     store: StoreConfig = attrs.field(factory=StoreConfig)
     calls: CallsConfig = attrs.field(factory=CallsConfig)
@@ -884,13 +944,14 @@ def load_effective_config(
     sip_interface: str | None = None,
     domains: Sequence[str] = (),
     plugins: Mapping[str, IWardenPlugin] | None = None,
+    sip_tls_port: int | None = None,
 ) -> WardenConfig:
     """
     The configuration the server (and ``wardenctl``) runs with.
 
     The file at ``config_path`` (or the defaults when it is None), then the
-    command-line overrides: ``data_dir``, ``sip_port`` and ``sip_interface``
-    replace the file's values; ``domains`` are appended to ``server.domains``.
+    command-line overrides: ``data_dir``, ``sip_port``, ``sip_tls_port`` and
+    ``sip_interface`` replace the file's values; ``domains`` are appended to ``server.domains``.
 
     Raises:
         ConfigError: from the file, or an override that is invalid (its file name
@@ -910,6 +971,8 @@ def load_effective_config(
         sip["port"] = sip_port
     if sip_interface is not None:
         sip["interface"] = sip_interface
+    if sip_tls_port is not None:
+        sip["tls_port"] = sip_tls_port
     try:
         return attrs.evolve(
             config,

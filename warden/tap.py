@@ -27,11 +27,19 @@ from warden.server import build_server
 from warden.store.backend import check_store
 
 
-def _port(value: str) -> int:
-    port = parse_uint(value, 65535)
-    if port is None:
-        raise usage.UsageError(f"--sip-port: must be a port number 0..65535, got {value!r}")
-    return port
+def _port_option(option: str) -> Any:
+    """A coercer of ``--option``'s value to a port number (a bad one names the option)."""
+
+    def coerce(value: str) -> int:
+        port = parse_uint(value, 65535)
+        if port is None:
+            raise usage.UsageError(f"--{option}: must be a port number 0..65535, got {value!r}")
+        return port
+
+    return coerce
+
+
+_port = _port_option("sip-port")
 
 
 class Options(usage.Options):
@@ -41,13 +49,20 @@ class Options(usage.Options):
         ["config", "c", None, "Configuration file (TOML). Default: embedded defaults."],
         ["data-dir", "d", None, "Data directory (database, keys). Default: ./var"],
         ["sip-port", "p", None, "SIP port for UDP and TCP. Default: 5060", _port],
+        [
+            "sip-tls-port",
+            None,
+            None,
+            "SIP-over-TLS port (with tls in [sip] transports). Default: 5061",
+            _port_option("sip-tls-port"),
+        ],
         ["sip-interface", "i", None, "Address to listen on. Default: all interfaces"],
         [
             "admin-port",
             None,
             None,
             "Admin HTTPS port (overrides [admin] listen); 0 turns the admin API off",
-            _port,
+            _port_option("admin-port"),
         ],
     ]
 
@@ -75,6 +90,7 @@ class Options(usage.Options):
                 self["config"],
                 data_dir=self["data-dir"],
                 sip_port=self["sip-port"],
+                sip_tls_port=self["sip-tls-port"],
                 sip_interface=self["sip-interface"],
                 domains=self["domain"],
                 plugins=available,

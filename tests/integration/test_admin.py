@@ -38,8 +38,8 @@ from tests.integration.harness import (
     wardenctl,
 )
 from tests.integration.sipp_traces import read_sipp_stats
-from warden.admin.tls import fingerprint, generate_self_signed
 from warden.sip.message import new_tag
+from warden.tls import fingerprint, generate_self_signed
 
 
 def der_fingerprint(der: bytes) -> str:

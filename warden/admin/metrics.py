@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
 # The modules defining the families served here (imported for their registration).
-from warden.admin import tls
+from warden import tls
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
 from warden.store import interaction, spool

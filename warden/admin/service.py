@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +40,7 @@ from warden.admin.http import (
     ScopedResource,
 )
 from warden.admin.metrics import MetricsResource, WardenCollector
-from warden.admin.tls import ReloadableContextFactory, generate_self_signed
+from warden.tls import ReloadableContextFactory, generate_self_signed, install_sighup
 
 CERT_FILE = "admin-cert.pem"
 KEY_FILE = "admin-key.pem"
@@ -281,15 +280,6 @@ def _where(e: CannotListenError) -> str:
 def _reason(e: CannotListenError) -> str:
     socket_error = e.socketError
     return str(getattr(socket_error, "strerror", None) or socket_error)
-
-
-def install_sighup(reactor: Any) -> Callable[[Callable[[], None]], None]:
-    """A signal installer: SIGHUP runs the callback in the reactor thread."""
-
-    def install(callback: Callable[[], None]) -> None:
-        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(callback))
-
-    return install
 
 
 def thread_runner(reactor: Any) -> Callable[..., Deferred[Any]]:

@@ -7,7 +7,14 @@ B2BUA (L{warden.sip.service}), from ``[sip]``, ``[registrar]``, ``[calls]`` and
 from __future__ import annotations
 
 from warden.cluster import SharedState
-from warden.config import CallsConfig, DialplanConfig, RegistrarConfig, SipConfig, WardenConfig
+from warden.config import (
+    CallsConfig,
+    DialplanConfig,
+    RegistrarConfig,
+    SipConfig,
+    TlsConfig,
+    WardenConfig,
+)
 from warden.interfaces import (
     ICallRecordStore,
     IDirectory,
@@ -17,20 +24,26 @@ from warden.interfaces import (
 )
 from warden.netutil import host_matcher, local_names
 from warden.plugin import BuildContext, BuiltinPlugin
+from warden.process import process_exit
 from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
+from warden.sip.tls import TlsSettings
+from warden.tls import TlsPolicy, install_sighup
 
 
 class SipPlugin(BuiltinPlugin):
     """The registrar and call server."""
 
     name = "sip"
-    description = "SIP registrar and B2BUA over UDP and TCP ([sip], [registrar], [calls])"
+    description = (
+        "SIP registrar and B2BUA over UDP, TCP and TLS ([sip], [tls], [registrar], [calls])"
+    )
     needs = ("directory", "location", "records", "live", "media")
     provides = ("sip",)
     section_classes = {
         "sip": SipConfig,
+        "tls": TlsConfig,
         "registrar": RegistrarConfig,
         "calls": CallsConfig,
         "dialplan": DialplanConfig,
@@ -54,6 +67,8 @@ class SipPlugin(BuiltinPlugin):
                 counters=shared.counters if shared is not None else None,
             ),
             cluster=shared.link(context.reactor) if shared is not None else None,
+            install_signal=install_sighup(context.reactor),
+            exit=process_exit(context.reactor),
         )
         if shared is None:
             context.add_service(sip)
@@ -96,6 +111,20 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         qualify_interval=config.calls.qualify_interval,
         dialplan=config.dialplan.rules,
         dialog_token_lifetime=config.cluster.dialog_token_lifetime,
+        tls_port=sip.tls_port,
+        tls=tls_settings(config),
+    )
+
+
+def tls_settings(config: WardenConfig) -> TlsSettings:
+    """The SIP TLS listener's settings from ``[tls]``."""
+    tls = config.tls
+    return TlsSettings(
+        certificate=tls.certificate,
+        private_key=tls.private_key,
+        data_dir=config.server.data_dir,
+        policy=TlsPolicy(min_version=tls.min_version, ciphers=tls.ciphers, ca=tls.ca),
+        handshake_timeout=tls.handshake_timeout,
     )
 
 

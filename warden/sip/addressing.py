@@ -144,6 +144,7 @@ class Addressing:
             stream connections (the transport hub's).
         hop: routing through other nodes (a L{warden.sip.hop.NodeHop}) in a
             cluster; None on a single node.
+        tls_port: a callable giving the SIP-over-TLS port bound (None: no TLS).
     """
 
     def __init__(
@@ -153,8 +154,10 @@ class Addressing:
         connections: Callable[[str, int], Any] | None = None,
         nat: str = "auto",
         hop: Any = None,
+        tls_port: Callable[[], int] | None = None,
     ) -> None:
         self.interface = interface
+        self._tls_port = tls_port
         self.nat = nat
         self._port = port
         self._connections = connections
@@ -184,11 +187,17 @@ class Addressing:
         return local
 
     def via_for(self, flow: Flow) -> str:
-        """``host:port`` for Via and Contact towards ``flow``'s peer."""
+        """
+        ``host:port`` for Via and Contact towards ``flow``'s peer: the TLS port on
+        a TLS flow (RFC 3261 §18.2.1: the port Warden is reached at over it).
+        """
         host = self.local_host_for(flow.host)
         if ":" in host:
             host = f"[{host}]"
-        return f"{host}:{self._port()}"
+        port = (
+            self._port() if flow.transport != "tls" or self._tls_port is None else self._tls_port()
+        )
+        return f"{host}:{port}"
 
     def reach(self, binding: Binding, call_id: str) -> tuple[Flow, list[str]] | None:
         """

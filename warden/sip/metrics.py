@@ -33,6 +33,14 @@ TCP_MESSAGE_TIMEOUTS = Counter(
     "warden_sip_tcp_message_timeouts_total",
     "TCP connections closed because a message took longer than sip.tcp_message_timeout",
 )
+TLS_HANDSHAKE_TIMEOUTS = Counter(
+    "warden_sip_tls_handshake_timeouts_total",
+    "TLS connections closed because the handshake took longer than tls.handshake_timeout",
+)
+TLS_HANDSHAKE_FAILURES = Counter(
+    "warden_sip_tls_handshake_failures_total",
+    "TLS connections whose handshake failed (no common version or cipher, bad certificate)",
+)
 AUTH_FAILURES = Counter("warden_sip_auth_failures_total", "Failed digest authentications")
 THROTTLED = Counter(
     "warden_sip_throttled_total", "Requests dropped from sources blocked for failed auth"

@@ -28,6 +28,7 @@ from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.sip.routing import ExtensionRouter
 from warden.sip.timers import TimerSettings
+from warden.sip.tls import SipTlsService, TlsSettings
 from warden.sip.transaction import TransactionLayer
 from warden.sip.transport import (
     DEFAULT_TCP_CONNECTIONS_PER_IP,
@@ -72,6 +73,9 @@ class SipSettings:
     dialplan: tuple[Rule, ...] = ()
     #: Seconds a cluster Record-Route token stays valid ([cluster] dialog_token_lifetime).
     dialog_token_lifetime: float = 86400.0
+    #: ``[sip] tls_port`` and ``[tls]``, for the TLS listener (with "tls" in transports).
+    tls_port: int = 5061
+    tls: TlsSettings = TlsSettings()
 
     @property
     def hop_tokens(self) -> TokenLifetimes:
@@ -143,6 +147,8 @@ class SipService(service.MultiService):
         is_local_domain: whether a host is this PBX.
         call_services: what calls need (None: a registrar only).
         cluster: how this node is a cluster member (None: a single node).
+        install_signal: installs the SIGHUP callback reloading the TLS certificate.
+        exit: ends the process when a listener cannot start (None: stop the reactor).
     """
 
     log = Logger()
@@ -156,8 +162,13 @@ class SipService(service.MultiService):
         is_local_domain: Callable[[str], bool],
         call_services: CallServices | None = None,
         cluster: ClusterLink | None = None,
+        install_signal: Callable[[Callable[[], None]], None] | None = None,
+        exit: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
+        self._install_signal = install_signal
+        self._exit = exit
+        self.tls_listener: SipTlsService | None = None
         self.clock = clock
         self.settings = settings
         self.location = location
@@ -182,7 +193,7 @@ class SipService(service.MultiService):
         )  # fmt: skip
         self.addressing = Addressing(
             settings.interface, self.bound_port, self.hub.connection_to, settings.nat,
-            hop=self.hop if cluster is not None else None,
+            hop=self.hop if cluster is not None else None, tls_port=self.bound_tls_port,
         )  # fmt: skip
         self.cluster = cluster
         if cluster is None:
@@ -257,6 +268,12 @@ class SipService(service.MultiService):
                 return int(port.getHost().port)
         return self.settings.port
 
+    def bound_tls_port(self) -> int:
+        """The SIP-over-TLS port actually bound (the configured one before listening)."""
+        if self.tls_listener is None:
+            return self.settings.tls_port
+        return self.tls_listener.bound_port()
+
     def _add_listeners(self) -> None:
         s = self.settings
         ipv6 = ":" in s.interface
@@ -272,6 +289,12 @@ class SipService(service.MultiService):
             )
             tcp.setServiceParent(self)
             self.tcp_server = tcp
+        if "tls" in s.transports:
+            self.tls_listener = SipTlsService(
+                self.clock, self.hub, s.tls, s.tls_port, s.interface,
+                self._install_signal, self._exit,
+            )  # fmt: skip
+            self.tls_listener.setServiceParent(self)
 
     def startService(self) -> None:  # noqa: N802
         """Start listening and the periodic housekeeping."""
@@ -285,6 +308,8 @@ class SipService(service.MultiService):
         realms = self.authenticator.check_realms()
         realms.addErrback(lambda f: self.log.failure("Could not check extension realms", f))
         for transport in self.settings.transports:
+            if transport == "tls":
+                continue  # logged by the TLS listener, with its certificate
             self.log.info(
                 "SIP listening on {transport} {interface}:{port}, realm {realm}",
                 transport=transport.upper(),

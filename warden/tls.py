@@ -1,8 +1,11 @@
 """
-TLS for the admin listener: a self-signed certificate generated on first start
-(``cryptography``; its SHA-256 fingerprint is logged), TLS 1.2 or later with
-Twisted's modern cipher list, and reloading of the certificate and key (SIGHUP)
-without a restart: every new connection gets the context built last.
+TLS contexts shared by Warden's TLS listeners (the admin API and SIP over TLS):
+a self-signed certificate generated on first start (``cryptography``; its
+SHA-256 fingerprint is logged), a minimum protocol version and cipher list
+(L{TlsPolicy}), optional verification of peers' certificates against a CA
+bundle, and reloading of the certificate and key (SIGHUP, L{install_sighup})
+without a restart: every new connection gets the context built last, and
+established connections keep theirs.
 
 The certificate in use is exported as
 ``warden_tls_certificate_expiry_timestamp_seconds{listener}`` (its notAfter, Unix
@@ -15,7 +18,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import signal
+from collections.abc import Callable
+from typing import Any
 
+import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +37,38 @@ from zope.interface import implementer
 #: How long a generated certificate is valid.
 VALIDITY_DAYS = 825
 
+#: Mozilla's "intermediate" TLS 1.2 cipher list (server-side-tls guidelines 5.7);
+#: TLS 1.3 suites are OpenSSL's defaults, all of them forward-secret AEAD.
+MOZILLA_INTERMEDIATE = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+
+#: ``min_version`` values and the protocol versions they name.
+TLS_VERSIONS = {
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+@attrs.frozen
+class TlsPolicy:
+    """
+    How a listener negotiates TLS.
+
+    Attributes:
+        min_version: the oldest protocol version accepted ("1.2" or "1.3").
+        ciphers: an OpenSSL cipher string for TLS 1.2 ("" for Twisted's default).
+        ca: a PEM bundle; when set, peers must present a certificate it signed.
+    """
+
+    min_version: str = "1.2"
+    ciphers: str = ""
+    ca: str = ""
+
+
 CERTIFICATE_EXPIRY = Gauge(
     "warden_tls_certificate_expiry_timestamp_seconds",
     "When the certificate a TLS listener serves stops being valid (its notAfter), Unix time",
@@ -38,7 +77,11 @@ CERTIFICATE_EXPIRY = Gauge(
 
 
 def generate_self_signed(
-    cert_path: str, key_path: str, clock: IReactorTime, names: tuple[str, ...] = ()
+    cert_path: str,
+    key_path: str,
+    clock: IReactorTime,
+    names: tuple[str, ...] = (),
+    common_name: str = "Warden admin",
 ) -> str:
     """
     Write a new EC P-256 key (mode 0600) and a self-signed certificate for
@@ -46,7 +89,7 @@ def generate_self_signed(
     """
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Warden admin")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     alt: list[x509.GeneralName] = [x509.DNSName("localhost")]
     for text in ("127.0.0.1", "::1", *names):
         try:
@@ -84,15 +127,38 @@ def fingerprint(cert_pem: bytes) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
-def build_context(cert_path: str, key_path: str) -> SSL.Context:
+def _read_ca(path: str) -> list[crypto.X509]:
+    """The certificates of the PEM bundle at ``path`` (ValueError when it has none)."""
+    with open(path, "rb") as f:
+        pem = f.read()
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as e:
+        raise ValueError(f"{path}: not a PEM certificate bundle: {e}") from None
+    return [crypto.X509.from_cryptography(c) for c in certs]
+
+
+def check_ciphers(ciphers: str) -> None:
+    """Raise ValueError unless OpenSSL's cipher string ``ciphers`` selects a cipher."""
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_cipher_list(ciphers.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError):
+        raise ValueError(f"the cipher string {ciphers!r} selects no cipher") from None
+
+
+def build_context(cert_path: str, key_path: str, policy: TlsPolicy | None = None) -> SSL.Context:
     """
     An OpenSSL context serving the certificate chain and key in these PEM files,
-    TLS 1.2+ only, with Twisted's default (forward-secret, AEAD-first) ciphers.
+    with ``policy``'s minimum version, ciphers and peer verification (default:
+    TLS 1.2+ with Twisted's forward-secret, AEAD-first ciphers, no peer
+    certificates asked for).
 
     Raises:
         OSError: a file cannot be read.
-        ValueError: the files are not a matching PEM certificate and key.
+        ValueError: the files are not a matching PEM certificate and key, or
+            the cipher string selects no cipher.
     """
+    policy = policy or TlsPolicy()
     with open(cert_path, "rb") as f:
         cert_pem = f.read()
     with open(key_path, "rb") as f:
@@ -104,11 +170,18 @@ def build_context(cert_path: str, key_path: str) -> SSL.Context:
         raise ValueError(f"{cert_path} / {key_path}: not a PEM certificate and key: {e}") from None
     if certs[0].public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
         raise ValueError(f"{key_path} is not the key of the certificate in {cert_path}")
+    extra: dict[str, Any] = {}
+    if policy.ciphers:
+        check_ciphers(policy.ciphers)
+        extra["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(policy.ciphers)
+    if policy.ca:
+        extra.update(verify=True, caCerts=_read_ca(policy.ca), requireCertificate=True)
     options = ssl.CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
         certificate=crypto.X509.from_cryptography(certs[0]),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in certs[1:]],
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        raiseMinimumTo=TLS_VERSIONS[policy.min_version],
+        **extra,
     )
     context: SSL.Context = options.getContext()
     return context
@@ -126,11 +199,19 @@ class ReloadableContextFactory:
 
     log = Logger()
 
-    def __init__(self, cert_path: str, key_path: str, listener: str = "admin") -> None:
+    def __init__(
+        self,
+        cert_path: str,
+        key_path: str,
+        listener: str = "admin",
+        policy: TlsPolicy | None = None,
+    ) -> None:
         self.cert_path = cert_path
         self.key_path = key_path
+        self.listener = listener
+        self.policy = policy
         self._expiry = CERTIFICATE_EXPIRY.labels(listener)
-        self._context = build_context(cert_path, key_path)
+        self._context = build_context(cert_path, key_path, policy)
         self.fingerprint, self.not_after = self._read_certificate()
         self._expiry.set(self.not_after)
 
@@ -151,17 +232,42 @@ class ReloadableContextFactory:
         Returns whether the new certificate is in use.
         """
         try:
-            context = build_context(self.cert_path, self.key_path)
+            context = build_context(self.cert_path, self.key_path, self.policy)
             self.fingerprint, self.not_after = self._read_certificate()
         except (OSError, ValueError, SSL.Error) as e:
             self.log.error(
-                "Admin TLS certificate not reloaded, keeping the old one: {error}", error=str(e)
+                "TLS certificate of the {listener} listener not reloaded, keeping the old"
+                " one: {error}",
+                listener=self.listener,
+                error=str(e),
             )
             return False
         self._context = context
         self._expiry.set(self.not_after)
         self.log.info(
-            "Admin TLS certificate reloaded; SHA-256 fingerprint {fingerprint}",
+            "TLS certificate of the {listener} listener reloaded; SHA-256 fingerprint"
+            " {fingerprint}",
+            listener=self.listener,
             fingerprint=self.fingerprint,
         )
         return True
+
+
+def install_sighup(reactor: Any) -> Callable[[Callable[[], None]], None]:
+    """
+    A signal installer: SIGHUP runs each installed callback in the reactor
+    thread. Installing keeps the handler installed before (another listener's
+    reload), so every TLS listener reloads on the same signal.
+    """
+
+    def install(callback: Callable[[], None]) -> None:
+        previous = signal.getsignal(signal.SIGHUP)
+
+        def handler(signum: int, frame: Any) -> None:
+            reactor.callFromThread(callback)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGHUP, handler)
+
+    return install
