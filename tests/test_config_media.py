@@ -57,3 +57,26 @@ class MediaRuleConfigTests(SynchronousTestCase):
         self.assertIn(ip_of("192.0.2.77"), policy.own_addresses)
         self.assertIn(ip_of("127.0.0.1"), policy.own_addresses)
         self.assertIsInstance(policy, MediaPolicy)
+
+
+class SrtpConfigTests(SynchronousTestCase):
+    """``[media] srtp`` (ADR 0018): optional by default, reaching the relay's policy."""
+
+    def test_default_and_required(self) -> None:
+        """SRTP is optional unless configured; "required" reaches the media policy."""
+        self.assertEqual(parse_config_text("", "warden.toml").media.srtp, "optional")
+        config = parse_config_text('[media]\nsrtp = "required"', "warden.toml")
+        self.assertEqual(media_policy(config).srtp, "required")
+
+    def test_bad_value(self) -> None:
+        """Another value names the file, the key and the choices."""
+        error = self.assertRaises(
+            ConfigError, parse_config_text, '[media]\nsrtp = "always"', "warden.toml"
+        )
+        self.assertEqual(
+            (error.path, str(error)),
+            (
+                "media.srtp",
+                'warden.toml: media.srtp: must be "optional" or "required", got "always"',
+            ),
+        )

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from warden.errors import ConfigError, ConfigFileError
-from warden.rtp.policy import DESTINATION_MODES, LATCH_MODES
+from warden.rtp.policy import DESTINATION_MODES, LATCH_MODES, SRTP_MODES
 from warden.sip.addressing import NAT_MODES
 from warden.sip.dialplan import Rule, RuleError
 from warden.sip.transport import DEFAULT_TCP_CONNECTIONS_PER_IP, DEFAULT_TCP_MESSAGE_TIMEOUT
@@ -457,6 +457,9 @@ class MediaConfig:
         destinations: which SDP addresses the relay sends to: "same-class"
             (public ones; loopback, link-local or private ones only for a phone
             signalling from the same class) or "any".
+        srtp: "optional" (SRTP with SDES keys for phones on TLS that ask for it,
+            plain RTP for the others, bridged) or "required" (plain RTP is
+            refused with 488; ADR 0018).
     """
 
     SECTION: ClassVar[str] = "media"
@@ -477,6 +480,10 @@ class MediaConfig:
         validator=_rule(
             lambda v: v in DESTINATION_MODES, " or ".join(map(json.dumps, DESTINATION_MODES))
         ),
+    )
+    srtp: str = attrs.field(
+        default="optional",
+        validator=_rule(lambda v: v in SRTP_MODES, " or ".join(map(json.dumps, SRTP_MODES))),
     )
 
     def __attrs_post_init__(self) -> None:

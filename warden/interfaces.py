@@ -281,7 +281,8 @@ class IMediaSession(Interface):
         address and ports, for the other phone.
 
         Raises:
-            warden.sip.sdp.SdpError: the SDP is malformed (answer 488).
+            warden.sip.sdp.SdpError: the SDP is malformed, or its media security
+                is refused by ``[media] srtp`` (answer 488).
             warden.rtp.errors.MediaError: the session was released.
             ValueError: ``side`` is neither ``"a"`` nor ``"b"``.
         """
@@ -302,14 +303,26 @@ class IMediaSession(Interface):
             ValueError: ``side`` is neither ``"a"`` nor ``"b"``.
         """
 
+    def signalling_encrypted(side: str, encrypted: bool) -> None:
+        """
+        Whether the phone on ``side`` sends its SIP over TLS: SDES keys
+        (``a=crypto``, RFC 4568) are only accepted from and offered to such a
+        phone (ADR 0018). Called before that side's first SDP; False until then.
+
+        Raises:
+            ValueError: ``side`` is neither ``"a"`` nor ``"b"``.
+        """
+
     def stats() -> dict[str, dict[str, Any]]:
         """
         Counters per side: ``{"a": {...}, "b": {...}}``, each with ``packets_in``,
         ``bytes_in``, ``lost_in``, ``jitter_ms_in``, ``last_packet_at_in`` (media
         from that side's phone) and the same with ``_out`` (media sent to it),
-        ``rtcp_in``, ``rtcp_out``, ``dtmf_events``, and ``dropped_<reason>``
-        (``spoofed``, ``pending``, ``malformed``: arriving from that side;
-        ``no_destination``, ``send_error``: meant for that side's phone).
+        ``rtcp_in``, ``rtcp_out``, ``dtmf_events``, ``srtp`` (whether that
+        side's media is encrypted), and ``dropped_<reason>`` (``spoofed``,
+        ``pending``, ``malformed``, ``auth_failed``, ``replayed``: arriving from
+        that side; ``no_destination``, ``send_error``, ``protect_failed``: meant
+        for that side's phone).
         """
 
     def idle_for(now: float) -> float:

@@ -41,7 +41,7 @@ def media_policy(config: WardenConfig) -> MediaPolicy:
     """The relay's media rules; this host's addresses are never a destination."""
     media = config.media
     own = [media_address(config), media.address, config.sip.interface, *local_addresses()]
-    return MediaPolicy(media.latch, media.destinations, media.latch_packets, own)
+    return MediaPolicy(media.latch, media.destinations, media.latch_packets, own, media.srtp)
 
 
 def media_address(config: WardenConfig) -> str:

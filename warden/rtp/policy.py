@@ -30,6 +30,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 LATCH_MODES = ("signalling", "any")
 DESTINATION_MODES = ("same-class", "any")
+SRTP_MODES = ("optional", "required")
 
 _PRIVATE = tuple(
     ipaddress.ip_network(n)
@@ -102,6 +103,7 @@ class MediaPolicy:
             followed (1 follows at once).
         own_addresses: the relay host's addresses (never a destination unless the
             phone signals from exactly there).
+        srtp: ``"optional"`` or ``"required"`` (L{warden.rtp.srtp}, ADR 0018).
     """
 
     latch: str = attrs.field(default="signalling", validator=attrs.validators.in_(LATCH_MODES))
@@ -110,6 +112,7 @@ class MediaPolicy:
     )
     latch_packets: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     own_addresses: frozenset[IPAddress] = attrs.field(default=frozenset(), converter=_own)
+    srtp: str = attrs.field(default="optional", validator=attrs.validators.in_(SRTP_MODES))
 
     def destination_allowed(self, host: str, sources: str | Iterable[str]) -> bool:
         """

@@ -76,6 +76,7 @@ from warden.rtp.packet import (
     parse_telephone_event,
 )
 from warden.rtp.policy import MediaPolicy, normal_host
+from warden.rtp.srtp import MediaCrypto, SrtpDrop, SrtpLeg
 from warden.sip import sdp as sdplib
 
 if TYPE_CHECKING:
@@ -157,6 +158,8 @@ class _Peer:
         self.direction = "sendrecv"
         # Payload type -> (clock rate, is an RFC 4733 event), from this phone's SDP.
         self.formats: dict[int, tuple[int, bool]] = {}
+        # SRTP contexts while this phone's media is encrypted (warden.rtp.srtp).
+        self.srtp: SrtpLeg | None = None
         self.rtp_in = StreamStats(clock_rate)
         self.dtmf = DtmfCounter()
         self.rtcp_in = 0
@@ -222,6 +225,7 @@ class MediaSession:
         self._clock = clock
         self._policy = policy if policy is not None else MediaPolicy()
         self._peers = {"a": _Peer(side_a, clock_rate), "b": _Peer(side_b, clock_rate)}
+        self._crypto = MediaCrypto(self._policy.srtp)
         self._protocols = dict(protocols)
         self._ports = list(ports)
         for protocol in self._protocols.values():
@@ -265,6 +269,12 @@ class MediaSession:
             peer.signalling = signalling
             self._apply_policy(peer)
 
+    def signalling_encrypted(self, side: str, encrypted: bool) -> None:
+        """Whether ``side``'s phone sends its SIP over TLS (see L{IMediaSession})."""
+        if side not in SIDES:
+            raise ValueError(f"side must be 'a' or 'b', not {side!r}")
+        self._crypto.signalling_encrypted(side, encrypted)
+
     def _description_from(self, side: str, data: bytes, offer: bool) -> bytes:
         if side not in SIDES:
             raise ValueError(f"side must be 'a' or 'b', not {side!r}")
@@ -274,14 +284,21 @@ class MediaSession:
         index = self._index
         if offer or index is None or index >= len(parsed.media):
             index = sdplib.relayed_stream(parsed)
+        onward = parsed
+        if index is not None:
+            # SDES keys per leg (warden.rtp.srtp); SrtpRefused before any change here.
+            negotiate = self._crypto.offer if offer else self._crypto.answer
+            onward = negotiate(side, parsed, index)
+            for name, each in self._peers.items():
+                each.srtp = self._crypto.leg(name)
         self._index = index
         self._learn(self._peers[side], parsed, index)
         self._activity = self._clock.seconds()
         other = self._peers[_other(side)].side
         if index is None:
-            return sdplib.rewrite(parsed, other.address, {}).to_bytes()
+            return sdplib.rewrite(onward, other.address, {}).to_bytes()
         ports, rtcp_ports = {index: other.rtp_port}, {index: other.rtcp_port}
-        return sdplib.rewrite(parsed, other.address, ports, rtcp_ports).to_bytes()
+        return sdplib.rewrite(onward, other.address, ports, rtcp_ports).to_bytes()
 
     def _learn(self, peer: _Peer, parsed: sdplib.SessionDescription, index: int | None) -> None:
         """Remember where ``peer``'s phone wants its media, and what it sends."""
@@ -341,6 +358,11 @@ class MediaSession:
             return
         peer = self._peers[side]
         source: Address = (addr[0], addr[1])
+        if peer.srtp is not None:
+            decrypted = self._unprotect(peer, peer.srtp, rtcp, data, source)
+            if decrypted is None:
+                return
+            data = decrypted
         if rtcp or is_rtcp(data):
             self._rtcp_received(side, peer, rtcp, data, source)
             return
@@ -361,6 +383,23 @@ class MediaSession:
         if event:
             self._count_event(peer, header, data)
         self._forward(other, other.rtp_destination(), (_other(side), False), data, now)
+
+    def _unprotect(
+        self, peer: _Peer, srtp: SrtpLeg, rtcp: bool, data: bytes, source: Address
+    ) -> bytes | None:
+        """
+        The RTP/RTCP inside an SRTP/SRTCP packet from ``peer``'s phone; None when
+        dropped: from a source that may not send (rule 2, checked before any
+        cryptography), a bad authentication tag, a replay (RFC 3711 §3.3).
+        """
+        if source not in (peer.latched_rtp, peer.latched_rtcp) and not peer.permits(source):
+            self._drop(peer, "spoofed")
+            return None
+        try:
+            return srtp.unprotect(data, rtcp or is_rtcp(data))
+        except SrtpDrop as e:
+            self._drop(peer, e.reason)
+            return None
 
     def _latches(self, peer: _Peer, source: Address, header: RtpHeader) -> bool:
         """
@@ -458,6 +497,12 @@ class MediaSession:
         if destination is None:
             self._drop(to, "no_destination")
             return False
+        if to.srtp is not None:
+            try:
+                data = to.srtp.protect(data, now is None)
+            except SrtpDrop as e:
+                self._drop(to, e.reason)
+                return False
         if not self._protocols[socket].send(data, destination):
             self._drop(to, "send_error")
             return False
@@ -525,6 +570,7 @@ class MediaSession:
             "rtcp_in": peer.rtcp_in,
             "rtcp_out": peer.rtcp_out,
             "dtmf_events": peer.dtmf.events,
+            "srtp": peer.srtp is not None,
         }
         out.update({f"dropped_{reason}": n for reason, n in peer.dropped.items()})
         return out

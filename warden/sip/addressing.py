@@ -134,6 +134,12 @@ def binding_host(binding: Binding, flow: Flow) -> str:
     return parsed[1] if parsed is not None else flow.host
 
 
+def binding_over_tls(binding: Binding) -> bool:
+    """Whether the binding's REGISTER came over TLS (its keys may be sent to it)."""
+    parsed = parse_flow_text(binding.received)
+    return parsed is not None and parsed[0] == "tls"
+
+
 class Addressing:
     """
     Args:

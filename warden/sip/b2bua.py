@@ -26,6 +26,7 @@ from warden.interfaces import IClientTransactionUser, IRouter
 from warden.model import Binding, Extension
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
+from warden.sip.addressing import binding_over_tls
 from warden.sip.authenticator import Authenticator
 from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInvite
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
@@ -159,6 +160,10 @@ class CallController:
         call_id = f"{new_tag()}{new_tag()}"
         session = yield self.media.allocate(call_id)
         session.signalling_from("a", flow.host)
+        # SDES keys only over TLS (ADR 0018); every forked phone must be on TLS.
+        session.signalling_encrypted("a", flow.transport == "tls")
+        tls = [binding_over_tls(b) for b in route.bindings]
+        session.signalling_encrypted("b", bool(tls) and all(tls))
         try:
             offer = session.offer_from("a", request.body) if request.body else b""
         except SdpError as e:

@@ -570,6 +570,21 @@ def rewrite(
     )
 
 
+def with_media_lines(
+    sdp: SessionDescription, index: int, lines: tuple[SdpLine, ...]
+) -> SessionDescription:
+    """
+    ``sdp`` with media section ``index`` made of ``lines`` (its ``m=`` line first).
+
+    Raises:
+        SdpError: the new section is malformed.
+        IndexError: there is no media section ``index``.
+    """
+    media = list(sdp.media)
+    media[index] = _build_media(lines)
+    return attrs.evolve(sdp, media=tuple(media))
+
+
 def _rewrite_c(line: SdpLine, addrtype: str, address: str) -> SdpLine:
     if line.kind != "c" or parse_connection(line.value).unspecified:
         return line
