@@ -60,7 +60,7 @@ class MediaRuleConfigTests(SynchronousTestCase):
 
 
 class SrtpConfigTests(SynchronousTestCase):
-    """``[media] srtp`` (ADR 0018): optional by default, reaching the relay's policy."""
+    """``[media] srtp`` (ADR 0019): optional by default, reaching the relay's policy."""
 
     def test_default_and_required(self) -> None:
         """SRTP is optional unless configured; "required" reaches the media policy."""

@@ -459,7 +459,7 @@ class MediaConfig:
             signalling from the same class) or "any".
         srtp: "optional" (SRTP with SDES keys for phones on TLS that ask for it,
             plain RTP for the others, bridged) or "required" (plain RTP is
-            refused with 488; ADR 0018).
+            refused with 488; ADR 0019).
     """
 
     SECTION: ClassVar[str] = "media"

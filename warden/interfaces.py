@@ -307,7 +307,7 @@ class IMediaSession(Interface):
         """
         Whether the phone on ``side`` sends its SIP over TLS: SDES keys
         (``a=crypto``, RFC 4568) are only accepted from and offered to such a
-        phone (ADR 0018). Called before that side's first SDP; False until then.
+        phone (ADR 0019). Called before that side's first SDP; False until then.
 
         Raises:
             ValueError: ``side`` is neither ``"a"`` nor ``"b"``.

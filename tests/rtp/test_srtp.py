@@ -1,5 +1,5 @@
 """
-Tests for SRTP in the built-in relay (L{warden.rtp.srtp}, ADR 0018): SDES offer
+Tests for SRTP in the built-in relay (L{warden.rtp.srtp}, ADR 0019): SDES offer
 and answer per leg, decrypting and re-encrypting with pylibsrtp, tampered and
 replayed packets dropped and counted, SRTCP and RFC 4733 events.
 """

@@ -1,5 +1,5 @@
 """
-Tests that the B2BUA applies the SRTP rules (ADR 0018) to real INVITEs: keys
+Tests that the B2BUA applies the SRTP rules (ADR 0019) to real INVITEs: keys
 never accepted over cleartext signalling, plain RTP refused when SRTP is
 required, and a phone's transport telling the relay whether keys may go to it.
 """

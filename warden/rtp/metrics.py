@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 #: Why a packet was not relayed: a source other than the latched one (and not
 #: allowed to latch), a new source still proving itself (ADR 0013), no known
 #: destination on the far side yet, not RTP/RTCP, or the socket refused to send;
-#: on an SRTP leg (ADR 0018) a bad authentication tag, a replayed packet index
+#: on an SRTP leg (ADR 0019) a bad authentication tag, a replayed packet index
 #: (RFC 3711 §3.3.2), or a packet the leg's context would not protect.
 DROP_REASONS = (
     "spoofed", "pending", "no_destination", "malformed", "send_error",

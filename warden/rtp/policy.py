@@ -103,7 +103,7 @@ class MediaPolicy:
             followed (1 follows at once).
         own_addresses: the relay host's addresses (never a destination unless the
             phone signals from exactly there).
-        srtp: ``"optional"`` or ``"required"`` (L{warden.rtp.srtp}, ADR 0018).
+        srtp: ``"optional"`` or ``"required"`` (L{warden.rtp.srtp}, ADR 0019).
     """
 
     latch: str = attrs.field(default="signalling", validator=attrs.validators.in_(LATCH_MODES))

@@ -48,6 +48,10 @@ Where a side's media goes and where it may come from (symmetric RTP latching,
    address of the wrong family or refused, a name instead of an address),
    packets are dropped and counted as ``no_destination``. Anything that is not
    RTP or RTCP version 2 is dropped as ``malformed`` and never latches.
+7. On an SRTP leg (L{warden.rtp.srtp}, ADR 0019) a packet from a source rule 2
+   allows is decrypted and authenticated before anything else looks at it
+   (forged: ``auth_failed``; replayed: ``replayed``), and what goes to an SRTP
+   phone is encrypted with Warden's own key for that leg.
 """
 
 from __future__ import annotations

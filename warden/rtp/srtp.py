@@ -1,5 +1,5 @@
 """
-SRTP (RFC 3711) in the built-in relay: each call leg keyed on its own (ADR 0018).
+SRTP (RFC 3711) in the built-in relay: each call leg keyed on its own (ADR 0019).
 
 Two pieces, both used by L{warden.rtp.session.MediaSession}:
 

@@ -160,7 +160,7 @@ class CallController:
         call_id = f"{new_tag()}{new_tag()}"
         session = yield self.media.allocate(call_id)
         session.signalling_from("a", flow.host)
-        # SDES keys only over TLS (ADR 0018); every forked phone must be on TLS.
+        # SDES keys only over TLS (ADR 0019); every forked phone must be on TLS.
         session.signalling_encrypted("a", flow.transport == "tls")
         tls = [binding_over_tls(b) for b in route.bindings]
         session.signalling_encrypted("b", bool(tls) and all(tls))
