@@ -7,46 +7,32 @@ and a handshake that never comes closed after ``[tls] handshake_timeout``.
 
 from __future__ import annotations
 
-import ssl
+import os
+import signal
 from pathlib import Path
-from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from tests.integration.clients import LOCALHOST
+from tests.integration.clients import LOCALHOST, poll, real_reactor
 from tests.integration.harness import (
     IntegrationTestCase,
-    WardenProcess,
     free_port,
     provision,
     require_sipp,
     run_sipp,
     sipp_register_args,
+    user_password,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+from tests.integration.tls_client import SipTlsClient
 from tests.integration.tls_relay import start_relay
 from warden.tls import fingerprint, generate_self_signed
 
 
-def tls_settings(**tls: object) -> dict[str, dict[str, object]]:
-    """Settings turning TLS on at a free port, with ``[tls]`` values ``tls``."""
-    return {
-        "sip": {"transports": ["udp", "tcp", "tls"], "tls_port": free_port()},
-        "tls": dict(tls),
-    }
-
-
-def tls_address(warden: WardenProcess) -> tuple[str, int]:
-    """Where ``warden`` listens for SIP over TLS."""
-    sip = _settings_of(warden)
-    return (LOCALHOST, int(sip["tls_port"]))
-
-
-def _settings_of(warden: WardenProcess) -> dict[str, Any]:
-    import tomllib
-
-    data = tomllib.loads(warden.config_path.read_text())
-    return dict(data["sip"])
+def tls_settings(port: int, **tls: object) -> dict[str, dict[str, object]]:
+    """Settings turning TLS on at ``port``, with ``[tls]`` values ``tls``."""
+    return {"sip": {"transports": ["udp", "tcp", "tls"], "tls_port": port}, "tls": dict(tls)}
 
 
 def client_pair(directory: Path) -> tuple[Path, Path]:
@@ -54,20 +40,6 @@ def client_pair(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "sipp-cert.pem", directory / "sipp-key.pem"
     generate_self_signed(str(cert), str(key), Clock(), common_name="SIPp")
     return cert, key
-
-
-def served_fingerprint(address: tuple[str, int]) -> str:
-    """The SHA-256 fingerprint of the certificate served at ``address`` now."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    import socket
-
-    with socket.create_connection(address, timeout=5) as raw:
-        with context.wrap_socket(raw) as tls:
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return fingerprint(ssl.DER_cert_to_PEM_cert(der).encode("ascii"))
 
 
 class TlsRegistrationTests(IntegrationTestCase):
@@ -86,10 +58,11 @@ class TlsRegistrationTests(IntegrationTestCase):
         succeed, 100 bindings are stored as ``tls:`` flows, and the log names
         the generated certificate's fingerprint.
         """
-        warden = await self.start_warden(tls_settings())
+        port = free_port()
+        warden = await self.start_warden(tls_settings(port))
         users = await provision(warden.config_path, 100)
         run_dir = self.workdir()
-        relay = await start_relay(self, tls_address(warden), *client_pair(run_dir), run_dir)
+        relay = await start_relay(self, (LOCALHOST, port), *client_pair(run_dir), run_dir)
         args = sipp_register_args(relay.address, users.sipp_csv, 100, 50, "t1")
         result = await run_sipp(args, run_dir, timeout=120)
         stats = read_sipp_stats(run_dir)
@@ -100,3 +73,66 @@ class TlsRegistrationTests(IntegrationTestCase):
         generated = warden.data_dir / "sip-tls-cert.pem"
         self.assertIn(fingerprint(generated.read_bytes()), warden.log_text())
         self.assertIn("generated a self-signed one", warden.log_text())
+
+
+class CertificateReloadTests(IntegrationTestCase):
+    """SIGHUP replaces the certificate for new connections only."""
+
+    async def test_sighup_keeps_registration_and_serves_new_certificate(self) -> None:
+        """
+        A phone registers over TLS; the certificate files are replaced and
+        Warden gets SIGHUP: the log says the SIP certificate was reloaded, the
+        phone's connection stays open and its refresh REGISTER on it succeeds,
+        and the next connection is served the new certificate.
+        """
+        workdir = self.workdir()
+        cert, key = workdir / "sip-cert.pem", workdir / "sip-key.pem"
+        first = generate_self_signed(str(cert), str(key), Clock(), common_name="first")
+        port = free_port()
+        settings = tls_settings(port, certificate=str(cert), private_key=str(key))
+        warden = await self.start_warden(settings, workdir=workdir / "warden")
+        users = await provision(warden.config_path, 1)
+        number, password = users.numbers[0], user_password(users.numbers[0])
+        phone = await SipTlsClient.connect((LOCALHOST, port))
+        self.addCleanup(lambda: Deferred.fromCoroutine(phone.close()))
+        contact = f"<sip:{number}@{LOCALHOST}:{phone.local_port};transport=tls>"
+        self.assertEqual((await phone.register(number, password, contact)).status, 200)
+        self.assertEqual(phone.peer_fingerprint, first)
+
+        later = Clock()
+        later.advance(86400)
+        second = generate_self_signed(str(cert), str(key), later, common_name="second")
+        os.kill(warden.pid, signal.SIGHUP)
+        reloaded = f"TLS certificate of the sip listener reloaded; SHA-256 fingerprint {second}"
+        self.assertTrue(await poll(lambda: reloaded in warden.log_text(), 10.0))
+
+        self.assertFalse(phone.lost)
+        self.assertEqual((await phone.register(number, password, contact)).status, 200)
+        self.assertEqual(warden.count_bindings(), 1)
+        fresh = await SipTlsClient.connect((LOCALHOST, port))
+        self.addCleanup(lambda: Deferred.fromCoroutine(fresh.close()))
+        self.assertEqual(fresh.peer_fingerprint, second)
+        self.assertFalse(phone.lost)
+
+
+class HandshakeTimeoutTests(IntegrationTestCase):
+    """A TLS connection must finish its handshake within handshake_timeout."""
+
+    async def test_stalled_handshake_closed(self) -> None:
+        """
+        With ``handshake_timeout = 1``, a TCP connection to the TLS port that
+        never starts a handshake is closed by Warden after about a second,
+        while a connection that completed its handshake stays open past it.
+        """
+        port = free_port()
+        warden = await self.start_warden(tls_settings(port, handshake_timeout=1.0))
+        done = await SipTlsClient.connect((LOCALHOST, port))
+        self.addCleanup(lambda: Deferred.fromCoroutine(done.close()))
+        reactor = real_reactor()
+        opened = reactor.seconds()
+        stalled = await self.tcp_client((LOCALHOST, port))
+        self.assertTrue(await poll(lambda: stalled.lost, 10.0, 0.05), warden.log_tail())
+        self.assertGreaterEqual(reactor.seconds() - opened, 0.9)
+        self.assertEqual(bytes(stalled.received), b"")
+        self.assertFalse(done.lost)
+        self.assertIn("no handshake within 1.0 s", warden.log_text())
