@@ -538,3 +538,55 @@ class IWardenPlugin(Interface):
         ``provides`` to ``context.provide``, and add the services that run them
         with ``context.add_service``.
         """
+
+
+# -- call hooks ---------------------------------------------------------------------
+# Appended as one section: its own imports live here rather than at the top.
+
+if TYPE_CHECKING:
+    from warden.model import CallRecord
+    from warden.sip.hooks import CallAttempt, OutgoingLeg
+
+
+class ICallHook(Interface):
+    """
+    A feature's part in calls (L{warden.sip.hooks}, ADR 0016). An enabled
+    plugin that provides it is asked at each point, in ``[plugins] enabled``
+    order; L{warden.sip.hooks.CallHookBase} does nothing at every point. A hook
+    rejects a call by raising L{warden.errors.SipError}.
+    """
+
+    methods: tuple[str, ...] = Attribute(
+        "SIP methods Warden does not handle itself that this hook answers out of"
+        " dialog (SUBSCRIBE, NOTIFY, MESSAGE) through L{handle_request}."
+    )
+
+    def incoming(request: Request, flow: Flow) -> Deferred[None] | None:
+        """A new INVITE, before authentication: verify what it asserts; may reject."""
+
+    def before_routing(attempt: CallAttempt) -> Deferred[None] | None:
+        """
+        Authenticated, before the dialplan: may reject, redirect (set
+        ``attempt.dialled``) or mark (``attempt.marks``) the call.
+        """
+
+    def routing_failed(
+        attempt: CallAttempt, status: int, reason: str
+    ) -> Deferred[str | None] | str | None:
+        """
+        The number was not routable, or every fork failed (busy, no answer, ring
+        timeout): a number to route the call to instead, or None. Asked once
+        per call.
+        """
+
+    def leg_built(attempt: CallAttempt, leg: OutgoingLeg) -> None:
+        """An INVITE to a callee's phone was built: may add headers and body parts."""
+
+    def answered(attempt: CallAttempt) -> None:
+        """The callee answered."""
+
+    def ended(attempt: CallAttempt, record: CallRecord) -> None:
+        """The call ended; ``record`` is its call record."""
+
+    def handle_request(request: Request, flow: Flow) -> Deferred[Response]:
+        """Answer an out-of-dialog request of one of L{methods}."""

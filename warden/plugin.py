@@ -150,6 +150,7 @@ class BuildContext:
         config_path: the configuration file, or None for the defaults.
         defaults: the core's parts, each built on first need (a plugin that
             provides the same name replaces it).
+        plugins: the enabled plugins, in build order.
     """
 
     def __init__(
@@ -158,14 +159,25 @@ class BuildContext:
         config: WardenConfig,
         config_path: str | None,
         defaults: Mapping[str, Callable[[], object]],
+        plugins: Sequence[IWardenPlugin] = (),
     ) -> None:
         self.reactor = reactor
+        self.plugins = tuple(plugins)
         self.config = config
         self.config_path = config_path
         self._defaults = dict(defaults)
         self._parts: dict[str, object] = {}
         #: Services in the order added, each with its parent (None: the root).
         self.services: list[tuple[IService, IServiceCollection | None]] = []
+
+    def providers(self, interface: type[T]) -> list[T]:
+        """
+        The enabled plugins that provide ``interface`` (as L{ICallHook}), in
+        ``[plugins] enabled`` order.
+        """
+        order = {name: i for i, name in enumerate(self.config.plugins.enabled)}
+        found = [cast(T, p) for p in self.plugins if cast(InterfaceClass, interface).providedBy(p)]
+        return sorted(found, key=lambda p: order.get(cast(IWardenPlugin, p).name, len(order)))
 
     def provide(self, name: str, part: object) -> None:
         """Offer ``part`` as ``name`` to the plugins built after this one."""

@@ -193,6 +193,7 @@ def build_server(
             # A batch every 0.5 s, not a write per change.
             "live": lambda: CoalescingLiveCalls(stores.live, clock),
         },
+        plugins,
     )
     for plugin in plugins:
         plugin.make(context)

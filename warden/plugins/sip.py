@@ -16,6 +16,7 @@ from warden.config import (
     WardenConfig,
 )
 from warden.interfaces import (
+    ICallHook,
     ICallRecordStore,
     IDirectory,
     ILiveCalls,
@@ -25,6 +26,7 @@ from warden.interfaces import (
 from warden.netutil import host_matcher, local_names
 from warden.plugin import BuildContext, BuiltinPlugin
 from warden.process import process_exit
+from warden.sip.hooks import CallHooks
 from warden.sip.registrar import ExpiryPolicy
 from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
@@ -65,6 +67,7 @@ class SipPlugin(BuiltinPlugin):
                 records=context.need("records", ICallRecordStore),
                 live=context.need("live", ILiveCalls),
                 counters=shared.counters if shared is not None else None,
+                hooks=CallHooks(context.providers(ICallHook)),
             ),
             cluster=shared.link(context.reactor) if shared is not None else None,
             install_signal=install_sighup(context.reactor),

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser, IRouter
-from warden.model import Binding, Extension
+from warden.model import Binding, CallRecord, Extension, Route
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
 from warden.sip.addressing import binding_over_tls
@@ -32,6 +32,7 @@ from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInv
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.flow import Flow
 from warden.sip.headers import name_addr
+from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.session_timer import DEFAULT_SE, check_interval
@@ -69,6 +70,7 @@ class CallController:
         media: the IMediaRelay anchoring RTP.
         addressing: ``via_for(flow)`` / ``flow_for(binding)`` of the transport.
         records: call records; ``live``: live-call summaries (both optional).
+        hooks: the feature plugins' call hooks (L{warden.sip.hooks}).
     """
 
     log = Logger()
@@ -85,8 +87,10 @@ class CallController:
         addressing: Any,
         records: Any = None,
         live: Any = None,
+        hooks: CallHooks | None = None,
     ) -> None:
         self.clock = clock
+        self.hooks = hooks if hooks is not None else CallHooks()
         self.settings = settings
         self.transactions = transactions
         self._send = send
@@ -140,6 +144,8 @@ class CallController:
         """A new INVITE (no To tag): authenticate, route, fork."""
         if self.draining:
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
+        if self.hooks:  # verification of what the sender asserts (may reject)
+            yield defer.Deferred.fromCoroutine(self.hooks.incoming(request, flow))
         # Authenticated first: the 407 to a request that may be spoofed goes out
         # alone and statelessly (the transaction still sends 100 after 200 ms).
         caller = yield self.authenticator.authenticate(request, flow, proxy=True)
@@ -151,7 +157,12 @@ class CallController:
             raise SipError(404, "Not Found")
         if self._at_limit(caller.number):
             raise SipError(486, "Busy Here")
-        route = yield self.router.route(dialled, caller)
+        attempt = CallAttempt(caller, dialled, request, flow)
+        if self.hooks:  # may reject, redirect (attempt.dialled) or mark
+            yield defer.Deferred.fromCoroutine(self.hooks.before_routing(attempt))
+        route = yield self.router.route(attempt.dialled, caller)
+        if route.status and self.hooks:
+            route = yield defer.Deferred.fromCoroutine(self._redirect(attempt, route))
         if route.status:
             raise SipError(route.status, route.reason)
         callee = route.extension
@@ -175,7 +186,8 @@ class CallController:
             if not counted:
                 session.release()
                 raise SipError(486, "Busy Here")
-        call = Call(self, call_id, caller, dialled, callee, txn, request, flow)
+        attempt.call_id = call_id
+        call = Call(self, call_id, caller, dialled, callee, txn, request, flow, attempt)
         call.media = session
         if offer:
             call.sent_sdp["b"] = offer
@@ -188,6 +200,48 @@ class CallController:
         self.index_dialog(call, "a", call.dialogs["a"])
         self._publish(call)
         call.start(route.bindings, offer)
+
+    async def _redirect(self, attempt: CallAttempt, route: Route) -> Route:
+        """A routing failure: the route to the number a hook redirects to, if any."""
+        number = await self.hooks.routing_failed(attempt, route.status, route.reason)
+        if number is None:
+            return route
+        attempt.redirected = True
+        redirected: Route = await self.router.route(number, attempt.caller)
+        return redirected
+
+    def redirect_failed(self, call: Call, status: int, reason: str | None, cause: str) -> bool:
+        """
+        Every fork of a ringing call failed (busy, no answer, ring timeout):
+        whether a hook may redirect it (once per call); if so the call keeps
+        ringing while the hooks are asked, and fails as it would have when none
+        redirects.
+        """
+        attempt = call.attempt
+        if not self.hooks or attempt.redirected or call.state is not CallState.RINGING:
+            return False
+        attempt.redirected = True
+        d = defer.Deferred.fromCoroutine(self._retarget(call, status, reason, cause))
+        d.addErrback(self._retarget_failed, call)
+        return True
+
+    async def _retarget(self, call: Call, status: int, reason: str | None, cause: str) -> None:
+        attempt = call.attempt
+        number = await self.hooks.routing_failed(attempt, status, reason or "")
+        route: Route | None = None
+        if number is not None:
+            route = await self.router.route(number, attempt.caller)
+        if call.state is not CallState.RINGING:
+            return  # cancelled while the hooks were asked
+        if route is None or route.status or route.extension is None:
+            call.fail(status, reason, cause)
+            return
+        self.change_party(call, "b", route.extension)
+        call.restart(route.bindings)
+
+    def _retarget_failed(self, failure: Failure, call: Call) -> None:
+        self.log.failure("Could not redirect call {call_id}", failure, call_id=call.call_id)
+        call.fail(500, "Server Internal Error", "redirect failed")
 
     def _shared_limit(self) -> bool:
         """Whether calls are also counted in the cluster-wide counters."""
@@ -233,6 +287,8 @@ class CallController:
         max_forwards = call.a_request.int_header("Max-Forwards", 255)
         if max_forwards is not None:
             request.set("Max-Forwards", str(max(0, min(70, max_forwards - 1))))
+        if self.hooks:  # may add headers and body parts
+            self.hooks.leg_built(call.attempt, OutgoingLeg(request))
         return Branch(binding, request, dialog)
 
     def send_branch(self, call: Call, branch: Branch) -> None:
@@ -555,6 +611,8 @@ class CallController:
         if call.answered_at is not None:
             sip_metrics.CALL_SETUP_SECONDS.observe(max(0.0, call.answered_at - call.started_at))
         self._publish(call)
+        if self.hooks:
+            self.hooks.answered(call.attempt)
 
     def change_party(self, call: Call, side: str, extension: Extension) -> None:
         """
@@ -645,12 +703,14 @@ class CallController:
             branch.txn = None
         if self.live is not None:
             self._quiet(self.live.remove(call.call_id), "remove live call")
-        if self.records is not None:
-            self._quiet(self.records.add(self._record(call, media_stats)), "write call record")
+        if self.records is not None or self.hooks:
+            record = self._record(call, media_stats)
+            if self.records is not None:
+                self._quiet(self.records.add(record), "write call record")
+            if self.hooks:
+                self.hooks.ended(call.attempt, record)
 
-    def _record(self, call: Call, media_stats: dict[str, Any]) -> Any:
-        from warden.model import CallRecord
-
+    def _record(self, call: Call, media_stats: dict[str, Any]) -> CallRecord:
         return CallRecord(
             call_id=call.call_id, caller=call.caller.number, caller_name=call.caller.name,
             callee=call.callee.number if call.answered_at is not None else "",

@@ -30,6 +30,7 @@ from warden.sip.session_timer import MIN_SE, SessionTimer, session_expires, supp
 
 if TYPE_CHECKING:  # pragma: no cover
     from warden.sip.b2bua import CallController
+    from warden.sip.hooks import CallAttempt
 
 RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Info-Package", "Event", "Reason")
 
@@ -88,6 +89,7 @@ class Call:
         txn: the A leg's INVITE server transaction.
         request: the caller's INVITE.
         flow: where the caller's INVITE came from.
+        attempt: the call as hooks see it (L{warden.sip.hooks}).
     """
 
     log = Logger()
@@ -102,8 +104,10 @@ class Call:
         txn: Any,
         request: Request,
         flow: Flow,
+        attempt: CallAttempt,
     ) -> None:
         self.c = controller
+        self.attempt = attempt
         self.call_id = call_id
         self.caller = caller
         self.dialled = dialled
@@ -122,6 +126,8 @@ class Call:
             request, self.a_tag, flow, controller.contact_for(flow), controller.via_for(flow)
         )
         self.branches: list[Branch] = []
+        #: The forks of the current callee start here (a hook may redirect the call).
+        self.first_branch = 0
         self.media: Any = None
         self.sent_sdp: dict[str, bytes] = {}
         self.timers: dict[str, SessionTimer] = {}
@@ -250,17 +256,19 @@ class Call:
 
     def start(self, bindings: tuple[Binding, ...], offer: bytes) -> None:
         """Fork the INVITE to every binding and start the ring timer."""
+        forks = []
         for binding in bindings:
             branch = self.c.make_branch(self, binding, offer)
             if branch is not None:
-                self.branches.append(branch)
-        if not self.branches:
-            self.fail(480, "Temporarily Unavailable", "no reachable contact")
+                forks.append(branch)
+        self.branches.extend(forks)
+        if not forks:
+            self._routing_failed(480, "Temporarily Unavailable", "no reachable contact")
             return
         if self.media is not None:
-            hosts = (binding_host(b.binding, b.dialog.flow) for b in self.branches)
+            hosts = (binding_host(b.binding, b.dialog.flow) for b in forks)
             self.media.signalling_from("b", *hosts)
-        for branch in self.branches:
+        for branch in forks:
             self.c.send_branch(self, branch)
         self.ring_timer = self.c.clock.callLater(self.c.settings.ring_timeout, self.ring_timeout)
 
@@ -392,20 +400,32 @@ class Call:
         """A retransmitted 2xx from the callee: acknowledge again once we have."""
         self.c.resend_ack(self, "b", response)
 
+    def restart(self, bindings: tuple[Binding, ...]) -> None:
+        """Ring another callee's ``bindings`` (a hook redirected the failed call)."""
+        self.first_branch = len(self.branches)
+        self.start(bindings, self.sent_sdp.get("b", b""))
+
     def _maybe_all_failed(self) -> None:
-        if not all(b.done for b in self.branches):
+        forks = self.branches[self.first_branch :]
+        if not all(b.done for b in forks):
             return
-        statuses = [b.status for b in self.branches]
+        statuses = [b.status for b in forks]
         if 486 in statuses or 600 in statuses:
-            self.fail(486, "Busy Here", "busy")
+            self._routing_failed(486, "Busy Here", "busy")
         elif any(600 <= s < 700 for s in statuses):
-            self.fail(603, "Decline", "declined")
+            self._routing_failed(603, "Decline", "declined")
         elif all(s in (408, 430, 480, 0) for s in statuses):
             # 430 Flow Failed: the node holding the phone's connection lost it.
-            self.fail(480, "Temporarily Unavailable", "no answer")
+            self._routing_failed(480, "Temporarily Unavailable", "no answer")
         else:
             best = min(s for s in statuses if s >= 300)
-            self.fail(best, None, str(best))
+            self._routing_failed(best, None, str(best))
+
+    def _routing_failed(self, status: int, reason: str | None, cause: str) -> None:
+        """The callee cannot be reached: fail, unless a hook redirects the call."""
+        self._stop_ring_timer()
+        if not self.c.redirect_failed(self, status, reason, cause):
+            self.fail(status, reason, cause)
 
     def ring_timeout(self) -> None:
         """Nobody answered in time: cancel every branch, tell the caller."""
@@ -416,7 +436,7 @@ class Call:
             if not branch.done:
                 branch.done = True
                 self.c.cancel_branch(branch)
-        self.fail(480, "Temporarily Unavailable", "ring timeout")
+        self._routing_failed(480, "Temporarily Unavailable", "ring timeout")
 
     def branch_timed_out(self, branch: Branch) -> None:
         """Timer B on one branch."""

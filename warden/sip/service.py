@@ -22,6 +22,7 @@ from warden.sip.authenticator import Authenticator
 from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.dialplan import DialplanRouter, Rule
 from warden.sip.dispatch import RequestDispatcher
+from warden.sip.hooks import CallHooks
 from warden.sip.hop import NodeHop, TokenLifetimes
 from warden.sip.node_streams import NodeStreams, udp_limit
 from warden.sip.qualify import Qualifier
@@ -109,12 +110,16 @@ class ClusterLink:
 
 @attrs.frozen
 class CallServices:
-    """What calls need beyond SIP: the media relay and the call records."""
+    """
+    What calls need beyond SIP: the media relay, the call records, and the
+    feature plugins' call hooks.
+    """
 
     media: object
     records: object = None
     live: object = None
     counters: object = None
+    hooks: CallHooks = attrs.field(factory=CallHooks)
 
 
 def udp_server(
@@ -252,9 +257,18 @@ class SipService(service.MultiService):
         self.calls = CallController(
             self.clock, call_settings, self.transactions, self.hub.send, self.authenticator,
             router, services.media, self.addressing, services.records, services.live,
+            services.hooks,
         )  # fmt: skip
         self.calls.counters = services.counters
         self.dispatcher.attach_calls(self.calls)
+        # Out-of-dialog methods Warden does not handle itself, answered by plugins.
+        handled = {"INVITE", *self.dispatcher.allowed}
+        for method, hook in services.hooks.method_handlers().items():
+            if method in handled:
+                self.log.warn("A plugin's {method} handler is ignored: Warden handles it",
+                              method=method)  # fmt: skip
+            else:
+                self.dispatcher.register_handler(method, hook.handle_request)
 
     def _refresh_nodes(self) -> Deferred[None]:
         assert self.cluster is not None

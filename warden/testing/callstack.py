@@ -14,6 +14,7 @@ from warden.sip.addressing import Addressing
 from warden.sip.auth import answer_challenge
 from warden.sip.b2bua import CallController, CallSettings
 from warden.sip.dialplan import DialplanRouter, Rule
+from warden.sip.hooks import CallHooks
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
 from warden.sip.qualify import Qualifier
@@ -37,6 +38,7 @@ class CallStack(FakeSipStack):
         max_calls: int = 0,
         media_timeout: float = 60.0,
         dialplan: tuple[Rule, ...] = (),
+        hooks: CallHooks | None = None,
     ) -> None:
         super().__init__(local_domains=frozenset({REALM, WARDEN[0]}))
         for number in ("1002", "1003", "1004"):
@@ -69,7 +71,7 @@ class CallStack(FakeSipStack):
         )
         self.calls = CallController(
             self.clock, settings, self.transactions, self.hub.send, self.authenticator, router,
-            self.media, self.addressing, self.records, self.live,
+            self.media, self.addressing, self.records, self.live, hooks,
         )  # fmt: skip
         self.dispatcher.attach_calls(self.calls)
 

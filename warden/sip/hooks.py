@@ -1,0 +1,207 @@
+"""
+Call hooks (L{warden.interfaces.ICallHook}): what a feature plugin sees of a
+call, the no-op base it extends, and L{CallHooks}, which runs the enabled
+plugins' hooks in ``[plugins] enabled`` order at each point (ADR 0016):
+
+1. L{CallHooks.incoming}: a new INVITE arrives, before authentication
+   (verification of what the sender asserts; may reject);
+2. L{CallHooks.before_routing}: authenticated, before the dialplan (may reject,
+   redirect or mark);
+3. L{CallHooks.routing_failed}: the number could not be routed, or every fork
+   failed (busy, no answer, ring timeout) (may redirect, once per call);
+4. L{CallHooks.leg_built}: an outgoing INVITE was built (may add headers and
+   body parts; RFC 5621 multipart bodies);
+5. L{CallHooks.answered};
+6. L{CallHooks.ended}: with the call record.
+
+A hook rejects by raising L{warden.errors.SipError}. A hook may return a
+Deferred where its signature allows one; Warden waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from warden.errors import SipError
+from warden.interfaces import ICallHook
+from warden.model import CallRecord, Extension
+
+if TYPE_CHECKING:
+    from warden.sip.flow import Flow
+    from warden.sip.message import Request, Response
+
+__all__ = ["CallAttempt", "CallHookBase", "CallHooks", "OutgoingLeg"]
+
+_log = Logger()
+
+
+@attrs.define(eq=False)
+class CallAttempt:
+    """
+    A call as hooks see it, from routing to its end.
+
+    Attributes:
+        caller: the authenticated extension calling.
+        dialled: the number to route; a hook before routing may replace it.
+        request: the caller's INVITE (read it; do not change it).
+        flow: where the INVITE came from.
+        marks: labels hooks attach for later hooks (``emergency``, ...).
+        call_id: Warden's call identifier, once the call rings ("" before).
+        redirected: a routing failure was already redirected (only once).
+    """
+
+    caller: Extension
+    dialled: str
+    request: Request
+    flow: Flow
+    marks: set[str] = attrs.field(factory=set)
+    call_id: str = ""
+    redirected: bool = False
+
+
+@attrs.define(eq=False)
+class OutgoingLeg:
+    """
+    An INVITE Warden is about to send to a callee's phone.
+
+    Hooks add headers with L{add_header} and body parts with L{add_body_part};
+    the SDP offer stays the first part of a ``multipart/mixed`` body (RFC 5621).
+    """
+
+    request: Request
+    parts: list[tuple[str, bytes]] = attrs.field(factory=list)
+
+    def add_header(self, name: str, value: str) -> None:
+        """Add a header (an ``Identity`` header, for example) to the INVITE."""
+        self.request.add(name, value)
+
+    def add_body_part(self, content_type: str, body: bytes) -> None:
+        """Add a body part (a PIDF-LO document, for example) to the INVITE."""
+        self.parts.append((content_type, body))
+
+    def finish(self) -> None:
+        """Put the added parts into the INVITE's body."""
+        if not self.parts:
+            return
+        parts = list(self.parts)
+        if self.request.body:
+            sdp_type = self.request.get("Content-Type") or "application/sdp"
+            parts.insert(0, (sdp_type, self.request.body))
+        boundary = os.urandom(12).hex()
+        body = b"".join(
+            b"--%s\r\nContent-Type: %s\r\n\r\n%s\r\n"
+            % (boundary.encode(), kind.encode("ascii"), content)
+            for kind, content in parts
+        )
+        body += b"--%s--\r\n" % boundary.encode()
+        self.request.set("Content-Type", f"multipart/mixed;boundary={boundary}")
+        self.request.set_body(body)
+
+
+@implementer(ICallHook)
+class CallHookBase:
+    """Every hook point doing nothing: a feature overrides the points it needs."""
+
+    methods: tuple[str, ...] = ()
+
+    def incoming(self, request: Request, flow: Flow) -> Deferred[None] | None:
+        """Accept every incoming INVITE."""
+        return None
+
+    def before_routing(self, attempt: CallAttempt) -> Deferred[None] | None:
+        """Route as dialled."""
+        return None
+
+    def routing_failed(
+        self, attempt: CallAttempt, status: int, reason: str
+    ) -> Deferred[str | None] | str | None:
+        """No redirect: the caller gets the failure."""
+        return None
+
+    def leg_built(self, attempt: CallAttempt, leg: OutgoingLeg) -> None:
+        """Send the INVITE as built."""
+
+    def answered(self, attempt: CallAttempt) -> None:
+        """Nothing to do."""
+
+    def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
+        """Nothing to do."""
+
+    def handle_request(self, request: Request, flow: Flow) -> Deferred[Response]:
+        """Not reached: the base owns no methods."""
+        raise SipError(405, "Method Not Allowed")
+
+
+class CallHooks:
+    """
+    The enabled plugins' hooks, run in order at each point.
+
+    Args:
+        hooks: the ICallHook providers, in ``[plugins] enabled`` order.
+    """
+
+    def __init__(self, hooks: Sequence[ICallHook] = ()) -> None:
+        self.hooks = tuple(hooks)
+
+    def __bool__(self) -> bool:
+        return bool(self.hooks)
+
+    async def incoming(self, request: Request, flow: Flow) -> None:
+        """Each hook may reject (SipError) the new INVITE."""
+        for hook in self.hooks:
+            result = hook.incoming(request, flow)
+            if isinstance(result, Deferred):
+                await result
+
+    async def before_routing(self, attempt: CallAttempt) -> None:
+        """Each hook may reject, change ``attempt.dialled`` or add marks."""
+        for hook in self.hooks:
+            result = hook.before_routing(attempt)
+            if isinstance(result, Deferred):
+                await result
+
+    async def routing_failed(self, attempt: CallAttempt, status: int, reason: str) -> str | None:
+        """The first number a hook redirects the failed call to, or None."""
+        for hook in self.hooks:
+            result = hook.routing_failed(attempt, status, reason)
+            number = await result if isinstance(result, Deferred) else result
+            if number:
+                return number
+        return None
+
+    def leg_built(self, attempt: CallAttempt, leg: OutgoingLeg) -> None:
+        """Each hook may add to the INVITE; then its parts join the body."""
+        for hook in self.hooks:
+            hook.leg_built(attempt, leg)
+        leg.finish()
+
+    def answered(self, attempt: CallAttempt) -> None:
+        """Tell each hook; a hook's error is logged, never the call's."""
+        for hook in self.hooks:
+            try:
+                hook.answered(attempt)
+            except Exception:
+                _log.failure("Call hook failed when the call was answered")
+
+    def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
+        """Tell each hook, with the call record; errors are logged."""
+        for hook in self.hooks:
+            try:
+                hook.ended(attempt, record)
+            except Exception:
+                _log.failure("Call hook failed when the call ended")
+
+    def method_handlers(self) -> dict[str, ICallHook]:
+        """The hook owning each SIP method a plugin handles, the first listed winning."""
+        owners: dict[str, ICallHook] = {}
+        for hook in self.hooks:
+            for method in hook.methods:
+                owners.setdefault(method.upper(), hook)
+        return owners
