@@ -419,6 +419,22 @@ class IAdminStore(Interface):
         """
 
 
+class IAuthenticationFactor(Interface):
+    """
+    A second factor of the admin login, provided by a feature plugin
+    (L{warden.features.mfa} for TOTP). The login asks every enabled factor
+    the account has enrolled; one accepting the code is enough.
+    """
+
+    name: str = Attribute("The factor's name (``totp``).")
+
+    def enrolled(account: AdminAccount) -> bool:
+        """Whether ``account`` uses this factor."""
+
+    def verify(account: AdminAccount, code: str, store: IAdminStore, now: float) -> Deferred[bool]:
+        """Whether ``code`` passes at ``now``, used up in ``store`` when single-use."""
+
+
 class IAuditLog(Interface):
     """
     The append-only record of every state-changing admin request: who, what,

@@ -2,7 +2,7 @@
 The plugin mechanism: finding L{IWardenPlugin}s, choosing the enabled ones and
 the order they are built in, and the context each one builds in.
 
-Warden's own plugins live in L{warden.plugins}; a site's
+Warden's own plugins live in L{warden.plugins} and L{warden.features}; a site's
 live in any installed distribution's ``twisted/plugins/`` (Twisted's dropin
 convention), so a feature is added without forking. All are found with
 ``twisted.plugin.getPlugins(IWardenPlugin, package)``. ``[plugins] enabled``
@@ -41,7 +41,7 @@ __all__ = [
 
 #: The plugins ``[plugins] enabled`` names when it is not set: everything
 #: Warden did before plugins existed.
-DEFAULT_PLUGINS = ("sip", "media", "cluster", "admin", "backup")
+DEFAULT_PLUGINS = ("sip", "media", "cluster", "admin", "backup", "mfa")
 
 #: Parts the composition root provides itself (a plugin may replace
 #: ``location`` and ``live``, as the cluster plugin does with Redis).
@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 def _plugin_packages() -> list[object]:
     import twisted.plugins
+    import warden.features
     import warden.plugins
 
     # Twisted computes ``twisted.plugins.__path__`` once, at its import: add the
@@ -61,7 +62,7 @@ def _plugin_packages() -> list[object]:
         candidate = os.path.join(os.path.abspath(entry or "."), "twisted", "plugins")
         if candidate not in paths and os.path.isdir(candidate):
             paths.append(candidate)
-    return [warden.plugins, twisted.plugins]
+    return [warden.plugins, warden.features, twisted.plugins]
 
 
 def discover() -> dict[str, IWardenPlugin]:

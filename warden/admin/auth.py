@@ -22,7 +22,7 @@ import hmac
 import json
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -32,16 +32,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from warden.admin import secrets as admin_secrets
-from warden.digits import is_digits
 from warden.errors import ApiError
-from warden.interfaces import IAdminStore
+from warden.features.mfa import plugin as totp_factor
+from warden.features.mfa import totp_step
+from warden.interfaces import IAdminStore, IAuthenticationFactor
 from warden.model.admin import SCOPES, AdminAccount, ApiToken
 
 #: Scopes of a fully logged-in session: every token scope, and managing tokens.
 SESSION_SCOPES = frozenset([*SCOPES, "admin", "enrol"])
 #: The only scope of a session that must enrol MFA first (``[admin] require_mfa``).
 ENROL_SCOPE = "enrol"
-TOTP_STEP = 30
 #: Seconds a looked-up API token or account is trusted without asking the store
 #: again: a token revoked, or an account changed, elsewhere (another node,
 #: wardenctl) stops its tokens and sessions within this.
@@ -254,6 +254,8 @@ class AdminAuth:
         settings: lifetimes, MFA policy, lockout.
         run_blocking: runs a CPU-heavy function (scrypt) off the reactor thread and
             returns a Deferred of its result; inline by default (tests).
+        factors: the second factors of enabled plugins (L{warden.features}),
+            asked in order; None: Warden's TOTP factor (L{warden.features.mfa}).
     """
 
     def __init__(
@@ -263,7 +265,9 @@ class AdminAuth:
         settings: AuthSettings,
         run_blocking: Callable[..., Deferred[Any]] = _run_inline,
         signer: SessionSigner | None = None,
+        factors: Sequence[IAuthenticationFactor] | None = None,
     ) -> None:
+        self.factors = tuple(factors) if factors is not None else (totp_factor,)
         self.clock = clock
         self.store = store
         self.settings = settings
@@ -304,12 +308,17 @@ class AdminAuth:
         account, ok = await self._check_password(name, password, keys)
         if account is None or not ok or account.disabled:
             raise _invalid_credentials()
-        if account.mfa_enabled:
+        factors = [f for f in self.factors if f.enrolled(account)]
+        if account.mfa_enabled and not factors:
+            # Enrolled in a factor no enabled plugin checks: refused, never let in
+            # on the password alone.
+            raise ApiError(401, "mfa_unavailable", "this account's second factor is not enabled")
+        if factors:
             if not code:
                 for key in keys:
                     self.throttle.refund(key)
                 raise ApiError(401, "mfa_required", "this account needs a TOTP code")
-            if not await self._use_second_factor(account, code):
+            if not await self._use_second_factor(account, code, factors):
                 raise ApiError(401, "invalid_mfa_code", "wrong or already used code")
         for key in keys:
             self.throttle.succeeded(key)
@@ -344,34 +353,19 @@ class AdminAuth:
             self.password_slots.release()
         return account, bool(ok)
 
-    async def _use_second_factor(self, account: AdminAccount, code: str) -> bool:
-        """
-        Whether ``code`` is a valid TOTP or recovery code of ``account``, used up
-        atomically in the store: one code gives one login, even when several
-        logins with it run at once or on several nodes.
-        """
-        step = self.totp_step(account.totp_secret, code, account.totp_last_step)
-        if step is not None:
-            return bool(await self.store.claim_totp_step(account.name, step))
-        digest = admin_secrets.sha256_hex(admin_secrets.normalise_recovery_code(code))
-        if digest not in account.recovery_hashes:
-            return False
-        return bool(await self.store.use_recovery_code(account.name, digest))
+    async def _use_second_factor(
+        self, account: AdminAccount, code: str, factors: Sequence[IAuthenticationFactor]
+    ) -> bool:
+        """Whether one of the account's enrolled ``factors`` accepts ``code``."""
+        now = self.clock.seconds()
+        for factor in factors:
+            if await factor.verify(account, code, self.store, now):
+                return True
+        return False
 
     def totp_step(self, secret: str, code: str, last_step: int) -> int | None:
-        """
-        The time step ``code`` is valid for (now, or one step either side for clock
-        drift, RFC 6238 §5.2), if it is later than ``last_step``; else None.
-        """
-        code = code.strip()
-        if not (is_digits(code) and len(code) == 6) or not secret:
-            return None
-        totp = pyotp.TOTP(secret)
-        now_step = int(self.clock.seconds() // TOTP_STEP)
-        for step in (now_step - 1, now_step, now_step + 1):
-            if step > last_step and hmac.compare_digest(totp.at(step * TOTP_STEP), code):
-                return step
-        return None
+        """The TOTP time step ``code`` is valid for now (L{warden.features.mfa})."""
+        return totp_step(self.clock.seconds(), secret, code, last_step)
 
     # -- requests -------------------------------------------------------------------
 

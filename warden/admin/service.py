@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -40,6 +40,7 @@ from warden.admin.http import (
     ScopedResource,
 )
 from warden.admin.metrics import MetricsResource, WardenCollector
+from warden.interfaces import IAuthenticationFactor
 from warden.tls import ReloadableContextFactory, generate_self_signed, install_sighup
 
 CERT_FILE = "admin-cert.pem"
@@ -302,9 +303,13 @@ def make_admin_service(
     collector: WardenCollector,
     install_signals: bool = True,
     exit: Callable[[int], None] | None = None,
+    factors: Sequence[IAuthenticationFactor] = (),
 ) -> AdminService:
-    """The admin service, wired from the composition root's objects."""
-    auth = AdminAuth(reactor, admin_store, auth_settings, thread_runner(reactor))
+    """
+    The admin service, wired from the composition root's objects; ``factors``
+    are the enabled plugins' second factors of the login.
+    """
+    auth = AdminAuth(reactor, admin_store, auth_settings, thread_runner(reactor), factors=factors)
     health = HealthResource()
     ready = ReadyResource(
         reactor, sip_bound, store_ping, lambda: bool(services.drain and services.drain.draining)

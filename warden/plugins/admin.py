@@ -13,7 +13,13 @@ from warden.admin.drain import DrainController
 from warden.admin.metrics import WardenCollector
 from warden.admin.service import AdminListenSettings, make_admin_service
 from warden.config import AdminConfig
-from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls, ILocationService
+from warden.interfaces import (
+    IAuthenticationFactor,
+    ICallRecordStore,
+    IDirectory,
+    ILiveCalls,
+    ILocationService,
+)
 from warden.plugin import BuildContext, BuiltinPlugin
 from warden.process import process_exit
 from warden.sip.service import SipService
@@ -90,6 +96,7 @@ class AdminPlugin(BuiltinPlugin):
                 stores.directory.count_extensions,
                 collector,
                 exit=process_exit(reactor),
+                factors=context.providers(IAuthenticationFactor),
             )
         )
 
