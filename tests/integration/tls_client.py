@@ -17,13 +17,23 @@ from twisted.python.failure import Failure
 
 from tests.integration.clients import LOCALHOST, SipUdpClient, new_branch, poll, real_reactor
 from warden.errors import SipParseError
-from warden.sip.message import Request, Response
+from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.parser import StreamFramer
 from warden.tls import fingerprint
 
+#: The answer of an auto-answering client: G.711 A-law at a port nobody uses.
+ANSWER_SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 9 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+).encode("ascii")
+
 
 class SipTlsClient(protocol.Protocol):
-    """One TLS connection to Warden's SIP listener."""
+    """
+    One TLS connection to Warden's SIP listener. Requests Warden sends on it
+    are kept in L{requests}; INVITEs are answered with 200 and BYEs with 200
+    (a phone that picks up at once).
+    """
 
     #: The digest REGISTER exchange of the UDP client, over this connection.
     register = SipUdpClient.register
@@ -33,6 +43,7 @@ class SipTlsClient(protocol.Protocol):
         self.framer = StreamFramer()
         self.lost = False
         self.requests: list[Request] = []
+        self.tag = new_tag()
         self._pending: dict[str, Deferred[Response]] = {}
 
     @classmethod
@@ -75,6 +86,7 @@ class SipTlsClient(protocol.Protocol):
         for message in messages:
             if isinstance(message, Request):
                 self.requests.append(message)
+                self._answer(message)
                 continue
             assert isinstance(message, Response)
             branch = message.top_via.param("branch")
@@ -82,6 +94,18 @@ class SipTlsClient(protocol.Protocol):
                 waiting = self._pending.pop(branch, None)
                 if waiting is not None:
                     waiting.callback(message)
+
+    def _answer(self, request: Request) -> None:
+        """Pick up an INVITE, accept a BYE (RFC 3261 §13.3, §15.1.2)."""
+        if request.method == "INVITE":
+            contact = f"<sip:callee@{LOCALHOST}:{self.local_port};transport=tls>"
+            response = make_response(request, 200, "OK", self.tag, [("Contact", contact)])
+            response.set_body(ANSWER_SDP, "application/sdp")
+        elif request.method in ("BYE", "CANCEL", "OPTIONS"):
+            response = make_response(request, 200, "OK", self.tag)
+        else:
+            return
+        self.transport.write(response.to_bytes())  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
         """Warden (or we) closed the connection."""
