@@ -165,6 +165,7 @@ class CallController:
             route = yield defer.Deferred.fromCoroutine(self._redirect(attempt, route))
         if route.status:
             raise SipError(route.status, route.reason)
+        bindings = over_tls_if_sips(request, route.bindings)
         callee = route.extension
         if self._at_limit(callee.number):
             raise SipError(486, "Busy Here")
@@ -173,7 +174,7 @@ class CallController:
         session.signalling_from("a", flow.host)
         # SDES keys only over TLS (ADR 0019); every forked phone must be on TLS.
         session.signalling_encrypted("a", flow.transport == "tls")
-        tls = [binding_over_tls(b) for b in route.bindings]
+        tls = [binding_over_tls(b) for b in bindings]
         session.signalling_encrypted("b", bool(tls) and all(tls))
         try:
             offer = session.offer_from("a", request.body) if request.body else b""
@@ -199,7 +200,7 @@ class CallController:
         self._active[callee.number] += 1
         self.index_dialog(call, "a", call.dialogs["a"])
         self._publish(call)
-        call.start(route.bindings, offer)
+        call.start(bindings, offer)
 
     async def _redirect(self, attempt: CallAttempt, route: Route) -> Route:
         """A routing failure: the route to the number a hook redirects to, if any."""
@@ -825,3 +826,17 @@ class _NullUser:
 
     def transport_failed(self, transaction: Any) -> None:
         """Ignored."""
+
+
+def over_tls_if_sips(request: Request, bindings: tuple[Binding, ...]) -> tuple[Binding, ...]:
+    """
+    The bindings a call rings: for a ``sips:`` URI only the callee's phones
+    registered over TLS (RFC 5630 §3.1.3: TLS on every hop), 480 with none;
+    otherwise all of them.
+    """
+    if request.uri.scheme != "sips":
+        return bindings
+    over_tls = tuple(b for b in bindings if binding_over_tls(b))
+    if not over_tls:
+        raise SipError(480, "Temporarily Unavailable (no TLS phone)")
+    return over_tls

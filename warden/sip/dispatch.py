@@ -5,7 +5,8 @@ handler registered for its method (REGISTER -> registrar; INVITE, BYE... later).
 
 Checks, in order (each answered with its own status; RFC 4475 §3.3 lists them):
 400 malformed or missing headers, 505 version (in the transport), 416 unknown
-Request-URI scheme, 483 Max-Forwards exhausted on a request not for us, 420
+Request-URI scheme (and a ``sips:`` one that did not come over TLS, RFC 5630
+§3.1.3), 483 Max-Forwards exhausted on a request not for us, 420
 unknown ``Require``, 415/406 bodies and ``Accept`` the element cannot handle, 405
 methods without a handler. ``SipError`` becomes a response here and nowhere else.
 """
@@ -114,6 +115,7 @@ class RequestDispatcher:
     def _dispatch(self, transaction: ServerTransactionLike, request: Request, flow: Flow) -> None:
         try:
             self._validate(request)
+            check_sips(request, flow)
             if self._calls is not None and self._for_calls(transaction, request, flow):
                 return
             handler = self._handlers.get(request.method)
@@ -342,3 +344,24 @@ def build_stateless_error(
     if server:
         response.add("Server", server)
     return response
+
+
+def check_sips(request: Request, flow: Flow) -> None:
+    """
+    A ``sips:`` URI promises TLS on every hop (RFC 3261 §26.2.2, RFC 5630 §3.1.3):
+    a request for one, or a REGISTER binding a ``sips:`` Contact (RFC 5630
+    §3.1.5), that arrived over anything but TLS is refused, so Warden never
+    carries it on in the clear nor records a ``sips:`` Contact it would reach
+    in the clear.
+
+    Raises:
+        SipError: 416 for a ``sips:`` Request-URI, 400 for a ``sips:`` Contact.
+    """
+    if flow.transport == "tls":
+        return
+    if request.uri.scheme == "sips":
+        raise SipError(416, "SIPS Requires TLS")
+    if request.method == "REGISTER":
+        for contact in request.contacts:
+            if not contact.star and contact.uri.scheme == "sips":
+                raise SipError(400, "SIPS Contact Requires TLS")
