@@ -11,6 +11,7 @@ services a call needs: sending, media, limits, records.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -22,21 +23,31 @@ from zope.interface import implementer
 
 from warden.digits import parse_uint
 from warden.errors import SipError, SipParseError
-from warden.interfaces import IClientTransactionUser, IRouter
+from warden.interfaces import (
+    ICallCounters,
+    ICallRecordStore,
+    IClientTransactionUser,
+    ILiveCalls,
+    IMediaRelay,
+    IRouter,
+)
 from warden.model import Binding, CallRecord, Extension, Route
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
-from warden.sip.addressing import binding_over_tls
+from warden.sip.addressing import Addressing, binding_over_tls
 from warden.sip.authenticator import Authenticator
 from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInvite
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.flow import Flow
 from warden.sip.headers import name_addr
 from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
-from warden.sip.message import Request, Response, make_response, new_tag
+from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.session_timer import DEFAULT_SE, check_interval
 from warden.sip.timers import TimerSettings
+from warden.sip.transaction import TransactionLayer
+from warden.sip.transaction_client import ClientTransaction
+from warden.sip.transaction_server import ServerTransaction
 from warden.sip.transfer import Transfers
 
 LIVE_REFRESH_INTERVAL = 5.0
@@ -71,6 +82,7 @@ class CallController:
         addressing: ``via_for(flow)`` / ``flow_for(binding)`` of the transport.
         records: call records; ``live``: live-call summaries (both optional).
         hooks: the feature plugins' call hooks (L{warden.sip.hooks}).
+        counters: the cluster's call counts per extension (None on one node).
     """
 
     log = Logger()
@@ -79,15 +91,16 @@ class CallController:
         self,
         clock: IReactorTime,
         settings: CallSettings,
-        transactions: Any,
-        send: Any,
+        transactions: TransactionLayer,
+        send: Callable[[Message, Flow], None],
         authenticator: Authenticator,
         router: IRouter,
-        media: Any,
-        addressing: Any,
-        records: Any = None,
-        live: Any = None,
+        media: IMediaRelay,
+        addressing: Addressing,
+        records: ICallRecordStore | None = None,
+        live: ILiveCalls | None = None,
         hooks: CallHooks | None = None,
+        counters: ICallCounters | None = None,
     ) -> None:
         self.clock = clock
         self.hooks = hooks if hooks is not None else CallHooks()
@@ -100,9 +113,9 @@ class CallController:
         self.addressing = addressing
         self.records = records
         self.live = live
-        # Shared ICallCounters (several nodes), set by the SIP service; None: the
-        # per-process counts below are the only limit.
-        self.counters: Any = None
+        # Shared ICallCounters (several nodes); None: the per-process counts
+        # below are the only limit.
+        self.counters = counters
         self.calls: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self._by_a_txn: dict[int, Call] = {}
@@ -128,6 +141,14 @@ class CallController:
         transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
         return f"sip:warden@{self.via_for(flow)}{transport}"
 
+    def new_branch(self) -> str:
+        """A fresh Via branch (the transaction layer's)."""
+        return self.transactions.new_branch()
+
+    def reinvite(self, call: Call, side: str, offer: bytes) -> None:
+        """Refresh ``side``'s session with a re-INVITE (RFC 4028 refresh)."""
+        self.transfers.reinvite(call, side, offer)
+
     @staticmethod
     def codec_of(sdp: bytes) -> str:
         """The first codec of the first audio stream, for records."""
@@ -139,16 +160,20 @@ class CallController:
 
     # -- new calls ----------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def handle_invite(self, txn: Any, request: Request, flow: Flow):  # type: ignore[no-untyped-def]
+    def handle_invite(
+        self, txn: ServerTransaction, request: Request, flow: Flow
+    ) -> defer.Deferred[None]:
         """A new INVITE (no To tag): authenticate, route, fork."""
+        return defer.Deferred.fromCoroutine(self._invite(txn, request, flow))
+
+    async def _invite(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
         if self.draining:
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
         if self.hooks:  # verification of what the sender asserts (may reject)
-            yield defer.Deferred.fromCoroutine(self.hooks.incoming(request, flow))
+            await self.hooks.incoming(request, flow)
         # Authenticated first: the 407 to a request that may be spoofed goes out
         # alone and statelessly (the transaction still sends 100 after 200 ms).
-        caller = yield self.authenticator.authenticate(request, flow, proxy=True)
+        caller = await self.authenticator.authenticate(request, flow, proxy=True)
         txn.respond(make_response(request, 100, "Trying"))
         sip_metrics.CALL_ATTEMPTS.inc()
         check_interval(request)
@@ -159,18 +184,19 @@ class CallController:
             raise SipError(486, "Busy Here")
         attempt = CallAttempt(caller, dialled, request, flow)
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
-            yield defer.Deferred.fromCoroutine(self.hooks.before_routing(attempt))
-        route = yield self.router.route(attempt.dialled, caller)
+            await self.hooks.before_routing(attempt)
+        route: Route = await self.router.route(attempt.dialled, caller)
         if route.status and self.hooks:
-            route = yield defer.Deferred.fromCoroutine(self._redirect(attempt, route))
+            route = await self._redirect(attempt, route)
         if route.status:
             raise SipError(route.status, route.reason)
         bindings = over_tls_if_sips(request, route.bindings)
         callee = route.extension
+        assert callee is not None  # a routed number names its extension
         if self._at_limit(callee.number):
             raise SipError(486, "Busy Here")
         call_id = f"{new_tag()}{new_tag()}"
-        session = yield self.media.allocate(call_id)
+        session = await self.media.allocate(call_id)
         session.signalling_from("a", flow.host)
         # SDES keys only over TLS (ADR 0019); every forked phone must be on TLS.
         session.signalling_encrypted("a", flow.transport == "tls")
@@ -181,15 +207,14 @@ class CallController:
         except SdpError as e:
             session.release()
             raise SipError(488, "Not Acceptable Here") from e
-        if self._shared_limit():
+        if self.counters is not None and self._shared_limit():
             limit = self.settings.max_calls_per_extension
-            counted = yield self.counters.acquire((caller.number, callee.number), limit)
+            counted = await self.counters.acquire((caller.number, callee.number), limit)
             if not counted:
                 session.release()
                 raise SipError(486, "Busy Here")
         attempt.call_id = call_id
-        call = Call(self, call_id, caller, dialled, callee, txn, request, flow, attempt)
-        call.media = session
+        call = Call(self, call_id, caller, dialled, callee, txn, request, flow, attempt, session)
         if offer:
             call.sent_sdp["b"] = offer
         call.on_ended = self._ended
@@ -465,7 +490,7 @@ class CallController:
         timer_h = self.settings.timers.timer_h
         return ended_at is not None and self.clock.seconds() - ended_at < timer_h
 
-    def handle_in_dialog(self, txn: Any, request: Request, flow: Flow) -> None:
+    def handle_in_dialog(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
         """A request with a To tag: find its call and act (or 481)."""
         found = self._lookup(request)
         if found is None:
@@ -526,7 +551,7 @@ class CallController:
             self._strangers_unlogged += 1
         raise SipError(403, "Not From The Dialog Peer")
 
-    def _prack(self, call: Call, side: str, txn: Any, request: Request) -> None:
+    def _prack(self, call: Call, side: str, txn: ServerTransaction, request: Request) -> None:
         """PRACK of a reliable provisional we sent the caller (RFC 3262 §4)."""
         rack = (request.get("RAck") or "").split()
         rseq = parse_uint(rack[0], 2**32 - 1, max_digits=10) if len(rack) == 3 else None
@@ -536,7 +561,7 @@ class CallController:
             raise SipError(481, "Call/Transaction Does Not Exist")
         txn.respond(make_response(request, 200, "OK"))
 
-    def _relay(self, call: Call, side: str, txn: Any, request: Request) -> None:
+    def _relay(self, call: Call, side: str, txn: ServerTransaction, request: Request) -> None:
         target = call.other(side)
         if target not in call.dialogs:
             raise SipError(491, "Request Pending")
@@ -563,7 +588,7 @@ class CallController:
         )
 
     def relay_final(
-        self, call: Call, side: str, txn: Any, request: Request, response: Response
+        self, call: Call, side: str, txn: ServerTransaction, request: Request, response: Response
     ) -> None:
         """The other side's final answer to a relayed request, back to ``side``."""
         status = response.status
@@ -595,7 +620,7 @@ class CallController:
             del call.pending[side]
         txn.respond(out)
 
-    def handle_cancel(self, txn: Any, request: Request, flow: Flow) -> None:
+    def handle_cancel(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
         """CANCEL of a ringing INVITE."""
         invite_txn = self.transactions.find_invite_server_transaction(request)
         call = self._by_a_txn.get(id(invite_txn)) if invite_txn is not None else None
@@ -639,7 +664,7 @@ class CallController:
             return
         now = self.clock.seconds()
         state = call.state.value
-        if call.media is not None and call.media.hold_state.on_hold:
+        if call.media.hold_state.on_hold:
             state = "on hold"
         summary = LiveCall(
             call_id=call.call_id, caller=call.caller.number, callee=call.callee.number,
@@ -667,8 +692,6 @@ class CallController:
 
     @staticmethod
     def _packets(call: Call) -> int:
-        if call.media is None:
-            return 0
         stats = call.media.stats()
         return int(sum(side.get("packets_in", 0) for side in stats.values()))
 
@@ -687,16 +710,15 @@ class CallController:
             self._active[number] -= 1
             if self._active[number] <= 0:
                 del self._active[number]
-        if self._shared_limit():
+        if self.counters is not None and self._shared_limit():
             self._quiet(self.counters.release(call.counted), "release call counts")
-        media_stats = call.media.stats() if call.media is not None else {}
+        media_stats = call.media.stats()
         sip_metrics.CALLS_ENDED.labels(call.disposition).inc()
-        for side in media_stats.values():
-            if side.get("packets_in"):
-                rtp_metrics.JITTER_SECONDS.observe(float(side.get("jitter_ms_in", 0.0)) / 1000)
-        if call.media is not None:
-            call.media.release()
-            call.media.on_timeout = None  # break the call <-> session cycle
+        for counts in media_stats.values():
+            if counts.get("packets_in"):
+                rtp_metrics.JITTER_SECONDS.observe(float(counts.get("jitter_ms_in", 0.0)) / 1000)
+        call.media.release()
+        call.media.on_timeout = None  # break the call <-> session cycle
         call.on_ended = None
         for branch in call.branches:
             # The transaction may linger (timer D, late 2xx) with its user, which
@@ -721,7 +743,7 @@ class CallController:
             codec=call.codec, media=media_stats, node_id=self.settings.node_id,
         )  # fmt: skip
 
-    def _quiet(self, d: Any, what: str) -> None:
+    def _quiet(self, d: object, what: str) -> None:
         """Log (never raise) a failed store write the call does not depend on."""
         if isinstance(d, defer.Deferred):
             d.addErrback(self._store_failed, what)
@@ -763,16 +785,16 @@ class _BranchUser:
         self.call = call
         self.branch = branch
 
-    def response_received(self, transaction: Any, response: Response) -> None:
+    def response_received(self, transaction: ClientTransaction, response: Response) -> None:
         try:
             self.call.branch_response(self.branch, response)
         except SipParseError:
             self.call.branch_timed_out(self.branch)
 
-    def timed_out(self, transaction: Any) -> None:
+    def timed_out(self, transaction: ClientTransaction) -> None:
         self.call.branch_timed_out(self.branch)
 
-    def transport_failed(self, transaction: Any) -> None:
+    def transport_failed(self, transaction: ClientTransaction) -> None:
         self.call.branch_timed_out(self.branch)
 
 
@@ -781,7 +803,12 @@ class _RelayUser:
     """Carries the final answer of a relayed in-dialog request back."""
 
     def __init__(
-        self, controller: CallController, call: Call, side: str, txn: Any, request: Request
+        self,
+        controller: CallController,
+        call: Call,
+        side: str,
+        txn: ServerTransaction,
+        request: Request,
     ) -> None:
         self.controller = controller
         self.call = call
@@ -790,7 +817,7 @@ class _RelayUser:
         self.request = request
         self.done = False
 
-    def response_received(self, transaction: Any, response: Response) -> None:
+    def response_received(self, transaction: ClientTransaction, response: Response) -> None:
         if response.status < 200:
             return
         if self.done:
@@ -800,10 +827,10 @@ class _RelayUser:
         self.done = True
         self.controller.relay_final(self.call, self.side, self.txn, self.request, response)
 
-    def timed_out(self, transaction: Any) -> None:
+    def timed_out(self, transaction: ClientTransaction) -> None:
         self._fail(408, "Request Timeout")
 
-    def transport_failed(self, transaction: Any) -> None:
+    def transport_failed(self, transaction: ClientTransaction) -> None:
         self._fail(503, "Service Unavailable")
 
     def _fail(self, status: int, reason: str) -> None:
@@ -818,13 +845,13 @@ class _RelayUser:
 class _NullUser:
     """For BYE and CANCEL: the answer changes nothing."""
 
-    def response_received(self, transaction: Any, response: Response) -> None:
+    def response_received(self, transaction: ClientTransaction, response: Response) -> None:
         """Ignored."""
 
-    def timed_out(self, transaction: Any) -> None:
+    def timed_out(self, transaction: ClientTransaction) -> None:
         """Ignored."""
 
-    def transport_failed(self, transaction: Any) -> None:
+    def transport_failed(self, transaction: ClientTransaction) -> None:
         """Ignored."""
 
 

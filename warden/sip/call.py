@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from warden.digits import parse_uint
+from warden.interfaces import IMediaSession
 from warden.model import Binding, Extension
 from warden.sip.addressing import binding_host
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog, uas_dialog
@@ -29,8 +30,10 @@ from warden.sip.sdp import SdpError
 from warden.sip.session_timer import MIN_SE, SessionTimer, session_expires, supports_timer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from warden.sip.b2bua import CallController
+    from warden.sip.b2bua import CallSettings
     from warden.sip.hooks import CallAttempt
+    from warden.sip.transaction_client import ClientTransaction
+    from warden.sip.transaction_server import ServerTransaction
 
 RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Info-Package", "Event", "Reason")
 
@@ -50,7 +53,7 @@ class Branch:
     binding: Binding
     request: Request
     dialog: Dialog
-    txn: Any = None
+    txn: ClientTransaction | None = None
     provisional: bool = False
     done: bool = False
     cancel_pending: bool = False
@@ -66,7 +69,7 @@ class PendingInvite:
     """
 
     origin: str
-    server_txn: Any
+    server_txn: ServerTransaction
     target_cseq: int = 0
     response: Response | None = None
     retransmit: IDelayedCall | None = None
@@ -76,12 +79,72 @@ class PendingInvite:
     origin_cseq: int = 0
 
 
+class CallServices(Protocol):
+    """
+    What a call asks of the B2BUA that owns it (L{warden.sip.b2bua.CallController}
+    provides it): time, settings, its forks' INVITEs, sending, dialog indexing
+    and reporting. The call sees nothing else of the controller.
+    """
+
+    clock: IReactorTime
+    settings: CallSettings
+    allow_header: str
+
+    def new_branch(self) -> str:
+        """A fresh Via branch for a request the call sends."""
+
+    def via_for(self, flow: Flow) -> str:
+        """Our ``host:port`` as seen from ``flow``'s peer."""
+
+    def contact_for(self, flow: Flow) -> str:
+        """Our Contact URI towards ``flow``'s peer."""
+
+    def codec_of(self, sdp: bytes) -> str:
+        """The first codec of ``sdp``'s first audio stream."""
+
+    def make_branch(self, call: Call, binding: Binding, offer: bytes) -> Branch | None:
+        """The INVITE towards one binding, or None when it cannot be reached."""
+
+    def send_branch(self, call: Call, branch: Branch) -> None:
+        """Send a fork's INVITE."""
+
+    def cancel_branch(self, branch: Branch) -> None:
+        """CANCEL a ringing fork."""
+
+    def ack_and_bye(self, branch: Branch, response: Response) -> None:
+        """Acknowledge and hang up a fork that answered too late."""
+
+    def send_bye(self, call: Call, side: str) -> None:
+        """Hang up one side."""
+
+    def fire_and_forget(self, request: Request, flow: Flow) -> None:
+        """Send a request whose outcome does not matter."""
+
+    def index_dialog(self, call: Call, side: str, dialog: Dialog) -> None:
+        """Route the dialog's requests to the call."""
+
+    def start_2xx_retransmit(self, call: Call, pending: PendingInvite) -> None:
+        """Retransmit a 2xx until its ACK comes."""
+
+    def resend_ack(self, call: Call, side: str, response: Response) -> None:
+        """Send the ACK for a retransmitted 2xx again."""
+
+    def reinvite(self, call: Call, side: str, offer: bytes) -> None:
+        """Refresh ``side``'s session with a re-INVITE."""
+
+    def call_answered(self, call: Call) -> None:
+        """The call was answered."""
+
+    def redirect_failed(self, call: Call, status: int, reason: str | None, cause: str) -> bool:
+        """Whether a hook may redirect the failed call (it then keeps ringing)."""
+
+
 class Call:
     """
     The state of one call and its reactions to SIP events.
 
     Args:
-        controller: the services the call uses (sending, media, records).
+        services: what the call asks of the B2BUA that owns it.
         call_id: Warden's identifier of the call (also the B legs' Call-ID base).
         caller: the authenticated extension that placed the call.
         dialled: the number dialled.
@@ -90,23 +153,25 @@ class Call:
         request: the caller's INVITE.
         flow: where the caller's INVITE came from.
         attempt: the call as hooks see it (L{warden.sip.hooks}).
+        media: the relay's session anchoring the call's media.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        controller: CallController,
+        services: CallServices,
         call_id: str,
         caller: Extension,
         dialled: str,
         callee: Extension,
-        txn: Any,
+        txn: ServerTransaction,
         request: Request,
         flow: Flow,
         attempt: CallAttempt,
+        media: IMediaSession,
     ) -> None:
-        self.c = controller
+        self.services = services
         self.attempt = attempt
         self.call_id = call_id
         self.caller = caller
@@ -118,17 +183,17 @@ class Call:
         self.a_request = request
         self.a_tag = new_tag()
         self.state = CallState.RINGING
-        self.started_at = controller.clock.seconds()
+        self.started_at = services.clock.seconds()
         self.answered_at: float | None = None
         self.ended_at: float | None = None
         self.dialogs: dict[str, Dialog] = {}
         self.dialogs["a"] = uas_dialog(
-            request, self.a_tag, flow, controller.contact_for(flow), controller.via_for(flow)
+            request, self.a_tag, flow, services.contact_for(flow), services.via_for(flow)
         )
         self.branches: list[Branch] = []
         #: The forks of the current callee start here (a hook may redirect the call).
         self.first_branch = 0
-        self.media: Any = None
+        self.media = media
         self.sent_sdp: dict[str, bytes] = {}
         self.timers: dict[str, SessionTimer] = {}
         self.rseq = 0
@@ -182,7 +247,7 @@ class Call:
         extra = list(headers or [])
         if 100 < status < 300:
             extra.append(("Contact", f"<{self.dialogs['a'].local_contact}>"))
-            extra.append(("Allow", self.c.allow_header))
+            extra.append(("Allow", self.services.allow_header))
         if body:
             extra.append(("Content-Type", "application/sdp"))
         reliable = 100 < status < 200 and self.reliable_provisionals
@@ -204,11 +269,11 @@ class Call:
         self.a_txn.respond(response)
         if reliable:
             self.unacked = (self.rseq, response)
-            self._schedule_provisional(self.c.settings.timers.t1, 0.0)
+            self._schedule_provisional(self.services.settings.timers.t1, 0.0)
         return response
 
     def _schedule_provisional(self, interval: float, elapsed: float) -> None:
-        self.prack_timer = self.c.clock.callLater(
+        self.prack_timer = self.services.clock.callLater(
             interval, self._retransmit_provisional, interval, elapsed + interval
         )
 
@@ -217,7 +282,7 @@ class Call:
         self.prack_timer = None
         if self.unacked is None or self.state is not CallState.RINGING:
             return
-        if elapsed >= self.c.settings.timers.timer_h:
+        if elapsed >= self.services.settings.timers.timer_h:
             self.unacked = None
             self.fail(504, "Server Time-out", "no PRACK")
             return
@@ -239,7 +304,7 @@ class Call:
         SDP from ``side``'s phone as the other side must see it (via the relay);
         ``source``: the IP address that phone's SIP comes from, when it is new.
         """
-        if not body or self.media is None:
+        if not body:
             return body
         if source is not None:
             self.media.signalling_from(side, source)
@@ -248,7 +313,7 @@ class Call:
         else:
             out = self.media.answer_from(side, body)
         if not self.codec:
-            self.codec = self.c.codec_of(out)
+            self.codec = self.services.codec_of(out)
         self.sent_sdp[self.other(side)] = out
         return out
 
@@ -258,26 +323,27 @@ class Call:
         """Fork the INVITE to every binding and start the ring timer."""
         forks = []
         for binding in bindings:
-            branch = self.c.make_branch(self, binding, offer)
+            branch = self.services.make_branch(self, binding, offer)
             if branch is not None:
                 forks.append(branch)
         self.branches.extend(forks)
         if not forks:
             self._routing_failed(480, "Temporarily Unavailable", "no reachable contact")
             return
-        if self.media is not None:
-            hosts = (binding_host(b.binding, b.dialog.flow) for b in forks)
-            self.media.signalling_from("b", *hosts)
+        hosts = (binding_host(b.binding, b.dialog.flow) for b in forks)
+        self.media.signalling_from("b", *hosts)
         for branch in forks:
-            self.c.send_branch(self, branch)
-        self.ring_timer = self.c.clock.callLater(self.c.settings.ring_timeout, self.ring_timeout)
+            self.services.send_branch(self, branch)
+        self.ring_timer = self.services.clock.callLater(
+            self.services.settings.ring_timeout, self.ring_timeout
+        )
 
     def branch_response(self, branch: Branch, response: Response) -> None:
         """A response from one forked branch."""
         status = response.status
         if self.state is not CallState.RINGING or branch.done:
             if 200 <= status < 300 and branch is not self.winner:
-                self.c.ack_and_bye(branch, response)  # a late 2xx from a cancelled fork
+                self.services.ack_and_bye(branch, response)  # a late 2xx from a cancelled fork
             elif 200 <= status < 300 and branch is self.winner:
                 self.reack(response)
             return
@@ -295,7 +361,7 @@ class Call:
         if response.to.tag and branch.dialog.remote_tag is None:
             confirm_uac_dialog(branch.dialog, response)
         if branch.cancel_pending:
-            self.c.cancel_branch(branch)
+            self.services.cancel_branch(branch)
             return
         if response.status == 100:
             return
@@ -324,8 +390,8 @@ class Call:
             return False
         branch.pracked = number
         rack = f"{rseq} {branch.request.cseq.number} INVITE"
-        prack = branch.dialog.request("PRACK", self.c.transactions.new_branch(), [("RAck", rack)])
-        self.c.fire_and_forget(prack, branch.dialog.flow)
+        prack = branch.dialog.request("PRACK", self.services.new_branch(), [("RAck", rack)])
+        self.services.fire_and_forget(prack, branch.dialog.flow)
         return True
 
     @property
@@ -337,20 +403,20 @@ class Call:
     def _answered(self, branch: Branch, response: Response) -> None:
         branch.done = True
         self.state = CallState.ANSWERED
-        self.answered_at = self.c.clock.seconds()
+        self.answered_at = self.services.clock.seconds()
         self._stop_ring_timer()
         confirm_uac_dialog(branch.dialog, response)
         self.dialogs["b"] = branch.dialog
-        self.c.index_dialog(self, "b", branch.dialog)
+        self.services.index_dialog(self, "b", branch.dialog)
         for other in self.branches:
             if other is not branch and not other.done:
                 other.done = True
-                self.c.cancel_branch(other)
+                self.services.cancel_branch(other)
         try:
             source = binding_host(branch.binding, branch.dialog.flow)
             body = self.rewrite("b", response.body, offer=not branch.request.body, source=source)
         except SdpError:
-            self.c.ack_and_bye(branch, response)
+            self.services.ack_and_bye(branch, response)
             self.fail(500, "Server Internal Error", "bad SDP from callee")
             return
         pending = PendingInvite(
@@ -360,8 +426,8 @@ class Call:
         self.pending["a"] = pending
         headers = self._start_session_timers(response)
         pending.response = self.respond_a(200, "OK", body, headers)
-        self.c.start_2xx_retransmit(self, pending)
-        self.c.call_answered(self)
+        self.services.start_2xx_retransmit(self, pending)
+        self.services.call_answered(self)
 
     def _start_session_timers(self, response: Response) -> list[tuple[str, str]]:
         """RFC 4028 on each leg; returns the headers for the caller's 200."""
@@ -382,10 +448,10 @@ class Call:
 
     def _timer(self, side: str, interval: int, we_refresh: bool) -> SessionTimer:
         return SessionTimer(
-            self.c.clock,
+            self.services.clock,
             interval,
             we_refresh,
-            refresh=lambda: self.c.transfers.reinvite(self, side, self.sent_sdp.get(side, b"")),
+            refresh=lambda: self.services.reinvite(self, side, self.sent_sdp.get(side, b"")),
             expired=lambda: self.hangup(None, "session timer expired"),
         )
 
@@ -398,7 +464,7 @@ class Call:
 
     def reack(self, response: Response) -> None:
         """A retransmitted 2xx from the callee: acknowledge again once we have."""
-        self.c.resend_ack(self, "b", response)
+        self.services.resend_ack(self, "b", response)
 
     def restart(self, bindings: tuple[Binding, ...]) -> None:
         """Ring another callee's ``bindings`` (a hook redirected the failed call)."""
@@ -424,7 +490,7 @@ class Call:
     def _routing_failed(self, status: int, reason: str | None, cause: str) -> None:
         """The callee cannot be reached: fail, unless a hook redirects the call."""
         self._stop_ring_timer()
-        if not self.c.redirect_failed(self, status, reason, cause):
+        if not self.services.redirect_failed(self, status, reason, cause):
             self.fail(status, reason, cause)
 
     def ring_timeout(self) -> None:
@@ -435,7 +501,7 @@ class Call:
         for branch in self.branches:
             if not branch.done:
                 branch.done = True
-                self.c.cancel_branch(branch)
+                self.services.cancel_branch(branch)
         self._routing_failed(480, "Temporarily Unavailable", "ring timeout")
 
     def branch_timed_out(self, branch: Branch) -> None:
@@ -452,7 +518,7 @@ class Call:
         for branch in self.branches:
             if not branch.done:
                 branch.done = True
-                self.c.cancel_branch(branch)
+                self.services.cancel_branch(branch)
         self.hangup_side = "caller"
         self.fail(487, "Request Terminated", cause)
 
@@ -486,7 +552,7 @@ class Call:
         self.hangup_cause = self.hangup_cause or cause
         for name in ("a", "b"):
             if name != side and name in self.dialogs:
-                self.c.send_bye(self, name)
+                self.services.send_bye(self, name)
         self.end()
 
     def end(self) -> None:
@@ -495,7 +561,7 @@ class Call:
             return
         self._stop_ring_timer()
         self.state = CallState.ENDED
-        self.ended_at = self.c.clock.seconds()
+        self.ended_at = self.services.clock.seconds()
         for pending in self.pending.values():
             if pending.retransmit is not None and pending.retransmit.active():
                 pending.retransmit.cancel()

@@ -14,7 +14,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
 
-from warden.interfaces import IAuthFailureCounter, IDirectory, ILocationService
+from warden.interfaces import (
+    IAuthFailureCounter,
+    ICallCounters,
+    ICallRecordStore,
+    IDirectory,
+    ILiveCalls,
+    ILocationService,
+    IMediaRelay,
+)
 from warden.sip import metrics
 from warden.sip.addressing import Addressing
 from warden.sip.auth import AuthThrottle, NonceManager
@@ -115,10 +123,10 @@ class CallServices:
     feature plugins' call hooks.
     """
 
-    media: object
-    records: object = None
-    live: object = None
-    counters: object = None
+    media: IMediaRelay
+    records: ICallRecordStore | None = None
+    live: ILiveCalls | None = None
+    counters: ICallCounters | None = None
     hooks: CallHooks = attrs.field(factory=CallHooks)
 
 
@@ -257,9 +265,8 @@ class SipService(service.MultiService):
         self.calls = CallController(
             self.clock, call_settings, self.transactions, self.hub.send, self.authenticator,
             router, services.media, self.addressing, services.records, services.live,
-            services.hooks,
+            services.hooks, services.counters,
         )  # fmt: skip
-        self.calls.counters = services.counters
         self.dispatcher.attach_calls(self.calls)
         # Out-of-dialog methods Warden does not handle itself, answered by plugins.
         handled = {"INVITE", *self.dispatcher.allowed}

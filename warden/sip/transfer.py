@@ -18,16 +18,17 @@ transferee so its media (still anchored on the relay) runs ``sendrecv`` again.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.errors import SipError, SipParseError
 from warden.interfaces import IClientTransactionUser
-from warden.model import Extension
+from warden.model import Extension, Route
 from warden.sip.call import Call, CallState
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.headers import name_addr, parse_address
@@ -36,6 +37,8 @@ from warden.sip.sdp import SdpError
 
 if TYPE_CHECKING:  # pragma: no cover
     from warden.sip.b2bua import CallController
+    from warden.sip.transaction_client import ClientTransaction
+    from warden.sip.transaction_server import ServerTransaction
 
 _DIRECTION = re.compile(rb"a=(sendonly|recvonly|inactive)\r?\n")
 
@@ -62,7 +65,9 @@ class Transfers:
     def __init__(self, controller: CallController) -> None:
         self.c = controller
 
-    def handle_refer(self, call: Call, side: str, txn: Any, request: Request) -> None:
+    def handle_refer(
+        self, call: Call, side: str, txn: ServerTransaction, request: Request
+    ) -> None:
         """Accept a REFER from ``side`` of an answered call and carry it out."""
         if call.state is not CallState.ANSWERED or call.other(side) not in call.dialogs:
             raise SipError(403, "Transfer Needs An Answered Call")
@@ -84,7 +89,7 @@ class Transfers:
             d = self._blind(call, side, uri.user_unescaped or "")
             d.addErrback(self._failed, call, side)
 
-    def _failed(self, failure: Any, call: Call, side: str) -> None:
+    def _failed(self, failure: Failure, call: Call, side: str) -> None:
         self.log.failure("Transfer failed", failure)
         self.notify(call, side, 500, "Server Internal Error", final=True)
 
@@ -106,14 +111,17 @@ class Transfers:
 
     # -- blind ---------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def _blind(self, call: Call, side: str, number: str):  # type: ignore[no-untyped-def]
-        route = yield self.c.router.route(number, call.caller)
+    def _blind(self, call: Call, side: str, number: str) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._blind_to(call, side, number))
+
+    async def _blind_to(self, call: Call, side: str, number: str) -> None:
+        route: Route = await self.c.router.route(number, call.caller)
         if route.status:
             self.notify(call, side, route.status, route.reason, final=True)
             return
         binding = route.bindings[0]
         target = route.extension
+        assert target is not None  # a routed number names its extension
         flow = self.c.addressing.flow_for(binding)
         offer = sendrecv(call.sent_sdp.get(side, b""))
         if flow is None or not offer:
@@ -255,7 +263,7 @@ class Transfers:
         dialog.update_target(response)
         ack = dialog.request("ACK", self.c.transactions.new_branch(), cseq=request.cseq.number)
         self.c.send_quietly(ack, dialog.flow)
-        if not response.body or call.media is None:
+        if not response.body:
             return
         try:
             out = call.media.answer_from(side, response.body)
@@ -287,7 +295,7 @@ class _TransferLeg:
         self.target = target
         self.answered = False
 
-    def response_received(self, transaction: Any, response: Response) -> None:
+    def response_received(self, transaction: ClientTransaction, response: Response) -> None:
         if response.status < 200:
             if response.status in (180, 183):
                 self.t.notify(self.call, self.side, response.status, response.reason)
@@ -300,10 +308,10 @@ class _TransferLeg:
         else:
             self.t.notify(self.call, self.side, response.status, response.reason, final=True)
 
-    def timed_out(self, transaction: Any) -> None:
+    def timed_out(self, transaction: ClientTransaction) -> None:
         self.t.notify(self.call, self.side, 408, "Request Timeout", final=True)
 
-    def transport_failed(self, transaction: Any) -> None:
+    def transport_failed(self, transaction: ClientTransaction) -> None:
         self.t.notify(self.call, self.side, 503, "Service Unavailable", final=True)
 
 
@@ -321,13 +329,13 @@ class _ReInvite:
         self.then = then
         self.done = False
 
-    def response_received(self, transaction: Any, response: Response) -> None:
+    def response_received(self, transaction: ClientTransaction, response: Response) -> None:
         if 200 <= response.status < 300 and not self.done:
             self.done = True
             self.t.reinvite_answered(self.call, self.side, self.request, response, self.then)
 
-    def timed_out(self, transaction: Any) -> None:
+    def timed_out(self, transaction: ClientTransaction) -> None:
         """The call goes on with the media as it was."""
 
-    def transport_failed(self, transaction: Any) -> None:
+    def transport_failed(self, transaction: ClientTransaction) -> None:
         """The call goes on with the media as it was."""
