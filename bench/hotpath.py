@@ -1,8 +1,9 @@
 """
 In-process micro-benchmark of the authenticated-REGISTER hot path.
 
-Drives the real stack (TransportHub, TransactionLayer, RequestDispatcher, Registrar,
-Authenticator over the memory stores) with pre-built datagrams and no sockets:
+Drives the real stack (the SIP service as ``twistd warden`` builds it: TransportHub,
+TransactionLayer, RequestDispatcher, Registrar, Authenticator over the memory
+stores) with pre-built datagrams and no sockets:
 
 * phase 1 (timed): one unauthenticated REGISTER per user, each answered 401;
 * untimed: the client side answers every challenge (``answer_challenge``);
@@ -48,14 +49,11 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
-from warden.sip.auth import AuthThrottle, NonceManager, answer_challenge
-from warden.sip.authenticator import Authenticator
-from warden.sip.dispatch import RequestDispatcher
+from warden.sip.auth import answer_challenge
 from warden.sip.parser import parse_datagram
-from warden.sip.registrar import ExpiryPolicy, Registrar
+from warden.sip.registrar import ExpiryPolicy
+from warden.sip.service import SipService, SipSettings
 from warden.sip.timers import TimerSettings
-from warden.sip.transaction import TransactionLayer
-from warden.sip.transport import SipDatagramProtocol, TransportHub
 from warden.store.credentials import make_extension
 from warden.testing.memory import MemoryDirectory, MemoryLocationService
 
@@ -144,7 +142,7 @@ class NullDatagramTransport:
 
 
 class Stack:
-    """The server side, wired as ``warden.sip.service.SipService`` does."""
+    """The server side: L{warden.sip.service.SipService}, as ``twistd warden`` builds it."""
 
     def __init__(self, users: int, profiler: cProfile.Profile | None = None) -> None:
         self.profiler = profiler
@@ -153,23 +151,21 @@ class Stack:
             make_extension(_number(i), f"User {i}", REALM, _password(i)) for i in range(users)
         )
         self.location = MemoryLocationService()
-        is_local = frozenset({REALM, SERVER[0]}).__contains__
-        self.hub = TransportHub(self.clock, 65535, 600.0)
-        self.dispatcher = RequestDispatcher(is_local)
-        self.transactions = TransactionLayer(
-            self.clock, TimerSettings(), self.hub.send, self.dispatcher
-        )
-        self.hub.receiver = self.transactions.receive
-        throttle = AuthThrottle(self.clock, 20, 60.0, 300.0)
-        nonces = NonceManager(self.clock, 300.0)
-        authenticator = Authenticator(
-            self.clock, directory, nonces, throttle, REALM, ("MD5", "SHA-256")
-        )
-        registrar = Registrar(
-            self.clock, authenticator, self.location, ExpiryPolicy(), is_local, "b"
-        )
-        self.dispatcher.register_handler("REGISTER", registrar.handle)
-        self.udp = SipDatagramProtocol(self.hub)
+        settings = SipSettings(
+            interface=SERVER[0], port=SERVER[1], transports=("udp",), max_message_bytes=65535,
+            tcp_idle_timeout=600.0, timers=TimerSettings(), realm=REALM, node_id="b",
+            algorithms=("MD5", "SHA-256"), expiry=ExpiryPolicy(), nonce_lifetime=300.0,
+            auth_fail_limit=20, auth_fail_window=60.0, auth_block_seconds=300.0,
+            auth_fail_extension_limit=20,
+        )  # fmt: skip
+        sip = SipService(
+            self.clock, settings, directory, self.location,
+            frozenset({REALM, SERVER[0]}).__contains__,
+        )  # fmt: skip
+        self.hub = sip.hub
+        self.dispatcher = sip.dispatcher
+        self.transactions = sip.transactions
+        self.udp = sip.hub.udp[0]  # the service's own listener, on a null socket
         self.transport = NullDatagramTransport()
         self.udp.makeConnection(self.transport)  # type: ignore[arg-type]
 

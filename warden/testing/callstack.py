@@ -1,6 +1,7 @@
 """
-A Warden SIP stack with the call controller, media relay and call records, on
-fake sockets and a Clock, plus scripted phones: for B2BUA unit tests.
+A Warden SIP stack with the call controller, media relay and call records, built
+as production builds it, on fake sockets and a MemoryReactorClock, plus scripted
+phones: for B2BUA unit tests.
 """
 
 from __future__ import annotations
@@ -8,17 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.testing import MemoryReactorClock
+
 from warden.model import Binding
 from warden.rtp.relay import MediaRelay
-from warden.sip.addressing import Addressing
 from warden.sip.auth import answer_challenge
-from warden.sip.b2bua import CallController, CallSettings
-from warden.sip.dialplan import DialplanRouter, Rule
+from warden.sip.dialplan import Rule
 from warden.sip.hooks import CallHooks
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
-from warden.sip.qualify import Qualifier
-from warden.sip.routing import ExtensionRouter
+from warden.sip.service import CallServices
 from warden.sip.timers import TimerSettings
 from warden.store.credentials import make_extension
 from warden.testing.memory import MemoryCallRecordStore, MemoryLiveCalls
@@ -40,40 +40,38 @@ class CallStack(FakeSipStack):
         dialplan: tuple[Rule, ...] = (),
         hooks: CallHooks | None = None,
     ) -> None:
-        super().__init__(local_domains=frozenset({REALM, WARDEN[0]}))
+        self.network = FakeNetwork()
+        self.records = MemoryCallRecordStore()
+        self.live = MemoryLiveCalls()
+
+        def calls(clock: MemoryReactorClock) -> CallServices:
+            self.media = MediaRelay(
+                clock, self.network.listen_udp, MEDIA_ADDRESS, (30000, 30100),
+                media_timeout=media_timeout,
+            )  # fmt: skip
+            return CallServices(
+                media=self.media, records=self.records, live=self.live,
+                hooks=hooks if hooks is not None else CallHooks(),
+            )  # fmt: skip
+
+        super().__init__(
+            local_domains=frozenset({REALM, WARDEN[0]}), interface=WARDEN[0], port=WARDEN[1],
+            calls=calls,
+            settings={
+                "ring_timeout": ring_timeout, "max_calls_per_extension": max_calls,
+                "dialplan": dialplan, "timers": TimerSettings().lasting_ring(ring_timeout),
+            },
+        )  # fmt: skip
         for number in ("1002", "1003", "1004"):
             self.successResultOf_(
                 self.directory.add_extension(
                     make_extension(number, f"Ext {number}", REALM, f"pw{number}")
                 )
             )
-        self.network = FakeNetwork()
-        self.media = MediaRelay(
-            self.clock, self.network.listen_udp, MEDIA_ADDRESS, (30000, 30100),
-            media_timeout=media_timeout,
-        )  # fmt: skip
-        self.records = MemoryCallRecordStore()
-        self.live = MemoryLiveCalls()
-        self.addressing = Addressing(WARDEN[0], lambda: WARDEN[1])
-        settings = CallSettings(
-            ring_timeout=ring_timeout, max_calls_per_extension=max_calls, timers=TimerSettings(),
-            domain=REALM, node_id="test",
-        )  # fmt: skip
-        self.qualifier = Qualifier(
-            self.clock, self.transactions, self.location, self.directory, self.addressing,
-            30.0, REALM,
-        )  # fmt: skip
-        router = DialplanRouter(
-            dialplan,
-            ExtensionRouter(
-                self.clock, self.directory, self.location, self.qualifier.is_reachable
-            ),
-        )
-        self.calls = CallController(
-            self.clock, settings, self.transactions, self.hub.send, self.authenticator, router,
-            self.media, self.addressing, self.records, self.live, hooks,
-        )  # fmt: skip
-        self.dispatcher.attach_calls(self.calls)
+        self.addressing = self.sip.addressing
+        assert self.sip.qualifier is not None and self.sip.calls is not None
+        self.qualifier = self.sip.qualifier
+        self.calls = self.sip.calls
 
     @staticmethod
     def successResultOf_(d: Any) -> Any:  # noqa: N802

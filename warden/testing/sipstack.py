@@ -1,30 +1,28 @@
 """
-A whole Warden SIP stack on fake transports and a Clock, for unit tests: bytes
+A whole Warden SIP stack, built as production builds it, on fake transports and a
+MemoryReactorClock, for unit tests: bytes
 in through the UDP protocol or a TCP protocol on a StringTransport, responses
 out as parsed messages.
 """
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
-from twisted.internet.testing import FakeDatagramTransport, StringTransport
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from warden.sip.auth import AuthThrottle, NonceManager
-from warden.sip.authenticator import Authenticator
-from warden.sip.dispatch import RequestDispatcher
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, StringTransport
+
 from warden.sip.message import Message
 from warden.sip.parser import StreamFramer, parse_datagram
-from warden.sip.registrar import ExpiryPolicy, Registrar
+from warden.sip.registrar import ExpiryPolicy
+from warden.sip.service import CallServices, SipService, SipSettings
 from warden.sip.timers import TimerSettings
-from warden.sip.transaction import TransactionLayer
 from warden.sip.transport import (
     DEFAULT_TCP_CONNECTIONS_PER_IP,
     DEFAULT_TCP_MESSAGE_TIMEOUT,
-    SipDatagramProtocol,
     SipStreamFactory,
     SipStreamProtocol,
-    TransportHub,
 )
 from warden.store.credentials import make_extension
 from warden.testing.memory import MemoryDirectory, MemoryLocationService
@@ -34,9 +32,13 @@ REALM = "pbx.test"
 
 class FakeSipStack:
     """
-    Transport hub, transaction layer, request dispatcher and registrar over memory stores.
+    The SIP service as ``twistd warden`` builds it (L{warden.sip.service.SipService}:
+    transport hub, transaction layer, dispatcher, registrar, cluster hop), over
+    memory stores, a MemoryReactorClock and a fake UDP socket.
 
-    ``local_domains``: hosts the dispatcher treats as this PBX.
+    ``local_domains``: hosts the dispatcher treats as this PBX; ``interface``
+    and ``port``: the SIP address; ``calls``: builds what calls need from the
+    clock (None: a registrar only).
     """
 
     def __init__(
@@ -46,31 +48,38 @@ class FakeSipStack:
         tcp_idle_timeout: float = 600.0,
         tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
         tcp_connections_per_ip: int = DEFAULT_TCP_CONNECTIONS_PER_IP,
+        interface: str = "",
+        port: int = 5060,
+        calls: Callable[[MemoryReactorClock], CallServices] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
-        self.clock = Clock()
+        self.clock = MemoryReactorClock()
         self.clock.advance(1_700_000_000)
         self.directory = MemoryDirectory([make_extension("1001", "Test", REALM, "secret1001")])
         self.location = MemoryLocationService()
-        self.hub = TransportHub(
-            self.clock, max_message_bytes, tcp_idle_timeout, tcp_message_timeout,
-            tcp_connections_per_ip,
+        values: dict[str, Any] = {
+            "interface": interface, "port": port, "transports": ("udp", "tcp"),
+            "max_message_bytes": max_message_bytes, "tcp_idle_timeout": tcp_idle_timeout,
+            "tcp_message_timeout": tcp_message_timeout,
+            "tcp_connections_per_ip": tcp_connections_per_ip, "timers": TimerSettings(),
+            "realm": REALM, "node_id": "test", "algorithms": ("MD5", "SHA-256"),
+            "expiry": ExpiryPolicy(), "nonce_lifetime": 300.0, "auth_fail_limit": 20,
+            "auth_fail_window": 60.0, "auth_block_seconds": 300.0,
+            "auth_fail_extension_limit": 20,
+        }  # fmt: skip
+        self.settings = SipSettings(**{**values, **(settings or {})})
+        self.sip = SipService(
+            self.clock, self.settings, self.directory, self.location,
+            local_domains.__contains__, calls(self.clock) if calls is not None else None,
         )  # fmt: skip
-        is_local = local_domains.__contains__
-        self.dispatcher = RequestDispatcher(is_local)
-        self.transactions = TransactionLayer(
-            self.clock, TimerSettings(), self.hub.send, self.dispatcher
-        )
-        self.hub.receiver = self.transactions.receive
-        self.throttle = AuthThrottle(self.clock, 20, 60.0, 300.0)
-        self.authenticator = Authenticator(
-            self.clock, self.directory, NonceManager(self.clock, 300.0), self.throttle, REALM,
-            ("MD5", "SHA-256"),
-        )  # fmt: skip
-        self.registrar = Registrar(
-            self.clock, self.authenticator, self.location, ExpiryPolicy(), is_local, "test"
-        )
-        self.dispatcher.register_handler("REGISTER", self.registrar.handle)
-        self.udp = SipDatagramProtocol(self.hub)
+        self.hub = self.sip.hub
+        self.dispatcher = self.sip.dispatcher
+        self.transactions = self.sip.transactions
+        self.throttle = self.sip.throttle
+        self.authenticator = self.sip.authenticator
+        self.registrar = self.sip.registrar
+        # The service's own UDP listener, on a fake socket.
+        self.udp = self.hub.udp[0]
         self.udp_transport = FakeDatagramTransport()
         self.udp.makeConnection(self.udp_transport)
 
