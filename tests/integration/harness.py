@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, SipUdpClient, poll, real_reactor
+from tests.integration.sipp_traces import read_sipp_errors
 from warden.ops.drtest.scratch import free_port, render_toml
 
 REALM = "warden.test"
@@ -472,6 +473,23 @@ def sipp_register_args(
         "-trace_rtt",
         "-rtt_freq", "1",
     ]  # fmt: skip
+
+
+async def register_sipp_phone(
+    server: tuple[str, int], number: str, password: str, local_port: int, run_dir: Path
+) -> tuple[ProcessResult, str]:
+    """
+    Register extension ``number`` with SIPp from ``local_port`` (where a SIPp UAS
+    will then answer its calls); returns SIPp's result and its error trace.
+    """
+    users_csv = run_dir / "callee.csv"
+    users_csv.write_text(
+        f"SEQUENTIAL\n{number};{password};[authentication username={number} password={password}]\n"
+    )
+    result = await run_sipp(
+        sipp_register_args(server, users_csv, 1, 10, local_port=local_port), run_dir
+    )
+    return result, read_sipp_errors(run_dir)
 
 
 # -- trial -------------------------------------------------------------------------

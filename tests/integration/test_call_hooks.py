@@ -23,10 +23,10 @@ from tests.integration.harness import (
     free_port,
     poll,
     provision,
+    register_sipp_phone,
     require_sipp,
     run_sipp,
     sipp_command,
-    sipp_register_args,
     spawn,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
@@ -105,16 +105,10 @@ class CallHookTests(IntegrationTestCase):
         self.assertEqual(callee, "2001")
         run_dir = self.workdir()
         uas_port = free_port()
-        callee_csv = run_dir / "callee.csv"
-        password = self.users.passwords[callee]
-        callee_csv.write_text(
-            f"SEQUENTIAL\n{callee};{password};"
-            f"[authentication username={callee} password={password}]\n"
+        reg, errors = await register_sipp_phone(
+            warden.address, callee, self.users.passwords[callee], uas_port, run_dir
         )
-        reg = await run_sipp(
-            sipp_register_args(warden.address, callee_csv, 1, 10, local_port=uas_port), run_dir
-        )
-        self.assertEqual(reg.code, 0, reg.stderr + read_sipp_errors(run_dir))
+        self.assertEqual(reg.code, 0, reg.stderr + errors)
         uas_dir = self.workdir()
         uas_args = [
             "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),

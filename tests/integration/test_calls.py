@@ -23,10 +23,10 @@ from tests.integration.harness import (
     free_port,
     poll,
     provision,
+    register_sipp_phone,
     require_sipp,
     run_sipp,
     sipp_command,
-    sipp_register_args,
     spawn,
     wardenctl,
 )
@@ -63,16 +63,10 @@ class SippCallTests(IntegrationTestCase):
         uas_port, uas_media = free_port(), free_port()
         self.uas_media = uas_media
         # Register the callee from the port its SIPp UAS will listen on.
-        callee_csv = run_dir / "callee.csv"
-        password = users.passwords[callee]
-        callee_csv.write_text(
-            f"SEQUENTIAL\n{callee};{password};"
-            f"[authentication username={callee} password={password}]\n"
+        reg, errors = await register_sipp_phone(
+            warden.address, callee, users.passwords[callee], uas_port, run_dir
         )
-        reg = await run_sipp(
-            sipp_register_args(warden.address, callee_csv, 1, 10, local_port=uas_port), run_dir
-        )
-        self.assertEqual(reg.code, 0, reg.stderr + read_sipp_errors(run_dir))
+        self.assertEqual(reg.code, 0, reg.stderr + errors)
         uas_dir = self.workdir()
         uas_args = [
             "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),

@@ -10,23 +10,19 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.sip.test_b2bua import ALICE, BOB, only
-from warden.config import parse_config_text
 from warden.errors import SipError
 from warden.interfaces import ICallHook
 from warden.model import CallRecord
-from warden.plugins.sip import sip_settings
 from warden.sip.flow import Flow
 from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks, OutgoingLeg
-from warden.sip.message import Message, Request, Response, make_response
-from warden.sip.parser import parse_datagram
-from warden.sip.service import CallServices, SipService
+from warden.sip.message import Request, Response, make_response
+from warden.sip.service import CallServices
 from warden.testing.callstack import CallStack, Phone
-from warden.testing.memory import MemoryDirectory, MemoryLocationService
+from warden.testing.sipstack import FakeSipStack
 
 CAROL = ("192.0.2.14", 5066)
 
@@ -229,48 +225,34 @@ class MessageHandler(CallHookBase):
 class MethodTests(SynchronousTestCase):
     """A plugin answers out-of-dialog methods Warden does not handle itself."""
 
-    def send(self, sip: SipService, method: str) -> Message:
-        udp = sip.hub.udp[0]  # the service's own listener, on a fake socket
-        if udp.transport is None:
-            udp.makeConnection(FakeDatagramTransport())
-        transport = udp.transport
-        text = (
-            f"{method} sip:1002@pbx.test SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP 192.0.2.11:5060;branch=z9hG4bKm1\r\nMax-Forwards: 70\r\n"
-            "From: <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1002@pbx.test>\r\n"
-            f"Call-ID: m1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    def send(self, hooks: CallHooks, *methods: str) -> list[Response]:
+        """Each request of ``methods`` to a SIP service with ``hooks``; the answers."""
+        relay = CallStack().media
+        stack = FakeSipStack(
+            frozenset({"pbx.test"}), calls=lambda clock: CallServices(media=relay, hooks=hooks)
         )
-        udp.datagramReceived(text.encode(), ALICE)
-        return parse_datagram(transport.written[-1][0])
+        self.allowed = stack.dispatcher.allowed
+        answers = []
+        for n, method in enumerate(methods):
+            text = (
+                f"{method} sip:1002@pbx.test SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 192.0.2.11:5060;branch=z9hG4bKm{n}\r\nMax-Forwards: 70\r\n"
+                "From: <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1002@pbx.test>\r\n"
+                f"Call-ID: m{n}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+            )
+            (answer,) = stack.send_udp(text.encode(), ALICE)
+            assert isinstance(answer, Response)
+            answers.append(answer)
+        return answers
 
     def test_message(self) -> None:
         """MESSAGE reaches the plugin's handler; Allow names it; REGISTER stays Warden's."""
-        sip = SipService(
-            MemoryReactorClock(),
-            sip_settings(parse_config_text('[server]\ndomains = ["pbx.test"]\n')),
-            MemoryDirectory(),
-            MemoryLocationService(),
-            lambda host: host == "pbx.test",
-            CallServices(media=object(), hooks=CallHooks([MessageHandler()])),
-        )
-        response = self.send(sip, "MESSAGE")
-        assert isinstance(response, Response)
-        self.assertEqual((response.status, response.get("X-Handled-By")), (202, "plugin"))
-        self.assertIn("MESSAGE", sip.dispatcher.allowed)
-        register = self.send(sip, "REGISTER")
-        assert isinstance(register, Response)
+        message, register = self.send(CallHooks([MessageHandler()]), "MESSAGE", "REGISTER")
+        self.assertEqual((message.status, message.get("X-Handled-By")), (202, "plugin"))
+        self.assertIn("MESSAGE", self.allowed)
         self.assertIsNone(register.get("X-Handled-By"))
 
     def test_without_plugin(self) -> None:
         """Without a plugin, MESSAGE out of dialog is not allowed (405)."""
-        sip = SipService(
-            MemoryReactorClock(),
-            sip_settings(parse_config_text('[server]\ndomains = ["pbx.test"]\n')),
-            MemoryDirectory(),
-            MemoryLocationService(),
-            lambda host: host == "pbx.test",
-            CallServices(media=object()),
-        )
-        response = self.send(sip, "MESSAGE")
-        assert isinstance(response, Response)
-        self.assertEqual(response.status, 405)
+        (message,) = self.send(CallHooks(), "MESSAGE")
+        self.assertEqual(message.status, 405)
