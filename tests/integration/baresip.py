@@ -105,9 +105,14 @@ def sip_port_pair() -> int:
 
 
 def render_config(
-    sip_port: int, control_port: int, source: Path, recordings: Path, modules: Path
-) -> str:
-    """A baresip 1.0 ``config``: loopback only, WAV in, nothing out, recorded."""
+    sip_port: int, control_port: int, source: Path, recordings: Path, modules: Path,
+    srtp: bool = False,
+) -> str:  # fmt: skip
+    """
+    A baresip 1.0 ``config``: loopback only, WAV in, nothing out, recorded;
+    ``srtp`` loads the ``srtp`` media encryption module (SDES, RFC 4568).
+    """
+    extra = ["module srtp.so"] if srtp else []
     return "\n".join(
         [
             "poll_method epoll",
@@ -130,6 +135,7 @@ def render_config(
             "module aufile.so",
             "module sndfile.so",
             "module aubridge.so",
+            *extra,
             "module_tmp account.so",
             "module_app menu.so",
             "module_app ctrl_tcp.so",
@@ -140,12 +146,21 @@ def render_config(
     )
 
 
-def render_account(number: str, password: str, registrar: tuple[str, int], codec: str) -> str:
-    """A baresip 1.0 ``accounts`` line: digest password, manual answer, one codec."""
+def render_account(
+    number: str, password: str, registrar: tuple[str, int], codec: str,
+    transport: str = "udp", mediaenc: str = "",
+) -> str:  # fmt: skip
+    """
+    A baresip 1.0 ``accounts`` line: digest password, manual answer, one codec;
+    ``transport`` for SIP (``udp`` or ``tls``), ``mediaenc`` e.g. ``srtp-mand``
+    (RTP/SAVP with ``a=crypto``).
+    """
     host, port = registrar
+    uri_params = "" if transport == "udp" else f";transport={transport}"
+    encryption = f";mediaenc={mediaenc}" if mediaenc else ""
     return (
-        f"<sip:{number}@{host}:{port}>;auth_pass={password};regint=600"
-        f";answermode=manual;audio_codecs={codec}\n"
+        f"<sip:{number}@{host}:{port}{uri_params}>;auth_pass={password};regint=600"
+        f";answermode=manual;audio_codecs={codec}{encryption}\n"
     )
 
 
@@ -234,6 +249,8 @@ class BaresipPhone:
         registrar: Warden's SIP address.
         source: the WAV file it plays into calls (8 kHz mono 16-bit).
         codec: ``PCMU`` or ``PCMA``.
+        transport: SIP transport to the registrar, ``udp`` or ``tls``.
+        mediaenc: baresip's media encryption (``srtp-mand``), or "" for plain RTP.
 
     Ports are chosen in L{start}: start phones one after another.
     """
@@ -249,8 +266,12 @@ class BaresipPhone:
         registrar: tuple[str, int],
         source: Path,
         codec: str = "PCMU",
+        transport: str = "udp",
+        mediaenc: str = "",
     ) -> None:
         self.name = name
+        self.transport = transport
+        self.mediaenc = mediaenc
         self.directory = directory
         self.recordings = directory / "recordings"
         self.number = number
@@ -269,6 +290,11 @@ class BaresipPhone:
     def aor(self) -> str:
         """``sip:NUMBER@host:port``: what to dial to reach this phone."""
         return f"sip:{self.number}@{self.registrar[0]}:{self.registrar[1]}"
+
+    def dial_uri(self, number: str) -> str:
+        """What this phone dials to call ``number`` through its registrar (and transport)."""
+        uri_params = "" if self.transport == "udp" else f";transport={self.transport}"
+        return f"sip:{number}@{self.registrar[0]}:{self.registrar[1]}{uri_params}"
 
     @property
     def running(self) -> bool:
@@ -294,11 +320,17 @@ class BaresipPhone:
         source = Path(os.path.relpath(self._source, self.directory))
         recordings = Path(os.path.relpath(self.recordings, self.directory))
         (self.directory / "config").write_text(
-            render_config(self.sip_port, control_port, source, recordings, self._modules)
-        )
+            render_config(
+                self.sip_port, control_port, source, recordings, self._modules,
+                srtp=bool(self.mediaenc),
+            )
+        )  # fmt: skip
         (self.directory / "accounts").write_text(
-            render_account(self.number, self._password, self.registrar, self._codec)
-        )
+            render_account(
+                self.number, self._password, self.registrar, self._codec, self.transport,
+                self.mediaenc,
+            )
+        )  # fmt: skip
         command = [self._binary, "-s", "-f", str(self.directory)]
         self._child, self._process = spawn(command, self.directory)
         endpoint = TCP4ClientEndpoint(real_reactor(), LOCALHOST, control_port, timeout=1)
@@ -500,12 +532,16 @@ class BaresipTestCase(IntegrationTestCase):
 
     async def start_phone(
         self, name: str, warden: WardenProcess, number: str, password: str, source: Path,
-        codec: str = "PCMU",
+        codec: str = "PCMU", registrar: tuple[str, int] | None = None, transport: str = "udp",
+        mediaenc: str = "",
     ) -> BaresipPhone:  # fmt: skip
-        """Start a phone for extension ``number``; it is stopped when the test ends."""
+        """
+        Start a phone for extension ``number``; it is stopped when the test ends.
+        ``registrar``: where it registers (default Warden's UDP address).
+        """
         phone = BaresipPhone(
             name, self.workdir(), self.baresip, self.baresip_modules, number, password,
-            warden.address, source, codec,
+            registrar or warden.address, source, codec, transport, mediaenc,
         )  # fmt: skip
         self._phones.append(phone)
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(phone.stop()))
