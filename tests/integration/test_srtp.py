@@ -17,8 +17,7 @@ from typing import Any
 from tests.integration.baresip import BaresipPhone, BaresipTestCase, free_port_range
 from tests.integration.baresip_audio import analyse_tone, write_tone
 from tests.integration.clients import LOCALHOST, pause
-from tests.integration.harness import WardenProcess, provision, wardenctl
-from tests.integration.test_tls import tls_address, tls_settings
+from tests.integration.harness import WardenProcess, free_port, provision, wardenctl
 
 TONES = {"A": 1000.0, "B": 440.0}
 TONE_SECONDS = 90.0
@@ -45,8 +44,9 @@ class SrtpCallTests(BaresipTestCase):
     ) -> tuple[WardenProcess, list[BaresipPhone]]:
         """A Warden with TLS; phones A and B, each on TLS + SRTP when ``secure`` says."""
         self.media_range = free_port_range()
+        tls_port = free_port()
         settings: dict[str, dict[str, object]] = {
-            **tls_settings(),
+            "sip": {"transports": ["udp", "tcp", "tls"], "tls_port": tls_port},
             "media": {
                 "port_min": self.media_range[0],
                 "port_max": self.media_range[1],
@@ -61,7 +61,7 @@ class SrtpCallTests(BaresipTestCase):
             phones.append(
                 await self.start_phone(
                     name, warden, number, users.passwords[number], tone,
-                    registrar=tls_address(warden) if tls else warden.address,
+                    registrar=(LOCALHOST, tls_port) if tls else warden.address,
                     transport="tls" if tls else "udp", mediaenc="srtp-mand" if tls else "",
                 )
             )  # fmt: skip
