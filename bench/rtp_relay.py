@@ -9,7 +9,12 @@ Throughput of the built-in media relay, in packets per second.
   from side b to a "callee" socket that counts them.
 
 Each packet is a 172-byte PCMU RTP packet (20 ms of audio), sequence numbers
-increasing. Usage::
+increasing. Each mode runs twice in the same process: plain RTP on both legs,
+then SRTP (RFC 3711, AES_CM_128_HMAC_SHA1_80, ADR 0019) on both legs, where the
+relay authenticates, decrypts and re-encrypts every packet; the phones' packets
+are protected before the clock starts. The same packets and sequence numbers
+go through both runs (no loss, no jitter), and ``srtp_vs_plain`` is the SRTP
+packet rate as a fraction of the plain one. Usage::
 
     python bench/rtp_relay.py [--packets N] [--window W] [--skip-loopback]
 
@@ -20,22 +25,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import struct
 import sys
 import time
 from typing import Any
 
+import pylibsrtp
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 
 sys.path.insert(0, ".")
 
 from warden.rtp.relay import MediaRelay  # noqa: E402
+from warden.rtp.sdes import Crypto  # noqa: E402
 from warden.rtp.session import MediaSession  # noqa: E402
 from warden.testing.rtpnet import FakeNetwork, sdp_body  # noqa: E402
 
 PAYLOAD = b"\xff" * 160
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+PHONE_KEYS = {"a": bytes(range(1, 31)), "b": bytes(range(101, 131))}
 
 
 def packet(seq: int) -> bytes:
@@ -43,29 +53,60 @@ def packet(seq: int) -> bytes:
     return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, (160 * seq) & 0xFFFFFFFF, 1) + PAYLOAD
 
 
-def session_of(relay: MediaRelay, caller: tuple[str, int], callee: tuple[str, int]) -> Any:
-    """A session with offer and answer exchanged."""
+def phone_sdp(host: str, port: int, side: str, srtp: bool) -> bytes:
+    """A phone's SDP: plain RTP/AVP, or RTP/SAVP with the phone's own key."""
+    body = sdp_body(host, port)
+    if not srtp:
+        return body
+    crypto = Crypto(1, SUITE, PHONE_KEYS[side]).value()
+    return body.replace(b"RTP/AVP", b"RTP/SAVP") + f"a=crypto:{crypto}\r\n".encode()
+
+
+def session_of(
+    relay: MediaRelay, caller: tuple[str, int], callee: tuple[str, int], srtp: bool = False
+) -> Any:
+    """A session with offer and answer exchanged (both phones on TLS with SRTP if ``srtp``)."""
     results: list[Any] = []
     relay.allocate("bench").addBoth(results.append)
     session = results[0]
     assert isinstance(session, MediaSession), session
     session.signalling_from("a", caller[0])  # as the call controller does
     session.signalling_from("b", callee[0])
-    session.offer_from("a", sdp_body(*caller))
-    session.answer_from("b", sdp_body(*callee))
+    session.signalling_encrypted("a", srtp)
+    session.signalling_encrypted("b", srtp)
+    session.offer_from("a", phone_sdp(*caller, "a", srtp))
+    session.answer_from("b", phone_sdp(*callee, "b", srtp))
     return session
 
 
-def bench_fake(count: int) -> dict[str, Any]:
+def phone_packets(count: int, side: str, srtp: bool) -> list[bytes]:
+    """``count`` consecutive packets from ``side``'s phone, protected with its key if ``srtp``."""
+    packets = [packet(i) for i in range(count)]
+    if not srtp:
+        return packets
+    policy = pylibsrtp.Policy(
+        PHONE_KEYS[side], pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0,
+        pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    )  # fmt: skip
+    context = pylibsrtp.Session(policy)
+    return [context.protect(p) for p in packets]
+
+
+def bench_fake(count: int, srtp: bool = False) -> dict[str, Any]:
     """Packets/s through the relay on fake sockets, alternating directions."""
     clock = Clock()
     network = FakeNetwork()
     relay = MediaRelay(clock, network.listen_udp, "203.0.113.1", (10000, 10099))
     caller, callee = ("192.0.2.10", 4000), ("198.51.100.20", 5000)
-    session = session_of(relay, caller, callee)
+    session = session_of(relay, caller, callee, srtp)
     a = network.ports[session.side_a.rtp_port]
     b = network.ports[session.side_b.rtp_port]
-    packets = [packet(i // 2) for i in range(count)]  # each direction in sequence
+    # Each direction in sequence: a's packets at even indexes, b's at odd ones.
+    from_a, from_b = (
+        phone_packets(count // 2 + 1, "a", srtp),
+        phone_packets(count // 2 + 1, "b", srtp),
+    )
+    packets = [(from_b if i & 1 else from_a)[i // 2] for i in range(count)]
     start = time.perf_counter()
     for i, data in enumerate(packets):
         if i & 1:
@@ -76,9 +117,11 @@ def bench_fake(count: int) -> dict[str, Any]:
             a.written.clear()
             b.written.clear()
     elapsed = time.perf_counter() - start
-    relayed = session.stats()["a"]["packets_out"] + session.stats()["b"]["packets_out"]
+    stats = session.stats()
+    relayed = stats["a"]["packets_out"] + stats["b"]["packets_out"]
     session.release()
     return {
+        "srtp": srtp,
         "packets": count,
         "relayed": relayed,
         "seconds": round(elapsed, 4),
@@ -97,11 +140,12 @@ class Caller(DatagramProtocol):
         self.total = total
         self.window = window
         self.sent = 0
+        self.packets: list[bytes] = []
 
     def top_up(self, received: int) -> None:
         assert self.transport is not None
         while self.sent < self.total and self.sent - received < self.window:
-            self.transport.write(packet(self.sent), self.target)
+            self.transport.write(self.packets[self.sent], self.target)
             self.sent += 1
 
 
@@ -120,8 +164,8 @@ class Callee(DatagramProtocol):
             self.caller.top_up(self.received)
 
 
-def bench_loopback(count: int, window: int) -> dict[str, Any]:
-    """Packets/s through the relay on real loopback sockets."""
+def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any]:
+    """Packets/s through the relay on real loopback sockets (one direction)."""
     from twisted.internet import reactor
 
     relay = MediaRelay(reactor, reactor.listenUDP, "127.0.0.1", (41000, 41099))  # type: ignore[arg-type, attr-defined]
@@ -133,7 +177,9 @@ def bench_loopback(count: int, window: int) -> dict[str, Any]:
         relay,
         ("127.0.0.1", caller_port.getHost().port),
         ("127.0.0.1", callee_port.getHost().port),
+        srtp,
     )
+    probe.packets = phone_packets(count, "a", srtp)
     probe.target, probe.total, probe.window = ("127.0.0.1", session.side_a.rtp_port), count, window
     callee.caller = probe
     result: dict[str, Any] = {}
@@ -152,6 +198,7 @@ def bench_loopback(count: int, window: int) -> dict[str, Any]:
     def finish() -> None:
         elapsed = time.perf_counter() - state["start"]
         result.update(
+            srtp=srtp,
             packets_sent=probe.sent,
             packets_received=callee.received,
             seconds=round(elapsed, 4),
@@ -178,14 +225,25 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=200_000)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--skip-loopback", action="store_true")
+    parser.add_argument(
+        "--loopback-srtp", action="store_true", help="the loopback run with SRTP on both legs"
+    )
     args = parser.parse_args()
+    plain, srtp = bench_fake(args.packets), bench_fake(args.packets, srtp=True)
     report: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "fake_sockets": bench_fake(args.packets),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "fake_sockets": plain,
+        "fake_sockets_srtp": srtp,
+        "fake_sockets_srtp_vs_plain": round(
+            srtp["packets_per_second"] / plain["packets_per_second"], 3
+        ),
     }
     if not args.skip_loopback:
-        report["loopback"] = bench_loopback(args.packets, args.window)
+        # One reactor run per process: the SRTP loopback run is --loopback-srtp.
+        key = "loopback_srtp" if args.loopback_srtp else "loopback"
+        report[key] = bench_loopback(args.packets, args.window, srtp=args.loopback_srtp)
     print(json.dumps(report, indent=2))
 
 
