@@ -7,6 +7,7 @@ and a handshake that never comes closed after ``[tls] handshake_timeout``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.integration.harness import (
     run_sipp,
     sipp_register_args,
     user_password,
+    wardenctl,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 from tests.integration.tls_client import SipTlsClient
@@ -129,6 +131,14 @@ class TlsCallTests(IntegrationTestCase):
         self.assertEqual(invite.top_via.transport.upper(), "TLS")
         self.assertEqual(invite.top_via.port, port)
         self.assertIn(f"{LOCALHOST}:{port};transport=tls", invite.get("Contact") or "")
+        listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+        self.assertEqual(listed.code, 0, listed.stderr)
+        records = json.loads(listed.stdout)
+        self.assertEqual(len(records), 3)
+        for record in records:
+            for side in ("a", "b"):
+                leg = record["media"][side]
+                self.assertEqual((leg["transport"], leg["signalling_encrypted"]), ("tls", True))
 
 
 class CertificateReloadTests(IntegrationTestCase):

@@ -530,3 +530,28 @@ class CalleeReliableProvisionalTests(CallTestCase):
         only(sent, ALICE, 180)
         again = self.stack.deliver(ringing, BOB)
         self.assertEqual([m for m, a in again if getattr(m, "method", "") == "PRACK"], [])
+
+
+class SignallingRecordTests(CallTestCase):
+    """Call records and metrics say per leg how signalling travelled."""
+
+    def test_record_names_each_legs_transport(self) -> None:
+        """
+        An answered UDP call's record has, per leg, ``transport`` "udp" and
+        ``signalling_encrypted`` false, and both legs are counted under udp in
+        ``warden_call_legs_total``.
+        """
+        from warden.sip import metrics
+
+        before = {
+            leg: metrics.CALL_LEGS.labels(leg, "udp")._value.get() for leg in ("caller", "callee")
+        }
+        invite, _, alice_ok, _ = self.answer()
+        bye = self.alice.in_dialog("BYE", invite, alice_ok, uac=True)  # type: ignore[arg-type]
+        self.stack.deliver(bye, ALICE)
+        (record,) = self.records()
+        for side in ("a", "b"):
+            leg = record.media[side]
+            self.assertEqual((leg["transport"], leg["signalling_encrypted"]), ("udp", False))
+        for leg, count in before.items():
+            self.assertEqual(metrics.CALL_LEGS.labels(leg, "udp")._value.get(), count + 1)

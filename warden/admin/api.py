@@ -331,6 +331,8 @@ class CallsApi:
                 "side": side,
                 "party": party,
                 "remote": f"{flow.transport}:{flow.host}:{flow.port}" if flow else "",
+                "transport": flow.transport if flow else "",
+                "signalling_encrypted": flow is not None and flow.transport == "tls",
                 "media": {k: v for k, v in stats.get(side, {}).items()
                           if not k.startswith("last_packet")},
             })  # fmt: skip

@@ -712,7 +712,7 @@ class CallController:
                 del self._active[number]
         if self.counters is not None and self._shared_limit():
             self._quiet(self.counters.release(call.counted), "release call counts")
-        media_stats = call.media.stats()
+        media_stats = with_signalling(call, call.media.stats())
         sip_metrics.CALLS_ENDED.labels(call.disposition).inc()
         for counts in media_stats.values():
             if counts.get("packets_in"):
@@ -867,3 +867,31 @@ def over_tls_if_sips(request: Request, bindings: tuple[Binding, ...]) -> tuple[B
     if not over_tls:
         raise SipError(480, "Temporarily Unavailable (no TLS phone)")
     return over_tls
+
+
+#: The record's and metric's names of the two legs.
+LEG_NAMES = {"a": "caller", "b": "callee"}
+
+
+def leg_transport(call: Call, side: str) -> str:
+    """The transport of ``side``'s signalling ("udp", "tcp", "tls"); "" without a dialog."""
+    dialog = call.dialogs.get(side)
+    return dialog.flow.transport if dialog is not None else ""
+
+
+def with_signalling(call: Call, stats: dict[str, Any]) -> dict[str, Any]:
+    """
+    ``stats`` (per leg, from the media session) with each leg's signalling,
+    ``transport`` and ``signalling_encrypted`` (over TLS, RFC 3261 §26.2), as
+    the call record keeps them; each leg is counted in ``warden_call_legs_total``.
+    """
+    legs = {side: dict(values) for side, values in stats.items()}
+    for side, leg in LEG_NAMES.items():
+        transport = leg_transport(call, side)
+        if not transport:
+            continue
+        values = legs.setdefault(side, {})
+        values["transport"] = transport
+        values["signalling_encrypted"] = transport == "tls"
+        sip_metrics.CALL_LEGS.labels(leg, transport).inc()
+    return legs

@@ -75,6 +75,11 @@ UDP_DROPS = Counter(
     "warden_sip_udp_drops_total",
     "SIP datagrams the kernel dropped because the socket's receive buffer was full",
 )
+CALL_LEGS = Counter(
+    "warden_call_legs_total",
+    "Ended call legs by side and signalling transport (tls: encrypted signalling)",
+    ["leg", "transport"],
+)
 EXPIRED = Counter("warden_registrar_expired_total", "Bindings removed because they expired")
 CALL_ATTEMPTS = Counter(
     "warden_calls_attempted_total", "Authenticated INVITEs that started a call attempt"
