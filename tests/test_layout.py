@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import configparser
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -63,6 +63,16 @@ def _python_files(*dirs: str) -> Iterator[Path]:
         yield from sorted((ROOT / d).rglob("*.py"))
 
 
+def _forbidden(dirs: tuple[str, ...], forbidden: Callable[[str], bool]) -> list[str]:
+    """``path:line: module`` of every import below ``dirs`` that ``forbidden`` names."""
+    return [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in _python_files(*dirs)
+        for line, module in _imports(path)
+        if forbidden(module)
+    ]
+
+
 class PackagingTests(SynchronousTestCase):
     """What setup.cfg puts in the wheel."""
 
@@ -93,33 +103,35 @@ class ImportTests(SynchronousTestCase):
 
     def test_no_top_level_ops(self) -> None:
         """Nothing imports ``ops`` as a top-level package: it is ``warden.ops``."""
-        bad = [
-            f"{path.relative_to(ROOT)}:{line}: {module}"
-            for path in _python_files("warden", "ops", "tests", "bench", "fuzz", "twisted")
-            for line, module in _imports(path)
-            if module == "ops" or module.startswith("ops.")
-        ]
-        self.assertEqual(bad, [])
+        self.assertEqual(
+            _forbidden(
+                ("warden", "ops", "tests", "bench", "fuzz", "twisted"),
+                lambda module: module == "ops" or module.startswith("ops."),
+            ),
+            [],
+        )
 
     def test_product_never_imports_ops(self) -> None:
         """The product (warden/) never imports its ops tools (warden.ops)."""
-        bad = [
-            f"{path.relative_to(ROOT)}:{line}: {module}"
-            for path in _python_files("warden")
-            for line, module in _imports(path)
-            if module == "warden.ops" or module.startswith("warden.ops.")
-        ]
-        self.assertEqual(bad, [])
+        self.assertEqual(
+            _forbidden(
+                ("warden",),
+                lambda module: module == "warden.ops" or module.startswith("warden.ops."),
+            ),
+            [],
+        )
 
     def test_model_imports_nothing_of_warden(self) -> None:
         """The domain model (warden.model) is the bottom layer: no other Warden import."""
-        bad = [
-            f"{path.relative_to(ROOT)}:{line}: {module}"
-            for path in _python_files("warden/model")
-            for line, module in _imports(path)
-            if module.startswith("warden") and not module.startswith("warden.model")
-        ]
-        self.assertEqual(bad, [])
+        self.assertEqual(
+            _forbidden(
+                ("warden/model",),
+                lambda module: (
+                    module.startswith("warden") and not module.startswith("warden.model")
+                ),
+            ),
+            [],
+        )
 
     def test_interfaces_import_only_the_model(self) -> None:
         """
@@ -140,10 +152,6 @@ class ImportTests(SynchronousTestCase):
         The admin API and wardenctl share L{warden.present}; the API (warden.admin)
         imports nothing of wardenctl (warden.ctl).
         """
-        bad = [
-            f"{path.relative_to(ROOT)}:{line}: {module}"
-            for path in _python_files("warden/admin")
-            for line, module in _imports(path)
-            if module.startswith("warden.ctl")
-        ]
-        self.assertEqual(bad, [])
+        self.assertEqual(
+            _forbidden(("warden/admin",), lambda module: module.startswith("warden.ctl")), []
+        )
