@@ -32,7 +32,7 @@ from warden.backup.spool import SPOOL_COPY, read_spool, restore_spool
 from warden.config import parse_config_text
 from warden.errors import StoreError
 from warden.model import CallRecord
-from warden.store.cdr import SQLiteCallRecordStore
+from warden.store.cdr import SQLCallRecordStore
 from warden.store.spool import SpooledCallRecordStore, default_spool_path, encode_record
 from warden.store.sqlite import open_sqlite_pool
 from warden.testing import MemoryCallRecordStore
@@ -297,7 +297,7 @@ class SpoolReplayTests(TestCase):
         pool = open_sqlite_pool(str(target))
         self.addCleanup(pool.close)
         replaying = SpooledCallRecordStore(
-            SQLiteCallRecordStore(pool), reactor, default_spool_path(str(data_dir))
+            SQLCallRecordStore(pool), reactor, default_spool_path(str(data_dir))
         )
         self.addCleanup(replaying.close)
         self.assertEqual(await replaying.recover(), 1)

@@ -27,7 +27,7 @@ from warden.config import parse_config_text
 from warden.ctl.main import CommandError, build_parser, main, read_import_file, run_command
 from warden.model import CallRecord, Extension, LiveCall
 from warden.present import csv_cell, parse_when
-from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
+from warden.store.cdr import SQLCallRecordStore, SQLLiveCalls
 from warden.store.credentials import compute_ha1
 from warden.store.migrate import apply_migrations
 from warden.testing import MemoryCallRecordStore, MemoryDirectory, MemoryLiveCalls
@@ -796,11 +796,11 @@ class CallProcessTests(SynchronousTestCase):
         pool = SyncPool(os.path.join(folder, "warden.db"))
         self.addCleanup(pool.close)
         self.successResultOf(apply_migrations(pool))  # type: ignore[arg-type]
-        records = SQLiteCallRecordStore(pool)  # type: ignore[arg-type]
+        records = SQLCallRecordStore(pool)  # type: ignore[arg-type]
         for n in range(3):
             self.successResultOf(records.add(cdr(f"c{n}", T0 + 60 * n)))
         self.successResultOf(records.add(cdr("b", T0 + 30, answered_at=None, disposition="BUSY")))
-        live = SQLiteLiveCalls(pool)  # type: ignore[arg-type]
+        live = SQLLiveCalls(pool)  # type: ignore[arg-type]
         self.successResultOf(live.publish(LiveCall("l1", "100", "200", "200", "ringing", T0)))
 
     def test_cdr_and_calls(self) -> None:

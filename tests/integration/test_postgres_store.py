@@ -36,7 +36,7 @@ from tests.integration.harness import (
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 from tests.integration.test_calls import held_ports, poll_async
 from tests.store.conformance import call_record
-from warden.store.cdr import SQLiteCallRecordStore
+from warden.store.cdr import SQLCallRecordStore
 from warden.store.migrate import apply_migrations
 from warden.store.spool import SPOOL_FILENAME
 from warden.store.sqlite import open_sqlite_pool
@@ -199,7 +199,7 @@ class MigrateStoreTests(IntegrationTestCase):
         self.addCleanup(pool.close)
         await apply_migrations(pool)
         for record in records:
-            await SQLiteCallRecordStore(pool).add(record)
+            await SQLCallRecordStore(pool).add(record)
         before = await wardenctl(sqlite_warden.config_path, "cdr", "list", "--json")
 
         settings = postgresql_settings(self)

@@ -14,8 +14,8 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from warden.store.migrate import apply_migrations
 from warden.store.pgpool import PostgreSQLPool, connect_txpostgres
-from warden.store.postgres import apply_postgresql_migrations
 from warden.store.url import parse_store_url
 from warden.testing import servers
 
@@ -38,7 +38,7 @@ async def _template(server: servers.PostgreSQLServer) -> None:
     url = server.create_database(_TEMPLATE)
     pool = make_pool(url, size=1)
     try:
-        await apply_postgresql_migrations(pool)
+        await apply_migrations(pool)
     finally:
         pool.close()
     _template_ready = True

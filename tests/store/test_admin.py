@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 
 from tests.admin.conformance import AdminStoreConformanceMixin, AuditLogConformanceMixin, entry
 from warden.interfaces import IAdminStore, IAuditLog
-from warden.store.admin import SQLiteAdminStore, SQLiteAuditLog
+from warden.store.admin import SQLAdminStore, SQLAuditLog
 from warden.store.migrate import apply_migrations
 from warden.store.sqlite import open_sqlite_pool
 from warden.testing.admin import MemoryAdminStore, MemoryAuditLog
@@ -44,11 +44,11 @@ class MemoryAuditLogTests(AuditLogConformanceMixin, TestCase):
 
 
 class SQLiteAdminStoreTests(_Pool, AdminStoreConformanceMixin, TestCase):
-    """SQLiteAdminStore passes the IAdminStore suite."""
+    """SQLAdminStore passes the IAdminStore suite."""
 
-    def make_store(self) -> Deferred[SQLiteAdminStore]:
-        async def make() -> SQLiteAdminStore:
-            store = SQLiteAdminStore(await self.open_pool())
+    def make_store(self) -> Deferred[SQLAdminStore]:
+        async def make() -> SQLAdminStore:
+            store = SQLAdminStore(await self.open_pool())
             verifyObject(IAdminStore, store)
             return store
 
@@ -56,11 +56,11 @@ class SQLiteAdminStoreTests(_Pool, AdminStoreConformanceMixin, TestCase):
 
 
 class SQLiteAuditLogTests(_Pool, AuditLogConformanceMixin, TestCase):
-    """SQLiteAuditLog passes the IAuditLog suite, and the table is append-only."""
+    """SQLAuditLog passes the IAuditLog suite, and the table is append-only."""
 
-    def make_store(self) -> Deferred[SQLiteAuditLog]:
-        async def make() -> SQLiteAuditLog:
-            log = SQLiteAuditLog(await self.open_pool())
+    def make_store(self) -> Deferred[SQLAuditLog]:
+        async def make() -> SQLAuditLog:
+            log = SQLAuditLog(await self.open_pool())
             verifyObject(IAuditLog, log)
             return log
 
@@ -69,7 +69,7 @@ class SQLiteAuditLogTests(_Pool, AuditLogConformanceMixin, TestCase):
     async def test_append_only(self) -> None:
         """UPDATE and DELETE on audit_log are refused by the database itself."""
         pool = await self.open_pool()
-        log = SQLiteAuditLog(pool)
+        log = SQLAuditLog(pool)
         await log.append(entry(1.0))
         for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
             with self.assertRaises(sqlite3.IntegrityError):

@@ -27,7 +27,8 @@ from tests.store.syncpool import SyncPool
 from tests.store.test_sqlite import _PoolMixin, close_pool
 from warden.interfaces import ICallRecordStore, ILiveCalls
 from warden.model import CallRecord, LiveCall
-from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls, _list_call_records_txn
+from warden.store.cdr import SQLCallRecordStore, SQLLiveCalls, _list_call_records_txn
+from warden.store.dialect import sqlite_interaction
 from warden.store.migrate import apply_migrations
 from warden.store.sqlite import open_sqlite_pool
 
@@ -110,21 +111,21 @@ class CallRecordModelTests(SynchronousTestCase):
 
 
 class SQLiteCallRecordStoreConformanceTests(_PoolMixin, CallRecordStoreConformanceMixin, TestCase):
-    """SQLiteCallRecordStore against the ICallRecordStore conformance suite."""
+    """SQLCallRecordStore against the ICallRecordStore conformance suite."""
 
-    def make_store(self) -> Deferred[SQLiteCallRecordStore]:
-        async def make() -> SQLiteCallRecordStore:
-            return SQLiteCallRecordStore(await self.open_pool())
+    def make_store(self) -> Deferred[SQLCallRecordStore]:
+        async def make() -> SQLCallRecordStore:
+            return SQLCallRecordStore(await self.open_pool())
 
         return Deferred.fromCoroutine(make())
 
 
 class SQLiteLiveCallsConformanceTests(_PoolMixin, LiveCallsConformanceMixin, TestCase):
-    """SQLiteLiveCalls against the ILiveCalls conformance suite."""
+    """SQLLiveCalls against the ILiveCalls conformance suite."""
 
-    def make_store(self) -> Deferred[SQLiteLiveCalls]:
-        async def make() -> SQLiteLiveCalls:
-            return SQLiteLiveCalls(await self.open_pool())
+    def make_store(self) -> Deferred[SQLLiveCalls]:
+        async def make() -> SQLLiveCalls:
+            return SQLLiveCalls(await self.open_pool())
 
         return Deferred.fromCoroutine(make())
 
@@ -136,20 +137,20 @@ class SQLiteCallsPersistenceTests(_PoolMixin, TestCase):
         """The SQLite call stores provide their interfaces completely."""
         pool = open_sqlite_pool(os.path.join(self.mktemp(), "warden.db"))
         self.addCleanup(close_pool, pool)
-        self.assertTrue(verifyObject(ICallRecordStore, SQLiteCallRecordStore(pool)))
-        self.assertTrue(verifyObject(ILiveCalls, SQLiteLiveCalls(pool)))
+        self.assertTrue(verifyObject(ICallRecordStore, SQLCallRecordStore(pool)))
+        self.assertTrue(verifyObject(ILiveCalls, SQLLiveCalls(pool)))
 
     async def test_survive_reopen(self) -> None:
         """Records and live calls are on disk: a new pool on the file sees them."""
         path = os.path.join(self.mktemp(), "warden.db")
         record, call = call_record("c1", 1000.0), live_call("c2", 1001.0)
         pool = await self.open_pool(path)
-        await SQLiteCallRecordStore(pool).add(record)
-        await SQLiteLiveCalls(pool).publish(call)
+        await SQLCallRecordStore(pool).add(record)
+        await SQLLiveCalls(pool).publish(call)
         pool.close()
         pool = await self.open_pool(path)
-        self.assertEqual(await SQLiteCallRecordStore(pool).list(), [record])
-        self.assertEqual(await SQLiteLiveCalls(pool).list(), [call])
+        self.assertEqual(await SQLCallRecordStore(pool).list(), [record])
+        self.assertEqual(await SQLLiveCalls(pool).list(), [call])
 
 
 def _sample(interaction: str) -> float:
@@ -167,8 +168,8 @@ class SQLiteCallsDetailTests(SynchronousTestCase):
         self.addCleanup(self.pool.close)
         self.successResultOf(apply_migrations(self.pool))  # type: ignore[arg-type]
         self.pool.interactions.clear()
-        self.records = SQLiteCallRecordStore(self.pool)  # type: ignore[arg-type]
-        self.live = SQLiteLiveCalls(self.pool)  # type: ignore[arg-type]
+        self.records = SQLCallRecordStore(self.pool)  # type: ignore[arg-type]
+        self.live = SQLLiveCalls(self.pool)  # type: ignore[arg-type]
 
     def test_one_named_interaction_per_method(self) -> None:
         """Each method runs exactly one interaction, counted under its name."""
@@ -218,7 +219,8 @@ class SQLiteCallsDetailTests(SynchronousTestCase):
                 return (1.0,)
 
         args = [filters.get(k) for k in ("since", "until", "extension", "disposition")]
-        _list_call_records_txn(Recorder(), *args, 100, filters.get("after_call_id"))  # type: ignore[arg-type]
+        list_txn = sqlite_interaction(_list_call_records_txn)
+        list_txn(Recorder(), *args, 100, filters.get("after_call_id"))
         sql, params = captured[-1]
         return [row[-1] for row in self.pool.query(f"EXPLAIN QUERY PLAN {sql}", *params)]
 

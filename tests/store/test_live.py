@@ -16,7 +16,7 @@ from tests.store.conformance import LiveCallsConformanceMixin, live_call
 from tests.store.test_sqlite import _PoolMixin
 from warden.interfaces import ILiveCalls
 from warden.model import LiveCall
-from warden.store.cdr import SQLiteLiveCalls
+from warden.store.cdr import SQLLiveCalls
 from warden.store.live import RETRY_DELAY, CoalescingLiveCalls
 from warden.testing import MemoryLiveCalls
 
@@ -70,7 +70,7 @@ class CoalescingOverMemoryConformanceTests(LiveCallsConformanceMixin, TestCase):
 class CoalescingOverSQLiteConformanceTests(_PoolMixin, LiveCallsConformanceMixin, TestCase):
     def make_store(self) -> Any:
         async def make() -> CoalescingLiveCalls:
-            inner = SQLiteLiveCalls(await self.open_pool())
+            inner = SQLLiveCalls(await self.open_pool())
             return CoalescingLiveCalls(inner, reactor, interval=0.001)
 
         return Deferred.fromCoroutine(make())

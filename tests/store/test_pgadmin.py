@@ -12,15 +12,15 @@ from zope.interface.verify import verifyObject
 from tests.admin.conformance import AdminStoreConformanceMixin, AuditLogConformanceMixin, entry
 from tests.store.pg import fresh_pool
 from warden.interfaces import IAdminStore, IAuditLog
-from warden.store.pgadmin import PostgreSQLAdminStore, PostgreSQLAuditLog
+from warden.store.admin import SQLAdminStore, SQLAuditLog
 
 
 class PostgreSQLAdminStoreTests(AdminStoreConformanceMixin, TestCase):
-    """PostgreSQLAdminStore passes the IAdminStore suite."""
+    """SQLAdminStore passes the IAdminStore suite."""
 
-    def make_store(self) -> Deferred[PostgreSQLAdminStore]:
-        async def make() -> PostgreSQLAdminStore:
-            store = PostgreSQLAdminStore(await fresh_pool(self))
+    def make_store(self) -> Deferred[SQLAdminStore]:
+        async def make() -> SQLAdminStore:
+            store = SQLAdminStore(await fresh_pool(self))
             verifyObject(IAdminStore, store)
             return store
 
@@ -28,11 +28,11 @@ class PostgreSQLAdminStoreTests(AdminStoreConformanceMixin, TestCase):
 
 
 class PostgreSQLAuditLogTests(AuditLogConformanceMixin, TestCase):
-    """PostgreSQLAuditLog passes the IAuditLog suite, and the table is append-only."""
+    """SQLAuditLog passes the IAuditLog suite, and the table is append-only."""
 
-    def make_store(self) -> Deferred[PostgreSQLAuditLog]:
-        async def make() -> PostgreSQLAuditLog:
-            log = PostgreSQLAuditLog(await fresh_pool(self))
+    def make_store(self) -> Deferred[SQLAuditLog]:
+        async def make() -> SQLAuditLog:
+            log = SQLAuditLog(await fresh_pool(self))
             verifyObject(IAuditLog, log)
             return log
 
@@ -41,7 +41,7 @@ class PostgreSQLAuditLogTests(AuditLogConformanceMixin, TestCase):
     async def test_append_only(self) -> None:
         """UPDATE, DELETE and TRUNCATE on audit_log are refused by the database itself."""
         pool = await fresh_pool(self)
-        log = PostgreSQLAuditLog(pool)
+        log = SQLAuditLog(pool)
         await log.append(entry(1.0))
         for statement in (
             "UPDATE audit_log SET actor = 'mallory'",

@@ -27,43 +27,39 @@ from tests.store.conformance import (
 from tests.store.pg import fresh_database, fresh_pool, make_pool
 from warden.errors import StoreError
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls
-from warden.store.migrate import load_migrations
-from warden.store.pglocation import PostgreSQLLocationService
-from warden.store.postgres import (
-    PostgreSQLCallRecordStore,
-    PostgreSQLDirectory,
-    PostgreSQLLiveCalls,
-    apply_postgresql_migrations,
-)
+from warden.store.cdr import SQLCallRecordStore, SQLLiveCalls
+from warden.store.directory import SQLDirectory
+from warden.store.location import SQLLocationService
+from warden.store.migrate import apply_migrations, load_migrations
 from warden.testing import servers
 
 
 class PostgreSQLDirectoryConformanceTests(DirectoryConformanceMixin, TestCase):
-    """PostgreSQLDirectory against the IDirectory conformance suite."""
+    """SQLDirectory against the IDirectory conformance suite."""
 
-    def make_store(self) -> Deferred[PostgreSQLDirectory]:
-        async def make() -> PostgreSQLDirectory:
-            return PostgreSQLDirectory(await fresh_pool(self))
+    def make_store(self) -> Deferred[SQLDirectory]:
+        async def make() -> SQLDirectory:
+            return SQLDirectory(await fresh_pool(self))
 
         return Deferred.fromCoroutine(make())
 
 
 class PostgreSQLCallRecordConformanceTests(CallRecordStoreConformanceMixin, TestCase):
-    """PostgreSQLCallRecordStore against the ICallRecordStore conformance suite."""
+    """SQLCallRecordStore against the ICallRecordStore conformance suite."""
 
-    def make_store(self) -> Deferred[PostgreSQLCallRecordStore]:
-        async def make() -> PostgreSQLCallRecordStore:
-            return PostgreSQLCallRecordStore(await fresh_pool(self))
+    def make_store(self) -> Deferred[SQLCallRecordStore]:
+        async def make() -> SQLCallRecordStore:
+            return SQLCallRecordStore(await fresh_pool(self))
 
         return Deferred.fromCoroutine(make())
 
 
 class PostgreSQLLiveCallsConformanceTests(LiveCallsConformanceMixin, TestCase):
-    """PostgreSQLLiveCalls against the ILiveCalls conformance suite."""
+    """SQLLiveCalls against the ILiveCalls conformance suite."""
 
-    def make_store(self) -> Deferred[PostgreSQLLiveCalls]:
-        async def make() -> PostgreSQLLiveCalls:
-            return PostgreSQLLiveCalls(await fresh_pool(self))
+    def make_store(self) -> Deferred[SQLLiveCalls]:
+        async def make() -> SQLLiveCalls:
+            return SQLLiveCalls(await fresh_pool(self))
 
         return Deferred.fromCoroutine(make())
 
@@ -78,9 +74,9 @@ class PostgreSQLSchemaTests(TestCase):
         """The PostgreSQL stores provide their interfaces completely."""
         pool = make_pool(servers.postgresql().dsn("postgres"))
         self.addCleanup(pool.close)
-        self.assertTrue(verifyObject(IDirectory, PostgreSQLDirectory(pool)))
-        self.assertTrue(verifyObject(ICallRecordStore, PostgreSQLCallRecordStore(pool)))
-        self.assertTrue(verifyObject(ILiveCalls, PostgreSQLLiveCalls(pool)))
+        self.assertTrue(verifyObject(IDirectory, SQLDirectory(pool)))
+        self.assertTrue(verifyObject(ICallRecordStore, SQLCallRecordStore(pool)))
+        self.assertTrue(verifyObject(ILiveCalls, SQLLiveCalls(pool)))
 
     def test_same_numbers_as_sqlite(self) -> None:
         """Every dialect has the same numbered migrations, with the same names."""
@@ -92,16 +88,16 @@ class PostgreSQLSchemaTests(TestCase):
     async def test_migrate_fresh_then_noop(self) -> None:
         """A fresh database gets every migration once; a second run applies nothing."""
         pool = await fresh_pool(self, migrated=False)
-        applied = await apply_postgresql_migrations(pool)
+        applied = await apply_migrations(pool)
         self.assertEqual(applied, [m.name for m in load_migrations("postgresql")])
-        self.assertEqual(await apply_postgresql_migrations(pool), [])
+        self.assertEqual(await apply_migrations(pool), [])
 
     async def test_concurrent_migrations(self) -> None:
         """Two nodes migrating one fresh database at once apply each file once."""
         first = await fresh_pool(self, migrated=False)
         second = make_pool(servers.postgresql().dsn(await _database_of(first)))
         self.addCleanup(second.close)
-        a, b = await _both(apply_postgresql_migrations(first), apply_postgresql_migrations(second))
+        a, b = await _both(apply_migrations(first), apply_migrations(second))
         self.assertEqual(sorted(a + b), sorted(m.name for m in load_migrations("postgresql")))
 
     async def test_newer_database_refused(self) -> None:
@@ -112,7 +108,7 @@ class PostgreSQLSchemaTests(TestCase):
             await cursor.execute("INSERT INTO schema_version VALUES (9999, '9999_future')")
 
         await pool.run("test", future)
-        failure = await _failure(apply_postgresql_migrations(pool))
+        failure = await _failure(apply_migrations(pool))
         self.assertIsInstance(failure, StoreError)
         self.assertIn("9999", str(failure))
 
@@ -121,7 +117,7 @@ class PostgreSQLSchemaTests(TestCase):
         pool = await fresh_pool(self)
         other = make_pool(servers.postgresql().dsn(await _database_of(pool)))
         self.addCleanup(other.close)
-        watcher, writer = PostgreSQLDirectory(pool), PostgreSQLDirectory(other)
+        watcher, writer = SQLDirectory(pool), SQLDirectory(other)
         before = await watcher.data_version()
         self.assertEqual(await watcher.data_version(), before)
         await writer.add_extension(extension("100"))
@@ -132,7 +128,7 @@ class PostgreSQLSchemaTests(TestCase):
 
     async def test_upsert_large_batch(self) -> None:
         """10,000 extensions upsert in one call, and a repeat changes nothing."""
-        directory = PostgreSQLDirectory(await fresh_pool(self))
+        directory = SQLDirectory(await fresh_pool(self))
         batch = [extension(str(10000 + n), password=f"pw{n}") for n in range(10000)]
         self.assertEqual(await directory.upsert_extensions(batch), (10000, 0))
         self.assertEqual(await directory.upsert_extensions(batch), (0, 0))
@@ -140,14 +136,14 @@ class PostgreSQLSchemaTests(TestCase):
 
     async def test_text_order_is_bytewise(self) -> None:
         """call_id ties order bytewise ("B" < "a"), as SQLite orders them."""
-        store = PostgreSQLCallRecordStore(await fresh_pool(self))
+        store = SQLCallRecordStore(await fresh_pool(self))
         for call_id in ["a", "B", "_"]:
             await store.add(call_record(call_id, 5.0))
         self.assertEqual([r.call_id for r in await store.list()], ["B", "_", "a"])
 
     async def test_media_round_trip(self) -> None:
         """Nested media statistics, floats included, come back equal."""
-        store = PostgreSQLCallRecordStore(await fresh_pool(self))
+        store = SQLCallRecordStore(await fresh_pool(self))
         media = {"a": {"jitter": 0.125, "lost": 3, "peer": ["192.0.2.1", 4000]}, "b": {}}
         record = call_record("c1", 1.0, media=media)
         await store.add(record)
@@ -175,11 +171,11 @@ async def _failure(d: Deferred[Any]) -> BaseException:
 
 
 class PostgreSQLLocationServiceConformanceTests(LocationServiceConformanceMixin, TestCase):
-    """PostgreSQLLocationService against the ILocationService conformance suite."""
+    """SQLLocationService against the ILocationService conformance suite."""
 
-    def make_store(self) -> Deferred[PostgreSQLLocationService]:
-        async def make() -> PostgreSQLLocationService:
-            service = PostgreSQLLocationService(await fresh_pool(self), self.clock)
+    def make_store(self) -> Deferred[SQLLocationService]:
+        async def make() -> SQLLocationService:
+            service = SQLLocationService(await fresh_pool(self), self.clock)
             await service.load()
             self.addCleanup(service.close)
             return service
@@ -198,7 +194,7 @@ class PostgreSQLLocationPersistenceTests(TestCase):
         url = await fresh_database(self)
         clock = Clock()
         pool = make_pool(url)
-        service = PostgreSQLLocationService(pool, clock)
+        service = SQLLocationService(pool, clock)
         await service.load()
         keep = [binding("100", "a", 5000.0, q=0.7, cseq=3, node_id="n1")]
         keep[0] = attrs.evolve(keep[0], sent_by="10.0.0.5:5060")  # the NAT evidence
@@ -211,7 +207,7 @@ class PostgreSQLLocationPersistenceTests(TestCase):
         clock.advance(2000)
         pool = make_pool(url)
         self.addCleanup(pool.close)
-        reopened = PostgreSQLLocationService(pool, clock)
+        reopened = SQLLocationService(pool, clock)
         self.assertEqual(await reopened.load(), 2)
         self.assertEqual(by_key(await reopened.all_bindings(clock.seconds())), keep)
 
@@ -229,7 +225,7 @@ class SpoolOverPostgreSQLTests(TestCase):
         server = servers.postgresql()
         pool = make_pool(await fresh_database(self), attempts=2, backoff=0.05)
         self.addCleanup(pool.close)
-        inner = PostgreSQLCallRecordStore(pool)
+        inner = SQLCallRecordStore(pool)
         spool_path = os.path.join(os.path.abspath(self.mktemp()), "cdr-spool.jsonl")
         spool = SpooledCallRecordStore(inner, reactor, spool_path, retry_delay=0.2)  # type: ignore[arg-type]
         self.addCleanup(spool.close)
@@ -256,7 +252,7 @@ class CoalescingOverPostgreSQLConformanceTests(LiveCallsConformanceMixin, TestCa
 
             from warden.store.live import CoalescingLiveCalls
 
-            inner = PostgreSQLLiveCalls(await fresh_pool(self))
+            inner = SQLLiveCalls(await fresh_pool(self))
             return CoalescingLiveCalls(inner, reactor, interval=0.001)
 
         return Deferred.fromCoroutine(make())

@@ -25,7 +25,7 @@ from warden.errors import StoreError
 from warden.interfaces import ICallRecordStore
 from warden.model import CallRecord
 from warden.store import spool as spool_module
-from warden.store.cdr import SQLiteCallRecordStore
+from warden.store.cdr import SQLCallRecordStore
 from warden.store.spool import (
     SpooledCallRecordStore,
     decode_line,
@@ -95,7 +95,7 @@ class SpooledOverSQLiteConformanceTests(_PoolMixin, CallRecordStoreConformanceMi
 
     def make_store(self) -> Deferred[SpooledCallRecordStore]:
         async def make() -> SpooledCallRecordStore:
-            inner = SQLiteCallRecordStore(await self.open_pool())
+            inner = SQLCallRecordStore(await self.open_pool())
             store = SpooledCallRecordStore(inner, Clock(), default_spool_path(self.mktemp()))
             self.addCleanup(store.close)
             await store.recover()

@@ -33,8 +33,10 @@ from tests.store.conformance import (
 from tests.store.syncpool import SyncPool
 from warden.errors import StoreError
 from warden.interfaces import IDirectory, ILocationService
+from warden.store.directory import SQLDirectory
+from warden.store.location import SQLLocationService
 from warden.store.migrate import apply_migrations
-from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
+from warden.store.sqlite import open_sqlite_pool
 
 
 def close_pool(pool: Any) -> None:
@@ -55,21 +57,21 @@ class _PoolMixin:
 
 
 class SQLiteDirectoryConformanceTests(_PoolMixin, DirectoryConformanceMixin, TestCase):
-    """SQLiteDirectory against the IDirectory conformance suite."""
+    """SQLDirectory against the IDirectory conformance suite."""
 
-    def make_store(self) -> Deferred[SQLiteDirectory]:
-        async def make() -> SQLiteDirectory:
-            return SQLiteDirectory(await self.open_pool())
+    def make_store(self) -> Deferred[SQLDirectory]:
+        async def make() -> SQLDirectory:
+            return SQLDirectory(await self.open_pool())
 
         return Deferred.fromCoroutine(make())
 
 
 class SQLiteLocationServiceConformanceTests(_PoolMixin, LocationServiceConformanceMixin, TestCase):
-    """SQLiteLocationService against the ILocationService conformance suite."""
+    """SQLLocationService against the ILocationService conformance suite."""
 
-    def make_store(self) -> Deferred[SQLiteLocationService]:
-        async def make() -> SQLiteLocationService:
-            service = SQLiteLocationService(await self.open_pool(), self.clock)
+    def make_store(self) -> Deferred[SQLLocationService]:
+        async def make() -> SQLLocationService:
+            service = SQLLocationService(await self.open_pool(), self.clock)
             await service.load()
             self.addCleanup(service.close)
             return service
@@ -84,8 +86,8 @@ class SQLitePersistenceTests(_PoolMixin, TestCase):
         """The SQLite stores provide their interfaces completely."""
         pool = open_sqlite_pool(os.path.join(self.mktemp(), "warden.db"))
         self.addCleanup(close_pool, pool)
-        self.assertTrue(verifyObject(IDirectory, SQLiteDirectory(pool)))
-        self.assertTrue(verifyObject(ILocationService, SQLiteLocationService(pool, Clock())))
+        self.assertTrue(verifyObject(IDirectory, SQLDirectory(pool)))
+        self.assertTrue(verifyObject(ILocationService, SQLLocationService(pool, Clock())))
 
     async def test_pool_settings(self) -> None:
         """open_sqlite_pool creates the parent directories and sets WAL, synchronous
@@ -108,7 +110,7 @@ class SQLitePersistenceTests(_PoolMixin, TestCase):
         path = os.path.join(self.mktemp(), "warden.db")
         clock = Clock()
         pool = await self.open_pool(path)
-        service = SQLiteLocationService(pool, clock)
+        service = SQLLocationService(pool, clock)
         await service.load()
         keep = [binding("100", "a", 5000.0, q=0.7, cseq=3, node_id="n1")]
         keep[0] = attrs.evolve(keep[0], sent_by="10.0.0.5:5060")  # the NAT evidence
@@ -121,7 +123,7 @@ class SQLitePersistenceTests(_PoolMixin, TestCase):
 
         clock.advance(2000)
         pool = await self.open_pool(path)
-        reopened = SQLiteLocationService(pool, clock)
+        reopened = SQLLocationService(pool, clock)
         self.assertEqual(await reopened.load(), 2)
         self.assertEqual(by_key(await reopened.all_bindings(clock.seconds())), keep)
         self.assertEqual(await pool.runQuery("SELECT count(*) FROM bindings"), [(2,)])
@@ -131,17 +133,17 @@ class SQLitePersistenceTests(_PoolMixin, TestCase):
         path = os.path.join(self.mktemp(), "warden.db")
         ext = extension("100", "Desk", algorithms=("SHA-256",), enabled=False)
         pool = await self.open_pool(path)
-        await SQLiteDirectory(pool).add_extension(ext)
+        await SQLDirectory(pool).add_extension(ext)
         pool.close()
         pool = await self.open_pool(path)
-        self.assertEqual(await SQLiteDirectory(pool).get_extension("100"), ext)
+        self.assertEqual(await SQLDirectory(pool).get_extension("100"), ext)
 
     async def test_write_fires_after_tick_and_commit(self) -> None:
         """A write's Deferred has not fired when apply returns; the flush scheduled
         on the clock commits it, and the row is then on disk."""
         clock = Clock()
         pool = await self.open_pool()
-        service = SQLiteLocationService(pool, clock)
+        service = SQLLocationService(pool, clock)
         d = service.apply("100", [binding("100", "a", 9000.0)], [])
         self.assertFalse(d.called)
         self.assertEqual(await pool.runQuery("SELECT count(*) FROM bindings"), [(0,)])
@@ -151,7 +153,7 @@ class SQLitePersistenceTests(_PoolMixin, TestCase):
 
     async def test_upsert_10000_quickly(self) -> None:
         """10,000 extensions upsert in well under a second, and again as a no-op."""
-        directory = SQLiteDirectory(await self.open_pool())
+        directory = SQLDirectory(await self.open_pool())
         batch = [extension(str(10000 + n), password=f"pw{n}") for n in range(10000)]
         started = time.perf_counter()
         self.assertEqual(await directory.upsert_extensions(batch), (10000, 0))
@@ -181,7 +183,7 @@ class NamedInteractionTests(SynchronousTestCase):
 
     def test_one_interaction_per_call(self) -> None:
         """get_extension runs exactly one interaction and counts it as get_extension."""
-        directory = SQLiteDirectory(self.pool)  # type: ignore[arg-type]
+        directory = SQLDirectory(self.pool)  # type: ignore[arg-type]
         before = _sample("get_extension")
         self.pool.interactions.clear()
         self.assertIsNone(self.successResultOf(directory.get_extension("100")))
@@ -190,7 +192,7 @@ class NamedInteractionTests(SynchronousTestCase):
 
     def test_failures_counted(self) -> None:
         """A failed interaction is counted with outcome="error"."""
-        directory = SQLiteDirectory(self.pool)  # type: ignore[arg-type]
+        directory = SQLDirectory(self.pool)  # type: ignore[arg-type]
         before = _sample("count_extensions", "error")
         self.pool.fail_next(sqlite3.OperationalError("disk I/O error"))
         self.failureResultOf(directory.count_extensions(), sqlite3.OperationalError)
@@ -198,7 +200,7 @@ class NamedInteractionTests(SynchronousTestCase):
 
 
 class WriteBehindTests(SynchronousTestCase):
-    """The group-commit write-behind of SQLiteLocationService, step by step."""
+    """The group-commit write-behind of SQLLocationService, step by step."""
 
     def setUp(self) -> None:
         self.pool = SyncPool()
@@ -206,7 +208,7 @@ class WriteBehindTests(SynchronousTestCase):
         self.successResultOf(apply_migrations(self.pool))  # type: ignore[arg-type]
         self.pool.interactions.clear()
         self.clock = Clock()
-        self.service = SQLiteLocationService(self.pool, self.clock)  # type: ignore[arg-type]
+        self.service = SQLLocationService(self.pool, self.clock)  # type: ignore[arg-type]
         self.events: list[dict[str, Any]] = []
         self.service._log = Logger(observer=self.events.append)
 
@@ -359,7 +361,7 @@ class WriteBehindTests(SynchronousTestCase):
         self.service.apply("100", [binding("100", "a", 10.0), binding("100", "b", 20.0)], [])
         self.successResultOf(self.service.flush())
         self.clock.advance(10)
-        fresh = SQLiteLocationService(self.pool, self.clock)  # type: ignore[arg-type]
+        fresh = SQLLocationService(self.pool, self.clock)  # type: ignore[arg-type]
         self.assertEqual(self.successResultOf(fresh.load()), 1)
         self.assertEqual([b.key for b in self.successResultOf(fresh.all_bindings(0.0))], ["b"])
         self.assertEqual(self.rows(), [("100", "b")])

@@ -1,15 +1,16 @@
 """
-SQLite storage of the admin plugin: accounts, API tokens (L{IAdminStore}) and
-the append-only audit log (L{IAuditLog}); tables from schema ``0004_admin``.
+SQL storage of the admin plugin, one layer for SQLite and PostgreSQL: accounts,
+API tokens (L{IAdminStore}) and the append-only audit log (L{IAuditLog});
+tables from schema ``0004_admin``.
 
-Each method is one named interaction (``warden_store_interactions_total``).
+Each method is one named interaction (``warden_store_interactions_total``; see
+L{warden.store.dialect}).
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-import sqlite3
 from typing import Any
 
 from twisted.enterprise import adbapi
@@ -20,7 +21,10 @@ from zope.interface import implementer
 from warden.errors import AdminAccountExists, AdminAccountNotFound
 from warden.interfaces import IAdminStore, IAuditLog
 from warden.model.admin import AdminAccount, ApiToken, AuditEntry
-from warden.store.interaction import run_interaction
+from warden.store.dialect import Cursor, database
+from warden.store.pgpool import PostgreSQLPool
+
+__all__ = ["SQLAdminStore", "SQLAuditLog", "remaining_recovery_hashes"]
 
 _ACCOUNT_COLUMNS = (
     "name, password_hash, created_at, totp_secret, totp_pending, totp_last_step,"
@@ -30,10 +34,10 @@ _TOKEN_COLUMNS = (
     "token_id, name, secret_hash, scopes, owner, created_at, revoked_at, owner_generation,"
     " expires_at"
 )
-#: UPDATE's SET list for every account column but the name (``mark``: ``?`` or ``%s``).
-ACCOUNT_SET = (
-    "password_hash = {0}, created_at = {0}, totp_secret = {0}, totp_pending = {0},"
-    " totp_last_step = {0}, recovery_hashes = {0}, generation = {0}, disabled = {0}"
+#: UPDATE's SET list for every account column but the name.
+_ACCOUNT_SET = (
+    "password_hash = ?, created_at = ?, totp_secret = ?, totp_pending = ?,"
+    " totp_last_step = ?, recovery_hashes = ?, generation = ?, disabled = ?"
 )
 
 
@@ -68,47 +72,44 @@ def _token(row: tuple[Any, ...]) -> ApiToken:
     )  # fmt: skip
 
 
-def _add_account_txn(txn: adbapi.Transaction, account: AdminAccount) -> None:
-    try:
-        txn.execute(
-            f"INSERT INTO admin_accounts ({_ACCOUNT_COLUMNS}) VALUES ({', '.join('?' * 9)})",
-            _account_row(account),
-        )
-    except sqlite3.IntegrityError:
-        raise AdminAccountExists(account.name) from None
+async def _add_account_txn(cursor: Cursor, account: AdminAccount) -> None:
+    insert = cursor.dialect.insert_new("admin_accounts", _ACCOUNT_COLUMNS, "name")
+    await cursor.execute(insert, _account_row(account))
+    if cursor.rowcount == 0:
+        raise AdminAccountExists(account.name)
 
 
-def _get_account_txn(txn: adbapi.Transaction, name: str) -> AdminAccount | None:
-    txn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts WHERE name = ?", (name,))
-    row = txn.fetchone()
+async def _get_account_txn(cursor: Cursor, name: str) -> AdminAccount | None:
+    await cursor.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts WHERE name = ?", (name,))
+    row = cursor.fetchone()
     return None if row is None else _account(row)
 
 
-def _update_account_txn(txn: adbapi.Transaction, account: AdminAccount) -> None:
+async def _update_account_txn(cursor: Cursor, account: AdminAccount) -> None:
     row = _account_row(account)
-    txn.execute(
-        f"UPDATE admin_accounts SET {ACCOUNT_SET.format('?')} WHERE name = ?", (*row[1:], row[0])
+    await cursor.execute(
+        f"UPDATE admin_accounts SET {_ACCOUNT_SET} WHERE name = ?", (*row[1:], row[0])
     )
-    if txn.rowcount == 0:
+    if cursor.rowcount == 0:
         raise AdminAccountNotFound(account.name)
 
 
-def _list_accounts_txn(txn: adbapi.Transaction) -> list[AdminAccount]:
-    txn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts ORDER BY name")
-    return [_account(row) for row in txn.fetchall()]
+async def _list_accounts_txn(cursor: Cursor) -> list[AdminAccount]:
+    await cursor.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM admin_accounts ORDER BY name")
+    return [_account(row) for row in cursor.fetchall()]
 
 
-def _remove_account_txn(txn: adbapi.Transaction, name: str) -> bool:
-    txn.execute("DELETE FROM admin_accounts WHERE name = ?", (name,))
-    return bool(txn.rowcount)
+async def _remove_account_txn(cursor: Cursor, name: str) -> bool:
+    await cursor.execute("DELETE FROM admin_accounts WHERE name = ?", (name,))
+    return bool(cursor.rowcount)
 
 
-def _claim_totp_step_txn(txn: adbapi.Transaction, name: str, step: int) -> bool:
-    txn.execute(
+async def _claim_totp_step_txn(cursor: Cursor, name: str, step: int) -> bool:
+    await cursor.execute(
         "UPDATE admin_accounts SET totp_last_step = ? WHERE name = ? AND totp_last_step < ?",
         (step, name, step),
     )
-    return bool(txn.rowcount)
+    return bool(cursor.rowcount)
 
 
 def remaining_recovery_hashes(stored: str, digest: str) -> str | None:
@@ -119,138 +120,142 @@ def remaining_recovery_hashes(stored: str, digest: str) -> str | None:
     return json.dumps([h for h in hashes if h != digest])
 
 
-def _use_recovery_code_txn(txn: adbapi.Transaction, name: str, digest: str) -> bool:
-    txn.execute("SELECT recovery_hashes FROM admin_accounts WHERE name = ?", (name,))
-    row = txn.fetchone()
+async def _use_recovery_code_txn(cursor: Cursor, name: str, digest: str) -> bool:
+    # The row stays locked (PostgreSQL) until the update: a code is used once.
+    await cursor.execute(
+        "SELECT recovery_hashes FROM admin_accounts WHERE name = ?" + cursor.dialect.for_update,
+        (name,),
+    )
+    row = cursor.fetchone()
     left = None if row is None else remaining_recovery_hashes(row[0], digest)
     if left is None:
         return False
-    txn.execute(
+    await cursor.execute(
         "UPDATE admin_accounts SET recovery_hashes = ? WHERE name = ? AND recovery_hashes = ?",
         (left, name, row[0]),
     )
-    return bool(txn.rowcount)
+    return bool(cursor.rowcount)
 
 
-def _add_token_txn(txn: adbapi.Transaction, t: ApiToken) -> None:
-    txn.execute(
+async def _add_token_txn(cursor: Cursor, t: ApiToken) -> None:
+    await cursor.execute(
         f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES ({', '.join('?' * 9)})",
         _token_row(t),
     )
 
 
-def _get_token_txn(txn: adbapi.Transaction, token_id: str) -> ApiToken | None:
-    txn.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,))
-    row = txn.fetchone()
+async def _get_token_txn(cursor: Cursor, token_id: str) -> ApiToken | None:
+    await cursor.execute(
+        f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,)
+    )
+    row = cursor.fetchone()
     return None if row is None else _token(row)
 
 
-def _list_tokens_txn(txn: adbapi.Transaction) -> list[ApiToken]:
-    txn.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, token_id")
-    return [_token(row) for row in txn.fetchall()]
+async def _list_tokens_txn(cursor: Cursor) -> list[ApiToken]:
+    await cursor.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, token_id")
+    return [_token(row) for row in cursor.fetchall()]
 
 
-def _revoke_token_txn(txn: adbapi.Transaction, token_id: str, at: float) -> bool:
-    txn.execute(
+async def _revoke_token_txn(cursor: Cursor, token_id: str, at: float) -> bool:
+    await cursor.execute(
         "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
         (at, token_id),
     )
-    return bool(txn.rowcount)
+    return bool(cursor.rowcount)
 
 
 @implementer(IAdminStore)
-class SQLiteAdminStore:
-    """L{IAdminStore} on the shared SQLite pool."""
+class SQLAdminStore:
+    """L{IAdminStore} on the shared SQLite or PostgreSQL pool."""
 
-    def __init__(self, pool: adbapi.ConnectionPool) -> None:
-        self._pool = pool
+    def __init__(self, pool: adbapi.ConnectionPool | PostgreSQLPool) -> None:
+        self._db = database(pool)
 
     def add_account(self, account: AdminAccount) -> Deferred[None]:
         """See L{IAdminStore.add_account}."""
-        return run_interaction(self._pool, "add_admin_account", _add_account_txn, account)
+        return self._db.run("add_admin_account", _add_account_txn, account)
 
     def get_account(self, name: str) -> Deferred[AdminAccount | None]:
         """See L{IAdminStore.get_account}."""
-        return run_interaction(self._pool, "get_admin_account", _get_account_txn, name)
+        return self._db.run("get_admin_account", _get_account_txn, name)
 
     def update_account(self, account: AdminAccount) -> Deferred[None]:
         """See L{IAdminStore.update_account}."""
-        return run_interaction(self._pool, "update_admin_account", _update_account_txn, account)
+        return self._db.run("update_admin_account", _update_account_txn, account)
 
     def list_accounts(self) -> Deferred[builtins.list[AdminAccount]]:
         """See L{IAdminStore.list_accounts}."""
-        return run_interaction(self._pool, "list_admin_accounts", _list_accounts_txn)
+        return self._db.run("list_admin_accounts", _list_accounts_txn)
 
     def remove_account(self, name: str) -> Deferred[bool]:
         """See L{IAdminStore.remove_account}."""
-        return run_interaction(self._pool, "remove_admin_account", _remove_account_txn, name)
+        return self._db.run("remove_admin_account", _remove_account_txn, name)
 
     def claim_totp_step(self, name: str, step: int) -> Deferred[bool]:
         """See L{IAdminStore.claim_totp_step}."""
-        return run_interaction(self._pool, "claim_totp_step", _claim_totp_step_txn, name, step)
+        return self._db.run("claim_totp_step", _claim_totp_step_txn, name, step)
 
     def use_recovery_code(self, name: str, digest: str) -> Deferred[bool]:
         """See L{IAdminStore.use_recovery_code}."""
-        return run_interaction(
-            self._pool, "use_recovery_code", _use_recovery_code_txn, name, digest
-        )
+        return self._db.run("use_recovery_code", _use_recovery_code_txn, name, digest)
 
     def add_token(self, token: ApiToken) -> Deferred[None]:
         """See L{IAdminStore.add_token}."""
-        return run_interaction(self._pool, "add_api_token", _add_token_txn, token)
+        return self._db.run("add_api_token", _add_token_txn, token)
 
     def get_token(self, token_id: str) -> Deferred[ApiToken | None]:
         """See L{IAdminStore.get_token}."""
-        return run_interaction(self._pool, "get_api_token", _get_token_txn, token_id)
+        return self._db.run("get_api_token", _get_token_txn, token_id)
 
     def list_tokens(self) -> Deferred[builtins.list[ApiToken]]:
         """See L{IAdminStore.list_tokens}."""
-        return run_interaction(self._pool, "list_api_tokens", _list_tokens_txn)
+        return self._db.run("list_api_tokens", _list_tokens_txn)
 
     def revoke_token(self, token_id: str, at: float) -> Deferred[bool]:
         """See L{IAdminStore.revoke_token}."""
-        return run_interaction(self._pool, "revoke_api_token", _revoke_token_txn, token_id, at)
+        return self._db.run("revoke_api_token", _revoke_token_txn, token_id, at)
 
 
-def _append_audit_txn(txn: adbapi.Transaction, e: AuditEntry) -> int:
-    txn.execute(
+async def _append_audit_txn(cursor: Cursor, e: AuditEntry) -> int:
+    await cursor.execute(
         "INSERT INTO audit_log (at, actor, source, action, target, status, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (e.at, e.actor, e.source, e.action, e.target, e.status, json.dumps(e.detail)),
     )
-    return int(txn.lastrowid)
+    return int(cursor.fetchone()[0])
 
 
-def _list_audit_txn(
-    txn: adbapi.Transaction,
+async def _list_audit_txn(
+    cursor: Cursor,
     since: float | None,
     until: float | None,
     actor: str | None,
     limit: int,
     after_id: int | None,
 ) -> list[AuditEntry]:
-    sql, params = _audit_query("?", since, until, actor, after_id)
-    txn.execute(sql, (*params, limit))
-    return _audit_entries(txn.fetchall())
+    sql, params = _audit_query(since, until, actor, after_id)
+    await cursor.execute(sql, (*params, limit))
+    return _audit_entries(cursor.fetchall())
 
 
 def _audit_query(
-    mark: str, since: float | None, until: float | None, actor: str | None, after_id: int | None
+    since: float | None, until: float | None, actor: str | None, after_id: int | None
 ) -> tuple[str, list[Any]]:
-    """An audit-log page's SELECT (ending in ``LIMIT <mark>``) and its parameters
-    but the limit, with ``mark`` as the placeholder (``?`` or ``%s``)."""
+    """An audit-log page's SELECT (ending in ``LIMIT ?``) and its parameters but
+    the limit."""
     clauses: list[str] = []
     params: list[Any] = []
     for clause, value in (
         ("at >=", since), ("at <", until), ("actor =", actor), ("id >", after_id),
     ):  # fmt: skip
         if value is not None:
-            clauses.append(f"{clause} {mark}")
+            clauses.append(f"{clause} ?")
             params.append(value)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = (
         "SELECT id, at, actor, source, action, target, status, detail FROM audit_log"
-        f"{where} ORDER BY id LIMIT {mark}"
+        f"{where} ORDER BY id LIMIT ?"
     )
     return sql, params
 
@@ -263,15 +268,16 @@ def _audit_entries(rows: list[tuple[Any, ...]]) -> list[AuditEntry]:
 
 
 @implementer(IAuditLog)
-class SQLiteAuditLog:
-    """L{IAuditLog} on the shared SQLite pool (triggers refuse UPDATE and DELETE)."""
+class SQLAuditLog:
+    """L{IAuditLog} on the shared SQLite or PostgreSQL pool (the database's
+    triggers refuse UPDATE and DELETE, and TRUNCATE in PostgreSQL)."""
 
-    def __init__(self, pool: adbapi.ConnectionPool) -> None:
-        self._pool = pool
+    def __init__(self, pool: adbapi.ConnectionPool | PostgreSQLPool) -> None:
+        self._db = database(pool)
 
     def append(self, entry: AuditEntry) -> Deferred[int]:
         """See L{IAuditLog.append}."""
-        return run_interaction(self._pool, "append_audit", _append_audit_txn, entry)
+        return self._db.run("append_audit", _append_audit_txn, entry)
 
     def list(
         self,
@@ -284,6 +290,4 @@ class SQLiteAuditLog:
         """See L{IAuditLog.list}."""
         if limit < 0:
             return defer.fail(ValueError(f"limit must be >= 0, got {limit}"))
-        return run_interaction(
-            self._pool, "list_audit", _list_audit_txn, since, until, actor, limit, after_id
-        )
+        return self._db.run("list_audit", _list_audit_txn, since, until, actor, limit, after_id)

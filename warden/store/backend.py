@@ -17,21 +17,17 @@ from typing import Any
 
 import attrs
 import psycopg2
+from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from warden.errors import StoreError
 from warden.interfaces import IAdminStore, IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
-from warden.store.cdr import SQLiteCallRecordStore, SQLiteLiveCalls
+from warden.store.cdr import SQLCallRecordStore, SQLLiveCalls
+from warden.store.directory import SQLDirectory
+from warden.store.location import SQLLocationService
 from warden.store.migrate import apply_migrations
-from warden.store.pglocation import PostgreSQLLocationService
 from warden.store.pgpool import PostgreSQLPool, connect_txpostgres, one_line
-from warden.store.postgres import (
-    PostgreSQLCallRecordStore,
-    PostgreSQLDirectory,
-    PostgreSQLLiveCalls,
-    apply_postgresql_migrations,
-)
-from warden.store.sqlite import SQLiteDirectory, SQLiteLocationService, open_sqlite_pool
+from warden.store.sqlite import open_sqlite_pool
 from warden.store.url import StoreURL, read_password, redact_dsn
 
 __all__ = ["Stores", "admin_stores", "check_store", "connect_kwargs", "open_stores"]
@@ -116,7 +112,7 @@ class Stores:
     data_version: Callable[[], Deferred[int]]
     records: ICallRecordStore
     live: ILiveCalls
-    location: SQLiteLocationService
+    location: SQLLocationService
     migrate: Callable[[], Deferred[list[str]]]
     close: Callable[[], None]
     pool: Any
@@ -137,47 +133,35 @@ def open_stores(
     Raises:
         StoreError: the password file cannot be read.
     """
+    pool: adbapi.ConnectionPool | PostgreSQLPool
     if url.dialect == "sqlite":
         pool = open_sqlite_pool(url.path)
-        sqlite_directory = SQLiteDirectory(pool)
-        return Stores(
-            url=url,
-            directory=sqlite_directory,
-            data_version=sqlite_directory.data_version,
-            records=SQLiteCallRecordStore(pool),
-            live=SQLiteLiveCalls(pool),
-            location=SQLiteLocationService(pool, reactor),
-            migrate=lambda: apply_migrations(pool),
-            close=pool.close,
-            pool=pool,
-            dialect_errors=sqlite3.Error,
+        errors: type[Exception] = sqlite3.Error
+    else:
+        pool = PostgreSQLPool(
+            reactor,
+            connect_txpostgres(reactor, connect_kwargs(url, password_file, environ)),
+            size=pool_size,
+            description=f"store {url}",
         )
-    pg = PostgreSQLPool(
-        reactor,
-        connect_txpostgres(reactor, connect_kwargs(url, password_file, environ)),
-        size=pool_size,
-        description=f"store {url}",
-    )
-    pg_directory = PostgreSQLDirectory(pg)
+        errors = psycopg2.Error
+    directory = SQLDirectory(pool)
     return Stores(
         url=url,
-        directory=pg_directory,
-        data_version=pg_directory.data_version,
-        records=PostgreSQLCallRecordStore(pg),
-        live=PostgreSQLLiveCalls(pg),
-        location=PostgreSQLLocationService(pg, reactor),
-        migrate=lambda: apply_postgresql_migrations(pg),
-        close=pg.close,
-        pool=pg,
-        dialect_errors=psycopg2.Error,
+        directory=directory,
+        data_version=directory.data_version,
+        records=SQLCallRecordStore(pool),
+        live=SQLLiveCalls(pool),
+        location=SQLLocationService(pool, reactor),
+        migrate=lambda: apply_migrations(pool),
+        close=pool.close,
+        pool=pool,
+        dialect_errors=errors,
     )
 
 
 def admin_stores(pool: Any) -> tuple[IAdminStore, IAuditLog]:
     """The admin plugin's account/token store and audit log on ``pool`` (either dialect)."""
-    from warden.store.admin import SQLiteAdminStore, SQLiteAuditLog
-    from warden.store.pgadmin import PostgreSQLAdminStore, PostgreSQLAuditLog
+    from warden.store.admin import SQLAdminStore, SQLAuditLog
 
-    if isinstance(pool, PostgreSQLPool):
-        return PostgreSQLAdminStore(pool), PostgreSQLAuditLog(pool)
-    return SQLiteAdminStore(pool), SQLiteAuditLog(pool)
+    return SQLAdminStore(pool), SQLAuditLog(pool)

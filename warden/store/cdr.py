@@ -1,11 +1,11 @@
 """
-Call records and live calls in SQLite: ``call_records`` and ``live_calls``
-(schema ``0002_calls.sql``).
+Call records and live calls in SQL: ``call_records`` and ``live_calls``
+(schema ``0002_calls.sql``), one layer for SQLite and PostgreSQL.
 
-Each method is one named interaction (see L{warden.store.interaction}). Writing a
-record is idempotent by call_id (``INSERT OR IGNORE``), which is what lets the CDR
-spool (L{warden.store.spool}) replay records after a crash without duplicating
-them. Listing is keyset-paged on ``(started_at, call_id)``.
+Each method is one named interaction (see L{warden.store.dialect}). Writing a
+record is idempotent by call_id (the dialect's insert-unless-taken), which is
+what lets the CDR spool (L{warden.store.spool}) replay records after a crash
+without duplicating them. Listing is keyset-paged on ``(started_at, call_id)``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from zope.interface import implementer
 from warden.errors import CallRecordNotFound
 from warden.interfaces import ICallRecordStore, ILiveCalls
 from warden.model import CallRecord, LiveCall
-from warden.store.interaction import run_interaction
+from warden.store.dialect import Cursor, database
+from warden.store.pgpool import PostgreSQLPool
+
+__all__ = ["SQLCallRecordStore", "SQLLiveCalls"]
 
 Row = tuple[Any, ...]
 
@@ -66,7 +69,6 @@ def _record_from_row(row: Row) -> CallRecord:
 
 
 def _record_filter(
-    mark: str,
     since: float | None,
     until: float | None,
     extension: str | None,
@@ -75,39 +77,36 @@ def _record_filter(
 ) -> tuple[str, builtins.list[Any]]:
     """
     The WHERE clause (``""`` when none) and its parameters of a call-record
-    listing, with ``mark`` as the placeholder (``?`` or ``%s``); ``after`` is the
-    (started_at, call_id) of the record the page starts after.
+    listing; ``after`` is the (started_at, call_id) of the record the page
+    starts after.
     """
     where: builtins.list[str] = []
     params: builtins.list[Any] = []
     if after is not None:
-        where.append(f"(started_at, call_id) > ({mark}, {mark})")
+        where.append("(started_at, call_id) > (?, ?)")
         params += list(after)
     if since is not None:
-        where.append(f"started_at >= {mark}")
+        where.append("started_at >= ?")
         params.append(since)
     if until is not None:
-        where.append(f"started_at < {mark}")
+        where.append("started_at < ?")
         params.append(until)
     if extension is not None:
-        where.append(f"(caller = {mark} OR callee = {mark} OR dialled = {mark})")
+        where.append("(caller = ? OR callee = ? OR dialled = ?)")
         params += [extension] * 3
     if disposition is not None:
-        where.append(f"disposition = {mark}")
+        where.append("disposition = ?")
         params.append(disposition)
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 
-def _add_call_record_txn(txn: adbapi.Transaction, row: Row) -> None:
-    txn.execute(
-        f"INSERT OR IGNORE INTO call_records ({_RECORD_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        row,
-    )
+async def _add_call_records_txn(cursor: Cursor, rows: builtins.list[Row]) -> None:
+    head, tail = cursor.dialect.insert_new_rows("call_records", _RECORD_COLUMNS, "call_id")
+    await cursor.insert_rows(head, rows, tail)
 
 
-def _list_call_records_txn(
-    txn: adbapi.Transaction,
+async def _list_call_records_txn(
+    cursor: Cursor,
     since: float | None,
     until: float | None,
     extension: str | None,
@@ -117,34 +116,43 @@ def _list_call_records_txn(
 ) -> builtins.list[CallRecord]:
     after = None
     if after_call_id is not None:
-        txn.execute("SELECT started_at FROM call_records WHERE call_id = ?", (after_call_id,))
-        found = txn.fetchone()
+        await cursor.execute(
+            "SELECT started_at FROM call_records WHERE call_id = ?", (after_call_id,)
+        )
+        found = cursor.fetchone()
         if found is None:
             raise CallRecordNotFound(after_call_id)
         after = (found[0], after_call_id)
-    clause, params = _record_filter("?", since, until, extension, disposition, after)
+    clause, params = _record_filter(since, until, extension, disposition, after)
     order = " ORDER BY started_at, call_id LIMIT ?"
-    txn.execute(f"SELECT {_RECORD_COLUMNS} FROM call_records{clause}{order}", (*params, limit))
-    return [_record_from_row(row) for row in txn.fetchall()]
+    await cursor.execute(
+        f"SELECT {_RECORD_COLUMNS} FROM call_records{clause}{order}", (*params, limit)
+    )
+    return [_record_from_row(row) for row in cursor.fetchall()]
 
 
-def _count_call_records_txn(txn: adbapi.Transaction) -> int:
-    txn.execute("SELECT count(*) FROM call_records")
-    return int(txn.fetchone()[0])
+async def _count_call_records_txn(cursor: Cursor) -> int:
+    await cursor.execute("SELECT count(*) FROM call_records")
+    return int(cursor.fetchone()[0])
 
 
 @implementer(ICallRecordStore)
-class SQLiteCallRecordStore:
-    """L{ICallRecordStore} in the ``call_records`` table."""
+class SQLCallRecordStore:
+    """L{ICallRecordStore} in the ``call_records`` table of an SQLite or PostgreSQL pool."""
 
-    def __init__(self, pool: adbapi.ConnectionPool) -> None:
-        self._pool = pool
+    def __init__(self, pool: adbapi.ConnectionPool | PostgreSQLPool) -> None:
+        self._db = database(pool)
 
     def add(self, record: CallRecord) -> Deferred[None]:
         """Insert ``record`` unless its call_id is already stored."""
-        return run_interaction(
-            self._pool, "add_call_record", _add_call_record_txn, _record_row(record)
-        )
+        return self._db.run("add_call_record", _add_call_records_txn, [_record_row(record)])
+
+    def add_many(self, records: Sequence[CallRecord]) -> Deferred[None]:
+        """Insert many records in one transaction (those already stored are skipped)."""
+        rows = [_record_row(r) for r in records]
+        if not rows:
+            return defer.succeed(None)
+        return self._db.run("add_call_records", _add_call_records_txn, rows)
 
     def list(
         self,
@@ -158,8 +166,7 @@ class SQLiteCallRecordStore:
         """Fire with one page of records, ordered by ``(started_at, call_id)``."""
         if limit < 0:
             return defer.fail(ValueError(f"limit must be >= 0, got {limit}"))
-        return run_interaction(
-            self._pool,
+        return self._db.run(
             "list_call_records",
             _list_call_records_txn,
             since,
@@ -172,7 +179,7 @@ class SQLiteCallRecordStore:
 
     def count(self) -> Deferred[int]:
         """Fire with the number of stored records."""
-        return run_interaction(self._pool, "count_call_records", _count_call_records_txn)
+        return self._db.run("count_call_records", _count_call_records_txn)
 
 
 # -- live calls ------------------------------------------------------------------
@@ -215,65 +222,57 @@ def _live_from_row(row: Row) -> LiveCall:
     return LiveCall(**fields)
 
 
-def _publish_live_call_txn(txn: adbapi.Transaction, row: Row) -> None:
-    txn.execute(_UPSERT_LIVE, row)
+async def _publish_live_call_txn(cursor: Cursor, row: Row) -> None:
+    await cursor.execute(_UPSERT_LIVE, row)
 
 
-def _remove_live_call_txn(txn: adbapi.Transaction, call_id: str) -> None:
-    txn.execute("DELETE FROM live_calls WHERE call_id = ?", (call_id,))
+async def _remove_live_call_txn(cursor: Cursor, call_id: str) -> None:
+    await cursor.execute("DELETE FROM live_calls WHERE call_id = ?", (call_id,))
 
 
-def _apply_live_calls_txn(
-    txn: adbapi.Transaction, rows: Sequence[Row], ids: Sequence[tuple[str]]
-) -> None:
-    if rows:
-        txn.executemany(_UPSERT_LIVE, rows)
-    if ids:
-        txn.executemany("DELETE FROM live_calls WHERE call_id = ?", ids)
+async def _apply_live_calls_txn(cursor: Cursor, rows: Sequence[Row], ids: Sequence[str]) -> None:
+    await cursor.executemany(_UPSERT_LIVE, rows)
+    await cursor.delete_keys("live_calls", "call_id", ids)
 
 
-def _list_live_calls_txn(txn: adbapi.Transaction) -> builtins.list[LiveCall]:
-    txn.execute(f"SELECT {_LIVE_COLUMNS} FROM live_calls ORDER BY started_at, call_id")
-    return [_live_from_row(row) for row in txn.fetchall()]
+async def _list_live_calls_txn(cursor: Cursor) -> builtins.list[LiveCall]:
+    await cursor.execute(f"SELECT {_LIVE_COLUMNS} FROM live_calls ORDER BY started_at, call_id")
+    return [_live_from_row(row) for row in cursor.fetchall()]
 
 
-def _clear_node_live_calls_txn(txn: adbapi.Transaction, node_id: str) -> int:
-    txn.execute("DELETE FROM live_calls WHERE node_id = ?", (node_id,))
-    return int(txn.rowcount)
+async def _clear_node_live_calls_txn(cursor: Cursor, node_id: str) -> int:
+    await cursor.execute("DELETE FROM live_calls WHERE node_id = ?", (node_id,))
+    return cursor.rowcount
 
 
 @implementer(ILiveCalls)
-class SQLiteLiveCalls:
+class SQLLiveCalls:
     """
     L{ILiveCalls} in the ``live_calls`` table, so that ``wardenctl calls`` (another
-    process) sees the calls of a single-node installation.
+    process) sees the calls of a single-node installation, and with PostgreSQL
+    every node sees those of the others.
     """
 
-    def __init__(self, pool: adbapi.ConnectionPool) -> None:
-        self._pool = pool
+    def __init__(self, pool: adbapi.ConnectionPool | PostgreSQLPool) -> None:
+        self._db = database(pool)
 
     def publish(self, call: LiveCall) -> Deferred[None]:
         """Insert or replace the summary of ``call.call_id``."""
-        return run_interaction(
-            self._pool, "publish_live_call", _publish_live_call_txn, _live_row(call)
-        )
+        return self._db.run("publish_live_call", _publish_live_call_txn, _live_row(call))
 
     def remove(self, call_id: str) -> Deferred[None]:
         """Delete the summary of ``call_id``, if any."""
-        return run_interaction(self._pool, "remove_live_call", _remove_live_call_txn, call_id)
+        return self._db.run("remove_live_call", _remove_live_call_txn, call_id)
 
     def apply(self, published: Sequence[LiveCall], removed: Sequence[str]) -> Deferred[None]:
         """Publish and remove several summaries in one transaction."""
         rows = [_live_row(call) for call in published]
-        ids = [(call_id,) for call_id in removed]
-        return run_interaction(self._pool, "apply_live_calls", _apply_live_calls_txn, rows, ids)
+        return self._db.run("apply_live_calls", _apply_live_calls_txn, rows, list(removed))
 
     def list(self) -> Deferred[builtins.list[LiveCall]]:
         """Fire with every summary, ordered by ``(started_at, call_id)``."""
-        return run_interaction(self._pool, "list_live_calls", _list_live_calls_txn)
+        return self._db.run("list_live_calls", _list_live_calls_txn)
 
     def clear_node(self, node_id: str) -> Deferred[int]:
         """Delete the summaries published by ``node_id``; fire with how many."""
-        return run_interaction(
-            self._pool, "clear_node_live_calls", _clear_node_live_calls_txn, node_id
-        )
+        return self._db.run("clear_node_live_calls", _clear_node_live_calls_txn, node_id)

@@ -10,7 +10,6 @@ it in ``schema_version``: a failure leaves the database as it was.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
@@ -22,7 +21,17 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from warden.errors import StoreError
-from warden.store.interaction import run_interaction
+from warden.store.dialect import Cursor, database, split_sqlite_script, sqlite_interaction
+from warden.store.pgpool import PostgreSQLPool
+
+__all__ = [
+    "CREATE_SCHEMA_VERSION",
+    "Migration",
+    "apply_migrations",
+    "load_migrations",
+    "pending_migrations",
+    "split_sqlite_script",
+]
 
 _log = Logger()
 
@@ -68,29 +77,6 @@ def load_migrations(dialect: str) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def split_sqlite_script(sql: str) -> list[str]:
-    """
-    Split an SQLite script into statements.
-
-    Uses SQLite's own tokenizer (``sqlite3.complete_statement``), so semicolons
-    in strings, comments and trigger bodies do not split a statement.
-
-    Raises:
-        StoreError: the script ends in an incomplete statement.
-    """
-    statements: list[str] = []
-    buffer = ""
-    for line in sql.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    rest = "".join(ln for ln in buffer.splitlines() if not ln.strip().startswith("--"))
-    if rest.strip():
-        raise StoreError(f"incomplete SQL statement at the end of the script: {rest.strip()!r}")
-    return statements
-
-
 # Both dialects keep the applied versions in this table.
 CREATE_SCHEMA_VERSION = (
     "CREATE TABLE IF NOT EXISTS schema_version"
@@ -116,17 +102,15 @@ def pending_migrations(
     return [m for m in migrations if m.version not in done]
 
 
-def _migrate_sqlite_txn(txn: adbapi.Transaction, migrations: list[Migration]) -> list[str]:
-    # Take the write lock first, so two processes starting together apply each
-    # migration once: the second waits (busy_timeout) and then sees it applied.
-    txn.execute("BEGIN IMMEDIATE")
-    txn.execute(CREATE_SCHEMA_VERSION)
-    txn.execute("SELECT version FROM schema_version")
+async def _migrate_txn(cursor: Cursor, migrations: list[Migration]) -> list[str]:
+    # One process at a time: the others wait here, then find the files applied.
+    await cursor.execute(cursor.dialect.migration_lock)
+    await cursor.execute(CREATE_SCHEMA_VERSION)
+    await cursor.execute("SELECT version FROM schema_version")
     applied: list[str] = []
-    for migration in pending_migrations(txn.fetchall(), migrations):
-        for statement in split_sqlite_script(migration.sql):
-            txn.execute(statement)
-        txn.execute(
+    for migration in pending_migrations(cursor.fetchall(), migrations):
+        await cursor.execute_script(migration.sql)
+        await cursor.execute(
             "INSERT INTO schema_version (version, name) VALUES (?, ?)",
             (migration.version, migration.name),
         )
@@ -134,18 +118,22 @@ def _migrate_sqlite_txn(txn: adbapi.Transaction, migrations: list[Migration]) ->
     return applied
 
 
-def apply_migrations(pool: adbapi.ConnectionPool, dialect: str = "sqlite") -> Deferred[list[str]]:
+#: The migration on a sqlite3 cursor, for a caller holding its own connection.
+_migrate_sqlite_txn = sqlite_interaction(_migrate_txn)
+
+
+def apply_migrations(pool: adbapi.ConnectionPool | PostgreSQLPool) -> Deferred[list[str]]:
     """
-    Bring the database behind ``pool`` up to the newest schema.
+    Bring the database behind ``pool`` (SQLite or PostgreSQL) up to the newest
+    schema, in one transaction.
 
     Fires with the names of the migrations applied (``["0001_init"]`` on a fresh
     database, ``[]`` when it was up to date); fails with L{StoreError} when the
     database is newer than this code, and rolls everything back on any error.
     """
+    db = database(pool)
     try:
-        if dialect != "sqlite":
-            raise StoreError(f"no migration runner for dialect {dialect!r}")
-        migrations = load_migrations(dialect)
+        migrations = load_migrations(db.dialect.name)
     except StoreError as e:
         return defer.fail(e)
 
@@ -154,6 +142,4 @@ def apply_migrations(pool: adbapi.ConnectionPool, dialect: str = "sqlite") -> De
             _log.info("applied schema migrations {applied}", applied=applied)
         return applied
 
-    d = run_interaction(pool, "migrate", _migrate_sqlite_txn, migrations)
-    d.addCallback(report)
-    return d
+    return db.run("migrate", _migrate_txn, migrations).addCallback(report)

@@ -1,9 +1,9 @@
 """
-Pure in-memory tables shared by the memory fakes and the SQLite write-behind.
+Pure in-memory tables shared by the memory fakes and the SQL write-behind.
 
 ``BindingTable`` is the read path of every L{ILocationService} implementation
 that keeps bindings in memory (``MemoryLocationService`` and
-``SQLiteLocationService``), so both answer reads with exactly the same rules.
+``SQLLocationService``), so both answer reads with exactly the same rules.
 ``plan_upsert`` classifies a bulk directory import the same way for every backend.
 """
 
