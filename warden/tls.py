@@ -121,6 +121,43 @@ def generate_self_signed(
     return fingerprint(cert.public_bytes(serialization.Encoding.PEM))
 
 
+@attrs.frozen
+class CertificatePair:
+    """
+    The certificate and key files a listener serves.
+
+    Attributes:
+        cert_path, key_path: the PEM files.
+        generated: the SHA-256 fingerprint when the pair was generated just now,
+            else "" (configured, or generated on an earlier start).
+    """
+
+    cert_path: str
+    key_path: str
+    generated: str = ""
+
+
+def certificate_pair(
+    certificate: str,
+    private_key: str,
+    generated_paths: tuple[str, str],
+    clock: IReactorTime,
+    names: tuple[str, ...] = (),
+    common_name: str = "Warden admin",
+) -> CertificatePair:
+    """
+    The configured ``certificate``/``private_key``; when they are "", the pair
+    at ``generated_paths``, generated now (for ``names``) if either file is missing.
+    """
+    if certificate:
+        return CertificatePair(certificate, private_key)
+    cert, key = generated_paths
+    if os.path.exists(cert) and os.path.exists(key):
+        return CertificatePair(cert, key)
+    fp = generate_self_signed(cert, key, clock, names, common_name)
+    return CertificatePair(cert, key, fp)
+
+
 def fingerprint(cert_pem: bytes) -> str:
     """The SHA-256 fingerprint of a PEM certificate, as ``AB:CD:...``."""
     cert = x509.load_pem_x509_certificate(cert_pem)

@@ -41,7 +41,7 @@ from warden.admin.http import (
 )
 from warden.admin.metrics import MetricsResource, WardenCollector
 from warden.interfaces import IAuthenticationFactor
-from warden.tls import ReloadableContextFactory, generate_self_signed, install_sighup
+from warden.tls import ReloadableContextFactory, certificate_pair, install_sighup
 
 CERT_FILE = "admin-cert.pem"
 KEY_FILE = "admin-key.pem"
@@ -183,18 +183,16 @@ class AdminService(service.Service):
 
     def _certificate_files(self) -> tuple[str, str]:
         s = self.settings
-        if s.certificate:
-            return s.certificate, s.private_key
-        cert = os.path.join(s.data_dir, CERT_FILE)
-        key = os.path.join(s.data_dir, KEY_FILE)
-        if not (os.path.exists(cert) and os.path.exists(key)):
-            fp = generate_self_signed(cert, key, self._reactor)
+        paths = (os.path.join(s.data_dir, CERT_FILE), os.path.join(s.data_dir, KEY_FILE))
+        pair = certificate_pair(s.certificate, s.private_key, paths, self._reactor)
+        if pair.generated:
+            cert, fp = pair.cert_path, pair.generated
             self.log.info(
                 "Generated a self-signed admin certificate {path}; SHA-256 fingerprint {fp}",
                 path=cert, fp=fp,
             )  # fmt: skip
             print(f"Warden admin certificate {cert}\n  SHA-256 fingerprint {fp}", flush=True)
-        return cert, key
+        return pair.cert_path, pair.key_path
 
     def startService(self) -> None:  # noqa: N802
         """Load the certificate and listen; a failure to listen stops Warden."""

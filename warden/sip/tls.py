@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from warden.sip import metrics
 from warden.sip.transport import SipStreamFactory, SipStreamProtocol, TransportHub
-from warden.tls import ReloadableContextFactory, TlsPolicy, generate_self_signed
+from warden.tls import ReloadableContextFactory, TlsPolicy, certificate_pair
 
 #: Files of the certificate generated when ``[tls]`` names none (data directory).
 CERT_FILE = "sip-tls-cert.pem"
@@ -177,21 +177,20 @@ class SipTlsService(service.Service):
     def certificate_files(self) -> tuple[str, str]:
         """The configured pair, or the generated one (made now if missing)."""
         s = self.settings
-        if s.certificate:
-            return s.certificate, s.private_key
-        cert = os.path.join(s.data_dir, CERT_FILE)
-        key = os.path.join(s.data_dir, KEY_FILE)
-        if not (os.path.exists(cert) and os.path.exists(key)):
-            names = (self.interface,) if self.interface not in ("", "0.0.0.0", "::") else ()
-            fp = generate_self_signed(cert, key, self._reactor, names, "Warden SIP")
+        paths = (os.path.join(s.data_dir, CERT_FILE), os.path.join(s.data_dir, KEY_FILE))
+        names = (self.interface,) if self.interface not in ("", "0.0.0.0", "::") else ()
+        pair = certificate_pair(
+            s.certificate, s.private_key, paths, self._reactor, names, "Warden SIP"
+        )
+        if pair.generated:
             self.log.warn(
                 "[tls] names no certificate: generated a self-signed one, {path}, SHA-256"
                 " fingerprint {fp}; phones that verify certificates need it installed"
                 " or a certificate from a CA in [tls] certificate and private_key",
-                path=cert,
-                fp=fp,
+                path=pair.cert_path,
+                fp=pair.generated,
             )
-        return cert, key
+        return pair.cert_path, pair.key_path
 
     def startService(self) -> None:  # noqa: N802
         """Load the certificate and listen."""
