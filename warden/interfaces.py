@@ -318,7 +318,7 @@ class IMediaSession(Interface):
         Counters per side: ``{"a": {...}, "b": {...}}``, each with ``packets_in``,
         ``bytes_in``, ``lost_in``, ``jitter_ms_in``, ``last_packet_at_in`` (media
         from that side's phone) and the same with ``_out`` (media sent to it),
-        ``rtcp_in``, ``rtcp_out``, ``dtmf_events``, ``srtp`` (whether that
+        ``rtcp_in``, ``rtcp_out``, ``dtmf_events``, ``media_encrypted`` (whether that
         side's media is encrypted), and ``dropped_<reason>`` (``spoofed``,
         ``pending``, ``malformed``, ``auth_failed``, ``replayed``: arriving from
         that side; ``no_destination``, ``send_error``, ``protect_failed``: meant

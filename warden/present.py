@@ -212,8 +212,11 @@ class CsvWriter:
 
 
 def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
-    """The ``calls`` table: from, to, state, duration so far, codec, packets, node."""
-    rows = [("FROM", "TO", "STATE", "DURATION", "CODEC", "PACKETS", "NODE")]
+    """
+    The ``calls`` table: from, to, state, duration so far, codec, media per leg
+    (caller/callee: ``srtp`` encrypted, ``rtp`` plain), packets, node.
+    """
+    rows = [("FROM", "TO", "STATE", "DURATION", "CODEC", "MEDIA", "PACKETS", "NODE")]
     for c in calls:
         rows.append(
             (
@@ -222,6 +225,7 @@ def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
                 c.state,
                 clock_duration(now - c.started_at),
                 c.codec or "-",
+                f"{c.caller_media or '-'}/{c.callee_media or '-'}",
                 str(c.packets),
                 c.node_id or "-",
             )

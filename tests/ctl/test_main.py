@@ -735,10 +735,23 @@ class CallCommandTests(SynchronousTestCase):
 
     def test_calls(self) -> None:
         """calls lists the calls in progress: from, to (callee, else dialled),
-        state, duration so far from the clock, codec, packets and the node."""
+        state, duration so far from the clock, codec, whether each leg's media is
+        encrypted (caller/callee), packets and the node."""
         now = self.clock.seconds()
         for call in [
-            LiveCall("l1", "100", "200", "200", "answered", now - 75, now - 70, "PCMU", 7000),
+            LiveCall(
+                "l1",
+                "100",
+                "200",
+                "200",
+                "answered",
+                now - 75,
+                now - 70,
+                "PCMU",
+                7000,
+                caller_media="srtp",
+                callee_media="rtp",
+            ),  # fmt: skip
             LiveCall("l2", "+15551234567", "", "300", "ringing", now - 4, node_id="b"),
         ]:
             self.successResultOf(self.live.publish(call))
@@ -747,15 +760,16 @@ class CallCommandTests(SynchronousTestCase):
         self.assertEqual(
             out.splitlines(),
             [
-                "FROM          TO   STATE     DURATION  CODEC  PACKETS  NODE",
-                "100           200  answered  0:01:15   PCMU   7000     -",
-                "+15551234567  300  ringing   0:00:04   -      0        b",
+                "FROM          TO   STATE     DURATION  CODEC  MEDIA     PACKETS  NODE",
+                "100           200  answered  0:01:15   PCMU   srtp/rtp  7000     -",
+                "+15551234567  300  ringing   0:00:04   -      -/-       0        b",
             ],
         )
         _, out, _ = self.ctl("calls", "--json")
         listed = json.loads(out)
         self.assertEqual([(c["call_id"], c["duration"]) for c in listed], [("l1", 75), ("l2", 4)])
         self.assertEqual(listed[0]["packets"], 7000)
+        self.assertEqual((listed[0]["caller_media"], listed[0]["callee_media"]), ("srtp", "rtp"))
 
     def test_no_calls(self) -> None:
         """calls with nothing in progress says so; --json prints an empty list."""

@@ -134,15 +134,16 @@ class SrtpCallTests(BaresipTestCase):
         self.assertFalse(set(a_keys) & set(b_keys), "Warden passed A's key on to B")
         media = (await self._record(warden))["media"]
         for side in ("a", "b"):
-            self.assertTrue(media[side]["srtp"], media)
+            self.assertTrue(media[side]["media_encrypted"], media)
             self.assertGreaterEqual(media[side]["packets_in"], 3 * PACKETS_PER_SECOND, media)
             self.assertEqual(media[side]["dropped_auth_failed"], 0, media)
 
     async def test_srtp_phone_calls_rtp_phone(self) -> None:
         """
         A (TLS, SRTP) calls B (UDP, plain RTP) with srtp = "optional": B is offered
-        plain RTP without keys, audio crosses both ways, and a forged packet
-        sent to A's leg is dropped and counted as failing authentication.
+        plain RTP without keys, audio crosses both ways, ``wardenctl calls``
+        shows A's leg encrypted and B's plain, and a forged packet sent to A's
+        leg is dropped and counted as failing authentication.
         """
         warden, (a, b) = await self._start((True, False))
         await self._call(a, b)
@@ -156,11 +157,17 @@ class SrtpCallTests(BaresipTestCase):
                 header = struct.pack("!BBHII", 0x80, 0, 60000 + seq, 0, 0x1234)
                 forger.sendto(header + b"\x00" * 170, (LOCALHOST, record_port))
         await pause(0.5)
+        listed = await wardenctl(warden.config_path, "calls", "--json")
+        self.assertEqual(listed.code, 0, listed.stderr)
+        [live] = json.loads(listed.stdout)
+        self.assertEqual((live["caller_media"], live["callee_media"]), ("srtp", "rtp"), live)
         await self._hang_up(a, b)
         await self._assert_hears(b, TONES["A"])
         await self._assert_hears(a, TONES["B"])
         media = (await self._record(warden))["media"]
-        self.assertEqual((media["a"]["srtp"], media["b"]["srtp"]), (True, False), media)
+        self.assertEqual(
+            (media["a"]["media_encrypted"], media["b"]["media_encrypted"]), (True, False), media
+        )
         self.assertEqual(media["a"]["dropped_auth_failed"], 5, media)
 
     async def _a_leg_port(self, a: BaresipPhone) -> int:

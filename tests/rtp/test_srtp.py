@@ -88,7 +88,9 @@ class NegotiationTests(SrtpCallMixin, SynchronousTestCase):
         self.assertEqual(len(keys), 4)
         self.assertEqual(lines["a"].suite, SUITE)
         stats = session.stats()
-        self.assertEqual((stats["a"]["srtp"], stats["b"]["srtp"]), (True, True))
+        self.assertEqual(
+            (stats["a"]["media_encrypted"], stats["b"]["media_encrypted"]), (True, True)
+        )
         other = self.allocate()
         other.signalling_encrypted("a", True)
         _, again = crypto_of(other.offer_from("a", srtp_sdp(CALLER, 4002, CALLER_KEY)))
@@ -106,11 +108,20 @@ class NegotiationTests(SrtpCallMixin, SynchronousTestCase):
         self.assertEqual((answered[0].tag, answered[0].suite), (7, SUITE))
 
     def test_srtp_to_plain(self) -> None:
-        """An SRTP caller and a callee not on TLS: the callee is offered and keeps plain RTP."""
+        """
+        An SRTP caller and a callee not on TLS: the callee is offered and keeps
+        plain RTP; at release each leg is counted by its media.
+        """
+        before = {m: value(metrics.LEGS_BY_MEDIA[m]) for m in ("srtp", "rtp")}
         session, lines = self.secure_call(callee_tls=False)
         stats = session.stats()
-        self.assertEqual((stats["a"]["srtp"], stats["b"]["srtp"]), (True, False))
+        self.assertEqual(
+            (stats["a"]["media_encrypted"], stats["b"]["media_encrypted"]), (True, False)
+        )
         self.assertIsNone(lines["b"])
+        session.release()
+        after = {m: value(metrics.LEGS_BY_MEDIA[m]) - before[m] for m in ("srtp", "rtp")}
+        self.assertEqual(after, {"srtp": 1, "rtp": 1})
 
     def test_savp_over_cleartext_refused(self) -> None:
         """RTP/SAVP offered over UDP or TCP is refused (488): its keys were sent in the clear."""
@@ -136,7 +147,7 @@ class NegotiationTests(SrtpCallMixin, SynchronousTestCase):
         self.assertEqual(crypto_of(offer), ("RTP/AVP", []))
         answer = session.answer_from("b", sdp_body(CALLEE, 5000))
         self.assertEqual(crypto_of(answer), ("RTP/AVP", []))
-        self.assertEqual(session.stats()["a"]["srtp"], False)
+        self.assertEqual(session.stats()["a"]["media_encrypted"], False)
 
     def test_required_refuses_plain(self) -> None:
         """With srtp = "required" a plain offer, and a callee not on TLS, get 488."""

@@ -553,6 +553,8 @@ class LiveCallsConformanceMixin:
             packets=1234,
             node_id="node-2",
             updated_at=1010.0,
+            caller_media="srtp",
+            callee_media="rtp",
         )
         self.assertIsNone(await store.publish(ringing))
         self.assertIsNone(await store.publish(answered))

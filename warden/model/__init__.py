@@ -193,6 +193,8 @@ class LiveCall:
         packets: RTP packets relayed so far, both directions.
         node_id: the node handling the call.
         updated_at: when this summary was published (clock time).
+        caller_media, callee_media: per leg, "srtp" when its media is encrypted,
+            "rtp" when it is plain, "" when not known (ADR 0019).
     """
 
     call_id: str
@@ -206,6 +208,8 @@ class LiveCall:
     packets: int = 0
     node_id: str = ""
     updated_at: float = attrs.field(default=0.0, converter=float)
+    caller_media: str = ""
+    callee_media: str = ""
 
 
 @attrs.frozen

@@ -32,6 +32,12 @@ REFUSED_DESTINATIONS = Counter(
     "warden_media_refused_destinations_total",
     "SDP media addresses the relay refused to send to ([media] destinations, ADR 0013)",
 )
+LEGS = Counter(
+    "warden_media_legs_total",
+    "Call legs whose media session ended, by whether their media was SRTP (ADR 0019)",
+    ["media"],
+)
+LEGS_BY_MEDIA = {media: LEGS.labels(media) for media in ("srtp", "rtp")}
 LOST = Counter(
     "warden_rtp_lost_packets_total",
     "RTP packets lost before reaching the relay (sequence gaps, RFC 3550 A.1)",

@@ -574,7 +574,7 @@ class MediaSession:
             "rtcp_in": peer.rtcp_in,
             "rtcp_out": peer.rtcp_out,
             "dtmf_events": peer.dtmf.events,
-            "srtp": peer.srtp is not None,
+            "media_encrypted": peer.srtp is not None,
         }
         out.update({f"dropped_{reason}": n for reason, n in peer.dropped.items()})
         return out
@@ -608,6 +608,9 @@ class MediaSession:
             return
         self.released = True
         self.flush_metrics()
+        for peer in self._peers.values():
+            if peer.origin is not None:  # the leg's phone sent SDP
+                metrics.LEGS_BY_MEDIA["srtp" if peer.srtp else "rtp"].inc()
         try:
             for port in self._ports:
                 close_port(port)

@@ -666,11 +666,15 @@ class CallController:
         state = call.state.value
         if call.media.hold_state.on_hold:
             state = "on hold"
+        # Whether each leg's media is encrypted (ADR 0019); known once answered.
+        stats = call.media.stats() if call.answered_at is not None else {}
+        media = {side: _media_kind(stats.get(side)) for side in ("a", "b")}
         summary = LiveCall(
             call_id=call.call_id, caller=call.caller.number, callee=call.callee.number,
             dialled=call.dialled, state=state, started_at=call.started_at,
             answered_at=call.answered_at, codec=call.codec, packets=self._packets(call),
-            node_id=self.settings.node_id, updated_at=now,
+            node_id=self.settings.node_id, updated_at=now, caller_media=media["a"],
+            callee_media=media["b"],
         )  # fmt: skip
         self._quiet(self.live.publish(summary), "publish live call")
 
@@ -895,3 +899,10 @@ def with_signalling(call: Call, stats: dict[str, Any]) -> dict[str, Any]:
         values["signalling_encrypted"] = transport == "tls"
         sip_metrics.CALL_LEGS.labels(leg, transport).inc()
     return legs
+
+
+def _media_kind(stats: dict[str, Any] | None) -> str:
+    """``srtp`` or ``rtp`` for a leg's media statistics; "" when there are none."""
+    if stats is None:
+        return ""
+    return "srtp" if stats.get("media_encrypted") else "rtp"

@@ -186,16 +186,17 @@ class SQLCallRecordStore:
 
 _LIVE_COLUMNS = (
     "call_id, caller, callee, dialled, state, started_at, answered_at, codec, packets,"
-    " node_id, updated_at"
+    " node_id, updated_at, caller_media, callee_media"
 )
 _LIVE_NAMES = tuple(c.strip() for c in _LIVE_COLUMNS.split(","))
 _UPSERT_LIVE = (
-    f"INSERT INTO live_calls ({_LIVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO live_calls ({_LIVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (call_id) DO UPDATE SET caller = excluded.caller,"
     " callee = excluded.callee, dialled = excluded.dialled, state = excluded.state,"
     " started_at = excluded.started_at, answered_at = excluded.answered_at,"
     " codec = excluded.codec, packets = excluded.packets, node_id = excluded.node_id,"
-    " updated_at = excluded.updated_at"
+    " updated_at = excluded.updated_at, caller_media = excluded.caller_media,"
+    " callee_media = excluded.callee_media"
 )
 
 
@@ -212,6 +213,8 @@ def _live_row(call: LiveCall) -> Row:
         call.packets,
         call.node_id,
         call.updated_at,
+        call.caller_media,
+        call.callee_media,
     )
 
 
