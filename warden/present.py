@@ -214,9 +214,10 @@ class CsvWriter:
 def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
     """
     The ``calls`` table: from, to, state, duration so far, codec, media per leg
-    (caller/callee: ``srtp`` encrypted, ``rtp`` plain), packets, node.
+    (caller/callee: ``srtp`` encrypted, ``rtp`` plain), signalling per leg
+    (``tls`` encrypted, ``udp``/``tcp`` plain), packets, node.
     """
-    rows = [("FROM", "TO", "STATE", "DURATION", "CODEC", "MEDIA", "PACKETS", "NODE")]
+    rows = [("FROM", "TO", "STATE", "DURATION", "CODEC", "SIGNALLING", "MEDIA", "PACKETS", "NODE")]
     for c in calls:
         rows.append(
             (
@@ -225,6 +226,7 @@ def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
                 c.state,
                 clock_duration(now - c.started_at),
                 c.codec or "-",
+                f"{c.caller_signalling or '-'}/{c.callee_signalling or '-'}",
                 f"{c.caller_media or '-'}/{c.callee_media or '-'}",
                 str(c.packets),
                 c.node_id or "-",

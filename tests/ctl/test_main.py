@@ -751,6 +751,8 @@ class CallCommandTests(SynchronousTestCase):
                 7000,
                 caller_media="srtp",
                 callee_media="rtp",
+                caller_signalling="tls",
+                callee_signalling="udp",
             ),  # fmt: skip
             LiveCall("l2", "+15551234567", "", "300", "ringing", now - 4, node_id="b"),
         ]:
@@ -760,9 +762,10 @@ class CallCommandTests(SynchronousTestCase):
         self.assertEqual(
             out.splitlines(),
             [
-                "FROM          TO   STATE     DURATION  CODEC  MEDIA     PACKETS  NODE",
-                "100           200  answered  0:01:15   PCMU   srtp/rtp  7000     -",
-                "+15551234567  300  ringing   0:00:04   -      -/-       0        b",
+                "FROM          TO   STATE     DURATION  CODEC  SIGNALLING  MEDIA     PACKETS"
+                "  NODE",
+                "100           200  answered  0:01:15   PCMU   tls/udp     srtp/rtp  7000     -",
+                "+15551234567  300  ringing   0:00:04   -      -/-         -/-       0        b",
             ],
         )
         _, out, _ = self.ctl("calls", "--json")
@@ -770,6 +773,8 @@ class CallCommandTests(SynchronousTestCase):
         self.assertEqual([(c["call_id"], c["duration"]) for c in listed], [("l1", 75), ("l2", 4)])
         self.assertEqual(listed[0]["packets"], 7000)
         self.assertEqual((listed[0]["caller_media"], listed[0]["callee_media"]), ("srtp", "rtp"))
+        signalling = (listed[0]["caller_signalling"], listed[0]["callee_signalling"])
+        self.assertEqual(signalling, ("tls", "udp"))
 
     def test_no_calls(self) -> None:
         """calls with nothing in progress says so; --json prints an empty list."""

@@ -555,3 +555,12 @@ class SignallingRecordTests(CallTestCase):
             self.assertEqual((leg["transport"], leg["signalling_encrypted"]), ("udp", False))
         for leg, count in before.items():
             self.assertEqual(metrics.CALL_LEGS.labels(leg, "udp")._value.get(), count + 1)
+
+    def test_live_call_names_each_legs_transport(self) -> None:
+        """
+        An answered call's live summary (``wardenctl calls``) names each leg's
+        signalling transport: udp for both legs here.
+        """
+        self.answer()
+        (live,) = self.stack.successResultOf_(self.stack.live.list())
+        self.assertEqual((live.caller_signalling, live.callee_signalling), ("udp", "udp"))

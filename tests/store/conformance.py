@@ -555,6 +555,8 @@ class LiveCallsConformanceMixin:
             updated_at=1010.0,
             caller_media="srtp",
             callee_media="rtp",
+            caller_signalling="tls",
+            callee_signalling="udp",
         )
         self.assertIsNone(await store.publish(ringing))
         self.assertIsNone(await store.publish(answered))

@@ -195,6 +195,9 @@ class LiveCall:
         updated_at: when this summary was published (clock time).
         caller_media, callee_media: per leg, "srtp" when its media is encrypted,
             "rtp" when it is plain, "" when not known (ADR 0019).
+        caller_signalling, callee_signalling: per leg, the transport its SIP
+            travels on: "udp", "tcp" or "tls" (encrypted); "" before it has a
+            dialog (ADR 0018).
     """
 
     call_id: str
@@ -210,6 +213,8 @@ class LiveCall:
     updated_at: float = attrs.field(default=0.0, converter=float)
     caller_media: str = ""
     callee_media: str = ""
+    caller_signalling: str = ""
+    callee_signalling: str = ""
 
 
 @attrs.frozen

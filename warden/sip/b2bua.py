@@ -674,7 +674,8 @@ class CallController:
             dialled=call.dialled, state=state, started_at=call.started_at,
             answered_at=call.answered_at, codec=call.codec, packets=self._packets(call),
             node_id=self.settings.node_id, updated_at=now, caller_media=media["a"],
-            callee_media=media["b"],
+            callee_media=media["b"], caller_signalling=leg_transport(call, "a"),
+            callee_signalling=leg_transport(call, "b"),
         )  # fmt: skip
         self._quiet(self.live.publish(summary), "publish live call")
 
