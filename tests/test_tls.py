@@ -39,8 +39,8 @@ def expiry(listener: str) -> float | None:
     return REGISTRY.get_sample_value(EXPIRY, {"listener": listener})
 
 
-class CertificateExpiryMetricTests(SynchronousTestCase):
-    """The gauge follows the certificate actually served."""
+class PairTestCase(SynchronousTestCase):
+    """Tests with a certificate and key generated at Unix time 0."""
 
     def setUp(self) -> None:
         """A certificate and key generated at Unix time 0."""
@@ -49,6 +49,10 @@ class CertificateExpiryMetricTests(SynchronousTestCase):
         self.cert = os.path.join(directory, "cert.pem")
         self.key = os.path.join(directory, "key.pem")
         generate_self_signed(self.cert, self.key, Clock())
+
+
+class CertificateExpiryMetricTests(PairTestCase):
+    """The gauge follows the certificate actually served."""
 
     def test_set_at_start(self) -> None:
         """Loading the certificate exports its notAfter under the listener's label."""
@@ -106,16 +110,8 @@ def handshake(server_context: SSL.Context, client_max: int) -> str:
     return str(server.get_protocol_version_name())
 
 
-class PolicyTests(SynchronousTestCase):
+class PolicyTests(PairTestCase):
     """L{TlsPolicy} shapes the context."""
-
-    def setUp(self) -> None:
-        """A certificate and key."""
-        directory = self.mktemp()
-        os.mkdir(directory)
-        self.cert = os.path.join(directory, "cert.pem")
-        self.key = os.path.join(directory, "key.pem")
-        generate_self_signed(self.cert, self.key, Clock())
 
     def test_minimum_version(self) -> None:
         """``min_version = "1.3"`` refuses TLS 1.2; the default accepts it."""
