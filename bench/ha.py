@@ -16,9 +16,14 @@ before each run.
    SIGKILLed; reported are the failed calls (by cause) and the recovery time,
    from the kill to the start of the last REGISTER (one every 0.1 s) that
    failed or waited for the dead node.
+3. ``database``: one node on a Patroni cluster (``deploy/patroni``, etcd) through
+   HAProxy (``deploy/haproxy``), ``warden-loadtest`` calls straight to it, and
+   ``patronictl switchover`` from db1 to db2 during the calls; reported are the
+   switchover time (command start to db2 answering ``/primary``), the failed
+   calls, and the call records stored against the calls answered.
 
 Run from the repository root, as root (needs keepalived, curl, kamailio, redis-server,
-PostgreSQL)::
+PostgreSQL, patroni, etcd, haproxy)::
 
     python -m bench.ha                                # both, 3 runs each
     python -m bench.ha --scenario active-passive --repeat 5
@@ -43,8 +48,11 @@ from typing import Any
 from twisted.internet import defer, task
 
 from tests.integration.ha_cluster import HaSite, active_active, active_passive, machine_load
+from tests.integration.ha_patroni import database_switchover
 
-SCENARIOS = ("active-passive", "active-passive-node-lost", "active-active")
+SCENARIOS = ("active-passive", "active-passive-node-lost", "active-active", "database")
+LABELS = {"database": ["a", "db1", "db2"]}
+MEASURE = {"active-active": "recovery_s", "database": "switchover_s"}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -58,12 +66,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 async def one_run(
-    scenario: Callable[[HaSite], Awaitable[dict[str, Any]]], workdir: Path
+    scenario: Callable[[HaSite], Awaitable[dict[str, Any]]], workdir: Path, name: str
 ) -> dict[str, Any]:
     """One scenario on a fresh site, removed afterwards."""
     site = HaSite(workdir)
     try:
-        site.create(["a", "b"])
+        labels = LABELS.get(name, ["a", "b"])
+        site.create(labels, shared_servers=name not in LABELS)
         return await scenario(site)
     finally:
         await site.close()
@@ -93,6 +102,7 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
         "active-active": lambda site: active_active(
             site, calls=args.calls, rate=args.rate, hold=args.hold
         ),
+        "database": database_switchover,
     }
     document: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "bench.ha", *argv]),
@@ -104,11 +114,13 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
             runs = []
             for index in range(args.repeat):
                 sys.stderr.write(f"{name} run {index + 1}/{args.repeat}\n")
-                outcome = await one_run(runners[name], root / f"{name}-{index}")
+                outcome = await one_run(runners[name], root / f"{name}-{index}", name)
                 outcome.pop("loadtest_stderr", None)
                 sys.stderr.write(json.dumps(outcome) + "\n")
                 runs.append(outcome)
-            key = "recovery_s" if name == "active-active" else "failover_s"
+            key = {"active-active": "recovery_s", "database": "switchover_s"}.get(
+                name, "failover_s"
+            )
             document[name] = {key: summary([r[key] for r in runs]), "runs": runs}
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -1,5 +1,5 @@
 """
-deploy/keepalived and deploy/kamailio, the front ends of the HA guide
+deploy/keepalived, deploy/kamailio, deploy/patroni and deploy/haproxy, of the HA guide
 (docs/HA_DEPLOYMENT_GUIDE.md): each parses with the program that reads it. The
 integration tests (tests/integration/test_ha.py) run them for real.
 """
@@ -59,3 +59,21 @@ class KamailioConfigTests(TestCase):
         result = check([kamailio, "-c", "-f", str(DEPLOY / "kamailio" / "kamailio.cfg"),
                         "-A", f'DISPATCHER_LIST="{destinations}"'])  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+
+class PatroniConfigTests(TestCase):
+    """deploy/patroni/patroni.yml and deploy/haproxy/warden-postgres.cfg."""
+
+    def test_haproxy_config_parses(self) -> None:
+        """``haproxy -c`` accepts the configuration that follows Patroni's primary."""
+        haproxy = require_binary(self, "haproxy", "haproxy")
+        result = check([haproxy, "-c", "-f", str(DEPLOY / "haproxy" / "warden-postgres.cfg")])
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_patroni_config_names_haproxy_check(self) -> None:
+        """HAProxy checks /primary on the REST port the Patroni example listens on."""
+        patroni = (DEPLOY / "patroni" / "patroni.yml").read_text()
+        haproxy = (DEPLOY / "haproxy" / "warden-postgres.cfg").read_text()
+        self.assertIn("listen: 10.0.0.41:8008", patroni)
+        self.assertIn("option httpchk GET /primary", haproxy)
+        self.assertIn("server pg1 10.0.0.41:5432 check port 8008", haproxy)

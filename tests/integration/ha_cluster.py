@@ -137,9 +137,9 @@ class NamespacedNode(WardenProcess):
 class Daemon:
     """A helper daemon (keepalived, Kamailio) running in a namespace until stopped."""
 
-    def __init__(self, command: Sequence[str], workdir: Path) -> None:
+    def __init__(self, command: Sequence[str], workdir: Path, cwd: Path | None = None) -> None:
         self.workdir = workdir
-        self._child, self._process = spawn(command, workdir)
+        self._child, self._process = spawn(command, cwd or workdir)
 
     @property
     def running(self) -> bool:
@@ -189,13 +189,19 @@ class HaSite:
         self.postgres: servers.PostgreSQLServer | None = None
         self.redis: servers.RedisServer | None = None
         self.store: dict[str, object] = {}
+        self.cleanups: list[Callable[[], object]] = []
 
-    def create(self, labels: Sequence[str]) -> None:
-        """Namespaces for the LAN and each node; PostgreSQL and Redis on the LAN."""
+    def create(self, labels: Sequence[str], shared_servers: bool = True) -> None:
+        """
+        Namespaces for the LAN and each host; with ``shared_servers``, the
+        throwaway PostgreSQL and Redis on the LAN for the nodes to share.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.lan.create()
         for number, label in enumerate(labels, start=11):
             self.lan.add_host(label, number)
+        if not shared_servers:
+            return
         prefix = self.lan.prefix("lan")
         self.postgres = servers.PostgreSQLServer(LAN_ADDRESS, prefix, f"{SUBNET}.0/24")
         self.postgres.start()
@@ -240,11 +246,16 @@ class HaSite:
         any_node = next(iter(self.nodes.values()))
         return await provision(any_node.config_path, count, first, prefix=self.lan.prefix("lan"))
 
-    def start_daemon(self, label: str, command: Sequence[str], name: str) -> Daemon:
-        """Run ``command`` in ``label``'s namespace, in a directory of its own."""
+    def start_daemon(
+        self, label: str, command: Sequence[str], name: str, cwd: Path | None = None
+    ) -> Daemon:
+        """
+        Run ``command`` in ``label``'s namespace, with a directory of its own
+        for its output (and its working directory unless ``cwd`` says otherwise).
+        """
         workdir = self.workdir / name
         workdir.mkdir(parents=True, exist_ok=True)
-        daemon = Daemon([*self.lan.prefix(label), *command], workdir)
+        daemon = Daemon([*self.lan.prefix(label), *command], workdir, cwd)
         self.daemons.append(daemon)
         return daemon
 
@@ -324,6 +335,8 @@ class HaSite:
                 if server is not None:
                     server.destroy()
             self.lan.destroy()
+            for cleanup in self.cleanups:
+                cleanup()
 
 
 class Attempt(NamedTuple):
@@ -428,12 +441,16 @@ async def active_passive(site: HaSite, lose_node: bool = False) -> dict[str, Any
 
 
 async def run_loadtest(
-    site: HaSite, users: Users, options: Sequence[str], timeout: float
+    site: HaSite,
+    users: Users,
+    options: Sequence[str],
+    timeout: float,
+    pbx_host: str = LAN_ADDRESS,
 ) -> tuple[defer.Deferred[ProcessResult], Path]:
     """
-    Start ``twistd warden-loadtest`` in the LAN namespace against Kamailio with
-    ``options``; returns (a Deferred firing with its exit code, the path of
-    its report).
+    Start ``twistd warden-loadtest`` in the LAN namespace against ``pbx_host``
+    (Kamailio by default) with ``options``; returns (a Deferred firing with
+    its result, the path of its report).
     """
     workdir = site.workdir / "loadtest"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -441,7 +458,7 @@ async def run_loadtest(
     command = [
         *site.lan.prefix("lan"), *TWISTD, "-n", "--pidfile=",
         f"--logfile={workdir / 'twistd.log'}", "warden-loadtest",
-        "--pbx-host", LAN_ADDRESS, "--local-ip", LAN_ADDRESS,
+        "--pbx-host", pbx_host, "--local-ip", LAN_ADDRESS,
         "--users-file", str(users.sipp_csv), "--users", str(len(users.numbers)),
         "--save-report", str(report), "--no-progress", "--timeout", f"{timeout:g}",
         *options,

@@ -9,6 +9,9 @@ Warden nodes in their own network namespaces share PostgreSQL and Redis.
 - Active-active: Kamailio's dispatcher (``deploy/kamailio``) spreads requests
   over both nodes; killing one under ``warden-loadtest`` traffic costs only the
   calls it held, and calls succeed again through the other.
+- Database: one node on a Patroni cluster (``deploy/patroni``) through HAProxy
+  (``deploy/haproxy``); ``patronictl switchover`` under calls loses no call
+  record.
 
 These check behaviour with generous bounds; ``bench.ha`` measures the failover
 times (docs/PERFORMANCE.md). Root is needed (namespaces): without it the tests
@@ -20,6 +23,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 
 from tests.integration.ha_cluster import HaSite, active_active, active_passive, require_tools
+from tests.integration.ha_patroni import database_switchover
 from tests.integration.harness import IntegrationTestCase
 from tests.integration.netns import require_root
 
@@ -36,9 +40,11 @@ class HaTestCase(IntegrationTestCase):
         require_tools(self, *self.tools)
         self.site = HaSite(self.workdir())
         self.addCleanup(lambda: Deferred.fromCoroutine(self.site.close()))
-        self.site.create(["a", "b"])
+        self.site.create(list(self.labels), self.shared_servers)
 
     tools: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ("a", "b")
+    shared_servers = True
 
 
 class ActivePassiveTests(HaTestCase):
@@ -79,3 +85,24 @@ class ActiveActiveTests(HaTestCase):
         self.assertLessEqual(calls["failed"], 6 * 2 * 2 + 5, outcome)
         self.assertGreater(calls["succeeded"], 0, outcome)
         self.assertLess(outcome["recovery_s"], 15.0, outcome)
+
+
+class DatabaseFailoverTests(HaTestCase):
+    """Patroni moves the PostgreSQL primary under a Warden node taking calls."""
+
+    tools = ("patroni", "patronictl", "etcd", "haproxy", "curl", "psql")
+    labels = ("a", "db1", "db2")
+    shared_servers = False
+
+    async def test_no_call_record_lost_across_switchover(self) -> None:
+        """
+        With calls going on, ``patronictl switchover`` makes db2 the primary;
+        Warden (through HAProxy) goes on, and every call the load test saw
+        answered has its call record in the new primary within 60 s.
+        """
+        outcome = await database_switchover(self.site, calls=40, rate=4.0, hold=1.0)
+        self.assertEqual(outcome["switchover_exit"], 0, outcome)
+        self.assertEqual(outcome["primary_after"], "db2", outcome)
+        self.assertTrue(outcome["node_running"], outcome)
+        self.assertGreater(outcome["answered"], 0, outcome)
+        self.assertEqual(outcome["call_records"], outcome["answered"], outcome)
