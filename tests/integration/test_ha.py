@@ -25,7 +25,8 @@ from twisted.internet.defer import Deferred
 from tests.integration.ha_cluster import HaSite, active_active, active_passive, require_tools
 from tests.integration.ha_patroni import database_switchover
 from tests.integration.harness import IntegrationTestCase
-from tests.integration.netns import require_root
+from tests.integration.netns import LAN_ADDRESS, require_root
+from warden.sip.message import new_tag
 
 
 class HaTestCase(IntegrationTestCase):
@@ -85,6 +86,25 @@ class ActiveActiveTests(HaTestCase):
         self.assertLessEqual(calls["failed"], 6 * 2 * 2 + 5, outcome)
         self.assertGreater(calls["succeeded"], 0, outcome)
         self.assertLess(outcome["recovery_s"], 15.0, outcome)
+
+    async def test_dispatcher_is_no_open_relay(self) -> None:
+        """
+        An in-dialog request (with a To tag) without a Route, for a
+        Request-URI that is not a Warden node, is refused by Kamailio with 403,
+        not forwarded.
+        """
+        await self.site.start_node("a")
+        await self.site.start_kamailio()
+        phone = await self.site.phone((LAN_ADDRESS, 5060))
+        self.addCleanup(lambda: Deferred.fromCoroutine(phone.close()))
+        headers = [
+            ("From", f"<sip:probe@{LAN_ADDRESS}>;tag=a1"),
+            ("To", "<sip:victim@192.0.2.1>;tag=b2"),
+            ("Call-ID", f"relay-{new_tag()}"),
+            ("CSeq", "2 OPTIONS"),
+        ]
+        response = await phone.request("OPTIONS", "sip:victim@192.0.2.1:5060", headers)
+        self.assertEqual(response.status, 403)
 
 
 class DatabaseFailoverTests(HaTestCase):
