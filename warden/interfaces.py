@@ -566,7 +566,7 @@ if TYPE_CHECKING:
 
 class ICallHook(Interface):
     """
-    A feature's part in calls (L{warden.sip.hooks}, ADR 0016). An enabled
+    A feature's part in calls (L{warden.sip.hooks}, ADR 0020). An enabled
     plugin that provides it is asked at each point, in ``[plugins] enabled``
     order; L{warden.sip.hooks.CallHookBase} does nothing at every point. A hook
     rejects a call by raising L{warden.errors.SipError}.

@@ -1,5 +1,5 @@
 """
-Call hooks end to end (ADR 0016): a real ``twistd warden`` loads the
+Call hooks end to end (ADR 0020): a real ``twistd warden`` loads the
 ``hooktest`` plugin the third-party way (``tests/integration/plugins`` on the
 path, ``[plugins] enabled``), and SIPp calls go through every hook point:
 incoming, before routing (reject, redirect, mark), routing failed (redirect),

@@ -1,5 +1,5 @@
 """
-Call hooks (warden.sip.hooks, ADR 0016): each point, its order, what a hook may
+Call hooks (warden.sip.hooks, ADR 0020): each point, its order, what a hook may
 change there (reject, redirect, mark, headers and body parts), and plugins
 answering out-of-dialog methods Warden does not handle.
 """

@@ -1,7 +1,7 @@
 """
 Call hooks (L{warden.interfaces.ICallHook}): what a feature plugin sees of a
 call, the no-op base it extends, and L{CallHooks}, which runs the enabled
-plugins' hooks in ``[plugins] enabled`` order at each point (ADR 0016):
+plugins' hooks in ``[plugins] enabled`` order at each point (ADR 0020):
 
 1. L{CallHooks.incoming}: a new INVITE arrives, before authentication
    (verification of what the sender asserts; may reject);
