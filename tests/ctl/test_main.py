@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.store.conformance import call_record
 from tests.store.syncpool import SyncPool
 from warden.config import parse_config_text
 from warden.ctl.main import CommandError, build_parser, main, read_import_file, run_command
@@ -500,22 +501,7 @@ ZONE = timezone(timedelta(hours=1))
 
 def cdr(call_id: str, started_at: float, **kw: Any) -> CallRecord:
     """An answered call from 100 to 200: 5 s ringing, 60 s talking."""
-    fields: dict[str, Any] = {
-        "caller": "100",
-        "caller_name": "Front Desk",
-        "callee": "200",
-        "dialled": "200",
-        "answered_at": started_at + 5.0,
-        "ended_at": started_at + 65.0,
-        "disposition": "ANSWERED",
-        "hangup_cause": "BYE",
-        "hangup_side": "caller",
-        "codec": "PCMU",
-        "media": {"a": {"packets_in": 3000}},
-        "node_id": "node-1",
-    }
-    fields.update(kw)
-    return CallRecord(call_id=call_id, started_at=started_at, **fields)
+    return call_record(call_id, started_at, **{"media": {"a": {"packets_in": 3000}}, **kw})
 
 
 class WhenTests(SynchronousTestCase):
