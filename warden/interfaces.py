@@ -157,6 +157,32 @@ class IClientTransactionUser(Interface):
         """The transport could not send the request or the ACK (RFC 3261 §17.1.4)."""
 
 
+class ITransactionObserver(Interface):
+    """
+    What the transaction layer reports as it works, for monitoring. The layer
+    itself counts nothing: the SIP service binds these reports to its metrics
+    (L{warden.sip.metrics.TransactionMetrics}); without one they go nowhere.
+
+    Both are called once per message or transaction on the hot path: an
+    implementation must be cheap and must not raise.
+    """
+
+    def response_sent(status: int, transport: str, method: str) -> None:
+        """
+        A server transaction sent a response with ``status`` on ``transport``
+        (lower-case), answering a request of ``method`` (its CSeq method): each
+        response the TU hands it, and the "100 Trying" it sends itself. Copies
+        sent again for a retransmitted request or by a timer are not reported.
+        """
+
+    def exchange_ended(method: str, role: str, seconds: float) -> None:
+        """
+        A transaction for a request of ``method`` reached its first final state
+        (a final response, or a timeout) ``seconds`` after it began; ``role`` is
+        "client" or "server".
+        """
+
+
 # -- calls -----------------------------------------------------------------------
 
 if TYPE_CHECKING:

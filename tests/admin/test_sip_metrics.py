@@ -1,7 +1,8 @@
 """
 The metric families the admin plugin exposes, counted where SIP work happens:
-responses by method, status class and transport (in the server transactions),
-and transaction latency on the injected clock.
+responses by method, status class and transport (reported by the server
+transactions), and transaction latency on the injected clock, through the
+L{TransactionMetrics} binding the SIP service gives its transaction layer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.sip.transaction_fakes import UDP, Harness, make_request
 from warden.sip import metrics
 from warden.sip.message import make_response
+from warden.sip.metrics import TransactionMetrics
+from warden.testing.sipstack import FakeSipStack
 
 
 def _value(metric: object) -> float:
@@ -33,7 +36,7 @@ class ResponseCountTests(SynchronousTestCase):
 
     def test_counted_once_per_response_sent(self) -> None:
         """A response the TU sends counts once; answering a retransmission does not."""
-        h = Harness()
+        h = Harness(observer=TransactionMetrics())
         child = metrics.RESPONSES_SENT.labels("OPTIONS", "2xx", "udp")
         before = _value(child)
         request = make_request("OPTIONS")
@@ -57,7 +60,7 @@ class TransactionLatencyTests(SynchronousTestCase):
 
     def test_server_latency(self) -> None:
         """The time from the request to the final response is observed once."""
-        h = Harness()
+        h = Harness(observer=TransactionMetrics())
         before = _histogram_count("OPTIONS", "server")
         request = make_request("OPTIONS")
         h.receive(request, UDP)
@@ -69,3 +72,21 @@ class TransactionLatencyTests(SynchronousTestCase):
         self.assertEqual(_histogram_count("OPTIONS", "server"), before + 1)
         h.clock.advance(60)
         self.assertEqual(_histogram_count("OPTIONS", "server"), before + 1)
+
+
+class ServiceBindingTests(SynchronousTestCase):
+    """The SIP service binds its transaction layer to the metrics."""
+
+    def test_service_counts_responses_and_latency(self) -> None:
+        """
+        An OPTIONS answered through the SIP service's transaction layer counts
+        one response and one server transaction.
+        """
+        stack = FakeSipStack()
+        child = metrics.RESPONSES_SENT.labels("OPTIONS", "2xx", "udp")
+        before, latencies = _value(child), _histogram_count("OPTIONS", "server")
+        request = make_request("OPTIONS")
+        (response,) = stack.send_udp(request.to_bytes())
+        self.assertEqual(response.status, 200)  # type: ignore[attr-defined]
+        self.assertEqual(_value(child), before + 1)
+        self.assertEqual(_histogram_count("OPTIONS", "server"), latencies + 1)

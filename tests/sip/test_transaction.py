@@ -6,6 +6,7 @@ bookkeeping. The transactions' own behaviour is tested in
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -14,22 +15,27 @@ from tests.sip.transaction_fakes import (
     TCP,
     UDP,
     Harness,
+    RecordingObserver,
+    RecordingSend,
     RecordingTU,
     RecordingUser,
     make_request,
     reply,
 )
 from warden.errors import SipParseError
-from warden.interfaces import IClientTransactionUser, ITransactionUser
+from warden.interfaces import IClientTransactionUser, ITransactionObserver, ITransactionUser
 from warden.sip.message import Request, make_response
+from warden.sip.metrics import TransactionMetrics
 from warden.sip.parser import parse_datagram
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction import (
     InviteServerTransaction,
     NonInviteServerTransaction,
+    TransactionLayer,
     TransactionState,
     is_rfc3261_branch,
 )
+from warden.sip.transaction_base import NO_OBSERVER
 
 S = TransactionState
 
@@ -56,6 +62,72 @@ class FakeConformanceTests(SynchronousTestCase):
     def test_client_transaction_user(self) -> None:
         """RecordingUser provides IClientTransactionUser."""
         self.assertTrue(verifyObject(IClientTransactionUser, RecordingUser()))
+
+    def test_observers(self) -> None:
+        """
+        The recording observer, the layer's default (nobody) and the SIP
+        metrics binding provide ITransactionObserver.
+        """
+        for observer in (RecordingObserver(), NO_OBSERVER, TransactionMetrics()):
+            self.assertTrue(verifyObject(ITransactionObserver, observer))
+
+
+class ObserverTests(SynchronousTestCase):
+    """
+    The layer reports responses sent and transaction latency to its observer
+    (it counts nothing itself): once per response and per transaction.
+    """
+
+    def test_server_response_and_latency(self) -> None:
+        """
+        A response the TU sends is reported once, not again when a retransmitted
+        request is answered with it; the latency is reported at the final response.
+        """
+        h = Harness()
+        request = make_request("OPTIONS")
+        h.receive(request, UDP)
+        h.clock.advance(0.25)
+        h.tu.transactions[-1].respond(make_response(request, 200))
+        h.receive(request, UDP)  # retransmission, answered from the transaction
+        h.clock.advance(60)
+        self.assertEqual(h.send.statuses, [200, 200])
+        self.assertEqual(h.recorded.responses, [(200, "udp", "OPTIONS")])
+        self.assertEqual(h.recorded.exchanges, [("OPTIONS", "server", 0.25)])
+
+    def test_invite_trying_and_timer_g(self) -> None:
+        """
+        The 100 Trying the transaction sends itself is reported; copies of a
+        final response that Timer G sends are not.
+        """
+        h = Harness()
+        invite = make_request("INVITE")
+        h.receive(invite, UDP)
+        h.clock.advance(h.settings.trying_delay)
+        h.tu.transactions[-1].respond(make_response(invite, 486, to_tag="t"))
+        for _ in range(4):  # Timer G fires after T1, then 2*T1 more
+            h.clock.advance(h.settings.t1)
+        self.assertEqual(h.send.statuses, [100, 486, 486, 486])
+        self.assertEqual(h.recorded.responses, [(100, "udp", "INVITE"), (486, "udp", "INVITE")])
+        self.assertEqual(h.recorded.exchanges, [("INVITE", "server", h.settings.trying_delay)])
+
+    def test_client_timeout(self) -> None:
+        """A client transaction that times out reports its latency up to Timer F."""
+        h = Harness()
+        h.layer.send_request(make_request("OPTIONS"), UDP, RecordingUser())
+        h.clock.advance(h.settings.timer_f)
+        self.assertEqual(h.recorded.responses, [])
+        self.assertEqual(h.recorded.exchanges, [("OPTIONS", "client", h.settings.timer_f)])
+
+    def test_nobody_by_default(self) -> None:
+        """Without an observer the layer answers as usual and reports to nobody."""
+        clock = Clock()
+        send = RecordingSend(clock)
+        tu = RecordingTU()
+        layer = TransactionLayer(clock, TimerSettings(), send, tu)
+        request = make_request("OPTIONS")
+        layer.receive(request, UDP)
+        tu.transactions[-1].respond(make_response(request, 200))
+        self.assertEqual(send.statuses, [200])
 
 
 class TimerSettingsTests(SynchronousTestCase):

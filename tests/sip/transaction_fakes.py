@@ -9,7 +9,7 @@ from collections.abc import Callable
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from warden.interfaces import IClientTransactionUser, ITransactionUser
+from warden.interfaces import IClientTransactionUser, ITransactionObserver, ITransactionUser
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request, Response, make_response
 from warden.sip.parser import parse_datagram
@@ -152,15 +152,40 @@ class RecordingUser:
         return [response.status for response in self.responses]
 
 
-class Harness:
-    """A layer on a Clock with a recording send and TU."""
+@implementer(ITransactionObserver)
+class RecordingObserver:
+    """Records what the layer reports: ``(status, transport, method)`` and latencies."""
 
-    def __init__(self, settings: TimerSettings | None = None) -> None:
+    def __init__(self) -> None:
+        self.responses: list[tuple[int, str, str]] = []
+        self.exchanges: list[tuple[str, str, float]] = []
+
+    def response_sent(self, status: int, transport: str, method: str) -> None:
+        self.responses.append((status, transport, method))
+
+    def exchange_ended(self, method: str, role: str, seconds: float) -> None:
+        self.exchanges.append((method, role, seconds))
+
+
+class Harness:
+    """
+    A layer on a Clock with a recording send and TU; it reports to ``observer``
+    (by default a L{RecordingObserver}, kept as ``recorded``).
+    """
+
+    def __init__(
+        self,
+        settings: TimerSettings | None = None,
+        observer: ITransactionObserver | None = None,
+    ) -> None:
         self.clock = Clock()
         self.settings = settings or TimerSettings()
         self.send = RecordingSend(self.clock)
         self.tu = RecordingTU()
-        self.layer = TransactionLayer(self.clock, self.settings, self.send, self.tu)
+        self.recorded = RecordingObserver()
+        self.layer = TransactionLayer(
+            self.clock, self.settings, self.send, self.tu, observer or self.recorded
+        )
 
     def advance_to(self, when: float) -> None:
         """Move the clock forward to ``when`` seconds."""

@@ -191,8 +191,10 @@ class SipService(service.MultiService):
         )  # fmt: skip
         self.dispatcher = RequestDispatcher(is_local_domain)
         self.dispatcher.server_header = self.hub.server_header = settings.server_header
+        # The transaction layer counts nothing itself: its reports are bound here
+        # to the SIP metrics (responses sent, transaction latency).
         self.transactions = TransactionLayer(
-            clock, settings.timers, self.hub.send, self.dispatcher
+            clock, settings.timers, self.hub.send, self.dispatcher, metrics.TransactionMetrics()
         )
         # In a cluster, requests another node routes through this one to a phone
         # it holds, and their responses, are forwarded by the hop, which passes

@@ -23,11 +23,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from warden.errors import SipParseError
-from warden.interfaces import IClientTransactionUser, ITransactionUser
+from warden.interfaces import IClientTransactionUser, ITransactionObserver, ITransactionUser
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request, Response
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction_base import (
+    NO_OBSERVER,
     StateRule,
     Transaction,
     TransactionContext,
@@ -137,6 +138,8 @@ class TransactionLayer:
         send: hands a message to the transport layer for a flow; raises when the
             message cannot be sent.
         tu: receives new requests, ACKs for 2xx and stray responses.
+        observer: told of every response sent and every transaction's latency
+            (the SIP service binds it to its metrics); by default, nobody.
     """
 
     log = Logger()
@@ -147,8 +150,9 @@ class TransactionLayer:
         settings: TimerSettings,
         send: Callable[[Message, Flow], None],
         tu: ITransactionUser,
+        observer: ITransactionObserver = NO_OBSERVER,
     ) -> None:
-        self._context = TransactionContext(clock, settings, send, self._forget)
+        self._context = TransactionContext(clock, settings, send, self._forget, observer)
         self._tu = tu
         self._server: dict[Hashable, ServerTransaction] = {}
         self._client: dict[Hashable, ClientTransaction] = {}

@@ -20,8 +20,9 @@ from typing import ClassVar
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from warden.sip import metrics
+from warden.interfaces import ITransactionObserver
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request
 from warden.sip.timers import TimerSettings
@@ -143,6 +144,20 @@ class LingerQueue:
             self._call = self._clock.callLater(waiting[0].deadline - now, self._expire)
 
 
+@implementer(ITransactionObserver)
+class NoObserver:
+    """The observer of a layer nobody monitors: every report goes nowhere."""
+
+    def response_sent(self, status: int, transport: str, method: str) -> None:
+        """Nothing."""
+
+    def exchange_ended(self, method: str, role: str, seconds: float) -> None:
+        """Nothing."""
+
+
+NO_OBSERVER = NoObserver()
+
+
 @attrs.define(eq=False)
 class TransactionContext:
     """
@@ -153,6 +168,7 @@ class TransactionContext:
         settings: T1, T2, T4 and the timers derived from them.
         send: hands a message to the transport layer; raises on failure.
         forget: called once when a transaction enters ``Terminated``.
+        observer: what responses and latencies are reported to (monitoring).
         retransmissions: messages sent again because a timer fired.
         absorbed: received retransmissions that went no further.
     """
@@ -161,6 +177,7 @@ class TransactionContext:
     settings: TimerSettings
     send: Callable[[Message, Flow], None]
     forget: Callable[[Transaction], None]
+    observer: ITransactionObserver = NO_OBSERVER
     retransmissions: int = 0
     absorbed: int = 0
     _lingering: dict[float, LingerQueue] = attrs.field(init=False, factory=dict)
@@ -249,12 +266,12 @@ class Transaction:
             self._context.forget(self)
 
     def _observe_latency(self) -> None:
-        """Count the time to the first final state (``warden_sip_transaction_seconds``)."""
+        """Report the time to the first final state to the context's observer."""
         assert self._started_at is not None
         elapsed = self._context.clock.seconds() - self._started_at
         self._started_at = None
         role = "client" if "Client" in type(self).__name__ else "server"
-        metrics.observe_transaction(self.request.method, role, max(0.0, elapsed))
+        self._context.observer.exchange_ended(self.request.method, role, max(0.0, elapsed))
 
     def _terminate(self) -> None:
         """Enter ``Terminated`` unless already there."""

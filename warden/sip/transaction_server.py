@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from warden.sip import metrics
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.transaction_base import (
@@ -105,7 +104,9 @@ class ServerTransaction(Transaction):
 
     def _send(self, response: Response) -> bool:
         self._last_response = response
-        metrics.count_response(response.status, self.flow.transport, self.request.method)
+        self._context.observer.response_sent(
+            response.status, self.flow.transport, self.request.method
+        )
         return self._transmit(response)
 
     def _resend_last(self) -> None:
