@@ -14,7 +14,14 @@ then SRTP (RFC 3711, AES_CM_128_HMAC_SHA1_80, ADR 0019) on both legs, where the
 relay authenticates, decrypts and re-encrypts every packet; the phones' packets
 are protected before the clock starts. The same packets and sequence numbers
 go through both runs (no loss, no jitter), and ``srtp_vs_plain`` is the SRTP
-packet rate as a fraction of the plain one. Usage::
+packet rate as a fraction of the plain one. The fake-socket mode runs a third
+time with the call recorded (L{warden.rtp.recorder}): the relay's tap hands
+the packets on in batches, and ``recording_vs_plain`` is that packet rate as a
+fraction of the plain one. The writer's work (decoding, placing, writing the
+stereo WAV file into a temporary directory), which Warden does in its writer
+thread, runs after the timed loop and is timed on its own:
+``writer_microseconds_per_packet``. The fake clock advances 10 ms per packet
+(20 ms per direction), as a real call's would. Usage::
 
     python bench/rtp_relay.py [--packets N] [--window W] [--skip-loopback]
 
@@ -29,7 +36,9 @@ import os
 import platform
 import struct
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
@@ -38,6 +47,7 @@ from twisted.internet.task import Clock
 
 sys.path.insert(0, ".")
 
+from warden.rtp.recorder import CallRecorder, RecorderLimits  # noqa: E402
 from warden.rtp.relay import MediaRelay  # noqa: E402
 from warden.rtp.sdes import Crypto  # noqa: E402
 from warden.rtp.session import MediaSession  # noqa: E402
@@ -92,9 +102,10 @@ def phone_packets(count: int, side: str, srtp: bool) -> list[bytes]:
     return [context.protect(p) for p in packets]
 
 
-def bench_fake(count: int, srtp: bool = False) -> dict[str, Any]:
+def bench_fake(count: int, srtp: bool = False, recording: bool = False) -> dict[str, Any]:
     """Packets/s through the relay on fake sockets, alternating directions."""
     clock = Clock()
+    clock.rightNow = 1_700_000_000.0
     network = FakeNetwork()
     relay = MediaRelay(clock, network.listen_udp, "203.0.113.1", (10000, 10099))
     caller, callee = ("192.0.2.10", 4000), ("198.51.100.20", 5000)
@@ -107,8 +118,15 @@ def bench_fake(count: int, srtp: bool = False) -> dict[str, Any]:
         phone_packets(count // 2 + 1, "b", srtp),
     )
     packets = [(from_b if i & 1 else from_a)[i // 2] for i in range(count)]
+    work: list[Callable[[], None]] = []
+    directory = tempfile.TemporaryDirectory()
+    path = os.path.join(directory.name, "bench.wav")
+    if recording:  # no batch is dropped: the writer runs after the loop
+        limits = RecorderLimits(max_batches=count)
+        session.tap = CallRecorder(path, clock.seconds(), work.append, limits)
     start = time.perf_counter()
     for i, data in enumerate(packets):
+        clock.rightNow += 0.01
         if i & 1:
             b.protocol.datagramReceived(data, callee)
         else:
@@ -120,8 +138,20 @@ def bench_fake(count: int, srtp: bool = False) -> dict[str, Any]:
     stats = session.stats()
     relayed = stats["a"]["packets_out"] + stats["b"]["packets_out"]
     session.release()
+    finished = time.perf_counter()
+    for each in work:
+        each()
+    writer_seconds = time.perf_counter() - finished
+    wav_bytes = os.path.getsize(path) if recording else 0
+    directory.cleanup()
+    extra = {
+        "writer_seconds": round(writer_seconds, 4),
+        "writer_microseconds_per_packet": round(1e6 * writer_seconds / count, 2),
+        "wav_bytes": wav_bytes,
+    }
     return {
         "srtp": srtp,
+        **({"recording": True, **extra} if recording else {}),
         "packets": count,
         "relayed": relayed,
         "seconds": round(elapsed, 4),
@@ -230,6 +260,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     plain, srtp = bench_fake(args.packets), bench_fake(args.packets, srtp=True)
+    recorded = bench_fake(args.packets, recording=True)
     report: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -238,6 +269,10 @@ def main() -> None:
         "fake_sockets_srtp": srtp,
         "fake_sockets_srtp_vs_plain": round(
             srtp["packets_per_second"] / plain["packets_per_second"], 3
+        ),
+        "fake_sockets_recording": recorded,
+        "fake_sockets_recording_vs_plain": round(
+            recorded["packets_per_second"] / plain["packets_per_second"], 3
         ),
     }
     if not args.skip_loopback:

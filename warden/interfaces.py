@@ -296,6 +296,15 @@ class IMediaSession(Interface):
         "Called once, without arguments, when media has stopped for the relay's "
         "media timeout while not on hold. Set by the call controller; None at first."
     )
+    on_dtmf: Callable[[str, str], object] | None = Attribute(
+        "Called with the side and the digit (``0-9``, ``*``, ``#``, ``A-D``) when the "
+        "phone on that side starts an RFC 4733 telephone-event (once per event, "
+        "however many packets carry it). Set by the call controller; None at first."
+    )
+    tap: IMediaTap | None = Attribute(
+        "Sees every RTP packet the session relays, decrypted (a call recorder); "
+        "closed when the session is released. None at first."
+    )
 
     def offer_from(side: str, sdp: bytes) -> bytes:
         """
@@ -359,6 +368,26 @@ class IMediaSession(Interface):
 
     def release() -> None:
         """Close the session's sockets and return its ports. Idempotent."""
+
+
+class IMediaTap(Interface):
+    """
+    Sees the RTP a media session relays (L{IMediaSession.tap}): a call recorder.
+    Called in the reactor thread for every packet, so it must return at once:
+    anything slow (the disk) happens elsewhere.
+    """
+
+    def rtp(
+        side: str, ssrc: int, timestamp: int, payload_type: int, payload: bytes, now: float
+    ) -> None:
+        """
+        An RTP packet from ``side``'s phone was relayed (after SRTP decryption;
+        RFC 4733 events are not passed): its SSRC, RTP timestamp, payload type
+        (as the sender numbers it), payload, and arrival time (the relay's clock).
+        """
+
+    def close(now: float) -> None:
+        """The session was released, or the tap removed: no packet follows."""
 
 
 class IMediaRelay(Interface):

@@ -7,7 +7,9 @@ arriving on side a's RTP socket leaves from side b's RTP socket towards the
 callee, and the other way round; RTCP likewise between the RTCP sockets. RTCP
 multiplexed on the RTP port (RFC 5761) is recognised by its packet type, counted
 as RTCP and relayed on the RTP sockets, the way it came. RFC 4733 events are
-relayed untouched and counted once per event.
+relayed untouched and counted once per event; ``on_dtmf`` hears each new
+event's digit. A ``tap`` (a call recorder, L{warden.rtp.recorder}) sees every
+other relayed RTP packet, decrypted, in the reactor thread.
 
 Where a side's media goes and where it may come from (symmetric RTP latching,
 "comedia", for phones behind NAT; ADR 0013 and L{warden.rtp.policy}):
@@ -66,7 +68,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from warden.interfaces import IMediaSession
+from warden.interfaces import IMediaSession, IMediaTap
 from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError, RtpParseError
@@ -90,6 +92,16 @@ Address = tuple[str, int]
 _SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError)
 # A payload type no SDP names: the default clock rate, not an event.
 _UNKNOWN_FORMAT: tuple[int | None, bool] = (None, False)
+#: RFC 4733 §3.2 event codes of the DTMF digits.
+DTMF_DIGITS = {
+    **{n: str(n) for n in range(10)},
+    10: "*",
+    11: "#",
+    12: "A",
+    13: "B",
+    14: "C",
+    15: "D",
+}
 # How far a candidate stream's sequence number may advance between two of its
 # packets and still count as consecutive (a few lost packets).
 MAX_SEQUENCE_STEP = 16
@@ -224,6 +236,8 @@ class MediaSession:
         self.side_a = side_a
         self.side_b = side_b
         self.on_timeout: Callable[[], object] | None = None
+        self.on_dtmf: Callable[[str, str], object] | None = None
+        self.tap: IMediaTap | None = None
         self.timed_out = False
         self._relay = relay
         self._clock = clock
@@ -385,7 +399,9 @@ class MediaSession:
         rate, event = other.formats.get(pt) or peer.formats.get(pt) or _UNKNOWN_FORMAT
         peer.rtp_in.record(header, len(data), now, rate, timing=not event)
         if event:
-            self._count_event(peer, header, data)
+            self._count_event(side, peer, header, data)
+        elif self.tap is not None:
+            self.tap.rtp(side, header.ssrc, header.timestamp, pt, header.payload(data), now)
         self._forward(other, other.rtp_destination(), (_other(side), False), data, now)
 
     def _unprotect(
@@ -482,12 +498,18 @@ class MediaSession:
         if self._forward(other, destination, (_other(side), on_rtcp_port), data, None):
             other.rtcp_out += 1
 
-    def _count_event(self, peer: _Peer, header: Any, data: bytes) -> None:
+    def _count_event(self, side: str, peer: _Peer, header: Any, data: bytes) -> None:
         try:
             event = parse_telephone_event(header.payload(data))
         except RtpParseError:
             return
-        peer.dtmf.record(header, event)
+        if peer.dtmf.record(header, event) and self.on_dtmf is not None:
+            digit = DTMF_DIGITS.get(event.event)
+            if digit is not None:
+                try:
+                    self.on_dtmf(side, digit)
+                except Exception:
+                    self.log.failure("on_dtmf of call {call_id} failed", call_id=self.call_id)
 
     def _forward(
         self,
@@ -608,6 +630,12 @@ class MediaSession:
             return
         self.released = True
         self.flush_metrics()
+        tap, self.tap = self.tap, None
+        if tap is not None:
+            try:
+                tap.close(self._clock.seconds())
+            except Exception:
+                self.log.failure("Closing the tap of call {call_id} failed", call_id=self.call_id)
         for peer in self._peers.values():
             if peer.origin is not None:  # the leg's phone sent SDP
                 metrics.LEGS_BY_MEDIA["srtp" if peer.srtp else "rtp"].inc()
