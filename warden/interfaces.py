@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from warden.model import Binding, Extension, Route
+from warden.model.features import CallFeatures
 
 if TYPE_CHECKING:
     from warden.sip.flow import Flow
@@ -661,3 +662,23 @@ class ICallHook(Interface):
 
     def handle_request(request: Request, flow: Flow) -> Deferred[Response]:
         """Answer an out-of-dialog request of one of L{methods}."""
+
+
+class ICallFeatureStore(Interface):
+    """
+    The call features of each extension (L{warden.model.features.CallFeatures}):
+    forwarding and do-not-disturb, durable and shared by every node using the
+    store.
+    """
+
+    def get_features(number: str) -> Deferred[CallFeatures]:
+        """The features of ``number`` (all off when none are stored)."""
+
+    def set_features(features: CallFeatures) -> Deferred[None]:
+        """Store ``features`` for their number, replacing what was stored."""
+
+    def remove_features(number: str) -> Deferred[bool]:
+        """Forget ``number``'s features; whether any were stored."""
+
+    def list_features() -> Deferred[builtins.list[CallFeatures]]:
+        """Every extension with a feature set, by number."""

@@ -41,7 +41,7 @@ __all__ = [
 
 #: The plugins ``[plugins] enabled`` names when it is not set: everything
 #: Warden did before plugins existed.
-DEFAULT_PLUGINS = ("sip", "media", "cluster", "admin", "backup", "mfa")
+DEFAULT_PLUGINS = ("sip", "media", "cluster", "admin", "backup", "mfa", "callfeatures")
 
 #: Parts the composition root provides itself (a plugin may replace
 #: ``location`` and ``live``, as the cluster plugin does with Redis).

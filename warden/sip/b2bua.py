@@ -185,7 +185,7 @@ class CallController:
         attempt = CallAttempt(caller, dialled, request, flow)
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
             await self.hooks.before_routing(attempt)
-        route: Route = await self.router.route(attempt.dialled, caller)
+        route = await self._route(attempt)
         if route.status and self.hooks:
             route = await self._redirect(attempt, route)
         if route.status:
@@ -226,6 +226,13 @@ class CallController:
         self.index_dialog(call, "a", call.dialogs["a"])
         self._publish(call)
         call.start(bindings, offer)
+
+    async def _route(self, attempt: CallAttempt) -> Route:
+        """The route of the dialled number, or the failure a hook chose (L{CallAttempt.refuse})."""
+        if attempt.refusal is not None:
+            return Route(*attempt.refusal)
+        route: Route = await self.router.route(attempt.dialled, attempt.caller)
+        return route
 
     async def _redirect(self, attempt: CallAttempt, route: Route) -> Route:
         """A routing failure: the route to the number a hook redirects to, if any."""

@@ -55,6 +55,10 @@ class CallAttempt:
         marks: labels hooks attach for later hooks (``emergency``, ...).
         call_id: Warden's call identifier, once the call rings ("" before).
         redirected: a routing failure was already redirected (only once).
+        refusal: set by L{refuse} before routing: the call fails as if the
+            number could not be routed, with this status and reason, so the
+            later hooks' L{CallHooks.routing_failed} may still redirect it
+            (do-not-disturb to voicemail).
     """
 
     caller: Extension
@@ -64,6 +68,14 @@ class CallAttempt:
     marks: set[str] = attrs.field(factory=set)
     call_id: str = ""
     redirected: bool = False
+    refusal: tuple[int, str] | None = None
+
+    def refuse(self, status: int, reason: str) -> None:
+        """
+        Before routing: do not route the number; the call fails with ``status``
+        unless a hook's L{CallHooks.routing_failed} redirects it.
+        """
+        self.refusal = (status, reason)
 
 
 @attrs.define(eq=False)

@@ -1,0 +1,151 @@
+"""
+Everyday call features end to end (ADR 0023): a real ``twistd warden`` with its
+default plugins and SIPp phones. A phone forwards its calls with ``*72<number>``
+and a call to it lands on the target, also after a restart (the setting is in
+the store); ``*73`` ends it; a phone in do-not-disturb (``*78``) refuses calls
+with 486 and ``*79`` ends it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import (
+    LOCALHOST,
+    IntegrationTestCase,
+    Users,
+    WardenProcess,
+    free_port,
+    poll,
+    provision,
+    register_sipp_phone,
+    require_sipp,
+    run_sipp,
+    sipp_command,
+    spawn,
+)
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+
+BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+MEDIA = {"media": {"port_min": 32700, "port_max": 32900}}
+
+
+class CallFeatureTestCase(IntegrationTestCase):
+    """A Warden, extensions 2000-2003, and SIPp phones."""
+
+    def setUp(self) -> None:
+        """SIPp is needed."""
+        super().setUp()
+        require_sipp(self)
+
+    async def setup_warden(self, settings: dict[str, dict[str, object]] | None = None) -> None:
+        """Start Warden with ``settings`` and create the extensions."""
+        self.warden: WardenProcess = await self.start_warden({**MEDIA, **(settings or {})})
+        self.users: Users = await provision(self.warden.config_path, 4, first=2000)
+
+    def injection(self, caller: str, dialled: str) -> Path:
+        """A SIPp injection file: ``caller`` (authenticating) dials ``dialled``."""
+        path = self.workdir() / "caller.csv"
+        password = self.users.passwords[caller]
+        path.write_text(
+            f"SEQUENTIAL\n{caller};{password};{dialled};"
+            f"[authentication username={caller} password={password}]\n"
+        )
+        return path
+
+    async def dial(self, caller: str, dialled: str, scenario: Path) -> tuple[Any, Any, str, Path]:
+        """``caller`` calls ``dialled`` with ``scenario``: result, stats, errors, directory."""
+        run_dir = self.workdir()
+        args = [
+            f"{self.warden.address[0]}:{self.warden.address[1]}",
+            "-sf", str(scenario), "-inf", str(self.injection(caller, dialled)),
+            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-timeout", "90s", "-timeout_error", "-trace_stat", "-trace_err", "-trace_msg",
+        ]  # fmt: skip
+        result = await run_sipp(args, run_dir, timeout=120)
+        return result, read_sipp_stats(run_dir), read_sipp_errors(run_dir), run_dir
+
+    async def refused(self, caller: str, dialled: str) -> str:
+        """``caller`` dials ``dialled`` and is refused: the final status line."""
+        result, stats, errors, run_dir = await self.dial(
+            caller, dialled, SCENARIOS / "refused_call_uac.xml"
+        )
+        context = f"SIPp exit {result.code}\n{result.stderr}\n{errors}"
+        self.assertEqual((stats.successful, stats.failed), (1, 0), context)
+        messages = "".join(p.read_text() for p in run_dir.glob("*_messages.log"))
+        lines = [line.strip() for line in messages.splitlines()]
+        finals = [s for s in lines if s.startswith("SIP/2.0 4") and " 407 " not in s]
+        self.assertTrue(finals, messages[-3000:])
+        return finals[-1]
+
+    async def answered(self, caller: str, dialled: str) -> None:
+        """``caller`` dials ``dialled`` and the call is answered (RTP-less SIPp UAC)."""
+        result, stats, errors, _ = await self.dial(
+            caller, dialled, BENCH_SCENARIOS / "call_uac.xml"
+        )
+        context = f"SIPp exit {result.code}\n{result.stderr}\n{errors}"
+        self.assertEqual((stats.successful, stats.failed), (1, 0), context)
+
+    async def phone(self, number: str, scenario: str, calls: int = 1) -> Any:
+        """Register ``number`` and run a SIPp UAS for it (``scenario``) taking ``calls`` calls."""
+        port = free_port()
+        reg, errors = await register_sipp_phone(
+            self.warden.address, number, self.users.passwords[number], port, self.workdir()
+        )
+        self.assertEqual(reg.code, 0, reg.stderr + errors)
+        path = BENCH_SCENARIOS / scenario
+        if not path.exists():
+            path = SCENARIOS / scenario
+        args = [
+            "-sf", str(path), "-i", LOCALHOST, "-p", str(port), "-mp", str(free_port()),
+            "-m", str(calls), "-trace_err", "-trace_msg",
+            f"{self.warden.address[0]}:{self.warden.address[1]}",
+        ]  # fmt: skip
+        uas, process = spawn(sipp_command(args), self.workdir())
+        self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)
+        return uas
+
+    async def finished(self, uas: Any) -> None:
+        """The UAS took its calls and exited cleanly."""
+        await poll(lambda: not uas.running, 30)
+        self.assertEqual(uas.code, 0, uas.output)
+
+
+class ForwardTests(CallFeatureTestCase):
+    """Call forwarding set from the phone."""
+
+    async def test_forward_all_by_feature_code(self) -> None:
+        """
+        2001 dials *72 2002: answered 480 "Call Forwarding On 2002"; after a
+        restart of Warden a call from 2000 to 2001 is answered by 2002's phone;
+        *73 ends the forward and 2001 (not registered) is unavailable again.
+        """
+        await self.setup_warden()
+        status = await self.refused("2001", "*722002")
+        self.assertEqual(status, "SIP/2.0 480 Call Forwarding On 2002")
+        await self.warden.stop()
+        await self.warden.start()
+        target = await self.phone("2002", "call_uas.xml")
+        await self.answered("2000", "2001")
+        await self.finished(target)
+        self.assertEqual(await self.refused("2001", "*73"), "SIP/2.0 480 Call Forwarding Off")
+        self.assertEqual(await self.refused("2000", "2001"), "SIP/2.0 480 Temporarily Unavailable")
+
+
+class DoNotDisturbTests(CallFeatureTestCase):
+    """Do-not-disturb set from the phone."""
+
+    async def test_dnd_by_feature_code(self) -> None:
+        """
+        2002 dials *78: its callers get 486 and its phone does not ring; after
+        *79 the next call rings it and is answered.
+        """
+        await self.setup_warden()
+        self.assertEqual(await self.refused("2002", "*78"), "SIP/2.0 480 Do Not Disturb On")
+        phone = await self.phone("2002", "call_uas.xml")
+        self.assertEqual(await self.refused("2000", "2002"), "SIP/2.0 486 Busy Here")
+        self.assertEqual(await self.refused("2002", "*79"), "SIP/2.0 480 Do Not Disturb Off")
+        await self.answered("2000", "2002")
+        await self.finished(phone)

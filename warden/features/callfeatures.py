@@ -1,0 +1,176 @@
+"""
+Everyday call features as a plugin (ADR 0023): call forwarding (unconditional,
+busy, no answer) and do-not-disturb, set with feature codes dialled from the
+phone or through the admin API, kept per extension in the store
+(L{ICallFeatureStore}) so that they survive restarts and every node of a
+cluster sees them.
+
+The plugin is an L{ICallHook}:
+
+- before routing it answers the feature codes (``*72<number>`` forward every
+  call, ``*73`` stop, ``*78`` do-not-disturb on, ``*79`` off) with a final
+  response naming what changed, follows the dialled extension's unconditional
+  forward (a chain of them, stopping at a loop), and refuses a call to an
+  extension in do-not-disturb as busy (486), which a later hook may still send
+  to voicemail;
+- when routing fails it sends a busy (486) call to the busy forward and an
+  unanswered or unreachable one (408, 480) to the no-answer forward.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from warden.errors import SipError
+from warden.interfaces import ICallFeatureStore, ICallHook, IWardenPlugin
+from warden.model.features import CallFeatures
+from warden.sip.hooks import CallAttempt, CallHookBase
+
+if TYPE_CHECKING:
+    from warden.plugin import BuildContext
+
+__all__ = ["FORWARD_TARGET", "CallFeaturesPlugin", "FeatureCodes", "plugin"]
+
+#: A forward target: an extension or an outside number (E.164 with ``+``).
+FORWARD_TARGET = re.compile(r"\+?[0-9]{1,32}")
+
+#: Unconditional forwards followed one after another before the call rings.
+MAX_FORWARD_HOPS = 8
+
+#: The final response to a feature code that was carried out: 480 (the phone
+#: shows the reason phrase; nothing rings), see ADR 0023.
+DONE_STATUS = 480
+
+
+class FeatureCodes:
+    """The feature codes a phone dials (``*72<number>`` and the fixed ones)."""
+
+    forward_on = "*72"
+    forward_off = "*73"
+    dnd_on = "*78"
+    dnd_off = "*79"
+
+
+@implementer(IPlugin, IWardenPlugin, ICallHook)
+class CallFeaturesPlugin(CallHookBase):
+    """Call forwarding and do-not-disturb per extension (``*72``/``*73``, ``*78``/``*79``)."""
+
+    name = "callfeatures"
+    description = "Call forward, do-not-disturb (*72/*73, *78/*79, admin API)"
+    sections: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ("stores",)
+    provides: tuple[str, ...] = ("callfeatures",)
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self.store: ICallFeatureStore | None = None
+
+    def parse_section(self, name: str, table: object, filename: str | None) -> object:
+        """Owns no section: never called."""
+        raise KeyError(name)
+
+    def make(self, context: BuildContext) -> None:
+        """The feature store on the shared database; provided as ``callfeatures``."""
+        from warden.store.backend import Stores
+        from warden.store.features import SQLCallFeatureStore
+
+        stores = context.need("stores", Stores)
+        self.store = SQLCallFeatureStore(stores.pool)
+        context.provide("callfeatures", self)
+
+    def use_store(self, store: ICallFeatureStore) -> None:
+        """Keep the features in ``store`` (tests; L{make} uses the database)."""
+        self.store = store
+
+    def _features(self) -> ICallFeatureStore:
+        if self.store is None:
+            raise SipError(503, "Service Unavailable")
+        return self.store
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def before_routing(self, attempt: CallAttempt) -> Deferred[None]:
+        """Feature codes, unconditional forwards and do-not-disturb."""
+        return Deferred.fromCoroutine(self._before_routing(attempt))
+
+    async def _before_routing(self, attempt: CallAttempt) -> None:
+        dialled = attempt.dialled
+        if dialled.startswith("*"):
+            await self._feature_code(attempt.caller.number, dialled)
+            return
+        store = self._features()
+        features = await store.get_features(dialled)
+        seen = {dialled}
+        while features.forward_all and len(seen) <= MAX_FORWARD_HOPS:
+            target = features.forward_all
+            if target in seen or target == attempt.caller.number:
+                break  # a loop, or back to the caller: ring where the chain stands
+            seen.add(target)
+            attempt.dialled = target
+            attempt.marks.add("forwarded")
+            features = await store.get_features(target)
+        if features.dnd:
+            attempt.marks.add("dnd")
+            attempt.refuse(486, "Busy Here")
+
+    async def _feature_code(self, number: str, dialled: str) -> None:
+        """Carry out a feature code; the answer is always a final response."""
+        store = self._features()
+        codes = FeatureCodes
+        if dialled.startswith(codes.forward_on):
+            target = dialled[len(codes.forward_on) :]
+            if not target:
+                raise SipError(484, "Address Incomplete")
+            if not FORWARD_TARGET.fullmatch(target) or target == number:
+                raise SipError(484, "Address Incomplete (not a forward number)")
+            await self._change(store, number, forward_all=target)
+            raise SipError(DONE_STATUS, f"Call Forwarding On {target}")
+        if dialled == codes.forward_off:
+            await self._change(store, number, forward_all="")
+            raise SipError(DONE_STATUS, "Call Forwarding Off")
+        if dialled == codes.dnd_on:
+            await self._change(store, number, dnd=True)
+            raise SipError(DONE_STATUS, "Do Not Disturb On")
+        if dialled == codes.dnd_off:
+            await self._change(store, number, dnd=False)
+            raise SipError(DONE_STATUS, "Do Not Disturb Off")
+        # Not a code of this plugin: routed as dialled (another feature's, or 404).
+
+    async def _change(self, store: ICallFeatureStore, number: str, **changes: Any) -> None:
+        features = await store.get_features(number)
+        await store.set_features(attrs.evolve(features, **changes))
+        self.log.info(
+            "Call features of {number} changed: {changes}",
+            number=number,
+            changes=", ".join(f"{k}={v}" for k, v in sorted(changes.items())),
+        )
+
+    def routing_failed(
+        self, attempt: CallAttempt, status: int, reason: str
+    ) -> Deferred[str | None] | None:
+        """
+        A busy call (486) to the busy forward; an unanswered or unreachable one
+        (408, 480) to the no-answer forward.
+        """
+        if "dnd" in attempt.marks or status not in (408, 480, 486):
+            return None
+        return Deferred.fromCoroutine(self._conditional(attempt, status))
+
+    async def _conditional(self, attempt: CallAttempt, status: int) -> str | None:
+        features: CallFeatures = await self._features().get_features(attempt.dialled)
+        target = features.forward_busy if status == 486 else features.forward_no_answer
+        if not target or target in (attempt.dialled, attempt.caller.number):
+            return None
+        attempt.marks.add("forwarded")
+        return target
+
+
+plugin = CallFeaturesPlugin()
