@@ -139,7 +139,7 @@ async def pair_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"two nodes: starting node {node_id} on {node.address}")
         await node.start()
         nodes.append(node)
-    a, b = nodes
+    a, _b = nodes
     try:
         users_csv = await provision_in_batches(a, args.users)
         halves = split_csv(users_csv)
@@ -154,7 +154,7 @@ async def pair_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         REGISTER_SCENARIO,
                         args.fill_rate / 2,
                         args.users // 2,
-                    )  # fmt: skip
+                    )
                 )
                 for r, n in zip(runners, nodes)
             ]
@@ -167,7 +167,7 @@ async def pair_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     defer.Deferred.fromCoroutine(
                         r.step(
                             f"node-{n.host}", n.address, n.pid, REGISTER_SCENARIO, rate / 2, calls
-                        )  # fmt: skip
+                        )
                     )
                     for r, n in zip(runners, nodes)
                 ]

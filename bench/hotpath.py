@@ -77,7 +77,7 @@ class HeapClock:
         """The current time."""
         return self.now
 
-    def callLater(  # noqa: N802
+    def callLater(
         self, delay: float, callable: Callable[..., object], *args: object, **kw: object
     ) -> IDelayedCall:
         """Schedule ``callable`` ``delay`` seconds from now."""
@@ -88,7 +88,7 @@ class HeapClock:
     def _push(self, call: DelayedCall) -> None:
         heapq.heappush(self._heap, (call.time, next(self._seq), call))
 
-    def getDelayedCalls(self) -> list[IDelayedCall]:  # noqa: N802
+    def getDelayedCalls(self) -> list[IDelayedCall]:
         """Every pending call."""
         return [c for _, _, c in self._heap if not (c.cancelled or c.called)]
 
@@ -136,7 +136,7 @@ class NullDatagramTransport:
         if self.keep:
             self.written.append(data)
 
-    def getHost(self) -> Any:  # noqa: N802
+    def getHost(self) -> Any:
         """Where the socket is bound."""
         return SERVER
 

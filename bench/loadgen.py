@@ -350,7 +350,7 @@ def calls_phase(target: Target, workdir: Path, users_csv: Path, a: argparse.Name
     args += ["--concurrent-calls", str(a.calls), "--call-rate", f"{a.call_rate:g}"]
     args += ["--call-duration", f"{a.hold:g}", "--rtp", "--register-rate", "500"]
     args += ["--max-pending", "2000"]
-    report, cpu, target_cpu, wall = run_ours(target, workdir, users_csv, args, a.hold * 4 + 300)
+    report, cpu, _target_cpu, wall = run_ours(target, workdir, users_csv, args, a.hold * 4 + 300)
     calls = report["phases"].get("calls", {})
     rtp = report["rtp"] or {}
     log(f"calls: {calls}, RTP loss {rtp.get('loss_percent')}%, MOS {rtp.get('mos', {})}")

@@ -370,8 +370,10 @@ async def reference_phase(
     port = free_port()
     transport = TRANSPORTS[args.transport]
     command = sipp_command(
-        ["-sf", str(SCENARIOS / uas), "-i", LOCALHOST, "-p", str(port), "-t", transport]
-        + ["-buff_size", str(SIPP_BUFFER_BYTES)]
+        [
+            *("-sf", str(SCENARIOS / uas), "-i", LOCALHOST, "-p", str(port), "-t", transport),
+            *("-buff_size", str(SIPP_BUFFER_BYTES)),
+        ]
     )
     child, process = spawn(command, run_dir)
     try:

@@ -47,11 +47,11 @@ from twisted.internet.task import Clock
 
 sys.path.insert(0, ".")
 
-from warden.rtp.recorder import CallRecorder, RecorderLimits  # noqa: E402
-from warden.rtp.relay import MediaRelay  # noqa: E402
-from warden.rtp.sdes import Crypto  # noqa: E402
-from warden.rtp.session import MediaSession  # noqa: E402
-from warden.testing.rtpnet import FakeNetwork, sdp_body  # noqa: E402
+from warden.rtp.recorder import CallRecorder, RecorderLimits
+from warden.rtp.relay import MediaRelay
+from warden.rtp.sdes import Crypto
+from warden.rtp.session import MediaSession
+from warden.testing.rtpnet import FakeNetwork, sdp_body
 
 PAYLOAD = b"\xff" * 160
 SUITE = "AES_CM_128_HMAC_SHA1_80"
@@ -217,7 +217,7 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
 
     def watchdog() -> None:
         # Packets lost in the kernel would stall the window: refill, or finish.
-        if callee.received >= count or callee.received == state["last"] and probe.sent >= count:
+        if callee.received >= count or (callee.received == state["last"] and probe.sent >= count):
             finish()
             return
         if callee.received == state["last"]:

@@ -34,7 +34,7 @@ class Child(service.Service):
 
     started_count = 0
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         self.started_count += 1
 

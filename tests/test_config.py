@@ -176,7 +176,7 @@ class ValuesTests(SynchronousTestCase):
                 1048576,
                 tcp_message_timeout=5.0,
                 tcp_connections_per_ip=8,
-            ),  # fmt: skip
+            ),
         )
         self.assertEqual(
             config.registrar, RegistrarConfig(30, 600, 1200, ("SHA-256",), 60.0, 5, 10.0, 3600.0)

@@ -165,11 +165,11 @@ class FakeConnection:
         self.closed = False
         self.broken = False
 
-    def runOperation(self, sql: str, args: Any = None) -> Deferred[None]:  # noqa: N802
+    def runOperation(self, sql: str, args: Any = None) -> Deferred[None]:
         self.queries.append((sql, args))
         return defer.succeed(None)
 
-    def runQuery(self, sql: str, args: Any = None) -> Deferred[list[tuple[Any, ...]]]:  # noqa: N802
+    def runQuery(self, sql: str, args: Any = None) -> Deferred[list[tuple[Any, ...]]]:
         self.queries.append((sql, args))
         if self.broken:
             return defer.fail(ConnectionError("server closed the connection"))

@@ -174,7 +174,7 @@ class FakeThreadReactor:
     def __init__(self) -> None:
         self.pending: list[Any] = []
 
-    def callFromThread(self, f: Any, *args: Any) -> None:  # noqa: N802
+    def callFromThread(self, f: Any, *args: Any) -> None:
         """Queue ``f``."""
         self.pending.append((f, args))
 

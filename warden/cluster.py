@@ -206,7 +206,7 @@ class NodeService(service.MultiService):
         """Where other nodes reach this node's SIP, as configured (``host:port``)."""
         return self._sip
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Join the cluster, then start the children (the SIP service)."""
         service.Service.startService(self)  # type: ignore[no-untyped-call]
         self._started_at = self._state.clock.seconds()
@@ -258,7 +258,7 @@ class NodeService(service.MultiService):
         return d.addCallback(lambda nodes: hop.set_nodes({n.node_id: n.sip for n in nodes}))
 
     @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802
+    def stopService(self):  # type: ignore[no-untyped-def]
         """Stop the children, then the heartbeat (removed, best effort); close Redis."""
         yield super().stopService()  # type: ignore[no-untyped-call]
         if self._loop.running:

@@ -186,7 +186,7 @@ class DirectoryRunLocks(service.Service):
                     " restore has finished"
                 ) from None
 
-    def privilegedStartService(self) -> None:  # noqa: N802
+    def privilegedStartService(self) -> None:
         """Name this process in the lock files (twistd has forked by now)."""
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         for lock in self._locks:
@@ -273,7 +273,7 @@ class StoreRunLock(service.Service):
         d: Deferred[None] = Deferred.fromCoroutine(self._take_with_retries())
         return d
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Check the lock's connection from now on."""
         super().startService()  # type: ignore[no-untyped-call]
         self._loop = task.LoopingCall(self._check)
@@ -296,7 +296,7 @@ class StoreRunLock(service.Service):
         except Exception as e:
             self.log.error("Store run lock not taken again: {error}", error=e)
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         """Stop checking; the lock stays held until the process ends."""
         super().stopService()  # type: ignore[no-untyped-call]
         if self._loop is not None and self._loop.running:
@@ -308,7 +308,7 @@ class StoreRunLock(service.Service):
         if connection is not None:
             try:
                 connection.close()
-            except Exception:  # noqa: S110 -- already closed
+            except Exception:  # already closed
                 pass
 
 

@@ -81,7 +81,7 @@ class WardenService(service.MultiService):
         self.drain = drain
         self.migrate = migrate
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Migrate and load, then start listening; a failure stops Warden."""
         service.Service.startService(self)
         d = Deferred.fromCoroutine(self._prepare())
@@ -127,7 +127,7 @@ class WardenService(service.MultiService):
         else:
             self._reactor.stop()
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         """Drain calls, stop children (flushing bindings), then close the database."""
         return Deferred.fromCoroutine(self._stop())
 

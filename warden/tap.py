@@ -81,7 +81,7 @@ class Options(usage.Options):
         """A domain served by this PBX (repeatable)."""
         self["domain"].append(name)
 
-    def postOptions(self) -> None:  # noqa: N802
+    def postOptions(self) -> None:
         """Load the configuration now, so a bad one stops start-up with one line."""
         private_umask()  # before check_store creates the data directory
         try:
@@ -107,7 +107,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:  # noqa: N802
+def makeService(options: Options, reactor: Any = None) -> service.IService:
     """Build Warden from parsed options."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor

@@ -259,7 +259,7 @@ class ReloadableContextFactory:
         not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
         return fingerprint(pem), not_after
 
-    def getContext(self) -> SSL.Context:  # noqa: N802
+    def getContext(self) -> SSL.Context:
         """The context for a new connection."""
         return self._context
 

@@ -128,7 +128,7 @@ class ProbeAgent(protocol.DatagramProtocol):
         """This agent's Contact URI."""
         return f"<sip:{self.identity.number}@{LOCALHOST}:{self.local_port}>"
 
-    def stopProtocol(self) -> None:  # noqa: N802
+    def stopProtocol(self) -> None:
         """The socket is closed: end every transaction and its timers."""
         self._layer.terminate_all()
         for waiter in list(self._waiting):
@@ -141,7 +141,7 @@ class ProbeAgent(protocol.DatagramProtocol):
 
     # -- receiving -----------------------------------------------------------------
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Every message goes to the transaction layer; unparsable ones are dropped."""
         try:
             self._layer.receive(parse_datagram(datagram), Flow("udp", addr[0], addr[1]))

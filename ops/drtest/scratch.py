@@ -71,15 +71,15 @@ class _Child(protocol.ProcessProtocol):
         self.code: int | None = None
         self.output = bytearray()
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.transport.closeStdin()  # type: ignore[union-attr]
 
-    def outReceived(self, data: bytes) -> None:  # noqa: N802
+    def outReceived(self, data: bytes) -> None:
         self.output += data[-65536:]
 
     errReceived = outReceived
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         value = reason.value
         if isinstance(value, ProcessDone | ProcessTerminated):
             self.code = value.exitCode if value.exitCode is not None else -(value.signal or 0)

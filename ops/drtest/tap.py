@@ -82,7 +82,7 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self.settings: DrillSettings | None = None
 
-    def parseOptions(self, options: Any = None) -> None:  # noqa: N802
+    def parseOptions(self, options: Any = None) -> None:
         """Bad options exit with status 2 (and say why on stderr)."""
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
@@ -90,7 +90,7 @@ class Options(usage.Options):
             print(f"warden-drtest: {e}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
 
-    def postOptions(self) -> None:  # noqa: N802
+    def postOptions(self) -> None:
         """Check the options and load the configuration of the PBX under test."""
         if self["test-type"] not in TEST_TYPES:
             raise usage.UsageError(
@@ -142,7 +142,7 @@ class DrillService(service.Service):
         self._settings = settings
         self.exit_code: int | None = None
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Start the drill."""
         super().startService()  # type: ignore[no-untyped-call]
         self._reactor.callWhenRunning(self._run)
@@ -167,7 +167,7 @@ class DrillService(service.Service):
         self._reactor.stop()
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:  # noqa: N802
+def makeService(options: Options, reactor: Any = None) -> service.IService:
     """Build the drill service from parsed options."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor

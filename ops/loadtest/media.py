@@ -132,7 +132,7 @@ class RtpStream(DatagramProtocol):
                 return
             self.sent += 1
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Account an RTP packet; anything else (RTCP, junk) is ignored."""
         try:
             header = parse_rtp(datagram)

@@ -210,7 +210,7 @@ class Options(usage.Options):
         self.settings: Settings | None = None
         self.accounts: list[Account] = []
 
-    def parseOptions(self, options: Any = None) -> None:  # noqa: N802
+    def parseOptions(self, options: Any = None) -> None:
         """Parse; a usage error ends the program with status 2 (not twistd's 1)."""
         try:
             self.parse_strict(options)
@@ -229,7 +229,7 @@ class Options(usage.Options):
         print(f"warden-loadtest {__version__}")
         raise SystemExit(0)
 
-    def postOptions(self) -> None:  # noqa: N802
+    def postOptions(self) -> None:
         """Check the options together and load the users."""
         self.settings = self._settings()
         self.accounts = self._accounts(self.settings)

@@ -78,7 +78,7 @@ class LoadTestService(service.Service):
         self._metrics_port: Any = None
         self._stop_requested = False
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Begin as soon as the reactor runs."""
         super().startService()  # type: ignore[no-untyped-call]
         self.reactor.callWhenRunning(self._begin)
@@ -139,7 +139,7 @@ class LoadTestService(service.Service):
         self.exit(code)
         self.done.callback(code)
 
-    def stopService(self) -> defer.Deferred[int] | None:  # noqa: N802
+    def stopService(self) -> defer.Deferred[int] | None:
         """Interrupted (SIGINT/SIGTERM): hang up, unregister, report; wait for it."""
         super().stopService()  # type: ignore[no-untyped-call]
         if self.done.called:
@@ -188,13 +188,13 @@ class _LogChoosingService(LoadTestService):
 
     observer: ILogObserver | None = None
 
-    def setServiceParent(self, parent: Any) -> None:  # noqa: N802
+    def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)  # type: ignore[no-untyped-call]
         if self.observer is not None and hasattr(parent, "setComponent"):
             parent.setComponent(ILogObserver, self.observer)
 
 
-def makeService(options: Options) -> LoadTestService:  # noqa: N802
+def makeService(options: Options) -> LoadTestService:
     """The service of ``twistd warden-loadtest``."""
     from twisted.internet import reactor
 

@@ -245,7 +245,8 @@ class BadInputTests(_Base):
             self.assertEqual((response.status, response.error_code), (400, "invalid_parameter"))
 
     def test_non_ascii_limit(self) -> None:
-        """A limit in non-ASCII digits (``²``, ``١٠``) is a 400, never a 500 or a limit of 10."""
+        """A limit in non-ASCII digits (``²``, Arabic-Indic one zero) is a 400, never a 500
+        or a limit of 10."""
         for limit in ("%C2%B2", "%D9%A1%D9%A0", "1_0", "+5", "%201"):
             response = self.get(f"/cdrs?limit={limit}")
             self.assertEqual((response.status, response.error_code), (400, "invalid_parameter"))

@@ -314,7 +314,7 @@ class RestoreTests(BackupTestCase):
     def test_restore_into_empty(self) -> None:
         """Database, files and configuration come back, equal to the manifest."""
         path = self.backup()
-        manifest, problems = check(path, self.sources)
+        manifest, _problems = check(path, self.sources)
         assert manifest is not None and manifest.database is not None
         target = Path(self.mktemp()) / "restored.db"
         applied = restore.restore_database(path, manifest, SQLiteTarget(str(target)), False)

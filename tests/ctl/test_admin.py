@@ -56,7 +56,7 @@ class AdminCommandTests(_AdminCtlCase):
         stored = self.store.tokens[token_id]
         self.assertEqual(stored.scopes, ("read", "calls"))
         self.assertEqual(stored.secret_hash, secrets.sha256_hex(secret))
-        code, _, err = self.run_command("admin", "token", "bob", "ci")
+        code, _, _err = self.run_command("admin", "token", "bob", "ci")
         self.assertEqual(code, 1)
 
     def test_bad_arguments(self) -> None:

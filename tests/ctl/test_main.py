@@ -152,12 +152,15 @@ class CommandTests(SynchronousTestCase):
         """--qualify on add, --no-qualify on set; a new password keeps the flag."""
         self.ctl("extension", "add", "100", "--password", "x", "--qualify")
         code, out, _ = self.ctl("extension", "show", "100", "--json")
+        self.assertEqual(code, 0)
         self.assertTrue(json.loads(out)["qualify"])
         self.ctl("extension", "set", "100", "--new-password")
         code, out, _ = self.ctl("extension", "show", "100", "--json")
+        self.assertEqual(code, 0)
         self.assertTrue(json.loads(out)["qualify"])
         self.assertEqual(self.ctl("extension", "set", "100", "--no-qualify")[0], 0)
         code, out, _ = self.ctl("extension", "show", "100", "--json")
+        self.assertEqual(code, 0)
         self.assertFalse(json.loads(out)["qualify"])
 
     def test_show_never_prints_secrets(self) -> None:
@@ -593,9 +596,17 @@ class CallCommandTests(SynchronousTestCase):
         duration and billsec as H:MM:SS, and how the call ended."""
         self.add(
             cdr("c1", T0, caller_name="Zoë"),
-            cdr("c2", T0 + 90.4, answered_at=None, ended_at=T0 + 120.0, callee="",
-                disposition="NO ANSWER", hangup_cause="408", hangup_side="system"),
-        )  # fmt: skip
+            cdr(
+                "c2",
+                T0 + 90.4,
+                answered_at=None,
+                ended_at=T0 + 120.0,
+                callee="",
+                disposition="NO ANSWER",
+                hangup_cause="408",
+                hangup_side="system",
+            ),
+        )
         code, out, err = self.ctl("cdr", "list")
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(
@@ -621,9 +632,16 @@ class CallCommandTests(SynchronousTestCase):
             cdr("early", T0 - 86400),
             cdr("ten", T0),
             cdr("busy", T0 + 600, answered_at=None, disposition="BUSY", caller="300"),
-            cdr("missed", T0 + 1800, answered_at=None, disposition="NO ANSWER", callee="",
-                caller="400", dialled="300"),
-        )  # fmt: skip
+            cdr(
+                "missed",
+                T0 + 1800,
+                answered_at=None,
+                disposition="NO ANSWER",
+                callee="",
+                caller="400",
+                dialled="300",
+            ),
+        )
         self.assertEqual(self.listed(), ["early", "ten", "busy", "missed"])
         self.assertEqual(self.listed("--since", "2026-11-25"), ["ten", "busy", "missed"])
         self.assertEqual(self.listed("--since", "1h"), ["ten", "busy", "missed"])
@@ -675,9 +693,18 @@ class CallCommandTests(SynchronousTestCase):
         seconds with milliseconds, and no spreadsheet formulas."""
         self.add(
             cdr("c1", T0 + 0.25, caller_name='Smith, "Jo"', caller="+15551234567"),
-            cdr("c2", T0 + 60, answered_at=None, callee="", disposition="FAILED",
-                hangup_cause="503", hangup_side="system", caller_name="=1+1", codec=""),
-        )  # fmt: skip
+            cdr(
+                "c2",
+                T0 + 60,
+                answered_at=None,
+                callee="",
+                disposition="FAILED",
+                hangup_cause="503",
+                hangup_side="system",
+                caller_name="=1+1",
+                codec="",
+            ),
+        )
         code, out, _ = self.ctl("cdr", "list", "--csv")
         self.assertEqual(code, 0)
         self.assertEqual(
@@ -739,7 +766,7 @@ class CallCommandTests(SynchronousTestCase):
                 callee_media="rtp",
                 caller_signalling="tls",
                 callee_signalling="udp",
-            ),  # fmt: skip
+            ),
             LiveCall("l2", "+15551234567", "", "300", "ringing", now - 4, node_id="b"),
         ]:
             self.successResultOf(self.live.publish(call))

@@ -211,7 +211,7 @@ class _Control(NetstringReceiver):
         self._waiting: dict[str, defer.Deferred[dict[str, Any]]] = {}
         self._tokens = 0
 
-    def stringReceived(self, string: bytes) -> None:  # noqa: N802
+    def stringReceived(self, string: bytes) -> None:
         """A response resolves its command; an event is kept."""
         message = json.loads(string)
         if message.get("response"):
@@ -230,7 +230,7 @@ class _Control(NetstringReceiver):
         self.sendString(json.dumps({"command": name, "params": params, "token": token}).encode())
         return waiting
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Commands still waiting fail with the reason."""
         waiting, self._waiting = self._waiting, {}
         for d in waiting.values():

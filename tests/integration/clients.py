@@ -102,7 +102,7 @@ class SipUdpClient(protocol.DatagramProtocol):
         """The client's own port."""
         return int(self._port.getHost().port)
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Hand a final response to whoever waits for its branch."""
         try:
             message = parse_datagram(datagram)
@@ -246,11 +246,11 @@ class RawTcpClient(protocol.Protocol):
         await connectProtocol(endpoint, client)
         return client
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         """Keep what the server sends."""
         self.received += data
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         """The server (or we) closed the connection."""
         self.lost = True
 

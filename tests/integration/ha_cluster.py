@@ -559,13 +559,13 @@ def machine_load() -> dict[str, float]:
 
 
 __all__ = [
-    "HaSite",
-    "NamespacedNode",
     "TWISTD",
     "VIP",
+    "HaSite",
+    "NamespacedNode",
+    "first_answer",
     "machine_load",
     "monotonic",
-    "first_answer",
     "register_probe",
     "require_tools",
     "wait_for",

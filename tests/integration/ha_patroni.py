@@ -191,7 +191,7 @@ async def database_switchover(
     password_file = site.workdir / "warden-password"
     password_file.write_text(WARDEN_PASSWORD + "\n")
     password_file.chmod(0o600)
-    url = "postgresql://warden@127.0.0.1:5432/warden?target_session_attrs=read-write&connect_timeout=3"  # noqa: E501
+    url = "postgresql://warden@127.0.0.1:5432/warden?target_session_attrs=read-write&connect_timeout=3"
     node = NamespacedNode(site.workdir / "node-a", site.lan, "a", site.lan.hosts["a"], {
         "store": {"url": url, "password_file": str(password_file)},
         "media": {"port_min": 20000, "port_max": 20999},

@@ -87,19 +87,19 @@ class _Child(protocol.ProcessProtocol):
         self.ended: Deferred[int] = Deferred()
         self.code: int | None = None
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         """Nothing is ever typed at a child."""
         self.transport.closeStdin()  # type: ignore[union-attr]
 
-    def outReceived(self, data: bytes) -> None:  # noqa: N802
+    def outReceived(self, data: bytes) -> None:
         """Keep stdout."""
         self.out.append(data)
 
-    def errReceived(self, data: bytes) -> None:  # noqa: N802
+    def errReceived(self, data: bytes) -> None:
         """Keep stderr."""
         self.err.append(data)
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         """Record the exit code, or minus the signal that killed the child."""
         value = reason.value
         if isinstance(value, ProcessDone | ProcessTerminated):

@@ -323,7 +323,7 @@ class MetricsAfterCallTests(_CallMixin):
 
     async def test_metrics_after_call(self) -> None:
         """The exposition parses and counts the call, its RTP, transactions and store work."""
-        warden, users, uas, uac_args = await self.call_setup(1)
+        warden, _users, uas, uac_args = await self.call_setup(1)
         await self.run_uac([*uac_args, "-d", "2000"], 1, uas)
         client = await self.admin(warden)
         result = await client.request("GET", "/metrics")
@@ -383,7 +383,7 @@ class SigtermDrainTests(_CallMixin):
             return await start(settings, workdir)
 
         self.start_warden = start_draining  # type: ignore[method-assign]
-        warden, users, uas, uac_args = await self.call_setup(1)
+        warden, _users, uas, uac_args = await self.call_setup(1)
         client = await self.admin(warden)
         uac_dir = self.workdir()
         uac, uac_process = spawn(sipp_command([*uac_args, "-d", "5000"]), uac_dir)

@@ -141,7 +141,7 @@ class PostgreSQLSippCallTests(test_calls.SippCallTests):
         once it is back (through the spool), none lost, none twice.
         """
         calls = 12
-        warden, users, uas, uac_args = await self.call_setup(calls)
+        warden, _users, uas, uac_args = await self.call_setup(calls)
         uac_dir = self.workdir()
         uac, uac_process = spawn(sipp_command([*uac_args, "-r", "3", "-d", "2000"]), uac_dir)
         self.addCleanup(lambda: uac_process.signalProcess("KILL") if uac.running else None)

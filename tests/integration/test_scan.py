@@ -91,9 +91,16 @@ class SipviciousScanTests(IntegrationTestCase):
         self.assertIn("authentication request for an unknown extension", unforced.stderr)
         for method in ("REGISTER", "INVITE", "OPTIONS"):
             result = await self.scan(
-                "svwar", "--force", "-m", method, "-e", WAR_RANGE, "--maximumtime", "5",
+                "svwar",
+                "--force",
+                "-m",
+                method,
+                "-e",
+                WAR_RANGE,
+                "--maximumtime",
+                "5",
                 self.target(warden),
-            )  # fmt: skip
+            )
             output = result.stdout + result.stderr
             self.assertEqual(result.code, 0, output)
             self.assertEqual(_FOUND_ROW.findall(output), [], output)
@@ -129,7 +136,7 @@ class SipviciousScanTests(IntegrationTestCase):
                 "3",
                 self.target(warden),
                 timeout=CRACK_SECONDS,
-            )  # fmt: skip
+            )
         )
         refreshed = []
         while not crack.called and len(refreshed) < 4 * CRACK_SECONDS:

@@ -176,7 +176,7 @@ class SrtpCallTests(BaresipTestCase):
 
     async def test_required_refuses_plain_offer(self) -> None:
         """With srtp = "required" the RTP-only phone's call is refused with 488."""
-        warden, (a, b) = await self._start((False, True), srtp="required")
+        _warden, (a, b) = await self._start((False, True), srtp="required")
         await a.command("dial", a.dial_uri(b.number))
         closed = await a.wait_event("CALL_CLOSED")
         self.assertIn("488", closed.get("param", ""), closed)

@@ -76,7 +76,7 @@ class SipTlsClient(protocol.Protocol):
         """This end's port."""
         return int(self.transport.getHost().port)  # type: ignore[union-attr]
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         """Hand final responses to their waiters; keep requests from Warden."""
         try:
             messages = self.framer.feed(data)
@@ -107,7 +107,7 @@ class SipTlsClient(protocol.Protocol):
             return
         self.transport.write(response.to_bytes())  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         """Warden (or we) closed the connection."""
         self.lost = True
 

@@ -165,7 +165,8 @@ class ParseAddressTests(SynchronousTestCase):
 
     def test_invalid(self) -> None:
         """No port, a name, bare IPv6, ports out of range or not ASCII digits."""
+        fullwidth = "127.0.0.1:\uff12\uff12\uff12\uff13"
         bad = ("127.0.0.1", "localhost:2223", "::1:2223", "127.0.0.1:0", "127.0.0.1:65536",
-               "127.0.0.1:２２２３", "127.0.0.1:+22", "1.2.3.4:", ":2223", "[::1]:x")  # fmt: skip
+               fullwidth, "127.0.0.1:+22", "1.2.3.4:", ":2223", "[::1]:x")  # fmt: skip
         for text in bad:
             self.assertRaises(ValueError, parse_address, text)

@@ -113,7 +113,7 @@ class RealSocketTests(TestCase):
         packets only), and the attacker receives nothing of the callee's audio.
         """
         caller_ip, attacker_ip, callee_ip = "127.0.0.2", "127.0.0.3", "127.0.0.4"
-        relay, session = await self.relay_session((40200, 40299))
+        _relay, session = await self.relay_session((40200, 40299))
         caller, callee, attacker = Phone(), Phone(), Phone()
         caller_port = self.listen(caller, caller_ip)
         callee_port = self.listen(callee, callee_ip)

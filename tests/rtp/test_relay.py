@@ -433,7 +433,7 @@ class TimeoutTests(RelayTestMixin, SynchronousTestCase):
 
     def test_fires_once(self) -> None:
         """Nothing at 59.9 s of silence; once at 60 s; never again."""
-        session, fired = self.watched()
+        _session, fired = self.watched()
         start = self.clock.seconds()
         self.clock.advance(59.9)
         self.assertEqual(fired, [])

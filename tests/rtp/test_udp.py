@@ -20,10 +20,10 @@ class FakeReactor:
     def __init__(self) -> None:
         self.readers: set[Any] = set()
 
-    def addReader(self, reader: Any) -> None:  # noqa: N802
+    def addReader(self, reader: Any) -> None:
         self.readers.add(reader)
 
-    def removeReader(self, reader: Any) -> None:  # noqa: N802
+    def removeReader(self, reader: Any) -> None:
         self.readers.discard(reader)
 
 
@@ -34,10 +34,10 @@ class Collector(DatagramProtocol):
         self.received: list[tuple[bytes, Any]] = []
         self.stopped = 0
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self.received.append((datagram, addr))
 
-    def stopProtocol(self) -> None:  # noqa: N802
+    def stopProtocol(self) -> None:
         self.stopped += 1
 
 

@@ -105,7 +105,7 @@ class BasicCallTests(CallTestCase):
 
     def test_sdp_anchored_on_relay(self) -> None:
         """Both phones see the relay's address and ports, never each other's."""
-        invite, bob_invite, alice_ok, _ = self.answer()
+        _invite, bob_invite, alice_ok, _ = self.answer()
         offer = parse_sdp(bob_invite.body)
         answer = parse_sdp(alice_ok.body)
         for sdp in (offer, answer):
@@ -115,7 +115,7 @@ class BasicCallTests(CallTestCase):
 
     def test_bye_from_caller(self) -> None:
         """BYE from Alice: 200 to her, BYE to Bob, ports released, record ANSWERED."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        invite, bob_invite, alice_ok, _bob_ok = self.answer()
         self.stack.clock.advance(42)
         bye = self.alice.in_dialog("BYE", invite, alice_ok, uac=True)  # type: ignore[arg-type]
         sent = self.stack.deliver(bye, ALICE)
@@ -131,7 +131,7 @@ class BasicCallTests(CallTestCase):
 
     def test_bye_from_callee(self) -> None:
         """BYE from Bob reaches Alice in her own dialog."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        invite, bob_invite, _alice_ok, bob_ok = self.answer()
         bye = self.bob.in_dialog("BYE", bob_invite, bob_ok, uac=False)
         sent = self.stack.deliver(bye, BOB)
         only(sent, BOB, 200)
@@ -143,7 +143,7 @@ class BasicCallTests(CallTestCase):
 
     def test_2xx_retransmitted_until_ack(self) -> None:
         """Warden retransmits its 200 to Alice until she ACKs (RFC 3261 §13.3.1.4)."""
-        invite, bob_invite = self.ring()
+        _invite, bob_invite = self.ring()
         mark = self.stack.mark()
         self.stack.deliver(self.bob.answer(bob_invite, 200, body=self.bob.sdp()), BOB)
         self.stack.clock.advance(0.5)
@@ -153,7 +153,7 @@ class BasicCallTests(CallTestCase):
 
     def test_no_ack_hangs_up(self) -> None:
         """Without an ACK within 64*T1 the call is torn down with BYE to both."""
-        invite, bob_invite = self.ring()
+        _invite, bob_invite = self.ring()
         self.stack.deliver(self.bob.answer(bob_invite, 200, body=self.bob.sdp()), BOB)
         mark = self.stack.mark()
         for _ in range(40):
@@ -178,7 +178,7 @@ class FailureTests(CallTestCase):
 
     def test_busy(self) -> None:
         """486 from the callee reaches the caller; record BUSY; ports released."""
-        invite, bob_invite = self.ring()
+        _invite, bob_invite = self.ring()
         sent = self.stack.deliver(self.bob.answer(bob_invite, 486), BOB)
         only(sent, ALICE, 486)
         only(sent, BOB, "ACK")
@@ -214,7 +214,7 @@ class FailureTests(CallTestCase):
 
     def test_ring_timeout(self) -> None:
         """Nobody answers within the ring timeout: CANCEL to Bob, 480 to Alice."""
-        invite, bob_invite = self.ring()
+        _invite, bob_invite = self.ring()
         self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
         mark = self.stack.mark()
         self.stack.clock.advance(29.9)
@@ -239,7 +239,7 @@ class ForkingTests(CallTestCase):
         """Both bindings ring; the first 200 wins and the other branch is cancelled."""
         self.stack.register("1002", BOB2)
         bob2 = Phone(self.stack, "1002", BOB2)
-        invite, sent = self.alice.call("1002")
+        _invite, sent = self.alice.call("1002")
         inv1, inv2 = only(sent, BOB, "INVITE"), only(sent, BOB2, "INVITE")
         self.stack.deliver(self.bob.answer(inv1, 180), BOB)  # type: ignore[arg-type]
         self.stack.deliver(bob2.answer(inv2, 180), BOB2)  # type: ignore[arg-type]
@@ -263,7 +263,7 @@ class MidCallTests(CallTestCase):
 
     def test_hold_reinvite_relayed(self) -> None:
         """Alice's sendonly re-INVITE reaches Bob rewritten; his answer comes back."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        invite, _bob_invite, alice_ok, bob_ok = self.answer()
         reinvite = self.alice.in_dialog(
             "INVITE", invite, alice_ok, uac=True, body=self.alice.sdp("sendonly")
         )  # type: ignore[arg-type]
@@ -290,7 +290,7 @@ class MidCallTests(CallTestCase):
 
     def test_info_relayed(self) -> None:
         """SIP INFO (DTMF) is relayed with its body; the answer comes back."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        invite, _bob_invite, alice_ok, bob_ok = self.answer()
         info = self.alice.in_dialog("INFO", invite, alice_ok, uac=True)  # type: ignore[arg-type]
         info.set("Content-Type", "application/dtmf-relay")
         info.set_body(b"Signal=5\r\nDuration=160\r\n")
@@ -303,7 +303,7 @@ class MidCallTests(CallTestCase):
 
     def test_unknown_dialog(self) -> None:
         """A BYE for no known dialog gets 481."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        invite, _bob_invite, alice_ok, _bob_ok = self.answer()
         bye = self.alice.in_dialog("BYE", invite, alice_ok, uac=True)  # type: ignore[arg-type]
         bye.set("Call-ID", "nobody@nowhere")
         only(self.stack.deliver(bye, ALICE), ALICE, 481)
@@ -328,7 +328,7 @@ class MidCallTests(CallTestCase):
     def test_no_leak_after_many_calls(self) -> None:
         """100 answered and hung-up calls leave no ports, calls or dialogs behind."""
         for _ in range(100):
-            invite, bob_invite, alice_ok, bob_ok = self.answer()
+            invite, _bob_invite, alice_ok, _bob_ok = self.answer()
             self.stack.deliver(self.alice.in_dialog("BYE", invite, alice_ok, uac=True), ALICE)  # type: ignore[arg-type]
             self.alice = Phone(self.stack, "1001", ALICE)
         self.assertEqual(self.stack.media.ports_in_use(), 0)
@@ -488,7 +488,7 @@ class LiveCallTests(CallTestCase):
     def test_live_summary_refreshed(self) -> None:
         """An answered call is listed, refreshed every 5 s, and gone after BYE."""
         self.stack.calls.start()
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        invite, _bob_invite, alice_ok, _bob_ok = self.answer()
         (live,) = self.stack.successResultOf_(self.stack.live.list())
         self.assertEqual((live.caller, live.callee, live.state), ("1001", "1002", "answered"))
         self.stack.clock.advance(5)
@@ -518,7 +518,7 @@ class CalleeReliableProvisionalTests(CallTestCase):
 
     def test_callee_180_pracked(self) -> None:
         """Warden PRACKs the callee's reliable 180 once and relays it to the caller."""
-        invite, bob_invite = self.ring()
+        _invite, bob_invite = self.ring()
         self.assertIn("100rel", bob_invite.get("Supported") or "")
         ringing = self.bob.answer(bob_invite, 180)
         ringing.set("Require", "100rel")

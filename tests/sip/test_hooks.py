@@ -106,7 +106,7 @@ class PointTests(HookTestCase):
         """incoming (each INVITE), before routing, leg built, answered, ended."""
         hook = Recorder()
         stack = self.stack(hook)
-        invite, bob_invite, _, ok = self.alice.call_answered("1002", self.bob)
+        invite, _bob_invite, _, ok = self.alice.call_answered("1002", self.bob)
         bye = self.alice.in_dialog("BYE", invite, ok, uac=True)
         stack.deliver(bye, ALICE)
         self.assertEqual(

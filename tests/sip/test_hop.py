@@ -402,7 +402,7 @@ class HoldingNodeTests(unittest.TestCase):
         routes = self.record_routes()
         self.clock.advance(LIFETIMES.dialog - 1.0)
         self.hop.receive(self.in_dialog("BYE", routes), phone_flow())
-        bye, flow = self.forwarded()
+        _bye, flow = self.forwarded()
         self.assertEqual((flow.host, flow.port), NODE_B)
         from_b = invite_from_b(routes[-1], method="BYE")
         from_b.set("To", "<sip:1001@pbx>;tag=p1")

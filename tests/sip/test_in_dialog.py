@@ -84,7 +84,7 @@ class NeverEstablishedTests(CallTestCase):
     def test_before_any_tagged_response(self) -> None:
         """While only 100 Trying was sent the caller has no dialog: a request
         carrying Warden's future tag gets 481 and the call keeps ringing."""
-        invite, bob_invite = self.ring()
+        invite, _bob_invite = self.ring()
         (call,) = self.stack.calls.calls.values()
         fake = Response(200, "OK", [("To", f"<sip:1002@pbx.test>;tag={call.a_tag}")])
         sent = self.stack.deliver(request_in("BYE", invite, fake, ALICE, 9), ALICE)
@@ -150,7 +150,7 @@ class PeerCheckTests(CallTestCase):
 
     def test_callee_checked_too(self) -> None:
         """Bob's dialog is checked the same way: his BYE from elsewhere gets 403."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        _invite, bob_invite, _alice_ok, bob_ok = self.answer()
         bye = self.bob.in_dialog("BYE", bob_invite, bob_ok, uac=False)
         only(self.stack.deliver(bye, STRANGER), STRANGER, 403)
         self.assert_call_goes_on()

@@ -59,7 +59,7 @@ class NodeStreamTests(SynchronousTestCase):
 
     def connect(self) -> StringTransport:
         """Complete the connection the hub is opening to the node; return its wire."""
-        host, port, factory, timeout, bind = self.reactor.tcpClients[-1]
+        host, port, factory, _timeout, bind = self.reactor.tcpClients[-1]
         self.assertEqual((host, port, bind), (*NODE, (OWN_HOST, 0)))
         protocol = factory.buildProtocol(IPv4Address("TCP", *NODE))
         wire = StringTransport(peerAddress=IPv4Address("TCP", *NODE))

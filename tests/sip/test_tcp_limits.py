@@ -143,11 +143,11 @@ class Client(Protocol):
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.data = b""
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         """Keep what Warden wrote."""
         self.data += data
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         """Note the close."""
         self.closed.callback(None)
 

@@ -58,7 +58,7 @@ class HandshakeDeadlineTests(SynchronousTestCase):
         timeout and is aborted just after it; the timeout is counted.
         """
         stack = FakeSipStack()
-        protocol, transport = connect(stack, timeout=10.0)
+        _protocol, transport = connect(stack, timeout=10.0)
         before = metrics.TLS_HANDSHAKE_TIMEOUTS._value.get()
         stack.clock.advance(10.0 - EPSILON)
         self.assertFalse(transport.disconnecting)

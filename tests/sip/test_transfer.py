@@ -45,7 +45,7 @@ class BlindTransferTests(CallTestCase):
     def test_blind_transfer(self) -> None:
         """202, NOTIFY progress, INVITE to Carol; on her answer Bob is hung up and
         Alice re-INVITEd; the call then ends normally."""
-        sent, invite, bob_invite, alice_ok, bob_ok = self.refer("<sip:1003@pbx.test>")
+        sent, invite, _bob_invite, _alice_ok, _bob_ok = self.refer("<sip:1003@pbx.test>")
         only(sent, BOB, 202)
         notify = only(sent, BOB, "NOTIFY")
         self.assertEqual(notify.body, b"SIP/2.0 100 Trying\r\n")
@@ -106,7 +106,7 @@ class AttendedTransferTests(CallTestCase):
         # Bob calls Carol (call 2): Bob is the caller there.
         bob_uac = Phone(self.stack, "1002", BOB)
         bob_uac.tag = "bobtag2"
-        invite2, carol_invite, carol_ok, bob_ok2 = bob_uac.call_answered("1003", carol)
+        invite2, _carol_invite, carol_ok, bob_ok2 = bob_uac.call_answered("1003", carol)
         replaces = quote(f"{invite2.call_id};to-tag={bob_ok2.to.tag};from-tag=bobtag2", safe="")
         refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)
         refer.set("Refer-To", f"<sip:1003@pbx.test?Replaces={replaces}>")
@@ -136,7 +136,7 @@ class AttendedTransferTests(CallTestCase):
 
     def test_replaces_unknown_dialog(self) -> None:
         """Replaces naming no known dialog: 481, nothing changes."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        _invite, bob_invite, _alice_ok, bob_ok = self.answer()
         refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)
         refer.set("Refer-To", "<sip:1003@pbx.test?Replaces=nope%3Bto-tag%3D1%3Bfrom-tag%3D2>")
         only(self.stack.deliver(refer, BOB), BOB, 481)
@@ -232,7 +232,7 @@ class PartiesAfterTransferTests(CallTestCase):
 
     def test_blind(self) -> None:
         """Bob transfers Alice to Carol: /calls shows Alice-Carol, the record too."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        _invite, bob_invite, _alice_ok, bob_ok = self.answer()
         refer = self.bob.in_dialog("REFER", bob_invite, bob_ok, uac=False)
         refer.set("Refer-To", "<sip:1003@pbx.test>")
         carol_invite = only(self.stack.deliver(refer, BOB), CAROL, "INVITE")
@@ -247,7 +247,7 @@ class PartiesAfterTransferTests(CallTestCase):
     def test_attended(self) -> None:
         """Bob joins Alice to Carol: the surviving call is Alice-Carol in /calls
         and in its record; Bob's first call is recorded as Alice-Bob, transferred."""
-        invite, bob_invite, alice_ok, bob_ok = self.answer()
+        _invite, bob_invite, _alice_ok, bob_ok = self.answer()
         bob_uac = Phone(self.stack, "1002", BOB)
         invite2, carol_invite, carol_ok, bob_ok2 = bob_uac.call_answered("1003", self.carol)
         self.assertEqual(self.live(), [("1001", "1002"), ("1002", "1003")])

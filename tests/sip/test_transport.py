@@ -31,7 +31,7 @@ class UdpTests(SynchronousTestCase):
         """With rport, the response goes to the source port and Via says so (RFC 3581)."""
         stack = FakeSipStack()
         (response,) = stack.send_udp(options(), ("203.0.113.7", 40123))
-        packet, address = stack.sent_udp()[-1]
+        _packet, address = stack.sent_udp()[-1]
         self.assertEqual(address, ("203.0.113.7", 40123))
         via = response.top_via
         self.assertEqual((via.param("received"), via.param("rport")), ("203.0.113.7", "40123"))

@@ -47,7 +47,7 @@ class Phone(DatagramProtocol):
     def __init__(self) -> None:
         self.waiting: defer.Deferred[Response] | None = None
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Deliver a response to whoever waits for one."""
         message = parse_datagram(datagram)
         if self.waiting is not None and isinstance(message, Response):

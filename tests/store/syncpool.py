@@ -31,7 +31,7 @@ class SyncPool:
         self.failures: list[BaseException] = []
         self.interactions: list[str] = []
 
-    def runInteraction(self, interaction: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:  # noqa: N802
+    def runInteraction(self, interaction: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         d: defer.Deferred[Any] = defer.Deferred()
         self.queue.append((d, interaction, args))
         if not self.hold:

@@ -473,7 +473,7 @@ class SpoolTests(SynchronousTestCase):
         calls: list[Any] = []
 
         class Reactor:
-            def getThreadPool(self) -> str:  # noqa: N802
+            def getThreadPool(self) -> str:
                 return "pool"
 
         def defer_to_pool(reactor: Any, pool: Any, f: Any, *args: Any) -> Deferred[None]:

@@ -23,7 +23,7 @@ class HealthResource(resource.Resource):
 
     isLeaf = True
 
-    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: server.Request) -> bytes:
         """Always ok."""
         request.setHeader("content-type", "application/json")
         return b'{"status": "ok"}'
@@ -57,7 +57,7 @@ class ReadyResource(resource.Resource):
         self._store_ping = store_ping
         self._draining = draining
 
-    def render_GET(self, request: server.Request) -> int:  # noqa: N802
+    def render_GET(self, request: server.Request) -> int:
         """Run the checks, then answer."""
         d = defer.Deferred.fromCoroutine(self._answer(request))
         d.addErrback(lambda f: self.log.failure("readyz failed", f))
@@ -68,7 +68,7 @@ class ReadyResource(resource.Resource):
         try:
             await defer.maybeDeferred(self._store_ping).addTimeout(STORE_PING_TIMEOUT, self._clock)
             store = True
-        except Exception:  # noqa: BLE001 (any store failure means not ready)
+        except Exception:  # any store failure means not ready
             store = False
         return {"sip": self._sip_bound(), "store": store, "not_draining": not self._draining()}
 

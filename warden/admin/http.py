@@ -44,13 +44,13 @@ class LimitedRequest(server.Request):
 
     max_body = MAX_BODY_BYTES
 
-    def gotLength(self, length: int | None) -> None:  # noqa: N802
+    def gotLength(self, length: int | None) -> None:
         """Note a declared length that is already too long; buffer the rest in memory."""
         self.body_too_large = length is not None and length > self.max_body
         self._received = 0
         super().gotLength(None if self.body_too_large else length)
 
-    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
+    def handleContentChunk(self, data: bytes) -> None:
         """Buffer body bytes up to the limit; past it, only remember that it was too long."""
         self._received += len(data)
         if self._received > self.max_body:
@@ -318,7 +318,7 @@ class ApiResource(resource.Resource):
         )
         try:
             await self._audit.append(entry)
-        except Exception:  # noqa: BLE001 (the I/O boundary: never lose the response)
+        except Exception:  # the I/O boundary: never lose the response
             self.log.failure("Could not write the audit entry", Failure())
 
 

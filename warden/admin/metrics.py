@@ -95,7 +95,7 @@ class MetricsResource(resource.Resource):
         self._max_age = max_age
         self._cached: tuple[float, bytes] | None = None
 
-    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: server.Request) -> bytes:
         """The exposition text."""
         request.setHeader("content-type", CONTENT_TYPE)
         now = self._clock.seconds()

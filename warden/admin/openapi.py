@@ -30,8 +30,10 @@ _UNTIL = _param("until", "query", {"type": "string"})
 
 def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {
-        "type": "object", "properties": properties, "additionalProperties": False,
-    }  # fmt: skip
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
     if required:
         schema["required"] = required
     return {"required": True, "content": {"application/json": {"schema": schema}}}
@@ -51,10 +53,13 @@ def _op(
         responses["204"] = {"description": "done"}
     else:
         responses[str(ok)] = {
-            "description": "ok", "content": {ok_content: {"schema": _OBJECT if
-                                                          ok_content.endswith("json") else
-                                                          {"type": "string"}}},
-        }  # fmt: skip
+            "description": "ok",
+            "content": {
+                ok_content: {
+                    "schema": _OBJECT if ok_content.endswith("json") else {"type": "string"}
+                }
+            },
+        }
     codes = {400, 404, 405, 413, 415, *extra}
     if not public:
         codes |= {401, 403}
@@ -77,9 +82,12 @@ _EXT_FIELDS = {
     "name": {"type": "string", "maxLength": 128},
     "enabled": {"type": "boolean"},
     "qualify": {"type": "boolean"},
-    "algorithms": {"type": "array", "items": {"type": "string", "enum": ["MD5", "SHA-256"]},
-                   "uniqueItems": True},
-}  # fmt: skip
+    "algorithms": {
+        "type": "array",
+        "items": {"type": "string", "enum": ["MD5", "SHA-256"]},
+        "uniqueItems": True,
+    },
+}
 
 
 def paths() -> dict[str, dict[str, Any]]:
@@ -103,7 +111,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 public=True,
                 extra=(429, 503),
             )
-        },  # fmt: skip
+        },
         "/auth/mfa/enrol": {"post": _op("Start TOTP enrolment", body=_body({}), extra=(409,))},
         "/auth/mfa/confirm": {
             "post": _op(
@@ -111,7 +119,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 body=_body({"code": {"type": "string"}}, ["code"]),
                 extra=(409,),
             )
-        },  # fmt: skip
+        },
         "/auth/password": {
             "post": _op(
                 "Change the account's password",
@@ -124,7 +132,7 @@ def paths() -> dict[str, dict[str, Any]]:
                     ["current_password", "new_password"],
                 ),
             )
-        },  # fmt: skip
+        },
         "/tokens": {
             "get": _op("List API tokens (never their secrets)"),
             "post": _op(
@@ -142,7 +150,7 @@ def paths() -> dict[str, dict[str, Any]]:
                     ["name", "scopes"],
                 ),
             ),
-        },  # fmt: skip
+        },
         "/tokens/{token_id}": {"delete": _op("Revoke an API token", 204, token_id)},
         "/status": {"get": _op("Version, uptime, node and counts")},
         "/extensions": {
@@ -160,7 +168,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 ),
                 extra=(409,),
             ),
-        },  # fmt: skip
+        },
         "/extensions/{number}": {
             "get": _op("One extension", params=number),
             "patch": _op("Change an extension", params=number, body=_body(_EXT_FIELDS)),
@@ -172,7 +180,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 params=number,
                 body=_body({}),
             )
-        },  # fmt: skip
+        },
         "/registrations": {
             "get": _op(
                 "List registrations",
@@ -185,7 +193,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 "Remove (kick) an AOR's registrations, or one with ?key=",
                 params=[*aor, _param("key", "query", {"type": "string"})],
             ),
-        },  # fmt: skip
+        },
         "/calls": {"get": _op("Calls in progress")},
         "/calls/{call_id}": {
             "get": _op("One call in progress on this node", params=call_id),
@@ -204,7 +212,7 @@ def paths() -> dict[str, dict[str, Any]]:
                     _param("format", "query", {"type": "string", "enum": ["json", "csv"]}),
                 ],
             )
-        },  # fmt: skip
+        },
         "/audit": {
             "get": _op(
                 "The audit log",
@@ -225,7 +233,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 body=_body({"timeout": {"type": "number", "minimum": 0, "maximum": 86400}}),
                 extra=(409,),
             ),
-        },  # fmt: skip
+        },
         "/openapi.json": {"get": _op("This document", public=True)},
     }
 

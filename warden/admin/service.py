@@ -118,7 +118,7 @@ class _NotFoundFallback(resource.Resource):
         super().__init__()
         self._root = root
 
-    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
         """The child of the wrapped root, or a JSON 404."""
         child = self._root.children.get(path)
         return child if child is not None else JsonErrorPage()
@@ -141,7 +141,7 @@ class NoDelayTLSFactory(TLSMemoryBIOFactory):
     wait for the client's delayed ACK (40 ms per request on a kept-alive connection).
     """
 
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> Any:
         """The TLS protocol, setting TCP_NODELAY on its transport when connected."""
         protocol: Any = super().buildProtocol(addr)
         make_connection = protocol.makeConnection
@@ -194,7 +194,7 @@ class AdminService(service.Service):
             print(f"Warden admin certificate {cert}\n  SHA-256 fingerprint {fp}", flush=True)
         return pair.cert_path, pair.key_path
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Load the certificate and listen; a failure to listen stops Warden."""
         super().startService()
         try:
@@ -259,7 +259,7 @@ class AdminService(service.Service):
             self.tls.reload()
 
     @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[no-untyped-def]  # noqa: N802
+    def stopService(self):  # type: ignore[no-untyped-def]
         """Stop listening."""
         super().stopService()
         ports, self.ports = self.ports, []

@@ -84,7 +84,7 @@ class BackupService(service.Service):
         self.failed = 0
         self.last_backup: Path | None = None
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Schedule the first backup one interval from now."""
         super().startService()  # type: ignore[no-untyped-call]
         self._schedule()
@@ -135,7 +135,7 @@ class BackupService(service.Service):
         d.addCallbacks(done, failed)
         return d
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         """Cancel the next backup and wait for a running one."""
         super().stopService()  # type: ignore[no-untyped-call]
         if self._next is not None and self._next.active():

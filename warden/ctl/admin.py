@@ -294,7 +294,7 @@ def main(args: argparse.Namespace, config: WardenConfig) -> int:
                 await pool.migrate()
                 store, audit = admin_stores(pool.pool)
             code = await run_admin(args, config, reactor, sys.stdout, sys.stderr, store, audit)
-        except Exception as e:  # noqa: BLE001 (the command line: one line, not a traceback)
+        except Exception as e:  # the command line: one line, not a traceback
             print(f"wardenctl: {e}", file=sys.stderr)
             code = EXIT_FAILED
         finally:

@@ -126,7 +126,7 @@ def audit_standalone(args: Any, config: WardenConfig, code: int, err: TextIO) ->
             await stores.migrate()
             audit = CliAudit(admin_stores(stores.pool)[1], reactor, target=target, detail=detail)
             await audit.record(action_of(args), code)
-        except Exception as e:  # noqa: BLE001 (the command line: one line, not a traceback)
+        except Exception as e:  # the command line: one line, not a traceback
             print(f"wardenctl: the audit entry could not be written: {e}", file=err)
         finally:
             stores.close()

@@ -5,6 +5,8 @@ the drain controller that SIGTERM and ``wardenctl drain`` use (L{warden.admin}).
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from twisted.logger import Logger
 
 from warden.admin.api import ApiServices
@@ -35,7 +37,7 @@ class AdminPlugin(BuiltinPlugin):
     description = "HTTPS admin API, /metrics, /readyz and call draining ([admin])"
     needs = ("sip", "stores", "directory", "location", "records", "live")
     provides = ("drain",)
-    section_classes = {"admin": AdminConfig}
+    section_classes = MappingProxyType({"admin": AdminConfig})
 
     def make(self, context: BuildContext) -> None:
         """

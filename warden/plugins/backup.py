@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from warden.backup.schedule import backup_service
 from warden.config import BackupConfig
 from warden.plugin import BuildContext, BuiltinPlugin
@@ -12,7 +14,7 @@ class BackupPlugin(BuiltinPlugin):
 
     name = "backup"
     description = "scheduled backups with retention ([backup] interval)"
-    section_classes = {"backup": BackupConfig}
+    section_classes = MappingProxyType({"backup": BackupConfig})
 
     def make(self, context: BuildContext) -> None:
         """Run the backup schedule when ``[backup] interval`` is set."""

@@ -6,6 +6,8 @@ call counters live in Redis, and this node keeps a heartbeat there
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from warden.cluster import shared_state
 from warden.config import ClusterConfig, StateConfig
 from warden.plugin import BuildContext, BuiltinPlugin
@@ -18,7 +20,7 @@ class ClusterPlugin(BuiltinPlugin):
     name = "cluster"
     description = "cluster nodes sharing bindings and live calls in Redis ([state] url)"
     provides = ("location", "live", "cluster")
-    section_classes = {"state": StateConfig, "cluster": ClusterConfig}
+    section_classes = MappingProxyType({"state": StateConfig, "cluster": ClusterConfig})
 
     def make(self, context: BuildContext) -> None:
         """

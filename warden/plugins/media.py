@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from types import MappingProxyType
 
 from warden.config import MediaConfig, WardenConfig
 from warden.netutil import local_addresses
@@ -18,7 +19,7 @@ class MediaPlugin(BuiltinPlugin):
     name = "media"
     description = "RTP relay: anchors every call's media on this host ([media])"
     provides = ("media",)
-    section_classes = {"media": MediaConfig}
+    section_classes = MappingProxyType({"media": MediaConfig})
 
     def make(self, context: BuildContext) -> None:
         """Provide the relay as ``media``; Warden closes it when it stops."""

@@ -6,6 +6,8 @@ B2BUA (L{warden.sip.service}), from ``[sip]``, ``[registrar]``, ``[calls]`` and
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from warden.cluster import SharedState
 from warden.config import (
     CallsConfig,
@@ -43,13 +45,15 @@ class SipPlugin(BuiltinPlugin):
     )
     needs = ("directory", "location", "records", "live", "media")
     provides = ("sip",)
-    section_classes = {
-        "sip": SipConfig,
-        "tls": TlsConfig,
-        "registrar": RegistrarConfig,
-        "calls": CallsConfig,
-        "dialplan": DialplanConfig,
-    }
+    section_classes = MappingProxyType(
+        {
+            "sip": SipConfig,
+            "tls": TlsConfig,
+            "registrar": RegistrarConfig,
+            "calls": CallsConfig,
+            "dialplan": DialplanConfig,
+        }
+    )
 
     def make(self, context: BuildContext) -> None:
         """Provide the SIP service as ``sip``; in a cluster it runs under the node."""

@@ -57,7 +57,7 @@ class MediaPort:
         self.family = socket.AF_INET6 if ":" in interface else socket.AF_INET
         self.socket: socket.socket | None = None
 
-    def startListening(self) -> None:  # noqa: N802
+    def startListening(self) -> None:
         """Bind, start reading and connect the protocol; CannotListenError on failure."""
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
@@ -77,7 +77,7 @@ class MediaPort:
         """The socket's descriptor (-1 once closed)."""
         return self.socket.fileno() if self.socket is not None else -1
 
-    def doRead(self) -> None:  # noqa: N802
+    def doRead(self) -> None:
         """Deliver the datagrams waiting, up to ``max_reads``."""
         for _ in range(self.max_reads):
             sock = self.socket
@@ -93,11 +93,11 @@ class MediaPort:
                 raise
             self.protocol.datagramReceived(data, (addr[0], addr[1]))
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         """The reactor gave up on the descriptor: close."""
         self._close()
 
-    def logPrefix(self) -> str:  # noqa: N802
+    def logPrefix(self) -> str:
         """For the reactor's log of an error in ``doRead``."""
         return f"MediaPort {self.port}"
 
@@ -116,11 +116,11 @@ class MediaPort:
         except BlockingIOError:
             pass
 
-    def stopListening(self) -> None:  # noqa: N802
+    def stopListening(self) -> None:
         """Stop reading and close the socket at once."""
         self._close()
 
-    def getHost(self) -> IPv4Address | IPv6Address:  # noqa: N802
+    def getHost(self) -> IPv4Address | IPv6Address:
         """The bound address."""
         host, port = self.interface, self.port
         if self.socket is not None:

@@ -152,7 +152,7 @@ class HeaderNames:
 class Message:
     """Common part of requests and responses."""
 
-    __slots__ = ("_headers", "_raw", "body", "_cache")
+    __slots__ = ("_cache", "_headers", "_raw", "body")
 
     def __init__(
         self,
@@ -462,7 +462,7 @@ class Request(Message):
 class Response(Message):
     """A SIP response."""
 
-    __slots__ = ("status", "reason")
+    __slots__ = ("reason", "status")
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from itertools import pairwise
 
 import attrs
 
@@ -258,7 +259,7 @@ def parse_sdp(data: bytes) -> SessionDescription:
     session_lines = tuple(lines[: starts[0]])
     _check_session(session_lines)
     connections = _connections(session_lines)
-    media = tuple(_build_media(tuple(lines[a:b])) for a, b in zip(starts, starts[1:]))
+    media = tuple(_build_media(tuple(lines[a:b])) for a, b in pairwise(starts))
     for index, section in enumerate(media):
         if section.port != 0 and not section.connections and not connections:
             raise SdpError(f"media {index} has a port but no c= line")

@@ -319,7 +319,7 @@ class SipService(service.MultiService):
             )  # fmt: skip
             self.tls_listener.setServiceParent(self)
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Start listening and the periodic housekeeping."""
         super().startService()
         if self.qualifier is not None:
@@ -341,7 +341,7 @@ class SipService(service.MultiService):
                 realm=self.settings.realm,
             )
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:
         """
         Hang up every call, stop listening, then make every accepted binding
         change durable.

@@ -73,14 +73,14 @@ class SipTlsProtocol(SipStreamProtocol):
         self.handshake_done = False
         self._handshake: IDelayedCall | None = None
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         """Start the idle timer and the handshake deadline."""
         super().connectionMade()
         self._handshake = self.hub.clock.callLater(
             self.handshake_timeout, self._handshake_timed_out
         )
 
-    def handshakeCompleted(self) -> None:  # noqa: N802
+    def handshakeCompleted(self) -> None:
         """The handshake is done: stop its deadline."""
         self.handshake_done = True
         if self._handshake is not None and self._handshake.active():
@@ -98,7 +98,7 @@ class SipTlsProtocol(SipStreamProtocol):
         )
         self.transport.abortConnection()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         """Count a failed handshake; forget the connection and its timers."""
         if self._handshake is not None and self._handshake.active():
             self._handshake.cancel()
@@ -129,7 +129,7 @@ class SipTlsFactory(TLSMemoryBIOFactory):
         self.hub = hub
         self.handshake_timeout = handshake_timeout
 
-    def buildProtocol(self, addr: Any) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]  # noqa: N802
+    def buildProtocol(self, addr: Any) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
         """A TLS-wrapped SIP connection, or None past the per-IP limit."""
         if not self.hub.accepts_connection_from(getattr(addr, "host", "")):
             return None
@@ -192,7 +192,7 @@ class SipTlsService(service.Service):
             )
         return pair.cert_path, pair.key_path
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Load the certificate and listen."""
         super().startService()
         try:
@@ -240,7 +240,7 @@ class SipTlsService(service.Service):
             return self.port
         return int(self.listening.getHost().port)  # type: ignore[attr-defined]
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> Any:
         """Stop listening; established connections close with the reactor."""
         super().stopService()
         listening, self.listening = self.listening, None

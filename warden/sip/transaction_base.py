@@ -73,7 +73,7 @@ def transition_table(
 class _Lingering:
     """A transaction waiting in a L{LingerQueue}."""
 
-    __slots__ = ("queue", "deadline", "transaction", "name")
+    __slots__ = ("deadline", "name", "queue", "transaction")
 
     def __init__(
         self, queue: LingerQueue, deadline: float, transaction: Transaction, name: str

@@ -303,7 +303,7 @@ class SipDatagramProtocol(DatagramProtocol):
         self._drops = 0
         hub.udp.append(self)
 
-    def startProtocol(self) -> None:  # noqa: N802
+    def startProtocol(self) -> None:
         """Size the receive buffer and note the socket's inode for the drop count."""
         handle = getattr(self.transport, "socket", None)
         if not isinstance(handle, socket.socket):
@@ -340,7 +340,7 @@ class SipDatagramProtocol(DatagramProtocol):
         )
         return new
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Parse and deliver one datagram; malformed ones never raise."""
         host, port = addr[0], addr[1]
         if not datagram.strip(b"\r\n\x00 "):
@@ -371,7 +371,7 @@ class SipStreamProtocol(Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self._broken = False
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         """Remember the peer and start the idle timer."""
         peer: Any = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = (peer.host, peer.port)
@@ -421,7 +421,7 @@ class SipStreamProtocol(Protocol):
         """True while the connection is open."""
         return self in self.hub.connections
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         """Frame and deliver messages; a framing error closes the connection."""
         if data == b"\r\n\r\n" and not self.framer.mid_message:
             self._touch()
@@ -458,7 +458,7 @@ class SipStreamProtocol(Protocol):
         self._touch()
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: N802, B008
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         """Forget the connection and its timers."""
         self.hub.connection_closed(self)
         for timer in (self._idle, self._message_deadline):
@@ -473,7 +473,7 @@ class SipStreamFactory(Factory):
     def __init__(self, hub: TransportHub) -> None:
         self.hub = hub
 
-    def buildProtocol(self, addr: Any) -> SipStreamProtocol | None:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> SipStreamProtocol | None:
         """A protocol sharing the hub; None (close at once) past the per-IP limit."""
         if not self.hub.accepts_connection_from(getattr(addr, "host", "")):
             return None

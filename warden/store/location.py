@@ -220,7 +220,7 @@ class SQLLocationService:
     def close(self) -> Deferred[None]:
         """Flush, then cancel any retry, so nothing stays scheduled on the clock."""
 
-        def cancel_retry(result: None | Failure) -> None | Failure:
+        def cancel_retry(result: Failure | None) -> Failure | None:
             self._cancel_scheduled()
             return result
 

@@ -135,7 +135,7 @@ class _TxConnection(txpostgres.Connection):  # type: ignore[misc]
 
     _log = Logger()
 
-    def doRead(self) -> None:  # noqa: N802
+    def doRead(self) -> None:
         try:
             super().doRead()
         except psycopg2.Error as e:
@@ -162,7 +162,7 @@ def connect_txpostgres(
         def close() -> None:
             try:
                 connection.close()
-            except Exception:  # noqa: S110 -- half-open connection, nothing to close
+            except Exception:  # half-open connection, nothing to close
                 pass
 
         def timed_out() -> None:
@@ -326,7 +326,7 @@ class PostgreSQLPool:
         finally:
             try:
                 cursor.close()
-            except Exception:  # noqa: S110 -- the connection is already closed
+            except Exception:  # the connection is already closed
                 pass
         return result
 

@@ -90,9 +90,9 @@ class DirectCommands:
 
     connected: int
     pipelining: bool
-    inMulti: bool  # noqa: N815 (txredisapi's name)
+    inMulti: bool
     transport: Any
-    replyQueue: Any  # noqa: N815 (txredisapi's name)
+    replyQueue: Any
 
     def can_send(self) -> bool:
         """True while the connection is up and not inside MULTI or a pipeline."""

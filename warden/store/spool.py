@@ -434,7 +434,7 @@ class SpooledCallRecordStore:
             synced = self._sync(fd)
         synced.addBoth(self._sync_done, batch)
 
-    def _sync_done(self, result: None | Failure, batch: builtins.list[Deferred[bool]]) -> None:
+    def _sync_done(self, result: Failure | None, batch: builtins.list[Deferred[bool]]) -> None:
         self._syncing = False
         if isinstance(result, Failure):
             self._log.error(
@@ -548,7 +548,7 @@ class SpooledCallRecordStore:
             return defer.succeed(None)
         self._draining = True
 
-        def finished(result: None | Failure) -> None | Failure:
+        def finished(result: Failure | None) -> Failure | None:
             self._draining = False
             return result
 

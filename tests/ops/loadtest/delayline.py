@@ -24,7 +24,7 @@ class _Upstream(DatagramProtocol):
         self.line = line
         self.client = client
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """An answer from the server: straight back to the client."""
         self.line.send_to_client(datagram, self.client)
 
@@ -53,7 +53,7 @@ class DelayLine(DatagramProtocol):
             if port is not None:
                 await defer.maybeDeferred(port.stopListening)
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """From a client: to the server, later."""
         client = (addr[0], addr[1])
         upstream = self._upstreams.get(client)

@@ -26,12 +26,12 @@ class _Port:
         self.protocol = protocol
         self.socket = None
 
-    def getHost(self) -> Any:  # noqa: N802
+    def getHost(self) -> Any:
         return self
 
     port = 40000
 
-    def stopListening(self) -> None:  # noqa: N802
+    def stopListening(self) -> None:
         pass
 
 
@@ -42,7 +42,7 @@ class FakeReactor(Clock):
         super().__init__()
         self.transport = FakeDatagramTransport()
 
-    def listenUDP(self, port: int, protocol: Any, interface: str = "", size: int = 0) -> _Port:  # noqa: N802
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", size: int = 0) -> _Port:
         protocol.makeConnection(self.transport)
         return _Port(protocol)
 

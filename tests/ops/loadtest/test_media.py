@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -19,10 +20,10 @@ class _Port:
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def getHost(self) -> Any:  # noqa: N802
+    def getHost(self) -> Any:
         return self
 
-    def stopListening(self) -> None:  # noqa: N802
+    def stopListening(self) -> None:
         pass
 
 
@@ -32,7 +33,7 @@ class _Reactor:
     def __init__(self) -> None:
         self.next_port = 40000
 
-    def listenUDP(self, port: int, protocol: Any, interface: str = "", size: int = 0) -> _Port:  # noqa: N802
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", size: int = 0) -> _Port:
         protocol.makeConnection(FakeDatagramTransport())
         self.next_port += 2
         return _Port(self.next_port)
@@ -63,7 +64,7 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(len(packets), 5)
         self.assertEqual({p.payload_type for p in packets}, {0})
         self.assertEqual({p.payload_length for p in packets}, {PAYLOAD_BYTES})
-        for a, b in zip(packets, packets[1:], strict=False):
+        for a, b in pairwise(packets):
             self.assertEqual((b.sequence - a.sequence) % 65536, 1)
             self.assertEqual((b.timestamp - a.timestamp) % 2**32, 160)
 

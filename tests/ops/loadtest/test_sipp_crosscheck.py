@@ -77,7 +77,7 @@ class SippCrossCheckTests(IntegrationTestCase):
                 "--save-report",
                 str(report_path),
                 "--no-progress",
-            ),  # fmt: skip
+            ),
             ours_dir,
             120,
         )
