@@ -682,3 +682,33 @@ class ICallFeatureStore(Interface):
 
     def list_features() -> Deferred[builtins.list[CallFeatures]]:
         """Every extension with a feature set, by number."""
+
+
+# -- local applications ----------------------------------------------------------------
+# Appended as one section: its own imports live here rather than at the top.
+
+if TYPE_CHECKING:
+    from warden.sip.local import LocalCall
+
+
+class ILocalApplication(Interface):
+    """
+    Answers calls inside Warden (voicemail, mailbox access, IVR; ADR 0022). An
+    enabled plugin that provides it runs the applications it names; a call
+    reaches one when a call hook redirects it to ``"<name>:<argument>"``
+    (``voicemail:1001``), from L{ICallHook.before_routing} or
+    L{ICallHook.routing_failed}. Warden answers the call with an RTP endpoint
+    (L{warden.rtp.endpoint}) and hangs up when the application is done.
+    """
+
+    applications: tuple[str, ...] = Attribute(
+        "Names of the applications this provider runs (``voicemail``); the first"
+        " provider naming one wins."
+    )
+
+    def run_application(name: str, argument: str, call: LocalCall) -> Deferred[None]:
+        """
+        Run application ``name`` for ``argument`` on the answered ``call``; the
+        call is hung up when the Deferred fires. Its endpoint fails waits with
+        L{warden.rtp.endpoint.HungUp} once the caller hangs up.
+        """

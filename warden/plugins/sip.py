@@ -22,6 +22,7 @@ from warden.interfaces import (
     ICallRecordStore,
     IDirectory,
     ILiveCalls,
+    ILocalApplication,
     ILocationService,
     IMediaRelay,
 )
@@ -72,6 +73,7 @@ class SipPlugin(BuiltinPlugin):
                 live=context.need("live", ILiveCalls),
                 counters=shared.counters if shared is not None else None,
                 hooks=CallHooks(context.providers(ICallHook)),
+                applications=tuple(context.providers(ILocalApplication)),
             ),
             cluster=shared.link(context.reactor) if shared is not None else None,
             install_signal=install_sighup(context.reactor),

@@ -41,6 +41,7 @@ from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.flow import Flow
 from warden.sip.headers import name_addr
 from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
+from warden.sip.local import LocalApplications, LocalTarget
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.session_timer import DEFAULT_SE, check_interval
@@ -83,6 +84,8 @@ class CallController:
         records: call records; ``live``: live-call summaries (both optional).
         hooks: the feature plugins' call hooks (L{warden.sip.hooks}).
         counters: the cluster's call counts per extension (None on one node).
+        applications: the local applications a hook may send calls to
+            (L{warden.sip.local}); None: none.
     """
 
     log = Logger()
@@ -101,8 +104,10 @@ class CallController:
         live: ILiveCalls | None = None,
         hooks: CallHooks | None = None,
         counters: ICallCounters | None = None,
+        applications: LocalApplications | None = None,
     ) -> None:
         self.clock = clock
+        self.applications = applications
         self.hooks = hooks if hooks is not None else CallHooks()
         self.settings = settings
         self.transactions = transactions
@@ -185,12 +190,17 @@ class CallController:
         attempt = CallAttempt(caller, dialled, request, flow)
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
             await self.hooks.before_routing(attempt)
-        route = await self._route(attempt)
+        # A hook (never the phone) may send the call to a local application.
+        local = self.local_target(attempt.dialled) if attempt.dialled != dialled else None
+        if local is not None:
+            route = Route(0, "", local.party())
+        else:
+            route = await self._route(attempt)
         if route.status and self.hooks:
-            route = await self._redirect(attempt, route)
+            route, local = await self._redirect_local(attempt, route)
         if route.status:
             raise SipError(route.status, route.reason)
-        bindings = over_tls_if_sips(request, route.bindings)
+        bindings = over_tls_if_sips(request, route.bindings) if local is None else ()
         callee = route.extension
         assert callee is not None  # a routed number names its extension
         if self._at_limit(callee.number):
@@ -225,7 +235,10 @@ class CallController:
         self._active[callee.number] += 1
         self.index_dialog(call, "a", call.dialogs["a"])
         self._publish(call)
-        call.start(bindings, offer)
+        if local is not None:
+            self.answer_locally(call, local)
+        else:
+            call.start(bindings, offer)
 
     async def _route(self, attempt: CallAttempt) -> Route:
         """The route of the dialled number, or the failure a hook chose (L{CallAttempt.refuse})."""
@@ -234,14 +247,34 @@ class CallController:
         route: Route = await self.router.route(attempt.dialled, attempt.caller)
         return route
 
-    async def _redirect(self, attempt: CallAttempt, route: Route) -> Route:
-        """A routing failure: the route to the number a hook redirects to, if any."""
+    # -- local applications (warden.sip.local) -------------------------------------------
+
+    def local_target(self, number: str) -> LocalTarget | None:
+        """The local application ``number`` names (``voicemail:1001``), if any."""
+        return self.applications.target(number) if self.applications else None
+
+    async def _redirect_local(
+        self, attempt: CallAttempt, route: Route
+    ) -> tuple[Route, LocalTarget | None]:
+        """
+        A routing failure: the route to the number a hook redirects to, if
+        any. That number may name a local application: then the route to the
+        extension the call was for (or the target itself) and the application.
+        """
         number = await self.hooks.routing_failed(attempt, route.status, route.reason)
         if number is None:
-            return route
+            return route, None
         attempt.redirected = True
+        local = self.local_target(number)
+        if local is not None:
+            return Route(0, "", route.extension or local.party()), local
         redirected: Route = await self.router.route(number, attempt.caller)
-        return redirected
+        return redirected, None
+
+    def answer_locally(self, call: Call, target: LocalTarget) -> None:
+        """Answer ``call`` inside Warden and run ``target``'s application on it."""
+        assert self.applications is not None
+        self.applications.answer(call, target)
 
     def redirect_failed(self, call: Call, status: int, reason: str | None, cause: str) -> bool:
         """
@@ -261,6 +294,11 @@ class CallController:
     async def _retarget(self, call: Call, status: int, reason: str | None, cause: str) -> None:
         attempt = call.attempt
         number = await self.hooks.routing_failed(attempt, status, reason or "")
+        local = self.local_target(number) if number is not None else None
+        if local is not None:
+            if call.state is CallState.RINGING:
+                self.answer_locally(call, local)
+            return
         route: Route | None = None
         if number is not None:
             route = await self.router.route(number, attempt.caller)
@@ -528,6 +566,8 @@ class CallController:
             self._prack(call, side, txn, request)
         elif method == "REFER":
             self.transfers.handle_refer(call, side, txn, request)
+        elif method == "INFO" and self.applications and self.applications.info(call, request):
+            txn.respond(make_response(request, 200, "OK"))  # DTMF for a local application
         elif method in ("INVITE", "UPDATE", "INFO", "MESSAGE", "NOTIFY"):
             if call.state is not CallState.ANSWERED and method == "INVITE":
                 raise SipError(491, "Request Pending")

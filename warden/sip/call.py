@@ -471,6 +471,23 @@ class Call:
         self.first_branch = len(self.branches)
         self.start(bindings, self.sent_sdp.get("b", b""))
 
+    def answer_locally(self, answer: bytes, host: str) -> None:
+        """
+        Warden answers the call itself (a local application, L{warden.sip.local}):
+        ``answer`` is the SDP of Warden's endpoint at ``host`` for the callee
+        side; the caller gets the relay's answer in a 200, retransmitted until
+        the ACK. SdpError when the relay refuses ``answer``.
+        """
+        body = self.rewrite("b", answer, offer=False, source=host)
+        self._stop_ring_timer()
+        self.state = CallState.ANSWERED
+        self.answered_at = self.services.clock.seconds()
+        pending = PendingInvite("a", self.a_txn, origin_cseq=self.a_request.cseq.number)
+        self.pending["a"] = pending
+        pending.response = self.respond_a(200, "OK", body)
+        self.services.start_2xx_retransmit(self, pending)
+        self.services.call_answered(self)
+
     def _maybe_all_failed(self) -> None:
         forks = self.branches[self.first_branch :]
         if not all(b.done for b in forks):

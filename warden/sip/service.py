@@ -11,7 +11,8 @@ import attrs
 from twisted.application import internet, service
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from warden.interfaces import (
@@ -20,9 +21,12 @@ from warden.interfaces import (
     ICallRecordStore,
     IDirectory,
     ILiveCalls,
+    ILocalApplication,
     ILocationService,
     IMediaRelay,
 )
+from warden.rtp.endpoint import ListenUDP
+from warden.rtp.udp import listen_udp
 from warden.sip import metrics
 from warden.sip.addressing import Addressing
 from warden.sip.auth import AuthThrottle, NonceManager
@@ -32,6 +36,7 @@ from warden.sip.dialplan import DialplanRouter, Rule
 from warden.sip.dispatch import RequestDispatcher
 from warden.sip.hooks import CallHooks
 from warden.sip.hop import NodeHop, TokenLifetimes
+from warden.sip.local import LocalApplications
 from warden.sip.node_streams import NodeStreams, udp_limit
 from warden.sip.qualify import Qualifier
 from warden.sip.registrar import ExpiryPolicy, Registrar
@@ -128,6 +133,10 @@ class CallServices:
     live: ILiveCalls | None = None
     counters: ICallCounters | None = None
     hooks: CallHooks = attrs.field(factory=CallHooks)
+    #: The local applications' providers (L{warden.sip.local}), and how their
+    #: RTP endpoints bind (None: quiet sockets on the reactor, L{warden.rtp.udp}).
+    applications: tuple[ILocalApplication, ...] = ()
+    listen_udp: ListenUDP | None = None
 
 
 def udp_server(
@@ -268,6 +277,7 @@ class SipService(service.MultiService):
             self.clock, call_settings, self.transactions, self.hub.send, self.authenticator,
             router, services.media, self.addressing, services.records, services.live,
             services.hooks, services.counters,
+            self._local_applications(services),
         )  # fmt: skip
         self.dispatcher.attach_calls(self.calls)
         # Out-of-dialog methods Warden does not handle itself, answered by plugins.
@@ -278,6 +288,21 @@ class SipService(service.MultiService):
                               method=method)  # fmt: skip
             else:
                 self.dispatcher.register_handler(method, hook.handle_request)
+
+    def _local_applications(self, services: CallServices) -> LocalApplications | None:
+        """The local applications of the enabled plugins (None without any)."""
+        if not services.applications:
+            return None
+        listen = services.listen_udp
+        if listen is None:
+            reactor = self.clock
+
+            def listen(port: int, protocol: DatagramProtocol, interface: str) -> IListeningPort:
+                return listen_udp(reactor, port, protocol, interface)
+
+        return LocalApplications(
+            services.applications, self.clock, listen, self.addressing.local_host_for
+        )
 
     def _refresh_nodes(self) -> Deferred[None]:
         assert self.cluster is not None

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
 
+from warden.interfaces import ILocalApplication
 from warden.model import Binding
 from warden.rtp.relay import MediaRelay
 from warden.sip.auth import answer_challenge
@@ -39,8 +41,11 @@ class CallStack(FakeSipStack):
         media_timeout: float = 60.0,
         dialplan: tuple[Rule, ...] = (),
         hooks: CallHooks | None = None,
+        applications: tuple[ILocalApplication, ...] = (),
     ) -> None:
         self.network = FakeNetwork()
+        #: Ports the local applications' endpoints bound (50000 up).
+        self.endpoint_ports: list[int] = []
         self.records = MemoryCallRecordStore()
         self.live = MemoryLiveCalls()
 
@@ -52,6 +57,7 @@ class CallStack(FakeSipStack):
             return CallServices(
                 media=self.media, records=self.records, live=self.live,
                 hooks=hooks if hooks is not None else CallHooks(),
+                applications=applications, listen_udp=self._listen_endpoint,
             )  # fmt: skip
 
         super().__init__(
@@ -72,6 +78,12 @@ class CallStack(FakeSipStack):
         assert self.sip.qualifier is not None and self.sip.calls is not None
         self.qualifier = self.sip.qualifier
         self.calls = self.sip.calls
+
+    def _listen_endpoint(self, port: int, protocol: DatagramProtocol, interface: str) -> Any:
+        """Bind an endpoint's socket on the fake network: port 0 is the next from 50000."""
+        chosen = port or 50000 + 2 * len(self.endpoint_ports)
+        self.endpoint_ports.append(chosen)
+        return self.network.listen_udp(chosen, protocol, interface)
 
     @staticmethod
     def successResultOf_(d: Any) -> Any:  # noqa: N802
