@@ -18,9 +18,9 @@ from warden.admin.auth import AdminAuth, AuthSettings
 from warden.admin.drain import DrainController
 from warden.admin.health import HealthResource, ReadyResource
 from warden.admin.metrics import MetricsResource, WardenCollector
-from warden.admin.secrets import hash_password
 from warden.admin.service import api_routes, build_site
 from warden.model.admin import AdminAccount
+from warden.secrets import hash_password
 from warden.testing import (
     MemoryCallRecordStore,
     MemoryDirectory,

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.admin.apihelper import PASSWORD, START, ApiHarness
-from warden.admin import secrets
+from warden import secrets
 from warden.admin.auth import AdminAuth, AuthSettings, LoginThrottle, SessionSigner
 from warden.errors import ApiError
 from warden.model.admin import AdminAccount

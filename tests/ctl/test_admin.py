@@ -9,7 +9,7 @@ import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from warden.admin import secrets
+from warden import secrets
 from warden.config import parse_config_text
 from warden.ctl.admin import admin_url, run_admin
 from warden.ctl.main import build_parser

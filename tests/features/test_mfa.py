@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from warden.admin import secrets
+from warden import secrets
 from warden.admin.auth import AdminAuth, AuthSettings
 from warden.config import parse_config_text
 from warden.errors import ApiError

@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from warden.admin import secrets as admin_secrets
+from warden import secrets as admin_secrets
 from warden.errors import ApiError
 from warden.features.mfa import plugin as totp_factor
 from warden.features.mfa import totp_step

@@ -17,10 +17,10 @@ from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from warden.admin import secrets as admin_secrets
 from warden.digits import is_digits
 from warden.interfaces import IAdminStore, IAuthenticationFactor, IWardenPlugin
 from warden.model.admin import AdminAccount
+from warden.secrets import normalise_recovery_code, sha256_hex
 
 if TYPE_CHECKING:
     from warden.plugin import BuildContext
@@ -78,7 +78,7 @@ class MfaPlugin:
         step = totp_step(now, account.totp_secret, code, account.totp_last_step)
         if step is not None:
             return bool(await store.claim_totp_step(account.name, step))
-        digest = admin_secrets.sha256_hex(admin_secrets.normalise_recovery_code(code))
+        digest = sha256_hex(normalise_recovery_code(code))
         if digest not in account.recovery_hashes:
             return False
         return bool(await store.use_recovery_code(account.name, digest))

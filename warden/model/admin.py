@@ -24,7 +24,7 @@ class AdminAccount:
 
     Attributes:
         name: the login name.
-        password_hash: ``scrypt$n$r$p$salt$hash`` (L{warden.admin.secrets}).
+        password_hash: ``scrypt$n$r$p$salt$hash`` (L{warden.secrets}).
         totp_secret: the base32 TOTP seed once MFA is enrolled, else "".
         totp_pending: a seed handed out by enrolment and not confirmed yet, else "".
         totp_last_step: the last TOTP time step accepted (a code is used once).

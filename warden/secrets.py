@@ -2,6 +2,10 @@
 Admin secrets: scrypt password hashes (stdlib ``hashlib.scrypt``, a random salt
 per account), API tokens and MFA recovery codes.
 
+The admin API (L{warden.admin.auth}) and the second factors (L{warden.features})
+both use them, so they sit below both: a feature plugin never imports the admin
+API (ADR 0014).
+
 A password hash is ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>``, so the cost can
 be raised later without breaking stored hashes. Tokens and recovery codes are
 random (``secrets``) and high-entropy, so a plain SHA-256 of them is stored.
