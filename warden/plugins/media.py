@@ -1,4 +1,8 @@
-"""The built-in RTP relay as a plugin: provides ``media`` (an IMediaRelay)."""
+"""
+The media engine as a plugin: provides ``media`` (an IMediaRelay), Warden's own
+RTP relay or, with ``[media] engine = "rtpengine"``, rtpengine driven over its
+ng control protocol (ADR 0025).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,40 @@ from warden.config import MediaConfig, WardenConfig
 from warden.netutil import local_addresses
 from warden.plugin import BuildContext, BuiltinPlugin
 from warden.rtp import udp as media_udp
+from warden.rtp.ng import parse_address
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.relay import MediaRelay
+from warden.rtp.rtpengine import RtpengineRelay
 
 
 class MediaPlugin(BuiltinPlugin):
-    """``[media]``: Warden's own RTP relay (L{warden.rtp.relay})."""
+    """``[media]``: Warden's own RTP relay (L{warden.rtp.relay}) or rtpengine."""
 
     name = "media"
-    description = "RTP relay: anchors every call's media on this host ([media])"
+    description = "RTP relay: anchors every call's media, itself or in rtpengine ([media])"
     provides = ("media",)
     section_classes = MappingProxyType({"media": MediaConfig})
 
     def make(self, context: BuildContext) -> None:
         """Provide the relay as ``media``; Warden closes it when it stops."""
         config = context.config
+        listen_udp = functools.partial(media_udp.listen_udp, context.reactor)
+        if config.media.engine == "rtpengine":
+            context.provide(
+                "media",
+                RtpengineRelay(
+                    context.reactor,
+                    listen_udp,
+                    parse_address(config.media.rtpengine_ng),
+                    media_timeout=config.media.timeout,
+                ),
+            )
+            return
         context.provide(
             "media",
             MediaRelay(
                 context.reactor,
-                functools.partial(media_udp.listen_udp, context.reactor),
+                listen_udp,
                 media_address(config),
                 port_range=(config.media.port_min, config.media.port_max),
                 interface=config.media.address or config.sip.interface or "",

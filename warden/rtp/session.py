@@ -631,11 +631,7 @@ class MediaSession:
         self.released = True
         self.flush_metrics()
         tap, self.tap = self.tap, None
-        if tap is not None:
-            try:
-                tap.close(self._clock.seconds())
-            except Exception:
-                self.log.failure("Closing the tap of call {call_id} failed", call_id=self.call_id)
+        close_tap(tap, self._clock.seconds(), self.call_id)
         for peer in self._peers.values():
             if peer.origin is not None:  # the leg's phone sent SDP
                 metrics.LEGS_BY_MEDIA["srtp" if peer.srtp else "rtp"].inc()
@@ -647,6 +643,16 @@ class MediaSession:
             for protocol in self._protocols.values():
                 protocol.session = None  # break the session <-> socket cycle
             self._relay.forget(self)
+
+
+def close_tap(tap: IMediaTap | None, now: float, call_id: str) -> None:
+    """Close a released session's ``tap``, if any, logging (never raising) a failure."""
+    if tap is None:
+        return
+    try:
+        tap.close(now)
+    except Exception:
+        MediaSession.log.failure("Closing the tap of call {call_id} failed", call_id=call_id)
 
 
 def close_port(port: IListeningPort) -> None:

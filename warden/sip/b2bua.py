@@ -33,6 +33,7 @@ from warden.interfaces import (
 )
 from warden.model import Binding, CallRecord, Extension, Route
 from warden.rtp import metrics as rtp_metrics
+from warden.rtp.errors import MediaError
 from warden.sip import metrics as sip_metrics
 from warden.sip.addressing import Addressing, binding_over_tls
 from warden.sip.authenticator import Authenticator
@@ -206,7 +207,12 @@ class CallController:
         if self._at_limit(callee.number):
             raise SipError(486, "Busy Here")
         call_id = f"{new_tag()}{new_tag()}"
-        session = await self.media.allocate(call_id)
+        try:
+            session = await self.media.allocate(call_id)
+        except MediaError as e:
+            # No ports, or the media engine (rtpengine) down: try again later.
+            self.log.warn("No media for a call: {error}", error=e)
+            raise SipError(503, "Service Unavailable", (("Retry-After", "5"),)) from e
         session.signalling_from("a", flow.host)
         # SDES keys only over TLS (ADR 0019); every forked phone must be on TLS.
         session.signalling_encrypted("a", flow.transport == "tls")

@@ -60,7 +60,8 @@ class _Tag:
     def __init__(self, name: str, port: int) -> None:
         self.name = name
         self.port = port
-        self.packets = self.bytes = self.rtcp = 0
+        self.packets = self.bytes = self.rtcp = self.jitter = 0
+        self.lost: int | None = None
         self.sdp: bytes | None = None
 
 
@@ -126,10 +127,20 @@ class FakeNgServer:
         for port, reply in held:
             self.deliver(port, reply)
 
-    def set_media(self, call_id: str, tag: str, packets: int, size: int, rtcp: int = 0) -> None:
-        """What ``query`` reports as received from ``tag``'s phone."""
+    def set_media(
+        self,
+        call_id: str,
+        tag: str,
+        packets: int,
+        size: int,
+        rtcp: int = 0,
+        lost: int | None = None,
+        jitter: int = 0,
+    ) -> None:
+        """What ``query`` reports of ``tag``'s phone (``lost``: its RTCP reports)."""
         each = self.calls[call_id][tag]
         each.packets, each.bytes, each.rtcp = packets, size, rtcp
+        each.lost, each.jitter = lost, jitter
 
     # -- commands ----------------------------------------------------------------
 
@@ -161,23 +172,22 @@ class FakeNgServer:
             if len(self.free) < 2:
                 return {"result": "error", "error-reason": "Ran out of ports"}
             tags = self.calls[call_id] = {}
-        for name in (from_tag, to_tag):
-            if name and name not in tags:
+        if to_tag and to_tag not in tags and "(unnamed)" in tags:
+            tags[to_tag] = tags.pop("(unnamed)")  # the answerer's tag is known now
+            tags[to_tag].name = to_tag
+        for name in (from_tag, to_tag or "(unnamed)"):
+            if name not in tags:
                 if not self.free:
                     return {"result": "error", "error-reason": "Ran out of ports"}
                 tags[name] = _Tag(name, self.free.pop(0))
         # An offer goes to the peer (to-tag); an answer back to the offerer (from-tag).
         sender = tags[from_tag if offer else to_tag]
-        receiver = to_tag if offer else from_tag
-        if not receiver:
-            receiver = "(unnamed)"
-            if receiver not in tags:
-                tags[receiver] = _Tag(receiver, self.free.pop(0))
-        elif "(unnamed)" in tags and receiver not in tags:
-            tags[receiver] = tags.pop("(unnamed)")
-            tags[receiver].name = receiver
+        receiver = (to_tag or "(unnamed)") if offer else from_tag
         sender.sdp = request["sdp"]
-        parsed = sdplib.parse_sdp(request["sdp"])
+        raw = request["sdp"]
+        if b"zero-address" in request.get("replace", []):
+            raw = raw.replace(b"IN IP4 0.0.0.0", b"IN IP4 " + self.media_address.encode())
+        parsed = sdplib.parse_sdp(raw)
         port = tags[receiver].port
         out = sdplib.rewrite(
             parsed, self.media_address, dict.fromkeys(range(len(parsed.media)), port)
@@ -185,20 +195,19 @@ class FakeNgServer:
         return {"result": "ok", "sdp": out.to_bytes()}
 
     def _query(self, call_id: str) -> dict[str, Any]:
-        tags = {}
+        tags: dict[str, Any] = {}
+        ssrcs: dict[str, Any] = {}
         for name, tag in self.calls[call_id].items():
+            rtp = {"packets": tag.packets, "bytes": tag.bytes, "errors": 0}
+            rtcp = {"packets": tag.rtcp, "bytes": 0, "errors": 0}
+            ssrc = 1000 + tag.port
             streams = [
-                {
-                    "local port": tag.port,
-                    "stats": {"packets": tag.packets, "bytes": tag.bytes, "errors": 0},
-                },
-                {
-                    "local port": tag.port + 1,
-                    "stats": {"packets": tag.rtcp, "bytes": 0, "errors": 0},
-                },
-            ]
-            tags[name] = {
-                "tag": name,
-                "medias": [{"index": 1, "type": "audio", "streams": streams}],
-            }
-        return {"result": "ok", "created": 1, "tags": tags}
+                {"local port": tag.port, "flags": ["RTP", "filled"], "SSRC": ssrc, "stats": rtp,
+                 "endpoint": {"family": "IPv4", "address": "192.0.2.99", "port": tag.port}},
+                {"local port": tag.port + 1, "flags": ["RTCP"], "stats": rtcp},
+            ]  # fmt: skip
+            tags[name] = {"tag": name, "medias": [{"index": 1, "streams": streams}]}
+            if tag.lost is not None:
+                mos = {"MOS": 43, "jitter": tag.jitter, "packet loss": 0, "samples": 1}
+                ssrcs[str(ssrc)] = {"cumulative loss": tag.lost, "average MOS": mos}
+        return {"result": "ok", "created": 1, "SSRC": ssrcs, "tags": tags}
