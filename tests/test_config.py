@@ -472,7 +472,8 @@ class ErrorTests(SynchronousTestCase):
             "[voicemail]\nenabled = true",
             "voicemail",
             "warden.toml: voicemail: unknown section (known: server, store, plugins,"
-            " media, state, cluster, sip, tls, registrar, calls, dialplan, admin, backup)",
+            " media, state, cluster, sip, tls, registrar, calls, dialplan, admin, backup,"
+            " trunks, routes)",
         )
 
     def test_section_not_table(self) -> None:

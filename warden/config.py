@@ -22,7 +22,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import attrs
 
@@ -893,10 +893,18 @@ def parse_section(cls: type[Any], name: str, table: object, filename: str | None
 def _plugin_section(
     plugin: IWardenPlugin, name: str, table: object, filename: str | None
 ) -> object:
-    if not isinstance(table, dict):
+    # A plugin names in ``array_sections`` the sections that are arrays of
+    # tables (``[[trunks]]``); it receives those as a list of tables.
+    arrays: tuple[str, ...] = getattr(plugin, "array_sections", ())
+    if name in arrays:
+        if not (isinstance(table, list) and all(isinstance(t, dict) for t in table)):
+            raise ConfigError(
+                name, f"must be an array of tables ([[{name}]]), got {_show(table)}", filename
+            )
+    elif not isinstance(table, dict):
         raise ConfigError(name, f"must be a table ([{name}]), got {_show(table)}", filename)
     try:
-        return plugin.parse_section(name, table, filename)
+        return plugin.parse_section(name, cast(Any, table), filename)
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, filename) from None
     except (ValueError, TypeError, KeyError) as e:  # a third-party parser's own error

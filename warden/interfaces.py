@@ -596,7 +596,9 @@ class IWardenPlugin(Interface):
 
     def parse_section(name: str, table: Mapping[str, object], filename: str | None) -> object:
         """
-        Parse the owned section ``name`` from its TOML ``table``.
+        Parse the owned section ``name`` from its TOML ``table``. A section
+        the plugin also lists in an optional ``array_sections`` attribute is an
+        array of tables (``[[trunks]]``) and arrives as a list of tables.
 
         Raises:
             warden.errors.ConfigError: an unknown key or a bad value, naming the
@@ -636,10 +638,20 @@ class ICallHook(Interface):
     def incoming(request: Request, flow: Flow) -> Deferred[None] | None:
         """A new INVITE, before authentication: verify what it asserts; may reject."""
 
+    def identify(request: Request, flow: Flow) -> Deferred[Extension | None] | Extension | None:
+        """
+        A new INVITE, after L{incoming}: an L{Extension} standing for a caller
+        this plugin vouches for by where the request comes from (a trunk's
+        address), whose digest authentication is then skipped; None to
+        authenticate the caller as usual. The first hook answering wins.
+        """
+
     def before_routing(attempt: CallAttempt) -> Deferred[None] | None:
         """
         Authenticated, before the dialplan: may reject, redirect (set
-        ``attempt.dialled``) or mark (``attempt.marks``) the call.
+        ``attempt.dialled``), send the call elsewhere than to an extension
+        (set ``attempt.target``, L{warden.sip.external}) or mark
+        (``attempt.marks``) the call.
         """
 
     def routing_failed(

@@ -120,6 +120,6 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     secure_directories(private_directories(config))
     try:  # held while Warden runs: a restore refuses to write under it (warden.runlock)
         root = build_server(reactor, config, options.plugins, options["config"])
-    except LockFailed as e:
+    except (LockFailed, ConfigError) as e:  # a plugin's secret that cannot be read
         raise SystemExit(f"twistd warden: {e}") from None
     return root

@@ -39,6 +39,7 @@ from warden.sip.addressing import Addressing, binding_over_tls
 from warden.sip.authenticator import Authenticator
 from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInvite
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
+from warden.sip.external import ExternalLegs
 from warden.sip.flow import Flow
 from warden.sip.headers import name_addr
 from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
@@ -133,6 +134,7 @@ class CallController:
         self.draining = False
         self.allow_header = ALLOW
         self.transfers = Transfers(self)
+        self.external = ExternalLegs(self)
         self._refresh_loop = task.LoopingCall(self._refresh_live)
         self._refresh_loop.clock = clock
 
@@ -179,7 +181,7 @@ class CallController:
             await self.hooks.incoming(request, flow)
         # Authenticated first: the 407 to a request that may be spoofed goes out
         # alone and statelessly (the transaction still sends 100 after 200 ms).
-        caller = await self.authenticator.authenticate(request, flow, proxy=True)
+        caller = await self._caller(request, flow)
         txn.respond(make_response(request, 100, "Trying"))
         sip_metrics.CALL_ATTEMPTS.inc()
         check_interval(request)
@@ -195,6 +197,8 @@ class CallController:
         local = self.local_target(attempt.dialled) if attempt.dialled != dialled else None
         if local is not None:
             route = Route(0, "", local.party())
+        elif attempt.target is not None:  # a hook sent the call outside (a trunk)
+            route = attempt.target.route()
         else:
             route = await self._route(attempt)
         if route.status and self.hooks:
@@ -245,6 +249,15 @@ class CallController:
             self.answer_locally(call, local)
         else:
             call.start(bindings, offer)
+
+    async def _caller(self, request: Request, flow: Flow) -> Extension:
+        """The caller a hook vouches for (a trunk), else the authenticated extension."""
+        if self.hooks:
+            vouched = await self.hooks.identify(request, flow)
+            if vouched is not None:
+                return vouched
+        caller: Extension = await self.authenticator.authenticate(request, flow, proxy=True)
+        return caller
 
     async def _route(self, attempt: CallAttempt) -> Route:
         """The route of the dialled number, or the failure a hook chose (L{CallAttempt.refuse})."""
@@ -330,6 +343,8 @@ class CallController:
 
     def make_branch(self, call: Call, binding: Binding, offer: bytes) -> Branch | None:
         """The INVITE towards one binding, with its own dialog."""
+        if call.attempt.target is not None:
+            return self.external.make_branch(call, binding, offer)
         call_id = f"{call.call_id}-{len(call.branches)}"
         reached = self.addressing.reach(binding, call_id)
         if reached is None:
@@ -352,8 +367,12 @@ class CallController:
             local_contact=self.contact_for(flow),
             via_host=self.via_for(flow),
         )
+        return self.build_branch(call, binding, dialog, offer)
+
+    def build_branch(self, call: Call, binding: Binding, dialog: Dialog, offer: bytes) -> Branch:
+        """The INVITE in ``dialog``, asserting its From identity (RFC 3325 §9.1)."""
         headers = [
-            ("P-Asserted-Identity", local_party),
+            ("P-Asserted-Identity", dialog.local_party),
             ("Allow", ALLOW),
             ("Supported", "timer, 100rel"),
             ("Session-Expires", str(DEFAULT_SE)),
@@ -374,6 +393,17 @@ class CallController:
         branch.txn = self.transactions.send_request(
             branch.request, branch.dialog.flow, _BranchUser(call, branch)
         )
+        if call.attempt.target is not None:
+            self.external.sent(call, branch)
+
+    def follow_up(self, call: Call, branch: Branch, response: Response | None) -> Branch | None:
+        """
+        The branch that replaces a failed one: for a call to an external target,
+        the INVITE with credentials or to the next destination; None otherwise.
+        """
+        if call.attempt.target is None:
+            return None
+        return self.external.follow_up(call, branch, response)
 
     def cancel_branch(self, branch: Branch) -> None:
         """CANCEL a ringing branch (RFC 3261 §9.1: only after a provisional)."""

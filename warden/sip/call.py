@@ -138,6 +138,9 @@ class CallServices(Protocol):
     def redirect_failed(self, call: Call, status: int, reason: str | None, cause: str) -> bool:
         """Whether a hook may redirect the failed call (it then keeps ringing)."""
 
+    def follow_up(self, call: Call, branch: Branch, response: Response | None) -> Branch | None:
+        """A branch replacing a failed one (an external target's next try), or None."""
+
 
 class Call:
     """
@@ -352,9 +355,7 @@ class Call:
         elif status < 300:
             self._answered(branch, response)
         else:
-            branch.done = True
-            branch.status = status
-            self._maybe_all_failed()
+            self._branch_failed(branch, status, response)
 
     def _branch_provisional(self, branch: Branch, response: Response) -> None:
         branch.provisional = True
@@ -523,10 +524,23 @@ class Call:
 
     def branch_timed_out(self, branch: Branch) -> None:
         """Timer B on one branch."""
+        self._branch_failed(branch, 408, None)
+
+    def _branch_failed(self, branch: Branch, status: int, response: Response | None) -> None:
+        """One branch failed: its follow-up rings instead, if it has one."""
+        first_failure = not branch.done
         branch.done = True
-        branch.status = 408
-        if self.state is CallState.RINGING:
+        branch.status = status
+        if self.state is not CallState.RINGING:
+            return
+        follow = self.services.follow_up(self, branch, response) if first_failure else None
+        if follow is None:
             self._maybe_all_failed()
+            return
+        self.first_branch = len(self.branches)
+        self.branches.append(follow)
+        self.media.signalling_from("b", binding_host(follow.binding, follow.dialog.flow))
+        self.services.send_branch(self, follow)
 
     def caller_cancelled(self, cause: str = "CANCEL") -> None:
         """The caller sent CANCEL (or BYE in the early dialog) before the answer."""

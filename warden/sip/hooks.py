@@ -5,8 +5,10 @@ plugins' hooks in ``[plugins] enabled`` order at each point (ADR 0020):
 
 1. L{CallHooks.incoming}: a new INVITE arrives, before authentication
    (verification of what the sender asserts; may reject);
+   then L{CallHooks.identify}: a hook may vouch for the caller by its source (a
+   trunk), which is then not asked for digest credentials;
 2. L{CallHooks.before_routing}: authenticated, before the dialplan (may reject,
-   redirect or mark);
+   redirect, send the call to an external target or mark);
 3. L{CallHooks.routing_failed}: the number could not be routed, or every fork
    failed (busy, no answer, ring timeout) (may redirect, once per call);
 4. L{CallHooks.leg_built}: an outgoing INVITE was built (may add headers and
@@ -34,6 +36,7 @@ from warden.interfaces import ICallHook
 from warden.model import CallRecord, Extension
 
 if TYPE_CHECKING:
+    from warden.sip.external import RouteTarget
     from warden.sip.flow import Flow
     from warden.sip.message import Request, Response
 
@@ -59,6 +62,9 @@ class CallAttempt:
             number could not be routed, with this status and reason, so the
             later hooks' L{CallHooks.routing_failed} may still redirect it
             (do-not-disturb to voicemail).
+        target: where the call goes instead of an extension's phones (a trunk,
+            L{warden.sip.external.RouteTarget}); a hook before routing sets it,
+            and the dialplan is then not asked.
     """
 
     caller: Extension
@@ -68,6 +74,7 @@ class CallAttempt:
     marks: set[str] = attrs.field(factory=set)
     call_id: str = ""
     redirected: bool = False
+    target: RouteTarget | None = None
     refusal: tuple[int, str] | None = None
 
     def refuse(self, status: int, reason: str) -> None:
@@ -127,6 +134,12 @@ class CallHookBase:
         """Accept every incoming INVITE."""
         return None
 
+    def identify(
+        self, request: Request, flow: Flow
+    ) -> Deferred[Extension | None] | Extension | None:
+        """Vouch for no caller: authenticate as usual."""
+        return None
+
     def before_routing(self, attempt: CallAttempt) -> Deferred[None] | None:
         """Route as dialled."""
         return None
@@ -171,6 +184,15 @@ class CallHooks:
             result = hook.incoming(request, flow)
             if isinstance(result, Deferred):
                 await result
+
+    async def identify(self, request: Request, flow: Flow) -> Extension | None:
+        """The caller the first hook vouches for, or None (authenticate)."""
+        for hook in self.hooks:
+            result = hook.identify(request, flow)
+            caller = await result if isinstance(result, Deferred) else result
+            if caller is not None:
+                return caller
+        return None
 
     async def before_routing(self, attempt: CallAttempt) -> None:
         """Each hook may reject, change ``attempt.dialled`` or add marks."""

@@ -1,0 +1,255 @@
+"""
+The trunks plugin in calls (warden.features.trunks, warden.sip.external): an
+extension's call sent to a trunk with the number rewritten and the caller ID
+presented, the provider's digest challenge answered, failover to the next
+trunk on 5xx and on silence, the callee's own refusal passed back; calls from
+a trunk's address routed by DID without extension credentials, unknown DIDs
+refused and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import REGISTRY
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.sip.test_b2bua import ALICE, BOB, only
+from warden.features.trunk_config import parse_routes, parse_trunks
+from warden.features.trunks import TrunkService, TrunksPlugin
+from warden.sip.auth import challenge, expected_response, parse_credentials
+from warden.sip.hooks import CallHooks
+from warden.sip.message import Request, Response, make_response
+from warden.store.credentials import make_extension
+from warden.testing.callstack import CallStack, Phone
+from warden.testing.sipstack import REALM
+
+ITSP = ("192.0.2.50", 5060)
+BACKUP = ("192.0.2.60", 5070)
+PASSWORD = "s3cret-trunk"
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample's value (0 when it was never set)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class TrunkCallTestCase(SynchronousTestCase):
+    """Alice (1001) and Bob (1002) are extensions; two trunks, itsp and backup."""
+
+    def setUp(self) -> None:
+        self.plugin = TrunksPlugin()
+        self.stack = CallStack(hooks=CallHooks([self.plugin]))
+        self.stack.successResultOf_(
+            self.stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
+        )
+        self.stack.register("1002", BOB)
+        self.alice = Phone(self.stack, "1001", ALICE)
+        self.bob = Phone(self.stack, "1002", BOB)
+        self.itsp = Phone(self.stack, "15559876543", ITSP)
+        self.backup = Phone(self.stack, "15559876543", BACKUP)
+        self.configure()
+
+    def configure(self, inbound: list[dict[str, Any]] | None = None) -> None:
+        trunks = parse_trunks([
+            {"name": "itsp", "host": ITSP[0], "username": "acct", "password_env": "X",
+             "from_number": "15551230000"},
+            {"name": "backup", "host": BACKUP[0], "port": BACKUP[1], "register": False,
+             "from_number": "15551239999", "timeout": 3},
+        ])  # fmt: skip
+        routes = parse_routes({
+            "outbound": [
+                {"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1",
+                 "trunks": ["itsp", "backup"]},
+                {"pattern": "_X.", "trunks": ["backup"]},
+            ],
+            "inbound": inbound if inbound is not None else [{"did": "15551230002", "to": "1002"}],
+        })  # fmt: skip
+        passwords = {"itsp": PASSWORD}
+        self.plugin.service = TrunkService(
+            self.stack.clock, self.stack.sip, self.stack.directory, trunks, passwords, routes
+        )
+
+    def dial(self, number: str) -> Request:
+        """Alice dials ``number``; the INVITE Warden sends the ITSP."""
+        _, sent = self.alice.call(number)
+        invite = only(sent, ITSP, "INVITE")
+        assert isinstance(invite, Request)
+        return invite
+
+    def challenge_407(self, invite: Request) -> Response:
+        return make_response(
+            invite, 407, to_tag="itsp407",
+            headers=[("Proxy-Authenticate", challenge("itsp.example", "n0nce", "MD5"))],
+        )  # fmt: skip
+
+
+class OutboundTests(TrunkCallTestCase):
+    """An extension's call to a number of an outbound route."""
+
+    def test_number_and_caller_id(self) -> None:
+        """9 stripped, 1 added; From and P-Asserted-Identity carry the trunk's number."""
+        before = metric("warden_trunk_calls_total", trunk="itsp", direction="outbound")
+        invite = self.dial("95552345678")
+        self.assertEqual(invite.uri_text, "sip:15552345678@192.0.2.50")
+        self.assertEqual(invite.from_.uri.user, "15551230000")
+        self.assertIn("sip:15551230000@192.0.2.50", invite.get("P-Asserted-Identity") or "")
+        self.assertEqual(invite.to.uri.user, "15552345678")
+        after = metric("warden_trunk_calls_total", trunk="itsp", direction="outbound")
+        self.assertEqual(after - before, 1)
+
+    def test_extension_number_as_caller_id(self) -> None:
+        """An extension with a DID of its own presents it."""
+        self.configure(inbound=[{"did": "15551230001", "to": "1001"}])
+        invite = self.dial("95552345678")
+        self.assertEqual(invite.from_.uri.user, "15551230001")
+        self.assertIn("sip:15551230001@", invite.get("P-Asserted-Identity") or "")
+
+    def test_answered(self) -> None:
+        """The provider's 200 reaches the caller; the call is in progress on the trunk."""
+        invite = self.dial("95552345678")
+        sent = self.stack.deliver(self.itsp.answer(invite, 200, body=self.itsp.sdp()), ITSP)
+        only(sent, ALICE, 200)
+        assert self.plugin.service is not None
+        self.assertEqual(self.plugin.service.in_progress(), {"itsp": 1, "backup": 0})
+
+    def test_digest_answered(self) -> None:
+        """A 407 is answered: same Call-ID and From tag, next CSeq, a valid digest."""
+        invite = self.dial("95552345678")
+        sent = self.stack.deliver(self.challenge_407(invite), ITSP)
+        again = only(sent, ITSP, "INVITE")
+        assert isinstance(again, Request)
+        self.assertEqual(again.call_id, invite.call_id)
+        self.assertEqual(again.from_.tag, invite.from_.tag)
+        self.assertEqual(again.cseq.number, invite.cseq.number + 1)
+        self.assertNotEqual(again.top_via.branch, invite.top_via.branch)
+        self.assertIsNone(again.to.tag)
+        creds = parse_credentials(again.get("Proxy-Authorization") or "")
+        assert creds is not None
+        self.assertEqual(creds.username, "acct")
+        self.assertEqual(creds.uri, invite.uri_text)
+        ha1 = expected_ha1("acct", "itsp.example", PASSWORD)
+        self.assertEqual(creds.response, expected_response(creds, ha1, "INVITE"))
+        self.assertEqual([m for m, a in sent if tuple(a) == ALICE], [])
+        sent = self.stack.deliver(self.itsp.answer(again, 200, body=self.itsp.sdp()), ITSP)
+        only(sent, ALICE, 200)
+
+    def test_credentials_refused_fails_over(self) -> None:
+        """A second challenge is not answered again: the next trunk is tried."""
+        before = metric("warden_trunk_failures_total", trunk="itsp", reason="call_auth")
+        invite = self.dial("95552345678")
+        again = only(self.stack.deliver(self.challenge_407(invite), ITSP), ITSP, "INVITE")
+        assert isinstance(again, Request)
+        sent = self.stack.deliver(self.challenge_407(again), ITSP)
+        only(sent, BACKUP, "INVITE")
+        self.assertEqual([m for m, a in sent if tuple(a) == ALICE], [])
+        after = metric("warden_trunk_failures_total", trunk="itsp", reason="call_auth")
+        self.assertEqual(after - before, 1)
+
+    def test_failover_on_503(self) -> None:
+        """503 from the first trunk: the second gets the call, with its own caller ID."""
+        invite = self.dial("95552345678")
+        sent = self.stack.deliver(self.itsp.answer(invite, 503), ITSP)
+        second = only(sent, BACKUP, "INVITE")
+        assert isinstance(second, Request)
+        self.assertEqual(second.uri_text, "sip:15552345678@192.0.2.60:5070")
+        self.assertEqual(second.from_.uri.user, "15551239999")
+        self.assertEqual([m for m, a in sent if tuple(a) == ALICE], [])
+        sent = self.stack.deliver(self.backup.answer(second, 200, body=self.backup.sdp()), BACKUP)
+        only(sent, ALICE, 200)
+
+    def test_failover_on_silence(self) -> None:
+        """No answer at all within the trunk's timeout: the next trunk is tried."""
+        self.dial("95552345678")
+        before = self.stack.mark()
+        self.stack.clock.advance(4.9)
+        self.assertEqual([m for m, a in self.stack.sent_since(before) if tuple(a) == BACKUP], [])
+        self.stack.clock.advance(0.2)
+        only(self.stack.sent_since(before), BACKUP, "INVITE")
+
+    def test_ringing_trunk_not_failed_over(self) -> None:
+        """A trunk that answered 180 keeps the call past its timeout."""
+        invite = self.dial("95552345678")
+        self.stack.deliver(self.itsp.answer(invite, 180), ITSP)
+        before = self.stack.mark()
+        self.stack.clock.advance(10)
+        self.assertEqual([m for m, a in self.stack.sent_since(before) if tuple(a) == BACKUP], [])
+
+    def test_last_trunk_fails(self) -> None:
+        """Every trunk failing with 5xx: the caller gets the failure."""
+        invite = self.dial("95552345678")
+        second = only(self.stack.deliver(self.itsp.answer(invite, 503), ITSP), BACKUP, "INVITE")
+        assert isinstance(second, Request)
+        sent = self.stack.deliver(self.backup.answer(second, 502), BACKUP)
+        only(sent, ALICE, 502)
+
+    def test_busy_not_failed_over(self) -> None:
+        """486 is the callee's answer: passed back, no other trunk tried."""
+        invite = self.dial("95552345678")
+        sent = self.stack.deliver(self.itsp.answer(invite, 486), ITSP)
+        only(sent, ALICE, 486)
+        self.assertEqual([m for m, a in sent if tuple(a) == BACKUP], [])
+
+    def test_extension_number_stays_inside(self) -> None:
+        """A number a catch-all route matches but that is an extension rings it."""
+        _, sent = self.alice.call("1002")
+        only(sent, BOB, "INVITE")
+        self.assertEqual([m for m, a in sent if tuple(a) in (ITSP, BACKUP)], [])
+
+    def test_never_answering_trunk_bounded(self) -> None:
+        """A trunk that rings for ever is cancelled at the ring timeout."""
+        invite = self.dial("95552345678")
+        self.stack.deliver(self.itsp.answer(invite, 180), ITSP)
+        before = self.stack.mark()
+        self.stack.clock.advance(30.1)
+        sent = self.stack.sent_since(before)
+        only(sent, ITSP, "CANCEL")
+        only(sent, ALICE, 480)
+
+
+class InboundTests(TrunkCallTestCase):
+    """Calls from a trunk's address."""
+
+    def test_did_rings_extension(self) -> None:
+        """No challenge: the DID's extension rings, with the caller's number."""
+        before = metric("warden_trunk_calls_total", trunk="itsp", direction="inbound")
+        sent = self.stack.deliver(self.itsp.invite("15551230002"), ITSP)
+        self.assertEqual([m for m, a in sent if isinstance(m, Response) and m.status == 407], [])
+        invite = only(sent, BOB, "INVITE")
+        assert isinstance(invite, Request)
+        self.assertEqual(invite.from_.uri.user, "15559876543")
+        after = metric("warden_trunk_calls_total", trunk="itsp", direction="inbound")
+        self.assertEqual(after - before, 1)
+        assert self.plugin.service is not None
+        self.assertEqual(self.plugin.service.in_progress()["itsp"], 1)
+
+    def test_did_in_to(self) -> None:
+        """A provider sending to the registered user names the DID in To."""
+        invite = self.itsp.invite("acct")
+        invite.set("To", "<sip:15551230002@pbx.test>")
+        only(self.stack.deliver(invite, ITSP), BOB, "INVITE")
+
+    def test_unknown_did(self) -> None:
+        """A DID no inbound route has: 404, counted."""
+        before = metric("warden_trunk_unknown_did_total", trunk="itsp")
+        sent = self.stack.deliver(self.itsp.invite("15550000000"), ITSP)
+        only(sent, ITSP, 404)
+        self.assertEqual(metric("warden_trunk_unknown_did_total", trunk="itsp") - before, 1)
+
+    def test_no_call_out_through_warden(self) -> None:
+        """A trunk's call to an outbound route's number is not sent out again."""
+        sent = self.stack.deliver(self.itsp.invite("95552345678"), ITSP)
+        only(sent, ITSP, 404)
+        self.assertEqual([m for m, a in sent if tuple(a) == BACKUP], [])
+
+    def test_extension_still_challenged(self) -> None:
+        """A phone elsewhere still needs its credentials."""
+        sent = self.stack.deliver(self.alice.invite("1002"), ALICE)
+        only(sent, ALICE, 407)
+
+
+def expected_ha1(user: str, realm: str, password: str) -> str:
+    """MD5(user:realm:password)."""
+    from warden.sip.auth import digest_hex
+
+    return digest_hex("MD5", f"{user}:{realm}:{password}")

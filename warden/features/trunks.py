@@ -1,0 +1,424 @@
+"""
+SIP trunks to an ITSP as a feature plugin (``trunks``): ``[[trunks]]``,
+``[[routes.outbound]]`` and ``[[routes.inbound]]``
+(L{warden.features.trunk_config}). With no trunk configured it does nothing.
+
+- A registering trunk keeps a binding at the provider
+  (L{warden.sip.registration.Registration}); an IP-authenticated one
+  (``register = false``) is known by its address.
+- Outbound: an extension dialling a number an outbound route matches (and
+  that is no extension) is sent to the route's trunks in order
+  (L{warden.sip.external}); the caller ID is the extension's own number (the
+  DID of the first inbound route ringing it), else the trunk's ``from_number``.
+- Inbound: an INVITE from a trunk's address needs no extension credentials;
+  its DID (Request-URI user, else To user) rings the extension of its inbound
+  route; an unknown DID is answered 404 and counted.
+
+Metrics: ``warden_trunk_registered{trunk}``, ``warden_trunk_calls_total{trunk,
+direction}``, ``warden_trunk_failures_total{trunk,reason}``,
+``warden_trunk_unknown_did_total{trunk}``. State for the admin API and
+``wardenctl trunks``: L{TrunkService.status}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from prometheus_client import Counter, Gauge
+from twisted.application import service
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from warden.errors import ConfigError, SipError, SipParseError
+from warden.features.trunk_config import (
+    RoutesConfig,
+    TrunkConfig,
+    TrunksConfig,
+    check_routes,
+    parse_routes,
+    parse_trunks,
+)
+from warden.interfaces import ICallHook, IDirectory, IWardenPlugin
+from warden.model import CallRecord, Extension
+from warden.sip.external import Destination, RouteTarget
+from warden.sip.flow import Flow
+from warden.sip.hooks import CallAttempt, CallHookBase
+from warden.sip.message import Request
+from warden.sip.registration import Registration, RegistrationSettings, RegistrationState
+
+if TYPE_CHECKING:
+    from warden.plugin import BuildContext
+    from warden.sip.service import SipService
+
+REGISTERED = Gauge(
+    "warden_trunk_registered", "1 while the trunk's registration at its provider holds", ["trunk"]
+)
+CALLS = Counter(
+    "warden_trunk_calls_total", "Calls placed on (outbound) or taken from (inbound) a trunk",
+    ["trunk", "direction"],
+)  # fmt: skip
+FAILURES = Counter(
+    "warden_trunk_failures_total",
+    "Trunk failures: registration (register_*) and outbound calls (call_*) by reason",
+    ["trunk", "reason"],
+)
+UNKNOWN_DID = Counter(
+    "warden_trunk_unknown_did_total", "Calls from a trunk to a DID no inbound route has", ["trunk"]
+)
+
+#: Seconds between two resolutions of the trunks' host names.
+RESOLVE_INTERVAL = 300.0
+_CALLER = re.compile(r"^\+?[0-9A-Za-z*#._-]{1,32}$")
+_DISPLAY_MAX = 64
+
+
+def _ip_text(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return ""
+
+
+@attrs.define(eq=False)
+class Trunk:
+    """One trunk at run time: its configuration, address and registration."""
+
+    config: TrunkConfig
+    password: str = attrs.field(repr=False)
+    address: str = ""
+    registration: Registration | None = None
+
+    @property
+    def flow(self) -> Flow | None:
+        """Where its requests go, once its host is resolved."""
+        return (
+            Flow(self.config.transport, self.address, self.config.port) if self.address else None
+        )
+
+
+class TrunkService(service.Service):
+    """
+    The trunks at run time: resolves their hosts, keeps registrations, turns
+    calls into route targets and reports the state.
+
+    Args:
+        clock: the reactor (timers; ``resolve`` for host names).
+        sip: the SIP service (transactions, addressing, calls).
+        directory: the extensions (a number that is one is never sent out).
+        trunks: ``[[trunks]]``, with each trunk's password by name.
+        routes: ``[routes]``.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        sip: SipService,
+        directory: IDirectory,
+        trunks: TrunksConfig,
+        passwords: Mapping[str, str],
+        routes: RoutesConfig,
+    ) -> None:
+        self.clock = clock
+        self.sip = sip
+        self.directory = directory
+        self.routes = routes
+        self.trunks = {
+            t.name: Trunk(t, passwords.get(t.name, ""), _ip_text(t.host)) for t in trunks.trunks
+        }
+        self._resolver = task.LoopingCall(lambda: Deferred.fromCoroutine(self._resolve_all()))
+        self._resolver.clock = clock
+
+    # -- running ------------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        """Resolve host names (every few minutes), then register the trunks that do."""
+        super().startService()
+        d = self._resolver.start(RESOLVE_INTERVAL, now=True)
+        d.addErrback(lambda f: self.log.failure("Trunk resolution stopped", f))
+
+    def stopService(self) -> Deferred[None] | None:  # noqa: N802
+        """Stop resolving; remove the registrations."""
+        super().stopService()
+        if self._resolver.running:
+            self._resolver.stop()
+        for trunk in self.trunks.values():
+            if trunk.registration is not None:
+                trunk.registration.stop()
+        return None
+
+    async def _resolve_all(self) -> None:
+        for trunk in self.trunks.values():
+            if not _ip_text(trunk.config.host):
+                await self._resolve(trunk)
+            self._start_registration(trunk)
+
+    async def _resolve(self, trunk: Trunk) -> None:
+        try:
+            address = await self.clock.resolve(trunk.config.host)  # type: ignore[attr-defined]
+        except Exception as e:  # DNS at an I/O boundary
+            name, host = trunk.config.name, trunk.config.host
+            self.log.warn(
+                "Trunk {trunk}: cannot resolve {host}: {error}",
+                trunk=name,
+                host=host,
+                error=str(e),
+            )
+            FAILURES.labels(trunk.config.name, "unresolved").inc()
+            return
+        if address != trunk.address and trunk.registration is not None:
+            trunk.registration.stop()  # the provider moved: register at its new address
+            trunk.registration = None
+        trunk.address = str(address)
+
+    def _start_registration(self, trunk: Trunk) -> None:
+        config, flow = trunk.config, trunk.flow
+        if not config.register or flow is None or trunk.registration is not None:
+            return
+        settings = RegistrationSettings(
+            flow, config.host, config.username, trunk.password, config.expires
+        )
+        name = config.name
+        trunk.registration = Registration(
+            self.clock, self.sip.transactions, self.sip.addressing.via_for, settings,
+            on_change=lambda r: self._registration_changed(name, r),
+            on_failure=lambda reason: FAILURES.labels(name, f"register_{reason}").inc(),
+        )  # fmt: skip
+        trunk.registration.start()
+
+    def _registration_changed(self, name: str, registration: Registration) -> None:
+        registered = registration.state is RegistrationState.REGISTERED
+        REGISTERED.labels(name).set(1 if registered else 0)
+        if registration.state is RegistrationState.FAILED:
+            self.log.warn("Trunk {trunk}: registration failed: {error}",
+                          trunk=name, error=registration.last_error)  # fmt: skip
+        elif registered:
+            self.log.info("Trunk {trunk}: registered", trunk=name)
+
+    # -- calls --------------------------------------------------------------------
+
+    def trunk_at(self, flow: Flow) -> Trunk | None:
+        """The trunk whose provider sends from ``flow``'s address, if any."""
+        host = _ip_text(flow.host)
+        for trunk in self.trunks.values():
+            if trunk.address and trunk.address == host:
+                return trunk
+        return None
+
+    def inbound_caller(self, request: Request, flow: Flow) -> Extension | None:
+        """
+        The caller of an INVITE from a trunk: its From user (``anonymous`` when
+        unusable) and display name, standing for no extension; None when the
+        request does not come from a trunk.
+        """
+        if self.trunk_at(flow) is None:
+            return None
+        number, name = "anonymous", ""
+        try:
+            sender = request.from_
+        except SipParseError:
+            return Extension(number, name, "", "", "")
+        user = sender.uri.user_unescaped or ""
+        if _CALLER.match(user):
+            number = user
+        display = sender.display or ""
+        if display.isprintable():
+            name = display[:_DISPLAY_MAX]
+        return Extension(number, name, "", "", "")
+
+    def route_inbound(self, trunk: Trunk, attempt: CallAttempt) -> None:
+        """
+        Ring the extension of the DID (Request-URI user, else To user).
+
+        Raises:
+            SipError: 404 for a DID no inbound route has (counted).
+        """
+        request = attempt.request
+        candidates = [request.uri.user_unescaped or ""]
+        try:
+            candidates.append(request.to.uri.user_unescaped or "")
+        except SipParseError:
+            pass
+        name = trunk.config.name
+        for did in candidates:
+            extension = self.routes.extension_for(did) if did else None
+            if extension is not None:
+                attempt.dialled = extension
+                attempt.marks.update(("trunk", f"trunk:{name}"))
+                CALLS.labels(name, "inbound").inc()
+                return
+        UNKNOWN_DID.labels(name).inc()
+        raise SipError(404, "Not Found")
+
+    async def route_outbound(self, attempt: CallAttempt) -> None:
+        """
+        Send the call to the trunks of the first outbound route matching the
+        dialled number, unless the number is an extension.
+
+        Raises:
+            SipError: 503 when none of the route's trunks can be reached.
+        """
+        caller = attempt.caller
+        for route in self.routes.outbound:
+            number = route.applies(caller.number, attempt.dialled)
+            if number is None:
+                continue
+            if await self.directory.get_extension(attempt.dialled) is not None:
+                return  # an extension's number rings the extension
+            own = self.routes.number_of(caller.number)
+            destinations = tuple(
+                d for name in route.trunks
+                if (d := self._destination(self.trunks[name], number, own)) is not None
+            )  # fmt: skip
+            if not destinations:
+                raise SipError(503, "Service Unavailable")
+            attempt.target = RouteTarget(number, destinations, _Events())
+            attempt.marks.add("trunk")
+            return
+
+    def _destination(self, trunk: Trunk, number: str, own: str | None) -> Destination | None:
+        flow, config = trunk.flow, trunk.config
+        if flow is None:
+            FAILURES.labels(config.name, "call_unresolved").inc()
+            return None
+        port = "" if config.port == 5060 else f":{config.port}"
+        return Destination(
+            name=config.name, flow=flow, uri=f"sip:{number}@{config.host}{port}",
+            domain=config.host, caller_id=own or config.from_number or "anonymous",
+            username=config.username, password=trunk.password, timeout=config.timeout,
+        )  # fmt: skip
+
+    # -- state --------------------------------------------------------------------
+
+    def in_progress(self) -> dict[str, int]:
+        """Calls in progress per trunk (ringing or answered)."""
+        counts = dict.fromkeys(self.trunks, 0)
+        controller = self.sip.calls
+        for call in controller.calls.values() if controller is not None else ():
+            attempt = call.attempt
+            if attempt.target is not None:
+                name = attempt.target.current.name
+            else:
+                name = next((m[6:] for m in attempt.marks if m.startswith("trunk:")), "")
+            if name in counts:
+                counts[name] += 1
+        return counts
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each trunk's state, for the admin API and ``wardenctl trunks``."""
+        calls = self.in_progress()
+        out = []
+        for name, trunk in self.trunks.items():
+            registration = trunk.registration
+            config = trunk.config
+            if not config.register:
+                state = "ip-authenticated"
+            elif registration is None:
+                state = "unresolved" if not trunk.address else "unregistered"
+            else:
+                state = registration.state.value
+            out.append({
+                "name": name, "host": config.host, "port": config.port,
+                "address": trunk.address, "register": config.register, "state": state,
+                "expires_at": registration.expires_at if registration is not None else None,
+                "last_error": registration.last_error if registration is not None else "",
+                "calls_in_progress": calls[name],
+            })  # fmt: skip
+        return out
+
+
+class _Events:
+    """Counts each outbound try and failure of a call's trunks."""
+
+    def tried(self, destination: Destination) -> None:
+        CALLS.labels(destination.name, "outbound").inc()
+
+    def failed(self, destination: Destination, reason: str) -> None:
+        FAILURES.labels(destination.name, f"call_{reason}").inc()
+
+
+@implementer(IPlugin, IWardenPlugin, ICallHook)
+class TrunksPlugin(CallHookBase):
+    """SIP trunks: registration, outbound routes with failover, inbound DIDs."""
+
+    name = "trunks"
+    description = (
+        "SIP trunks to ITSPs: registration, outbound and inbound routes ([[trunks]], [routes])"
+    )
+    sections = ("trunks", "routes")
+    array_sections = ("trunks",)
+    needs = ("sip", "directory")
+    provides = ("trunks",)
+
+    def __init__(self) -> None:
+        self.service: TrunkService | None = None
+
+    def parse_section(self, name: str, table: object, filename: str | None) -> object:
+        """``[[trunks]]`` or ``[routes]``."""
+        if name == "trunks":
+            return parse_trunks(table)
+        return parse_routes(table)
+
+    def make(self, context: BuildContext) -> None:
+        """
+        Build the trunks (passwords read now) and provide them as ``trunks``.
+
+        Raises:
+            ConfigError: a route names an unknown trunk; a password is missing.
+        """
+        from warden.sip.service import SipService
+
+        sections = context.config.plugin_sections
+        trunks = sections.get("trunks", TrunksConfig())
+        routes = sections.get("routes", RoutesConfig())
+        assert isinstance(trunks, TrunksConfig) and isinstance(routes, RoutesConfig)
+        check_routes(routes, trunks)
+        passwords = {
+            t.name: t.password(f"trunks[{i}]")
+            for i, t in enumerate(trunks.trunks)
+            if t.has_password
+        }
+        sip = context.need("sip", SipService)
+        directory = context.need("directory", IDirectory)
+        self.service = TrunkService(context.reactor, sip, directory, trunks, passwords, routes)
+        if trunks.trunks:
+            context.add_service(self.service)
+        context.provide("trunks", self.service)
+
+    # -- call hooks -----------------------------------------------------------------
+
+    def identify(self, request: Request, flow: Flow) -> Extension | None:
+        """A caller from a trunk's address needs no extension credentials."""
+        if self.service is None or not self.service.trunks:
+            return None
+        return self.service.inbound_caller(request, flow)
+
+    def before_routing(self, attempt: CallAttempt) -> Deferred[None] | None:
+        """A call from a trunk rings its DID's extension; an extension's may go out."""
+        service_ = self.service
+        if service_ is None or not service_.trunks:
+            return None
+        trunk = service_.trunk_at(attempt.flow)
+        if trunk is not None and not attempt.caller.realm:
+            service_.route_inbound(trunk, attempt)
+            return None
+        if not service_.routes.outbound:
+            return None
+        return Deferred.fromCoroutine(service_.route_outbound(attempt))
+
+    def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
+        """Nothing to count: calls in progress are read from the live calls."""
+
+
+plugin = TrunksPlugin()
+
+__all__ = ["ConfigError", "TrunkService", "TrunksPlugin", "plugin"]
