@@ -12,7 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from warden.config import parse_config_text
 from warden.errors import ConfigError
-from warden.features.trunk_config import RoutesConfig, TrunkConfig, TrunksConfig, check_routes
+from warden.features.trunk_config import (
+    RoutesConfig,
+    TrunkConfig,
+    TrunksConfig,
+    check_routes,
+    check_targets,
+)
 
 GOOD = """
 [[trunks]]
@@ -138,11 +144,20 @@ class ParseTests(SynchronousTestCase):
             str(error), "routes.outbound[0].trunks: no trunk is named 'x' (known: none)"
         )
 
-    def test_feature_targets_not_available(self) -> None:
-        """voicemail:, ringgroup: and ivr: targets need their features."""
+    def test_application_targets(self) -> None:
+        """voicemail:, ringgroup: and ivr: targets need a plugin running them."""
+        _, routes = self.parse('[[routes.inbound]]\ndid = "1555"\nto = "voicemail:1001"\n')
+        error = self.assertRaises(ConfigError, check_targets, routes, frozenset({"ivr"}))
+        self.assertEqual(
+            str(error),
+            "routes.inbound[0].to: voicemail: targets are not available"
+            " (no enabled plugin runs 'voicemail')",
+        )
+        check_targets(routes, frozenset({"voicemail"}))
         self.bad(
-            '[[routes.inbound]]\ndid = "1555"\nto = "voicemail:1001"\n',
-            "warden.toml: routes.inbound[0].to: voicemail: targets are not available",
+            '[[routes.inbound]]\ndid = "1555"\nto = "voicemail:"\n',
+            "warden.toml: routes.inbound[0].to: must be an application target"
+            " (voicemail:1001), got 'voicemail:'",
         )
 
     def test_duplicate_did(self) -> None:

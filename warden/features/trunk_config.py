@@ -40,8 +40,8 @@ _NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
 _DID = re.compile(r"^\+?[0-9A-Za-z*#._-]{1,32}$")
 _EXTENSION = re.compile(r"^[0-9A-Za-z*#._-]{1,64}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-#: Targets of inbound routes that belong to other features (``voicemail:1001``).
-_FEATURE_TARGETS = ("voicemail", "ringgroup", "ivr")
+#: An inbound target answered by a local application (``voicemail:1001``).
+_APPLICATION_TARGET = re.compile(r"^([a-z][a-z0-9-]{0,31}):([0-9A-Za-z*#._-]{1,64})$")
 #: Transports a trunk may use.
 TRANSPORTS = ("udp",)
 #: The largest password file read, in bytes.
@@ -331,7 +331,7 @@ def _outbound(path: str, table: object) -> OutboundRoute:
     return OutboundRoute(rule, tuple(names), tuple(compiled))
 
 
-def _inbound(path: str, table: object, features: frozenset[str]) -> InboundRoute:
+def _inbound(path: str, table: object) -> InboundRoute:
     if not isinstance(table, dict):
         raise ConfigError(path, "must be a table ([[routes.inbound]])")
     _check_keys(path, table, _INBOUND_KEYS)
@@ -339,22 +339,20 @@ def _inbound(path: str, table: object, features: frozenset[str]) -> InboundRoute
     _want(f"{path}.did", isinstance(did, str) and bool(_DID.match(did)), "a number", did)
     _want(f"{path}.to", isinstance(to, str) and bool(to), "an extension number", to)
     assert isinstance(did, str) and isinstance(to, str)
-    kind, colon, _ = to.partition(":")
-    if colon:
-        if kind in _FEATURE_TARGETS and kind not in features:
-            raise ConfigError(f"{path}.to", f"{kind}: targets are not available")
-        raise ConfigError(f"{path}.to", f"unknown target {to!r} (an extension number)")
-    _want(f"{path}.to", bool(_EXTENSION.match(to)), "an extension number", to)
+    if ":" in to:
+        expected = "an application target (voicemail:1001)"
+        _want(f"{path}.to", bool(_APPLICATION_TARGET.match(to)), expected, to)
+    else:
+        _want(f"{path}.to", bool(_EXTENSION.match(to)), "an extension number", to)
     return InboundRoute(did, to)
 
 
-def parse_routes(value: object, features: frozenset[str] = frozenset()) -> RoutesConfig:
+def parse_routes(value: object) -> RoutesConfig:
     """
     ``[routes]`` with its ``[[routes.outbound]]`` and ``[[routes.inbound]]``.
 
     Args:
         value: the TOML table.
-        features: target kinds of enabled features (``voicemail``, ...).
 
     Raises:
         ConfigError: naming ``routes.outbound[i].key`` and the problem.
@@ -368,7 +366,7 @@ def parse_routes(value: object, features: frozenset[str] = frozenset()) -> Route
             raise ConfigError(f"routes.{key}", f"must be an array of tables ([[routes.{key}]])")
     routes = RoutesConfig(
         tuple(_outbound(f"routes.outbound[{i}]", t) for i, t in enumerate(outbound)),
-        tuple(_inbound(f"routes.inbound[{i}]", t, features) for i, t in enumerate(inbound)),
+        tuple(_inbound(f"routes.inbound[{i}]", t) for i, t in enumerate(inbound)),
     )
     seen: set[str] = set()
     for i, route in enumerate(routes.inbound):
@@ -394,3 +392,21 @@ def check_routes(routes: RoutesConfig, trunks: TrunksConfig) -> None:
                 raise ConfigError(
                     f"routes.outbound[{i}].trunks", f"no trunk is named {name!r} (known: {known})"
                 )
+
+
+def check_targets(routes: RoutesConfig, applications: frozenset[str]) -> None:
+    """
+    Every inbound target naming a local application (``voicemail:1001``,
+    ``ringgroup:sales``, ``ivr:main``) names one an enabled plugin runs
+    (L{warden.interfaces.ILocalApplication}).
+
+    Raises:
+        ConfigError: naming the route's ``to`` key.
+    """
+    for i, route in enumerate(routes.inbound):
+        kind, colon, _ = route.to.partition(":")
+        if colon and kind not in applications:
+            raise ConfigError(
+                f"routes.inbound[{i}].to",
+                f"{kind}: targets are not available (no enabled plugin runs {kind!r})",
+            )

@@ -43,10 +43,11 @@ from warden.features.trunk_config import (
     TrunkConfig,
     TrunksConfig,
     check_routes,
+    check_targets,
     parse_routes,
     parse_trunks,
 )
-from warden.interfaces import ICallHook, IDirectory, IWardenPlugin
+from warden.interfaces import ICallHook, IDirectory, ILocalApplication, IWardenPlugin
 from warden.model import CallRecord, Extension
 from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
@@ -140,13 +141,13 @@ class TrunkService(service.Service):
 
     # -- running ------------------------------------------------------------------
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Resolve host names (every few minutes), then register the trunks that do."""
         super().startService()
         d = self._resolver.start(RESOLVE_INTERVAL, now=True)
         d.addErrback(lambda f: self.log.failure("Trunk resolution stopped", f))
 
-    def stopService(self) -> Deferred[None] | None:  # noqa: N802
+    def stopService(self) -> Deferred[None] | None:
         """Stop resolving; remove the registrations."""
         super().stopService()
         if self._resolver.running:
@@ -373,7 +374,8 @@ class TrunksPlugin(CallHookBase):
         Build the trunks (passwords read now) and provide them as ``trunks``.
 
         Raises:
-            ConfigError: a route names an unknown trunk; a password is missing.
+            ConfigError: a route names an unknown trunk or an application no
+                enabled plugin runs; a password is missing.
         """
         from warden.sip.service import SipService
 
@@ -382,6 +384,8 @@ class TrunksPlugin(CallHookBase):
         routes = sections.get("routes", RoutesConfig())
         assert isinstance(trunks, TrunksConfig) and isinstance(routes, RoutesConfig)
         check_routes(routes, trunks)
+        providers = context.providers(ILocalApplication)
+        check_targets(routes, frozenset(n for p in providers for n in p.applications))
         passwords = {
             t.name: t.password(f"trunks[{i}]")
             for i, t in enumerate(trunks.trunks)
