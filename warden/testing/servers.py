@@ -43,6 +43,7 @@ __all__ = [
     "free_tcp_port",
     "postgresql",
     "redis",
+    "terminate",
 ]
 
 LOCALHOST = "127.0.0.1"
@@ -65,6 +66,16 @@ def free_tcp_port() -> int:
         sock.bind((LOCALHOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """End ``process``: SIGTERM, then SIGKILL if it lingers 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def _missing(name: str, package: str) -> Exception:
@@ -408,14 +419,8 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL if it lingers); its data is gone."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            terminate(process)
 
     def destroy(self) -> None:
         """Stop the server and remove its directory."""
