@@ -724,3 +724,20 @@ class ILocalApplication(Interface):
         call is hung up when the Deferred fires. Its endpoint fails waits with
         L{warden.rtp.endpoint.HungUp} once the caller hangs up.
         """
+
+
+# -- admin API endpoints of plugins ----------------------------------------------------
+
+if TYPE_CHECKING:
+    from warden.model.admin import PluginEndpoint
+
+
+class IAdminEndpoints(Interface):
+    """
+    A plugin's own endpoints in the admin API (under ``/api/v1``); the admin
+    plugin serves those of every enabled plugin that provides this, and lists
+    them in the OpenAPI document.
+    """
+
+    def admin_endpoints() -> Sequence[PluginEndpoint]:
+        """The endpoints (L{warden.model.admin.PluginEndpoint})."""

@@ -90,7 +90,7 @@ class FakeCalls:
 class ApiHarness:
     """Everything behind the admin site, in memory."""
 
-    def __init__(self, settings: AuthSettings | None = None) -> None:
+    def __init__(self, settings: AuthSettings | None = None, endpoints: Any = ()) -> None:
         self.clock = Clock()
         self.clock.advance(START)
         self.directory = MemoryDirectory()
@@ -113,8 +113,8 @@ class ApiHarness:
                               lambda: self.drain.draining)  # fmt: skip
         self.metrics = MetricsResource(WardenCollector(self.calls), self.clock)
         self.site = build_site(
-            api_routes(self.services, self.auth), self.auth, self.services, HealthResource(),
-            ready, self.metrics,
+            api_routes(self.services, self.auth, endpoints), self.auth, self.services,
+            HealthResource(), ready, self.metrics,
         )  # fmt: skip
 
     def _ping(self) -> Any:

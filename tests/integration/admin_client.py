@@ -16,7 +16,7 @@ from twisted.internet import ssl, threads
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
-from tests.integration.clients import LOCALHOST, real_reactor
+from tests.integration.clients import LOCALHOST, poll, real_reactor
 
 
 @attrs.frozen
@@ -96,3 +96,21 @@ async def served_certificate(port: int, maximum: stdlib_ssl.TLSVersion | None = 
         real_reactor(), real_reactor().getThreadPool(), _served_certificate, port, maximum
     )
     return result
+
+
+async def new_admin(warden: Any, name: str = "ops") -> tuple[AdminClient, str]:
+    """
+    An account ``name`` made with ``wardenctl admin add`` on the running
+    ``warden`` (a L{tests.integration.harness.WardenProcess}), and a client
+    logged in as it; returns the client and the account's password.
+    """
+    from tests.integration.harness import wardenctl
+
+    added = await wardenctl(warden.config_path, "admin", "add", name)
+    assert added.code == 0, added.stderr
+    password = added.stdout.split("one-time password: ")[1].split()[0]
+    cert = warden.data_dir / "admin-cert.pem"
+    assert await poll(cert.exists, 10), "no admin certificate"
+    client = AdminClient(warden.admin_port, cert)
+    await client.login(name, password)
+    return client, password

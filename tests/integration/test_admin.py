@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 from twisted.web.client import Agent, readBody
 
 from tests.integration import test_calls
-from tests.integration.admin_client import AdminClient, served_certificate
+from tests.integration.admin_client import AdminClient, new_admin, served_certificate
 from tests.integration.clients import LOCALHOST, SipUdpClient, pause, real_reactor
 from tests.integration.harness import (
     IntegrationTestCase,
@@ -50,14 +50,7 @@ def der_fingerprint(der: bytes) -> str:
 class _AdminMixin(IntegrationTestCase):
     async def admin(self, warden: WardenProcess, scopes: str = "") -> AdminClient:
         """An admin client logged in as a new account made with wardenctl."""
-        added = await wardenctl(warden.config_path, "admin", "add", "ops")
-        self.assertEqual(added.code, 0, added.stderr)
-        password = added.stdout.split("one-time password: ")[1].split()[0]
-        cert = warden.data_dir / "admin-cert.pem"
-        self.assertTrue(await poll(cert.exists, 10))
-        client = AdminClient(warden.admin_port, cert)
-        await client.login("ops", password)
-        self.password = password
+        client, self.password = await new_admin(warden)
         return client
 
 

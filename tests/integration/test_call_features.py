@@ -1,9 +1,11 @@
 """
 Everyday call features end to end (ADR 0023): a real ``twistd warden`` with its
-default plugins and SIPp phones. A phone forwards its calls with ``*72<number>``
-and a call to it lands on the target, also after a restart (the setting is in
-the store); ``*73`` ends it; a phone in do-not-disturb (``*78``) refuses calls
-with 486 and ``*79`` ends it.
+default plugins and SIPp phones. A phone forwards its calls with
+``*72<number>`` and a call to it lands on the target, also after a restart
+(the setting is in the store); ``*73`` ends it; busy and no-answer forwards set
+through the admin API take calls a busy phone refuses or a ringing phone does
+not answer; a phone in do-not-disturb (``*78``) refuses calls with 486 and
+``*79`` ends it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.integration.admin_client import AdminClient, new_admin
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
@@ -107,6 +110,11 @@ class CallFeatureTestCase(IntegrationTestCase):
         self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)
         return uas
 
+    async def admin(self) -> AdminClient:
+        """An admin API client logged in as a new account made with wardenctl."""
+        client, _ = await new_admin(self.warden)
+        return client
+
     async def finished(self, uas: Any) -> None:
         """The UAS took its calls and exited cleanly."""
         await poll(lambda: not uas.running, 30)
@@ -132,6 +140,29 @@ class ForwardTests(CallFeatureTestCase):
         await self.finished(target)
         self.assertEqual(await self.refused("2001", "*73"), "SIP/2.0 480 Call Forwarding Off")
         self.assertEqual(await self.refused("2000", "2001"), "SIP/2.0 480 Temporarily Unavailable")
+
+    async def test_busy_and_no_answer(self) -> None:
+        """
+        Forwards set through the admin API: 2001's phone answers 486 and the
+        call is answered by 2002 (busy forward); 2003's phone rings until the
+        ring timeout and the call is answered by 2002 (no-answer forward).
+        """
+        await self.setup_warden({"calls": {"ring_timeout": 4}})
+        admin = await self.admin()
+        for number, change in (("2001", {"forward_busy": "2002"}),
+                               ("2003", {"forward_no_answer": "2002"})):  # fmt: skip
+            result = await admin.request("PATCH", f"/api/v1/extensions/{number}/features", change)
+            self.assertEqual(result.status, 200, result.body)
+        listed = await admin.request("GET", "/api/v1/features")
+        self.assertEqual([f["number"] for f in listed.json()["items"]], ["2001", "2003"])
+        busy = await self.phone("2001", "busy_uas.xml")
+        ringing = await self.phone("2003", "ringing_uas.xml")
+        target = await self.phone("2002", "call_uas.xml", calls=2)
+        await self.answered("2000", "2001")
+        await self.finished(busy)
+        await self.answered("2000", "2003")
+        await self.finished(ringing)
+        await self.finished(target)
 
 
 class DoNotDisturbTests(CallFeatureTestCase):

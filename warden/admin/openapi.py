@@ -238,14 +238,24 @@ def paths() -> dict[str, dict[str, Any]]:
     }
 
 
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document."""
+#: The helpers the operations of plugins' endpoints are built with
+#: (L{warden.admin.plugin_endpoints}).
+operation = _op
+request_body = _body
+parameter = _param
+
+
+def document(extra: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0 document, with the ``extra`` operations of plugins' endpoints."""
+    all_paths = paths()
+    for path, operations in (extra or {}).items():
+        all_paths.setdefault(path, {}).update(operations)
     return {
         "openapi": "3.0.3",
         "info": {"title": "Warden admin API", "version": __version__},
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
-        "paths": paths(),
+        "paths": all_paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {

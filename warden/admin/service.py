@@ -40,7 +40,8 @@ from warden.admin.http import (
     ScopedResource,
 )
 from warden.admin.metrics import MetricsResource, WardenCollector
-from warden.interfaces import IAuthenticationFactor
+from warden.admin.plugin_endpoints import plugin_paths, plugin_routes
+from warden.interfaces import IAdminEndpoints, IAuthenticationFactor
 from warden.tls import ReloadableContextFactory, certificate_pair, install_sighup
 
 CERT_FILE = "admin-cert.pem"
@@ -56,9 +57,14 @@ def with_port(endpoint: str, port: int) -> str:
     return replaced
 
 
-def api_routes(services: ApiServices, auth: AdminAuth) -> list[Route]:
-    """Every route of ``/api/v1``, the OpenAPI document's included."""
-    document = openapi.document()
+def api_routes(
+    services: ApiServices, auth: AdminAuth, endpoints: Sequence[IAdminEndpoints] = ()
+) -> list[Route]:
+    """
+    Every route of ``/api/v1``, the OpenAPI document's included, and those of
+    the enabled plugins' ``endpoints``.
+    """
+    document = openapi.document(plugin_paths(endpoints))
 
     async def serve_openapi(call: ApiCall) -> Reply:
         return Reply(200, document)
@@ -67,6 +73,7 @@ def api_routes(services: ApiServices, auth: AdminAuth) -> list[Route]:
         Route("GET", "openapi.json", serve_openapi, None),
         *auth_routes(auth),
         *data_routes(services),
+        *plugin_routes(endpoints),
     ]
 
 
@@ -302,10 +309,12 @@ def make_admin_service(
     install_signals: bool = True,
     exit: Callable[[int], None] | None = None,
     factors: Sequence[IAuthenticationFactor] = (),
+    endpoints: Sequence[IAdminEndpoints] = (),
 ) -> AdminService:
     """
     The admin service, wired from the composition root's objects; ``factors``
-    are the enabled plugins' second factors of the login.
+    are the enabled plugins' second factors of the login, ``endpoints`` their
+    admin API endpoints.
     """
     auth = AdminAuth(reactor, admin_store, auth_settings, thread_runner(reactor), factors=factors)
     health = HealthResource()
@@ -313,7 +322,7 @@ def make_admin_service(
         reactor, sip_bound, store_ping, lambda: bool(services.drain and services.drain.draining)
     )
     metrics = MetricsResource(collector, reactor)
-    routes = api_routes(services, auth)
+    routes = api_routes(services, auth, endpoints)
     site = build_site(routes, auth, services, health, ready, metrics)
     plain = build_site([], auth, services, health, ready, metrics, api=False)
     return AdminService(

@@ -20,6 +20,7 @@ The plugin is an L{ICallHook}:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -29,17 +30,31 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from warden.errors import SipError
-from warden.interfaces import ICallFeatureStore, ICallHook, IWardenPlugin
+from warden.features.callfeatures_api import FeatureEndpoints
+from warden.interfaces import (
+    IAdminEndpoints,
+    ICallFeatureStore,
+    ICallHook,
+    IDirectory,
+    IWardenPlugin,
+)
 from warden.model.features import CallFeatures
 from warden.sip.hooks import CallAttempt, CallHookBase
 
 if TYPE_CHECKING:
+    from warden.model.admin import PluginEndpoint
     from warden.plugin import BuildContext
 
 __all__ = ["FORWARD_TARGET", "CallFeaturesPlugin", "FeatureCodes", "plugin"]
 
 #: A forward target: an extension or an outside number (E.164 with ``+``).
 FORWARD_TARGET = re.compile(r"\+?[0-9]{1,32}")
+
+
+def is_forward_target(text: str) -> bool:
+    """Whether ``text`` may be forwarded to: ``+`` and 1 to 32 ASCII digits."""
+    return FORWARD_TARGET.fullmatch(text) is not None
+
 
 #: Unconditional forwards followed one after another before the call rings.
 MAX_FORWARD_HOPS = 8
@@ -58,20 +73,24 @@ class FeatureCodes:
     dnd_off = "*79"
 
 
-@implementer(IPlugin, IWardenPlugin, ICallHook)
+@implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints)
 class CallFeaturesPlugin(CallHookBase):
-    """Call forwarding and do-not-disturb per extension (``*72``/``*73``, ``*78``/``*79``)."""
+    """
+    Call forwarding and do-not-disturb per extension (``*72``/``*73``,
+    ``*78``/``*79``, the admin API's ``/extensions/{number}/features``).
+    """
 
     name = "callfeatures"
     description = "Call forward, do-not-disturb (*72/*73, *78/*79, admin API)"
     sections: tuple[str, ...] = ()
-    needs: tuple[str, ...] = ("stores",)
+    needs: tuple[str, ...] = ("stores", "directory")
     provides: tuple[str, ...] = ("callfeatures",)
 
     log = Logger()
 
     def __init__(self) -> None:
         self.store: ICallFeatureStore | None = None
+        self.directory: IDirectory | None = None
 
     def parse_section(self, name: str, table: object, filename: str | None) -> object:
         """Owns no section: never called."""
@@ -84,11 +103,20 @@ class CallFeaturesPlugin(CallHookBase):
 
         stores = context.need("stores", Stores)
         self.store = SQLCallFeatureStore(stores.pool)
+        self.directory = context.need("directory", IDirectory)
         context.provide("callfeatures", self)
 
-    def use_store(self, store: ICallFeatureStore) -> None:
+    def use_store(self, store: ICallFeatureStore, directory: IDirectory | None = None) -> None:
         """Keep the features in ``store`` (tests; L{make} uses the database)."""
         self.store = store
+        self.directory = directory
+
+    def _endpoints(self) -> FeatureEndpoints:
+        return FeatureEndpoints(lambda: self.store, lambda: self.directory, is_forward_target)
+
+    def admin_endpoints(self) -> Sequence[PluginEndpoint]:
+        """See L{IAdminEndpoints.admin_endpoints}."""
+        return self._endpoints().endpoints()
 
     def _features(self) -> ICallFeatureStore:
         if self.store is None:
@@ -129,7 +157,7 @@ class CallFeaturesPlugin(CallHookBase):
             target = dialled[len(codes.forward_on) :]
             if not target:
                 raise SipError(484, "Address Incomplete")
-            if not FORWARD_TARGET.fullmatch(target) or target == number:
+            if not is_forward_target(target) or target == number:
                 raise SipError(484, "Address Incomplete (not a forward number)")
             await self._change(store, number, forward_all=target)
             raise SipError(DONE_STATUS, f"Call Forwarding On {target}")

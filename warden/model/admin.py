@@ -1,8 +1,11 @@
-"""Value objects of the admin plugin: accounts, API tokens, audit entries."""
+"""
+Value objects of the admin plugin: accounts, API tokens, audit entries, and
+the endpoints other plugins add to the admin API (L{PluginEndpoint}).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -129,3 +132,66 @@ class AuditEntry:
             "status": self.status,
             "detail": self.detail,
         }
+
+
+@attrs.frozen
+class EndpointRequest:
+    """
+    A request to a plugin's endpoint, checked by the admin API.
+
+    Attributes:
+        params: the path parameters, each matching its pattern.
+        body: the JSON object body, with only the endpoint's fields, each of
+            its type (empty without a body).
+    """
+
+    params: Mapping[str, str]
+    body: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class EndpointReply:
+    """
+    A plugin endpoint's answer.
+
+    Attributes:
+        body: JSON-able value; None for an empty body (with status 204).
+        status: HTTP status.
+        target: the object acted on, for the audit log.
+        detail: extra audit facts (never secrets).
+    """
+
+    body: Any = None
+    status: int = 200
+    target: str = ""
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class PluginEndpoint:
+    """
+    An endpoint a plugin adds to the admin API (``/api/v1``), served with the
+    core's authentication, scope check, body checks, error answers and audit,
+    and described in the OpenAPI document. A handler refuses a request by
+    raising L{warden.errors.ApiError}.
+
+    Attributes:
+        method: HTTP method.
+        template: path under ``/api/v1`` with ``{name}`` parameters.
+        handler: the coroutine answering a checked request.
+        scope: the token scope needed (``read``, ``write``, ``calls``).
+        summary: one line for the OpenAPI document.
+        params: each path parameter's pattern (a full match).
+        fields: the JSON body's fields: name -> (type, JSON schema); None when
+            the endpoint takes no body.
+        ok: the status of success (for the document).
+    """
+
+    method: str
+    template: str
+    handler: Callable[[EndpointRequest], Awaitable[EndpointReply]]
+    scope: str
+    summary: str
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    fields: Mapping[str, tuple[type, Mapping[str, Any]]] | None = None
+    ok: int = 200

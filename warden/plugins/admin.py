@@ -16,6 +16,7 @@ from warden.admin.metrics import WardenCollector
 from warden.admin.service import AdminListenSettings, make_admin_service
 from warden.config import AdminConfig
 from warden.interfaces import (
+    IAdminEndpoints,
     IAuthenticationFactor,
     ICallRecordStore,
     IDirectory,
@@ -99,6 +100,7 @@ class AdminPlugin(BuiltinPlugin):
                 collector,
                 exit=process_exit(reactor),
                 factors=context.providers(IAuthenticationFactor),
+                endpoints=context.providers(IAdminEndpoints),
             )
         )
 
