@@ -41,6 +41,13 @@ MEDIA_RANGE = (32000, 32200)
 class SippCallTests(IntegrationTestCase):
     """SIPp UAC -> Warden (B2BUA + relay) -> SIPp UAS."""
 
+    #: Where the media engine's ports are (a subclass may use another engine).
+    media_range = MEDIA_RANGE
+
+    def media_config(self) -> dict[str, object]:
+        """Warden's ``[media]`` section: the built-in relay on ``media_range``."""
+        return {"port_min": self.media_range[0], "port_max": self.media_range[1]}
+
     def setUp(self) -> None:
         """SIPp and its sample pcap are needed."""
         super().setUp()
@@ -54,9 +61,7 @@ class SippCallTests(IntegrationTestCase):
         ``calls`` calls (echoing RTP); returns the Warden, the users, the UAS and
         the SIPp arguments of a UAC placing those calls (add -d and -r).
         """
-        warden = await self.start_warden(
-            {"media": {"port_min": MEDIA_RANGE[0], "port_max": MEDIA_RANGE[1]}}
-        )
+        warden = await self.start_warden({"media": self.media_config()})
         users = await provision(warden.config_path, 2, first=2000)
         caller, callee = users.numbers
         run_dir = self.workdir()
@@ -109,7 +114,8 @@ class SippCallTests(IntegrationTestCase):
         for side in ("a", "b"):
             # Each side's relay port is in Warden's range, RTP came in and went
             # out there: the phones talked to Warden, not to each other.
-            self.assertTrue(MEDIA_RANGE[0] <= media[side]["rtp_port"] <= MEDIA_RANGE[1])
+            low, high = self.media_range
+            self.assertTrue(low <= media[side]["rtp_port"] <= high, media)
             self.assertGreater(media[side]["packets_in"], 50, media)
             self.assertGreater(media[side]["packets_out"], 50, media)
         self.assertEqual(media["b"]["latched"].rsplit(":", 1)[1], str(self.uas_media))
@@ -133,7 +139,7 @@ class SippCallTests(IntegrationTestCase):
             return live.code == 0 and json.loads(live.stdout) == []
 
         self.assertTrue(await poll_async(no_live_calls, 30), warden.log_tail())
-        self.assertEqual(held_ports(MEDIA_RANGE), [])
+        self.assertEqual(held_ports(self.media_range), [])
 
     async def test_database_lost_mid_call(self) -> None:
         """
@@ -180,7 +186,7 @@ class SippCallTests(IntegrationTestCase):
         self.assertRelayed(json.loads(listed.stdout)[0], *users.numbers)
         self.assertNotIn("Traceback", warden.log_text())
         self.assertTrue(await poll(lambda: spool.stat().st_size == 0, 30))
-        self.assertEqual(held_ports(MEDIA_RANGE), [])
+        self.assertEqual(held_ports(self.media_range), [])
 
 
 def held_ports(port_range: tuple[int, int]) -> list[int]:
