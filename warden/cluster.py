@@ -221,18 +221,20 @@ class NodeService(service.MultiService):
         for child in self:
             child.startService()
 
-    @defer.inlineCallbacks
-    def join(self):  # type: ignore[no-untyped-def]
+    def join(self) -> Deferred[None]:
         """Clear this node's old call counts and adopt the cluster's nonce secret."""
+        return Deferred.fromCoroutine(self._join())
+
+    async def _join(self) -> None:
         if self._counters is not None:
-            cleared = yield self._counters.clear_node(self.node_id)
+            cleared = await self._counters.clear_node(self.node_id)
             if cleared:
                 self.log.info("Forgot {count} call counts of a previous run", count=cleared)
         if self.nonces is not None:
-            secret = yield shared_secret(self._state, "nonce", os.urandom(32))
+            secret = await shared_secret(self._state, "nonce", os.urandom(32))
             self.nonces.use_secret(secret)
         if self.hop is not None:
-            secret = yield shared_secret(self._state, "hop", os.urandom(32))
+            secret = await shared_secret(self._state, "hop", os.urandom(32))
             self.hop.use_secret(secret)
 
     def beat(self) -> Deferred[None]:
@@ -257,19 +259,21 @@ class NodeService(service.MultiService):
         d = self.nodes()
         return d.addCallback(lambda nodes: hop.set_nodes({n.node_id: n.sip for n in nodes}))
 
-    @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self) -> Deferred[None]:
         """Stop the children, then the heartbeat (removed, best effort); close Redis."""
-        yield super().stopService()  # type: ignore[no-untyped-call]
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await defer.maybeDeferred(super().stopService)
         if self._loop.running:
             self._loop.stop()
         try:
-            yield self._state.call(
+            await self._state.call(
                 "node_leave", lambda: self._state.client.delete(self._key(self.node_id))
             )
         except StateUnavailable:
             pass
-        yield self._state.close()
+        await self._state.close()
 
     def nodes(self) -> Deferred[list[NodeInfo]]:
         """Fire with every node whose heartbeat is alive, ordered by node_id."""

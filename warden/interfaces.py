@@ -11,6 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+    IReactorUDP,
+)
 from zope.interface import Interface
 
 from warden.model import Binding, Extension, Route
@@ -20,6 +28,17 @@ if TYPE_CHECKING:
     from warden.sip.flow import Flow
     from warden.sip.message import Request, Response
     from warden.sip.transaction import ClientTransaction, ServerTransaction
+
+
+class IWardenReactor(
+    IReactorCore, IReactorTime, IReactorTCP, IReactorUDP, IReactorThreads, IReactorFDSet
+):
+    """
+    The reactor Warden is built on (L{warden.server.build_server}): timers, TCP
+    and UDP listeners and connections, a thread pool (SQLite, fsync), file
+    descriptors (PostgreSQL connections), start-up and shutdown. ``twistd``'s
+    reactor provides each of them; L{warden.server.warden_reactor} checks it.
+    """
 
 
 class IDirectory(Interface):
@@ -103,6 +122,19 @@ class ILocationService(Interface):
 
     def flush() -> Deferred[None]:
         """Fire once everything accepted so far is durable (no-op for memory)."""
+
+
+class IDurableLocation(ILocationService):
+    """
+    Bindings that outlive the process (the database's, or the cluster's in
+    Redis): loaded when Warden starts, closed when it stops.
+    """
+
+    def load() -> Deferred[int]:
+        """Make the stored bindings current; fire with how many there are."""
+
+    def close() -> Deferred[None]:
+        """Write what is pending and let go of the store."""
 
 
 class IRouter(Interface):

@@ -25,7 +25,7 @@ from zope.interface.interface import InterfaceClass
 
 from warden.config import parse_section
 from warden.errors import ConfigError
-from warden.interfaces import IWardenPlugin
+from warden.interfaces import IWardenPlugin, IWardenReactor
 
 if TYPE_CHECKING:
     from warden.config import WardenConfig
@@ -146,7 +146,7 @@ class BuildContext:
     parts the core and earlier plugins provide, and where its services go.
 
     Args:
-        reactor: the reactor (IReactorTime, IReactorUDP, IReactorTCP, ...).
+        reactor: the reactor (timers, UDP, TCP, threads: L{IWardenReactor}).
         config: the whole configuration; a plugin reads the sections it owns.
         config_path: the configuration file, or None for the defaults.
         defaults: the core's parts, each built on first need (a plugin that
@@ -156,7 +156,7 @@ class BuildContext:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IWardenReactor,
         config: WardenConfig,
         config_path: str | None,
         defaults: Mapping[str, Callable[[], object]],

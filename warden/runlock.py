@@ -31,15 +31,19 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from warden.config import WardenConfig
+
+if TYPE_CHECKING:
+    from warden.interfaces import IWardenReactor
+    from warden.store.pgpool import Connection
 
 LOCK_NAME = "warden.lock"
 #: The advisory lock (one bigint key) every running Warden holds shared on its
@@ -217,7 +221,7 @@ class StoreRunLock(service.Service):
 
     def __init__(
         self,
-        connect: Callable[[], Deferred[Any]],
+        connect: Callable[[], Deferred[Connection]],
         clock: IReactorTime,
         application_name: str,
         check_interval: float = 10.0,
@@ -226,7 +230,7 @@ class StoreRunLock(service.Service):
         self._clock = clock
         self._name = application_name
         self._interval = check_interval
-        self._connection: Any = None
+        self._connection: Connection | None = None
         self._loop: task.LoopingCall | None = None
 
     async def _take(self) -> None:
@@ -282,17 +286,19 @@ class StoreRunLock(service.Service):
             lambda f: self.log.failure("Store run lock checks stopped", f)
         )
 
-    @defer.inlineCallbacks
-    def _check(self):  # type: ignore[no-untyped-def]
+    def _check(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._check_once())
+
+    async def _check_once(self) -> None:
         if self._connection is not None:
             try:
-                yield self._connection.runQuery("SELECT 1")
+                await self._connection.runQuery("SELECT 1")
                 return
             except Exception as e:  # the connection is gone: so is the lock
                 self.log.warn("Store run lock lost ({error}); taking it again", error=e)
             self.release()
         try:
-            yield self.hold()
+            await self.hold()
         except Exception as e:
             self.log.error("Store run lock not taken again: {error}", error=e)
 
@@ -338,7 +344,7 @@ class RunLocks(service.MultiService):
         return guarded
 
 
-def run_locks(config: WardenConfig, reactor: Any) -> RunLocks:
+def run_locks(config: WardenConfig, reactor: IWardenReactor) -> RunLocks:
     """
     Take the directory locks of the Warden configured by ``config`` and prepare
     its store lock (see L{RunLocks}).

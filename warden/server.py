@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import cast
 
 from twisted.application import service
 from twisted.internet import defer
@@ -16,11 +16,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface.interface import InterfaceClass
 
 from warden.admin.drain import DrainController
 from warden.config import WardenConfig
 from warden.errors import StoreError
-from warden.interfaces import ILocationService, IMediaRelay, IWardenPlugin
+from warden.interfaces import IDurableLocation, IMediaRelay, IWardenPlugin, IWardenReactor
 from warden.plugin import BuildContext
 from warden.process import process_exit
 from warden.runlock import run_locks
@@ -37,43 +38,42 @@ class WardenService(service.MultiService):
     closes the store.
 
     Args:
-        pool: the database's connection pool (closed last).
+        close_store: closes the database's connection pool (last).
         location: the bindings (the database's, or the cluster's in Redis).
         directory: the extension snapshot.
-        reactor: the reactor.
+        clock: bounds the flushes at stop.
         records: the spooled call records.
         live: the batching live-call writer.
         media: the media relay, closed at stop (None without one).
         node_id: this node's name.
         migrate: applies pending schema migrations.
+        exit: ends the process with a status (L{warden.process}).
         drain: SIGTERM drains calls through it first (None: no drain).
-        exit: ends the process with a status (L{warden.process}); None: a
-            failed start only stops the reactor.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        pool: Any,
-        location: Any,
+        close_store: Callable[[], None],
+        location: IDurableLocation,
         directory: SnapshotDirectory,
-        reactor: Any,
+        clock: IReactorTime,
         records: SpooledCallRecordStore,
         live: CoalescingLiveCalls,
         media: IMediaRelay | None,
         node_id: str,
         *,
         migrate: Callable[[], Deferred[list[str]]],
+        exit: Callable[[int], None],
         drain: DrainController | None = None,
-        exit: Callable[[int], None] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._exit = exit
-        self._pool = pool
+        self._close_store = close_store
         self._location = location
         self._directory = directory
-        self._reactor = reactor
+        self._clock = clock
         self._records = records
         self._live = live
         self._media = media
@@ -83,7 +83,7 @@ class WardenService(service.MultiService):
 
     def startService(self) -> None:
         """Migrate and load, then start listening; a failure stops Warden."""
-        service.Service.startService(self)
+        service.Service.startService(self)  # type: ignore[no-untyped-call]
         d = Deferred.fromCoroutine(self._prepare())
         d.addCallbacks(self._ready, self._failed)
 
@@ -92,7 +92,7 @@ class WardenService(service.MultiService):
         extensions = await self._directory.load()
         self._directory.start()
         self.log.info("{count} extensions loaded", count=extensions)
-        loaded: int = await self._location.load()
+        loaded = await self._location.load()
         replayed = await self._records.recover()
         if replayed:
             self.log.info("Replayed {count} call records from the spool", count=replayed)
@@ -118,14 +118,11 @@ class WardenService(service.MultiService):
         schema newer than this code after a rollback) is one line naming the
         problem; anything else is a bug, logged with its traceback.
         """
-        if failure.check(StoreError):
+        if failure.check(StoreError):  # type: ignore[no-untyped-call]
             self.log.critical("Warden could not start: {error}", error=str(failure.value))
         else:
             self.log.failure("Warden could not start", failure)
-        if self._exit is not None:
-            self._exit(1)
-        else:
-            self._reactor.stop()
+        self._exit(1)
 
     def stopService(self) -> Deferred[None]:
         """Drain calls, stop children (flushing bindings), then close the database."""
@@ -138,22 +135,36 @@ class WardenService(service.MultiService):
         self._directory.stop()
         await self._location.close()
         try:
-            await self._live.flush().addTimeout(5, self._reactor)
+            await self._live.flush().addTimeout(5, self._clock)
         except Exception as e:
             self.log.warn("Live-call summaries not written at shutdown: {error}", error=e)
         try:
-            await self._records.flush().addTimeout(10, self._reactor)
+            await self._records.flush().addTimeout(10, self._clock)
         except defer.TimeoutError:
             depth = self._records.spool_depth
             self.log.warn("Call records left in the spool: {depth}", depth=depth)
         self._records.close()
         if self._media is not None:
             self._media.close()
-        self._pool.close()
+        self._close_store()
+
+
+def warden_reactor(reactor: object) -> IWardenReactor:
+    """
+    ``reactor`` as L{IWardenReactor}, once it is checked to provide each of
+    the reactor interfaces that one gathers.
+
+    Raises:
+        TypeError: ``reactor`` lacks one (named).
+    """
+    for interface in IWardenReactor.__bases__:
+        if not cast(InterfaceClass, interface).providedBy(reactor):
+            raise TypeError(f"{type(reactor).__name__} does not provide {interface.__name__}")
+    return cast(IWardenReactor, reactor)
 
 
 def build_server(
-    reactor: Any,
+    reactor: IWardenReactor,
     config: WardenConfig,
     plugins: Sequence[IWardenPlugin],
     config_path: str | None = None,
@@ -167,17 +178,16 @@ def build_server(
         warden.runlock.LockFailed: a restore holds the data directory.
     """
     locks = run_locks(config, reactor)
-    clock: IReactorTime = reactor
     # [store] url: SQLite or PostgreSQL (warden.store.backend)
     stores = open_stores(
         config.store_url, reactor, config.store.password_file, config.store.pool_size
     )
     directory = SnapshotDirectory(
-        stores.directory, clock, config.store.directory_cache_seconds, stores.data_version
+        stores.directory, reactor, config.store.directory_cache_seconds, stores.data_version
     )
     records = SpooledCallRecordStore(
         stores.records,
-        clock,
+        reactor,
         default_spool_path(config.server.data_dir),
         sync=fsync_in_thread(reactor),
     )
@@ -191,15 +201,15 @@ def build_server(
             "records": lambda: records,
             "location": lambda: stores.location,
             # A batch every 0.5 s, not a write per change.
-            "live": lambda: CoalescingLiveCalls(stores.live, clock),
+            "live": lambda: CoalescingLiveCalls(stores.live, reactor),
         },
         plugins,
     )
     for plugin in plugins:
         plugin.make(context)
     root = WardenService(
-        stores.pool,
-        context.need("location", ILocationService),
+        stores.close,
+        context.need("location", IDurableLocation),
         directory,
         reactor,
         records,
@@ -207,10 +217,10 @@ def build_server(
         context.optional("media", IMediaRelay),
         config.node_id,
         migrate=locks.before(stores.migrate),
-        drain=context.optional("drain", DrainController),
         exit=process_exit(reactor),
+        drain=context.optional("drain", DrainController),
     )
     for child, parent in context.services:
-        child.setServiceParent(root if parent is None else parent)
-    locks.setServiceParent(root)
+        child.setServiceParent(root if parent is None else parent)  # type: ignore[no-untyped-call]
+    locks.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
 
 from twisted.application import service
 from twisted.python import usage
@@ -20,14 +20,14 @@ from warden.config import WardenConfig, load_effective_config
 from warden.digits import parse_uint
 from warden.errors import ConfigError, StoreError
 from warden.filemodes import private_directories, private_umask, secure_directories
-from warden.interfaces import IWardenPlugin
+from warden.interfaces import IWardenPlugin, IWardenReactor
 from warden.plugin import discover, enabled_plugins, list_lines
 from warden.runlock import LockFailed
-from warden.server import build_server
+from warden.server import build_server, warden_reactor
 from warden.store.backend import check_store
 
 
-def _port_option(option: str) -> Any:
+def _port_option(option: str) -> Callable[[str], int]:
     """A coercer of ``--option``'s value to a port number (a bad one names the option)."""
 
     def coerce(value: str) -> int:
@@ -71,7 +71,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["domain"] = []
         self.config: WardenConfig | None = None
         #: The enabled plugins, in build order.
@@ -107,12 +107,12 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
-    """Build Warden from parsed options."""
+def makeService(options: Options, reactor: IWardenReactor | None = None) -> service.IService:
+    """Build Warden from parsed options (on the global reactor unless given one)."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor
+        reactor = warden_reactor(global_reactor)
     config = options.config
     assert config is not None
     private_umask()  # the database, spool and backups hold password equivalents

@@ -16,12 +16,19 @@ from typing import Any
 import attrs
 from OpenSSL import SSL
 from twisted.application import service
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import endpoints, threads
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorThreads,
+    ITCPTransport,
+    ITransport,
+)
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
@@ -41,7 +48,12 @@ from warden.admin.http import (
 )
 from warden.admin.metrics import MetricsResource, WardenCollector
 from warden.admin.plugin_endpoints import plugin_paths, plugin_routes
-from warden.interfaces import IAdminEndpoints, IAuthenticationFactor
+from warden.interfaces import (
+    IAdminEndpoints,
+    IAdminStore,
+    IAuthenticationFactor,
+    IWardenReactor,
+)
 from warden.tls import ReloadableContextFactory, certificate_pair, install_sighup
 
 CERT_FILE = "admin-cert.pem"
@@ -142,24 +154,23 @@ class AdminListenSettings:
     data_dir: str
 
 
+class NoDelayTLSProtocol(TLSMemoryBIOProtocol):
+    """TLS that sets TCP_NODELAY on its TCP transport when connected."""
+
+    def makeConnection(self, transport: ITransport) -> None:
+        """Turn Nagle's algorithm off, then start TLS."""
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        super().makeConnection(transport)
+
+
 class NoDelayTLSFactory(TLSMemoryBIOFactory):
     """
     TLS over TCP with Nagle's algorithm off: a response's last TLS record must not
     wait for the client's delayed ACK (40 ms per request on a kept-alive connection).
     """
 
-    def buildProtocol(self, addr: Any) -> Any:
-        """The TLS protocol, setting TCP_NODELAY on its transport when connected."""
-        protocol: Any = super().buildProtocol(addr)
-        make_connection = protocol.makeConnection
-
-        def connected(transport: Any) -> None:
-            if hasattr(transport, "setTcpNoDelay"):
-                transport.setTcpNoDelay(True)
-            make_connection(transport)
-
-        protocol.makeConnection = connected
-        return protocol
+    protocol = NoDelayTLSProtocol
 
 
 class AdminService(service.Service):
@@ -172,7 +183,7 @@ class AdminService(service.Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IWardenReactor,
         settings: AdminListenSettings,
         site: server.Site,
         plain_site: server.Site | None,
@@ -217,15 +228,14 @@ class AdminService(service.Service):
         )
         factory = NoDelayTLSFactory(self.tls, False, self.site)
         d = self._listen(self.settings.listen, factory, "HTTPS")
-        if self.plain_site is not None and self.settings.metrics_listen:
-            d.addCallback(
-                lambda _: self._listen(self.settings.metrics_listen, self.plain_site, "HTTP")
-            )
+        plain, metrics_listen = self.plain_site, self.settings.metrics_listen
+        if plain is not None and metrics_listen:
+            d.addCallback(lambda _: self._listen(metrics_listen, plain, "HTTP"))
         d.addErrback(self._failed)
         if self._install_signal is not None:
             self._install_signal(self.reload)
 
-    def _listen(self, description: str, factory: Any, kind: str) -> Deferred[None]:
+    def _listen(self, description: str, factory: IProtocolFactory, kind: str) -> Deferred[None]:
         endpoint = endpoints.serverFromString(self._reactor, description)
         d: Deferred[IListeningPort] = endpoint.listen(factory)
 
@@ -239,19 +249,20 @@ class AdminService(service.Service):
 
         return d.addCallback(listening)
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
         """
         Stop Warden with exit status 1: a listener that cannot bind (the port is
         taken, say by a second Warden on this host) is one line naming the
         endpoint and the fix; anything else is logged with its traceback.
         """
-        if failure.check(CannotListenError):
+        error = failure.value
+        if isinstance(error, CannotListenError):
             self.log.critical(
                 "Warden could not start: the admin API cannot listen on {endpoint}"
                 " ({reason}); choose another port with --admin-port PORT or"
                 " [admin] listen, or run without the admin API: --admin-port 0",
-                endpoint=_where(failure.value),
-                reason=_reason(failure.value),
+                endpoint=_where(error),
+                reason=_reason(error),
             )
         else:
             self.log.failure("The admin listener could not start", failure)
@@ -265,17 +276,22 @@ class AdminService(service.Service):
         if self.tls is not None:
             self.tls.reload()
 
-    @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self) -> Deferred[None]:
         """Stop listening."""
         super().stopService()
+        return Deferred.fromCoroutine(self._stop_listening())
+
+    async def _stop_listening(self) -> None:
         ports, self.ports = self.ports, []
         for port in ports:
-            yield port.stopListening()
+            stopped = port.stopListening()
+            if stopped is not None:
+                await stopped
 
     def bound_ports(self) -> list[int]:
         """The ports listened on (HTTPS first)."""
-        return [int(p.getHost().port) for p in self.ports]  # type: ignore[attr-defined]
+        hosts = [p.getHost() for p in self.ports]
+        return [h.port for h in hosts if isinstance(h, IPv4Address | IPv6Address)]
 
 
 def _where(e: CannotListenError) -> str:
@@ -288,7 +304,7 @@ def _reason(e: CannotListenError) -> str:
     return str(getattr(socket_error, "strerror", None) or socket_error)
 
 
-def thread_runner(reactor: Any) -> Callable[..., Deferred[Any]]:
+def thread_runner(reactor: IReactorThreads) -> Callable[..., Deferred[Any]]:
     """Runs blocking functions (scrypt) in the reactor's thread pool."""
 
     def run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -298,13 +314,13 @@ def thread_runner(reactor: Any) -> Callable[..., Deferred[Any]]:
 
 
 def make_admin_service(
-    reactor: Any,
+    reactor: IWardenReactor,
     listen: AdminListenSettings,
     auth_settings: AuthSettings,
     services: ApiServices,
-    admin_store: Any,
+    admin_store: IAdminStore,
     sip_bound: Callable[[], bool],
-    store_ping: Callable[[], Deferred[Any]],
+    store_ping: Callable[[], Deferred[int]],
     collector: WardenCollector,
     install_signals: bool = True,
     exit: Callable[[int], None] | None = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -28,6 +28,9 @@ from warden.sip import metrics
 from warden.sip.flow import Flow
 from warden.sip.headers import SINGLE_VALUED
 from warden.sip.message import Message, Request, Response, make_response, new_tag
+
+if TYPE_CHECKING:
+    from warden.sip.transaction import ServerTransaction
 
 #: The default ``Server`` header: the product, not its version (``[sip] server_header``).
 SERVER_HEADER = "Warden"
@@ -55,6 +58,24 @@ class ServerTransactionLike(Protocol):
 Handler = Callable[[Request, Flow], "defer.Deferred[Response]"]
 
 
+class CallRequests(Protocol):
+    """What the dispatcher hands calls to (L{warden.sip.b2bua.CallController})."""
+
+    def handle_invite(
+        self, txn: ServerTransaction, request: Request, flow: Flow
+    ) -> defer.Deferred[None]:
+        """A new INVITE (no To tag)."""
+
+    def handle_in_dialog(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
+        """A request inside a dialog (To tag present)."""
+
+    def handle_cancel(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
+        """A CANCEL."""
+
+    def handle_ack(self, request: Request, flow: Flow) -> None:
+        """An ACK for a 2xx."""
+
+
 @implementer(ITransactionUser)
 class RequestDispatcher:
     """
@@ -75,11 +96,11 @@ class RequestDispatcher:
         self._is_local = is_local_domain
         self.supported = supported
         self._handlers: dict[str, Handler] = {}
-        self._calls: Any = None
+        self._calls: CallRequests | None = None
         # The Server header of every response ("" sends none; [sip] server_header).
         self.server_header = SERVER_HEADER
 
-    def attach_calls(self, controller: Any) -> None:
+    def attach_calls(self, controller: CallRequests) -> None:
         """
         Let the call controller own INVITE, CANCEL, ACK for 2xx and every request
         inside a dialog (To tag present), REGISTER excepted.
@@ -99,7 +120,7 @@ class RequestDispatcher:
     # -- ITransactionUser ---------------------------------------------------------
 
     def request_received(
-        self, transaction: ServerTransactionLike, request: Request, flow: Flow
+        self, transaction: ServerTransaction, request: Request, flow: Flow
     ) -> None:
         """
         Validate, then answer or dispatch a new request. An unexpected error (a
@@ -112,11 +133,12 @@ class RequestDispatcher:
             failure = Failure()  # type: ignore[no-untyped-call]
             self._handler_failed(failure, transaction, request, flow)
 
-    def _dispatch(self, transaction: ServerTransactionLike, request: Request, flow: Flow) -> None:
+    def _dispatch(self, transaction: ServerTransaction, request: Request, flow: Flow) -> None:
         try:
             self._validate(request)
             check_sips(request, flow)
-            if self._calls is not None and self._for_calls(transaction, request, flow):
+            calls = self._calls
+            if calls is not None and self._for_calls(calls, transaction, request, flow):
                 return
             handler = self._handlers.get(request.method)
             if handler is None:
@@ -159,12 +181,14 @@ class RequestDispatcher:
             except SipParseError:
                 pass
 
-    def _for_calls(self, transaction: ServerTransactionLike, request: Request, flow: Flow) -> bool:
+    def _for_calls(
+        self, calls: CallRequests, transaction: ServerTransaction, request: Request, flow: Flow
+    ) -> bool:
         """Hand call requests to the call controller; False for everything else."""
         method = request.method
         if method == "REGISTER":
             return False
-        calls = self._calls
+        handler: Callable[[ServerTransaction, Request, Flow], object]
         if method == "CANCEL":
             handler = calls.handle_cancel
         elif request.to.tag is not None:

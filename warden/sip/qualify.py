@@ -16,7 +16,8 @@ from typing import Any
 
 import attrs
 from prometheus_client import Gauge
-from twisted.internet import defer, task
+from twisted.internet import task
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -95,15 +96,17 @@ class Qualifier:
         health = self.health.get((binding.aor, binding.key))
         return health is None or health.reachable
 
-    @defer.inlineCallbacks
-    def run_once(self):  # type: ignore[no-untyped-def]
+    def run_once(self) -> Deferred[None]:
         """Ping every binding of every extension with qualify on."""
-        bindings = yield self._location.all_bindings(self._clock.seconds())
+        return Deferred.fromCoroutine(self._run_once())
+
+    async def _run_once(self) -> None:
+        bindings = await self._location.all_bindings(self._clock.seconds())
         seen: set[tuple[str, str]] = set()
         for binding in bindings:
             if self._node_id and binding.node_id not in ("", self._node_id):
                 continue
-            extension = yield self._directory.get_extension(binding.aor)
+            extension = await self._directory.get_extension(binding.aor)
             if extension is None or not extension.qualify:
                 continue
             key = (binding.aor, binding.key)

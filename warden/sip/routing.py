@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -43,13 +43,15 @@ class ExtensionRouter:
         self._location = location
         self._is_reachable = is_reachable
 
-    @defer.inlineCallbacks
-    def route(self, dialled: str, caller: Extension):  # type: ignore[no-untyped-def]
+    def route(self, dialled: str, caller: Extension) -> Deferred[Route]:
         """Extension number -> its reachable bindings; 404 / 480 otherwise."""
-        extension = yield self._directory.get_extension(dialled)
+        return Deferred.fromCoroutine(self._route(dialled))
+
+    async def _route(self, dialled: str) -> Route:
+        extension = await self._directory.get_extension(dialled)
         if extension is None or not extension.enabled:
             return Route(404, "Not Found")
-        bindings = yield self._location.bindings_for(dialled, self._clock.seconds())
+        bindings = await self._location.bindings_for(dialled, self._clock.seconds())
         if self._is_reachable is not None:
             bindings = [b for b in bindings if self._is_reachable(b)]
         if not bindings:

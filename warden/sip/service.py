@@ -152,7 +152,7 @@ def udp_server(
     ``max_message_bytes``, so every datagram up to the limit arrives whole and a
     larger one is seen as too large (counted and dropped), never truncated.
     """
-    return internet.UDPServer(
+    return internet.UDPServer(  # type: ignore[no-untyped-call]
         port, protocol, interface=interface, maxPacketSize=max_message_bytes + 1, reactor=reactor
     )
 
@@ -187,7 +187,7 @@ class SipService(service.MultiService):
         install_signal: Callable[[Callable[[], None]], None] | None = None,
         exit: Callable[[int], None] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._install_signal = install_signal
         self._exit = exit
         self.tls_listener: SipTlsService | None = None
@@ -329,24 +329,24 @@ class SipService(service.MultiService):
         if "udp" in s.transports:
             proto = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
             udp = udp_server(s.port, proto, interface, s.max_message_bytes, reactor=self.clock)
-            udp.setServiceParent(self)
+            udp.setServiceParent(self)  # type: ignore[no-untyped-call]
             self.udp_server = udp
         if "tcp" in s.transports:
-            tcp = internet.TCPServer(
+            tcp = internet.TCPServer(  # type: ignore[no-untyped-call]
                 s.port, SipStreamFactory(self.hub), interface=interface, reactor=self.clock
             )
-            tcp.setServiceParent(self)
+            tcp.setServiceParent(self)  # type: ignore[no-untyped-call]
             self.tcp_server = tcp
         if "tls" in s.transports:
             self.tls_listener = SipTlsService(
                 self.clock, self.hub, s.tls, s.tls_port, s.interface,
                 self._install_signal, self._exit,
             )  # fmt: skip
-            self.tls_listener.setServiceParent(self)
+            self.tls_listener.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
         """Start listening and the periodic housekeeping."""
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         if self.qualifier is not None:
             self.qualifier.start()
         if self.calls is not None:
@@ -382,11 +382,13 @@ class SipService(service.MultiService):
         d.addCallback(lambda _: self.location.flush())
         return d
 
-    @defer.inlineCallbacks
-    def housekeeping(self):  # type: ignore[no-untyped-def]
+    def housekeeping(self) -> Deferred[None]:
         """Expire bindings, forget old nonces and finished throttle windows."""
+        return Deferred.fromCoroutine(self._housekeeping_once())
+
+    async def _housekeeping_once(self) -> None:
         now = self.clock.seconds()
-        expired = yield self.location.expire(now)
+        expired = await self.location.expire(now)
         if expired:
             metrics.EXPIRED.inc(expired)
         self.nonces.forget_expired()
@@ -394,5 +396,5 @@ class SipService(service.MultiService):
         for udp in self.hub.udp:
             udp.check_drops()
         metrics.THROTTLED_SOURCES.set(self.throttle.blocked_count)
-        count = yield self.location.count(now)
+        count = await self.location.count(now)
         metrics.BINDINGS.set(count)

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.errors import StoreError
-from warden.interfaces import ILocationService
+from warden.interfaces import IDurableLocation
 from warden.model import Binding
 from warden.store.dialect import Cursor, database
 from warden.store.pgpool import PostgreSQLPool
@@ -85,7 +85,7 @@ async def _flush_bindings_txn(cursor: Cursor, rows: dict[str, list[Row]]) -> Non
     )
 
 
-@implementer(ILocationService)
+@implementer(IDurableLocation)
 class SQLLocationService:
     """
     Bindings in memory, persisted to the ``bindings`` table with group commit.

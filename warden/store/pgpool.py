@@ -76,11 +76,18 @@ class _RollbackFailed(StoreError):
 
 class Connection(Protocol):
     """
-    What the pool needs of a connection (txpostgres.Connection has it): cursors
-    whose ``execute`` returns a Deferred, and ``close``.
+    What the pool and the store run lock (L{warden.runlock}) need of a connection
+    (txpostgres.Connection has it): cursors whose ``execute`` returns a Deferred,
+    single statements outside a transaction, and ``close``.
     """
 
     def cursor(self) -> Cursor: ...
+
+    def runOperation(self, sql: str, params: tuple[object, ...] = ()) -> Deferred[None]: ...
+
+    def runQuery(
+        self, sql: str, params: tuple[object, ...] = ()
+    ) -> Deferred[list[tuple[Any, ...]]]: ...
 
     def close(self) -> None: ...
 

@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.errors import StateUnavailable
-from warden.interfaces import ILiveCalls, ILocationService
+from warden.interfaces import IDurableLocation, ILiveCalls
 from warden.model import Binding, LiveCall
 from warden.store.binding_json import BindingTexts, binding_from_json, binding_json
 from warden.store.redis_wire import DirectSender, Script, direct_protocol, pack_command
@@ -393,7 +393,7 @@ def _number(text: float) -> str:
     return repr(float(text))
 
 
-@implementer(ILocationService)
+@implementer(IDurableLocation)
 class RedisLocationService:
     """
     Bindings in Redis, shared by every node of the cluster.

@@ -62,11 +62,13 @@ class SnapshotDirectory:
         self._loop.clock = clock
         self.loaded = False
 
-    @defer.inlineCallbacks
-    def load(self):  # type: ignore[no-untyped-def]
-        """Read every extension (and the change counter) into memory."""
-        version = yield self._version()
-        extensions = yield self._inner.list_extensions()
+    def load(self) -> Deferred[int]:
+        """Read every extension (and the change counter) into memory; fire with their count."""
+        return Deferred.fromCoroutine(self._load())
+
+    async def _load(self) -> int:
+        version = await self._version()
+        extensions = await self._inner.list_extensions()
         self._extensions = {e.number: e for e in extensions}
         self._absent.clear()
         self._seen_version = version
@@ -84,13 +86,15 @@ class SnapshotDirectory:
         if self._loop.running:
             self._loop.stop()
 
-    @defer.inlineCallbacks
-    def refresh(self):  # type: ignore[no-untyped-def]
+    def refresh(self) -> Deferred[None]:
         """Reload when the change counter moved; a failed check is logged and retried."""
+        return Deferred.fromCoroutine(self._refresh())
+
+    async def _refresh(self) -> None:
         try:
-            version = yield self._version()
+            version = await self._version()
             if version != self._seen_version:
-                yield self.load()
+                await self.load()
         except Exception:
             self.log.failure("Could not refresh the directory snapshot")
 
