@@ -1,0 +1,237 @@
+"""
+SIP trunks end to end: a real ``twistd warden`` with ``[[trunks]]`` and
+``[routes]``, and a fake ITSP played by SIPp on its own loopback address
+(127.0.0.2, 127.0.0.3): Warden registers to it answering its digest challenge,
+an extension's call goes out with the number rewritten and the trunk's caller
+ID (the provider's 401 answered), the ITSP's call to a DID rings the
+registered SIPp phone of its extension, an unknown DID is refused with 404,
+and a trunk answering 503 is followed by the route's next trunk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from tests.integration.harness import (
+    LOCALHOST,
+    IntegrationTestCase,
+    ProcessResult,
+    WardenProcess,
+    free_port,
+    poll,
+    provision,
+    register_sipp_phone,
+    require_sipp,
+    run_sipp,
+    sipp_command,
+    spawn,
+    wardenctl,
+)
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
+ITSP_HOST = "127.0.0.2"
+BACKUP_HOST = "127.0.0.3"
+ACCOUNT, PASSWORD = "acct", "itsp-secret"
+# What itsp_uas.xml expects: the number sent (9 stripped, 1 added) and caller ID.
+DIALLED, CALLER_ID = "95552345678", "15551230000"
+
+
+def trunks_toml(trunks: list[dict[str, Any]], outbound: list[dict[str, Any]],
+                inbound: list[dict[str, str]]) -> str:  # fmt: skip
+    """``[[trunks]]``, ``[[routes.outbound]]`` and ``[[routes.inbound]]`` as TOML."""
+
+    def value(v: Any) -> str:
+        return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
+
+    lines: list[str] = []
+    for header, tables in (
+        ("trunks", trunks), ("routes.outbound", outbound), ("routes.inbound", inbound)
+    ):  # fmt: skip
+        for table in tables:
+            lines.append(f"[[{header}]]")
+            lines.extend(f"{k} = {value(v)}" for k, v in table.items())
+            lines.append("")
+    return "\n".join(lines)
+
+
+class TrunkTests(IntegrationTestCase):
+    """Warden between SIPp phones and a SIPp ITSP."""
+
+    def setUp(self) -> None:
+        """SIPp is needed."""
+        super().setUp()
+        require_sipp(self)
+
+    async def warden_with(self, toml: str) -> WardenProcess:
+        """A Warden whose configuration ends with ``toml``; stopped at the end."""
+        warden = WardenProcess(self.workdir())
+        password_file = warden.workdir / "itsp.pw"
+        password_file.write_text(PASSWORD + "\n")
+        text = toml.replace("@PASSWORD_FILE@", str(password_file))
+        warden.config_path.write_text(warden.config_path.read_text() + "\n" + text)
+        self._wardens.append(warden)
+        self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
+        await warden.start()
+        return warden
+
+    def itsp(self, host: str, scenario: str, calls: int) -> tuple[Any, int, Path]:
+        """A SIPp ITSP UAS on ``host``; returns it, its port and its directory."""
+        run_dir = self.workdir()
+        (run_dir / "itsp.csv").write_text(f"SEQUENTIAL\n{ACCOUNT};{PASSWORD}\n")
+        port = free_port()
+        args = [
+            "-sf", str(SCENARIOS / scenario), "-inf", str(run_dir / "itsp.csv"),
+            "-i", host, "-p", str(port), "-mp", str(free_port()), "-m", str(calls),
+            "-trace_err", "-trace_msg",
+        ]  # fmt: skip
+        child, process = spawn(sipp_command(args), run_dir)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(child, process)))
+        return child, port, run_dir
+
+    async def finished(self, child: Any, run_dir: Path) -> None:
+        """The SIPp ITSP ran every call it was given, and all succeeded."""
+        done = await poll(lambda: not child.running, 60)
+        context = f"{child.output}\n{read_sipp_errors(run_dir)}\n{_messages(run_dir)[-4000:]}"
+        self.assertTrue(done, context)
+        self.assertEqual(child.code, 0, context)
+
+    async def dial(self, warden: WardenProcess, users: Any, number: str) -> ProcessResult:
+        """The first extension dials ``number`` (SIPp UAC, digest, 1 s of audio)."""
+        caller = users.numbers[0]
+        password = users.passwords[caller]
+        run_dir = self.workdir()
+        (run_dir / "caller.csv").write_text(
+            f"SEQUENTIAL\n{caller};{password};{number};"
+            f"[authentication username={caller} password={password}]\n"
+        )
+        args = [
+            f"{warden.address[0]}:{warden.address[1]}",
+            "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(run_dir / "caller.csv"),
+            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+        ]  # fmt: skip
+        result = await run_sipp(args, run_dir, timeout=90)
+        stats = read_sipp_stats(run_dir)
+        context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+        return result
+
+    async def test_registration_and_outbound_call(self) -> None:
+        """
+        Warden registers (401 answered), then an extension's call goes out as
+        1NXXNXXXXXX with the trunk's caller ID, the 401 answered.
+        """
+        itsp, port, itsp_dir = self.itsp(ITSP_HOST, "itsp_uas.xml", calls=2)
+        warden = await self.warden_with(trunks_toml(
+            [{"name": "itsp", "host": ITSP_HOST, "port": port, "username": ACCOUNT,
+              "password_file": "@PASSWORD_FILE@", "from_number": CALLER_ID}],
+            [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1", "trunks": ["itsp"]}],
+            [],
+        ))  # fmt: skip
+        users = await provision(warden.config_path, 2, first=2000)
+        registered = await poll(lambda: "REGISTER" in _messages(itsp_dir), 30)
+        self.assertTrue(registered, warden.log_tail())
+        await self.dial(warden, users, DIALLED)
+        await self.finished(itsp, itsp_dir)
+        messages = _messages(itsp_dir)
+        self.assertEqual(messages.count("Authorization: Digest"), 2)
+        self.assertNotIn(PASSWORD, warden.log_text())
+
+    async def test_inbound_did(self) -> None:
+        """The ITSP calls a DID: its extension's phone rings and answers; no challenge."""
+        warden = await self.warden_with(trunks_toml(
+            [{"name": "itsp", "host": ITSP_HOST, "register": False}],
+            [],
+            [{"did": "15551230001", "to": "2001"}],
+        ))  # fmt: skip
+        users = await provision(warden.config_path, 2, first=2000)
+        callee = users.numbers[1]
+        phone_dir, phone_port = self.workdir(), free_port()
+        reg, errors = await register_sipp_phone(
+            warden.address, callee, users.passwords[callee], phone_port, phone_dir
+        )
+        self.assertEqual(reg.code, 0, reg.stderr + errors)
+        uas_args = [
+            "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(phone_port),
+            "-mp", str(free_port()), "-m", "1", "-trace_err",
+            f"{warden.address[0]}:{warden.address[1]}",
+        ]  # fmt: skip
+        phone, phone_process = spawn(sipp_command(uas_args), phone_dir)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(phone, phone_process)))
+        run_dir = await self.itsp_call(warden, "15551230001")
+        self.assertNotIn(" 407 ", _messages(run_dir))
+        self.assertTrue(await poll(lambda: not phone.running, 30), phone.output)
+        self.assertEqual(phone.code, 0, phone.output)
+        listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+        records = json.loads(listed.stdout)
+        self.assertEqual(
+            [(r["caller"], r["callee"], r["disposition"]) for r in records],
+            [("15559876543", callee, "ANSWERED")],
+        )
+
+    async def test_unknown_did(self) -> None:
+        """A DID no inbound route has is refused with 404."""
+        warden = await self.warden_with(trunks_toml(
+            [{"name": "itsp", "host": ITSP_HOST, "register": False}],
+            [],
+            [{"did": "15551230001", "to": "2001"}],
+        ))  # fmt: skip
+        run_dir = await self.itsp_call(warden, "15550000000")
+        finals = [
+            line.strip() for line in _messages(run_dir).splitlines()
+            if line.strip().startswith("SIP/2.0 4")
+        ]  # fmt: skip
+        self.assertEqual(finals[-1:], ["SIP/2.0 404 Not Found"], _messages(run_dir)[-3000:])
+
+    async def itsp_call(self, warden: WardenProcess, did: str) -> Path:
+        """The ITSP (SIPp UAC on 127.0.0.2) calls ``did``; the call must complete."""
+        run_dir = self.workdir()
+        (run_dir / "did.csv").write_text(f"SEQUENTIAL\n{did};15559876543\n")
+        args = [
+            f"{warden.address[0]}:{warden.address[1]}",
+            "-sf", str(SCENARIOS / "itsp_uac.xml"), "-inf", str(run_dir / "did.csv"),
+            "-i", ITSP_HOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+            "-trace_msg",
+        ]  # fmt: skip
+        result = await run_sipp(args, run_dir, timeout=90)
+        stats = read_sipp_stats(run_dir)
+        context = f"ITSP exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+        return run_dir
+
+    async def test_failover(self) -> None:
+        """The first trunk answers 503: the call goes out on the second."""
+        first, first_port, first_dir = self.itsp(ITSP_HOST, "itsp_unavailable_uas.xml", 1)
+        second, second_port, second_dir = self.itsp(BACKUP_HOST, "itsp_uas.xml", 1)
+        warden = await self.warden_with(trunks_toml(
+            [{"name": "first", "host": ITSP_HOST, "port": first_port, "register": False},
+             {"name": "second", "host": BACKUP_HOST, "port": second_port, "register": False,
+              "username": ACCOUNT, "password_file": "@PASSWORD_FILE@",
+              "from_number": CALLER_ID}],
+            [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1",
+              "trunks": ["first", "second"]}],
+            [],
+        ))  # fmt: skip
+        users = await provision(warden.config_path, 2, first=2000)
+        await self.dial(warden, users, DIALLED)
+        await self.finished(first, first_dir)
+        await self.finished(second, second_dir)
+
+
+async def _stopped(child: Any, process: Any) -> None:
+    """Kill a SIPp still running, and wait for its end (its pipes closed)."""
+    if child.running:
+        process.signalProcess("KILL")
+    await poll(lambda: not child.running, 15)
+
+
+def _messages(run_dir: Path) -> str:
+    """SIPp's message trace in ``run_dir`` (empty before it is written)."""
+    return "".join(p.read_text(errors="replace") for p in run_dir.glob("*_messages.log"))
