@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import REGISTRY
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.test_b2bua import ALICE, BOB, only
@@ -253,3 +254,36 @@ def expected_ha1(user: str, realm: str, password: str) -> str:
     from warden.sip.auth import digest_hex
 
     return digest_hex("MD5", f"{user}:{realm}:{password}")
+
+
+class StatusTests(TrunkCallTestCase):
+    """What the admin API (GET /trunks) and wardenctl trunks show."""
+
+    def test_endpoint(self) -> None:
+        """One read endpoint listing each trunk's state and calls in progress."""
+        from warden.model.admin import EndpointRequest
+
+        [endpoint] = self.plugin.admin_endpoints()
+        self.assertEqual((endpoint.method, endpoint.template, endpoint.scope),
+                         ("GET", "trunks", "read"))  # fmt: skip
+        invite = self.dial("95552345678")
+        self.stack.deliver(self.itsp.answer(invite, 180), ITSP)
+        reply = self.stack.successResultOf_(
+            Deferred.fromCoroutine(endpoint.handler(EndpointRequest({})))  # type: ignore[arg-type]
+        )
+        states = {t["name"]: t for t in reply.body["trunks"]}
+        self.assertEqual(states["itsp"]["state"], "unregistered")  # not started here
+        self.assertEqual(states["backup"]["state"], "ip-authenticated")
+        self.assertEqual(states["itsp"]["calls_in_progress"], 1)
+        self.assertEqual(states["itsp"]["address"], ITSP[0])
+        self.assertNotIn(PASSWORD, repr(reply.body))
+
+    def test_registration_state(self) -> None:
+        """Started, the registering trunk sends REGISTER and shows registering."""
+        assert self.plugin.service is not None
+        before = self.stack.mark()
+        self.plugin.service.startService()
+        self.addCleanup(self.plugin.service.stopService)
+        only(self.stack.sent_since(before), ITSP, "REGISTER")
+        [itsp] = [t for t in self.plugin.service.status() if t["name"] == "itsp"]
+        self.assertEqual(itsp["state"], "registering")

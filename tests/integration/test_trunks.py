@@ -16,6 +16,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from tests.integration.admin_client import new_admin
+from tests.integration.clients import poll_async
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
@@ -67,6 +69,7 @@ class TrunkTests(IntegrationTestCase):
         """SIPp is needed."""
         super().setUp()
         require_sipp(self)
+        self.token_file = ""
 
     async def warden_with(self, toml: str) -> WardenProcess:
         """A Warden whose configuration ends with ``toml``; stopped at the end."""
@@ -135,13 +138,43 @@ class TrunkTests(IntegrationTestCase):
             [],
         ))  # fmt: skip
         users = await provision(warden.config_path, 2, first=2000)
-        registered = await poll(lambda: "REGISTER" in _messages(itsp_dir), 30)
-        self.assertTrue(registered, warden.log_tail())
+        trunks = await self.trunks_state(warden)
+        self.assertTrue(await poll_async(lambda: self.state_is(warden, "registered"), 30), trunks)
         await self.dial(warden, users, DIALLED)
         await self.finished(itsp, itsp_dir)
         messages = _messages(itsp_dir)
         self.assertEqual(messages.count("Authorization: Digest"), 2)
         self.assertNotIn(PASSWORD, warden.log_text())
+        [itsp_state] = await self.trunks_state(warden)
+        self.assertEqual(
+            (itsp_state["name"], itsp_state["state"], itsp_state["last_error"]),
+            ("itsp", "registered", ""),
+        )
+        self.assertEqual(itsp_state["calls_in_progress"], 0)
+        table = await wardenctl(warden.config_path, "trunks", "--token-file", self.token_file)
+        self.assertEqual(table.code, 0, table.stderr)
+        self.assertIn("itsp", table.stdout)
+        self.assertIn("registered", table.stdout)
+
+    async def trunks_state(self, warden: WardenProcess) -> list[dict[str, Any]]:
+        """``wardenctl trunks --json`` (with a read token made on first use)."""
+        if not self.token_file:
+            await new_admin(warden)
+            made = await wardenctl(warden.config_path, "admin", "token", "ops", "trunks")
+            self.assertEqual(made.code, 0, made.stderr)
+            path = warden.workdir / "token"
+            path.write_text(made.stdout.strip())
+            self.token_file = str(path)
+        shown = await wardenctl(
+            warden.config_path, "trunks", "--json", "--token-file", self.token_file
+        )
+        self.assertEqual(shown.code, 0, shown.stderr)
+        state: list[dict[str, Any]] = json.loads(shown.stdout)
+        return state
+
+    async def state_is(self, warden: WardenProcess, state: str) -> bool:
+        """Whether the first trunk's registration state is ``state``."""
+        return (await self.trunks_state(warden))[0]["state"] == state
 
     async def test_inbound_did(self) -> None:
         """The ITSP calls a DID: its extension's phone rings and answers; no challenge."""

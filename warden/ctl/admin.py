@@ -1,15 +1,18 @@
 """
-``wardenctl admin`` and ``wardenctl drain``::
+``wardenctl admin``, ``wardenctl drain`` and ``wardenctl trunks``::
 
     wardenctl admin add NAME                 # prints a one-time password
     wardenctl admin list
     wardenctl admin token ACCOUNT NAME --scopes read,write   # prints the token once
     wardenctl admin disable NAME | enable NAME | remove NAME
     wardenctl drain [--timeout S] [--wait] [--url URL]
+    wardenctl trunks [--json] [--url URL]
 
-``admin`` works on the database directly (like ``extension``); ``drain`` asks
-the running server through the admin API, authenticated by an API token with
-the ``write`` scope from ``$WARDEN_ADMIN_TOKEN`` or ``--token-file``. It trusts
+``admin`` works on the database directly (like ``extension``); ``drain`` and
+``trunks`` (registration state, last error and calls in progress of each
+trunk: live state only the server holds) ask the running server through the
+admin API, authenticated by an API token (``drain``: the ``write`` scope;
+``trunks``: ``read``) from ``$WARDEN_ADMIN_TOKEN`` or ``--token-file``. It trusts
 the server's generated certificate from the data directory (or the configured
 one), never an unverified connection.
 """
@@ -99,6 +102,14 @@ def add_commands(areas: Any) -> None:
     drain.add_argument("--token-file", help="file holding the API token")
     drain.set_defaults(admin_handler=_drain)
 
+    trunks = areas.add_parser(
+        "trunks", help="the running server's trunks: registration, last error, calls"
+    )
+    trunks.add_argument("--json", action="store_true", help="print JSON")
+    trunks.add_argument("--url", help="admin API base (default: from [admin] listen)")
+    trunks.add_argument("--token-file", help="file holding the API token (read scope)")
+    trunks.set_defaults(admin_handler=_trunks)
+
 
 async def _add(args: argparse.Namespace, ctx: _Ctx) -> int:
     ctx.audit.target = args.name
@@ -176,7 +187,8 @@ def _trust(config: WardenConfig) -> Any:
         return None  # a configured, publicly trusted certificate: the platform's roots
 
 
-async def _drain(args: argparse.Namespace, ctx: _Ctx) -> int:
+def _api_token(args: argparse.Namespace, ctx: _Ctx, scope: str) -> str | None:
+    """The API token from ``--token-file`` or WARDEN_ADMIN_TOKEN; None (said why) if none."""
     token = os.environ.get("WARDEN_ADMIN_TOKEN", "")
     if args.token_file:
         try:
@@ -184,16 +196,28 @@ async def _drain(args: argparse.Namespace, ctx: _Ctx) -> int:
                 token = f.readline().strip()
         except OSError as e:
             print(f"wardenctl: {args.token_file}: {e.strerror}", file=ctx.err)
-            return EXIT_USAGE
+            return None
     if not token:
         print(
-            "wardenctl: set WARDEN_ADMIN_TOKEN or --token-file (a token with the write"
-            " scope: wardenctl admin token ACCOUNT NAME --scopes write)",
+            f"wardenctl: set WARDEN_ADMIN_TOKEN or --token-file (a token with the {scope}"
+            f" scope: wardenctl admin token ACCOUNT NAME --scopes {scope})",
             file=ctx.err,
         )
-        return EXIT_USAGE
+        return None
+    return token
+
+
+def _api(args: argparse.Namespace, ctx: _Ctx) -> tuple[Agent, str]:
+    """An HTTPS agent trusting the admin certificate, and the API's base URL."""
     base = (args.url or admin_url(ctx.config)).rstrip("/")
-    agent = Agent(ctx.clock, BrowserLikePolicyForHTTPS(trustRoot=_trust(ctx.config)))
+    return Agent(ctx.clock, BrowserLikePolicyForHTTPS(trustRoot=_trust(ctx.config))), base
+
+
+async def _drain(args: argparse.Namespace, ctx: _Ctx) -> int:
+    token = _api_token(args, ctx, "write")
+    if token is None:
+        return EXIT_USAGE
+    agent, base = _api(args, ctx)
     body = {} if args.timeout is None else {"timeout": args.timeout}
     status, result = await _request(agent, b"POST", f"{base}/api/v1/drain", token, body)
     if status != 202:
@@ -208,6 +232,32 @@ async def _drain(args: argparse.Namespace, ctx: _Ctx) -> int:
             return EXIT_FAILED
     if args.wait:
         print("drained", file=ctx.out)
+    return EXIT_OK
+
+
+async def _trunks(args: argparse.Namespace, ctx: _Ctx) -> int:
+    token = _api_token(args, ctx, "read")
+    if token is None:
+        return EXIT_USAGE
+    agent, base = _api(args, ctx)
+    status, result = await _request(agent, b"GET", f"{base}/api/v1/trunks", token, None)
+    if status != 200 or not isinstance(result, dict):
+        print(f"wardenctl: trunks refused ({status}): {_message(result)}", file=ctx.err)
+        return EXIT_FAILED
+    trunks = result.get("trunks", [])
+    if args.json:
+        print(json.dumps(trunks, indent=2), file=ctx.out)
+        return EXIT_OK
+    rows = [("NAME", "STATE", "ADDRESS", "CALLS", "LAST ERROR")]
+    for t in trunks:
+        address = f"{t.get('address') or t.get('host')}:{t.get('port')}"
+        calls = str(t.get("calls_in_progress", 0))
+        rows.append((str(t.get("name")), str(t.get("state")), address, calls,
+                     str(t.get("last_error") or "-")))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [f"{value:<{width}}" for value, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]), file=ctx.out)
     return EXIT_OK
 
 

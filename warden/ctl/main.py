@@ -23,6 +23,7 @@ then runs one command::
     wardenctl restore BACKUP [--to-database URL|PATH] [--data-dir DIR] [--force]
     wardenctl admin add NAME | list | token ACCOUNT NAME [--scopes read,write,calls]
     wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.ctl.admin)
+    wardenctl trunks [--json] [--token-file F]                    (warden.ctl.admin)
 
 WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
 date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -47,8 +47,15 @@ from warden.features.trunk_config import (
     parse_routes,
     parse_trunks,
 )
-from warden.interfaces import ICallHook, IDirectory, ILocalApplication, IWardenPlugin
+from warden.interfaces import (
+    IAdminEndpoints,
+    ICallHook,
+    IDirectory,
+    ILocalApplication,
+    IWardenPlugin,
+)
 from warden.model import CallRecord, Extension
+from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
 from warden.sip.hooks import CallAttempt, CallHookBase
@@ -347,7 +354,7 @@ class _Events:
         FAILURES.labels(destination.name, f"call_{reason}").inc()
 
 
-@implementer(IPlugin, IWardenPlugin, ICallHook)
+@implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints)
 class TrunksPlugin(CallHookBase):
     """SIP trunks: registration, outbound routes with failover, inbound DIDs."""
 
@@ -397,6 +404,16 @@ class TrunksPlugin(CallHookBase):
         if trunks.trunks:
             context.add_service(self.service)
         context.provide("trunks", self.service)
+
+    # -- admin API ------------------------------------------------------------------
+
+    def admin_endpoints(self) -> Sequence[PluginEndpoint]:
+        """``GET /trunks``: each trunk's registration state, last error, calls in progress."""
+        summary = "Trunks: registration state, last error and calls in progress of each"
+        return [PluginEndpoint("GET", "trunks", self._list, "read", summary)]
+
+    async def _list(self, request: EndpointRequest) -> EndpointReply:
+        return EndpointReply({"trunks": self.service.status() if self.service else []})
 
     # -- call hooks -----------------------------------------------------------------
 
