@@ -651,7 +651,7 @@ class IWardenPlugin(Interface):
 
 if TYPE_CHECKING:
     from warden.model import CallRecord
-    from warden.sip.hooks import CallAttempt, OutgoingLeg
+    from warden.sip.hooks import CallAttempt, OutgoingLeg, Vouched
 
 
 class ICallHook(Interface):
@@ -670,12 +670,14 @@ class ICallHook(Interface):
     def incoming(request: Request, flow: Flow) -> Deferred[None] | None:
         """A new INVITE, before authentication: verify what it asserts; may reject."""
 
-    def identify(request: Request, flow: Flow) -> Deferred[Extension | None] | Extension | None:
+    def identify(request: Request, flow: Flow) -> Deferred[Vouched | None] | Vouched | None:
         """
-        A new INVITE, after L{incoming}: an L{Extension} standing for a caller
+        A new INVITE, after L{incoming}: a L{warden.sip.hooks.Vouched} caller
         this plugin vouches for by where the request comes from (a trunk's
-        address), whose digest authentication is then skipped; None to
-        authenticate the caller as usual. The first hook answering wins.
+        address), whose digest authentication is then skipped, with the number
+        the call is for (a DID's extension) that every later hook sees; None
+        to authenticate the caller as usual. The first hook answering wins; a
+        hook may reject (an unknown DID).
         """
 
     def before_routing(attempt: CallAttempt) -> Deferred[None] | None:

@@ -19,7 +19,7 @@ from tests.sip.test_b2bua import ALICE, BOB, only
 from warden.features.trunk_config import parse_routes, parse_trunks
 from warden.features.trunks import TrunkService, TrunksPlugin
 from warden.sip.auth import challenge, expected_response, parse_credentials
-from warden.sip.hooks import CallHooks
+from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks
 from warden.sip.message import Request, Response, make_response
 from warden.store.credentials import make_extension
 from warden.testing.callstack import CallStack, Phone
@@ -287,3 +287,48 @@ class StatusTests(TrunkCallTestCase):
         only(self.stack.sent_since(before), ITSP, "REGISTER")
         [itsp] = [t for t in self.plugin.service.status() if t["name"] == "itsp"]
         self.assertEqual(itsp["state"], "registering")
+
+
+class FeatureCodeTests(TrunkCallTestCase):
+    """Only telephone numbers leave through a trunk."""
+
+    def test_feature_code_not_sent_out(self) -> None:
+        """A catch-all route does not take *97: it is routed inside (404 here)."""
+        trunks = parse_trunks([{"name": "itsp", "host": ITSP[0], "register": False}])
+        routes = parse_routes({"outbound": [{"pattern": "_.", "trunks": ["itsp"]}]})
+        self.plugin.service = TrunkService(
+            self.stack.clock, self.stack.sip, self.stack.directory, trunks, {}, routes
+        )
+        _, sent = self.alice.call("*97")
+        only(sent, ALICE, 404)
+        self.assertEqual([m for m, a in sent if tuple(a) == ITSP], [])
+        _, sent = self.alice.call("+15552345678")
+        only(sent, ITSP, "INVITE")
+
+
+class SeenDialled(CallHookBase):
+    """Records the number and marks every hook sees before routing."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, frozenset[str]]] = []
+
+    def before_routing(self, attempt: CallAttempt) -> Deferred[None] | None:
+        self.seen.append((attempt.dialled, frozenset(attempt.marks)))
+        return None
+
+
+class HookOrderTests(SynchronousTestCase):
+    """Every hook before routing sees an inbound call as for its extension."""
+
+    def test_earlier_hook_sees_extension(self) -> None:
+        """A hook listed before trunks (call forwarding) sees 1002, not the DID."""
+        seen = SeenDialled()
+        plugin = TrunksPlugin()
+        stack = CallStack(hooks=CallHooks([seen, plugin]))
+        stack.register("1002", BOB)
+        trunks = parse_trunks([{"name": "itsp", "host": ITSP[0], "register": False}])
+        routes = parse_routes({"inbound": [{"did": "15551230002", "to": "1002"}]})
+        plugin.service = TrunkService(stack.clock, stack.sip, stack.directory, trunks, {}, routes)
+        itsp = Phone(stack, "15559876543", ITSP)
+        only(stack.deliver(itsp.invite("15551230002"), ITSP), BOB, "INVITE")
+        self.assertEqual(seen.seen, [("1002", frozenset({"trunk-inbound", "trunk:itsp"}))])

@@ -37,7 +37,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _USER = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=%-]{1,64}$")
 _NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
-_DID = re.compile(r"^\+?[0-9A-Za-z*#._-]{1,32}$")
+_DID = re.compile(r"^\+?[0-9]{1,32}$")
 _EXTENSION = re.compile(r"^[0-9A-Za-z*#._-]{1,64}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: An inbound target answered by a local application (``voicemail:1001``).
@@ -336,7 +336,8 @@ def _inbound(path: str, table: object) -> InboundRoute:
         raise ConfigError(path, "must be a table ([[routes.inbound]])")
     _check_keys(path, table, _INBOUND_KEYS)
     did, to = table.get("did"), table.get("to")
-    _want(f"{path}.did", isinstance(did, str) and bool(_DID.match(did)), "a number", did)
+    did_ok = isinstance(did, str) and bool(_DID.match(did))
+    _want(f"{path}.did", did_ok, "a number (digits, optional leading +)", did)
     _want(f"{path}.to", isinstance(to, str) and bool(to), "an extension number", to)
     assert isinstance(did, str) and isinstance(to, str)
     if ":" in to:

@@ -58,7 +58,7 @@ from warden.model import CallRecord, Extension
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
-from warden.sip.hooks import CallAttempt, CallHookBase
+from warden.sip.hooks import CallAttempt, CallHookBase, Vouched
 from warden.sip.message import Request
 from warden.sip.registration import Registration, RegistrationSettings, RegistrationState
 
@@ -85,7 +85,27 @@ UNKNOWN_DID = Counter(
 #: Seconds between two resolutions of the trunks' host names.
 RESOLVE_INTERVAL = 300.0
 _CALLER = re.compile(r"^\+?[0-9A-Za-z*#._-]{1,32}$")
+_TELEPHONE_NUMBER = re.compile(r"^\+?[0-9]{1,32}$")
 _DISPLAY_MAX = 64
+
+
+def _outside_caller(request: Request) -> Extension:
+    """
+    Who calls from outside: the From user (``anonymous`` when unusable) and
+    display name, as an L{Extension} of no directory (empty realm, no HA1).
+    """
+    number, name = "anonymous", ""
+    try:
+        sender = request.from_
+    except SipParseError:
+        return Extension(number, name, "", "", "")
+    user = sender.uri.user_unescaped or ""
+    if _CALLER.match(user):
+        number = user
+    display = sender.display or ""
+    if display.isprintable():
+        name = display[:_DISPLAY_MAX]
+    return Extension(number, name, "", "", "")
 
 
 def _ip_text(host: str) -> str:
@@ -222,50 +242,39 @@ class TrunkService(service.Service):
                 return trunk
         return None
 
-    def inbound_caller(self, request: Request, flow: Flow) -> Extension | None:
+    def inbound(self, request: Request, flow: Flow) -> Vouched | None:
         """
-        The caller of an INVITE from a trunk: its From user (``anonymous`` when
-        unusable) and display name, standing for no extension; None when the
-        request does not come from a trunk.
-        """
-        if self.trunk_at(flow) is None:
-            return None
-        number, name = "anonymous", ""
-        try:
-            sender = request.from_
-        except SipParseError:
-            return Extension(number, name, "", "", "")
-        user = sender.uri.user_unescaped or ""
-        if _CALLER.match(user):
-            number = user
-        display = sender.display or ""
-        if display.isprintable():
-            name = display[:_DISPLAY_MAX]
-        return Extension(number, name, "", "", "")
-
-    def route_inbound(self, trunk: Trunk, attempt: CallAttempt) -> None:
-        """
-        Ring the extension of the DID (Request-URI user, else To user).
+        An INVITE from a trunk's address: its caller (From user, ``anonymous``
+        when unusable, and display name; standing for no extension) and the
+        extension of its DID (Request-URI user, else To user), marked
+        ``trunk-inbound`` and ``trunk:<name>``; None when it comes from no trunk.
 
         Raises:
             SipError: 404 for a DID no inbound route has (counted).
         """
-        request = attempt.request
+        trunk = self.trunk_at(flow)
+        if trunk is None:
+            return None
+        name = trunk.config.name
+        target = self._did_target(request)
+        if target is None:
+            UNKNOWN_DID.labels(name).inc()
+            raise SipError(404, "Not Found")
+        CALLS.labels(name, "inbound").inc()
+        marks = frozenset({"trunk-inbound", f"trunk:{name}"})
+        return Vouched(_outside_caller(request), target, marks)
+
+    def _did_target(self, request: Request) -> str | None:
         candidates = [request.uri.user_unescaped or ""]
         try:
             candidates.append(request.to.uri.user_unescaped or "")
         except SipParseError:
             pass
-        name = trunk.config.name
         for did in candidates:
-            extension = self.routes.extension_for(did) if did else None
-            if extension is not None:
-                attempt.dialled = extension
-                attempt.marks.update(("trunk", f"trunk:{name}"))
-                CALLS.labels(name, "inbound").inc()
-                return
-        UNKNOWN_DID.labels(name).inc()
-        raise SipError(404, "Not Found")
+            target = self.routes.extension_for(did) if did else None
+            if target is not None:
+                return target
+        return None
 
     async def route_outbound(self, attempt: CallAttempt) -> None:
         """
@@ -276,6 +285,8 @@ class TrunkService(service.Service):
             SipError: 503 when none of the route's trunks can be reached.
         """
         caller = attempt.caller
+        if not _TELEPHONE_NUMBER.match(attempt.dialled):
+            return  # feature codes (*97) and names never leave through a trunk
         for route in self.routes.outbound:
             number = route.applies(caller.number, attempt.dialled)
             if number is None:
@@ -290,7 +301,7 @@ class TrunkService(service.Service):
             if not destinations:
                 raise SipError(503, "Service Unavailable")
             attempt.target = RouteTarget(number, destinations, _Events())
-            attempt.marks.add("trunk")
+            attempt.marks.add("trunk-outbound")
             return
 
     def _destination(self, trunk: Trunk, number: str, own: str | None) -> Destination | None:
@@ -417,23 +428,20 @@ class TrunksPlugin(CallHookBase):
 
     # -- call hooks -----------------------------------------------------------------
 
-    def identify(self, request: Request, flow: Flow) -> Extension | None:
-        """A caller from a trunk's address needs no extension credentials."""
+    def identify(self, request: Request, flow: Flow) -> Vouched | None:
+        """
+        A call from a trunk's address needs no extension credentials and is
+        for its DID's extension (an unknown DID: 404).
+        """
         if self.service is None or not self.service.trunks:
             return None
-        return self.service.inbound_caller(request, flow)
+        return self.service.inbound(request, flow)
 
     def before_routing(self, attempt: CallAttempt) -> Deferred[None] | None:
-        """A call from a trunk rings its DID's extension; an extension's may go out."""
+        """An extension's call to a number of an outbound route goes to its trunks."""
         service_ = self.service
-        if service_ is None or not service_.trunks:
-            return None
-        trunk = service_.trunk_at(attempt.flow)
-        if trunk is not None and not attempt.caller.realm:
-            service_.route_inbound(trunk, attempt)
-            return None
-        if not service_.routes.outbound:
-            return None
+        if service_ is None or not service_.routes.outbound or "trunk-inbound" in attempt.marks:
+            return None  # a call from a trunk never goes out through one again
         return Deferred.fromCoroutine(service_.route_outbound(attempt))
 
     def ended(self, attempt: CallAttempt, record: CallRecord) -> None:

@@ -181,7 +181,11 @@ class CallController:
             await self.hooks.incoming(request, flow)
         # Authenticated first: the 407 to a request that may be spoofed goes out
         # alone and statelessly (the transaction still sends 100 after 200 ms).
-        caller = await self._caller(request, flow)
+        vouched = await self.hooks.identify(request, flow) if self.hooks else None
+        if vouched is not None:  # a trunk's caller: no credentials (ADR 0021)
+            caller = vouched.caller
+        else:
+            caller = await self.authenticator.authenticate(request, flow, proxy=True)
         txn.respond(make_response(request, 100, "Trying"))
         sip_metrics.CALL_ATTEMPTS.inc()
         check_interval(request)
@@ -191,6 +195,9 @@ class CallController:
         if self._at_limit(caller.number):
             raise SipError(486, "Busy Here")
         attempt = CallAttempt(caller, dialled, request, flow)
+        if vouched is not None:
+            attempt.dialled = vouched.dialled or dialled
+            attempt.marks.update(vouched.marks)
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
             await self.hooks.before_routing(attempt)
         # A hook (never the phone) may send the call to a local application.
@@ -249,15 +256,6 @@ class CallController:
             self.answer_locally(call, local)
         else:
             call.start(bindings, offer)
-
-    async def _caller(self, request: Request, flow: Flow) -> Extension:
-        """The caller a hook vouches for (a trunk), else the authenticated extension."""
-        if self.hooks:
-            vouched = await self.hooks.identify(request, flow)
-            if vouched is not None:
-                return vouched
-        caller: Extension = await self.authenticator.authenticate(request, flow, proxy=True)
-        return caller
 
     async def _route(self, attempt: CallAttempt) -> Route:
         """The route of the dialled number, or the failure a hook chose (L{CallAttempt.refuse})."""

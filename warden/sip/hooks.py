@@ -6,7 +6,8 @@ plugins' hooks in ``[plugins] enabled`` order at each point (ADR 0020):
 1. L{CallHooks.incoming}: a new INVITE arrives, before authentication
    (verification of what the sender asserts; may reject);
    then L{CallHooks.identify}: a hook may vouch for the caller by its source (a
-   trunk), which is then not asked for digest credentials;
+   trunk), which is then not asked for digest credentials, and name the number
+   the call is for (a DID's extension) before any hook routes it;
 2. L{CallHooks.before_routing}: authenticated, before the dialplan (may reject,
    redirect, send the call to an external target or mark);
 3. L{CallHooks.routing_failed}: the number could not be routed, or every fork
@@ -40,9 +41,28 @@ if TYPE_CHECKING:
     from warden.sip.flow import Flow
     from warden.sip.message import Request, Response
 
-__all__ = ["CallAttempt", "CallHookBase", "CallHooks", "OutgoingLeg"]
+__all__ = ["CallAttempt", "CallHookBase", "CallHooks", "OutgoingLeg", "Vouched"]
 
 _log = Logger()
+
+
+@attrs.frozen
+class Vouched:
+    """
+    A caller a hook vouches for by where its INVITE comes from (a trunk's
+    address): no digest authentication is asked of it.
+
+    Attributes:
+        caller: stands for the caller (an L{Extension} of no directory: its
+            ``realm`` is empty).
+        dialled: the number to route instead of the Request-URI user (the
+            extension of the DID the call is for); None: as dialled.
+        marks: marks the call starts with (``trunk``, ...).
+    """
+
+    caller: Extension
+    dialled: str | None = None
+    marks: frozenset[str] = frozenset()
 
 
 @attrs.define(eq=False)
@@ -134,9 +154,7 @@ class CallHookBase:
         """Accept every incoming INVITE."""
         return None
 
-    def identify(
-        self, request: Request, flow: Flow
-    ) -> Deferred[Extension | None] | Extension | None:
+    def identify(self, request: Request, flow: Flow) -> Deferred[Vouched | None] | Vouched | None:
         """Vouch for no caller: authenticate as usual."""
         return None
 
@@ -185,13 +203,13 @@ class CallHooks:
             if isinstance(result, Deferred):
                 await result
 
-    async def identify(self, request: Request, flow: Flow) -> Extension | None:
+    async def identify(self, request: Request, flow: Flow) -> Vouched | None:
         """The caller the first hook vouches for, or None (authenticate)."""
         for hook in self.hooks:
             result = hook.identify(request, flow)
-            caller = await result if isinstance(result, Deferred) else result
-            if caller is not None:
-                return caller
+            vouched = await result if isinstance(result, Deferred) else result
+            if vouched is not None:
+                return vouched
         return None
 
     async def before_routing(self, attempt: CallAttempt) -> None:
