@@ -122,6 +122,21 @@ class ParseTests(SynchronousTestCase):
             "warden.toml: trunks[0].port: must be a port 1..65535, got 0",
         )
 
+    def test_addresses(self) -> None:
+        """Provider addresses are IP addresses or networks."""
+        trunks, _ = self.parse(
+            '[[trunks]]\nname = "a"\nhost = "h.example"\nregister = false\n'
+            'addresses = ["203.0.113.5", "198.51.100.0/24"]\n'
+        )
+        self.assertEqual([str(n) for n in trunks.trunks[0].addresses],
+                         ["203.0.113.5/32", "198.51.100.0/24"])  # fmt: skip
+        self.bad(
+            '[[trunks]]\nname = "a"\nhost = "h.example"\nregister = false\n'
+            'addresses = ["nowhere"]\n',
+            "warden.toml: trunks[0].addresses: must be a list of IP addresses or networks"
+            " (203.0.113.0/24), got ['nowhere']",
+        )
+
     def test_bad_pattern(self) -> None:
         """A route's pattern is checked as a dialplan pattern."""
         self.bad(

@@ -332,3 +332,36 @@ class HookOrderTests(SynchronousTestCase):
         itsp = Phone(stack, "15559876543", ITSP)
         only(stack.deliver(itsp.invite("15551230002"), ITSP), BOB, "INVITE")
         self.assertEqual(seen.seen, [("1002", frozenset({"trunk-inbound", "trunk:itsp"}))])
+
+
+class CallerTests(TrunkCallTestCase):
+    """Who an inbound call is from, and which addresses are the provider's."""
+
+    def test_asserted_identity_first(self) -> None:
+        """The provider's P-Asserted-Identity names the caller before From."""
+        invite = self.itsp.invite("15551230002")
+        invite.add("P-Asserted-Identity", '"Real Caller" <sip:+15557654321@itsp.example>')
+        bob_invite = only(self.stack.deliver(invite, ITSP), BOB, "INVITE")
+        assert isinstance(bob_invite, Request)
+        self.assertEqual(bob_invite.from_.uri.user, "+15557654321")
+        self.assertEqual(bob_invite.from_.display, "Real Caller")
+
+    def test_garbage_caller(self) -> None:
+        """An unusable From user is 'anonymous'."""
+        invite = self.itsp.invite("15551230002")
+        invite.set("From", "<sip:%00evil@itsp.example>;tag=x1")
+        bob_invite = only(self.stack.deliver(invite, ITSP), BOB, "INVITE")
+        assert isinstance(bob_invite, Request)
+        self.assertEqual(bob_invite.from_.uri.user, "anonymous")
+
+    def test_other_provider_address(self) -> None:
+        """A call from one of a trunk's ``addresses`` is the trunk's."""
+        trunks = parse_trunks([{"name": "itsp", "host": ITSP[0], "register": False,
+                                "addresses": ["198.51.100.0/24"]}])  # fmt: skip
+        routes = parse_routes({"inbound": [{"did": "15551230002", "to": "1002"}]})
+        self.plugin.service = TrunkService(
+            self.stack.clock, self.stack.sip, self.stack.directory, trunks, {}, routes
+        )
+        elsewhere = ("198.51.100.7", 5060)
+        phone = Phone(self.stack, "15559876543", elsewhere)
+        only(self.stack.deliver(phone.invite("15551230002"), elsewhere), BOB, "INVITE")

@@ -49,7 +49,7 @@ MAX_PASSWORD_BYTES = 4096
 
 _TRUNK_KEYS = (
     "name", "host", "port", "transport", "register", "username", "password_env",
-    "password_file", "from_number", "expires", "timeout",
+    "password_file", "from_number", "expires", "timeout", "addresses",
 )  # fmt: skip
 _OUTBOUND_KEYS = ("pattern", "regex", "strip", "prefix", "trunks", "callers")
 _INBOUND_KEYS = ("did", "to")
@@ -90,6 +90,8 @@ class TrunkConfig:
         expires: registration lifetime asked for, in seconds.
         timeout: seconds the provider has to answer an INVITE at all (100
             Trying included) before the next trunk of the route is tried.
+        addresses: further addresses or networks (CIDR) the provider sends
+            its calls from, besides ``host``'s address.
     """
 
     name: str
@@ -103,6 +105,7 @@ class TrunkConfig:
     from_number: str = ""
     expires: int = 3600
     timeout: float = 5.0
+    addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def has_password(self) -> bool:
@@ -284,7 +287,22 @@ def _trunk(path: str, table: object) -> TrunkConfig:
         name=name, host=host.lower(), port=port, transport=transport, register=register,
         username=username, password_env=env, password_file=file, from_number=number,
         expires=expires, timeout=float(timeout),
+        addresses=_networks(f"{path}.addresses", values.get("addresses", [])),
     )  # fmt: skip
+
+
+def _networks(
+    path: str, value: object
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list of IP addresses or CIDR networks."""
+    expected = "a list of IP addresses or networks (203.0.113.0/24)"
+    _want(path, isinstance(value, list) and all(isinstance(v, str) for v in value),
+          expected, value)  # fmt: skip
+    assert isinstance(value, list)
+    try:
+        return tuple(ipaddress.ip_network(v, strict=False) for v in value)
+    except ValueError:
+        raise ConfigError(path, f"must be {expected}, got {value!r}") from None
 
 
 def parse_trunks(value: object) -> TrunksConfig:

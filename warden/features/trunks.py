@@ -58,6 +58,7 @@ from warden.model import CallRecord, Extension
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
+from warden.sip.headers import parse_address
 from warden.sip.hooks import CallAttempt, CallHookBase, Vouched
 from warden.sip.message import Request
 from warden.sip.registration import Registration, RegistrationSettings, RegistrationState
@@ -91,20 +92,24 @@ _DISPLAY_MAX = 64
 
 def _outside_caller(request: Request) -> Extension:
     """
-    Who calls from outside: the From user (``anonymous`` when unusable) and
+    Who calls from outside, as the provider asserts it (P-Asserted-Identity,
+    RFC 3325, else From): the user part (``anonymous`` when unusable) and the
     display name, as an L{Extension} of no directory (empty realm, no HA1).
     """
     number, name = "anonymous", ""
-    try:
-        sender = request.from_
-    except SipParseError:
-        return Extension(number, name, "", "", "")
-    user = sender.uri.user_unescaped or ""
-    if _CALLER.match(user):
+    for value in (request.get("P-Asserted-Identity"), request.get("From")):
+        try:
+            sender = parse_address(value or "")
+        except SipParseError:
+            continue
+        user = sender.uri.user_unescaped or ""
+        if not _CALLER.match(user):
+            continue
         number = user
-    display = sender.display or ""
-    if display.isprintable():
-        name = display[:_DISPLAY_MAX]
+        display = sender.display or ""
+        if display.isprintable():
+            name = display[:_DISPLAY_MAX]
+        break
     return Extension(number, name, "", "", "")
 
 
@@ -235,10 +240,19 @@ class TrunkService(service.Service):
     # -- calls --------------------------------------------------------------------
 
     def trunk_at(self, flow: Flow) -> Trunk | None:
-        """The trunk whose provider sends from ``flow``'s address, if any."""
+        """
+        The trunk whose provider sends from ``flow``'s address (its host's
+        address, or one of its ``addresses``), if any.
+        """
         host = _ip_text(flow.host)
         for trunk in self.trunks.values():
             if trunk.address and trunk.address == host:
+                return trunk
+        if not host:
+            return None
+        ip = ipaddress.ip_address(host)
+        for trunk in self.trunks.values():
+            if any(ip in network for network in trunk.config.addresses):
                 return trunk
         return None
 
