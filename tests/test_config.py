@@ -469,11 +469,11 @@ class ErrorTests(SynchronousTestCase):
     def test_unknown_section(self) -> None:
         """A section Warden does not have is refused."""
         self.assertBad(
-            "[voicemail]\nenabled = true",
-            "voicemail",
-            "warden.toml: voicemail: unknown section (known: server, store, plugins,"
+            "[paging]\nenabled = true",
+            "paging",
+            "warden.toml: paging: unknown section (known: server, store, plugins,"
             " media, state, cluster, sip, tls, registrar, calls, dialplan, admin, backup,"
-            " trunks, routes)",
+            " ringgroups, trunks, routes)",
         )
 
     def test_section_not_table(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,18 @@ def _toml(value: object) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def render_toml(sections: dict[str, dict[str, object]]) -> str:
-    """A TOML document of plain ``[section]`` tables."""
+def render_toml(
+    sections: Mapping[str, Mapping[str, object] | Sequence[Mapping[str, object]]],
+) -> str:
+    """A TOML document of plain ``[section]`` tables and ``[[section]]`` arrays of tables."""
     lines: list[str] = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {_toml(v)}" for key, v in table.items())
-        lines.append("")
+    for name, value in sections.items():
+        tables = [value] if isinstance(value, Mapping) else list(value)
+        header = f"[{name}]" if isinstance(value, Mapping) else f"[[{name}]]"
+        for table in tables:
+            lines.append(header)
+            lines.extend(f"{key} = {_toml(v)}" for key, v in table.items())
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -183,14 +183,15 @@ class WardenProcess:
     Args:
         workdir: a fresh directory owned by the caller.
         port: the SIP port (UDP and TCP); a free one by default.
-        settings: configuration values merged over the defaults, by section.
+        settings: configuration values merged over the defaults, by section
+            (a list of tables is an array of tables, ``[[ringgroups]]``).
     """
 
     def __init__(
         self,
         workdir: Path,
         port: int | None = None,
-        settings: dict[str, dict[str, object]] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -198,7 +199,7 @@ class WardenProcess:
         self.log_path = workdir / "warden.log"
         self.port = port if port is not None else free_port()
         self.admin_port = free_port()
-        sections: dict[str, dict[str, object]] = {
+        sections: dict[str, Any] = {
             "server": {
                 "data_dir": str(self.data_dir),
                 "realm": REALM,
@@ -214,7 +215,10 @@ class WardenProcess:
             },
         }
         for name, table in (settings or {}).items():
-            sections.setdefault(name, {}).update(table)
+            if isinstance(table, list):
+                sections[name] = table
+            else:
+                sections.setdefault(name, {}).update(table)
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_toml(sections))
         self._child: _Child | None = None
@@ -515,7 +519,7 @@ class IntegrationTestCase(unittest.TestCase):
 
     async def start_warden(
         self,
-        settings: dict[str, dict[str, object]] | None = None,
+        settings: dict[str, Any] | None = None,
         workdir: Path | None = None,
     ) -> WardenProcess:
         """Start a Warden in a fresh directory; it is stopped when the test ends."""

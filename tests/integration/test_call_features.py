@@ -43,7 +43,7 @@ class CallFeatureTestCase(IntegrationTestCase):
         super().setUp()
         require_sipp(self)
 
-    async def setup_warden(self, settings: dict[str, dict[str, object]] | None = None) -> None:
+    async def setup_warden(self, settings: dict[str, Any] | None = None) -> None:
         """Start Warden with ``settings`` and create the extensions."""
         self.warden: WardenProcess = await self.start_warden({**MEDIA, **(settings or {})})
         self.users: Users = await provision(self.warden.config_path, 4, first=2000)
@@ -180,3 +180,25 @@ class DoNotDisturbTests(CallFeatureTestCase):
         self.assertEqual(await self.refused("2002", "*79"), "SIP/2.0 480 Do Not Disturb Off")
         await self.answered("2000", "2002")
         await self.finished(phone)
+
+
+class RingGroupTests(CallFeatureTestCase):
+    """``[[ringgroups]]`` dialled by their numbers."""
+
+    async def test_simultaneous_and_hunt(self) -> None:
+        """
+        Group 600 rings 2001 and 2002 at once: 2002 answers and 2001's ringing
+        phone is cancelled. Group 601 hunts 2001 then 2002: 2001 rings until
+        the group's ring timeout and 2002 answers.
+        """
+        await self.setup_warden({"ringgroups": [
+            {"name": "sales", "number": "600", "members": ["2001", "2002"]},
+            {"name": "support", "number": "601", "members": ["2001", "2002"],
+             "strategy": "hunt", "ring_timeout": 4},
+        ]})  # fmt: skip
+        ringing = await self.phone("2001", "ringing_uas.xml", calls=2)
+        answering = await self.phone("2002", "call_uas.xml", calls=2)
+        await self.answered("2000", "600")
+        await self.answered("2000", "601")
+        await self.finished(ringing)
+        await self.finished(answering)

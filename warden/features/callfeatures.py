@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from warden.errors import SipError
 from warden.features.callfeatures_api import FeatureEndpoints
+from warden.features.ringgroups import RingGroupsConfig, parse_ringgroups
 from warden.interfaces import (
     IAdminEndpoints,
     ICallFeatureStore,
@@ -82,7 +83,8 @@ class CallFeaturesPlugin(CallHookBase):
 
     name = "callfeatures"
     description = "Call forward, do-not-disturb (*72/*73, *78/*79, admin API)"
-    sections: tuple[str, ...] = ()
+    sections: tuple[str, ...] = ("ringgroups",)
+    array_sections: tuple[str, ...] = ("ringgroups",)
     needs: tuple[str, ...] = ("stores", "directory")
     provides: tuple[str, ...] = ("callfeatures",)
 
@@ -91,10 +93,11 @@ class CallFeaturesPlugin(CallHookBase):
     def __init__(self) -> None:
         self.store: ICallFeatureStore | None = None
         self.directory: IDirectory | None = None
+        self.groups = RingGroupsConfig()
 
     def parse_section(self, name: str, table: object, filename: str | None) -> object:
-        """Owns no section: never called."""
-        raise KeyError(name)
+        """``[[ringgroups]]``."""
+        return parse_ringgroups(table)
 
     def make(self, context: BuildContext) -> None:
         """The feature store on the shared database; provided as ``callfeatures``."""
@@ -104,6 +107,9 @@ class CallFeaturesPlugin(CallHookBase):
         stores = context.need("stores", Stores)
         self.store = SQLCallFeatureStore(stores.pool)
         self.directory = context.need("directory", IDirectory)
+        groups = context.config.plugin_sections.get("ringgroups", RingGroupsConfig())
+        assert isinstance(groups, RingGroupsConfig)
+        self.groups = groups
         context.provide("callfeatures", self)
 
     def use_store(self, store: ICallFeatureStore, directory: IDirectory | None = None) -> None:
@@ -133,6 +139,8 @@ class CallFeaturesPlugin(CallHookBase):
         dialled = attempt.dialled
         if dialled.startswith("*"):
             await self._feature_code(attempt.caller.number, dialled)
+            return
+        if self.ring_group(attempt, dialled):
             return
         store = self._features()
         features = await store.get_features(dialled)
@@ -181,13 +189,35 @@ class CallFeaturesPlugin(CallHookBase):
             changes=", ".join(f"{k}={v}" for k, v in sorted(changes.items())),
         )
 
+    def ring_group(self, attempt: CallAttempt, target: str) -> bool:
+        """
+        Make ``attempt`` ring the group ``target`` names (its number, or
+        ``ringgroup:<name>``, as inbound routes name it); False when none.
+        """
+        kind, colon, name = target.partition(":")
+        if colon:
+            group = self.groups.by_name(name) if kind == "ringgroup" else None
+        else:
+            group = self.groups.by_number(target)
+        if group is None:
+            return False
+        attempt.plan = group.plan()
+        attempt.ring_timeout = group.ring_timeout
+        attempt.dialled = group.number
+        attempt.marks.add("ringgroup")
+        return True
+
     def routing_failed(
         self, attempt: CallAttempt, status: int, reason: str
-    ) -> Deferred[str | None] | None:
+    ) -> Deferred[str | None] | str | None:
         """
-        A busy call (486) to the busy forward; an unanswered or unreachable one
-        (408, 480) to the no-answer forward.
+        A ring group's unanswered call to its timeout destination; a busy call
+        (486) to the busy forward; an unanswered or unreachable one (408, 480)
+        to the no-answer forward.
         """
+        if attempt.plan is not None:
+            group = self.groups.by_number(attempt.plan.number)
+            return group.timeout_to or None if group is not None else None
         if "dnd" in attempt.marks or status not in (408, 480, 486):
             return None
         return Deferred.fromCoroutine(self._conditional(attempt, status))

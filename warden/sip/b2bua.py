@@ -41,6 +41,7 @@ from warden.sip.call import RELAYED_HEADERS, Branch, Call, CallState, PendingInv
 from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.external import ExternalLegs
 from warden.sip.flow import Flow
+from warden.sip.groups import GroupRinger
 from warden.sip.headers import name_addr
 from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
 from warden.sip.local import LocalApplications, LocalTarget
@@ -135,6 +136,7 @@ class CallController:
         self.allow_header = ALLOW
         self.transfers = Transfers(self)
         self.external = ExternalLegs(self)
+        self.groups = GroupRinger(self)
         self._refresh_loop = task.LoopingCall(self._refresh_live)
         self._refresh_loop.clock = clock
 
@@ -206,6 +208,8 @@ class CallController:
             route = Route(0, "", local.party())
         elif attempt.target is not None:  # a hook sent the call outside (a trunk)
             route = attempt.target.route()
+        elif attempt.plan is not None:  # a hook made the call ring a group
+            route = await self.groups.route(attempt)
         else:
             route = await self._route(attempt)
         if route.status and self.hooks:
@@ -301,6 +305,8 @@ class CallController:
         redirects.
         """
         attempt = call.attempt
+        if call.state is CallState.RINGING and self.groups.next_step(call):
+            return True  # the next members of a ring group ring
         if not self.hooks or attempt.redirected or call.state is not CallState.RINGING:
             return False
         attempt.redirected = True
@@ -334,6 +340,10 @@ class CallController:
     def _shared_limit(self) -> bool:
         """Whether calls are also counted in the cluster-wide counters."""
         return self.counters is not None and self.settings.max_calls_per_extension > 0
+
+    def at_limit(self, number: str) -> bool:
+        """Whether ``number`` is in as many calls as ``[calls]`` allows on this node."""
+        return self._at_limit(number)
 
     def _at_limit(self, number: str) -> bool:
         limit = self.settings.max_calls_per_extension
@@ -714,6 +724,7 @@ class CallController:
 
     def call_answered(self, call: Call) -> None:
         """Publish the answered state."""
+        self.groups.answered(call)
         sip_metrics.CALL_ANSWERS.inc()
         if call.answered_at is not None:
             sip_metrics.CALL_SETUP_SECONDS.observe(max(0.0, call.answered_at - call.started_at))

@@ -337,9 +337,8 @@ class Call:
         self.media.signalling_from("b", *hosts)
         for branch in forks:
             self.services.send_branch(self, branch)
-        self.ring_timer = self.services.clock.callLater(
-            self.services.settings.ring_timeout, self.ring_timeout
-        )
+        ring_timeout = self.attempt.ring_timeout or self.services.settings.ring_timeout
+        self.ring_timer = self.services.clock.callLater(ring_timeout, self.ring_timeout)
 
     def branch_response(self, branch: Branch, response: Response) -> None:
         """A response from one forked branch."""

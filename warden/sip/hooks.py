@@ -39,6 +39,7 @@ from warden.model import CallRecord, Extension
 if TYPE_CHECKING:
     from warden.sip.external import RouteTarget
     from warden.sip.flow import Flow
+    from warden.sip.groups import RingPlan
     from warden.sip.message import Request, Response
 
 __all__ = ["CallAttempt", "CallHookBase", "CallHooks", "OutgoingLeg", "Vouched"]
@@ -85,6 +86,11 @@ class CallAttempt:
         target: where the call goes instead of an extension's phones (a trunk,
             L{warden.sip.external.RouteTarget}); a hook before routing sets it,
             and the dialplan is then not asked.
+        plan: the extensions the call rings instead of the dialled one's
+            phones, step after step (a ring group, L{warden.sip.groups}); a
+            hook before routing sets it.
+        ring_timeout: seconds the call (each step of a plan) rings before it
+            counts as unanswered; None: ``[calls] ring_timeout``.
     """
 
     caller: Extension
@@ -96,6 +102,8 @@ class CallAttempt:
     redirected: bool = False
     target: RouteTarget | None = None
     refusal: tuple[int, str] | None = None
+    plan: RingPlan | None = None
+    ring_timeout: float | None = None
 
     def refuse(self, status: int, reason: str) -> None:
         """
