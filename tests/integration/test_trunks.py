@@ -83,7 +83,9 @@ class TrunkTests(IntegrationTestCase):
         await warden.start()
         return warden
 
-    def itsp(self, host: str, scenario: str, calls: int) -> tuple[Any, int, Path]:
+    def itsp(
+        self, host: str, scenario: str, calls: int, transport: str = "u1"
+    ) -> tuple[Any, int, Path]:
         """A SIPp ITSP UAS on ``host``; returns it, its port and its directory."""
         run_dir = self.workdir()
         (run_dir / "itsp.csv").write_text(f"SEQUENTIAL\n{ACCOUNT};{PASSWORD}\n")
@@ -91,7 +93,7 @@ class TrunkTests(IntegrationTestCase):
         args = [
             "-sf", str(SCENARIOS / scenario), "-inf", str(run_dir / "itsp.csv"),
             "-i", host, "-p", str(port), "-mp", str(free_port()), "-m", str(calls),
-            "-trace_err", "-trace_msg",
+            "-trace_err", "-trace_msg", "-t", transport,
         ]  # fmt: skip
         child, process = spawn(sipp_command(args), run_dir)
         self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(child, process)))
@@ -130,10 +132,20 @@ class TrunkTests(IntegrationTestCase):
         Warden registers (401 answered), then an extension's call goes out as
         1NXXNXXXXXX with the trunk's caller ID, the 401 answered.
         """
-        itsp, port, itsp_dir = self.itsp(ITSP_HOST, "itsp_uas.xml", calls=2)
+        await self.registration_and_outbound_call("udp")
+
+    async def test_over_tcp(self) -> None:
+        """The same over TCP: Warden opens the connection to the provider."""
+        await self.registration_and_outbound_call("tcp")
+
+    async def registration_and_outbound_call(self, transport: str) -> None:
+        """Registration, then an outbound call, over ``transport``."""
+        sipp_transport = {"udp": "u1", "tcp": "t1"}[transport]
+        itsp, port, itsp_dir = self.itsp(ITSP_HOST, "itsp_uas.xml", 2, sipp_transport)
         warden = await self.warden_with(trunks_toml(
             [{"name": "itsp", "host": ITSP_HOST, "port": port, "username": ACCOUNT,
-              "password_file": "@PASSWORD_FILE@", "from_number": CALLER_ID}],
+              "password_file": "@PASSWORD_FILE@", "from_number": CALLER_ID,
+              "transport": transport}],
             [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1", "trunks": ["itsp"]}],
             [],
         ))  # fmt: skip

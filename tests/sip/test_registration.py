@@ -214,3 +214,23 @@ class RegistrationTests(SynchronousTestCase):
         self.reg.start()
         self.assertEqual(self.reg.state, RegistrationState.FAILED)
         self.assertEqual(self.failures, ["transport"])
+
+
+class StreamRegistrationTests(SynchronousTestCase):
+    """Over TCP the REGISTER goes on the connection ``open_flow`` gives."""
+
+    def test_tcp(self) -> None:
+        """Via says TCP, the Contact asks for TCP, the flow has the connection."""
+        txns = FakeTransactions()
+        connection = object()
+        tcp = Flow("tcp", "192.0.2.50", 5060)
+        settings = RegistrationSettings(tcp, "itsp.example", "acct", "pw")
+        reg = Registration(
+            Clock(), txns, lambda flow: "192.0.2.1:5060", settings,
+            open_flow=lambda flow: Flow("tcp", flow.host, flow.port, connection),
+        )  # fmt: skip
+        reg.start()
+        request, flow, _ = txns.sent[-1]
+        self.assertIs(flow.connection, connection)
+        self.assertEqual(request.top_via.transport.upper(), "TCP")
+        self.assertEqual(str(request.contacts[0].uri), "sip:acct@192.0.2.1:5060;transport=tcp")

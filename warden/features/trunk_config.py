@@ -43,7 +43,7 @@ _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: An inbound target answered by a local application (``voicemail:1001``).
 _APPLICATION_TARGET = re.compile(r"^([a-z][a-z0-9-]{0,31}):([0-9A-Za-z*#._-]{1,64})$")
 #: Transports a trunk may use.
-TRANSPORTS = ("udp",)
+TRANSPORTS = ("udp", "tcp")
 #: The largest password file read, in bytes.
 MAX_PASSWORD_BYTES = 4096
 
@@ -79,7 +79,7 @@ class TrunkConfig:
         name: referenced by routes, metrics and ``wardenctl trunks``.
         host: the provider's host name or IP address.
         port: its SIP port.
-        transport: ``udp``.
+        transport: ``udp`` or ``tcp`` (Warden opens the connection).
         register: Warden registers to the provider (digest auth); False for a
             trunk that knows Warden by its address (IP-authenticated).
         username: digest user for REGISTER and the provider's INVITE challenges.
@@ -253,9 +253,7 @@ def _trunk(path: str, table: object) -> TrunkConfig:
     port = values.get("port", 5060)
     _want(f"{path}.port", _is_int(port) and 1 <= port <= 65535, "a port 1..65535", port)
     transport = values.get("transport", "udp")
-    if transport == "tcp":
-        raise ConfigError(f"{path}.transport", "tcp trunks are not available yet: use udp")
-    _want(f"{path}.transport", transport in TRANSPORTS, "udp", transport)
+    _want(f"{path}.transport", transport in TRANSPORTS, "udp or tcp", transport)
     register = values.get("register", True)
     _want(f"{path}.register", isinstance(register, bool), "true or false", register)
     username = values.get("username", "")

@@ -25,14 +25,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from prometheus_client import Counter, Gauge
 from twisted.application import service
 from twisted.internet import task
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -62,6 +62,7 @@ from warden.sip.headers import parse_address
 from warden.sip.hooks import CallAttempt, CallHookBase, Vouched
 from warden.sip.message import Request
 from warden.sip.registration import Registration, RegistrationSettings, RegistrationState
+from warden.sip.stream_opener import StreamOpener
 
 if TYPE_CHECKING:
     from warden.plugin import BuildContext
@@ -168,6 +169,10 @@ class TrunkService(service.Service):
         self.trunks = {
             t.name: Trunk(t, passwords.get(t.name, ""), _ip_text(t.host)) for t in trunks.trunks
         }
+        streams = any(t.transport == "tcp" for t in trunks.trunks)
+        connector = cast(IReactorTCP, clock)
+        interface = sip.settings.interface
+        self._opener = StreamOpener(connector, sip.hub, interface, "trunk") if streams else None
         self._resolver = task.LoopingCall(lambda: Deferred.fromCoroutine(self._resolve_all()))
         self._resolver.clock = clock
 
@@ -225,6 +230,7 @@ class TrunkService(service.Service):
             self.clock, self.sip.transactions, self.sip.addressing.via_for, settings,
             on_change=lambda r: self._registration_changed(name, r),
             on_failure=lambda reason: FAILURES.labels(name, f"register_{reason}").inc(),
+            open_flow=self._connected,
         )  # fmt: skip
         trunk.registration.start()
 
@@ -318,8 +324,16 @@ class TrunkService(service.Service):
             attempt.marks.add("trunk-outbound")
             return
 
+    def _connected(self, flow: Flow) -> Flow:
+        """``flow`` with a TCP connection to its peer (opened when none is), for TCP."""
+        if flow.transport != "tcp" or self._opener is None:
+            return flow
+        return Flow("tcp", flow.host, flow.port, self._opener.connection(flow.host, flow.port))
+
     def _destination(self, trunk: Trunk, number: str, own: str | None) -> Destination | None:
         flow, config = trunk.flow, trunk.config
+        if flow is not None:
+            flow = self._connected(flow)
         if flow is None:
             FAILURES.labels(config.name, "call_unresolved").inc()
             return None

@@ -20,25 +20,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IReactorTCP
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from warden.sip import metrics
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request
-from warden.sip.transport import SipStreamProtocol, TransportError, TransportHub, replace_top_via
+from warden.sip.stream_opener import MAX_WAITING, StreamOpener
+from warden.sip.transport import TransportHub, replace_top_via
 
 #: RFC 3261 §18.1.1: the limit when the path MTU is unknown, and the margin below it.
 UNKNOWN_MTU_LIMIT = 1300
 MTU_MARGIN = 200
-#: Seconds a TCP connection to another node may take to open.
-CONNECT_TIMEOUT = 10.0
-#: Messages that may wait for a connection being opened.
-MAX_WAITING = 32
+
+__all__ = ["MAX_WAITING", "NodeStreams", "udp_limit"]
 
 _UDP_VIA = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*UDP(?=\s)", re.IGNORECASE)
 
@@ -46,37 +42,6 @@ _UDP_VIA = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*UDP(?=\s)", re.IGNORECASE)
 def udp_limit(path_mtu: int) -> int:
     """The largest request sent over UDP for a path MTU (0: unknown)."""
     return UNKNOWN_MTU_LIMIT if path_mtu == 0 else path_mtu - MTU_MARGIN
-
-
-class _Opening:
-    """A TCP connection to a node being opened; what is sent meanwhile waits."""
-
-    def __init__(self) -> None:
-        self.waiting: list[bytes] = []
-        self.protocol: SipStreamProtocol | None = None
-        self.failed = False
-
-    @property
-    def is_open(self) -> bool:
-        """True until the connection failed or, once up, closed."""
-        if self.protocol is not None:
-            return self.protocol.is_open
-        return not self.failed
-
-    def send_message(self, data: bytes) -> None:
-        """Send now if the connection is up, else keep ``data`` for it."""
-        if self.protocol is not None:
-            self.protocol.send_message(data)
-            return
-        if len(self.waiting) >= MAX_WAITING:
-            raise TransportError("too many messages waiting for a connection to a node")
-        self.waiting.append(data)
-
-    def opened(self, protocol: SipStreamProtocol) -> None:
-        self.protocol = protocol
-        waiting, self.waiting = self.waiting, []
-        for data in waiting:
-            protocol.send_message(data)
 
 
 class NodeStreams:
@@ -103,12 +68,10 @@ class NodeStreams:
         limit: int,
         local_host: str = "",
     ) -> None:
-        self._connector = connector
-        self._hub = hub
         self._is_node = is_node
         self.limit = limit
         self.local_host = local_host
-        self._opening: dict[tuple[str, int], _Opening] = {}
+        self._opener = StreamOpener(connector, hub, local_host, "node")
 
     def choose(self, message: Message, flow: Flow, data: bytes) -> tuple[Flow, bytes]:
         """
@@ -128,41 +91,5 @@ class NodeStreams:
             replace_top_via(message, _UDP_VIA.sub("SIP/2.0/TCP", top, count=1))
             data = message.to_bytes()
             metrics.NODE_STREAM_REQUESTS.inc()
-        connection = self._connection(flow.host, flow.port)
+        connection = self._opener.connection(flow.host, flow.port)
         return Flow("tcp", flow.host, flow.port, connection), data
-
-    def _connection(self, host: str, port: int) -> Any:
-        """An open (or opening) TCP connection to the node at ``host``:``port``."""
-        connection = self._hub.connection_to(host, port)
-        if connection is not None:
-            return connection
-        opening = self._opening.get((host, port))
-        if opening is not None and opening.is_open:
-            return opening
-        opening = _Opening()
-        self._opening[(host, port)] = opening
-        bind = (self.local_host, 0) if self.local_host else None
-        endpoint: Any
-        if ":" in host:
-            endpoint = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
-                self._connector, host, port, CONNECT_TIMEOUT, bind
-            )
-        else:
-            endpoint = TCP4ClientEndpoint(self._connector, host, port, CONNECT_TIMEOUT, bind)
-        d = connectProtocol(endpoint, SipStreamProtocol(self._hub))  # type: ignore[no-untyped-call]
-
-        def opened(protocol: SipStreamProtocol) -> None:
-            self._opening.pop((host, port), None)
-            opening.opened(protocol)
-
-        def failed(reason: Failure) -> None:
-            self._opening.pop((host, port), None)
-            opening.failed = True
-            lost, opening.waiting = len(opening.waiting), []
-            self.log.warn(
-                "Could not open TCP to node {host}:{port} ({lost} messages lost): {error}",
-                host=host, port=port, lost=lost, error=reason.getErrorMessage(),
-            )  # fmt: skip
-
-        d.addCallbacks(opened, failed)
-        return opening

@@ -93,6 +93,8 @@ class Registration:
         on_change: called after each change of L{state} or L{last_error}.
         on_failure: called with the reason (``timeout``, ``transport``,
             ``rejected``, ``auth``) of each failed attempt.
+        open_flow: the flow to send on for the settings' flow (a TCP
+            connection to the registrar, opened when there is none).
     """
 
     log = Logger()
@@ -105,6 +107,7 @@ class Registration:
         settings: RegistrationSettings,
         on_change: Callable[[Registration], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
+        open_flow: Callable[[Flow], Flow] | None = None,
     ) -> None:
         self.clock = clock
         self.settings = settings
@@ -112,6 +115,7 @@ class Registration:
         self._via_host = via_host
         self._on_change = on_change
         self._on_failure = on_failure
+        self._open_flow = open_flow
         self.state = RegistrationState.UNREGISTERED
         self.last_error = ""
         #: When the binding expires (clock time), while registered.
@@ -171,8 +175,9 @@ class Registration:
     ) -> None:
         s = self.settings
         self._cseq += 1
-        flow = s.flow
+        flow = s.flow if self._open_flow is None else self._open_flow(s.flow)
         host = self._via_host(flow)
+        transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
         aor = f"<{self.aor}>"
         headers = [
             ("Via", f"SIP/2.0/{flow.transport.upper()} {host};branch="
@@ -182,7 +187,7 @@ class Registration:
             ("To", aor),
             ("Call-ID", self._call_id),
             ("CSeq", f"{self._cseq} REGISTER"),
-            ("Contact", f"<sip:{s.username}@{host}>"),
+            ("Contact", f"<sip:{s.username}@{host}{transport}>"),
             ("Expires", str(expires)),
         ]  # fmt: skip
         if authorization is not None:

@@ -1,0 +1,122 @@
+"""
+Opening TCP connections for requests Warden sends (RFC 3261 §18.1.1): to
+another Warden node (L{warden.sip.node_streams}) or to a SIP trunk's provider
+(ADR 0021).
+
+L{StreamOpener.connection} returns an open connection of the transport hub
+to the peer, or one being opened: messages written while it opens wait for
+it (a bounded number); if it cannot be opened they are lost like a lost
+datagram, and the client transaction's timers report it. The connection is
+the hub's once open, so responses and the peer's requests on it reach the
+transaction layer like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTCP
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from warden.sip.transport import SipStreamProtocol, TransportError, TransportHub
+
+__all__ = ["CONNECT_TIMEOUT", "MAX_WAITING", "StreamOpener"]
+
+#: Seconds a TCP connection may take to open.
+CONNECT_TIMEOUT = 10.0
+#: Messages that may wait for a connection being opened.
+MAX_WAITING = 32
+
+
+class _Opening:
+    """A TCP connection being opened; what is sent meanwhile waits."""
+
+    def __init__(self) -> None:
+        self.waiting: list[bytes] = []
+        self.protocol: SipStreamProtocol | None = None
+        self.failed = False
+
+    @property
+    def is_open(self) -> bool:
+        """True until the connection failed or, once up, closed."""
+        if self.protocol is not None:
+            return self.protocol.is_open
+        return not self.failed
+
+    def send_message(self, data: bytes) -> None:
+        """Send now if the connection is up, else keep ``data`` for it."""
+        if self.protocol is not None:
+            self.protocol.send_message(data)
+            return
+        if len(self.waiting) >= MAX_WAITING:
+            raise TransportError("too many messages waiting for a connection to open")
+        self.waiting.append(data)
+
+    def opened(self, protocol: SipStreamProtocol) -> None:
+        self.protocol = protocol
+        waiting, self.waiting = self.waiting, []
+        for data in waiting:
+            protocol.send_message(data)
+
+
+class StreamOpener:
+    """
+    Opens (once) and reuses TCP connections to peers.
+
+    Args:
+        connector: opens TCP connections (the reactor).
+        hub: the transport hub; its connections carry the streams both ways.
+        local_host: the address to open connections from ("" lets the system
+            choose).
+        peer_kind: names the peers in log lines ("node", "trunk").
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, connector: IReactorTCP, hub: TransportHub, local_host: str = "", peer_kind: str = ""
+    ) -> None:
+        self._connector = connector
+        self._hub = hub
+        self.local_host = local_host
+        self._peer_kind = peer_kind
+        self._opening: dict[tuple[str, int], _Opening] = {}
+
+    def connection(self, host: str, port: int) -> Any:
+        """An open (or opening) TCP connection to ``host``:``port``."""
+        connection = self._hub.connection_to(host, port)
+        if connection is not None:
+            return connection
+        opening = self._opening.get((host, port))
+        if opening is not None and opening.is_open:
+            return opening
+        opening = _Opening()
+        self._opening[(host, port)] = opening
+        bind = (self.local_host, 0) if self.local_host else None
+        endpoint: Any
+        if ":" in host:
+            endpoint = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
+                self._connector, host, port, CONNECT_TIMEOUT, bind
+            )
+        else:
+            endpoint = TCP4ClientEndpoint(self._connector, host, port, CONNECT_TIMEOUT, bind)
+        d = connectProtocol(endpoint, SipStreamProtocol(self._hub))  # type: ignore[no-untyped-call]
+
+        def opened(protocol: SipStreamProtocol) -> None:
+            self._opening.pop((host, port), None)
+            opening.opened(protocol)
+
+        def failed(reason: Failure) -> None:
+            self._opening.pop((host, port), None)
+            opening.failed = True
+            lost, opening.waiting = len(opening.waiting), []
+            self.log.warn(
+                "Could not open TCP to {kind} {host}:{port} ({lost} messages lost): {error}",
+                kind=self._peer_kind, host=host, port=port, lost=lost,
+                error=reason.getErrorMessage(),
+            )  # fmt: skip
+
+        d.addCallbacks(opened, failed)
+        return opening
