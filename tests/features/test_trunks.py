@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.test_b2bua import ALICE, BOB, only
 from warden.features.trunk_config import parse_routes, parse_trunks
-from warden.features.trunks import TrunkService, TrunksPlugin
+from warden.features.trunks import TrunkService, TrunksPlugin, target_kinds
 from warden.sip.auth import challenge, expected_response, parse_credentials
 from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks
 from warden.sip.message import Request, Response, make_response
@@ -365,3 +365,42 @@ class CallerTests(TrunkCallTestCase):
         elsewhere = ("198.51.100.7", 5060)
         phone = Phone(self.stack, "15559876543", elsewhere)
         only(self.stack.deliver(phone.invite("15551230002"), elsewhere), BOB, "INVITE")
+
+
+class TargetKindTests(SynchronousTestCase):
+    """Which ``kind:name`` inbound targets the enabled plugins answer."""
+
+    def test_default_plugins(self) -> None:
+        """The default plugins answer ring groups (callfeatures)."""
+        from warden.plugin import DEFAULT_PLUGINS, discover
+
+        available = discover()
+        kinds = target_kinds([available[name] for name in DEFAULT_PLUGINS])
+        self.assertIn("ringgroup", kinds)
+        self.assertEqual(target_kinds([available["sip"], available["trunks"]]), frozenset())
+
+
+class RingGroupTargetTests(SynchronousTestCase):
+    """A DID routed to ``ringgroup:sales`` rings the group (callfeatures listed first)."""
+
+    def test_did_rings_group(self) -> None:
+        """Both members ring; the caller needed no credentials."""
+        from tests.features.test_ringgroups import CAROL, group
+        from warden.features.callfeatures import CallFeaturesPlugin
+        from warden.features.ringgroups import parse_ringgroups
+        from warden.testing.features import MemoryCallFeatureStore
+
+        features = CallFeaturesPlugin()
+        features.use_store(MemoryCallFeatureStore())
+        features.groups = parse_ringgroups([group(members=["1002", "1003"])])
+        plugin = TrunksPlugin()
+        stack = CallStack(hooks=CallHooks([features, plugin]))
+        stack.register("1002", BOB)
+        stack.register("1003", CAROL)
+        trunks = parse_trunks([{"name": "itsp", "host": ITSP[0], "register": False}])
+        routes = parse_routes({"inbound": [{"did": "15551230009", "to": "ringgroup:sales"}]})
+        plugin.service = TrunkService(stack.clock, stack.sip, stack.directory, trunks, {}, routes)
+        itsp = Phone(stack, "15559876543", ITSP)
+        sent = stack.deliver(itsp.invite("15551230009"), ITSP)
+        only(sent, BOB, "INVITE")
+        only(sent, CAROL, "INVITE")

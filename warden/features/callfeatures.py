@@ -85,6 +85,9 @@ class CallFeaturesPlugin(CallHookBase):
     description = "Call forward, do-not-disturb (*72/*73, *78/*79, admin API)"
     sections: tuple[str, ...] = ("ringgroups",)
     array_sections: tuple[str, ...] = ("ringgroups",)
+    #: Route targets ``<kind>:<name>`` this plugin routes before routing
+    #: (``[[routes.inbound]] to = "ringgroup:sales"``, ADR 0021).
+    route_targets: tuple[str, ...] = ("ringgroup",)
     needs: tuple[str, ...] = ("stores", "directory")
     provides: tuple[str, ...] = ("callfeatures",)
 

@@ -413,9 +413,9 @@ def check_routes(routes: RoutesConfig, trunks: TrunksConfig) -> None:
 
 def check_targets(routes: RoutesConfig, applications: frozenset[str]) -> None:
     """
-    Every inbound target naming a local application (``voicemail:1001``,
-    ``ringgroup:sales``, ``ivr:main``) names one an enabled plugin runs
-    (L{warden.interfaces.ILocalApplication}).
+    Every inbound target ``<kind>:<name>`` (``voicemail:1001``,
+    ``ringgroup:sales``, ``ivr:main``) is of a kind an enabled plugin answers
+    (L{warden.features.trunks.target_kinds}).
 
     Raises:
         ConfigError: naming the route's ``to`` key.

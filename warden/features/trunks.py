@@ -383,6 +383,21 @@ class TrunkService(service.Service):
         return out
 
 
+def target_kinds(plugins: Sequence[object]) -> frozenset[str]:
+    """
+    The kinds of ``<kind>:<name>`` route targets the enabled ``plugins``
+    answer: the local applications they run (L{ILocalApplication}, ADR 0022)
+    and the targets they route before routing (an optional ``route_targets``
+    attribute: ``ringgroup``).
+    """
+    kinds: set[str] = set()
+    for plugin in plugins:
+        if ILocalApplication.providedBy(plugin):
+            kinds.update(plugin.applications)
+        kinds.update(getattr(plugin, "route_targets", ()))
+    return frozenset(kinds)
+
+
 class _Events:
     """Counts each outbound try and failure of a call's trunks."""
 
@@ -430,8 +445,7 @@ class TrunksPlugin(CallHookBase):
         routes = sections.get("routes", RoutesConfig())
         assert isinstance(trunks, TrunksConfig) and isinstance(routes, RoutesConfig)
         check_routes(routes, trunks)
-        providers = context.providers(ILocalApplication)
-        check_targets(routes, frozenset(n for p in providers for n in p.applications))
+        check_targets(routes, target_kinds(context.plugins))
         passwords = {
             t.name: t.password(f"trunks[{i}]")
             for i, t in enumerate(trunks.trunks)
