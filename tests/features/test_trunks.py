@@ -404,3 +404,26 @@ class RingGroupTargetTests(SynchronousTestCase):
         sent = stack.deliver(itsp.invite("15551230009"), ITSP)
         only(sent, BOB, "INVITE")
         only(sent, CAROL, "INVITE")
+
+
+class GarbageTests(TrunkCallTestCase):
+    """A provider answering nonsense does not break or hold the call."""
+
+    def test_unreadable_challenge_fails_over(self) -> None:
+        """A challenge without realm or nonce, or of an unknown algorithm: next trunk."""
+        for value in ("Digest garbage", 'Digest realm="x", nonce="y", algorithm=ROT13', "!!"):
+            invite = self.dial("95552345678")
+            response = make_response(
+                invite, 407, to_tag="t", headers=[("Proxy-Authenticate", value)]
+            )
+            sent = self.stack.deliver(response, ITSP)
+            only(sent, BACKUP, "INVITE")
+            self.assertEqual([m for m, a in sent if tuple(a) == ITSP and
+                              isinstance(m, Request) and m.method == "INVITE"], [])  # fmt: skip
+
+    def test_bad_sdp_in_answer(self) -> None:
+        """A 200 whose SDP cannot be used: the caller gets 500, the provider a BYE."""
+        invite = self.dial("95552345678")
+        sent = self.stack.deliver(self.itsp.answer(invite, 200, body=b"garbage"), ITSP)
+        only(sent, ALICE, 500)
+        only(sent, ITSP, "BYE")

@@ -215,6 +215,23 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(self.reg.state, RegistrationState.FAILED)
         self.assertEqual(self.failures, ["transport"])
 
+    def test_unreadable_challenge(self) -> None:
+        """A challenge that cannot be answered: failed (auth)."""
+        self.reg.start()
+        for value in ("Digest garbage", "!!"):
+            self.answer(401, [("WWW-Authenticate", value)])
+            self.assertEqual(self.reg.state, RegistrationState.FAILED)
+            self.clock.advance(600)
+        self.assertEqual(self.failures, ["auth", "auth"])
+
+    def test_garbage_expiry(self) -> None:
+        """An unreadable lifetime: the one asked for is assumed."""
+        self.reg.start()
+        self.answer(200, [("Contact", "<sip:acct@192.0.2.1:5060>;expires=soon"),
+                          ("Expires", "-5")])  # fmt: skip
+        self.assertEqual(self.reg.state, RegistrationState.REGISTERED)
+        self.assertEqual(self.reg.expires_at, 600)
+
 
 class StreamRegistrationTests(SynchronousTestCase):
     """Over TCP the REGISTER goes on the connection ``open_flow`` gives."""

@@ -54,7 +54,7 @@ from warden.interfaces import (
     ILocalApplication,
     IWardenPlugin,
 )
-from warden.model import CallRecord, Extension
+from warden.model import Extension
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
@@ -485,9 +485,6 @@ class TrunksPlugin(CallHookBase):
         if service_ is None or not service_.routes.outbound or "trunk-inbound" in attempt.marks:
             return None  # a call from a trunk never goes out through one again
         return Deferred.fromCoroutine(service_.route_outbound(attempt))
-
-    def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
-        """Nothing to count: calls in progress are read from the live calls."""
 
 
 plugin = TrunksPlugin()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
+from warden.errors import SipParseError
 from warden.model import Binding, Extension, Route
 from warden.sip.auth import answer_challenge
 from warden.sip.dialog import Dialog, DialogState
@@ -213,7 +214,9 @@ class ExternalLegs:
             challenges = response.get_all(header)
             if challenges and destination.username:
                 target.challenged = True
-                return self._with_credentials(branch, status, challenges[0], destination)
+                retry = self._with_credentials(branch, status, challenges[0], destination)
+                if retry is not None:
+                    return retry
         reason = failure_reason(status)
         if reason is None:
             return None
@@ -227,15 +230,25 @@ class ExternalLegs:
 
     def _with_credentials(
         self, branch: Branch, status: int, challenge: str, destination: Destination
-    ) -> Branch:
-        """The branch's INVITE again with an answer to ``challenge`` (RFC 3261 §22.2)."""
+    ) -> Branch | None:
+        """
+        The branch's INVITE again with an answer to ``challenge`` (RFC 3261
+        §22.2); None for a challenge that cannot be answered (unreadable, no
+        realm or nonce, an unknown algorithm).
+        """
         from warden.sip.call import Branch
 
+        old = branch.request
+        try:
+            answer = answer_challenge(
+                challenge, destination.username, destination.password, "INVITE", old.uri_text
+            )
+        except (SipParseError, KeyError, ValueError):
+            return None
         dialog = branch.dialog
         dialog.remote_tag = None
         dialog.state = DialogState.PENDING
         dialog.local_cseq += 1
-        old = branch.request
         request = Request("INVITE", old.uri_text, list(old.headers), old.body)
         request.set(
             "Via",
@@ -244,8 +257,5 @@ class ExternalLegs:
         )
         request.set("To", dialog.remote_party)
         request.set("CSeq", f"{dialog.local_cseq} INVITE")
-        answer = answer_challenge(
-            challenge, destination.username, destination.password, "INVITE", old.uri_text
-        )
         request.add("Proxy-Authorization" if status == 407 else "Authorization", answer)
         return Branch(branch.binding, request, dialog)

@@ -262,7 +262,7 @@ class Registration:
                 challenges[0], self.settings.username, self.settings.password, "REGISTER",
                 self._request_uri,
             )  # fmt: skip
-        except (KeyError, ValueError):
+        except (SipParseError, KeyError, ValueError):
             self._failed("auth", f"{status}: unreadable challenge")
             return
         header = "Proxy-Authorization" if status == 407 else "Authorization"
