@@ -202,3 +202,32 @@ class RingGroupTests(CallFeatureTestCase):
         await self.answered("2000", "601")
         await self.finished(ringing)
         await self.finished(answering)
+
+
+class BlfTests(CallFeatureTestCase):
+    """Busy lamp fields: SUBSCRIBE to the dialog event package."""
+
+    async def test_lamp_follows_a_call(self) -> None:
+        """
+        2001's SIPp subscribes to 2002 (answering the 401) and gets NOTIFYs:
+        idle, early while 2000's call rings 2002, confirmed once answered,
+        idle after the BYE; then it unsubscribes and gets the final NOTIFY.
+        """
+        await self.setup_warden()
+        target = await self.phone("2002", "call_uas.xml")
+        args = [
+            f"{self.warden.address[0]}:{self.warden.address[1]}",
+            "-sf", str(SCENARIOS / "blf_subscribe.xml"),
+            "-inf", str(self.injection("2001", "2002")), "-i", LOCALHOST,
+            "-p", str(free_port()), "-m", "1", "-timeout", "90s", "-timeout_error",
+            "-trace_err", "-trace_msg",
+        ]  # fmt: skip
+        watcher, process = spawn(sipp_command(args), self.workdir())
+        self.addCleanup(lambda: process.signalProcess("KILL") if watcher.running else None)
+        subscribed = await poll(
+            lambda: "2001 watches the calls of 2002" in self.warden.log_text(), 30
+        )
+        self.assertTrue(subscribed, watcher.output)
+        await self.answered("2000", "2002")
+        await self.finished(target)
+        await self.finished(watcher)

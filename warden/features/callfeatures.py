@@ -30,6 +30,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from warden.errors import SipError
+from warden.features.blf import DialogEvents
 from warden.features.callfeatures_api import FeatureEndpoints
 from warden.features.ringgroups import RingGroupsConfig, parse_ringgroups
 from warden.interfaces import (
@@ -40,11 +41,17 @@ from warden.interfaces import (
     IWardenPlugin,
 )
 from warden.model.features import CallFeatures
-from warden.sip.hooks import CallAttempt, CallHookBase
+from warden.sip.hooks import CallAttempt, CallHookBase, OutgoingLeg
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from warden.model import CallRecord
     from warden.model.admin import PluginEndpoint
     from warden.plugin import BuildContext
+    from warden.sip.flow import Flow
+    from warden.sip.message import Request, Response
+    from warden.sip.service import SipService
 
 __all__ = ["FORWARD_TARGET", "CallFeaturesPlugin", "FeatureCodes", "plugin"]
 
@@ -88,7 +95,10 @@ class CallFeaturesPlugin(CallHookBase):
     #: Route targets ``<kind>:<name>`` this plugin routes before routing
     #: (``[[routes.inbound]] to = "ringgroup:sales"``, ADR 0021).
     route_targets: tuple[str, ...] = ("ringgroup",)
-    needs: tuple[str, ...] = ("stores", "directory")
+    needs: tuple[str, ...] = ("stores", "directory", "sip")
+    methods: tuple[str, ...] = ("SUBSCRIBE",)
+    #: The event packages of its SUBSCRIBE (L{warden.sip.hooks.EventPackages}).
+    events: tuple[str, ...] = ("dialog",)
     provides: tuple[str, ...] = ("callfeatures",)
 
     log = Logger()
@@ -97,13 +107,18 @@ class CallFeaturesPlugin(CallHookBase):
         self.store: ICallFeatureStore | None = None
         self.directory: IDirectory | None = None
         self.groups = RingGroupsConfig()
+        self.dialog_events: DialogEvents | None = None
 
     def parse_section(self, name: str, table: object, filename: str | None) -> object:
         """``[[ringgroups]]``."""
         return parse_ringgroups(table)
 
     def make(self, context: BuildContext) -> None:
-        """The feature store on the shared database; provided as ``callfeatures``."""
+        """
+        The feature store on the shared database, the ring groups, the BLF
+        notifier on the SIP service; the plugin is provided as ``callfeatures``.
+        """
+        from warden.sip.service import SipService
         from warden.store.backend import Stores
         from warden.store.features import SQLCallFeatureStore
 
@@ -113,6 +128,8 @@ class CallFeaturesPlugin(CallHookBase):
         groups = context.config.plugin_sections.get("ringgroups", RingGroupsConfig())
         assert isinstance(groups, RingGroupsConfig)
         self.groups = groups
+        self.dialog_events = dialog_events(context.reactor, self.directory,
+                                           context.need("sip", SipService))  # fmt: skip
         context.provide("callfeatures", self)
 
     def use_store(self, store: ICallFeatureStore, directory: IDirectory | None = None) -> None:
@@ -192,6 +209,28 @@ class CallFeaturesPlugin(CallHookBase):
             changes=", ".join(f"{k}={v}" for k, v in sorted(changes.items())),
         )
 
+    def handle_request(self, request: Request, flow: Flow) -> Deferred[Response]:
+        """SUBSCRIBE for the ``dialog`` event package (BLF, L{warden.features.blf})."""
+        if self.dialog_events is None:
+            raise SipError(503, "Service Unavailable")
+        return self.dialog_events.subscribe(request, flow)
+
+    def _touch(self, attempt: CallAttempt) -> None:
+        if self.dialog_events is not None and attempt.call_id:
+            self.dialog_events.touch(attempt.call_id)
+
+    def leg_built(self, attempt: CallAttempt, leg: OutgoingLeg) -> None:
+        """A phone is rung: its watchers (BLF) learn it."""
+        self._touch(attempt)
+
+    def answered(self, attempt: CallAttempt) -> None:
+        """The call was answered: its parties' watchers learn it."""
+        self._touch(attempt)
+
+    def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
+        """The call ended: its parties' watchers learn it."""
+        self._touch(attempt)
+
     def ring_group(self, attempt: CallAttempt, target: str) -> bool:
         """
         Make ``attempt`` ring the group ``target`` names (its number, or
@@ -232,6 +271,20 @@ class CallFeaturesPlugin(CallHookBase):
             return None
         attempt.marks.add("forwarded")
         return target
+
+
+def dialog_events(clock: IReactorTime, directory: IDirectory, sip: SipService) -> DialogEvents:
+    """The BLF notifier on the SIP service's transactions, authentication and calls."""
+    calls = sip.calls
+    assert calls is not None
+
+    def contact_for(flow: Flow) -> tuple[str, str]:
+        return calls.contact_for(flow), calls.via_for(flow)
+
+    return DialogEvents(
+        clock, directory, sip.authenticator.authenticate, sip.transactions.send_request,
+        sip.transactions.new_branch, contact_for, lambda: calls.calls,
+    )  # fmt: skip
 
 
 plugin = CallFeaturesPlugin()

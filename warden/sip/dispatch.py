@@ -191,7 +191,10 @@ class RequestDispatcher:
         handler: Callable[[ServerTransaction, Request, Flow], object]
         if method == "CANCEL":
             handler = calls.handle_cancel
-        elif request.to.tag is not None:
+        elif request.to.tag is not None and not (
+            method == "SUBSCRIBE" and method in self._handlers
+        ):
+            # A SUBSCRIBE refresh is its subscription's (a plugin's), not a call's.
             handler = calls.handle_in_dialog
         elif method == "INVITE":
             handler = calls.handle_invite

@@ -259,9 +259,47 @@ class CallHooks:
                 _log.failure("Call hook failed when the call ended")
 
     def method_handlers(self) -> dict[str, ICallHook]:
-        """The hook owning each SIP method a plugin handles, the first listed winning."""
-        owners: dict[str, ICallHook] = {}
+        """
+        The hook owning each SIP method a plugin handles, the first listed
+        winning; SUBSCRIBE owned by several goes to each by its event package
+        (L{EventPackages}).
+        """
+        owners: dict[str, list[ICallHook]] = {}
         for hook in self.hooks:
             for method in hook.methods:
-                owners.setdefault(method.upper(), hook)
-        return owners
+                owners.setdefault(method.upper(), []).append(hook)
+        return {
+            method: EventPackages(hooks) if method == "SUBSCRIBE" and len(hooks) > 1 else hooks[0]
+            for method, hooks in owners.items()
+        }
+
+
+class EventPackages(CallHookBase):
+    """
+    SUBSCRIBE answered by several plugins, each for its event packages (RFC
+    6665 §7.2: ``dialog`` for BLF, ``message-summary`` for MWI): a hook names
+    them in an ``events`` attribute; a package no hook names goes to the first
+    hook naming none, else is answered 489 Bad Event with ``Allow-Events``.
+    """
+
+    methods = ("SUBSCRIBE",)
+
+    def __init__(self, owners: Sequence[ICallHook]) -> None:
+        self.owners = tuple(owners)
+
+    def handle_request(self, request: Request, flow: Flow) -> Deferred[Response]:
+        """Hand the SUBSCRIBE to the hook serving its ``Event`` package."""
+        package = (request.get("Event") or "").split(";", 1)[0].strip().lower()
+        fallback: ICallHook | None = None
+        known: list[str] = []
+        for hook in self.owners:
+            events: tuple[str, ...] | None = getattr(hook, "events", None)
+            if events is None:
+                fallback = fallback or hook
+            elif package in events:
+                return hook.handle_request(request, flow)
+            else:
+                known.extend(events)
+        if fallback is not None:
+            return fallback.handle_request(request, flow)
+        raise SipError(489, "Bad Event", (("Allow-Events", ", ".join(known)),))
