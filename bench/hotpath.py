@@ -1,15 +1,16 @@
 """
 In-process micro-benchmark of the authenticated-REGISTER hot path.
 
-Drives the real stack (the SIP service as ``twistd warden`` builds it: TransportHub,
-TransactionLayer, RequestDispatcher, Registrar, Authenticator over the memory
+Drives the real stack (built by ``warden.server.build_server`` with the SIP
+plugin, as ``twistd warden`` builds it: TransportHub, TransactionLayer,
+RequestDispatcher, Registrar, Authenticator, call controller, over the memory
 stores) with pre-built datagrams and no sockets:
 
 * phase 1 (timed): one unauthenticated REGISTER per user, each answered 401;
 * untimed: the client side answers every challenge (``answer_challenge``);
 * phase 2 (timed): the authenticated REGISTERs, each answered 200.
 
-Time comes from L{HeapClock}, whose ``callLater`` is O(log n), so hundreds of
+Time comes from L{HeapReactor}, whose ``callLater`` is O(log n), so hundreds of
 thousands of lingering transactions (Timer J) cost what they cost on a real
 reactor; ``twisted.internet.task.Clock`` would sort its whole list on every call.
 
@@ -49,13 +50,21 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
+from warden.plugins.sip import plugin as sip_plugin
+from warden.rtp.relay import MediaRelay
+from warden.server import StoreParts, build_server
 from warden.sip.auth import answer_challenge
 from warden.sip.parser import parse_datagram
-from warden.sip.registrar import ExpiryPolicy
-from warden.sip.service import SipService, SipSettings
 from warden.sip.timers import TimerSettings
 from warden.store.credentials import make_extension
-from warden.testing.memory import MemoryDirectory, MemoryLocationService
+from warden.testing.memory import (
+    MemoryCallRecordStore,
+    MemoryDirectory,
+    MemoryLiveCalls,
+    MemoryLocationService,
+)
+from warden.testing.reactor import MemoryWardenReactor
+from warden.testing.sipstack import MEDIA_ADDRESS, MEDIA_PORTS, sip_service, stack_config
 
 REALM = "pbx.test"
 SERVER = ("198.51.100.1", 5060)
@@ -114,6 +123,14 @@ def _ignore(call: DelayedCall) -> None:
     """Cancellation is lazy: the heap skips cancelled calls."""
 
 
+class HeapReactor(HeapClock, MemoryWardenReactor):
+    """A memory reactor (no sockets, no threads) whose time is a L{HeapClock}."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        MemoryWardenReactor.__init__(self)
+        HeapClock.__init__(self, now)
+
+
 class Seconds(NamedTuple):
     """A duration as CPU time of this process and as wall-clock time; GC's part."""
 
@@ -142,26 +159,24 @@ class NullDatagramTransport:
 
 
 class Stack:
-    """The server side: L{warden.sip.service.SipService}, as ``twistd warden`` builds it."""
+    """
+    The server side: Warden built by ``warden.server.build_server`` with the SIP
+    plugin, on memory stores and a L{HeapReactor}; the SIP service is picked
+    from the built root.
+    """
 
     def __init__(self, users: int, profiler: cProfile.Profile | None = None) -> None:
         self.profiler = profiler
-        self.clock = HeapClock()
+        self.clock = HeapReactor()
         directory = MemoryDirectory(
             make_extension(_number(i), f"User {i}", REALM, _password(i)) for i in range(users)
         )
         self.location = MemoryLocationService()
-        settings = SipSettings(
-            interface=SERVER[0], port=SERVER[1], transports=("udp",), max_message_bytes=65535,
-            tcp_idle_timeout=600.0, timers=TimerSettings(), realm=REALM, node_id="b",
-            algorithms=("MD5", "SHA-256"), expiry=ExpiryPolicy(), nonce_lifetime=300.0,
-            auth_fail_limit=20, auth_fail_window=60.0, auth_block_seconds=300.0,
-            auth_fail_extension_limit=20,
-        )  # fmt: skip
-        sip = SipService(
-            self.clock, settings, directory, self.location,
-            frozenset({REALM, SERVER[0]}).__contains__,
-        )  # fmt: skip
+        store = StoreParts(directory, self.location, MemoryCallRecordStore(), MemoryLiveCalls())
+        relay = MediaRelay(self.clock, self.clock.network.listen_udp, MEDIA_ADDRESS, MEDIA_PORTS)
+        config = stack_config(frozenset({REALM, SERVER[0]}), SERVER[0], SERVER[1])
+        root = build_server(self.clock, config, [sip_plugin], store=store, media=relay)
+        sip = sip_service(root)
         self.hub = sip.hub
         self.dispatcher = sip.dispatcher
         self.transactions = sip.transactions

@@ -1,6 +1,7 @@
 """
 Fuzz the whole request path on UDP: transport, transaction layer, core checks,
-registrar with digest authentication, over memory stores and a Clock
+registrar and call controller with digest authentication, as the composition
+root builds them, over memory stores and a memory reactor
 (L{warden.testing.sipstack.FakeSipStack}). Every datagram must get its answer
 or be dropped without a logged error or traceback, and once every timer has run
 no transaction may be left (a leak grows with every packet). Anything else is a

@@ -79,7 +79,7 @@ class DiscoveryTests(ThirdPartyMixin, SynchronousTestCase):
             ["--config", path, "--data-dir", os.path.join(site, "var"), "--sip-port", "0"]
         )
         root = makeService(options, reactor=MemoryReactorClock())
-        self.addCleanup(root._close_store)  # type: ignore[attr-defined]
+        self.addCleanup(root.store.close_pool)  # type: ignore[attr-defined]
         greetings = [c.greeting for c in root if hasattr(c, "greeting")]  # type: ignore[attr-defined]
         self.assertEqual(greetings, ["hi"])
 
@@ -94,7 +94,7 @@ class EnabledTests(ThirdPartyMixin, SynchronousTestCase):
         options = Options()
         options.parseOptions(["--config", path, "--data-dir", path + ".var", "--sip-port", "0"])
         root = makeService(options, reactor=MemoryReactorClock())
-        self.addCleanup(root._close_store)  # type: ignore[attr-defined]
+        self.addCleanup(root.store.close_pool)  # type: ignore[attr-defined]
         return root
 
     def test_default(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,20 +19,31 @@ from warden.server import WardenService
 NEWER = "the database has schema version 0099, newer than this Warden knows (up to 0006)"
 
 
+class FailingStore:
+    """A store whose preparation fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def prepare(self) -> Deferred[int]:
+        """Fail."""
+        return defer.fail(self.error)
+
+    def close(self) -> Deferred[None]:
+        """Nothing to close."""
+        return defer.succeed(None)
+
+
 class StartFailureTests(SynchronousTestCase):
     """What a failed start-up says and how the process ends."""
 
     def start(self, error: Exception) -> tuple[list[int], list[dict[str, Any]]]:
-        """Start a WardenService whose migration fails with ``error``; (exits, log events)."""
+        """Start a WardenService whose store fails with ``error``; (exits, log events)."""
         exits: list[int] = []
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        unused: Any = None
-        root = WardenService(
-            unused, unused, unused, MemoryReactorClock(), unused, unused, unused, "node1",
-            migrate=lambda: defer.fail(error), exit=exits.append,
-        )  # fmt: skip
+        root = WardenService(FailingStore(error), None, exit=exits.append)
         root.startService()
         return exits, events
 

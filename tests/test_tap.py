@@ -90,7 +90,7 @@ class MakeServiceTests(TestCase):
         # [sip] nat reaches the calls' addressing and the cluster hop alike.
         self.assertEqual((children[0].addressing.nat, children[0].hop.nat), ("auto", "auto"))
         self.assertEqual([type(c).__name__ for c in children[1:]], ["AdminService", "RunLocks"])
-        root._close_store()  # type: ignore[attr-defined]
+        root.store.close_pool()  # type: ignore[attr-defined]
         children[-1].directories.release()
 
     def test_first_start_data_directory_private(self) -> None:

@@ -29,6 +29,7 @@ from warden.interfaces import IWardenPlugin, IWardenReactor
 
 if TYPE_CHECKING:
     from warden.config import WardenConfig
+    from warden.rtp.endpoint import ListenUDP
 
 __all__ = [
     "CORE_PARTS",
@@ -152,6 +153,11 @@ class BuildContext:
         defaults: the core's parts, each built on first need (a plugin that
             provides the same name replaces it).
         plugins: the enabled plugins, in build order.
+        features: feature objects that are not installed plugins (tests):
+            each is a provider of the interfaces it provides (L{providers}),
+            after the enabled plugins.
+        listen_udp: binds the UDP sockets of media endpoints (local
+            applications); None: real sockets on ``reactor``.
     """
 
     def __init__(
@@ -161,8 +167,13 @@ class BuildContext:
         config_path: str | None,
         defaults: Mapping[str, Callable[[], object]],
         plugins: Sequence[IWardenPlugin] = (),
+        *,
+        features: Sequence[object] = (),
+        listen_udp: ListenUDP | None = None,
     ) -> None:
         self.reactor = reactor
+        self._features = tuple(features)
+        self.listen_udp = listen_udp
         self.plugins = tuple(plugins)
         self.config = config
         self.config_path = config_path
@@ -174,11 +185,13 @@ class BuildContext:
     def providers(self, interface: type[T]) -> list[T]:
         """
         The enabled plugins that provide ``interface`` (as L{ICallHook}), in
-        ``[plugins] enabled`` order.
+        ``[plugins] enabled`` order, then the features given that provide it.
         """
+        provided = cast(InterfaceClass, interface).providedBy
         order = {name: i for i, name in enumerate(self.config.plugins.enabled)}
-        found = [cast(T, p) for p in self.plugins if cast(InterfaceClass, interface).providedBy(p)]
-        return sorted(found, key=lambda p: order.get(cast(IWardenPlugin, p).name, len(order)))
+        found = [cast(T, p) for p in self.plugins if provided(p)]
+        found.sort(key=lambda p: order.get(cast(IWardenPlugin, p).name, len(order)))
+        return found + [cast(T, f) for f in self._features if provided(f)]
 
     def provide(self, name: str, part: object) -> None:
         """Offer ``part`` as ``name`` to the plugins built after this one."""

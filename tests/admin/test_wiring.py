@@ -94,7 +94,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--data-dir", data_dir, "--sip-port", "0", *extra])
         root = makeService(options, reactor=MemoryReactorClock())
-        self.addCleanup(root._close_store)  # type: ignore[attr-defined]
+        self.addCleanup(root.store.close_pool)  # type: ignore[attr-defined]
         return root
 
     def test_admin_service(self) -> None:

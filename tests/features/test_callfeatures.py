@@ -17,7 +17,7 @@ from tests.sip.test_b2bua import ALICE, BOB, only
 from warden.features.callfeatures import CallFeaturesPlugin
 from warden.interfaces import ICallHook, IWardenPlugin
 from warden.model.features import CallFeatures
-from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks
+from warden.sip.hooks import CallAttempt, CallHookBase
 from warden.sip.message import Request, Response
 from warden.store.credentials import make_extension
 from warden.testing.callstack import CallStack, Phone
@@ -52,7 +52,7 @@ class FeatureTestCase(SynchronousTestCase):
         self.later = Voicemail(None)
 
     def stack(self, ring_timeout: float = 30.0) -> CallStack:
-        stack = CallStack(ring_timeout=ring_timeout, hooks=CallHooks([self.plugin, self.later]))
+        stack = CallStack(ring_timeout=ring_timeout, hooks=[self.plugin, self.later])
         stack.register("1002", BOB)
         stack.register("1003", CAROL)
         stack.successResultOf_(

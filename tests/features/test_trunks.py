@@ -40,7 +40,7 @@ class TrunkCallTestCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.plugin = TrunksPlugin()
-        self.stack = CallStack(hooks=CallHooks([self.plugin]))
+        self.stack = CallStack(hooks=[self.plugin])
         self.stack.successResultOf_(
             self.stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
         )

@@ -25,11 +25,12 @@ LOCAL = frozenset({REALM, "127.0.0.1", "example.com"})
 DROPPED = None
 
 # file -> the status Warden answers with (None: dropped, no response can be routed
-# or the message is a stray response).
+# or the message is a stray response). A new INVITE is challenged (407); one with a
+# To tag matches no dialog (481).
 EXPECTED: dict[str, int | None] = {
     # RFC 4475 §3.1.1: valid, parsed and processed.
-    "wsinv": 405, "intmeth": 405, "esc01": 405, "escnull": 401, "esc02": 405,
-    "lwsdisp": 200, "longreq": 405, "dblreq": 401, "semiuri": 200, "transports": 200,
+    "wsinv": 481, "intmeth": 405, "esc01": 407, "escnull": 401, "esc02": 405,
+    "lwsdisp": 200, "longreq": 407, "dblreq": 401, "semiuri": 200, "transports": 200,
     "mpart01": 405, "unreason": DROPPED, "noreason": DROPPED,
     # §3.1.2: invalid, 400 when a response can be routed.
     "badinv01": DROPPED, "clerr": 400, "ncl": 400, "scalar02": 400, "scalarlg": DROPPED,
@@ -43,13 +44,13 @@ EXPECTED: dict[str, int | None] = {
     "invut": 415, "regaut01": 401, "multi01": 400, "mcl01": 400, "bcast": DROPPED,
     "zeromf": 483, "cparam01": 401, "cparam02": 401, "regescrt": 401, "sdp01": 406,
     # §3.4 backward compatibility.
-    "inv2543": 405,
+    "inv2543": 407,
     # RFC 5118.
-    "ipv4-mapped-ipv6": 405, "ipv6-bad": 400, "ipv6-bug-abnf-3-colons": 400,
-    "ipv6-correct-abnf-2-colons": 200, "ipv6-good": 404, "ipv6-in-sdp": 405,
-    "mult-ip-in-header": 405, "mult-ip-in-sdp": 405, "port-ambiguous": 404,
+    "ipv4-mapped-ipv6": 407, "ipv6-bad": 400, "ipv6-bug-abnf-3-colons": 400,
+    "ipv6-correct-abnf-2-colons": 200, "ipv6-good": 404, "ipv6-in-sdp": 407,
+    "mult-ip-in-header": 481, "mult-ip-in-sdp": 407, "port-ambiguous": 404,
     "port-unambiguous": 404, "via-received-param-no-delim": 200,
-    "via-received-param-with-delim": 405,
+    "via-received-param-with-delim": 481,
 }  # fmt: skip
 
 

@@ -6,6 +6,7 @@ answering out-of-dialog methods Warden does not handle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -18,9 +19,8 @@ from warden.errors import SipError
 from warden.interfaces import ICallHook
 from warden.model import CallRecord
 from warden.sip.flow import Flow
-from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks, OutgoingLeg
+from warden.sip.hooks import CallAttempt, CallHookBase, OutgoingLeg
 from warden.sip.message import Request, Response, make_response
-from warden.sip.service import CallServices
 from warden.testing.callstack import CallStack, Phone
 from warden.testing.sipstack import FakeSipStack
 
@@ -77,7 +77,7 @@ class HookTestCase(SynchronousTestCase):
     """Alice (1001) calls; Bob (1002) and Carol (1003) are registered."""
 
     def stack(self, hook: Recorder, ring_timeout: float = 30.0) -> CallStack:
-        stack = CallStack(ring_timeout=ring_timeout, hooks=CallHooks([hook]))
+        stack = CallStack(ring_timeout=ring_timeout, hooks=[hook])
         stack.register("1002", BOB)
         stack.register("1003", CAROL)
         self.alice = Phone(stack, "1001", ALICE)
@@ -225,12 +225,9 @@ class MessageHandler(CallHookBase):
 class MethodTests(SynchronousTestCase):
     """A plugin answers out-of-dialog methods Warden does not handle itself."""
 
-    def send(self, hooks: CallHooks, *methods: str) -> list[Response]:
+    def send(self, hooks: Sequence[ICallHook], *methods: str) -> list[Response]:
         """Each request of ``methods`` to a SIP service with ``hooks``; the answers."""
-        relay = CallStack().media
-        stack = FakeSipStack(
-            frozenset({"pbx.test"}), calls=lambda clock: CallServices(media=relay, hooks=hooks)
-        )
+        stack = FakeSipStack(frozenset({"pbx.test"}), hooks=hooks)
         self.allowed = stack.dispatcher.allowed
         answers = []
         for n, method in enumerate(methods):
@@ -247,12 +244,12 @@ class MethodTests(SynchronousTestCase):
 
     def test_message(self) -> None:
         """MESSAGE reaches the plugin's handler; Allow names it; REGISTER stays Warden's."""
-        message, register = self.send(CallHooks([MessageHandler()]), "MESSAGE", "REGISTER")
+        message, register = self.send([MessageHandler()], "MESSAGE", "REGISTER")
         self.assertEqual((message.status, message.get("X-Handled-By")), (202, "plugin"))
         self.assertIn("MESSAGE", self.allowed)
         self.assertIsNone(register.get("X-Handled-By"))
 
     def test_without_plugin(self) -> None:
         """Without a plugin, MESSAGE out of dialog is not allowed (405)."""
-        (message,) = self.send(CallHooks(), "MESSAGE")
+        (message,) = self.send([], "MESSAGE")
         self.assertEqual(message.status, 405)

@@ -18,7 +18,7 @@ from tests.sip.test_b2bua import ALICE, BOB, only
 from warden.interfaces import ILocalApplication
 from warden.rtp import g711
 from warden.rtp.endpoint import HungUp, RtpEndpoint
-from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks
+from warden.sip.hooks import CallAttempt, CallHookBase
 from warden.sip.local import LocalCall, info_digit
 from warden.sip.message import Request, Response
 from warden.sip.sdp import parse_sdp
@@ -74,7 +74,7 @@ class LocalApplicationTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.app = Echo()
         self.stack = CallStack(
-            ring_timeout=10.0, hooks=CallHooks([ToApplication()]), applications=(self.app,)
+            ring_timeout=10.0, hooks=[ToApplication()], applications=(self.app,)
         )
         self.stack.successResultOf_(
             self.stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
@@ -177,7 +177,7 @@ class LocalApplicationTests(SynchronousTestCase):
 
     def test_unknown_application(self) -> None:
         """A redirect to an application no plugin runs is routed as a number (404)."""
-        stack = CallStack(hooks=CallHooks([ToApplication("nothing")]), applications=(self.app,))
+        stack = CallStack(hooks=[ToApplication("nothing")], applications=(self.app,))
         alice = Phone(stack, "1001", ALICE)
         stack.successResultOf_(
             stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
@@ -195,7 +195,7 @@ class LocalApplicationTests(SynchronousTestCase):
             def run_application(self, name: str, argument: str, call: LocalCall) -> Deferred[None]:
                 return defer.fail(ValueError("bug"))
 
-        stack = CallStack(hooks=CallHooks([ToApplication()]), applications=(Broken(),))
+        stack = CallStack(hooks=[ToApplication()], applications=(Broken(),))
         stack.successResultOf_(
             stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
         )

@@ -74,6 +74,7 @@ class SipPlugin(BuiltinPlugin):
                 counters=shared.counters if shared is not None else None,
                 hooks=CallHooks(context.providers(ICallHook)),
                 applications=tuple(context.providers(ILocalApplication)),
+                listen_udp=context.listen_udp,
             ),
             cluster=shared.link(context.reactor) if shared is not None else None,
             install_signal=install_sighup(context.reactor),

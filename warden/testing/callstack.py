@@ -1,38 +1,32 @@
 """
-A Warden SIP stack with the call controller, media relay and call records, built
-as production builds it, on fake sockets and a MemoryReactorClock, plus scripted
-phones: for B2BUA unit tests.
+A Warden SIP stack with calls (L{warden.testing.sipstack.FakeSipStack}: call
+controller, media relay on a fake network, call records), built as production
+builds it, plus scripted phones: for B2BUA unit tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.testing import MemoryReactorClock
-
-from warden.interfaces import ILocalApplication
+from warden.interfaces import ICallHook, ILocalApplication
 from warden.model import Binding
-from warden.rtp.relay import MediaRelay
 from warden.sip.auth import answer_challenge
 from warden.sip.dialplan import Rule
 from warden.sip.hooks import CallHooks
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
-from warden.sip.service import CallServices
-from warden.sip.timers import TimerSettings
 from warden.store.credentials import make_extension
-from warden.testing.memory import MemoryCallRecordStore, MemoryLiveCalls
-from warden.testing.rtpnet import FakeNetwork, sdp_body
-from warden.testing.sipstack import REALM, FakeSipStack
+from warden.testing.rtpnet import sdp_body
+from warden.testing.sipstack import MEDIA_ADDRESS, REALM, FakeSipStack, stack_config
+
+__all__ = ["MEDIA_ADDRESS", "WARDEN", "CallStack", "Phone"]
 
 WARDEN = ("192.0.2.1", 5060)
-MEDIA_ADDRESS = "192.0.2.1"
 
 
 class CallStack(FakeSipStack):
-    """FakeSipStack plus calls; extensions 1001-1004 with password ``pw<number>``."""
+    """FakeSipStack at L{WARDEN}; extensions 1001-1004 with password ``pw<number>``."""
 
     def __init__(
         self,
@@ -40,33 +34,17 @@ class CallStack(FakeSipStack):
         max_calls: int = 0,
         media_timeout: float = 60.0,
         dialplan: tuple[Rule, ...] = (),
-        hooks: CallHooks | None = None,
-        applications: tuple[ILocalApplication, ...] = (),
+        hooks: Sequence[ICallHook] | CallHooks = (),
+        applications: Sequence[ILocalApplication] = (),
     ) -> None:
-        self.network = FakeNetwork()
-        #: Ports the local applications' endpoints bound (50000 up).
-        self.endpoint_ports: list[int] = []
-        self.records = MemoryCallRecordStore()
-        self.live = MemoryLiveCalls()
-
-        def calls(clock: MemoryReactorClock) -> CallServices:
-            self.media = MediaRelay(
-                clock, self.network.listen_udp, MEDIA_ADDRESS, (30000, 30100),
-                media_timeout=media_timeout,
-            )  # fmt: skip
-            return CallServices(
-                media=self.media, records=self.records, live=self.live,
-                hooks=hooks if hooks is not None else CallHooks(),
-                applications=applications, listen_udp=self._listen_endpoint,
-            )  # fmt: skip
-
+        local = frozenset({REALM, WARDEN[0]})
+        config = stack_config(
+            local, WARDEN[0], WARDEN[1], ring_timeout=ring_timeout, max_calls=max_calls,
+            dialplan=dialplan,
+        )  # fmt: skip
         super().__init__(
-            local_domains=frozenset({REALM, WARDEN[0]}), interface=WARDEN[0], port=WARDEN[1],
-            calls=calls,
-            settings={
-                "ring_timeout": ring_timeout, "max_calls_per_extension": max_calls,
-                "dialplan": dialplan, "timers": TimerSettings().lasting_ring(ring_timeout),
-            },
+            local, interface=WARDEN[0], port=WARDEN[1], config=config, hooks=hooks,
+            applications=applications, media_timeout=media_timeout,
         )  # fmt: skip
         for number in ("1002", "1003", "1004"):
             self.successResultOf_(
@@ -78,12 +56,6 @@ class CallStack(FakeSipStack):
         assert self.sip.qualifier is not None and self.sip.calls is not None
         self.qualifier = self.sip.qualifier
         self.calls = self.sip.calls
-
-    def _listen_endpoint(self, port: int, protocol: DatagramProtocol, interface: str) -> Any:
-        """Bind an endpoint's socket on the fake network: port 0 is the next from 50000."""
-        chosen = port or 50000 + 2 * len(self.endpoint_ports)
-        self.endpoint_ports.append(chosen)
-        return self.network.listen_udp(chosen, protocol, interface)
 
     @staticmethod
     def successResultOf_(d: Any) -> Any:  # noqa: N802

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
-from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls, ILocationService
+from warden.interfaces import ICallRecordStore, IDirectory, IDurableLocation, ILiveCalls
 from warden.model import Binding, CallRecord, Extension, LiveCall
 from warden.store.tables import BindingTable, extension_order, plan_upsert
 
@@ -66,9 +66,9 @@ class MemoryDirectory:
         return defer.succeed(len(self._extensions))
 
 
-@implementer(ILocationService)
+@implementer(IDurableLocation)
 class MemoryLocationService:
-    """Bindings held in memory only; ``flush`` has nothing to do."""
+    """Bindings held in memory only; ``flush``, ``load`` and ``close`` have nothing to do."""
 
     def __init__(self) -> None:
         self._table = BindingTable()
@@ -106,6 +106,14 @@ class MemoryLocationService:
 
     def flush(self) -> Deferred[None]:
         """Fire at once: memory is as durable as it gets."""
+        return defer.succeed(None)
+
+    def load(self) -> Deferred[int]:
+        """Fire with the number of bindings held (they are current already)."""
+        return defer.succeed(self._table.count(float("-inf")))
+
+    def close(self) -> Deferred[None]:
+        """Fire at once: nothing is pending."""
         return defer.succeed(None)
 
 
