@@ -210,7 +210,7 @@ def build_context(cert_path: str, key_path: str, policy: TlsPolicy | None = None
     extra: dict[str, Any] = {}
     if policy.ciphers:
         check_ciphers(policy.ciphers)
-        extra["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(policy.ciphers)
+        extra["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(policy.ciphers)  # type: ignore[no-untyped-call]
     if policy.ca:
         extra.update(verify=True, caCerts=_read_ca(policy.ca), requireCertificate=True)
     options = ssl.CertificateOptions(

@@ -15,8 +15,10 @@ from typing import Any
 import attrs
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
+from warden.interfaces import IDurableLocation
 from warden.model import Binding, CallRecord, Extension, LiveCall
 from warden.store.credentials import make_extension
 
@@ -190,6 +192,14 @@ class LocationServiceConformanceMixin:
         result = await d
         await flushed
         return result
+
+    async def test_durable(self) -> None:
+        """It is an IDurableLocation: a new one loads no bindings, and closes."""
+        store = await self.store()
+        self.assertTrue(verifyObject(IDurableLocation, store))
+        self.assertEqual(await store.load(), 0)
+        self.assertEqual(await store.count(0.0), 0)
+        self.assertIsNone(await store.close())
 
     async def test_empty(self) -> None:
         """A new location service has no bindings."""

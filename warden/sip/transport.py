@@ -458,7 +458,7 @@ class SipStreamProtocol(Protocol):
         self._touch()
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # type: ignore[no-untyped-call]  # noqa: B008
         """Forget the connection and its timers."""
         self.hub.connection_closed(self)
         for timer in (self._idle, self._message_deadline):
