@@ -10,10 +10,12 @@ not answer; a phone in do-not-disturb (``*78``) refuses calls with 486 and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from tests.integration.admin_client import AdminClient, new_admin
+from tests.integration.clients import poll_async
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
@@ -27,6 +29,7 @@ from tests.integration.harness import (
     run_sipp,
     sipp_command,
     spawn,
+    wardenctl,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 
@@ -231,3 +234,44 @@ class BlfTests(CallFeatureTestCase):
         await self.answered("2000", "2002")
         await self.finished(target)
         await self.finished(watcher)
+
+
+class PickupTests(CallFeatureTestCase):
+    """Group pickup with ``*8``."""
+
+    async def test_pick_up_a_ringing_call(self) -> None:
+        """
+        2000 calls 2001, whose phone rings; 2002 (in 2001's pickup group) dials
+        *8 and is connected: 2001's phone is cancelled, 2000's call is
+        answered, and 2000's BYE reaches 2002.
+        """
+        await self.setup_warden({"pickupgroups": [
+            {"name": "office", "members": ["2001", "2002"]},
+        ]})  # fmt: skip
+        ringing = await self.phone("2001", "ringing_uas.xml")
+        run_dir = self.workdir()
+        args = [
+            f"{self.warden.address[0]}:{self.warden.address[1]}",
+            "-sf", str(BENCH_SCENARIOS / "call_uac.xml"),
+            "-inf", str(self.injection("2000", "2001")), "-i", LOCALHOST,
+            "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-d", "2000",
+            "-timeout", "90s", "-timeout_error", "-trace_stat", "-trace_err",
+        ]  # fmt: skip
+        caller, process = spawn(sipp_command(args), run_dir)
+        self.addCleanup(lambda: process.signalProcess("KILL") if caller.running else None)
+
+        async def rings() -> bool:
+            listed = await wardenctl(self.warden.config_path, "calls", "--json")
+            return listed.code == 0 and any(
+                c["state"] == "ringing" for c in json.loads(listed.stdout)
+            )
+
+        self.assertTrue(await poll_async(rings, 30), self.warden.log_tail())
+        result, stats, errors, _ = await self.dial("2002", "*8", SCENARIOS / "pickup_uac.xml")
+        self.assertEqual((stats.successful, stats.failed), (1, 0), f"{result.stderr}{errors}")
+        await self.finished(caller)
+        await self.finished(ringing)
+        listed = await wardenctl(self.warden.config_path, "cdr", "list", "--json")
+        record = json.loads(listed.stdout)[0]
+        self.assertEqual((record["caller"], record["callee"], record["disposition"]),
+                         ("2000", "2002", "ANSWERED"))  # fmt: skip

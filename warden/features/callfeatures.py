@@ -3,24 +3,30 @@ Everyday call features as a plugin (ADR 0023): call forwarding (unconditional,
 busy, no answer) and do-not-disturb, set with feature codes dialled from the
 phone or through the admin API, kept per extension in the store
 (L{ICallFeatureStore}) so that they survive restarts and every node of a
-cluster sees them.
+cluster sees them; ring groups (``[[ringgroups]]``), group pickup (``*8``,
+``[[pickupgroups]]``) and busy lamp fields (SUBSCRIBE to the ``dialog`` event
+package, L{warden.features.blf}).
 
 The plugin is an L{ICallHook}:
 
 - before routing it answers the feature codes (``*72<number>`` forward every
   call, ``*73`` stop, ``*78`` do-not-disturb on, ``*79`` off) with a final
-  response naming what changed, follows the dialled extension's unconditional
-  forward (a chain of them, stopping at a loop), and refuses a call to an
-  extension in do-not-disturb as busy (486), which a later hook may still send
-  to voicemail;
-- when routing fails it sends a busy (486) call to the busy forward and an
-  unanswered or unreachable one (408, 480) to the no-answer forward.
+  response naming what changed, picks up a call ringing in the caller's
+  pickup group (``*8``), makes a call to a ring group ring its members,
+  follows the dialled extension's unconditional forward (a chain of them,
+  stopping at a loop), and refuses a call to an extension in do-not-disturb
+  as busy (486), which a later hook may still send to voicemail;
+- when routing fails it sends a ring group's unanswered call to the group's
+  timeout destination, a busy (486) call to the busy forward and an
+  unanswered or unreachable one (408, 480) to the no-answer forward;
+- as calls ring, are answered and end it notifies the phones watching their
+  extensions (BLF).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,7 +38,12 @@ from zope.interface import implementer
 from warden.errors import SipError
 from warden.features.blf import DialogEvents
 from warden.features.callfeatures_api import FeatureEndpoints
-from warden.features.ringgroups import RingGroupsConfig, parse_ringgroups
+from warden.features.ringgroups import (
+    PickupGroupsConfig,
+    RingGroupsConfig,
+    parse_pickupgroups,
+    parse_ringgroups,
+)
 from warden.interfaces import (
     IAdminEndpoints,
     ICallFeatureStore,
@@ -49,6 +60,7 @@ if TYPE_CHECKING:
     from warden.model import CallRecord
     from warden.model.admin import PluginEndpoint
     from warden.plugin import BuildContext
+    from warden.sip.call import Call
     from warden.sip.flow import Flow
     from warden.sip.message import Request, Response
     from warden.sip.service import SipService
@@ -79,6 +91,7 @@ class FeatureCodes:
     forward_off = "*73"
     dnd_on = "*78"
     dnd_off = "*79"
+    pickup = "*8"
 
 
 @implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints)
@@ -89,9 +102,12 @@ class CallFeaturesPlugin(CallHookBase):
     """
 
     name = "callfeatures"
-    description = "Call forward, do-not-disturb (*72/*73, *78/*79, admin API)"
-    sections: tuple[str, ...] = ("ringgroups",)
-    array_sections: tuple[str, ...] = ("ringgroups",)
+    description = (
+        "Call forward, do-not-disturb, ring groups, pickup, BLF (*72/*73, *78/*79, *8,"
+        " [[ringgroups]], [[pickupgroups]])"
+    )
+    sections: tuple[str, ...] = ("ringgroups", "pickupgroups")
+    array_sections: tuple[str, ...] = ("ringgroups", "pickupgroups")
     #: Route targets ``<kind>:<name>`` this plugin routes before routing
     #: (``[[routes.inbound]] to = "ringgroup:sales"``, ADR 0021).
     route_targets: tuple[str, ...] = ("ringgroup",)
@@ -107,16 +123,21 @@ class CallFeaturesPlugin(CallHookBase):
         self.store: ICallFeatureStore | None = None
         self.directory: IDirectory | None = None
         self.groups = RingGroupsConfig()
+        self.pickup_groups = PickupGroupsConfig()
+        self.calls: Callable[[], Mapping[str, Call]] = dict
         self.dialog_events: DialogEvents | None = None
 
     def parse_section(self, name: str, table: object, filename: str | None) -> object:
-        """``[[ringgroups]]``."""
+        """``[[ringgroups]]`` or ``[[pickupgroups]]``."""
+        if name == "pickupgroups":
+            return parse_pickupgroups(table)
         return parse_ringgroups(table)
 
     def make(self, context: BuildContext) -> None:
         """
-        The feature store on the shared database, the ring groups, the BLF
-        notifier on the SIP service; the plugin is provided as ``callfeatures``.
+        The feature store on the shared database, the ring and pickup groups,
+        the BLF notifier and the calls of the SIP service; the plugin is
+        provided as ``callfeatures``.
         """
         from warden.sip.service import SipService
         from warden.store.backend import Stores
@@ -128,8 +149,14 @@ class CallFeaturesPlugin(CallHookBase):
         groups = context.config.plugin_sections.get("ringgroups", RingGroupsConfig())
         assert isinstance(groups, RingGroupsConfig)
         self.groups = groups
-        self.dialog_events = dialog_events(context.reactor, self.directory,
-                                           context.need("sip", SipService))  # fmt: skip
+        pickup = context.config.plugin_sections.get("pickupgroups", PickupGroupsConfig())
+        assert isinstance(pickup, PickupGroupsConfig)
+        self.pickup_groups = pickup
+        sip = context.need("sip", SipService)
+        calls = sip.calls
+        assert calls is not None
+        self.calls = lambda: calls.calls
+        self.dialog_events = dialog_events(context.reactor, self.directory, sip)
         context.provide("callfeatures", self)
 
     def use_store(self, store: ICallFeatureStore, directory: IDirectory | None = None) -> None:
@@ -157,6 +184,11 @@ class CallFeaturesPlugin(CallHookBase):
 
     async def _before_routing(self, attempt: CallAttempt) -> None:
         dialled = attempt.dialled
+        if dialled == FeatureCodes.pickup:
+            attempt.pickup = self.ringing_call(attempt.caller.number)
+            if not attempt.pickup:
+                raise SipError(480, "No Call To Pick Up")
+            return
         if dialled.startswith("*"):
             await self._feature_code(attempt.caller.number, dialled)
             return
@@ -230,6 +262,23 @@ class CallFeaturesPlugin(CallHookBase):
     def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
         """The call ended: its parties' watchers learn it."""
         self._touch(attempt)
+
+    def ringing_call(self, picker: str) -> str:
+        """
+        The id of the call ringing longest at another member of ``picker``'s
+        pickup groups (not one ``picker`` placed); "" when none.
+        """
+        from warden.sip.call import CallState
+
+        peers = self.pickup_groups.peers_of(picker)
+        found: list[Call] = []
+        for call in self.calls().values():
+            if call.state is not CallState.RINGING or call.caller.number == picker:
+                continue
+            forks = call.branches[call.first_branch :]
+            if any(not b.done and b.binding.aor in peers for b in forks):
+                found.append(call)
+        return min(found, key=lambda c: c.started_at).call_id if found else ""
 
     def ring_group(self, attempt: CallAttempt, target: str) -> bool:
         """

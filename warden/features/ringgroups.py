@@ -11,6 +11,13 @@ and checked, and the L{RingPlan} a call to a group rings.
     strategy = "simultaneous"   # or "hunt": one member after another
     ring_timeout = 20           # seconds: the whole group, or each member (hunt)
     timeout_to = "1003"         # where an unanswered call goes ("" = 480 to the caller)
+
+and the pickup groups, ``[[pickupgroups]]``: a member dialling ``*8`` answers
+a call ringing at another member of a group it is in::
+
+    [[pickupgroups]]
+    name = "office"
+    members = ["1001", "1002", "1003"]
 """
 
 from __future__ import annotations
@@ -24,7 +31,14 @@ import attrs
 from warden.errors import ConfigError
 from warden.sip.groups import RingPlan
 
-__all__ = ["STRATEGIES", "RingGroup", "RingGroupsConfig", "parse_ringgroups"]
+__all__ = [
+    "STRATEGIES",
+    "PickupGroupsConfig",
+    "RingGroup",
+    "RingGroupsConfig",
+    "parse_pickupgroups",
+    "parse_ringgroups",
+]
 
 STRATEGIES = ("simultaneous", "hunt")
 #: The longest ring of one call: the caller's INVITE transaction (Timer C,
@@ -148,3 +162,46 @@ def parse_ringgroups(value: object) -> RingGroupsConfig:
                     f"ringgroups[{i}].{key}", f"another group has {key} {getattr(group, key)!r}"
                 )
     return RingGroupsConfig(tuple(groups))
+
+
+@attrs.frozen
+class PickupGroupsConfig:
+    """``[[pickupgroups]]``: each group's name and member extensions."""
+
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def peers_of(self, number: str) -> frozenset[str]:
+        """The other members of every group ``number`` is in."""
+        return frozenset(m for _, members in self.groups if number in members for m in members) - {
+            number
+        }
+
+
+def parse_pickupgroups(value: object) -> PickupGroupsConfig:
+    """
+    ``[[pickupgroups]]`` (an array of tables: ``name``, ``members``).
+
+    Raises:
+        ConfigError: naming ``pickupgroups[i].key`` and the problem.
+    """
+    if not isinstance(value, list):
+        raise ConfigError("pickupgroups", "must be an array of tables ([[pickupgroups]])")
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    for i, table in enumerate(value):
+        path = f"pickupgroups[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(path, "must be a table")
+        for key in table:
+            if key not in ("name", "members"):
+                raise ConfigError(f"{path}.{key}", "unknown key (known: name, members)")
+        name, members = table.get("name"), table.get("members")
+        _want(f"{path}.name", isinstance(name, str) and bool(_NAME.fullmatch(name))
+              and all(name != g for g, _ in groups),
+              "a distinct name: a-z then a-z, 0-9 or '-' (at most 32)", name)  # fmt: skip
+        _want(f"{path}.members", isinstance(members, list) and 1 < len(members) <= 256
+              and all(isinstance(m, str) and _NUMBER.fullmatch(m) for m in members)
+              and len(set(members)) == len(members),
+              "2 to 256 distinct extension numbers", members)  # fmt: skip
+        assert isinstance(name, str) and isinstance(members, list)
+        groups.append((name, tuple(members)))
+    return PickupGroupsConfig(tuple(groups))

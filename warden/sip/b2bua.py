@@ -46,6 +46,7 @@ from warden.sip.headers import name_addr
 from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
 from warden.sip.local import LocalApplications, LocalTarget
 from warden.sip.message import Message, Request, Response, make_response, new_tag
+from warden.sip.pickup import pick_up
 from warden.sip.sdp import SdpError, codecs_of
 from warden.sip.session_timer import DEFAULT_SE, check_interval
 from warden.sip.timers import TimerSettings
@@ -202,6 +203,9 @@ class CallController:
             attempt.marks.update(vouched.marks)
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
             await self.hooks.before_routing(attempt)
+        if attempt.pickup:  # a hook chose a ringing call for the caller to pick up
+            self.pick_up(attempt, txn)
+            return
         # A hook (never the phone) may send the call to a local application.
         local = self.local_target(attempt.dialled) if attempt.dialled != dialled else None
         if local is not None:
@@ -260,6 +264,13 @@ class CallController:
             self.answer_locally(call, local)
         else:
             call.start(bindings, offer)
+
+    def pick_up(self, attempt: CallAttempt, txn: ServerTransaction) -> None:
+        """Connect the caller's INVITE to the ringing call ``attempt.pickup`` names."""
+        call = self.calls.get(attempt.pickup)
+        if call is None:
+            raise SipError(480, "Temporarily Unavailable (no call to pick up)")
+        pick_up(self, call, attempt.caller, txn, attempt.request, attempt.flow)
 
     async def _route(self, attempt: CallAttempt) -> Route:
         """The route of the dialled number, or the failure a hook chose (L{CallAttempt.refuse})."""

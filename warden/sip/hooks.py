@@ -91,6 +91,8 @@ class CallAttempt:
             hook before routing sets it.
         ring_timeout: seconds the call (each step of a plan) rings before it
             counts as unanswered; None: ``[calls] ring_timeout``.
+        pickup: the id of a ringing call this INVITE picks up instead of
+            being routed (L{warden.sip.pickup}); a hook before routing sets it.
     """
 
     caller: Extension
@@ -104,6 +106,7 @@ class CallAttempt:
     refusal: tuple[int, str] | None = None
     plan: RingPlan | None = None
     ring_timeout: float | None = None
+    pickup: str = ""
 
     def refuse(self, status: int, reason: str) -> None:
         """
