@@ -246,3 +246,47 @@ class DoNotDisturbTests(FeatureTestCase):
         self.stack()
         _, sent = self.alice.call("1002")
         only(sent, BOB, "INVITE")
+
+
+class ConfirmationToneTests(SynchronousTestCase):
+    """With local applications, a feature code offering media is answered with a tone."""
+
+    def setUp(self) -> None:
+        self.store = MemoryCallFeatureStore()
+        self.plugin = CallFeaturesPlugin()
+        self.plugin.use_store(self.store)
+        self.plugin.confirm_tones = True
+        self.stack = CallStack(hooks=[self.plugin], applications=(self.plugin,))
+        self.stack.successResultOf_(
+            self.stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
+        )
+        self.alice = Phone(self.stack, "1001", ALICE)
+
+    def test_tone_then_bye(self) -> None:
+        """
+        *78 with SDP: DND is set, Warden answers 200, plays the rising tone
+        (0.65 s of RTP towards Alice through the relay) and hangs up.
+        """
+        invite, sent = self.alice.call("*78")
+        ok = only(sent, ALICE, 200)
+        assert isinstance(ok, Response)
+        self.assertTrue(self.successResultOf(self.store.get_features("1001")).dnd)
+        self.stack.deliver(self.alice.ack_for(invite, ok), ALICE)
+        before = self.stack.mark()
+        (endpoint_port,) = self.stack.endpoint_ports
+        packets = 0
+        for _ in range(40):
+            if endpoint_port in self.stack.network.ports:
+                packets += len(self.stack.network.sent_from(endpoint_port))
+            self.stack.clock.advance(0.02)
+        only(self.stack.sent_since(before), ALICE, "BYE")
+        self.assertGreaterEqual(packets, 30)  # 0.65 s of 20 ms frames
+        record = list(self.stack.records._records.values())[-1]
+        self.assertEqual((record.callee, record.disposition), ("feature:on", "ANSWERED"))
+
+    def test_without_media_still_480(self) -> None:
+        """An INVITE without SDP cannot hear a tone: 480 naming the change."""
+        _, sent = self.alice.call("*79", body=b"")
+        response = only(sent, ALICE, 480)
+        assert isinstance(response, Response)
+        self.assertEqual(response.reason, "Do Not Disturb Off")

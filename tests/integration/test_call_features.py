@@ -118,6 +118,18 @@ class CallFeatureTestCase(IntegrationTestCase):
         client, _ = await new_admin(self.warden)
         return client
 
+    async def records(self, caller: str) -> list[dict[str, Any]]:
+        """The call records of ``caller``'s calls, once there are any (written behind)."""
+        found: list[dict[str, Any]] = []
+
+        async def written() -> bool:
+            listed = await wardenctl(self.warden.config_path, "cdr", "list", "--json")
+            found[:] = [r for r in json.loads(listed.stdout or "[]") if r["caller"] == caller]
+            return bool(found)
+
+        self.assertTrue(await poll_async(written, 30), self.warden.log_tail())
+        return found
+
     async def finished(self, uas: Any) -> None:
         """The UAS took its calls and exited cleanly."""
         await poll(lambda: not uas.running, 30)
@@ -170,6 +182,21 @@ class ForwardTests(CallFeatureTestCase):
 
 class DoNotDisturbTests(CallFeatureTestCase):
     """Do-not-disturb set from the phone."""
+
+    async def test_confirmation_tone(self) -> None:
+        """
+        *78 from a phone offering media is answered: Warden plays the
+        confirmation tone to it (RTP through the relay) and hangs up; DND is on.
+        """
+        await self.setup_warden()
+        result, stats, errors, _ = await self.dial(
+            "2002", "*78", SCENARIOS / "answered_until_bye_uac.xml"
+        )
+        self.assertEqual((stats.successful, stats.failed), (1, 0), f"{result.stderr}{errors}")
+        self.assertEqual(await self.refused("2000", "2002"), "SIP/2.0 486 Busy Here")
+        (record,) = await self.records("2002")
+        self.assertEqual((record["callee"], record["disposition"]), ("feature:on", "ANSWERED"))
+        self.assertGreater(record["media"]["a"]["packets_out"], 20, record["media"])
 
     async def test_dnd_by_feature_code(self) -> None:
         """
@@ -267,11 +294,11 @@ class PickupTests(CallFeatureTestCase):
             )
 
         self.assertTrue(await poll_async(rings, 30), self.warden.log_tail())
-        result, stats, errors, _ = await self.dial("2002", "*8", SCENARIOS / "pickup_uac.xml")
+        result, stats, errors, _ = await self.dial(
+            "2002", "*8", SCENARIOS / "answered_until_bye_uac.xml"
+        )
         self.assertEqual((stats.successful, stats.failed), (1, 0), f"{result.stderr}{errors}")
         await self.finished(caller)
         await self.finished(ringing)
-        listed = await wardenctl(self.warden.config_path, "cdr", "list", "--json")
-        record = json.loads(listed.stdout)[0]
-        self.assertEqual((record["caller"], record["callee"], record["disposition"]),
-                         ("2000", "2002", "ANSWERED"))  # fmt: skip
+        (record,) = await self.records("2000")
+        self.assertEqual((record["callee"], record["disposition"]), ("2002", "ANSWERED"))

@@ -49,9 +49,11 @@ from warden.interfaces import (
     ICallFeatureStore,
     ICallHook,
     IDirectory,
+    ILocalApplication,
     IWardenPlugin,
 )
 from warden.model.features import CallFeatures
+from warden.rtp import g711
 from warden.sip.hooks import CallAttempt, CallHookBase, OutgoingLeg
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from warden.plugin import BuildContext
     from warden.sip.call import Call
     from warden.sip.flow import Flow
+    from warden.sip.local import LocalCall
     from warden.sip.message import Request, Response
     from warden.sip.service import SipService
 
@@ -79,9 +82,18 @@ def is_forward_target(text: str) -> bool:
 #: Unconditional forwards followed one after another before the call rings.
 MAX_FORWARD_HOPS = 8
 
-#: The final response to a feature code that was carried out: 480 (the phone
-#: shows the reason phrase; nothing rings), see ADR 0023.
+#: The final response to a feature code that was carried out when no tone can
+#: confirm it: 480 (the phone shows the reason phrase; nothing rings), see ADR 0023.
 DONE_STATUS = 480
+
+#: The local application that answers a feature code and plays its tone.
+CONFIRM_APPLICATION = "feature"
+_GAP = g711.tone(0, 0.05)
+#: Rising for a feature turned on, falling for one turned off (16-bit PCM, 8 kHz).
+CONFIRM_TONES = {
+    "on": g711.tone(0, 0.2) + g711.tone(600, 0.15) + _GAP + g711.tone(900, 0.25),
+    "off": g711.tone(0, 0.2) + g711.tone(900, 0.15) + _GAP + g711.tone(600, 0.25),
+}
 
 
 class FeatureCodes:
@@ -94,7 +106,7 @@ class FeatureCodes:
     pickup = "*8"
 
 
-@implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints)
+@implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints, ILocalApplication)
 class CallFeaturesPlugin(CallHookBase):
     """
     Call forwarding and do-not-disturb per extension (``*72``/``*73``,
@@ -115,6 +127,8 @@ class CallFeaturesPlugin(CallHookBase):
     methods: tuple[str, ...] = ("SUBSCRIBE",)
     #: The event packages of its SUBSCRIBE (L{warden.sip.hooks.EventPackages}).
     events: tuple[str, ...] = ("dialog",)
+    #: Its local application (L{ILocalApplication}): feature-code confirmations.
+    applications: tuple[str, ...] = (CONFIRM_APPLICATION,)
     provides: tuple[str, ...] = ("callfeatures",)
 
     log = Logger()
@@ -126,6 +140,8 @@ class CallFeaturesPlugin(CallHookBase):
         self.pickup_groups = PickupGroupsConfig()
         self.calls: Callable[[], Mapping[str, Call]] = dict
         self.dialog_events: DialogEvents | None = None
+        #: Whether feature codes are confirmed with a tone (local applications run).
+        self.confirm_tones = False
 
     def parse_section(self, name: str, table: object, filename: str | None) -> object:
         """``[[ringgroups]]`` or ``[[pickupgroups]]``."""
@@ -157,6 +173,7 @@ class CallFeaturesPlugin(CallHookBase):
         assert calls is not None
         self.calls = lambda: calls.calls
         self.dialog_events = dialog_events(context.reactor, self.directory, sip)
+        self.confirm_tones = calls.local_target(f"{CONFIRM_APPLICATION}:on") is not None
         context.provide("callfeatures", self)
 
     def use_store(self, store: ICallFeatureStore, directory: IDirectory | None = None) -> None:
@@ -190,7 +207,7 @@ class CallFeaturesPlugin(CallHookBase):
                 raise SipError(480, "No Call To Pick Up")
             return
         if dialled.startswith("*"):
-            await self._feature_code(attempt.caller.number, dialled)
+            await self._feature_code(attempt)
             return
         if self.ring_group(attempt, dialled):
             return
@@ -209,8 +226,9 @@ class CallFeaturesPlugin(CallHookBase):
             attempt.marks.add("dnd")
             attempt.refuse(486, "Busy Here")
 
-    async def _feature_code(self, number: str, dialled: str) -> None:
-        """Carry out a feature code; the answer is always a final response."""
+    async def _feature_code(self, attempt: CallAttempt) -> None:
+        """Carry out a feature code and confirm it (L{_done})."""
+        number, dialled = attempt.caller.number, attempt.dialled
         store = self._features()
         codes = FeatureCodes
         if dialled.startswith(codes.forward_on):
@@ -220,17 +238,34 @@ class CallFeaturesPlugin(CallHookBase):
             if not is_forward_target(target) or target == number:
                 raise SipError(484, "Address Incomplete (not a forward number)")
             await self._change(store, number, forward_all=target)
-            raise SipError(DONE_STATUS, f"Call Forwarding On {target}")
-        if dialled == codes.forward_off:
+            self._done(attempt, "on", f"Call Forwarding On {target}")
+        elif dialled == codes.forward_off:
             await self._change(store, number, forward_all="")
-            raise SipError(DONE_STATUS, "Call Forwarding Off")
-        if dialled == codes.dnd_on:
+            self._done(attempt, "off", "Call Forwarding Off")
+        elif dialled == codes.dnd_on:
             await self._change(store, number, dnd=True)
-            raise SipError(DONE_STATUS, "Do Not Disturb On")
-        if dialled == codes.dnd_off:
+            self._done(attempt, "on", "Do Not Disturb On")
+        elif dialled == codes.dnd_off:
             await self._change(store, number, dnd=False)
-            raise SipError(DONE_STATUS, "Do Not Disturb Off")
+            self._done(attempt, "off", "Do Not Disturb Off")
         # Not a code of this plugin: routed as dialled (another feature's, or 404).
+
+    def _done(self, attempt: CallAttempt, tone: str, reason: str) -> None:
+        """
+        Confirm a feature code: a phone offering media is answered and hears
+        the ``on`` or ``off`` tone (the ``feature`` local application); one
+        without an offer, or without local applications, gets 480 naming the
+        change.
+        """
+        if self.confirm_tones and attempt.request.body:
+            attempt.dialled = f"{CONFIRM_APPLICATION}:{tone}"
+            attempt.marks.add("feature code")
+            return
+        raise SipError(DONE_STATUS, reason)
+
+    def run_application(self, name: str, argument: str, call: LocalCall) -> Deferred[None]:
+        """The ``feature`` application: play the confirmation tone, then hang up."""
+        return call.endpoint.play(CONFIRM_TONES[argument]).addCallback(lambda _: None)
 
     async def _change(self, store: ICallFeatureStore, number: str, **changes: Any) -> None:
         features = await store.get_features(number)
