@@ -16,7 +16,9 @@ from zope.interface.verify import verifyObject
 from tests.sip.test_b2bua import ALICE, BOB, only
 from warden.features.callfeatures import CallFeaturesPlugin
 from warden.interfaces import ICallHook, IWardenPlugin
+from warden.model import Extension
 from warden.model.features import CallFeatures
+from warden.sip.flow import Flow
 from warden.sip.hooks import CallAttempt, CallHookBase
 from warden.sip.message import Request, Response
 from warden.store.credentials import make_extension
@@ -132,6 +134,17 @@ class FeatureCodeTests(FeatureTestCase):
         _, sent = self.alice.call("*79")
         self.assertEqual(self.final(sent, ALICE).reason, "Do Not Disturb Off")
         self.assertFalse(self.features("1001").dnd)
+
+    def test_only_extensions_dial_codes(self) -> None:
+        """A caller without a realm (one a trunk vouches for) dials no feature code."""
+        self.stack()
+        attempt = CallAttempt(
+            Extension("15551230000", "", "", "", ""), "*78", self.alice.invite("*78"),
+            Flow("udp", *ALICE),
+        )  # fmt: skip
+        self.successResultOf(self.plugin.before_routing(attempt))
+        self.assertEqual(self.features("15551230000"), CallFeatures("15551230000"))
+        self.assertEqual(attempt.dialled, "*78")
 
     def test_other_star_numbers_routed(self) -> None:
         """A star number that is no code of the plugin is routed as dialled (404 here)."""

@@ -17,6 +17,7 @@ from warden.errors import ConfigError
 from warden.features.callfeatures import CallFeaturesPlugin
 from warden.features.ringgroups import RingGroupsConfig, parse_ringgroups
 from warden.model import CallRecord
+from warden.model.features import CallFeatures
 from warden.plugin import discover
 from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks
 from warden.sip.message import Request, Response
@@ -108,7 +109,8 @@ class GroupCallTests(SynchronousTestCase):
 
     def start(self, **kw: Any) -> CallStack:
         self.plugin = CallFeaturesPlugin()
-        self.plugin.use_store(MemoryCallFeatureStore())
+        self.store = MemoryCallFeatureStore()
+        self.plugin.use_store(self.store)
         members = kw.pop("members", ["1002", "1003", "1004"])
         self.plugin.groups = parse_ringgroups([group(members=members, **kw)])
         stack = CallStack(hooks=CallHooks([Earlier(), self.plugin]))
@@ -187,6 +189,13 @@ class GroupCallTests(SynchronousTestCase):
         self.start(strategy="hunt", members=["1001", "1009", "1003"])
         _, sent = self.alice.call("600")
         self.assertEqual(set(self.invites(sent)), {CAROL})
+
+    def test_members_in_dnd_skipped(self) -> None:
+        """A member in do-not-disturb is not rung; the others are."""
+        self.start()
+        self.successResultOf(self.store.set_features(CallFeatures("1003", dnd=True)))
+        _, sent = self.alice.call("600")
+        self.assertEqual(set(self.invites(sent)), {BOB, DAVE})
 
     def test_timeout_destination(self) -> None:
         """Nobody answers in the group's ring time: the call rings its timeout destination."""

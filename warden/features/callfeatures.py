@@ -201,17 +201,20 @@ class CallFeaturesPlugin(CallHookBase):
 
     async def _before_routing(self, attempt: CallAttempt) -> None:
         dialled = attempt.dialled
-        if dialled == FeatureCodes.pickup:
+        # Feature codes are an extension's own (a caller a trunk vouches for has no realm).
+        own = bool(attempt.caller.realm)
+        if own and dialled == FeatureCodes.pickup:
             attempt.pickup = self.ringing_call(attempt.caller.number)
             if not attempt.pickup:
                 raise SipError(480, "No Call To Pick Up")
             return
-        if dialled.startswith("*"):
+        if own and dialled.startswith("*"):
             await self._feature_code(attempt)
             return
-        if self.ring_group(attempt, dialled):
-            return
         store = self._features()
+        if self.ring_group(attempt, dialled):
+            await self._skip_dnd(store, attempt)
+            return
         features = await store.get_features(dialled)
         seen = {dialled}
         while features.forward_all and len(seen) <= MAX_FORWARD_HOPS:
@@ -225,6 +228,16 @@ class CallFeaturesPlugin(CallHookBase):
         if features.dnd:
             attempt.marks.add("dnd")
             attempt.refuse(486, "Busy Here")
+
+    @staticmethod
+    async def _skip_dnd(store: ICallFeatureStore, attempt: CallAttempt) -> None:
+        """A ring group's members in do-not-disturb are not rung."""
+        plan = attempt.plan
+        assert plan is not None
+        steps = []
+        for step in plan.steps:
+            steps.append(tuple([m for m in step if not (await store.get_features(m)).dnd]))
+        plan.steps = tuple(steps)
 
     async def _feature_code(self, attempt: CallAttempt) -> None:
         """Carry out a feature code and confirm it (L{_done})."""
