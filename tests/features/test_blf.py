@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.test_b2bua import ALICE, BOB
 from warden.errors import SipError
-from warden.features.blf import EventSettings
+from warden.features.blf import DialogEventsService, EventSettings
 from warden.features.callfeatures import CallFeaturesPlugin, dialog_events
 from warden.sip.auth import answer_challenge
 from warden.sip.flow import Flow
@@ -194,6 +194,17 @@ class SubscribeTests(BlfTestCase):
         notify = next(m for m, a in self.stack.sent_since(before)
                       if isinstance(m, Request) and m.method == "NOTIFY")  # fmt: skip
         self.stack.deliver(make_response(notify, 481), BOB)
+        self.assertEqual(self.events.subscriptions, {})
+
+    def test_stop(self) -> None:
+        """When Warden stops, each subscription ends with a final NOTIFY."""
+        self.subscribe()
+        stopper = DialogEventsService(self.events)
+        stopper.startService()
+        before = self.stack.mark()
+        stopper.stopService()
+        (final,) = self.notifies(self.stack.sent_since(before))
+        self.assertEqual(final.get("Subscription-State"), "terminated;reason=noresource")
         self.assertEqual(self.events.subscriptions, {})
 
     def test_per_watcher_bound(self) -> None:

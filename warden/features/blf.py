@@ -19,8 +19,9 @@ a body (filters are not supported) or a malformed ``Expires`` 400; beyond
 ``max_subscriptions`` in all 503, beyond ``max_per_watcher`` of one subscriber
 403. A refresh is a SUBSCRIBE in the subscription's dialog; one for an unknown
 dialog gets 481 (the phone subscribes anew). A subscription ends when it
-expires (NOTIFY ``terminated;reason=timeout``) or when the phone answers a
-NOTIFY with an error or not at all.
+expires (NOTIFY ``terminated;reason=timeout``), when Warden stops
+(``terminated;reason=noresource``) or when the phone answers a NOTIFY with an
+error or not at all.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 import attrs
+from twisted.application import service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from warden.sip.flow import Flow
     from warden.sip.transaction_client import ClientTransaction
 
-__all__ = ["CONTENT_TYPE", "DialogEvents", "EventSettings", "dialog_info"]
+__all__ = ["CONTENT_TYPE", "DialogEvents", "DialogEventsService", "EventSettings", "dialog_info"]
 
 EVENT = "dialog"
 CONTENT_TYPE = "application/dialog-info+xml"
@@ -307,10 +309,16 @@ class DialogEvents:
 
     # -- NOTIFY -----------------------------------------------------------------------
 
-    def _notify(self, sub: Subscription, terminated: str | None = None) -> None:
-        body = dialog_info(
-            sub.entity, sub.version, dialogs_of(sub.entity, self.calls().values()), sub.domain
-        )
+    def _notify(
+        self,
+        sub: Subscription,
+        terminated: str | None = None,
+        dialogs: list[DialogState] | None = None,
+    ) -> None:
+        """NOTIFY ``sub``'s phone of its extension's ``dialogs`` (found when None)."""
+        if dialogs is None:
+            dialogs = dialogs_of(sub.entity, self.calls().values())
+        body = dialog_info(sub.entity, sub.version, dialogs, sub.domain)
         sub.version += 1
         if terminated is None:
             left = max(0, round(sub.expires_at - self.clock.seconds()))
@@ -337,13 +345,29 @@ class DialogEvents:
     def _flush(self) -> None:
         self._flush_call = None
         pending, self._pending = self._pending, set()
+        calls = list(self.calls().values())
         for entity in pending:
-            for sub in list(self._by_entity.get(entity, ())):
-                self._notify(sub)
+            subscriptions = list(self._by_entity.get(entity, ()))
+            if subscriptions:  # one look at the calls per extension, however many watch it
+                dialogs = dialogs_of(entity, calls)
+                for sub in subscriptions:
+                    self._notify(sub, dialogs=dialogs)
 
     def notify_failed(self, sub: Subscription) -> None:
         """The phone refused a NOTIFY or never answered: the subscription ends."""
         self._end(sub, None)
+
+
+class DialogEventsService(service.Service):
+    """Ends every subscription (a final NOTIFY each) when Warden stops."""
+
+    def __init__(self, events: DialogEvents) -> None:
+        self.events = events
+
+    def stopService(self) -> None:
+        """Tell each watching phone its subscription ends (``noresource``)."""
+        super().stopService()
+        self.events.stop()
 
 
 @implementer(IClientTransactionUser)

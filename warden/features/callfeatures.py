@@ -36,7 +36,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from warden.errors import SipError
-from warden.features.blf import DialogEvents
+from warden.features.blf import DialogEvents, DialogEventsService
 from warden.features.callfeatures_api import FeatureEndpoints
 from warden.features.ringgroups import (
     PickupGroupsConfig,
@@ -173,6 +173,7 @@ class CallFeaturesPlugin(CallHookBase):
         assert calls is not None
         self.calls = lambda: calls.calls
         self.dialog_events = dialog_events(context.reactor, self.directory, sip)
+        context.add_service(DialogEventsService(self.dialog_events))
         self.confirm_tones = calls.local_target(f"{CONFIRM_APPLICATION}:on") is not None
         context.provide("callfeatures", self)
 
