@@ -89,7 +89,10 @@ class MakeServiceTests(TestCase):
         self.assertIsInstance(children[0], SipService)
         # [sip] nat reaches the calls' addressing and the cluster hop alike.
         self.assertEqual((children[0].addressing.nat, children[0].hop.nat), ("auto", "auto"))
-        self.assertEqual([type(c).__name__ for c in children[1:]], ["AdminService", "RunLocks"])
+        self.assertEqual(
+            [type(c).__name__ for c in children[1:]],
+            ["AdminService", "DialogEventsService", "RunLocks"],
+        )
         root.store.close_pool()  # type: ignore[attr-defined]
         children[-1].directories.release()
 
