@@ -9,6 +9,7 @@ Run from the repository root (or through ``bench/calls.sh``)::
     python -m bench.calls --mode cps        # call rate only
     python -m bench.calls --mode media      # concurrent relayed calls only
     python -m bench.calls --quick           # smoke test, about a minute
+    python -m bench.calls --plugins sip,media,admin   # another [plugins] enabled
 
 Both modes, on 127.0.0.1: start ``twistd warden`` on a fresh data directory
 (media ports 10000-30000, other settings default), import a caller and a callee
@@ -120,6 +121,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--hold-seconds", type=float, default=60.0, help="media: call length")
     parser.add_argument("--ramp-rate", type=float, default=50.0, help="media: set-up rate /s")
     parser.add_argument("--workdir", help="keep files here (default: a temporary directory)")
+    parser.add_argument(
+        "--plugins", help="comma-separated [plugins] enabled for Warden (default: its default)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.step_seconds = min(args.step_seconds, 5.0)
@@ -363,13 +367,15 @@ class Rig:
     ``echo``).
     """
 
-    def __init__(self, workdir: Path, echo: bool) -> None:
+    def __init__(self, workdir: Path, echo: bool, plugins: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.echo = echo
-        self.warden = WardenProcess(
-            workdir / "warden",
-            settings={"media": {"port_min": MEDIA_RANGE[0], "port_max": MEDIA_RANGE[1]}},
-        )
+        settings: dict[str, Any] = {
+            "media": {"port_min": MEDIA_RANGE[0], "port_max": MEDIA_RANGE[1]}
+        }
+        if plugins:
+            settings["plugins"] = {"enabled": list(plugins)}
+        self.warden = WardenProcess(workdir / "warden", settings=settings)
         self.uas_port = free_port()
         self.uas_media = free_port()
         self.caller_csv = workdir / "caller.csv"
@@ -786,7 +792,8 @@ async def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict[s
     """One mode on its own Warden."""
     mode_dir = workdir / mode
     mode_dir.mkdir()
-    rig = Rig(mode_dir, echo=mode == "media")
+    plugins = [p for p in (args.plugins or "").split(",") if p]
+    rig = Rig(mode_dir, echo=mode == "media", plugins=plugins)
     try:
         await rig.start()
         result = await (cps_mode(rig, args) if mode == "cps" else media_mode(rig, args))

@@ -38,6 +38,7 @@ from zope.interface import implementer
 from warden.errors import SipError
 from warden.features.blf import DialogEvents, DialogEventsService
 from warden.features.callfeatures_api import FeatureEndpoints
+from warden.features.featurecache import CachedCallFeatures
 from warden.features.ringgroups import (
     PickupGroupsConfig,
     RingGroupsConfig,
@@ -160,7 +161,7 @@ class CallFeaturesPlugin(CallHookBase):
         from warden.store.features import SQLCallFeatureStore
 
         stores = context.need("stores", Stores)
-        self.store = SQLCallFeatureStore(stores.pool)
+        self.store = CachedCallFeatures(SQLCallFeatureStore(stores.pool), context.reactor)
         self.directory = context.need("directory", IDirectory)
         groups = context.config.plugin_sections.get("ringgroups", RingGroupsConfig())
         assert isinstance(groups, RingGroupsConfig)
