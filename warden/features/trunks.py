@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from warden.errors import ConfigError, SipError, SipParseError
+from warden.errors import SipError, SipParseError
 from warden.features.trunk_config import (
     RoutesConfig,
     TrunkConfig,
@@ -489,4 +489,4 @@ class TrunksPlugin(CallHookBase):
 
 plugin = TrunksPlugin()
 
-__all__ = ["ConfigError", "TrunkService", "TrunksPlugin", "plugin"]
+__all__ = ["TrunkService", "TrunksPlugin", "plugin", "target_kinds"]
