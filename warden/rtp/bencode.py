@@ -165,7 +165,8 @@ class _Decoder:
         text = self.data[self.at : stop]
         negative = signed and text.startswith(b"-")
         digits = text[1:] if negative else text
-        if not digits or not all(c in _DIGITS for c in digits) or len(digits) > MAX_DIGITS:
+        # bytes.isdigit() is true for ASCII 0-9 only.
+        if not digits or not digits.isdigit() or len(digits) > MAX_DIGITS:
             raise BencodeError(f"bad number at offset {self.at}")
         if (digits[0] == ord("0") and len(digits) > 1) or (negative and digits == b"0"):
             raise BencodeError(f"number not in canonical form at offset {self.at}")

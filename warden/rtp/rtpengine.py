@@ -372,13 +372,16 @@ class RtpengineSession:
 
     # -- stats and timeout ---------------------------------------------------------------
 
-    def poll(self) -> None:
-        """Ask rtpengine for this call's counters (one query at a time)."""
+    def poll(self) -> defer.Deferred[None]:
+        """
+        Ask rtpengine for this call's counters (one query at a time); fires
+        (never fails) once the reply is read, at once when nothing was asked.
+        """
         if self._polling or self.released:
-            return
+            return defer.succeed(None)
         self._polling = True
         d = self._relay.client.request("query", {"call-id": self.call_id})
-        d.addCallbacks(self._polled, self._poll_failed)
+        return d.addCallbacks(self._polled, self._poll_failed)
 
     def _polled(self, reply: dict[str, Any]) -> None:
         self._polling = False

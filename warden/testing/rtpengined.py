@@ -76,7 +76,6 @@ class RtpengineServer:
                     "--foreground",
                     "--log-stderr",
                     "--log-level=6",
-                    "--pidfile=none",
                     f"--interface={LOCALHOST}",
                     f"--listen-ng={LOCALHOST}:{self.ng[1]}",
                     f"--port-min={low}",
