@@ -278,6 +278,14 @@ class StatusTests(TrunkCallTestCase):
         self.assertEqual(states["itsp"]["address"], ITSP[0])
         self.assertNotIn(PASSWORD, repr(reply.body))
 
+    def test_openapi(self) -> None:
+        """The OpenAPI document lists GET /trunks."""
+        from warden.admin import openapi
+        from warden.admin.plugin_endpoints import plugin_paths
+
+        document = openapi.document(plugin_paths([self.plugin]))
+        self.assertIn("get", document["paths"]["/trunks"])
+
     def test_registration_state(self) -> None:
         """Started, the registering trunk sends REGISTER and shows registering."""
         assert self.plugin.service is not None
