@@ -430,7 +430,9 @@ class IMediaRelay(Interface):
         """
         Reserve two RTP/RTCP port pairs (sides a and b) for a call.
 
-        Fails with L{warden.rtp.errors.MediaError} when no port pair is free.
+        Fails with L{warden.rtp.errors.MediaError} when no port pair is free, or
+        the media engine (rtpengine) does not answer or refuses; the caller then
+        gets 503 with Retry-After.
         """
 
     def sessions() -> list[IMediaSession]:
