@@ -269,6 +269,17 @@ class ICallRecordStore(Interface):
     def count() -> Deferred[int]:
         """Fire with the number of stored records."""
 
+    def expire_recordings(
+        before: float, at: float, limit: int = 500
+    ) -> Deferred[builtins.list[str]]:
+        """
+        Unlink the recordings of at most ``limit`` calls started before
+        ``before`` (the oldest first), for the retention sweep: each such
+        record's ``recording`` becomes "" and its ``recording_info`` gains
+        ``deleted_at`` (``at``) and ``file`` (the recording it was). The only
+        change a stored record ever sees. Fire with the files unlinked.
+        """
+
 
 class ILiveCalls(Interface):
     """
@@ -704,6 +715,13 @@ class ICallHook(Interface):
 
     def answered(attempt: CallAttempt) -> None:
         """The callee answered."""
+
+    def dtmf(attempt: CallAttempt, side: str, digit: str) -> None:
+        """
+        The phone on ``side`` (``"a"`` the caller's, ``"b"`` the callee's) sent
+        DTMF ``digit`` (``0-9``, ``*``, ``#``, ``A-D``) during the call: an RFC
+        4733 event the relay saw, or a SIP INFO.
+        """
 
     def ended(attempt: CallAttempt, record: CallRecord) -> None:
         """The call ended; ``record`` is its call record."""

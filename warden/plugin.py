@@ -42,7 +42,17 @@ __all__ = [
 
 #: The plugins ``[plugins] enabled`` names when it is not set: everything
 #: Warden did before plugins existed.
-DEFAULT_PLUGINS = ("sip", "media", "cluster", "admin", "backup", "mfa", "callfeatures", "trunks")
+DEFAULT_PLUGINS = (
+    "sip",
+    "media",
+    "cluster",
+    "admin",
+    "backup",
+    "mfa",
+    "callfeatures",
+    "trunks",
+    "recording",
+)
 
 #: Parts the composition root provides itself (a plugin may replace
 #: ``location`` and ``live``, as the cluster plugin does with Redis).

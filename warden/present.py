@@ -36,6 +36,7 @@ CSV_COLUMNS = (
     "billsec",
     "codec",
     "node_id",
+    "recording",
 )
 
 _RELATIVE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhdw])$")
@@ -123,10 +124,14 @@ def table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def record_table(records: Iterable[CallRecord], tz: tzinfo | None = None) -> list[str]:
-    """The ``cdr list`` table: local start time, parties, outcome, duration, billsec."""
+    """
+    The ``cdr list`` table: local start time, parties, outcome, duration,
+    billsec, hangup, and the call's recording (its file, "deleted" once
+    retention removed it, "-" for none).
+    """
     rows = [
         ("STARTED", "FROM", "NAME", "DIALLED", "TO", "DISPOSITION", "DURATION", "BILLSEC",
-         "HANGUP"),
+         "HANGUP", "RECORDING"),
     ]  # fmt: skip
     for r in records:
         rows.append(
@@ -140,9 +145,17 @@ def record_table(records: Iterable[CallRecord], tz: tzinfo | None = None) -> lis
                 clock_duration(r.duration),
                 clock_duration(r.billsec),
                 f"{r.hangup_cause} ({r.hangup_side})",
+                recording_label(r),
             )
         )
     return table(rows)
+
+
+def recording_label(record: CallRecord) -> str:
+    """The recording column: the file, "deleted" (retention), or "-"."""
+    if record.recording:
+        return record.recording
+    return "deleted" if "deleted_at" in record.recording_info else "-"
 
 
 def record_json(record: CallRecord) -> dict[str, Any]:
@@ -188,6 +201,7 @@ def csv_row(record: CallRecord, tz: tzinfo | None = None) -> list[str]:
         _seconds(record.billsec),
         csv_cell(record.codec),
         csv_cell(record.node_id),
+        csv_cell(record.recording),
     ]
 
 

@@ -593,9 +593,10 @@ class CallCommandTests(SynchronousTestCase):
 
     def test_list_table(self) -> None:
         """cdr list prints a table: local start time, parties, disposition,
-        duration and billsec as H:MM:SS, and how the call ended."""
+        duration and billsec as H:MM:SS, how the call ended, and its recording
+        (the file, "deleted" once retention removed it, or "-")."""
         self.add(
-            cdr("c1", T0, caller_name="Zoë"),
+            cdr("c1", T0, caller_name="Zoë", recording="2026/11/25/c1.wav"),
             cdr(
                 "c2",
                 T0 + 90.4,
@@ -606,6 +607,7 @@ class CallCommandTests(SynchronousTestCase):
                 hangup_cause="408",
                 hangup_side="system",
             ),
+            cdr("c3", T0 + 100, recording_info={"deleted_at": T0, "file": "x.wav"}),
         )
         code, out, err = self.ctl("cdr", "list")
         self.assertEqual((code, err), (0, ""))
@@ -613,11 +615,13 @@ class CallCommandTests(SynchronousTestCase):
             out.splitlines(),
             [
                 "STARTED              FROM  NAME        DIALLED  TO   DISPOSITION  DURATION"
-                "  BILLSEC  HANGUP",
+                "  BILLSEC  HANGUP        RECORDING",
                 "2026-11-25 10:00:00  100   Zoë         200      200  ANSWERED     0:01:05"
-                "   0:01:00  BYE (caller)",
+                "   0:01:00  BYE (caller)  2026/11/25/c1.wav",
                 "2026-11-25 10:01:30  100   Front Desk  200      -    NO ANSWER    0:00:30"
-                "   0:00:00  408 (system)",
+                "   0:00:00  408 (system)  -",
+                "2026-11-25 10:01:40  100   Front Desk  200      200  ANSWERED     0:01:05"
+                "   0:01:00  BYE (caller)  deleted",
             ],
         )
 
@@ -692,7 +696,13 @@ class CallCommandTests(SynchronousTestCase):
         times with the zone's offset, an empty answered_at for unanswered calls,
         seconds with milliseconds, and no spreadsheet formulas."""
         self.add(
-            cdr("c1", T0 + 0.25, caller_name='Smith, "Jo"', caller="+15551234567"),
+            cdr(
+                "c1",
+                T0 + 0.25,
+                caller_name='Smith, "Jo"',
+                caller="+15551234567",
+                recording="2026/11/25/c1.wav",
+            ),
             cdr(
                 "c2",
                 T0 + 60,
@@ -711,12 +721,12 @@ class CallCommandTests(SynchronousTestCase):
             out.split("\r\n"),
             [
                 "call_id,started_at,answered_at,ended_at,caller,caller_name,dialled,callee,"
-                "disposition,hangup_cause,hangup_side,duration,billsec,codec,node_id",
+                "disposition,hangup_cause,hangup_side,duration,billsec,codec,node_id,recording",
                 "c1,2026-11-25T10:00:00.250+01:00,2026-11-25T10:00:05.250+01:00,"
                 '2026-11-25T10:01:05.250+01:00,+15551234567,"Smith, ""Jo""",200,200,'
-                "ANSWERED,BYE,caller,65.000,60.000,PCMU,node-1",
+                "ANSWERED,BYE,caller,65.000,60.000,PCMU,node-1,2026/11/25/c1.wav",
                 "c2,2026-11-25T10:01:00.000+01:00,,2026-11-25T10:02:05.000+01:00,100,'=1+1,"
-                "200,,FAILED,503,system,65.000,0.000,,node-1",
+                "200,,FAILED,503,system,65.000,0.000,,node-1,",
                 "",
             ],
         )

@@ -486,6 +486,40 @@ class CallRecordStoreConformanceMixin:
         with self.assertRaises(ValueError):
             await store.list(limit=-1)
 
+    async def test_recording_round_trip(self) -> None:
+        """A record's recording and what is known of it come back intact."""
+        store = await self.store()
+        info = {"started_at": 1000.5, "trigger": "on_demand", "by": "100"}
+        record = call_record("c1", 1000.0, recording="2026/12/05/c1.wav", recording_info=info)
+        await self.add_all(store, [record, call_record("c2", 1001.0)])
+        self.assertEqual(await store.list(), [record, call_record("c2", 1001.0)])
+
+    async def test_expire_recordings(self) -> None:
+        """
+        The oldest recordings of calls started before the cut-off are
+        unlinked, at most ``limit`` at a time; the records keep the rest and
+        say when and which file was deleted; newer ones are untouched.
+        """
+        store = await self.store()
+        records = [
+            call_record(f"c{n}", 1000.0 + n, recording=f"r/c{n}.wav", recording_info={"n": n})
+            for n in range(4)
+        ]
+        await self.add_all(store, [*records, call_record("plain", 999.0)])
+        self.assertEqual(
+            await store.expire_recordings(1003.0, 5000.0, limit=2), ["r/c0.wav", "r/c1.wav"]
+        )
+        self.assertEqual(await store.expire_recordings(1003.0, 5001.0), ["r/c2.wav"])
+        self.assertEqual(await store.expire_recordings(1003.0, 5002.0), [])
+        stored = {r.call_id: r for r in await store.list()}
+        self.assertEqual(stored["c1"].recording, "")
+        self.assertEqual(
+            stored["c1"].recording_info, {"n": 1, "deleted_at": 5000.0, "file": "r/c1.wav"}
+        )
+        self.assertEqual(stored["c2"].recording_info["deleted_at"], 5001.0)
+        self.assertEqual(stored["c3"], records[3])
+        self.assertEqual(stored["c0"].caller, records[0].caller)
+
     async def test_paging_through_ties(self) -> None:
         """Paging with after_call_id = the last call_id of each page visits every
         record once, in order, even when many calls share a start time."""

@@ -250,12 +250,12 @@ class SQLiteCallsDetailTests(SynchronousTestCase):
     def test_constraints(self) -> None:
         """The schema itself refuses a disposition or side outside the sets."""
         row = (
-            "c1", "1", "", "", "2", 1.0, None, 2.0, "LOST", "", "caller", "", "{}", ""
+            "c1", "1", "", "", "2", 1.0, None, 2.0, "LOST", "", "caller", "", "{}", "", "", "{}"
         )  # fmt: skip
         self.assertRaises(
             sqlite3.IntegrityError,
             self.pool.connection.execute,
-            "INSERT INTO call_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO call_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
 

@@ -188,6 +188,21 @@ class SpoolTests(SynchronousTestCase):
             self.assertEqual(list(obj), sorted(obj))
             self.assertEqual(decode_line(line.rstrip(b"\n")), record)
 
+    def test_recording_in_spool_lines(self) -> None:
+        """
+        A record's recording and its info travel in the spool line; a line
+        written before recordings existed decodes with none.
+        """
+        record = call_record(
+            "r1", 1.0, recording="2026/12/05/r1.wav", recording_info={"trigger": "always"}
+        )
+        line = encode_record(record).rstrip(b"\n")
+        self.assertEqual(json.loads(line)["recording"], "2026/12/05/r1.wav")
+        self.assertEqual(decode_line(line), record)
+        old = {k: v for k, v in record.to_json_dict().items() if not k.startswith("recording")}
+        decoded = decode_line(json.dumps(old).encode())
+        self.assertEqual((decoded.recording, decoded.recording_info), ("", {}))
+
     def test_retries_until_accepted(self) -> None:
         """A store that fails three times: add still fires (the record is spooled),
         an error is logged per failure, retries run every retry_delay seconds on the

@@ -128,6 +128,13 @@ class CallRecord:
             JSON round trip gives (tuples become lists, keys strings); values JSON
             cannot hold (objects, NaN) are refused with TypeError or ValueError.
         node_id: the Warden node that handled the call.
+        recording: the call's recording, a WAV file relative to the recordings
+            directory (``2026/12/05/<call_id>.wav``); "" when the call was not
+            recorded or the recording was deleted (retention).
+        recording_info: about that recording, as JSON (normalised like
+            ``media``): ``started_at`` (clock time), ``trigger`` (``always`` or
+            ``on_demand``), ``by`` (the extension that asked for it on demand);
+            once deleted, ``deleted_at`` and the ``file`` it was.
     """
 
     call_id: str = attrs.field(validator=_text)
@@ -144,6 +151,8 @@ class CallRecord:
     codec: str = attrs.field(default="", validator=_text)
     media: dict[str, Any] = attrs.field(factory=dict, converter=_json_object, hash=False)
     node_id: str = attrs.field(default="", validator=_text)
+    recording: str = attrs.field(default="", validator=_text)
+    recording_info: dict[str, Any] = attrs.field(factory=dict, converter=_json_object, hash=False)
 
     @property
     def duration(self) -> float:
@@ -174,6 +183,12 @@ class CallRecord:
         if not isinstance(data, dict):
             raise TypeError(f"a call record must be a JSON object, got {type(data).__name__}")
         return cls(**data)
+
+
+def expired_recording(record: CallRecord, at: float) -> CallRecord:
+    """``record`` once retention deleted its recording at ``at`` (see L{CallRecord})."""
+    info = {**record.recording_info, "deleted_at": at, "file": record.recording}
+    return attrs.evolve(record, recording="", recording_info=info)
 
 
 @attrs.frozen

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import attrs
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -44,6 +47,7 @@ __all__ = ["CallRecorder", "ChannelTimeline", "RecorderLimits", "StereoMixer", "
 #: payload type, payload, arrival time.
 Packet = tuple[int, int, int, int, bytes, float]
 Submit = Callable[[Callable[[], None]], None]
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -299,11 +303,25 @@ class WriterThread:
     thread, so work runs in the order submitted). Before L{start} and after
     L{stop} work runs at once in the caller's thread (so files are finished
     at shutdown).
+
+    Args:
+        reactor: where L{run}'s results are delivered (None: L{run} only
+            runs work in the caller's thread).
+        name: the thread's name.
     """
 
-    def __init__(self, name: str = "warden-recording") -> None:
+    def __init__(
+        self, reactor: IReactorFromThreads | None = None, name: str = "warden-recording"
+    ) -> None:
+        self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
         self.running = False
+
+    def run(self, work: Callable[[], T]) -> Deferred[T]:
+        """Run ``work`` like L{submit}; fire with its result in the reactor thread."""
+        if self.running and self._reactor is not None:
+            return deferToThreadPool(self._reactor, self._pool, work)
+        return maybeDeferred(work)
 
     def submit(self, work: Callable[[], None]) -> None:
         """Run ``work`` in the writer thread, after the work submitted before."""

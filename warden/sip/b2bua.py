@@ -44,7 +44,7 @@ from warden.sip.flow import Flow
 from warden.sip.groups import GroupRinger
 from warden.sip.headers import name_addr
 from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
-from warden.sip.local import LocalApplications, LocalTarget
+from warden.sip.local import LocalApplications, LocalTarget, info_digit
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.pickup import pick_up
 from warden.sip.sdp import SdpError, codecs_of
@@ -248,12 +248,14 @@ class CallController:
             if not counted:
                 session.release()
                 raise SipError(486, "Busy Here")
-        attempt.call_id = call_id
+        attempt.call_id, attempt.callee, attempt.media = call_id, callee, session
         call = Call(self, call_id, caller, dialled, callee, txn, request, flow, attempt, session)
         if offer:
             call.sent_sdp["b"] = offer
         call.on_ended = self._ended
         session.on_timeout = lambda: call.hangup(None, "media timeout")
+        if self.hooks:
+            session.on_dtmf = lambda side, digit: self.hooks.dtmf(call.attempt, side, digit)
         self.calls[call_id] = call
         self._by_a_txn[id(txn)] = call
         self._active[caller.number] += 1
@@ -626,6 +628,8 @@ class CallController:
         elif method in ("INVITE", "UPDATE", "INFO", "MESSAGE", "NOTIFY"):
             if call.state is not CallState.ANSWERED and method == "INVITE":
                 raise SipError(491, "Request Pending")
+            if method == "INFO" and self.hooks and (digit := info_digit(request)):
+                self.hooks.dtmf(call.attempt, side, digit)
             self._relay(call, side, txn, request)
         else:
             raise SipError(405, "Method Not Allowed", (("Allow", ALLOW),))
@@ -756,6 +760,8 @@ class CallController:
             del self._active[old.number]
         self._active[extension.number] += 1
         call.set_party(side, extension)
+        if side == "b":
+            call.attempt.callee = extension
         self._publish(call)
 
     def _publish(self, call: Call) -> None:
@@ -826,7 +832,8 @@ class CallController:
             if counts.get("packets_in"):
                 rtp_metrics.JITTER_SECONDS.observe(float(counts.get("jitter_ms_in", 0.0)) / 1000)
         call.media.release()
-        call.media.on_timeout = None  # break the call <-> session cycle
+        call.media.on_timeout = call.media.on_dtmf = None  # break the call <-> session cycle
+        call.attempt.media = None
         call.on_ended = None
         for branch in call.branches:
             # The transaction may linger (timer D, late 2xx) with its user, which
@@ -849,6 +856,7 @@ class CallController:
             ended_at=call.ended_at or self.clock.seconds(), disposition=call.disposition,
             hangup_cause=call.hangup_cause, hangup_side=call.hangup_side or "system",
             codec=call.codec, media=media_stats, node_id=self.settings.node_id,
+            recording=call.attempt.recording, recording_info=call.attempt.recording_info,
         )  # fmt: skip
 
     def _quiet(self, d: object, what: str) -> None:

@@ -15,7 +15,10 @@ plugins' hooks in ``[plugins] enabled`` order at each point (ADR 0020):
 4. L{CallHooks.leg_built}: an outgoing INVITE was built (may add headers and
    body parts; RFC 5621 multipart bodies);
 5. L{CallHooks.answered};
-6. L{CallHooks.ended}: with the call record.
+6. L{CallHooks.dtmf}: a digit the phone on one side sent during the call
+   (an RFC 4733 event the relay saw, or a SIP INFO with
+   ``application/dtmf-relay`` or ``application/dtmf``);
+7. L{CallHooks.ended}: with the call record.
 
 A hook rejects by raising L{warden.errors.SipError}. A hook may return a
 Deferred where its signature allows one; Warden waits for it.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -33,7 +36,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from warden.errors import SipError
-from warden.interfaces import ICallHook
+from warden.interfaces import ICallHook, IMediaSession
 from warden.model import CallRecord, Extension
 
 if TYPE_CHECKING:
@@ -93,6 +96,12 @@ class CallAttempt:
             counts as unanswered; None: ``[calls] ring_timeout``.
         pickup: the id of a ringing call this INVITE picks up instead of
             being routed (L{warden.sip.pickup}); a hook before routing sets it.
+        callee: the extension the call rings or reached, once it rings.
+        media: the call's media session, once the call rings (a feature may
+            set its ``tap``: a call recorder).
+        recording: the call's recording, as the call record keeps it: the
+            file, relative to the recordings directory ("" for none).
+        recording_info: what the call record keeps about that recording.
     """
 
     caller: Extension
@@ -107,6 +116,10 @@ class CallAttempt:
     plan: RingPlan | None = None
     ring_timeout: float | None = None
     pickup: str = ""
+    callee: Extension | None = None
+    media: IMediaSession | None = None
+    recording: str = ""
+    recording_info: dict[str, Any] = attrs.field(factory=dict)
 
     def refuse(self, status: int, reason: str) -> None:
         """
@@ -185,6 +198,9 @@ class CallHookBase:
     def answered(self, attempt: CallAttempt) -> None:
         """Nothing to do."""
 
+    def dtmf(self, attempt: CallAttempt, side: str, digit: str) -> None:
+        """Nothing to do."""
+
     def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
         """Nothing to do."""
 
@@ -252,6 +268,14 @@ class CallHooks:
                 hook.answered(attempt)
             except Exception:
                 _log.failure("Call hook failed when the call was answered")
+
+    def dtmf(self, attempt: CallAttempt, side: str, digit: str) -> None:
+        """Tell each hook; a hook's error is logged, never the call's."""
+        for hook in self.hooks:
+            try:
+                hook.dtmf(attempt, side, digit)
+            except Exception:
+                _log.failure("Call hook failed on a DTMF digit")
 
     def ended(self, attempt: CallAttempt, record: CallRecord) -> None:
         """Tell each hook, with the call record; errors are logged."""

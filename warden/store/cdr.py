@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound
 from warden.interfaces import ICallRecordStore, ILiveCalls
-from warden.model import CallRecord, LiveCall
+from warden.model import CallRecord, LiveCall, expired_recording
 from warden.store.dialect import Cursor, database
 from warden.store.pgpool import PostgreSQLPool
 
@@ -34,7 +34,7 @@ Row = tuple[Any, ...]
 
 _RECORD_COLUMNS = (
     "call_id, caller, caller_name, callee, dialled, started_at, answered_at, ended_at,"
-    " disposition, hangup_cause, hangup_side, codec, media, node_id"
+    " disposition, hangup_cause, hangup_side, codec, media, node_id, recording, recording_info"
 )
 _RECORD_NAMES = tuple(c.strip() for c in _RECORD_COLUMNS.split(","))
 
@@ -53,18 +53,25 @@ def _record_row(record: CallRecord) -> Row:
         record.hangup_cause,
         record.hangup_side,
         record.codec,
-        json.dumps(record.media, separators=(",", ":"), sort_keys=True),
+        _json(record.media),
         record.node_id,
+        record.recording,
+        _json(record.recording_info),
     )
 
 
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
 def _record_from_row(row: Row) -> CallRecord:
-    """A call record from a row in ``_RECORD_COLUMNS`` order (``media`` as JSON text
-    from SQLite, already decoded from PostgreSQL's jsonb)."""
+    """A call record from a row in ``_RECORD_COLUMNS`` order (``media`` and
+    ``recording_info`` as JSON text from SQLite, already decoded from
+    PostgreSQL's jsonb)."""
     fields = dict(zip(_RECORD_NAMES, row, strict=True))
-    media = fields["media"]
-    if isinstance(media, str):
-        fields["media"] = json.loads(media)
+    for name in ("media", "recording_info"):
+        if isinstance(fields[name], str):
+            fields[name] = json.loads(fields[name])
     return CallRecord(**fields)
 
 
@@ -131,6 +138,24 @@ async def _list_call_records_txn(
     return [_record_from_row(row) for row in cursor.fetchall()]
 
 
+async def _expire_recordings_txn(
+    cursor: Cursor, before: float, at: float, limit: int
+) -> builtins.list[str]:
+    await cursor.execute(
+        f"SELECT {_RECORD_COLUMNS} FROM call_records WHERE recording <> '' AND started_at < ?"
+        " ORDER BY started_at, call_id LIMIT ?",
+        (before, limit),
+    )
+    old = [_record_from_row(row) for row in cursor.fetchall()]
+    for record in old:
+        info = expired_recording(record, at).recording_info
+        await cursor.execute(
+            "UPDATE call_records SET recording = '', recording_info = ? WHERE call_id = ?",
+            (_json(info), record.call_id),
+        )
+    return [r.recording for r in old]
+
+
 async def _count_call_records_txn(cursor: Cursor) -> int:
     await cursor.execute("SELECT count(*) FROM call_records")
     return int(cursor.fetchone()[0])
@@ -180,6 +205,12 @@ class SQLCallRecordStore:
     def count(self) -> Deferred[int]:
         """Fire with the number of stored records."""
         return self._db.run("count_call_records", _count_call_records_txn)
+
+    def expire_recordings(
+        self, before: float, at: float, limit: int = 500
+    ) -> Deferred[builtins.list[str]]:
+        """Unlink the oldest recordings of calls started before ``before``."""
+        return self._db.run("expire_recordings", _expire_recordings_txn, before, at, limit)
 
 
 # -- live calls ------------------------------------------------------------------

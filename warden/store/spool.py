@@ -255,6 +255,13 @@ class SpooledCallRecordStore:
         d: Deferred[int] = self._inner.count()
         return d
 
+    def expire_recordings(
+        self, before: float, at: float, limit: int = 500
+    ) -> Deferred[builtins.list[str]]:
+        """Unlink old recordings in ``inner`` (records still spooled are newer)."""
+        d: Deferred[builtins.list[str]] = self._inner.expire_recordings(before, at, limit)
+        return d
+
     # -- life cycle ----------------------------------------------------------------
 
     def recover(self) -> Deferred[int]:

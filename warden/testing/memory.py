@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
 from warden.interfaces import ICallRecordStore, IDirectory, IDurableLocation, ILiveCalls
-from warden.model import Binding, CallRecord, Extension, LiveCall
+from warden.model import Binding, CallRecord, Extension, LiveCall, expired_recording
 from warden.store.tables import BindingTable, extension_order, plan_upsert
 
 
@@ -169,6 +169,18 @@ class MemoryCallRecordStore:
     def count(self) -> Deferred[int]:
         """Fire with the number of stored records."""
         return defer.succeed(len(self._records))
+
+    def expire_recordings(
+        self, before: float, at: float, limit: int = 500
+    ) -> Deferred[builtins.list[str]]:
+        """Unlink the oldest recordings of calls started before ``before``."""
+        old = sorted(
+            (r for r in self._records.values() if r.recording and r.started_at < before),
+            key=_record_order,
+        )[:limit]
+        for record in old:
+            self._records[record.call_id] = expired_recording(record, at)
+        return defer.succeed([r.recording for r in old])
 
 
 @implementer(ILiveCalls)
