@@ -126,14 +126,19 @@ class SipUdpClient(protocol.DatagramProtocol):
         headers: Iterable[tuple[str, str]],
         timeout: float = 5.0,
         retransmit: bool = True,
+        body: bytes = b"",
     ) -> Deferred[Response]:
         """
-        Send a request (a Via with a new branch and ``rport`` goes on top); fires
-        with the final response or fails with ``defer.TimeoutError``.
+        Send a request (a Via with a new branch and ``rport`` goes on top, and
+        ``body`` when given, with its Content-Length); fires with the final
+        response or fails with ``defer.TimeoutError``.
         """
         branch = new_branch()
         via = f"SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch};rport"
-        request = Request(method, uri, [("Via", via), ("Max-Forwards", "70"), *headers])
+        top = [("Via", via), ("Max-Forwards", "70"), *headers]
+        if body:
+            top.append(("Content-Length", str(len(body))))
+        request = Request(method, uri, top, body)
         data = request.to_bytes()
         answered: Deferred[Response] = Deferred()
         self._pending[branch] = answered
