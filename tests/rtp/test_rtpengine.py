@@ -6,6 +6,8 @@ particular to driving rtpengine (requests, stats, timeouts, failures).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -305,3 +307,35 @@ class TapTests(RtpengineTestMixin, SynchronousTestCase):
         session.release()
         self.assertEqual(seen, [("close", 5.0)])
         self.assertIsNone(session.on_dtmf)
+
+
+class DeleteLogTests(RtpengineTestMixin, SynchronousTestCase):
+    """A delete rtpengine never answers is logged; one cut short by shutdown is not."""
+
+    def logged(self) -> list[dict[str, Any]]:
+        from twisted.logger import Logger
+
+        events: list[dict[str, Any]] = []
+        self.relay.log = Logger(observer=events.append)
+        return events
+
+    def test_unanswered_delete_logged(self) -> None:
+        """rtpengine silent at release: one warning after the retransmissions."""
+        events = self.logged()
+        session = self.answered()
+        self.server.down = True
+        session.release()
+        self.clock.pump([0.5, 1.0, 2.0])
+        self.assertEqual([e["log_format"] for e in events],
+                         ["rtpengine did not delete call {call_id}: {error}"])  # fmt: skip
+
+    def test_shutdown_quiet(self) -> None:
+        """close() sends the deletes and closes the socket without a warning per call."""
+        events = self.logged()
+        self.answered("call-1")
+        self.answered("call-2")
+        self.server.down = True
+        self.relay.close()
+        deletes = [d for d, _ in self.server.sent if b"6:delete" in d]
+        self.assertEqual(len(deletes), 2)
+        self.assertEqual(events, [])

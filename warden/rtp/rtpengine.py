@@ -55,7 +55,7 @@ from warden.interfaces import IMediaRelay, IMediaSession, IMediaTap
 from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics, sdes
 from warden.rtp.errors import MediaError
-from warden.rtp.ng import Address, NgClient, NgError
+from warden.rtp.ng import Address, NgClient, NgError, NgTimeout
 from warden.rtp.session import close_tap
 from warden.sip import sdp as sdplib
 
@@ -184,8 +184,10 @@ class RtpengineRelay:
         d.addErrback(self._delete_failed, call_id)
 
     def _delete_failed(self, failure: Failure, call_id: str) -> None:
-        if isinstance(failure.value, NgError):
-            return  # rtpengine no longer had it (or never made it)
+        if not isinstance(failure.value, NgTimeout):
+            # An error: rtpengine no longer had it (or never made it); or the
+            # control socket closed at shutdown, after the delete went out.
+            return
         self.log.warn(
             "rtpengine did not delete call {call_id}: {error}",
             call_id=call_id,
