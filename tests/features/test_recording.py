@@ -181,6 +181,21 @@ class RecordedCallTests(SynchronousTestCase):
         self.assertEqual(set(left), {32124})
         self.assertEqual(set(right), {32256})
 
+    def test_not_the_builtin_relay(self) -> None:
+        """A media session of another engine (rtpengine) gets no recorder: no empty files."""
+        self.stack(on_demand=["*"])
+
+        class OtherSession:
+            tap = None
+
+        _, _, session = self.answered()
+        attempt = next(iter(self.calls.calls.calls.values())).attempt
+        attempt.media = OtherSession()  # type: ignore[assignment]
+        self.assertFalse(self.recordings.start(attempt, "always", ""))
+        self.assertEqual(attempt.recording, "")
+        attempt.media = session
+        self.assertTrue(self.recordings.start(attempt, "always", ""))
+
     def test_not_recorded(self) -> None:
         """A call no policy names is not recorded; its record says so."""
         self.stack(always=["1003"], on_demand=["1003"])

@@ -46,6 +46,7 @@ from warden.errors import ConfigError
 from warden.interfaces import ICallHook, ICallRecordStore, IWardenPlugin
 from warden.model import CallRecord
 from warden.rtp.recorder import CallRecorder, RecorderLimits, WriterThread
+from warden.rtp.session import MediaSession
 from warden.sip.dialplan import RuleError, pattern_regex
 from warden.sip.hooks import CallAttempt, CallHookBase
 
@@ -348,6 +349,13 @@ class Recordings(Service):
         """Start recording the call; False when it cannot be (no relay session, or one is on)."""
         media = attempt.media
         if media is None or media.tap is not None or attempt.recording:
+            return False
+        if not isinstance(media, MediaSession):
+            # rtpengine relays the media itself: no packet reaches a tap here.
+            self.log.warn(
+                "Call {call_id} not recorded: recording needs Warden's own media relay",
+                call_id=attempt.call_id,
+            )
             return False
         now = self.clock.seconds()
         name = recording_name(attempt.call_id, now)
