@@ -20,6 +20,8 @@ from tests.store.conformance import call_record
 from warden.config import parse_config_text
 from warden.errors import ConfigError
 from warden.features.recording import (
+    DELETED,
+    STARTED,
     RecordingConfig,
     RecordingPlugin,
     RecordingPolicy,
@@ -169,7 +171,9 @@ class RecordedCallTests(SynchronousTestCase):
         WAV with Alice on the left and Bob on the right, named in the record.
         """
         self.stack(always=["1001"])
+        before = STARTED.labels("always")._value.get()
         invite, ok, session = self.answered()
+        self.assertEqual(STARTED.labels("always")._value.get(), before + 1)
         started = self.calls.clock.seconds()
         self.audio(session, 100)
         record = self.hang_up(invite, ok)
@@ -302,7 +306,9 @@ class RetentionTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(now)
         recordings = Recordings(RecordingConfig(retention_days=30), directory, clock, records)
+        before = DELETED._value.get()
         self.assertEqual(self.successResultOf(recordings.sweep()), 2)
+        self.assertEqual(DELETED._value.get(), before + 2)
         self.assertEqual(sorted(os.listdir(directory)), ["1970"])
         self.assertEqual(os.listdir(os.path.join(directory, "1970")), ["04"])
         stored = {r.call_id: r for r in self.successResultOf(records.list())}
