@@ -5,8 +5,10 @@ benchmarks of two checkouts of Warden, interleaved.
 Usage::
 
     python bench/compare.py --before DIR --after DIR [--rounds 3] [--workdir DIR]
-        [--only callgrind,hotpath,cps] [--callgrind-users 300] [--hotpath-users 20000]
-        [--hotpath-rounds 3] [--cps-rate 50] [--cps-seconds 25] [--max-other-pct 10]
+        [--only callgrind,hotpath,cps,cps_callgrind] [--callgrind-users 300]
+        [--hotpath-users 20000] [--hotpath-rounds 3] [--cps-rate 50] [--cps-seconds 25]
+        [--cps-callgrind-rate 1] [--cps-callgrind-seconds 30] [--cps-callgrind-settle 35]
+        [--max-other-pct 10] [--quiet-wait 30]
 
 ``DIR`` is a checkout of Warden (``git worktree add --detach DIR COMMIT``). Each
 checkout's own benchmark runs against its own ``warden`` (``PYTHONPATH=DIR``, from
@@ -22,22 +24,29 @@ checkout, then for the after one (A/B/A/B...):
 * ``cps``: ``python -m bench.calls --mode cps`` at one modest rate for one short step
   (a Warden of its own): Warden's CPU per call (its CPU over the step, from
   ``/proc/<pid>/stat``, over the calls that succeeded).
+* ``cps_callgrind``: the same with Warden under callgrind (``bench/calls_callgrind.py``)
+  at ``--cps-callgrind-rate`` for ``--cps-callgrind-seconds``: Warden's instructions
+  (every thread) from the start of the step until ``--cps-callgrind-settle`` seconds
+  after it, over the calls that succeeded.
 
 For every step the CPU that everything else on the machine used meanwhile is
 recorded in % of one core: ``/proc/stat`` busy time minus the step's own processes
 (for ``cps``, the figure ``bench/calls.py`` measures over its step; otherwise the
 child's time and that of the children it reaped). A ``hotpath`` or ``cps`` step is
 *valid* when that stayed under ``--max-other-pct`` (and, for ``cps``, every call
-succeeded); the summary of those metrics uses valid steps only. Callgrind steps
-are always valid. Before a ``hotpath`` or ``cps`` step, the script waits up to
-``--quiet-wait`` seconds for 2 s in which the machine was under that bound.
+succeeded); the summary of those metrics uses valid steps only. ``callgrind``
+steps are always valid; ``cps_callgrind`` steps when every call succeeded without
+a retransmission (a retransmitted request is work a faster run would not do).
+Before a ``hotpath`` or ``cps`` step, the script waits up to ``--quiet-wait``
+seconds for 2 s in which the machine was under that bound.
 
 Prints one JSON document: the checkouts (commit, tracked changes), the machine,
 every step, and per metric the median of the valid steps before and after, their
 ratio (after / before; every metric is a cost, so above 1 is slower) and whether it
 is within 5%. Every output file (callgrind dumps, for ``callgrind_annotate``; the
 benchmarks' own JSON and logs) is kept in ``--workdir``. Needs ``valgrind``, a C
-compiler (``cc``) and the valgrind headers for ``callgrind``, SIPp for ``cps``.
+compiler (``cc``) and the valgrind headers for ``callgrind``, SIPp for the ``cps``
+kinds.
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ if str(ROOT) not in sys.path:
 
 from bench.register import children_cpu_seconds, log, machine, system_cpu_seconds  # noqa: E402
 
-KINDS = ("callgrind", "hotpath", "cps")
+KINDS = ("callgrind", "hotpath", "cps", "cps_callgrind")
 TOLERANCE = 1.05
 TOGGLE_SOURCE = """\
 #include <valgrind/callgrind.h>
@@ -84,7 +93,9 @@ METRICS = {
         "phase2_wall_us_per_request",
     ),
     "cps": ("warden_cpu_ms_per_call",),
+    "cps_callgrind": ("instructions_per_call",),
 }
+LOAD_INDEPENDENT = ("callgrind", "cps_callgrind")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -99,6 +110,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hotpath-rounds", type=int, default=3)
     parser.add_argument("--cps-rate", type=int, default=50, help="calls per second")
     parser.add_argument("--cps-seconds", type=float, default=25.0, help="length of a cps step")
+    parser.add_argument("--cps-callgrind-rate", type=int, default=1, help="calls per second")
+    parser.add_argument("--cps-callgrind-seconds", type=float, default=30.0)
+    parser.add_argument("--cps-callgrind-settle", type=float, default=35.0)
     parser.add_argument("--max-other-pct", type=float, default=10.0, help="validity bound")
     parser.add_argument(
         "--quiet-wait",
@@ -291,10 +305,43 @@ def cps_figures(document: dict[str, Any], load: dict[str, float]) -> dict[str, A
     }
 
 
+def cps_callgrind_step(
+    checkout: Checkout, out: Path, rate: int, seconds: float, settle: float
+) -> dict[str, Any]:
+    """One ``bench.calls --mode cps`` step with Warden under callgrind: instructions per call."""
+    workdir = out.with_suffix("")
+    command = [
+        sys.executable, str(ROOT / "bench" / "calls_callgrind.py"), str(out), f"{settle:g}",
+        "--mode", "cps", "--steps", str(rate), "--step-seconds", f"{seconds:g}",
+        "--workdir", str(workdir),
+    ]  # fmt: skip
+    timeout = seconds * 4 + settle + 600
+    stdout, load = run_child(command, checkout, out.with_suffix(".log"), timeout)
+    out.with_suffix(".json").write_text(stdout, encoding="utf-8")
+    (step,) = json.loads(stdout)["cps"]["steps"]
+    instructions = callgrind_totals(Path(f"{out}.1"))
+    succeeded = step["succeeded"]
+    return {
+        "instructions_per_call": round(instructions / succeeded) if succeeded else None,
+        "instructions": instructions,
+        "rate": step["rate"],
+        "planned": step["planned"],
+        "succeeded": succeeded,
+        "failed": step["failed"],
+        "retransmissions": step["retransmissions"],
+        "all_ok": step["all_ok"],
+        "other_cpu_pct": step["other_cpu_pct"],
+        "dumps": [f"{out}.1"],
+        "run_seconds": load["seconds"],
+    }
+
+
 def is_valid(kind: str, step: dict[str, Any], max_other_pct: float) -> bool:
     """Whether a step's figures may be published (see the module docstring)."""
     if kind == "callgrind":
         return True
+    if kind == "cps_callgrind":
+        return bool(step["all_ok"] and step["retransmissions"] == 0)
     if kind == "cps" and not step["all_ok"]:
         return False
     return bool(step["other_cpu_pct"] < max_other_pct)
@@ -349,15 +396,21 @@ def run_step(
     """One step of ``kind`` for ``checkout``, with its validity."""
     out = args.workdir / kind / f"r{round_no}-{checkout.label}.out"
     out.parent.mkdir(parents=True, exist_ok=True)
-    waited = wait_quiet(args.max_other_pct, args.quiet_wait) if kind != "callgrind" else {}
+    quiet = kind not in LOAD_INDEPENDENT
+    waited = wait_quiet(args.max_other_pct, args.quiet_wait) if quiet else {}
     started = time.strftime("%H:%M:%S", time.gmtime())
     if kind == "callgrind":
         assert library is not None
         figures = callgrind_step(checkout, out, library, args.callgrind_users)
     elif kind == "hotpath":
         figures = hotpath_step(checkout, out, args.hotpath_users, args.hotpath_rounds)
-    else:
+    elif kind == "cps":
         figures = cps_step(checkout, out, args.cps_rate, args.cps_seconds)
+    else:
+        figures = cps_callgrind_step(
+            checkout, out, args.cps_callgrind_rate, args.cps_callgrind_seconds,
+            args.cps_callgrind_settle,
+        )  # fmt: skip
     step = {
         "kind": kind,
         "round": round_no,
@@ -396,6 +449,9 @@ def main(argv: list[str] | None = None) -> None:
             "hotpath_rounds": args.hotpath_rounds,
             "cps_rate": args.cps_rate,
             "cps_seconds": args.cps_seconds,
+            "cps_callgrind_rate": args.cps_callgrind_rate,
+            "cps_callgrind_seconds": args.cps_callgrind_seconds,
+            "cps_callgrind_settle": args.cps_callgrind_settle,
         },
         "workdir": str(args.workdir),
     }

@@ -72,6 +72,13 @@ class ValidityTests(SynchronousTestCase):
         self.assertFalse(is_valid("hotpath", {"other_cpu_pct": 10.0}, 10.0))
         self.assertTrue(is_valid("hotpath", {"other_cpu_pct": 9.9}, 10.0))
 
+    def test_callgrind_calls_without_retransmission(self) -> None:
+        """Warden under callgrind: any load, but every call done once and succeeded."""
+        step = {"other_cpu_pct": 150.0, "all_ok": True, "retransmissions": 0}
+        self.assertTrue(is_valid("cps_callgrind", step, 10.0))
+        self.assertFalse(is_valid("cps_callgrind", {**step, "retransmissions": 2}, 10.0))
+        self.assertFalse(is_valid("cps_callgrind", {**step, "all_ok": False}, 10.0))
+
     def test_failed_calls(self) -> None:
         """A cps step with a failed call is invalid however quiet the machine."""
         self.assertFalse(is_valid("cps", {"other_cpu_pct": 0.0, "all_ok": False}, 10.0))
