@@ -145,8 +145,8 @@ class StartUpErrorTests(ThirdPartyMixin, SynchronousTestCase):
 
     def test_unknown_plugin(self) -> None:
         """An enabled name no installed plugin has is named."""
-        message = self.refused('[plugins]\nenabled = ["sip", "media", "voicemail"]\n')
-        self.assertIn("plugins.enabled: unknown plugin 'voicemail'", message)
+        message = self.refused('[plugins]\nenabled = ["sip", "media", "fax"]\n')
+        self.assertIn("plugins.enabled: unknown plugin 'fax'", message)
 
     def test_missing_need(self) -> None:
         """A plugin whose needs no enabled plugin provides is named, with the need."""

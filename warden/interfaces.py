@@ -795,3 +795,46 @@ class IAdminEndpoints(Interface):
 
     def admin_endpoints() -> Sequence[PluginEndpoint]:
         """The endpoints (L{warden.model.admin.PluginEndpoint})."""
+
+
+# -- voicemail -------------------------------------------------------------------------
+# Appended as one section: its own imports live here rather than at the top.
+
+from warden.model.voicemail import Mailbox, VoicemailMessage  # noqa: E402
+
+
+class IVoicemailStore(Interface):
+    """
+    Mailboxes and messages of the voicemail plugin (L{warden.model.voicemail});
+    the audio lives in files under the data directory, the store keeps their
+    names. Every method returns a Deferred.
+    """
+
+    def get_mailbox(number: str) -> Deferred[Mailbox]:
+        """The mailbox ``number``'s settings (the defaults when none are stored)."""
+
+    def set_mailbox(mailbox: Mailbox) -> Deferred[None]:
+        """Store ``mailbox``'s settings, replacing what was stored."""
+
+    def add_message(message: VoicemailMessage) -> Deferred[None]:
+        """Add a message; fails with ValueError when its id is taken."""
+
+    def get_message(mailbox: str, message_id: str) -> Deferred[VoicemailMessage | None]:
+        """The message ``message_id`` of ``mailbox``, or None."""
+
+    def list_messages(
+        mailbox: str, folder: str | None = None
+    ) -> Deferred[builtins.list[VoicemailMessage]]:
+        """The messages of ``mailbox`` (of one folder when given), oldest first."""
+
+    def move_message(mailbox: str, message_id: str, folder: str) -> Deferred[bool]:
+        """Move a message to ``folder``; whether it exists."""
+
+    def remove_message(mailbox: str, message_id: str) -> Deferred[bool]:
+        """Forget a message; whether it existed (its file is the caller's to remove)."""
+
+    def count_messages(mailbox: str) -> Deferred[tuple[int, int]]:
+        """``(new, saved)`` message counts of ``mailbox``."""
+
+    def totals() -> Deferred[dict[str, tuple[int, int, int]]]:
+        """Per mailbox with messages: ``(new, saved, audio bytes)``."""

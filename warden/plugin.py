@@ -52,6 +52,7 @@ DEFAULT_PLUGINS = (
     "callfeatures",
     "trunks",
     "recording",
+    "voicemail",
 )
 
 #: Parts the composition root provides itself (a plugin may replace

@@ -47,8 +47,12 @@ class CallFeatureTestCase(IntegrationTestCase):
         require_sipp(self)
 
     async def setup_warden(self, settings: dict[str, Any] | None = None) -> None:
-        """Start Warden with ``settings`` and create the extensions."""
-        self.warden: WardenProcess = await self.start_warden({**MEDIA, **(settings or {})})
+        """
+        Start Warden with ``settings`` and create the extensions. Voicemail is
+        off: these tests read the failures a caller gets without it.
+        """
+        settings = {**MEDIA, "voicemail": {"enabled": False}, **(settings or {})}
+        self.warden: WardenProcess = await self.start_warden(settings)
         self.users: Users = await provision(self.warden.config_path, 4, first=2000)
 
     def injection(self, caller: str, dialled: str) -> Path:

@@ -109,9 +109,10 @@ class DialogTests(IntegrationTestCase):
         """
         The callee's binding never answers (nothing listens where it registered):
         after the ring timeout the caller gets 480; then BYE, re-INVITE, UPDATE,
-        INFO, REFER and NOTIFY in that would-be dialog each get 481.
+        INFO, REFER and NOTIFY in that would-be dialog each get 481. Voicemail
+        is off, or it would answer the call.
         """
-        warden = await self.start_warden()
+        warden = await self.start_warden({"voicemail": {"enabled": False}})
         users = await provision(warden.config_path, 2, first=3100)
         caller, callee = users.numbers
         silent = free_port()

@@ -91,6 +91,8 @@ class FailoverTests(IntegrationTestCase):
             "state": {"url": self.redis.url, "timeout": 0.5, "heartbeat_interval": 0.5},
             "cluster": {"name": self.cluster, "node_id": node_id},
             "media": {"port_min": media, "port_max": media + 99},
+            # Unreachable callees must fail (480), not reach a mailbox.
+            "voicemail": {"enabled": False},
         }
         node = NodeProcess(self.workdir(), host, settings)
         self._wardens.append(node)

@@ -91,14 +91,7 @@ class LocalApplicationTests(SynchronousTestCase):
 
     def shuttle(self, endpoint: RtpEndpoint) -> None:
         """Carry datagrams between the endpoint and the relay's callee side."""
-        network = self.stack.network
-        assert endpoint.remote is not None
-        relay_b = endpoint.remote[1]
-        for data, _ in network.sent_from(endpoint.port):
-            network.deliver(relay_b, data, (endpoint.host, endpoint.port))
-        for data, address in network.sent_from(relay_b):
-            if address == (endpoint.host, endpoint.port):
-                network.deliver(endpoint.port, data, endpoint.remote)
+        self.stack.shuttle()
 
     def relay_port(self, ok: Response) -> int:
         """The relay's port for Alice's media, from Warden's answer."""

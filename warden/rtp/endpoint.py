@@ -89,6 +89,15 @@ class Recording:
         """The recording's length."""
         return len(self.pcm) / 2 / g711.SAMPLE_RATE
 
+    def trimmed(self, keep: float = 0.5) -> Recording:
+        """The recording without its trailing silence (``keep`` seconds of it stay)."""
+        frame = 2 * FRAME_SAMPLES
+        end = len(self.pcm) - len(self.pcm) % frame
+        while end > 0 and g711.level(self.pcm[end - frame : end]) < SPEECH_LEVEL:
+            end -= frame
+        end = min(len(self.pcm), end + int(keep * g711.SAMPLE_RATE) * 2) if end else 0
+        return attrs.evolve(self, pcm=self.pcm[:end])
+
 
 class _Protocol(DatagramProtocol):
     def __init__(self, endpoint: RtpEndpoint) -> None:

@@ -57,6 +57,24 @@ class CallStack(FakeSipStack):
         self.qualifier = self.sip.qualifier
         self.calls = self.sip.calls
 
+    def shuttle(self) -> None:
+        """
+        Carry datagrams between the local applications' endpoints and the relay's
+        callee side (the fake network delivers nothing by itself).
+        """
+        applications = self.calls.applications
+        if applications is None:
+            return
+        network = self.network
+        for endpoint in list(applications.endpoints.values()):
+            assert endpoint.remote is not None
+            relay_b = endpoint.remote[1]
+            for data, _ in network.sent_from(endpoint.port):
+                network.deliver(relay_b, data, (endpoint.host, endpoint.port))
+            for data, address in network.sent_from(relay_b):
+                if address == (endpoint.host, endpoint.port):
+                    network.deliver(endpoint.port, data, endpoint.remote)
+
     @staticmethod
     def successResultOf_(d: Any) -> Any:  # noqa: N802
         """The result of an already-fired Deferred."""
