@@ -15,16 +15,19 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.features.test_blf import BlfTestCase
 from tests.sip.test_b2bua import ALICE, BOB, only
 from warden import secrets as warden_secrets
 from warden.errors import ConfigError
 from warden.features import voicemail
+from warden.features.callfeatures import dialog_events
+from warden.features.mwi import MessageWaiting, summary
 from warden.features.voicemail import VoicemailAudio, VoicemailConfig, VoicemailPlugin, prompt
 from warden.model.voicemail import Mailbox, VoicemailMessage
 from warden.rtp import g711
 from warden.rtp.endpoint import RtpEndpoint
 from warden.sip.hooks import CallHooks
-from warden.sip.message import Request, Response
+from warden.sip.message import Request, Response, new_tag
 from warden.sip.sdp import parse_sdp
 from warden.store.credentials import make_extension
 from warden.testing.callstack import CallStack, Phone
@@ -420,3 +423,98 @@ class AudioFileTests(SynchronousTestCase):
         ):
             self.assertRaises(ValueError, audio.path, name)
         self.assertEqual(audio.path("1001/ab12.wav"), audio.root / "1001" / "ab12.wav")
+
+
+class MessageWaitingTests(BlfTestCase):
+    """Bob (1002) subscribes to his mailbox's message summary (RFC 3842)."""
+
+    def setUp(self) -> None:
+        self.plugin_vm = VoicemailPlugin()
+        self.store = MemoryVoicemailStore()
+        stack = CallStack(hooks=CallHooks([self.plugin_vm]), applications=(self.plugin_vm,))
+        self.plugin_vm.use(
+            self.store, VoicemailAudio(Path(self.mktemp())), stack.directory, stack.clock
+        )
+        self.mwi = MessageWaiting(
+            dialog_events(stack.clock, stack.directory, stack.sip), self.store.count_messages,
+            stack.location.bindings_for, stack.sip.addressing.flow_for,
+            stack.sip.addressing.via_for, REALM,
+        )  # fmt: skip
+        self.plugin_vm.use_mwi(self.mwi)
+        stack.register("1002", BOB)
+        self.stack = stack
+        self.call_id = f"{new_tag()}@bob"
+        self.cseq = 0
+
+    def mwi_subscribe(self, **headers: str) -> tuple[Response, list[tuple[Any, Any]]]:
+        values = {"Event": "message-summary", "Accept": "application/simple-message-summary"}
+        values.update(headers)
+        return self.subscribe("1002", values)
+
+    def leave(self, message_id: str, folder: str = "new") -> None:
+        message = VoicemailMessage(message_id, "1002", "1001", "Alice", 1.0, 2.0, folder)
+        self.stack.successResultOf_(self.store.add_message(message))
+
+    def changed(self) -> list[tuple[Any, Any]]:
+        before = self.stack.mark()
+        self.plugin_vm.changed("1002")
+        self.stack.clock.advance(0)
+        return self.stack.sent_since(before)
+
+    def test_subscribe_and_changes(self) -> None:
+        """200 and a NOTIFY with the counts at once; another after each change."""
+        self.leave("a" * 32, folder="saved")
+        response, sent = self.mwi_subscribe()
+        self.assertEqual(response.status, 200)
+        (first,) = self.notifies(sent)
+        self.assertEqual(first.get("Event"), "message-summary")
+        self.assertEqual(first.get("Content-Type"), "application/simple-message-summary")
+        self.assertEqual(
+            first.body,
+            f"Messages-Waiting: no\r\nMessage-Account: sip:1002@{REALM}\r\n"
+            "Voice-Message: 0/1 (0/0)\r\n".encode(),
+        )
+        self.leave("b" * 32)
+        (second,) = self.notifies(self.changed())  # no unsolicited one: Bob subscribed
+        self.assertIn(b"Messages-Waiting: yes\r\n", second.body)
+        self.assertIn(b"Voice-Message: 1/1 (0/0)", second.body)
+        self.stack.successResultOf_(self.store.remove_message("1002", "b" * 32))
+        (third,) = self.notifies(self.changed())
+        self.assertIn(b"Messages-Waiting: no\r\n", third.body)
+        self.assertEqual(self.mwi.unsolicited, 0)
+
+    def test_unsolicited_without_subscription(self) -> None:
+        """A phone that did not subscribe gets a NOTIFY out of dialog on each change."""
+        self.leave("c" * 32)
+        (notify,) = self.notifies(self.changed())
+        self.assertIsNone(notify.to.tag)
+        self.assertEqual(notify.get("Subscription-State"), "active")
+        self.assertIn(b"Voice-Message: 1/0 (0/0)", notify.body)
+        self.assertEqual(self.mwi.unsolicited, 1)
+
+    def test_bad_subscribes(self) -> None:
+        """Malformed or unservable SUBSCRIBEs get 400, 406, 423, 489 or 404."""
+        cases = [
+            ({"Event": "presence"}, b"", 489),
+            ({"Accept": "application/pidf+xml"}, b"", 406),
+            ({"Expires": "abc"}, b"", 400),
+            ({"Expires": "10"}, b"", 423),
+            ({}, b"<filter/>", 400),
+        ]
+        for headers, body, status in cases:
+            values = {"Event": "message-summary", "Accept": "application/simple-message-summary"}
+            values.update(headers)
+            response, _ = self.subscribe("1002", values, body=body)
+            self.assertEqual(response.status, status, (headers, body))
+        response, _ = self.subscribe(
+            "9999", {"Event": "message-summary", "Accept": "application/simple-message-summary"}
+        )
+        self.assertEqual(response.status, 404)
+        self.assertNotIn("9999", self.mwi.known)  # counts are kept for extensions only
+
+    def test_summary(self) -> None:
+        """RFC 3842 §5 body."""
+        self.assertEqual(
+            summary(3, 4, "sip:1@x"),
+            b"Messages-Waiting: yes\r\nMessage-Account: sip:1@x\r\nVoice-Message: 3/4 (0/0)\r\n",
+        )

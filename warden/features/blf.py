@@ -157,6 +157,10 @@ class DialogEvents:
     """
 
     log = Logger()
+    #: The event package served and the type of its NOTIFY bodies (a subclass
+    #: serves another package with the same subscriptions: MWI).
+    event = EVENT
+    content_type = CONTENT_TYPE
 
     def __init__(
         self,
@@ -225,13 +229,13 @@ class DialogEvents:
     def _check(self, request: Request) -> int:
         """The Expires asked for, bounded; SipError for what cannot be served."""
         event = (request.get("Event") or "").split(";", 1)[0].strip().lower()
-        if event != EVENT:
-            raise SipError(489, "Bad Event", (("Allow-Events", EVENT),))
+        if event != self.event:
+            raise SipError(489, "Bad Event", (("Allow-Events", self.event),))
         accept = request.get_all("Accept")
         if accept:
             kinds = {k.split(";", 1)[0].strip().lower() for a in accept for k in a.split(",")}
-            if not kinds & {CONTENT_TYPE, "application/*", "*/*"}:
-                raise SipError(406, "Not Acceptable", (("Accept", CONTENT_TYPE),))
+            if not kinds & {self.content_type, "application/*", "*/*"}:
+                raise SipError(406, "Not Acceptable", (("Accept", self.content_type),))
         if request.body:
             raise SipError(400, "Bad Request (no body expected: filters are not supported)")
         text = request.get("Expires")
@@ -316,20 +320,24 @@ class DialogEvents:
         dialogs: list[DialogState] | None = None,
     ) -> None:
         """NOTIFY ``sub``'s phone of its extension's ``dialogs`` (found when None)."""
-        if dialogs is None:
-            dialogs = dialogs_of(sub.entity, self.calls().values())
-        body = dialog_info(sub.entity, sub.version, dialogs, sub.domain)
+        body = self.document(sub, dialogs)
         sub.version += 1
         if terminated is None:
             left = max(0, round(sub.expires_at - self.clock.seconds()))
             state = f"active;expires={left}"
         else:
             state = f"terminated;reason={terminated}" if terminated else "terminated"
-        headers = [("Event", EVENT), ("Subscription-State", state),
-                   ("Content-Type", CONTENT_TYPE)]  # fmt: skip
+        headers = [("Event", self.event), ("Subscription-State", state),
+                   ("Content-Type", self.content_type)]  # fmt: skip
         dialog = sub.dialog
         notify = dialog.request("NOTIFY", self.new_branch(), headers, body)
         self.send(notify, dialog.flow, _NotifyUser(self, sub))
+
+    def document(self, sub: Subscription, dialogs: list[DialogState] | None) -> bytes:
+        """The NOTIFY body for ``sub``: its extension's ``dialogs`` (found when None)."""
+        if dialogs is None:
+            dialogs = dialogs_of(sub.entity, self.calls().values())
+        return dialog_info(sub.entity, sub.version, dialogs, sub.domain)
 
     def touch(self, call_id: str) -> None:
         """A call changed: tell the watchers of the extensions it involves (soon, once)."""

@@ -21,8 +21,9 @@ Voicemail as a feature plugin (ADR 0022), on by default for every extension
   2 saved messages, 3 record the greeting, 4 change the PIN, * hang up; while
   a message plays: 1 replay, 7 delete, 9 save, 6 next, * back. A new message
   listened to becomes saved.
-- **Message waiting** (L{warden.features.mwi}): every change of a mailbox
-  tells its extension's phones (RFC 3842).
+- **Message waiting** (L{warden.features.mwi}): ``SUBSCRIBE`` for
+  ``message-summary`` (RFC 3842), and every change of a mailbox tells its
+  subscribers and, unsolicited, its extension's other registered phones.
 
 The default prompts are 8 kHz WAV files in ``warden/features/prompts``, made
 from their texts by ``tools/voicemail_prompts.py``.
@@ -49,7 +50,9 @@ from zope.interface import implementer
 
 from warden import secrets as warden_secrets
 from warden.digits import is_digits
-from warden.errors import ConfigError
+from warden.errors import ConfigError, SipError
+from warden.features.blf import DialogEventsService
+from warden.features.mwi import MessageWaiting
 from warden.interfaces import (
     ICallHook,
     IDirectory,
@@ -65,6 +68,8 @@ from warden.sip.local import LocalCall
 
 if TYPE_CHECKING:
     from warden.plugin import BuildContext
+    from warden.sip.flow import Flow
+    from warden.sip.message import Request, Response
 
 __all__ = ["VoicemailAudio", "VoicemailConfig", "VoicemailPlugin", "plugin", "prompt"]
 
@@ -210,9 +215,11 @@ class VoicemailPlugin(CallHookBase):
     name = "voicemail"
     description = "Voicemail per extension, *97/*98 mailbox access, MWI ([voicemail])"
     sections: tuple[str, ...] = ("voicemail",)
-    needs: tuple[str, ...] = ("stores", "directory")
+    needs: tuple[str, ...] = ("stores", "directory", "sip")
     provides: tuple[str, ...] = ("voicemail",)
     applications: tuple[str, ...] = ("voicemail", "voicemail-access")
+    methods: tuple[str, ...] = ("SUBSCRIBE",)
+    events: tuple[str, ...] = ("message-summary",)
 
     log = Logger()
 
@@ -223,8 +230,8 @@ class VoicemailPlugin(CallHookBase):
         self.directory: IDirectory | None = None
         self.clock: IReactorTime | None = None
         self._blocking: Callable[[Callable[[], Any]], Deferred[Any]] = defer.maybeDeferred
-        #: Told the mailbox number after every change of its messages (MWI).
-        self.changed: Callable[[str], None] = lambda mailbox: None
+        #: Tells phones of a mailbox's changes (RFC 3842; None until built).
+        self.mwi: MessageWaiting | None = None
 
     def parse_section(
         self, name: str, table: Mapping[str, object], filename: str | None
@@ -239,6 +246,8 @@ class VoicemailPlugin(CallHookBase):
 
     def make(self, context: BuildContext) -> None:
         """The voicemail store on the shared database and the audio under the data dir."""
+        from warden.features.callfeatures import dialog_events
+        from warden.sip.service import SipService
         from warden.store.backend import Stores
         from warden.store.voicemail import SQLVoicemailStore
 
@@ -258,7 +267,37 @@ class VoicemailPlugin(CallHookBase):
             config,
             in_thread,
         )
+        sip = context.need("sip", SipService)
+        store, directory = self.store, self.directory
+        assert store is not None and directory is not None
+        self.use_mwi(
+            MessageWaiting(
+                dialog_events(reactor, directory, sip), store.count_messages,
+                sip.location.bindings_for, sip.addressing.flow_for, sip.addressing.via_for,
+                context.config.realm,
+            )
+        )  # fmt: skip
+        assert self.mwi is not None
+        context.add_service(DialogEventsService(self.mwi))
         context.provide("voicemail", self)
+
+    def use_mwi(self, mwi: MessageWaiting) -> None:
+        """Tell phones of mailbox changes through ``mwi`` (tests; L{make} builds it)."""
+        self.mwi = mwi
+
+    def changed(self, mailbox: str) -> None:
+        """A mailbox's messages changed: message waiting tells its phones."""
+        if self.mwi is None:
+            return
+        self.mwi.changed(mailbox).addErrback(
+            lambda f: self.log.failure("Message waiting for {mailbox} failed", f, mailbox=mailbox)
+        )
+
+    def handle_request(self, request: Request, flow: Flow) -> Deferred[Response]:
+        """SUBSCRIBE for the ``message-summary`` event package (L{warden.features.mwi})."""
+        if self.mwi is None or not self.config.enabled:
+            raise SipError(489, "Bad Event", (("Allow-Events", "dialog"),))
+        return self.mwi.subscribe(request, flow)
 
     def use(
         self,
