@@ -24,6 +24,7 @@ then runs one command::
     wardenctl admin add NAME | list | token ACCOUNT NAME [--scopes read,write,calls]
     wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.ctl.admin)
     wardenctl trunks [--json] [--token-file F]                    (warden.ctl.admin)
+    wardenctl voicemail pin NUMBER [--clear] | list NUMBER [--json] (warden.ctl.voicemail)
 
 WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
 date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).
@@ -60,6 +61,7 @@ from warden.ctl import backup as backup_ctl
 from warden.ctl import calls as ctl_calls
 from warden.ctl import cluster as ctl_cluster
 from warden.ctl import store as ctl_store
+from warden.ctl import voicemail as voicemail_ctl
 from warden.ctl.audit import CliAudit, action_of, audit_standalone
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
 from warden.filemodes import private_umask
@@ -221,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup_ctl.add_commands(areas)
     ctl_store.add_commands(areas)
     admin_ctl.add_commands(areas)
+    voicemail_ctl.add_commands(areas)
     return parser
 
 
@@ -667,6 +670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin_ctl.main(args, config)
     if getattr(args, "store_migration", False):  # migrate-store
         return ctl_store.run(args)
+    if getattr(args, "voicemail", False):  # voicemail pin, voicemail list
+        return voicemail_ctl.run(args, config)
     if getattr(args, "standalone", None) is not None:  # backup, restore
         from twisted.internet import reactor
 

@@ -14,8 +14,9 @@ Voicemail as a feature plugin (ADR 0022), on by default for every extension
   holding ``quota_messages`` messages takes no more: the caller is told so.
 - **Mailbox access.** ``*97`` opens the caller's own mailbox, ``*98`` asks for
   a mailbox number (local application ``voicemail-access``), both with the
-  mailbox's PIN (a mailbox without a PIN opens only from its own,
-  authenticated extension with ``*97``). Wrong PINs count
+  mailbox's PIN (``wardenctl voicemail pin``, or from the menu; a mailbox
+  without a PIN opens only from its own, authenticated extension with
+  ``*97``). Wrong PINs count
   in the store; ``pin_attempts`` in a row lock the mailbox for
   ``lockout_seconds``. The DTMF menu (RFC 4733 or SIP INFO): 1 new messages,
   2 saved messages, 3 record the greeting, 4 change the PIN, * hang up; while
