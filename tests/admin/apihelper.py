@@ -190,3 +190,23 @@ def parse(data: bytes) -> Response:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return Response(status, headers, body)
+
+
+def routes_and_operations(
+    harness: ApiHarness, plugins: list[Any]
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """
+    The (method, path) of every API route with ``plugins``' endpoints, and of
+    every operation of the OpenAPI document for them: the two must agree.
+    """
+    from warden.admin import openapi
+    from warden.admin.plugin_endpoints import plugin_paths
+    from warden.admin.service import api_routes
+
+    routes = {
+        (r.method.lower(), "/" + r.template)
+        for r in api_routes(harness.services, harness.auth, plugins)
+    }
+    document = openapi.document(plugin_paths(plugins))
+    operations = {(m, p) for p, ops in document["paths"].items() for m in ops}
+    return routes, operations

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.admin.apihelper import ApiHarness
-from warden.admin import openapi
-from warden.admin.plugin_endpoints import plugin_paths
-from warden.admin.service import api_routes
+from tests.admin.apihelper import ApiHarness, routes_and_operations
 from warden.features.callfeatures import CallFeaturesPlugin
 from warden.model.features import CallFeatures
 from warden.store.credentials import make_extension
@@ -70,9 +67,6 @@ class FeatureApiTests(SynchronousTestCase):
 
     def test_openapi(self) -> None:
         """The document has exactly the plugin's routes besides the core's."""
-        routes = {(r.method.lower(), "/" + r.template)
-                  for r in api_routes(self.h.services, self.h.auth, [self.plugin])}  # fmt: skip
-        document = openapi.document(plugin_paths([self.plugin]))
-        operations = {(m, p) for p, ops in document["paths"].items() for m in ops}
+        routes, operations = routes_and_operations(self.h, [self.plugin])
         self.assertEqual(routes, operations)
         self.assertIn(("patch", "/extensions/{number}/features"), operations)

@@ -36,12 +36,14 @@ import functools
 import math
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
+from prometheus_client import Counter, Gauge
+from twisted.application.internet import TimerService
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -54,13 +56,16 @@ from warden.digits import is_digits
 from warden.errors import ConfigError, SipError
 from warden.features.blf import DialogEventsService
 from warden.features.mwi import MessageWaiting
+from warden.features.voicemail_api import VoicemailEndpoints
 from warden.interfaces import (
+    IAdminEndpoints,
     ICallHook,
     IDirectory,
     ILocalApplication,
     IVoicemailStore,
     IWardenPlugin,
 )
+from warden.model.admin import PluginEndpoint
 from warden.model.voicemail import Mailbox, VoicemailMessage
 from warden.rtp import g711
 from warden.rtp.endpoint import RtpEndpoint
@@ -209,7 +214,18 @@ class VoicemailAudio:
         return result
 
 
-@implementer(IPlugin, IWardenPlugin, ICallHook, ILocalApplication)
+#: The store's messages by folder and the audio's bytes (refreshed after each
+#: change and every minute); bounded labels only, never a mailbox number.
+MESSAGES = Gauge("warden_voicemail_messages", "Voicemail messages stored", ["folder"])
+STORAGE_BYTES = Gauge("warden_voicemail_storage_bytes", "Bytes of voicemail audio stored")
+LEFT = Counter("warden_voicemail_messages_left_total", "Voicemail messages recorded")
+FULL = Counter("warden_voicemail_mailbox_full_total", "Callers refused by a full mailbox")
+PIN_FAILURES = Counter("warden_voicemail_pin_failures_total", "Wrong mailbox PINs entered")
+#: Seconds between refreshes of the message gauges.
+METRICS_INTERVAL = 60.0
+
+
+@implementer(IPlugin, IWardenPlugin, ICallHook, ILocalApplication, IAdminEndpoints)
 class VoicemailPlugin(CallHookBase):
     """Voicemail per extension, mailbox access with ``*97``/``*98``, message waiting."""
 
@@ -280,7 +296,43 @@ class VoicemailPlugin(CallHookBase):
         )  # fmt: skip
         assert self.mwi is not None
         context.add_service(DialogEventsService(self.mwi))
+        refresh = TimerService(METRICS_INTERVAL, self.refresh_metrics)
+        refresh.clock = reactor
+        context.add_service(refresh)
         context.provide("voicemail", self)
+
+    def refresh_metrics(self) -> Deferred[None]:
+        """Set the message and storage gauges from the store's totals."""
+        return Deferred.fromCoroutine(self._refresh_metrics())
+
+    async def _refresh_metrics(self) -> None:
+        if self.store is None:
+            return
+        try:
+            totals = await self.store.totals()
+        except Exception as e:  # the store is down: the next refresh tries again
+            self.log.warn("Voicemail metrics not refreshed: {error}", error=e)
+            return
+        MESSAGES.labels("new").set(sum(t[0] for t in totals.values()))
+        MESSAGES.labels("saved").set(sum(t[1] for t in totals.values()))
+        STORAGE_BYTES.set(sum(t[2] for t in totals.values()))
+
+    def admin_endpoints(self) -> Sequence[PluginEndpoint]:
+        """See L{IAdminEndpoints.admin_endpoints}."""
+        return VoicemailEndpoints(
+            lambda: self.store, lambda: self.directory, self.delete_message, self._hash_pin
+        ).endpoints()
+
+    async def _hash_pin(self, pin: str) -> str:
+        hashed: str = await self._blocking(functools.partial(warden_secrets.hash_password, pin))
+        return hashed
+
+    async def delete_message(self, message: VoicemailMessage) -> None:
+        """Forget ``message`` and its audio; phones are told."""
+        store, audio, _ = self._parts()
+        await store.remove_message(message.mailbox, message.message_id)
+        await audio.remove(message.audio)
+        self.changed(message.mailbox)
 
     def use_mwi(self, mwi: MessageWaiting) -> None:
         """Tell phones of mailbox changes through ``mwi`` (tests; L{make} builds it)."""
@@ -288,6 +340,7 @@ class VoicemailPlugin(CallHookBase):
 
     def changed(self, mailbox: str) -> None:
         """A mailbox's messages changed: message waiting tells its phones."""
+        self.refresh_metrics()
         if self.mwi is None:
             return
         self.mwi.changed(mailbox).addErrback(
@@ -370,6 +423,7 @@ class VoicemailPlugin(CallHookBase):
         new, saved = await store.count_messages(mailbox)
         if new + saved >= self.config.quota_messages:
             self.log.info("Mailbox {mailbox} is full: no message taken", mailbox=mailbox)
+            FULL.inc()
             await endpoint.play(prompt("mailbox-full"))
             return
         box = await store.get_mailbox(mailbox)
@@ -393,6 +447,7 @@ class VoicemailPlugin(CallHookBase):
             round(recording.seconds, 2), "new", name, size,
         )  # fmt: skip
         await store.add_message(message)
+        LEFT.inc()
         self.log.info(
             "Voicemail for {mailbox} from {caller}: {seconds:.1f} s",
             mailbox=mailbox, caller=call.caller.number, seconds=recording.seconds,
@@ -458,6 +513,7 @@ class VoicemailPlugin(CallHookBase):
                     await store.set_mailbox(attrs.evolve(box, failed_logins=0, locked_until=0.0))
                 return True
             failed = box.failed_logins + 1
+            PIN_FAILURES.inc()
             self.log.warn("Wrong PIN for mailbox {mailbox} ({failed} in a row)",
                           mailbox=mailbox, failed=failed)  # fmt: skip
             if failed >= self.config.pin_attempts:
@@ -518,9 +574,7 @@ class VoicemailPlugin(CallHookBase):
                     choice = await endpoint.play(pcm, interrupt="1679*")
                     continue
                 if choice == "7":
-                    await store.remove_message(mailbox, message.message_id)
-                    await audio.remove(message.audio)
-                    self.changed(mailbox)
+                    await self.delete_message(message)
                     await endpoint.play(prompt("deleted"))
                     break
                 if choice in ("6", "9", "*", ""):
@@ -557,7 +611,7 @@ class VoicemailPlugin(CallHookBase):
         if not valid_pin(pin):
             await endpoint.play(prompt("invalid"))
             return
-        hashed: str = await self._blocking(functools.partial(warden_secrets.hash_password, pin))
+        hashed = await self._hash_pin(pin)
         box = await store.get_mailbox(mailbox)
         await store.set_mailbox(attrs.evolve(box, pin_hash=hashed))
         self.log.info("PIN of mailbox {mailbox} changed by phone", mailbox=mailbox)
