@@ -341,6 +341,13 @@ class Drill:
             problems += await self._thread(_verify_restored_files, manifest, data_dir)
             count = sum(1 for f in manifest.files if f.path.startswith("files/"))
             details.append(f"{count} files match")
+        if self.settings.test_type == "full" and isinstance(target, SQLiteTarget):
+            played, voicemail_problems = await self._thread(
+                verify_voicemail_plays, target.path, data_dir
+            )
+            problems += voicemail_problems
+            if played:
+                details.append(f"{played} voicemail messages play")
         if problems:
             raise BackupError("; ".join(problems[:10]))
         return ", ".join(details)
@@ -496,6 +503,46 @@ def _verify_restored_files(manifest: Manifest, data_dir: Path) -> list[str]:
         elif sha256_file(path)[0] != entry.sha256:
             problems.append(f"{entry.path}: restored with another SHA-256")
     return problems
+
+
+def verify_voicemail_plays(database: str, data_dir: Path) -> tuple[int, list[str]]:
+    """
+    Every voicemail message the restored SQLite database lists must play: its
+    WAV file under ``<data_dir>/voicemail`` is restored, reads as the 8 kHz
+    audio the voicemail plugin plays, and lasts the recorded duration.
+    Returns the messages that play and the problems found.
+    """
+    from warden.features.voicemail import VoicemailAudio
+    from warden.rtp.g711 import WavError, read_wav
+
+    connection = sqlite3.connect(database)
+    try:
+        known = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'voicemail_messages'"
+        ).fetchone()
+        rows = (
+            connection.execute(
+                "SELECT message_id, audio, duration FROM voicemail_messages"
+            ).fetchall()
+            if known
+            else []
+        )
+    finally:
+        connection.close()
+    audio = VoicemailAudio(data_dir / "voicemail")
+    played, problems = 0, []
+    for message_id, name, duration in rows:
+        try:
+            pcm = read_wav(audio.path(name).read_bytes())
+        except (OSError, ValueError, WavError) as e:
+            problems.append(f"voicemail {message_id}: does not play ({e})")
+            continue
+        seconds = len(pcm) / 16000
+        if abs(seconds - float(duration)) > 0.1:
+            problems.append(f"voicemail {message_id}: {seconds:.2f} s of audio, not {duration} s")
+            continue
+        played += 1
+    return played, problems
 
 
 def _prepare_scratch_database(target: Target) -> list[Identity]:
