@@ -91,7 +91,15 @@ class MakeServiceTests(TestCase):
         self.assertEqual((children[0].addressing.nat, children[0].hop.nat), ("auto", "auto"))
         self.assertEqual(
             [type(c).__name__ for c in children[1:]],
-            ["AdminService", "DialogEventsService", "RunLocks"],
+            # callfeatures' BLF, recording, voicemail's MWI and its metrics refresh
+            [
+                "AdminService",
+                "DialogEventsService",
+                "Recordings",
+                "DialogEventsService",
+                "TimerService",
+                "RunLocks",
+            ],
         )
         root.store.close_pool()  # type: ignore[attr-defined]
         children[-1].directories.release()
