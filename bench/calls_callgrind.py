@@ -16,7 +16,7 @@ and once the step is over it waits ``SETTLE_SECONDS`` (long enough for the calls
 lingering transactions to end, 32 s with the default timers) and dumps the counts
 to ``OUT.1``. So ``OUT.1`` holds every instruction Warden (every thread) executed
 for the step's calls, plus its idle housekeeping over the step and the settling time.
-Warden runs tens of times slower under callgrind: keep the rate low (1-2 calls/s).
+Warden runs tens of times slower under callgrind: keep the rate low (a few calls per second).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Usage::
     python bench/compare.py --before DIR --after DIR [--rounds 3] [--workdir DIR]
         [--only callgrind,hotpath,cps,cps_callgrind] [--callgrind-users 300]
         [--hotpath-users 20000] [--hotpath-rounds 3] [--cps-rate 50] [--cps-seconds 25]
-        [--cps-callgrind-rate 1] [--cps-callgrind-seconds 30] [--cps-callgrind-settle 35]
+        [--cps-callgrind-rate 3] [--cps-callgrind-seconds 40] [--cps-callgrind-settle 35]
         [--max-other-pct 10] [--quiet-wait 30]
 
 ``DIR`` is a checkout of Warden (``git worktree add --detach DIR COMMIT``). Each
@@ -110,8 +110,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hotpath-rounds", type=int, default=3)
     parser.add_argument("--cps-rate", type=int, default=50, help="calls per second")
     parser.add_argument("--cps-seconds", type=float, default=25.0, help="length of a cps step")
-    parser.add_argument("--cps-callgrind-rate", type=int, default=1, help="calls per second")
-    parser.add_argument("--cps-callgrind-seconds", type=float, default=30.0)
+    parser.add_argument("--cps-callgrind-rate", type=int, default=3, help="calls per second")
+    parser.add_argument("--cps-callgrind-seconds", type=float, default=40.0)
     parser.add_argument("--cps-callgrind-settle", type=float, default=35.0)
     parser.add_argument("--max-other-pct", type=float, default=10.0, help="validity bound")
     parser.add_argument(
