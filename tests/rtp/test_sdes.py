@@ -96,6 +96,20 @@ class ProfileTests(SynchronousTestCase):
         self.assertNotIn("crypto", plain)
         self.assertIn("a=rtpmap:101 telephone-event/8000\r\n", plain)
 
+    def test_plain_unchanged(self) -> None:
+        """Plain RTP staying plain: the description as it came, not a rebuilt copy."""
+        sdp = parse_sdp(sdp_body())
+        self.assertIs(sdes.with_crypto(sdp, 0, "RTP/AVP", []), sdp)
+
+    def test_plain_changed(self) -> None:
+        """Plain RTP is rebuilt when a line would change: m= spacing, last line's ending."""
+        spaced = parse_sdp(sdp_body().replace(b"RTP/AVP ", b"RTP/AVP  "))
+        out = sdes.with_crypto(spaced, 0, "RTP/AVP", []).to_bytes()
+        self.assertIn(b"m=audio 4000 RTP/AVP 0 8 101\r\n", out)
+        unterminated = parse_sdp(sdp_body().rstrip(b"\r\n"))
+        out = sdes.with_crypto(unterminated, 0, "RTP/AVP", []).to_bytes()
+        self.assertTrue(out.endswith(b"a=ptime:20\r\n"), out)
+
     def test_without_final_newline(self) -> None:
         """A body whose last line has no line ending still gets well-formed lines."""
         sdp = parse_sdp(sdp_body().rstrip(b"\r\n"))

@@ -145,6 +145,14 @@ def with_crypto(
     section = sdp.media[index]
     first = section.lines[0]
     fields = first.value.split()
+    if (
+        not cryptos
+        and fields[2] == proto
+        and " ".join(fields) == first.value
+        and all(map(_kept_as_is, section.lines))
+    ):
+        # Plain RTP staying plain (most calls): what follows would rebuild the same section.
+        return sdp
     fields[2] = proto
     eol = first.eol or "\r\n"
     kept = [
@@ -155,3 +163,8 @@ def with_crypto(
     added = [sdplib.SdpLine("a", f"crypto:{c.value()}", eol) for c in cryptos]
     lines = (attrs.evolve(first, value=" ".join(fields), eol=eol), *kept, *added)
     return sdplib.with_media_lines(sdp, index, lines)
+
+
+def _kept_as_is(line: sdplib.SdpLine) -> bool:
+    """Whether L{with_crypto} writes ``line`` back unchanged: not ``a=crypto``, with an eol."""
+    return bool(line.eol) and not (line.kind == "a" and line.value.lower().startswith("crypto:"))
