@@ -300,6 +300,8 @@ class SchemathesisTests(_AdminMixin):
 class _CallMixin(_AdminMixin):
     """Real SIPp calls, set up as in L{test_calls}."""
 
+    media_range = test_calls.SippCallTests.media_range
+    media_config = test_calls.SippCallTests.media_config
     call_setup = test_calls.SippCallTests.call_setup
     run_uac = test_calls.SippCallTests.run_uac
 
