@@ -63,6 +63,18 @@ class UdpTests(SynchronousTestCase):
         self.assertGreater(metrics.PARSE_ERRORS.labels("udp")._value.get(), before)
         self.assertEqual(len(stack.send_udp(options(99))), 1)
 
+    def test_nothing_served_while_starting(self) -> None:
+        """
+        From the bind (privilegedStartService, before the store is ready) until the
+        SIP service starts, datagrams are dropped: nothing is answered before the
+        bindings are restored, and the sender's retransmission is served after.
+        """
+        stack = FakeSipStack()
+        stack.hub.accepting = False
+        self.assertEqual(stack.send_udp(options()), [])
+        stack.hub.accepting = True  # as SipService.startService does
+        self.assertEqual([r.status for r in stack.send_udp(options())], [200])
+
     def test_oversized_datagram(self) -> None:
         """A datagram over max_message_bytes is dropped unparsed (and counted)."""
         stack = FakeSipStack(max_message_bytes=1024)

@@ -344,8 +344,17 @@ class SipService(service.MultiService):
             )  # fmt: skip
             self.tls_listener.setServiceParent(self)  # type: ignore[no-untyped-call]
 
+    def privilegedStartService(self) -> None:
+        """
+        Bind the listeners (twistd does it before the store is ready) without
+        serving yet: L{startService} opens the UDP listener to requests.
+        """
+        self.hub.accepting = False
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+
     def startService(self) -> None:
-        """Start listening and the periodic housekeeping."""
+        """Serve requests; start the periodic housekeeping."""
+        self.hub.accepting = True
         super().startService()  # type: ignore[no-untyped-call]
         if self.qualifier is not None:
             self.qualifier.start()

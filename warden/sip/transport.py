@@ -128,6 +128,10 @@ class TransportHub:
         self.tcp_message_timeout = tcp_message_timeout
         self.tcp_connections_per_ip = tcp_connections_per_ip
         self.receiver: Receiver | None = None
+        #: False from the UDP bind until the SIP service starts (after the store is
+        #: ready): datagrams that arrive meanwhile are dropped and the phones
+        #: retransmit, so nothing is answered before the bindings are restored.
+        self.accepting = True
         self.udp: list[SipDatagramProtocol] = []
         self.connections: set[SipStreamProtocol] = set()
         #: RFC 3261 §18.1.1: ``(message, udp flow, bytes) -> (flow, bytes)`` may move
@@ -342,6 +346,8 @@ class SipDatagramProtocol(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Parse and deliver one datagram; malformed ones never raise."""
+        if not self.hub.accepting:
+            return  # still starting: the sender retransmits (RFC 3261 §17)
         host, port = addr[0], addr[1]
         if not datagram.strip(b"\r\n\x00 "):
             return  # keep-alive (RFC 5626 §4.4.2 CRLF)
