@@ -63,18 +63,17 @@ from warden.ctl import cluster as ctl_cluster
 from warden.ctl import store as ctl_store
 from warden.ctl import voicemail as voicemail_ctl
 from warden.ctl.audit import CliAudit, action_of, audit_standalone
-from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound, StoreError
+from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound
 from warden.filemodes import private_umask
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
 from warden.model import CallRecord, Extension
-from warden.store.backend import admin_stores, check_store, open_stores
+from warden.store.backend import Stores, admin_stores
 from warden.store.credentials import (
     display_name_problem,
     generate_password,
     make_extension,
     parse_algorithms,
 )
-from warden.store.pgpool import one_line
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -621,37 +620,26 @@ async def _run_with_store(
     reactor: IReactorTime, args: argparse.Namespace, config: WardenConfig
 ) -> None:
     """Run the command on the store ``[store] url`` names (SQLite or PostgreSQL)."""
-    url = config.store_url
-    try:
-        check_store(url, config.store.password_file)
-        stores = open_stores(url, reactor, config.store.password_file, pool_size=1)
-    except StoreError as e:
-        print(f"wardenctl: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_FAILED) from None
-    state = ctl_cluster.open_state(config, reactor)  # [state] url: live calls of every node
-    try:
-        await stores.migrate()
-        code = await run_command(
-            args,
-            config,
-            stores.directory,
-            reactor,
-            sys.stdout,
-            sys.stderr,
-            call_records=stores.records,
-            live_calls=stores.live if state is None else ctl_cluster.live_calls(state),
-            audit_log=admin_stores(stores.pool)[1],
-        )
-    except (StoreError, stores.dialect_errors) as e:
-        message = one_line(e)
-        where = "" if message.startswith(f"store {url}") else f"store {url}: "
-        print(f"wardenctl: {where}{message}", file=sys.stderr)
-        code = EXIT_FAILED
-    finally:
-        stores.close()
-        if state is not None:
-            await state.close()
-    raise SystemExit(code)
+
+    async def work(stores: Stores) -> int:
+        state = ctl_cluster.open_state(config, reactor)  # [state] url: live calls of every node
+        try:
+            return await run_command(
+                args,
+                config,
+                stores.directory,
+                reactor,
+                sys.stdout,
+                sys.stderr,
+                call_records=stores.records,
+                live_calls=stores.live if state is None else ctl_cluster.live_calls(state),
+                audit_log=admin_stores(stores.pool)[1],
+            )
+        finally:
+            if state is not None:
+                await state.close()
+
+    raise SystemExit(await ctl_store.run_on_store(reactor, config, work))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

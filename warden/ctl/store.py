@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
+from warden.config import WardenConfig
 from warden.errors import StoreError
 from warden.store.backend import Stores, check_store, open_stores
 from warden.store.copy import copy_store
@@ -68,6 +70,33 @@ def add_commands(areas: Any) -> None:
         "--merge", action="store_true", help="add to a target that already holds data"
     )
     migrate.set_defaults(store_migration=True)
+
+
+async def run_on_store(
+    reactor: Any, config: WardenConfig, work: Callable[[Stores], Awaitable[int]]
+) -> int:
+    """
+    Open the store ``[store] url`` names (SQLite or PostgreSQL), bring its schema
+    up to date, run ``work`` on it and close it; the exit status. A store that
+    cannot be opened or fails is one line on standard error, never a traceback.
+    """
+    url = config.store_url
+    try:
+        check_store(url, config.store.password_file)
+        stores = open_stores(url, reactor, config.store.password_file, pool_size=1)
+    except StoreError as e:
+        print(f"wardenctl: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        await stores.migrate()
+        return await work(stores)
+    except (StoreError, stores.dialect_errors) as e:
+        message = one_line(e)
+        where = "" if message.startswith(f"store {url}") else f"store {url}: "
+        print(f"wardenctl: {where}{message}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        stores.close()
 
 
 def _environ(password_file: str) -> dict[str, str]:

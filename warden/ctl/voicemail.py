@@ -20,7 +20,7 @@ import argparse
 import getpass
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 from twisted.internet import task, threads
@@ -30,8 +30,10 @@ from warden import present
 from warden import secrets as warden_secrets
 from warden.config import WardenConfig
 from warden.digits import is_digits
-from warden.errors import StoreError
 from warden.interfaces import IDirectory, IVoicemailStore
+
+if TYPE_CHECKING:
+    from warden.store.backend import Stores
 
 __all__ = ["add_commands", "run", "run_voicemail"]
 
@@ -130,30 +132,16 @@ def run(args: argparse.Namespace, config: WardenConfig) -> int:
     codes: list[int] = []
 
     async def main(reactor: IReactorTime) -> None:
-        from warden.store.backend import check_store, open_stores
-        from warden.store.pgpool import one_line
+        from warden.ctl.store import run_on_store
         from warden.store.voicemail import SQLVoicemailStore
 
-        url = config.store_url
-        try:
-            check_store(url, config.store.password_file)
-            stores = open_stores(url, reactor, config.store.password_file, pool_size=1)
-        except StoreError as e:
-            print(f"wardenctl: {e}", file=sys.stderr)
-            codes.append(EXIT_FAILED)
-            return
-        try:
-            await stores.migrate()
-            code = await run_voicemail(
+        async def work(stores: Stores) -> int:
+            return await run_voicemail(
                 args, SQLVoicemailStore(stores.pool), stores.directory, sys.stdout, sys.stderr,
                 sys.stdin, reactor,
             )  # fmt: skip
-        except (StoreError, stores.dialect_errors) as e:
-            print(f"wardenctl: store {url}: {one_line(e)}", file=sys.stderr)
-            code = EXIT_FAILED
-        finally:
-            stores.close()
-        codes.append(code)
+
+        codes.append(await run_on_store(reactor, config, work))
 
     try:
         task.react(main)
