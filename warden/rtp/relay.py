@@ -30,14 +30,13 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.interfaces import IMediaRelay, IMediaSession
 from warden.model.media import SIDES, MediaSide
 from warden.rtp import metrics
+from warden.rtp.checks import SessionChecks
 from warden.rtp.errors import MediaError
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.ports import PortPool
@@ -99,10 +98,9 @@ class MediaRelay:
         )
         self.pool = PortPool(*port_range, choose=choose_port)
         self._listen_udp = listen_udp
-        self._sessions: dict[int, MediaSession] = {}
-        self._loop = LoopingCall(self._check_timeouts)
-        self._loop.clock = clock
-        self._checking = False
+        self._checks: SessionChecks[MediaSession] = SessionChecks(
+            clock, check_interval, self._check, self.ports_in_use, "Media timeout check"
+        )
 
     # -- IMediaRelay ------------------------------------------------------------------
 
@@ -120,7 +118,7 @@ class MediaRelay:
 
     def sessions(self) -> list[IMediaSession]:
         """Every session allocated and not released."""
-        return list(self._sessions.values())
+        return list(self._checks)
 
     def ports_in_use(self) -> int:
         """UDP ports bound: RTP and RTCP of both sides, four per session."""
@@ -130,22 +128,20 @@ class MediaRelay:
 
     def close(self) -> None:
         """Release every session (at shutdown)."""
-        for session in list(self._sessions.values()):
+        for session in self._checks:
             session.release()
 
     def forget(self, session: MediaSession) -> None:
         """Called by a session on release: give its ports back."""
-        if self._sessions.pop(id(session), None) is None:
+        if not self._checks.discard(session):
             return
         for side in (session.side_a, session.side_b):
             self.pool.give_back(side.rtp_port)
-        self._gauges()
-        if not self._sessions and self._loop.running and not self._checking:
-            self._loop.stop()
+        self._checks.changed()
 
     def flush_metrics(self) -> None:
         """Export every session's counters to Prometheus now (done each check_interval)."""
-        for session in self._sessions.values():
+        for session in self._checks:
             session.flush_metrics()
 
     def _open(self, call_id: str) -> MediaSession:
@@ -171,10 +167,7 @@ class MediaRelay:
             self, call_id, self.clock, side_a, side_b, protocols, bound, self.clock_rate,
             self.policy,
         )  # fmt: skip
-        self._sessions[id(session)] = session
-        self._gauges()
-        if not self._loop.running:
-            self._loop.start(self.check_interval, now=False).addErrback(self._loop_failed)
+        self._checks.add(session)
         return session
 
     def _bind_pair(
@@ -203,23 +196,8 @@ class MediaRelay:
     def _listen(self, port: int, protocol: DatagramProtocol) -> IListeningPort:
         return self._listen_udp(port, protocol, self.interface)
 
-    def _gauges(self) -> None:
-        metrics.PORTS_IN_USE.set(self.ports_in_use())
-        metrics.SESSIONS.set(len(self._sessions))
-
     # -- media timeout -----------------------------------------------------------------
 
-    def _check_timeouts(self) -> None:
-        self._checking = True
-        try:
-            now = self.clock.seconds()
-            for session in list(self._sessions.values()):
-                session.flush_metrics()
-                session.check_timeout(now, self.media_timeout)
-        finally:
-            self._checking = False
-        if not self._sessions:
-            self._loop.stop()
-
-    def _loop_failed(self, failure: Failure) -> None:
-        self.log.failure("Media timeout check stopped", failure)
+    def _check(self, session: MediaSession, now: float) -> None:
+        session.flush_metrics()
+        session.check_timeout(now, self.media_timeout)

@@ -46,7 +46,6 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -54,6 +53,7 @@ from zope.interface import implementer
 from warden.interfaces import IMediaRelay, IMediaSession, IMediaTap
 from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics, sdes
+from warden.rtp.checks import SessionChecks
 from warden.rtp.errors import MediaError
 from warden.rtp.ng import Address, NgClient, NgError, NgTimeout
 from warden.rtp.session import close_tap
@@ -107,10 +107,9 @@ class RtpengineRelay:
         self.check_interval = check_interval
         self.client = client if client is not None else NgClient(clock, address)
         self._listen_udp = listen_udp
-        self._sessions: dict[int, RtpengineSession] = {}
-        self._loop = LoopingCall(self._check)
-        self._loop.clock = clock
-        self._checking = False
+        self._checks: SessionChecks[RtpengineSession] = SessionChecks(
+            clock, check_interval, self._check, self.ports_in_use, "rtpengine session check"
+        )
 
     # -- IMediaRelay ------------------------------------------------------------------
 
@@ -120,18 +119,17 @@ class RtpengineRelay:
 
     def sessions(self) -> list[IMediaSession]:
         """Every session allocated and not released."""
-        return list(self._sessions.values())
+        return list(self._checks)
 
     def ports_in_use(self) -> int:
         """rtpengine's ports held for Warden's calls: RTP and RTCP of both sides."""
-        return 4 * len(self._sessions)
+        return 4 * len(self._checks)
 
     def close(self) -> None:
         """Release every session (deleting it in rtpengine) and close the ng socket."""
-        for session in list(self._sessions.values()):
+        for session in self._checks:
             session.release()
-        if self._loop.running:
-            self._loop.stop()
+        self._checks.stop()
         self.client.close()
 
     # -- allocation --------------------------------------------------------------------
@@ -143,10 +141,7 @@ class RtpengineRelay:
         except MediaError:
             metrics.ALLOCATION_FAILURES.inc()
             raise
-        self._sessions[id(session)] = session
-        self._gauges()
-        if not self._loop.running:
-            self._loop.start(self.check_interval, now=False).addErrback(self._loop_failed)
+        self._checks.add(session)
         return session
 
     def _ensure_listening(self) -> None:
@@ -198,30 +193,12 @@ class RtpengineRelay:
 
     def forget(self, session: RtpengineSession) -> None:
         """Called by a session on release: delete it in rtpengine."""
-        if self._sessions.pop(id(session), None) is None:
-            return
-        self._gauges()
-        if not self._sessions and self._loop.running and not self._checking:
-            self._loop.stop()
+        if self._checks.discard(session):
+            self._checks.changed()
 
-    def _gauges(self) -> None:
-        metrics.PORTS_IN_USE.set(self.ports_in_use())
-        metrics.SESSIONS.set(len(self._sessions))
-
-    def _check(self) -> None:
-        self._checking = True
-        try:
-            now = self.clock.seconds()
-            for session in list(self._sessions.values()):
-                session.poll()
-                session.check_timeout(now, self.media_timeout)
-        finally:
-            self._checking = False
-        if not self._sessions:
-            self._loop.stop()
-
-    def _loop_failed(self, failure: Failure) -> None:
-        self.log.failure("rtpengine session check stopped", failure)
+    def _check(self, session: RtpengineSession, now: float) -> None:
+        session.poll()
+        session.check_timeout(now, self.media_timeout)
 
 
 @implementer(IMediaSession)
