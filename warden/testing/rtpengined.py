@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from warden.rtp import bencode
-from warden.testing.servers import LOCALHOST, ServerError, _missing, terminate
+from warden.testing.servers import LOCALHOST, ChildServer, ServerError, _missing
 
 __all__ = ["RtpengineServer", "free_udp_port"]
 
@@ -36,7 +36,7 @@ def free_udp_port() -> int:
         return port
 
 
-class RtpengineServer:
+class RtpengineServer(ChildServer):
     """
     One rtpengine on 127.0.0.1.
 
@@ -107,16 +107,3 @@ class RtpengineServer:
                 time.sleep(_INTERVAL)
                 return False
         return reply.startswith(b"ready ") and b"pong" in reply
-
-    def stop(self) -> None:
-        """Stop rtpengine (SIGTERM, then SIGKILL if it lingers)."""
-        process, self._process = self._process, None
-        if process is not None:
-            terminate(process)
-
-    def destroy(self) -> None:
-        """Stop rtpengine and remove its directory."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.directory, ignore_errors=True)

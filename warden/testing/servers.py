@@ -124,7 +124,36 @@ def _run(args: list[str], what: str, timeout: float = _PG_TIMEOUT) -> str:
     return done.stdout
 
 
-class PostgreSQLServer:
+class ScratchServer:
+    """A throwaway server living in its own directory, which L{destroy} removes."""
+
+    directory: Path
+
+    def stop(self) -> None:
+        """Stop the server (each kind has its own way)."""
+        raise NotImplementedError
+
+    def destroy(self) -> None:
+        """Stop the server and remove its directory."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ChildServer(ScratchServer):
+    """A scratch server that is one child process of the tests."""
+
+    _process: subprocess.Popen[bytes] | None
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL if it lingers); its data is gone."""
+        process, self._process = self._process, None
+        if process is not None:
+            terminate(process)
+
+
+class PostgreSQLServer(ScratchServer):
     """
     A throwaway PostgreSQL cluster on 127.0.0.1, trust authentication, superuser
     ``postgres``.
@@ -317,15 +346,8 @@ class PostgreSQLServer:
             self.psql(f'ALTER DATABASE "{database}" OWNER TO "{name}"')
             self.psql(f'GRANT ALL ON SCHEMA public TO "{name}"', database=database)
 
-    def destroy(self) -> None:
-        """Stop the server and remove its directory."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
 
-
-class RedisServer:
+class RedisServer(ChildServer):
     """
     A throwaway ``redis-server`` on 127.0.0.1 without persistence. It also
     listens on a Unix socket in its directory, where readiness is checked, so a
@@ -415,19 +437,6 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL if it lingers); its data is gone."""
-        process, self._process = self._process, None
-        if process is not None:
-            terminate(process)
-
-    def destroy(self) -> None:
-        """Stop the server and remove its directory."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 _postgresql: PostgreSQLServer | None = None
