@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from warden.errors import ApiError
+from warden.features.endpoints import NUMBER_PARAMS, require_extension
 from warden.interfaces import ICallFeatureStore, IDirectory
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.model.features import CallFeatures
@@ -25,7 +26,6 @@ _FIELDS: dict[str, tuple[type, dict[str, Any]]] = {
     **dict.fromkeys(_FORWARDS, _FORWARD),
     "dnd": (bool, {"type": "boolean"}),
 }
-_NUMBER = {"number": "[0-9]{1,32}"}
 
 
 def features_json(features: CallFeatures) -> dict[str, Any]:
@@ -62,8 +62,7 @@ class FeatureEndpoints:
 
     async def _extension(self, number: str) -> ICallFeatureStore:
         store, directory = self._parts()
-        if await directory.get_extension(number) is None:
-            raise ApiError(404, "not_found", f"no extension {number}")
+        await require_extension(directory, number)
         return store
 
     async def list_set(self, request: EndpointRequest) -> EndpointReply:
@@ -107,12 +106,12 @@ class FeatureEndpoints:
             PluginEndpoint("GET", "features", self.list_set, "read",
                            "Extensions with a call feature set"),
             PluginEndpoint("GET", path, self.show, "read",
-                           "An extension's forwards and do-not-disturb", _NUMBER),
+                           "An extension's forwards and do-not-disturb", NUMBER_PARAMS),
             PluginEndpoint(
                 "PATCH", path, self.change, "write",
                 "Change an extension's forwards or do-not-disturb ('' turns a forward off)",
-                _NUMBER, _FIELDS,
+                NUMBER_PARAMS, _FIELDS,
             ),
             PluginEndpoint("DELETE", path, self.clear, "write",
-                           "Turn every call feature of an extension off", _NUMBER, ok=204),
+                           "Turn every call feature of an extension off", NUMBER_PARAMS, ok=204),
         ]  # fmt: skip

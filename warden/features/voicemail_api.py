@@ -15,14 +15,14 @@ import attrs
 
 from warden.digits import is_digits
 from warden.errors import ApiError
+from warden.features.endpoints import NUMBER_PARAMS, require_extension
 from warden.interfaces import IDirectory, IVoicemailStore
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.model.voicemail import Mailbox, VoicemailMessage
 
 __all__ = ["VoicemailEndpoints"]
 
-_NUMBER = {"number": "[0-9]{1,32}"}
-_MESSAGE = {"number": "[0-9]{1,32}", "message_id": "[0-9a-f]{32}"}
+_MESSAGE = {**NUMBER_PARAMS, "message_id": "[0-9a-f]{32}"}
 _PIN = {"pin": (str, {"type": "string", "pattern": "^([0-9]{4,12})?$"})}
 
 
@@ -63,8 +63,7 @@ class VoicemailEndpoints:
         store, directory = self._store(), self._directory()
         if store is None or directory is None:
             raise ApiError(503, "unavailable", "voicemail is not available")
-        if await directory.get_extension(number) is None:
-            raise ApiError(404, "not_found", f"no extension {number}")
+        await require_extension(directory, number)
         return store
 
     async def list_mailboxes(self, request: EndpointRequest) -> EndpointReply:
@@ -129,10 +128,11 @@ class VoicemailEndpoints:
             PluginEndpoint("GET", "voicemail", self.list_mailboxes, "read",
                            "Mailboxes holding voicemail: new and saved counts, audio bytes"),
             PluginEndpoint("GET", path, self.show, "read",
-                           "A mailbox: whether a PIN is set, its lock, its messages", _NUMBER),
+                           "A mailbox: whether a PIN is set, its lock, its messages",
+                           NUMBER_PARAMS),
             PluginEndpoint("PATCH", path, self.set_pin, "write",
                            "Set a mailbox's PIN (4 to 12 digits, stored hashed; '' removes it)",
-                           _NUMBER, _PIN),
+                           NUMBER_PARAMS, _PIN),
             PluginEndpoint("DELETE", path + "/messages/{message_id}", self.delete, "write",
                            "Delete a voicemail message and its audio", _MESSAGE, ok=204),
         ]  # fmt: skip
