@@ -473,7 +473,7 @@ class ErrorTests(SynchronousTestCase):
             "paging",
             "warden.toml: paging: unknown section (known: server, store, plugins,"
             " media, state, cluster, sip, tls, registrar, calls, dialplan, admin, backup,"
-            " ringgroups, pickupgroups, trunks, routes, recording, voicemail)",
+            " ringgroups, pickupgroups, trunks, routes, recording, voicemail, ivr)",
         )
 
     def test_section_not_table(self) -> None:

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """
-Make the voicemail plugin's default prompts: each text of PROMPTS spoken by
+Make the default prompts of the voicemail and IVR plugins: each text of PROMPTS spoken by
 espeak-ng and converted by sox to an 8 kHz mono 16-bit WAV (what the RTP
 endpoint plays), leading and trailing silence trimmed, in
 ``warden/features/prompts/``. The WAVs are committed; run this again after
 changing a text:
 
-    python3 tools/voicemail_prompts.py
+    python3 tools/voicemail_prompts.py            # every prompt
+    python3 tools/voicemail_prompts.py ivr-welcome  # only these
 
 Needs ``espeak-ng`` and ``sox`` (Debian packages of the same names). The
 output depends only on the texts and the versions of those two programs.
@@ -48,6 +49,8 @@ PROMPTS = {
     "new-pin": "Enter a new PIN of four to twelve digits, then press pound.",
     "pin-changed": "Your PIN has been changed.",
     "invalid": "That is not a valid choice.",
+    "ivr-welcome": "Thank you for calling. Please enter the extension of the person "
+    "you want to reach, or stay on the line.",
     **{
         str(d): w
         for d, w in enumerate(
@@ -74,8 +77,8 @@ def make(name: str, text: str, scratch: Path) -> None:
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        for name, text in PROMPTS.items():
-            make(name, text, Path(scratch))
+        for name in sys.argv[1:] or PROMPTS:
+            make(name, PROMPTS[name], Path(scratch))
     return 0
 
 

@@ -53,6 +53,7 @@ DEFAULT_PLUGINS = (
     "trunks",
     "recording",
     "voicemail",
+    "ivr",
 )
 
 #: Parts the composition root provides itself (a plugin may replace

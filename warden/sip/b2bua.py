@@ -42,6 +42,7 @@ from warden.sip.dialog import Dialog, DialogState, confirm_uac_dialog
 from warden.sip.external import ExternalLegs
 from warden.sip.flow import Flow
 from warden.sip.groups import GroupRinger
+from warden.sip.handover import Handover
 from warden.sip.headers import name_addr
 from warden.sip.hooks import CallAttempt, CallHooks, OutgoingLeg
 from warden.sip.local import LocalApplications, LocalTarget, info_digit
@@ -138,6 +139,7 @@ class CallController:
         self.transfers = Transfers(self)
         self.external = ExternalLegs(self)
         self.groups = GroupRinger(self)
+        self.handover = Handover(self)
         self._refresh_loop = task.LoopingCall(self._refresh_live)
         self._refresh_loop.clock = clock
 
@@ -306,9 +308,30 @@ class CallController:
         return redirected, None
 
     def answer_locally(self, call: Call, target: LocalTarget) -> None:
-        """Answer ``call`` inside Warden and run ``target``'s application on it."""
+        """
+        Answer ``call`` inside Warden and run ``target``'s application on it;
+        a call Warden answered and rang on (L{reroute}) that nobody took goes
+        back to the endpoint still answering its caller.
+        """
         assert self.applications is not None
+        if call.rering:
+            call.rering = False
+            call.state = CallState.ANSWERED
+            self.applications.resume(call, target)
+            return
         self.applications.answer(call, target)
+
+    def reroute(self, call: Call, number: str) -> None:
+        """Send a call Warden answered itself on to ``number`` (L{warden.sip.handover})."""
+        self.handover.reroute(call, number)
+
+    def handed_over(self, call: Call, branch: Branch, response: Response, body: bytes) -> None:
+        """A phone answered a call Warden had answered itself (L{warden.sip.handover})."""
+        self.handover.handed_over(call, branch, response, body)
+
+    def remember_ack(self, call_id: str, side: str, ack: Request) -> None:
+        """The ACK sent for a 2xx in dialog ``call_id``, resent for its retransmissions."""
+        self._acks[(call_id, side)] = ack
 
     def redirect_failed(self, call: Call, status: int, reason: str | None, cause: str) -> bool:
         """
@@ -762,6 +785,10 @@ class CallController:
         call.set_party(side, extension)
         if side == "b":
             call.attempt.callee = extension
+        self._publish(call)
+
+    def publish(self, call: Call) -> None:
+        """Publish ``call``'s live summary (state, parties)."""
         self._publish(call)
 
     def _publish(self, call: Call) -> None:

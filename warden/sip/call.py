@@ -132,6 +132,12 @@ class CallServices(Protocol):
     def reinvite(self, call: Call, side: str, offer: bytes) -> None:
         """Refresh ``side``'s session with a re-INVITE."""
 
+    def handed_over(self, call: Call, branch: Branch, response: Response, body: bytes) -> None:
+        """A phone answered a call Warden had answered itself (L{Call.ring_again})."""
+
+    def reroute(self, call: Call, number: str) -> None:
+        """Send a call Warden answered itself on to ``number`` (L{warden.sip.handover})."""
+
     def call_answered(self, call: Call) -> None:
         """The call was answered."""
 
@@ -209,6 +215,10 @@ class Call:
         self.hangup_side = ""
         self.codec = ""
         self.on_ended: Callable[[Call], None] | None = None
+        #: Warden answered the caller itself (a local application) and now
+        #: rings another callee for it (L{ring_again}): no response goes to
+        #: the caller's INVITE any more.
+        self.rering = False
 
     # -- helpers ------------------------------------------------------------------
 
@@ -333,8 +343,9 @@ class Call:
         if not forks:
             self._routing_failed(480, "Temporarily Unavailable", "no reachable contact")
             return
-        hosts = (binding_host(b.binding, b.dialog.flow) for b in forks)
-        self.media.signalling_from("b", *hosts)
+        if not self.rering:  # else the endpoint answers that side until a phone does
+            hosts = (binding_host(b.binding, b.dialog.flow) for b in forks)
+            self.media.signalling_from("b", *hosts)
         for branch in forks:
             self.services.send_branch(self, branch)
         ring_timeout = self.attempt.ring_timeout or self.services.settings.ring_timeout
@@ -367,6 +378,8 @@ class Call:
             return
         if not self._prack_if_reliable(branch, response):
             return  # a retransmission of a reliable provisional already PRACKed
+        if self.rering:
+            return  # the caller was answered long ago (it hears Warden's ringback)
         body = b""
         if response.body:
             try:
@@ -403,7 +416,8 @@ class Call:
     def _answered(self, branch: Branch, response: Response) -> None:
         branch.done = True
         self.state = CallState.ANSWERED
-        self.answered_at = self.services.clock.seconds()
+        if not self.rering:  # else the caller's answer (by Warden) stays the call's
+            self.answered_at = self.services.clock.seconds()
         self._stop_ring_timer()
         confirm_uac_dialog(branch.dialog, response)
         self.dialogs["b"] = branch.dialog
@@ -418,6 +432,10 @@ class Call:
         except SdpError:
             self.services.ack_and_bye(branch, response)
             self.fail(500, "Server Internal Error", "bad SDP from callee")
+            return
+        if self.rering:
+            self.rering = False
+            self.services.handed_over(self, branch, response, body)
             return
         pending = PendingInvite(
             "a", self.a_txn, branch.request.cseq.number, target_2xx=response,
@@ -470,6 +488,20 @@ class Call:
         """Ring another callee's ``bindings`` (a hook redirected the failed call)."""
         self.first_branch = len(self.branches)
         self.start(bindings, self.sent_sdp.get("b", b""))
+
+    def ring_again(self, bindings: tuple[Binding, ...], offer: bytes) -> None:
+        """
+        A call Warden answered itself (a local application: an IVR) rings
+        ``bindings`` with ``offer`` (the relay's fresh offer for the callee
+        side). The caller keeps its answered dialog: when a phone answers, the
+        B2BUA connects it (L{CallServices.handed_over}); when none does, and no
+        hook redirects the call, Warden hangs up.
+        """
+        self.rering = True
+        self.state = CallState.RINGING
+        self.sent_sdp["b"] = offer
+        self.first_branch = len(self.branches)
+        self.start(bindings, offer)
 
     def answer_locally(self, answer: bytes, host: str) -> None:
         """
@@ -550,12 +582,21 @@ class Call:
                 branch.done = True
                 self.services.cancel_branch(branch)
         self.hangup_side = "caller"
+        if self.rering:  # the caller hung up while Warden rang a phone for it
+            self.rering = False
+            self.hangup("a", cause)
+            return
         self.fail(487, "Request Terminated", cause)
 
     def fail(self, status: int, reason: str | None, cause: str) -> None:
         """End an unanswered call with a final error to the caller."""
         self._stop_ring_timer()
         if self.state is CallState.ENDED:
+            return
+        if self.rering:  # nobody took the call Warden rang for its caller
+            self.rering = False
+            self.state = CallState.ANSWERED
+            self.hangup(None, f"{cause} ({status})")
             return
         self.final_status = status
         self.hangup_cause = self.hangup_cause or cause

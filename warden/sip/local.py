@@ -19,6 +19,10 @@ then answers the caller itself instead of ringing phones:
    L{warden.rtp.endpoint.HungUp}.
 3. The call record is written as for any call (callee: the extension the call
    was for, else the target ``voicemail:1001``).
+4. An application may instead send the caller on
+   (L{LocalCall.transfer}, L{warden.sip.handover}): the caller hears a
+   ringback tone from the endpoint while the destination rings, and the call
+   is no longer hung up when the application returns.
 
 A number dialled by a phone never names an application by itself: only a
 hook's redirect does, so ``voicemail:1001`` typed on a phone is routed (404).
@@ -38,6 +42,7 @@ from twisted.python.failure import Failure
 
 from warden.interfaces import ILocalApplication
 from warden.model import Extension
+from warden.rtp import g711
 from warden.rtp.endpoint import DIGITS, HungUp, ListenUDP, RtpEndpoint
 from warden.sip import sdp as sdplib
 from warden.sip.sdp import SdpError
@@ -52,6 +57,22 @@ __all__ = ["LocalApplications", "LocalCall", "LocalTarget"]
 ACK_POLL = 0.1
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 _log = Logger()
+
+
+def _ringback() -> bytes:
+    """One ringback cadence (ITU-T E.180, North American): 440 + 480 Hz for 2 s, 4 s off."""
+    low, high = g711.tone(440, 2.0, 4000), g711.tone(480, 2.0, 4000)
+    mixed = bytearray()
+    for i in range(0, len(low), 2):
+        total = int.from_bytes(low[i : i + 2], "little", signed=True) + int.from_bytes(
+            high[i : i + 2], "little", signed=True
+        )
+        mixed += total.to_bytes(2, "little", signed=True)
+    return bytes(mixed) + bytes(2 * g711.SAMPLE_RATE * 4)
+
+
+#: What a caller sent on by an application hears while the destination rings.
+RINGBACK = _ringback()
 
 
 @attrs.frozen
@@ -91,10 +112,24 @@ class LocalCall:
     argument: str
     endpoint: RtpEndpoint
     _hangup: Callable[[str], None] = attrs.field(repr=False)
+    _transfer: Callable[[str], None] = attrs.field(repr=False, default=lambda number: None)
+    #: Where L{transfer} sent the caller ("" while it did not).
+    transferred_to: str = ""
 
     def hangup(self, cause: str = "application ended") -> None:
         """End the call now (BYE to the caller)."""
         self._hangup(cause)
+
+    def transfer(self, number: str) -> None:
+        """
+        Send the caller on to ``number``, routed as if the caller had dialled
+        it (an extension, a ring group's number or ``ringgroup:<name>``, or an
+        application target such as ``voicemail:1001``; L{warden.sip.handover}).
+        The application should return next: the call is not hung up then.
+        """
+        if not self.transferred_to:
+            self.transferred_to = number
+            self._transfer(number)
 
 
 class LocalApplications:
@@ -126,6 +161,8 @@ class LocalApplications:
         self.local_host_for = local_host_for
         #: The endpoint of each call answered locally, by call id.
         self.endpoints: dict[str, RtpEndpoint] = {}
+        #: Calls an application sent on (L{LocalCall.transfer}), not yet answered.
+        self.transferred: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self._apps)
@@ -163,20 +200,69 @@ class LocalApplications:
 
         def ended(ended_call: Call) -> None:
             self.endpoints.pop(ended_call.call_id, None)
+            self.transferred.discard(ended_call.call_id)
             endpoint.close()
             if previous is not None:
                 previous(ended_call)
 
         call.on_ended = ended
+        self._run(call, target, endpoint)
+
+    def _run(self, call: Call, target: LocalTarget, endpoint: RtpEndpoint) -> None:
+        """Run ``target``'s application on ``call``, answered by ``endpoint``."""
         local = LocalCall(
             call.call_id, call.caller, call.dialled, target.argument, endpoint,
             lambda cause: self._hangup(call, cause),
+            lambda number: self._transfer(call, number),
         )  # fmt: skip
         d = defer.maybeDeferred(
             target.provider.run_application, target.name, target.argument, local
         )
         d.addErrback(self._failed, target, call.call_id)
-        d.addBoth(lambda _: self._hangup(call, target.name + " ended"))
+        d.addBoth(lambda _: self._finished(call, target, local))
+
+    def _finished(self, call: Call, target: LocalTarget, local: LocalCall) -> None:
+        """An application returned: hang up, unless it sent the caller on."""
+        if not local.transferred_to:
+            self._hangup(call, target.name + " ended")
+
+    def _transfer(self, call: Call, number: str) -> None:
+        """An application sends its caller on to ``number`` (ringback meanwhile)."""
+        endpoint = self.endpoints.get(call.call_id)
+        if endpoint is None or endpoint.closed or call.call_id in self.transferred:
+            return
+        self.transferred.add(call.call_id)
+        endpoint.clear_digits()
+        self._ringback(call, endpoint)
+        call.services.reroute(call, number)
+
+    def _ringback(self, call: Call, endpoint: RtpEndpoint) -> None:
+        """Play the ringback tone again and again while the call is sent on."""
+        if call.call_id not in self.transferred or endpoint.closed:
+            return
+        d = endpoint.play(RINGBACK)
+        d.addCallback(lambda _: self._ringback(call, endpoint))
+        d.addErrback(_hung_up)
+
+    def resume(self, call: Call, target: LocalTarget) -> None:
+        """
+        A call sent on that ends at a local application (``voicemail:1001``):
+        the endpoint still answering its caller runs ``target``.
+        """
+        self.transferred.discard(call.call_id)
+        endpoint = self.endpoints.get(call.call_id)
+        if endpoint is None or endpoint.closed:
+            call.hangup(None, target.name + " unavailable")
+            return
+        endpoint.stop_playing()
+        self._run(call, target, endpoint)
+
+    def handed_over(self, call: Call) -> None:
+        """A phone answered a call sent on: its endpoint is no longer needed."""
+        self.transferred.discard(call.call_id)
+        endpoint = self.endpoints.pop(call.call_id, None)
+        if endpoint is not None:
+            endpoint.close()
 
     def _hangup(self, call: Call, cause: str) -> None:
         """
@@ -232,6 +318,11 @@ class LocalApplications:
                 name=target.name,
                 call_id=call_id,
             )
+
+
+def _hung_up(failure: Failure) -> None:
+    """The call ended while the endpoint played: nothing more to do."""
+    failure.trap(HungUp)  # type: ignore[no-untyped-call]
 
 
 def info_digit(request: Request) -> str:

@@ -53,7 +53,7 @@ def pick_up(
     Raises:
         SipError: 480 when the call no longer rings, 488 without usable SDP.
     """
-    if call.state is not CallState.RINGING:
+    if call.state is not CallState.RINGING or call.rering:
         raise SipError(480, "Temporarily Unavailable (no call to pick up)")
     offer_to_picker = call.sent_sdp.get("b", b"")
     if not request.body or not offer_to_picker:
