@@ -472,8 +472,8 @@ class ErrorTests(SynchronousTestCase):
             "[paging]\nenabled = true",
             "paging",
             "warden.toml: paging: unknown section (known: server, store, plugins,"
-            " media, state, cluster, sip, tls, registrar, calls, dialplan, admin, backup,"
-            " ringgroups, pickupgroups, trunks, routes, recording, voicemail, ivr)",
+            " security, media, state, cluster, sip, tls, registrar, calls, dialplan, admin,"
+            " backup, ringgroups, pickupgroups, trunks, routes, recording, voicemail, ivr)",
         )
 
     def test_section_not_table(self) -> None:

@@ -35,13 +35,20 @@ from warden.sip.transport import DEFAULT_TCP_CONNECTIONS_PER_IP, DEFAULT_TCP_MES
 from warden.store.credentials import ALGORITHMS
 from warden.store.state_url import StateURLError, parse_state_url
 from warden.store.url import StoreURL, parse_store_url
-from warden.tls import MOZILLA_INTERMEDIATE, TLS_VERSIONS, check_ciphers
+from warden.tls import (
+    FIPS_CIPHERS,
+    MOZILLA_INTERMEDIATE,
+    TLS_VERSIONS,
+    check_ciphers,
+    fips_cipher_problem,
+)
 
 if TYPE_CHECKING:
     from warden.interfaces import IWardenPlugin
 
 __all__ = [
     "RegistrarConfig",
+    "SecurityConfig",
     "ServerConfig",
     "SipConfig",
     "StoreConfig",
@@ -772,6 +779,42 @@ class AdminConfig:
             raise _fail(self, "private_key", "certificate and private_key go together")
 
 
+@attrs.frozen
+class SecurityConfig:
+    """
+    ``[security]``: policies that span every part of Warden.
+
+    Attributes:
+        fips: FIPS mode (ADR 0029, docs/FIPS.md): SHA-256 digest only, TLS with
+            FIPS-approved suites and groups only, PBKDF2-HMAC-SHA256 for admin
+            passwords and voicemail PINs; the start-up log says whether the
+            OpenSSL in use runs a FIPS provider.
+    """
+
+    SECTION: ClassVar[str] = "security"
+
+    fips: bool = attrs.field(
+        default=False, validator=_rule(lambda v: isinstance(v, bool), "true or false")
+    )
+
+
+def _fips_defaults(data: Mapping[str, Any], sections: dict[str, Any]) -> None:
+    """
+    With ``[security] fips = true``, the FIPS defaults of keys the file does not
+    set: SHA-256 digest only, FIPS-approved TLS 1.2 suites. Keys the file sets
+    are checked by L{WardenConfig}, which refuses MD5 and non-approved suites.
+    """
+    security = sections.get("security")
+    if security is None or not security.fips:
+        return
+    registrar, tls = data.get("registrar", {}), data.get("tls", {})
+    if "digest_algorithms" not in registrar:
+        old = sections.get("registrar", RegistrarConfig())
+        sections["registrar"] = attrs.evolve(old, digest_algorithms=("SHA-256",))
+    if "ciphers" not in tls:
+        sections["tls"] = attrs.evolve(sections.get("tls", TlsConfig()), ciphers=FIPS_CIPHERS)
+
+
 def _is_plugin_names(value: object) -> bool:
     return (
         isinstance(value, tuple)
@@ -810,6 +853,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "store": StoreConfig,
     "plugins": PluginsConfig,
+    "security": SecurityConfig,
 }
 
 
@@ -830,6 +874,7 @@ class WardenConfig:
     backup: BackupConfig = attrs.field(factory=BackupConfig)
     admin: AdminConfig = attrs.field(factory=AdminConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    security: SecurityConfig = attrs.field(factory=SecurityConfig)
     #: The parsed sections of plugins that are not Warden's own, by section name.
     plugin_sections: Mapping[str, object] = attrs.field(factory=dict, eq=False)
 
@@ -840,6 +885,22 @@ class WardenConfig:
                 "cluster.node_id",
                 f"{_show(ours)} differs from server.node_id {_show(legacy)};"
                 " set only cluster.node_id",
+            )
+        if self.security.fips:
+            self._check_fips()
+
+    def _check_fips(self) -> None:
+        """Refuse settings FIPS mode does not allow (MD5 digest, non-approved TLS suites)."""
+        if "MD5" in self.registrar.digest_algorithms:
+            raise ConfigError(
+                "registrar.digest_algorithms",
+                "MD5 is not FIPS-approved; with security.fips = true list only"
+                ' "SHA-256" (or leave the key out)',
+            )
+        problem = fips_cipher_problem(self.tls.ciphers)
+        if problem:
+            raise ConfigError(
+                "tls.ciphers", f"with security.fips = true the cipher string {problem}"
             )
 
     @property
@@ -919,7 +980,7 @@ def parse_config_text(
     """
     Parse a TOML document into a L{WardenConfig}.
 
-    The core parses ``[server]``, ``[store]`` and ``[plugins]``; every other
+    The core parses ``[server]``, ``[store]``, ``[plugins]`` and ``[security]``; every other
     section is parsed by the enabled plugin that owns it.
 
     Args:
@@ -959,6 +1020,7 @@ def parse_config_text(
         else:
             known = ", ".join([*_SECTIONS, *owners])
             raise ConfigError(name, f"unknown section (known: {known})", filename)
+    _fips_defaults(data, sections)
     try:
         return WardenConfig(**sections, plugin_sections=extra)
     except ConfigError as e:  # a check across sections

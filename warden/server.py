@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface.interface import InterfaceClass
 
+from warden import fips
 from warden.admin.drain import DrainController
 from warden.config import WardenConfig
 from warden.errors import StoreError
@@ -244,7 +245,8 @@ def build_server(
     """
     Build Warden: the store's parts, then each of ``plugins`` (in the order
     L{warden.plugin.enabled_plugins} gives) with the parts it needs, then the
-    root service over them all.
+    root service over them all. First it reports the FIPS state of the OpenSSL
+    in use (L{warden.fips.report}).
 
     Args:
         reactor: what everything runs on.
@@ -265,6 +267,7 @@ def build_server(
     Raises:
         warden.runlock.LockFailed: a restore holds the data directory.
     """
+    fips.report(config.security.fips)
     parts: dict[str, Callable[[], object]]
     if store is None:
         database = _open_database(reactor, config)

@@ -46,6 +46,20 @@ MOZILLA_INTERMEDIATE = (
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 )
 
+#: The TLS 1.2 suites FIPS mode allows (``[security] fips``; NIST SP 800-52r2
+#: §3.3.1): ECDHE key exchange, AES-GCM, SHA-256/384. No ChaCha20-Poly1305, no
+#: finite-field DHE, no CBC.
+FIPS_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+)
+#: The TLS 1.3 suites FIPS mode allows (AES-GCM only: TLS_CHACHA20_POLY1305_SHA256
+#: is not approved).
+FIPS_TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
+#: The key-exchange groups FIPS mode allows (NIST curves; no X25519).
+FIPS_GROUPS = "P-256:P-384"
+_FIPS_CIPHER_NAMES = frozenset(FIPS_CIPHERS.split(":"))
+
 #: ``min_version`` values and the protocol versions they name.
 TLS_VERSIONS = {
     "1.2": ssl.TLSVersion.TLSv1_2,
@@ -62,11 +76,14 @@ class TlsPolicy:
         min_version: the oldest protocol version accepted ("1.2" or "1.3").
         ciphers: an OpenSSL cipher string for TLS 1.2 ("" for Twisted's default).
         ca: a PEM bundle; when set, peers must present a certificate it signed.
+        fips: FIPS mode (``[security] fips``): only L{FIPS_CIPHERS} (the default
+            when ``ciphers`` is ""), L{FIPS_TLS13_SUITES} and L{FIPS_GROUPS}.
     """
 
     min_version: str = "1.2"
     ciphers: str = ""
     ca: str = ""
+    fips: bool = False
 
 
 CERTIFICATE_EXPIRY = Gauge(
@@ -183,17 +200,60 @@ def check_ciphers(ciphers: str) -> None:
         raise ValueError(f"the cipher string {ciphers!r} selects no cipher") from None
 
 
+def cipher_names(ciphers: str) -> list[str]:
+    """
+    The TLS 1.2 (and older) suites OpenSSL's cipher string ``ciphers`` selects,
+    by OpenSSL name (TLS 1.3 suites are configured apart and left out).
+
+    Raises:
+        ValueError: the string selects no cipher.
+    """
+    check_ciphers(ciphers)
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_cipher_list(ciphers.encode("ascii"))
+    names = SSL.Connection(context, None).get_cipher_list()
+    return [n for n in names if not n.startswith("TLS_")]
+
+
+def fips_cipher_problem(ciphers: str) -> str:
+    """
+    Why ``ciphers`` is not allowed in FIPS mode ("" when every suite it selects
+    is in L{FIPS_CIPHERS}).
+    """
+    try:
+        names = cipher_names(ciphers)
+    except ValueError as e:
+        return str(e)
+    refused = [n for n in names if n not in _FIPS_CIPHER_NAMES]
+    if not refused:
+        return ""
+    more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+    return (
+        f"selects suites that are not FIPS-approved: {', '.join(refused[:5])}{more}"
+        f" (allowed: {FIPS_CIPHERS})"
+    )
+
+
+def _restrict_to_fips(context: SSL.Context) -> None:
+    """TLS 1.3 AES-GCM suites and the NIST groups only (L{FIPS_TLS13_SUITES}, L{FIPS_GROUPS})."""
+    from OpenSSL._util import lib as _openssl
+
+    context.set_tls13_ciphersuites(FIPS_TLS13_SUITES.encode("ascii"))
+    if not _openssl.SSL_CTX_set1_curves_list(context._context, FIPS_GROUPS.encode("ascii")):
+        raise ValueError(f"OpenSSL refuses the groups {FIPS_GROUPS}")
+
+
 def build_context(cert_path: str, key_path: str, policy: TlsPolicy | None = None) -> SSL.Context:
     """
     An OpenSSL context serving the certificate chain and key in these PEM files,
     with ``policy``'s minimum version, ciphers and peer verification (default:
     TLS 1.2+ with Twisted's forward-secret, AEAD-first ciphers, no peer
-    certificates asked for).
+    certificates asked for); in FIPS mode only approved suites and groups.
 
     Raises:
         OSError: a file cannot be read.
         ValueError: the files are not a matching PEM certificate and key, or
-            the cipher string selects no cipher.
+            the cipher string selects no cipher (or, in FIPS mode, one not approved).
     """
     policy = policy or TlsPolicy()
     with open(cert_path, "rb") as f:
@@ -208,9 +268,14 @@ def build_context(cert_path: str, key_path: str, policy: TlsPolicy | None = None
     if certs[0].public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
         raise ValueError(f"{key_path} is not the key of the certificate in {cert_path}")
     extra: dict[str, Any] = {}
-    if policy.ciphers:
-        check_ciphers(policy.ciphers)
-        extra["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(policy.ciphers)  # type: ignore[no-untyped-call]
+    ciphers = policy.ciphers or (FIPS_CIPHERS if policy.fips else "")
+    if policy.fips:
+        problem = fips_cipher_problem(ciphers)
+        if problem:
+            raise ValueError(f"FIPS mode: the cipher string {ciphers!r} {problem}")
+    if ciphers:
+        check_ciphers(ciphers)
+        extra["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(ciphers)  # type: ignore[no-untyped-call]
     if policy.ca:
         extra.update(verify=True, caCerts=_read_ca(policy.ca), requireCertificate=True)
     options = ssl.CertificateOptions(
@@ -221,6 +286,8 @@ def build_context(cert_path: str, key_path: str, policy: TlsPolicy | None = None
         **extra,
     )
     context: SSL.Context = options.getContext()
+    if policy.fips:
+        _restrict_to_fips(context)
     return context
 
 

@@ -30,6 +30,7 @@ import pyotp
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from warden import secrets as admin_secrets
 from warden.errors import ApiError
@@ -65,6 +66,9 @@ class AuthSettings:
         password_checks: password checks (scrypt, 16 MiB each, in the shared
             thread pool) running at once; a login beyond them gets 503.
         token_seconds: how long a new API token lasts; None for ever.
+        fips: FIPS mode (``[security] fips``): passwords are hashed with
+            PBKDF2-HMAC-SHA256 and scrypt hashes do not verify
+            (L{admin_secrets.PasswordHasher}).
     """
 
     session_seconds: float = 900.0
@@ -74,6 +78,7 @@ class AuthSettings:
     backoff_max_seconds: float = 900.0
     password_checks: int = 4
     token_seconds: float | None = TOKEN_SECONDS
+    fips: bool = False
 
 
 @attrs.frozen
@@ -258,6 +263,8 @@ class AdminAuth:
             asked in order; None: Warden's TOTP factor (L{warden.features.mfa}).
     """
 
+    log = Logger()
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -277,6 +284,10 @@ class AdminAuth:
             clock, settings.fail_limit, settings.backoff_seconds, settings.backoff_max_seconds
         )
         self.password_slots = PasswordCheckSlots(settings.password_checks)
+        self.passwords = admin_secrets.PasswordHasher(settings.fips)
+        # Verified against when the account does not exist, so that an unknown
+        # name takes as long to refuse as a wrong password.
+        self._dummy_hash = self.passwords.dummy()
         self._tokens: dict[str, tuple[ApiToken, float]] = {}
         self._accounts: dict[str, tuple[AdminAccount | None, float]] = {}
 
@@ -347,11 +358,24 @@ class AdminAuth:
             for key in keys:
                 self.throttle.failed(key)
             account = await self.store.get_account(name)
-            stored = account.password_hash if account is not None else _DUMMY_HASH
-            ok = await self._run_blocking(admin_secrets.verify_password, password, stored)
+            stored = account.password_hash if account is not None else self._dummy_hash
+            if account is not None and not self.passwords.usable(stored):
+                self._unusable_hash(account.name, stored)
+                stored = self._dummy_hash  # the same cost: no hint in the timing
+            ok = await self._run_blocking(self.passwords.verify, password, stored)
         finally:
             self.password_slots.release()
         return account, bool(ok)
+
+    def _unusable_hash(self, name: str, stored: str) -> None:
+        """An account whose stored hash this mode cannot verify (scrypt in FIPS mode)."""
+        self.log.warn(
+            "Admin account {account} cannot log in: its password hash is {scheme}, which"
+            " FIPS mode ([security] fips) does not use; give it a new password with"
+            " wardenctl admin reset-password {account}",
+            account=name,
+            scheme=admin_secrets.hash_scheme(stored) or "unknown",
+        )
 
     async def _use_second_factor(
         self, account: AdminAccount, code: str, factors: Sequence[IAuthenticationFactor]
@@ -493,13 +517,11 @@ class AdminAuth:
         account = await self._account(name)
         self.password_slots.acquire()
         try:
-            ok = await self._run_blocking(
-                admin_secrets.verify_password, current, account.password_hash
-            )
+            ok = await self._run_blocking(self.passwords.verify, current, account.password_hash)
             if not ok:
                 raise ApiError(403, "invalid_credentials", "the current password is wrong")
             check_new_password(new)
-            new_hash = await self._run_blocking(admin_secrets.hash_password, new)
+            new_hash = await self._run_blocking(self.passwords.hash, new)
         finally:
             self.password_slots.release()
         await self._new_generation(account, password_hash=new_hash)
@@ -556,20 +578,31 @@ def check_new_password(password: str) -> None:
         )
 
 
-async def add_account(store: IAdminStore, clock: IReactorTime, name: str) -> str:
+async def add_account(
+    store: IAdminStore, clock: IReactorTime, name: str, fips: bool = False
+) -> str:
     """
     Create admin account ``name`` with a random password; returns the password,
-    which is stored only as its scrypt hash.
+    which is stored only as its hash (scrypt; PBKDF2-HMAC-SHA256 with ``fips``).
 
     Raises:
         AdminAccountExists: the name is taken.
     """
     password = admin_secrets.generate_admin_password()
-    account = AdminAccount(name, admin_secrets.hash_password(password), clock.seconds())
-    await store.add_account(account)
+    hashed = admin_secrets.PasswordHasher(fips).hash(password)
+    await store.add_account(AdminAccount(name, hashed, clock.seconds()))
     return password
 
 
-#: Verified against when the account does not exist, so that an unknown name
-#: takes as long to refuse as a wrong password.
-_DUMMY_HASH = admin_secrets.hash_password(secrets.token_urlsafe(16))
+async def reset_password(store: IAdminStore, account: AdminAccount, fips: bool = False) -> str:
+    """
+    Give ``account`` a new random password (hashed as L{add_account} does) and
+    a new credential generation, so its sessions and API tokens stop working;
+    returns the password.
+    """
+    password = admin_secrets.generate_admin_password()
+    hashed = admin_secrets.PasswordHasher(fips).hash(password)
+    await store.update_account(
+        attrs.evolve(account, password_hash=hashed, generation=account.generation + 1)
+    )
+    return password

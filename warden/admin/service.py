@@ -54,7 +54,7 @@ from warden.interfaces import (
     IAuthenticationFactor,
     IWardenReactor,
 )
-from warden.tls import ReloadableContextFactory, certificate_pair, install_sighup
+from warden.tls import ReloadableContextFactory, TlsPolicy, certificate_pair, install_sighup
 
 CERT_FILE = "admin-cert.pem"
 KEY_FILE = "admin-key.pem"
@@ -152,6 +152,8 @@ class AdminListenSettings:
     certificate: str
     private_key: str
     data_dir: str
+    #: ``[security] fips``: FIPS-approved TLS suites and groups only.
+    fips: bool = False
 
 
 class NoDelayTLSProtocol(TLSMemoryBIOProtocol):
@@ -217,7 +219,9 @@ class AdminService(service.Service):
         super().startService()
         try:
             cert, key = self._certificate_files()
-            self.tls = ReloadableContextFactory(cert, key)
+            self.tls = ReloadableContextFactory(
+                cert, key, policy=TlsPolicy(fips=self.settings.fips)
+            )
         except (OSError, ValueError, SSL.Error):
             self._failed(Failure())
             return

@@ -86,6 +86,13 @@ def add_commands(areas: Any) -> None:
     token.add_argument("--scopes", type=_scopes_arg, default=("read",),
                        help="comma list from read,write,calls (default read)")  # fmt: skip
     token.set_defaults(admin_handler=_token)
+    reset = commands.add_parser(
+        "reset-password",
+        help="give an account a new one-time password (prints it); its sessions and"
+        " tokens stop working",
+    )
+    reset.add_argument("name", metavar="NAME", type=_account_arg)
+    reset.set_defaults(admin_handler=_reset_password)
     for command, text in (
         ("disable", "disable an account: no login; its sessions and tokens stop working"),
         ("enable", "enable a disabled account again"),
@@ -114,11 +121,27 @@ def add_commands(areas: Any) -> None:
 async def _add(args: argparse.Namespace, ctx: _Ctx) -> int:
     ctx.audit.target = args.name
     try:
-        password = await admin_auth.add_account(ctx.store(), ctx.clock, args.name)
+        password = await admin_auth.add_account(
+            ctx.store(), ctx.clock, args.name, ctx.config.security.fips
+        )
     except AdminAccountExists:
         print(f"wardenctl: admin account {args.name} already exists", file=ctx.err)
         return EXIT_FAILED
     print(f"added admin account {args.name}", file=ctx.out)
+    print(f"one-time password: {password}", file=ctx.out)
+    print("it is shown only now; change it with POST /api/v1/auth/password", file=ctx.out)
+    return EXIT_OK
+
+
+async def _reset_password(args: argparse.Namespace, ctx: _Ctx) -> int:
+    ctx.audit.target = args.name
+    store = ctx.store()
+    account = await store.get_account(args.name)
+    if account is None:
+        print(f"wardenctl: no admin account {args.name}", file=ctx.err)
+        return EXIT_FAILED
+    password = await admin_auth.reset_password(store, account, ctx.config.security.fips)
+    print(f"new password of admin account {args.name}", file=ctx.out)
     print(f"one-time password: {password}", file=ctx.out)
     print("it is shown only now; change it with POST /api/v1/auth/password", file=ctx.out)
     return EXIT_OK

@@ -21,7 +21,7 @@ then runs one command::
     wardenctl registrations [EXTENSION] [--json] | nodes [--json]  (warden.ctl.cluster)
     wardenctl backup [--type T] [--to DIR] [--key-file FILE]      (warden.ctl.backup)
     wardenctl restore BACKUP [--to-database URL|PATH] [--data-dir DIR] [--force]
-    wardenctl admin add NAME | list | token ACCOUNT NAME [--scopes read,write,calls]
+    wardenctl admin add NAME | list | reset-password NAME | token ACCOUNT NAME [--scopes ...]
     wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.ctl.admin)
     wardenctl trunks [--json] [--token-file F]                    (warden.ctl.admin)
     wardenctl voicemail pin NUMBER [--clear] | list NUMBER [--json] (warden.ctl.voicemail)

@@ -76,8 +76,12 @@ async def run_voicemail(
     err: TextIO,
     stdin: TextIO,
     reactor: Any = None,
+    fips: bool = False,
 ) -> int:
-    """Run ``voicemail pin`` or ``voicemail list``; the exit status."""
+    """
+    Run ``voicemail pin`` or ``voicemail list``; the exit status. With ``fips``
+    a PIN is hashed with PBKDF2-HMAC-SHA256 (``[security] fips``).
+    """
     number: str = args.number
     if not is_digits(number) or await directory.get_extension(number) is None:
         print(f"wardenctl: no extension {number}", file=err)
@@ -116,12 +120,11 @@ async def run_voicemail(
     if not (is_digits(pin) and MIN_PIN_DIGITS <= len(pin) <= MAX_PIN_DIGITS):
         print("wardenctl: a PIN is 4 to 12 digits", file=err)
         return EXIT_USAGE
+    pins = warden_secrets.PasswordHasher(fips)
     if reactor is not None:
-        hashed = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), warden_secrets.hash_password, pin
-        )
+        hashed = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), pins.hash, pin)
     else:
-        hashed = warden_secrets.hash_password(pin)
+        hashed = pins.hash(pin)
     await store.set_mailbox(attrs.evolve(box, pin_hash=hashed, failed_logins=0, locked_until=0.0))
     print(f"PIN of mailbox {number} set", file=out)
     return EXIT_OK
@@ -138,7 +141,7 @@ def run(args: argparse.Namespace, config: WardenConfig) -> int:
         async def work(stores: Stores) -> int:
             return await run_voicemail(
                 args, SQLVoicemailStore(stores.pool), stores.directory, sys.stdout, sys.stderr,
-                sys.stdin, reactor,
+                sys.stdin, reactor, config.security.fips,
             )  # fmt: skip
 
         codes.append(await run_on_store(reactor, config, work))

@@ -249,6 +249,8 @@ class VoicemailPlugin(CallHookBase):
         self._blocking: Callable[[Callable[[], Any]], Deferred[Any]] = defer.maybeDeferred
         #: Tells phones of a mailbox's changes (RFC 3842; None until built).
         self.mwi: MessageWaiting | None = None
+        #: PIN hashes: scrypt, or PBKDF2-HMAC-SHA256 in FIPS mode ([security] fips).
+        self.pins = warden_secrets.PasswordHasher()
 
     def parse_section(
         self, name: str, table: Mapping[str, object], filename: str | None
@@ -284,6 +286,7 @@ class VoicemailPlugin(CallHookBase):
             config,
             in_thread,
         )
+        self.pins = warden_secrets.PasswordHasher(context.config.security.fips)
         sip = context.need("sip", SipService)
         store, directory = self.store, self.directory
         assert store is not None and directory is not None
@@ -324,7 +327,7 @@ class VoicemailPlugin(CallHookBase):
         ).endpoints()
 
     async def _hash_pin(self, pin: str) -> str:
-        hashed: str = await self._blocking(functools.partial(warden_secrets.hash_password, pin))
+        hashed: str = await self._blocking(functools.partial(self.pins.hash, pin))
         return hashed
 
     async def delete_message(self, message: VoicemailMessage) -> None:
@@ -503,9 +506,13 @@ class VoicemailPlugin(CallHookBase):
             if box.locked_until > clock.seconds():
                 await endpoint.play(prompt("locked"))
                 return False
+            if not self.pins.usable(box.pin_hash):
+                self._unusable_pin(mailbox, warden_secrets.hash_scheme(box.pin_hash))
+                await endpoint.play(prompt("locked"))
+                return False
             pin = await ask(endpoint, prompt("enter-pin"), MAX_PIN_DIGITS)
             right = bool(pin) and await self._blocking(
-                functools.partial(warden_secrets.verify_password, pin, box.pin_hash)
+                functools.partial(self.pins.verify, pin, box.pin_hash)
             )
             box = await store.get_mailbox(mailbox)  # other calls may have counted meanwhile
             if right:
@@ -523,6 +530,16 @@ class VoicemailPlugin(CallHookBase):
                 return False
             await store.set_mailbox(attrs.evolve(box, failed_logins=failed))
             await endpoint.play(prompt("wrong-pin"))
+
+    def _unusable_pin(self, mailbox: str, scheme: str) -> None:
+        """A PIN hash this mode cannot verify (scrypt in FIPS mode): closed until reset."""
+        self.log.warn(
+            "Mailbox {mailbox} cannot be opened: its PIN hash is {scheme}, which FIPS mode"
+            " ([security] fips) does not use; set the PIN again with wardenctl voicemail"
+            " pin {mailbox}",
+            mailbox=mailbox,
+            scheme=scheme or "unknown",
+        )
 
     async def _menu(self, endpoint: RtpEndpoint, mailbox: str) -> None:
         store, _, _ = self._parts()

@@ -79,6 +79,7 @@ class AdminPlugin(BuiltinPlugin):
             backoff_max_seconds=admin.login_backoff_max_seconds,
             password_checks=admin.login_concurrency,
             token_seconds=admin.token_seconds,
+            fips=config.security.fips,
         )
         listen = AdminListenSettings(
             listen=admin.listen,
@@ -86,6 +87,7 @@ class AdminPlugin(BuiltinPlugin):
             certificate=admin.certificate,
             private_key=admin.private_key,
             data_dir=config.server.data_dir,
+            fips=config.security.fips,
         )
         collector = WardenCollector(sip.calls, sip.transactions)
         context.add_service(

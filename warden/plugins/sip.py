@@ -107,6 +107,7 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         realm=config.realm,
         node_id=config.node_id,
         algorithms=tuple(reg.digest_algorithms),
+        fips=config.security.fips,
         expiry=ExpiryPolicy(reg.min_expires, reg.default_expires, reg.max_expires),
         nonce_lifetime=reg.nonce_lifetime,
         auth_fail_limit=reg.auth_fail_limit,
@@ -133,7 +134,12 @@ def tls_settings(config: WardenConfig) -> TlsSettings:
         certificate=tls.certificate,
         private_key=tls.private_key,
         data_dir=config.server.data_dir,
-        policy=TlsPolicy(min_version=tls.min_version, ciphers=tls.ciphers, ca=tls.ca),
+        policy=TlsPolicy(
+            min_version=tls.min_version,
+            ciphers=tls.ciphers,
+            ca=tls.ca,
+            fips=config.security.fips,
+        ),
         handshake_timeout=tls.handshake_timeout,
     )
 

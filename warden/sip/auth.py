@@ -32,6 +32,8 @@ from warden.errors import SipParseError, StateUnavailable
 from warden.sip.headers import parse_auth_params
 
 ALGORITHMS: dict[str, str] = {"MD5": "md5", "SHA-256": "sha256"}
+#: The digest algorithms FIPS mode allows ([security] fips, ADR 0029).
+FIPS_ALGORITHMS: tuple[str, ...] = ("SHA-256",)
 
 
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}

@@ -30,6 +30,7 @@ from warden.model import Extension
 from warden.sip import metrics
 from warden.sip.auth import (
     ALGORITHMS,
+    FIPS_ALGORITHMS,
     AuthThrottle,
     Credentials,
     NonceManager,
@@ -152,6 +153,10 @@ class Authenticator:
         algorithms: algorithms offered by default, in order.
         accept_rfc2069: accept responses without ``qop`` (RFC 2069); else they
             are refused with 403 (logged at most once a minute).
+        fips: FIPS mode (``[security] fips``): only SHA-256 is offered, whatever
+            an extension lists, and MD5 credentials (``algorithm=MD5`` or none)
+            are answered with a fresh SHA-256 challenge and counted in
+            ``warden_sip_auth_fips_refused_total``.
     """
 
     log = Logger()
@@ -165,8 +170,11 @@ class Authenticator:
         realm: str,
         algorithms: tuple[str, ...],
         accept_rfc2069: bool = False,
+        fips: bool = False,
     ) -> None:
         self._clock = clock
+        self.fips = fips
+        self._fips_logged_at: float | None = None
         self.accept_rfc2069 = accept_rfc2069
         self._rfc2069_logged_at: float | None = None
         # Extension number -> when its realm mismatch was last logged.
@@ -227,6 +235,8 @@ class Authenticator:
         """Check ``creds`` against ``extension``; raise SipError unless they hold."""
         offered = self._algorithms_for(extension)
         if creds is None or creds.algorithm not in offered:
+            if creds is not None and self.fips and creds.algorithm not in FIPS_ALGORITHMS:
+                self._refused_fips(flow, creds.algorithm, user)
             raise self._challenge(flow, proxy, offered)
         state = self.nonces.check(creds.nonce, flow.host)
         if state is NonceState.INVALID:
@@ -271,8 +281,12 @@ class Authenticator:
 
     def _algorithms_for(self, extension: Extension | None) -> tuple[str, ...]:
         if extension is not None and extension.algorithms:
-            return tuple(a for a in extension.algorithms if a in ALGORITHMS)
-        return self.algorithms
+            offered = tuple(a for a in extension.algorithms if a in ALGORITHMS)
+        else:
+            offered = self.algorithms
+        if self.fips:
+            return tuple(a for a in offered if a in FIPS_ALGORITHMS) or FIPS_ALGORITHMS
+        return offered
 
     def _hash_ok(self, creds: Credentials, extension: Extension, method: str) -> bool:
         if creds.qop not in (None, "auth"):
@@ -378,6 +392,25 @@ class Authenticator:
         self.log.info(
             "Refused digest credentials without qop (RFC 2069) for {user} from {source};"
             " set [registrar] accept_rfc2069 = true if such phones must register",
+            user=user[: AuthThrottle.USER_KEY_CHARS],
+            source=flow.host,
+        )
+
+    def _refused_fips(self, flow: Flow, algorithm: str, user: str) -> None:
+        """
+        Credentials in an algorithm FIPS mode does not allow: counted (not as a
+        guess: no hash was checked) and said once a minute at most.
+        """
+        metrics.AUTH_FIPS_REFUSED.inc()
+        now = self._clock.seconds()
+        if self._fips_logged_at is not None and now - self._fips_logged_at < 60.0:
+            return
+        self._fips_logged_at = now
+        self.log.warn(
+            "Refused {algorithm} digest credentials for {user} from {source}: FIPS mode"
+            " ([security] fips) allows SHA-256 only; the phone must answer the SHA-256"
+            " challenge (RFC 8760)",
+            algorithm=algorithm[:16],
             user=user[: AuthThrottle.USER_KEY_CHARS],
             source=flow.host,
         )

@@ -45,6 +45,10 @@ TLS_HANDSHAKE_FAILURES = Counter(
     "TLS connections whose handshake failed (no common version or cipher, bad certificate)",
 )
 AUTH_FAILURES = Counter("warden_sip_auth_failures_total", "Failed digest authentications")
+AUTH_FIPS_REFUSED = Counter(
+    "warden_sip_auth_fips_refused_total",
+    "Digest credentials in an algorithm FIPS mode refuses (MD5), answered with a new challenge",
+)
 THROTTLED = Counter(
     "warden_sip_throttled_total", "Requests dropped from sources blocked for failed auth"
 )

@@ -90,6 +90,8 @@ class SipSettings:
     #: ``[sip] tls_port`` and ``[tls]``, for the TLS listener (with "tls" in transports).
     tls_port: int = 5061
     tls: TlsSettings = TlsSettings()
+    #: ``[security] fips``: SHA-256 digest only, even for extensions that list MD5.
+    fips: bool = False
 
     @property
     def hop_tokens(self) -> TokenLifetimes:
@@ -237,7 +239,7 @@ class SipService(service.MultiService):
         self.nonces = NonceManager(clock, settings.nonce_lifetime)
         self.authenticator = Authenticator(
             clock, directory, self.nonces, self.throttle, settings.realm, settings.algorithms,
-            accept_rfc2069=settings.accept_rfc2069,
+            accept_rfc2069=settings.accept_rfc2069, fips=settings.fips,
         )  # fmt: skip
         self.registrar = Registrar(
             clock,
