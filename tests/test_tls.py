@@ -92,6 +92,11 @@ def handshake(server_context: SSL.Context, client_max: int) -> str:
     """
     client_context = SSL.Context(SSL.TLS_METHOD)
     client_context.set_max_proto_version(client_max)
+    return str(handshake_with(server_context, client_context).get_protocol_version_name())
+
+
+def handshake_with(server_context: SSL.Context, client_context: SSL.Context) -> SSL.Connection:
+    """A TLS handshake in memory between the two contexts; the server's connection."""
     server = SSL.Connection(server_context, None)
     server.set_accept_state()
     client = SSL.Connection(client_context, None)
@@ -107,7 +112,7 @@ def handshake(server_context: SSL.Context, client_max: int) -> str:
                 sink.bio_write(source.bio_read(65536))
             except SSL.WantReadError:
                 pass
-    return str(server.get_protocol_version_name())
+    return server
 
 
 class PolicyTests(PairTestCase):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
 
-from tests.test_tls import PairTestCase
+from tests.test_tls import PairTestCase, handshake_with
 from warden.tls import (
     FIPS_CIPHERS,
     FIPS_TLS13_SUITES,
@@ -35,22 +35,7 @@ def client(version: int, ciphers: str = "", suites: str = "", groups: str = "") 
 
 def handshake(server_context: SSL.Context, client_context: SSL.Context) -> str:
     """An in-memory handshake; the suite negotiated (SSL.Error when it fails)."""
-    server = SSL.Connection(server_context, None)
-    server.set_accept_state()
-    peer = SSL.Connection(client_context, None)
-    peer.set_connect_state()
-    for _ in range(10):
-        for side in (peer, server):
-            try:
-                side.do_handshake()
-            except SSL.WantReadError:
-                pass
-        for source, sink in ((peer, server), (server, peer)):
-            try:
-                sink.bio_write(source.bio_read(65536))
-            except SSL.WantReadError:
-                pass
-    name = server.get_cipher_name()
+    name = handshake_with(server_context, client_context).get_cipher_name()
     if name is None:
         raise SSL.Error("no handshake")
     return name

@@ -92,7 +92,7 @@ def add_commands(areas: Any) -> None:
         " tokens stop working",
     )
     reset.add_argument("name", metavar="NAME", type=_account_arg)
-    reset.set_defaults(admin_handler=_reset_password)
+    reset.set_defaults(admin_handler=_change)
     for command, text in (
         ("disable", "disable an account: no login; its sessions and tokens stop working"),
         ("enable", "enable a disabled account again"),
@@ -127,24 +127,14 @@ async def _add(args: argparse.Namespace, ctx: _Ctx) -> int:
     except AdminAccountExists:
         print(f"wardenctl: admin account {args.name} already exists", file=ctx.err)
         return EXIT_FAILED
-    print(f"added admin account {args.name}", file=ctx.out)
-    print(f"one-time password: {password}", file=ctx.out)
-    print("it is shown only now; change it with POST /api/v1/auth/password", file=ctx.out)
+    _print_password(ctx, f"added admin account {args.name}", password)
     return EXIT_OK
 
 
-async def _reset_password(args: argparse.Namespace, ctx: _Ctx) -> int:
-    ctx.audit.target = args.name
-    store = ctx.store()
-    account = await store.get_account(args.name)
-    if account is None:
-        print(f"wardenctl: no admin account {args.name}", file=ctx.err)
-        return EXIT_FAILED
-    password = await admin_auth.reset_password(store, account, ctx.config.security.fips)
-    print(f"new password of admin account {args.name}", file=ctx.out)
+def _print_password(ctx: _Ctx, heading: str, password: str) -> None:
+    print(heading, file=ctx.out)
     print(f"one-time password: {password}", file=ctx.out)
     print("it is shown only now; change it with POST /api/v1/auth/password", file=ctx.out)
-    return EXIT_OK
 
 
 async def _list(args: argparse.Namespace, ctx: _Ctx) -> int:
@@ -178,7 +168,10 @@ async def _change(args: argparse.Namespace, ctx: _Ctx) -> int:
     if account is None:
         print(f"wardenctl: no admin account {args.name}", file=ctx.err)
         return EXIT_FAILED
-    if args.command == "remove":
+    if args.command == "reset-password":
+        password = await admin_auth.reset_password(store, account, ctx.config.security.fips)
+        _print_password(ctx, f"new password of admin account {args.name}", password)
+    elif args.command == "remove":
         await store.remove_account(args.name)
         print(f"removed admin account {args.name}", file=ctx.out)
     else:
