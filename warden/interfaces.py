@@ -838,3 +838,76 @@ class IVoicemailStore(Interface):
 
     def totals() -> Deferred[dict[str, tuple[int, int, int]]]:
         """Per mailbox with messages: ``(new, saved, audio bytes)``."""
+
+
+# -- emergency calls (the e911 plugin, ADR 0027) ---------------------------------------
+# Appended as one section: its own imports live here rather than at the top.
+
+from warden.model.emergency import CivicLocation, EmergencyCall  # noqa: E402
+
+
+class IEmergencyObserver(Interface):
+    """
+    Hears of every emergency call as it starts (``911``, ``9911``, the ``933``
+    test number): the on-site notifications, the metrics. Any enabled plugin
+    providing this interface is one (L{warden.plugin.BuildContext.providers});
+    the ``e911`` plugin tells each in ``[plugins] enabled`` order.
+    """
+
+    def emergency_call_started(call: EmergencyCall) -> None:
+        """
+        An emergency call is starting (its INVITE goes to the emergency
+        trunk now). Return quickly: slow work (sending, retrying) is the
+        observer's own, in the background. An exception is logged, never
+        the call's.
+        """
+
+
+class ICivicLocationStore(Interface):
+    """
+    Dispatchable locations of the e911 plugin (L{warden.model.emergency}):
+    named civic addresses, the location of each extension, and networks
+    (subnet -> location) for devices that move. Distinct from the registrar's
+    location service (L{ILocationService}: where phones are reachable). Every
+    method returns a Deferred.
+    """
+
+    def put_location(location: CivicLocation) -> Deferred[bool]:
+        """Add or replace a location by name; whether it was new."""
+
+    def get_location(name: str) -> Deferred[CivicLocation | None]:
+        """The location ``name``, or None."""
+
+    def list_locations() -> Deferred[builtins.list[CivicLocation]]:
+        """Every location, by name."""
+
+    def remove_location(name: str) -> Deferred[bool]:
+        """
+        Forget a location, and the extensions and networks assigned to it;
+        whether it existed.
+        """
+
+    def set_extension_location(number: str, name: str) -> Deferred[None]:
+        """
+        Assign the existing location ``name`` to extension ``number`` ("":
+        remove the assignment). Fails with KeyError for an unknown location.
+        """
+
+    def extension_location(number: str) -> Deferred[str | None]:
+        """The name of the location assigned to ``number``, or None."""
+
+    def list_extension_locations() -> Deferred[builtins.list[tuple[str, str]]]:
+        """Every ``(number, location)`` assignment, by number."""
+
+    def map_network(network: str, name: str) -> Deferred[None]:
+        """
+        Assign the existing location ``name`` to the network ``network``
+        (canonical CIDR text), replacing its previous one. Fails with KeyError
+        for an unknown location.
+        """
+
+    def unmap_network(network: str) -> Deferred[bool]:
+        """Forget the network's assignment; whether it had one."""
+
+    def list_networks() -> Deferred[builtins.list[tuple[str, str]]]:
+        """Every ``(network, location)`` assignment, by network."""

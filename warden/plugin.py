@@ -49,6 +49,7 @@ DEFAULT_PLUGINS = (
     "admin",
     "backup",
     "mfa",
+    "e911",
     "callfeatures",
     "trunks",
     "recording",

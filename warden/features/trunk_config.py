@@ -49,7 +49,7 @@ MAX_PASSWORD_BYTES = 4096
 
 _TRUNK_KEYS = (
     "name", "host", "port", "transport", "register", "username", "password_env",
-    "password_file", "from_number", "expires", "timeout", "addresses",
+    "password_file", "from_number", "expires", "timeout", "addresses", "max_calls",
 )  # fmt: skip
 _OUTBOUND_KEYS = ("pattern", "regex", "strip", "prefix", "trunks", "callers")
 _INBOUND_KEYS = ("did", "to")
@@ -92,6 +92,10 @@ class TrunkConfig:
             Trying included) before the next trunk of the route is tried.
         addresses: further addresses or networks (CIDR) the provider sends
             its calls from, besides ``host``'s address.
+        max_calls: calls the trunk carries at once (its channels; 0: no
+            limit). Outbound calls beyond it (less the emergency reserve,
+            ``[emergency] reserve_calls``) try the route's next trunk; an
+            emergency call beyond it drops the trunk's newest other call.
     """
 
     name: str
@@ -106,6 +110,7 @@ class TrunkConfig:
     expires: int = 3600
     timeout: float = 5.0
     addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_calls: int = 0
 
     @property
     def has_password(self) -> bool:
@@ -281,11 +286,15 @@ def _trunk(path: str, table: object) -> TrunkConfig:
     timeout = values.get("timeout", 5.0)
     timeout_ok = (_is_int(timeout) or isinstance(timeout, float)) and 0.5 <= timeout <= 60
     _want(f"{path}.timeout", timeout_ok, "a number 0.5..60 (seconds)", timeout)
+    max_calls = values.get("max_calls", 0)
+    max_ok = _is_int(max_calls) and 0 <= max_calls <= 100000
+    _want(f"{path}.max_calls", max_ok, "an integer 0..100000 (0: no limit)", max_calls)
     return TrunkConfig(
         name=name, host=host.lower(), port=port, transport=transport, register=register,
         username=username, password_env=env, password_file=file, from_number=number,
         expires=expires, timeout=float(timeout),
         addresses=_networks(f"{path}.addresses", values.get("addresses", [])),
+        max_calls=max_calls,
     )  # fmt: skip
 
 

@@ -175,6 +175,8 @@ class TrunkService(service.Service):
         self._opener = StreamOpener(connector, sip.hub, interface, "trunk") if streams else None
         self._resolver = task.LoopingCall(lambda: Deferred.fromCoroutine(self._resolve_all()))
         self._resolver.clock = clock
+        #: Calls of each trunk's ``max_calls`` kept for emergency calls (L{reserve}).
+        self.reserved: dict[str, int] = {}
 
     # -- running ------------------------------------------------------------------
 
@@ -314,15 +316,94 @@ class TrunkService(service.Service):
             if await self.directory.get_extension(attempt.dialled) is not None:
                 return  # an extension's number rings the extension
             own = self.routes.number_of(caller.number)
+            calls = self.in_progress()
             destinations = tuple(
                 d for name in route.trunks
-                if (d := self._destination(self.trunks[name], number, own)) is not None
+                if self._has_room(name, calls)
+                and (d := self._destination(self.trunks[name], number, own)) is not None
             )  # fmt: skip
             if not destinations:
                 raise SipError(503, "Service Unavailable")
             attempt.target = RouteTarget(number, destinations, _Events())
             attempt.marks.add("trunk-outbound")
             return
+
+    def _has_room(self, name: str, calls: Mapping[str, int]) -> bool:
+        """Whether trunk ``name`` takes one more ordinary call (its emergency reserve kept)."""
+        limit = self.trunks[name].config.max_calls
+        if not limit:
+            return True
+        if calls[name] < limit - self.reserved.get(name, 0):
+            return True
+        FAILURES.labels(name, "call_capacity").inc()
+        return False
+
+    def reserve(self, names: Sequence[str], calls: int) -> None:
+        """
+        Keep ``calls`` of the capacity (``max_calls``) of each trunk of
+        ``names`` for emergency calls (``[emergency] reserve_calls``; set by
+        the e911 plugin as Warden is built).
+        """
+        for name in names:
+            self.reserved[name] = calls
+
+    def emergency_target(
+        self, names: Sequence[str], number: str, caller: str
+    ) -> RouteTarget | None:
+        """
+        An emergency call of extension ``caller`` to ``number``: the trunks
+        ``names`` in order, whatever their load; the first one that is full
+        (``max_calls``) has its newest other call dropped (L{make_room}).
+        None when no trunk's address is known.
+
+        The caller ID (P-Asserted-Identity) is the callback number: the
+        extension's own DID (its inbound route), else the trunk's
+        ``from_number``.
+        """
+        own = self.routes.number_of(caller)
+        destinations = tuple(
+            d for name in names
+            if (d := self._destination(self.trunks[name], number, own)) is not None
+        )  # fmt: skip
+        if not destinations:
+            return None
+        first = destinations[0].name
+        limit = self.trunks[first].config.max_calls
+        if limit and self.in_progress()[first] >= limit:
+            self.make_room(first)
+        return RouteTarget(number, destinations, _Events())
+
+    def make_room(self, name: str) -> str:
+        """
+        Drop the newest call on trunk ``name`` that is no emergency call
+        (answered: BYE to both sides; ringing: CANCEL and 503 to the caller);
+        its id, or "" when there is none.
+        """
+        controller = self.sip.calls
+        if controller is None:
+            return ""
+        candidates = [
+            call for call in controller.calls.values()
+            if not call.attempt.emergency and self._trunk_of(call.attempt) == name
+        ]  # fmt: skip
+        if not candidates:
+            return ""
+        newest = max(candidates, key=lambda c: c.started_at)
+        self.log.warn(
+            "Trunk {trunk} full: call {call_id} dropped for an emergency call",
+            trunk=name,
+            call_id=newest.call_id,
+        )
+        FAILURES.labels(name, "call_preempted").inc()
+        controller.end_call(newest, "emergency pre-emption")
+        return newest.call_id
+
+    @staticmethod
+    def _trunk_of(attempt: CallAttempt) -> str:
+        """The trunk a call runs on ("" when none): outbound target, else inbound mark."""
+        if attempt.target is not None:
+            return attempt.target.current.name
+        return next((m[6:] for m in attempt.marks if m.startswith("trunk:")), "")
 
     def _connected(self, flow: Flow) -> Flow:
         """``flow`` with a TCP connection to its peer (opened when none is), for TCP."""
@@ -351,11 +432,7 @@ class TrunkService(service.Service):
         counts = dict.fromkeys(self.trunks, 0)
         controller = self.sip.calls
         for call in controller.calls.values() if controller is not None else ():
-            attempt = call.attempt
-            if attempt.target is not None:
-                name = attempt.target.current.name
-            else:
-                name = next((m[6:] for m in attempt.marks if m.startswith("trunk:")), "")
+            name = self._trunk_of(call.attempt)
             if name in counts:
                 counts[name] += 1
         return counts

@@ -197,14 +197,15 @@ class CallController:
         dialled = request.uri.user_unescaped or ""
         if not dialled:
             raise SipError(404, "Not Found")
-        if self._at_limit(caller.number):
-            raise SipError(486, "Busy Here")
         attempt = CallAttempt(caller, dialled, request, flow)
         if vouched is not None:
             attempt.dialled = vouched.dialled or dialled
             attempt.marks.update(vouched.marks)
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
             await self.hooks.before_routing(attempt)
+        # No limit refuses an emergency call (Kari's Law, ADR 0027).
+        if not attempt.emergency and self._at_limit(caller.number):
+            raise SipError(486, "Busy Here")
         if attempt.pickup:  # a hook chose a ringing call for the caller to pick up
             self.pick_up(attempt, txn)
             return
@@ -225,7 +226,7 @@ class CallController:
         bindings = over_tls_if_sips(request, route.bindings) if local is None else ()
         callee = route.extension
         assert callee is not None  # a routed number names its extension
-        if self._at_limit(callee.number):
+        if not attempt.emergency and self._at_limit(callee.number):
             raise SipError(486, "Busy Here")
         call_id = f"{new_tag()}{new_tag()}"
         try:
@@ -244,7 +245,8 @@ class CallController:
         except SdpError as e:
             session.release()
             raise SipError(488, "Not Acceptable Here") from e
-        if self.counters is not None and self._shared_limit():
+        counted = self._shared_limit() and not attempt.emergency
+        if self.counters is not None and counted:
             limit = self.settings.max_calls_per_extension
             counted = await self.counters.acquire((caller.number, callee.number), limit)
             if not counted:
@@ -254,6 +256,8 @@ class CallController:
         call = Call(self, call_id, caller, dialled, callee, txn, request, flow, attempt, session)
         if offer:
             call.sent_sdp["b"] = offer
+        if not counted:
+            call.counted = ()
         call.on_ended = self._ended
         session.on_timeout = lambda: call.hangup(None, "media timeout")
         if self.hooks:

@@ -187,7 +187,7 @@ class Call:
         self.dialled = dialled
         self.callee = callee
         #: The numbers counted in the cluster-wide call counts (released at the end).
-        self.counted = (caller.number, callee.number)
+        self.counted: tuple[str, ...] = (caller.number, callee.number)
         self.a_txn = txn
         self.a_request = request
         self.a_tag = new_tag()

@@ -20,6 +20,11 @@ plugins' hooks in ``[plugins] enabled`` order at each point (ADR 0020):
    ``application/dtmf-relay`` or ``application/dtmf``);
 7. L{CallHooks.ended}: with the call record.
 
+An emergency call (L{CallAttempt.emergency}, set before routing by the
+``e911`` plugin, which must come before every other call hook) is never
+diverted: the later hooks are not asked before routing, none when routing
+fails, and no call limit refuses it.
+
 A hook rejects by raising L{warden.errors.SipError}. A hook may return a
 Deferred where its signature allows one; Warden waits for it.
 """
@@ -102,6 +107,10 @@ class CallAttempt:
         recording: the call's recording, as the call record keeps it: the
             file, relative to the recordings directory ("" for none).
         recording_info: what the call record keeps about that recording.
+        emergency: an emergency call (the e911 plugin, ADR 0027): set before
+            routing by the first hook; the later hooks' L{CallHooks.before_routing}
+            and every L{CallHooks.routing_failed} are skipped (nothing may divert
+            it), and no call limit refuses it.
     """
 
     caller: Extension
@@ -120,6 +129,7 @@ class CallAttempt:
     media: IMediaSession | None = None
     recording: str = ""
     recording_info: dict[str, Any] = attrs.field(factory=dict)
+    emergency: bool = False
 
     def refuse(self, status: int, reason: str) -> None:
         """
@@ -139,15 +149,21 @@ class OutgoingLeg:
     """
 
     request: Request
-    parts: list[tuple[str, bytes]] = attrs.field(factory=list)
+    parts: list[tuple[str, bytes, tuple[tuple[str, str], ...]]] = attrs.field(factory=list)
 
     def add_header(self, name: str, value: str) -> None:
         """Add a header (an ``Identity`` header, for example) to the INVITE."""
         self.request.add(name, value)
 
-    def add_body_part(self, content_type: str, body: bytes) -> None:
-        """Add a body part (a PIDF-LO document, for example) to the INVITE."""
-        self.parts.append((content_type, body))
+    def add_body_part(
+        self, content_type: str, body: bytes, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """
+        Add a body part (a PIDF-LO document, for example) to the INVITE, with
+        its own ``headers`` besides ``Content-Type`` (``Content-ID``, which a
+        ``Geolocation: <cid:...>`` header refers to, RFC 6442).
+        """
+        self.parts.append((content_type, body, tuple(headers)))
 
     def finish(self) -> None:
         """Put the added parts into the INVITE's body."""
@@ -156,16 +172,20 @@ class OutgoingLeg:
         parts = list(self.parts)
         if self.request.body:
             sdp_type = self.request.get("Content-Type") or "application/sdp"
-            parts.insert(0, (sdp_type, self.request.body))
+            parts.insert(0, (sdp_type, self.request.body, ()))
         boundary = os.urandom(12).hex()
         body = b"".join(
-            b"--%s\r\nContent-Type: %s\r\n\r\n%s\r\n"
-            % (boundary.encode(), kind.encode("ascii"), content)
-            for kind, content in parts
+            b"--%s\r\nContent-Type: %s\r\n%s\r\n%s\r\n"
+            % (boundary.encode(), kind.encode("ascii"), _part_headers(headers), content)
+            for kind, content, headers in parts
         )
         body += b"--%s--\r\n" % boundary.encode()
         self.request.set("Content-Type", f"multipart/mixed;boundary={boundary}")
         self.request.set_body(body)
+
+
+def _part_headers(headers: Sequence[tuple[str, str]]) -> bytes:
+    return b"".join(b"%s: %s\r\n" % (n.encode("ascii"), v.encode("ascii")) for n, v in headers)
 
 
 @implementer(ICallHook)
@@ -240,14 +260,24 @@ class CallHooks:
         return None
 
     async def before_routing(self, attempt: CallAttempt) -> None:
-        """Each hook may reject, change ``attempt.dialled`` or add marks."""
+        """
+        Each hook may reject, change ``attempt.dialled`` or add marks; once a
+        hook made the attempt an emergency call the later ones are skipped.
+        """
         for hook in self.hooks:
+            if attempt.emergency:
+                return
             result = hook.before_routing(attempt)
             if isinstance(result, Deferred):
                 await result
 
     async def routing_failed(self, attempt: CallAttempt, status: int, reason: str) -> str | None:
-        """The first number a hook redirects the failed call to, or None."""
+        """
+        The first number a hook redirects the failed call to, or None (always
+        for an emergency call: it is never sent to voicemail or a forward).
+        """
+        if attempt.emergency:
+            return None
         for hook in self.hooks:
             result = hook.routing_failed(attempt, status, reason)
             number = await result if isinstance(result, Deferred) else result
