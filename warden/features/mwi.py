@@ -33,7 +33,7 @@ from warden.features.blf import DialogEvents, DialogState, Subscription
 from warden.interfaces import IClientTransactionUser
 from warden.model import Binding
 from warden.sip.addressing import parse_flow_text
-from warden.sip.message import Request, Response, new_tag
+from warden.sip.message import Request, Response, out_of_dialog_request
 
 if TYPE_CHECKING:
     from warden.sip.flow import Flow
@@ -145,23 +145,14 @@ class MessageWaiting(DialogEvents):
         self, mailbox: str, binding: Binding, flow: Flow, counts: tuple[int, int]
     ) -> None:
         """A NOTIFY out of any dialog to one phone of the mailbox's extension."""
-        tag = new_tag()
         account = f"sip:{mailbox}@{self.domain}"
         contact, _ = self.contact_for(flow)
-        headers = [
-            ("Via", f"SIP/2.0/{flow.transport.upper()} {self.via_for(flow)}"
-                    f";branch={self.new_branch()};rport"),
-            ("Max-Forwards", "70"),
-            ("From", f"<{account}>;tag={tag}"),
-            ("To", f"<{account}>"),
-            ("Call-ID", f"{new_tag()}{tag}@{self.domain}"),
-            ("CSeq", "1 NOTIFY"),
-            ("Contact", f"<{contact}>"),
-            ("Event", EVENT),
-            ("Subscription-State", "active"),
-            ("Content-Type", CONTENT_TYPE),
-        ]  # fmt: skip
-        request = Request("NOTIFY", binding.contact, headers)
+        request = out_of_dialog_request(
+            "NOTIFY", binding.contact, flow.transport, self.via_for(flow), self.new_branch(),
+            f"<{account}>", f"<{account}>", self.domain,
+            [("Contact", f"<{contact}>"), ("Event", EVENT),
+             ("Subscription-State", "active"), ("Content-Type", CONTENT_TYPE)],
+        )  # fmt: skip
         request.set_body(summary(*counts, account))
         self.unsolicited += 1
         self.send(request, flow, _Unanswered())

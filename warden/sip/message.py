@@ -520,3 +520,39 @@ def _lacks_to_tag(request: Request) -> bool:
 def new_tag() -> str:
     """A random From/To tag (RFC 3261 §19.3: at least 32 bits of randomness)."""
     return os.urandom(6).hex()
+
+
+def out_of_dialog_request(
+    method: str,
+    uri: str,
+    transport: str,
+    sent_by: str,
+    branch: str,
+    from_: str,
+    to: str,
+    domain: str,
+    headers: Iterable[tuple[str, str]] = (),
+) -> Request:
+    """
+    A request outside any dialog (RFC 3261 §8.1.1): a Via for ``transport``
+    and ``sent_by`` with ``branch``, a new From tag and Call-ID (at
+    ``domain``), CSeq 1, then ``headers``.
+
+    Args:
+        from_: the From value without its tag (``<sip:warden@pbx>``).
+        to: the To value.
+    """
+    tag = new_tag()
+    return Request(
+        method,
+        uri,
+        [
+            ("Via", f"SIP/2.0/{transport.upper()} {sent_by};branch={branch};rport"),
+            ("Max-Forwards", "70"),
+            ("From", f"{from_};tag={tag}"),
+            ("To", to),
+            ("Call-ID", f"{new_tag()}{tag}@{domain}"),
+            ("CSeq", f"1 {method}"),
+            *headers,
+        ],
+    )

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from warden.interfaces import IClientTransactionUser, IDirectory, ILocationService
 from warden.model import Binding
-from warden.sip.message import Request, Response, new_tag
+from warden.sip.message import Response, out_of_dialog_request
 
 UNREACHABLE = Gauge(
     "warden_registrar_unreachable_bindings", "Qualified bindings that stopped answering OPTIONS"
@@ -123,18 +123,12 @@ class Qualifier:
         if flow is None:
             self.mark(binding, health, False, None)
             return
-        tag = new_tag()
-        headers = [
-            ("Via", f"SIP/2.0/{flow.transport.upper()} {self._addressing.via_for(flow)}"
-                    f";branch={self._transactions.new_branch()};rport"),
-            ("Max-Forwards", "70"),
-            ("From", f"<sip:warden@{self._domain}>;tag={tag}"),
-            ("To", f"<{binding.contact}>"),
-            ("Call-ID", f"{new_tag()}{tag}@{self._domain}"),
-            ("CSeq", "1 OPTIONS"),
-        ]  # fmt: skip
+        request = out_of_dialog_request(
+            "OPTIONS", binding.contact, flow.transport, self._addressing.via_for(flow),
+            self._transactions.new_branch(), f"<sip:warden@{self._domain}>",
+            f"<{binding.contact}>", self._domain,
+        )  # fmt: skip
         health.pending = True
-        request = Request("OPTIONS", binding.contact, headers)
         self._transactions.send_request(
             request, flow, _Ping(self, binding, health, self._clock.seconds())
         )
