@@ -19,6 +19,7 @@ import attrs
 from twisted.python import usage
 
 from .results import Account
+from .shares import Share, check_split
 
 TEST_TYPES = ("registrations", "calls", "mixed")
 TRANSPORTS = ("udp", "tcp")
@@ -63,6 +64,10 @@ class Settings:
     probe_timeout: float
     progress: bool
     log_file: str | None = None
+    workers: int = 1
+    worker_index: int = 0
+    worker_count: int = 1
+    progress_fd: int | None = None
 
     def public(self) -> dict[str, Any]:
         """The settings for the report (no secrets live here)."""
@@ -203,12 +208,26 @@ class Options(usage.Options):
          "warnings and errors are shown, on stderr, beside the progress line."],
         ["probe-timeout", None, 5.0, "Seconds to wait for the PBX to answer OPTIONS before "
          "giving up with exit status 3.", _number(float, 0.1)],
+        ["workers", "w", 1, "Generator processes this run spawns, each with its share of the "
+         "users, rates and calls; one merged report and progress line.", _number(int, 1, 64)],
+        ["worker-index", None, 0, "Run only share I (0-based) of --worker-count (one run "
+         "spread over machines; merge the reports with 'merge').", _number(int, 0, 1023)],
+        ["worker-count", None, 1, "How many shares the whole run is split into.",
+         _number(int, 1, 1024)],
+        ["progress-fd", None, None, "(Used by --workers) write progress as JSON lines to "
+         "this file descriptor instead of the progress line.", _number(int, 3, 1023)],
+    ]  # fmt: skip
+
+    subCommands = [  # noqa: RUF012
+        ["merge", None, lambda: _merge_options(), "Merge the JSON reports of the shares of "
+         "one run (--worker-index/--worker-count) into one report on stdout."],
     ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.settings: Settings | None = None
         self.accounts: list[Account] = []
+        self.share: Share | None = None
 
     def parseOptions(self, options: Any = None) -> None:
         """Parse; a usage error ends the program with status 2 (not twistd's 1)."""
@@ -230,9 +249,32 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
-        """Check the options together and load the users."""
+        """Check the options together and load the users (this process's share of them)."""
+        if self.subCommand is not None:
+            return
         self.settings = self._settings()
-        self.accounts = self._accounts(self.settings)
+        self._check_shares(self.settings)
+        settings = self.settings
+        self.share = Share.of(settings, settings.worker_index, settings.worker_count)
+        accounts = self._accounts(settings)
+        if settings.workers == 1:
+            self.accounts = accounts[self.share.user_start : self.share.user_end]
+
+    def _check_shares(self, settings: Settings) -> None:
+        if settings.worker_index >= settings.worker_count:
+            raise usage.UsageError(
+                f"--worker-index: must be below --worker-count ({settings.worker_count}), "
+                f"got {settings.worker_index}"
+            )
+        if settings.workers > 1 and settings.worker_count > 1:
+            raise usage.UsageError("--workers: give it alone, not with --worker-count")
+        if settings.workers > 1 and settings.prometheus_port is not None:
+            raise usage.UsageError("--prometheus-port: one process's metrics; not with --workers")
+        if settings.workers > 1 and settings.progress_fd is not None:
+            raise usage.UsageError("--progress-fd: for the processes --workers spawns")
+        problem = check_split(settings, max(settings.workers, settings.worker_count))
+        if problem is not None:
+            raise usage.UsageError(problem)
 
     def _settings(self) -> Settings:
         transport = str(self["transport"]).lower()
@@ -295,6 +337,10 @@ class Options(usage.Options):
             probe_timeout=self["probe-timeout"],
             progress=not self["no-progress"],
             log_file=self["log-file"],
+            workers=self["workers"],
+            worker_index=self["worker-index"],
+            worker_count=self["worker-count"],
+            progress_fd=self["progress-fd"],
         )
 
     def _max_p95_ms(self) -> float:
@@ -316,6 +362,46 @@ class Options(usage.Options):
                 f"has only {len(accounts)}"
             )
         return accounts[: settings.users]
+
+
+def _merge_options() -> usage.Options:
+    from .merge import MergeOptions
+
+    return MergeOptions()
+
+
+#: Options a spawned worker does not inherit from ``--workers``' command line.
+_NOT_INHERITED = {
+    "workers", "worker-index", "worker-count", "progress-fd", "save-report", "html-report",
+    "prometheus-port", "log-file", "max-p95", "max-p95-ms", "users-file",
+}  # fmt: skip
+
+
+def worker_arguments(options: Options, index: int, report: str, log_file: str | None) -> list[str]:
+    """
+    The ``warden-loadtest`` arguments of worker ``index`` spawned by ``--workers``:
+    the options as parsed (so short and long forms alike), its share, a report
+    file and the progress channel on file descriptor 3.
+    """
+    settings = options.settings
+    assert settings is not None
+    args: list[str] = []
+    flag: Any
+    for flag in options.optFlags:
+        if options[flag[0]]:
+            args.append(f"--{flag[0]}")
+    parameter: Any
+    for parameter in options.optParameters:
+        name, value = parameter[0], options[parameter[0]]
+        if name not in _NOT_INHERITED and value is not None:
+            args.append(f"--{name}={value}")
+    if settings.users_file is not None:
+        args.append(f"--users-file={os.path.abspath(settings.users_file)}")
+    args += [f"--max-p95-ms={settings.max_p95_ms!r}", f"--worker-index={index}"]
+    args += [f"--worker-count={settings.workers}", "--progress-fd=3", f"--save-report={report}"]
+    if log_file is not None:
+        args.append(f"--log-file={log_file}")
+    return args
 
 
 _parameter: Any

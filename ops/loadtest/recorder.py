@@ -12,9 +12,14 @@ from typing import Any
 
 import attrs
 
+from .histogram import Histogram
 from .media import DirectionQuality
 from .results import CallResult, RegistrationResult
-from .stats import call_quality, percentile, summarize, to_ms
+from .stats import call_quality, to_ms
+
+#: Units per value of the histograms: timers in seconds to the microsecond,
+#: RTP figures in milliseconds to the microsecond, MOS and R to a ten-thousandth.
+SECONDS, MILLISECONDS, RATING = 1e6, 1e3, 1e4
 
 
 @attrs.define
@@ -53,7 +58,7 @@ class Bucket:
     failed: int = 0
     causes: Counter[str] = attrs.field(factory=Counter)
     in_flight: int = 0
-    latencies: list[float] = attrs.field(factory=list)
+    latencies: Histogram = attrs.field(factory=Histogram)
     rtp_sent: int = 0
     rtp_lost: int = 0
 
@@ -66,20 +71,20 @@ class RtpTotals:
     sent: int = 0
     received: int = 0
     lost: int = 0
-    jitter_ms: list[float] = attrs.field(factory=list)
-    latency_ms: list[float] = attrs.field(factory=list)
+    jitter_ms: Histogram = attrs.field(factory=lambda: Histogram(MILLISECONDS))
+    latency_ms: Histogram = attrs.field(factory=lambda: Histogram(MILLISECONDS))
     latency_ms_max: float = 0.0
-    mos: list[float] = attrs.field(factory=list)
-    r_factor: list[float] = attrs.field(factory=list)
+    mos: Histogram = attrs.field(factory=lambda: Histogram(RATING))
+    r_factor: Histogram = attrs.field(factory=lambda: Histogram(RATING))
 
     def add(self, direction: DirectionQuality) -> None:
         """Account one direction of one call."""
         self.sent += direction.sent
         self.received += direction.received
         self.lost += direction.lost
-        self.jitter_ms.append(direction.jitter_ms)
+        self.jitter_ms.record(direction.jitter_ms)
         if direction.latency_ms_mean is not None:
-            self.latency_ms.append(direction.latency_ms_mean)
+            self.latency_ms.record(direction.latency_ms_mean)
         if direction.latency_ms_max is not None:
             self.latency_ms_max = max(self.latency_ms_max, direction.latency_ms_max)
 
@@ -89,19 +94,23 @@ class RtpTotals:
         return 100.0 * self.lost / self.sent if self.sent else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
+        """JSON-ready; each distribution's summary carries its ``histogram`` (for merging)."""
         return {
             "calls": self.calls,
             "packets_sent": self.sent,
             "packets_received": self.received,
             "packets_lost": self.lost,
             "loss_percent": self.loss_percent,
-            "jitter_ms": summarize(self.jitter_ms).as_dict(),
-            "latency_ms": summarize(self.latency_ms).as_dict(),
-            "latency_ms_max": self.latency_ms_max if self.latency_ms else None,
-            "mos": summarize(self.mos).as_dict(),
-            "r_factor": summarize(self.r_factor).as_dict(),
+            "jitter_ms": _with_histogram(self.jitter_ms),
+            "latency_ms": _with_histogram(self.latency_ms),
+            "latency_ms_max": self.latency_ms_max if self.latency_ms.count else None,
+            "mos": _with_histogram(self.mos),
+            "r_factor": _with_histogram(self.r_factor),
         }
+
+
+def _with_histogram(histogram: Histogram) -> dict[str, Any]:
+    return {**histogram.summary().as_dict(), "histogram": histogram.as_dict()}
 
 
 class Recorder:
@@ -114,14 +123,17 @@ class Recorder:
         self.start = start
         self.phases: dict[str, PhaseCounts] = {}
         self.responses: dict[str, Counter[str]] = {}
-        self.timers: dict[str, list[float]] = {}
+        self.timers: dict[str, Histogram] = {}
         self.rtp = RtpTotals()
         self.buckets: list[Bucket] = []
         self.in_flight = 0
 
     def bucket(self, at: float) -> Bucket:
         """The bucket of clock time ``at`` (created as needed)."""
-        index = max(0, int(at - self.start))
+        return self.second(max(0, int(at - self.start)))
+
+    def second(self, index: int) -> Bucket:
+        """The bucket of whole second ``index`` of the run (created as needed)."""
         while len(self.buckets) <= index:
             self.buckets.append(Bucket())
         return self.buckets[index]
@@ -136,7 +148,10 @@ class Recorder:
     def time(self, name: str, value: float | None) -> None:
         """One sample of timer ``name`` (None is ignored)."""
         if value is not None:
-            self.timers.setdefault(name, []).append(value)
+            timer = self.timers.get(name)
+            if timer is None:
+                timer = self.timers[name] = Histogram(SECONDS)
+            timer.record(value)
 
     def response(self, method: str, status: int) -> None:
         """Count a final response to ``method``."""
@@ -167,7 +182,7 @@ class Recorder:
         if ok:
             bucket.succeeded += 1
             if latency is not None:
-                bucket.latencies.append(latency)
+                bucket.latencies.record(latency)
         else:
             bucket.failed += 1
             bucket.causes[f"{phase}:{cause or 'unknown'}"] += 1
@@ -209,8 +224,8 @@ class Recorder:
             jitter = max(media.to_caller.jitter_ms, media.to_callee.jitter_ms)
             # A jitter buffer of twice the jitter adds to the mouth-to-ear delay.
             r, mos = call_quality(lost / sent if sent else 1.0, delay + 2 * jitter)
-            self.rtp.r_factor.append(r)
-            self.rtp.mos.append(mos)
+            self.rtp.r_factor.record(r)
+            self.rtp.mos.record(mos)
             bucket = self.bucket(at)
             bucket.rtp_sent += sent
             bucket.rtp_lost += lost
@@ -219,13 +234,17 @@ class Recorder:
         """Remember how many operations are in flight now (once a second)."""
         self.bucket(at).in_flight = self.in_flight
 
+    def recent_latencies(self, now: float, seconds: int = 5) -> Histogram:
+        """The latencies of the last ``seconds`` whole seconds."""
+        last = int(now - self.start)
+        recent = Histogram(SECONDS)
+        for index in range(max(0, last - seconds + 1), min(last + 1, len(self.buckets))):
+            recent.merge(self.buckets[index].latencies)
+        return recent
+
     def recent_p95(self, now: float, seconds: int = 5) -> float | None:
         """p95 of the latencies of the last ``seconds`` whole seconds."""
-        last = int(now - self.start)
-        values: list[float] = []
-        for index in range(max(0, last - seconds + 1), min(last + 1, len(self.buckets))):
-            values.extend(self.buckets[index].latencies)
-        return percentile(values, 95)
+        return self.recent_latencies(now, seconds).percentile(95)
 
     def timeline(self) -> list[dict[str, Any]]:
         """The buckets, JSON-ready."""
@@ -240,19 +259,26 @@ class Recorder:
                     "failed": bucket.failed,
                     "failures": dict(bucket.causes),
                     "in_flight": bucket.in_flight,
-                    "p50_ms": to_ms(percentile(bucket.latencies, 50)),
-                    "p95_ms": to_ms(percentile(bucket.latencies, 95)),
+                    "p50_ms": to_ms(bucket.latencies.percentile(50)),
+                    "p95_ms": to_ms(bucket.latencies.percentile(95)),
                     "rtp_loss_percent": (
                         100.0 * bucket.rtp_lost / bucket.rtp_sent if bucket.rtp_sent else None
                     ),
+                    "rtp_sent": bucket.rtp_sent,
+                    "rtp_lost": bucket.rtp_lost,
+                    "latency_histogram": bucket.latencies.as_dict(),
                 }
             )
         return rows
 
-    def timer_summaries(self) -> dict[str, dict[str, float | int | None]]:
-        """Every timer's summary, JSON-ready, in milliseconds (``p95_ms``...)."""
+    def timer_summaries(self) -> dict[str, dict[str, Any]]:
+        """
+        Every timer's summary, JSON-ready, in milliseconds (``p95_ms``...), with
+        the ``histogram`` it comes from (values in seconds).
+        """
         return {
-            name: summarize(values).as_ms_dict() for name, values in sorted(self.timers.items())
+            name: {**timer.summary().as_ms_dict(), "histogram": timer.as_dict()}
+            for name, timer in sorted(self.timers.items())
         }
 
 

@@ -9,11 +9,12 @@ import os
 import platform
 import socket
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from .recorder import Recorder
+from .histogram import Histogram
+from .recorder import SECONDS, Recorder
 
 if TYPE_CHECKING:
     from .options import Settings
@@ -21,7 +22,27 @@ if TYPE_CHECKING:
 
 # 2: every duration in milliseconds with ``_ms`` in its name (timers, timeline,
 # criteria); ``duration_s`` stays in seconds.
-REPORT_FORMAT = 2
+# 3: every timer, RTP distribution and timeline second carries the mergeable
+# histogram its percentiles come from; ``shares`` says which part of the run the
+# report covers (ADR 0030).
+REPORT_FORMAT = 3
+
+
+class Thresholds(Protocol):
+    """What the criteria read: the kind of run and the limits (L{Settings} has them)."""
+
+    @property
+    def test_type(self) -> str: ...
+    @property
+    def rtp(self) -> bool: ...
+    @property
+    def min_success_rate(self) -> float: ...
+    @property
+    def max_p95_ms(self) -> float: ...
+    @property
+    def max_rtp_loss(self) -> float: ...
+    @property
+    def min_mos(self) -> float: ...
 
 
 @attrs.frozen
@@ -49,7 +70,7 @@ def measured_phases(test_type: str) -> list[tuple[str, str]]:
     return phases
 
 
-def evaluate(settings: Settings, recorder: Recorder, interrupted: str | None) -> list[Criterion]:
+def evaluate(settings: Thresholds, recorder: Recorder, interrupted: str | None) -> list[Criterion]:
     """Every criterion of ``settings`` applied to what ``recorder`` holds."""
     criteria: list[Criterion] = []
     for phase, timer in measured_phases(settings.test_type):
@@ -85,7 +106,7 @@ def evaluate(settings: Settings, recorder: Recorder, interrupted: str | None) ->
                 loss is not None and loss <= settings.max_rtp_loss,
             )
         )
-        mos = sum(rtp.mos) / len(rtp.mos) if rtp.mos else None
+        mos = rtp.mos.summary().mean
         criteria.append(
             Criterion(
                 "mos_mean",
@@ -107,23 +128,102 @@ def evaluate(settings: Settings, recorder: Recorder, interrupted: str | None) ->
     return criteria
 
 
+@attrs.frozen
+class Progress:
+    """
+    What the progress line shows: elapsed seconds, completions in the last second,
+    in flight, successes, failures by ``phase:cause``, and the latencies of the
+    last five seconds (a histogram, so the progress of several processes merges).
+    """
+
+    elapsed: float
+    rate: int
+    in_flight: int
+    ok: int
+    failures: dict[str, int]
+    recent: Histogram
+
+    @classmethod
+    def of(cls, recorder: Recorder, now: float) -> Progress:
+        """The progress of ``recorder`` at ``now``."""
+        elapsed = now - recorder.start
+        previous = recorder.bucket(now - 1.0) if elapsed >= 1.0 else None
+        failures: dict[str, int] = {}
+        for name, counts in recorder.phases.items():
+            for cause, n in counts.causes.items():
+                failures[f"{name}:{cause}"] = failures.get(f"{name}:{cause}", 0) + n
+        return cls(
+            elapsed,
+            previous.succeeded + previous.failed if previous is not None else 0,
+            recorder.in_flight,
+            sum(c.succeeded for c in recorder.phases.values()),
+            failures,
+            recorder.recent_latencies(now),
+        )
+
+    @classmethod
+    def combined(cls, parts: list[Progress]) -> Progress:
+        """The progress of several processes together (the latest elapsed; sums; merged)."""
+        failures: dict[str, int] = {}
+        recent = Histogram(SECONDS)
+        for p in parts:
+            recent.merge(p.recent)
+            for cause, n in p.failures.items():
+                failures[cause] = failures.get(cause, 0) + n
+        return cls(
+            max((p.elapsed for p in parts), default=0.0),
+            sum(p.rate for p in parts),
+            sum(p.in_flight for p in parts),
+            sum(p.ok for p in parts),
+            failures,
+            recent,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (one line of the ``--progress-fd`` channel)."""
+        return {**attrs.asdict(self, recurse=False), "recent": self.recent.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Progress:
+        """A progress record from L{as_dict}'s form, checked (ValueError naming the field)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected an object")
+        numbers = []
+        for name in ("elapsed", "rate", "in_flight", "ok"):
+            value = data.get(name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{where}.{name}: expected a non-negative number")
+            numbers.append(value)
+        failures = data.get("failures")
+        if (
+            not isinstance(failures, dict)
+            or len(failures) > 1000
+            or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for k, v in failures.items()
+            )
+        ):
+            raise ValueError(f"{where}.failures: expected an object of counts")
+        recent = Histogram.from_dict(data.get("recent"), f"{where}.recent")
+        return cls(
+            float(numbers[0]), int(numbers[1]), int(numbers[2]), int(numbers[3]),
+            dict(failures), recent,
+        )  # fmt: skip
+
+    def line(self) -> str:
+        """``elapsed | rate | in flight | ok | failures by cause | p95``."""
+        failed = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) or "0"
+        p95 = self.recent.percentile(95)
+        p95_text = f"{p95 * 1000:.1f} ms" if p95 is not None else "-"
+        return (
+            f"[{self.elapsed:6.1f}s] rate {self.rate}/s | in flight {self.in_flight} | "
+            f"ok {self.ok} | failed {failed} | p95 {p95_text}"
+        )
+
+
 def progress_line(recorder: Recorder, now: float) -> str:
     """``elapsed | rate | in flight | ok | failures by cause | p95`` for the last second."""
-    elapsed = now - recorder.start
-    previous = recorder.bucket(now - 1.0) if elapsed >= 1.0 else None
-    rate = previous.succeeded + previous.failed if previous is not None else 0
-    ok = sum(c.succeeded for c in recorder.phases.values())
-    failures: dict[str, int] = {}
-    for name, counts in recorder.phases.items():
-        for cause, n in counts.causes.items():
-            failures[f"{name}:{cause}"] = failures.get(f"{name}:{cause}", 0) + n
-    failed = ", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "0"
-    p95 = recorder.recent_p95(now)
-    p95_text = f"{p95 * 1000:.1f} ms" if p95 is not None else "-"
-    return (
-        f"[{elapsed:6.1f}s] rate {rate}/s | in flight {recorder.in_flight} | ok {ok} | "
-        f"failed {failed} | p95 {p95_text}"
-    )
+    return Progress.of(recorder, now).line()
 
 
 def environment() -> dict[str, Any]:
@@ -142,9 +242,24 @@ def environment() -> dict[str, Any]:
     }
 
 
-def build_report(settings: Settings, recorder: Recorder, outcome: Outcome) -> dict[str, Any]:
-    """The JSON report."""
-    rtp_used = settings.rtp and settings.test_type != "registrations"
+def build_report(
+    settings: Settings, recorder: Recorder, outcome: Outcome, share: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON report; ``share`` says which part of the whole run this process ran."""
+    return report_document(
+        settings.public(), [share] if share is not None else [], environment(), recorder, outcome
+    )
+
+
+def report_document(
+    config: dict[str, Any],
+    shares: list[dict[str, Any]],
+    env: dict[str, Any],
+    recorder: Recorder,
+    outcome: Outcome,
+) -> dict[str, Any]:
+    """The JSON report of the run ``config`` (the whole run's options), as far as ``shares``."""
+    rtp_used = config["rtp"] and config["test_type"] != "registrations"
     return {
         "format": REPORT_FORMAT,
         "tool": "warden-loadtest",
@@ -155,8 +270,9 @@ def build_report(settings: Settings, recorder: Recorder, outcome: Outcome) -> di
         "exit_code": outcome.exit_code,
         "unreachable": outcome.unreachable,
         "interrupted": outcome.interrupted,
-        "config": settings.public(),
-        "environment": environment(),
+        "config": config,
+        "shares": shares,
+        "environment": env,
         "phases": {name: counts.as_dict() for name, counts in sorted(recorder.phases.items())},
         "responses": {
             method: dict(sorted(counter.items())) for method, counter in recorder.responses.items()

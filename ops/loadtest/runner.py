@@ -24,6 +24,8 @@ calls short with BYE and goes on to unregister, so the report is still written.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -38,7 +40,7 @@ from .agent import SipAgent
 from .options import EXIT_FAIL, EXIT_PASS, EXIT_UNREACHABLE, Settings
 from .pacer import Pacer
 from .recorder import Recorder
-from .report import Criterion, evaluate, progress_line
+from .report import Criterion, Progress, evaluate
 from .results import Account, CallResult, RegistrationResult
 
 #: Once interrupted, the tear-down gets this long before the agent is stopped hard.
@@ -319,6 +321,18 @@ class LoadTest:
     def _tick(self) -> None:
         now = self.clock.seconds()
         self.recorder.sample_in_flight(now)
-        if self.settings.progress:
-            self.err.write(progress_line(self.recorder, now) + "\n")
+        progress = Progress.of(self.recorder, now)
+        if self.settings.progress_fd is not None:
+            self._report_progress(self.settings.progress_fd, progress)
+        elif self.settings.progress:
+            self.err.write(progress.line() + "\n")
             self.err.flush()
+
+    def _report_progress(self, fd: int, progress: Progress) -> None:
+        """One JSON line to the parent (``--workers``); a parent gone ends the run."""
+        try:
+            os.write(fd, json.dumps(progress.as_dict(), separators=(",", ":")).encode() + b"\n")
+        except OSError as e:
+            if self.interrupted is None:
+                self.log.warn("Progress channel closed ({error}): stopping", error=e)
+                self.interrupt("the --workers parent went away")

@@ -9,11 +9,14 @@ hangs up its calls with BYE, unregisters, and the reports are still written.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.application import service
 from twisted.internet import defer
@@ -37,6 +40,7 @@ from .provision import Provisioner, ProvisionError
 from .report import build_report, summary_text
 from .results import Account
 from .runner import LoadTest, Outcome
+from .shares import Share
 
 __all__ = ["LoadTestService", "Options", "makeService"]
 
@@ -97,7 +101,12 @@ class LoadTestService(service.Service):
             except ProvisionError as e:
                 self.err.write(f"warden-loadtest: --provision: {e}\n")
                 return EXIT_USAGE
-        self.test = LoadTest(settings, self.accounts, self.reactor, err=self.err)
+        if settings.progress_fd is not None:
+            # Spawned by --workers: the parent passes signals on (SIGTERM), so a
+            # Ctrl-C reaching the whole process group does not stop us twice.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        share = Share.of(settings, settings.worker_index, settings.worker_count)
+        self.test = LoadTest(share.apply(settings), self.accounts, self.reactor, err=self.err)
         if self._stop_requested:  # a signal came while the users were being created
             self.test.interrupt("interrupted by a signal")
         if settings.prometheus_port is not None:
@@ -114,19 +123,12 @@ class LoadTestService(service.Service):
     def _write_reports(self, outcome: Outcome) -> int:
         assert self.test is not None
         settings = self.settings
-        report = self.report = build_report(settings, self.test.recorder, outcome)
-        import json
-
-        text = json.dumps(report, indent=2, sort_keys=False) + "\n"
-        if settings.save_report == "-":
-            self.out.write(text)
-            self.out.flush()
-        elif settings.save_report:
-            _write(settings.save_report, text)
-        if settings.html_report:
-            _write(settings.html_report, render(report))
-        self.err.write(summary_text(report) + "\n")
-        self.err.flush()
+        share = Share.of(settings, settings.worker_index, settings.worker_count)
+        users: list[str | None] = [a.user for a in self.accounts] or [None]
+        share_dict = share.as_dict(users[0], users[-1])
+        share_dict.update(hostname=socket.gethostname(), pid=os.getpid())
+        report = self.report = build_report(settings, self.test.recorder, outcome, share_dict)
+        write_reports(report, settings.save_report, settings.html_report, self.out, self.err)
         return outcome.exit_code
 
     def _crashed(self, failure: Failure) -> int:
@@ -147,14 +149,35 @@ class LoadTestService(service.Service):
         self._stop_requested = True
         if self.test is not None:
             self.test.interrupt("interrupted by a signal")
-        waiting: defer.Deferred[int] = defer.Deferred()
+        return waiting_for(self.done)
 
-        def relay(code: int) -> int:
-            waiting.callback(code)
-            return code
 
-        self.done.addCallback(relay)
-        return waiting
+def waiting_for(done: defer.Deferred[int]) -> defer.Deferred[int]:
+    """A Deferred firing with ``done``'s result (what ``stopService`` returns to twistd)."""
+    waiting: defer.Deferred[int] = defer.Deferred()
+
+    def relay(code: int) -> int:
+        waiting.callback(code)
+        return code
+
+    done.addCallback(relay)
+    return waiting
+
+
+def write_reports(
+    report: dict[str, Any], save: str | None, html: str | None, out: IO[str], err: IO[str]
+) -> None:
+    """The JSON report to ``save`` (``-``: ``out``), the HTML page, the summary on ``err``."""
+    text = json.dumps(report, indent=2, sort_keys=False) + "\n"
+    if save == "-":
+        out.write(text)
+        out.flush()
+    elif save:
+        _write(save, text)
+    if html:
+        _write(html, render(report))
+    err.write(summary_text(report) + "\n")
+    err.flush()
 
 
 def _write(path: str, text: str) -> None:
@@ -179,9 +202,9 @@ def terminal_log_observer(err: IO[str], log_file: IO[str] | None = None) -> ILog
     return LogPublisher(quiet, textFileLogObserver(log_file))
 
 
-class _LogChoosingService(LoadTestService):
+class LogChoosing:
     """
-    L{LoadTestService} that, once twistd attaches it to its application, names
+    Mixin for a service that, once twistd attaches it to its application, names
     the application's log observer (twistd reads it when it starts logging),
     unless twistd was told where to log (``--logfile``, ``--logger``).
     """
@@ -189,20 +212,37 @@ class _LogChoosingService(LoadTestService):
     observer: ILogObserver | None = None
 
     def setServiceParent(self, parent: Any) -> None:
-        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
+        super().setServiceParent(parent)  # type: ignore[misc]
         if self.observer is not None and hasattr(parent, "setComponent"):
             parent.setComponent(ILogObserver, self.observer)
 
 
-def makeService(options: Options) -> LoadTestService:
-    """The service of ``twistd warden-loadtest``."""
+class _LogChoosingService(LogChoosing, LoadTestService):
+    """L{LoadTestService} choosing its log observer."""
+
+
+def makeService(options: Options) -> service.Service:
+    """The service of ``twistd warden-loadtest`` (or of its ``merge`` subcommand)."""
     from twisted.internet import reactor
 
-    settings = options.settings
-    assert settings is not None
-    made = _LogChoosingService(settings, options.accounts, reactor, process_exit(reactor))
     twistd = getattr(options, "parent", None)
     told = twistd is not None and (twistd.get("logfile") or twistd.get("logger"))
+    made: LogChoosing
+    if options.subCommand == "merge":
+        from .merge import MergeService
+
+        merging = MergeService(options.subOptions, reactor, process_exit(reactor))
+        if not told:
+            merging.observer = terminal_log_observer(sys.stderr)
+        return merging
+    settings = options.settings
+    assert settings is not None
+    if settings.workers > 1:
+        from .workers import WorkerPoolService
+
+        made = WorkerPoolService(options, reactor, process_exit(reactor))
+    else:
+        made = _LogChoosingService(settings, options.accounts, reactor, process_exit(reactor))
     if settings.log_file is not None:
         try:
             log_file = open(settings.log_file, "a", encoding="utf-8")
@@ -213,4 +253,4 @@ def makeService(options: Options) -> LoadTestService:
         made.observer = terminal_log_observer(sys.stderr, log_file)
     elif not told:
         made.observer = terminal_log_observer(sys.stderr)
-    return made
+    return cast(service.Service, made)
