@@ -50,13 +50,11 @@ import argparse
 import json
 import os
 import random
-import shlex
 import shutil
 import socket
 import sqlite3
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import closing
@@ -70,9 +68,8 @@ from bench.register import (
     children_cpu_seconds,
     failure_events,
     log,
-    machine,
     port_in_use,
-    source_state,
+    start_run,
     system_cpu_seconds,
 )
 from tests.integration.clients import LOCALHOST, pause, poll, real_reactor
@@ -316,16 +313,19 @@ def dispositions(records: Iterable[dict[str, Any]]) -> dict[str, int]:
 # -- the pcap the media UAC plays ---------------------------------------------------
 
 
-def write_rtp_pcap(path: Path, seconds: float) -> int:
+def write_rtp_pcap(path: Path, seconds: float, alaw: bytes = b"") -> int:
     """
     Write a pcap of G.711 A-law RTP (payload type 8, 160-byte payload every 20 ms,
     sequence numbers and timestamps continuous) lasting ``seconds``, in the
-    Ethernet/IPv4/UDP framing SIPp's ``play_pcap_audio`` reads. Returns the number
-    of packets.
+    Ethernet/IPv4/UDP framing SIPp's ``play_pcap_audio`` reads: A-law silence, or
+    the successive 160-byte slices of ``alaw`` (the pcap then ends with it when it
+    is shorter). Returns the number of packets.
     """
     count = int(seconds / PTIME)
-    payload = b"\xd5" * 160  # A-law silence
-    udp_length = 8 + 12 + len(payload)
+    if alaw:
+        count = min(count, len(alaw) // 160)
+    silence = b"\xd5" * 160
+    udp_length = 8 + 12 + len(silence)
     ip_header = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, 20 + udp_length, 0, 0, 64, 17, 0,
         socket.inet_aton(LOCALHOST), socket.inet_aton(LOCALHOST),
@@ -338,8 +338,8 @@ def write_rtp_pcap(path: Path, seconds: float) -> int:
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for i in range(count):
-            rtp = struct.pack("!BBHII", 0x80, 8, first_seq + i, 160 * i, RTP_SSRC)
-            frame = frame_head + rtp + payload
+            rtp = struct.pack("!BBHII", 0x80, 8, (first_seq + i) & 0xFFFF, 160 * i, RTP_SSRC)
+            frame = frame_head + rtp + (alaw[160 * i : 160 * (i + 1)] if alaw else silence)
             micros = round(i * PTIME * 1_000_000)
             f.write(
                 struct.pack(
@@ -364,15 +364,21 @@ class Rig:
     """
     A Warden on a fresh data directory, a caller and a callee extension, and a
     SIPp UAS registered as the callee that answers every call (echoing RTP when
-    ``echo``).
+    ``echo``). Warden's media ports are ``media_range`` (None: its default).
     """
 
-    def __init__(self, workdir: Path, echo: bool, plugins: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        echo: bool,
+        plugins: Sequence[str] = (),
+        media_range: tuple[int, int] | None = MEDIA_RANGE,
+    ) -> None:
         self.workdir = workdir
         self.echo = echo
-        settings: dict[str, Any] = {
-            "media": {"port_min": MEDIA_RANGE[0], "port_max": MEDIA_RANGE[1]}
-        }
+        settings: dict[str, Any] = {}
+        if media_range is not None:  # None: Warden's default range
+            settings["media"] = {"port_min": media_range[0], "port_max": media_range[1]}
         if plugins:
             settings["plugins"] = {"enabled": list(plugins)}
         self.warden = WardenProcess(workdir / "warden", settings=settings)
@@ -810,20 +816,11 @@ async def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict[s
 async def main(reactor: Any, argv: Sequence[str]) -> None:
     """Run the chosen modes and print the JSON document."""
     args = parse_args(argv)
-    if shutil.which("sipp") is None:
-        raise SystemExit("sipp is not installed (apt-get install sip-tester)")
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="warden-calls-")).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    load_average = Path("/proc/loadavg").read_text(encoding="ascii").split()[:3]
-    log(f"load average at start: {' '.join(load_average)}")
-    document: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "bench.calls", *argv]),
-        "machine": machine(),
-        "source": source_state(),
-        "loadavg_at_start": load_average,
-        "media_port_range": list(MEDIA_RANGE),
-    }
+    workdir, document = start_run(
+        ["python", "-m", "bench.calls", *argv], args.workdir, "warden-calls-"
+    )
+    document["media_port_range"] = list(MEDIA_RANGE)
     try:
         for mode in ("cps", "media"):
             if args.mode in (mode, "both"):

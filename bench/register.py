@@ -167,6 +167,29 @@ def source_state() -> dict[str, Any]:
     }
 
 
+def start_run(
+    command: Sequence[str], workdir: str | None, prefix: str
+) -> tuple[Path, dict[str, Any]]:
+    """
+    Start a SIPp benchmark: SIPp must be installed; the work directory
+    (``workdir``, or a new temporary one named ``prefix...``) exists; the load
+    average is logged. Returns the directory and the head of the JSON document:
+    the command, the machine, the source and the load average.
+    """
+    if shutil.which("sipp") is None:
+        raise SystemExit("sipp is not installed (apt-get install sip-tester)")
+    path = Path(workdir or tempfile.mkdtemp(prefix=prefix)).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    load_average = Path("/proc/loadavg").read_text(encoding="ascii").split()[:3]
+    log(f"load average at start: {' '.join(load_average)}")
+    return path, {
+        "command": shlex.join(command),
+        "machine": machine(),
+        "source": source_state(),
+        "loadavg_at_start": load_average,
+    }
+
+
 def children_cpu_seconds() -> float:
     """CPU time of every child process this one has reaped so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)

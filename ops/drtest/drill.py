@@ -14,7 +14,10 @@ Steps (each timed and recorded in the report):
 5. ``verify-restore``: schema version, row counts equal to the manifest (the
    database copy alone), SQLite's integrity and foreign-key checks, the
    restored spool (its hash and as many records as the manifest says), every
-   file present with its hash; a restored configuration must load.
+   file present with its hash; in a full drill, every voicemail message the
+   restored database (SQLite or PostgreSQL) lists plays (its restored WAV reads
+   as the plugin's audio and lasts the recorded duration); a restored
+   configuration must load.
 6. ``start-scratch-warden``: ``twistd warden`` on the restored data, on free
    loopback ports, without the live registrations (so no real phone rings).
    ``replay-spool`` (only when records were pending): the scratch Warden has
@@ -52,6 +55,7 @@ from warden.backup.database import (
     newest_schema_version,
     sqlite_schema_version,
     stored_call_ids,
+    voicemail_messages,
 )
 from warden.backup.manifest import BackupError, Manifest, sha256_file
 from warden.backup.signing import ManifestKeys, signing_key_path
@@ -341,9 +345,9 @@ class Drill:
             problems += await self._thread(_verify_restored_files, manifest, data_dir)
             count = sum(1 for f in manifest.files if f.path.startswith("files/"))
             details.append(f"{count} files match")
-        if self.settings.test_type == "full" and isinstance(target, SQLiteTarget):
+        if self.settings.test_type == "full" and target is not None:
             played, voicemail_problems = await self._thread(
-                verify_voicemail_plays, target.path, data_dir
+                verify_voicemail_plays, target, data_dir
             )
             problems += voicemail_problems
             if played:
@@ -505,30 +509,25 @@ def _verify_restored_files(manifest: Manifest, data_dir: Path) -> list[str]:
     return problems
 
 
-def verify_voicemail_plays(database: str, data_dir: Path) -> tuple[int, list[str]]:
+def verify_voicemail_plays(target: Target, data_dir: Path) -> tuple[int, list[str]]:
     """
-    Every voicemail message the restored SQLite database lists must play: its
-    WAV file under ``<data_dir>/voicemail`` is restored, reads as the 8 kHz
-    audio the voicemail plugin plays, and lasts the recorded duration.
+    Every voicemail message the restored database (SQLite or PostgreSQL) lists
+    must play: its WAV file under ``<data_dir>/voicemail`` is restored, reads as
+    the 8 kHz audio the voicemail plugin plays, and lasts the recorded duration.
     Returns the messages that play and the problems found.
+
+    Raises:
+        BackupError: the database could not be read.
     """
     from warden.features.voicemail import VoicemailAudio
     from warden.rtp.g711 import WavError, read_wav
 
-    connection = sqlite3.connect(database)
-    try:
-        known = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'voicemail_messages'"
-        ).fetchone()
-        rows = (
-            connection.execute(
-                "SELECT message_id, audio, duration FROM voicemail_messages"
-            ).fetchall()
-            if known
-            else []
-        )
-    finally:
-        connection.close()
+    if isinstance(target, PostgresTarget):
+        from warden.backup import postgres
+
+        rows = postgres.voicemail_messages(target.url)
+    else:
+        rows = voicemail_messages(target.path)
     audio = VoicemailAudio(data_dir / "voicemail")
     played, problems = 0, []
     for message_id, name, duration in rows:
@@ -538,7 +537,7 @@ def verify_voicemail_plays(database: str, data_dir: Path) -> tuple[int, list[str
             problems.append(f"voicemail {message_id}: does not play ({e})")
             continue
         seconds = len(pcm) / 16000
-        if abs(seconds - float(duration)) > 0.1:
+        if abs(seconds - duration) > 0.1:
             problems.append(f"voicemail {message_id}: {seconds:.2f} s of audio, not {duration} s")
             continue
         played += 1

@@ -187,6 +187,34 @@ def stored_call_ids(path: str | Path, call_ids: Collection[str]) -> set[str]:
     return found
 
 
+def voicemail_messages(path: str | Path) -> list[tuple[str, str, float]]:
+    """
+    ``(message_id, audio, duration)`` of every voicemail message in the SQLite
+    file at ``path`` (none in a database from before voicemail).
+
+    Raises:
+        BackupError: not a readable SQLite database.
+    """
+    try:
+        connection = _connect(str(path), read_only=True)
+        try:
+            known = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'voicemail_messages'"
+            ).fetchone()
+            rows = (
+                connection.execute(
+                    "SELECT message_id, audio, duration FROM voicemail_messages"
+                ).fetchall()
+                if known
+                else []
+            )
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        raise BackupError(f"{path}: not a readable SQLite database: {e}") from None
+    return [(str(m), str(a), float(d)) for m, a, d in rows]
+
+
 def sqlite_schema_version(path: str | Path) -> int | None:
     """The highest applied schema version of the database, None without one."""
     try:

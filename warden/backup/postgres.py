@@ -210,6 +210,27 @@ def stored_call_ids(url: str, call_ids: Collection[str]) -> set[str]:
     return found
 
 
+def voicemail_messages(url: str) -> list[tuple[str, str, float]]:
+    """
+    ``(message_id, audio, duration)`` of every voicemail message in the database
+    at ``url`` (none in a database from before voicemail).
+    """
+    connection = _connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('voicemail_messages') IS NOT NULL")
+            rows: list[tuple[Any, ...]] = []
+            if cursor.fetchone()[0]:
+                cursor.execute("SELECT message_id, audio, duration FROM voicemail_messages")
+                rows = cursor.fetchall()
+        connection.rollback()
+    except psycopg2.Error as e:
+        raise BackupError(f"{_url(url)}: {str(e).strip()}") from None
+    finally:
+        connection.close()
+    return [(str(m), str(a), float(d)) for m, a, d in rows]
+
+
 def has_data(url: str) -> bool:
     """Whether the database at ``url`` has any table."""
     connection = _connect(url)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from warden.backup.database import SQLiteTarget
 from warden.ops.drtest.drill import verify_voicemail_plays
 from warden.rtp import g711
 
@@ -31,7 +32,7 @@ class VoicemailPlaysTests(SynchronousTestCase):
     def test_restored_messages_play(self) -> None:
         """A message whose WAV is there and lasts its duration plays."""
         self.message("a" * 32, 1.0, g711.tone(400, 1.0))
-        self.assertEqual(verify_voicemail_plays(self.database, self.root), (1, []))
+        self.assertEqual(verify_voicemail_plays(SQLiteTarget(self.database), self.root), (1, []))
 
     def test_missing_short_or_broken(self) -> None:
         """A missing file, one of another length or not a WAV is a problem each."""
@@ -39,7 +40,7 @@ class VoicemailPlaysTests(SynchronousTestCase):
         self.message("c" * 32, 2.0, g711.tone(400, 1.0))
         self.message("d" * 32, 1.0, b"")
         (self.root / "voicemail" / "100" / ("d" * 32 + ".wav")).write_bytes(b"not a wav")
-        played, problems = verify_voicemail_plays(self.database, self.root)
+        played, problems = verify_voicemail_plays(SQLiteTarget(self.database), self.root)
         self.assertEqual(played, 0)
         self.assertEqual(len(problems), 3, problems)
         self.assertIn("1.00 s of audio, not 2.0 s", problems[1])
@@ -48,4 +49,4 @@ class VoicemailPlaysTests(SynchronousTestCase):
         """A database from before voicemail: nothing to check."""
         other = str(self.root / "old.db")
         sqlite3.connect(other).close()
-        self.assertEqual(verify_voicemail_plays(other, self.root), (0, []))
+        self.assertEqual(verify_voicemail_plays(SQLiteTarget(other), self.root), (0, []))
