@@ -90,7 +90,9 @@ class FakeCalls:
 class ApiHarness:
     """Everything behind the admin site, in memory."""
 
-    def __init__(self, settings: AuthSettings | None = None, endpoints: Any = ()) -> None:
+    def __init__(
+        self, settings: AuthSettings | None = None, endpoints: Any = (), fips: bool = False
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(START)
         self.directory = MemoryDirectory()
@@ -104,7 +106,7 @@ class ApiHarness:
         self.services = ApiServices(
             clock=self.clock, directory=self.directory, location=self.location,
             records=self.records, live=self.live, audit=self.audit, realm="t.example",
-            node_id="node1", calls=self.calls, drain=self.drain, started_at=START,
+            node_id="node1", calls=self.calls, drain=self.drain, started_at=START, fips=fips,
         )  # fmt: skip
         self.auth = AdminAuth(self.clock, self.admin_store, settings or AuthSettings())
         self.store_ok = True

@@ -21,6 +21,7 @@ from warden.ctl.admin import run_admin
 from warden.ctl.main import build_parser
 from warden.model.admin import AdminAccount
 from warden.secrets import PBKDF2_ITERATIONS, PasswordHasher
+from warden.store.credentials import compute_ha1
 from warden.testing.admin import MemoryAdminStore
 
 #: Cheap hashes for tests that log in many times (the format carries the count).
@@ -86,7 +87,7 @@ class FipsLoginTests(SynchronousTestCase):
     """The admin API's login and password change in FIPS mode."""
 
     def setUp(self) -> None:
-        self.h = ApiHarness(AuthSettings(fips=True))
+        self.h = ApiHarness(AuthSettings(fips=True), fips=True)
         self.events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -122,6 +123,19 @@ class FipsLoginTests(SynchronousTestCase):
         self.successResultOf(d)  # type: ignore[arg-type]
         stored = self.h.admin_store.accounts["alice"].password_hash
         self.assertTrue(stored.startswith(f"pbkdf2_sha256${PBKDF2_ITERATIONS}$"))
+
+    def test_extensions_get_no_md5_ha1(self) -> None:
+        """Extensions made or given a password through the API keep no MD5 HA1."""
+        self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))
+        token = self.h.login()
+        response = self.h.request("POST", "/api/v1/extensions", {"number": "1001"}, token)
+        self.assertEqual(response.status, 201, response.body)
+        reset = self.h.request("POST", "/api/v1/extensions/1001/password", {}, token)
+        self.assertEqual(reset.status, 200, reset.body)
+        stored = self.successResultOf(self.h.directory.get_extension("1001"))
+        self.assertEqual(stored.ha1_md5, "")
+        password = reset.json()["password"]
+        self.assertEqual(stored.ha1_sha256, compute_ha1("SHA-256", "1001", "t.example", password))
 
 
 class FipsCtlTests(SynchronousTestCase):

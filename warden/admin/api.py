@@ -68,6 +68,8 @@ class ApiServices:
     calls: Any = None
     drain: Any = None
     started_at: float = 0.0
+    #: ``[security] fips``: new passwords get no MD5 HA1.
+    fips: bool = False
 
 
 def limit_of(query: dict[str, str], default: int = 100) -> int:
@@ -181,6 +183,7 @@ class ExtensionsApi:
         extension = make_extension(
             number, _name(body.get("name", "")), self.s.realm, password,
             _algorithms(body.get("algorithms", [])), body.get("enabled", True),
+            md5=not self.s.fips,
         )  # fmt: skip
         extension = attrs.evolve(extension, qualify=body.get("qualify", False))
         await self.s.directory.add_extension(extension)
@@ -214,7 +217,9 @@ class ExtensionsApi:
         call.json({})
         extension = await self._get(call.params["number"])
         password = generate_password()
-        fresh = make_extension(extension.number, extension.name, self.s.realm, password)
+        fresh = make_extension(
+            extension.number, extension.name, self.s.realm, password, md5=not self.s.fips
+        )
         await self.s.directory.update_extension(
             attrs.evolve(extension, realm=fresh.realm, ha1_md5=fresh.ha1_md5,
                          ha1_sha256=fresh.ha1_sha256)

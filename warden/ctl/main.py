@@ -288,7 +288,10 @@ async def _add(ctx: _Context) -> None:
     args = ctx.args
     generated = args.password is None
     password = generate_password() if generated else _check_password(args.password)
-    extension = make_extension(args.number, args.name, ctx.config.realm, password, args.algorithms)
+    extension = make_extension(
+        args.number, args.name, ctx.config.realm, password, args.algorithms,
+        md5=not ctx.config.security.fips,
+    )  # fmt: skip
     extension = attrs.evolve(extension, qualify=args.qualify)
     ctx.audit.target = args.number
     ctx.audit.detail = {"name": args.name, "generated_password": generated}
@@ -373,6 +376,7 @@ async def _set(ctx: _Context) -> None:
             _check_password(password),
             changed.algorithms,
             changed.enabled,
+            md5=not ctx.config.security.fips,
         )
         changed = attrs.evolve(changed, qualify=qualify)
     try:
@@ -391,7 +395,7 @@ async def _remove(ctx: _Context) -> None:
     ctx.print(f"removed extension {ctx.args.number}")
 
 
-def _import_line(fields: list[str], realm: str) -> Extension:
+def _import_line(fields: list[str], realm: str, md5: bool) -> Extension:
     if len(fields) not in (2, 3):
         raise ValueError(
             f"expected number;password or number;password;name, got {len(fields)} fields"
@@ -406,12 +410,13 @@ def _import_line(fields: list[str], realm: str) -> Extension:
     problem = display_name_problem(name)
     if problem is not None:
         raise ValueError(problem)
-    return make_extension(number, name, realm, password)
+    return make_extension(number, name, realm, password, md5=md5)
 
 
-def read_import_file(path: str, realm: str) -> list[Extension]:
+def read_import_file(path: str, realm: str, md5: bool = True) -> list[Extension]:
     """
-    Read a SIPp-style injection file: ``number;password[;name]`` per line.
+    Read a SIPp-style injection file: ``number;password[;name]`` per line
+    (``md5``: keep MD5 HA1 values too, as L{make_extension}).
 
     An optional first line ``SEQUENTIAL``, ``RANDOM`` or ``USER`` (SIPp's header)
     is skipped, as are blank lines and ``#`` comments.
@@ -439,7 +444,7 @@ def read_import_file(path: str, realm: str) -> list[Extension]:
             continue
         seen_data = True
         try:
-            extension = _import_line(text.split(";"), realm)
+            extension = _import_line(text.split(";"), realm, md5)
         except ValueError as e:
             raise CommandError(f"{path}:{lineno}: {e}", EXIT_USAGE) from None
         if extension.number in first_line:
@@ -456,7 +461,9 @@ def read_import_file(path: str, realm: str) -> list[Extension]:
 async def _import(ctx: _Context) -> None:
     started = ctx.clock.seconds()
     ctx.audit.target = os.path.abspath(ctx.args.file)
-    extensions = read_import_file(ctx.args.file, ctx.config.realm)
+    extensions = read_import_file(
+        ctx.args.file, ctx.config.realm, md5=not ctx.config.security.fips
+    )
     added, updated = await ctx.directory.upsert_extensions(extensions)
     ctx.audit.detail = {"count": len(extensions), "added": added, "updated": updated}
     elapsed = ctx.clock.seconds() - started

@@ -56,6 +56,7 @@ from warden.interfaces import (
 )
 from warden.model import Extension
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
+from warden.sip.auth import FIPS_ALGORITHMS
 from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
 from warden.sip.headers import parse_address
@@ -149,6 +150,8 @@ class TrunkService(service.Service):
         directory: the extensions (a number that is one is never sent out).
         trunks: ``[[trunks]]``, with each trunk's password by name.
         routes: ``[routes]``.
+        fips: ``[security] fips``: only SHA-256 challenges are answered; a
+            provider challenging with MD5 only fails (calls go to the next trunk).
     """
 
     log = Logger()
@@ -161,8 +164,11 @@ class TrunkService(service.Service):
         trunks: TrunksConfig,
         passwords: Mapping[str, str],
         routes: RoutesConfig,
+        fips: bool = False,
     ) -> None:
         self.clock = clock
+        # FIPS mode answers SHA-256 challenges only (ADR 0029).
+        self.algorithms = FIPS_ALGORITHMS if fips else None
         self.sip = sip
         self.directory = directory
         self.routes = routes
@@ -225,8 +231,9 @@ class TrunkService(service.Service):
         if not config.register or flow is None or trunk.registration is not None:
             return
         settings = RegistrationSettings(
-            flow, config.host, config.username, trunk.password, config.expires
-        )
+            flow, config.host, config.username, trunk.password, config.expires,
+            algorithms=self.algorithms,
+        )  # fmt: skip
         name = config.name
         trunk.registration = Registration(
             self.clock, self.sip.transactions, self.sip.addressing.via_for, settings,
@@ -423,6 +430,7 @@ class TrunkService(service.Service):
             name=config.name, flow=flow, uri=f"sip:{number}@{config.host}{port}",
             domain=config.host, caller_id=own or config.from_number or "anonymous",
             username=config.username, password=trunk.password, timeout=config.timeout,
+            algorithms=self.algorithms,
         )  # fmt: skip
 
     # -- state --------------------------------------------------------------------
@@ -530,7 +538,10 @@ class TrunksPlugin(CallHookBase):
         }
         sip = context.need("sip", SipService)
         directory = context.need("directory", IDirectory)
-        self.service = TrunkService(context.reactor, sip, directory, trunks, passwords, routes)
+        self.service = TrunkService(
+            context.reactor, sip, directory, trunks, passwords, routes,
+            context.config.security.fips,
+        )  # fmt: skip
         if trunks.trunks:
             context.add_service(self.service)
         context.provide("trunks", self.service)

@@ -70,6 +70,7 @@ class AdminPlugin(BuiltinPlugin):
             calls=sip.calls,
             drain=drain,
             started_at=reactor.seconds(),
+            fips=config.security.fips,
         )
         auth_settings = AuthSettings(
             session_seconds=admin.session_seconds,

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
@@ -322,6 +323,25 @@ class AuthThrottle:
     def blocked_count(self) -> int:
         """Sources and extensions at a source currently blocked (some may just have ended)."""
         return len(self._blocked)
+
+
+def pick_challenge(values: Sequence[str], algorithms: tuple[str, ...] | None) -> str | None:
+    """
+    The challenge a client answers among ``values`` (a server may offer one per
+    algorithm, RFC 8760 §2.4): the first, or with ``algorithms`` (FIPS mode:
+    SHA-256 only) the first in one of them (a challenge without ``algorithm``
+    is MD5); None when there is none.
+    """
+    for value in values:
+        if algorithms is None:
+            return value
+        try:
+            _, params = parse_auth_params(value)
+        except SipParseError:
+            continue
+        if params.get("algorithm", "MD5").upper() in algorithms:
+            return value
+    return None
 
 
 def answer_challenge(

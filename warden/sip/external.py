@@ -23,10 +23,11 @@ import math
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
+from twisted.logger import Logger
 
 from warden.errors import SipParseError
 from warden.model import Binding, Extension, Route
-from warden.sip.auth import answer_challenge
+from warden.sip.auth import answer_challenge, pick_challenge
 from warden.sip.dialog import Dialog, DialogState
 from warden.sip.flow import Flow
 from warden.sip.headers import name_addr
@@ -37,6 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from warden.sip.call import Branch, Call
 
 __all__ = ["Destination", "ExternalLegs", "RouteTarget", "TargetEvents", "failure_reason"]
+
+
+log = Logger()
 
 
 @attrs.frozen
@@ -54,6 +58,9 @@ class Destination:
         password: its password (never logged, never shown).
         timeout: seconds the destination has to answer at all before the next
             one is tried.
+        algorithms: the digest algorithms answered (None: the first challenge,
+            whatever its algorithm; FIPS mode: SHA-256 only, and an MD5-only
+            challenge fails the destination over to the next).
     """
 
     name: str
@@ -64,6 +71,7 @@ class Destination:
     username: str = ""
     password: str = attrs.field(default="", repr=False)
     timeout: float = 5.0
+    algorithms: tuple[str, ...] | None = None
 
 
 class TargetEvents(Protocol):
@@ -214,7 +222,7 @@ class ExternalLegs:
             challenges = response.get_all(header)
             if challenges and destination.username:
                 target.challenged = True
-                retry = self._with_credentials(branch, status, challenges[0], destination)
+                retry = self._with_credentials(branch, status, challenges, destination)
                 if retry is not None:
                     return retry
         reason = failure_reason(status)
@@ -229,16 +237,26 @@ class ExternalLegs:
         return self.controller.make_branch(call, target.binding(), call.sent_sdp.get("b", b""))
 
     def _with_credentials(
-        self, branch: Branch, status: int, challenge: str, destination: Destination
+        self, branch: Branch, status: int, challenges: list[str], destination: Destination
     ) -> Branch | None:
         """
-        The branch's INVITE again with an answer to ``challenge`` (RFC 3261
-        §22.2); None for a challenge that cannot be answered (unreadable, no
-        realm or nonce, an unknown algorithm).
+        The branch's INVITE again with an answer to one of ``challenges`` (RFC
+        3261 §22.2); None for a challenge that cannot be answered (unreadable,
+        no realm or nonce, an unknown algorithm, or none in the destination's
+        algorithms).
         """
         from warden.sip.call import Branch
 
         old = branch.request
+        challenge = pick_challenge(challenges, destination.algorithms)
+        if challenge is None:
+            log.warn(
+                "Trunk {trunk} challenged the call with no {algorithms} digest: FIPS mode"
+                " refuses MD5, so the call goes to the next trunk",
+                trunk=destination.name,
+                algorithms="/".join(destination.algorithms or ()),
+            )
+            return None
         try:
             answer = answer_challenge(
                 challenge, destination.username, destination.password, "INVITE", old.uri_text

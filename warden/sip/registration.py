@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from warden.digits import parse_uint
 from warden.errors import SipParseError
 from warden.interfaces import IClientTransactionUser
-from warden.sip.auth import answer_challenge
+from warden.sip.auth import answer_challenge, pick_challenge
 from warden.sip.flow import Flow
 from warden.sip.message import Request, Response, new_tag
 from warden.sip.waiter import ResponseWaiter
@@ -70,6 +70,9 @@ class RegistrationSettings:
         expires: the lifetime asked for, in seconds.
         backoff_first: seconds before the first retry after a failure; doubles.
         backoff_max: the longest wait between retries.
+        algorithms: the digest algorithms answered (None: the first challenge,
+            whatever its algorithm; FIPS mode: SHA-256 only, an MD5-only
+            registrar is a failure).
     """
 
     flow: Flow
@@ -79,6 +82,7 @@ class RegistrationSettings:
     expires: int = 3600
     backoff_first: float = 10.0
     backoff_max: float = 600.0
+    algorithms: tuple[str, ...] | None = None
 
 
 class Registration:
@@ -257,9 +261,17 @@ class Registration:
         if answered or not challenges:
             self._failed("auth", f"{status} {response.reason}: credentials refused")
             return
+        chosen = pick_challenge(challenges, self.settings.algorithms)
+        if chosen is None:
+            self._failed(
+                "auth",
+                f"{status}: the registrar offers no {'/'.join(self.settings.algorithms or ())}"
+                " digest challenge (FIPS mode refuses MD5)",
+            )
+            return
         try:
             value = answer_challenge(
-                challenges[0], self.settings.username, self.settings.password, "REGISTER",
+                chosen, self.settings.username, self.settings.password, "REGISTER",
                 self._request_uri,
             )  # fmt: skip
         except (SipParseError, KeyError, ValueError):

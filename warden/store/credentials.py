@@ -101,6 +101,7 @@ def make_extension(
     password: str,
     algorithms: Iterable[str] = (),
     enabled: bool = True,
+    md5: bool = True,
 ) -> Extension:
     """
     Build an Extension with the HA1 values for ``password`` in ``realm``.
@@ -113,12 +114,15 @@ def make_extension(
         algorithms: algorithms offered to this extension; empty means the
             registrar's configured default.
         enabled: whether it may register.
+        md5: keep an MD5 HA1 too; False in FIPS mode (``[security] fips``),
+            where MD5 is not computed at all (with a FIPS provider active
+            OpenSSL refuses it), so such an extension can answer SHA-256 only.
     """
     return Extension(
         number=number,
         name=name,
         realm=realm,
-        ha1_md5=compute_ha1("MD5", number, realm, password),
+        ha1_md5=compute_ha1("MD5", number, realm, password) if md5 else "",
         ha1_sha256=compute_ha1("SHA-256", number, realm, password),
         algorithms=tuple(algorithms),
         enabled=enabled,

@@ -71,7 +71,7 @@ class Script:
     @classmethod
     def of(cls, source: str) -> Script:
         """The script ``source``."""
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+        return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
     def evalsha(self, keys: Sequence[str], args: Sequence[str]) -> bytes:
         """The packed C{EVALSHA} command running this script."""
