@@ -50,6 +50,7 @@ DEFAULT_PLUGINS = (
     "backup",
     "mfa",
     "e911",
+    "e911notify",
     "callfeatures",
     "trunks",
     "recording",

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.features.test_e911 import BOB, EmergencyTestCase
 from warden.errors import ConfigError
 from warden.features.e911_channels import (
     EmailChannel,
@@ -33,6 +34,7 @@ from warden.features.e911_notify import (
     NotifyFailed,
     parse_notify,
 )
+from warden.model.emergency import EmergencyCall
 from warden.sip.message import Request, make_response
 from warden.testing.callstack import CallStack
 from warden.testing.sipstack import REALM
@@ -41,22 +43,17 @@ from warden.testing.sipstack import REALM
 STARTED = 1796518800.0
 
 
-@attrs.frozen
-class Call:
-    """An emergency call as the E911 feature reports it."""
-
-    call_id: str = "abc@pbx"
-    extension: str = "1001"
-    caller_name: str = "Alice Smith"
-    callback_number: str = "15551230001"
-    dialled: str = "911"
-    test: bool = False
-    location_name: str = "hq-2"
-    civic: Any = attrs.Factory(lambda: {"country": "US", "A1": "CA", "RD": "Main St"})
-    location_text: str = "100 Main St, San Jose, CA, US, floor 2, room 201"
-    location_is_default: bool = False
-    started_at: float = STARTED
-    node: str = "pbx1"
+def Call(**changes: Any) -> EmergencyCall:  # noqa: N802 (reads as the class it makes)
+    """An emergency call as the E911 feature reports it, with ``changes``."""
+    values: dict[str, Any] = {
+        "call_id": "abc@pbx", "extension": "1001", "caller_name": "Alice Smith",
+        "callback_number": "15551230001", "dialled": "911", "test": False,
+        "location_name": "hq-2", "civic": {"country": "US", "A1": "CA", "RD": "Main St"},
+        "location_text": "100 Main St, San Jose, CA, US, floor 2, room 201",
+        "location_is_default": False, "started_at": STARTED, "node": "pbx1",
+    }  # fmt: skip
+    values.update(changes)
+    return EmergencyCall(**values)
 
 
 class FakeChannel:
@@ -125,7 +122,9 @@ class ConfigTests(SynchronousTestCase):
             ({"notify_webhook": "https://h.example:99999/"}, "notify_webhook"),
             ({"notify_webhook": "https://h.example/\nx"}, "notify_webhook"),
             ({"notify_email": ["nobody"]}, "notify_email"),
-            ({"notify_email": ["a@example.com"]}, "smtp_from"),
+            ({"notify_email": ["a@example.com"], "smtp_from": "p@example.com"}, "notify_email"),
+            ({"notify_email": ["a@example.com"], "smtp_host": "h.example"}, "notify_email"),
+            ({"notify_webhook": "https://h.example/" + "x" * 2048}, "notify_webhook"),
             ({"smtp_from": "x"}, "smtp_from"),
             ({"smtp_host": "bad host"}, "smtp_host"),
             ({"smtp_port": 0}, "smtp_port"),
@@ -200,7 +199,7 @@ class NoticeTests(SynchronousTestCase):
     def test_hostile_fields(self) -> None:
         """Control characters become spaces (no header injection), long fields are cut."""
         notice = EmergencyNotice.of(
-            Call(caller_name="Eve\r\nBcc: x@example.com", location_text="x" * 5000, civic=None)
+            Call(caller_name="Eve\r\nBcc: x@example.com", location_text="x" * 5000, civic={})
         )
         self.assertNotIn("\n", notice.subject)
         self.assertIn("Eve Bcc: x@example.com", notice.subject)
@@ -227,10 +226,20 @@ class NotifierTests(SynchronousTestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
 
+    def started(self, call: EmergencyCall | None = None) -> None:
+        """The notifier hears of ``call``; the reactor turns once."""
+        self.notifier.emergency_call_started(call or Call())
+        self.clock.advance(0)
+
     def test_every_target_at_once(self) -> None:
-        """The call returns at once; every target has its first attempt under way."""
+        """
+        The call returns at once; in the reactor's next turn every target has
+        its first attempt under way.
+        """
         delivered = count("fake", "delivered")
         self.assertIsNone(self.notifier.emergency_call_started(Call()))
+        self.assertEqual(self.channel.sent, [])
+        self.clock.advance(0)
         self.assertEqual([t for t, _, _ in self.channel.sent], ["t1", "t2"])
         for _, _, d in self.channel.sent:
             d.callback(None)
@@ -246,7 +255,7 @@ class NotifierTests(SynchronousTestCase):
         """A failed attempt is retried after 5 s, then 10 s; the third failure is final."""
         retried, failed = count("fake", "retried"), count("fake", "failed")
         self.channel.targets = ("t1",)
-        self.notifier.emergency_call_started(Call())
+        self.started()
         self.channel.fail_last("503 Service Unavailable")
         self.clock.advance(4.999)
         self.assertEqual(len(self.channel.sent), 1)
@@ -272,7 +281,7 @@ class NotifierTests(SynchronousTestCase):
     def test_retry_then_delivered(self) -> None:
         """A retry that succeeds ends the target's attempts."""
         self.channel.targets = ("t1",)
-        self.notifier.emergency_call_started(Call())
+        self.started()
         self.channel.fail_last()
         self.clock.advance(5)
         self.channel.sent[-1][2].callback(None)
@@ -283,7 +292,7 @@ class NotifierTests(SynchronousTestCase):
     def test_timeout(self) -> None:
         """An attempt unanswered for notify_timeout is cancelled and retried."""
         self.channel.targets = ("t1",)
-        self.notifier.emergency_call_started(Call())
+        self.started()
         self.clock.advance(9.999)
         self.assertEqual(len(self.notifier.history), 0)
         self.clock.advance(0.001)
@@ -300,6 +309,7 @@ class NotifierTests(SynchronousTestCase):
 
         notifier = EmergencyNotifier(self.clock, [Broken(("t1",))], self.config)
         notifier.emergency_call_started(Call())
+        self.clock.advance(0)
         self.assertEqual(notifier.history[0].reason, "RuntimeError: bug")
         self.clock.advance(5)
         self.assertEqual(len(notifier.history), 2)
@@ -311,8 +321,11 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
 
     def test_stop(self) -> None:
-        """Stopping cancels waiting retries and attempts in flight; nothing more is sent."""
-        self.notifier.emergency_call_started(Call())
+        """
+        Stopping cancels waiting retries and attempts in flight; nothing more
+        is sent, not even for a call starting afterwards.
+        """
+        self.started()
         self.channel.sent[0][2].errback(NotifyFailed("x"))
         self.notifier.stop()
         self.clock.advance(3600)
@@ -321,6 +334,8 @@ class NotifierTests(SynchronousTestCase):
             sorted((a.target, a.outcome) for a in self.notifier.history),
             [("t1", "retried"), ("t2", "failed")],
         )
+        self.started()
+        self.assertEqual(len(self.channel.sent), 2)
 
 
 class SipMessageTests(SynchronousTestCase):
@@ -406,7 +421,8 @@ class BuildTests(SynchronousTestCase):
         stack = CallStack()
         config = NotifyConfig(
             notify_extensions=("1002",), notify_webhook="https://h.example/x",
-            notify_email=("a@example.com",), smtp_from="pbx@example.com", smtp_tls="none",
+            notify_email=("a@example.com",), smtp_from="pbx@example.com", smtp_host="localhost",
+            smtp_tls="none",
         )  # fmt: skip
         channels = build_channels(stack.clock, config, stack.sip, REALM)
         self.assertEqual([c.name for c in channels], ["sip", "webhook", "email"])
@@ -427,3 +443,34 @@ class BuildTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as raised:
                 EmailChannel(Clock(), config)
             self.assertEqual(raised.exception.path, "emergency.smtp_ca")
+
+
+class InCallTests(EmergencyTestCase):
+    """The notifier as an observer of the e911 plugin in a call."""
+
+    def test_message_after_invite(self) -> None:
+        """
+        Alice dials 911: the INVITE goes to the trunk first; in the reactor's
+        next turn Bob's phone gets the MESSAGE naming her, her callback
+        number and location.
+        """
+        sip = self.stack.sip
+        assert sip.calls is not None
+        config = NotifyConfig(notify_extensions=("1002",))
+        notifier = EmergencyNotifier(self.stack.clock, build_channels(
+            self.stack.clock, config, sip, REALM), config)  # fmt: skip
+        service = self.e911.service
+        assert service is not None
+        service.observers = (notifier,)
+        before = self.stack.mark()
+        self.dial("911")
+        self.assertEqual([m for m, _ in self.stack.sent_since(before)
+                          if getattr(m, "method", "") == "MESSAGE"], [])  # fmt: skip
+        before = self.stack.mark()
+        self.stack.clock.advance(0)
+        [(message, address)] = self.stack.sent_since(before)
+        self.assertEqual((getattr(message, "method", ""), tuple(address)), ("MESSAGE", BOB))
+        text = message.body.decode()
+        self.assertIn("EMERGENCY CALL (911): extension 1001 (Alice) dialled 911", text)
+        self.assertIn("Callback number: 15551230001", text)  # her DID
+        self.assertIn("Location: Lobby, San Jose, CA, US [site default", text)

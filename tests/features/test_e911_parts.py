@@ -55,8 +55,8 @@ class ConfigTests(SynchronousTestCase):
             "reserve_calls": 1,
         })  # fmt: skip
         self.assertEqual(config.trunks, ("itsp",))
-        self.assertEqual(config.notify_extensions, ("1000",))
-        self.assertEqual(config.smtp_port, 587)
+        self.assertEqual(config.notify.notify_extensions, ("1000",))
+        self.assertEqual(config.notify.smtp_port, 587)
 
     def test_emergency_number(self) -> None:
         """With prefix 9: 911, 9911, 933, 9933; not 91, 99911 or 9."""

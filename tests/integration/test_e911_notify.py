@@ -1,9 +1,16 @@
 """
-Emergency-call notification channels on real sockets: the webhook POSTed to
-a local HTTPS server whose self-signed certificate is the configured CA (and
-refused without it), a 500 retried until a 200, and the email delivered to
-the local ESMTP test server over verified STARTTLS with AUTH, a temporary
-refusal retried.
+Emergency-call notification on real sockets.
+
+End to end: a real ``twistd warden`` with SIPp as the emergency trunk
+(127.0.0.2); extension 1000 dials 911, then the 933 test number; a SIPp
+phone registered as the notified extension 1001 gets a SIP MESSAGE for each,
+a local HTTPS server (its self-signed certificate given as
+``notify_webhook_ca``) gets the JSON POSTs, its first answer a 500 that is
+retried, and the local ESMTP test server gets the emails over verified
+STARTTLS with AUTH.
+
+The channels alone: the webhook refused without its CA, a 500 retried until
+a 200, the email's temporary refusal retried, an unverifiable relay refused.
 """
 
 from __future__ import annotations
@@ -13,9 +20,23 @@ import os
 from base64 import b64encode
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from tests.features.test_e911_notify import Call
+from tests.integration.admin_client import new_admin
 from tests.integration.clients import LOCALHOST, poll, real_reactor
-from tests.integration.harness import IntegrationTestCase
+from tests.integration.harness import (
+    IntegrationTestCase,
+    WardenProcess,
+    free_port,
+    provision,
+    register_sipp_phone,
+    require_sipp,
+    sipp_command,
+    spawn,
+)
+from tests.integration.sipp_traces import read_sipp_errors
+from tests.integration.test_trunks import BENCH_SCENARIOS, SCENARIOS, _messages, _stopped, dial
 from tests.integration.webhook_server import server_certificate, start_webhook_server
 from warden.features.e911_channels import EmailChannel, WebhookChannel
 from warden.features.e911_notify import EmergencyNotifier, NotifyConfig
@@ -120,3 +141,114 @@ class NotifyChannelTests(IntegrationTestCase):
         notifier.emergency_call_started(Call())
         self.assertEqual(await self.settled(notifier, 1), [(1, "failed")])
         self.assertEqual(smtp.messages, [])
+
+
+ITSP_HOST = "127.0.0.2"
+CALLBACK = "15551230000"
+CIVIC = "country=US,A1=CA,A3=San Jose,RD=Main St,HNO=100,FLR=2,ROOM=201"
+
+
+class EmergencyNotifyTests(IntegrationTestCase):
+    """911 and 933 from an extension, notified on every channel."""
+
+    def setUp(self) -> None:
+        """SIPp is needed."""
+        super().setUp()
+        require_sipp(self)
+
+    def sipp(self, args: list[str], run_dir: Any) -> Any:
+        """A SIPp left running (killed at the end)."""
+        child, process = spawn(sipp_command(args), run_dir)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(child, process)))
+        return child
+
+    async def finished(self, child: Any, run_dir: Any) -> None:
+        """A SIPp ran every call it was given, and all succeeded."""
+        done = await poll(lambda: not child.running, 60)
+        context = f"{child.output}\n{read_sipp_errors(run_dir)}\n{_messages(run_dir)[-4000:]}"
+        self.assertTrue(done, context)
+        self.assertEqual(child.code, 0, context)
+
+    async def test_911_and_933(self) -> None:
+        """
+        Each call reaches the trunk and is notified: MESSAGE to the phone,
+        webhook (500 retried), email; 933 marked as a test call.
+        """
+        directory = self.workdir()
+        hook = start_webhook_server(directory)
+        self.addCleanup(hook.stop)
+        hook.statuses = [500]
+        smtp_cert, smtp_tls = server_certificate(directory, "smtp")
+        smtp = start_smtp_server(real_reactor(), username="pbx", password="relay-pw", tls=smtp_tls)
+        self.addCleanup(smtp.stop)
+        (directory / "smtp.pw").write_text("relay-pw\n")
+        trunk_dir, trunk_port = self.workdir(), free_port()
+        trunk = self.sipp([
+            "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", ITSP_HOST, "-p", str(trunk_port),
+            "-mp", str(free_port()), "-m", "2", "-trace_err", "-trace_msg",
+        ], trunk_dir)  # fmt: skip
+        warden = WardenProcess(self.workdir(), settings={
+            "trunks": [{"name": "itsp", "host": ITSP_HOST, "port": trunk_port,
+                        "register": False, "from_number": CALLBACK}],
+            "emergency": {
+                "trunks": ["itsp"], "notify_extensions": ["1001"],
+                "notify_webhook": hook.url(SECRET_PATH),
+                "notify_webhook_ca": str(hook.ca_path), "notify_email": ["security@example.com"],
+                "smtp_host": LOCALHOST, "smtp_port": smtp.port, "smtp_from": "pbx@example.com",
+                "smtp_username": "pbx", "smtp_password_file": str(directory / "smtp.pw"),
+                "smtp_ca": str(smtp_cert), "notify_retry_delay": 0.5,
+            },
+        })  # fmt: skip
+        self._wardens.append(warden)
+        self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
+        await warden.start()
+        users = await provision(warden.config_path, 2, first=1000)
+        admin, _ = await new_admin(warden)
+        put = await admin.request("PUT", "/api/v1/locations/hq-floor2", {"civic": CIVIC})
+        self.assertEqual(put.status, 201, put.body)
+        assigned = await admin.request(
+            "PUT", "/api/v1/extensions/1000/location", {"location": "hq-floor2"}
+        )
+        self.assertEqual(assigned.status, 200, assigned.body)
+        phone_dir, phone_port = self.workdir(), free_port()
+        reg, errors = await register_sipp_phone(
+            warden.address, "1001", users.passwords["1001"], phone_port, phone_dir
+        )
+        self.assertEqual(reg.code, 0, reg.stderr + errors)
+        phone = self.sipp([
+            "-sf", str(SCENARIOS / "message_uas.xml"), "-i", LOCALHOST, "-p", str(phone_port),
+            "-m", "2", "-trace_err", "-trace_msg",
+        ], phone_dir)  # fmt: skip
+
+        await dial(self, warden, users, "911")
+        first = await smtp.next_message()
+        self.assertTrue(await poll(lambda: len(hook.requests) >= 2, 20), hook.requests)
+        await dial(self, warden, users, "933")
+        second = await smtp.next_message()
+        self.assertTrue(await poll(lambda: len(hook.requests) >= 3, 20), hook.requests)
+        await self.finished(phone, phone_dir)
+        await self.finished(trunk, trunk_dir)
+
+        messages = _messages(phone_dir)
+        self.assertIn("EMERGENCY CALL (911): extension 1000 dialled 911", messages)
+        self.assertIn("TEST CALL (933): extension 1000 dialled 933", messages)
+        self.assertIn("Location: 100 Main St", messages)
+        posted = [json.loads(r.body) for r in hook.requests]
+        self.assertEqual(posted[0], posted[1])  # the 500, then the retry
+        self.assertEqual(
+            [(p["dialled"], p["test"], p["extension"], p["callback_number"]) for p in posted],
+            [("911", False, "1000", CALLBACK)] * 2 + [("933", True, "1000", CALLBACK)],
+        )
+        self.assertEqual(posted[0]["location"]["civic"]["ROOM"], "201")
+        self.assertEqual(posted[0]["location"]["name"], "hq-floor2")
+        self.assertEqual(first.message["Subject"], "EMERGENCY CALL (911) from 1000")
+        self.assertEqual(second.message["Subject"], "TEST CALL (933) from 1000")
+        self.assertTrue(first.tls and first.authenticated == "pbx")
+        self.assertIn(f"Callback number: {CALLBACK}", first.body_text())
+        log = warden.log_text()
+        self.assertIn("by webhook to webhook https://127.0.0.1:", log)
+        self.assertIn("attempt 1/4 retried (HTTP 500)", log)
+        self.assertIn("by sip to extension 1001: attempt 1/4 delivered", log)
+        self.assertIn("by email to email security@example.com: attempt 1/4 delivered", log)
+        self.assertNotIn(SECRET_PATH, log)
+        self.assertNotIn("relay-pw", log)

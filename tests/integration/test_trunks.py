@@ -108,24 +108,7 @@ class TrunkTests(IntegrationTestCase):
 
     async def dial(self, warden: WardenProcess, users: Any, number: str) -> ProcessResult:
         """The first extension dials ``number`` (SIPp UAC, digest, 1 s of audio)."""
-        caller = users.numbers[0]
-        password = users.passwords[caller]
-        run_dir = self.workdir()
-        (run_dir / "caller.csv").write_text(
-            f"SEQUENTIAL\n{caller};{password};{number};"
-            f"[authentication username={caller} password={password}]\n"
-        )
-        args = [
-            f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(run_dir / "caller.csv"),
-            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-            "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
-        ]  # fmt: skip
-        result = await run_sipp(args, run_dir, timeout=90)
-        stats = read_sipp_stats(run_dir)
-        context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
-        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
-        return result
+        return await dial(self, warden, users, number)
 
     async def test_registration_and_outbound_call(self) -> None:
         """
@@ -268,6 +251,33 @@ class TrunkTests(IntegrationTestCase):
         await self.dial(warden, users, DIALLED)
         await self.finished(first, first_dir)
         await self.finished(second, second_dir)
+
+
+async def dial(
+    testcase: IntegrationTestCase, warden: WardenProcess, users: Any, number: str
+) -> ProcessResult:
+    """
+    The first extension of ``users`` dials ``number`` (SIPp UAC, digest, 1 s of
+    audio); the call must be answered.
+    """
+    caller = users.numbers[0]
+    password = users.passwords[caller]
+    run_dir = testcase.workdir()
+    (run_dir / "caller.csv").write_text(
+        f"SEQUENTIAL\n{caller};{password};{number};"
+        f"[authentication username={caller} password={password}]\n"
+    )
+    args = [
+        f"{warden.address[0]}:{warden.address[1]}",
+        "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(run_dir / "caller.csv"),
+        "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+        "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+    ]  # fmt: skip
+    result = await run_sipp(args, run_dir, timeout=90)
+    stats = read_sipp_stats(run_dir)
+    context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+    testcase.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+    return result
 
 
 async def _stopped(child: Any, process: Any) -> None:

@@ -3,8 +3,9 @@
 0027): the emergency numbers, the trunks they go to, the site's default
 location and the on-site notifications' settings.
 
-One parser checks every key, the ``notify_*`` and ``smtp_*`` ones included
-(their behaviour belongs to the notifier, L{warden.features.e911_notify}).
+The ``notify_*`` and ``smtp_*`` keys, the on-site notifications', are
+checked by the notifier's parser (L{warden.features.e911_notify.parse_notify})
+into L{EmergencyConfig.notify}.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
 from warden.errors import ConfigError
+from warden.features.e911_notify import NOTIFY_KEYS, NotifyConfig, parse_notify
 from warden.model.emergency import CivicError, check_location_name
 
 __all__ = ["EmergencyConfig", "parse_emergency"]
@@ -24,17 +25,12 @@ __all__ = ["EmergencyConfig", "parse_emergency"]
 _NUMBER = re.compile(r"^[0-9]{1,15}$")
 _PREFIX = re.compile(r"^[0-9]{0,4}$")
 _TRUNK = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_EXTENSION = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
-_HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
-_MAX_URL = 2048
 _MAX_LIST = 64
 _DEFAULT_NUMBERS = ("911", "933")
 
 _KEYS = (
     "numbers", "test_numbers", "trunks", "outside_prefix", "default_location",
-    "reserve_calls", "notify_extensions", "notify_webhook", "notify_email",
-    "smtp_host", "smtp_port", "smtp_from",
+    "reserve_calls", *NOTIFY_KEYS,
 )  # fmt: skip
 
 
@@ -55,12 +51,8 @@ class EmergencyConfig:
             a device that has none; using it raises an alert.
         reserve_calls: calls of each emergency trunk's ``max_calls`` kept free
             for emergency calls.
-        notify_extensions: extensions sent a SIP MESSAGE on every emergency call.
-        notify_webhook: an ``https://`` URL sent a JSON POST ("" for none).
-        notify_email: addresses sent an email.
-        smtp_host: the SMTP server for ``notify_email`` ("" for none).
-        smtp_port: its port.
-        smtp_from: the sender address of those emails.
+        notify: the on-site notifications (SIP MESSAGE, webhook, email) and
+            their retries: the ``notify_*`` and ``smtp_*`` keys.
     """
 
     numbers: tuple[str, ...] = _DEFAULT_NUMBERS
@@ -69,12 +61,7 @@ class EmergencyConfig:
     outside_prefix: str = ""
     default_location: str = ""
     reserve_calls: int = 0
-    notify_extensions: tuple[str, ...] = ()
-    notify_webhook: str = ""
-    notify_email: tuple[str, ...] = ()
-    smtp_host: str = ""
-    smtp_port: int = 25
-    smtp_from: str = ""
+    notify: NotifyConfig = attrs.field(factory=NotifyConfig)
 
     def emergency_number(self, dialled: str) -> str | None:
         """
@@ -142,37 +129,7 @@ def parse_emergency(table: Mapping[str, object]) -> EmergencyConfig:
     reserve = values.get("reserve_calls", 0)
     _want("reserve_calls", type(reserve) is int and 0 <= reserve <= 1000,
           "an integer 0..1000", reserve)  # fmt: skip
-    webhook = values.get("notify_webhook", "")
-    _want("notify_webhook", isinstance(webhook, str) and _is_https_url(webhook),
-          f"an https:// URL of at most {_MAX_URL} characters, or empty", webhook)  # fmt: skip
-    host = values.get("smtp_host", "")
-    _want("smtp_host", isinstance(host, str) and (not host or bool(_HOST.match(host))),
-          "a host name or IP address, or empty", host)  # fmt: skip
-    port = values.get("smtp_port", 25)
-    _want("smtp_port", type(port) is int and 1 <= port <= 65535, "a port 1..65535", port)
-    sender = values.get("smtp_from", "")
-    _want("smtp_from", isinstance(sender, str) and (not sender or bool(_EMAIL.match(sender))),
-          "an email address, or empty", sender)  # fmt: skip
-    emails = _strings(values, "notify_email", _EMAIL, "email addresses")
-    if emails and not (host and sender):
-        raise ConfigError("emergency.notify_email", "needs smtp_host and smtp_from")
     return EmergencyConfig(
         numbers=numbers, test_numbers=tests, trunks=trunks, outside_prefix=prefix,
-        default_location=default, reserve_calls=reserve,
-        notify_extensions=_strings(values, "notify_extensions", _EXTENSION, "extension numbers"),
-        notify_webhook=webhook, notify_email=emails, smtp_host=host, smtp_port=port,
-        smtp_from=sender,
+        default_location=default, reserve_calls=reserve, notify=parse_notify(values),
     )  # fmt: skip
-
-
-def _is_https_url(text: str) -> bool:
-    if not text:
-        return True
-    if len(text) > _MAX_URL or not text.isascii() or not text.isprintable() or " " in text:
-        return False
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return False
-    return parts.scheme == "https" and bool(parts.hostname)

@@ -25,8 +25,8 @@ import collections
 import datetime
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 from prometheus_client import Counter
@@ -35,14 +35,22 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from warden.errors import ConfigError
+from warden.interfaces import IEmergencyObserver, IWardenPlugin
+
+if TYPE_CHECKING:
+    from warden.model.emergency import EmergencyCall
+    from warden.plugin import BuildContext
 
 __all__ = [
     "NOTIFY_KEYS",
     "EmergencyNotice",
     "EmergencyNotifier",
+    "EmergencyNotifyPlugin",
     "NotifierService",
     "NotifyConfig",
     "NotifyFailed",
@@ -67,6 +75,8 @@ NOTIFICATIONS = Counter(
 )
 
 _EXTENSION = re.compile(r"[0-9A-Za-z._-]{1,64}")
+#: The longest webhook URL.
+MAX_URL = 2048
 #: The most extensions or addresses notified.
 MAX_TARGETS = 64
 _EMAIL = re.compile(
@@ -115,7 +125,7 @@ class NotifyConfig:
             to ("": the system's trusted CAs).
         notify_email: addresses emailed.
         smtp_from: the sender of those emails.
-        smtp_host, smtp_port: the mail relay.
+        smtp_host, smtp_port: the mail relay (needed with ``notify_email``).
         smtp_username: the relay's login ("" for none).
         smtp_password_file: a file holding the relay's password (first line).
         smtp_tls: ``starttls`` (required; the certificate is verified against
@@ -132,7 +142,7 @@ class NotifyConfig:
     notify_webhook_ca: str = ""
     notify_email: tuple[str, ...] = ()
     smtp_from: str = ""
-    smtp_host: str = "localhost"
+    smtp_host: str = ""
     smtp_port: int = 25
     smtp_username: str = ""
     smtp_password_file: str = ""
@@ -193,10 +203,11 @@ def parse_notify(table: Mapping[str, object]) -> NotifyConfig:
     sender = values.get("smtp_from", "")
     if sender and not _EMAIL.fullmatch(sender):
         raise _fail("smtp_from", f"must be an email address, got {json.dumps(sender)}")
-    if values.get("notify_email") and not sender:
-        raise _fail("smtp_from", "must be set when notify_email is (the sender address)")
-    if not _HOST.fullmatch(values.get("smtp_host", "localhost")):
-        raise _fail("smtp_host", "must be a host name or IP address")
+    host = values.get("smtp_host", "")
+    if host and not _HOST.fullmatch(host):
+        raise _fail("smtp_host", f"must be a host name or IP address, got {json.dumps(host)}")
+    if values.get("notify_email") and not (host and sender):
+        raise _fail("notify_email", "needs smtp_host and smtp_from")
     if values.get("smtp_tls", "starttls") not in SMTP_TLS_MODES:
         raise _fail("smtp_tls", f"must be one of {', '.join(SMTP_TLS_MODES)}")
     if values.get("smtp_username") and not values.get("smtp_password_file"):
@@ -228,27 +239,11 @@ def _is_https_url(url: str) -> bool:
         parts.port  # noqa: B018 (raises ValueError for a bad port)
     except ValueError:
         return False
-    return parts.scheme == "https" and bool(parts.hostname) and url.isascii() and " " not in url
+    printable = url.isascii() and url.isprintable() and " " not in url
+    return parts.scheme == "https" and bool(parts.hostname) and printable and len(url) <= MAX_URL
 
 
 # -- what a notification says ------------------------------------------------------------
-
-
-class EmergencyCallLike(Protocol):
-    """What the notifier reads of an emergency call (``warden.features.e911.EmergencyCall``)."""
-
-    call_id: str
-    extension: str
-    caller_name: str
-    callback_number: str
-    dialled: str
-    test: bool
-    location_name: str
-    civic: Any
-    location_text: str
-    location_is_default: bool
-    started_at: float
-    node: str
 
 
 def _clean(value: object, limit: int = MAX_FIELD) -> str:
@@ -257,23 +252,9 @@ def _clean(value: object, limit: int = MAX_FIELD) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _civic(civic: object) -> dict[str, str]:
-    """A civic address (a mapping, pairs or an attrs class) as a JSON object of strings."""
-    if civic is None:
-        return {}
-    if attrs.has(type(civic)):
-        civic = attrs.asdict(civic)  # type: ignore[arg-type]
-    if isinstance(civic, Mapping):
-        pairs: Iterable[Any] = civic.items()
-    elif isinstance(civic, list | tuple):
-        pairs = civic
-    else:
-        return {"text": _clean(civic)}
-    found: dict[str, str] = {}
-    for pair in pairs:
-        if isinstance(pair, list | tuple) and len(pair) == 2 and pair[1] not in (None, ""):
-            found[_clean(pair[0], 32)] = _clean(pair[1])
-    return found
+def _civic(civic: Mapping[str, str]) -> dict[str, str]:
+    """A civic address (RFC 5139 element names) as a JSON object of its non-empty elements."""
+    return {_clean(k, 32): _clean(v) for k, v in civic.items() if v}
 
 
 @attrs.frozen
@@ -292,7 +273,7 @@ class EmergencyNotice:
     document: Mapping[str, Any]
 
     @classmethod
-    def of(cls, call: EmergencyCallLike) -> EmergencyNotice:
+    def of(cls, call: EmergencyCall) -> EmergencyNotice:
         """The notice of ``call``."""
         when = datetime.datetime.fromtimestamp(float(call.started_at), datetime.UTC)
         at = when.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -399,17 +380,28 @@ class EmergencyNotifier:
         self._running: set[Deferred[None]] = set()
         self._stopped = False
 
-    def emergency_call_started(self, call: EmergencyCallLike) -> None:
-        """Start notifying every target of ``call`` (returns at once)."""
+    def emergency_call_started(self, call: EmergencyCall) -> None:
+        """
+        Notify every target of ``call``: the first attempts start in the next
+        turn of the reactor, once the call's INVITE has gone out.
+        """
+        if self._stopped or not self.channels:
+            return
         try:
             notice = EmergencyNotice.of(call)
             call_id = _clean(call.call_id)
         except Exception:  # a bug must not touch the call: logged, and nothing sent
             self.log.failure("Emergency notification not built")
             return
-        for channel in self.channels:
-            for target in channel.targets:
-                self._attempt(call_id, channel, target, notice, 1)
+
+        def start() -> None:
+            self._pending.discard(delayed)
+            for channel in self.channels:
+                for target in channel.targets:
+                    self._attempt(call_id, channel, target, notice, 1)
+
+        delayed = self.clock.callLater(0, start)
+        self._pending.add(delayed)
 
     def _attempt(
         self, call_id: str, channel: Channel, target: str, notice: EmergencyNotice, attempt: int
@@ -500,3 +492,62 @@ class NotifierService(service.Service):
         self.notifier.stop()
         result: Deferred[None] | None = super().stopService()
         return result
+
+
+@implementer(IPlugin, IWardenPlugin, IEmergencyObserver)
+class EmergencyNotifyPlugin:
+    """
+    The on-site notifications of emergency calls as a plugin: an observer of
+    the ``e911`` plugin (L{IEmergencyObserver}), configured by the
+    ``notify_*`` and ``smtp_*`` keys of its ``[emergency]`` section.
+    """
+
+    name = "e911notify"
+    description = (
+        "On-site notification of emergency calls: SIP MESSAGE, HTTPS webhook, email"
+        " ([emergency] notify_*, smtp_*)"
+    )
+    sections: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ("sip", "e911")
+    provides: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.notifier: EmergencyNotifier | None = None
+
+    def parse_section(
+        self, name: str, table: Mapping[str, object], filename: str | None
+    ) -> object:
+        """It owns no section (``[emergency]`` is the ``e911`` plugin's)."""
+        raise KeyError(name)
+
+    def make(self, context: BuildContext) -> None:
+        """
+        The channels ``[emergency]`` configures, on the SIP service's
+        transactions and the reactor; their retries stop with Warden.
+
+        Raises:
+            ConfigError: the SMTP password file or a CA bundle cannot be read.
+        """
+        from warden.features.e911_channels import build_channels, read_password
+        from warden.features.e911_config import EmergencyConfig
+        from warden.sip.service import SipService
+
+        section = context.config.plugin_sections.get("emergency", EmergencyConfig())
+        assert isinstance(section, EmergencyConfig)
+        config = section.notify
+        password = ""
+        if config.notify_email and config.smtp_username:
+            password = read_password(config.smtp_password_file, "emergency.smtp_password_file")
+        sip = context.need("sip", SipService)
+        channels = build_channels(context.reactor, config, sip, context.config.realm, password)
+        self.notifier = EmergencyNotifier(context.reactor, channels, config)
+        if channels:
+            context.add_service(NotifierService(self.notifier))
+
+    def emergency_call_started(self, call: EmergencyCall) -> None:
+        """Notify every configured target of ``call`` (in the background)."""
+        if self.notifier is not None:
+            self.notifier.emergency_call_started(call)
+
+
+plugin = EmergencyNotifyPlugin()
