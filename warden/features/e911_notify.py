@@ -73,6 +73,10 @@ NOTIFICATIONS = Counter(
     "Emergency-call notification attempts, by channel and outcome",
     ["channel", "outcome"],
 )
+# Exported at 0 from the start, so an alert on "failed" sees every series.
+for _channel in ("sip", "webhook", "email"):
+    for _outcome in ("delivered", "retried", "failed"):
+        NOTIFICATIONS.labels(_channel, _outcome)
 
 _EXTENSION = re.compile(r"[0-9A-Za-z._-]{1,64}")
 #: The longest webhook URL.
