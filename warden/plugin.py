@@ -53,6 +53,7 @@ DEFAULT_PLUGINS = (
     "e911notify",
     "callfeatures",
     "trunks",
+    "stirshaken",
     "recording",
     "voicemail",
     "ivr",

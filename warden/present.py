@@ -37,6 +37,8 @@ CSV_COLUMNS = (
     "codec",
     "node_id",
     "recording",
+    "stir_attest",
+    "stir_verstat",
 )
 
 _RELATIVE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhdw])$")
@@ -202,6 +204,8 @@ def csv_row(record: CallRecord, tz: tzinfo | None = None) -> list[str]:
         csv_cell(record.codec),
         csv_cell(record.node_id),
         csv_cell(record.recording),
+        record.stir_attest,
+        record.stir_verstat,
     ]
 
 

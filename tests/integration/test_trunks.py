@@ -42,6 +42,8 @@ BACKUP_HOST = "127.0.0.3"
 ACCOUNT, PASSWORD = "acct", "itsp-secret"
 # What itsp_uas.xml expects: the number sent (9 stripped, 1 added) and caller ID.
 DIALLED, CALLER_ID = "95552345678", "15551230000"
+# The caller's number the ITSP presents on calls to a DID (itsp_uac.xml).
+OUTSIDE_CALLER = "15559876543"
 
 
 def trunks_toml(trunks: list[dict[str, Any]], outbound: list[dict[str, Any]],
@@ -62,8 +64,8 @@ def trunks_toml(trunks: list[dict[str, Any]], outbound: list[dict[str, Any]],
     return "\n".join(lines)
 
 
-class TrunkTests(IntegrationTestCase):
-    """Warden between SIPp phones and a SIPp ITSP."""
+class TrunkHarness(IntegrationTestCase):
+    """Warden between SIPp phones and a SIPp ITSP: the helpers."""
 
     def setUp(self) -> None:
         """SIPp is needed."""
@@ -109,6 +111,54 @@ class TrunkTests(IntegrationTestCase):
     async def dial(self, warden: WardenProcess, users: Any, number: str) -> ProcessResult:
         """The first extension dials ``number`` (SIPp UAC, digest, 1 s of audio)."""
         return await dial(self, warden, users, number)
+
+    async def itsp_call(
+        self, warden: WardenProcess, did: str, fields: tuple[str, ...] = (),
+        scenario: str = "itsp_uac.xml",
+    ) -> Path:  # fmt: skip
+        """
+        The ITSP (SIPp UAC on 127.0.0.2) calls ``did`` from 15559876543
+        (``fields`` follow in the injection file); the call must complete.
+        """
+        run_dir = self.workdir()
+        line = ";".join((did, OUTSIDE_CALLER, *fields))
+        (run_dir / "did.csv").write_text(f"SEQUENTIAL\n{line}\n")
+        args = [
+            f"{warden.address[0]}:{warden.address[1]}",
+            "-sf", str(SCENARIOS / scenario), "-inf", str(run_dir / "did.csv"),
+            "-i", ITSP_HOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+            "-trace_msg",
+        ]  # fmt: skip
+        result = await run_sipp(args, run_dir, timeout=90)
+        stats = read_sipp_stats(run_dir)
+        context = f"ITSP exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+        return run_dir
+
+    async def phone(self, warden: WardenProcess, users: Any, number: str, calls: int = 1,
+                    ) -> tuple[Any, Path]:  # fmt: skip
+        """
+        Extension ``number`` registered from a SIPp UAS answering ``calls``
+        calls (messages traced); returns it and its directory.
+        """
+        phone_dir, phone_port = self.workdir(), free_port()
+        reg, errors = await register_sipp_phone(
+            warden.address, number, users.passwords[number], phone_port, phone_dir
+        )
+        self.assertEqual(reg.code, 0, reg.stderr + errors)
+        uas_args = [
+            "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(phone_port),
+            "-mp", str(free_port()), "-m", str(calls), "-trace_err", "-trace_msg",
+            f"{warden.address[0]}:{warden.address[1]}",
+        ]  # fmt: skip
+        phone, phone_process = spawn(sipp_command(uas_args), phone_dir)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(phone, phone_process)))
+        return phone, phone_dir
+
+
+class TrunkTests(TrunkHarness):
+    """Warden between SIPp phones and a SIPp ITSP."""
 
     async def test_registration_and_outbound_call(self) -> None:
         """
@@ -180,18 +230,7 @@ class TrunkTests(IntegrationTestCase):
         ))  # fmt: skip
         users = await provision(warden.config_path, 2, first=2000)
         callee = users.numbers[1]
-        phone_dir, phone_port = self.workdir(), free_port()
-        reg, errors = await register_sipp_phone(
-            warden.address, callee, users.passwords[callee], phone_port, phone_dir
-        )
-        self.assertEqual(reg.code, 0, reg.stderr + errors)
-        uas_args = [
-            "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(phone_port),
-            "-mp", str(free_port()), "-m", "1", "-trace_err",
-            f"{warden.address[0]}:{warden.address[1]}",
-        ]  # fmt: skip
-        phone, phone_process = spawn(sipp_command(uas_args), phone_dir)
-        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(phone, phone_process)))
+        phone, _ = await self.phone(warden, users, callee)
         run_dir = await self.itsp_call(warden, "15551230001")
         self.assertNotIn(" 407 ", _messages(run_dir))
         self.assertTrue(await poll(lambda: not phone.running, 30), phone.output)
@@ -216,23 +255,6 @@ class TrunkTests(IntegrationTestCase):
             if line.strip().startswith("SIP/2.0 4")
         ]  # fmt: skip
         self.assertEqual(finals[-1:], ["SIP/2.0 404 Not Found"], _messages(run_dir)[-3000:])
-
-    async def itsp_call(self, warden: WardenProcess, did: str) -> Path:
-        """The ITSP (SIPp UAC on 127.0.0.2) calls ``did``; the call must complete."""
-        run_dir = self.workdir()
-        (run_dir / "did.csv").write_text(f"SEQUENTIAL\n{did};15559876543\n")
-        args = [
-            f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(SCENARIOS / "itsp_uac.xml"), "-inf", str(run_dir / "did.csv"),
-            "-i", ITSP_HOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-            "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
-            "-trace_msg",
-        ]  # fmt: skip
-        result = await run_sipp(args, run_dir, timeout=90)
-        stats = read_sipp_stats(run_dir)
-        context = f"ITSP exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
-        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
-        return run_dir
 
     async def test_failover(self) -> None:
         """The first trunk answers 503: the call goes out on the second."""

@@ -494,6 +494,15 @@ class CallRecordStoreConformanceMixin:
         await self.add_all(store, [record, call_record("c2", 1001.0)])
         self.assertEqual(await store.list(), [record, call_record("c2", 1001.0)])
 
+    async def test_stir_round_trip(self) -> None:
+        """A record's STIR/SHAKEN attestation and verification result come back intact."""
+        store = await self.store()
+        record = call_record("c1", 1000.0, stir_attest="A", stir_verstat="TN-Validation-Passed")
+        await self.add_all(store, [record, call_record("c2", 1001.0)])
+        listed = await store.list()
+        self.assertEqual(listed, [record, call_record("c2", 1001.0)])
+        self.assertEqual((listed[1].stir_attest, listed[1].stir_verstat), ("", ""))
+
     async def test_expire_recordings(self) -> None:
         """
         The oldest recordings of calls started before the cut-off are

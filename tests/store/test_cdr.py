@@ -255,7 +255,10 @@ class SQLiteCallsDetailTests(SynchronousTestCase):
         self.assertRaises(
             sqlite3.IntegrityError,
             self.pool.connection.execute,
-            "INSERT INTO call_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO call_records (call_id, caller, caller_name, callee, dialled, started_at,"
+            " answered_at, ended_at, disposition, hangup_cause, hangup_side, codec, media,"
+            " node_id, recording, recording_info)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
 

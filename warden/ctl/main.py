@@ -25,6 +25,7 @@ then runs one command::
     wardenctl drain [--timeout S] [--wait] [--token-file F]       (warden.ctl.admin)
     wardenctl trunks [--json] [--token-file F]                    (warden.ctl.admin)
     wardenctl voicemail pin NUMBER [--clear] | list NUMBER [--json] (warden.ctl.voicemail)
+    wardenctl stir keygen --out key.pem | csr --key key.pem --subject S  (warden.ctl.stir)
 
 WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
 date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).
@@ -60,6 +61,7 @@ from warden.ctl import admin as admin_ctl
 from warden.ctl import backup as backup_ctl
 from warden.ctl import calls as ctl_calls
 from warden.ctl import cluster as ctl_cluster
+from warden.ctl import stir as stir_ctl
 from warden.ctl import store as ctl_store
 from warden.ctl import voicemail as voicemail_ctl
 from warden.ctl.audit import CliAudit, action_of, audit_standalone
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl_store.add_commands(areas)
     admin_ctl.add_commands(areas)
     voicemail_ctl.add_commands(areas)
+    stir_ctl.add_commands(areas)
     return parser
 
 
@@ -665,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin_ctl.main(args, config)
     if getattr(args, "store_migration", False):  # migrate-store
         return ctl_store.run(args)
+    if getattr(args, "stir", None) is not None:  # stir keygen, stir csr
+        return stir_ctl.run(args)
     if getattr(args, "voicemail", False):  # voicemail pin, voicemail list
         return voicemail_ctl.run(args, config)
     if getattr(args, "standalone", None) is not None:  # backup, restore

@@ -135,6 +135,11 @@ class CallRecord:
             ``media``): ``started_at`` (clock time), ``trigger`` (``always`` or
             ``on_demand``), ``by`` (the extension that asked for it on demand);
             once deleted, ``deleted_at`` and the ``file`` it was.
+        stir_attest: the STIR/SHAKEN attestation the call was signed with
+            (outbound) or its verified PASSporT carried (inbound); "" for none.
+        stir_verstat: the STIR/SHAKEN verification result of an inbound call
+            (``TN-Validation-Passed``, ``TN-Validation-Failed``,
+            ``No-TN-Validation``); "" when not verified.
     """
 
     call_id: str = attrs.field(validator=_text)
@@ -153,6 +158,8 @@ class CallRecord:
     node_id: str = attrs.field(default="", validator=_text)
     recording: str = attrs.field(default="", validator=_text)
     recording_info: dict[str, Any] = attrs.field(factory=dict, converter=_json_object, hash=False)
+    stir_attest: str = attrs.field(default="", validator=_text)
+    stir_verstat: str = attrs.field(default="", validator=_text)
 
     @property
     def duration(self) -> float:

@@ -888,6 +888,7 @@ class CallController:
             hangup_cause=call.hangup_cause, hangup_side=call.hangup_side or "system",
             codec=call.codec, media=media_stats, node_id=self.settings.node_id,
             recording=call.attempt.recording, recording_info=call.attempt.recording_info,
+            stir_attest=call.attempt.stir_attest, stir_verstat=call.attempt.stir_verstat,
         )  # fmt: skip
 
     def _quiet(self, d: object, what: str) -> None:

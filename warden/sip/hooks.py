@@ -111,6 +111,10 @@ class CallAttempt:
             routing by the first hook; the later hooks' L{CallHooks.before_routing}
             and every L{CallHooks.routing_failed} are skipped (nothing may divert
             it), and no call limit refuses it.
+        stir_attest: the STIR/SHAKEN attestation (``A``, ``B``, ``C``) the
+            call was signed with, or (from outside) the verified PASSporT had.
+        stir_verstat: the STIR/SHAKEN verification result of a call from
+            outside (``TN-Validation-Passed``...); "" when not verified.
     """
 
     caller: Extension
@@ -130,6 +134,8 @@ class CallAttempt:
     recording: str = ""
     recording_info: dict[str, Any] = attrs.field(factory=dict)
     emergency: bool = False
+    stir_attest: str = ""
+    stir_verstat: str = ""
 
     def refuse(self, status: int, reason: str) -> None:
         """
