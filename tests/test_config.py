@@ -473,8 +473,8 @@ class ErrorTests(SynchronousTestCase):
             "paging",
             "warden.toml: paging: unknown section (known: server, store, plugins,"
             " security, media, state, cluster, sip, tls, registrar, calls, dialplan, admin,"
-            " backup, ringgroups, pickupgroups, trunks, routes, emergency, stirshaken, recording, voicemail,"
-            " ivr)",
+            " backup, ringgroups, pickupgroups, trunks, routes, emergency, stirshaken,"
+            " recording, voicemail, ivr)",
         )
 
     def test_section_not_table(self) -> None:
