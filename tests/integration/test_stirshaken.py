@@ -11,8 +11,10 @@ between SIPp phones and a SIPp ITSP (as in test_trunks.py).
   server (allow-listed: it is on 127.0.0.1); the extension's phone sees
   ``verstat=TN-Validation-Passed`` for a valid one, ``TN-Validation-Failed``
   for a tampered signature, a stale ``iat``, a wrong dest, an untrusted
-  certificate and an x5u that never answers; the call records agree. Under
-  ``failure_policy = "reject"`` the ITSP gets 438, 403, 437 and 436.
+  certificate, an x5u that never answers, an oversized certificate, an x5u
+  on a loopback address not allow-listed and a plain-http x5u; the call
+  records agree. Under ``failure_policy = "reject"`` the ITSP gets 438, 403,
+  437 and 436 as RFC 8224 says.
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ class StirShakenTests(TrunkHarness):
         root = Resource()
         root.putChild(b"leaf.pem", Data(self.leaf.pem, "application/pem-certificate-chain"))
         root.putChild(b"rogue.pem", Data(self.rogue.pem, "application/pem-certificate-chain"))
+        big = self.leaf.pem * 64  # over the default max_cert_bytes (16384)
+        root.putChild(b"big.pem", Data(big, "application/pem-certificate-chain"))
         reactor = real_reactor()
         tls = ssl.PrivateCertificate.loadPEM(server.key_pem + server.pem).options()
         https = reactor.listenSSL(0, Site(root), tls, interface="127.0.0.1")
@@ -164,6 +168,10 @@ class StirShakenTests(TrunkHarness):
         """(name, token, x5u) of the valid call and each failing one."""
         assert self.leaf is not None
         leaf_url, rogue_url = self.https + "leaf.pem", self.https + "rogue.pem"
+        big_url = self.https + "big.pem"
+        # Loopback, but not the allow-listed address: refused before any connection.
+        internal_url = self.https.replace("127.0.0.1", "127.0.0.2") + "leaf.pem"
+        plain_url = self.https.replace("https:", "http:") + "leaf.pem"
         valid = self.token(self.leaf, leaf_url)
         head, claims, signature = valid.split(".")
         flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
@@ -182,6 +190,9 @@ class StirShakenTests(TrunkHarness):
                 self.token(self.leaf, self.silent + "leaf.pem"),
                 self.silent + "leaf.pem",
             ),
+            ("oversized", self.token(self.leaf, big_url), big_url),
+            ("internal", self.token(self.leaf, internal_url), internal_url),
+            ("not https", self.token(self.leaf, plain_url), plain_url),
         ]
 
     async def test_verification_marks(self) -> None:
@@ -209,7 +220,8 @@ class StirShakenTests(TrunkHarness):
         )
         log = warden.log_text()
         self.assertIn("STIR/SHAKEN verification failed (signature)", log)
-        self.assertIn("(x5u_timeout)", log)
+        for reason in ("x5u_timeout", "x5u_too_large", "x5u_refused", "cert_untrusted"):
+            self.assertIn(f"STIR/SHAKEN verification failed ({reason})", log)
 
     async def test_verification_rejects(self) -> None:
         """Under the reject policy each failure is answered as RFC 8224 says."""
@@ -218,7 +230,9 @@ class StirShakenTests(TrunkHarness):
         expected = {"tampered": "438 Invalid Identity Header", "stale": "403 Stale Date",
                     "wrong dest": "438 Invalid Identity Header",
                     "untrusted": "437 Unsupported Credential",
-                    "unreachable": "436 Bad Identity Info"}  # fmt: skip
+                    "unreachable": "436 Bad Identity Info",
+                    "oversized": "436 Bad Identity Info", "internal": "436 Bad Identity Info",
+                    "not https": "436 Bad Identity Info"}  # fmt: skip
         for name, token, x5u in self.cases()[1:]:
             run_dir = await self.itsp_call(warden, DID, (token, x5u), "itsp_identity_uac.xml")
             finals = [
