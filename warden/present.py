@@ -39,6 +39,7 @@ CSV_COLUMNS = (
     "recording",
     "stir_attest",
     "stir_verstat",
+    "emergency",
 )
 
 _RELATIVE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhdw])$")
@@ -206,6 +207,7 @@ def csv_row(record: CallRecord, tz: tzinfo | None = None) -> list[str]:
         csv_cell(record.recording),
         record.stir_attest,
         record.stir_verstat,
+        "true" if record.emergency else "false",
     ]
 
 

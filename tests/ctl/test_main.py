@@ -722,12 +722,12 @@ class CallCommandTests(SynchronousTestCase):
             [
                 "call_id,started_at,answered_at,ended_at,caller,caller_name,dialled,callee,"
                 "disposition,hangup_cause,hangup_side,duration,billsec,codec,node_id,recording,"
-                "stir_attest,stir_verstat",
+                "stir_attest,stir_verstat,emergency",
                 "c1,2026-11-25T10:00:00.250+01:00,2026-11-25T10:00:05.250+01:00,"
                 '2026-11-25T10:01:05.250+01:00,+15551234567,"Smith, ""Jo""",200,200,'
-                "ANSWERED,BYE,caller,65.000,60.000,PCMU,node-1,2026/11/25/c1.wav,,",
+                "ANSWERED,BYE,caller,65.000,60.000,PCMU,node-1,2026/11/25/c1.wav,,,false",
                 "c2,2026-11-25T10:01:00.000+01:00,,2026-11-25T10:02:05.000+01:00,100,'=1+1,"
-                "200,,FAILED,503,system,65.000,0.000,,node-1,,,",
+                "200,,FAILED,503,system,65.000,0.000,,node-1,,,,false",
                 "",
             ],
         )

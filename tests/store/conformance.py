@@ -503,6 +503,16 @@ class CallRecordStoreConformanceMixin:
         self.assertEqual(listed, [record, call_record("c2", 1001.0)])
         self.assertEqual((listed[1].stir_attest, listed[1].stir_verstat), ("", ""))
 
+    async def test_emergency_round_trip(self) -> None:
+        """An emergency call's record says so; others do not."""
+        store = await self.store()
+        record = attrs.evolve(call_record("c1", 1000.0), dialled="911", emergency=True)
+        await self.add_all(store, [record, call_record("c2", 1001.0)])
+        listed = await store.list()
+        self.assertEqual(listed, [record, call_record("c2", 1001.0)])
+        self.assertIs(listed[0].emergency, True)
+        self.assertIs(listed[1].emergency, False)
+
     async def test_expire_recordings(self) -> None:
         """
         The oldest recordings of calls started before the cut-off are

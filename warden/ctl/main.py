@@ -26,6 +26,8 @@ then runs one command::
     wardenctl trunks [--json] [--token-file F]                    (warden.ctl.admin)
     wardenctl voicemail pin NUMBER [--clear] | list NUMBER [--json] (warden.ctl.voicemail)
     wardenctl stir keygen --out key.pem | csr --key key.pem --subject S  (warden.ctl.stir)
+    wardenctl location add NAME --civic "country=US,A1=CA,..." | list [--json] | remove NAME
+    wardenctl location map NETWORK NAME | unmap NETWORK           (warden.ctl.location)
 
 WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
 date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).
@@ -61,15 +63,23 @@ from warden.ctl import admin as admin_ctl
 from warden.ctl import backup as backup_ctl
 from warden.ctl import calls as ctl_calls
 from warden.ctl import cluster as ctl_cluster
+from warden.ctl import location as location_ctl
 from warden.ctl import stir as stir_ctl
 from warden.ctl import store as ctl_store
 from warden.ctl import voicemail as voicemail_ctl
 from warden.ctl.audit import CliAudit, action_of, audit_standalone
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound
 from warden.filemodes import private_umask
-from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls
+from warden.interfaces import (
+    IAuditLog,
+    ICallRecordStore,
+    ICivicLocationStore,
+    IDirectory,
+    ILiveCalls,
+)
 from warden.model import CallRecord, Extension
 from warden.store.backend import Stores, admin_stores
+from warden.store.civic import SQLCivicLocationStore
 from warden.store.credentials import (
     display_name_problem,
     generate_password,
@@ -208,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--qualify", dest="qualify", action="store_const", const=True, help=qualify_help
     )
     qualify.add_argument("--no-qualify", dest="qualify", action="store_const", const=False)
+    change.add_argument(
+        "--location", metavar="NAME",
+        help="its dispatchable location for emergency calls (wardenctl location; '' clears)",
+    )  # fmt: skip
     change.set_defaults(handler=_set)
 
     remove = commands.add_parser("remove", help="remove an extension")
@@ -226,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_ctl.add_commands(areas)
     voicemail_ctl.add_commands(areas)
     stir_ctl.add_commands(areas)
+    location_ctl.add_commands(areas)
     return parser
 
 
@@ -244,8 +259,10 @@ class _Context:
         live_calls: ILiveCalls | None = None,
         tz: tzinfo | None = None,
         audit: CliAudit | None = None,
+        civic_locations: ICivicLocationStore | None = None,
     ) -> None:
         self.args = args
+        self.civic_locations = civic_locations
         self.audit = audit if audit is not None else CliAudit(None, clock)
         self.config = config
         self.directory = directory
@@ -361,14 +378,27 @@ async def _set(ctx: _Context) -> None:
     }  # fmt: skip
     changes = {key: value for key, value in fields.items() if value is not None}
     password = generate_password() if args.new_password else args.password
-    if not changes and password is None:
+    location = args.location
+    if not changes and password is None and location is None:
         raise CommandError(
             "nothing to change: give --name, --password, --new-password,"
-            " --algorithms, --enable, --disable, --qualify or --no-qualify",
+            " --algorithms, --enable, --disable, --qualify, --no-qualify or --location",
             EXIT_USAGE,
         )
     ctx.audit.target = args.number
-    ctx.audit.detail = {"fields": sorted([*changes, *(["password"] if password else [])])}
+    ctx.audit.detail = {
+        "fields": sorted(
+            [
+                *changes,
+                *(["password"] if password else []),
+                *(["location"] if location is not None else []),
+            ]
+        )
+    }
+    if location is not None:
+        await _set_location(ctx, args.number, location)
+        if not changes and password is None:
+            return
     changed = attrs.evolve(await ctx.existing(args.number), **changes)
     if password is not None:
         qualify = changed.qualify
@@ -389,6 +419,19 @@ async def _set(ctx: _Context) -> None:
     ctx.print(f"updated extension {args.number}")
     if args.new_password:
         ctx.print(f"password: {password}")
+
+
+async def _set_location(ctx: _Context, number: str, name: str) -> None:
+    """``extension set NUMBER --location NAME``: the e911 plugin's location store."""
+    await ctx.existing(number)
+    if ctx.civic_locations is None:
+        raise CommandError("emergency locations are not available here", EXIT_FAILED)
+    try:
+        await location_ctl.set_extension_location(ctx.civic_locations, number, name, ctx.out)
+    except KeyError:
+        raise CommandError(
+            f"no location {name} (add it with wardenctl location add)", EXIT_FAILED
+        ) from None
 
 
 async def _remove(ctx: _Context) -> None:
@@ -587,6 +630,7 @@ def run_command(
     live_calls: ILiveCalls | None = None,
     tz: tzinfo | None = None,
     audit_log: IAuditLog | None = None,
+    civic_locations: ICivicLocationStore | None = None,
 ) -> Deferred[int]:
     """
     Run the command parsed into ``args`` against the stores.
@@ -602,6 +646,7 @@ def run_command(
         live_calls: read by ``calls``.
         tz: the zone times are shown and read in; None is the local zone.
         audit_log: where changes and CDR exports are recorded (L{warden.ctl.audit}).
+        civic_locations: where ``extension set --location`` assigns a location.
 
     Returns:
         A Deferred firing with the exit status.
@@ -614,7 +659,7 @@ def run_command(
         try:
             await handler(
                 _Context(args, config, directory, clock, out, err, call_records, live_calls, tz,
-                         audit)
+                         audit, civic_locations)
             )  # fmt: skip
         except CommandError as e:
             print(f"wardenctl: {e.message}", file=err)
@@ -644,6 +689,7 @@ async def _run_with_store(
                 call_records=stores.records,
                 live_calls=stores.live if state is None else ctl_cluster.live_calls(state),
                 audit_log=admin_stores(stores.pool)[1],
+                civic_locations=SQLCivicLocationStore(stores.pool),
             )
         finally:
             if state is not None:
@@ -672,6 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stir_ctl.run(args)
     if getattr(args, "voicemail", False):  # voicemail pin, voicemail list
         return voicemail_ctl.run(args, config)
+    if getattr(args, "civic_location", False):  # location add|list|remove|map|unmap
+        return location_ctl.run(args, config)
     if getattr(args, "standalone", None) is not None:  # backup, restore
         from twisted.internet import reactor
 

@@ -49,6 +49,7 @@ from warden.interfaces import (
     IAdminEndpoints,
     ICallHook,
     ICivicLocationStore,
+    IDirectory,
     IEmergencyObserver,
     IWardenPlugin,
 )
@@ -337,7 +338,7 @@ class EmergencyPlugin(CallHookBase):
         " caller's PIDF-LO location ([emergency], wardenctl location)"
     )
     sections: tuple[str, ...] = ("emergency",)
-    needs: tuple[str, ...] = ("stores", "sip", "trunks")
+    needs: tuple[str, ...] = ("stores", "directory", "sip", "trunks")
     provides: tuple[str, ...] = ("e911",)
 
     log = Logger()
@@ -345,6 +346,7 @@ class EmergencyPlugin(CallHookBase):
     def __init__(self) -> None:
         self.service: EmergencyService | None = None
         self.store: ICivicLocationStore | None = None
+        self.directory: IDirectory | None = None
 
     def parse_section(
         self, name: str, table: Mapping[str, object], filename: str | None
@@ -390,6 +392,7 @@ class EmergencyPlugin(CallHookBase):
         trunks.reserve(config.trunks, config.reserve_calls)
         if self.store is None:
             self.store = SQLCivicLocationStore(context.need("stores", Stores).pool)
+        self.directory = context.need("directory", IDirectory)
         observers = [EmergencyMetrics(), *context.providers(IEmergencyObserver)]
         self.service = EmergencyService(
             context.reactor, config, trunks,
@@ -398,9 +401,10 @@ class EmergencyPlugin(CallHookBase):
         )  # fmt: skip
         context.provide("e911", self.service)
 
-    def use_store(self, store: ICivicLocationStore) -> None:
+    def use_store(self, store: ICivicLocationStore, directory: IDirectory | None = None) -> None:
         """Keep the locations in ``store`` (tests; L{make} uses the database)."""
         self.store = store
+        self.directory = directory
 
     # -- admin API ------------------------------------------------------------------
 
@@ -408,7 +412,7 @@ class EmergencyPlugin(CallHookBase):
         """Locations, extension locations and network maps (L{warden.features.e911_api})."""
         from warden.features.e911_api import LocationEndpoints
 
-        return LocationEndpoints(lambda: self.store).endpoints()
+        return LocationEndpoints(lambda: self.store, lambda: self.directory).endpoints()
 
     # -- call hooks -----------------------------------------------------------------
 

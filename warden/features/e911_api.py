@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from warden.errors import ApiError
-from warden.interfaces import ICivicLocationStore
+from warden.features.endpoints import NUMBER_PARAMS, require_extension
+from warden.interfaces import ICivicLocationStore, IDirectory
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.model.emergency import (
     CivicError,
@@ -25,7 +26,6 @@ from warden.model.emergency import (
 __all__ = ["LocationEndpoints", "location_json"]
 
 _NAME_PARAMS = {"name": "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"}
-_NUMBER_PARAMS = {"number": "[0-9]{1,32}"}
 _NETWORK_PARAMS = {"address": "[0-9A-Fa-f.:]{2,45}", "prefix": "[0-9]{1,3}"}
 _LOCATION_FIELD = (str, {"type": "string", "description": "a location name ('' clears)"})
 _Fields = Mapping[str, tuple[type, Mapping[str, Any]]]
@@ -46,15 +46,28 @@ def location_json(location: CivicLocation) -> dict[str, Any]:
 
 class LocationEndpoints:
     """
-    The endpoints, on the plugin's store (looked up when a request comes: the
-    plugin may be built after the admin plugin).
+    The endpoints, on the plugin's store and the directory (looked up when a
+    request comes: the plugin may be built after the admin plugin).
 
     Args:
         store: the location store, or None before the plugin is built.
+        directory: the extensions, or None before the plugin is built.
     """
 
-    def __init__(self, store: Callable[[], ICivicLocationStore | None]) -> None:
+    def __init__(
+        self,
+        store: Callable[[], ICivicLocationStore | None],
+        directory: Callable[[], IDirectory | None],
+    ) -> None:
         self._store = store
+        self._directory = directory
+
+    async def _extension(self, number: str) -> ICivicLocationStore:
+        store, directory = self._locations(), self._directory()
+        if directory is None:
+            raise ApiError(503, "unavailable", "emergency locations are not available")
+        await require_extension(directory, number)
+        return store
 
     def _locations(self) -> ICivicLocationStore:
         store = self._store()
@@ -105,7 +118,7 @@ class LocationEndpoints:
     async def extension(self, request: EndpointRequest) -> EndpointReply:
         """``GET /extensions/{number}/location``: its location's name (null: none)."""
         number = request.params["number"]
-        name = await self._locations().extension_location(number)
+        name = await (await self._extension(number)).extension_location(number)
         return EndpointReply({"number": number, "location": name})
 
     async def set_extension(self, request: EndpointRequest) -> EndpointReply:
@@ -113,8 +126,9 @@ class LocationEndpoints:
         number, name = request.params["number"], request.body.get("location")
         if name is None:
             raise ApiError(400, "missing_field", "missing field 'location'")
+        store = await self._extension(number)
         try:
-            await self._locations().set_extension_location(number, name)
+            await store.set_extension_location(number, name)
         except KeyError:
             raise ApiError(400, "invalid_field", f"location: no location {name!r}") from None
         return EndpointReply({"number": number, "location": name or None}, target=number)
@@ -171,10 +185,10 @@ class LocationEndpoints:
                            "Remove a location and its extension and network assignments",
                            _NAME_PARAMS, ok=204),
             PluginEndpoint("GET", ext, self.extension, "read",
-                           "An extension's dispatchable location", _NUMBER_PARAMS),
+                           "An extension's dispatchable location", NUMBER_PARAMS),
             PluginEndpoint("PUT", ext, self.set_extension, "write",
                            "Set an extension's dispatchable location ('' clears)",
-                           _NUMBER_PARAMS, location),
+                           NUMBER_PARAMS, location),
             PluginEndpoint("GET", "location-networks", self.list_networks, "read",
                            "Networks mapped to a dispatchable location"),
             PluginEndpoint("PUT", net, self.map, "write",

@@ -140,6 +140,8 @@ class CallRecord:
         stir_verstat: the STIR/SHAKEN verification result of an inbound call
             (``TN-Validation-Passed``, ``TN-Validation-Failed``,
             ``No-TN-Validation``); "" when not verified.
+        emergency: an emergency call (``911``, or the ``933`` test number:
+            ``dialled`` tells them apart), routed by the e911 plugin.
     """
 
     call_id: str = attrs.field(validator=_text)
@@ -160,6 +162,7 @@ class CallRecord:
     recording_info: dict[str, Any] = attrs.field(factory=dict, converter=_json_object, hash=False)
     stir_attest: str = attrs.field(default="", validator=_text)
     stir_verstat: str = attrs.field(default="", validator=_text)
+    emergency: bool = attrs.field(default=False, converter=bool)
 
     @property
     def duration(self) -> float:

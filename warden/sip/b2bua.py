@@ -889,6 +889,7 @@ class CallController:
             codec=call.codec, media=media_stats, node_id=self.settings.node_id,
             recording=call.attempt.recording, recording_info=call.attempt.recording_info,
             stir_attest=call.attempt.stir_attest, stir_verstat=call.attempt.stir_verstat,
+            emergency=call.attempt.emergency,
         )  # fmt: skip
 
     def _quiet(self, d: object, what: str) -> None:

@@ -35,7 +35,7 @@ Row = tuple[Any, ...]
 _RECORD_COLUMNS = (
     "call_id, caller, caller_name, callee, dialled, started_at, answered_at, ended_at,"
     " disposition, hangup_cause, hangup_side, codec, media, node_id, recording, recording_info,"
-    " stir_attest, stir_verstat"
+    " stir_attest, stir_verstat, emergency"
 )
 _RECORD_NAMES = tuple(c.strip() for c in _RECORD_COLUMNS.split(","))
 
@@ -60,6 +60,7 @@ def _record_row(record: CallRecord) -> Row:
         _json(record.recording_info),
         record.stir_attest,
         record.stir_verstat,
+        record.emergency,
     )
 
 
