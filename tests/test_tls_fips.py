@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
+from twisted.internet import ssl as twisted_ssl
 
 from tests.test_tls import PairTestCase, handshake_with
+from warden.features.e911_channels import trust_policy
 from warden.tls import (
     FIPS_CIPHERS,
     FIPS_TLS13_SUITES,
     MOZILLA_INTERMEDIATE,
+    ClientTlsPolicy,
     TlsPolicy,
+    _client_context,
     build_context,
     cipher_names,
+    client_tls_options,
     fips_cipher_problem,
 )
 
@@ -100,3 +105,52 @@ class FipsContextTests(PairTestCase):
         self.assertEqual(cipher_names(FIPS_CIPHERS), FIPS_CIPHERS.split(":"))
         self.assertEqual(fips_cipher_problem(FIPS_CIPHERS), "")
         self.assertIn("DHE-RSA-AES128-GCM-SHA256", fips_cipher_problem(MOZILLA_INTERMEDIATE))
+
+
+class FipsClientTests(PairTestCase):
+    """Warden's outgoing TLS (x5u fetches, webhooks, SMTP) in FIPS mode."""
+
+    def trust(self) -> object:
+        with open(self.cert, "rb") as f:
+            return twisted_ssl.Certificate.loadPEM(f.read())
+
+    def client_context(self, fips: bool) -> SSL.Context:
+        context = _client_context(client_tls_options("localhost", self.trust(), fips))
+        # The generated certificate is no CA; verifying it is Twisted's business,
+        # not what these tests are about.
+        context.set_verify(SSL.VERIFY_NONE)
+        return context
+
+    def test_offers_approved_suites_only(self) -> None:
+        offered = SSL.Connection(self.client_context(True), None).get_cipher_list()
+        self.assertEqual(set(offered) - APPROVED, set())
+        plain = SSL.Connection(self.client_context(False), None).get_cipher_list()
+        self.assertIn("TLS_CHACHA20_POLY1305_SHA256", plain)
+
+    def test_chacha20_server_refused(self) -> None:
+        """A server speaking only ChaCha20-Poly1305 gets no handshake from a FIPS client."""
+        server = build_context(
+            self.cert, self.key, TlsPolicy(ciphers="ECDHE-ECDSA-CHACHA20-POLY1305")
+        )
+        server.set_tls13_ciphersuites(b"TLS_CHACHA20_POLY1305_SHA256")
+        self.assertRaises(SSL.Error, handshake, server, self.client_context(True))
+        server = build_context(
+            self.cert, self.key, TlsPolicy(ciphers="ECDHE-ECDSA-CHACHA20-POLY1305")
+        )
+        server.set_tls13_ciphersuites(b"TLS_CHACHA20_POLY1305_SHA256")
+        self.assertEqual(
+            handshake(server, self.client_context(False)), "TLS_CHACHA20_POLY1305_SHA256"
+        )
+
+    def test_handshake_with_an_approved_server(self) -> None:
+        """An ordinary server: an AES-GCM suite is chosen."""
+        server = build_context(self.cert, self.key)
+        self.assertIn(handshake(server, self.client_context(True)), APPROVED)
+
+    def test_policy_for_agents(self) -> None:
+        """The HTTPS policy (webhooks) gives the same restricted options."""
+        creator = ClientTlsPolicy(self.trust(), fips=True).creatorForNetloc(b"localhost", 443)
+        offered = SSL.Connection(_client_context(creator), None).get_cipher_list()
+        self.assertEqual(set(offered) - APPROVED, set())
+        policy = trust_policy("", "emergency.notify_webhook_ca", fips=True)
+        self.assertTrue(policy.fips)

@@ -30,8 +30,13 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from prometheus_client import Gauge
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLContextFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLContextFactory,
+    IReactorTime,
+)
 from twisted.logger import Logger
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 #: How long a generated certificate is valid.
@@ -241,6 +246,63 @@ def _restrict_to_fips(context: SSL.Context) -> None:
     context.set_tls13_ciphersuites(FIPS_TLS13_SUITES.encode("ascii"))
     if not _openssl.SSL_CTX_set1_curves_list(context._context, FIPS_GROUPS.encode("ascii")):
         raise ValueError(f"OpenSSL refuses the groups {FIPS_GROUPS}")
+
+
+def client_tls_options(
+    hostname: str, trust_root: Any = None, fips: bool = False
+) -> IOpenSSLClientConnectionCreator:
+    """
+    Twisted's ``optionsForClientTLS`` for Warden's outgoing TLS (x5u fetches,
+    webhooks, SMTP STARTTLS): the server's certificate verified against
+    ``trust_root`` (None: the system's CAs) and the host name; with ``fips``
+    TLS 1.2+ with the FIPS suites and groups only (as L{build_context}).
+    """
+    extra: dict[str, Any] = {}
+    if fips:
+        extra.update(
+            raiseMinimumTo=TLS_VERSIONS["1.2"],
+            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(FIPS_CIPHERS),  # type: ignore[no-untyped-call]
+        )
+    options = ssl.optionsForClientTLS(
+        hostname, trustRoot=trust_root, extraCertificateOptions=extra
+    )
+    if fips:
+        _restrict_to_fips(_client_context(options))
+    return options
+
+
+def _client_context(options: IOpenSSLClientConnectionCreator) -> SSL.Context:
+    """
+    The context every connection of ``options`` (Twisted's ClientTLSOptions) is
+    made from: its ``_ctx`` before Twisted 25, else the cached context of the
+    CertificateOptions whose ``_makeTLSConnection`` it calls.
+    """
+    found: Any = options
+    context = getattr(found, "_ctx", None)
+    if context is None:
+        context = found._createConnection.__self__.getContext()
+    if not isinstance(context, SSL.Context):
+        raise TypeError("cannot reach the OpenSSL context of Twisted's client TLS options")
+    return context
+
+
+@implementer(IPolicyForHTTPS)
+class ClientTlsPolicy:
+    """
+    Twisted's ``BrowserLikePolicyForHTTPS`` (certificates verified against
+    ``trust_root`` or the system's CAs, and the host name), restricted to the
+    FIPS suites and groups with ``fips``.
+    """
+
+    def __init__(self, trust_root: Any = None, fips: bool = False) -> None:
+        self.trust_root = trust_root
+        self.fips = fips
+
+    def creatorForNetloc(  # noqa: N802 (Twisted's name)
+        self, hostname: bytes, port: int
+    ) -> IOpenSSLClientConnectionCreator:
+        """The TLS options connecting to ``hostname`` (Twisted's name)."""
+        return client_tls_options(hostname.decode("idna"), self.trust_root, self.fips)
 
 
 def build_context(cert_path: str, key_path: str, policy: TlsPolicy | None = None) -> SSL.Context:

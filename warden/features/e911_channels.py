@@ -37,7 +37,6 @@ from twisted.mail.smtp import ESMTPSenderFactory, SMTPClientError
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
-    BrowserLikePolicyForHTTPS,
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
@@ -51,6 +50,7 @@ from warden.features.e911_notify import Channel, EmergencyNotice, NotifyConfig, 
 from warden.interfaces import IClientTransactionUser
 from warden.model import Binding
 from warden.sip.message import Request, Response, out_of_dialog_request
+from warden.tls import ClientTlsPolicy
 
 if TYPE_CHECKING:
     from warden.sip.flow import Flow
@@ -229,16 +229,17 @@ class _Discard(Protocol):
             self.done.callback(self.size)
 
 
-def trust_policy(ca_path: str, name: str) -> BrowserLikePolicyForHTTPS:
+def trust_policy(ca_path: str, name: str, fips: bool = False) -> ClientTlsPolicy:
     """
     Certificates verified against the PEM bundle ``ca_path`` ("": the
-    system's CAs) and the host name.
+    system's CAs) and the host name; with ``fips`` FIPS-approved TLS only
+    (``[security] fips``, L{warden.tls.ClientTlsPolicy}).
 
     Raises:
         ConfigError: the bundle cannot be read or holds no certificate (``name``).
     """
     if not ca_path:
-        return BrowserLikePolicyForHTTPS()
+        return ClientTlsPolicy(None, fips)
     try:
         with open(ca_path, "rb") as f:
             certs = x509.load_pem_x509_certificates(f.read(1024 * 1024))
@@ -247,7 +248,7 @@ def trust_policy(ca_path: str, name: str) -> BrowserLikePolicyForHTTPS:
     except ValueError:
         raise ConfigError(name, f"{ca_path} is not a PEM certificate bundle") from None
     roots = [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certs]
-    return BrowserLikePolicyForHTTPS(trustRoot=ssl.trustRootFromCertificates(roots))
+    return ClientTlsPolicy(ssl.trustRootFromCertificates(roots), fips)
 
 
 class WebhookChannel:
@@ -259,14 +260,17 @@ class WebhookChannel:
         url: the webhook (``https://``).
         ca_path: the CA bundle its certificate must chain to ("": the system's).
         timeout: seconds to connect.
+        fips: FIPS-approved TLS only (``[security] fips``).
     """
 
     name = "webhook"
 
-    def __init__(self, reactor: Any, url: str, ca_path: str, timeout: float) -> None:
+    def __init__(
+        self, reactor: Any, url: str, ca_path: str, timeout: float, fips: bool = False
+    ) -> None:
         self.targets = (url,)
         self.agent = Agent(
-            reactor, contextFactory=trust_policy(ca_path, "emergency.notify_webhook_ca"),
+            reactor, contextFactory=trust_policy(ca_path, "emergency.notify_webhook_ca", fips),
             connectTimeout=timeout,
         )  # fmt: skip
 
@@ -331,18 +335,21 @@ class EmailChannel:
         reactor: connects to the relay.
         config: the relay, sender, recipients and timeout.
         password: the relay's password ("" without ``smtp_username``).
+        fips: FIPS-approved TLS only for STARTTLS (``[security] fips``).
     """
 
     name = "email"
 
-    def __init__(self, reactor: IReactorTCP, config: NotifyConfig, password: str = "") -> None:
+    def __init__(
+        self, reactor: IReactorTCP, config: NotifyConfig, password: str = "", fips: bool = False
+    ) -> None:
         self.reactor = reactor
         self.config = config
         self.targets = config.notify_email
         self._password = password
         self._tls: Any = None
         if config.smtp_tls == "starttls":
-            policy = trust_policy(config.smtp_ca, "emergency.smtp_ca")
+            policy = trust_policy(config.smtp_ca, "emergency.smtp_ca", fips)
             self._tls = policy.creatorForNetloc(config.smtp_host.encode(), config.smtp_port)
 
     def describe(self, target: str) -> str:
@@ -395,11 +402,17 @@ class EmailChannel:
 
 
 def build_channels(
-    reactor: Any, config: NotifyConfig, sip: SipService, domain: str, password: str = ""
+    reactor: Any,
+    config: NotifyConfig,
+    sip: SipService,
+    domain: str,
+    password: str = "",
+    fips: bool = False,
 ) -> list[Channel]:
     """
     The channels ``config`` asks for: SIP MESSAGE through ``sip`` (its
-    location service, addressing and transactions), the webhook, email.
+    location service, addressing and transactions), the webhook, email (with
+    ``fips``, their TLS FIPS-approved only).
     """
     channels: list[Channel] = []
     calls = sip.calls
@@ -414,9 +427,10 @@ def build_channels(
     if config.notify_webhook:
         channels.append(
             WebhookChannel(
-                reactor, config.notify_webhook, config.notify_webhook_ca, config.notify_timeout
+                reactor, config.notify_webhook, config.notify_webhook_ca, config.notify_timeout,
+                fips,
             )
-        )
+        )  # fmt: skip
     if config.notify_email:
-        channels.append(EmailChannel(reactor, config, password))
+        channels.append(EmailChannel(reactor, config, password, fips))
     return channels

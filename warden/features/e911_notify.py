@@ -543,7 +543,10 @@ class EmergencyNotifyPlugin:
         if config.notify_email and config.smtp_username:
             password = read_password(config.smtp_password_file, "emergency.smtp_password_file")
         sip = context.need("sip", SipService)
-        channels = build_channels(context.reactor, config, sip, context.config.realm, password)
+        channels = build_channels(
+            context.reactor, config, sip, context.config.realm, password,
+            context.config.security.fips,
+        )  # fmt: skip
         self.notifier = EmergencyNotifier(context.reactor, channels, config)
         if channels:
             context.add_service(NotifierService(self.notifier))

@@ -395,6 +395,7 @@ class StirShakenPlugin(CallHookBase):
             fetcher = CertificateFetcher(
                 context.reactor, UrlPolicy(config.x5u_allow), root,
                 config.max_cert_bytes, config.fetch_timeout, config.cache_seconds,
+                context.config.security.fips,
             )  # fmt: skip
         self.service = StirShaken(context.reactor, config, key, anchors, fetcher)
         context.provide("stirshaken", self.service)

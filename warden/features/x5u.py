@@ -42,7 +42,6 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -51,6 +50,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from warden.features.passport import BAD_INFO, UNSUPPORTED, IdentityError
+from warden.tls import client_tls_options
 
 __all__ = ["CertificateFetcher", "UrlPolicy", "load_anchors", "public_key_of"]
 
@@ -129,7 +129,7 @@ class _CheckedEndpoint:
         UrlPolicy.check_address(address, self.explicit)
         kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         tcp = kind(reactor, address, self.port, timeout=self.fetcher.timeout)
-        options = optionsForClientTLS(self.host, trustRoot=self.fetcher.trust_root)
+        options = client_tls_options(self.host, self.fetcher.trust_root, self.fetcher.fips)
         protocol: IProtocol = await wrapClientTLS(options, tcp).connect(factory)
         return protocol
 
@@ -183,6 +183,7 @@ class CertificateFetcher:
         max_bytes: the largest certificate resource accepted.
         timeout: seconds a fetch may take in all (connect, TLS, response).
         cache_seconds: how long a fetched chain is reused.
+        fips: FIPS-approved TLS only (``[security] fips``).
     """
 
     def __init__(
@@ -193,8 +194,10 @@ class CertificateFetcher:
         max_bytes: int,
         timeout: float,
         cache_seconds: float,
+        fips: bool = False,
     ) -> None:
         self.reactor, self.policy, self.trust_root = reactor, policy, trust_root
+        self.fips = fips
         self.max_bytes, self.timeout, self.cache_seconds = max_bytes, timeout, cache_seconds
         self._cache: dict[str, tuple[float, list[x509.Certificate]]] = {}
 
