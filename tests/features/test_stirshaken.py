@@ -35,6 +35,7 @@ from warden.features.stirshaken import (
     with_verstat,
 )
 from warden.features.x5u import (
+    MAX_FETCHES,
     CertificateFetcher,
     UrlPolicy,
     _LimitedBody,
@@ -42,7 +43,7 @@ from warden.features.x5u import (
     public_key_of,
 )
 from warden.model import Extension
-from warden.plugin import discover
+from warden.plugin import BuildContext, discover, enabled_plugins
 from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
 from warden.sip.hooks import CallAttempt, OutgoingLeg
@@ -87,6 +88,7 @@ class ConfigTests(SynchronousTestCase):
             'tn_owned = ["1555-123"]': "tn_owned",
             "tn_owned = [15551230000]": "tn_owned",
             'x5u_allow = ["http://certs/"]': "x5u_allow",
+            'x5u_allow = ["https://certs.example.net"]': "x5u_allow",
             "max_cert_bytes = 10": "max_cert_bytes",
             "fetch_timeout = 0": "fetch_timeout",
             "fetch_timeout = 100": "fetch_timeout",
@@ -192,6 +194,28 @@ class FetchTests(SynchronousTestCase):
         reactor.advance(0.02)
         failure = self.failureResultOf(d, IdentityError)
         self.assertEqual((failure.value.status, failure.value.reason), (436, "x5u_timeout"))
+
+    def test_shared_and_bounded(self) -> None:
+        """
+        Calls asking for a URL being fetched share that fetch (and its
+        outcome); beyond MAX_FETCHES URLs at once a fetch fails at once.
+        """
+        reactor = MemoryReactorClock()
+        fetcher = self.fetcher(reactor)
+        first = fetcher.fetch("https://127.0.0.1:8443/c.pem")
+        second = fetcher.fetch("https://127.0.0.1:8443/c.pem")
+        self.assertEqual(len(reactor.tcpClients), 1)
+        others = [fetcher.fetch(f"https://127.0.0.1:8443/{n}.pem") for n in range(MAX_FETCHES - 1)]
+        self.assertEqual(len(reactor.tcpClients), MAX_FETCHES)
+        refused = self.failureResultOf(
+            fetcher.fetch("https://127.0.0.1:8443/more.pem"), IdentityError
+        )
+        self.assertIn("at once", refused.value.detail)
+        reactor.advance(2.0)
+        for d in (first, second, *others):
+            self.assertEqual(self.failureResultOf(d, IdentityError).value.reason, "x5u_timeout")
+        fetcher.fetch("https://127.0.0.1:8443/more.pem")  # room again
+        self.assertEqual(len(reactor.tcpClients), MAX_FETCHES + 1)
 
     def test_oversized_body(self) -> None:
         """A body over the cap fails as x5u_too_large and the transfer is stopped."""
@@ -460,3 +484,55 @@ class VerificationTests(SynchronousTestCase):
             f'"Bob" <sip:+1555;verstat={FAILED}@h;user=phone>;x=1',
         )
         self.assertEqual(with_verstat("<sip:h>", FAILED), "<sip:h>")
+
+
+class PluginTests(SynchronousTestCase):
+    """The plugin as ``makeService`` builds it."""
+
+    def build(self, section: str) -> Any:
+        """Build the stirshaken plugin with ``[stirshaken]`` ``section``."""
+        config = parse_config_text(f'[plugins]\nenabled = ["stirshaken"]\n[stirshaken]\n{section}')
+        [plugin] = enabled_plugins(config.plugins.enabled, discover())
+        plugin.make(BuildContext(MemoryReactorClock(), config, None, {}, [plugin]))
+        return plugin
+
+    def test_inert_by_default(self) -> None:
+        """With neither signing nor verification configured it does nothing at any hook."""
+        plugin = self.build("")
+        self.assertIsNone(plugin.service)
+        attempt = _attempt(EXTENSION, [("Identity", "x")], {"trunk-inbound"})
+        attempt.target = _target()
+        self.assertIsNone(plugin.before_routing(attempt))
+        leg = _leg()
+        plugin.leg_built(attempt, leg)
+        self.assertEqual(leg.request.get_all("Identity"), [])
+
+    def test_signing_and_verifying(self) -> None:
+        """Configured, it reads the key and anchors and signs and verifies."""
+        ca = make_ca()
+        key_path, anchors_path = _write(make_leaf(ca).key_pem), _write(ca.pem)
+        self.addCleanup(os.unlink, key_path)
+        self.addCleanup(os.unlink, anchors_path)
+        plugin = self.build(
+            f'private_key = "{key_path}"\ncertificate_url = "{X5U}"\n'
+            f'verify_inbound = true\ntrust_anchors = "{anchors_path}"\n'
+        )
+        attempt = _attempt(EXTENSION, [], set())
+        attempt.target = _target()
+        leg = _leg()
+        plugin.leg_built(attempt, leg)
+        self.assertEqual(len(leg.request.get_all("Identity")), 1)
+        self.assertIsNone(plugin.before_routing(attempt))  # not from a trunk
+        inbound = _attempt(OUTSIDE, [], {"trunk-inbound"})
+        d = plugin.before_routing(inbound)
+        self.successResultOf(d)
+        self.assertEqual(inbound.stir_verstat, NO_VALIDATION)
+
+    def test_bad_anchors(self) -> None:
+        """A trust-anchor file holding no certificate stops the start, naming the key."""
+        path = _write(b"not a certificate")
+        self.addCleanup(os.unlink, path)
+        error = self.assertRaises(
+            ConfigError, self.build, f'verify_inbound = true\ntrust_anchors = "{path}"\n'
+        )
+        self.assertEqual(error.path, "stirshaken.trust_anchors")

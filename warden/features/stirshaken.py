@@ -134,7 +134,7 @@ class StirShakenConfig:
         tn_owned: numbers this PBX attests with A (``x`` matches any digit).
         verify_inbound: verify the Identity of INVITEs from trunks.
         trust_anchors: PEM file of the STI-CA certificates trusted.
-        x5u_allow: URL prefixes or host names ``x5u`` may name (empty: any
+        x5u_allow: URL prefixes (ending in ``/``) or host names ``x5u`` may name (empty: any
             public host); an internal address only when listed here.
         fetch_ca: PEM file of the CAs trusted for the x5u HTTPS servers ("":
             the system's).
@@ -182,6 +182,8 @@ class StirShakenConfig:
         for entry in self.x5u_allow:
             if "://" in entry and not entry.startswith("https://"):
                 raise _fail("x5u_allow", f"{entry!r}: only https URLs are fetched")
+            if "://" in entry and not entry.endswith("/"):
+                raise _fail("x5u_allow", f"{entry!r}: a URL prefix must end with /")
 
 
 def _read(name: str, path: str) -> bytes:
@@ -382,6 +384,7 @@ class StirShakenPlugin(CallHookBase):
         Raises:
             ConfigError: an unreadable or unsuitable key or PEM file.
         """
+        self.service = None
         config = context.config.plugin_sections.get("stirshaken")
         if not isinstance(config, StirShakenConfig):
             config = StirShakenConfig()

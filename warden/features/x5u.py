@@ -56,6 +56,9 @@ __all__ = ["CertificateFetcher", "UrlPolicy", "load_anchors", "public_key_of"]
 
 _MAX_URL = 2048
 _CACHE_ENTRIES = 256
+#: Certificate URLs fetched at once, at most (a flood of calls naming new
+#: URLs is refused rather than opening connections without bound).
+MAX_FETCHES = 32
 
 
 class UrlPolicy:
@@ -200,14 +203,17 @@ class CertificateFetcher:
         self.fips = fips
         self.max_bytes, self.timeout, self.cache_seconds = max_bytes, timeout, cache_seconds
         self._cache: dict[str, tuple[float, list[x509.Certificate]]] = {}
+        self._waiting: dict[str, list[Deferred[list[x509.Certificate]]]] = {}
 
     def fetch(self, url: str) -> Deferred[list[x509.Certificate]]:
         """
         The certificates at ``url`` (leaf first), from the cache while fresh.
+        Calls asking for a URL being fetched wait for that fetch; at most
+        L{MAX_FETCHES} URLs are fetched at once.
 
         Raises (as the Deferred's failure):
             IdentityError: 436 for a refused URL, a failed, slow, oversized or
-                unreadable fetch.
+                unreadable fetch, or too many fetches at once.
         """
         now = self.reactor.seconds()
         cached = self._cache.get(url)
@@ -217,10 +223,29 @@ class CertificateFetcher:
             explicit = self.policy.check(url)
         except IdentityError:
             return defer.fail()
+        waiting = self._waiting.get(url)
+        if waiting is not None:
+            follower: Deferred[list[x509.Certificate]] = Deferred()
+            waiting.append(follower)
+            return follower
+        if len(self._waiting) >= MAX_FETCHES:
+            detail = f"over {MAX_FETCHES} certificate fetches at once"
+            return defer.fail(IdentityError(BAD_INFO, "x5u_fetch", detail))
+        self._waiting[url] = []
         d = Deferred.fromCoroutine(self._fetch(url, explicit))
         d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=_timed_out)
         d.addErrback(self._fetch_failed)
+        d.addBoth(self._fetched, url)
         return d
+
+    def _fetched(self, result: Any, url: str) -> Any:
+        """Hand the outcome of ``url``'s fetch to the calls waiting for it too."""
+        for follower in self._waiting.pop(url, []):
+            if isinstance(result, Failure):
+                follower.errback(result)
+            else:
+                follower.callback(result)
+        return result
 
     async def _fetch(self, url: str, explicit: bool) -> list[x509.Certificate]:
         pool = HTTPConnectionPool(self.reactor, persistent=False)
