@@ -84,6 +84,17 @@ class NotifyChannelTests(IntegrationTestCase):
         self.assertEqual(document["location"]["civic"]["RD"], "Main St")
         self.assertEqual(notifier.history[0].reason, "HTTP 500")
 
+    async def test_webhook_fips(self) -> None:
+        """In FIPS mode the webhook is reached over an approved suite."""
+        hook = start_webhook_server(self.workdir())
+        self.addCleanup(hook.stop)
+        channel = WebhookChannel(
+            real_reactor(), hook.url(SECRET_PATH), str(hook.ca_path), 5.0, fips=True
+        )
+        notifier = self.notifier(channel)
+        notifier.emergency_call_started(Call())
+        self.assertEqual(await self.settled(notifier, 1), [(1, "delivered")])
+
     async def test_webhook_untrusted(self) -> None:
         """Without the server's CA (system CAs only) TLS fails: nothing is POSTed."""
         hook = start_webhook_server(self.workdir())
