@@ -412,6 +412,7 @@ class SystemTests(_Base):
         self.assertEqual(status["node"], "node1")
         self.assertEqual(status["uptime"], 12.5)
         self.assertEqual(status["counts"]["extensions"], 1)
+        self.assertEqual(status["fips"], {"mode": False, "provider_active": False})
 
     def test_drain_and_readiness(self) -> None:
         """Drain waits for calls up to the timeout, then hangs up; readyz says draining."""

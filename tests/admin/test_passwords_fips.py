@@ -124,6 +124,12 @@ class FipsLoginTests(SynchronousTestCase):
         stored = self.h.admin_store.accounts["alice"].password_hash
         self.assertTrue(stored.startswith(f"pbkdf2_sha256${PBKDF2_ITERATIONS}$"))
 
+    def test_status_says_fips(self) -> None:
+        self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))
+        token = self.h.login()
+        status = self.h.request("GET", "/api/v1/status", token=token).json()
+        self.assertEqual(status["fips"], {"mode": True, "provider_active": False})
+
     def test_extensions_get_no_md5_ha1(self) -> None:
         """Extensions made or given a password through the API keep no MD5 HA1."""
         self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))

@@ -70,6 +70,8 @@ class ApiServices:
     started_at: float = 0.0
     #: ``[security] fips``: new passwords get no MD5 HA1.
     fips: bool = False
+    #: Whether the OpenSSL in use runs a FIPS provider (L{warden.fips}), for ``/status``.
+    fips_provider_active: bool = False
 
 
 def limit_of(query: dict[str, str], default: int = 100) -> int:
@@ -468,6 +470,7 @@ class SystemApi:
             "node": self.s.node_id,
             "uptime": round(max(0.0, now - self.s.started_at), 3),
             "draining": bool(self.s.drain and self.s.drain.draining),
+            "fips": {"mode": self.s.fips, "provider_active": self.s.fips_provider_active},
             "counts": {"extensions": extensions, "registrations": registrations,
                        "calls": calls, "cdrs": records},
         })  # fmt: skip

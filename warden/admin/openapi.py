@@ -152,7 +152,7 @@ def paths() -> dict[str, dict[str, Any]]:
             ),
         },
         "/tokens/{token_id}": {"delete": _op("Revoke an API token", 204, token_id)},
-        "/status": {"get": _op("Version, uptime, node and counts")},
+        "/status": {"get": _op("Version, uptime, node, FIPS mode and counts")},
         "/extensions": {
             "get": _op("List extensions"),
             "post": _op(

@@ -15,6 +15,7 @@ from warden.admin.drain import DrainController
 from warden.admin.metrics import WardenCollector
 from warden.admin.service import AdminListenSettings, make_admin_service
 from warden.config import AdminConfig
+from warden.fips import fips_status
 from warden.interfaces import (
     IAdminEndpoints,
     IAuthenticationFactor,
@@ -71,6 +72,7 @@ class AdminPlugin(BuiltinPlugin):
             drain=drain,
             started_at=reactor.seconds(),
             fips=config.security.fips,
+            fips_provider_active=fips_status().provider_active,
         )
         auth_settings = AuthSettings(
             session_seconds=admin.session_seconds,
