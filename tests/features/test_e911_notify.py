@@ -34,6 +34,7 @@ from warden.features.e911_notify import (
     NotifyFailed,
     parse_notify,
 )
+from warden.model import Binding
 from warden.model.emergency import EmergencyCall
 from warden.sip.message import Request, make_response
 from warden.testing.callstack import CallStack
@@ -396,6 +397,18 @@ class SipMessageTests(SynchronousTestCase):
         d = self.channel.send("1003", EmergencyNotice.of(Call()))
         failure = self.failureResultOf(d, NotifyFailed)
         self.assertEqual(failure.getErrorMessage(), "no phone registered")
+
+    def test_unreachable(self) -> None:
+        """A phone registered over a TCP connection that is gone cannot be reached."""
+        binding = Binding(
+            aor="1003", contact="sip:1003@192.0.2.51:5070;transport=tcp",
+            key="1003@192.0.2.51:5070", expires_at=self.stack.clock.seconds() + 3600,
+            received="tcp:192.0.2.51:40000",
+        )  # fmt: skip
+        self.stack.successResultOf_(self.stack.location.apply("1003", [binding], []))
+        d = self.channel.send("1003", EmergencyNotice.of(Call()))
+        failure = self.failureResultOf(d, NotifyFailed)
+        self.assertIn("no registered phone reachable", failure.getErrorMessage())
 
     def test_describe(self) -> None:
         """Logs name the extension."""

@@ -154,12 +154,15 @@ class SipMessageChannel:
 
     async def _send(self, target: str, notice: EmergencyNotice) -> None:
         sent: list[Deferred[None]] = []
-        for binding in await self.bindings(target, self.clock.seconds()):
+        bindings = await self.bindings(target, self.clock.seconds())
+        for binding in bindings:
             flow = self.flow_for(binding)
             if flow is not None:
                 sent.append(self._message(target, binding, flow, notice))
-        if not sent:
+        if not bindings:
             raise NotifyFailed("no phone registered")
+        if not sent:
+            raise NotifyFailed("no registered phone reachable (its connection is gone)")
         results = await defer.DeferredList(sent, consumeErrors=True)
         if any(ok for ok, _ in results):
             return
