@@ -130,6 +130,14 @@ class FipsLoginTests(SynchronousTestCase):
         status = self.h.request("GET", "/api/v1/status", token=token).json()
         self.assertEqual(status["fips"], {"mode": True, "provider_active": False})
 
+    def test_md5_algorithms_refused(self) -> None:
+        self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))
+        token = self.h.login()
+        body = {"number": "1001", "algorithms": ["MD5"]}
+        response = self.h.request("POST", "/api/v1/extensions", body, token)
+        self.assertEqual(response.status, 400, response.body)
+        self.assertIn(b"MD5 is not FIPS-approved", response.body)
+
     def test_extensions_get_no_md5_ha1(self) -> None:
         """Extensions made or given a password through the API keep no MD5 HA1."""
         self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))

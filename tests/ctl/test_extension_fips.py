@@ -59,3 +59,17 @@ class FipsExtensionTests(SynchronousTestCase):
     def test_make_extension_default_keeps_md5(self) -> None:
         extension = make_extension("1001", "", REALM, "pw")
         self.assertEqual(extension.ha1_md5, compute_ha1("MD5", "1001", REALM, "pw"))
+
+    def test_md5_algorithms_refused(self) -> None:
+        """An extension cannot be given MD5 in FIPS mode: exit 2, nothing stored."""
+        args = build_parser().parse_args(
+            ["extension", "add", "1002", "--password", "pw-two-long", "--algorithms", "MD5"]
+        )
+        err = StringIO()
+        d = run_command(args, self.config, self.directory, Clock(), StringIO(), err)
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertIn("MD5 is not FIPS-approved", err.getvalue())
+        self.assertIsNone(self.successResultOf(self.directory.get_extension("1002")))
+        self.assertEqual(self.ctl("extension", "add", "1002", "--algorithms", "SHA-256"), 0)
+        self.assertEqual(self.ctl("extension", "set", "1002", "--algorithms", "MD5,SHA-256"), 2)
+        self.assertEqual(self.stored("1002").algorithms, ("SHA-256",))

@@ -3,9 +3,9 @@ FIPS mode end to end (``[security] fips = true``, ADR 0029): a real ``twistd
 warden``; SIPp (Debian's 3.6, whose digest is MD5 only) cannot register; MD5
 credentials sent over a real UDP socket are refused with a SHA-256 challenge and
 counted; SHA-256 registration works (Warden's own UAC,
-L{tests.integration.clients.SipUdpClient}, over a real UDP socket); the admin
-listener refuses a ChaCha20-only TLS client; the start-up log says whether the
-OpenSSL in use runs a FIPS provider.
+L{tests.integration.clients.SipUdpClient}, over a real UDP socket); the TLS
+listeners (SIP and admin) refuse ChaCha20 and DHE TLS clients; the start-up log
+says whether the OpenSSL in use runs a FIPS provider.
 """
 
 from __future__ import annotations
@@ -108,10 +108,11 @@ class FipsModeTests(IntegrationTestCase):
         }
 
     async def test_fips_mode_on_the_wire(self) -> None:
-        metrics_port = free_port()
+        metrics_port, sip_tls_port = free_port(), free_port()
         warden = await self.start_warden(
             {
                 "security": {"fips": True},
+                "sip": {"transports": ["udp", "tcp", "tls"], "tls_port": sip_tls_port},
                 "admin": {"metrics_listen": f"tcp:{metrics_port}:interface={LOCALHOST}"},
             }
         )
@@ -195,10 +196,11 @@ class FipsModeTests(IntegrationTestCase):
         self.assertEqual(samples["warden_fips_provider_active"], 1.0 if active else 0.0)
         self.assertEqual(samples["warden_sip_auth_fips_refused_total"], 2.0)
 
-        # The admin listener (TLS) refuses a ChaCha20-only client, accepts AES-GCM.
-        admin_port = warden.admin_port
-        with self.assertRaises(ssl.SSLError):
-            await handshake(
-                admin_port, "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-            )
-        self.assertIn("AES", await handshake(admin_port, "ECDHE+AESGCM"))
+        # Both TLS listeners (admin, SIP) refuse a ChaCha20-only client and a
+        # DHE one, and accept AES-GCM.
+        for tls_port in (warden.admin_port, sip_tls_port):
+            for refused in ("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+                            "DHE-RSA-AES128-GCM-SHA256"):  # fmt: skip
+                with self.assertRaises(ssl.SSLError):
+                    await handshake(tls_port, refused)
+            self.assertIn("AES", await handshake(tls_port, "ECDHE+AESGCM"))

@@ -29,6 +29,7 @@ from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCall
 from warden.model import Binding, Extension
 from warden.store.credentials import (
     ALGORITHMS,
+    FIPS_MD5_REFUSED,
     display_name_problem,
     generate_password,
     make_extension,
@@ -136,11 +137,13 @@ def _name(value: Any) -> str:
     return str(value)
 
 
-def _algorithms(value: Any) -> tuple[str, ...]:
+def _algorithms(value: Any, fips: bool) -> tuple[str, ...]:
     if not all(isinstance(a, str) and a in ALGORITHMS for a in value) or len(set(value)) != len(
         value
     ):
         raise ApiError(400, "invalid_field", f"algorithms: distinct values from {ALGORITHMS}")
+    if fips and "MD5" in value:
+        raise ApiError(400, "invalid_field", f"algorithms: {FIPS_MD5_REFUSED}")
     return tuple(value)
 
 
@@ -184,7 +187,7 @@ class ExtensionsApi:
         password = _password(body["password"]) if given else generate_password()
         extension = make_extension(
             number, _name(body.get("name", "")), self.s.realm, password,
-            _algorithms(body.get("algorithms", [])), body.get("enabled", True),
+            _algorithms(body.get("algorithms", []), self.s.fips), body.get("enabled", True),
             md5=not self.s.fips,
         )  # fmt: skip
         extension = attrs.evolve(extension, qualify=body.get("qualify", False))
@@ -201,7 +204,7 @@ class ExtensionsApi:
         if "name" in body:
             changes["name"] = _name(body["name"])
         if "algorithms" in body:
-            changes["algorithms"] = _algorithms(body["algorithms"])
+            changes["algorithms"] = _algorithms(body["algorithms"], self.s.fips)
         for flag in ("enabled", "qualify"):
             if flag in body:
                 changes[flag] = body[flag]

@@ -81,6 +81,7 @@ from warden.model import CallRecord, Extension
 from warden.store.backend import Stores, admin_stores
 from warden.store.civic import SQLCivicLocationStore
 from warden.store.credentials import (
+    FIPS_MD5_REFUSED,
     display_name_problem,
     generate_password,
     make_extension,
@@ -304,8 +305,15 @@ def _check_password(password: str) -> str:
     return password
 
 
+def _check_algorithms(ctx: _Context, algorithms: tuple[str, ...] | None) -> None:
+    """No MD5 for an extension in FIPS mode."""
+    if ctx.config.security.fips and "MD5" in (algorithms or ()):
+        raise CommandError(f"--algorithms: {FIPS_MD5_REFUSED}", EXIT_USAGE)
+
+
 async def _add(ctx: _Context) -> None:
     args = ctx.args
+    _check_algorithms(ctx, args.algorithms)
     generated = args.password is None
     password = generate_password() if generated else _check_password(args.password)
     extension = make_extension(
@@ -372,6 +380,7 @@ async def _show(ctx: _Context) -> None:
 
 async def _set(ctx: _Context) -> None:
     args = ctx.args
+    _check_algorithms(ctx, args.algorithms)
     fields = {
         "name": args.name, "algorithms": args.algorithms, "enabled": args.enabled,
         "qualify": args.qualify,

@@ -63,6 +63,10 @@ def parse_algorithms(text: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(result)
 
 
+#: Why an extension may not list MD5 in FIPS mode (wardenctl, the admin API).
+FIPS_MD5_REFUSED = "MD5 is not FIPS-approved; in FIPS mode ([security] fips) list SHA-256 only"
+
+
 def generate_password(length: int = 20) -> str:
     """A random password of ASCII letters and digits, from the ``secrets`` module."""
     return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(length))
