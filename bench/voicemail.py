@@ -401,14 +401,14 @@ async def exchange(rig: Rig, args: argparse.Namespace, workdir: Path) -> dict[st
             watchdog.cancel()
     rig.check_uas()
     return await collect(
-        rig, args, workdir, rowid, window,
+        rig, args, rowid, window,
         {"callers": (vm_dir, vm_code), "relayed": (relay_dir, relay_code)},
         dict(zip(mailboxes, callers)), sent_frames, sent_per_call, hold,
     )  # fmt: skip
 
 
 async def collect(
-    rig: Rig, args: argparse.Namespace, workdir: Path, rowid: int, window: dict[str, Any],
+    rig: Rig, args: argparse.Namespace, rowid: int, window: dict[str, Any],
     runs: dict[str, tuple[Path, int]], expected: dict[str, str],
     sent_frames: int, sent_per_call: int, hold: float,
 ) -> dict[str, Any]:  # fmt: skip
