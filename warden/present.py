@@ -235,9 +235,13 @@ def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
     """
     The ``calls`` table: from, to, state, duration so far, codec, media per leg
     (caller/callee: ``srtp`` encrypted, ``rtp`` plain), signalling per leg
-    (``tls`` encrypted, ``udp``/``tcp`` plain), packets, node.
+    (``tls`` encrypted, ``udp``/``tcp`` plain), whether it is being recorded
+    (``REC``), packets, node.
     """
-    rows = [("FROM", "TO", "STATE", "DURATION", "CODEC", "SIGNALLING", "MEDIA", "PACKETS", "NODE")]
+    rows = [
+        ("FROM", "TO", "STATE", "DURATION", "CODEC", "SIGNALLING", "MEDIA", "REC", "PACKETS",
+         "NODE")
+    ]  # fmt: skip
     for c in calls:
         rows.append(
             (
@@ -248,6 +252,7 @@ def live_table(calls: Iterable[LiveCall], now: float) -> list[str]:
                 c.codec or "-",
                 f"{c.caller_signalling or '-'}/{c.callee_signalling or '-'}",
                 f"{c.caller_media or '-'}/{c.callee_media or '-'}",
+                "yes" if c.recording else "-",
                 str(c.packets),
                 c.node_id or "-",
             )

@@ -12,15 +12,23 @@ hex>``, so the cost can be raised later without breaking stored hashes. scrypt
 is not FIPS-approved: in FIPS mode a scrypt hash is never computed, so it does
 not verify (L{PasswordHasher}); the password must be set again. Tokens and recovery codes are
 random (``secrets``) and high-entropy, so a plain SHA-256 of them is stored.
+
+Passwords Warden itself presents (a trunk's, an SMTP server's) are never
+written in the configuration: L{read_password} reads one from the environment
+variable or the file the configuration names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import re
 import secrets
 
 import attrs
+
+from warden.errors import ConfigError
 
 #: scrypt cost: n=2**14, r=8, p=1 (16 MiB, the commonly recommended interactive setting).
 SCRYPT_N = 2**14
@@ -38,6 +46,45 @@ _KEY_BYTES = 32
 #: The prefix of every API token: ``wdn_<id>_<secret>``.
 TOKEN_PREFIX = "wdn_"
 MIN_PASSWORD_LENGTH = 12
+#: An environment variable name a configuration may give (``password_env``).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: The longest password file read.
+MAX_PASSWORD_BYTES = 4096
+
+
+def read_password(env: str, file: str, env_key: str, file_key: str) -> str:
+    """
+    A password from the environment variable ``env`` or the first line of
+    ``file`` (read now); "" when neither is given.
+
+    Args:
+        env_key, file_key: the configuration keys that named them
+            (``trunks[0].password_env``), for errors.
+
+    Raises:
+        ConfigError: the variable is unset or the file unreadable or empty.
+    """
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise ConfigError(env_key, f"the environment variable {env} is not set")
+        return value
+    if not file:
+        return ""
+    try:
+        with open(file, "rb") as f:
+            data = f.read(MAX_PASSWORD_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(file_key, f"cannot read {file}: {e.strerror}") from None
+    if len(data) > MAX_PASSWORD_BYTES:
+        raise ConfigError(file_key, "longer than a password can be")
+    try:
+        value = data.decode("utf-8").splitlines()[0] if data.strip() else ""
+    except UnicodeDecodeError:
+        raise ConfigError(file_key, "not UTF-8 text") from None
+    if not value:
+        raise ConfigError(file_key, f"{file} is empty")
+    return value
 
 
 def hash_password(password: str, n: int = SCRYPT_N) -> str:

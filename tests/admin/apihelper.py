@@ -6,6 +6,7 @@ requests written into the real ``twisted.web`` Site over a StringTransport.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -69,6 +70,7 @@ class FakeCall:
         self.dialogs: dict[str, Any] = {}
         self.media = None
         self.ended_cause = ""
+        self.attempt = SimpleNamespace(recording="")
 
 
 class FakeCalls:

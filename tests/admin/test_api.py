@@ -135,7 +135,8 @@ class ExtensionTests(_Base):
         )
         shown = self.get("/extensions/100").json()
         self.assertEqual(shown, {"number": "100", "name": "Desk", "enabled": True,
-                                 "qualify": False, "algorithms": []})  # fmt: skip
+                                 "qualify": False, "algorithms": [],
+                                 "ring_timeout": None})  # fmt: skip
         self.assertNotIn(b"ha1", self.get("/extensions").body)
         changed = self.send("PATCH", "/extensions/100", {"name": "Lobby", "enabled": False,
                                                          "algorithms": ["SHA-256"]})  # fmt: skip
@@ -145,6 +146,22 @@ class ExtensionTests(_Base):
         self.assertEqual(self.get("/extensions/100").status, 404)
         self.assertEqual(self.send("DELETE", "/extensions/100").status, 404)
         self.assertEqual(self.send("PATCH", "/extensions/100", {"name": "x"}).status, 404)
+
+    def test_ring_timeout(self) -> None:
+        """ring_timeout is set at creation and by PATCH (null or 0 clears it); bad values 400."""
+        created = self.send("POST", "/extensions", {"number": "100", "ring_timeout": 25})
+        self.assertEqual(created.json()["extension"]["ring_timeout"], 25)
+        changed = self.send("PATCH", "/extensions/100", {"ring_timeout": 3.5})
+        self.assertEqual(changed.json()["ring_timeout"], 3.5)
+        self.assertEqual(self.h.directory._extensions["100"].ring_timeout, 3.5)  # type: ignore[attr-defined]
+        for bad in (0.5, 601, -1, True, "20", 10**400, [20]):
+            response = self.send("PATCH", "/extensions/100", {"ring_timeout": bad})
+            self.assertEqual(response.status, 400, bad)
+        self.assertEqual(self.get("/extensions/100").json()["ring_timeout"], 3.5)
+        for clear in (None, 0):
+            self.send("PATCH", "/extensions/100", {"ring_timeout": 9})
+            cleared = self.send("PATCH", "/extensions/100", {"ring_timeout": clear})
+            self.assertIsNone(cleared.json()["ring_timeout"])
 
     def test_given_password_not_echoed(self) -> None:
         """A password given at creation is not sent back."""
@@ -318,13 +335,15 @@ class CallTests(_Base):
     """Active calls and hang-up."""
 
     def test_list_show_hangup(self) -> None:
-        """Local calls show legs and duration; remote ones come from the live store."""
+        """Local calls show legs, duration and recording; remote ones come from the live store."""
         call = FakeCall("abc123", START - 5)
+        call.attempt.recording = "2026/12/06/abc123.wav"
         self.h.calls.calls["abc123"] = call
         self.h.live.publish(LiveCall("zzz", "200", "201", "201", "answered", START - 1,
                                      node_id="node2"))  # fmt: skip
         items = self.get("/calls").json()["items"]
         self.assertEqual([c["id"] for c in items], ["abc123", "zzz"])
+        self.assertEqual([c["recording"] for c in items], [True, False])
         self.assertEqual(items[0]["duration"], 5.0)
         self.assertEqual([leg["party"] for leg in items[0]["legs"]], ["100", "101"])
         self.assertEqual(items[1]["node"], "node2")

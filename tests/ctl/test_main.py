@@ -144,6 +144,7 @@ class CommandTests(SynchronousTestCase):
                     "algorithms": [],
                     "enabled": True,
                     "qualify": False,
+                    "ring_timeout": None,
                 }
             ],
         )
@@ -162,6 +163,22 @@ class CommandTests(SynchronousTestCase):
         code, out, _ = self.ctl("extension", "show", "100", "--json")
         self.assertEqual(code, 0)
         self.assertFalse(json.loads(out)["qualify"])
+
+    def test_ring_timeout(self) -> None:
+        """--ring-timeout on add and set (kept by a new password), 'default' clears it."""
+        self.ctl("extension", "add", "100", "--password", "x", "--ring-timeout", "15")
+        self.assertEqual(self.stored("100").ring_timeout, 15.0)  # type: ignore[union-attr]
+        self.ctl("extension", "set", "100", "--new-password")
+        self.assertEqual(self.stored("100").ring_timeout, 15.0)  # type: ignore[union-attr]
+        self.assertEqual(self.ctl("extension", "set", "100", "--ring-timeout", "3.5")[0], 0)
+        code, out, _ = self.ctl("extension", "show", "100")
+        self.assertEqual(code, 0)
+        self.assertIn("ring:       3.5 s", out)
+        self.assertEqual(
+            json.loads(self.ctl("extension", "show", "100", "--json")[1])["ring_timeout"], 3.5
+        )
+        self.assertEqual(self.ctl("extension", "set", "100", "--ring-timeout", "default")[0], 0)
+        self.assertEqual(self.stored("100").ring_timeout, 0.0)  # type: ignore[union-attr]
 
     def test_show_never_prints_secrets(self) -> None:
         """show prints the extension's fields but never its HA1 values."""
@@ -352,6 +369,12 @@ class MainTests(SynchronousTestCase):
         for bad in ["12a", "", "1" * 33, "-1"]:
             self.assertEqual(main(["extension", "add", "--", bad]), 2)
         self.assertIn("an extension number must be 1 to 32 digits", self.stderr.getvalue())
+
+    def test_bad_ring_timeout(self) -> None:
+        """A ring timeout that is not 1 to 600 seconds (ASCII) exits 2 saying so."""
+        for bad in ("0.5", "601", "-3", "nan", "1e3", "\uff12\uff10", "ten"):
+            self.assertEqual(main(["extension", "set", "100", f"--ring-timeout={bad}"]), 2)
+        self.assertEqual(self.stderr.getvalue().count("the ring timeout is seconds"), 7)
 
     def test_bad_name(self) -> None:
         """A display name with a line break or a bidirectional override exits 2
@@ -760,7 +783,7 @@ class CallCommandTests(SynchronousTestCase):
     def test_calls(self) -> None:
         """calls lists the calls in progress: from, to (callee, else dialled),
         state, duration so far from the clock, codec, whether each leg's media is
-        encrypted (caller/callee), packets and the node."""
+        encrypted (caller/callee), whether it is recorded, packets and the node."""
         now = self.clock.seconds()
         for call in [
             LiveCall(
@@ -777,6 +800,7 @@ class CallCommandTests(SynchronousTestCase):
                 callee_media="rtp",
                 caller_signalling="tls",
                 callee_signalling="udp",
+                recording=True,
             ),
             LiveCall("l2", "+15551234567", "", "300", "ringing", now - 4, node_id="b"),
         ]:
@@ -786,16 +810,19 @@ class CallCommandTests(SynchronousTestCase):
         self.assertEqual(
             out.splitlines(),
             [
-                "FROM          TO   STATE     DURATION  CODEC  SIGNALLING  MEDIA     PACKETS"
+                "FROM          TO   STATE     DURATION  CODEC  SIGNALLING  MEDIA     REC  PACKETS"
                 "  NODE",
-                "100           200  answered  0:01:15   PCMU   tls/udp     srtp/rtp  7000     -",
-                "+15551234567  300  ringing   0:00:04   -      -/-         -/-       0        b",
+                "100           200  answered  0:01:15   PCMU   tls/udp     srtp/rtp  yes  7000"
+                "     -",
+                "+15551234567  300  ringing   0:00:04   -      -/-         -/-       -    0"
+                "        b",
             ],
         )
         _, out, _ = self.ctl("calls", "--json")
         listed = json.loads(out)
         self.assertEqual([(c["call_id"], c["duration"]) for c in listed], [("l1", 75), ("l2", 4)])
         self.assertEqual(listed[0]["packets"], 7000)
+        self.assertEqual([c["recording"] for c in listed], [True, False])
         self.assertEqual((listed[0]["caller_media"], listed[0]["callee_media"]), ("srtp", "rtp"))
         signalling = (listed[0]["caller_signalling"], listed[0]["callee_signalling"])
         self.assertEqual(signalling, ("tls", "udp"))

@@ -143,6 +143,11 @@ class RecordedCallTests(SynchronousTestCase):
         self.calls = stack
         return stack
 
+    def live_recording(self) -> bool:
+        """Whether the call's live summary (``wardenctl calls``) says it is recorded."""
+        (live,) = self.calls.successResultOf_(self.calls.live.list())
+        return live.recording
+
     def answered(self) -> tuple[Request, Response, MediaSession]:
         invite, _, _, ok = self.alice.call_answered("1002", self.bob)
         (session,) = self.calls.media.sessions()
@@ -174,6 +179,7 @@ class RecordedCallTests(SynchronousTestCase):
         before = STARTED.labels("always")._value.get()
         invite, ok, session = self.answered()
         self.assertEqual(STARTED.labels("always")._value.get(), before + 1)
+        self.assertTrue(self.live_recording())  # published as soon as it started
         started = self.calls.clock.seconds()
         self.audio(session, 100)
         record = self.hang_up(invite, ok)
@@ -220,6 +226,7 @@ class RecordedCallTests(SynchronousTestCase):
         invite, ok, session = self.answered()
         self.audio(session, 50)
         self.assertIsNone(session.tap)
+        self.assertFalse(self.live_recording())
         for packet in [dtmf(60, 99, event=10), dtmf(61, 99, event=10, end=True)]:
             self.calls.network.deliver(session.side_a.rtp_port, packet, (ALICE[0], 40010))
         self.calls.clock.advance(1)
@@ -228,6 +235,7 @@ class RecordedCallTests(SynchronousTestCase):
         )
         started = self.calls.clock.seconds()
         self.assertIsNotNone(session.tap)
+        self.assertTrue(self.live_recording())  # published at the digit, not minutes later
         self.audio(session, 50, first=50)
         record = self.hang_up(invite, ok)
         self.assertEqual(

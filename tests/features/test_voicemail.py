@@ -13,6 +13,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.features.test_blf import BlfTestCase
@@ -256,6 +257,25 @@ class LeaveMessageTests(VoicemailTestCase):
         self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
         self.stack.clock.advance(19.9)
         before = self.stack.mark()
+        self.stack.clock.advance(0.1)
+        sent = self.stack.sent_since(before)
+        only(sent, BOB, "CANCEL")
+        self.acknowledge(invite, sent)
+
+    def test_extension_ring_timeout(self) -> None:
+        """1002's own ring timeout (8 s) takes it to voicemail before [voicemail]'s 20 s."""
+        directory = self.stack.directory
+        bob = self.stack.successResultOf_(directory.get_extension("1002"))
+        self.stack.successResultOf_(
+            directory.update_extension(attrs.evolve(bob, ring_timeout=8.0))
+        )
+        invite, sent = self.alice.call("1002")
+        bob_invite = only(sent, BOB, "INVITE")
+        assert isinstance(bob_invite, Request)
+        self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
+        before = self.stack.mark()
+        self.stack.clock.advance(7.9)
+        self.assertEqual(self.stack.sent_since(before), [])
         self.stack.clock.advance(0.1)
         sent = self.stack.sent_since(before)
         only(sent, BOB, "CANCEL")

@@ -184,6 +184,30 @@ class ForwardTests(CallFeatureTestCase):
         await self.finished(target)
 
 
+class RingTimeoutTests(CallFeatureTestCase):
+    """An extension's own ring timeout."""
+
+    async def test_extension_ring_timeout_to_voicemail(self) -> None:
+        """
+        Voicemail on with its defaults (20 s of ringing); 2003's own ring timeout
+        set to 3 s with wardenctl. 2000 calls 2003, whose phone rings and never
+        answers: Warden cancels it and voicemail answers the call after about
+        3 s, not 20 (bounds: 2.5 to 15 s from the INVITE to the answer).
+        """
+        await self.setup_warden({"voicemail": {}})
+        changed = await wardenctl(
+            self.warden.config_path, "extension", "set", "2003", "--ring-timeout", "3"
+        )
+        self.assertEqual(changed.code, 0, changed.stderr)
+        ringing = await self.phone("2003", "ringing_uas.xml")
+        await self.answered("2000", "2003")
+        await self.finished(ringing)  # it got the CANCEL (and sent 487)
+        (record,) = await self.records("2000")
+        self.assertEqual(record["disposition"], "ANSWERED", record)
+        setup = record["answered_at"] - record["started_at"]
+        self.assertTrue(2.5 <= setup < 15.0, record)  # 2003's phone never answers: voicemail did
+
+
 class DoNotDisturbTests(CallFeatureTestCase):
     """Do-not-disturb set from the phone."""
 

@@ -13,9 +13,10 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from tests.integration.admin_client import AdminClient, new_admin
 from tests.integration.baresip import BaresipPhone, BaresipTestCase, free_port_range
 from tests.integration.baresip_audio import SAMPLE_RATE, analyse_tone, write_tone
-from tests.integration.clients import pause
+from tests.integration.clients import pause, poll_async
 from tests.integration.harness import WardenProcess, provision, wardenctl
 
 TONES = {"A": 1000.0, "B": 440.0}
@@ -77,6 +78,21 @@ class RecordingTests(BaresipTestCase):
             await pause(0.5)
         self.fail("no call record was written")
 
+    async def _recording_shown(
+        self, warden: WardenProcess, admin: AdminClient
+    ) -> tuple[bool, bool]:
+        """Whether the one live call is shown recorded by ``wardenctl calls`` and the API."""
+        listed = await wardenctl(warden.config_path, "calls", "--json")
+        self.assertEqual(listed.code, 0, listed.stderr)
+        (summary,) = json.loads(listed.stdout)
+        table = await wardenctl(warden.config_path, "calls")
+        self.assertIn("REC", table.stdout)
+        self.assertEqual(summary["recording"], " yes " in table.stdout, table.stdout)
+        api = await admin.request("GET", "/api/v1/calls")
+        self.assertEqual(api.status, 200, api.body)
+        (call,) = api.json()["items"]
+        return bool(summary["recording"]), bool(call["recording"])
+
     async def _channels(
         self, warden: WardenProcess, record: dict[str, Any]
     ) -> tuple[list[int], list[int]]:
@@ -118,13 +134,24 @@ class RecordingTests(BaresipTestCase):
         """
         With ``on_demand = ["*"]`` nothing is recorded until A dials ``*1``
         (RFC 4733 events through the relay); then the call is recorded, the
-        record saying on demand, by A.
+        record saying on demand, by A. ``wardenctl calls`` (JSON and table) and
+        ``/api/v1/calls`` show the call not recorded before ``*1`` and recorded
+        after it.
         """
         warden, a, b = await self._call({"on_demand": ["*"]})
+        admin, _ = await new_admin(warden)
         await b.wait_rtp_received(PACKETS_PER_SECOND)
         self.assertFalse((warden.data_dir / "recordings").exists())
+        self.assertEqual(await self._recording_shown(warden, admin), (False, False))
         await a.command("sndcode", "*1")
         await b.wait_event("CALL_DTMF_END", count=2)
+        shown: list[tuple[bool, bool]] = []
+
+        async def shown_recording() -> bool:
+            shown.append(await self._recording_shown(warden, admin))
+            return shown[-1] == (True, True)
+
+        self.assertTrue(await poll_async(shown_recording, 15), shown)
         await b.wait_rtp_received(4 * PACKETS_PER_SECOND)
         record = await self._hang_up(warden, a, b)
         info = record["recording_info"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.sip.dialplan import Rule
@@ -212,18 +213,40 @@ class FailureTests(CallTestCase):
         only(sent, BOB, "BYE")
         self.assertFalse([m for m, a in sent if a == ALICE])
 
-    def test_ring_timeout(self) -> None:
-        """Nobody answers within the ring timeout: CANCEL to Bob, 480 to Alice."""
+    def rings_for(self, seconds: float) -> None:
+        """A call to Bob rings exactly ``seconds``: then CANCEL to Bob, 480 to Alice."""
         _invite, bob_invite = self.ring()
         self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
         mark = self.stack.mark()
-        self.stack.clock.advance(29.9)
+        self.stack.clock.advance(seconds - 0.1)
         self.assertEqual(self.stack.sent_since(mark), [])
         self.stack.clock.advance(0.2)
         sent = self.stack.sent_since(mark)
         only(sent, BOB, "CANCEL")
         only(sent, ALICE, 480)
+
+    def test_ring_timeout(self) -> None:
+        """Nobody answers within the ring timeout: CANCEL to Bob, 480 to Alice."""
+        self.rings_for(30.0)
         self.assertEqual(self.records()[0].disposition, "NO ANSWER")
+
+    def set_bob_ring_timeout(self, seconds: float) -> None:
+        """Give 1002 its own ring timeout."""
+        directory = self.stack.directory
+        bob = self.stack.successResultOf_(directory.get_extension("1002"))
+        self.stack.successResultOf_(
+            directory.update_extension(attrs.evolve(bob, ring_timeout=seconds))
+        )
+
+    def test_extension_ring_timeout(self) -> None:
+        """An extension's own ring timeout (5 s) ends the ringing instead of [calls]'."""
+        self.set_bob_ring_timeout(5.0)
+        self.rings_for(5.0)
+
+    def test_extension_ring_timeout_capped(self) -> None:
+        """An extension's ring timeout longer than [calls] ring_timeout rings only that long."""
+        self.set_bob_ring_timeout(100.0)
+        self.rings_for(30.0)
 
     def test_bad_sdp(self) -> None:
         """A malformed SDP offer gets 488 and allocates nothing."""

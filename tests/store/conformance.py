@@ -64,9 +64,12 @@ class DirectoryConformanceMixin:
         self.assertEqual(await directory.get_extension("100"), ext)
 
     async def test_flags_round_trip(self) -> None:
-        """enabled, qualify and per-extension algorithms are stored as given."""
+        """enabled, qualify, per-extension algorithms and ring timeout are stored as given."""
         directory = await self.store()
-        ext = attrs.evolve(extension("1001"), enabled=False, qualify=True, algorithms=("SHA-256",))
+        ext = attrs.evolve(
+            extension("1001"), enabled=False, qualify=True, algorithms=("SHA-256",),
+            ring_timeout=12.5,
+        )  # fmt: skip
         await directory.add_extension(ext)
         self.assertEqual(await directory.get_extension("1001"), ext)
 
@@ -620,6 +623,7 @@ class LiveCallsConformanceMixin:
             callee_media="rtp",
             caller_signalling="tls",
             callee_signalling="udp",
+            recording=True,
         )
         self.assertIsNone(await store.publish(ringing))
         self.assertIsNone(await store.publish(answered))

@@ -26,7 +26,13 @@ from warden.admin.http import ApiCall, Reply, Route, json_reply
 from warden.digits import parse_decimal, parse_uint
 from warden.errors import ApiError
 from warden.interfaces import IAuditLog, ICallRecordStore, IDirectory, ILiveCalls, ILocationService
-from warden.model import Binding, Extension
+from warden.model import (
+    MAX_RING_TIMEOUT,
+    MIN_RING_TIMEOUT,
+    Binding,
+    Extension,
+    ring_timeout_value,
+)
 from warden.store.credentials import (
     ALGORITHMS,
     FIPS_MD5_REFUSED,
@@ -127,6 +133,7 @@ def extension_json(extension: Extension) -> dict[str, Any]:
         "enabled": extension.enabled,
         "qualify": extension.qualify,
         "algorithms": list(extension.algorithms),
+        "ring_timeout": extension.ring_timeout or None,
     }
 
 
@@ -153,8 +160,21 @@ def _password(value: Any) -> str:
     return str(value)
 
 
+def _ring_timeout(value: Any) -> float:
+    """``ring_timeout``: seconds, 1 to 600, or null (0) for the default."""
+    number = 0.0 if value is None else ring_timeout_value(value)
+    if number < 0:
+        raise ApiError(
+            400, "invalid_field",
+            f"ring_timeout: seconds from {MIN_RING_TIMEOUT:g} to {MAX_RING_TIMEOUT:g},"
+            " or null (or 0) for the default",
+        )  # fmt: skip
+    return number
+
+
 _EXTENSION_FIELDS: dict[str, type | tuple[type, ...]] = {
     "name": str, "enabled": bool, "qualify": bool, "algorithms": list,
+    "ring_timeout": (int, float, type(None)),
 }  # fmt: skip
 
 
@@ -190,7 +210,10 @@ class ExtensionsApi:
             _algorithms(body.get("algorithms", []), self.s.fips), body.get("enabled", True),
             md5=not self.s.fips,
         )  # fmt: skip
-        extension = attrs.evolve(extension, qualify=body.get("qualify", False))
+        extension = attrs.evolve(
+            extension, qualify=body.get("qualify", False),
+            ring_timeout=_ring_timeout(body.get("ring_timeout")),
+        )  # fmt: skip
         await self.s.directory.add_extension(extension)
         result: dict[str, Any] = {"extension": extension_json(extension)}
         if not given:
@@ -208,6 +231,8 @@ class ExtensionsApi:
         for flag in ("enabled", "qualify"):
             if flag in body:
                 changes[flag] = body[flag]
+        if "ring_timeout" in body:
+            changes["ring_timeout"] = _ring_timeout(body["ring_timeout"])
         extension = attrs.evolve(extension, **changes)
         await self.s.directory.update_extension(extension)
         return json_reply(extension_json(extension), detail={"fields": sorted(changes)})
@@ -357,6 +382,7 @@ class CallsApi:
             "answered_at": call.answered_at,
             "duration": round(max(0.0, now - call.started_at), 3),
             "node": self.s.node_id,
+            "recording": bool(call.attempt.recording),
             "legs": legs,
         }
 
@@ -372,7 +398,7 @@ class CallsApi:
                     "dialled": summary.dialled, "state": summary.state, "codec": summary.codec,
                     "started_at": summary.started_at, "answered_at": summary.answered_at,
                     "duration": round(max(0.0, now - summary.started_at), 3),
-                    "node": summary.node_id, "legs": [],
+                    "node": summary.node_id, "recording": summary.recording, "legs": [],
                 })  # fmt: skip
         items.sort(key=lambda c: (c["started_at"], c["id"]))
         return json_reply({"items": items})

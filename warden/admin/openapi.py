@@ -82,6 +82,14 @@ _EXT_FIELDS = {
     "name": {"type": "string", "maxLength": 128},
     "enabled": {"type": "boolean"},
     "qualify": {"type": "boolean"},
+    "ring_timeout": {
+        "type": "number",
+        "nullable": True,
+        "minimum": 0,
+        "maximum": 600,
+        "description": "seconds a call rings before it counts as unanswered (voicemail,"
+        " forward on no answer); 0 or null: the default",
+    },
     "algorithms": {
         "type": "array",
         "items": {"type": "string", "enum": ["MD5", "SHA-256"]},

@@ -7,11 +7,12 @@ It reads the same configuration as the server (``--config``, ``--data-dir``,
 for the realm the server uses; it brings the database schema up to date, and
 then runs one command::
 
-    wardenctl extension add 100 --name "Front Desk"
+    wardenctl extension add 100 --name "Front Desk" [--qualify] [--ring-timeout S]
     wardenctl extension list [--json]
     wardenctl extension show 100 [--json]
     wardenctl extension set 100 [--name N] [--password PW | --new-password]
                                 [--algorithms MD5,SHA-256] [--enable | --disable]
+                                [--qualify | --no-qualify] [--ring-timeout S|default]
     wardenctl extension remove 100
     wardenctl extension import phones.csv
     wardenctl cdr list [--since WHEN] [--until WHEN] [--extension N]
@@ -28,6 +29,7 @@ then runs one command::
     wardenctl stir keygen --out key.pem | csr --key key.pem --subject S  (warden.ctl.stir)
     wardenctl location add NAME --civic "country=US,A1=CA,..." | list [--json] | remove NAME
     wardenctl location map NETWORK NAME | unmap NETWORK           (warden.ctl.location)
+    wardenctl voicemail email NUMBER ADDRESS|--clear                (warden.ctl.voicemail)
 
 WHEN is ISO-8601 (``2026-11-25T10:00``, local time unless it has an offset), a
 date (``2026-11-25``) or a time ago (``30m``, ``1h``, ``7d``).
@@ -68,6 +70,7 @@ from warden.ctl import stir as stir_ctl
 from warden.ctl import store as ctl_store
 from warden.ctl import voicemail as voicemail_ctl
 from warden.ctl.audit import CliAudit, action_of, audit_standalone
+from warden.digits import parse_decimal
 from warden.errors import ConfigError, ExtensionExists, ExtensionNotFound
 from warden.filemodes import private_umask
 from warden.interfaces import (
@@ -77,7 +80,13 @@ from warden.interfaces import (
     IDirectory,
     ILiveCalls,
 )
-from warden.model import CallRecord, Extension
+from warden.model import (
+    MAX_RING_TIMEOUT,
+    MIN_RING_TIMEOUT,
+    CallRecord,
+    Extension,
+    ring_timeout_value,
+)
 from warden.store.backend import Stores, admin_stores
 from warden.store.civic import SQLCivicLocationStore
 from warden.store.credentials import (
@@ -180,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = extension.add_subparsers(dest="command", required=True, metavar="COMMAND")
     algorithms_help = "digest algorithms offered, e.g. MD5,SHA-256 ('default': the registrar's)"
     qualify_help = "send OPTIONS to its phones periodically; skip unreachable ones when ringing"
+    ring_help = (
+        "seconds its phones ring before the call counts as unanswered (voicemail, forward"
+        " on no answer), 1 to 600, or 'default'"
+    )
 
     add = commands.add_parser("add", help="add an extension")
     add.add_argument("number", metavar="NUMBER", type=_number_arg)
@@ -191,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--algorithms", type=_algorithms_arg, default=(), help=algorithms_help)
     add.add_argument("--qualify", action="store_true", help=qualify_help)
+    add.add_argument(
+        "--ring-timeout", metavar="SECONDS", type=_ring_timeout_arg, default=0.0,
+        help=ring_help,
+    )  # fmt: skip
     add.set_defaults(handler=_add)
 
     listing = commands.add_parser("list", help="list extensions")
@@ -223,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--location", metavar="NAME",
         help="its dispatchable location for emergency calls (wardenctl location; '' clears)",
     )  # fmt: skip
+    change.add_argument(
+        "--ring-timeout", metavar="SECONDS", type=_ring_timeout_arg, help=ring_help
+    )
     change.set_defaults(handler=_set)
 
     remove = commands.add_parser("remove", help="remove an extension")
@@ -299,6 +319,24 @@ class _Context:
 _Handler = Callable[[_Context], Coroutine[Deferred[Any], Any, None]]
 
 
+def _ring_timeout_arg(text: str) -> float:
+    """``--ring-timeout``: seconds (1 to 600), or ``default`` (or 0) to clear it."""
+    if text.strip().lower() == "default":
+        return 0.0
+    value = parse_decimal(text.strip(), MAX_RING_TIMEOUT)
+    number = -1.0 if value is None else ring_timeout_value(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(
+            f"the ring timeout is seconds from {MIN_RING_TIMEOUT:g} to {MAX_RING_TIMEOUT:g},"
+            f" or 'default', got {text!r}"
+        )
+    return number
+
+
+def _ring_timeout_text(extension: Extension) -> str:
+    return f"{extension.ring_timeout:g} s" if extension.ring_timeout else "default"
+
+
 def _check_password(password: str) -> str:
     if not password:
         raise CommandError("the password must not be empty", EXIT_USAGE)
@@ -320,7 +358,7 @@ async def _add(ctx: _Context) -> None:
         args.number, args.name, ctx.config.realm, password, args.algorithms,
         md5=not ctx.config.security.fips,
     )  # fmt: skip
-    extension = attrs.evolve(extension, qualify=args.qualify)
+    extension = attrs.evolve(extension, qualify=args.qualify, ring_timeout=args.ring_timeout)
     ctx.audit.target = args.number
     ctx.audit.detail = {"name": args.name, "generated_password": generated}
     try:
@@ -341,6 +379,7 @@ def _describe(extension: Extension) -> dict[str, Any]:
         "algorithms": list(extension.algorithms),
         "enabled": extension.enabled,
         "qualify": extension.qualify,
+        "ring_timeout": extension.ring_timeout or None,
     }
 
 
@@ -376,6 +415,7 @@ async def _show(ctx: _Context) -> None:
     ctx.print(f"algorithms: {_algorithms_text(extension)}")
     ctx.print(f"enabled:    {'yes' if extension.enabled else 'no'}")
     ctx.print(f"qualify:    {'yes' if extension.qualify else 'no'}")
+    ctx.print(f"ring:       {_ring_timeout_text(extension)}")
 
 
 async def _set(ctx: _Context) -> None:
@@ -383,7 +423,7 @@ async def _set(ctx: _Context) -> None:
     _check_algorithms(ctx, args.algorithms)
     fields = {
         "name": args.name, "algorithms": args.algorithms, "enabled": args.enabled,
-        "qualify": args.qualify,
+        "qualify": args.qualify, "ring_timeout": args.ring_timeout,
     }  # fmt: skip
     changes = {key: value for key, value in fields.items() if value is not None}
     password = generate_password() if args.new_password else args.password
@@ -391,7 +431,8 @@ async def _set(ctx: _Context) -> None:
     if not changes and password is None and location is None:
         raise CommandError(
             "nothing to change: give --name, --password, --new-password,"
-            " --algorithms, --enable, --disable, --qualify, --no-qualify or --location",
+            " --algorithms, --enable, --disable, --qualify, --no-qualify, --location"
+            " or --ring-timeout",
             EXIT_USAGE,
         )
     ctx.audit.target = args.number
@@ -410,7 +451,7 @@ async def _set(ctx: _Context) -> None:
             return
     changed = attrs.evolve(await ctx.existing(args.number), **changes)
     if password is not None:
-        qualify = changed.qualify
+        kept = changed
         changed = make_extension(
             changed.number,
             changed.name,
@@ -420,7 +461,7 @@ async def _set(ctx: _Context) -> None:
             changed.enabled,
             md5=not ctx.config.security.fips,
         )
-        changed = attrs.evolve(changed, qualify=qualify)
+        changed = attrs.evolve(changed, qualify=kept.qualify, ring_timeout=kept.ring_timeout)
     try:
         await ctx.directory.update_extension(changed)
     except ExtensionNotFound:

@@ -13,7 +13,6 @@ error. Outbound patterns are the pattern language of ``[[dialplan.rules]]``
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import attrs
 
 from warden.errors import ConfigError
+from warden.secrets import ENV_NAME, read_password
 from warden.sip.dialplan import Rule, RuleError, pattern_regex
 
 __all__ = [
@@ -39,13 +39,12 @@ _USER = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=%-]{1,64}$")
 _NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
 _DID = re.compile(r"^\+?[0-9]{1,32}$")
 _EXTENSION = re.compile(r"^[0-9A-Za-z*#._-]{1,64}$")
-_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV = ENV_NAME
 #: An inbound target answered by a local application (``voicemail:1001``).
 _APPLICATION_TARGET = re.compile(r"^([a-z][a-z0-9-]{0,31}):([0-9A-Za-z*#._-]{1,64})$")
 #: Transports a trunk may use.
 TRANSPORTS = ("udp", "tcp")
 #: The largest password file read, in bytes.
-MAX_PASSWORD_BYTES = 4096
 
 _TRUNK_KEYS = (
     "name", "host", "port", "transport", "register", "username", "password_env",
@@ -127,32 +126,9 @@ class TrunkConfig:
         Raises:
             ConfigError: the variable is unset or the file unreadable or empty.
         """
-        if self.password_env:
-            value = os.environ.get(self.password_env, "")
-            if not value:
-                raise ConfigError(
-                    f"{path}.password_env",
-                    f"the environment variable {self.password_env} is not set",
-                )
-            return value
-        if not self.password_file:
-            return ""
-        try:
-            with open(self.password_file, "rb") as f:
-                data = f.read(MAX_PASSWORD_BYTES + 1)
-        except OSError as e:
-            raise ConfigError(
-                f"{path}.password_file", f"cannot read {self.password_file}: {e.strerror}"
-            ) from None
-        if len(data) > MAX_PASSWORD_BYTES:
-            raise ConfigError(f"{path}.password_file", "longer than a password can be")
-        try:
-            value = data.decode("utf-8").splitlines()[0] if data.strip() else ""
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}.password_file", "not UTF-8 text") from None
-        if not value:
-            raise ConfigError(f"{path}.password_file", f"{self.password_file} is empty")
-        return value
+        return read_password(
+            self.password_env, self.password_file, f"{path}.password_env", f"{path}.password_file"
+        )
 
 
 @attrs.frozen

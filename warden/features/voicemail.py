@@ -3,7 +3,9 @@ Voicemail as a feature plugin (ADR 0022), on by default for every extension
 (mailbox number = extension number).
 
 - **Leaving a message.** Before routing, a call to an extension is marked for
-  voicemail and rings at most ``[voicemail] ring_timeout`` seconds; when it
+  voicemail and rings at most the extension's own ring timeout (``wardenctl
+  extension set NUMBER --ring-timeout``), else ``[voicemail] ring_timeout``
+  seconds; when it
   fails busy, declined, unanswered or unregistered (486, 600, 603, 408, 480,
   and do-not-disturb's 486) the call goes to the local application
   ``voicemail:<mailbox>``: Warden answers, plays the mailbox's greeting (its
@@ -398,6 +400,8 @@ class VoicemailPlugin(CallHookBase):
         if extension is None or not extension.enabled:
             return
         attempt.marks.add("voicemail")
+        if extension.ring_timeout > 0:
+            return  # the call controller rings it for the extension's own ring timeout
         ring = self.config.ring_timeout
         attempt.ring_timeout = min(attempt.ring_timeout or ring, ring)
 

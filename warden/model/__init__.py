@@ -31,6 +31,10 @@ class Extension:
         enabled: a disabled extension cannot register.
         qualify: Warden sends OPTIONS to this extension's bindings periodically and
             skips the ones that stop answering when a call rings it.
+        ring_timeout: seconds a call rings this extension before it counts as
+            unanswered (voicemail, forward on no answer); 0: the default
+            (``[voicemail] ring_timeout``, else ``[calls] ring_timeout``). At
+            most ``[calls] ring_timeout`` is used.
     """
 
     number: str
@@ -41,6 +45,28 @@ class Extension:
     algorithms: tuple[str, ...] = ()
     enabled: bool = True
     qualify: bool = False
+    ring_timeout: float = attrs.field(default=0.0, converter=float)
+
+
+#: The ring timeouts an extension may have, in seconds (0: the default).
+MIN_RING_TIMEOUT = 1.0
+MAX_RING_TIMEOUT = 600.0
+
+
+def ring_timeout_value(value: object) -> float:
+    """
+    ``value`` (a number from JSON or the command line) as an extension's ring
+    timeout: 0 for the default, else seconds within the bounds; -1 when it is
+    no such number.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return -1.0
+    if value == 0:
+        return 0.0
+    if isinstance(value, int) and not MIN_RING_TIMEOUT <= value <= MAX_RING_TIMEOUT:
+        return -1.0  # also keeps huge integers away from float()
+    number = float(value)
+    return number if MIN_RING_TIMEOUT <= number <= MAX_RING_TIMEOUT else -1.0
 
 
 @attrs.frozen
@@ -223,6 +249,8 @@ class LiveCall:
         caller_signalling, callee_signalling: per leg, the transport its SIP
             travels on: "udp", "tcp" or "tls" (encrypted); "" before it has a
             dialog (ADR 0018).
+        recording: the call is being recorded (always, or started on demand
+            with ``*1``; ADR 0024).
     """
 
     call_id: str
@@ -240,6 +268,7 @@ class LiveCall:
     callee_media: str = ""
     caller_signalling: str = ""
     callee_signalling: str = ""
+    recording: bool = attrs.field(default=False, converter=bool)
 
 
 @attrs.frozen

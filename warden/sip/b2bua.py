@@ -261,7 +261,7 @@ class CallController:
         call.on_ended = self._ended
         session.on_timeout = lambda: call.hangup(None, "media timeout")
         if self.hooks:
-            session.on_dtmf = lambda side, digit: self.hooks.dtmf(call.attempt, side, digit)
+            session.on_dtmf = lambda side, digit: self._dtmf(call, side, digit)
         self.calls[call_id] = call
         self._by_a_txn[id(txn)] = call
         self._active[caller.number] += 1
@@ -656,7 +656,7 @@ class CallController:
             if call.state is not CallState.ANSWERED and method == "INVITE":
                 raise SipError(491, "Request Pending")
             if method == "INFO" and self.hooks and (digit := info_digit(request)):
-                self.hooks.dtmf(call.attempt, side, digit)
+                self._dtmf(call, side, digit)
             self._relay(call, side, txn, request)
         else:
             raise SipError(405, "Method Not Allowed", (("Allow", ALLOW),))
@@ -772,7 +772,17 @@ class CallController:
             sip_metrics.CALL_SETUP_SECONDS.observe(max(0.0, call.answered_at - call.started_at))
         self._publish(call)
         if self.hooks:
+            recording = call.attempt.recording
             self.hooks.answered(call.attempt)
+            if call.attempt.recording != recording:
+                self._publish(call)  # a recording started: operators see it at once
+
+    def _dtmf(self, call: Call, side: str, digit: str) -> None:
+        """A digit from ``side``: the hooks hear it (``*1`` may start a recording)."""
+        recording = call.attempt.recording
+        self.hooks.dtmf(call.attempt, side, digit)
+        if call.attempt.recording != recording:
+            self._publish(call)
 
     def change_party(self, call: Call, side: str, extension: Extension) -> None:
         """
@@ -815,7 +825,7 @@ class CallController:
             answered_at=call.answered_at, codec=call.codec, packets=self._packets(call),
             node_id=self.settings.node_id, updated_at=now, caller_media=media["a"],
             callee_media=media["b"], caller_signalling=leg_transport(call, "a"),
-            callee_signalling=leg_transport(call, "b"),
+            callee_signalling=leg_transport(call, "b"), recording=bool(call.attempt.recording),
         )  # fmt: skip
         self._quiet(self.live.publish(summary), "publish live call")
 

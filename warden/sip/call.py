@@ -348,8 +348,17 @@ class Call:
             self.media.signalling_from("b", *hosts)
         for branch in forks:
             self.services.send_branch(self, branch)
-        ring_timeout = self.attempt.ring_timeout or self.services.settings.ring_timeout
-        self.ring_timer = self.services.clock.callLater(ring_timeout, self.ring_timeout)
+        self.ring_timer = self.services.clock.callLater(self.ring_seconds(), self.ring_timeout)
+
+    def ring_seconds(self) -> float:
+        """
+        How long the call rings: what a hook chose (a ring group's, voicemail's),
+        else the callee extension's own ring timeout, else ``[calls] ring_timeout``
+        (an extension's is capped by that).
+        """
+        default = self.services.settings.ring_timeout
+        own = min(self.callee.ring_timeout, default) if self.callee.ring_timeout > 0 else 0.0
+        return self.attempt.ring_timeout or own or default
 
     def branch_response(self, branch: Branch, response: Response) -> None:
         """A response from one forked branch."""

@@ -221,19 +221,20 @@ class SQLCallRecordStore:
 
 _LIVE_COLUMNS = (
     "call_id, caller, callee, dialled, state, started_at, answered_at, codec, packets,"
-    " node_id, updated_at, caller_media, callee_media, caller_signalling, callee_signalling"
+    " node_id, updated_at, caller_media, callee_media, caller_signalling, callee_signalling,"
+    " recording"
 )
 _LIVE_NAMES = tuple(c.strip() for c in _LIVE_COLUMNS.split(","))
 _UPSERT_LIVE = (
     f"INSERT INTO live_calls ({_LIVE_COLUMNS}) VALUES"
-    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (call_id) DO UPDATE SET caller = excluded.caller,"
     " callee = excluded.callee, dialled = excluded.dialled, state = excluded.state,"
     " started_at = excluded.started_at, answered_at = excluded.answered_at,"
     " codec = excluded.codec, packets = excluded.packets, node_id = excluded.node_id,"
     " updated_at = excluded.updated_at, caller_media = excluded.caller_media,"
     " callee_media = excluded.callee_media, caller_signalling = excluded.caller_signalling,"
-    " callee_signalling = excluded.callee_signalling"
+    " callee_signalling = excluded.callee_signalling, recording = excluded.recording"
 )
 
 
@@ -254,6 +255,7 @@ def _live_row(call: LiveCall) -> Row:
         call.callee_media,
         call.caller_signalling,
         call.callee_signalling,
+        call.recording,
     )
 
 

@@ -29,14 +29,17 @@ __all__ = ["SQLDirectory"]
 
 Row = tuple[Any, ...]
 
-_EXTENSION_COLUMNS = "number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify"
+_EXTENSION_COLUMNS = (
+    "number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify, ring_timeout"
+)
 _SELECT_EXTENSIONS = f"SELECT {_EXTENSION_COLUMNS} FROM extensions"
 _INSERT_EXTENSIONS = f"INSERT INTO extensions ({_EXTENSION_COLUMNS})"
 # An existing extension takes every new value (both dialects).
 _ON_CONFLICT_UPDATE_EXTENSION = (
     " ON CONFLICT (number) DO UPDATE SET name = excluded.name, realm = excluded.realm,"
     " ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256,"
-    " algorithms = excluded.algorithms, enabled = excluded.enabled, qualify = excluded.qualify"
+    " algorithms = excluded.algorithms, enabled = excluded.enabled, qualify = excluded.qualify,"
+    " ring_timeout = excluded.ring_timeout"
 )
 
 
@@ -51,11 +54,12 @@ def _extension_row(extension: Extension) -> Row:
         ",".join(extension.algorithms),
         extension.enabled,
         extension.qualify,
+        extension.ring_timeout,
     )
 
 
 def _extension_from_row(row: Row) -> Extension:
-    number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify = row
+    number, name, realm, ha1_md5, ha1_sha256, algorithms, enabled, qualify, ring_timeout = row
     return Extension(
         number=number,
         name=name,
@@ -65,6 +69,7 @@ def _extension_from_row(row: Row) -> Extension:
         algorithms=tuple(a for a in algorithms.split(",") if a),
         enabled=bool(enabled),
         qualify=bool(qualify),
+        ring_timeout=float(ring_timeout),
     )
 
 
@@ -91,7 +96,7 @@ async def _update_extension_txn(cursor: Cursor, extension: Extension) -> None:
     number, *rest = _extension_row(extension)
     await cursor.execute(
         "UPDATE extensions SET name = ?, realm = ?, ha1_md5 = ?, ha1_sha256 = ?,"
-        " algorithms = ?, enabled = ?, qualify = ? WHERE number = ?",
+        " algorithms = ?, enabled = ?, qualify = ?, ring_timeout = ? WHERE number = ?",
         (*rest, number),
     )
     if cursor.rowcount == 0:
