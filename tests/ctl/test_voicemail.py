@@ -58,6 +58,21 @@ class VoicemailCommandTests(SynchronousTestCase):
             self.assertEqual((code, err), (2, "wardenctl: a PIN is 4 to 12 digits\n"), pin)
         self.assertEqual(self.mailbox(), Mailbox("1001"))
 
+    def test_email(self) -> None:
+        """email sets the mailbox's address (keeping its PIN); --clear removes it; bad: exit 2."""
+        self.successResultOf(self.store.set_mailbox(Mailbox("1001", pin_hash="h")))
+        code, out, _ = self.run_ctl("email", "1001", "alice@example.org")
+        self.assertEqual(code, 0)
+        self.assertIn("alice@example.org", out)
+        self.assertEqual(self.mailbox(), Mailbox("1001", pin_hash="h", email="alice@example.org"))
+        for bad in (["email", "1001", "alice"], ["email", "1001", "a@b\nBcc: x"], ["email", "1001"],
+                    ["email", "1001", "a@b.org", "--clear"]):  # fmt: skip
+            self.assertEqual(self.run_ctl(*bad)[0], 2, bad)
+        self.assertEqual(self.mailbox().email, "alice@example.org")
+        self.assertEqual(self.run_ctl("email", "1001", "--clear")[0], 0)
+        self.assertEqual(self.mailbox(), Mailbox("1001", pin_hash="h"))
+        self.assertEqual(self.run_ctl("email", "1009", "x@example.org")[0], 1)
+
     def test_unknown_mailbox(self) -> None:
         """A number that is no extension: exit 1."""
         self.assertEqual(self.run_ctl("list", "1009")[0], 1)

@@ -63,6 +63,26 @@ class VoicemailApiTests(SynchronousTestCase):
         self.assertFalse((self.audio.root / "100" / f"{ID}.wav").exists())
         self.assertEqual(voicemail.MESSAGES.labels("new")._value.get(), 0)
 
+    def test_email(self) -> None:
+        """PATCH sets and clears the mailbox's email address, shown by GET; the PIN stays."""
+        self.send("PATCH", "/extensions/100/voicemail", {"pin": "8642"})
+        response = self.send("PATCH", "/extensions/100/voicemail", {"email": "bob@example.org"})
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.json(), {"number": "100", "pin_set": True,
+                                           "email": "bob@example.org"})  # fmt: skip
+        shown = self.send("GET", "/extensions/100/voicemail").json()
+        self.assertEqual(shown["email"], "bob@example.org")
+        self.assertEqual(self.successResultOf(self.store.get_mailbox("100")).email,
+                         "bob@example.org")  # fmt: skip
+        self.send("PATCH", "/extensions/100/voicemail", {"email": ""})
+        box = self.successResultOf(self.store.get_mailbox("100"))
+        self.assertEqual((box.email, bool(box.pin_hash)), ("", True))
+        for bad in ("bob", "bob@", "a b@example.org", "b\u00f6b@example.org", "x@y\r\nBcc: z",
+                    "a" * 250 + "@example.org", 5):  # fmt: skip
+            response = self.send("PATCH", "/extensions/100/voicemail", {"email": bad})
+            self.assertEqual(response.status, 400, bad)
+        self.assertEqual(self.successResultOf(self.store.get_mailbox("100")).email, "")
+
     def test_refused(self) -> None:
         """Unknown mailbox or message 404; bad PIN 400; read-only token 403."""
         self.assertEqual(self.send("GET", "/extensions/999/voicemail").status, 404)

@@ -5,7 +5,9 @@ and two baresip phones. A calls B, B refuses (busy): Warden answers, A's
 holds the tone; B's phone gets an unsolicited message-summary NOTIFY with
 ``Messages-Waiting: yes``. B dials ``*97`` (its own mailbox, no PIN set),
 presses 1 (new messages) and 7 (delete) while the message plays, then ``*``:
-the message and its file are gone and the next NOTIFY says ``no``.
+the message and its file are gone and the next NOTIFY says ``no``. With a
+relay configured and an address on the mailbox, a message left is emailed
+with its WAV (a test SMTP server on loopback).
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ from typing import Any
 
 from tests.integration.baresip import BaresipPhone, BaresipTestCase, free_port_range
 from tests.integration.baresip_audio import analyse_tone, read_samples, write_tone
-from tests.integration.clients import pause, poll
-from tests.integration.harness import WardenProcess, provision
+from tests.integration.clients import pause, poll, real_reactor
+from tests.integration.harness import WardenProcess, provision, wardenctl
+from warden.testing.smtpserver import start_smtp_server
 
 TONE = 1000.0
+
+
+def stored_messages(warden: WardenProcess) -> list[tuple[Any, ...]]:
+    """The stored messages: (mailbox, caller, duration, folder, audio)."""
+    with sqlite3.connect(warden.database_path) as db:
+        return list(
+            db.execute("SELECT mailbox, caller, duration, folder, audio FROM voicemail_messages")
+        )
 
 
 class VoicemailTests(BaresipTestCase):
@@ -27,12 +38,7 @@ class VoicemailTests(BaresipTestCase):
 
     def messages(self, warden: WardenProcess) -> list[tuple[Any, ...]]:
         """The stored messages: (mailbox, caller, duration, folder, audio)."""
-        with sqlite3.connect(warden.database_path) as db:
-            return list(
-                db.execute(
-                    "SELECT mailbox, caller, duration, folder, audio FROM voicemail_messages"
-                )
-            )
+        return stored_messages(warden)
 
     def summaries(self, phone: BaresipPhone) -> list[str]:
         """The message-summary NOTIFY bodies the phone received, in order."""
@@ -97,3 +103,58 @@ class VoicemailTests(BaresipTestCase):
             await poll(lambda: "Messages-Waiting: no" in self.summaries(b)[-1], 15),
             b.describe("no NOTIFY after the delete"),
         )
+
+
+class VoicemailEmailTests(BaresipTestCase):
+    """A message left for a mailbox with an email address reaches it by email."""
+
+    async def test_message_emailed(self) -> None:
+        """
+        A test SMTP server on loopback is ``[voicemail]``'s relay (plain SMTP);
+        B's mailbox is given an address with ``wardenctl voicemail email``. B
+        has no phone, so A's call goes to B's mailbox; A's 1000 Hz tone is
+        recorded until ``#``. The email arrives for B's address, names A and
+        the stored duration, and carries the WAV: 8 kHz audio of that length
+        holding the tone.
+        """
+        server = start_smtp_server(real_reactor())
+        self.addCleanup(server.stop)
+        low, high = free_port_range()
+        relay = {"smtp_host": "127.0.0.1", "smtp_port": server.port,
+                 "smtp_from": "pbx@example.org", "smtp_tls": "none"}  # fmt: skip
+        warden = await self.start_warden(
+            {"media": {"port_min": low, "port_max": high}, "voicemail": relay}
+        )
+        users = await provision(warden.config_path, 2, first=3201)
+        a_number, b_number = users.numbers
+        changed = await wardenctl(
+            warden.config_path, "voicemail", "email", b_number, "bob@example.org"
+        )
+        self.assertEqual(changed.code, 0, changed.stderr)
+        tone = write_tone(self.workdir() / "tone.wav", TONE, 120.0)
+        a = await self.start_phone("A", warden, a_number, users.passwords[a_number], tone)
+        await a.wait_registered()
+
+        await a.command("dial", a.dial_uri(b_number))  # B has no phone: its mailbox answers
+        await a.wait_event("CALL_ESTABLISHED", timeout=30)
+        await pause(10.0)  # the greeting (about 7 s), the beep, then about 3 s of tone
+        await a.command("sndcode", "#")
+        await a.wait_event("CALL_CLOSED", timeout=30)
+
+        self.assertTrue(await poll(lambda: bool(server.messages), 30), warden.log_tail())
+        [(mailbox, caller, duration, _, _)] = stored_messages(warden)
+        self.assertEqual((mailbox, caller), (b_number, a_number))
+        (mail,) = server.messages
+        self.assertEqual((mail.sender, mail.recipients), ("pbx@example.org", ("bob@example.org",)))
+        self.assertIn(a_number, mail.message["Subject"])
+        body = mail.body_text()
+        self.assertIn(f"From:     {a_number}", body)
+        self.assertIn(f"({duration:.1f} seconds)", body)
+        ((name, kind, wav),) = mail.attachments()
+        self.assertEqual((kind, name.endswith(".wav")), ("audio/wav", True))
+        path = self.workdir() / "emailed.wav"
+        path.write_bytes(wav)
+        samples = read_samples(path)
+        self.assertAlmostEqual(len(samples) / 8000, duration, places=1)
+        analysis = analyse_tone(samples, TONE)
+        self.assertEqual(analysis.dominant, int(TONE), analysis.describe(TONE))

@@ -36,11 +36,13 @@ class VoicemailStoreConformanceMixin:
         """An unknown mailbox has the defaults; settings read back; defaults again forget it."""
         store = await self.store()
         self.assertEqual(await store.get_mailbox("1001"), Mailbox("1001"))  # type: ignore[attr-defined]
-        box = Mailbox("1001", "scrypt$1$2$3$aa$bb", "1001/greeting.wav", 2, 1234.5)
+        box = Mailbox("1001", "scrypt$1$2$3$aa$bb", "1001/greeting.wav", 2, 1234.5, "a@b.example")
         await store.set_mailbox(box)
         self.assertEqual(await store.get_mailbox("1001"), box)  # type: ignore[attr-defined]
         await store.set_mailbox(Mailbox("1001", pin_hash="x"))
         self.assertEqual(await store.get_mailbox("1001"), Mailbox("1001", pin_hash="x"))  # type: ignore[attr-defined]
+        await store.set_mailbox(Mailbox("1001", email="bob@example.org"))
+        self.assertEqual(await store.get_mailbox("1001"), Mailbox("1001", email="bob@example.org"))  # type: ignore[attr-defined]
         await store.set_mailbox(Mailbox("1001"))
         self.assertEqual(await store.get_mailbox("1001"), Mailbox("1001"))  # type: ignore[attr-defined]
 

@@ -12,12 +12,10 @@ import os
 from email.message import EmailMessage
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.mail import smtp
-from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.testing.smtpserver import SmtpTestServer
@@ -43,15 +41,7 @@ def send(server: SmtpTestServer, **options: Any) -> Deferred[Any]:
         "pbx@example.org", ["alice@example.org"], io.BytesIO(mail_bytes()), result,
         retries=0, requireAuthentication=False, requireTransportSecurity=False, **options,
     )  # fmt: skip
-    client = factory.buildProtocol(None)
-    protocol = server.factory().buildProtocol(None)
-    server_address = IPv4Address("TCP", "127.0.0.1", 25)
-    client_address = IPv4Address("TCP", "127.0.0.1", 40000)
-    pump = connect(
-        protocol, FakeTransport(protocol, True, server_address, client_address),
-        client, FakeTransport(client, False, client_address, server_address),
-    )  # fmt: skip
-    pump.flush()
+    server.serve_in_memory(factory.buildProtocol(None))
     return result
 
 

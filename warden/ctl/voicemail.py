@@ -3,15 +3,18 @@
 
     wardenctl voicemail pin NUMBER [--clear]
     wardenctl voicemail list NUMBER [--json]
+    wardenctl voicemail email NUMBER ADDRESS | --clear
 
 ``pin`` reads the new PIN (4 to 12 digits) from the terminal, asked twice
 without echo, or from the first line of standard input, never from the command
 line; it is stored as a scrypt hash, and a lock after wrong PINs is lifted.
 ``--clear`` removes the PIN (the mailbox then opens only with ``*97`` from its
 own extension). ``list`` shows the mailbox's messages, oldest first.
+``email`` sets the address each new message is emailed to, with its audio
+(sent when ``[voicemail] smtp_host`` is set); ``--clear`` stops it.
 
 Exit status: 0 done, 1 no such extension (or the database failed), 2 a PIN
-that is not 4 to 12 digits, or two that differ.
+that is not 4 to 12 digits, or two that differ, or an address that is not one.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from warden import present
 from warden import secrets as warden_secrets
 from warden.config import WardenConfig
 from warden.digits import is_digits
+from warden.features.smtp import is_email_address
 from warden.interfaces import IDirectory, IVoicemailStore
+from warden.model.voicemail import Mailbox
 
 if TYPE_CHECKING:
     from warden.store.backend import Stores
@@ -45,7 +50,7 @@ MAX_PIN_DIGITS = 12
 
 
 def add_commands(areas: Any) -> None:
-    """Add ``voicemail pin`` and ``voicemail list`` to wardenctl's sub-parsers."""
+    """Add ``voicemail pin``, ``list`` and ``email`` to wardenctl's sub-parsers."""
     voicemail = areas.add_parser("voicemail", help="voicemail mailboxes: PINs, messages")
     commands = voicemail.add_subparsers(dest="command", metavar="COMMAND", required=True)
     pin = commands.add_parser(
@@ -53,6 +58,10 @@ def add_commands(areas: Any) -> None:
     )
     pin.add_argument("number", help="the mailbox (extension number)")
     pin.add_argument("--clear", action="store_true", help="remove the PIN instead")
+    mail = commands.add_parser("email", help="email a mailbox's new messages to an address")
+    mail.add_argument("number", help="the mailbox (extension number)")
+    mail.add_argument("address", nargs="?", default="", help="the address (name@example.org)")
+    mail.add_argument("--clear", action="store_true", help="stop emailing its messages")
     listing = commands.add_parser("list", help="list a mailbox's messages")
     listing.add_argument("number", help="the mailbox (extension number)")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -109,6 +118,8 @@ async def run_voicemail(
             )
         return EXIT_OK
     box = await store.get_mailbox(number)
+    if args.command == "email":
+        return await _set_email(args, store, box, out, err)
     if args.clear:
         await store.set_mailbox(attrs.evolve(box, pin_hash="", failed_logins=0, locked_until=0.0))
         print(f"PIN of mailbox {number} removed", file=out)
@@ -127,6 +138,24 @@ async def run_voicemail(
         hashed = pins.hash(pin)
     await store.set_mailbox(attrs.evolve(box, pin_hash=hashed, failed_logins=0, locked_until=0.0))
     print(f"PIN of mailbox {number} set", file=out)
+    return EXIT_OK
+
+
+async def _set_email(
+    args: argparse.Namespace, store: IVoicemailStore, box: Mailbox, out: TextIO, err: TextIO
+) -> int:
+    address: str = "" if args.clear else args.address.strip()
+    if args.clear == bool(args.address):
+        print("wardenctl: give an ADDRESS or --clear", file=err)
+        return EXIT_USAGE
+    if address and not is_email_address(address):
+        print(f"wardenctl: not an email address: {address!r}", file=err)
+        return EXIT_USAGE
+    await store.set_mailbox(attrs.evolve(box, email=address))
+    if address:
+        print(f"new messages of mailbox {box.number} are emailed to {address}", file=out)
+    else:
+        print(f"messages of mailbox {box.number} are no longer emailed", file=out)
     return EXIT_OK
 
 

@@ -24,6 +24,9 @@ Voicemail as a feature plugin (ADR 0022), on by default for every extension
   2 saved messages, 3 record the greeting, 4 change the PIN, * hang up; while
   a message plays: 1 replay, 7 delete, 9 save, 6 next, * back. A new message
   listened to becomes saved.
+- **Voicemail to email** (L{warden.features.voicemail_email}): a mailbox with
+  an email address gets each new message there, the WAV attached, through
+  the ``[voicemail] smtp_*`` relay; sent in the background and retried.
 - **Message waiting** (L{warden.features.mwi}): ``SUBSCRIBE`` for
   ``message-summary`` (RFC 3842), and every change of a mailbox tells its
   subscribers and, unsolicited, its extension's other registered phones.
@@ -58,7 +61,9 @@ from warden.digits import is_digits
 from warden.errors import ConfigError, SipError
 from warden.features.blf import DialogEventsService
 from warden.features.mwi import MessageWaiting
+from warden.features.smtp import MailQueue, client_tls, send_mail
 from warden.features.voicemail_api import VoicemailEndpoints
+from warden.features.voicemail_email import check_smtp, relay_of, voicemail_email
 from warden.interfaces import (
     IAdminEndpoints,
     ICallHook,
@@ -71,6 +76,7 @@ from warden.model.admin import PluginEndpoint
 from warden.model.voicemail import Mailbox, VoicemailMessage
 from warden.rtp import g711
 from warden.rtp.endpoint import RtpEndpoint
+from warden.secrets import read_password
 from warden.sip.hooks import CallAttempt, CallHookBase
 from warden.sip.local import LocalCall
 
@@ -135,6 +141,9 @@ class VoicemailConfig:
         silence_seconds: silence that ends a message.
         pin_attempts: wrong PINs in a row that lock a mailbox.
         lockout_seconds: how long a locked mailbox refuses PINs.
+        smtp_host ... smtp_password_file: the relay new messages are emailed
+            through (L{warden.features.voicemail_email}; ``smtp_host = ""``:
+            none).
     """
 
     SECTION: ClassVar[str] = "voicemail"
@@ -146,6 +155,14 @@ class VoicemailConfig:
     silence_seconds: float = attrs.field(default=5.0, validator=_number(1.0))
     pin_attempts: int = attrs.field(default=3, validator=_number(1, integer=True))
     lockout_seconds: float = attrs.field(default=300.0, validator=_number(0.0))
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_tls: str = "starttls"
+    smtp_ca: str = ""
+    smtp_username: str = ""
+    smtp_password_env: str = ""
+    smtp_password_file: str = ""
 
 
 @functools.cache
@@ -251,6 +268,8 @@ class VoicemailPlugin(CallHookBase):
         self._blocking: Callable[[Callable[[], Any]], Deferred[Any]] = defer.maybeDeferred
         #: Tells phones of a mailbox's changes (RFC 3842; None until built).
         self.mwi: MessageWaiting | None = None
+        #: Emails new messages (None without ``[voicemail] smtp_host``).
+        self.mailer: MailQueue | None = None
         #: PIN hashes: scrypt, or PBKDF2-HMAC-SHA256 in FIPS mode ([security] fips).
         self.pins = warden_secrets.PasswordHasher()
 
@@ -259,10 +278,11 @@ class VoicemailPlugin(CallHookBase):
     ) -> object:
         """``[voicemail]``."""
         known = [f.name for f in attrs.fields(VoicemailConfig)]
+        values: dict[str, Any] = dict(table)
+        values.update(check_smtp(values))
         for key in table:
             if key not in known:
                 raise ConfigError(f"voicemail.{key}", f"unknown key (known: {', '.join(known)})")
-        values: dict[str, Any] = dict(table)
         return VoicemailConfig(**values)
 
     def make(self, context: BuildContext) -> None:
@@ -301,10 +321,54 @@ class VoicemailPlugin(CallHookBase):
         )  # fmt: skip
         assert self.mwi is not None
         context.add_service(DialogEventsService(self.mwi))
+        if config.smtp_host:
+            self.use_mailer(self._mail_queue(reactor, config))
+            assert self.mailer is not None
+            context.add_service(self.mailer)
         refresh = TimerService(METRICS_INTERVAL, self.refresh_metrics)
         refresh.clock = reactor
         context.add_service(refresh)
         context.provide("voicemail", self)
+
+    @staticmethod
+    def _mail_queue(reactor: Any, config: VoicemailConfig) -> MailQueue:
+        """The queue sending through ``[voicemail] smtp_*`` (its password read now)."""
+        relay = relay_of(config)
+        password = read_password(
+            config.smtp_password_env, config.smtp_password_file,
+            "voicemail.smtp_password_env", "voicemail.smtp_password_file",
+        )  # fmt: skip
+        tls = client_tls(relay, "voicemail.smtp_ca")
+
+        def send(recipient: str, data: bytes) -> Deferred[None]:
+            return send_mail(reactor, relay, recipient, data, password, tls)
+
+        return MailQueue(reactor, send, "voicemail")
+
+    def use_mailer(self, mailer: MailQueue) -> None:
+        """Email new messages through ``mailer`` (tests; L{make} builds it from the config)."""
+        self.mailer = mailer
+
+    def email_message(self, address: str, message: VoicemailMessage, pcm: bytes) -> None:
+        """
+        Queue the email of ``message`` (its audio ``pcm``) to ``address``; built
+        in a thread, sent in the background (never delays the caller).
+        """
+        if not address:
+            return
+        if self.mailer is None:
+            self.log.info(
+                "Mailbox {mailbox} has an email address but [voicemail] smtp_host is not set",
+                mailbox=message.mailbox,
+            )
+            return
+        mailer = self.mailer
+        what = f"voicemail {message.mailbox}/{message.message_id}"
+        built: Deferred[bytes] = self._blocking(
+            functools.partial(voicemail_email, self.config.smtp_from, address, message, pcm)
+        )
+        built.addCallback(lambda data: mailer.submit(address, data, what))
+        built.addErrback(lambda f: self.log.failure("Email of {what} not built", f, what=what))
 
     def refresh_metrics(self) -> Deferred[None]:
         """Set the message and storage gauges from the store's totals."""
@@ -460,6 +524,7 @@ class VoicemailPlugin(CallHookBase):
             mailbox=mailbox, caller=call.caller.number, seconds=recording.seconds,
         )  # fmt: skip
         self.changed(mailbox)
+        self.email_message(box.email, message, recording.pcm)
         if recording.ended_by != "hangup":
             await endpoint.play(prompt("recorded"))
 

@@ -2,8 +2,8 @@
 The voicemail plugin's admin API endpoints (L{IAdminEndpoints}): the
 mailboxes holding messages under ``/api/v1/voicemail``, one mailbox (its
 settings without secrets, and its messages) under
-``/api/v1/extensions/{number}/voicemail``, its PIN set or removed with
-``PATCH`` there, and a message deleted under ``.../voicemail/messages/{id}``.
+``/api/v1/extensions/{number}/voicemail``, its PIN and email address set or
+removed with ``PATCH`` there, and a message deleted under ``.../voicemail/messages/{id}``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import attrs
 from warden.digits import is_digits
 from warden.errors import ApiError
 from warden.features.endpoints import NUMBER_PARAMS, require_extension
+from warden.features.smtp import is_email_address
 from warden.interfaces import IDirectory, IVoicemailStore
 from warden.model.admin import EndpointReply, EndpointRequest, PluginEndpoint
 from warden.model.voicemail import Mailbox, VoicemailMessage
@@ -23,7 +24,10 @@ from warden.model.voicemail import Mailbox, VoicemailMessage
 __all__ = ["VoicemailEndpoints"]
 
 _MESSAGE = {**NUMBER_PARAMS, "message_id": "[0-9a-f]{32}"}
-_PIN = {"pin": (str, {"type": "string", "pattern": "^([0-9]{4,12})?$"})}
+_SETTINGS = {
+    "pin": (str, {"type": "string", "pattern": "^([0-9]{4,12})?$"}),
+    "email": (str, {"type": "string", "maxLength": 254, "format": "email"}),
+}
 
 
 def message_json(message: VoicemailMessage) -> dict[str, Any]:
@@ -88,27 +92,36 @@ class VoicemailEndpoints:
             {
                 "number": number, "pin_set": bool(box.pin_hash),
                 "custom_greeting": bool(box.greeting), "locked_until": box.locked_until or None,
+                "email": box.email,
                 "messages": [message_json(m) for m in messages],
             }
         )  # fmt: skip
 
-    async def set_pin(self, request: EndpointRequest) -> EndpointReply:
-        """``PATCH /extensions/{number}/voicemail``: a new PIN ("" removes it); lifts a lock."""
-        number = request.params["number"]
+    async def change(self, request: EndpointRequest) -> EndpointReply:
+        """
+        ``PATCH /extensions/{number}/voicemail``: a new PIN ("" removes it; lifts
+        a lock) and/or the address new messages are emailed to ("" for none).
+        """
+        number, body = request.params["number"], request.body
         store = await self._mailbox(number)
-        pin = request.body.get("pin")
-        if pin is None:
-            raise ApiError(400, "invalid_field", "pin: required")
+        if "pin" not in body and "email" not in body:
+            raise ApiError(400, "invalid_field", "pin or email: one is required")
+        pin, address = body.get("pin"), body.get("email")
         if pin and not (is_digits(pin) and 4 <= len(pin) <= 12):
             raise ApiError(400, "invalid_field", "pin: 4 to 12 digits, or '' to remove it")
-        hashed = await self._hash_pin(pin) if pin else ""
+        if address and not is_email_address(address):
+            raise ApiError(400, "invalid_field", "email: an address like name@example.org, or ''")
         box: Mailbox = await store.get_mailbox(number)
-        await store.set_mailbox(
-            attrs.evolve(box, pin_hash=hashed, failed_logins=0, locked_until=0.0)
-        )
+        if pin is not None:
+            hashed = await self._hash_pin(pin) if pin else ""
+            box = attrs.evolve(box, pin_hash=hashed, failed_logins=0, locked_until=0.0)
+        if address is not None:
+            box = attrs.evolve(box, email=address)
+        await store.set_mailbox(box)
+        shown = {"pin_set": bool(box.pin_hash), "email": box.email}
         return EndpointReply(
-            {"number": number, "pin_set": bool(hashed)}, target=number,
-            detail={"pin_set": bool(hashed)},
+            {"number": number, **shown}, target=number,
+            detail={"fields": sorted(body), "pin_set": bool(box.pin_hash)},
         )  # fmt: skip
 
     async def delete(self, request: EndpointRequest) -> EndpointReply:
@@ -130,9 +143,10 @@ class VoicemailEndpoints:
             PluginEndpoint("GET", path, self.show, "read",
                            "A mailbox: whether a PIN is set, its lock, its messages",
                            NUMBER_PARAMS),
-            PluginEndpoint("PATCH", path, self.set_pin, "write",
-                           "Set a mailbox's PIN (4 to 12 digits, stored hashed; '' removes it)",
-                           NUMBER_PARAMS, _PIN),
+            PluginEndpoint("PATCH", path, self.change, "write",
+                           "Set a mailbox's PIN (4 to 12 digits, stored hashed; '' removes it)"
+                           " and/or the address its new messages are emailed to ('' for none)",
+                           NUMBER_PARAMS, _SETTINGS),
             PluginEndpoint("DELETE", path + "/messages/{message_id}", self.delete, "write",
                            "Delete a voicemail message and its audio", _MESSAGE, ok=204),
         ]  # fmt: skip

@@ -26,6 +26,8 @@ class Mailbox:
         greeting: the custom greeting's audio file ("" for the default prompt).
         failed_logins: wrong PINs in a row.
         locked_until: time before which no PIN is accepted (0: not locked).
+        email: where each new message is emailed with its audio ("" for
+            nowhere; sent only with ``[voicemail] smtp_host`` set).
     """
 
     number: str
@@ -33,6 +35,7 @@ class Mailbox:
     greeting: str = ""
     failed_logins: int = 0
     locked_until: float = 0.0
+    email: str = ""
 
     @property
     def is_default(self) -> bool:

@@ -1,7 +1,8 @@
 """
 SQL storage of the voicemail plugin, one layer for SQLite and PostgreSQL:
 mailbox settings and messages (L{IVoicemailStore}); tables from schema
-``0009_voicemail``. A mailbox row is kept only while a setting is stored.
+``0009_voicemail`` (a mailbox's email address from ``0012``). A mailbox row is
+kept only while a setting is stored.
 
 Each method is one named interaction (``warden_store_interactions_total``; see
 L{warden.store.dialect}).
@@ -23,7 +24,7 @@ from warden.store.pgpool import PostgreSQLPool
 
 __all__ = ["SQLVoicemailStore"]
 
-_MAILBOX = "number, pin_hash, greeting, failed_logins, locked_until"
+_MAILBOX = "number, pin_hash, greeting, failed_logins, locked_until, email"
 _MESSAGE = "message_id, mailbox, caller, caller_name, received_at, duration, folder, audio, size"
 
 
@@ -40,7 +41,7 @@ async def _get_mailbox_txn(cursor: Cursor, number: str) -> Mailbox:
     row = cursor.fetchone()
     if row is None:
         return Mailbox(number)
-    return Mailbox(row[0], row[1], row[2], int(row[3]), float(row[4]))
+    return Mailbox(row[0], row[1], row[2], int(row[3]), float(row[4]), row[5])
 
 
 async def _set_mailbox_txn(cursor: Cursor, m: Mailbox) -> None:
@@ -48,11 +49,11 @@ async def _set_mailbox_txn(cursor: Cursor, m: Mailbox) -> None:
         await cursor.execute("DELETE FROM voicemail_mailboxes WHERE number = ?", (m.number,))
         return
     await cursor.execute(
-        f"INSERT INTO voicemail_mailboxes ({_MAILBOX}) VALUES (?, ?, ?, ?, ?)"
+        f"INSERT INTO voicemail_mailboxes ({_MAILBOX}) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (number) DO UPDATE SET pin_hash = excluded.pin_hash,"
         " greeting = excluded.greeting, failed_logins = excluded.failed_logins,"
-        " locked_until = excluded.locked_until",
-        (m.number, m.pin_hash, m.greeting, m.failed_logins, m.locked_until),
+        " locked_until = excluded.locked_until, email = excluded.email",
+        (m.number, m.pin_hash, m.greeting, m.failed_logins, m.locked_until, m.email),
     )
 
 

@@ -17,8 +17,9 @@ Options a test may need:
 - ``tls``: a server TLS context factory (e.g. ``warden.tls.build_context`` on a
   pair made by ``generate_self_signed``): ``STARTTLS`` is offered.
 
-Built on ``twisted.mail.smtp.ESMTP``; ``server.factory()`` also serves a
-protocol without a real socket (``twisted.test.iosim``) in unit tests.
+Built on ``twisted.mail.smtp.ESMTP``. Unit tests need no socket:
+``SmtpTestServer().serve_in_memory(client_protocol)`` runs a session in
+memory (``twisted.test.iosim``).
 """
 
 from __future__ import annotations
@@ -237,6 +238,23 @@ class SmtpTestServer:
                 return p
 
         return ServerFactory(portal)
+
+    def serve_in_memory(self, client: Any) -> Any:
+        """
+        Connect the client protocol ``client`` (e.g. from an
+        ``ESMTPSenderFactory`` a fake reactor was asked to connect) to a new
+        session of this server in memory (``twisted.test.iosim``), run the
+        exchange, and return the pump (``pump.flush()`` after changes).
+        """
+        from twisted.test.iosim import FakeTransport, connect
+
+        server_address = IPv4Address("TCP", "127.0.0.1", 25)
+        client_address = IPv4Address("TCP", "127.0.0.1", 40000)
+        protocol = self.factory().buildProtocol(server_address)
+        return connect(
+            protocol, FakeTransport(protocol, True, server_address, client_address),
+            client, FakeTransport(client, False, client_address, server_address),
+        )  # fmt: skip
 
     def next_message(self) -> Deferred[ReceivedMail]:
         """Fires with the next message not yet handed out by this method."""
