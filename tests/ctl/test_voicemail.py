@@ -65,8 +65,8 @@ class VoicemailCommandTests(SynchronousTestCase):
         self.assertEqual(code, 0)
         self.assertIn("alice@example.org", out)
         self.assertEqual(self.mailbox(), Mailbox("1001", pin_hash="h", email="alice@example.org"))
-        for bad in (["email", "1001", "alice"], ["email", "1001", "a@b\nBcc: x"], ["email", "1001"],
-                    ["email", "1001", "a@b.org", "--clear"]):  # fmt: skip
+        for bad in (["email", "1001", "alice"], ["email", "1001", "a@b\nBcc: x"],
+                    ["email", "1001"], ["email", "1001", "a@b.org", "--clear"]):  # fmt: skip
             self.assertEqual(self.run_ctl(*bad)[0], 2, bad)
         self.assertEqual(self.mailbox().email, "alice@example.org")
         self.assertEqual(self.run_ctl("email", "1001", "--clear")[0], 0)

@@ -22,7 +22,7 @@ from tests.features.test_voicemail import VoicemailTestCase
 from warden.errors import ConfigError
 from warden.features.smtp import MailQueue
 from warden.features.voicemail import VoicemailConfig, VoicemailPlugin
-from warden.features.voicemail_email import voicemail_email
+from warden.features.voicemail_email import mail_queue, voicemail_email
 from warden.model.voicemail import Mailbox, VoicemailMessage
 from warden.rtp import g711
 
@@ -91,7 +91,7 @@ class ConfigTests(SynchronousTestCase):
         })  # fmt: skip
         os.environ.pop("WARDEN_TEST_UNSET_SMTP", None)
         with self.assertRaises(ConfigError) as caught:
-            VoicemailPlugin._mail_queue(None, config)
+            mail_queue(None, config)
         self.assertEqual(caught.exception.path, "voicemail.smtp_password_env")
 
 

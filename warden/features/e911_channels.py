@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import email.message
 import email.utils
-import io
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.mail.smtp import ESMTPSenderFactory, SMTPClientError
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -47,6 +43,7 @@ from zope.interface import implementer
 
 from warden.errors import ConfigError
 from warden.features.e911_notify import Channel, EmergencyNotice, NotifyConfig, NotifyFailed
+from warden.features.smtp import MailFailed, SmtpRelay, load_trust_root, send_mail
 from warden.interfaces import IClientTransactionUser
 from warden.model import Binding
 from warden.sip.message import Request, Response, out_of_dialog_request
@@ -243,15 +240,7 @@ def trust_policy(ca_path: str, name: str, fips: bool = False) -> ClientTlsPolicy
     """
     if not ca_path:
         return ClientTlsPolicy(None, fips)
-    try:
-        with open(ca_path, "rb") as f:
-            certs = x509.load_pem_x509_certificates(f.read(1024 * 1024))
-    except OSError as e:
-        raise ConfigError(name, f"cannot read {ca_path}: {e.strerror}") from None
-    except ValueError:
-        raise ConfigError(name, f"{ca_path} is not a PEM certificate bundle") from None
-    roots = [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certs]
-    return ClientTlsPolicy(ssl.trustRootFromCertificates(roots), fips)
+    return ClientTlsPolicy(load_trust_root(ca_path, name), fips)
 
 
 class WebhookChannel:
@@ -373,35 +362,18 @@ class EmailChannel:
     def send(self, target: str, notice: EmergencyNotice) -> Deferred[None]:
         """Send the email to ``target``."""
         config = self.config
-        sent: Deferred[Any] = Deferred()
-        username = config.smtp_username.encode() or None
-        factory = ESMTPSenderFactory(
-            username, self._password.encode() or None, config.smtp_from, [target],
-            io.BytesIO(self.message(target, notice)), sent, retries=0,
-            timeout=config.notify_timeout, contextFactory=self._tls,
-            requireAuthentication=username is not None,
-            requireTransportSecurity=self._tls is not None,
+        relay = SmtpRelay(
+            config.smtp_host, config.smtp_port, config.smtp_from, config.smtp_tls,
+            config.smtp_ca, config.smtp_username, config.notify_timeout,
         )  # fmt: skip
-        connector = self.reactor.connectTCP(
-            config.smtp_host, config.smtp_port, factory, timeout=config.notify_timeout
-        )
+        data = self.message(target, notice)
+        sent = send_mail(self.reactor, relay, target, data, self._password, self._tls)
 
         def failed(failure: Failure) -> None:
-            connector.disconnect()
-            error = failure.value
-            if isinstance(error, SMTPClientError):
-                # Only the server's answer: the error's transcript may hold AUTH lines.
-                answer = (
-                    error.resp.decode("utf-8", "replace")
-                    if isinstance(error.resp, bytes)
-                    else str(error.resp)
-                )
-                code = f"{error.code} " if error.code and error.code > 0 else ""
-                raise NotifyFailed(f"SMTP: {code}{answer}")
-            failure.raiseException()
+            failure.trap(MailFailed)  # its text holds the relay's answer, never AUTH lines
+            raise NotifyFailed(failure.getErrorMessage())
 
-        sent.addCallbacks(lambda _: None, failed)
-        return sent
+        return sent.addErrback(failed)
 
 
 def build_channels(

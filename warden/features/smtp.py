@@ -35,6 +35,7 @@ from twisted.mail.smtp import ESMTPSenderFactory, SMTPClientError
 from twisted.python.failure import Failure
 
 from warden.errors import ConfigError
+from warden.tls import client_tls_options
 
 __all__ = [
     "MailFailed",
@@ -96,14 +97,14 @@ class SmtpRelay:
 
 def load_trust_root(ca_path: str, key: str) -> Any:
     """
-    The certificates of the PEM bundle ``ca_path`` as a trust root ("": the
-    platform's).
+    The certificates of the PEM bundle ``ca_path`` as a trust root (None for
+    "": the system's CAs).
 
     Raises:
         ConfigError: the bundle cannot be read or holds no certificate (``key``).
     """
     if not ca_path:
-        return ssl.platformTrust()
+        return None
     try:
         with open(ca_path, "rb") as f:
             certs = x509.load_pem_x509_certificates(f.read(MAX_CA_BYTES))
@@ -115,11 +116,14 @@ def load_trust_root(ca_path: str, key: str) -> Any:
     return ssl.trustRootFromCertificates(roots)
 
 
-def client_tls(relay: SmtpRelay, ca_key: str) -> Any:
-    """The TLS client options for STARTTLS to ``relay`` (None for ``tls = "none"``)."""
+def client_tls(relay: SmtpRelay, ca_key: str, fips: bool = False) -> Any:
+    """
+    The TLS client options for STARTTLS to ``relay`` (None for ``tls =
+    "none"``); with ``fips`` FIPS-approved TLS only (L{warden.tls.client_tls_options}).
+    """
     if relay.tls != "starttls":
         return None
-    return ssl.optionsForClientTLS(relay.host, trustRoot=load_trust_root(relay.ca, ca_key))
+    return client_tls_options(relay.host, load_trust_root(relay.ca, ca_key), fips)
 
 
 def _why(failure: Failure) -> str:

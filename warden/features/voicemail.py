@@ -61,9 +61,9 @@ from warden.digits import is_digits
 from warden.errors import ConfigError, SipError
 from warden.features.blf import DialogEventsService
 from warden.features.mwi import MessageWaiting
-from warden.features.smtp import MailQueue, client_tls, send_mail
+from warden.features.smtp import MailQueue
 from warden.features.voicemail_api import VoicemailEndpoints
-from warden.features.voicemail_email import check_smtp, relay_of, voicemail_email
+from warden.features.voicemail_email import check_smtp, mail_queue, voicemail_email
 from warden.interfaces import (
     IAdminEndpoints,
     ICallHook,
@@ -76,7 +76,6 @@ from warden.model.admin import PluginEndpoint
 from warden.model.voicemail import Mailbox, VoicemailMessage
 from warden.rtp import g711
 from warden.rtp.endpoint import RtpEndpoint
-from warden.secrets import read_password
 from warden.sip.hooks import CallAttempt, CallHookBase
 from warden.sip.local import LocalCall
 
@@ -322,28 +321,13 @@ class VoicemailPlugin(CallHookBase):
         assert self.mwi is not None
         context.add_service(DialogEventsService(self.mwi))
         if config.smtp_host:
-            self.use_mailer(self._mail_queue(reactor, config))
+            self.use_mailer(mail_queue(reactor, config, context.config.security.fips))
             assert self.mailer is not None
             context.add_service(self.mailer)
         refresh = TimerService(METRICS_INTERVAL, self.refresh_metrics)
         refresh.clock = reactor
         context.add_service(refresh)
         context.provide("voicemail", self)
-
-    @staticmethod
-    def _mail_queue(reactor: Any, config: VoicemailConfig) -> MailQueue:
-        """The queue sending through ``[voicemail] smtp_*`` (its password read now)."""
-        relay = relay_of(config)
-        password = read_password(
-            config.smtp_password_env, config.smtp_password_file,
-            "voicemail.smtp_password_env", "voicemail.smtp_password_file",
-        )  # fmt: skip
-        tls = client_tls(relay, "voicemail.smtp_ca")
-
-        def send(recipient: str, data: bytes) -> Deferred[None]:
-            return send_mail(reactor, relay, recipient, data, password, tls)
-
-        return MailQueue(reactor, send, "voicemail")
 
     def use_mailer(self, mailer: MailQueue) -> None:
         """Email new messages through ``mailer`` (tests; L{make} builds it from the config)."""

@@ -24,7 +24,7 @@ from warden.model.voicemail import Mailbox, VoicemailMessage
 __all__ = ["VoicemailEndpoints"]
 
 _MESSAGE = {**NUMBER_PARAMS, "message_id": "[0-9a-f]{32}"}
-_SETTINGS = {
+_SETTINGS: dict[str, tuple[type, dict[str, Any]]] = {
     "pin": (str, {"type": "string", "pattern": "^([0-9]{4,12})?$"}),
     "email": (str, {"type": "string", "maxLength": 254, "format": "email"}),
 }

@@ -22,13 +22,23 @@ import email.utils
 import time
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from warden.errors import ConfigError
-from warden.features.smtp import TLS_MODES, SmtpRelay, is_email_address, is_host
+from warden.features.smtp import (
+    TLS_MODES,
+    MailQueue,
+    SmtpRelay,
+    client_tls,
+    is_email_address,
+    is_host,
+    send_mail,
+)
 from warden.model.voicemail import VoicemailMessage
 from warden.rtp import g711
-from warden.secrets import ENV_NAME
+from warden.secrets import ENV_NAME, read_password
 
-__all__ = ["SMTP_KEYS", "check_smtp", "relay_of", "voicemail_email"]
+__all__ = ["SMTP_KEYS", "check_smtp", "mail_queue", "relay_of", "voicemail_email"]
 
 #: The ``[voicemail]`` keys of the relay, with their defaults.
 SMTP_KEYS: dict[str, Any] = {
@@ -104,6 +114,29 @@ def relay_of(config: Any) -> SmtpRelay:
         config.smtp_host, config.smtp_port, config.smtp_from, config.smtp_tls, config.smtp_ca,
         config.smtp_username,
     )  # fmt: skip
+
+
+def mail_queue(reactor: Any, config: Any, fips: bool = False) -> MailQueue:
+    """
+    The queue sending through the relay of ``config`` (a
+    L{warden.features.voicemail.VoicemailConfig}); the password is read now.
+    With ``fips`` STARTTLS uses FIPS-approved TLS only.
+
+    Raises:
+        ConfigError: the password's variable is unset or its file unreadable,
+            or ``smtp_ca`` is no certificate bundle.
+    """
+    relay = relay_of(config)
+    password = read_password(
+        config.smtp_password_env, config.smtp_password_file,
+        "voicemail.smtp_password_env", "voicemail.smtp_password_file",
+    )  # fmt: skip
+    tls = client_tls(relay, "voicemail.smtp_ca", fips)
+
+    def send(recipient: str, data: bytes) -> Deferred[None]:
+        return send_mail(reactor, relay, recipient, data, password, tls)
+
+    return MailQueue(reactor, send, "voicemail")
 
 
 def _printable(text: str) -> str:
