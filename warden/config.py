@@ -487,6 +487,9 @@ class MediaConfig:
             rtpengine's own configuration, ``timeout`` still applies).
         rtpengine_ng: rtpengine's ng control address, ``host:port`` (an IP
             address; ``[v6]:port`` for IPv6).
+        hold_music: what a phone put on hold hears (built-in relay only; ADR
+            0026): "default" (the shipped music), the path of an 8 kHz mono
+            16-bit WAV file, or "" (nothing).
     """
 
     SECTION: ClassVar[str] = "media"
@@ -519,6 +522,13 @@ class MediaConfig:
     rtpengine_ng: str = attrs.field(
         default="127.0.0.1:2223",
         validator=_rule(_is_ng_address, 'an IP address and port, "127.0.0.1:2223"'),
+    )
+    hold_music: str = attrs.field(
+        default="default",
+        validator=_rule(
+            lambda v: isinstance(v, str) and len(v) <= 4096 and "\0" not in v,
+            'a WAV file path, "default" or ""',
+        ),
     )
 
     def __attrs_post_init__(self) -> None:

@@ -17,18 +17,22 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.features.test_voicemail import Caller, frequency
 from tests.sip.test_b2bua import ALICE, BOB, only
 from warden.errors import ConfigError
+from warden.features.callfeatures import CallFeaturesPlugin
 from warden.features.ivr import MAX_VISITS, IvrPlugin, check_destinations
 from warden.features.ivr_config import IvrConfig, IvrMenu, parse_ivr
+from warden.features.ringgroups import parse_ringgroups
 from warden.rtp import g711
 from warden.sip.call import Call, CallState
-from warden.sip.hooks import CallHooks
+from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks
 from warden.sip.local import RINGBACK
 from warden.sip.message import Request, Response
 from warden.store.credentials import make_extension
 from warden.testing.callstack import CallStack, Phone
+from warden.testing.features import MemoryCallFeatureStore
 from warden.testing.rtpnet import dtmf
 from warden.testing.sipstack import REALM
 
+CAROL = ("192.0.2.14", 5066)
 #: A short prompt: a 400 Hz tone of half a second.
 PROMPT = g711.tone(400, 0.5)
 MENU = IvrMenu(
@@ -284,3 +288,73 @@ class ConfigTests(SynchronousTestCase):
 
         available = discover()
         self.assertIn("ivr", target_kinds([available[n] for n in DEFAULT_PLUGINS]))
+
+
+class TrunkCallerTests(IvrTestCase):
+    """A caller a trunk brought in stays one when the IVR sends it on."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.seen: list[tuple[str, frozenset[str]]] = []
+        seen = self.seen
+
+        class Marks(CallHookBase):
+            def before_routing(self, attempt: CallAttempt) -> None:
+                if attempt.dialled == "500":
+                    attempt.marks.update({"trunk-inbound", "trunk:itsp", "forwarded"})
+                seen.append((attempt.dialled, frozenset(attempt.marks)))
+
+        hooks = CallHooks([Marks(), self.plugin])
+        self.stack.calls.hooks = hooks
+
+    def test_trunk_marks_kept(self) -> None:
+        """The re-routed attempt keeps trunk-inbound and trunk:itsp, not the other marks."""
+        _, _, caller = self.answered()
+        before = self.stack.mark()
+        caller.press("2")
+        self.bob_rings(caller, before)
+        self.assertEqual(self.seen[-1], ("1002", frozenset({"trunk-inbound", "trunk:itsp"})))
+
+
+class RingGroupTests(IvrTestCase):
+    """Key 4 sends the caller to ringgroup:sales (Bob 1002 and Carol 1003, at once)."""
+
+    menu = attrs.evolve(MENU, digits={"4": "ringgroup:sales"})
+
+    def setUp(self) -> None:
+        self.features = CallFeaturesPlugin()
+        self.features.use_store(MemoryCallFeatureStore())
+        self.features.groups = parse_ringgroups(
+            [{"name": "sales", "number": "600", "members": ["1002", "1003"]}]
+        )
+        self.plugin = IvrPlugin()
+        hooks = CallHooks([self.features, self.plugin])
+        self.stack = CallStack(hooks=hooks, applications=(self.plugin,))
+        self.plugin.use(IvrConfig((self.menu,)), self.stack.directory)
+        self.stack.successResultOf_(
+            self.stack.directory.update_extension(make_extension("1001", "Alice", REALM, "pw1001"))
+        )
+        self.stack.register("1002", BOB)
+        self.stack.register("1003", CAROL)
+        self.alice = Phone(self.stack, "1001", ALICE)
+        self.bob = Phone(self.stack, "1002", BOB)
+        self.carol = Phone(self.stack, "1003", CAROL)
+
+    def test_group_rings_and_a_member_answers(self) -> None:
+        """Both members ring; Carol answers: she is the callee, Bob's phone is cancelled."""
+        _, _, caller = self.answered()
+        before = self.stack.mark()
+        caller.press("4")
+        self.bob_rings(caller, before)
+        (carol_invite,) = self.sent_to(CAROL, "INVITE", before)
+        assert isinstance(carol_invite, Request)
+        bob_invite = self.sent_to(BOB, "INVITE", before)[0]
+        assert isinstance(bob_invite, Request)
+        self.stack.deliver(self.bob.answer(bob_invite, 180), BOB)
+        sent = self.stack.deliver(
+            self.carol.answer(carol_invite, 200, body=self.carol.sdp()), CAROL
+        )
+        only(sent, CAROL, "ACK")
+        only(sent, BOB, "CANCEL")
+        call = self.call()
+        self.assertEqual((call.state, call.callee.number), (CallState.ANSWERED, "1003"))

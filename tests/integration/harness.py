@@ -129,6 +129,13 @@ def spawn(args: Sequence[str], cwd: Path) -> tuple[_Child, Any]:
     return child, process
 
 
+async def stop_spawned(child: _Child, process: Any, timeout: float = 15.0) -> None:
+    """Kill a child L{spawn} started if it still runs, and wait for its end (pipes closed)."""
+    if child.running:
+        _kill_quietly(process)
+    await poll(lambda: not child.running, timeout)
+
+
 async def run_process(args: Sequence[str], cwd: Path, timeout: float) -> ProcessResult:
     """
     Run ``args`` to completion; a child still running after ``timeout`` seconds is
@@ -496,6 +503,19 @@ async def register_sipp_phone(
     return result, read_sipp_errors(run_dir)
 
 
+def write_sipp_caller(run_dir: Path, caller: str, password: str, number: str) -> Path:
+    """
+    The injection file of a SIPp UAC in which extension ``caller`` dials
+    ``number`` (the fields of bench/scenarios/call_uac.xml), in ``run_dir``.
+    """
+    path = run_dir / "caller.csv"
+    path.write_text(
+        f"SEQUENTIAL\n{caller};{password};{number};"
+        f"[authentication username={caller} password={password}]\n"
+    )
+    return path
+
+
 # -- trial -------------------------------------------------------------------------
 
 
@@ -528,6 +548,34 @@ class IntegrationTestCase(unittest.TestCase):
         self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
         await warden.start()
         return warden
+
+    async def sipp_callee(
+        self,
+        warden: WardenProcess,
+        number: str,
+        password: str,
+        scenario: Path,
+        calls: int = 1,
+        more: Sequence[str] = (),
+    ) -> tuple[Any, Path]:
+        """
+        A SIPp UAS registered as extension ``number`` and running ``scenario``
+        for ``calls`` calls (``more``: further SIPp arguments); killed at the
+        end. Returns it (L{spawn}'s child) and its directory.
+        """
+        phone_dir, phone_port = self.workdir(), free_port()
+        reg, errors = await register_sipp_phone(
+            warden.address, number, password, phone_port, phone_dir
+        )
+        self.assertEqual(reg.code, 0, reg.stderr + errors)
+        args = [
+            "-sf", str(scenario), "-i", LOCALHOST, "-p", str(phone_port),
+            "-mp", str(free_port()), "-m", str(calls), "-trace_err", "-trace_msg", *more,
+            f"{warden.address[0]}:{warden.address[1]}",
+        ]  # fmt: skip
+        phone, process = spawn(sipp_command(args), phone_dir)
+        self.addCleanup(lambda: Deferred.fromCoroutine(stop_spawned(phone, process)))
+        return phone, phone_dir
 
     async def sip_client(self, warden: WardenProcess) -> SipUdpClient:
         """A SIP client for ``warden``, closed when the test ends."""

@@ -83,3 +83,8 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = min(len(ordered), max(1, math.ceil(fraction * len(ordered))))
     return ordered[rank - 1]
+
+
+def read_sipp_messages(directory: Path) -> str:
+    """SIPp's message trace (``-trace_msg``) in ``directory``; "" before it is written."""
+    return "".join(p.read_text(errors="replace") for p in directory.glob("*_messages.log"))

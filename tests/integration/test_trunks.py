@@ -26,14 +26,15 @@ from tests.integration.harness import (
     free_port,
     poll,
     provision,
-    register_sipp_phone,
     require_sipp,
     run_sipp,
     sipp_command,
     spawn,
+    stop_spawned,
     wardenctl,
+    write_sipp_caller,
 )
-from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_messages, read_sipp_stats
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
@@ -142,19 +143,9 @@ class TrunkHarness(IntegrationTestCase):
         Extension ``number`` registered from a SIPp UAS answering ``calls``
         calls (messages traced); returns it and its directory.
         """
-        phone_dir, phone_port = self.workdir(), free_port()
-        reg, errors = await register_sipp_phone(
-            warden.address, number, users.passwords[number], phone_port, phone_dir
+        return await self.sipp_callee(
+            warden, number, users.passwords[number], BENCH_SCENARIOS / "call_uas.xml", calls
         )
-        self.assertEqual(reg.code, 0, reg.stderr + errors)
-        uas_args = [
-            "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(phone_port),
-            "-mp", str(free_port()), "-m", str(calls), "-trace_err", "-trace_msg",
-            f"{warden.address[0]}:{warden.address[1]}",
-        ]  # fmt: skip
-        phone, phone_process = spawn(sipp_command(uas_args), phone_dir)
-        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(phone, phone_process)))
-        return phone, phone_dir
 
 
 class TrunkTests(TrunkHarness):
@@ -285,13 +276,10 @@ async def dial(
     caller = users.numbers[0]
     password = users.passwords[caller]
     run_dir = testcase.workdir()
-    (run_dir / "caller.csv").write_text(
-        f"SEQUENTIAL\n{caller};{password};{number};"
-        f"[authentication username={caller} password={password}]\n"
-    )
+    caller_csv = write_sipp_caller(run_dir, caller, password, number)
     args = [
         f"{warden.address[0]}:{warden.address[1]}",
-        "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(run_dir / "caller.csv"),
+        "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv),
         "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
         "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
     ]  # fmt: skip
@@ -302,13 +290,6 @@ async def dial(
     return result
 
 
-async def _stopped(child: Any, process: Any) -> None:
-    """Kill a SIPp still running, and wait for its end (its pipes closed)."""
-    if child.running:
-        process.signalProcess("KILL")
-    await poll(lambda: not child.running, 15)
-
-
-def _messages(run_dir: Path) -> str:
-    """SIPp's message trace in ``run_dir`` (empty before it is written)."""
-    return "".join(p.read_text(errors="replace") for p in run_dir.glob("*_messages.log"))
+#: Kept for the modules importing them from here (test_e911_notify, ...).
+_stopped = stop_spawned
+_messages = read_sipp_messages

@@ -7,12 +7,18 @@ ng control protocol (ADR 0025).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from types import MappingProxyType
 
+from twisted.logger import Logger
+
 from warden.config import MediaConfig, WardenConfig
+from warden.errors import ConfigError
 from warden.netutil import local_addresses
 from warden.plugin import BuildContext, BuiltinPlugin
+from warden.rtp import g711
 from warden.rtp import udp as media_udp
+from warden.rtp.music import MAX_MUSIC_SECONDS, HoldMusic, shipped_music
 from warden.rtp.ng import parse_address
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.relay import MediaRelay
@@ -26,12 +32,15 @@ class MediaPlugin(BuiltinPlugin):
     description = "RTP relay: anchors every call's media, itself or in rtpengine ([media])"
     provides = ("media",)
     section_classes = MappingProxyType({"media": MediaConfig})
+    log = Logger()
 
     def make(self, context: BuildContext) -> None:
         """Provide the relay as ``media``; Warden closes it when it stops."""
         config = context.config
         listen_udp = functools.partial(media_udp.listen_udp, context.reactor)
         if config.media.engine == "rtpengine":
+            if config.media.hold_music:
+                self.log.info("Hold music is played by the built-in relay only (ADR 0026)")
             context.provide(
                 "media",
                 RtpengineRelay(
@@ -52,8 +61,31 @@ class MediaPlugin(BuiltinPlugin):
                 interface=config.media.address or config.sip.interface or "",
                 media_timeout=config.media.timeout,
                 policy=media_policy(config),
+                hold_music=hold_music(config, context.config_path),
             ),
         )
+
+
+def hold_music(config: WardenConfig, filename: str | None) -> HoldMusic | None:
+    """
+    ``[media] hold_music`` read: the shipped music, a WAV file's, or None.
+
+    Raises:
+        ConfigError: naming ``media.hold_music``, the file and what is wrong.
+    """
+    value = config.media.hold_music
+    if not value:
+        return None
+    try:
+        if value == "default":
+            return HoldMusic(shipped_music())
+        return HoldMusic(g711.read_wav(Path(value).read_bytes(), MAX_MUSIC_SECONDS))
+    except OSError as e:
+        raise ConfigError(
+            "media.hold_music", f"cannot read {value}: {e.strerror or e}", filename
+        ) from None
+    except ValueError as e:  # not an 8 kHz mono 16-bit WAV, or too short
+        raise ConfigError("media.hold_music", f"{value}: {e}", filename) from None
 
 
 def media_policy(config: WardenConfig) -> MediaPolicy:

@@ -38,6 +38,7 @@ from warden.model.media import SIDES, MediaSide
 from warden.rtp import metrics
 from warden.rtp.checks import SessionChecks
 from warden.rtp.errors import MediaError
+from warden.rtp.music import HoldMusic
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.ports import PortPool
 from warden.rtp.session import MediaSession, RelayProtocol, close_port
@@ -66,6 +67,7 @@ class MediaRelay:
             own addresses.
         choose_port: picks an index among the free port pairs (``secrets``;
             tests pass a deterministic one).
+        hold_music: what a held phone hears (L{warden.rtp.music}); None: nothing.
 
     Raises:
         ValueError: ``address`` is not an IP address, or the range holds no pair.
@@ -85,6 +87,7 @@ class MediaRelay:
         clock_rate: int = 8000,
         policy: MediaPolicy | None = None,
         choose_port: Callable[[int], int] = secrets.randbelow,
+        hold_music: HoldMusic | None = None,
     ) -> None:
         ipaddress.ip_address(address)  # ValueError now rather than on the first call
         self.clock = clock
@@ -97,6 +100,7 @@ class MediaRelay:
             policy if policy is not None else MediaPolicy(own_addresses=(address, self.interface))
         )
         self.pool = PortPool(*port_range, choose=choose_port)
+        self.hold_music = hold_music
         self._listen_udp = listen_udp
         self._checks: SessionChecks[MediaSession] = SessionChecks(
             clock, check_interval, self._check, self.ports_in_use, "Media timeout check"
@@ -165,7 +169,7 @@ class MediaRelay:
         side_a, side_b = (MediaSide(self.address, port, port + 1) for port in taken)
         session = MediaSession(
             self, call_id, self.clock, side_a, side_b, protocols, bound, self.clock_rate,
-            self.policy,
+            self.policy, self.hold_music,
         )  # fmt: skip
         self._checks.add(session)
         return session

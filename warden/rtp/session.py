@@ -54,10 +54,15 @@ Where a side's media goes and where it may come from (symmetric RTP latching,
    allows is decrypted and authenticated before anything else looks at it
    (forged: ``auth_failed``; replayed: ``replayed``), and what goes to an SRTP
    phone is encrypted with Warden's own key for that leg.
+8. Music on hold (L{warden.rtp.music}, ADR 0026): while one phone holds the
+   other (its last offer ``sendonly`` or ``inactive``, or ``c=0.0.0.0``) and
+   the relay has music, the held phone hears it from the relay instead of
+   what the holder sends, until the holder's next offer resumes the call.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -72,6 +77,7 @@ from warden.interfaces import IMediaSession, IMediaTap
 from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError, RtpParseError
+from warden.rtp.music import HoldMusic, MusicPlayer
 from warden.rtp.packet import (
     DtmfCounter,
     RtpHeader,
@@ -174,6 +180,10 @@ class _Peer:
         self.direction = "sendrecv"
         # Payload type -> (clock rate, is an RFC 4733 event), from this phone's SDP.
         self.formats: dict[int, tuple[int, bool]] = {}
+        # The first G.711 codec of this phone's SDP (payload type, name), for music.
+        self.g711: tuple[int, str] | None = None
+        # The phone's last offer put the other phone on hold.
+        self.holding = False
         # SRTP contexts while this phone's media is encrypted (warden.rtp.srtp).
         self.srtp: SrtpLeg | None = None
         self.rtp_in = StreamStats(clock_rate)
@@ -216,6 +226,7 @@ class MediaSession:
         ports: the bound sockets, closed on release.
         clock_rate: timestamp rate for payload types the SDP does not name.
         policy: which media sources and destinations are accepted.
+        music: what a held phone hears (None: nothing; ADR 0026).
     """
 
     log = Logger()
@@ -231,6 +242,7 @@ class MediaSession:
         ports: Sequence[IListeningPort],
         clock_rate: int = 8000,
         policy: MediaPolicy | None = None,
+        music: HoldMusic | None = None,
     ) -> None:
         self.call_id = call_id
         self.side_a = side_a
@@ -253,6 +265,9 @@ class MediaSession:
         self._relayed_packets = 0
         self._relayed_bytes = 0
         self.released = False
+        self._music = music
+        #: The music playing to each held side.
+        self.players: dict[str, MusicPlayer] = {}
 
     def __repr__(self) -> str:
         return f"<MediaSession {self.call_id} a={self.side_a.rtp_port} b={self.side_b.rtp_port}>"
@@ -310,7 +325,15 @@ class MediaSession:
             for name, each in self._peers.items():
                 each.srtp = self._crypto.leg(name)
         self._index = index
-        self._learn(self._peers[side], parsed, index)
+        peer = self._peers[side]
+        self._learn(peer, parsed, index)
+        # RFC 3264 §8.4: an offer puts the other phone on hold or resumes it; an
+        # answer willing to receive (a phone that took over the side) resumes it.
+        if offer:
+            peer.holding = peer.direction in ("sendonly", "inactive")
+        elif peer.direction in ("sendrecv", "recvonly"):
+            peer.holding = False
+        self._hold_music()
         self._activity = self._clock.seconds()
         other = self._peers[_other(side)].side
         if index is None:
@@ -340,6 +363,34 @@ class MediaSession:
         peer.formats = {
             c.payload_type: (c.clock_rate, c.name.lower() == "telephone-event") for c in formats
         }
+        peer.g711 = next(
+            ((c.payload_type, c.name.upper()) for c in formats
+             if c.name.upper() in ("PCMU", "PCMA") and c.clock_rate == 8000),
+            None,
+        )  # fmt: skip
+
+    def _play(self, side: str, data: bytes) -> bool:
+        """Send one packet of music to ``side``'s phone."""
+        peer = self._peers[side]
+        return self._forward(
+            peer, peer.rtp_destination(), (side, False), data, self._clock.seconds()
+        )
+
+    def _hold_music(self) -> None:
+        """Start the music for a side just put on hold; stop it for one resumed."""
+        for name, peer in self._peers.items():
+            holder = self._peers[_other(name)]
+            held = self._music is not None and holder.holding and not peer.holding
+            player = self.players.get(name)
+            if held and player is None and peer.g711 is not None:
+                pt, codec = peer.g711
+                assert self._music is not None
+                self.players[name] = MusicPlayer(
+                    self._clock, self._music.frames(codec), pt, functools.partial(self._play, name)
+                )
+            elif not held and player is not None:
+                player.stop()
+                del self.players[name]
 
     def _apply_policy(self, peer: _Peer) -> None:
         """Derive the declared destinations and allowed sources; drop what is no longer allowed."""
@@ -402,6 +453,8 @@ class MediaSession:
             self._count_event(side, peer, header, data)
         elif self.tap is not None:
             self.tap.rtp(side, header.ssrc, header.timestamp, pt, header.payload(data), now)
+        if self.players and _other(side) in self.players:
+            return  # the other phone is held: it hears the music instead
         self._forward(other, other.rtp_destination(), (_other(side), False), data, now)
 
     def _unprotect(
@@ -629,6 +682,9 @@ class MediaSession:
         if self.released:
             return
         self.released = True
+        for player in self.players.values():
+            player.stop()
+        self.players.clear()
         self.flush_metrics()
         tap, self.tap = self.tap, None
         close_tap(tap, self._clock.seconds(), self.call_id)

@@ -1,0 +1,145 @@
+"""
+The IVR end to end: a real ``twistd warden`` with three ``[[ivr]]`` menus, a
+SIPp UAC (an extension dialling each menu's number) that sends RFC 4733 DTMF
+from a pcap (SIPp's ``dtmf_2833_<digit>.pcap``) or plain audio, and a SIPp UAS
+registered as extension 4001:
+
+- menu 500: key 2 sends the caller to 4001;
+- menu 501: nothing pressed, its timeout_to (4001);
+- menu 502: key 7 is no choice, its invalid_to (4001).
+
+In each case the UAS answers, the caller hangs up after a few seconds, and
+the call record names 4001 as the callee. A wrong path ends in Warden's BYE
+to the caller or no call at the UAS: the run fails.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from twisted.internet.defer import Deferred
+
+from tests.integration.harness import (
+    LOCALHOST,
+    IntegrationTestCase,
+    WardenProcess,
+    free_port,
+    poll,
+    provision,
+    require_sipp,
+    run_sipp,
+    wardenctl,
+    write_sipp_caller,
+)
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_messages, read_sipp_stats
+from warden.rtp import g711
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
+PCAPS = Path("/usr/share/sip-tester")
+
+MENUS = """
+[[ivr]]
+name = "main"
+number = "500"
+prompt = "@PROMPT@"
+timeout = 2
+digit_timeout = 1
+max_attempts = 1
+timeout_to = "hangup"
+invalid_to = "hangup"
+[ivr.digits]
+"2" = "4001"
+
+[[ivr]]
+name = "quiet"
+number = "501"
+prompt = "@PROMPT@"
+timeout = 2
+max_attempts = 1
+timeout_to = "4001"
+invalid_to = "hangup"
+
+[[ivr]]
+name = "strict"
+number = "502"
+prompt = "@PROMPT@"
+timeout = 2
+max_attempts = 1
+direct_dial = false
+timeout_to = "hangup"
+invalid_to = "4001"
+[ivr.digits]
+"2" = "hangup"
+"""
+
+
+class IvrTests(IntegrationTestCase):
+    """A SIPp caller through Warden's menus to a SIPp callee."""
+
+    def setUp(self) -> None:
+        """SIPp, and the pcaps Debian's sip-tester package ships, are needed."""
+        super().setUp()
+        require_sipp(self)
+        if not (PCAPS / "dtmf_2833_2.pcap").exists():
+            raise FileNotFoundError(f"{PCAPS}/dtmf_2833_2.pcap (the sip-tester package)")
+
+    async def warden_with_menus(self) -> WardenProcess:
+        warden = WardenProcess(self.workdir())
+        prompt = warden.workdir / "prompt.wav"
+        prompt.write_bytes(g711.wav_bytes(g711.tone(440, 0.5)))
+        menus = MENUS.replace("@PROMPT@", str(prompt))
+        warden.config_path.write_text(warden.config_path.read_text() + "\n" + menus)
+        self._wardens.append(warden)
+        self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
+        await warden.start()
+        return warden
+
+    async def call_menu(
+        self, warden: WardenProcess, caller: str, password: str, number: str, pcap: Path
+    ) -> None:
+        """``caller`` dials ``number`` and sends ``pcap``'s RTP; the call must complete."""
+        run_dir = self.workdir()
+        scenario = run_dir / "ivr_uac.xml"
+        template = (SCENARIOS / "ivr_uac.xml").read_text()
+        scenario.write_text(template.replace("@PCAP@", str(pcap)))
+        caller_csv = write_sipp_caller(run_dir, caller, password, number)
+        args = [
+            f"{warden.address[0]}:{warden.address[1]}",
+            "-sf", str(scenario), "-inf", str(caller_csv),
+            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-d", "6000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+            "-trace_msg",
+        ]  # fmt: skip
+        result = await run_sipp(args, run_dir, timeout=90)
+        stats = read_sipp_stats(run_dir)
+        context = (
+            f"UAC to {number}: exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+            f"\n{read_sipp_messages(run_dir)[-3000:]}"
+        )
+        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+
+    async def test_key_timeout_and_invalid(self) -> None:
+        warden = await self.warden_with_menus()
+        users = await provision(warden.config_path, 2, first=4000)
+        caller, callee = users.numbers
+        phone, phone_dir = await self.sipp_callee(
+            warden, callee, users.passwords[callee], BENCH_SCENARIOS / "call_uas.xml", calls=3
+        )
+        password = users.passwords[caller]
+
+        await self.call_menu(warden, caller, password, "500", PCAPS / "dtmf_2833_2.pcap")
+        await self.call_menu(warden, caller, password, "501", PCAPS / "g711a.pcap")
+        await self.call_menu(warden, caller, password, "502", PCAPS / "dtmf_2833_7.pcap")
+
+        context = f"{phone.output()}\n{read_sipp_messages(phone_dir)[-3000:]}"
+        self.assertTrue(await poll(lambda: not phone.running, 30), context)
+        self.assertEqual(phone.code, 0, context)
+        listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+        records = sorted(json.loads(listed.stdout), key=lambda r: r["dialled"])
+        self.assertEqual(
+            [(r["dialled"], r["caller"], r["callee"], r["disposition"]) for r in records],
+            [(n, caller, callee, "ANSWERED") for n in ("500", "501", "502")],
+        )
+        self.assertEqual([r["hangup_side"] for r in records], ["caller"] * 3)
