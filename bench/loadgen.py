@@ -1,12 +1,14 @@
 """
-Load generator benchmark: the highest registration rate one ``twistd
-warden-loadtest`` process sustains, beside SIPp's on the same target in the same
-run, and how many concurrent calls with RTP it carries.
+Load generator benchmark: the highest registration rate ``twistd
+warden-loadtest`` sustains from one process and with ``--workers 2``, beside
+SIPp's on the same target in the same run, and how many concurrent calls with
+RTP it carries.
 
-Run from the repository root (or through ``bench/loadgen.sh``)::
+Run from the repository root (or through ``bench/loadgen.sh``) on an otherwise
+quiet machine::
 
-    python -m bench.loadgen                     # about 6 minutes
-    python -m bench.loadgen --quick             # smoke test, about a minute
+    python -m bench.loadgen                     # about 10 minutes
+    python -m bench.loadgen --quick             # smoke test, about two minutes
     python -m bench.loadgen --target warden     # against twistd warden instead
 
 The target is Kamailio (Debian package ``kamailio``) on 127.0.0.1 by default:
@@ -20,12 +22,22 @@ generator's own call sides (Kamailio does not anchor media).
 
 1. Registrations: at each rate of ``--rates``, ``--step-seconds`` of digest
    registrations (REGISTER, 401, REGISTER with credentials, 200) over ``--users``
-   users, first by warden-loadtest (``--test-type registrations --duration``), then
-   by SIPp (``bench/scenarios/register.xml``). A rate is *sustained* when every
-   registration succeeded and at least 95% of the offered rate was achieved.
-   Per step: offered and achieved rate, failures, p95 of the authenticated
-   REGISTER, and the generator's CPU (user + system over the step's wall time,
-   100% = one core, from ``RUSAGE_CHILDREN``) and the target's.
+   users, by each generator of ``--generators`` in turn: ``warden-loadtest`` (one
+   process, ``--test-type registrations --duration``), ``warden-loadtest-2``
+   (the same with ``--workers 2``) and ``sipp`` (``bench/scenarios/register.xml``);
+   each ramp stops at its first rate not sustained. A rate is *sustained* when
+   every registration succeeded and at least 95% of the offered rate was
+   achieved. Per step: offered and achieved rate, failures, p95 of the
+   authenticated REGISTER, the generator's CPU (user + system over the step's
+   wall time, 100% = one core, from ``RUSAGE_CHILDREN``, which includes the
+   ``--workers`` children), the target's, and the CPU the rest of the machine
+   used meanwhile (``/proc/stat`` busy time minus the generator's and the
+   target's). A step is *valid* when that stayed under ``--max-other-pct`` (10%
+   of a core); before each step the script waits up to ``--quiet-wait`` seconds
+   for the machine to be that quiet. The best rates and the ratios
+   (warden-loadtest / SIPp, target >= 0.40; ``--workers 2`` / one process,
+   target >= 1.7) use valid steps only; when a ramp has an invalid step, its
+   best rate and the ratios that use it are null, with the reason.
 2. Calls: ``--calls`` concurrent calls with ``--rtp`` (G.711, 20 ms, both ways),
    held ``--hold`` seconds, placed at ``--call-rate``; reports answered calls, RTP
    loss, jitter, MOS and the generator's CPU.
@@ -38,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -48,6 +59,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.compare import wait_quiet
+from bench.register import children_cpu_seconds, system_cpu_seconds
 from warden.ops.drtest.scratch import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,10 +136,34 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
-def children_cpu() -> float:
-    """User + system seconds of every waited-for child so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+class StepMeter:
+    """
+    CPU over one step: the generator's (every child reaped meanwhile, which
+    includes the ``--workers`` children), the target's, and everything else on
+    the machine (``/proc/stat`` busy time minus those two), in % of one core.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.busy, self.steal = system_cpu_seconds()
+        self.generator = children_cpu_seconds()
+        self.target_cpu = cpu_of(target.pids())
+        self.wall = time.monotonic()
+
+    def result(self) -> dict[str, float]:
+        """Seconds of CPU of the generator and the target, wall seconds, others' % of a core."""
+        busy, steal = system_cpu_seconds()
+        wall = time.monotonic() - self.wall
+        generator = children_cpu_seconds() - self.generator
+        target = cpu_of(self.target.pids()) - self.target_cpu
+        others = busy - self.busy - generator - target
+        return {
+            "generator_cpu_s": generator,
+            "target_cpu_s": target,
+            "wall_s": wall,
+            "other_cpu_pct": round(max(0.0, 100 * others / wall), 1),
+            "steal_pct": round(100 * (steal - self.steal) / wall, 1),
+        }
 
 
 class Target:
@@ -238,38 +275,46 @@ def write_users(workdir: Path, count: int) -> tuple[Path, Path]:
 
 def run_ours(
     target: Target, workdir: Path, users_csv: Path, args: list[str], timeout: float
-) -> tuple[dict[str, Any], float, float, float]:
-    """Run warden-loadtest; (report, its CPU seconds, the target's CPU seconds, wall seconds)."""
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run warden-loadtest; (its report, the step's L{StepMeter} figures)."""
     report = workdir / f"report-{len(list(workdir.glob('report-*')))}.json"
     command = [*TWISTD, "-n", "--pidfile=", f"--logfile={workdir / 'loadtest.log'}"]
     command += ["warden-loadtest", "--pbx-host", LOCALHOST, "--sip-port", str(target.port)]
     command += ["--local-ip", LOCALHOST, "--users-file", str(users_csv), "--no-progress"]
     command += ["--save-report", str(report), *args]
-    cpu, target_cpu, wall = children_cpu(), cpu_of(target.pids()), time.monotonic()
+    meter = StepMeter(target)
     done = subprocess.run(command, cwd=workdir, capture_output=True, timeout=timeout)
-    cpu, wall = children_cpu() - cpu, time.monotonic() - wall
-    target_cpu = cpu_of(target.pids()) - target_cpu
+    load = meter.result()
     if not report.exists():
         raise SystemExit(f"warden-loadtest wrote no report: {done.stderr.decode()[-2000:]}")
-    return json.loads(report.read_text()), cpu, target_cpu, wall
+    return json.loads(report.read_text()), load
 
 
 def registration_step_ours(
-    target: Target, workdir: Path, users_csv: Path, users: int, rate: float, seconds: float
+    target: Target,
+    workdir: Path,
+    users_csv: Path,
+    users: int,
+    rate: float,
+    seconds: float,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """One step of registrations by warden-loadtest."""
+    """One step of registrations by warden-loadtest (``workers`` processes)."""
     args = ["--test-type", "registrations", "--users", str(users), "--register-rate", f"{rate:g}"]
     args += ["--duration", f"{seconds:g}", "--max-pending", "5000", "--expires", "3600"]
-    report, cpu, target_cpu, _ = run_ours(target, workdir, users_csv, args, seconds * 4 + 120)
+    args += ["--workers", str(workers)]
+    report, load = run_ours(target, workdir, users_csv, args, seconds * 4 + 120)
+    cpu, target_cpu = load["generator_cpu_s"], load["target_cpu_s"]
     phase = report["phases"]["register"]
     timeline = report["timeline"]
     # Achieved: successes per second over the seconds the schedule ran.
     busy = [row for row in timeline[: int(seconds)]]
     achieved = sum(row["succeeded"] for row in busy) / max(1, len(busy))
-    register_seconds = seconds + (report["timers"].get("register", {}).get("p99") or 0.0)
+    p99_ms = report["timers"].get("register", {}).get("p99_ms") or 0.0
+    register_seconds = seconds + p99_ms / 1000
     share = register_seconds / max(report["duration_s"], register_seconds)
     return {
-        "generator": "warden-loadtest",
+        "generator": "warden-loadtest" if workers == 1 else f"warden-loadtest-{workers}",
         "offered": rate,
         "attempted": phase["attempted"],
         "succeeded": phase["succeeded"],
@@ -279,6 +324,8 @@ def registration_step_ours(
         "p95_ms": report["timers"].get("register_auth", {}).get("p95_ms"),
         "generator_cpu_pct": round(100 * cpu / report["duration_s"], 1),
         "target_cpu_pct": round(100 * target_cpu * share / seconds, 1),
+        "other_cpu_pct": load["other_cpu_pct"],
+        "steal_pct": load["steal_pct"],
     }
 
 
@@ -296,10 +343,10 @@ def registration_step_sipp(
         "-timeout_error", "-trace_stat", "-trace_rtt", "-rtt_freq", "1", "-nostdin",
         "-cp", str(free_port()), "-buff_size", str(4 * 1024 * 1024),
     ]  # fmt: skip
-    cpu, target_cpu, wall = children_cpu(), cpu_of(target.pids()), time.monotonic()
+    meter = StepMeter(target)
     subprocess.run(command, cwd=step, capture_output=True, timeout=seconds * 4 + 120)
-    cpu, wall = children_cpu() - cpu, time.monotonic() - wall
-    target_cpu = cpu_of(target.pids()) - target_cpu
+    load = meter.result()
+    cpu, wall, target_cpu = load["generator_cpu_s"], load["wall_s"], load["target_cpu_s"]
     sys.path.insert(0, str(REPO))
     from tests.integration.sipp_traces import percentile, read_sipp_rtts, read_sipp_stats
 
@@ -315,6 +362,8 @@ def registration_step_sipp(
         "p95_ms": percentile(rtts, 0.95) if rtts else None,
         "generator_cpu_pct": round(100 * cpu / wall, 1),
         "target_cpu_pct": round(100 * target_cpu / wall, 1),
+        "other_cpu_pct": load["other_cpu_pct"],
+        "steal_pct": load["steal_pct"],
     }
 
 
@@ -323,25 +372,45 @@ def sustained(step: dict[str, Any]) -> bool:
     return bool(step["failed"] == 0 and step["achieved"] >= 0.95 * step["offered"])
 
 
-def ramp(name: str, run: Any, rates: list[float]) -> list[dict[str, Any]]:
-    """Steps at increasing rates until the first that is not sustained."""
+def ramp(
+    name: str, run: Any, rates: list[float], max_other_pct: float, quiet_wait: float
+) -> list[dict[str, Any]]:
+    """
+    Steps at increasing rates until the first that is not sustained; each after
+    waiting for a quiet machine, and marked valid when the rest of the machine
+    stayed under ``max_other_pct`` of a core.
+    """
     steps = []
     for rate in rates:
+        waited = wait_quiet(max_other_pct, quiet_wait)
         step = run(rate)
+        step.update(waited)
+        step["valid"] = step["other_cpu_pct"] <= max_other_pct
         steps.append(step)
         log(
             f"{name} {rate:g}/s: achieved {step['achieved']}/s, failed {step['failed']}, "
             f"p95 {step['p95_ms']} ms, generator CPU {step['generator_cpu_pct']}%, "
-            f"target CPU {step['target_cpu_pct']}%"
+            f"target CPU {step['target_cpu_pct']}%, others {step['other_cpu_pct']}%"
+            f"{'' if step['valid'] else ' (INVALID: machine busy)'}"
         )
         if not sustained(step):
             break
     return steps
 
 
-def best(steps: list[dict[str, Any]]) -> float:
-    """The highest sustained rate."""
+def best(steps: list[dict[str, Any]]) -> float | None:
+    """
+    The highest sustained rate, or None when a step up to the first one not
+    sustained was invalid (the machine was busy, so the ramp says nothing sure).
+    """
+    if not steps or not all(s["valid"] for s in steps):
+        return None
     return max((s["offered"] for s in steps if sustained(s)), default=0.0)
+
+
+def ratio(top: float | None, bottom: float | None) -> float | None:
+    """``top / bottom`` when both are known and ``bottom`` is positive."""
+    return round(top / bottom, 3) if top is not None and bottom else None
 
 
 def calls_phase(target: Target, workdir: Path, users_csv: Path, a: argparse.Namespace) -> Any:
@@ -350,7 +419,8 @@ def calls_phase(target: Target, workdir: Path, users_csv: Path, a: argparse.Name
     args += ["--concurrent-calls", str(a.calls), "--call-rate", f"{a.call_rate:g}"]
     args += ["--call-duration", f"{a.hold:g}", "--rtp", "--register-rate", "500"]
     args += ["--max-pending", "2000"]
-    report, cpu, _target_cpu, wall = run_ours(target, workdir, users_csv, args, a.hold * 4 + 300)
+    report, load = run_ours(target, workdir, users_csv, args, a.hold * 4 + 300)
+    cpu, wall = load["generator_cpu_s"], load["wall_s"]
     calls = report["phases"].get("calls", {})
     rtp = report["rtp"] or {}
     log(f"calls: {calls}, RTP loss {rtp.get('loss_percent')}%, MOS {rtp.get('mos', {})}")
@@ -370,6 +440,7 @@ def calls_phase(target: Target, workdir: Path, users_csv: Path, a: argparse.Name
         "mos_mean": rtp.get("mos", {}).get("mean"),
         "mos_min": rtp.get("mos", {}).get("min"),
         "generator_cpu_pct": round(100 * cpu / wall, 1),
+        "other_cpu_pct": load["other_cpu_pct"],
         "wall_s": round(wall, 1),
         "criteria": report["criteria"],
     }
@@ -388,8 +459,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small, short steps")
     parser.add_argument("--no-calls", action="store_true")
     parser.add_argument(
-        "--generators", default="warden-loadtest,sipp", help="which registration ramps to run"
+        "--generators", default="sipp,warden-loadtest,warden-loadtest-2",
+        help="which registration ramps to run, in this order",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-other-pct",
+        type=float,
+        default=10.0,
+        help="a step is valid while the rest of the machine used less (%% of a core)",
     )
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30.0,
+        help="seconds to wait for a quiet machine before each step",
+    )  # fmt: skip
     a = parser.parse_args()
     if a.quick:
         a.users, a.rates, a.step_seconds, a.calls, a.hold = 1000, "250,500", 4.0, 50, 5.0
@@ -403,32 +485,40 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "step_seconds": a.step_seconds,
         "users": a.users,
+        "max_other_pct": a.max_other_pct,
+    }
+    steps = {
+        "sipp": lambda r: registration_step_sipp(target, workdir, sipp_csv, r, a.step_seconds),
+        "warden-loadtest": lambda r: registration_step_ours(
+            target, workdir, ours_csv, a.users, r, a.step_seconds
+        ),
+        "warden-loadtest-2": lambda r: registration_step_ours(
+            target, workdir, ours_csv, a.users, r, a.step_seconds, workers=2
+        ),
     }
     target.start()
     try:
         log(f"{a.target} on {LOCALHOST}:{target.port}; work in {workdir}")
-        generators = a.generators.split(",")
-        ours = (
-            []
-            if "warden-loadtest" not in generators
-            else ramp(
-                "warden-loadtest",
-                lambda r: registration_step_ours(
-                    target, workdir, ours_csv, a.users, r, a.step_seconds
-                ),
-                rates,
-            )
-        )
-        sipp = [] if "sipp" not in generators else ramp(
-            "sipp", lambda r: registration_step_sipp(target, workdir, sipp_csv, r, a.step_seconds),
-            rates,
-        )  # fmt: skip
+        ramps: dict[str, list[dict[str, Any]]] = {}
+        for name in a.generators.split(","):
+            if name not in steps:
+                raise SystemExit(f"--generators: unknown {name!r} (one of {', '.join(steps)})")
+            ramps[name] = ramp(name, steps[name], rates, a.max_other_pct, a.quiet_wait)
+        tops = {name: best(found) for name, found in ramps.items()}
+        invalid = [name for name, found in ramps.items() if tops[name] is None and found]
         result["registrations"] = {
-            "warden_loadtest": ours,
-            "sipp": sipp,
-            "max_rate_warden_loadtest": best(ours),
-            "max_rate_sipp": best(sipp),
-            "ratio_to_sipp": round(best(ours) / best(sipp), 3) if best(sipp) else None,
+            "steps": ramps,
+            "max_rate": tops,
+            "ratio_one_process_to_sipp": ratio(tops.get("warden-loadtest"), tops.get("sipp")),
+            "ratio_two_workers_to_one": ratio(
+                tops.get("warden-loadtest-2"), tops.get("warden-loadtest")
+            ),
+            "invalid": (
+                f"ramps with a step where the rest of the machine used more than "
+                f"{a.max_other_pct:g}% of a core: {', '.join(invalid)}"
+                if invalid
+                else None
+            ),
         }
         if not a.no_calls:
             result["calls"] = calls_phase(target, workdir, ours_csv, a)
