@@ -48,6 +48,7 @@ from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
 from warden.sip.hooks import CallAttempt, OutgoingLeg
 from warden.sip.message import Request
+from warden.sip.parser import parse_datagram
 
 X5U = "https://certs.example.net/warden.pem"
 NOW = 1_765_000_000.0
@@ -429,6 +430,25 @@ class VerificationTests(SynchronousTestCase):
         """A valid header: TN-Validation-Passed, the PASSporT's attestation recorded."""
         attempt = self.verify(self.identity())
         self.assertEqual((attempt.stir_verstat, attempt.stir_attest), (PASSED, "A"))
+
+    def test_compact_form(self) -> None:
+        """An Identity header received in its compact form ``y`` (RFC 8224 §4) is verified."""
+        config = _config(verify_inbound=True, trust_anchors="a")
+        fetcher = _FakeFetcher([self.leaf.cert])
+        stir = StirShaken(self.clock, config, None, load_anchors(self.ca.pem), fetcher)
+        data = (
+            f"INVITE sip:{NUMBER}@pbx.example SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+            f"From: <sip:{CALLER_ID}@itsp.example>;tag=1\r\nTo: <sip:{NUMBER}@pbx.example>\r\n"
+            f"Call-ID: c1\r\nCSeq: 1 INVITE\r\ny: {self.identity()}\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        request = parse_datagram(data)
+        assert isinstance(request, Request)
+        attempt = CallAttempt(OUTSIDE, NUMBER, request, Flow("udp", "192.0.2.1", 5060),
+                              {"trunk-inbound"})  # fmt: skip
+        self.successResultOf(Deferred.fromCoroutine(stir.verify(attempt)))
+        self.assertEqual((attempt.stir_verstat, fetcher.urls), (PASSED, [X5U]))
 
     def test_no_identity(self) -> None:
         """No Identity header: No-TN-Validation."""
