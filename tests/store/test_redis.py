@@ -7,6 +7,7 @@ command timeout that keeps a dead Redis from hanging a SIP transaction.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -142,6 +143,16 @@ class RedisLayoutTests(RedisCase):
             return await calls.list() == []
 
         await eventually(gone, attempts=100, interval=0.02)
+
+    async def test_newer_fields_ignored(self) -> None:
+        """A summary written by a newer node, with a field this one lacks, still lists."""
+        state = self.connect()
+        calls = RedisLiveCalls(state)
+        await calls.publish(live_call("c1", 1.0))
+        key = state.key("call", "c1")
+        text = json.loads(await state.client.get(key))
+        await state.client.set(key, json.dumps({**text, "from_the_future": 1}))
+        self.assertEqual(await calls.list(), [live_call("c1", 1.0)])
 
     async def test_numbers_stay_text(self) -> None:
         """The connection keeps replies as Redis sent them (convertNumbers=False)."""

@@ -342,7 +342,7 @@ class VoicemailPlugin(CallHookBase):
             return
         if self.mailer is None:
             self.log.info(
-                "Mailbox {mailbox} has an email address but [voicemail] smtp_host is not set",
+                "Mailbox {mailbox} has an email address but voicemail.smtp_host is not set",
                 mailbox=message.mailbox,
             )
             return

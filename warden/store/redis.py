@@ -536,6 +536,9 @@ return 0
 """
 
 
+_LIVE_FIELDS = frozenset(f.name for f in attrs.fields(LiveCall))
+
+
 @implementer(ILiveCalls)
 class RedisLiveCalls:
     """
@@ -573,7 +576,12 @@ class RedisLiveCalls:
         """Fire with every summary, ordered by ``(started_at, call_id)``."""
 
         def decode(reply: builtins.list[str]) -> builtins.list[LiveCall]:
-            calls = [LiveCall(**json.loads(v)) for v in reply]
+            # Fields this version does not know (a newer node's) are left out,
+            # so nodes of two versions can share the summaries while upgrading.
+            calls = [
+                LiveCall(**{k: v for k, v in json.loads(text).items() if k in _LIVE_FIELDS})
+                for text in reply
+            ]
             return sorted(calls, key=lambda c: (c.started_at, c.call_id))
 
         d = self._state.script("list_calls", _LIST, [self._index], [self._call_prefix])
