@@ -356,6 +356,38 @@ class RestoreTests(BackupTestCase):
             rows = db.execute("SELECT recording FROM call_records WHERE call_id = 'call-0'")
             self.assertEqual(rows.fetchall(), [(name,)])
 
+    def test_emergency_locations_round_trip(self) -> None:
+        """
+        The e911 plugin's locations (civic addresses, extension and network
+        assignments) and an emergency call's record mark are in a backup and
+        come back from it.
+        """
+        civic = '{"country": "US", "A1": "CA", "FLR": "2"}'
+        with sqlite3.connect(self.sources.database.path) as db:  # type: ignore[union-attr]
+            db.execute("INSERT INTO civic_locations VALUES ('hq-floor2', ?)", (civic,))
+            db.execute("INSERT INTO extension_locations VALUES ('100', 'hq-floor2')")
+            db.execute("INSERT INTO subnet_locations VALUES ('10.1.2.0/24', 'hq-floor2')")
+            db.execute("UPDATE call_records SET emergency = 1 WHERE call_id = 'call-0'")
+        path = self.backup()
+        manifest, _ = check(path, self.sources)
+        assert manifest is not None
+        target = Path(self.mktemp()) / "restored.db"
+        restore.restore_database(path, manifest, SQLiteTarget(str(target)), False)
+        with sqlite3.connect(target) as db:
+            self.assertEqual(
+                db.execute("SELECT name, civic FROM civic_locations").fetchall(),
+                [("hq-floor2", civic)],
+            )
+            self.assertEqual(
+                db.execute("SELECT * FROM extension_locations").fetchall(), [("100", "hq-floor2")]
+            )
+            self.assertEqual(
+                db.execute("SELECT * FROM subnet_locations").fetchall(),
+                [("10.1.2.0/24", "hq-floor2")],
+            )
+            rows = db.execute("SELECT call_id FROM call_records WHERE emergency = 1")
+            self.assertEqual(rows.fetchall(), [("call-0",)])
+
     def test_refuses_live_database(self) -> None:
         """A database that holds data is not overwritten without force."""
         path = self.backup()

@@ -209,6 +209,20 @@ class LegTests(HookTestCase):
         self.assertIn(b"Content-Type: application/pidf+xml\r\n\r\n<presence/>", parts[2])
         self.assertEqual(parts[-1], b"--\r\n")
 
+    def test_part_headers(self) -> None:
+        """A part's own headers (Content-ID) follow its Content-Type."""
+        request = Request(
+            "INVITE", "sip:1002@pbx.test", [("Content-Type", "application/sdp")], b"v=0\r\n"
+        )
+        leg = OutgoingLeg(request)
+        leg.add_body_part("application/pidf+xml", b"<presence/>", [("Content-ID", "<a@b>")])
+        leg.finish()
+        self.assertIn(
+            b"Content-Type: application/pidf+xml\r\nContent-ID: <a@b>\r\n\r\n<presence/>",
+            request.body,
+        )
+        self.assertIn(b"Content-Type: application/sdp\r\n\r\nv=0", request.body)
+
 
 class MessageHandler(CallHookBase):
     """Answers MESSAGE out of dialog (and asks for REGISTER, which Warden keeps)."""
