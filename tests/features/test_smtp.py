@@ -167,6 +167,17 @@ class MailQueueTests(SynchronousTestCase):
         self.assertEqual((len(self.sent), self.queue.waiting), (2, 2))
         self.assertEqual(count("dropped"), dropped + 1)
 
+    def test_bounded_bytes(self) -> None:
+        """A message that would take the bytes held past ``max_bytes`` is dropped."""
+        queue = MailQueue(self.reactor, self.send, "test", max_bytes=2 * len(MAIL))
+        self.results = [Deferred(), Deferred()]
+        dropped = count("dropped")
+        queue.submit("bob@example.org", MAIL, "m1")
+        queue.submit("bob@example.org", MAIL + b"x", "m2")
+        self.assertEqual((len(self.sent), queue.waiting, count("dropped")), (1, 1, dropped + 1))
+        queue.submit("bob@example.org", MAIL, "m3")
+        self.assertEqual(queue.waiting, 2)
+
     def test_raising_send(self) -> None:
         """A send that raises at once counts as a failed attempt and is retried."""
 

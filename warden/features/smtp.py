@@ -203,6 +203,8 @@ class MailQueue(Service):
         retry_delay: seconds before the second attempt.
         max_delay: the longest wait between attempts.
         max_waiting: messages held at once; more are dropped (and counted).
+        max_bytes: bytes of messages held at once (voicemail carries audio);
+            a message that would pass it is dropped too.
     """
 
     log = Logger()
@@ -216,6 +218,7 @@ class MailQueue(Service):
         retry_delay: float = 30.0,
         max_delay: float = 3600.0,
         max_waiting: int = 1000,
+        max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.clock = clock
         self._send = send
@@ -224,6 +227,7 @@ class MailQueue(Service):
         self.retry_delay = retry_delay
         self.max_delay = max_delay
         self.max_waiting = max_waiting
+        self.max_bytes = max_bytes
         self._waiting: list[_Outgoing] = []
         self._stopped = False
 
@@ -234,11 +238,17 @@ class MailQueue(Service):
 
     def submit(self, recipient: str, data: bytes, what: str) -> None:
         """Send ``data`` to ``recipient`` in the background; ``what`` names it in logs."""
-        if self._stopped or len(self._waiting) >= self.max_waiting:
+        held = sum(len(item.data) for item in self._waiting)
+        if (
+            self._stopped
+            or len(self._waiting) >= self.max_waiting
+            or held + len(data) > self.max_bytes
+        ):
             EMAILS.labels(self.feature, "dropped").inc()
             self.log.warn(
-                "Email to {recipient} ({what}) dropped: {count} are waiting already",
-                recipient=recipient, what=what, count=len(self._waiting),
+                "Email to {recipient} ({what}) dropped: {count} ({bytes} bytes) are waiting"
+                " already",
+                recipient=recipient, what=what, count=len(self._waiting), bytes=held,
             )  # fmt: skip
             return
         item = _Outgoing(recipient, data, what)
