@@ -41,7 +41,7 @@ FIPS_PROVIDER_ACTIVE = Gauge(
     "1 when every OpenSSL Warden uses (hashlib's and TLS's) runs with a FIPS provider",
 )
 
-log = Logger()
+_log = Logger()
 
 
 @attrs.frozen
@@ -193,14 +193,14 @@ def report(fips: bool, status: FipsStatus | None = None) -> FipsStatus:
     FIPS_PROVIDER_ACTIVE.set(1 if status.provider_active else 0)
     details = "; ".join(lib.describe() for lib in status.libraries)
     if fips and not status.provider_active:
-        log.warn(
+        _log.warn(
             "FIPS mode on, FIPS provider active: no ({details}). Warden uses"
             " FIPS-approved algorithms only, but the OpenSSL in use runs no FIPS"
             " provider, so this is NOT validated cryptography (docs/FIPS.md)",
             details=details,
         )
     else:
-        log.info(
+        _log.info(
             "FIPS mode {mode}, FIPS provider active: {active} ({details})",
             mode="on" if fips else "off",
             active="yes" if status.provider_active else "no",

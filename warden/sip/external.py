@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Destination", "ExternalLegs", "RouteTarget", "TargetEvents", "failure_reason"]
 
 
-log = Logger()
+_log = Logger()
 
 
 @attrs.frozen
@@ -250,7 +250,7 @@ class ExternalLegs:
         old = branch.request
         challenge = pick_challenge(challenges, destination.algorithms)
         if challenge is None:
-            log.warn(
+            _log.warn(
                 "Trunk {trunk} challenged the call with no {algorithms} digest: FIPS mode"
                 " refuses MD5, so the call goes to the next trunk",
                 trunk=destination.name,
