@@ -2,14 +2,15 @@
 The IVR end to end: a real ``twistd warden`` with three ``[[ivr]]`` menus, a
 SIPp UAC (an extension dialling each menu's number) that sends RFC 4733 DTMF
 from a pcap (SIPp's ``dtmf_2833_<digit>.pcap``) or plain audio, and a SIPp UAS
-registered as extension 4001:
+registered as extension 4001 (echoing the RTP it receives):
 
 - menu 500: key 2 sends the caller to 4001;
 - menu 501: nothing pressed, its timeout_to (4001);
 - menu 502: key 7 is no choice, its invalid_to (4001).
 
 In each case the UAS answers, the caller hangs up after a few seconds, and
-the call record names 4001 as the callee. A wrong path ends in Warden's BYE
+the call record names 4001 as the callee (and, for 501, counts the caller's
+audio relayed on to it after the hand-over). A wrong path ends in Warden's BYE
 to the caller or no call at the UAS: the run fails.
 """
 
@@ -125,7 +126,12 @@ class IvrTests(IntegrationTestCase):
         users = await provision(warden.config_path, 2, first=4000)
         caller, callee = users.numbers
         phone, phone_dir = await self.sipp_callee(
-            warden, callee, users.passwords[callee], BENCH_SCENARIOS / "call_uas.xml", calls=3
+            warden,
+            callee,
+            users.passwords[callee],
+            BENCH_SCENARIOS / "call_uas.xml",
+            calls=3,
+            more=("-rtp_echo",),
         )
         password = users.passwords[caller]
 
@@ -143,3 +149,8 @@ class IvrTests(IntegrationTestCase):
             [(n, caller, callee, "ANSWERED") for n in ("500", "501", "502")],
         )
         self.assertEqual([r["hangup_side"] for r in records], ["caller"] * 3)
+        # 501: the caller's audio (30 ms packets from 1.5 s to the BYE at 7.5 s)
+        # reached the callee's phone after the hand-over at about 2.5 s: its
+        # echo came back (the endpoint before sent 25 packets of prompt).
+        callee_leg = records[1]["media"]["b"]
+        self.assertGreaterEqual(callee_leg["packets_in"], 100, records[1]["media"])
