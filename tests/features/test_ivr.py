@@ -23,6 +23,7 @@ from warden.features.ivr_config import IvrConfig, IvrMenu, parse_ivr
 from warden.features.ringgroups import parse_ringgroups
 from warden.rtp import g711
 from warden.sip.call import Call, CallState
+from warden.sip.groups import RingPlan
 from warden.sip.hooks import CallAttempt, CallHookBase, CallHooks
 from warden.sip.local import RINGBACK
 from warden.sip.message import Request, Response
@@ -358,3 +359,17 @@ class RingGroupTests(IvrTestCase):
         only(sent, BOB, "CANCEL")
         call = self.call()
         self.assertEqual((call.state, call.callee.number), (CallState.ANSWERED, "1003"))
+
+
+class NumberTests(SynchronousTestCase):
+    def test_menu_number(self) -> None:
+        """The menu's number becomes ivr:main; a number a ring group took stays the group's."""
+        plugin = IvrPlugin()
+        plugin.use(IvrConfig((MENU,)), None)  # type: ignore[arg-type]
+        attempt = CallAttempt(make_extension("1001", "A", REALM, "pw"), "500", None, None)  # type: ignore[arg-type]
+        plugin.before_routing(attempt)
+        self.assertEqual((attempt.dialled, attempt.marks), ("ivr:main", {"ivr"}))
+        grouped = CallAttempt(make_extension("1001", "A", REALM, "pw"), "500", None, None)  # type: ignore[arg-type]
+        grouped.plan = RingPlan("500", "sales", (("1002",),))
+        plugin.before_routing(grouped)
+        self.assertEqual(grouped.dialled, "500")

@@ -155,8 +155,12 @@ class IvrPlugin(CallHookBase):
     # -- call hooks ---------------------------------------------------------------------
 
     def before_routing(self, attempt: CallAttempt) -> None:
-        """A menu's ``number`` dialled: the menu answers."""
-        menu = self.config.by_number(attempt.dialled)
+        """
+        A menu's ``number`` dialled: the menu answers (unless a ring group,
+        listed earlier, took the number; a menu's number wins over an
+        extension's).
+        """
+        menu = self.config.by_number(attempt.dialled) if attempt.plan is None else None
         if menu is not None:
             attempt.dialled = f"ivr:{menu.name}"
             attempt.marks.add("ivr")
