@@ -315,6 +315,17 @@ class NotifierTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertEqual(len(notifier.history), 2)
 
+    def test_stop_before_start(self) -> None:
+        """A call whose attempts had not started when Warden stopped: each target given up."""
+        self.notifier.emergency_call_started(Call())
+        self.notifier.stop()
+        self.clock.advance(3600)
+        self.assertEqual(self.channel.sent, [])
+        self.assertEqual(
+            [(a.target, a.outcome) for a in self.notifier.history],
+            [("t1", "failed"), ("t2", "failed")],
+        )
+
     def test_bad_call(self) -> None:
         """A call object that cannot be read is logged; the caller is not disturbed."""
         self.notifier.emergency_call_started(object())  # type: ignore[arg-type]
@@ -332,9 +343,10 @@ class NotifierTests(SynchronousTestCase):
         self.clock.advance(3600)
         self.assertEqual(len(self.channel.sent), 2)
         self.assertEqual(
-            sorted((a.target, a.outcome) for a in self.notifier.history),
-            [("t1", "retried"), ("t2", "failed")],
-        )
+            sorted((a.target, a.attempt, a.outcome, a.reason) for a in self.notifier.history),
+            [("t1", 1, "retried", "x"), ("t1", 2, "failed", "Warden stopping"),
+             ("t2", 1, "failed", "Warden stopping")],
+        )  # fmt: skip
         self.started()
         self.assertEqual(len(self.channel.sent), 2)
 

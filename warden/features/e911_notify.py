@@ -25,7 +25,7 @@ import collections
 import datetime
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
@@ -63,6 +63,8 @@ MAX_RETRY_DELAY = 60.0
 HISTORY = 1000
 #: Longest field (name, location, ...) put into a notification, characters.
 MAX_FIELD = 256
+#: Why attempts still to come are given up at shutdown.
+STOPPING = "Warden stopping"
 #: The marker of a test call's notifications.
 TEST_MARKER = "TEST CALL (933)"
 #: SMTP security modes: ``starttls`` (required, certificate verified) or ``none``.
@@ -380,7 +382,8 @@ class EmergencyNotifier:
         self.config = config
         #: The latest attempts, oldest first.
         self.history: collections.deque[Attempt] = collections.deque(maxlen=HISTORY)
-        self._pending: set[IDelayedCall] = set()
+        #: Attempts waiting for their time, each with how to give it up.
+        self._pending: dict[IDelayedCall, Callable[[], None]] = {}
         self._running: set[Deferred[None]] = set()
         self._stopped = False
 
@@ -399,13 +402,19 @@ class EmergencyNotifier:
             return
 
         def start() -> None:
-            self._pending.discard(delayed)
+            self._pending.pop(delayed, None)
             for channel in self.channels:
                 for target in channel.targets:
                     self._attempt(call_id, channel, target, notice, 1)
 
+        def abandon() -> None:
+            for channel in self.channels:
+                for target in channel.targets:
+                    entry = Attempt(call_id, channel.name, target, 1, "failed", STOPPING)
+                    self._record(entry, channel)
+
         delayed = self.clock.callLater(0, start)
-        self._pending.add(delayed)
+        self._pending[delayed] = abandon
 
     def _attempt(
         self, call_id: str, channel: Channel, target: str, notice: EmergencyNotice, attempt: int
@@ -420,7 +429,8 @@ class EmergencyNotifier:
         def done(result: Failure | None) -> None:
             self._running.discard(sending)
             if isinstance(result, Failure):
-                self._failed(call_id, channel, target, notice, attempt, _reason(result))
+                reason = STOPPING if self._stopped else _reason(result)
+                self._failed(call_id, channel, target, notice, attempt, reason)
             else:
                 self._record(Attempt(call_id, channel.name, target, attempt, "delivered"), channel)
 
@@ -442,11 +452,15 @@ class EmergencyNotifier:
             return
 
         def again() -> None:
-            self._pending.discard(delayed)
+            self._pending.pop(delayed, None)
             self._attempt(call_id, channel, target, notice, attempt + 1)
 
+        def abandon() -> None:
+            entry = Attempt(call_id, channel.name, target, attempt + 1, "failed", STOPPING)
+            self._record(entry, channel)
+
         delayed = self.clock.callLater(self.config.retry_delay(attempt), again)
-        self._pending.add(delayed)
+        self._pending[delayed] = abandon
 
     def _record(self, entry: Attempt, channel: Channel) -> None:
         self.history.append(entry)
@@ -465,12 +479,16 @@ class EmergencyNotifier:
         )
 
     def stop(self) -> None:
-        """Give up the retries still waiting and the attempts in flight (shutdown)."""
+        """
+        Give up the attempts waiting for their time and those in flight
+        (shutdown): each is logged and counted as failed.
+        """
         self._stopped = True
-        for delayed in list(self._pending):
+        pending, self._pending = self._pending, {}
+        for delayed, abandon in pending.items():
             if delayed.active():
                 delayed.cancel()
-        self._pending.clear()
+                abandon()
         for running in list(self._running):
             running.cancel()
 
