@@ -1,6 +1,7 @@
 """
 The IVR end to end: a real ``twistd warden`` with three ``[[ivr]]`` menus, a
-SIPp UAC (an extension dialling each menu's number) that sends RFC 4733 DTMF
+SIPp UAC (an extension dialling each menu's number, or a fake ITSP on
+127.0.0.2 calling a DID whose inbound route is ``ivr:main``) that sends RFC 4733 DTMF
 from a pcap (SIPp's ``dtmf_2833_<digit>.pcap``) or plain audio, and a SIPp UAS
 registered as extension 4001 (echoing the RTP it receives):
 
@@ -75,6 +76,18 @@ invalid_to = "4001"
 "2" = "hangup"
 """
 
+#: An IP-authenticated trunk whose DID reaches menu main.
+TRUNK = """
+[[trunks]]
+name = "itsp"
+host = "127.0.0.2"
+register = false
+
+[[routes.inbound]]
+did = "15551230002"
+to = "ivr:main"
+"""
+
 
 class IvrTests(IntegrationTestCase):
     """A SIPp caller through Warden's menus to a SIPp callee."""
@@ -90,7 +103,7 @@ class IvrTests(IntegrationTestCase):
         warden = WardenProcess(self.workdir())
         prompt = warden.workdir / "prompt.wav"
         prompt.write_bytes(g711.wav_bytes(g711.tone(440, 0.5)))
-        menus = MENUS.replace("@PROMPT@", str(prompt))
+        menus = MENUS.replace("@PROMPT@", str(prompt)) + TRUNK
         warden.config_path.write_text(warden.config_path.read_text() + "\n" + menus)
         self._wardens.append(warden)
         self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
@@ -120,6 +133,56 @@ class IvrTests(IntegrationTestCase):
             f"\n{read_sipp_messages(run_dir)[-3000:]}"
         )
         self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+
+    async def itsp_calls_menu(self, warden: WardenProcess, did: str, pcap: Path) -> None:
+        """
+        The ITSP (SIPp on 127.0.0.2, tests/integration/scenarios/itsp_uac.xml)
+        calls ``did`` and, 1.5 s after the answer, sends ``pcap``'s RTP.
+        """
+        run_dir = self.workdir()
+        template = (SCENARIOS / "itsp_uac.xml").read_text()
+        self.assertEqual(template.count("<pause/>"), 1)
+        scenario = run_dir / "itsp_ivr_uac.xml"
+        scenario.write_text(
+            template.replace(
+                "<pause/>",
+                '<pause milliseconds="1500"/><nop><action>'
+                f'<exec play_pcap_audio="{pcap}"/></action></nop><pause/>',
+            )
+        )
+        (run_dir / "did.csv").write_text(f"SEQUENTIAL\n{did};15559876543\n")
+        args = [
+            f"{warden.address[0]}:{warden.address[1]}",
+            "-sf", str(scenario), "-inf", str(run_dir / "did.csv"),
+            "-i", "127.0.0.2", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-d", "6000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+            "-trace_msg",
+        ]  # fmt: skip
+        result = await run_sipp(args, run_dir, timeout=90)
+        stats = read_sipp_stats(run_dir)
+        context = (
+            f"ITSP to {did}: exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+            f"\n{read_sipp_messages(run_dir)[-3000:]}"
+        )
+        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+
+    async def test_inbound_did(self) -> None:
+        """The ITSP's call to a DID routed to ivr:main: key 2 reaches 4001."""
+        warden = await self.warden_with_menus()
+        users = await provision(warden.config_path, 2, first=4000)
+        callee = users.numbers[1]
+        phone, phone_dir = await self.sipp_callee(
+            warden, callee, users.passwords[callee], BENCH_SCENARIOS / "call_uas.xml"
+        )
+        await self.itsp_calls_menu(warden, "15551230002", PCAPS / "dtmf_2833_2.pcap")
+        context = f"{phone.output()}\n{read_sipp_messages(phone_dir)[-3000:]}"
+        self.assertTrue(await poll(lambda: not phone.running, 30), context)
+        self.assertEqual(phone.code, 0, context)
+        listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+        self.assertEqual(
+            [(r["caller"], r["callee"], r["disposition"]) for r in json.loads(listed.stdout)],
+            [("15559876543", callee, "ANSWERED")],
+        )
 
     async def test_key_timeout_and_invalid(self) -> None:
         warden = await self.warden_with_menus()
