@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from tests.features.test_e911 import BOB, EmergencyTestCase
 from warden.errors import ConfigError
@@ -33,7 +34,9 @@ from warden.features.e911_notify import (
     NotifyConfig,
     NotifyFailed,
     parse_notify,
+    plugin,
 )
+from warden.interfaces import IEmergencyObserver, IWardenPlugin
 from warden.model import Binding
 from warden.model.emergency import EmergencyCall
 from warden.sip.message import Request, make_response
@@ -325,6 +328,13 @@ class NotifierTests(SynchronousTestCase):
             [(a.target, a.outcome) for a in self.notifier.history],
             [("t1", "failed"), ("t2", "failed")],
         )
+
+    def test_observer(self) -> None:
+        """The notifier and its plugin are emergency observers; the plugin a Warden plugin."""
+        verifyObject(IEmergencyObserver, self.notifier)
+        verifyObject(IEmergencyObserver, plugin)
+        verifyObject(IWardenPlugin, plugin)
+        self.assertEqual((plugin.name, plugin.needs), ("e911notify", ("sip", "e911")))
 
     def test_bad_call(self) -> None:
         """A call object that cannot be read is logged; the caller is not disturbed."""

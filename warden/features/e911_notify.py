@@ -360,6 +360,7 @@ class Attempt:
     reason: str = ""
 
 
+@implementer(IEmergencyObserver)
 class EmergencyNotifier:
     """
     The emergency observer that notifies (``IEmergencyObserver``): each call
