@@ -182,6 +182,35 @@ class RoutingTests(EmergencyTestCase):
         self.assertIn("application/pidf+xml", parts_of(second))
         self.assertEqual(len(self.recorder.calls), 1)
 
+    def test_rings_past_ring_timeout(self) -> None:
+        """
+        A ringing emergency call outlasts [calls] ring_timeout (30 s) and the
+        media timeout (60 s, no RTP): Warden gives up on it at 170 s, before
+        the caller's INVITE transaction's Timer C (180 s).
+        """
+        invite = self.dial("911")
+        self.stack.deliver(self.itsp.answer(invite, 180), ITSP)
+        before = self.stack.mark()
+        self.stack.clock.advance(169)
+        self.assertEqual(self.stack.sent_since(before), [])
+        self.stack.clock.advance(2)
+        sent = self.stack.sent_since(before)
+        only(sent, ITSP, "CANCEL")
+
+    def test_silent_answered_call_kept(self) -> None:
+        """An answered emergency call without RTP is not hung up (media timeout)."""
+        own, sent = self.alice.call("911", body=self.alice.sdp())
+        invite = only(sent, ITSP, "INVITE")
+        assert isinstance(invite, Request)
+        ok = only(self.stack.deliver(self.itsp.answer(invite, 200, body=self.itsp.sdp()), ITSP),
+                  ALICE, 200)  # fmt: skip
+        self.stack.deliver(self.alice.ack_for(own, ok), ALICE)  # type: ignore[arg-type]
+        before = self.stack.mark()
+        self.stack.clock.advance(300)
+        byes = [a for m, a in self.stack.sent_since(before) if getattr(m, "method", "") == "BYE"]
+        self.assertEqual(byes, [])
+        self.assertEqual(len(self.stack.calls.calls), 1)
+
     def test_never_to_voicemail(self) -> None:
         """Every trunk failing: the caller gets the failure, no redirect is asked."""
         invite = self.dial("911")

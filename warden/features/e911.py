@@ -93,6 +93,11 @@ FAILURES.labels("no_trunk")
 
 #: Seconds the location lookup may take before the call goes out without it.
 LOOKUP_TIMEOUT = 2.0
+#: Seconds an emergency call rings at least (a PSAP's queue) before Warden
+#: gives up on it, when ``[calls] ring_timeout`` is shorter: just under the
+#: INVITE server transaction's Timer C (180 s), which would answer the caller
+#: 500 first. The caller may hang up sooner.
+RING_SECONDS = 170.0
 
 
 class LocationResolver:
@@ -211,6 +216,7 @@ class EmergencyService:
         observers: told of each call as it starts, in order.
         domain: Warden's domain (the PIDF-LO presentity, Content-ID host).
         node: this node's name.
+        ring_seconds: how long an emergency call may ring.
     """
 
     log = Logger()
@@ -224,8 +230,10 @@ class EmergencyService:
         observers: Sequence[IEmergencyObserver],
         domain: str,
         node: str,
+        ring_seconds: float = RING_SECONDS,
     ) -> None:
         self.clock = clock
+        self.ring_seconds = ring_seconds
         self.config = config
         self.trunks = trunks
         self.resolver = resolver
@@ -248,6 +256,7 @@ class EmergencyService:
             return None
         attempt.emergency = True
         attempt.redirected = True  # never sent to voicemail or a forward
+        attempt.ring_timeout = self.ring_seconds
         attempt.marks.add("emergency")
         return Deferred.fromCoroutine(self._route(attempt, number))
 
@@ -398,6 +407,7 @@ class EmergencyPlugin(CallHookBase):
             context.reactor, config, trunks,
             LocationResolver(self.store, config.default_location), observers,
             context.config.realm, context.config.node_id,
+            max(RING_SECONDS, context.config.calls.ring_timeout),
         )  # fmt: skip
         context.provide("e911", self.service)
 

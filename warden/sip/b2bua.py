@@ -259,7 +259,7 @@ class CallController:
         if not counted:
             call.counted = ()
         call.on_ended = self._ended
-        session.on_timeout = lambda: call.hangup(None, "media timeout")
+        session.on_timeout = lambda: self._media_stopped(call)
         if self.hooks:
             session.on_dtmf = lambda side, digit: self._dtmf(call, side, digit)
         self.calls[call_id] = call
@@ -272,6 +272,18 @@ class CallController:
             self.answer_locally(call, local)
         else:
             call.start(bindings, offer)
+
+    def _media_stopped(self, call: Call) -> None:
+        """
+        No RTP for ``[media] timeout``: hang up, except an emergency call,
+        which only its parties end (a silent 911 caller is still a caller).
+        """
+        if call.attempt.emergency:
+            self.log.warn(
+                "Media of emergency call {call_id} stopped; the call is kept", call_id=call.call_id
+            )
+            return
+        call.hangup(None, "media timeout")
 
     def pick_up(self, attempt: CallAttempt, txn: ServerTransaction) -> None:
         """Connect the caller's INVITE to the ringing call ``attempt.pickup`` names."""
