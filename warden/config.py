@@ -487,9 +487,9 @@ class MediaConfig:
             rtpengine's own configuration, ``timeout`` still applies).
         rtpengine_ng: rtpengine's ng control address, ``host:port`` (an IP
             address; ``[v6]:port`` for IPv6).
-        hold_music: what a phone put on hold hears (built-in relay only; ADR
-            0026): "default" (the shipped music), the path of an 8 kHz mono
-            16-bit WAV file, or "" (nothing).
+        hold_music: what a phone put on hold hears (ADR 0026): "default" (the
+            shipped music), the path of an 8 kHz mono 16-bit WAV file, or ""
+            (nothing); rtpengine reads the file itself.
     """
 
     SECTION: ClassVar[str] = "media"

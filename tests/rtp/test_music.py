@@ -17,11 +17,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.features.test_voicemail import frequency
 from tests.rtp.conformance import CALLEE, CALLER
 from tests.rtp.test_relay import RelayTestMixin
+from tests.rtp.test_rtpengine import RtpengineTestMixin
 from warden.config import parse_config_text
 from warden.errors import ConfigError
-from warden.plugins.media import hold_music
+from warden.plugins.media import hold_music, hold_music_path
 from warden.rtp import g711
 from warden.rtp.music import HoldMusic, shipped_music
+from warden.rtp.rtpengine import RtpengineRelay
 from warden.rtp.session import MediaSession
 from warden.testing.rtpnet import rtp, sdp_body
 
@@ -172,6 +174,13 @@ class MusicFileTests(SynchronousTestCase):
         assert isinstance(own, HoldMusic)
         self.assertEqual(own.pcm, MUSIC)
 
+    def test_path_for_rtpengine(self) -> None:
+        """rtpengine gets an absolute path: the shipped file's, or the configured one's."""
+        default = hold_music_path(parse_config_text('[media]\nhold_music = "default"\n'))
+        self.assertTrue(Path(default).is_absolute() and Path(default).is_file())
+        own = hold_music_path(parse_config_text('[media]\nhold_music = "music/x.wav"\n'))
+        self.assertEqual(own, str(Path("music/x.wav").resolve()))
+
     def test_bad_files(self) -> None:
         """A missing file or another format: the file, the key and the problem."""
         e = self.assertRaises(ConfigError, self.config, "/nonexistent/music.wav")
@@ -202,3 +211,59 @@ class HoldEndsTests(HoldMusicCase):
         session.offer_from("b", sdp_body(CALLEE, 5000, 3, user="callee"))
         session.answer_from("a", sdp_body(CALLER, 4000, 3, "sendonly", user="caller"))
         self.assertEqual(list(session.players), ["b"])
+
+
+class RtpengineMusicTests(RtpengineTestMixin, SynchronousTestCase):
+    """With rtpengine, Warden asks it to play the music (ng play media / stop media)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.relay = RtpengineRelay(
+            self.clock, self.server.listen_udp, self.server.address, hold_music="/m/hold.wav"
+        )
+
+    def music(self) -> list[tuple[object, ...]]:
+        """(command, from-tag, file, repeat-times) of each play/stop request."""
+        return [
+            (r["command"], r["from-tag"], r.get("file"), r.get("repeat-times"))
+            for r in self.server.requests
+            if r["command"] in (b"play media", b"stop media")
+        ]
+
+    def test_hold_and_resume(self) -> None:
+        """The caller holds: music to the callee's leg (warden-b), stopped on resume."""
+        session = self.answered()
+        session.offer_from("a", sdp_body(CALLER, 4000, 2, "sendonly"))
+        session.answer_from("b", sdp_body(CALLEE, 5000, 2, "recvonly"))
+        self.assertEqual(self.music(), [(b"play media", b"warden-b", b"/m/hold.wav", 10000)])
+        session.offer_from("a", sdp_body(CALLER, 4000, 3))
+        session.answer_from("b", sdp_body(CALLEE, 5000, 3))
+        self.assertEqual(self.music()[1:], [(b"stop media", b"warden-b", None, None)])
+
+    def test_callee_holds(self) -> None:
+        """The callee's inactive offer: music to the caller's leg (warden-a)."""
+        session = self.answered()
+        session.offer_from("b", sdp_body(CALLEE, 5000, 2, "inactive"))
+        self.assertEqual(self.music(), [(b"play media", b"warden-a", b"/m/hold.wav", 10000)])
+
+    def test_refused_play_keeps_the_call(self) -> None:
+        """rtpengine refusing to play: logged, the call's media goes on."""
+        session = self.answered()
+        handle = self.server.handle
+        self.server.handle = lambda request: (  # type: ignore[method-assign]
+            {"result": "error", "error-reason": "no media player"}
+            if request.get("command") == b"play media"
+            else handle(request)
+        )
+        session.offer_from("a", sdp_body(CALLER, 4000, 2, "sendonly"))
+        session.answer_from("b", sdp_body(CALLEE, 5000, 2, "recvonly"))
+        self.assertEqual(self.timeouts, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.assertEqual(self.server.requests[-1]["command"], b"answer")
+
+    def test_no_music(self) -> None:
+        """A relay without music asks for none."""
+        self.relay = RtpengineRelay(self.clock, self.server.listen_udp, self.server.address)
+        session = self.answered()
+        session.offer_from("a", sdp_body(CALLER, 4000, 2, "sendonly"))
+        self.assertEqual(self.music(), [])

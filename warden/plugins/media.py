@@ -10,15 +10,13 @@ import functools
 from pathlib import Path
 from types import MappingProxyType
 
-from twisted.logger import Logger
-
 from warden.config import MediaConfig, WardenConfig
 from warden.errors import ConfigError
 from warden.netutil import local_addresses
 from warden.plugin import BuildContext, BuiltinPlugin
 from warden.rtp import g711
 from warden.rtp import udp as media_udp
-from warden.rtp.music import MAX_MUSIC_SECONDS, HoldMusic, shipped_music
+from warden.rtp.music import MAX_MUSIC_SECONDS, HoldMusic, shipped_music, shipped_path
 from warden.rtp.ng import parse_address
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.relay import MediaRelay
@@ -32,15 +30,13 @@ class MediaPlugin(BuiltinPlugin):
     description = "RTP relay: anchors every call's media, itself or in rtpengine ([media])"
     provides = ("media",)
     section_classes = MappingProxyType({"media": MediaConfig})
-    log = Logger()
 
     def make(self, context: BuildContext) -> None:
         """Provide the relay as ``media``; Warden closes it when it stops."""
         config = context.config
         listen_udp = functools.partial(media_udp.listen_udp, context.reactor)
         if config.media.engine == "rtpengine":
-            if config.media.hold_music:
-                self.log.info("Hold music is played by the built-in relay only (ADR 0026)")
+            music = hold_music(config, context.config_path)  # checked, as for the relay
             context.provide(
                 "media",
                 RtpengineRelay(
@@ -48,6 +44,7 @@ class MediaPlugin(BuiltinPlugin):
                     listen_udp,
                     parse_address(config.media.rtpengine_ng),
                     media_timeout=config.media.timeout,
+                    hold_music=hold_music_path(config) if music is not None else None,
                 ),
             )
             return
@@ -86,6 +83,12 @@ def hold_music(config: WardenConfig, filename: str | None) -> HoldMusic | None:
         ) from None
     except ValueError as e:  # not an 8 kHz mono 16-bit WAV, or too short
         raise ConfigError("media.hold_music", f"{value}: {e}", filename) from None
+
+
+def hold_music_path(config: WardenConfig) -> str:
+    """The absolute path of ``[media] hold_music``'s file (rtpengine reads it itself)."""
+    value = config.media.hold_music
+    return shipped_path() if value == "default" else str(Path(value).resolve())
 
 
 def media_policy(config: WardenConfig) -> MediaPolicy:

@@ -1,5 +1,7 @@
 """
-Music on hold in the built-in relay (ADR 0026).
+Music on hold (ADR 0026): who holds whom (L{holding_after}, L{held_sides},
+shared with rtpengine's sessions, which ask rtpengine to play the file), and
+the built-in relay's player.
 
 When one phone of a call puts the other on hold (its offer says ``sendonly``
 or ``inactive``, or ``c=0.0.0.0``: RFC 3264 §8.4), the relay's session plays
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 
 from twisted.internet.interfaces import IReactorTime
@@ -28,7 +30,14 @@ from twisted.logger import Logger
 
 from warden.rtp import g711
 
-__all__ = ["HoldMusic", "MusicPlayer", "shipped_music"]
+__all__ = [
+    "HoldMusic",
+    "MusicPlayer",
+    "held_sides",
+    "holding_after",
+    "shipped_music",
+    "shipped_path",
+]
 
 #: Seconds of audio per packet, and samples (bytes of G.711) per packet.
 FRAME_SECONDS = 0.02
@@ -40,10 +49,35 @@ MAX_MUSIC_SECONDS = 600.0
 _HEADER = struct.Struct("!BBHII")
 
 
+def shipped_path() -> str:
+    """Where the shipped hold music is (a file of the installed package)."""
+    return str(resources.files("warden.rtp").joinpath("hold-music.wav"))
+
+
 def shipped_music() -> bytes:
     """The 16-bit PCM of the shipped hold music."""
     data = resources.files("warden.rtp").joinpath("hold-music.wav").read_bytes()
     return g711.read_wav(data, MAX_MUSIC_SECONDS)
+
+
+def holding_after(holding: bool, direction: str, offer: bool) -> bool:
+    """
+    Whether a phone holds the other after sending an SDP ``offer`` (or answer)
+    with ``direction`` (RFC 3264 §8.4): an offer puts the other phone on hold
+    (``sendonly``, ``inactive``; ``c=0.0.0.0`` reads as ``sendonly``) or
+    resumes it; an answer willing to receive (a phone that took over the side
+    in a transfer) resumes it; another answer changes nothing.
+    """
+    if offer:
+        return direction in ("sendonly", "inactive")
+    return False if direction in ("sendrecv", "recvonly") else holding
+
+
+def held_sides(holding: Mapping[str, bool]) -> set[str]:
+    """The sides (``a``, ``b``) held by the other and not holding it: they hear music."""
+    return {
+        side for side, other in (("a", "b"), ("b", "a")) if holding[other] and not holding[side]
+    }
 
 
 class HoldMusic:

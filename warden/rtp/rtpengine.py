@@ -55,6 +55,7 @@ from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics, sdes
 from warden.rtp.checks import SessionChecks
 from warden.rtp.errors import MediaError
+from warden.rtp.music import held_sides, holding_after
 from warden.rtp.ng import Address, NgClient, NgError, NgTimeout
 from warden.rtp.session import close_tap
 from warden.sip import sdp as sdplib
@@ -69,6 +70,8 @@ PLACEHOLDER_SDP = (
 TAGS = {"a": "warden-a", "b": "warden-b"}
 #: Flags on every offer and answer: keep the ports given out at allocation.
 FLAGS = ("port latching",)
+#: Times rtpengine plays the hold music over (each 12.8 s for the shipped one).
+MUSIC_REPEATS = 10000
 #: The most counted in one reply field (a 64-bit counter, not a hostile bignum).
 MAX_COUNT = 2**63
 
@@ -89,6 +92,8 @@ class RtpengineRelay:
         media_timeout: seconds without RTP, off hold, before ``on_timeout``.
         check_interval: seconds between stats queries of every session.
         client: the ng client (default: one on ``clock`` for ``address``).
+        hold_music: a WAV file rtpengine plays to a held phone (ng ``play
+            media``; the path must be readable by rtpengine); None: nothing.
     """
 
     log = Logger()
@@ -101,8 +106,10 @@ class RtpengineRelay:
         media_timeout: float = 60.0,
         check_interval: float = 1.0,
         client: NgClient | None = None,
+        hold_music: str | None = None,
     ) -> None:
         self.clock = clock
+        self.hold_music = hold_music
         self.media_timeout = media_timeout
         self.check_interval = check_interval
         self.client = client if client is not None else NgClient(clock, address)
@@ -237,6 +244,9 @@ class RtpengineSession:
         self._relay = relay
         self._clock = clock
         self._directions = dict.fromkeys(SIDES, "sendrecv")
+        # Whether each phone holds the other, and the sides hearing music.
+        self._holding = dict.fromkeys(SIDES, False)
+        self.music_to: set[str] = set()
         self._signalling: dict[str, tuple[str, ...]] = dict.fromkeys(SIDES, ())
         self._encrypted = dict.fromkeys(SIDES, False)
         self._index: int | None = None
@@ -290,6 +300,7 @@ class RtpengineSession:
             self._index = None
             self._directions[side] = "inactive"
             self._activity = self._clock.seconds()
+            self._hold_music(side, offer)
             return sdplib.rewrite(parsed, other.address, {}).to_bytes()
         media = parsed.media[index]
         if sdes.is_secure(media.proto):
@@ -314,7 +325,44 @@ class RtpengineSession:
             tags = {"from-tag": TAGS[other_side], "to-tag": TAGS[side]}
         params = {"call-id": self.call_id, **tags, "sdp": single, "flags": list(FLAGS)}
         self._send("offer" if offer else "answer", params, other)
+        self._hold_music(side, offer)
         return onward.to_bytes()
+
+    def _hold_music(self, side: str, offer: bool) -> None:
+        """
+        After ``side``'s SDP: rtpengine plays the hold music to a phone just
+        put on hold (ng ``play media``, looping) and stops it on resume
+        (``stop media``); ADR 0026.
+        """
+        self._holding[side] = holding_after(self._holding[side], self._directions[side], offer)
+        music = self._relay.hold_music
+        if music is None:
+            return
+        held = held_sides(self._holding)
+        for name in sorted(held - self.music_to):
+            params = {"call-id": self.call_id, "from-tag": TAGS[name], "file": music,
+                      "repeat-times": MUSIC_REPEATS}  # fmt: skip
+            self._command("play media", params)
+        for name in sorted(self.music_to - held):
+            self._command("stop media", {"call-id": self.call_id, "from-tag": TAGS[name]})
+        self.music_to = held
+
+    def _command(self, command: str, params: dict[str, Any]) -> None:
+        """Queue ``command`` after this call's earlier requests; a failure is only logged."""
+
+        def send(_: object) -> defer.Deferred[dict[str, Any]]:
+            return self._relay.client.request(command, params)
+
+        def failed(failure: Failure) -> None:
+            failure.trap(MediaError)  # type: ignore[no-untyped-call]
+            self.log.warn(
+                "rtpengine refused {command} for call {call_id}: {error}",
+                command=command, call_id=self.call_id, error=failure.getErrorMessage(),
+            )  # fmt: skip
+
+        d = self._last.addCallback(send)
+        d.addCallbacks(lambda _: None, failed)
+        self._last = d
 
     def _send(self, command: str, params: dict[str, Any], expected: MediaSide) -> None:
         """Queue ``command`` after this call's earlier requests; check its reply."""

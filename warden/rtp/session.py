@@ -77,7 +77,7 @@ from warden.interfaces import IMediaSession, IMediaTap
 from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError, RtpParseError
-from warden.rtp.music import HoldMusic, MusicPlayer
+from warden.rtp.music import HoldMusic, MusicPlayer, held_sides, holding_after
 from warden.rtp.packet import (
     DtmfCounter,
     RtpHeader,
@@ -327,12 +327,7 @@ class MediaSession:
         self._index = index
         peer = self._peers[side]
         self._learn(peer, parsed, index)
-        # RFC 3264 §8.4: an offer puts the other phone on hold or resumes it; an
-        # answer willing to receive (a phone that took over the side) resumes it.
-        if offer:
-            peer.holding = peer.direction in ("sendonly", "inactive")
-        elif peer.direction in ("sendrecv", "recvonly"):
-            peer.holding = False
+        peer.holding = holding_after(peer.holding, peer.direction, offer)
         self._hold_music()
         self._activity = self._clock.seconds()
         other = self._peers[_other(side)].side
@@ -378,9 +373,9 @@ class MediaSession:
 
     def _hold_music(self) -> None:
         """Start the music for a side just put on hold; stop it for one resumed."""
+        held_now = held_sides({name: p.holding for name, p in self._peers.items()})
         for name, peer in self._peers.items():
-            holder = self._peers[_other(name)]
-            held = self._music is not None and holder.holding and not peer.holding
+            held = self._music is not None and name in held_now
             player = self.players.get(name)
             if held and player is None and peer.g711 is not None:
                 pt, codec = peer.g711

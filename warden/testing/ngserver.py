@@ -156,6 +156,10 @@ class FakeNgServer:
             return {"result": "error", "error-reason": "Unknown call-id"}
         if command == b"query":
             return self._query(call_id)
+        if command in (b"play media", b"stop media"):
+            if request.get("from-tag", b"").decode() not in self.calls[call_id]:
+                return {"result": "error", "error-reason": "Unknown from-tag"}
+            return {"result": "ok"}
         if command == b"delete":
             for tag in self.calls.pop(call_id).values():
                 self.free.append(tag.port)
