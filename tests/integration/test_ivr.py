@@ -119,20 +119,7 @@ class IvrTests(IntegrationTestCase):
         template = (SCENARIOS / "ivr_uac.xml").read_text()
         scenario.write_text(template.replace("@PCAP@", str(pcap)))
         caller_csv = write_sipp_caller(run_dir, caller, password, number)
-        args = [
-            f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(scenario), "-inf", str(caller_csv),
-            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-            "-d", "6000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
-            "-trace_msg",
-        ]  # fmt: skip
-        result = await run_sipp(args, run_dir, timeout=90)
-        stats = read_sipp_stats(run_dir)
-        context = (
-            f"UAC to {number}: exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
-            f"\n{read_sipp_messages(run_dir)[-3000:]}"
-        )
-        self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+        await self.completes(warden, run_dir, scenario, caller_csv, LOCALHOST)
 
     async def itsp_calls_menu(self, warden: WardenProcess, did: str, pcap: Path) -> None:
         """
@@ -150,18 +137,25 @@ class IvrTests(IntegrationTestCase):
                 f'<exec play_pcap_audio="{pcap}"/></action></nop><pause/>',
             )
         )
-        (run_dir / "did.csv").write_text(f"SEQUENTIAL\n{did};15559876543\n")
+        did_csv = run_dir / "did.csv"
+        did_csv.write_text(f"SEQUENTIAL\n{did};15559876543\n")
+        await self.completes(warden, run_dir, scenario, did_csv, "127.0.0.2")
+
+    async def completes(
+        self, warden: WardenProcess, run_dir: Path, scenario: Path, fields: Path, host: str
+    ) -> None:
+        """SIPp on ``host`` runs ``scenario`` once (6 s pause); the call must complete."""
         args = [
             f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(scenario), "-inf", str(run_dir / "did.csv"),
-            "-i", "127.0.0.2", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-sf", str(scenario), "-inf", str(fields),
+            "-i", host, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
             "-d", "6000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
             "-trace_msg",
         ]  # fmt: skip
         result = await run_sipp(args, run_dir, timeout=90)
         stats = read_sipp_stats(run_dir)
         context = (
-            f"ITSP to {did}: exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+            f"{scenario.name}: exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
             f"\n{read_sipp_messages(run_dir)[-3000:]}"
         )
         self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
