@@ -68,6 +68,7 @@ from bench.calls import (
     CpuMeter,
     Rig,
     _read_only,
+    attributed_loss,
     dispositions,
     max_rowid,
     media_summary,
@@ -359,7 +360,7 @@ async def exchange(rig: Rig, args: argparse.Namespace, workdir: Path) -> dict[st
     sent_per_call = write_rtp_pcap(relay_dir / "rtp.pcap", hold - PCAP_TAIL)
     shutil.copy(SCENARIOS / "call_uac_media.xml", relay_dir)
     database = rig.warden.database_path
-    rowid = max_rowid(database)
+    rowid, echo_drops = max_rowid(database), rig.echo_drops()
 
     relay = None
     if args.relayed:
@@ -401,18 +402,23 @@ async def exchange(rig: Rig, args: argparse.Namespace, workdir: Path) -> dict[st
             watchdog.cancel()
     rig.check_uas()
     return await collect(
-        rig, args, rowid, window,
+        rig, args, (rowid, echo_drops), window,
         {"callers": (vm_dir, vm_code), "relayed": (relay_dir, relay_code)},
         dict(zip(mailboxes, callers)), sent_frames, sent_per_call, hold,
     )  # fmt: skip
 
 
 async def collect(
-    rig: Rig, args: argparse.Namespace, rowid: int, window: dict[str, Any],
+    rig: Rig, args: argparse.Namespace, before: tuple[int, int], window: dict[str, Any],
     runs: dict[str, tuple[Path, int]], expected: dict[str, str],
     sent_frames: int, sent_per_call: int, hold: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """SIPp's results, Warden's call records and the stored messages, measured."""
+    """
+    SIPp's results, Warden's call records and the stored messages, measured;
+    ``before``: the last call record's row id and the drops on the SIPp UAS's
+    echo socket before the run.
+    """
+    rowid, echo_drops = before
     sipp: dict[str, Any] = {}
     for name, (run_dir, code) in runs.items():
         if name == "relayed" and not args.relayed:
@@ -449,6 +455,8 @@ async def collect(
         "dispositions": dispositions(relayed_records),
     }
     relayed.update(media_summary(relayed_records, sent_per_call))
+    relayed["sipp_echo_socket_drops"] = rig.echo_drops() - echo_drops
+    relayed.update(attributed_loss(relayed))
     relayed["all_ok"] = relayed_ok(relayed, args.relayed)
     return {
         "callers": {
