@@ -28,9 +28,16 @@ before each run.
    until Sentinel names the replica, the time to the first successful
    REGISTER, the recovery time (kill to the start of the first REGISTER after
    the last failed one) and the failed REGISTERs by status.
+5. ``dns-srv``: two nodes on the loopback sharing Redis, published by a local
+   DNS server as ``_sip._udp.pbx.test`` SRV targets at priorities 10 and 20
+   (L{tests.integration.ha_srv}; no root); a phone that follows RFC 3263
+   (a target that does not answer within 2 s: the next one) registers every
+   0.1 s; the priority-10 node is SIGKILLed; reported are the time to the first
+   REGISTER answered by the other node, the slowest REGISTER, and those that
+   failed on every target.
 
 Run from the repository root, as root (needs keepalived, curl, kamailio, redis-server,
-PostgreSQL, patroni, etcd, haproxy; ``redis-sentinel`` alone runs without root)::
+PostgreSQL, patroni, etcd, haproxy; ``redis-sentinel`` and ``dns-srv`` run without root)::
 
     python -m bench.ha                                # both, 3 runs each
     python -m bench.ha --scenario active-passive --repeat 5
@@ -58,6 +65,7 @@ from twisted.internet import defer, task
 from tests.integration.ha_cluster import HaSite, active_active, active_passive, machine_load
 from tests.integration.ha_patroni import database_switchover
 from tests.integration.ha_sentinel import sentinel_failover
+from tests.integration.ha_srv import srv_failover
 
 SCENARIOS = (
     "active-passive",
@@ -65,9 +73,10 @@ SCENARIOS = (
     "active-active",
     "database",
     "redis-sentinel",
+    "dns-srv",
 )
 # Scenarios on the loopback, without network namespaces.
-LOOPBACK = {"redis-sentinel": sentinel_failover}
+LOOPBACK = {"redis-sentinel": sentinel_failover, "dns-srv": srv_failover}
 LABELS = {"database": ["a", "db1", "db2"]}
 MEASURE = {
     "active-active": "recovery_s",
