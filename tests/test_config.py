@@ -59,6 +59,8 @@ class DefaultsTests(SynchronousTestCase):
                 "server_header": "Warden",
                 "nat": "auto",
                 "tls_port": 5061,
+                "workers": 1,
+                "worker_port_base": 5070,
             },
         )
 

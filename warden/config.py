@@ -125,6 +125,13 @@ def _to_float(value: Any) -> Any:
     return float(value) if _is_int(value) else value
 
 
+def _to_workers(value: Any) -> Any:
+    """``[sip] workers = "auto"``: one worker per core; the rest is left to the validator."""
+    if value == "auto":
+        return os.cpu_count() or 1
+    return value
+
+
 def _to_tuple(value: Any) -> Any:
     """TOML arrays arrive as lists; keep them as tuples so sections stay hashable."""
     return tuple(value) if isinstance(value, list) else value
@@ -241,6 +248,11 @@ class SipConfig:
         nat: how UDP phones are reached: "auto" sends to the Contact unless
             a NAT is detected, "always" to the REGISTER's source, "never" to
             the Contact (``warden.sip.addressing.behind_nat``).
+        workers: SIP worker processes sharing ``port`` (``"auto"``: one per
+            core); more than one needs ``[state] url`` (L{warden.workers}).
+        worker_port_base: worker I also listens on ``worker_port_base + I``
+            (UDP and TCP), the port in the Via, Contact and Record-Route of
+            the requests it sends, so that a dialog's requests reach it.
     """
 
     SECTION: ClassVar[str] = "sip"
@@ -279,8 +291,12 @@ class SipConfig:
         validator=_rule(lambda v: v in NAT_MODES, f"one of {', '.join(NAT_MODES)}"),
     )
     tls_port: int = attrs.field(default=5061, validator=_int_in(0, 65535))
+    workers: int = attrs.field(default=1, converter=_to_workers, validator=_int_in(1, 64))
+    worker_port_base: int = attrs.field(default=5070, validator=_int_in(1, 65535))
 
     def __attrs_post_init__(self) -> None:
+        if self.workers > 1 and self.worker_port_base + self.workers - 1 > 65535:
+            raise _fail(self, "worker_port_base", "leaves no room for a port per worker")
         if self.t2 < self.t1:
             raise _fail(self, "t2", f"must be >= sip.t1 ({self.t1:g}), got {self.t2:g}")
 
@@ -887,6 +903,8 @@ class WardenConfig:
     security: SecurityConfig = attrs.field(factory=SecurityConfig)
     #: The parsed sections of plugins that are not Warden's own, by section name.
     plugin_sections: Mapping[str, object] = attrs.field(factory=dict, eq=False)
+    #: Which SIP worker process this is (L{warden.workers}); -1: the only process.
+    worker: int = -1
 
     def __attrs_post_init__(self) -> None:
         ours, legacy = self.cluster.node_id, self.server.node_id
@@ -898,6 +916,26 @@ class WardenConfig:
             )
         if self.security.fips:
             self._check_fips()
+        if self.sip.workers > 1:
+            self._check_workers()
+
+    def _check_workers(self) -> None:
+        """Several SIP workers share their state through Redis and listen on their own ports."""
+        sip = self.sip
+        if not self.state.url:
+            raise ConfigError(
+                "sip.workers",
+                f"{sip.workers} workers share registrations, nonces and counters through"
+                " Redis: set [state] url (or sip.workers = 1)",
+            )
+        if "tls" in sip.transports:
+            raise ConfigError("sip.workers", "TLS is not served by several workers yet")
+        if sip.worker_port_base <= sip.port < sip.worker_port_base + sip.workers:
+            raise ConfigError(
+                "sip.worker_port_base",
+                f"worker ports {sip.worker_port_base}..{sip.worker_port_base + sip.workers - 1}"
+                f" include sip.port {sip.port}",
+            )
 
     def _check_fips(self) -> None:
         """Refuse settings FIPS mode does not allow (MD5 digest, non-approved TLS suites)."""

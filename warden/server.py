@@ -7,6 +7,7 @@ its final collaborators; L{WardenService} runs it.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
@@ -346,6 +347,19 @@ class _Database:
         )
 
 
+def spool_path(config: WardenConfig) -> str:
+    """
+    The call-record spool: each SIP worker process (L{warden.workers}) has its
+    own, next to the single process's (``cdr-spool.jsonl``), replayed by the
+    worker of the same number.
+    """
+    path = default_spool_path(config.server.data_dir)
+    if config.worker < 0:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.worker{config.worker}{ext}"
+
+
 def _open_database(reactor: IWardenReactor, config: WardenConfig) -> _Database:
     locks = run_locks(config, reactor)
     # [store] url: SQLite or PostgreSQL (warden.store.backend)
@@ -358,7 +372,7 @@ def _open_database(reactor: IWardenReactor, config: WardenConfig) -> _Database:
     records = SpooledCallRecordStore(
         stores.records,
         reactor,
-        default_spool_path(config.server.data_dir),
+        spool_path(config),
         sync=fsync_in_thread(reactor),
     )
     return _Database(reactor, config, locks, stores, directory, records)

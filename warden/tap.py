@@ -16,7 +16,7 @@ from twisted.application import service
 from twisted.python import usage
 
 from warden.admin.wiring import override_port
-from warden.config import WardenConfig, load_effective_config
+from warden.config import COMMAND_LINE, WardenConfig, load_effective_config
 from warden.digits import parse_uint
 from warden.errors import ConfigError, StoreError
 from warden.filemodes import private_directories, private_umask, secure_directories
@@ -25,6 +25,13 @@ from warden.plugin import discover, enabled_plugins, list_lines
 from warden.runlock import LockFailed
 from warden.server import build_server, warden_reactor
 from warden.store.backend import check_store
+from warden.tls import install_sighup
+from warden.workers import (
+    WorkerSupervisor,
+    install_worker_sighup,
+    process_spawner,
+    worker_config,
+)
 
 
 def _port_option(option: str) -> Callable[[str], int]:
@@ -40,6 +47,13 @@ def _port_option(option: str) -> Callable[[str], int]:
 
 
 _port = _port_option("sip-port")
+
+
+def _worker_index(value: str) -> int:
+    index = parse_uint(value, 63)
+    if index is None:
+        raise usage.UsageError(f"--worker: must be a worker number 0..63, got {value!r}")
+    return index
 
 
 class Options(usage.Options):
@@ -64,6 +78,13 @@ class Options(usage.Options):
             "Admin HTTPS port (overrides [admin] listen); 0 turns the admin API off",
             _port_option("admin-port"),
         ],
+        [
+            "worker",
+            None,
+            None,
+            "Internal: run as SIP worker I of [sip] workers (the supervisor passes it)",
+            _worker_index,
+        ],
     ]
 
     optFlags = [  # noqa: RUF012
@@ -83,6 +104,10 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Load the configuration now, so a bad one stops start-up with one line."""
+        if self["worker"] is not None:  # as early as can be: a SIGHUP may come soon
+            from twisted.internet import reactor
+
+            install_worker_sighup(install_sighup(reactor), self["worker"])
         private_umask()  # before check_store creates the data directory
         try:
             available = discover()
@@ -101,10 +126,25 @@ class Options(usage.Options):
                     print(line, file=sys.stdout)
                 raise SystemExit(0)
             self.config = override_port(self.config, self["admin-port"])
+            if self["worker"] is not None:
+                if self["worker"] >= self.config.sip.workers:
+                    raise ConfigError(
+                        "sip.workers",
+                        f"{self.config.sip.workers}, so there is no worker {self['worker']}",
+                        COMMAND_LINE,
+                    )
+                self.config = worker_config(self.config, self["worker"])
             # A wrong store URL, password or database stops start-up with one line.
             check_store(self.config.store_url, self.config.store.password_file)
         except (ConfigError, StoreError) as e:
             raise usage.UsageError(str(e)) from None
+
+
+def _twistd_logfile(options: Options) -> str | None:
+    """twistd's ``--logfile`` (None when not run by twistd, or without one)."""
+    parent = getattr(options, "parent", None)
+    value = parent.get("logfile") if isinstance(parent, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def makeService(options: Options, reactor: IWardenReactor | None = None) -> service.IService:
@@ -115,6 +155,13 @@ def makeService(options: Options, reactor: IWardenReactor | None = None) -> serv
         reactor = warden_reactor(global_reactor)
     config = options.config
     assert config is not None
+    if config.sip.workers > 1 and config.worker < 0:
+        return WorkerSupervisor(
+            reactor,
+            config.sip.workers,
+            process_spawner(reactor, dict(options), _twistd_logfile(options)),
+            install_sighup(reactor),
+        )
     private_umask()  # the database, spool and backups hold password equivalents
     os.makedirs(config.server.data_dir, exist_ok=True)
     secure_directories(private_directories(config))

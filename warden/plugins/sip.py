@@ -124,6 +124,8 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         dialog_token_lifetime=config.cluster.dialog_token_lifetime,
         tls_port=sip.tls_port,
         tls=tls_settings(config),
+        reuse_port=config.worker >= 0,
+        worker_port=sip.worker_port_base + config.worker if config.worker >= 0 else 0,
     )
 
 

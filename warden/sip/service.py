@@ -25,6 +25,7 @@ from warden.interfaces import (
     ILocationService,
     IMediaRelay,
 )
+from warden.reuseport import ReusePortService
 from warden.rtp.endpoint import ListenUDP
 from warden.rtp.udp import listen_udp
 from warden.sip import metrics
@@ -92,6 +93,12 @@ class SipSettings:
     tls: TlsSettings = TlsSettings()
     #: ``[security] fips``: SHA-256 digest only, even for extensions that list MD5.
     fips: bool = False
+    #: A SIP worker process (L{warden.workers}): ``port`` is shared with the
+    #: other workers (``SO_REUSEPORT``, L{warden.reuseport}).
+    reuse_port: bool = False
+    #: The worker's own port (0: none): it sends from it and names it in Via,
+    #: Contact and Record-Route, so a dialog's requests come back to it.
+    worker_port: int = 0
 
     @property
     def hop_tokens(self) -> TokenLifetimes:
@@ -311,7 +318,12 @@ class SipService(service.MultiService):
         return self.cluster.live_nodes().addCallback(self.hop.set_nodes)
 
     def bound_port(self) -> int:
-        """The SIP port actually bound (the configured one, or the one picked for 0)."""
+        """
+        The SIP port this service is reached at: a worker's own port, else the
+        port actually bound (the configured one, or the one picked for 0).
+        """
+        if self.settings.worker_port:
+            return self.settings.worker_port
         for server in (getattr(self, "udp_server", None), getattr(self, "tcp_server", None)):
             port = getattr(server, "_port", None)
             if port is not None:
@@ -326,8 +338,11 @@ class SipService(service.MultiService):
 
     def _add_listeners(self) -> None:
         s = self.settings
-        ipv6 = ":" in s.interface
         interface = s.interface or "0.0.0.0"
+        if s.reuse_port:
+            self._add_worker_listeners(interface)
+            return
+        ipv6 = ":" in s.interface
         if "udp" in s.transports:
             proto = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
             udp = udp_server(s.port, proto, interface, s.max_message_bytes, reactor=self.clock)
@@ -345,6 +360,29 @@ class SipService(service.MultiService):
                 self._install_signal, self._exit,
             )  # fmt: skip
             self.tls_listener.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def _add_worker_listeners(self, interface: str) -> None:
+        """
+        A worker's listeners: its own port first (the UDP socket it sends
+        from), then the shared port (L{warden.reuseport}).
+        """
+        s = self.settings
+        ipv6 = ":" in s.interface
+        if "udp" in s.transports:
+            own = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
+            udp = udp_server(s.worker_port, own, interface, s.max_message_bytes, self.clock)
+            udp.setServiceParent(self)  # type: ignore[no-untyped-call]
+            shared = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
+            ReusePortService(
+                self.clock, interface, s.port, shared, s.max_message_bytes + 1
+            ).setServiceParent(self)  # type: ignore[no-untyped-call]
+        if "tcp" in s.transports:
+            factory = SipStreamFactory(self.hub)
+            tcp = internet.TCPServer(  # type: ignore[no-untyped-call]
+                s.worker_port, factory, interface=interface, reactor=self.clock
+            )
+            tcp.setServiceParent(self)  # type: ignore[no-untyped-call]
+            ReusePortService(self.clock, interface, s.port, factory).setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def privilegedStartService(self) -> None:
         """
