@@ -16,8 +16,11 @@ import signal
 import socket
 import sqlite3
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from twisted.internet.defer import Deferred
 
 from tests.integration.harness import (
     LOCALHOST,
@@ -29,7 +32,10 @@ from tests.integration.harness import (
     require_binary,
     require_sipp,
     run_sipp,
+    sipp_command,
     sipp_register_args,
+    spawn,
+    stop_spawned,
     write_sipp_caller,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
@@ -53,6 +59,12 @@ def _free_pair() -> int:
             continue
         return port
     raise RuntimeError("no two consecutive free ports")
+
+
+def _acks(directory: Path) -> int:
+    """How many ACKs a SIPp phone logged (``-trace_msg``) in ``directory``."""
+    logs = directory.glob("*_messages.log")
+    return sum(p.read_text(errors="replace").count("\nACK sip:") for p in logs)
 
 
 def worker_pids(supervisor: int) -> list[int]:
@@ -93,32 +105,46 @@ class WorkerTests(IntegrationTestCase):
             rows = db.execute("SELECT node_id, disposition, hangup_side FROM call_records")
             return [tuple(r) for r in rows]
 
-    async def place_calls(self, warden: WardenProcess, calls: int, rate: int) -> Any:
+    async def place_calls(
+        self,
+        warden: WardenProcess,
+        calls: int,
+        rate: int,
+        hold_ms: int = 300,
+        during: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[int | None, Any, str]:
         """
-        ``calls`` calls from extension 2000 to 2001 (a SIPp UAS that hangs up),
-        one UAC socket per call; returns (UAC result, stats, context).
+        ``calls`` calls from extension 2000 to 2001 (a SIPp UAS that hangs up
+        after ``hold_ms``), one UAC socket per call; ``during`` runs once every
+        call is answered. Returns the UAC's exit code, its stats and a context.
         """
         users = await provision(warden.config_path, 2, first=2000)
         caller, callee = users.numbers
         callee_phone, callee_dir = await self.sipp_callee(
-            warden, callee, users.passwords[callee], SCENARIOS / "bye_uas.xml", calls
-        )
+            warden, callee, users.passwords[callee], SCENARIOS / "bye_uas.xml", calls,
+            more=("-d", str(hold_ms)),
+        )  # fmt: skip
         run_dir = self.workdir()
         csv = write_sipp_caller(run_dir, caller, users.passwords[caller], callee)
         args = [
             f"{warden.address[0]}:{warden.address[1]}",
             "-sf", str(SCENARIOS / "answered_until_bye_uac.xml"), "-inf", str(csv),
             "-i", LOCALHOST, "-t", "un", "-max_socket", "1000", "-mp", str(free_port()),
-            "-m", str(calls), "-r", str(rate), "-timeout", "60s", "-timeout_error",
+            "-m", str(calls), "-r", str(rate), "-timeout", "30s", "-timeout_error",
             "-trace_stat", "-trace_err",
         ]  # fmt: skip
-        uac = await run_sipp(args, run_dir, timeout=90)
+        uac, process = spawn(sipp_command(args), run_dir)
+        self.addCleanup(lambda: Deferred.fromCoroutine(stop_spawned(uac, process)))
+        if during is not None:
+            await poll(lambda: _acks(callee_dir) >= calls, 30)
+            await during()
+        await poll(lambda: not uac.running, 60)
         stats = read_sipp_stats(run_dir)
         context = (
-            f"UAC exit {uac.code}\n{uac.stderr}\n{read_sipp_errors(run_dir)}\n"
-            f"callee: {callee_phone.output}\n{read_sipp_errors(callee_dir)}"
+            f"UAC exit {uac.code}\n{uac.output()}\n{read_sipp_errors(run_dir)}\n"
+            f"callee: {callee_phone.output()}\n{read_sipp_errors(callee_dir)}"
         )
-        return uac, stats, context
+        return uac.code, stats, context
 
     async def test_registrations_and_calls_on_both_workers(self) -> None:
         """
@@ -132,8 +158,8 @@ class WorkerTests(IntegrationTestCase):
         reg_args = sipp_register_args(warden.address, users.sipp_csv, 200, 100, transport="un")
         reg = await run_sipp([*reg_args, "-max_socket", "1000"], run_dir)
         self.assertEqual(reg.code, 0, reg.stderr + read_sipp_errors(run_dir))
-        uac, stats, context = await self.place_calls(warden, 20, 10)
-        self.assertEqual(uac.code, 0, context)
+        code, stats, context = await self.place_calls(warden, 20, 10)
+        self.assertEqual(code, 0, context)
         self.assertEqual((stats.successful, stats.failed), (20, 0), context)
         # Every call was answered and ended by the callee, on both workers
         # (one UAC socket per call spreads the calls over them).
@@ -144,21 +170,35 @@ class WorkerTests(IntegrationTestCase):
 
     async def test_killed_worker_is_restarted(self) -> None:
         """
-        SIGKILL ends one worker: the supervisor starts a new one, the other
-        worker's process stays, and calls placed afterwards all complete.
+        SIGKILL ends one worker while calls are up on both: the other worker's
+        calls still end normally (hung up by the callee, answered), the
+        supervisor starts a new worker, and calls placed afterwards complete.
         """
         warden = await self.start_workers()
+        await poll(lambda: self.log_lines(warden, "SIP listening on UDP") == 2, 30)
         first = worker_pids(warden.pid)
         self.assertEqual(len(first), 2)
-        os.kill(first[0], signal.SIGKILL)
-        await poll(
-            lambda: len(worker_pids(warden.pid)) == 2 and first[0] not in worker_pids(warden.pid),
-            30,
-        )
+
+        async def kill_worker_0() -> None:
+            os.kill(first[0], signal.SIGKILL)
+
+        _, stats, context = await self.place_calls(warden, 16, 16, 4000, kill_worker_0)
+        await poll(lambda: first[0] not in worker_pids(warden.pid), 15)
+        await poll(lambda: len(worker_pids(warden.pid)) == 2, 30)
         self.assertIn(first[1], worker_pids(warden.pid))
         self.assertEqual(self.log_lines(warden, "SIP worker 0 ended (signal 9)"), 1)
-        _, stats, context = await self.place_calls(warden, 10, 10)
-        self.assertEqual((stats.successful, stats.failed), (10, 0), context)
+        # Worker 1's calls went on to their normal end; worker 0's were lost.
+        await poll(lambda: any(r[0] == "box-w1" for r in self.call_records(warden)), 15)
+        survivors = [r for r in self.call_records(warden) if r[0] == "box-w1"]
+        self.assertEqual({(r[1], r[2]) for r in survivors}, {("ANSWERED", "callee")})
+        self.assertEqual(stats.successful, len(survivors), context)
+        self.assertLess(stats.successful, 16, context)
+        # The restarted worker serves new calls.
+        await poll(lambda: self.log_lines(warden, "SIP listening on UDP") == 3, 30)
+        records = len(self.call_records(warden))
+        code, stats, context = await self.place_calls(warden, 10, 10)
+        self.assertEqual((code, stats.successful, stats.failed), (0, 10, 0), context)
+        await poll(lambda: len(self.call_records(warden)) == records + 10, 15)
 
     async def test_sighup_reaches_every_worker(self) -> None:
         """SIGHUP to the supervisor is passed on, and both workers keep running."""
