@@ -21,6 +21,11 @@ before each run.
    ``patronictl switchover`` from db1 to db2 during the calls; reported are the
    switchover time (command start to db2 answering ``/primary``), the failed
    calls, and the call records stored against the calls answered.
+   ``database-unplanned``: the same, but at that moment db1's machine dies
+   (every process in its namespace SIGKILLed, its link cut) and Patroni
+   promotes db2 once db1's leader key expires (``ttl``); 120 calls, so calls
+   go on through the outage; also reported: the time until every answered
+   call's record was in db2 (the node's CDR spool replays them).
 4. ``redis-sentinel``: one node whose ``[state] url`` names three Sentinels
    watching a Redis primary and its replica, all on the loopback
    (L{tests.integration.ha_sentinel}; no namespaces, no root); a phone
@@ -72,15 +77,17 @@ SCENARIOS = (
     "active-passive-node-lost",
     "active-active",
     "database",
+    "database-unplanned",
     "redis-sentinel",
     "dns-srv",
 )
 # Scenarios on the loopback, without network namespaces.
 LOOPBACK = {"redis-sentinel": sentinel_failover, "dns-srv": srv_failover}
-LABELS = {"database": ["a", "db1", "db2"]}
+LABELS = {"database": ["a", "db1", "db2"], "database-unplanned": ["a", "db1", "db2"]}
 MEASURE = {
     "active-active": "recovery_s",
     "database": "switchover_s",
+    "database-unplanned": "switchover_s",
     "redis-sentinel": "recovery_s",
 }
 
@@ -133,6 +140,9 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
             site, calls=args.calls, rate=args.rate, hold=args.hold
         ),
         "database": database_switchover,
+        "database-unplanned": lambda site: database_switchover(
+            site, calls=120, rate=4.0, hold=1.0, unplanned=True
+        ),
     }
     document: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "bench.ha", *argv]),

@@ -6,8 +6,10 @@ Warden node whose ``[store] url`` names HAProxy on its own loopback
 (``deploy/haproxy/warden-postgres.cfg``), which follows Patroni's primary.
 
 L{database_switchover} places calls with ``warden-loadtest`` while
-``patronictl switchover`` moves the primary, and compares the call records in
-the database with the calls the load test saw answered.
+``patronictl switchover`` moves the primary (or, ``unplanned``, while the
+primary's machine dies: every process in its namespace SIGKILLed and its link
+cut), and compares the call records in the database with the calls the load
+test saw answered.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from tests.integration.ha_cluster import (
     run_loadtest,
 )
 from tests.integration.harness import provision, run_process
-from tests.integration.netns import LAN_ADDRESS, SUBNET
+from tests.integration.netns import LAN_ADDRESS, SUBNET, ip
 
 PATRONI_YML = DEPLOY / "patroni" / "patroni.yml"
 HAPROXY_CFG = DEPLOY / "haproxy" / "warden-postgres.cfg"
@@ -162,17 +165,41 @@ class PatroniCluster:
         return (await run_process(command, self.site.workdir, 60.0)).code
 
 
+def kill_member(site: HaSite, member: str) -> int:
+    """
+    The machine of ``member`` dies: SIGKILL to every process in its namespace
+    (Patroni and PostgreSQL), and its link to the LAN cut. Returns how many
+    processes were killed.
+    """
+    pids = [int(p) for p in ip("netns", "pids", site.lan.namespace(member)).split()]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    site.lan.unplug(member)
+    return len(pids)
+
+
 async def database_switchover(
-    site: HaSite, calls: int = 80, rate: float = 4.0, hold: float = 1.0, switch_after: float = 5.0
+    site: HaSite,
+    calls: int = 80,
+    rate: float = 4.0,
+    hold: float = 1.0,
+    switch_after: float = 5.0,
+    unplanned: bool = False,
 ) -> dict[str, Any]:
     """
     One Warden node (``a``) on the Patroni cluster through HAProxy;
     ``warden-loadtest`` places ``calls`` calls at ``rate`` per second, held
     ``hold`` s, straight to the node; ``switch_after`` seconds into the calls
-    ``patronictl switchover`` moves the primary from db1 to db2. Returns the
-    load test's outcome, how long the switchover took (command start to db2
-    answering /primary), and the call records in the database compared with
-    the calls the load test saw answered.
+    ``patronictl switchover`` moves the primary from db1 to db2 (``unplanned``:
+    db1's machine dies, L{kill_member}, and Patroni promotes db2 once db1's
+    leader key expires). Returns the load test's outcome, how long the
+    switchover took (command start, or the kill, to db2 answering /primary),
+    the call records in the database compared with the calls the load test saw
+    answered, and ``records_s``: from the command or kill until every answered
+    call's record was in the new primary.
     """
     patroni = PatroniCluster(site)
     patroni.start_etcd()
@@ -210,7 +237,11 @@ async def database_switchover(
     await pause(len(users.numbers) / 50 + switch_after)
     load = machine_load()
     started = monotonic()
-    switched = await patroni.switchover("db1", "db2")
+    if unplanned:
+        killed = kill_member(site, "db1")
+        switched = 0 if killed else -1
+    else:
+        switched = await patroni.switchover("db1", "db2")
     moved = await patroni.wait(lambda: _is(patroni, "db2"), 60)
     switch_s = monotonic() - started
     result = await ran
@@ -223,13 +254,16 @@ async def database_switchover(
 
     # Records that met the switch wait in the node's spool and are retried.
     stored = 0
+    records_s = None
     deadline = monotonic() + 60
     while monotonic() < deadline:
         stored = await records()
         if stored >= answered:
+            records_s = round(monotonic() - started, 3)
             break
-        await pause(1.0)
+        await pause(0.5)
     return {
+        "unplanned": unplanned,
         "switchover_exit": switched,
         "primary_after": await patroni.primary() if moved else None,
         "switchover_s": round(switch_s, 3),
@@ -237,6 +271,7 @@ async def database_switchover(
         "calls": phase,
         "answered": answered,
         "call_records": stored,
+        "records_s": records_s,
         "node_running": node.running,
         "load": load,
     }

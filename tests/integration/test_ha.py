@@ -10,8 +10,8 @@ Warden nodes in their own network namespaces share PostgreSQL and Redis.
   over both nodes; killing one under ``warden-loadtest`` traffic costs only the
   calls it held, and calls succeed again through the other.
 - Database: one node on a Patroni cluster (``deploy/patroni``) through HAProxy
-  (``deploy/haproxy``); ``patronictl switchover`` under calls loses no call
-  record.
+  (``deploy/haproxy``); ``patronictl switchover`` under calls, or the
+  primary's machine dying under calls, loses no call record.
 
 These check behaviour with generous bounds; ``bench.ha`` measures the failover
 times (docs/PERFORMANCE.md). Root is needed (namespaces): without it the tests
@@ -126,3 +126,22 @@ class DatabaseFailoverTests(HaTestCase):
         self.assertTrue(outcome["node_running"], outcome)
         self.assertGreater(outcome["answered"], 0, outcome)
         self.assertEqual(outcome["call_records"], outcome["answered"], outcome)
+
+    async def test_no_call_record_lost_across_unplanned_failover(self) -> None:
+        """
+        With calls going on, db1's machine dies (Patroni and PostgreSQL
+        SIGKILLed, link cut); Patroni promotes db2 within 40 s (its ``ttl`` is
+        20 s), Warden is still running, and every call the load test saw
+        answered has its call record in db2 within 60 s of the promotion: the
+        records of the outage come from the node's spool once it reconnects.
+        """
+        outcome = await database_switchover(
+            self.site, calls=120, rate=4.0, hold=1.0, unplanned=True
+        )
+        self.assertEqual(outcome["switchover_exit"], 0, outcome)
+        self.assertEqual(outcome["primary_after"], "db2", outcome)
+        self.assertLess(outcome["switchover_s"], 40.0, outcome)
+        self.assertTrue(outcome["node_running"], outcome)
+        self.assertGreater(outcome["answered"], 0, outcome)
+        self.assertEqual(outcome["call_records"], outcome["answered"], outcome)
+        self.assertIsNotNone(outcome["records_s"], outcome)
