@@ -115,6 +115,14 @@ class StateUnavailable(StoreError):
     """
 
 
+class StoreUnavailable(StoreError):
+    """
+    The database could not be reached (or kept failing) within the store's
+    retries (L{warden.store.pgpool}); the request that needed it is answered 503
+    with Retry-After, like L{StateUnavailable}.
+    """
+
+
 class CallRecordNotFound(StoreError):
     """No call record has that call_id (e.g. a paging cursor that names none)."""
 

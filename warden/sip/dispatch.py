@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from warden.errors import SipError, SipParseError, StateUnavailable
+from warden.errors import SipError, SipParseError, StateUnavailable, StoreUnavailable
 from warden.interfaces import ITransactionUser
 from warden.sip import metrics
 from warden.sip.flow import Flow
@@ -316,10 +316,11 @@ class RequestDispatcher:
         self, failure: Failure, transaction: ServerTransactionLike, request: Request, flow: Flow
     ) -> None:
         error = failure.value
-        if isinstance(error, StateUnavailable):
-            # The shared state (Redis) is down or slow: the phone retries later
-            # (RFC 3261 §21.5.4), by which time it has usually returned. The
-            # state backend logs and counts the outage itself.
+        if isinstance(error, (StateUnavailable, StoreUnavailable)):
+            # The shared state (Redis) or the database is down or slow (a
+            # failover): the phone retries later (RFC 3261 §21.5.4), by which
+            # time it has usually returned. The backend logs and counts the
+            # outage itself.
             error = SipError(503, "Service Unavailable", (("Retry-After", STATE_RETRY_AFTER),))
         elif isinstance(error, SipParseError):  # a header the handler found malformed
             error = SipError(400, _reason(error))

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from txpostgres import txpostgres
 from txpostgres.reconnection import ConnectionDead
 
-from warden.errors import StoreError
+from warden.errors import StoreError, StoreUnavailable
 from warden.store.interaction import INTERACTIONS
 
 __all__ = [
@@ -64,10 +64,6 @@ CONNECTIONS = Gauge("warden_store_connections", "Open PostgreSQL connections of 
 # shutting down or starting, too many connections, connection exceptions.
 _TRANSIENT_STATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
 _SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
-
-
-class StoreUnavailable(StoreError):
-    """The database could not be reached (or kept failing) within the retries."""
 
 
 class _RollbackFailed(StoreError):
