@@ -24,6 +24,12 @@ thread, runs after the timed loop and is timed on its own:
 (20 ms per direction), as a real call's would. Usage::
 
     python bench/rtp_relay.py [--packets N] [--window W] [--skip-loopback]
+    python bench/rtp_relay.py --concurrent 250,500 [--seconds 20] [--burst-ms 20]
+        [--burst-interval 0.1]
+
+``--concurrent`` runs only the concurrent-calls steps of L{bench.relay_jitter}
+(added jitter p50/p99 and loss with the relay in the SIP process and in its own
+media process, ADR 0033, with the rest of the machine's load per step).
 
 Prints one JSON object.
 """
@@ -250,15 +256,52 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
     return result
 
 
+def concurrent(args: argparse.Namespace) -> dict[str, Any]:
+    """Each call count with the relay in process, then out of process, in one run."""
+    from bench.relay_jitter import MAX_OTHER_PCT, step
+
+    steps = []
+    for calls in (int(n) for n in args.concurrent.split(",")):
+        for relay_process in (False, True):
+            steps.append(
+                step(calls, args.seconds, relay_process, args.burst_ms, args.burst_interval,
+                     phone_base=40000, port_min=20000)
+            )  # fmt: skip
+            print(json.dumps(steps[-1]), file=sys.stderr)
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "max_other_cpu_pct": MAX_OTHER_PCT,
+        "steps": steps,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=200_000)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--skip-loopback", action="store_true")
     parser.add_argument(
+        "--concurrent",
+        default="",
+        help="comma-separated call counts: added jitter and loss of that many concurrent"
+        " calls, in-process and out-of-process relay (bench/relay_jitter.py); only that",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="of each --concurrent step")
+    parser.add_argument(
+        "--burst-ms", type=float, default=20.0, help="signalling work per burst (--concurrent)"
+    )
+    parser.add_argument(
+        "--burst-interval", type=float, default=0.1, help="seconds between bursts (--concurrent)"
+    )
+    parser.add_argument(
         "--loopback-srtp", action="store_true", help="the loopback run with SRTP on both legs"
     )
     args = parser.parse_args()
+    if args.concurrent:
+        print(json.dumps(concurrent(args), indent=2))
+        return
     plain, srtp = bench_fake(args.packets), bench_fake(args.packets, srtp=True)
     recorded = bench_fake(args.packets, recording=True)
     report: dict[str, Any] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.config import parse_config_text
@@ -113,6 +115,45 @@ class MediaEngineConfigTests(SynchronousTestCase):
         assert isinstance(relay, RtpengineRelay)
         self.assertEqual((relay.client.address, relay.media_timeout), (("::1", 22222), 30.0))
 
+    def test_relay_process(self) -> None:
+        """relay_process = true provides the process relay and starts the media process."""
+        import sys
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from warden.interfaces import IMediaRelay
+        from warden.plugin import BuildContext
+        from warden.plugins.media import plugin
+        from warden.rtp.procrelay import ProcessRelay
+
+        spawned: list[tuple[Any, ...]] = []
+
+        class Reactor(MemoryReactorClock):
+            def spawnProcess(self, protocol: Any, executable: str, args: Any, **kw: Any) -> Any:  # noqa: N802
+                spawned.append((executable, args, kw["childFDs"]))
+                return None
+
+        self.assertFalse(parse_config_text("", "w.toml").media.relay_process)
+        text = '[media]\nrelay_process = true\nport_min = 30000\nport_max = 30099\nhold_music = ""'
+        context = BuildContext(Reactor(), parse_config_text(text, "w.toml"), None, {})
+        plugin.make(context)
+        relay = context.optional("media", IMediaRelay)
+        assert isinstance(relay, ProcessRelay)
+        self.assertEqual(
+            spawned,
+            [
+                (
+                    sys.executable,
+                    [sys.executable, "-m", "warden.rtp.mediaproc"],
+                    {0: "w", 1: "r", 2: "r"},
+                )
+            ],
+        )
+        self.assertEqual(
+            (relay.settings["port_min"], relay.settings["port_max"], relay.settings["hold_music"]),
+            (30000, 30099, ""),
+        )
+
     def test_bad_values(self) -> None:
         """A bad engine or address names the file, the key and what is expected."""
         cases = {
@@ -124,6 +165,14 @@ class MediaEngineConfigTests(SynchronousTestCase):
                 "media.rtpengine_ng",
                 'w.toml: media.rtpengine_ng: must be an IP address and port, "127.0.0.1:2223",'
                 ' got "localhost:2223"',
+            ),
+            '[media]\nrelay_process = "yes"': (
+                "media.relay_process",
+                'w.toml: media.relay_process: must be true or false, got "yes"',
+            ),
+            '[media]\nengine = "rtpengine"\nrelay_process = true': (
+                "media.relay_process",
+                'w.toml: media.relay_process: needs engine = "builtin" (ADR 0033)',
             ),
             '[media]\nengine = "rtpengine"\nsrtp = "required"': (
                 "media.srtp",

@@ -26,7 +26,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from twisted.internet import defer, protocol
 from twisted.internet.defer import Deferred
@@ -537,12 +537,22 @@ class IntegrationTestCase(unittest.TestCase):
         path.mkdir(parents=True)
         return path
 
+    #: Added to every started Warden's ``[media]`` section (see start_warden).
+    media_settings: ClassVar[dict[str, Any]] = {}
+
     async def start_warden(
         self,
         settings: dict[str, Any] | None = None,
         workdir: Path | None = None,
     ) -> WardenProcess:
-        """Start a Warden in a fresh directory; it is stopped when the test ends."""
+        """
+        Start a Warden in a fresh directory; it is stopped when the test ends.
+        ``media_settings`` (a class attribute) is added to its ``[media]``: a
+        subclass runs the same tests with another relay (ADR 0033).
+        """
+        if self.media_settings:
+            settings = dict(settings or {})
+            settings["media"] = {**settings.get("media", {}), **self.media_settings}
         warden = WardenProcess(workdir or self.workdir(), settings=settings)
         self._wardens.append(warden)
         self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))

@@ -120,17 +120,21 @@ class SippCallTests(IntegrationTestCase):
             self.assertGreater(media[side]["packets_out"], 50, media)
         self.assertEqual(media["b"]["latched"].rsplit(":", 1)[1], str(self.uas_media))
 
-    async def test_calls_with_rtp_through_relay(self) -> None:
-        """Five calls with RTP both ways: relayed, recorded, ports released."""
-        calls = 5
-        warden, users, uas, uac_args = await self.call_setup(calls)
-        await self.run_uac([*uac_args, "-r", "2", "-d", "3000"], calls, uas)
+    async def assertAllRelayed(self, warden: WardenProcess, users: Users, calls: int) -> None:
+        """Warden's call records: ``calls`` of them, each relayed (assertRelayed)."""
         listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
         self.assertEqual(listed.code, 0, listed.stderr)
         records = json.loads(listed.stdout)
         self.assertEqual(len(records), calls)
         for record in records:
             self.assertRelayed(record, *users.numbers)
+
+    async def test_calls_with_rtp_through_relay(self) -> None:
+        """Five calls with RTP both ways: relayed, recorded, ports released."""
+        calls = 5
+        warden, users, uas, uac_args = await self.call_setup(calls)
+        await self.run_uac([*uac_args, "-r", "2", "-d", "3000"], calls, uas)
+        await self.assertAllRelayed(warden, users, calls)
 
         # Live-call summaries are written in batches (CoalescingLiveCalls): the
         # ended calls leave the store within one flush interval, not at the BYE.

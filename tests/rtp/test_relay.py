@@ -190,11 +190,15 @@ class RelayingTests(RelayTestMixin, SynchronousTestCase):
         self.assertEqual(session.stats()["b"]["dropped_send_error"], 1)
         self.assertEqual(session.stats()["b"]["packets_out"], 0)
 
-    def test_ipv6(self) -> None:
-        """An IPv6 relay rewrites to IN IP6 and relays between IPv6 phones."""
+    def ipv6_relay(self) -> Any:
+        """A relay on 2001:db8::1."""
         relay = self.make_relay(port_range=(30000, 30099))
         relay.address = relay.interface = "2001:db8::1"
-        session = self.allocate(relay)
+        return relay
+
+    def test_ipv6(self) -> None:
+        """An IPv6 relay rewrites to IN IP6 and relays between IPv6 phones."""
+        session = self.allocate(self.ipv6_relay())
         out = parse_sdp(session.offer_from("a", sdp_body("2001:db8::10", 4000)))
         self.assertEqual(out.connections[0].value(), "IN IP6 2001:db8::1")
         session.answer_from("b", sdp_body("2001:db8::20", 5000))
@@ -424,6 +428,9 @@ class CounterTests(RelayTestMixin, SynchronousTestCase):
 class TimeoutTests(RelayTestMixin, SynchronousTestCase):
     """Media timeout: fires once after media_timeout without RTP, never on hold."""
 
+    #: Timed loops running while sessions exist (the relay's check).
+    LOOPS = 1
+
     def watched(self) -> tuple[MediaSession, list[float]]:
         """A call whose on_timeout records the time it fired."""
         session = self.call()
@@ -484,7 +491,7 @@ class TimeoutTests(RelayTestMixin, SynchronousTestCase):
         self.clock.advance(60)
         self.assertEqual(fired, ["second"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), self.LOOPS)
 
     def test_release_in_callback(self) -> None:
         """The controller may release the session from on_timeout; the loop then stops."""
@@ -498,9 +505,9 @@ class TimeoutTests(RelayTestMixin, SynchronousTestCase):
         """The timeout check runs while sessions exist and stops with the last one."""
         self.assertEqual(self.clock.getDelayedCalls(), [])
         first, second = self.allocate(), self.allocate()
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), self.LOOPS)
         first.release()
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), self.LOOPS)
         second.release()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from warden.config import MediaConfig, WardenConfig
 from warden.errors import ConfigError
@@ -19,6 +20,7 @@ from warden.rtp import udp as media_udp
 from warden.rtp.music import MAX_MUSIC_SECONDS, HoldMusic, shipped_music, shipped_path
 from warden.rtp.ng import parse_address
 from warden.rtp.policy import MediaPolicy
+from warden.rtp.procrelay import ProcessRelay, spawn_media_process
 from warden.rtp.relay import MediaRelay
 from warden.rtp.rtpengine import RtpengineRelay
 
@@ -45,6 +47,20 @@ class MediaPlugin(BuiltinPlugin):
                     parse_address(config.media.rtpengine_ng),
                     media_timeout=config.media.timeout,
                     hold_music=hold_music_path(config) if music is not None else None,
+                ),
+            )
+            return
+        if config.media.relay_process:
+            # The built-in relay in a process of its own (ADR 0033).
+            policy = media_policy(config)
+            hold_music(config, context.config_path)  # a bad file fails here, at start-up
+            context.provide(
+                "media",
+                ProcessRelay(
+                    context.reactor,
+                    functools.partial(spawn_media_process, context.reactor),
+                    process_settings(config, policy),
+                    policy,
                 ),
             )
             return
@@ -89,6 +105,25 @@ def hold_music_path(config: WardenConfig) -> str:
     """The absolute path of ``[media] hold_music``'s file (rtpengine reads it itself)."""
     value = config.media.hold_music
     return shipped_path() if value == "default" else str(Path(value).resolve())
+
+
+def process_settings(config: WardenConfig, policy: MediaPolicy) -> dict[str, Any]:
+    """The media process's ``configure`` settings (L{warden.rtp.mediaproc})."""
+    media = config.media
+    music = media.hold_music
+    return {
+        "address": media_address(config),
+        "port_min": media.port_min,
+        "port_max": media.port_max,
+        "interface": media.address or config.sip.interface or "",
+        "timeout": media.timeout,
+        "latch": policy.latch,
+        "destinations": policy.destinations,
+        "latch_packets": policy.latch_packets,
+        "own_addresses": sorted(str(a) for a in policy.own_addresses),
+        "srtp": policy.srtp,
+        "hold_music": music if music == "default" or not music else str(Path(music).resolve()),
+    }
 
 
 def media_policy(config: WardenConfig) -> MediaPolicy:

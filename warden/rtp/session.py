@@ -268,6 +268,9 @@ class MediaSession:
         self._music = music
         #: The music playing to each held side.
         self.players: dict[str, MusicPlayer] = {}
+        #: Whether this copy counts the signalling metrics (refused destinations,
+        #: legs by media); a media process's copy leaves them to Warden's (ADR 0033).
+        self.signalling_metrics = True
 
     def __repr__(self) -> str:
         return f"<MediaSession {self.call_id} a={self.side_a.rtp_port} b={self.side_b.rtp_port}>"
@@ -307,6 +310,15 @@ class MediaSession:
         if side not in SIDES:
             raise ValueError(f"side must be 'a' or 'b', not {side!r}")
         self._crypto.signalling_encrypted(side, encrypted)
+
+    def srtp_keys(self) -> dict[str, dict[str, bytes]]:
+        """Warden's SRTP master keys of each leg so far, by suite (ADR 0033)."""
+        return {side: self._crypto.keys(side) for side in SIDES}
+
+    def use_srtp_keys(self, keys: Mapping[str, dict[str, bytes]]) -> None:
+        """Take another copy's keys (L{srtp_keys}) before its next description."""
+        for side, leg_keys in keys.items():
+            self._crypto.use_keys(side, leg_keys)
 
     def _description_from(self, side: str, data: bytes, offer: bool) -> bytes:
         if side not in SIDES:
@@ -395,7 +407,8 @@ class MediaSession:
             a for a in (rtp, rtcp) if a and not policy.destination_allowed(a[0], signalling)
         ]
         if refused:
-            metrics.REFUSED_DESTINATIONS.inc(len(refused))
+            if self.signalling_metrics:
+                metrics.REFUSED_DESTINATIONS.inc(len(refused))
             self.log.warn(
                 "Call {call_id}: media destination {address} refused for a phone "
                 "signalling from {source} ([media] destinations)",
@@ -659,13 +672,19 @@ class MediaSession:
             return
         if self.idle_for(now) < media_timeout:
             return
-        self.timed_out = True
         metrics.TIMEOUTS.inc()
         self.log.info(
             "Media of call {call_id} stopped {idle:.1f}s ago",
             call_id=self.call_id,
             idle=self.idle_for(now),
         )
+        self._fire_timeout()
+
+    def _fire_timeout(self) -> None:
+        """Call ``on_timeout`` (once for the session's life), logging its failure."""
+        if self.timed_out:
+            return
+        self.timed_out = True
         if self.on_timeout is not None:
             try:
                 self.on_timeout()
@@ -684,7 +703,7 @@ class MediaSession:
         tap, self.tap = self.tap, None
         close_tap(tap, self._clock.seconds(), self.call_id)
         for peer in self._peers.values():
-            if peer.origin is not None:  # the leg's phone sent SDP
+            if peer.origin is not None and self.signalling_metrics:  # the phone sent SDP
                 metrics.LEGS_BY_MEDIA["srtp" if peer.srtp else "rtp"].inc()
         try:
             for port in self._ports:

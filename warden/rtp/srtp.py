@@ -188,6 +188,17 @@ class MediaCrypto:
         """Whether the SIP of ``side``'s phone travels over TLS (rule 1)."""
         self._legs[side].secure_signalling = encrypted
 
+    def keys(self, side: str) -> dict[str, bytes]:
+        """Warden's master keys for ``side``'s leg so far, by suite."""
+        return dict(self._legs[side].keys)
+
+    def use_keys(self, side: str, keys: dict[str, bytes]) -> None:
+        """
+        Take ``keys`` as Warden's keys for ``side``'s leg (a copy of another
+        negotiation of the same call: the media process, ADR 0033).
+        """
+        self._legs[side].keys.update(keys)
+
     def leg(self, side: str) -> SrtpLeg | None:
         """``side``'s SRTP contexts; None while its media is plain RTP."""
         return self._legs[side].leg

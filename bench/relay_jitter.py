@@ -1,0 +1,280 @@
+"""
+Added jitter and loss of the built-in relay with many concurrent calls, the
+relay in the SIP process or in its own media process (ADR 0033); run by
+``python bench/rtp_relay.py --concurrent 250,500``.
+
+Three processes per step:
+
+* the *host*, standing in for Warden's SIP process: allocates ``calls``
+  sessions (``MediaRelay``, or ``ProcessRelay`` which starts the real media
+  process), exchanges SDP naming the generator's phones on 127.0.0.1, then
+  does synthetic signalling work: every ``burst_interval`` seconds it parses
+  SIP INVITEs (Warden's parser) for ``burst_ms`` milliseconds without
+  returning to the reactor, as a burst of SIP traffic would;
+* the *generator*: ``calls`` caller sockets each sending a 172-byte PCMU
+  packet every 20 ms (the calls' phases spread over the 20 ms) to its session's
+  side a, with its send time (``CLOCK_MONOTONIC``) in the payload, and
+  ``calls`` callee sockets receiving them from side b;
+* with ``relay_process``, the media process (a child of the host).
+
+Per packet, the transit time (receive minus send); *added jitter* is a packet's
+transit minus the smallest transit of its call, reported at p50/p99/max over
+every packet; *loss* is the share of packets sent and never received (after a
+one-second drain). The rest of the machine's CPU during the step
+(``other_cpu_pct``: ``/proc/stat`` busy time minus this bench's processes) is
+recorded, and a step with more than ``MAX_OTHER_PCT`` % of a core is marked
+``valid: false``: its figures are not the relay's.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, ".")
+
+from bench.register import children_cpu_seconds, system_cpu_seconds
+
+MAX_OTHER_PCT = 10.0
+PHONE_HOST = "127.0.0.1"
+HEADER = struct.Struct("!BBHII")
+STAMP = struct.Struct("!QI")
+INVITE = (
+    b"INVITE sip:2000@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n"
+    b"Max-Forwards: 70\r\nFrom: <sip:1000@127.0.0.1>;tag=a1\r\n"
+    b"To: <sip:2000@127.0.0.1>\r\nCall-ID: bench-1@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
+    b"Contact: <sip:1000@127.0.0.1:5070>\r\nContent-Type: application/sdp\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def phone_sdp(port: int, user: str) -> bytes:
+    return (
+        f"v=0\r\no={user} 1 1 IN IP4 {PHONE_HOST}\r\ns=-\r\nc=IN IP4 {PHONE_HOST}\r\n"
+        f"t=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+# -- host ---------------------------------------------------------------------------------
+
+
+def host(calls: int, phone_ports: list[tuple[int, int]], relay_process: bool,
+         burst_ms: float, burst_interval: float, port_min: int) -> None:  # fmt: skip
+    """The stand-in SIP process; prints the sessions' ports, runs until stdin closes."""
+    from twisted.internet import reactor, stdio, task
+    from twisted.internet.protocol import Protocol
+
+    from warden.rtp import udp
+    from warden.rtp.policy import MediaPolicy
+    from warden.rtp.procrelay import ProcessRelay, spawn_media_process
+    from warden.rtp.relay import MediaRelay
+    from warden.sip.parser import parse_datagram
+
+    policy = MediaPolicy(own_addresses=[PHONE_HOST])
+    port_max = port_min + 4 * calls + 200
+    relay: Any
+    if relay_process:
+        settings = {
+            "address": PHONE_HOST, "port_min": port_min, "port_max": port_max,
+            "interface": PHONE_HOST, "timeout": 600.0, "latch": policy.latch,
+            "destinations": policy.destinations, "latch_packets": policy.latch_packets,
+            "own_addresses": [PHONE_HOST], "srtp": policy.srtp, "hold_music": "",
+        }  # fmt: skip
+        relay = ProcessRelay(
+            reactor, functools.partial(spawn_media_process, reactor), settings, policy
+        )
+    else:
+        relay = MediaRelay(
+            reactor, functools.partial(udp.listen_udp, reactor), PHONE_HOST,
+            port_range=(port_min, port_max), media_timeout=600.0, policy=policy,
+        )  # fmt: skip
+
+    def burst() -> None:
+        end = time.perf_counter() + burst_ms / 1000
+        while time.perf_counter() < end:
+            parse_datagram(INVITE)
+
+    class Stop(Protocol):
+        def connectionLost(self, reason: Any = None) -> None:
+            relay.close()
+            reactor.callLater(0.5, reactor.stop)  # type: ignore[attr-defined]
+
+    async def start() -> None:
+        ports = []
+        for i, (caller, callee) in enumerate(phone_ports):
+            session = await relay.allocate(f"bench-{i}")
+            for side in ("a", "b"):
+                session.signalling_from(side, PHONE_HOST)
+            session.offer_from("a", phone_sdp(caller, "caller"))
+            session.answer_from("b", phone_sdp(callee, "callee"))
+            ports.append(session.side_a.rtp_port)
+        await task.deferLater(reactor, 0.5, lambda: None)  # the process took the SDP
+        sys.stdout.write(json.dumps(ports) + "\n")
+        sys.stdout.flush()
+        if burst_ms > 0:
+            task.LoopingCall(burst).start(burst_interval, now=False)
+
+    from twisted.internet import defer
+
+    stdio.StandardIO(Stop(), stdout=os.dup(2))
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()))  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+
+
+# -- generator ----------------------------------------------------------------------------
+
+
+def generate(
+    relay_ports: list[int], phone_ports: list[tuple[int, int]], seconds: float
+) -> dict[str, Any]:
+    """Send every call's RTP for ``seconds``; the transit figures."""
+    calls = len(relay_ports)
+    callers, callees = [], {}
+    poller = select.epoll()
+    for caller_port, callee_port in phone_ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((PHONE_HOST, caller_port))
+        s.setblocking(False)
+        callers.append(s)
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind((PHONE_HOST, callee_port))
+        r.setblocking(False)
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+        callees[r.fileno()] = (r, len(callees))
+        poller.register(r.fileno(), select.EPOLLIN)
+    padding = b"\xff" * (160 - STAMP.size)
+    sent = [0] * calls
+    got = [0] * calls
+    best = [1 << 62] * calls
+    transits: list[list[int]] = [[] for _ in range(calls)]
+    start = time.monotonic_ns() + 20_000_000
+    # Call i sends at start + i * (20 ms / calls) + k * 20 ms.
+    step = 20_000_000 / calls
+    total = int(seconds * 50)
+    k = 0
+    i = 0
+    end = start + total * 20_000_000
+    drain_until = end + 1_000_000_000
+
+    def receive(timeout: float) -> None:
+        for fd, _ in poller.poll(timeout):
+            sock, _ = callees[fd]
+            while True:
+                try:
+                    data = sock.recv(2048)
+                except BlockingIOError:
+                    break
+                now = time.monotonic_ns()
+                sent_at, call = STAMP.unpack_from(data, HEADER.size)
+                transit = now - sent_at
+                got[call] += 1
+                transits[call].append(transit)
+                if transit < best[call]:
+                    best[call] = transit
+
+    while k < total:
+        due = start + int(k * 20_000_000 + i * step)
+        now = time.monotonic_ns()
+        if now < due:
+            receive(min((due - now) / 1e9, 0.005))
+            continue
+        seq = k & 0xFFFF
+        stamp = time.monotonic_ns()
+        packet = (
+            HEADER.pack(0x80, 0, seq, (160 * k) & 0xFFFFFFFF, 0x1000 + i)
+            + STAMP.pack(stamp, i)
+            + padding
+        )
+        try:
+            callers[i].sendto(packet, (PHONE_HOST, relay_ports[i]))
+            sent[i] += 1
+        except BlockingIOError:
+            pass
+        i += 1
+        if i == calls:
+            i, k = 0, k + 1
+    while time.monotonic_ns() < drain_until:
+        receive(0.05)
+    added = sorted(t - best[c] for c in range(calls) for t in transits[c])
+    sent_total, got_total = sum(sent), sum(got)
+
+    def pct(p: float) -> float | None:
+        if not added:
+            return None
+        return round(added[min(len(added) - 1, int(p * len(added)))] / 1e6, 3)
+
+    return {
+        "packets_sent": sent_total,
+        "packets_received": got_total,
+        "loss_pct": round(100 * (sent_total - got_total) / max(sent_total, 1), 4),
+        "added_jitter_ms_p50": pct(0.50),
+        "added_jitter_ms_p99": pct(0.99),
+        "added_jitter_ms_max": round(added[-1] / 1e6, 3) if added else None,
+    }
+
+
+# -- one step -----------------------------------------------------------------------------
+
+
+def step(calls: int, seconds: float, relay_process: bool, burst_ms: float,
+         burst_interval: float, phone_base: int, port_min: int) -> dict[str, Any]:  # fmt: skip
+    """One measured step: host and generator processes; the figures and the other load."""
+    phones = [(phone_base + 2 * i, phone_base + 2 * i + 1) for i in range(calls)]
+    busy0, _ = system_cpu_seconds()
+    children0 = children_cpu_seconds()
+    wall0 = time.perf_counter()
+    common = [sys.executable, __file__, json.dumps(phones)]
+    host_process = subprocess.Popen(
+        [*common, "host", str(calls), str(int(relay_process)), str(burst_ms),
+         str(burst_interval), str(port_min)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert host_process.stdout is not None and host_process.stdin is not None
+    line = host_process.stdout.readline()
+    relay_ports = json.loads(line)
+    generator = subprocess.run(
+        [*common, "generator", json.dumps(relay_ports), str(seconds)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = json.loads(generator.stdout)
+    host_process.stdin.close()
+    host_process.wait(30)
+    busy1, _ = system_cpu_seconds()
+    wall = time.perf_counter() - wall0
+    ours = children_cpu_seconds() - children0
+    other = max(0.0, 100 * (busy1 - busy0 - ours) / wall)
+    return {
+        "calls": calls,
+        "relay_process": relay_process,
+        "burst_ms": burst_ms,
+        "burst_interval_s": burst_interval,
+        "seconds": seconds,
+        **result,
+        "bench_cpu_seconds": round(ours, 2),
+        "other_cpu_pct": round(other, 1),
+        "valid": other <= MAX_OTHER_PCT,
+    }
+
+
+def child_main(argv: list[str]) -> None:
+    phones = [tuple(p) for p in json.loads(argv[0])]
+    role = argv[1]
+    if role == "host":
+        calls, relay_process, burst_ms, interval, port_min = argv[2:7]
+        host(int(calls), phones, relay_process == "1", float(burst_ms), float(interval),  # type: ignore[arg-type]
+             int(port_min))  # fmt: skip
+    else:
+        print(json.dumps(generate(json.loads(argv[2]), phones, float(argv[3]))))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])

@@ -1,0 +1,427 @@
+"""
+Tests for the built-in relay in a media process (L{warden.rtp.procrelay},
+L{warden.rtp.mediaproc}, ADR 0033), with the process replaced by a loopback
+fake (L{warden.testing.mediaproc}): the conformance suite, the in-process
+relay's own tests run through the control channel, then what only the
+out-of-process relay does (events, restarts, a broken channel).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.rtp import test_music, test_relay, test_srtp
+from tests.rtp.conformance import CALLER, MediaRelayConformanceMixin
+from warden.rtp import g711, metrics
+from warden.rtp.control import ControlError, FrameReader, frame, pack, unpack
+from warden.rtp.errors import MediaError
+from warden.rtp.policy import MediaPolicy
+from warden.rtp.procrelay import ALLOCATE_TIMEOUT, ProcessRelay, ProcessSession
+from warden.testing.mediaproc import LoopbackSpawner
+from warden.testing.rtpnet import FakeNetwork, dtmf, rtp, sdp_body
+
+RELAY_IP = test_relay.RELAY_IP
+
+
+def settings(**kw: Any) -> dict[str, Any]:
+    """The process's settings, as the media plugin makes them."""
+    base: dict[str, Any] = {
+        "address": RELAY_IP, "port_min": 10000, "port_max": 10099, "interface": RELAY_IP,
+        "timeout": 60.0, "latch": "signalling", "destinations": "same-class",
+        "latch_packets": 3, "own_addresses": [RELAY_IP], "srtp": "optional",
+        "hold_music": "",
+    }  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def process_relay(
+    clock: Clock, network: FakeNetwork, **kw: Any
+) -> tuple[ProcessRelay, LoopbackSpawner]:
+    """A ProcessRelay whose media process is a loopback worker on ``network``."""
+    spawner = LoopbackSpawner(clock, network.listen_udp)
+    policy_keys = ("latch", "destinations", "latch_packets", "own_addresses", "srtp")
+    config = settings(**kw)
+    policy = MediaPolicy(*(config[k] for k in policy_keys))
+    return ProcessRelay(clock, spawner, config, policy), spawner
+
+
+class ProcessConformanceTests(MediaRelayConformanceMixin, TestCase):
+    """ProcessRelay against the IMediaRelay/IMediaSession suite."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = FakeNetwork()
+
+    def make_relay(self, port_range: tuple[int, int] = (10000, 10099)) -> ProcessRelay:
+        relay, _ = process_relay(
+            self.clock, self.network, port_min=port_range[0], port_max=port_range[1]
+        )
+        return relay
+
+
+class ProcessRelayMixin:
+    """The in-process relay's tests, with the relay in the (loopback) media process."""
+
+    clock: Clock
+    network: FakeNetwork
+
+    def make_relay(self, **kw: Any) -> Any:
+        port_range = kw.pop("port_range", (10000, 10099))
+        kw.pop("choose_port", None)  # the process takes ports at random
+        policy = kw.pop("policy", None)
+        if policy is not None:
+            kw.update(latch=policy.latch, destinations=policy.destinations,
+                      latch_packets=policy.latch_packets, srtp=policy.srtp)  # fmt: skip
+        music = kw.pop("hold_music", None)
+        if music is not None:  # the process reads it from a WAV file
+            path = Path(self.mktemp())  # type: ignore[attr-defined]
+            path.write_bytes(g711.wav_bytes(music.pcm))
+            kw["hold_music"] = str(path)
+        if "address" in kw:
+            kw.update(interface=kw["address"], own_addresses=[kw["address"]])
+        relay, self.spawner = process_relay(
+            self.clock, self.network, port_min=port_range[0], port_max=port_range[1], **kw
+        )
+        return relay
+
+    def exported(self, metric: Any) -> float:
+        self.relay.flush_metrics()  # type: ignore[attr-defined]
+        return test_relay.value(metric)
+
+    def allocate(self, relay: Any = None) -> Any:
+        relay = relay or self.relay  # type: ignore[attr-defined]
+        session = self.successResultOf(relay.allocate("call-1"))  # type: ignore[attr-defined]
+        assert isinstance(session, ProcessSession)
+        own_stats, own_idle = session.stats, session.idle_for
+
+        # The process reports each interval; the in-process tests read at once.
+        def stats() -> dict[str, dict[str, Any]]:
+            relay.flush_metrics()
+            return own_stats()
+
+        def idle_for(now: float) -> float:
+            relay.flush_metrics()
+            return own_idle(now)
+
+        # The music plays in the process: the tests look at the process's players.
+        session.players = self.spawner.current.worker.sessions[session.number].players
+        session.stats = stats  # type: ignore[method-assign]
+        session.idle_for = idle_for  # type: ignore[method-assign]
+        return session
+
+
+class ProcessRelayingTests(ProcessRelayMixin, test_relay.RelayingTests):
+    """RelayingTests through the control channel."""
+
+    def ipv6_relay(self) -> Any:
+        """The process's settings name the IPv6 address (it cannot change later)."""
+        return self.make_relay(port_range=(30000, 30099), address="2001:db8::1")
+
+
+class ProcessLatchingTests(ProcessRelayMixin, test_relay.LatchingTests):
+    """LatchingTests through the control channel."""
+
+
+class ProcessCounterTests(ProcessRelayMixin, test_relay.CounterTests):
+    """CounterTests through the control channel."""
+
+
+class ProcessTimeoutTests(ProcessRelayMixin, test_relay.TimeoutTests):
+    """
+    TimeoutTests through the control channel. While sessions exist, three loops
+    run instead of one: the relay's check and the process's report (in the
+    process), Warden's gauges.
+    """
+
+    LOOPS = 3
+
+
+class ProcessNegotiationTests(ProcessRelayMixin, test_srtp.NegotiationTests):
+    """SRTP negotiation through the control channel."""
+
+
+class ProcessSrtpRelayTests(ProcessRelayMixin, test_srtp.SrtpRelayTests):
+    """SRTP relaying in the process, with the keys Warden's mirror gave the phones."""
+
+
+class ProcessHoldMusicTests(ProcessRelayMixin, test_music.HoldMusicTests):
+    """Hold music played by the process."""
+
+
+class ProcessHoldEndsTests(ProcessRelayMixin, test_music.HoldEndsTests):
+    """Hold music stopping, in the process."""
+
+
+class ProcessEventTests(ProcessRelayMixin, test_relay.RelayTestMixin, SynchronousTestCase):
+    """What the media process tells Warden: stats, digits, timeouts, tapped audio."""
+
+    def worker_session(self, session: ProcessSession) -> Any:
+        return self.spawner.current.worker.sessions[session.number]
+
+    def test_stats_come_from_the_process(self) -> None:
+        """stats() holds the process's counters after a check interval."""
+        session = self.call()
+        for seq in range(1, 6):
+            self.from_caller(session, rtp(seq, 160 * seq))
+        self.assertEqual(ProcessSession.stats(session)["a"]["packets_in"], 0)  # not yet told
+        self.clock.advance(1.0)
+        stats = ProcessSession.stats(session)
+        self.assertEqual(stats["a"]["packets_in"], 5)
+        self.assertEqual(stats["b"]["packets_out"], 5)
+        self.assertEqual(stats["a"]["direction"], "sendrecv")
+        self.assertEqual(stats, self.worker_session(session).stats())
+
+    def test_packet_metrics_forwarded_once(self) -> None:
+        """The process's counter totals reach Warden's metrics as increments."""
+        before = test_relay.value(metrics.PACKETS_RELAYED)
+        dropped = test_relay.value(metrics.DROPPED["spoofed"])
+        protocol = self.spawner.current.protocol
+        for total in (3, 3, 5, "x", 4):
+            protocol.outReceived(
+                frame(
+                    {
+                        "op": "stats", "sessions": {},
+                        "metrics": {
+                            "warden_rtp_packets_relayed_total": total,
+                            "warden_rtp_packets_dropped_total/spoofed": 2,
+                        },
+                    }
+                )
+            )  # fmt: skip
+        self.assertEqual(test_relay.value(metrics.PACKETS_RELAYED) - before, 5)
+        self.assertEqual(test_relay.value(metrics.DROPPED["spoofed"]) - dropped, 2)
+        # A new process counts from zero again.
+        self.spawner.current.signalProcess("KILL")
+        self.clock.advance(1.0)
+        self.spawner.current.protocol.outReceived(
+            frame(
+                {"op": "stats", "sessions": {}, "metrics": {"warden_rtp_packets_relayed_total": 2}}
+            )
+        )
+        self.assertEqual(test_relay.value(metrics.PACKETS_RELAYED) - before, 7)
+
+    def test_dtmf_reaches_on_dtmf(self) -> None:
+        """An RFC 4733 event in the process calls the mirror's on_dtmf once."""
+        session = self.call()
+        digits: list[tuple[str, str]] = []
+        session.on_dtmf = lambda side, digit: digits.append((side, digit))
+        for seq in range(1, 4):
+            self.from_caller(session, dtmf(seq, 1000, event=11))
+        self.assertEqual(digits, [("a", "#")])
+
+    def test_timeout_reaches_on_timeout(self) -> None:
+        """The process's media timeout ends the call in Warden."""
+        session = self.call()
+        fired: list[bool] = []
+        session.on_timeout = lambda: fired.append(True)
+        self.clock.advance(61)
+        self.assertEqual(fired, [True])
+        self.assertTrue(session.timed_out)
+
+    def test_tap_gets_the_audio(self) -> None:
+        """A tap set on the mirror hears each relayed packet; removing it stops that."""
+        session = self.call()
+        heard: list[tuple[Any, ...]] = []
+        closed: list[float] = []
+
+        class Tap:
+            def rtp(self, *args: Any) -> None:
+                heard.append(args)
+
+            def close(self, now: float) -> None:
+                closed.append(now)
+
+        session.tap = Tap()
+        self.from_caller(session, rtp(1, 160, payload=b"\x01" * 160))
+        self.assertEqual(len(heard), 1)
+        side, ssrc, timestamp, pt, payload, _ = heard[0]
+        self.assertEqual(
+            (side, ssrc, timestamp, pt, payload), ("a", 0x11223344, 160, 0, b"\x01" * 160)
+        )
+        session.tap = None
+        self.from_caller(session, rtp(2, 320))
+        self.assertEqual(len(heard), 1)
+        session.tap = Tap()
+        session.release()
+        self.assertEqual(len(closed), 1)
+
+    def test_srtp_keys_agree(self) -> None:
+        """The process's copy of the session negotiates with Warden's keys."""
+        caller = (
+            sdp_body(CALLER, 4000, user="caller").replace(b"RTP/AVP", b"RTP/SAVP")
+            + b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+            + pack(bytes(range(30))).encode()
+            + b"\r\n"
+        )
+        session = self.allocate()
+        session.signalling_encrypted("a", True)
+        session.signalling_encrypted("b", True)
+        onward = session.offer_from("a", caller)
+        self.assertIn(b"a=crypto:", onward)
+        worker = self.worker_session(session)
+        self.assertEqual(session.srtp_keys(), worker.srtp_keys())
+        self.assertTrue(session.srtp_keys()["b"])
+
+    def test_release_releases_in_the_process(self) -> None:
+        """Releasing the mirror closes the process's sockets."""
+        session = self.call()
+        ports = {session.side_a.rtp_port, session.side_b.rtcp_port}
+        session.release()
+        self.assertFalse(ports & set(self.network.ports))
+        self.assertEqual(self.spawner.current.worker.sessions, {})
+        self.assertEqual(self.relay.ports_in_use(), 0)
+
+
+class ProcessLifeTests(SynchronousTestCase):
+    """The media process dying, restarting, hanging or talking nonsense."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = FakeNetwork()
+        self.relay, self.spawner = process_relay(self.clock, self.network)
+
+    def test_death_hangs_up_and_restarts(self) -> None:
+        """Calls' media is lost (on_timeout), the process restarts, new calls work."""
+        session = self.successResultOf(self.relay.allocate("call-1"))
+        fired: list[bool] = []
+        session.on_timeout = lambda: fired.append(True)
+        self.spawner.current.stuck = True
+        waiting = self.relay.allocate("call-2")
+        self.spawner.current.signalProcess("KILL")
+        self.assertEqual(fired, [True])
+        self.failureResultOf(waiting, MediaError)
+        self.failureResultOf(self.relay.allocate("call-3"), MediaError)  # down: 503
+        self.assertEqual(len(self.spawner.processes), 1)
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.processes), 2)
+        self.assertEqual(self.spawner.current.commands[0]["op"], "configure")
+        session.release()  # the dead call's release is harmless
+        fresh = self.successResultOf(self.relay.allocate("call-4"))
+        self.assertIsInstance(fresh, ProcessSession)
+        self.assertEqual(self.relay.sessions(), [fresh])
+        self.assertEqual(self.relay.restarts, 1)
+
+    def test_restart_backs_off(self) -> None:
+        """A process that keeps dying at once is restarted less and less often."""
+        self.spawner.current.signalProcess("KILL")
+        self.clock.advance(1.0)
+        self.spawner.current.signalProcess("KILL")
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.processes), 2)
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.processes), 3)
+        self.clock.advance(30)  # lived long enough: the next restart is quick again
+        self.spawner.current.signalProcess("KILL")
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.processes), 4)
+
+    def test_spawn_failure_retried(self) -> None:
+        """A process that cannot be started is tried again later."""
+        relay, spawner = self.relay, self.spawner
+        spawner.fail = OSError("no python")
+        spawner.current.signalProcess("KILL")
+        self.clock.advance(1.0)
+        self.assertEqual(len(spawner.processes), 1)
+        self.failureResultOf(relay.allocate("c"), MediaError)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(2.0)
+        self.assertEqual(len(spawner.processes), 2)
+        self.successResultOf(relay.allocate("c"))
+
+    def test_allocation_timeout(self) -> None:
+        """A process that does not answer fails the allocation; a late answer is released."""
+        self.spawner.current.stuck = True
+        d = self.relay.allocate("call-1")
+        self.clock.advance(ALLOCATE_TIMEOUT)
+        self.failureResultOf(d, MediaError)
+        self.assertEqual(self.spawner.current.commands[-1], {"op": "release", "id": 1})
+
+    def test_exhausted_range_is_media_error(self) -> None:
+        """The process's own MediaError (no port pair) fails the allocation."""
+        self.network.refused.update(range(10000, 10100))
+        self.failureResultOf(self.relay.allocate("call-1"), MediaError)
+
+    def test_garbage_kills_the_process(self) -> None:
+        """A frame that is not a message stops the process (restarted later)."""
+        process = self.spawner.current
+        process.protocol.outReceived(b"\x00\x00\x00\x02{}")
+        self.assertTrue(process.ended)
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.spawner.processes), 2)
+
+    def test_bad_events_ignored(self) -> None:
+        """Malformed events are logged and dropped; the relay goes on."""
+        process = self.spawner.current
+        for message in (
+            {"op": "allocated", "id": "x"},
+            {"op": "stats", "sessions": []},
+            {"op": "dtmf", "id": 99},
+        ):
+            process.protocol.outReceived(frame(message))
+        self.flushLoggedErrors()
+        self.assertFalse(process.ended)
+        self.successResultOf(self.relay.allocate("call-1"))
+
+    def test_bad_allocated_answer(self) -> None:
+        """An answer naming impossible ports fails the allocation and releases it."""
+        process = self.spawner.current
+        process.stuck = True
+        d = self.relay.allocate("call-1")
+        process.protocol.outReceived(
+            frame({"op": "allocated", "id": 1, "a": ["x", 0, 1], "b": ["x", 2, 3]})
+        )
+        self.failureResultOf(d, MediaError)
+        self.assertEqual(process.commands[-1], {"op": "release", "id": 1})
+
+    def test_bad_command_reports_lost(self) -> None:
+        """A command the process cannot apply ends that call in Warden."""
+        session = self.successResultOf(self.relay.allocate("call-1"))
+        fired: list[bool] = []
+        session.on_timeout = lambda: fired.append(True)
+        self.spawner.current.worker.handle({"op": "sdp", "id": session.number, "side": "c"})
+        self.flushLoggedErrors()
+        self.assertEqual(fired, [True])
+
+    def test_close_stops_the_process(self) -> None:
+        """close() releases the calls and closes the process's input; no restart."""
+        session = self.successResultOf(self.relay.allocate("call-1"))
+        self.relay.close()
+        self.assertTrue(session.released)
+        self.assertTrue(self.spawner.current.ended)
+        self.clock.advance(120)
+        self.assertEqual(len(self.spawner.processes), 1)
+        self.failureResultOf(self.relay.allocate("call-2"), MediaError)
+
+
+class FramingTests(SynchronousTestCase):
+    """The control channel's frames."""
+
+    def test_round_trip_in_pieces(self) -> None:
+        """Messages split anywhere come out whole, in order."""
+        data = frame({"op": "a", "n": 1}) + frame({"op": "b", "sdp": pack(b"\x00\xff")})
+        reader = FrameReader()
+        out = [m for i in range(len(data)) for m in reader.feed(data[i : i + 1])]
+        self.assertEqual([m["op"] for m in out], ["a", "b"])
+        self.assertEqual(unpack(out[1]["sdp"]), b"\x00\xff")
+
+    def test_too_long(self) -> None:
+        """A length over the limit breaks the channel before the body arrives."""
+        with self.assertRaises(ControlError):
+            list(FrameReader(max_frame=10).feed(b"\x00\x00\x00\x0b"))
+
+    def test_not_a_message(self) -> None:
+        """Not JSON, not an object, no op: ControlError."""
+        for body in (b"\xff", b"[1]", b'{"x":1}', b'{"op":1}', b"nan"):
+            with self.assertRaises(ControlError):
+                list(FrameReader().feed(len(body).to_bytes(4, "big") + body))
+
+    def test_bad_base64(self) -> None:
+        """unpack refuses what is not base64 text."""
+        for value in ("@@", 5, "é"):
+            with self.assertRaises(ControlError):
+                unpack(value)
