@@ -21,7 +21,7 @@ class SrvFailoverTests(IntegrationTestCase):
         """
         Before the kill every REGISTER goes to node a (priority 10) and
         succeeds; after it node b answers the phone's REGISTERs within one
-        target timeout (2 s) plus a second, no REGISTER fails on every target,
+        target timeout (2 s) plus 2 s, no REGISTER fails on every target,
         and the phone no longer reaches a.
         """
         require_binary(self, "redis-server", "redis-server")
@@ -29,6 +29,6 @@ class SrvFailoverTests(IntegrationTestCase):
         self.assertTrue(outcome["registered_before"], outcome)
         self.assertEqual(outcome["before"], ["a"], outcome)
         self.assertIsNotNone(outcome["failover_s"], outcome)
-        self.assertLess(outcome["failover_s"], outcome["target_timeout_s"] + 1.0, outcome)
+        self.assertLess(outcome["failover_s"], outcome["target_timeout_s"] + 2.0, outcome)
         self.assertEqual(outcome["failed"], 0, outcome)
         self.assertEqual(outcome["after"], ["b"], outcome)
