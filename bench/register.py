@@ -35,6 +35,11 @@ Progress goes to stderr; the result is one JSON document on stdout.
 
 SIPp's response times come in steps of the kernel's coarse clock tick (4 ms at
 ``CONFIG_HZ=250``), so latencies are multiples of that tick.
+
+``--workers N`` runs Warden with ``[sip] workers = N`` and its state in a
+throwaway redis-server (ADR 0032; docs/PERFORMANCE.md "SIP worker
+processes"); ``--sipp-procs K`` splits users and rate over K SIPp processes,
+each from its own port, so the kernel spreads them over the workers.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from tests.integration.harness import (
     write_user_files,
 )
 from tests.integration.sipp_traces import (
+    SippStats,
     percentile,
     read_sipp_errors,
     read_sipp_rtts,
@@ -104,6 +110,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a small run for smoke-testing")
     parser.add_argument("--no-reference", action="store_true", help="skip the SIPp reference")
     parser.add_argument("--workdir", help="keep files here (default: a temporary directory)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="[sip] workers (ADR 0032), with [state] in a throwaway redis-server whose CPU"
+        " counts as Warden's (default 0: one process, bindings in SQLite, as before)",
+    )
+    parser.add_argument(
+        "--sipp-procs",
+        type=int,
+        default=1,
+        help="SIPp processes, each from its own port with its share of users and rate"
+        " (the kernel spreads the workers' shared port by source address)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.users = min(args.users, 2000)
@@ -210,11 +230,63 @@ def port_in_use(port: int, transport: str) -> bool:
 class Runner:
     """Runs SIPp steps from one fixed local port against one registrar."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path, users_csv: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        workdir: Path,
+        users_csv: Path,
+        extra_pids: Sequence[int] = (),
+    ) -> None:
         self.args = args
         self.workdir = workdir
         self.users_csv = users_csv
         self.sipp_port = free_port()
+        #: Processes whose CPU counts as the server's (a Redis of its own).
+        self.extra_pids = tuple(extra_pids)
+        procs = max(1, getattr(args, "sipp_procs", 1))
+        self.shares = split_users(users_csv, procs) if procs > 1 else [users_csv]
+        self.ports = [self.sipp_port, *(free_port() for _ in self.shares[1:])]
+
+    def server_cpu(self, pid: int) -> float:
+        """CPU seconds of ``pid``, its children (the SIP workers) and extra_pids."""
+        return sum(self.cpu_by_process(pid).values())
+
+    def cpu_by_process(self, pid: int) -> dict[str, float]:
+        """CPU seconds of the supervisor (or the only process), each worker, Redis."""
+        found = {"warden": process_cpu_seconds(pid)}
+        for i, child in enumerate(children(pid)):
+            found[f"worker{i}"] = process_cpu_seconds(child)
+        for extra in self.extra_pids:
+            found["redis"] = process_cpu_seconds(extra)
+        return found
+
+    async def run_share(
+        self,
+        k: int,
+        run_dir: Path,
+        server: tuple[str, int],
+        scenario: Path,
+        rate: float,
+        calls: int,
+        seconds: float,
+    ) -> Any:
+        """SIPp process ``k`` of the step: its users, its port, its share of rate and calls."""
+        n = len(self.shares)
+        share_dir = run_dir if n == 1 else run_dir / f"sipp{k}"
+        share_dir.mkdir(exist_ok=True)
+        share_calls = calls // n + (1 if k < calls % n else 0)
+        sipp_args = sipp_register_args(
+            server,
+            self.shares[k],
+            share_calls,
+            rate / n,
+            TRANSPORTS[self.args.transport],
+            self.ports[k],
+            timeout=seconds * 2 + 30,
+            scenario=scenario,
+        )
+        sipp_args += ["-buff_size", str(SIPP_BUFFER_BYTES)]
+        return await run_sipp(sipp_args, share_dir, timeout=seconds * 3 + 60)
 
     async def step(
         self,
@@ -230,27 +302,37 @@ class Runner:
         run_dir = self.workdir / f"{label}-{rate:g}"
         run_dir.mkdir()
         seconds = calls / rate
-        sipp_args = sipp_register_args(
-            server,
-            self.users_csv,
-            calls,
-            rate,
-            TRANSPORTS[self.args.transport],
-            self.sipp_port,
-            timeout=seconds * 2 + 30,
-            scenario=scenario,
-        )
-        sipp_args += ["-buff_size", str(SIPP_BUFFER_BYTES)]
-        server_cpu, sipp_cpu = process_cpu_seconds(server_pid), children_cpu_seconds()
+        by_process = self.cpu_by_process(server_pid)
+        server_cpu, sipp_cpu = sum(by_process.values()), children_cpu_seconds()
         (busy, steal), started = system_cpu_seconds(), time.monotonic()
-        result = await run_sipp(sipp_args, run_dir, timeout=seconds * 3 + 60)
+        results = await defer.gatherResults(
+            [
+                defer.Deferred.fromCoroutine(
+                    self.run_share(k, run_dir, server, scenario, rate, calls, seconds)
+                )
+                for k in range(len(self.shares))
+            ]
+        )
+        result = next((r for r in results if r.code != 0), results[0])
         wall = time.monotonic() - started
-        server_cpu = process_cpu_seconds(server_pid) - server_cpu
+        after = self.cpu_by_process(server_pid)
+        server_cpu = sum(after.values()) - server_cpu
+        split = {k: round(100 * (v - by_process.get(k, 0.0)) / wall, 1) for k, v in after.items()}
         sipp_cpu = children_cpu_seconds() - sipp_cpu
         busy_after, steal_after = system_cpu_seconds()
         other_cpu = busy_after - busy - server_cpu - sipp_cpu
-        stats = read_sipp_stats(run_dir)
-        rtts = read_sipp_rtts(run_dir)
+        dirs = [run_dir] if len(self.shares) == 1 else sorted(run_dir.glob("sipp*"))
+        parts = [read_sipp_stats(d) for d in dirs]
+        stats = SippStats(
+            created=sum(p.created for p in parts),
+            successful=sum(p.successful for p in parts),
+            failed=sum(p.failed for p in parts),
+            retransmissions=sum(p.retransmissions for p in parts),
+            row={
+                "CallRate(C)": str(sum(float(p.row.get("CallRate(C)", "0") or 0) for p in parts))
+            },
+        )
+        rtts = [ms for d in dirs for ms in read_sipp_rtts(d)]
         step: dict[str, Any] = {
             "rate": rate,
             "planned": calls,
@@ -264,6 +346,7 @@ class Runner:
             "p99_ms": percentile(rtts, 0.99) if rtts else None,
             cpu_key: round(100 * server_cpu / wall, 1),
             "sipp_cpu_pct": round(100 * sipp_cpu / wall, 1),
+            "cpu_pct_by_process": split,
             "other_cpu_pct": round(max(0.0, 100 * other_cpu / wall), 1),
             "steal_pct": round(100 * (steal_after - steal) / wall, 1),
             "wall_seconds": round(wall, 2),
@@ -274,11 +357,13 @@ class Runner:
             f" p50/p95/p99 {step['p50_ms']}/{step['p95_ms']}/{step['p99_ms']} ms,"
             f" {cpu_key} {step[cpu_key]}%, sipp {step['sipp_cpu_pct']}%,"
             f" others {step['other_cpu_pct']}%, steal {step['steal_pct']}%"
+            + (f", by process {split}" if len(split) > 1 else "")
         )
         if stats.failed or result.code != 0:
             log(f"sipp exit {result.code}: {result.stderr.strip()[-300:]}")
-            for line in failure_events(read_sipp_errors(run_dir, 5_000_000)):
-                log(f"  sipp: {line}")
+            for d in dirs:
+                for line in failure_events(read_sipp_errors(d, 5_000_000)):
+                    log(f"  sipp: {line}")
         return step
 
     async def ramp(
@@ -346,6 +431,59 @@ async def provision_in_batches(warden: WardenProcess, count: int) -> Path:
     return users.sipp_csv
 
 
+def split_users(users_csv: Path, count: int) -> list[Path]:
+    """``users_csv`` (SIPp SEQUENTIAL) split into ``count`` files of contiguous users."""
+    header, *lines = users_csv.read_text(encoding="ascii").splitlines()
+    size = -(-len(lines) // count)
+    paths = []
+    for k in range(count):
+        path = users_csv.with_name(f"{users_csv.stem}.share{k}.csv")
+        path.write_text("\n".join([header, *lines[k * size : (k + 1) * size]]) + "\n")
+        paths.append(path)
+    return paths
+
+
+async def redis_bindings(settings: dict[str, Any]) -> int:
+    """The bindings held in Redis (with workers)."""
+    from twisted.internet import reactor
+
+    from warden.store.redis import RedisLocationService, connect_state
+
+    state = connect_state(settings["state"]["url"], reactor, settings["cluster"]["name"], 5.0)
+    try:
+        return int(await RedisLocationService(state).count(time.time()))
+    finally:
+        await state.close()
+
+
+def redis_pid(server: Any) -> int:
+    """The throwaway redis-server's process id."""
+    process = getattr(server, "_process", None)
+    if process is None:
+        raise RuntimeError("redis-server is not running")
+    return int(process.pid)
+
+
+def free_port_run(count: int) -> int:
+    """A port ``p`` such that ``p .. p + count - 1`` are free for UDP and TCP."""
+    for _ in range(100):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        if not any(port_in_use(first + i, t) for i in range(count) for t in ("udp", "tcp")):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a supervisor's workers)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
 def distinct_aors(database: Path) -> int:
     """AORs with at least one binding."""
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
@@ -358,18 +496,34 @@ def distinct_aors(database: Path) -> int:
 
 async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Provision, fill, ramp against Warden; its results."""
-    warden = WardenProcess(workdir / "warden")
-    log(f"starting Warden on {LOCALHOST}:{warden.port} ({warden.workdir})")
+    settings: dict[str, Any] = {}
+    bindings = 0
+    extra_pids: list[int] = []
+    if args.workers:
+        from warden.testing import servers
+
+        redis = servers.redis()
+        extra_pids.append(redis_pid(redis))
+        settings = {
+            "sip": {"workers": args.workers, "worker_port_base": free_port_run(args.workers)},
+            "state": {"url": redis.url},
+            "cluster": {"name": f"bench{os.getpid()}", "node_id": "bench"},
+            "server": {"node_id": ""},
+        }
+    warden = WardenProcess(workdir / "warden", settings=settings)
+    log(f"starting Warden on {LOCALHOST}:{warden.port} ({warden.workdir}), workers {args.workers}")
     await warden.start()
     try:
         users_csv = await provision_in_batches(warden, args.users)
-        runner = Runner(args, workdir, users_csv)
+        runner = Runner(args, workdir, users_csv, extra_pids)
         log(f"fill: registering {args.users} extensions at {args.fill_rate:g}/s")
         fill = await runner.step(
             "fill", warden.address, warden.pid, REGISTER_SCENARIO, args.fill_rate, args.users
         )
         steps = await runner.ramp("warden", warden.address, warden.pid, REGISTER_SCENARIO)
         rss_mib = round(warden.rss_kib() / 1024, 1)
+        if args.workers:
+            bindings = await redis_bindings(settings)
     finally:
         code = await warden.stop()
     log(f"Warden stopped (exit {code})")
@@ -377,8 +531,9 @@ async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         "fill": fill,
         "steps": steps,
         "max_rate_100pct": max_rate(steps),
-        "bindings_held": warden.count_bindings(),
-        "distinct_aors": distinct_aors(warden.database_path),
+        # With workers the bindings are in Redis, not in the database.
+        "bindings_held": bindings if args.workers else warden.count_bindings(),
+        "distinct_aors": None if args.workers else distinct_aors(warden.database_path),
         "warden_rss_mib": rss_mib,
         "sipp_port": runner.sipp_port,
     }
@@ -455,6 +610,8 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
             "loadavg_at_start": load_average,
             "users": args.users,
             "transport": args.transport,
+            "workers": args.workers,
+            "sipp_procs": args.sipp_procs,
             "step_seconds": args.step_seconds,
             **result,
         }
