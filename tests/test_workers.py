@@ -7,15 +7,19 @@ fake spawner, the workers' command lines and configuration, and
 from __future__ import annotations
 
 import os
+import signal
 
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.config import parse_config_text
 from warden.errors import ConfigError
 from warden.server import spool_path
+from warden.tap import Options, makeService
 from warden.workers import (
     WorkerSupervisor,
     worker_arguments,
@@ -234,3 +238,38 @@ class WorkersConfigTests(SynchronousTestCase):
         text = "[sip]\nworkers = 2\nport = 5071\nworker_port_base = 5070\n" + self.state
         e = self.assertRaises(ConfigError, parse_config_text, text)
         self.assertEqual(e.path, "sip.worker_port_base")
+
+
+class CommandLineTests(SynchronousTestCase):
+    """``twistd warden`` with ``[sip] workers = 2``: supervisor or worker."""
+
+    def options(self, *extra: str) -> Options:
+        path = self.mktemp()
+        with open(path, "w", encoding="ascii") as f:
+            f.write('[sip]\nworkers = 2\n[state]\nurl = "redis://127.0.0.1:6379/0"\n')
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        options = Options()
+        options.parseOptions(["--config", path, "--data-dir", self.mktemp(), *extra])
+        return options
+
+    def test_supervisor_without_worker_option(self) -> None:
+        """Without --worker, makeService builds the supervisor of two workers."""
+        root = makeService(self.options(), reactor=MemoryReactorClock())
+        self.assertIsInstance(root, WorkerSupervisor)
+        self.assertEqual(len(root.workers), 2)  # type: ignore[attr-defined]
+
+    def test_worker_option(self) -> None:
+        """--worker 1 runs worker 1: its node id, and a SIGHUP handler from the start."""
+        options = self.options("--worker", "1")
+        assert options.config is not None
+        self.assertEqual(options.config.worker, 1)
+        self.assertTrue(options.config.node_id.endswith("-w1"))
+        self.assertTrue(callable(signal.getsignal(signal.SIGHUP)))
+
+    def test_worker_out_of_range(self) -> None:
+        """A worker number beyond [sip] workers is refused, naming the key."""
+        error = self.assertRaises(usage.UsageError, self.options, "--worker", "2")
+        self.assertIn("sip.workers", str(error))
+        error = self.assertRaises(usage.UsageError, self.options, "--worker", "x")
+        self.assertIn("--worker", str(error))
