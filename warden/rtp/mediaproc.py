@@ -32,7 +32,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import REGISTRY
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
@@ -73,11 +72,25 @@ def metric_key(name: str, labels: dict[str, str]) -> str:
 
 
 def metric_totals() -> dict[str, float]:
-    """This process's totals of L{FORWARDED_METRICS}."""
-    return {
-        metric_key(name, labels): REGISTRY.get_sample_value(name, labels) or 0.0
-        for name, labels in FORWARDED_METRICS
-    }
+    """
+    This process's totals of L{FORWARDED_METRICS}, from the counters themselves
+    (not the registry's collect, which reads every metric, /proc included).
+    """
+    wanted = {metric_key(name, labels) for name, labels in FORWARDED_METRICS}
+    totals = dict.fromkeys(wanted, 0.0)
+    for counter in _COUNTERS:
+        for family in counter.collect():
+            for sample in family.samples:
+                key = metric_key(sample.name, dict(sample.labels))
+                if key in wanted:
+                    totals[key] = float(sample.value)
+    return totals
+
+
+_COUNTERS = (
+    metrics.PACKETS_RELAYED, metrics.BYTES_RELAYED, metrics.LOST, metrics.DTMF_EVENTS,
+    metrics.TIMEOUTS, metrics.BIND_FAILURES, metrics.PACKETS_DROPPED,
+)  # fmt: skip
 
 
 @implementer(IMediaTap)
