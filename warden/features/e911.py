@@ -397,7 +397,11 @@ class EmergencyPlugin(CallHookBase):
                     trunk=name,
                 )
         if not config.trunks:
-            self.log.warn("Emergency calls are not routed: [emergency] trunks is empty")
+            # With no trunk at all nothing leaves the PBX, 911 included: say so
+            # quietly. With outside lines but no emergency route, 911 fails where
+            # other outside numbers work: that is a warning.
+            emit = self.log.warn if trunks.trunks else self.log.info
+            emit("Emergency calls are not routed: [emergency] trunks is empty")
         trunks.reserve(config.trunks, config.reserve_calls)
         if self.store is None:
             self.store = SQLCivicLocationStore(context.need("stores", Stores).pool)
