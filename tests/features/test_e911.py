@@ -172,6 +172,16 @@ class RoutingTests(EmergencyTestCase):
         invite = self.dial("911")
         self.assertEqual(invite.uri_text, "sip:911@192.0.2.50")
 
+    def test_draining_node_takes_emergency_calls(self) -> None:
+        """A draining node refuses 1002 with 503 and Retry-After, but 911 and 933 go out."""
+        self.stack.calls.draining = True
+        _, sent = self.alice.call("1002")
+        refused = only(sent, ALICE, 503)
+        self.assertEqual(refused.get("Retry-After"), "30")
+        self.assertEqual(self.dial("911").uri_text, "sip:911@192.0.2.50")
+        self.assertEqual(self.dial("9933").uri_text, "sip:933@192.0.2.50")
+        self.assertEqual([c.test for c in self.recorder.calls], [False, True])
+
     def test_failover_keeps_location(self) -> None:
         """A 503 from the first trunk: the backup trunk gets the INVITE with the location."""
         invite = self.dial("911")

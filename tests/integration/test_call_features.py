@@ -86,7 +86,7 @@ class CallFeatureTestCase(IntegrationTestCase):
         self.assertEqual((stats.successful, stats.failed), (1, 0), context)
         messages = "".join(p.read_text() for p in run_dir.glob("*_messages.log"))
         lines = [line.strip() for line in messages.splitlines()]
-        finals = [s for s in lines if s.startswith("SIP/2.0 4") and " 407 " not in s]
+        finals = [s for s in lines if s[:9] in ("SIP/2.0 4", "SIP/2.0 5") and " 407 " not in s]
         self.assertTrue(finals, messages[-3000:])
         return finals[-1]
 

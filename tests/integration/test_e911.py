@@ -11,6 +11,8 @@ trunk (127.0.0.2), locations set with ``wardenctl``.
   call records say ``emergency``.
 - A phone with no location of its own: its network's location, else the
   site default, counted in ``warden_emergency_default_location_total``.
+- A draining node (``POST /api/v1/drain``) refuses an ordinary call with 503
+  but places a 911 call (Kari's Law).
 - A full trunk (``max_calls = 1``): the ordinary call on it is dropped (BYE
   to both legs) and the 911 call goes out.
 """
@@ -196,6 +198,18 @@ class EmergencyCallTests(CallFeatureTestCase):
         self.assertEqual(location_of(first)[0], WAREHOUSE)
         self.assertEqual(location_of(second)[0], LOBBY)
         self.assertIn("ALERT: emergency call", self.warden.log_text())
+
+    async def test_911_on_a_draining_node(self) -> None:
+        """Draining: 2000's call to 2001 is refused with 503, its 911 call goes out."""
+        trunk = await self.start(calls=1)
+        client = await self.admin()
+        drain = await client.request("POST", "/api/v1/drain", {"timeout": 60})
+        self.assertEqual(drain.status, 202, drain.body)
+        self.assertTrue(drain.json()["draining"])
+        self.assertEqual(await self.refused("2000", "2001"), "SIP/2.0 503 Service Unavailable")
+        await self.answered("2000", "911")
+        await self.finished(trunk)
+        self.assertEqual([i.uri.user for i in self.invites()], ["911"])
 
     async def test_full_trunk_drops_newest_call(self) -> None:
         """

@@ -180,7 +180,7 @@ class CallController:
         return defer.Deferred.fromCoroutine(self._invite(txn, request, flow))
 
     async def _invite(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
-        if self.draining:
+        if self.draining and not self.hooks:
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
         if self.hooks:  # verification of what the sender asserts (may reject)
             await self.hooks.incoming(request, flow)
@@ -203,7 +203,9 @@ class CallController:
             attempt.marks.update(vouched.marks)
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
             await self.hooks.before_routing(attempt)
-        # No limit refuses an emergency call (Kari's Law, ADR 0027).
+        # Neither a drain nor a limit refuses an emergency call (Kari's Law, ADR 0027).
+        if self.draining and not attempt.emergency:
+            raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
         if not attempt.emergency and self._at_limit(caller.number):
             raise SipError(486, "Busy Here")
         if attempt.pickup:  # a hook chose a ringing call for the caller to pick up
