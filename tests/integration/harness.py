@@ -516,6 +516,37 @@ def write_sipp_caller(run_dir: Path, caller: str, password: str, number: str) ->
     return path
 
 
+def sipp_uac_args(
+    server: tuple[str, int],
+    scenario: Path,
+    fields: Path,
+    *more: str,
+    calls: int = 1,
+    host: str = LOCALHOST,
+    timeout: float = 60.0,
+) -> list[str]:
+    """
+    SIPp arguments running the UAC ``scenario`` against ``server`` from
+    ``host`` for ``calls`` calls with the injection file ``fields`` (for
+    example L{write_sipp_caller}'s), media on a free port, a call failing
+    after ``timeout`` seconds, statistics and errors traced into the working
+    directory; then ``more``.
+    """
+    return [
+        f"{server[0]}:{server[1]}",
+        "-sf", str(scenario),
+        "-inf", str(fields),
+        "-i", host,
+        "-mp", str(free_port()),
+        "-m", str(calls),
+        "-timeout", f"{timeout:g}s",
+        "-timeout_error",
+        "-trace_stat",
+        "-trace_err",
+        *more,
+    ]  # fmt: skip
+
+
 # -- trial -------------------------------------------------------------------------
 
 
@@ -544,16 +575,21 @@ class IntegrationTestCase(unittest.TestCase):
         self,
         settings: dict[str, Any] | None = None,
         workdir: Path | None = None,
+        config_text: str = "",
     ) -> WardenProcess:
         """
         Start a Warden in a fresh directory; it is stopped when the test ends.
         ``media_settings`` (a class attribute) is added to its ``[media]``: a
         subclass runs the same tests with another relay (ADR 0033).
+        ``config_text`` is TOML added at the end of its configuration (tables
+        ``settings`` cannot express, such as ``[ivr.digits]``).
         """
         if self.media_settings:
             settings = dict(settings or {})
             settings["media"] = {**settings.get("media", {}), **self.media_settings}
         warden = WardenProcess(workdir or self.workdir(), settings=settings)
+        if config_text:
+            warden.config_path.write_text(warden.config_path.read_text() + "\n" + config_text)
         self._wardens.append(warden)
         self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
         await warden.start()

@@ -27,7 +27,6 @@ from tests.integration.admin_client import new_admin
 from tests.integration.clients import LOCALHOST, poll, real_reactor
 from tests.integration.harness import (
     IntegrationTestCase,
-    WardenProcess,
     free_port,
     provision,
     register_sipp_phone,
@@ -198,7 +197,7 @@ class EmergencyNotifyTests(IntegrationTestCase):
             "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", ITSP_HOST, "-p", str(trunk_port),
             "-mp", str(free_port()), "-m", "2", "-trace_err", "-trace_msg",
         ], trunk_dir)  # fmt: skip
-        warden = WardenProcess(self.workdir(), settings={
+        warden = await self.start_warden({
             "trunks": [{"name": "itsp", "host": ITSP_HOST, "port": trunk_port,
                         "register": False, "from_number": CALLBACK}],
             "emergency": {
@@ -210,9 +209,6 @@ class EmergencyNotifyTests(IntegrationTestCase):
                 "smtp_ca": str(smtp_cert), "notify_retry_delay": 0.5,
             },
         })  # fmt: skip
-        self._wardens.append(warden)
-        self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
-        await warden.start()
         users = await provision(warden.config_path, 2, first=1000)
         admin, _ = await new_admin(warden)
         put = await admin.request("PUT", "/api/v1/locations/hq-floor2", {"civic": CIVIC})

@@ -26,6 +26,7 @@ from tests.integration.harness import (
     provision,
     require_sipp,
     run_sipp,
+    sipp_uac_args,
     write_sipp_caller,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_messages, read_sipp_stats
@@ -79,12 +80,10 @@ class HoldMusicTests(IntegrationTestCase):
 
         run_dir = self.workdir()
         caller_csv = write_sipp_caller(run_dir, caller, users.passwords[caller], callee)
-        args = [
-            f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(SCENARIOS / "hold_uac.xml"), "-inf", str(caller_csv),
-            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-            "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err", "-trace_msg",
-        ]  # fmt: skip
+        args = sipp_uac_args(
+            warden.address, SCENARIOS / "hold_uac.xml", caller_csv,
+            "-p", str(free_port()), "-trace_msg",
+        )  # fmt: skip
         result = await run_sipp(args, run_dir, timeout=90)
         ended_at = real_reactor().seconds()
         stats = read_sipp_stats(run_dir)

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
-
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
@@ -31,6 +29,7 @@ from tests.integration.harness import (
     provision,
     require_sipp,
     run_sipp,
+    sipp_uac_args,
     wardenctl,
     write_sipp_caller,
 )
@@ -100,15 +99,12 @@ class IvrTests(IntegrationTestCase):
             raise FileNotFoundError(f"{PCAPS}/dtmf_2833_2.pcap (the sip-tester package)")
 
     async def warden_with_menus(self) -> WardenProcess:
-        warden = WardenProcess(self.workdir())
-        prompt = warden.workdir / "prompt.wav"
+        """A Warden with L{MENUS} (a 0.5 s tone as their prompt) and L{TRUNK}."""
+        workdir = self.workdir()
+        prompt = workdir / "prompt.wav"
         prompt.write_bytes(g711.wav_bytes(g711.tone(440, 0.5)))
         menus = MENUS.replace("@PROMPT@", str(prompt)) + TRUNK
-        warden.config_path.write_text(warden.config_path.read_text() + "\n" + menus)
-        self._wardens.append(warden)
-        self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
-        await warden.start()
-        return warden
+        return await self.start_warden(workdir=workdir, config_text=menus)
 
     async def call_menu(
         self, warden: WardenProcess, caller: str, password: str, number: str, pcap: Path
@@ -145,13 +141,10 @@ class IvrTests(IntegrationTestCase):
         self, warden: WardenProcess, run_dir: Path, scenario: Path, fields: Path, host: str
     ) -> None:
         """SIPp on ``host`` runs ``scenario`` once (6 s pause); the call must complete."""
-        args = [
-            f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(scenario), "-inf", str(fields),
-            "-i", host, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-            "-d", "6000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
-            "-trace_msg",
-        ]  # fmt: skip
+        args = sipp_uac_args(
+            warden.address, scenario, fields, "-p", str(free_port()), "-d", "6000", "-trace_msg",
+            host=host,
+        )  # fmt: skip
         result = await run_sipp(args, run_dir, timeout=90)
         stats = read_sipp_stats(run_dir)
         context = (

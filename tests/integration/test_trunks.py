@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred
 from tests.integration.admin_client import new_admin
 from tests.integration.clients import poll_async
 from tests.integration.harness import (
-    LOCALHOST,
     IntegrationTestCase,
     ProcessResult,
     WardenProcess,
@@ -29,6 +28,7 @@ from tests.integration.harness import (
     require_sipp,
     run_sipp,
     sipp_command,
+    sipp_uac_args,
     spawn,
     stop_spawned,
     wardenctl,
@@ -76,15 +76,11 @@ class TrunkHarness(IntegrationTestCase):
 
     async def warden_with(self, toml: str) -> WardenProcess:
         """A Warden whose configuration ends with ``toml``; stopped at the end."""
-        warden = WardenProcess(self.workdir())
-        password_file = warden.workdir / "itsp.pw"
+        workdir = self.workdir()
+        password_file = workdir / "itsp.pw"
         password_file.write_text(PASSWORD + "\n")
         text = toml.replace("@PASSWORD_FILE@", str(password_file))
-        warden.config_path.write_text(warden.config_path.read_text() + "\n" + text)
-        self._wardens.append(warden)
-        self.addCleanup(lambda: Deferred.fromCoroutine(warden.cleanup()))
-        await warden.start()
-        return warden
+        return await self.start_warden(workdir=workdir, config_text=text)
 
     def itsp(
         self, host: str, scenario: str, calls: int, transport: str = "u1"
@@ -124,13 +120,10 @@ class TrunkHarness(IntegrationTestCase):
         run_dir = self.workdir()
         line = ";".join((did, OUTSIDE_CALLER, *fields))
         (run_dir / "did.csv").write_text(f"SEQUENTIAL\n{line}\n")
-        args = [
-            f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(SCENARIOS / scenario), "-inf", str(run_dir / "did.csv"),
-            "-i", ITSP_HOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-            "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
-            "-trace_msg",
-        ]  # fmt: skip
+        args = sipp_uac_args(
+            warden.address, SCENARIOS / scenario, run_dir / "did.csv",
+            "-p", str(free_port()), "-d", "1000", "-trace_msg", host=ITSP_HOST,
+        )  # fmt: skip
         result = await run_sipp(args, run_dir, timeout=90)
         stats = read_sipp_stats(run_dir)
         context = f"ITSP exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
@@ -277,12 +270,10 @@ async def dial(
     password = users.passwords[caller]
     run_dir = testcase.workdir()
     caller_csv = write_sipp_caller(run_dir, caller, password, number)
-    args = [
-        f"{warden.address[0]}:{warden.address[1]}",
-        "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv),
-        "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-        "-d", "1000", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
-    ]  # fmt: skip
+    args = sipp_uac_args(
+        warden.address, BENCH_SCENARIOS / "call_uac.xml", caller_csv,
+        "-p", str(free_port()), "-d", "1000",
+    )  # fmt: skip
     result = await run_sipp(args, run_dir, timeout=90)
     stats = read_sipp_stats(run_dir)
     context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"

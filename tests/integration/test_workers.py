@@ -34,6 +34,7 @@ from tests.integration.harness import (
     run_sipp,
     sipp_command,
     sipp_register_args,
+    sipp_uac_args,
     spawn,
     stop_spawned,
     write_sipp_caller,
@@ -126,13 +127,10 @@ class WorkerTests(IntegrationTestCase):
         )  # fmt: skip
         run_dir = self.workdir()
         csv = write_sipp_caller(run_dir, caller, users.passwords[caller], callee)
-        args = [
-            f"{warden.address[0]}:{warden.address[1]}",
-            "-sf", str(SCENARIOS / "answered_until_bye_uac.xml"), "-inf", str(csv),
-            "-i", LOCALHOST, "-t", "un", "-max_socket", "1000", "-mp", str(free_port()),
-            "-m", str(calls), "-r", str(rate), "-timeout", "30s", "-timeout_error",
-            "-trace_stat", "-trace_err",
-        ]  # fmt: skip
+        args = sipp_uac_args(
+            warden.address, SCENARIOS / "answered_until_bye_uac.xml", csv,
+            "-t", "un", "-max_socket", "1000", "-r", str(rate), calls=calls, timeout=30,
+        )  # fmt: skip
         uac, process = spawn(sipp_command(args), run_dir)
         self.addCleanup(lambda: Deferred.fromCoroutine(stop_spawned(uac, process)))
         if during is not None:
