@@ -20,6 +20,7 @@ from warden.config import parse_config_text
 from warden.errors import ConfigError
 from warden.server import spool_path
 from warden.tap import Options, makeService
+from warden.testing.reactor import seconds_until_changed
 from warden.workers import (
     WorkerSupervisor,
     worker_arguments,
@@ -96,12 +97,7 @@ class SupervisorTests(SynchronousTestCase):
         for _ in range(5):
             latest = [p for p in self.spawner.started if p.index == 1][-1]
             self.spawner.end(latest)
-            before = len(self.spawner.started)
-            waited = 0.0
-            while len(self.spawner.started) == before:
-                self.clock.advance(0.5)
-                waited += 0.5
-            waits.append(waited)
+            waits.append(seconds_until_changed(self.clock, lambda: len(self.spawner.started), 0.5))
         self.assertEqual(waits, [1.0, 2.0, 4.0, 8.0, 8.0])
 
     def test_backoff_resets_after_a_stable_run(self) -> None:

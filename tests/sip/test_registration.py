@@ -15,6 +15,7 @@ from warden.sip.auth import challenge, digest_hex, expected_response, parse_cred
 from warden.sip.flow import Flow
 from warden.sip.message import Request, make_response
 from warden.sip.registration import Registration, RegistrationSettings, RegistrationState
+from warden.testing.reactor import seconds_until_changed
 
 PROVIDER = Flow("udp", "192.0.2.50", 5060)
 
@@ -140,12 +141,7 @@ class RegistrationTests(SynchronousTestCase):
         for _ in range(5):
             _, user = self.last()
             user.timed_out(None)
-            count = len(self.txns.sent)
-            waited = 0.0
-            while len(self.txns.sent) == count:
-                self.clock.advance(1.0)
-                waited += 1.0
-            waits.append(waited)
+            waits.append(seconds_until_changed(self.clock, lambda: len(self.txns.sent), 1.0))
         self.assertEqual(waits, [10.0, 20.0, 40.0, 60.0, 60.0])
         self.assertEqual(self.failures, ["timeout"] * 5)
 

@@ -2,7 +2,8 @@
 A reactor for building Warden in unit tests (L{warden.server.build_server}):
 L{MemoryWardenReactor} is a C{MemoryReactorClock} that also provides what
 L{warden.interfaces.IWardenReactor} adds to it: UDP ports bound on a
-L{FakeNetwork}, and a thread pool that runs each task at once, in the caller.
+L{FakeNetwork}, and a thread pool that runs each task at once, in the caller;
+L{seconds_until_changed} measures a wait on a clock.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -83,3 +85,16 @@ class MemoryWardenReactor(MemoryReactorClock):
 
     def suggestThreadPoolSize(self, size: int) -> None:
         """Nothing to size."""
+
+
+def seconds_until_changed(clock: Clock, value: Callable[[], object], step: float) -> float:
+    """
+    Advance ``clock`` ``step`` seconds at a time until ``value()`` differs from
+    what it was at the call; the seconds advanced (a multiple of ``step``).
+    """
+    before = value()
+    waited = 0.0
+    while value() == before:
+        clock.advance(step)
+        waited += step
+    return waited
