@@ -25,7 +25,6 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
 from warden.config import WardenConfig
@@ -175,22 +174,13 @@ async def set_extension_location(
 
 def run(args: argparse.Namespace, config: WardenConfig) -> int:
     """Run a ``location`` command on the configured store; the exit status."""
-    codes: list[int] = []
+    from warden.ctl.store import react_on_store
+    from warden.store.backend import admin_stores
+    from warden.store.civic import SQLCivicLocationStore
 
-    async def main(reactor: IReactorTime) -> None:
-        from warden.ctl.store import run_on_store
-        from warden.store.backend import admin_stores
-        from warden.store.civic import SQLCivicLocationStore
+    async def work(reactor: IReactorTime, stores: Stores) -> int:
+        audit = CliAudit(admin_stores(stores.pool)[1], reactor)
+        civic = SQLCivicLocationStore(stores.pool)
+        return await run_location(args, civic, audit, sys.stdout, sys.stderr)
 
-        async def work(stores: Stores) -> int:
-            audit = CliAudit(admin_stores(stores.pool)[1], reactor)
-            civic = SQLCivicLocationStore(stores.pool)
-            return await run_location(args, civic, audit, sys.stdout, sys.stderr)
-
-        codes.append(await run_on_store(reactor, config, work))
-
-    try:
-        task.react(main)
-    except SystemExit:
-        pass
-    return codes[0] if codes else EXIT_FAILED
+    return react_on_store(config, work)

@@ -99,6 +99,23 @@ async def run_on_store(
         stores.close()
 
 
+def react_on_store(config: WardenConfig, work: Callable[[Any, Stores], Awaitable[int]]) -> int:
+    """
+    L{run_on_store} under ``task.react``: ``work`` gets the reactor and the
+    open store; the exit status.
+    """
+    codes: list[int] = []
+
+    async def main(reactor: Any) -> None:
+        codes.append(await run_on_store(reactor, config, lambda stores: work(reactor, stores)))
+
+    try:
+        task.react(main)
+    except SystemExit:
+        pass
+    return codes[0] if codes else EXIT_FAILED
+
+
 def _environ(password_file: str) -> dict[str, str]:
     """A password file, when given, wins over WARDEN_STORE_PASSWORD."""
     return {} if password_file else dict(os.environ)

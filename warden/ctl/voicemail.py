@@ -26,7 +26,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
-from twisted.internet import task, threads
+from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 
 from warden import present
@@ -161,22 +161,13 @@ async def _set_email(
 
 def run(args: argparse.Namespace, config: WardenConfig) -> int:
     """Run a ``voicemail`` command on the configured store; the exit status."""
-    codes: list[int] = []
+    from warden.ctl.store import react_on_store
+    from warden.store.voicemail import SQLVoicemailStore
 
-    async def main(reactor: IReactorTime) -> None:
-        from warden.ctl.store import run_on_store
-        from warden.store.voicemail import SQLVoicemailStore
+    async def work(reactor: IReactorTime, stores: Stores) -> int:
+        return await run_voicemail(
+            args, SQLVoicemailStore(stores.pool), stores.directory, sys.stdout, sys.stderr,
+            sys.stdin, reactor, config.security.fips,
+        )  # fmt: skip
 
-        async def work(stores: Stores) -> int:
-            return await run_voicemail(
-                args, SQLVoicemailStore(stores.pool), stores.directory, sys.stdout, sys.stderr,
-                sys.stdin, reactor, config.security.fips,
-            )  # fmt: skip
-
-        codes.append(await run_on_store(reactor, config, work))
-
-    try:
-        task.react(main)
-    except SystemExit:
-        pass
-    return codes[0] if codes else EXIT_FAILED
+    return react_on_store(config, work)
