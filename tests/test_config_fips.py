@@ -54,6 +54,7 @@ class FipsConfigTests(SynchronousTestCase):
             self.assertTrue(str(e).startswith("warden.toml: registrar.digest_algorithms:"))
 
     def test_sha256_accepted(self) -> None:
+        """SHA-256 alone is an accepted digest list in FIPS mode."""
         config = parse_config_text(
             FIPS + '[registrar]\ndigest_algorithms = ["SHA-256"]\n', "warden.toml"
         )
@@ -68,10 +69,12 @@ class FipsConfigTests(SynchronousTestCase):
             self.assertLess(len(str(e)), 600)
 
     def test_approved_subset_accepted(self) -> None:
+        """A cipher string selecting only approved suites is accepted in FIPS mode."""
         config = parse_config_text(FIPS + '[tls]\nciphers = "ECDHE+AESGCM"\n', "warden.toml")
         self.assertEqual(config.tls.ciphers, "ECDHE+AESGCM")
 
     def test_fips_must_be_boolean(self) -> None:
+        """``[security] fips`` must be a boolean, and an unknown key is named."""
         e = self.error('[security]\nfips = "yes"\n')
         self.assertEqual(e.path, "security.fips")
         e = self.error("[security]\nfip = true\n")

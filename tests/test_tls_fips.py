@@ -92,6 +92,7 @@ class FipsContextTests(PairTestCase):
         )
 
     def test_tls11_refused(self) -> None:
+        """A FIPS server context refuses a TLS 1.1 client."""
         self.assertRaises(SSL.Error, handshake, self.fips, client(SSL.TLS1_1_VERSION))
 
     def test_non_approved_cipher_string_refused(self) -> None:
@@ -102,6 +103,7 @@ class FipsContextTests(PairTestCase):
         build_context(self.cert, self.key, TlsPolicy(ciphers="ECDHE+AESGCM", fips=True))
 
     def test_cipher_names_expand_strings(self) -> None:
+        """Cipher strings expand to suite names; the FIPS list has no problem, DHE is named."""
         self.assertEqual(cipher_names(FIPS_CIPHERS), FIPS_CIPHERS.split(":"))
         self.assertEqual(fips_cipher_problem(FIPS_CIPHERS), "")
         self.assertIn("DHE-RSA-AES128-GCM-SHA256", fips_cipher_problem(MOZILLA_INTERMEDIATE))
@@ -122,6 +124,7 @@ class FipsClientTests(PairTestCase):
         return context
 
     def test_offers_approved_suites_only(self) -> None:
+        """A FIPS client offers approved suites only; a plain one offers ChaCha20 too."""
         offered = SSL.Connection(self.client_context(True), None).get_cipher_list()
         self.assertEqual(set(offered) - APPROVED, set())
         plain = SSL.Connection(self.client_context(False), None).get_cipher_list()

@@ -77,6 +77,7 @@ class Pbkdf2Tests(SynchronousTestCase):
             self.assertFalse(PasswordHasher(fips=True).verify("x", stored), stored)
 
     def test_dummy_costs_the_same_and_never_matches(self) -> None:
+        """The dummy hash (for unknown accounts) has the real hash's cost and verifies nothing."""
         dummy = PasswordHasher(fips=True).dummy()
         self.assertTrue(dummy.startswith(f"pbkdf2_sha256${PBKDF2_ITERATIONS}$"))
         self.assertFalse(PasswordHasher(fips=True).verify("", dummy))
@@ -102,6 +103,7 @@ class FipsLoginTests(SynchronousTestCase):
         return response.status
 
     def test_pbkdf2_account_logs_in(self) -> None:
+        """An account with a PBKDF2 hash logs in with its password, not with another."""
         self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))
         self.assertEqual(self.login("alice"), 200)
         self.assertEqual(self.login("alice", "wrong password!"), 401)
@@ -117,6 +119,7 @@ class FipsLoginTests(SynchronousTestCase):
         self.assertNotIn(PASSWORD, " ".join(texts))
 
     def test_password_change_stores_pbkdf2(self) -> None:
+        """A changed password is stored as PBKDF2 with the full iteration count."""
         self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))
         auth = self.h.auth
         d = auth.change_password("alice", PASSWORD, "a brand new password")
@@ -125,12 +128,14 @@ class FipsLoginTests(SynchronousTestCase):
         self.assertTrue(stored.startswith(f"pbkdf2_sha256${PBKDF2_ITERATIONS}$"))
 
     def test_status_says_fips(self) -> None:
+        """``/api/v1/status`` reports FIPS mode on and whether a FIPS provider is active."""
         self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))
         token = self.h.login()
         status = self.h.request("GET", "/api/v1/status", token=token).json()
         self.assertEqual(status["fips"], {"mode": True, "provider_active": False})
 
     def test_md5_algorithms_refused(self) -> None:
+        """An extension asking for MD5 digest is refused with 400 naming the reason."""
         self.add("alice", secrets.hash_password_pbkdf2(PASSWORD, iterations=FEW))
         token = self.h.login()
         body = {"number": "1001", "algorithms": ["MD5"]}
@@ -167,6 +172,7 @@ class FipsCtlTests(SynchronousTestCase):
         return code, out.getvalue(), err.getvalue()
 
     def test_add_hashes_with_pbkdf2(self) -> None:
+        """``admin add`` stores a PBKDF2 hash that verifies the printed password."""
         code, out, _ = self.run_command("[security]\nfips = true\n", "admin", "add", "alice")
         self.assertEqual(code, 0)
         password = out.split("one-time password: ")[1].split()[0]
@@ -190,5 +196,6 @@ class FipsCtlTests(SynchronousTestCase):
         self.assertIn("no admin account nobody", err)
 
     def test_without_fips_scrypt(self) -> None:
+        """Without FIPS mode ``admin add`` stores scrypt, as before."""
         self.run_command("", "admin", "add", "carol")
         self.assertTrue(self.store.accounts["carol"].password_hash.startswith("scrypt$"))

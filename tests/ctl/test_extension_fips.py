@@ -42,12 +42,14 @@ class FipsExtensionTests(SynchronousTestCase):
         self.assertEqual(extension.ha1_sha256, compute_ha1("SHA-256", number, REALM, password))
 
     def test_add_and_set(self) -> None:
+        """``extension add`` and ``set --password`` keep a SHA-256 HA1 and no MD5 one."""
         self.assertEqual(self.ctl("extension", "add", "1001", "--password", "a-long-secret1"), 0)
         self.assert_sha256_only("1001", "a-long-secret1")
         self.assertEqual(self.ctl("extension", "set", "1001", "--password", "another-secret2"), 0)
         self.assert_sha256_only("1001", "another-secret2")
 
     def test_import(self) -> None:
+        """``extension import`` (and the file reader with md5=False) keeps no MD5 HA1."""
         path = self.mktemp()
         with open(path, "w", encoding="utf-8") as f:
             f.write("SEQUENTIAL\n1001;pw-one-long\n")
@@ -57,6 +59,7 @@ class FipsExtensionTests(SynchronousTestCase):
         self.assert_sha256_only("1001", "pw-one-long")
 
     def test_make_extension_default_keeps_md5(self) -> None:
+        """Outside FIPS mode make_extension still computes the MD5 HA1."""
         extension = make_extension("1001", "", REALM, "pw")
         self.assertEqual(extension.ha1_md5, compute_ha1("MD5", "1001", REALM, "pw"))
 

@@ -110,6 +110,7 @@ class FipsRegistrationTests(SynchronousTestCase):
         user.response_received(None, make_response(request, 401, headers=headers))
 
     def test_md5_registrar_fails_with_reason(self) -> None:
+        """A registrar offering only MD5 is not answered: the registration fails, saying why."""
         self.answer(MD5)
         self.assertEqual(len(self.txns.sent), 1)  # not answered
         self.assertEqual(self.reg.state, RegistrationState.FAILED)
@@ -117,6 +118,7 @@ class FipsRegistrationTests(SynchronousTestCase):
         self.assertIn("SHA-256", self.reg.last_error)
 
     def test_sha256_answered(self) -> None:
+        """Offered MD5 and SHA-256, the registration answers the SHA-256 challenge correctly."""
         self.answer(MD5, SHA256)
         request, _, _ = self.txns.sent[-1]
         creds = parse_credentials(request.get("Authorization") or "")

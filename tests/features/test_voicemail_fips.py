@@ -67,6 +67,7 @@ class FipsPinCtlTests(SynchronousTestCase):
     """``wardenctl voicemail pin`` hashes with PBKDF2 when FIPS mode is on."""
 
     def test_pin_hashed_with_pbkdf2(self) -> None:
+        """The PIN read from standard input is stored as PBKDF2 and verifies."""
         store, directory = MemoryVoicemailStore(), MemoryDirectory()
         self.successResultOf(directory.add_extension(make_extension("1001", "A", "pbx", "pw")))
         args = build_parser().parse_args(["voicemail", "pin", "1001"])

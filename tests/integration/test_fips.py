@@ -108,6 +108,12 @@ class FipsModeTests(IntegrationTestCase):
         }
 
     async def test_fips_mode_on_the_wire(self) -> None:
+        """
+        The start-up line names the OpenSSL in use; SIPp's MD5 digest cannot
+        register, directly or downgraded by the relay, and is counted; SHA-256
+        registers; the metrics say FIPS mode; both TLS listeners refuse
+        ChaCha20 and DHE and accept AES-GCM.
+        """
         metrics_port, sip_tls_port = free_port(), free_port()
         warden = await self.start_warden(
             {

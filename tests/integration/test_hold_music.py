@@ -63,6 +63,7 @@ class HoldMusicTests(IntegrationTestCase):
         return {}
 
     async def test_held_party_hears_the_music(self) -> None:
+        """The held callee hears 3 s of the shipped music in PCMA, and nothing after the resume."""
         warden = await self.start_warden(self.settings())
         users = await provision(warden.config_path, 2, first=4100)
         caller, callee = users.numbers

@@ -172,6 +172,10 @@ class IvrTests(IntegrationTestCase):
         )
 
     async def test_key_timeout_and_invalid(self) -> None:
+        """
+        Key 2 on menu 500, no key on 501 and key 7 on 502 each reach 4001 (a
+        key, the timeout, an invalid choice); on 501 the caller's audio reaches 4001.
+        """
         warden = await self.warden_with_menus()
         users = await provision(warden.config_path, 2, first=4000)
         caller, callee = users.numbers

@@ -49,6 +49,10 @@ class VoicemailTests(BaresipTestCase):
         ]
 
     async def test_leave_listen_delete(self) -> None:
+        """
+        A's call refused by B leaves a message of A's tone in B's mailbox; B's
+        phone is told a message waits, B deletes it with *97, and is told again.
+        """
         low, high = free_port_range()
         warden = await self.start_warden({"media": {"port_min": low, "port_max": high}})
         users = await provision(warden.config_path, 2, first=3101)
