@@ -846,6 +846,18 @@ class IVoicemailStore(Interface):
 from warden.model.emergency import CivicLocation, EmergencyCall  # noqa: E402
 
 
+class IEmergencyNumbers(Interface):
+    """
+    Which numbers an extension dials to make an emergency call: a draining
+    node refuses other new calls before authenticating them, but lets these
+    through (Kari's Law). A call hook providing it is asked
+    (L{warden.sip.hooks.CallHooks.may_be_emergency}).
+    """
+
+    def is_emergency_number(dialled: str) -> bool:
+        """Whether ``dialled`` (as in the request URI) is an emergency number here."""
+
+
 class IEmergencyObserver(Interface):
     """
     Hears of every emergency call as it starts (``911``, ``9911``, the ``933``

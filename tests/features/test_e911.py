@@ -173,9 +173,12 @@ class RoutingTests(EmergencyTestCase):
         self.assertEqual(invite.uri_text, "sip:911@192.0.2.50")
 
     def test_draining_node_takes_emergency_calls(self) -> None:
-        """A draining node refuses 1002 with 503 and Retry-After, but 911 and 933 go out."""
+        """
+        A draining node refuses 1002 with 503 and Retry-After before asking
+        for credentials, but 911 and 933 go out.
+        """
         self.stack.calls.draining = True
-        _, sent = self.alice.call("1002")
+        sent = self.stack.deliver(self.alice.invite("1002"), ALICE)
         refused = only(sent, ALICE, 503)
         self.assertEqual(refused.get("Retry-After"), "30")
         self.assertEqual(self.dial("911").uri_text, "sip:911@192.0.2.50")
@@ -358,11 +361,12 @@ class PluginTests(SynchronousTestCase):
 
     def test_interfaces(self) -> None:
         """The metrics observer and the plugin provide their interfaces."""
-        from warden.interfaces import IAdminEndpoints, ICallHook, IWardenPlugin
+        from warden.interfaces import IAdminEndpoints, ICallHook, IEmergencyNumbers, IWardenPlugin
 
         verifyObject(IEmergencyObserver, EmergencyMetrics())
         plugin = EmergencyPlugin()
-        for interface in (ICallHook, IWardenPlugin, IAdminEndpoints):
+        self.assertFalse(plugin.is_emergency_number("911"))  # not made: no trunks
+        for interface in (ICallHook, IWardenPlugin, IAdminEndpoints, IEmergencyNumbers):
             verifyObject(interface, plugin)
         self.assertEqual(plugin.sections, ("emergency",))
 

@@ -50,6 +50,7 @@ from warden.interfaces import (
     ICallHook,
     ICivicLocationStore,
     IDirectory,
+    IEmergencyNumbers,
     IEmergencyObserver,
     IWardenPlugin,
 )
@@ -337,7 +338,7 @@ class EmergencyService:
                 self.log.failure("Emergency observer {observer} failed", observer=observer)
 
 
-@implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints)
+@implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints, IEmergencyNumbers)
 class EmergencyPlugin(CallHookBase):
     """Emergency calls: Kari's Law routing, RAY BAUM's Act location (``[emergency]``)."""
 
@@ -429,6 +430,13 @@ class EmergencyPlugin(CallHookBase):
         return LocationEndpoints(lambda: self.store, lambda: self.directory).endpoints()
 
     # -- call hooks -----------------------------------------------------------------
+
+    def is_emergency_number(self, dialled: str) -> bool:
+        """Whether ``dialled`` is intercepted as an emergency call (there are trunks for it)."""
+        service = self.service
+        if service is None or not service.config.trunks:
+            return False
+        return service.config.emergency_number(dialled) is not None
 
     def before_routing(self, attempt: CallAttempt) -> Deferred[None] | None:
         """An emergency number goes to the emergency trunks, whatever else is set."""

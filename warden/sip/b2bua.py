@@ -180,7 +180,8 @@ class CallController:
         return defer.Deferred.fromCoroutine(self._invite(txn, request, flow))
 
     async def _invite(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
-        if self.draining and not self.hooks:
+        # Draining: no new calls, but an emergency call still goes out (Kari's Law).
+        if self.draining and not self.hooks.may_be_emergency(request.uri.user_unescaped or ""):
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
         if self.hooks:  # verification of what the sender asserts (may reject)
             await self.hooks.incoming(request, flow)
@@ -204,7 +205,7 @@ class CallController:
         if self.hooks:  # may reject, redirect (attempt.dialled) or mark
             await self.hooks.before_routing(attempt)
         # Neither a drain nor a limit refuses an emergency call (Kari's Law, ADR 0027).
-        if self.draining and not attempt.emergency:
+        if self.draining and not attempt.emergency:  # a number that proved no emergency
             raise SipError(503, "Service Unavailable", (("Retry-After", "30"),))
         if not attempt.emergency and self._at_limit(caller.number):
             raise SipError(486, "Busy Here")

@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from warden.errors import SipError
-from warden.interfaces import ICallHook, IMediaSession
+from warden.interfaces import ICallHook, IEmergencyNumbers, IMediaSession
 from warden.model import CallRecord, Extension
 
 if TYPE_CHECKING:
@@ -248,6 +248,13 @@ class CallHooks:
 
     def __bool__(self) -> bool:
         return bool(self.hooks)
+
+    def may_be_emergency(self, dialled: str) -> bool:
+        """Whether a hook providing L{IEmergencyNumbers} takes ``dialled`` for one."""
+        return any(
+            IEmergencyNumbers.providedBy(hook) and hook.is_emergency_number(dialled)
+            for hook in self.hooks
+        )
 
     async def incoming(self, request: Request, flow: Flow) -> None:
         """Each hook may reject (SipError) the new INVITE."""
