@@ -413,6 +413,16 @@ class IMediaSession(Interface):
     def release() -> None:
         """Close the session's sockets and return its ports. Idempotent."""
 
+    def final_stats() -> Deferred[dict[str, dict[str, Any]]]:
+        """
+        The counters of L{stats} once the session is released, for the call
+        record; never fails. The relay in the SIP process and rtpengine answer
+        at once; the media process (ADR 0033) with its last count of the
+        released session, or, when that does not come within a few seconds or
+        the process died, with its last periodic report, each side then marked
+        ``"counters_stale": True``. Before release, the current counters.
+        """
+
 
 class IMediaTap(Interface):
     """

@@ -4,9 +4,9 @@ Calls end to end with the built-in relay in its own media process
 tests/integration/test_calls.py through a real ``twistd warden`` whose relay
 runs in a child process, and that child killed: Warden starts it again and the
 next calls' media flows. Then the media suites (SRTP, recording, voicemail,
-IVR, hold music) run again with the media process. tests/integration/
-test_baresip.py is not run here: its call records' counters must cover the
-whole call, and the media process's are up to one second old (ADR 0033).
+IVR, hold music) and tests/integration/test_baresip.py (call records that
+count every packet and DTMF event: the media process's final counters, ADR
+0033) run again with the media process.
 Skipped locally without SIPp or baresip; an error under CI=true.
 """
 
@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 
 from tests.integration import (
+    test_baresip,
     test_calls,
     test_hold_music,
     test_ivr,
@@ -104,5 +105,11 @@ class MediaProcessIvrTests(test_ivr.IvrTests):
 
 class MediaProcessHoldMusicTests(test_hold_music.HoldMusicTests):
     """Hold music played by the media process."""
+
+    media_settings = PROCESS
+
+
+class MediaProcessBaresipTests(test_baresip.BaresipCallTests):
+    """baresip calls; their records count every packet (the process's final counters)."""
 
     media_settings = PROCESS

@@ -20,7 +20,12 @@ from warden.rtp import g711, metrics
 from warden.rtp.control import ControlError, FrameReader, frame, pack, unpack
 from warden.rtp.errors import MediaError
 from warden.rtp.policy import MediaPolicy
-from warden.rtp.procrelay import ALLOCATE_TIMEOUT, ProcessRelay, ProcessSession
+from warden.rtp.procrelay import (
+    ALLOCATE_TIMEOUT,
+    FINAL_STATS_TIMEOUT,
+    ProcessRelay,
+    ProcessSession,
+)
 from warden.testing.mediaproc import LoopbackSpawner
 from warden.testing.rtpnet import FakeNetwork, dtmf, rtp, sdp_body
 
@@ -275,6 +280,88 @@ class ProcessEventTests(ProcessRelayMixin, test_relay.RelayTestMixin, Synchronou
         self.assertFalse(ports & set(self.network.ports))
         self.assertEqual(self.spawner.current.worker.sessions, {})
         self.assertEqual(self.relay.ports_in_use(), 0)
+
+
+class FinalCountersTests(ProcessRelayMixin, test_relay.RelayTestMixin, SynchronousTestCase):
+    """A released session's final counters, for the call record."""
+
+    def released_after_packets(self, stuck: bool = False) -> ProcessSession:
+        """A call with 5 packets reported, then 3 more, then released (to a ``stuck`` process)."""
+        session = self.call()
+        for seq in range(1, 6):
+            self.from_caller(session, rtp(seq, 160 * seq))
+        self.clock.advance(1.0)
+        for seq in range(6, 9):
+            self.from_caller(session, rtp(seq, 160 * seq))
+        self.assertEqual(ProcessSession.stats(session)["a"]["packets_in"], 5)
+        self.spawner.current.stuck = stuck
+        session.release()
+        return session
+
+    def test_release_answer_carries_final_counters(self) -> None:
+        """The process's answer to the release counts every packet."""
+        before = test_relay.value(metrics.STALE_RECORDS)
+        session = self.released_after_packets()
+        final = self.successResultOf(session.final_stats())
+        self.assertEqual((final["a"]["packets_in"], final["b"]["packets_out"]), (8, 8))
+        self.assertNotIn("counters_stale", final["a"])
+        self.assertEqual(final["a"]["direction"], "sendrecv")
+        self.assertEqual(test_relay.value(metrics.STALE_RECORDS), before)
+
+    def test_final_counters_wait_for_the_answer(self) -> None:
+        """
+        No answer from a stuck process: after FINAL_STATS_TIMEOUT (not before)
+        the last report, each side marked stale, and the metric counts it.
+        """
+        before = test_relay.value(metrics.STALE_RECORDS)
+        session = self.released_after_packets(stuck=True)
+        final = session.final_stats()
+        self.clock.advance(FINAL_STATS_TIMEOUT - 0.01)
+        self.assertNoResult(final)
+        self.clock.advance(0.01)
+        stats = self.successResultOf(final)
+        self.assertEqual(stats["a"]["packets_in"], 5)
+        self.assertTrue(stats["a"]["counters_stale"] and stats["b"]["counters_stale"])
+        self.assertEqual(test_relay.value(metrics.STALE_RECORDS), before + 1)
+        # A late answer changes nothing.
+        self.spawner.current.stuck = False
+        self.spawner.current.worker.handle(self.spawner.current.commands[-1])
+        self.assertEqual(self.successResultOf(session.final_stats()), stats)
+
+    def test_final_counters_when_the_process_dies(self) -> None:
+        """The process dying before its answer: the last report, marked stale, at once."""
+        session = self.released_after_packets(stuck=True)
+        final = session.final_stats()
+        self.assertNoResult(final)
+        self.spawner.current.signalProcess("KILL")
+        stats = self.successResultOf(final)
+        self.assertEqual(stats["a"]["packets_in"], 5)
+        self.assertTrue(stats["a"]["counters_stale"])
+        # Released while the process is down: at once too.
+        self.clock.advance(1.0)
+        other = self.call()
+        self.spawner.current.signalProcess("KILL")
+        other.release()
+        self.assertTrue(self.successResultOf(other.final_stats())["b"]["counters_stale"])
+
+    def test_bad_answer_is_stale(self) -> None:
+        """An answer to the release that is not counters per side: the last report."""
+        session = self.released_after_packets(stuck=True)
+        self.spawner.current.protocol.outReceived(
+            frame({"op": "released", "id": session.number, "stats": {"a": 1}})
+        )
+        self.flushLoggedErrors()
+        self.assertTrue(self.successResultOf(session.final_stats())["a"]["counters_stale"])
+
+    def test_close_gets_final_counters(self) -> None:
+        """Sessions released by close() (at shutdown) still get their final counters."""
+        session = self.call()
+        for seq in range(1, 4):
+            self.from_caller(session, rtp(seq, 160 * seq))
+        self.relay.close()
+        final = self.successResultOf(session.final_stats())
+        self.assertEqual(final["a"]["packets_in"], 3)
+        self.assertNotIn("counters_stale", final["a"])
 
 
 class ProcessLifeTests(SynchronousTestCase):

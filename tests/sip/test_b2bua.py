@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.sip.dialplan import Rule
@@ -129,6 +130,29 @@ class BasicCallTests(CallTestCase):
         self.assertEqual(record.billsec, 42)
         self.assertEqual(record.codec, "PCMU")
         self.assertEqual(self.stack.successResultOf_(self.stack.live.list()), [])
+
+    def test_record_waits_for_final_media_counters(self) -> None:
+        """
+        The record is written when the released session's final counters come
+        (the media process answers the release a moment later), with them.
+        """
+        invite, _bob_invite, alice_ok, _bob_ok = self.answer()
+        (session,) = self.stack.media.sessions()
+        final: defer.Deferred[dict[str, dict[str, Any]]] = defer.Deferred()
+        session.final_stats = lambda: final  # type: ignore[method-assign]
+        bye = self.alice.in_dialog("BYE", invite, alice_ok, uac=True)  # type: ignore[arg-type]
+        self.stack.deliver(bye, ALICE)
+        self.assertEqual(self.records(), [])
+        written = self.stack.calls.records_written()
+        self.assertNoResult(written)
+        final.callback({"a": {"packets_in": 150}, "b": {"packets_in": 149}})
+        self.successResultOf(written)
+        (record,) = self.records()
+        self.assertEqual(record.disposition, "ANSWERED")
+        self.assertEqual(
+            (record.media["a"]["packets_in"], record.media["b"]["packets_in"]), (150, 149)
+        )
+        self.assertEqual(record.media["a"]["transport"], "udp")
 
     def test_bye_from_callee(self) -> None:
         """BYE from Bob reaches Alice in her own dialog."""

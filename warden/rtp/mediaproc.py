@@ -17,9 +17,10 @@ Commands (Warden to the process), each naming a session by Warden's number
   mirror of the session (L{warden.rtp.procrelay.ProcessSession}) already took,
   with Warden's SRTP keys per leg so both copies agree.
 - ``signalling`` (``side``, ``hosts``), ``encrypted`` (``side``, ``on``),
-  ``tap`` (``on``), ``release``; ``report``: send the ``stats`` now.
+  ``tap`` (``on``), ``release`` (answered by ``released`` with the
+  session's final ``stats``); ``report``: send the ``stats`` now.
 
-Events (the process to Warden): ``allocated``; ``stats`` (each session's
+Events (the process to Warden): ``allocated``; ``released``; ``stats`` (each session's
 counters once per check interval, a tenth of the sessions every tenth of it,
 and the process's packet metrics once per interval); ``dtmf`` (``side``,
 ``digit``); ``timeout``; ``rtp`` (a tapped packet); ``lost`` (a command this
@@ -233,8 +234,11 @@ class MediaWorker:
         session.tap = ForwardTap(_number(message), self.send) if message["on"] else None
 
     def _release(self, session: MediaSession, message: dict[str, Any]) -> None:
-        del self.sessions[_number(message)]
+        number = _number(message)
+        del self.sessions[number]
         session.release()
+        # Every packet of the session is counted now: the call record's counters.
+        self.send({"op": "released", "id": number, "stats": session.stats()})
         if not self.sessions and self._stats.running:
             self._stats.stop()
 

@@ -57,3 +57,8 @@ JITTER_SECONDS = Histogram(
     "Interarrival jitter (RFC 3550 §6.4.1) of each call leg's incoming RTP, at call end",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5),
 )
+STALE_RECORDS = Counter(
+    "warden_media_stale_records_total",
+    "Calls whose record got the media process's last periodic counters, not its final"
+    " count (no answer to the release in time, or the process died; ADR 0033)",
+)

@@ -12,7 +12,10 @@ copy of the session applies them to the packets. What only the packets know
 comes back as events: DTMF digits (``on_dtmf``), the media timeout
 (``on_timeout``), tapped audio for a call recorder (``tap``) and, every check
 interval, each session's counters (``stats()``: at most one interval old) and
-the packet metrics.
+the packet metrics. A released session's call record waits for the process's
+answer to the release, which carries the session's final counters
+(``final_stats()``); without it within L{FINAL_STATS_TIMEOUT} (or when the
+process dies) the record gets the last report, marked ``counters_stale``.
 
 When the media process dies, every call's media is gone: each live session's
 ``on_timeout`` fires (the calls are hung up), allocations waiting fail with
@@ -50,6 +53,8 @@ __all__ = ["MediaProcessProtocol", "ProcessRelay", "ProcessSession", "spawn_medi
 Spawn = Callable[[ProcessProtocol], object]
 #: Seconds an allocation waits for the media process before failing (503).
 ALLOCATE_TIMEOUT = 5.0
+#: Seconds a released session's call record waits for the process's final count.
+FINAL_STATS_TIMEOUT = 2.0
 MAX_RESTART_DELAY = 60.0
 #: A process that lived at least this long restarts after the first delay again.
 STABLE_SECONDS = 10.0
@@ -167,6 +172,8 @@ class ProcessRelay:
         self._next = 0
         self._waiting: dict[int, tuple[str, defer.Deferred[IMediaSession], IDelayedCall]] = {}
         self._live: dict[int, ProcessSession] = {}
+        # Released sessions waiting for their final counters, by number.
+        self._releasing: dict[int, tuple[ProcessSession, IDelayedCall, MediaProcessProtocol]] = {}
         self._metric_totals: dict[str, float] = {}
         self._checks: SessionChecks[ProcessSession] = SessionChecks(
             clock, 60.0, lambda s, now: None, self.ports_in_use, "Media process gauges"
@@ -200,6 +207,11 @@ class ProcessRelay:
 
     def process_ended(self, process: MediaProcessProtocol, reason: Failure) -> None:
         """The media process exited: every call's media is lost; start it again."""
+        for number, (session, timer, sent_to) in list(self._releasing.items()):
+            if sent_to is process:
+                del self._releasing[number]
+                timer.cancel()
+                session.finish(None, "the media process ended")
         if process is not self._process:
             return
         self._process = None
@@ -228,11 +240,13 @@ class ProcessRelay:
 
     def event(self, process: MediaProcessProtocol, message: dict[str, Any]) -> None:
         """A message from the media process."""
-        if process is not self._process:
-            return
         op = message["op"]
+        if process is not self._process and op != "released":  # (closing: answers)
+            return
         try:
-            if op == "allocated":
+            if op == "released":
+                self._released(message)
+            elif op == "allocated":
                 self._allocated(message)
             elif op == "stats":
                 self._stats(message)
@@ -305,6 +319,22 @@ class ProcessRelay:
                         counter.inc(value - before)
                         self._metric_totals[key] = float(value)
 
+    def _released(self, message: dict[str, Any]) -> None:
+        number, stats = message["id"], message["stats"]
+        waiting = self._releasing.pop(number, None) if isinstance(number, int) else None
+        if waiting is None:
+            return
+        session, timer, _ = waiting
+        timer.cancel()
+        if not isinstance(stats, dict) or not all(isinstance(stats.get(s), dict) for s in SIDES):
+            session.finish(None, "a bad final report")
+            raise ValueError("stats is not an object of sides")
+        session.finish(stats)
+
+    def _final_timeout(self, number: int) -> None:
+        session, _, _ = self._releasing.pop(number)
+        session.finish(None, f"no final report within {FINAL_STATS_TIMEOUT:g} s")
+
     def flush_metrics(self) -> None:
         """Ask the media process for its counters now (they arrive as ``stats``)."""
         self.send({"op": "report"})
@@ -336,7 +366,13 @@ class ProcessRelay:
             return
         self._checks.discard(session)
         self._checks.changed()
-        self.send({"op": "release", "id": session.number})
+        process = self._process
+        if process is None:
+            session.finish(None, "the media process is not running")
+            return
+        timer = self.clock.callLater(FINAL_STATS_TIMEOUT, self._final_timeout, session.number)
+        self._releasing[session.number] = (session, timer, process)
+        process.send({"op": "release", "id": session.number})
 
 
 class ProcessSession(MediaSession):
@@ -362,6 +398,8 @@ class ProcessSession(MediaSession):
         self._process_relay = relay
         self._tap: IMediaTap | None = None
         self.remote_stats: dict[str, dict[str, Any]] | None = None
+        self._final: dict[str, dict[str, Any]] | None = None
+        self._final_waiting: list[defer.Deferred[dict[str, dict[str, Any]]]] = []
         protocols = {(s, rtcp): RelayProtocol(s, rtcp) for s in SIDES for rtcp in (False, True)}
         super().__init__(
             relay,  # type: ignore[arg-type]
@@ -414,6 +452,42 @@ class ProcessSession(MediaSession):
             side: {**self.remote_stats.get(side, {}), "direction": own[side]["direction"]}
             for side in SIDES
         }
+
+    def final_stats(self) -> defer.Deferred[dict[str, dict[str, Any]]]:
+        """
+        Once released, the media process's final counters of the session, when
+        its answer to the release comes (see L{IMediaSession.final_stats}).
+        """
+        if not self.released:
+            return defer.succeed(self.stats())
+        if self._final is not None:
+            return defer.succeed(self._final)
+        d: defer.Deferred[dict[str, dict[str, Any]]] = defer.Deferred()
+        self._final_waiting.append(d)
+        return d
+
+    def finish(self, stats: dict[str, dict[str, Any]] | None, why: str = "") -> None:
+        """
+        The released session's final counters from the media process; None
+        when they will not come (``why``): the last report stands, marked stale.
+        """
+        if self._final is not None:
+            return
+        if stats is not None:
+            self.remote_stats = stats
+            final = self.stats()
+        else:
+            metrics.STALE_RECORDS.inc()
+            self.log.warn(
+                "Call {call_id}'s record gets the media process's last periodic counters: {why}",
+                call_id=self.call_id,
+                why=why,
+            )
+            final = {side: {**c, "counters_stale": True} for side, c in self.stats().items()}
+        self._final = final
+        waiting, self._final_waiting = self._final_waiting, []
+        for d in waiting:
+            d.callback(final)
 
     def idle_for(self, now: float) -> float:
         """Seconds since the last packet (as last reported) or offer/answer."""

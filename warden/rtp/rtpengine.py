@@ -470,6 +470,10 @@ class RtpengineSession:
         """Counters per side (see L{IMediaSession.stats}), as of the last query."""
         return {side: self._side_stats(side) for side in SIDES}
 
+    def final_stats(self) -> defer.Deferred[dict[str, dict[str, Any]]]:
+        """The counters of the last query, at once (ADR 0025 decision 3)."""
+        return defer.succeed(self.stats())
+
     def _side_stats(self, side: str) -> dict[str, Any]:
         mine, theirs = self._counts[side], self._counts[_other(side)]
         media = self.side_a if side == "a" else self.side_b

@@ -67,6 +67,7 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import InvalidAddressError, MessageLengthError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
@@ -634,6 +635,10 @@ class MediaSession:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Counters per side (see L{IMediaSession.stats})."""
         return {side: self._side_stats(side) for side in SIDES}
+
+    def final_stats(self) -> Deferred[dict[str, dict[str, Any]]]:
+        """The counters, at once: every packet was counted in this process."""
+        return succeed(self.stats())
 
     def _side_stats(self, side: str) -> dict[str, Any]:
         peer, other = self._peers[side], self._peers[_other(side)]

@@ -127,6 +127,8 @@ class CallController:
         # below are the only limit.
         self.counters = counters
         self.calls: dict[str, Call] = {}
+        # Ended calls whose record waits for their media's final counters.
+        self._recording: set[defer.Deferred[dict[str, dict[str, Any]]]] = set()
         self._dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self._by_a_txn: dict[int, Call] = {}
         self._active: Counter[str] = Counter()
@@ -882,13 +884,10 @@ class CallController:
                 del self._active[number]
         if self.counters is not None and self._shared_limit():
             self._quiet(self.counters.release(call.counted), "release call counts")
-        media_stats = with_signalling(call, call.media.stats())
         sip_metrics.CALLS_ENDED.labels(call.disposition).inc()
-        for counts in media_stats.values():
-            if counts.get("packets_in"):
-                rtp_metrics.JITTER_SECONDS.observe(float(counts.get("jitter_ms_in", 0.0)) / 1000)
-        call.media.release()
-        call.media.on_timeout = call.media.on_dtmf = None  # break the call <-> session cycle
+        session = call.media
+        session.release()
+        session.on_timeout = session.on_dtmf = None  # break the call <-> session cycle
         call.attempt.media = None
         call.on_ended = None
         for branch in call.branches:
@@ -897,12 +896,36 @@ class CallController:
             branch.txn = None
         if self.live is not None:
             self._quiet(self.live.remove(call.call_id), "remove live call")
+        # The record waits for the released session's final counters: at once
+        # in this process, a moment with the media process (ADR 0033).
+        d = session.final_stats()
+        self._recording.add(d)
+        d.addCallback(self._write_record, call)
+        d.addErrback(self._record_failed, call)
+        d.addBoth(lambda _: self._recording.discard(d))
+
+    def _write_record(self, stats: dict[str, Any], call: Call) -> None:
+        media_stats = with_signalling(call, stats)
+        for counts in media_stats.values():
+            if counts.get("packets_in"):
+                rtp_metrics.JITTER_SECONDS.observe(float(counts.get("jitter_ms_in", 0.0)) / 1000)
         if self.records is not None or self.hooks:
             record = self._record(call, media_stats)
             if self.records is not None:
                 self._quiet(self.records.add(record), "write call record")
             if self.hooks:
                 self.hooks.ended(call.attempt, record)
+
+    def _record_failed(self, failure: Failure, call: Call) -> None:
+        self.log.failure(
+            "Could not record the end of call {call_id}", failure, call_id=call.call_id
+        )
+
+    def records_written(self) -> defer.Deferred[None]:
+        """Fires once every ended call's record was handed to the store (at shutdown)."""
+        pending = list(self._recording)
+        d = defer.DeferredList(pending, consumeErrors=True) if pending else defer.succeed(None)
+        return d.addCallback(lambda _: None)
 
     def _record(self, call: Call, media_stats: dict[str, Any]) -> CallRecord:
         return CallRecord(

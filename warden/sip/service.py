@@ -428,6 +428,9 @@ class SipService(service.MultiService):
             self.calls.stop()
             self.calls.hangup_all("shutdown")
         d = defer.maybeDeferred(super().stopService)
+        if self.calls is not None:
+            calls = self.calls
+            d.addCallback(lambda _: calls.records_written())
         d.addCallback(lambda _: self.location.flush())
         return d
 
