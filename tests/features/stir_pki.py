@@ -114,8 +114,14 @@ def make_leaf(
 
 
 def make_server(issuer: Issued, address: str = "127.0.0.1") -> Issued:
-    """A TLS server certificate for the IP ``address`` issued by ``issuer``."""
+    """A TLS server certificate for ``address`` (an IP address or a DNS name) by ``issuer``."""
     import ipaddress
+
+    alt: x509.GeneralName
+    try:
+        alt = x509.IPAddress(ipaddress.ip_address(address))
+    except ValueError:
+        alt = x509.DNSName(address)
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now(None)
@@ -128,7 +134,7 @@ def make_server(issuer: Issued, address: str = "127.0.0.1") -> Issued:
         .not_valid_before(now - DAY)
         .not_valid_after(now + 30 * DAY)
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
+            x509.SubjectAlternativeName([alt]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -18,6 +18,7 @@ from warden.features.trunk_config import (
     TrunksConfig,
     check_routes,
     check_targets,
+    parse_trunks,
 )
 
 GOOD = """
@@ -232,3 +233,46 @@ class PasswordTests(SynchronousTestCase):
         self.addCleanup(os.environ.pop, "WARDEN_TEST_TRUNK_PW", None)
         trunk = self.trunk(password_env="WARDEN_TEST_TRUNK_PW")
         self.assertNotIn("hunter2", repr(trunk))
+
+
+class TlsTrunkConfigTests(SynchronousTestCase):
+    """``transport = "tls"``: its default port and ``tls_ca_file`` (ADR 0034)."""
+
+    def trunk(self, **keys: object) -> TrunkConfig:
+        return parse_trunks([{"name": "itsp", "host": "sip.example.net", "register": False,
+                              **keys}]).trunks[0]  # fmt: skip
+
+    def test_default_port(self) -> None:
+        """A TLS trunk without ``port`` uses 5061, and says the port was not given."""
+        trunk = self.trunk(transport="tls")
+        self.assertEqual((trunk.port, trunk.port_given), (5061, False))
+        self.assertEqual(self.trunk(transport="tls", port=5061).port_given, True)
+        self.assertEqual(self.trunk(transport="tcp").port, 5060)
+
+    def test_ca_file(self) -> None:
+        """A readable PEM bundle is kept; its path is checked now."""
+        from tests.features.stir_pki import make_ca
+
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(make_ca("Test CA").pem)
+        self.assertEqual(self.trunk(transport="tls", tls_ca_file=path).tls_ca_file, path)
+
+    def test_bad_ca_file(self) -> None:
+        """A missing file, a file without a certificate, a CA on a UDP trunk: errors by key."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        for keys, message in (
+            ({"tls_ca_file": "/nonexistent/ca.pem"},
+             "trunks[0].tls_ca_file: cannot read /nonexistent/ca.pem: No such file or directory"),
+            ({"tls_ca_file": path},
+             f"trunks[0].tls_ca_file: {path} is not a PEM certificate bundle"),
+            ({"tls_ca_file": 5}, "trunks[0].tls_ca_file: must be a file path, got 5"),
+        ):  # fmt: skip
+            error = self.assertRaises(ConfigError, self.trunk, transport="tls", **keys)
+            self.assertEqual(str(error), message)
+        error = self.assertRaises(ConfigError, self.trunk, tls_ca_file=path)
+        self.assertIn("trunks[0].tls_ca_file", str(error))
+        error = self.assertRaises(ConfigError, self.trunk, transport="sctp")
+        self.assertEqual(str(error), "trunks[0].transport: must be udp, tcp or tls, got 'sctp'")

@@ -11,6 +11,7 @@ and a trunk answering 503 is followed by the route's next trunk.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,27 +141,20 @@ class TrunkHarness(IntegrationTestCase):
             warden, number, users.passwords[number], BENCH_SCENARIOS / "call_uas.xml", calls
         )
 
-
-class TrunkTests(TrunkHarness):
-    """Warden between SIPp phones and a SIPp ITSP."""
-
-    async def test_registration_and_outbound_call(self) -> None:
+    async def registration_and_outbound_call(
+        self, transport: str, reach: Callable[[int], Awaitable[dict[str, Any]]] | None = None
+    ) -> tuple[WardenProcess, Path]:
         """
-        Warden registers (401 answered), then an extension's call goes out as
-        1NXXNXXXXXX with the trunk's caller ID, the 401 answered.
+        Registration, then an outbound call, over ``transport`` (the Warden
+        and the ITSP's directory); ``reach``
+        maps the SIPp ITSP's port to the trunk's keys (default: its host and
+        port), for an ITSP behind a relay.
         """
-        await self.registration_and_outbound_call("udp")
-
-    async def test_over_tcp(self) -> None:
-        """The same over TCP: Warden opens the connection to the provider."""
-        await self.registration_and_outbound_call("tcp")
-
-    async def registration_and_outbound_call(self, transport: str) -> None:
-        """Registration, then an outbound call, over ``transport``."""
-        sipp_transport = {"udp": "u1", "tcp": "t1"}[transport]
+        sipp_transport = {"udp": "u1", "tcp": "t1", "tls": "t1"}[transport]
         itsp, port, itsp_dir = self.itsp(ITSP_HOST, "itsp_uas.xml", 2, sipp_transport)
+        where = {"host": ITSP_HOST, "port": port} if reach is None else await reach(port)
         warden = await self.warden_with(trunks_toml(
-            [{"name": "itsp", "host": ITSP_HOST, "port": port, "username": ACCOUNT,
+            [{"name": "itsp", **where, "username": ACCOUNT,
               "password_file": "@PASSWORD_FILE@", "from_number": CALLER_ID,
               "transport": transport}],
             [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1", "trunks": ["itsp"]}],
@@ -184,6 +178,7 @@ class TrunkTests(TrunkHarness):
         self.assertEqual(table.code, 0, table.stderr)
         self.assertIn("itsp", table.stdout)
         self.assertIn("registered", table.stdout)
+        return warden, itsp_dir
 
     async def trunks_state(self, warden: WardenProcess) -> list[dict[str, Any]]:
         """``wardenctl trunks --json`` (with a read token made on first use)."""
@@ -204,6 +199,21 @@ class TrunkTests(TrunkHarness):
     async def state_is(self, warden: WardenProcess, state: str) -> bool:
         """Whether the first trunk's registration state is ``state``."""
         return (await self.trunks_state(warden))[0]["state"] == state
+
+
+class TrunkTests(TrunkHarness):
+    """Warden between SIPp phones and a SIPp ITSP."""
+
+    async def test_registration_and_outbound_call(self) -> None:
+        """
+        Warden registers (401 answered), then an extension's call goes out as
+        1NXXNXXXXXX with the trunk's caller ID, the 401 answered.
+        """
+        await self.registration_and_outbound_call("udp")
+
+    async def test_over_tcp(self) -> None:
+        """The same over TCP: Warden opens the connection to the provider."""
+        await self.registration_and_outbound_call("tcp")
 
     async def test_inbound_did(self) -> None:
         """The ITSP calls a DID: its extension's phone rings and answers; no challenge."""

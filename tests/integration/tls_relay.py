@@ -4,6 +4,10 @@ OpenSSL (``-t l1`` answers "you must compile SIPp with OpenSSL"), so SIPp talks
 TCP (``-t t1``) to ``socat``, which opens one TLS connection to Warden for each
 TCP connection it accepts and copies bytes both ways. Warden sees a TLS client
 on a port of socat's, as it sees a phone behind a NAT.
+
+L{TlsTerminator} is the other direction, for a SIPp server Warden reaches over
+TLS (a TLS trunk's ITSP): socat accepts TLS with a given certificate and
+relays each connection over TCP to SIPp (``-t t1``).
 """
 
 from __future__ import annotations
@@ -34,12 +38,38 @@ class TlsRelay:
             f"OPENSSL:{target[0]}:{target[1]},verify=0,cert={cert},key={key}",
         ]
         self.workdir = workdir
+        self.bind = LOCALHOST
         self._process: object = None
+
+    @classmethod
+    def terminating(
+        cls,
+        socat: str,
+        target: tuple[str, int],
+        cert: Path,
+        key: Path,
+        workdir: Path,
+        bind: str = LOCALHOST,
+    ) -> TlsRelay:
+        """
+        The other direction: socat listening for TLS on ``bind:port`` with
+        ``cert``/``key`` (no client certificate asked for), relaying each
+        connection over TCP to ``target``.
+        """
+        relay = cls(socat, target, cert, key, workdir)
+        relay.bind = bind
+        relay.command = [
+            socat,
+            f"OPENSSL-LISTEN:{relay.port},bind={bind},reuseaddr,fork,verify=0,"
+            f"cert={cert},key={key}",
+            f"TCP:{target[0]}:{target[1]}",
+        ]
+        return relay
 
     @property
     def address(self) -> tuple[str, int]:
-        """Where SIP clients connect (TCP)."""
-        return (LOCALHOST, self.port)
+        """Where SIP clients connect."""
+        return (self.bind, self.port)
 
     async def start(self) -> None:
         """Start socat and wait until it accepts connections."""
@@ -66,11 +96,23 @@ class TlsRelay:
 
 
 async def start_relay(
-    testcase: unittest.TestCase, target: tuple[str, int], cert: Path, key: Path, workdir: Path
+    testcase: unittest.TestCase,
+    target: tuple[str, int],
+    cert: Path,
+    key: Path,
+    workdir: Path,
+    terminating_on: str = "",
 ) -> TlsRelay:
-    """A started L{TlsRelay}, stopped when ``testcase`` ends (socat is required)."""
+    """
+    A started L{TlsRelay} (TCP in, TLS out; with ``terminating_on`` an
+    address, TLS in on it, TCP out), stopped when ``testcase`` ends (socat is
+    required).
+    """
     socat = require_binary(testcase, "socat", "socat")
-    relay = TlsRelay(socat, target, cert, key, workdir)
+    if terminating_on:
+        relay = TlsRelay.terminating(socat, target, cert, key, workdir, terminating_on)
+    else:
+        relay = TlsRelay(socat, target, cert, key, workdir)
     await relay.start()
     testcase.addCleanup(relay.stop)
     return relay

@@ -247,3 +247,19 @@ class StreamRegistrationTests(SynchronousTestCase):
         self.assertIs(flow.connection, connection)
         self.assertEqual(request.top_via.transport.upper(), "TCP")
         self.assertEqual(str(request.contacts[0].uri), "sip:acct@192.0.2.1:5060;transport=tcp")
+
+    def test_tls(self) -> None:
+        """
+        Over TLS: Via says TLS, the Contact and the Request-URI ask for TLS
+        (``sip:`` with ``;transport=tls``, RFC 5630 §3.2).
+        """
+        txns = FakeTransactions()
+        tls = Flow("tls", "192.0.2.50", 5061)
+        settings = RegistrationSettings(tls, "itsp.example", "acct", "pw")
+        reg = Registration(Clock(), txns, lambda flow: "192.0.2.1:5061", settings)
+        reg.start()
+        request, flow, _ = txns.sent[-1]
+        self.assertEqual(flow, tls)
+        self.assertEqual(str(request.uri), "sip:itsp.example;transport=tls")
+        self.assertEqual(request.top_via.transport.upper(), "TLS")
+        self.assertEqual(str(request.contacts[0].uri), "sip:acct@192.0.2.1:5061;transport=tls")

@@ -266,7 +266,8 @@ async def _trunks(args: argparse.Namespace, ctx: _Ctx) -> int:
         return EXIT_OK
     rows = [("NAME", "STATE", "ADDRESS", "CALLS", "LAST ERROR")]
     for t in trunks:
-        address = f"{t.get('address') or t.get('host')}:{t.get('port')}"
+        host = t.get("address") or t.get("host")
+        address = f"{t.get('transport', 'udp')}:{host}:{t.get('port')}"
         calls = str(t.get("calls_in_progress", 0))
         rows.append((str(t.get("name")), str(t.get("state")), address, calls,
                      str(t.get("last_error") or "-")))  # fmt: skip

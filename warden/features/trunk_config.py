@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from warden.errors import ConfigError
+from warden.features.smtp import load_trust_root
 from warden.secrets import ENV_NAME, read_password
 from warden.sip.dialplan import Rule, RuleError, pattern_regex
 
@@ -43,12 +44,14 @@ _ENV = ENV_NAME
 #: An inbound target answered by a local application (``voicemail:1001``).
 _APPLICATION_TARGET = re.compile(r"^([a-z][a-z0-9-]{0,31}):([0-9A-Za-z*#._-]{1,64})$")
 #: Transports a trunk may use.
-TRANSPORTS = ("udp", "tcp")
-#: The largest password file read, in bytes.
+TRANSPORTS = ("udp", "tcp", "tls")
+#: The port of each transport when ``port`` is not given (RFC 3261 §19.1.2).
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 _TRUNK_KEYS = (
     "name", "host", "port", "transport", "register", "username", "password_env",
     "password_file", "from_number", "expires", "timeout", "addresses", "max_calls",
+    "tls_ca_file",
 )  # fmt: skip
 _OUTBOUND_KEYS = ("pattern", "regex", "strip", "prefix", "trunks", "callers")
 _INBOUND_KEYS = ("did", "to")
@@ -77,8 +80,11 @@ class TrunkConfig:
     Attributes:
         name: referenced by routes, metrics and ``wardenctl trunks``.
         host: the provider's host name or IP address.
-        port: its SIP port.
-        transport: ``udp`` or ``tcp`` (Warden opens the connection).
+        port: its SIP port (5060; 5061 for ``tls``).
+        port_given: whether ``port`` was written (RFC 3263 §4.2: then the
+            host's addresses are looked up, no SRV records).
+        transport: ``udp``, ``tcp`` or ``tls`` (Warden opens the connection;
+            over TLS it verifies the provider's certificate and host name).
         register: Warden registers to the provider (digest auth); False for a
             trunk that knows Warden by its address (IP-authenticated).
         username: digest user for REGISTER and the provider's INVITE challenges.
@@ -95,6 +101,8 @@ class TrunkConfig:
             limit). Outbound calls beyond it (less the emergency reserve,
             ``[emergency] reserve_calls``) try the route's next trunk; an
             emergency call beyond it drops the trunk's newest other call.
+        tls_ca_file: a PEM bundle of the CAs the provider's TLS certificate
+            must chain to ("": the system's trust store).
     """
 
     name: str
@@ -110,6 +118,8 @@ class TrunkConfig:
     timeout: float = 5.0
     addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_calls: int = 0
+    port_given: bool = True
+    tls_ca_file: str = ""
 
     @property
     def has_password(self) -> bool:
@@ -231,10 +241,13 @@ def _trunk(path: str, table: object) -> TrunkConfig:
           "1-32 letters, digits, '-' or '_'", name)  # fmt: skip
     _want(f"{path}.host", isinstance(host, str) and _is_host(host),
           "a host name or an IP address", host)  # fmt: skip
-    port = values.get("port", 5060)
-    _want(f"{path}.port", _is_int(port) and 1 <= port <= 65535, "a port 1..65535", port)
     transport = values.get("transport", "udp")
-    _want(f"{path}.transport", transport in TRANSPORTS, "udp or tcp", transport)
+    _want(f"{path}.transport", transport in TRANSPORTS, "udp, tcp or tls", transport)
+    port = values.get("port", DEFAULT_PORTS.get(transport, 5060))
+    _want(f"{path}.port", _is_int(port) and 1 <= port <= 65535, "a port 1..65535", port)
+    ca_file = _ca_file(f"{path}.tls_ca_file", values.get("tls_ca_file", ""))
+    if ca_file and transport != "tls":
+        raise ConfigError(f"{path}.tls_ca_file", 'only a trunk with transport = "tls" has one')
     register = values.get("register", True)
     _want(f"{path}.register", isinstance(register, bool), "true or false", register)
     username = values.get("username", "")
@@ -270,8 +283,16 @@ def _trunk(path: str, table: object) -> TrunkConfig:
         username=username, password_env=env, password_file=file, from_number=number,
         expires=expires, timeout=float(timeout),
         addresses=_networks(f"{path}.addresses", values.get("addresses", [])),
-        max_calls=max_calls,
+        max_calls=max_calls, port_given="port" in values, tls_ca_file=ca_file,
     )  # fmt: skip
+
+
+def _ca_file(path: str, value: object) -> str:
+    """``tls_ca_file``: a readable PEM bundle of at least one certificate, checked now."""
+    _want(path, isinstance(value, str), "a file path", value)
+    assert isinstance(value, str)
+    load_trust_root(value, path)
+    return value
 
 
 def _networks(

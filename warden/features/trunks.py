@@ -32,13 +32,19 @@ from prometheus_client import Counter, Gauge
 from twisted.application import service
 from twisted.internet import task
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from warden.errors import SipError, SipParseError
+from warden.features.smtp import load_trust_root
 from warden.features.trunk_config import (
+    DEFAULT_PORTS,
     RoutesConfig,
     TrunkConfig,
     TrunksConfig,
@@ -64,6 +70,7 @@ from warden.sip.hooks import CallAttempt, CallHookBase, Vouched
 from warden.sip.message import Request
 from warden.sip.registration import Registration, RegistrationSettings, RegistrationState
 from warden.sip.stream_opener import StreamOpener
+from warden.tls import client_tls_options
 
 if TYPE_CHECKING:
     from warden.plugin import BuildContext
@@ -175,10 +182,18 @@ class TrunkService(service.Service):
         self.trunks = {
             t.name: Trunk(t, passwords.get(t.name, ""), _ip_text(t.host)) for t in trunks.trunks
         }
-        streams = any(t.transport == "tcp" for t in trunks.trunks)
+        streams = any(t.transport in ("tcp", "tls") for t in trunks.trunks)
         connector = cast(IReactorTCP, clock)
         interface = sip.settings.interface
-        self._opener = StreamOpener(connector, sip.hub, interface, "trunk") if streams else None
+        self._opener = (
+            StreamOpener(connector, sip.hub, interface, "trunk", self._connection_failed)
+            if streams
+            else None
+        )
+        #: Each TLS trunk's client options (its CAs, host name checked, SNI).
+        self._tls = {
+            t.name: trunk_tls_options(t, fips) for t in trunks.trunks if t.transport == "tls"
+        }
         self._resolver = task.LoopingCall(lambda: Deferred.fromCoroutine(self._resolve_all()))
         self._resolver.clock = clock
         #: Calls of each trunk's ``max_calls`` kept for emergency calls (L{reserve}).
@@ -239,7 +254,7 @@ class TrunkService(service.Service):
             self.clock, self.sip.transactions, self.sip.addressing.via_for, settings,
             on_change=lambda r: self._registration_changed(name, r),
             on_failure=lambda reason: FAILURES.labels(name, f"register_{reason}").inc(),
-            open_flow=self._connected,
+            open_flow=lambda f: self._connected(f, name),
         )  # fmt: skip
         trunk.registration.start()
 
@@ -412,25 +427,35 @@ class TrunkService(service.Service):
             return attempt.target.current.name
         return next((m[6:] for m in attempt.marks if m.startswith("trunk:")), "")
 
-    def _connected(self, flow: Flow) -> Flow:
-        """``flow`` with a TCP connection to its peer (opened when none is), for TCP."""
-        if flow.transport != "tcp" or self._opener is None:
+    def _connected(self, flow: Flow, name: str) -> Flow:
+        """
+        ``flow`` with a connection to its peer (opened when none is) for TCP
+        and TLS (trunk ``name``'s certificate checks).
+        """
+        if flow.transport == "udp" or self._opener is None:
             return flow
-        return Flow("tcp", flow.host, flow.port, self._opener.connection(flow.host, flow.port))
+        tls = self._tls.get(name) if flow.transport == "tls" else None
+        connection = self._opener.connection(flow.host, flow.port, tls)
+        return Flow(flow.transport, flow.host, flow.port, connection)
+
+    def _connection_failed(self, host: str, port: int, kind: str, error: str) -> None:
+        """A connection to a trunk could not be opened, or its TLS handshake failed."""
+        for trunk in self.trunks.values():
+            flow = trunk.flow
+            if flow is not None and (flow.host, flow.port) == (host, port):
+                FAILURES.labels(trunk.config.name, kind).inc()
 
     def _destination(self, trunk: Trunk, number: str, own: str | None) -> Destination | None:
         flow, config = trunk.flow, trunk.config
-        if flow is not None:
-            flow = self._connected(flow)
         if flow is None:
             FAILURES.labels(config.name, "call_unresolved").inc()
             return None
-        port = "" if config.port == 5060 else f":{config.port}"
         return Destination(
-            name=config.name, flow=flow, uri=f"sip:{number}@{config.host}{port}",
+            name=config.name, flow=flow, uri=request_uri(number, config),
             domain=config.host, caller_id=own or config.from_number or "anonymous",
             username=config.username, password=trunk.password, timeout=config.timeout,
             algorithms=self.algorithms,
+            connect=lambda f: self._connected(f, config.name),
         )  # fmt: skip
 
     # -- state --------------------------------------------------------------------
@@ -460,12 +485,37 @@ class TrunkService(service.Service):
                 state = registration.state.value
             out.append({
                 "name": name, "host": config.host, "port": config.port,
+                "transport": config.transport,
                 "address": trunk.address, "register": config.register, "state": state,
                 "expires_at": registration.expires_at if registration is not None else None,
                 "last_error": registration.last_error if registration is not None else "",
                 "calls_in_progress": calls[name],
             })  # fmt: skip
         return out
+
+
+def request_uri(number: str, config: TrunkConfig) -> str:
+    """
+    The Request-URI of a call to ``number`` on a trunk: ``sip:NUMBER@host``,
+    with the port when it is not the transport's default, and
+    ``;transport=tls`` on a TLS trunk (RFC 3261 §19.1.1, RFC 5630 §3.2:
+    ``sip:`` over TLS, hop by hop, rather than ``sips:``, which asks for TLS
+    on every hop to the callee).
+    """
+    port = "" if config.port == DEFAULT_PORTS[config.transport] else f":{config.port}"
+    transport = ";transport=tls" if config.transport == "tls" else ""
+    return f"sip:{number}@{config.host}{port}{transport}"
+
+
+def trunk_tls_options(config: TrunkConfig, fips: bool) -> IOpenSSLClientConnectionCreator:
+    """
+    The client TLS options of a ``tls`` trunk: the provider's certificate
+    must chain to the CAs of ``tls_ca_file`` (else the system's trust store)
+    and name ``host`` (service_identity; SNI ``host`` when it is a name); in
+    FIPS mode TLS 1.2+ with the approved suites only (ADR 0029).
+    """
+    trust_root = load_trust_root(config.tls_ca_file, "tls_ca_file")
+    return client_tls_options(config.host, trust_root, fips)
 
 
 def target_kinds(plugins: Sequence[object]) -> frozenset[str]:
@@ -577,4 +627,6 @@ class TrunksPlugin(CallHookBase):
 
 plugin = TrunksPlugin()
 
-__all__ = ["TrunkService", "TrunksPlugin", "plugin", "target_kinds"]
+__all__ = [
+    "TrunkService", "TrunksPlugin", "plugin", "request_uri", "target_kinds", "trunk_tls_options",
+]  # fmt: skip

@@ -20,6 +20,7 @@ ID (RFC 3325 §9.1):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -61,6 +62,9 @@ class Destination:
         algorithms: the digest algorithms answered (None: the first challenge,
             whatever its algorithm; FIPS mode: SHA-256 only, and an MD5-only
             challenge fails the destination over to the next).
+        connect: gives ``flow`` its connection (TCP, TLS) when the INVITE is
+            about to go there, so only a destination that is tried is
+            connected to (None: ``flow`` as it is).
     """
 
     name: str
@@ -72,6 +76,7 @@ class Destination:
     password: str = attrs.field(default="", repr=False)
     timeout: float = 5.0
     algorithms: tuple[str, ...] | None = None
+    connect: Callable[[Flow], Flow] | None = attrs.field(default=None, eq=False, repr=False)
 
 
 class TargetEvents(Protocol):
@@ -172,6 +177,8 @@ class ExternalLegs:
         destination = target.current
         controller = self.controller
         flow = destination.flow
+        if destination.connect is not None:
+            flow = destination.connect(flow)
         identity = f"sip:{destination.caller_id}@{destination.domain}"
         dialog = Dialog(
             call_id=f"{call.call_id}-{len(call.branches)}",

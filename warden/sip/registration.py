@@ -204,7 +204,9 @@ class Registration:
 
     @property
     def _request_uri(self) -> str:
-        return f"sip:{self.settings.domain}"
+        # RFC 5630 §3.2: sip: over TLS hop by hop, the transport named.
+        tls = ";transport=tls" if self.settings.flow.transport == "tls" else ""
+        return f"sip:{self.settings.domain}{tls}"
 
     # -- answers ------------------------------------------------------------------
 

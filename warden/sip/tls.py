@@ -67,10 +67,19 @@ class SipTlsProtocol(SipStreamProtocol):
     log = Logger()
     transport_name = "tls"
 
-    def __init__(self, hub: TransportHub, handshake_timeout: float) -> None:
+    def __init__(
+        self,
+        hub: TransportHub,
+        handshake_timeout: float,
+        on_handshake_failed: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(hub)
         self.handshake_timeout = handshake_timeout
         self.handshake_done = False
+        #: Told why (OpenSSL's error) when a handshake fails or times out
+        #: (a connection Warden opened: L{warden.sip.stream_opener}).
+        self.on_handshake_failed = on_handshake_failed
+        self._why = ""
         self._handshake: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -90,8 +99,9 @@ class SipTlsProtocol(SipStreamProtocol):
     def _handshake_timed_out(self) -> None:
         self._handshake = None
         metrics.TLS_HANDSHAKE_TIMEOUTS.inc()
+        self._why = "no handshake in time"
         self.log.info(
-            "Closing the TLS connection from {host}: no handshake within {seconds} s"
+            "Closing the TLS connection with {host}: no handshake within {seconds} s"
             " (tls.handshake_timeout)",
             host=self.peer[0],
             seconds=self.handshake_timeout,
@@ -110,6 +120,10 @@ class SipTlsProtocol(SipStreamProtocol):
                 host=self.peer[0],
                 error=str(reason.value),
             )
+        if not self.handshake_done and self.on_handshake_failed is not None:
+            # A refused certificate or name (service_identity), or the peer
+            # closing before the handshake finished.
+            self.on_handshake_failed(self._why or str(reason.value) or "connection closed")
         super().connectionLost(reason)
 
 

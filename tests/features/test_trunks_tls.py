@@ -1,0 +1,127 @@
+"""
+Trunks over TLS (ADR 0034) on a memory reactor: the Request-URI, the
+connection opened only for the trunk tried and wrapped in TLS with the
+trunk's host for SNI and certificate checks, a failed handshake reported to
+the trunk's failure metric, and the connection-level report of a handshake
+that fails or stalls.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.features.stir_pki import make_ca
+from tests.features.test_trunks import ITSP, TrunkCallTestCase, metric
+from tests.sip.test_b2bua import only
+from warden.features.trunk_config import parse_routes, parse_trunks
+from warden.features.trunks import TrunkService, request_uri
+from warden.sip.message import Request
+from warden.sip.tls import SipTlsProtocol
+from warden.testing.sipstack import FakeSipStack
+
+
+def trunk(**keys: object) -> object:
+    return parse_trunks([{"name": "itsp", "host": "sip.example.net", "register": False,
+                          **keys}]).trunks[0]  # fmt: skip
+
+
+class RequestUriTests(SynchronousTestCase):
+    """The Request-URI of a call on a trunk (RFC 3261 §19.1.1, RFC 5630 §3.2)."""
+
+    def test_forms(self) -> None:
+        """``;transport=tls`` on TLS only; the port only when not the transport's default."""
+        for keys, uri in (
+            ({}, "sip:15551234567@sip.example.net"),
+            ({"transport": "tcp"}, "sip:15551234567@sip.example.net"),
+            ({"transport": "tls"}, "sip:15551234567@sip.example.net;transport=tls"),
+            ({"transport": "tls", "port": 5071},
+             "sip:15551234567@sip.example.net:5071;transport=tls"),
+            ({"port": 5061}, "sip:15551234567@sip.example.net:5061"),
+        ):  # fmt: skip
+            self.assertEqual(request_uri("15551234567", trunk(**keys)), uri)  # type: ignore[arg-type]
+
+
+class TlsTrunkCallTests(TrunkCallTestCase):
+    """A route over a TLS trunk, then a UDP one."""
+
+    def configure(self, inbound: object = None) -> None:
+        ca_file = self.mktemp()
+        with open(ca_file, "wb") as f:
+            f.write(make_ca("Test ITSP CA").pem)
+        trunks = parse_trunks([
+            {"name": "secure", "host": "192.0.2.70", "transport": "tls", "register": False,
+             "tls_ca_file": ca_file, "timeout": 2},
+            {"name": "itsp", "host": "192.0.2.50", "register": False},
+        ])  # fmt: skip
+        routes = parse_routes(
+            {"outbound": [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1",
+                           "trunks": ["secure", "itsp"]}]}
+        )  # fmt: skip
+        self.plugin.service = TrunkService(
+            self.stack.clock, self.stack.sip, self.stack.directory, trunks, {}, routes
+        )
+
+    def test_tls_connection_for_the_tried_trunk(self) -> None:
+        """
+        The call opens one TLS connection, to the TLS trunk's port 5061 (none
+        to the UDP trunk); a handshake that fails there counts
+        ``warden_trunk_failures_total{reason="tls"}`` and, the INVITE
+        unanswered, the call goes on to the next trunk after the trunk's timeout.
+        """
+        clock = self.stack.clock
+        mark = self.stack.mark()
+        before = metric("warden_trunk_failures_total", trunk="secure", reason="tls")
+        self.alice.call("95552345678")
+        connects = [(host, port) for host, port, *_ in clock.tcpClients]
+        self.assertEqual(connects, [("192.0.2.70", 5061)])
+        factory = clock.tcpClients[0][2]
+        wrapper = factory.buildProtocol(IPv4Address("TCP", "192.0.2.70", 5061))
+        layers, inner = [], wrapper
+        while not isinstance(inner, SipTlsProtocol):
+            layers.append(type(inner).__name__)
+            inner = getattr(inner, "wrappedProtocol", None) or inner._wrappedProtocol
+        self.assertIn("BufferingTLSTransport", layers)  # Twisted's TLSMemoryBIOProtocol
+        inner.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.70", 5061)))
+        inner.connectionLost(Failure(ValueError("certificate verify failed")))
+        after = metric("warden_trunk_failures_total", trunk="secure", reason="tls")
+        self.assertEqual(after, before + 1)
+        sent = self.stack.sent_since(mark)
+        self.assertEqual([m for m, a in sent if tuple(a) == ITSP], [])
+        clock.advance(2.001)
+        invite = only(self.stack.sent_since(mark), ITSP, "INVITE")
+        assert isinstance(invite, Request)
+        self.assertEqual(invite.uri_text, "sip:15552345678@192.0.2.50")
+
+
+class HandshakeReportTests(SynchronousTestCase):
+    """A connection Warden opened tells why its handshake failed, once."""
+
+    def connect(self) -> tuple[SipTlsProtocol, list[str], FakeSipStack]:
+        stack = FakeSipStack()
+        reports: list[str] = []
+        protocol = SipTlsProtocol(stack.hub, 10.0, reports.append)
+        protocol.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.9", 5061)))
+        return protocol, reports, stack
+
+    def test_refused(self) -> None:
+        """Closed before the handshake finished: reported with the error's text."""
+        protocol, reports, _ = self.connect()
+        protocol.connectionLost(Failure(ValueError("IPAddressMismatch")))
+        self.assertEqual(reports, ["IPAddressMismatch"])
+
+    def test_stalled(self) -> None:
+        """No handshake in time: reported once, as such."""
+        protocol, reports, stack = self.connect()
+        stack.clock.advance(10.001)
+        protocol.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(reports, ["no handshake in time"])
+
+    def test_after_handshake(self) -> None:
+        """A connection closing after its handshake is no failure."""
+        protocol, reports, _ = self.connect()
+        protocol.handshakeCompleted()
+        protocol.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(reports, [])
