@@ -30,7 +30,15 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.clients import poll_async
-from tests.integration.harness import LOCALHOST, free_port, poll, sipp_command, spawn, wardenctl
+from tests.integration.harness import (
+    LOCALHOST,
+    free_port,
+    poll,
+    provision,
+    sipp_command,
+    spawn,
+    wardenctl,
+)
 from tests.integration.test_call_features import BENCH_SCENARIOS, SCENARIOS, CallFeatureTestCase
 from warden.features.pidf import CIVIC_NS
 from warden.sip.message import Request
@@ -95,7 +103,8 @@ class EmergencyCallTests(CallFeatureTestCase):
         """Warden with the trunk and ``[emergency]``; the trunk's SIPp taking ``calls``."""
         trunk_port = free_port()
         self.trunk_dir = self.workdir()
-        await self.setup_warden({
+        # Warden's defaults otherwise (voicemail on): nothing may divert a 911 call.
+        self.warden = await self.start_warden({
             "trunks": [{"name": "itsp", "host": ITSP_HOST, "port": trunk_port,
                         "register": False, "from_number": CALLBACK, "max_calls": max_calls}],
             "routes.outbound": [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1",
@@ -103,6 +112,7 @@ class EmergencyCallTests(CallFeatureTestCase):
             "emergency": {"trunks": ["itsp"], "outside_prefix": "9",
                           "default_location": "hq-lobby"},
         })  # fmt: skip
+        self.users = await provision(self.warden.config_path, 4, first=2000)
         for name, civic in (("hq-floor2", FLOOR2), ("hq-lobby", LOBBY)):
             added = await wardenctl(
                 self.warden.config_path, "location", "add", name, "--civic", civic_text(civic)

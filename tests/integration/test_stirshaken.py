@@ -151,7 +151,7 @@ class StirShakenTests(TrunkHarness):
         return toml + (
             f'\n[stirshaken]\nverify_inbound = true\ntrust_anchors = "{self.files}/anchors.pem"\n'
             f'fetch_ca = "{self.files}/web-ca.pem"\nx5u_allow = {allow}\n'
-            f'fetch_timeout = 1.0\nfailure_policy = "{policy}"\n'
+            f'failure_policy = "{policy}"\n'
         )
 
     def token(self, issued: Issued, x5u: str, **change: Any) -> str:

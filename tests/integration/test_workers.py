@@ -88,9 +88,9 @@ class WorkerTests(IntegrationTestCase):
         return await self.start_warden(
             {
                 "sip": {"workers": 2, "worker_port_base": _free_pair()},
-                "state": {"url": server.url, "heartbeat_interval": 0.5},
-                "cluster": {"name": uuid.uuid4().hex, "node_id": "box"},
-                "server": {"node_id": ""},
+                "state": {"url": server.url},
+                # Its own keys in the Redis server the tests share.
+                "cluster": {"name": uuid.uuid4().hex},
                 "admin": {"enabled": False},
             }
         )
@@ -164,7 +164,7 @@ class WorkerTests(IntegrationTestCase):
         await poll(lambda: len(self.call_records(warden)) == 20, 15)
         records = self.call_records(warden)
         self.assertEqual({(r[1], r[2]) for r in records}, {("ANSWERED", "callee")})
-        self.assertEqual({r[0] for r in records}, {"box-w0", "box-w1"})
+        self.assertEqual({r[0] for r in records}, {"integration-w0", "integration-w1"})
 
     async def test_killed_worker_is_restarted(self) -> None:
         """
@@ -186,8 +186,8 @@ class WorkerTests(IntegrationTestCase):
         self.assertIn(first[1], worker_pids(warden.pid))
         self.assertEqual(self.log_lines(warden, "SIP worker 0 ended (signal 9)"), 1)
         # Worker 1's calls went on to their normal end; worker 0's were lost.
-        await poll(lambda: any(r[0] == "box-w1" for r in self.call_records(warden)), 15)
-        survivors = [r for r in self.call_records(warden) if r[0] == "box-w1"]
+        await poll(lambda: any(r[0] == "integration-w1" for r in self.call_records(warden)), 15)
+        survivors = [r for r in self.call_records(warden) if r[0] == "integration-w1"]
         self.assertEqual({(r[1], r[2]) for r in survivors}, {("ANSWERED", "callee")})
         self.assertEqual(stats.successful, len(survivors), context)
         self.assertLess(stats.successful, 16, context)
