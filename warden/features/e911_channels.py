@@ -43,7 +43,7 @@ from zope.interface import implementer
 
 from warden.errors import ConfigError
 from warden.features.e911_notify import Channel, EmergencyNotice, NotifyConfig, NotifyFailed
-from warden.features.smtp import MailFailed, SmtpRelay, load_trust_root, send_mail
+from warden.features.smtp import MailFailed, SmtpRelay, client_tls, load_trust_root, send_mail
 from warden.interfaces import IClientTransactionUser
 from warden.model import Binding
 from warden.sip.message import Request, Response, out_of_dialog_request
@@ -338,11 +338,12 @@ class EmailChannel:
         self.reactor = reactor
         self.config = config
         self.targets = config.notify_email
+        self.relay = SmtpRelay(
+            config.smtp_host, config.smtp_port, config.smtp_from, config.smtp_tls,
+            config.smtp_ca, config.smtp_username, config.notify_timeout,
+        )  # fmt: skip
         self._password = password
-        self._tls: Any = None
-        if config.smtp_tls == "starttls":
-            policy = trust_policy(config.smtp_ca, "emergency.smtp_ca", fips)
-            self._tls = policy.creatorForNetloc(config.smtp_host.encode(), config.smtp_port)
+        self._tls = client_tls(self.relay, "emergency.smtp_ca", fips)
 
     def describe(self, target: str) -> str:
         """The address."""
@@ -361,13 +362,8 @@ class EmailChannel:
 
     def send(self, target: str, notice: EmergencyNotice) -> Deferred[None]:
         """Send the email to ``target``."""
-        config = self.config
-        relay = SmtpRelay(
-            config.smtp_host, config.smtp_port, config.smtp_from, config.smtp_tls,
-            config.smtp_ca, config.smtp_username, config.notify_timeout,
-        )  # fmt: skip
         data = self.message(target, notice)
-        sent = send_mail(self.reactor, relay, target, data, self._password, self._tls)
+        sent = send_mail(self.reactor, self.relay, target, data, self._password, self._tls)
 
         def failed(failure: Failure) -> None:
             failure.trap(MailFailed)  # its text holds the relay's answer, never AUTH lines
