@@ -25,7 +25,6 @@ from warden.features.e911_channels import (
     SipMessageChannel,
     WebhookChannel,
     build_channels,
-    read_password,
 )
 from warden.features.e911_notify import (
     NOTIFY_KEYS,
@@ -39,6 +38,7 @@ from warden.features.e911_notify import (
 from warden.interfaces import IEmergencyObserver, IWardenPlugin
 from warden.model import Binding
 from warden.model.emergency import EmergencyCall
+from warden.secrets import read_password
 from warden.sip.message import Request, make_response
 from warden.testing.callstack import CallStack
 from warden.testing.sipstack import REALM
@@ -151,9 +151,10 @@ class ConfigTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("s3cret\nignored\n")
-        self.assertEqual(read_password(path, "emergency.smtp_password_file"), "s3cret")
+        key = "emergency.smtp_password_file"
+        self.assertEqual(read_password("", path, "", key), "s3cret")
         with self.assertRaises(ConfigError) as raised:
-            read_password(path + ".missing", "emergency.smtp_password_file")
+            read_password("", path + ".missing", "", key)
         self.assertEqual(raised.exception.path, "emergency.smtp_password_file")
 
 

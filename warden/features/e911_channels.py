@@ -41,7 +41,6 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from warden.errors import ConfigError
 from warden.features.e911_notify import Channel, EmergencyNotice, NotifyConfig, NotifyFailed
 from warden.features.smtp import MailFailed, SmtpRelay, client_tls, load_trust_root, send_mail
 from warden.interfaces import IClientTransactionUser
@@ -59,13 +58,10 @@ __all__ = [
     "SipMessageChannel",
     "WebhookChannel",
     "build_channels",
-    "read_password",
 ]
 
 #: The most of a webhook's answer read (the rest is dropped with the connection).
 MAX_RESPONSE_BYTES = 64 * 1024
-#: The largest password file read, bytes.
-MAX_PASSWORD_BYTES = 4096
 #: Who emergency MESSAGEs come from.
 SENDER_USER = "emergency"
 USER_AGENT = b"Warden emergency notifier"
@@ -299,24 +295,6 @@ class WebhookChannel:
 
 
 # -- email -----------------------------------------------------------------------------------
-
-
-def read_password(path: str, name: str) -> str:
-    """
-    The first line of the file ``path``.
-
-    Raises:
-        ConfigError: the file cannot be read or is empty (naming ``name``).
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PASSWORD_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(name, f"cannot read {path}: {e.strerror}") from None
-    lines = data[:MAX_PASSWORD_BYTES].decode("utf-8", "replace").splitlines()
-    if not lines or not lines[0]:
-        raise ConfigError(name, f"{path} is empty")
-    return lines[0]
 
 
 class EmailChannel:

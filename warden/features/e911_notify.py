@@ -40,7 +40,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from warden.errors import ConfigError
+from warden.features.smtp import is_email_address, is_host
 from warden.interfaces import IEmergencyObserver, IWardenPlugin
+from warden.secrets import read_password
 
 if TYPE_CHECKING:
     from warden.model.emergency import EmergencyCall
@@ -85,10 +87,6 @@ _EXTENSION = re.compile(r"[0-9A-Za-z._-]{1,64}")
 MAX_URL = 2048
 #: The most extensions or addresses notified.
 MAX_TARGETS = 64
-_EMAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
-)
-_HOST = re.compile(r"(?!-)[A-Za-z0-9.-]{1,253}(?<!-)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -96,13 +94,15 @@ def _fail(name: str, problem: str) -> ConfigError:
     return ConfigError(f"emergency.{name}", problem)
 
 
-def _string_list(name: str, value: object, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+def _string_list(
+    name: str, value: object, valid: Callable[[str], object], what: str
+) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise _fail(name, f"must be a list of {what}")
     if len(value) > MAX_TARGETS:
         raise _fail(name, f"must list at most {MAX_TARGETS} {what}")
     for v in value:
-        if not pattern.fullmatch(v):
+        if not valid(v):
             raise _fail(name, f"must be a list of {what}, got {json.dumps(v)}")
     if len(set(value)) != len(value):
         raise _fail(name, "lists a value twice")
@@ -195,11 +195,14 @@ def parse_notify(table: Mapping[str, object]) -> NotifyConfig:
             values[key] = _text(key, table[key])
     if "notify_extensions" in table:
         values["notify_extensions"] = _string_list(
-            "notify_extensions", table["notify_extensions"], _EXTENSION, "extension numbers"
+            "notify_extensions",
+            table["notify_extensions"],
+            _EXTENSION.fullmatch,
+            "extension numbers",
         )
     if "notify_email" in table:
         values["notify_email"] = _string_list(
-            "notify_email", table["notify_email"], _EMAIL, "email addresses"
+            "notify_email", table["notify_email"], is_email_address, "email addresses"
         )
     webhook = values.get("notify_webhook", "")
     if webhook and not _is_https_url(webhook):
@@ -207,10 +210,10 @@ def parse_notify(table: Mapping[str, object]) -> NotifyConfig:
             "notify_webhook", f"must be an https:// URL with a host, got {json.dumps(webhook)}"
         )
     sender = values.get("smtp_from", "")
-    if sender and not _EMAIL.fullmatch(sender):
+    if sender and not is_email_address(sender):
         raise _fail("smtp_from", f"must be an email address, got {json.dumps(sender)}")
     host = values.get("smtp_host", "")
-    if host and not _HOST.fullmatch(host):
+    if host and not is_host(host):
         raise _fail("smtp_host", f"must be a host name or IP address, got {json.dumps(host)}")
     if values.get("notify_email") and not (host and sender):
         raise _fail("notify_email", "needs smtp_host and smtp_from")
@@ -551,7 +554,7 @@ class EmergencyNotifyPlugin:
         Raises:
             ConfigError: the SMTP password file or a CA bundle cannot be read.
         """
-        from warden.features.e911_channels import build_channels, read_password
+        from warden.features.e911_channels import build_channels
         from warden.features.e911_config import EmergencyConfig
         from warden.sip.service import SipService
 
@@ -560,7 +563,9 @@ class EmergencyNotifyPlugin:
         config = section.notify
         password = ""
         if config.notify_email and config.smtp_username:
-            password = read_password(config.smtp_password_file, "emergency.smtp_password_file")
+            password = read_password(
+                "", config.smtp_password_file, "", "emergency.smtp_password_file"
+            )
         sip = context.need("sip", SipService)
         channels = build_channels(
             context.reactor, config, sip, context.config.realm, password,

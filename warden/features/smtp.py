@@ -54,7 +54,7 @@ _EMAIL = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
+_HOST = re.compile(r"(?!-)[A-Za-z0-9.:-]{1,253}(?<!-)")
 
 
 def is_email_address(text: str) -> bool:
