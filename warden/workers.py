@@ -11,7 +11,10 @@ Via, Contact and Record-Route, so that the requests of its dialogs reach it.
 L{WorkerSupervisor} starts the workers, restarts one that ends (after a delay
 that doubles while it keeps dying young), passes SIGHUP on to every worker and,
 when it stops, sends every worker SIGTERM (each drains its calls) and kills
-those still running after a grace period.
+those still running after a grace period. It holds a control channel to each
+worker (L{warden.workerlink}, ADR 0035) through which worker 0, serving the
+admin API, has a drain, the drain status and the metrics asked of every
+worker; a worker started while the PBX drains is told to drain at once.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 import attrs
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
@@ -31,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from warden.config import WardenConfig
+from warden.workerlink import WORKER_READ_FD, WORKER_WRITE_FD, ChannelError, ControlChannel
 
 #: Seconds before the first restart of a worker that ended.
 MIN_BACKOFF = 1.0
@@ -40,6 +44,11 @@ MAX_BACKOFF = 30.0
 STABLE_SECONDS = 60.0
 #: Seconds a worker has to drain and stop after SIGTERM before it is killed.
 STOP_GRACE = 80.0
+
+#: Seconds the supervisor waits for one worker's answer.
+WORKER_ANSWER_TIMEOUT = 5.0
+#: What worker 0 may have asked of every worker (L{warden.admin.workers}).
+FORWARDED = frozenset(["drain", "drain_status", "metrics"])
 
 #: Starts worker ``index`` with ``protocol`` receiving its events.
 Spawn = Callable[[int, ProcessProtocol], IProcessTransport]
@@ -103,19 +112,54 @@ def process_spawner(reactor: Any, options: dict[str, Any], logfile: str | None) 
     def spawn(index: int, protocol: ProcessProtocol) -> IProcessTransport:
         args = worker_arguments(options, index, logfile)
         transport: IProcessTransport = reactor.spawnProcess(
-            protocol, args[0], args, env=dict(os.environ), childFDs={0: "w", 1: 1, 2: 2}
+            protocol,
+            args[0],
+            args,
+            env=dict(os.environ),
+            # The control channel: the worker reads 3 and writes 4.
+            childFDs={0: "w", 1: 1, 2: 2, WORKER_READ_FD: "w", WORKER_WRITE_FD: "r"},
         )
         return transport
 
     return spawn
 
 
-class _WorkerProtocol(ProcessProtocol):
-    """Tells the supervisor when worker ``index`` ends."""
+class _ChildPipe:
+    """The transport of the supervisor's end of a worker's control channel."""
 
-    def __init__(self, supervisor: WorkerSupervisor, index: int) -> None:
+    def __init__(self, process: IProcessTransport) -> None:
+        self._process = process
+
+    def write(self, data: bytes) -> None:
+        """To the worker's descriptor 3."""
+        self._process.writeToChild(WORKER_READ_FD, data)
+
+    def writeSequence(self, data: list[bytes]) -> None:  # noqa: N802 (Twisted's name)
+        """To the worker's descriptor 3."""
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:  # noqa: N802 (Twisted's name)
+        """Close the worker's descriptor 3."""
+        self._process.closeChildFD(WORKER_READ_FD)
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """Carries worker ``index``'s control channel; tells the supervisor when it ends."""
+
+    def __init__(self, supervisor: WorkerSupervisor, index: int, channel: ControlChannel) -> None:
         self._supervisor = supervisor
         self._index = index
+        self.channel = channel
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """The worker's descriptor 4 is its end of the control channel."""
+        if childFD == WORKER_WRITE_FD:
+            self.channel.dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def childConnectionLost(self, childFD: int) -> None:  # noqa: N802 (Twisted's name)
+        """The control channel closed."""
+        if childFD == WORKER_WRITE_FD:
+            self.channel.connectionLost()
 
     def processEnded(self, reason: Failure) -> None:
         """Report the worker's end and its status."""
@@ -132,6 +176,7 @@ class _Worker:
     backoff: float = MIN_BACKOFF
     restart: IDelayedCall | None = None
     restarts: int = 0
+    channel: ControlChannel | None = None
 
 
 class WorkerSupervisor(service.Service):
@@ -172,6 +217,8 @@ class WorkerSupervisor(service.Service):
         self._stopping = False
         self._stopped: Deferred[None] | None = None
         self._kill: IDelayedCall | None = None
+        #: While the PBX drains: (when the drain was asked, its timeout or None).
+        self.drain: tuple[float, float | None] | None = None
 
     def startService(self) -> None:
         """Start every worker; from now on SIGHUP is passed on to them."""
@@ -189,7 +236,66 @@ class WorkerSupervisor(service.Service):
     def _start(self, worker: _Worker) -> None:
         worker.restart = None
         worker.started_at = self._clock.seconds()
-        worker.transport = self._spawn(worker.index, _WorkerProtocol(self, worker.index))
+        channel = ControlChannel(self._clock, self._answerer(worker.index), WORKER_ANSWER_TIMEOUT)
+        worker.channel = channel
+        worker.transport = self._spawn(worker.index, _WorkerProtocol(self, worker.index, channel))
+        channel.makeConnection(_ChildPipe(worker.transport))  # type: ignore[no-untyped-call]
+        if self.drain is not None:  # the PBX drains: so does a worker started meanwhile
+            asked, timeout = self.drain
+            left = None if timeout is None else max(0.0, asked + timeout - worker.started_at)
+            d = channel.ask("drain", {"timeout": left})
+            d.addErrback(self._no_answer, worker.index, "drain")
+
+    def _no_answer(self, failure: Failure, index: int, op: str) -> None:
+        failure.trap(ChannelError)  # type: ignore[no-untyped-call]
+        self.log.warn(
+            "SIP worker {index} did not answer {op}: {error}",
+            index=index, op=op, error=failure.value,
+        )  # fmt: skip
+
+    def _answerer(self, index: int) -> Callable[[str, dict[str, Any]], Any]:
+        """What worker ``index`` may ask: only worker 0 (the admin API) asks "all"."""
+
+        def answer(op: str, args: dict[str, Any]) -> Any:
+            forwarded, inner = args.get("op"), args.get("args")
+            if op != "all" or index != 0 or forwarded not in FORWARDED:
+                raise ValueError(f"worker {index} may not ask {op[:40]!r}")
+            if not isinstance(inner, dict):
+                raise ValueError("args: an object")
+            return self.ask_all(str(forwarded), inner)
+
+        return answer
+
+    def ask_all(self, op: str, args: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """
+        Ask every running worker ``op``; fires with ``{"count", "up",
+        "workers": [{"worker", "up", "result" or "error"}]}``. A drain asked is
+        remembered, so that a worker started later drains too.
+        """
+        if op == "drain":
+            timeout = args.get("timeout")
+            if self.drain is None:
+                number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                self.drain = (self._clock.seconds(), float(timeout) if number else None)  # type: ignore[arg-type]
+                self.log.info("Drain passed on to every SIP worker")
+        asked: list[Deferred[Any]] = []
+        for worker in self.workers:
+            if worker.transport is None or worker.channel is None:
+                asked.append(fail(ChannelError("not running")))
+            else:
+                asked.append(worker.channel.ask(op, args))
+        return DeferredList(asked, consumeErrors=True).addCallback(self._gathered)
+
+    def _gathered(self, results: list[tuple[bool, Any]]) -> dict[str, Any]:
+        each: list[dict[str, Any]] = []
+        for worker, (ok, value) in zip(self.workers, results, strict=True):
+            entry: dict[str, Any] = {"worker": worker.index, "up": worker.transport is not None}
+            if ok:
+                entry["result"] = value
+            else:
+                entry["error"] = str(value.value)
+            each.append(entry)
+        return {"count": len(self.workers), "up": self.running_count(), "workers": each}
 
     def running_count(self) -> int:
         """How many workers run now."""
@@ -214,6 +320,9 @@ class WorkerSupervisor(service.Service):
         """Worker ``index`` ended: restart it later, unless Warden is stopping."""
         worker = self.workers[index]
         worker.transport = None
+        if worker.channel is not None:
+            worker.channel.connectionLost()
+            worker.channel = None
         if self._stopping:
             if self.running_count() == 0 and self._stopped is not None:
                 if self._kill is not None and self._kill.active():

@@ -93,9 +93,16 @@ class ApiHarness:
     """Everything behind the admin site, in memory."""
 
     def __init__(
-        self, settings: AuthSettings | None = None, endpoints: Any = (), fips: bool = False
+        self,
+        settings: AuthSettings | None = None,
+        endpoints: Any = (),
+        fips: bool = False,
+        clock: Clock | None = None,
+        workers: Any = None,
     ) -> None:
-        self.clock = Clock()
+        self.clock = clock or Clock()
+        #: Fire the calls due now after each request (answers from fake workers).
+        self.settle = workers is not None
         self.clock.advance(START)
         self.directory = MemoryDirectory()
         self.location = MemoryLocationService()
@@ -109,13 +116,14 @@ class ApiHarness:
             clock=self.clock, directory=self.directory, location=self.location,
             records=self.records, live=self.live, audit=self.audit, realm="t.example",
             node_id="node1", calls=self.calls, drain=self.drain, started_at=START, fips=fips,
+            workers=workers,
         )  # fmt: skip
         self.auth = AdminAuth(self.clock, self.admin_store, settings or AuthSettings())
         self.store_ok = True
         self.sip_bound = True
         ready = ReadyResource(self.clock, lambda: self.sip_bound, self._ping,
                               lambda: self.drain.draining)  # fmt: skip
-        self.metrics = MetricsResource(WardenCollector(self.calls), self.clock)
+        self.metrics = MetricsResource(WardenCollector(self.calls), self.clock, workers=workers)
         self.site = build_site(
             api_routes(self.services, self.auth, endpoints), self.auth, self.services,
             HealthResource(), ready, self.metrics,
@@ -139,6 +147,9 @@ class ApiHarness:
         transport = StringTransport(peerAddress=IPv4Address("TCP", source, 40000))
         protocol.makeConnection(transport)
         protocol.dataReceived(data)
+        if self.settle:  # answers that wait for others (SIP workers' channel): let them come
+            for _ in range(20):
+                self.clock.advance(0)
         return parse(transport.value())
 
     def request(

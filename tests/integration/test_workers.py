@@ -7,6 +7,9 @@ call so the kernel spreads them over both workers; the callee hangs up, so its
 BYE must reach the worker holding the call through the Contact that worker
 sent. A worker killed with SIGKILL is restarted by the supervisor while the
 other worker's calls go on; SIGHUP to the supervisor reaches both workers.
+With the admin API (served by worker 0): ``/metrics`` shows every worker's
+counters under a ``worker`` label, and ``wardenctl drain`` drains both workers
+(new calls on either answered 503), reported as one drain state.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 
+from tests.integration.admin_client import AdminClient, new_admin
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
@@ -37,6 +42,7 @@ from tests.integration.harness import (
     sipp_uac_args,
     spawn,
     stop_spawned,
+    wardenctl,
     write_sipp_caller,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
@@ -68,6 +74,19 @@ def _acks(directory: Path) -> int:
     return sum(p.read_text(errors="replace").count("\nACK sip:") for p in logs)
 
 
+async def worker_samples(client: AdminClient, name: str, **labels: str) -> dict[str, float]:
+    """``name``'s samples in ``/metrics`` matching ``labels``, summed by their worker label."""
+    scraped = await client.request("GET", "/metrics")
+    assert scraped.status == 200, scraped.body
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(scraped.body.decode()):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                worker = sample.labels.get("worker", "")
+                found[worker] = found.get(worker, 0.0) + sample.value
+    return found
+
+
 def worker_pids(supervisor: int) -> list[int]:
     """The supervisor's child processes (its workers)."""
     path = Path(f"/proc/{supervisor}/task/{supervisor}/children")
@@ -83,17 +102,19 @@ class WorkerTests(IntegrationTestCase):
         require_sipp(self)
         require_binary(self, "redis-server", "redis-server")
 
-    async def start_workers(self) -> WardenProcess:
+    async def start_workers(self, admin: bool = False) -> WardenProcess:
         server = servers.redis()
-        return await self.start_warden(
-            {
-                "sip": {"workers": 2, "worker_port_base": _free_pair()},
-                "state": {"url": server.url},
-                # Its own keys in the Redis server the tests share.
-                "cluster": {"name": uuid.uuid4().hex},
-                "admin": {"enabled": False},
-            }
-        )
+        settings: dict[str, Any] = {
+            "sip": {"workers": 2, "worker_port_base": _free_pair()},
+            "state": {"url": server.url},
+            # Its own keys in the Redis server the tests share.
+            "cluster": {"name": uuid.uuid4().hex},
+        }
+        if not admin:
+            settings["admin"] = {"enabled": False}
+        warden = await self.start_warden(settings)
+        await poll(lambda: self.log_lines(warden, "SIP listening on UDP") == 2, 30)
+        return warden
 
     def log_lines(self, warden: WardenProcess, text: str) -> int:
         """How many times ``text`` is in the logs (the supervisor's and the workers')."""
@@ -208,3 +229,78 @@ class WorkerTests(IntegrationTestCase):
         self.assertEqual(self.log_lines(warden, "SIP worker 0: SIGHUP received"), 1)
         self.assertEqual(self.log_lines(warden, "SIP worker 1: SIGHUP received"), 1)
         self.assertEqual(worker_pids(warden.pid), pids)
+
+    async def refused_calls(self, warden: WardenProcess, calls: int) -> tuple[int | None, str]:
+        """
+        ``calls`` calls from 2000 to 2001 expecting a final failure, one UAC
+        socket per call (so both workers get some); the exit code and a context.
+        """
+        users = await provision(warden.config_path, 2, first=2000)
+        caller, callee = users.numbers
+        run_dir = self.workdir()
+        csv = write_sipp_caller(run_dir, caller, users.passwords[caller], callee)
+        args = [
+            f"{warden.address[0]}:{warden.address[1]}",
+            "-sf", str(SCENARIOS / "refused_call_uac.xml"), "-inf", str(csv),
+            "-i", LOCALHOST, "-t", "un", "-max_socket", "1000", "-m", str(calls),
+            "-r", str(calls), "-timeout", "30s", "-timeout_error", "-trace_err",
+        ]  # fmt: skip
+        result = await run_sipp(args, run_dir)
+        return result.code, f"{result.stderr}\n{read_sipp_errors(run_dir)}"
+
+    async def test_metrics_of_every_worker(self) -> None:
+        """
+        200 users register over both workers: ``/metrics`` (served by worker
+        0) counts each worker's registrations under its ``worker`` label, and
+        together they are the 200 sent; both workers are up.
+        """
+        warden = await self.start_workers(admin=True)
+        users = await provision(warden.config_path, 200, first=3000)
+        run_dir = self.workdir()
+        reg_args = sipp_register_args(warden.address, users.sipp_csv, 200, 100, transport="un")
+        reg = await run_sipp([*reg_args, "-max_socket", "1000"], run_dir)
+        self.assertEqual(reg.code, 0, reg.stderr + read_sipp_errors(run_dir))
+        client, _ = await new_admin(warden)
+        counted = await worker_samples(client, "warden_registrar_registrations_total")
+        self.assertEqual(set(counted), {"0", "1"}, counted)
+        self.assertTrue(all(v > 0 for v in counted.values()), counted)
+        self.assertEqual(sum(counted.values()), 200, counted)
+        self.assertEqual(await worker_samples(client, "warden_sip_workers_up"), {"": 2.0})
+        # The bindings are the whole PBX's (shared state): once, with no worker label.
+        bindings = await worker_samples(client, "warden_registrar_bindings")
+        self.assertEqual(list(bindings), [""], bindings)
+        status = (await client.request("GET", "/api/v1/status")).json()
+        self.assertEqual(status["workers"], {"count": 2, "up": 2})
+
+    async def test_drain_reaches_every_worker(self) -> None:
+        """
+        ``wardenctl drain`` through worker 0's admin API drains both workers:
+        the drain state lists both, and 20 new calls from 20 sockets are all
+        answered 503, by both workers (their 5xx counters in ``/metrics``).
+        """
+        warden = await self.start_workers(admin=True)
+        client, _ = await new_admin(warden)
+        made = await wardenctl(warden.config_path, "admin", "token", "ops", "drainer",
+                               "--scopes", "write")  # fmt: skip
+        self.assertEqual(made.code, 0, made.stderr)
+        token_file = warden.workdir / "token"
+        token_file.write_text(made.stdout.strip())
+        drained = await wardenctl(warden.config_path, "drain", "--wait", "--timeout", "30",
+                                  "--token-file", str(token_file))  # fmt: skip
+        self.assertEqual(drained.code, 0, drained.stderr + drained.stdout)
+        self.assertIn("drained", drained.stdout)
+        state = (await client.request("GET", "/api/v1/drain")).json()
+        self.assertEqual((state["draining"], state["finished"]), (True, True), state)
+        each = state["workers"]["each"]
+        self.assertEqual([(w["worker"], w["draining"]) for w in each], [(0, True), (1, True)])
+        code, context = await self.refused_calls(warden, 20)
+        self.assertEqual(code, 0, context)
+        refused = await worker_samples(
+            client, "warden_sip_responses_sent_total", method="INVITE", status_class="5xx"
+        )
+        self.assertEqual(set(refused), {"0", "1"}, refused)
+        self.assertEqual(sum(refused.values()), 20, refused)
+        answered = await worker_samples(
+            client, "warden_sip_responses_sent_total", method="INVITE", status_class="2xx"
+        )
+        self.assertEqual(sum(answered.values()), 0, answered)

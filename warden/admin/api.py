@@ -40,6 +40,7 @@ from warden.store.credentials import (
     generate_password,
     make_extension,
 )
+from warden.workerlink import ChannelError
 
 NUMBER = r"[0-9]{1,32}"
 CALL_ID = r"[A-Za-z0-9]{1,64}"
@@ -61,6 +62,8 @@ class ApiServices:
         node_id: this node.
         calls: the CallController, or None when calls are off.
         drain: the drain controller.
+        workers: with SIP workers, every worker through the supervisor
+            (L{warden.admin.workers.PbxWorkers}); None: this process is the PBX.
         started_at: when the process started (clock time).
     """
 
@@ -74,6 +77,7 @@ class ApiServices:
     node_id: str
     calls: Any = None
     drain: Any = None
+    workers: Any = None
     started_at: float = 0.0
     #: ``[security] fips``: new passwords get no MD5 HA1.
     fips: bool = False
@@ -494,15 +498,31 @@ class SystemApi:
         registrations = await self.s.location.count(now)
         records = await self.s.records.count()
         calls = len(self.s.calls.calls) if self.s.calls is not None else 0
+        draining = bool(self.s.drain and self.s.drain.draining)
+        workers = None
+        if self.s.workers is not None:
+            state = await self._workers_drain(None, status=True)
+            draining, calls = state["draining"], state["active_calls"]
+            workers = {"count": state["workers"]["count"], "up": state["workers"]["up"]}
         return json_reply({
             "version": __version__,
             "node": self.s.node_id,
             "uptime": round(max(0.0, now - self.s.started_at), 3),
-            "draining": bool(self.s.drain and self.s.drain.draining),
+            "draining": draining,
+            "workers": workers,
             "fips": {"mode": self.s.fips, "provider_active": self.s.fips_provider_active},
             "counts": {"extensions": extensions, "registrations": registrations,
                        "calls": calls, "cdrs": records},
         })  # fmt: skip
+
+    async def _workers_drain(self, timeout: float | None, status: bool = False) -> dict[str, Any]:
+        """Every SIP worker's combined drain state (after asking them to drain, unless status)."""
+        try:
+            if status:
+                return dict(await self.s.workers.drain_status())
+            return dict(await self.s.workers.drain(timeout))
+        except (ChannelError, ValueError) as e:
+            raise ApiError(503, "unavailable", f"the SIP workers did not answer: {e}") from None
 
     async def drain(self, call: ApiCall) -> Reply:
         body = call.json({"timeout": (int, float)})
@@ -511,12 +531,16 @@ class SystemApi:
             raise ApiError(400, "invalid_field", "timeout: 0..86400 seconds")
         if self.s.drain is None:
             raise ApiError(409, "unavailable", "drain is not available")
-        self.s.drain.start(timeout)
+        self.s.drain.start(timeout)  # this worker at once, whatever the others answer
+        if self.s.workers is not None:
+            return json_reply(await self._workers_drain(timeout), 202)
         return json_reply(self.s.drain.status(), 202)
 
     async def drain_status(self, call: ApiCall) -> Reply:
         if self.s.drain is None:
             raise ApiError(409, "unavailable", "drain is not available")
+        if self.s.workers is not None:
+            return json_reply(await self._workers_drain(None, status=True))
         return json_reply(self.s.drain.status())
 
 

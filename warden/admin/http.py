@@ -366,7 +366,8 @@ class ScopedResource(resource.Resource):
     (``/metrics`` on the HTTPS listener); 401/403 JSON otherwise.
 
     Args:
-        inner: a leaf resource whose ``render`` returns bytes.
+        inner: a leaf resource whose ``render`` returns bytes, or
+            NOT_DONE_YET and finishes the request itself.
         auth: authenticates requests.
         scope: the scope needed.
     """
@@ -396,7 +397,7 @@ class ScopedResource(resource.Resource):
             _write(request, error)
             return
         body = self._inner.render(request)
-        if request.finished or request._disconnected:
+        if body == server.NOT_DONE_YET or request.finished or request._disconnected:
             return
         request.setHeader("content-length", str(len(body)))
         request.write(body)

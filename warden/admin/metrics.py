@@ -14,7 +14,10 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 # The modules defining the families served here (imported for their registration).
@@ -22,6 +25,7 @@ from warden import tls
 from warden.rtp import metrics as rtp_metrics
 from warden.sip import metrics as sip_metrics
 from warden.store import interaction, spool
+from warden.workerlink import ChannelError
 
 FAMILY_MODULES = (rtp_metrics, sip_metrics, interaction, spool, tls)
 
@@ -64,9 +68,31 @@ class WardenCollector:
         )
 
 
+class LocalExposition:
+    """
+    This process's exposition: the default registry and the scrape-time
+    collector's families.
+
+    Args:
+        collector: the scrape-time families.
+        registry: the families defined by the modules.
+    """
+
+    def __init__(self, collector: WardenCollector, registry: CollectorRegistry = REGISTRY):
+        self._registry = registry
+        self._own = CollectorRegistry(auto_describe=False)
+        self._own.register(collector)
+
+    def __call__(self) -> bytes:
+        """The exposition text."""
+        return bytes(generate_latest(self._registry) + generate_latest(self._own))
+
+
 class MetricsResource(resource.Resource):
     """
-    ``GET /metrics``: the default registry and the scrape-time collector.
+    ``GET /metrics``: this process's families or, with SIP workers, every
+    worker's (L{warden.admin.workers.PbxWorkers}, each sample labelled with its
+    worker).
 
     Rendering the exposition costs milliseconds of the reactor's time, so a
     rendering is served again to scrapes within ``max_age`` seconds of it (several
@@ -76,9 +102,11 @@ class MetricsResource(resource.Resource):
         collector: the scrape-time families.
         clock: times ``max_age``.
         max_age: seconds a rendering is reused (0: never).
+        workers: every SIP worker's metrics (None: this process's only).
     """
 
     isLeaf = True
+    log = Logger()
 
     def __init__(
         self,
@@ -86,21 +114,40 @@ class MetricsResource(resource.Resource):
         clock: IReactorTime,
         max_age: float = 1.0,
         registry: CollectorRegistry = REGISTRY,
+        workers: Any = None,
     ) -> None:
         super().__init__()
-        self._registry = registry
-        self._own = CollectorRegistry(auto_describe=False)
-        self._own.register(collector)
+        self._local = LocalExposition(collector, registry)
+        self._workers = workers
         self._clock = clock
         self._max_age = max_age
         self._cached: tuple[float, bytes] | None = None
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: server.Request) -> bytes | int:
         """The exposition text."""
         request.setHeader("content-type", CONTENT_TYPE)
         now = self._clock.seconds()
         if self._cached is not None and now - self._cached[0] < self._max_age:
             return self._cached[1]
-        text = bytes(generate_latest(self._registry) + generate_latest(self._own))
+        if self._workers is None:
+            text = self._local()
+            self._cached = (now, text)
+            return text
+        d = Deferred.fromCoroutine(self._workers.metrics())
+        d.addCallbacks(self._merged, self._unanswered, (request, now), {}, (request,))
+        d.addErrback(lambda f: self.log.failure("Rendering /metrics failed", f))
+        return server.NOT_DONE_YET
+
+    def _merged(self, text: bytes, request: server.Request, now: float) -> None:
         self._cached = (now, text)
-        return text
+        if not request._disconnected:
+            request.write(text)
+            request.finish()
+
+    def _unanswered(self, failure: Failure, request: server.Request) -> None:
+        failure.trap(ChannelError, ValueError)
+        self.log.warn("/metrics: the SIP workers did not answer: {error}", error=failure.value)
+        if not request._disconnected:
+            request.setResponseCode(503)
+            request.write(b"# the SIP worker supervisor did not answer\n")
+            request.finish()

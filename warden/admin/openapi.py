@@ -160,7 +160,7 @@ def paths() -> dict[str, dict[str, Any]]:
             ),
         },
         "/tokens/{token_id}": {"delete": _op("Revoke an API token", 204, token_id)},
-        "/status": {"get": _op("Version, uptime, node, FIPS mode and counts")},
+        "/status": {"get": _op("Version, uptime, node, FIPS mode, SIP workers and counts")},
         "/extensions": {
             "get": _op("List extensions"),
             "post": _op(
@@ -234,12 +234,12 @@ def paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/drain": {
-            "get": _op("Drain status", extra=(409,)),
+            "get": _op("Drain status (of every SIP worker)", extra=(409, 503)),
             "post": _op(
-                "Start draining: no new calls, wait for calls to end",
+                "Start draining (every SIP worker): no new calls, wait for calls to end",
                 202,
                 body=_body({"timeout": {"type": "number", "minimum": 0, "maximum": 86400}}),
-                extra=(409,),
+                extra=(409, 503),
             ),
         },
         "/openapi.json": {"get": _op("This document", public=True)},

@@ -341,7 +341,7 @@ def make_admin_service(
     ready = ReadyResource(
         reactor, sip_bound, store_ping, lambda: bool(services.drain and services.drain.draining)
     )
-    metrics = MetricsResource(collector, reactor)
+    metrics = MetricsResource(collector, reactor, workers=services.workers)
     routes = api_routes(services, auth, endpoints)
     site = build_site(routes, auth, services, health, ready, metrics)
     plain = build_site([], auth, services, health, ready, metrics, api=False)

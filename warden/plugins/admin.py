@@ -12,8 +12,9 @@ from twisted.logger import Logger
 from warden.admin.api import ApiServices
 from warden.admin.auth import AuthSettings
 from warden.admin.drain import DrainController
-from warden.admin.metrics import WardenCollector
+from warden.admin.metrics import LocalExposition, WardenCollector
 from warden.admin.service import AdminListenSettings, make_admin_service
+from warden.admin.workers import PbxWorkers, WorkerAnswers
 from warden.config import AdminConfig
 from warden.fips import fips_status
 from warden.interfaces import (
@@ -28,6 +29,7 @@ from warden.plugin import BuildContext, BuiltinPlugin
 from warden.process import process_exit
 from warden.sip.service import SipService
 from warden.store.backend import Stores, admin_stores
+from warden.workerlink import ControlChannel, WorkerLinkService
 
 _log = Logger()
 
@@ -51,6 +53,13 @@ class AdminPlugin(BuiltinPlugin):
         sip = context.need("sip", SipService)
         drain = DrainController(reactor, sip.calls, admin.drain_timeout)
         context.provide("drain", drain)
+        collector = WardenCollector(sip.calls, sip.transactions)
+        workers = None
+        if config.worker >= 0:  # a SIP worker: the supervisor's channel (ADR 0035)
+            answers = WorkerAnswers(drain, LocalExposition(collector))
+            link = WorkerLinkService(reactor, ControlChannel(reactor, answers))
+            context.add_service(link)
+            workers = PbxWorkers(link.channel)
         if not admin.enabled:
             _log.info(
                 "The admin API is off ([admin] enabled = false or --admin-port 0):"
@@ -70,6 +79,7 @@ class AdminPlugin(BuiltinPlugin):
             node_id=config.node_id,
             calls=sip.calls,
             drain=drain,
+            workers=workers,
             started_at=reactor.seconds(),
             fips=config.security.fips,
             fips_provider_active=fips_status().provider_active,
@@ -92,7 +102,6 @@ class AdminPlugin(BuiltinPlugin):
             data_dir=config.server.data_dir,
             fips=config.security.fips,
         )
-        collector = WardenCollector(sip.calls, sip.transactions)
         context.add_service(
             make_admin_service(
                 reactor,
