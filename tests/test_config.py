@@ -61,6 +61,7 @@ class DefaultsTests(SynchronousTestCase):
                 "tls_port": 5061,
                 "workers": 1,
                 "worker_port_base": 5070,
+                "worker_tls_port_base": 0,
             },
         )
 

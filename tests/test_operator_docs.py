@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import warden
 from tests.deploy.promql import series_names
 from warden.admin.metrics import WardenCollector
+from warden.admin.workers import merge_expositions
 from warden.config import parse_config_text
 from warden.ctl.main import build_parser
 
@@ -45,7 +46,9 @@ def exported_series() -> set[str]:
             importlib.import_module(module.name)
     own = CollectorRegistry(auto_describe=False)
     own.register(WardenCollector())
-    return series_names((generate_latest(REGISTRY) + generate_latest(own)).decode())
+    # With [sip] workers, worker 0 adds the workers' counts to the merged families.
+    workers = merge_expositions({"count": 2, "up": 2, "workers": []})
+    return series_names((generate_latest(REGISTRY) + generate_latest(own) + workers).decode())
 
 
 def logged_templates() -> list[str]:

@@ -223,11 +223,26 @@ class WorkersConfigTests(SynchronousTestCase):
         self.assertEqual(e.path, "sip.workers")
         self.assertIn("[state] url", e.problem)
 
-    def test_no_tls(self) -> None:
-        """TLS with several workers is refused."""
-        text = '[sip]\nworkers = 2\ntransports = ["udp", "tls"]\n' + self.state
-        e = self.assertRaises(ConfigError, parse_config_text, text)
-        self.assertIn("TLS", e.problem)
+    def test_tls_ports(self) -> None:
+        """
+        With TLS, worker I's own TLS port is worker_tls_port_base + I, by
+        default right after the workers' own ports; ranges that overlap the
+        workers' ports or the shared ones are refused, naming the key.
+        """
+        tls = '[sip]\nworkers = 2\ntransports = ["udp", "tls"]\n'
+        config = parse_config_text(tls + self.state)
+        self.assertEqual(config.sip.worker_tls_base(), 5072)
+        config = parse_config_text(tls + "worker_tls_port_base = 6000\n" + self.state)
+        self.assertEqual(config.sip.worker_tls_base(), 6000)
+        for extra, key in (
+            ("worker_tls_port_base = 5071\n", "sip.worker_tls_port_base"),
+            ("worker_tls_port_base = 5060\n", "sip.worker_tls_port_base"),
+            ("worker_tls_port_base = 5061\n", "sip.worker_tls_port_base"),
+            ("worker_port_base = 5060\nport = 5090\n", "sip.worker_port_base"),
+            ("worker_tls_port_base = 65535\n", "sip.worker_tls_port_base"),
+        ):
+            e = self.assertRaises(ConfigError, parse_config_text, tls + extra + self.state)
+            self.assertEqual(e.path, key, extra)
 
     def test_worker_ports_overlap(self) -> None:
         """Worker ports that include the SIP port are refused."""
@@ -239,10 +254,10 @@ class WorkersConfigTests(SynchronousTestCase):
 class CommandLineTests(SynchronousTestCase):
     """``twistd warden`` with ``[sip] workers = 2``: supervisor or worker."""
 
-    def options(self, *extra: str) -> Options:
+    def options(self, *extra: str, sip: str = "") -> Options:
         path = self.mktemp()
         with open(path, "w", encoding="ascii") as f:
-            f.write('[sip]\nworkers = 2\n[state]\nurl = "redis://127.0.0.1:6379/0"\n')
+            f.write(f'[sip]\nworkers = 2\n{sip}[state]\nurl = "redis://127.0.0.1:6379/0"\n')
         previous = signal.getsignal(signal.SIGHUP)
         self.addCleanup(signal.signal, signal.SIGHUP, previous)
         options = Options()
@@ -254,6 +269,15 @@ class CommandLineTests(SynchronousTestCase):
         root = makeService(self.options(), reactor=MemoryReactorClock())
         self.assertIsInstance(root, WorkerSupervisor)
         self.assertEqual(len(root.workers), 2)  # type: ignore[attr-defined]
+
+    def test_supervisor_makes_the_tls_certificate(self) -> None:
+        """With TLS and no certificate configured, the supervisor generates the one pair."""
+        options = self.options(sip='transports = ["udp", "tls"]\n')
+        assert options.config is not None
+        makeService(options, reactor=MemoryReactorClock())
+        data = options.config.server.data_dir
+        self.assertTrue(os.path.exists(os.path.join(data, "sip-tls-cert.pem")))
+        self.assertTrue(os.path.exists(os.path.join(data, "sip-tls-key.pem")))
 
     def test_worker_option(self) -> None:
         """--worker 1 runs worker 1: its node id, and a SIGHUP handler from the start."""

@@ -253,6 +253,10 @@ class SipConfig:
         worker_port_base: worker I also listens on ``worker_port_base + I``
             (UDP and TCP), the port in the Via, Contact and Record-Route of
             the requests it sends, so that a dialog's requests reach it.
+        worker_tls_port_base: with "tls" among the transports, worker I also
+            listens for TLS on ``worker_tls_port_base + I``, the port in what
+            it sends over TLS; 0 (the default): right after the workers'
+            own ports (``worker_port_base + workers``).
     """
 
     SECTION: ClassVar[str] = "sip"
@@ -293,12 +297,20 @@ class SipConfig:
     tls_port: int = attrs.field(default=5061, validator=_int_in(0, 65535))
     workers: int = attrs.field(default=1, converter=_to_workers, validator=_int_in(1, 64))
     worker_port_base: int = attrs.field(default=5070, validator=_int_in(1, 65535))
+    worker_tls_port_base: int = attrs.field(default=0, validator=_int_in(0, 65535))
 
     def __attrs_post_init__(self) -> None:
         if self.workers > 1 and self.worker_port_base + self.workers - 1 > 65535:
             raise _fail(self, "worker_port_base", "leaves no room for a port per worker")
+        if self.workers > 1 and self.worker_tls_base() + self.workers - 1 > 65535:
+            key = "worker_tls_port_base" if self.worker_tls_port_base else "worker_port_base"
+            raise _fail(self, key, "leaves no room for a TLS port per worker")
         if self.t2 < self.t1:
             raise _fail(self, "t2", f"must be >= sip.t1 ({self.t1:g}), got {self.t2:g}")
+
+    def worker_tls_base(self) -> int:
+        """The TLS port of worker 0 (L{worker_tls_port_base}, or after the workers' own ports)."""
+        return self.worker_tls_port_base or self.worker_port_base + self.workers
 
 
 def _is_version(value: object) -> bool:
@@ -935,13 +947,33 @@ class WardenConfig:
                 f"{sip.workers} workers share registrations, nonces and counters through"
                 " Redis: set [state] url (or sip.workers = 1)",
             )
-        if "tls" in sip.transports:
-            raise ConfigError("sip.workers", "TLS is not served by several workers yet")
         if sip.worker_port_base <= sip.port < sip.worker_port_base + sip.workers:
             raise ConfigError(
                 "sip.worker_port_base",
                 f"worker ports {sip.worker_port_base}..{sip.worker_port_base + sip.workers - 1}"
                 f" include sip.port {sip.port}",
+            )
+        if "tls" in sip.transports:
+            self._check_worker_tls_ports()
+
+    def _check_worker_tls_ports(self) -> None:
+        """The workers' TLS ports overlap neither their own ports nor the shared ones."""
+        sip = self.sip
+        first = sip.worker_tls_base()
+        last = first + sip.workers - 1
+        key = "sip.worker_tls_port_base" if sip.worker_tls_port_base else "sip.worker_port_base"
+        own = range(sip.worker_port_base, sip.worker_port_base + sip.workers)
+        for name, port in (("sip.port", sip.port), ("sip.tls_port", sip.tls_port)):
+            if first <= port <= last:
+                raise ConfigError(key, f"worker TLS ports {first}..{last} include {name} {port}")
+        if first <= own[-1] and own[0] <= last:
+            raise ConfigError(
+                key, f"worker TLS ports {first}..{last} overlap worker ports {own[0]}..{own[-1]}"
+            )
+        if own[0] <= sip.tls_port <= own[-1]:
+            raise ConfigError(
+                "sip.worker_port_base",
+                f"worker ports {own[0]}..{own[-1]} include sip.tls_port {sip.tls_port}",
             )
 
     def _check_fips(self) -> None:

@@ -49,6 +49,27 @@ def reuseport_socket(kind: socket.SocketKind, interface: str, port: int) -> sock
     return sock
 
 
+def listen_reuseport(
+    reactor: object, interface: str, port: int, factory: IProtocolFactory
+) -> IListeningPort:
+    """
+    Listen for TCP on ``interface``:``port`` shared with ``SO_REUSEPORT``,
+    connections served by ``factory`` (on ``reactor``, an ``IReactorSocket``).
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    interface = interface or "0.0.0.0"
+    sock = reuseport_socket(socket.SOCK_STREAM, interface, port)
+    try:
+        server = cast("ServerFactory[Any]", factory)  # any IProtocolFactory serves
+        return cast(IReactorSocket, reactor).adoptStreamPort(
+            sock.fileno(), _family(interface), server
+        )
+    finally:
+        sock.close()  # the reactor holds its own duplicate of the descriptor
+
+
 class ReusePortService(service.Service):
     """
     A UDP or TCP listener on a port shared with ``SO_REUSEPORT``, bound when
@@ -101,12 +122,7 @@ class ReusePortService(service.Service):
                 )
             finally:
                 sock.close()  # the reactor holds its own duplicate of the descriptor
-        sock = reuseport_socket(socket.SOCK_STREAM, self._interface, self._portnum)
-        try:
-            factory = cast("ServerFactory[Any]", self._protocol)  # any IProtocolFactory serves
-            return self._reactor.adoptStreamPort(sock.fileno(), family, factory)
-        finally:
-            sock.close()
+        return listen_reuseport(self._reactor, self._interface, self._portnum, self._protocol)
 
     def stopService(self) -> object:
         """Close the shared port (this worker's share of it)."""

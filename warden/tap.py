@@ -22,8 +22,10 @@ from warden.errors import ConfigError, StoreError
 from warden.filemodes import private_directories, private_umask, secure_directories
 from warden.interfaces import IWardenPlugin, IWardenReactor
 from warden.plugin import discover, enabled_plugins, list_lines
+from warden.plugins.sip import tls_settings
 from warden.runlock import LockFailed
 from warden.server import build_server, warden_reactor
+from warden.sip.tls import sip_certificate_files
 from warden.store.backend import check_store
 from warden.tls import install_sighup
 from warden.workers import (
@@ -147,6 +149,21 @@ def _twistd_logfile(options: Options) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _shared_certificate(reactor: IWardenReactor, config: WardenConfig) -> None:
+    """
+    The SIP TLS certificate every worker serves: generated (when ``[tls]``
+    names none) by the supervisor, before the workers start, not by each.
+    """
+    if "tls" not in config.sip.transports:
+        return
+    private_umask()
+    os.makedirs(config.server.data_dir, exist_ok=True)
+    try:
+        sip_certificate_files(tls_settings(config), config.sip.interface, reactor)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"twistd warden: the SIP TLS certificate cannot be made: {e}") from None
+
+
 def makeService(options: Options, reactor: IWardenReactor | None = None) -> service.IService:
     """Build Warden from parsed options (on the global reactor unless given one)."""
     if reactor is None:
@@ -156,6 +173,7 @@ def makeService(options: Options, reactor: IWardenReactor | None = None) -> serv
     config = options.config
     assert config is not None
     if config.sip.workers > 1 and config.worker < 0:
+        _shared_certificate(reactor, config)
         return WorkerSupervisor(
             reactor,
             config.sip.workers,

@@ -27,8 +27,8 @@ from tests.integration.harness import (
     wardenctl,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
-from tests.integration.tls_client import SipTlsClient
-from tests.integration.tls_relay import start_relay
+from tests.integration.tls_client import SipTlsClient, callee_behind_nat
+from tests.integration.tls_relay import calls_through, start_relay
 from warden.tls import fingerprint, generate_self_signed
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
@@ -99,11 +99,7 @@ class TlsCallTests(IntegrationTestCase):
         warden = await self.start_warden(tls_settings(port))
         users = await provision(warden.config_path, 2, first=3000)
         caller, callee = users.numbers
-        phone = await SipTlsClient.connect((LOCALHOST, port))
-        self.addCleanup(lambda: Deferred.fromCoroutine(phone.close()))
-        unreachable = f"<sip:{callee}@192.0.2.1:5061;transport=tls>"
-        registered = await phone.register(callee, users.passwords[callee], unreachable)
-        self.assertEqual(registered.status, 200)
+        phone = await callee_behind_nat(self, (LOCALHOST, port), callee, users.passwords[callee])
 
         run_dir = self.workdir()
         relay = await start_relay(self, (LOCALHOST, port), *client_pair(run_dir), run_dir)
@@ -113,18 +109,7 @@ class TlsCallTests(IntegrationTestCase):
             f"SEQUENTIAL\n{caller};{password};{callee};"
             f"[authentication username={caller} password={password}]\n"
         )
-        args = [
-            f"{relay.address[0]}:{relay.address[1]}",
-            "-sf", str(SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv), "-t", "t1",
-            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "3",
-            "-l", "3", "-r", "3", "-d", "500", "-timeout", "60s", "-timeout_error",
-            "-trace_stat", "-trace_err",
-        ]  # fmt: skip
-        result = await run_sipp(args, run_dir, timeout=90)
-        stats = read_sipp_stats(run_dir)
-        context = f"sipp exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
-        self.assertEqual(result.code, 0, context)
-        self.assertEqual((stats.successful, stats.failed), (3, 0), context)
+        await calls_through(self, relay, caller_csv, run_dir, 3, "t1")
         methods = [request.method for request in phone.requests]
         self.assertEqual((methods.count("INVITE"), methods.count("BYE")), (3, 3), methods)
         invite = phone.requests[0]

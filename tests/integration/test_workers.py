@@ -7,6 +7,8 @@ call so the kernel spreads them over both workers; the callee hangs up, so its
 BYE must reach the worker holding the call through the Contact that worker
 sent. A worker killed with SIGKILL is restarted by the supervisor while the
 other worker's calls go on; SIGHUP to the supervisor reaches both workers.
+SIP over TLS: both workers accept TLS on the shared port and each on its own,
+and registrations and calls over TLS complete across them.
 With the admin API (served by worker 0): ``/metrics`` shows every worker's
 counters under a ``worker`` label, and ``wardenctl drain`` drains both workers
 (new calls on either answered 503), reported as one drain state.
@@ -46,6 +48,9 @@ from tests.integration.harness import (
     write_sipp_caller,
 )
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+from tests.integration.test_tls import client_pair
+from tests.integration.tls_client import SipTlsClient, callee_behind_nat
+from tests.integration.tls_relay import calls_through, start_relay
 from warden.testing import servers
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -102,10 +107,12 @@ class WorkerTests(IntegrationTestCase):
         require_sipp(self)
         require_binary(self, "redis-server", "redis-server")
 
-    async def start_workers(self, admin: bool = False) -> WardenProcess:
+    async def start_workers(
+        self, admin: bool = False, sip: dict[str, Any] | None = None
+    ) -> WardenProcess:
         server = servers.redis()
         settings: dict[str, Any] = {
-            "sip": {"workers": 2, "worker_port_base": _free_pair()},
+            "sip": {"workers": 2, "worker_port_base": _free_pair(), **(sip or {})},
             "state": {"url": server.url},
             # Its own keys in the Redis server the tests share.
             "cluster": {"name": uuid.uuid4().hex},
@@ -304,3 +311,54 @@ class WorkerTests(IntegrationTestCase):
             client, "warden_sip_responses_sent_total", method="INVITE", status_class="2xx"
         )
         self.assertEqual(sum(answered.values()), 0, answered)
+
+    async def test_tls_on_both_workers(self) -> None:
+        """
+        With TLS, 40 users register over 40 TLS connections (SIPp over TCP
+        through socat) to the shared TLS port: all succeed, on both workers
+        (their registration counters); each worker's own TLS port takes a
+        registration; 12 calls over new TLS connections, taken by both
+        workers (their call records), reach a callee registered over TLS on
+        one worker, and the INVITEs it gets name a worker's own TLS port.
+        """
+        tls_port, own_tls = free_port(), _free_pair()
+        warden = await self.start_workers(admin=True, sip={
+            "transports": ["udp", "tcp", "tls"], "tls_port": tls_port,
+            "worker_tls_port_base": own_tls,
+        })  # fmt: skip
+        await poll(lambda: self.log_lines(warden, "SIP listening on TLS") == 2, 30)
+        users = await provision(warden.config_path, 40, first=3000)
+        run_dir = self.workdir()
+        relay = await start_relay(self, (LOCALHOST, tls_port), *client_pair(run_dir), run_dir)
+        reg_args = sipp_register_args(relay.address, users.sipp_csv, 40, 20, transport="tn")
+        reg = await run_sipp([*reg_args, "-max_socket", "100"], run_dir, timeout=120)
+        self.assertEqual(reg.code, 0, reg.stderr + read_sipp_errors(run_dir))
+        client, _ = await new_admin(warden)
+        counted = await worker_samples(client, "warden_registrar_registrations_total")
+        self.assertEqual(set(counted), {"0", "1"}, counted)
+        self.assertEqual(sum(counted.values()), 40, counted)
+        for index in (0, 1):
+            phone = await SipTlsClient.connect((LOCALHOST, own_tls + index))
+            self.addCleanup(lambda p=phone: Deferred.fromCoroutine(p.close()))
+            number = users.numbers[index]
+            contact = f"<sip:{number}@{LOCALHOST}:{phone.local_port};transport=tls>"
+            registered = await phone.register(number, users.passwords[number], contact)
+            self.assertEqual(registered.status, 200, f"worker {index}'s own TLS port")
+
+        callers = await provision(warden.config_path, 2, first=2000)
+        caller, callee = callers.numbers
+        phone = await callee_behind_nat(
+            self, (LOCALHOST, tls_port), callee, callers.passwords[callee]
+        )
+        call_dir = self.workdir()
+        csv = write_sipp_caller(call_dir, caller, callers.passwords[caller], callee)
+        await calls_through(self, relay, csv, call_dir, 12, "tn")
+        invites = [r for r in phone.requests if r.method == "INVITE"]
+        byes = [r for r in phone.requests if r.method == "BYE"]
+        self.assertEqual((len(invites), len(byes)), (12, 12))
+        await poll(lambda: len(self.call_records(warden)) == 12, 15)
+        nodes = {r[0].rsplit("-", 1)[-1] for r in self.call_records(warden)}
+        self.assertEqual(nodes, {"w0", "w1"})
+        for invite in invites:
+            self.assertEqual(invite.top_via.transport.upper(), "TLS")
+            self.assertIn(invite.top_via.port, (own_tls, own_tls + 1))

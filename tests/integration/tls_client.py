@@ -14,6 +14,7 @@ from twisted.internet import protocol, ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 
 from tests.integration.clients import LOCALHOST, SipUdpClient, new_branch, poll, real_reactor
 from warden.errors import SipParseError
@@ -134,3 +135,19 @@ class SipTlsClient(protocol.Protocol):
         if not self.lost:
             self.transport.abortConnection()  # type: ignore[union-attr]
             await poll(lambda: self.lost, 5.0, 0.01)
+
+
+async def callee_behind_nat(
+    case: TestCase, server: tuple[str, int], number: str, password: str
+) -> SipTlsClient:
+    """
+    A phone registered over TLS at ``server`` as extension ``number`` with a
+    Contact Warden cannot reach (as behind a NAT), so that it is reached
+    through its connection only (RFC 5923); closed when ``case`` ends.
+    """
+    phone = await SipTlsClient.connect(server)
+    case.addCleanup(lambda: Deferred.fromCoroutine(phone.close()))
+    unreachable = f"<sip:{number}@192.0.2.1:5061;transport=tls>"
+    registered = await phone.register(number, password, unreachable)
+    case.assertEqual(registered.status, 200)
+    return phone

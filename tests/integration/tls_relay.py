@@ -17,7 +17,10 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, pause
-from tests.integration.harness import free_port, require_binary, spawn
+from tests.integration.harness import free_port, require_binary, run_sipp, spawn
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+
+BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
 
 
 class TlsRelay:
@@ -116,3 +119,30 @@ async def start_relay(
     await relay.start()
     testcase.addCleanup(relay.stop)
     return relay
+
+
+async def calls_through(
+    testcase: unittest.TestCase,
+    relay: TlsRelay,
+    caller_csv: Path,
+    run_dir: Path,
+    calls: int,
+    transport: str,
+) -> None:
+    """
+    ``calls`` calls placed at once by SIPp (bench/scenarios/call_uac.xml, the
+    callers of ``caller_csv``) through ``relay`` over ``transport`` ("t1": one
+    TLS connection, "tn": one per call), each held 500 ms: all must succeed.
+    """
+    args = [
+        f"{relay.address[0]}:{relay.address[1]}",
+        "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv),
+        "-t", transport, "-max_socket", "100", "-i", LOCALHOST, "-p", str(free_port()),
+        "-mp", str(free_port()), "-m", str(calls), "-l", str(calls), "-r", str(calls),
+        "-d", "500", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
+    ]  # fmt: skip
+    result = await run_sipp(args, run_dir, timeout=90)
+    stats = read_sipp_stats(run_dir)
+    context = f"sipp exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
+    testcase.assertEqual(result.code, 0, context)
+    testcase.assertEqual((stats.successful, stats.failed), (calls, 0), context)

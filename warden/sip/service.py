@@ -99,6 +99,9 @@ class SipSettings:
     #: The worker's own port (0: none): it sends from it and names it in Via,
     #: Contact and Record-Route, so a dialog's requests come back to it.
     worker_port: int = 0
+    #: The worker's own TLS port (0: none), named in what it sends over TLS;
+    #: ``tls_port`` is then shared with the other workers.
+    worker_tls_port: int = 0
 
     @property
     def hop_tokens(self) -> TokenLifetimes:
@@ -383,6 +386,12 @@ class SipService(service.MultiService):
             )
             tcp.setServiceParent(self)  # type: ignore[no-untyped-call]
             ReusePortService(self.clock, interface, s.port, factory).setServiceParent(self)  # type: ignore[no-untyped-call]
+        if "tls" in s.transports:  # its own TLS port, and the shared one
+            self.tls_listener = SipTlsService(
+                self.clock, self.hub, s.tls, s.worker_tls_port, s.interface,
+                self._install_signal, self._exit, shared_port=s.tls_port,
+            )  # fmt: skip
+            self.tls_listener.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def privilegedStartService(self) -> None:
         """

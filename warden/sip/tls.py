@@ -32,6 +32,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from warden.reuseport import listen_reuseport
 from warden.sip import metrics
 from warden.sip.transport import SipStreamFactory, SipStreamProtocol, TransportHub
 from warden.tls import ReloadableContextFactory, TlsPolicy, certificate_pair
@@ -151,6 +152,32 @@ class SipTlsFactory(TLSMemoryBIOFactory):
         return TLSMemoryBIOProtocol(self, inner)
 
 
+_log = Logger()
+
+
+def sip_certificate_files(settings: TlsSettings, interface: str, clock: Any) -> tuple[str, str]:
+    """
+    The SIP TLS certificate and key: ``[tls]``'s pair, or the one generated
+    in the data directory, made now if missing (and logged with its
+    fingerprint). The worker supervisor makes it before starting its workers,
+    so that they all serve the same one.
+    """
+    paths = (os.path.join(settings.data_dir, CERT_FILE), os.path.join(settings.data_dir, KEY_FILE))
+    names = (interface,) if interface not in ("", "0.0.0.0", "::") else ()
+    pair = certificate_pair(
+        settings.certificate, settings.private_key, paths, clock, names, "Warden SIP"
+    )
+    if pair.generated:
+        _log.warn(
+            "[tls] names no certificate: generated a self-signed one, {path}, SHA-256"
+            " fingerprint {fp}; phones that verify certificates need it installed"
+            " or a certificate from a CA in [tls] certificate and private_key",
+            path=pair.cert_path,
+            fp=pair.generated,
+        )
+    return pair.cert_path, pair.key_path
+
+
 class SipTlsService(service.Service):
     """
     Loads (or generates) the certificate and listens for SIP over TLS; SIGHUP
@@ -164,6 +191,9 @@ class SipTlsService(service.Service):
         port: the TLS port; interface: the address to listen on ("" for all).
         install_signal: installs the SIGHUP reload callback (None: no signal).
         exit: ends the process (L{warden.process.process_exit}); None stops the reactor.
+        shared_port: a SIP worker's (L{warden.workers}): the TLS port it also
+            listens on with the other workers (``SO_REUSEPORT``); ``port`` is
+            then its own. 0: none.
     """
 
     log = Logger()
@@ -177,11 +207,14 @@ class SipTlsService(service.Service):
         interface: str,
         install_signal: Callable[[Callable[[], None]], None] | None = None,
         exit: Callable[[int], None] | None = None,
+        shared_port: int = 0,
     ) -> None:
         self._reactor = reactor
         self.hub = hub
         self.settings = settings
         self.port = port
+        self.shared_port = shared_port
+        self.shared: IListeningPort | None = None
         self.interface = interface
         self._install_signal = install_signal
         self._exit = exit
@@ -190,21 +223,7 @@ class SipTlsService(service.Service):
 
     def certificate_files(self) -> tuple[str, str]:
         """The configured pair, or the generated one (made now if missing)."""
-        s = self.settings
-        paths = (os.path.join(s.data_dir, CERT_FILE), os.path.join(s.data_dir, KEY_FILE))
-        names = (self.interface,) if self.interface not in ("", "0.0.0.0", "::") else ()
-        pair = certificate_pair(
-            s.certificate, s.private_key, paths, self._reactor, names, "Warden SIP"
-        )
-        if pair.generated:
-            self.log.warn(
-                "[tls] names no certificate: generated a self-signed one, {path}, SHA-256"
-                " fingerprint {fp}; phones that verify certificates need it installed"
-                " or a certificate from a CA in [tls] certificate and private_key",
-                path=pair.cert_path,
-                fp=pair.generated,
-            )
-        return pair.cert_path, pair.key_path
+        return sip_certificate_files(self.settings, self.interface, self._reactor)
 
     def startService(self) -> None:
         """Load the certificate and listen."""
@@ -216,18 +235,26 @@ class SipTlsService(service.Service):
             self._fail("the SIP TLS certificate cannot be used: {error}", str(e))
             return
         factory = SipTlsFactory(self.hub, self.context, self.settings.handshake_timeout)
+        interface = self.interface or "0.0.0.0"
         try:
-            self.listening = self._reactor.listenTCP(
-                self.port, factory, interface=self.interface or "0.0.0.0"
-            )
+            self.listening = self._reactor.listenTCP(self.port, factory, interface=interface)
         except CannotListenError as e:
-            self._fail("SIP cannot listen for TLS: {error} (sip.tls_port)", str(e))
+            key = "sip.worker_tls_port_base" if self.shared_port else "sip.tls_port"
+            self._fail("SIP cannot listen for TLS: {error} (" + key + ")", str(e))
             return
+        if self.shared_port:
+            try:
+                self.shared = listen_reuseport(self._reactor, interface, self.shared_port, factory)
+            except OSError as e:
+                self._fail("SIP cannot listen for TLS: {error} (sip.tls_port)", str(e))
+                return
         self.log.info(
             "SIP listening on TLS {interface}:{port}; certificate {path}, SHA-256"
             " fingerprint {fp}",
             interface=self.interface or "*",
-            port=self.bound_port(),
+            port=f"{self.shared_port} and {self.bound_port()}"
+            if self.shared
+            else self.bound_port(),
             path=cert,
             fp=self.context.fingerprint,
         )
@@ -257,6 +284,9 @@ class SipTlsService(service.Service):
     def stopService(self) -> Any:
         """Stop listening; established connections close with the reactor."""
         super().stopService()
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            shared.stopListening()
         listening, self.listening = self.listening, None
         if listening is not None:
             return listening.stopListening()
