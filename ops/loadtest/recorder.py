@@ -242,10 +242,6 @@ class Recorder:
             recent.merge(self.buckets[index].latencies)
         return recent
 
-    def recent_p95(self, now: float, seconds: int = 5) -> float | None:
-        """p95 of the latencies of the last ``seconds`` whole seconds."""
-        return self.recent_latencies(now, seconds).percentile(95)
-
     def timeline(self) -> list[dict[str, Any]]:
         """The buckets, JSON-ready."""
         rows = []
