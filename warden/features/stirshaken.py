@@ -81,6 +81,8 @@ VERIFIED = Counter(
 )
 
 _TN_PATTERN = re.compile(r"^[0-9xX]{1,15}$")
+#: The ``<sip:USER@host...>`` of a P-Asserted-Identity (L{with_verstat}).
+_PAI_URI = re.compile(r"<sips?:([^@;>]+)@([^>]*)>")
 #: Seconds between two warnings of the same failure reason.
 _WARN_INTERVAL = 10.0
 
@@ -327,7 +329,7 @@ def with_verstat(value: str, verstat: str) -> str:
     user part and ``user=phone`` to its URI (ATIS-1000074 §5.3.1); unchanged
     when it has no such URI.
     """
-    match = re.search(r"<sips?:([^@;>]+)@([^>]*)>", value)
+    match = _PAI_URI.search(value)
     if match is None:
         return value
     user, rest = match.group(1), match.group(2)
