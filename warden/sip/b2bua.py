@@ -216,14 +216,7 @@ class CallController:
             return
         # A hook (never the phone) may send the call to a local application.
         local = self.local_target(attempt.dialled) if attempt.dialled != dialled else None
-        if local is not None:
-            route = Route(0, "", local.party())
-        elif attempt.target is not None:  # a hook sent the call outside (a trunk)
-            route = attempt.target.route()
-        elif attempt.plan is not None:  # a hook made the call ring a group
-            route = await self.groups.route(attempt)
-        else:
-            route = await self._route(attempt)
+        route = await self.route_attempt(attempt, local)
         if route.status and self.hooks:
             route, local = await self._redirect_local(attempt, route)
         if route.status:
@@ -296,6 +289,20 @@ class CallController:
         if call is None:
             raise SipError(480, "Temporarily Unavailable (no call to pick up)")
         pick_up(self, call, attempt.caller, txn, attempt.request, attempt.flow)
+
+    async def route_attempt(self, attempt: CallAttempt, local: LocalTarget | None) -> Route:
+        """
+        Where ``attempt`` goes once the hooks ran: the local application
+        ``local``, the trunk or ring group a hook chose, else the dialled
+        number's route (or the failure a hook chose).
+        """
+        if local is not None:
+            return Route(0, "", local.party())
+        if attempt.target is not None:  # a hook sent the call outside (a trunk)
+            return attempt.target.route()
+        if attempt.plan is not None:  # a hook made the call ring a group
+            return await self.groups.route(attempt)
+        return await self._route(attempt)
 
     async def _route(self, attempt: CallAttempt) -> Route:
         """The route of the dialled number, or the failure a hook chose (L{CallAttempt.refuse})."""

@@ -81,14 +81,8 @@ class Handover:
         local = c.local_target(attempt.dialled)
         if local is None and attempt.pickup:
             route = Route(480, "Temporarily Unavailable")
-        elif local is not None:
-            route = Route(0, "")
-        elif attempt.target is not None:  # a hook sends it outside (a trunk)
-            route = attempt.target.route()
-        elif attempt.plan is not None:
-            route = await c.groups.route(attempt)
         else:
-            route = await c._route(attempt)
+            route = await c.route_attempt(attempt, local)
         if route.status and c.hooks:
             route, local = await c._redirect_local(attempt, route)
         if not self._still_local(call):
