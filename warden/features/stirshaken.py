@@ -37,7 +37,6 @@ from cryptography.x509.verification import Store
 from prometheus_client import Counter
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -56,6 +55,7 @@ from warden.features.passport import (
     sign_passport,
     verify_signature,
 )
+from warden.features.smtp import load_trust_root
 from warden.features.x5u import CertificateFetcher, UrlPolicy, load_anchors, public_key_of
 from warden.interfaces import ICallHook, IWardenPlugin
 from warden.sip.headers import parse_address
@@ -396,7 +396,7 @@ class StirShakenPlugin(CallHookBase):
         anchors, fetcher = None, None
         if config.verify_inbound:
             anchors = _anchors(config.trust_anchors)
-            root = _trust_root(config.fetch_ca) if config.fetch_ca else None
+            root = load_trust_root(config.fetch_ca, "stirshaken.fetch_ca")
             fetcher = CertificateFetcher(
                 context.reactor, UrlPolicy(config.x5u_allow), root,
                 config.max_cert_bytes, config.fetch_timeout, config.cache_seconds,
@@ -424,24 +424,6 @@ def _anchors(path: str) -> Store:
         return load_anchors(_read("trust_anchors", path))
     except ValueError:
         raise _fail("trust_anchors", f"{path} holds no PEM certificate") from None
-
-
-def _trust_root(path: str) -> Any:
-    data = _read("fetch_ca", path)
-    try:
-        return trustRootFromCertificates(
-            [Certificate.loadPEM(block) for block in _pem_blocks(data)]
-        )
-    except Exception:  # OpenSSL's own error types: an unreadable file
-        raise _fail("fetch_ca", f"{path} holds no PEM certificate") from None
-
-
-def _pem_blocks(data: bytes) -> list[bytes]:
-    end = b"-----END CERTIFICATE-----"
-    blocks = [b + end for b in data.split(end) if b"-----BEGIN CERTIFICATE-----" in b]
-    if not blocks:
-        raise ValueError("no certificate")
-    return blocks
 
 
 plugin = StirShakenPlugin()
