@@ -70,7 +70,7 @@ class FakeCall:
         self.dialogs: dict[str, Any] = {}
         self.media = None
         self.ended_cause = ""
-        self.attempt = SimpleNamespace(recording="")
+        self.attempt = SimpleNamespace(recording="", emergency=False)
 
 
 class FakeCalls:
@@ -84,9 +84,10 @@ class FakeCalls:
         call.ended_cause = cause
         del self.calls[call.call_id]
 
-    def hangup_all(self, cause: str) -> None:
+    def hangup_all(self, cause: str, spare_emergency: bool = False) -> None:
         for call in list(self.calls.values()):
-            self.end_call(call, cause)
+            if not (spare_emergency and call.attempt.emergency):
+                self.end_call(call, cause)
 
 
 class ApiHarness:

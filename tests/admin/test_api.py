@@ -433,6 +433,20 @@ class SystemTests(_Base):
         self.assertEqual(status["counts"]["extensions"], 1)
         self.assertEqual(status["fips"], {"mode": False, "provider_active": False})
 
+    def test_drain_waits_for_emergency_calls(self) -> None:
+        """At the drain timeout an emergency call is not hung up; the drain ends with it."""
+        ordinary, emergency = FakeCall("a", START), FakeCall("e", START)
+        emergency.attempt.emergency = True
+        self.h.calls.calls.update({"a": ordinary, "e": emergency})
+        self.send("POST", "/drain", {"timeout": 5})
+        self.h.clock.advance(5.0)
+        self.assertEqual((ordinary.ended_cause, emergency.ended_cause), ("drain timeout", ""))
+        self.h.clock.advance(60.0)
+        self.assertFalse(self.get("/drain").json()["finished"])
+        del self.h.calls.calls["e"]  # the caller hangs up
+        self.h.clock.advance(1.0)
+        self.assertTrue(self.get("/drain").json()["finished"])
+
     def test_drain_and_readiness(self) -> None:
         """Drain waits for calls up to the timeout, then hangs up; readyz says draining."""
         self.assertEqual(self.h.request("GET", "/readyz").status, 200)

@@ -133,6 +133,15 @@ class EmergencyTestCase(SynchronousTestCase):
             REALM, "node-a",
         )  # fmt: skip
 
+    def answered_911(self) -> None:
+        """Alice dials 911 and the emergency trunk answers."""
+        own, sent = self.alice.call("911", body=self.alice.sdp())
+        invite = only(sent, ITSP, "INVITE")
+        assert isinstance(invite, Request)
+        ok = only(self.stack.deliver(self.itsp.answer(invite, 200, body=self.itsp.sdp()), ITSP),
+                  ALICE, 200)  # fmt: skip
+        self.stack.deliver(self.alice.ack_for(own, ok), ALICE)  # type: ignore[arg-type]
+
     def dial(self, number: str, to: tuple[str, int] = ITSP) -> Request:
         """Alice dials ``number``; the INVITE Warden sends ``to``."""
         _, sent = self.alice.call(number, body=self.alice.sdp())
@@ -212,17 +221,26 @@ class RoutingTests(EmergencyTestCase):
 
     def test_silent_answered_call_kept(self) -> None:
         """An answered emergency call without RTP is not hung up (media timeout)."""
-        own, sent = self.alice.call("911", body=self.alice.sdp())
-        invite = only(sent, ITSP, "INVITE")
-        assert isinstance(invite, Request)
-        ok = only(self.stack.deliver(self.itsp.answer(invite, 200, body=self.itsp.sdp()), ITSP),
-                  ALICE, 200)  # fmt: skip
-        self.stack.deliver(self.alice.ack_for(own, ok), ALICE)  # type: ignore[arg-type]
+        self.answered_911()
         before = self.stack.mark()
         self.stack.clock.advance(300)
         byes = [a for m, a in self.stack.sent_since(before) if getattr(m, "method", "") == "BYE"]
         self.assertEqual(byes, [])
         self.assertEqual(len(self.stack.calls.calls), 1)
+
+    def test_drain_timeout_spares_emergency_call(self) -> None:
+        """A drain's timeout hangs up Alice's call to Bob but not her answered 911 call."""
+        from warden.admin.drain import DrainController
+
+        self.alice.call_answered("1002", self.bob)
+        self.answered_911()
+        self.assertEqual(len(self.stack.calls.calls), 2)
+        drain = DrainController(self.stack.clock, self.stack.calls, 10.0)
+        drain.start()
+        self.stack.clock.advance(10.0)
+        [left] = self.stack.calls.calls.values()
+        self.assertTrue(left.attempt.emergency)
+        self.assertFalse(drain.complete)
 
     def test_never_to_voicemail(self) -> None:
         """Every trunk failing: the caller gets the failure, no redirect is asked."""

@@ -1,7 +1,8 @@
 """
 Draining a node for a rolling upgrade: stop accepting new calls (new INVITEs
-get 503 with Retry-After), let the calls in progress end by themselves up to a
-timeout, then hang up what is left. Started by ``POST /api/v1/drain``
+get 503 with Retry-After; emergency calls are still placed), let the calls in
+progress end by themselves up to a timeout, then hang up what is left but the
+emergency calls, which the drain waits for. Started by ``POST /api/v1/drain``
 (``wardenctl drain``) or by SIGTERM, through the composition root's stop.
 """
 
@@ -84,7 +85,14 @@ class DrainController:
         left = self.active_calls()
         if left:
             self.log.warn("Drain timeout: hanging up {count} calls", count=left)
-            self._calls.hangup_all("drain timeout")
+            # An emergency call is never cut by a drain (Kari's Law): wait for its end.
+            self._calls.hangup_all("drain timeout", spare_emergency=True)
+            if self.active_calls():
+                self.log.warn(
+                    "Drain: waiting for {count} emergency calls to end", count=self.active_calls()
+                )
+            while self.active_calls():
+                await task.deferLater(self._clock, POLL_INTERVAL, lambda: None)
         self.log.info("Drained")
         self.complete = True
         waiters, self._waiters = self._waiters, []

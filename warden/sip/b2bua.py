@@ -959,10 +959,14 @@ class CallController:
             # The store is down or locked: one line, not a traceback per attempt.
             self.log.warn("Could not {what}: {error}", what=what, error=failure.getErrorMessage())
 
-    def hangup_all(self, cause: str = "shutdown") -> None:
-        """End every call (graceful shutdown): BYE answered ones, 503 ringing ones."""
+    def hangup_all(self, cause: str = "shutdown", spare_emergency: bool = False) -> None:
+        """
+        End every call (graceful shutdown): BYE answered ones, 503 ringing
+        ones; with ``spare_emergency``, every call but the emergency calls.
+        """
         for call in list(self.calls.values()):
-            self.end_call(call, cause)
+            if not (spare_emergency and call.attempt.emergency):
+                self.end_call(call, cause)
 
     def end_call(self, call: Call, cause: str) -> None:
         """End one call from Warden's side: BYE if answered, else CANCEL forks and 503."""
