@@ -36,8 +36,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from warden.digits import parse_uint
-from warden.errors import SipParseError
 from warden.interfaces import ITransactionUser
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request, Response, new_tag
@@ -52,8 +50,8 @@ from warden.sip.transport import (
 from warden.sip.waiter import ResponseWaiter
 
 from .calls import OutgoingCall
-from .calls import authorization as authorization_for
 from .media import MediaEngine
+from .registration import Registration, Registrations, Reply, digest_ha1
 from .results import Account, CallResult, RegistrationResult
 from .uas import Answerer
 
@@ -115,7 +113,13 @@ class SipAgent:
         self.calls: dict[str, OutgoingCall] = {}
         self._port: Any = None
         self._connection: SipStreamProtocol | None = None
-        self._registrations: dict[str, tuple[str, str, int]] = {}  # user -> call-id, tag, cseq
+        #: user -> Call-ID, From tag and last CSeq of its registrations.
+        self.bindings: dict[str, tuple[str, str, int]] = {}
+        self.registrations = Registrations(
+            self.clock, self.timers, self._send_bytes, reliable=transport != "udp"
+        )
+        self._ha1: dict[tuple[str, str, str, str], str] = {}
+        self._datagrams: SipDatagramProtocol | None = None
         self._waiting: set[ResponseWaiter] = set()
         self._local_port: int | None = None
         self._via_host: str | None = None
@@ -126,7 +130,7 @@ class SipAgent:
 
     async def _start(self) -> None:
         if self.transport == "udp":
-            protocol = SipDatagramProtocol(self.hub)
+            protocol = self._datagrams = _AgentDatagramProtocol(self.hub, self.registrations)
             self._port = self.reactor.listenUDP(0, protocol, interface=self.local_ip)
             _enlarge_buffers(self._port)
             self._learn_address(self._port.getHost().port)
@@ -158,6 +162,7 @@ class SipAgent:
         self.stopped = True
         self.answerer.end_all()
         self.layer.terminate_all()
+        self.registrations.stop()
         for waiter in list(self._waiting):
             waiter.fail("stopped")
         if self._connection is not None:
@@ -266,110 +271,56 @@ class SipAgent:
         401/407 challenge once. On success the agent answers INVITEs to the account.
         Refreshes reuse the Call-ID with a higher CSeq (§10.2.4).
         """
-        return defer.Deferred.fromCoroutine(self._register(account, expires))
+        return Registration(self, account, expires).start()
 
     def unregister(self, account: Account) -> defer.Deferred[RegistrationResult]:
         """Remove ``account``'s contact at this agent (Expires: 0, §10.2.2); stop answering it."""
         self.answerer.users.pop(account.user, None)
-        return defer.Deferred.fromCoroutine(self._register(account, 0))
+        return Registration(self, account, 0).start()
 
-    async def _register(self, account: Account, expires: int) -> RegistrationResult:
-        started = self.clock.seconds()
-        if not self.connected:
-            return RegistrationResult(
-                account.user, False, None, "unreachable", started, 0.0, None, ()
-            )
-        call_id, tag, cseq = self._registrations.get(
-            account.user, (f"{secrets.token_hex(10)}@{self.local_ip}", new_tag(), 0)
-        )
-        uri = f"sip:{self.domain}"
-        statuses: list[int] = []
-        authorization: tuple[str, str] | None = None
-        auth_started: float | None = None
-        response: Response | None = None
-        cause: str | None = None
-        raised = False
-        for _attempt in range(4):
-            # Take the next CSeq now: a refresh may start before this one ends.
-            cseq = self._registrations.get(account.user, (call_id, tag, cseq))[2] + 1
-            self._registrations[account.user] = (call_id, tag, cseq)
-            request = self._register_request(account, uri, call_id, tag, cseq, expires)
-            if authorization is not None:
-                request.headers.append(authorization)
-                auth_started = self.clock.seconds()
-            waiter = self.send_request(request)
-            response = await waiter.final
-            if response is None:
-                cause = waiter.cause
-                break
-            statuses.append(response.status)
-            if response.status in (401, 407) and authorization is None:
-                authorization = authorization_for(response, account, "REGISTER", uri)
-                if authorization is None:
-                    break
-                continue
-            minimum = _min_expires(response) if response.status == 423 else None
-            if minimum is not None and expires < minimum and not raised:
-                # §10.2.8: Interval Too Brief; ask again with the registrar's minimum.
-                expires, raised, authorization = minimum, True, None
-                continue
-            break
-        now = self.clock.seconds()
-        ok = response is not None and 200 <= response.status < 300
-        if ok and expires > 0:
-            self.answerer.users[account.user] = account
-        elif expires == 0:
-            self._registrations.pop(account.user, None)
-        if response is not None and not ok:
-            cause = str(response.status)
-        return RegistrationResult(
-            user=account.user,
-            ok=ok,
-            status=response.status if response is not None else None,
-            cause=None if ok else (cause or "bad-response"),
-            started=started,
-            duration=now - started,
-            auth_duration=now - auth_started if auth_started is not None else None,
-            statuses=tuple(statuses),
-            expires=self._granted(response, account.user) if ok else None,
-        )
+    @property
+    def register_uri(self) -> str:
+        """The Request-URI of REGISTER: the domain (RFC 3261 §10.2)."""
+        return f"sip:{self.domain}"
 
-    def _register_request(
-        self, account: Account, uri: str, call_id: str, tag: str, cseq: int, expires: int
-    ) -> Request:
-        aor = self.aor(account.user)
-        return Request(
-            "REGISTER",
-            uri,
-            [
-                ("Via", self.via(self.layer.new_branch())),
-                ("Max-Forwards", "70"),
-                ("From", f"{aor};tag={tag}"),
-                ("To", aor),
-                ("Call-ID", call_id),
-                ("CSeq", f"{cseq} REGISTER"),
-                ("Contact", f"<{self.contact_uri(account.user)}>"),
-                ("Expires", str(expires)),
-                ("User-Agent", "warden-loadtest"),
-            ],
-        )
+    def register_bytes(
+        self, user: str, branch: str, call_id: str, tag: str, cseq: int, expires: int,
+        authorization: str | None = None,
+    ) -> bytes:  # fmt: skip
+        """A REGISTER of ``user``'s contact here; ``authorization`` is a whole header line."""
+        aor = self.aor(user)
+        credentials = f"{authorization}\r\n" if authorization is not None else ""
+        return (
+            f"REGISTER {self.register_uri} SIP/2.0\r\n"
+            f"Via: {self.via(branch)}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: {aor};tag={tag}\r\n"
+            f"To: {aor}\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"CSeq: {cseq} REGISTER\r\n"
+            f"Contact: <{self.contact_uri(user)}>\r\n"
+            f"Expires: {expires}\r\n"
+            "User-Agent: warden-loadtest\r\n"
+            f"{credentials}"
+            "Content-Length: 0\r\n\r\n"
+        ).encode("utf-8", "surrogateescape")
 
-    def _granted(self, response: Response | None, user: str) -> int | None:
-        """The expiry the registrar gave our contact (§10.2.4), when it said."""
-        if response is None:
-            return None
-        mine = self.contact_uri(user)
-        try:
-            for contact in response.contacts:
-                if str(contact.uri) == mine:
-                    for key, value in contact.params:
-                        if key == "expires" and value is not None:
-                            expires = parse_uint(value, 2**32 - 1, max_digits=10)
-                            if expires is not None:
-                                return expires
-            return response.int_header("Expires")
-        except Exception:  # a registrar's odd Contact must not fail a good registration
-            return None
+    def ha1(self, account: Account, realm: str, algorithm: str) -> str:
+        """H(username:realm:password), computed once per account, realm and algorithm."""
+        key = (account.username, account.password, realm, algorithm)
+        value = self._ha1.get(key)
+        if value is None:
+            value = self._ha1[key] = digest_ha1(account, realm, algorithm)
+        return value
+
+    def _send_bytes(self, data: bytes) -> None:
+        """Send a request's bytes to the PBX; raises when it cannot go."""
+        if self._datagrams is not None and self._datagrams.transport is not None:
+            self._datagrams.transport.write(data, self.pbx)
+        elif self._connection is not None and self._connection.is_open:
+            self._connection.send_message(data)
+        else:
+            raise TransportError("not connected")
 
     # -- calls --------------------------------------------------------------------------
 
@@ -413,6 +364,8 @@ class SipAgent:
     # -- ITransactionUser ---------------------------------------------------------------
 
     def _receive(self, message: Message, flow: Flow) -> None:
+        if isinstance(message, Response) and self.registrations.reply(Reply.of(message)):
+            return
         self.layer.receive(message, flow)
 
     def request_received(
@@ -440,6 +393,19 @@ class SipAgent:
             call.resend_ack()
 
 
+class _AgentDatagramProtocol(SipDatagramProtocol):
+    """The agent's UDP socket: answers to its REGISTERs are read here, the rest by the hub."""
+
+    def __init__(self, hub: TransportHub, registrations: Registrations) -> None:
+        super().__init__(hub)
+        self.registrations = registrations
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """A response to a pending REGISTER ends here; other datagrams go to the hub."""
+        if not self.registrations.datagram(datagram):
+            super().datagramReceived(datagram, addr)
+
+
 def _discard(result: object, waiting: set[ResponseWaiter], waiter: ResponseWaiter) -> object:
     waiting.discard(waiter)
     return result
@@ -455,11 +421,3 @@ def _enlarge_buffers(port: Any) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
         except OSError:
             pass
-
-
-def _min_expires(response: Response) -> int | None:
-    """The Min-Expires of a 423 (RFC 3261 §20.23), when it is a sane number."""
-    try:
-        return response.int_header("Min-Expires", maximum=2**31)
-    except SipParseError:
-        return None

@@ -8,7 +8,9 @@ A failure has a ``cause``: the final status code as text (``"403"``), or
 ``"timeout"`` (no final response within the transaction timeout, RFC 3261 §17.1),
 ``"transport"`` (the request could not be sent), ``"unreachable"`` (the agent
 is not connected), ``"stopped"`` (the agent stopped first), ``"bad-response"``
-(a response the agent could not use, such as a 2xx without SDP).
+(a response the agent could not use, such as a 2xx without SDP or a malformed
+answer to a REGISTER), ``"bad-challenge"`` (a 401/407 whose digest challenge
+cannot be answered).
 """
 
 from __future__ import annotations

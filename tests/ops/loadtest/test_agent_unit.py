@@ -47,8 +47,8 @@ class FakeReactor(Clock):
         return _Port(protocol)
 
 
-class AgentUnitTests(SynchronousTestCase):
-    """Register through a PBX played by the test."""
+class AgentTestCase(SynchronousTestCase):
+    """An agent on a L{FakeReactor}, the PBX played by the test."""
 
     def setUp(self) -> None:
         """A started agent without media."""
@@ -63,10 +63,20 @@ class AgentUnitTests(SynchronousTestCase):
         self.reactor.transport.written.clear()
         return [m for m in written if isinstance(m, Request)]
 
-    def answer(self, request: Request, status: int, headers: list[tuple[str, str]]) -> None:
+    def deliver(self, data: bytes) -> None:
+        """A datagram from the PBX."""
+        self.agent.hub.udp[0].datagramReceived(data, PBX)
+
+    def answer(
+        self, request: Request, status: int, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         """The PBX answers ``request``."""
-        response = make_response(request, status, None, to_tag="pbx", headers=headers)
-        self.agent.hub.udp[0].datagramReceived(response.to_bytes(), PBX)
+        response = make_response(request, status, None, to_tag="pbx", headers=headers or [])
+        self.deliver(response.to_bytes())
+
+
+class AgentUnitTests(AgentTestCase):
+    """Register through a PBX played by the test."""
 
     def test_register_with_challenge(self) -> None:
         """401 answered with a correct digest in a second REGISTER (CSeq + 1), then 200."""
