@@ -233,3 +233,17 @@ class ForwardingTests(SynchronousTestCase):
         self.clock.advance(1.0)  # restarted
         self.pbx.settle()
         self.assertEqual(self.asked[-1], (1, "drain", {"timeout": 19.0}))
+
+    def test_worker_pipe_closed(self) -> None:
+        """A worker whose pipe is already closed (ending) is asked in vain: an error, no crash."""
+
+        def closed(fd: int, data: bytes) -> None:
+            raise KeyError(fd)
+
+        self.pbx.current(1).writeToChild = closed  # type: ignore[method-assign]
+        d = self.pbx.supervisor.ask_all("drain_status", {})
+        self.pbx.settle()
+        self.clock.advance(5.0)
+        answer = self.successResultOf(d)
+        self.assertIn("result", answer["workers"][0])
+        self.assertIn("no answer", answer["workers"][1]["error"])

@@ -131,8 +131,11 @@ class _ChildPipe:
         self._process = process
 
     def write(self, data: bytes) -> None:
-        """To the worker's descriptor 3."""
-        self._process.writeToChild(WORKER_READ_FD, data)
+        """To the worker's descriptor 3 (dropped once it is closed: the question times out)."""
+        try:
+            self._process.writeToChild(WORKER_READ_FD, data)
+        except (KeyError, OSError):  # the worker ended; its end is being reported
+            pass
 
     def writeSequence(self, data: list[bytes]) -> None:  # noqa: N802 (Twisted's name)
         """To the worker's descriptor 3."""
