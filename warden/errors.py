@@ -115,6 +115,13 @@ class StateUnavailable(StoreError):
     """
 
 
+class StaleBindings(StoreError):
+    """
+    A guarded write of an AOR's bindings found them changed since this node's
+    view (L{warden.interfaces.IGuardedLocation}); nothing was written.
+    """
+
+
 class StoreUnavailable(StoreError):
     """
     The database could not be reached (or kept failing) within the store's

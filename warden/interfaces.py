@@ -137,6 +137,31 @@ class IDurableLocation(ILocationService):
         """Write what is pending and let go of the store."""
 
 
+class IGuardedLocation(ILocationService):
+    """
+    Bindings kept elsewhere (Redis, shared by several nodes or workers) of which
+    this node remembers the last view it read or wrote: a REGISTER refresh can
+    work out its changes from that view and write them in one round trip, the
+    write checking that the AOR still holds exactly what the view saw.
+    """
+
+    def view(aor: str, now: float) -> list[Binding] | None:
+        """
+        The bindings of ``aor`` (``expires_at > now``) as this node last saw
+        them, unchecked; None when it has no view of ``aor``.
+        """
+
+    def apply_unchanged(
+        aor: str, upserts: Sequence[Binding], removals: Sequence[str]
+    ) -> Deferred[None]:
+        """
+        L{ILocationService.apply}, provided the bindings of ``aor`` are still
+        those of L{view}; otherwise nothing changes and it fails with
+        L{warden.errors.StaleBindings} (and, when there was a view, the next
+        one is what the store holds now).
+        """
+
+
 class IRouter(Interface):
     """Decides where a dialled number goes."""
 

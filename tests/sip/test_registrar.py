@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.errors import SipError
+from warden.model import Binding
 from warden.sip.auth import AuthThrottle, NonceManager, NonceState, answer_challenge
 from warden.sip.authenticator import REALM_LOG_INTERVAL, Authenticator, Throttled, names_target
 from warden.sip.flow import Flow
@@ -17,7 +19,7 @@ from warden.sip.message import Request, Response
 from warden.sip.parser import parse_datagram
 from warden.sip.registrar import ExpiryPolicy, Registrar
 from warden.store.credentials import make_extension
-from warden.testing.memory import MemoryDirectory, MemoryLocationService
+from warden.testing.memory import MemoryDirectory, MemoryGuardedLocation, MemoryLocationService
 
 REALM = "pbx.test"
 FLOW = Flow("udp", "192.0.2.10", 5062)
@@ -564,3 +566,103 @@ class BindingTests(RegistrarTestCase):
     def test_non_sip_contact(self) -> None:
         """A non-SIP contact cannot be bound."""
         self.assertEqual(self.authed(contact="<tel:+15551234>").status, 400)
+
+
+class CountingGuardedLocation(MemoryGuardedLocation):
+    """A node's guarded handle on shared bindings that counts its reads."""
+
+    def __init__(self, shared: MemoryGuardedLocation | None = None) -> None:
+        super().__init__(shared)
+        self.reads = 0
+
+    def bindings_for(self, aor: str, now: float) -> Deferred[list[Binding]]:
+        self.reads += 1
+        return super().bindings_for(aor, now)
+
+
+class GuardedBindingTests(BindingTests):
+    """
+    The binding rules again, over a location that checks writes against this
+    node's view (IGuardedLocation, as Redis does for SIP workers).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.location = CountingGuardedLocation()
+        self.registrar = self.registrar_on(self.location, "node-a")
+
+    def registrar_on(self, location: MemoryGuardedLocation, node: str) -> Registrar:
+        """A registrar of node ``node`` over ``location``, sharing this test's auth."""
+        return Registrar(
+            self.clock, self.auth, location, ExpiryPolicy(60, 3600, 7200),
+            lambda host: host == REALM, node,
+        )  # fmt: skip
+
+    def on_peer(self, **kwargs: object) -> Response:
+        """L{authed} through another node's registrar over the same bindings."""
+        peer = self.registrar_on(CountingGuardedLocation(self.location), "node-b")
+        mine, self.registrar = self.registrar, peer
+        try:
+            return self.authed(**kwargs)  # type: ignore[arg-type]
+        finally:
+            self.registrar = mine
+
+    def bound_on_both_nodes(self) -> None:
+        """Contact a registered through this node, then b through another."""
+        self.authed(contact="<sip:a@192.0.2.1>", cseq=2)
+        self.on_peer(contact="<sip:b@192.0.2.2>", cseq=1, call_id="phone-b")
+
+    def test_refresh_writes_without_reading_first(self) -> None:
+        """A refresh from this node's view writes at once; nothing is read before it."""
+        self.authed(cseq=2)
+        self.location.reads = 0
+        response = self.authed(cseq=4, expires="120")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.get_all("Contact"), ["<sip:1001@192.0.2.10:5062>;expires=120"])
+        # The one read is the answer's, served from the write just made.
+        self.assertEqual(self.location.reads, 1)
+
+    def test_other_node_wrote_in_between(self) -> None:
+        """
+        When another node changed the AOR since this node's view, the write is
+        refused, the bindings are read again, and the answer lists both nodes'.
+        """
+        self.bound_on_both_nodes()
+        response = self.authed(contact="<sip:a@192.0.2.1>;expires=600", cseq=4)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(
+            sorted(response.get_all("Contact")),
+            ["<sip:a@192.0.2.1>;expires=600", "<sip:b@192.0.2.2>;expires=3600"],
+        )
+
+    def test_cseq_order_against_other_node_write(self) -> None:
+        """
+        A CSeq not above the one another node stored since this node's view is
+        refused, though the view alone would have accepted it.
+        """
+        self.authed(cseq=2)
+        self.assertEqual(self.on_peer(cseq=8).status, 200)
+        self.assertEqual(self.authed(cseq=6).status, 400)
+        self.assertEqual(self.authed(cseq=9).status, 200)
+
+    def test_stale_view_refusing_is_checked(self) -> None:
+        """
+        A REGISTER the stale view would refuse (CSeq order) is checked against
+        the bindings as they are now: another node removed the binding.
+        """
+        self.authed(cseq=7)
+        self.assertEqual(self.on_peer(contact="*", expires="0", cseq=8).status, 200)
+        self.assertEqual(self.authed(cseq=3, call_id="call-1").status, 200)
+        self.assertEqual(len(self.bindings()), 1)
+
+    def test_query_reads_the_bindings(self) -> None:
+        """A query lists what is stored now, not this node's view."""
+        self.bound_on_both_nodes()
+        response = self.authed(contact="", cseq=4)
+        self.assertEqual(len(response.get_all("Contact")), 2)
+
+    def test_unregister_all_removes_other_node_bindings(self) -> None:
+        """Contact: * removes the bindings another node added after this node's view."""
+        self.bound_on_both_nodes()
+        self.assertEqual(self.authed(contact="*", expires="0", cseq=4).status, 200)
+        self.assertEqual(self.bindings(), [])

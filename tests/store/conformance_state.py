@@ -1,8 +1,9 @@
 """
-The conformance suite of L{warden.interfaces.ICallCounters}, run against the
-memory fake and Redis. Subclasses define ``make_counters(node_id, peer)``: a
-store for ``node_id``; with ``peer`` (a store made before), one that shares its
-data, as two nodes of a cluster do.
+The conformance suites of L{warden.interfaces.ICallCounters} and
+L{warden.interfaces.IGuardedLocation}, run against the memory fakes and Redis.
+Subclasses define ``make_counters(node_id, peer)`` (or ``make_location(peer)``):
+a store for ``node_id``; with ``peer`` (a store made before), one that shares
+its data, as two nodes of a cluster do.
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
+
+from tests.store.conformance import binding, by_key
+from warden.errors import StaleBindings
+from warden.interfaces import IGuardedLocation
 
 
 class CallCountersConformanceMixin:
@@ -112,3 +119,91 @@ class AuthFailureCounterConformanceMixin:
         self.assertEqual(await counter.record_failure("192.0.2.1", self.WINDOW), 2)
         await self.window_over(counter, "192.0.2.1")
         self.assertEqual(await counter.record_failure("192.0.2.1", self.WINDOW), 1)
+
+
+class GuardedLocationConformanceMixin:
+    """
+    The behaviour every L{warden.interfaces.IGuardedLocation} must have.
+    Subclasses define ``make_location(peer)``: a node's handle on the bindings;
+    with ``peer`` (one made before), another node's handle on the same ones.
+    """
+
+    def make_location(self, peer: Any = None) -> Any:
+        raise NotImplementedError
+
+    async def location(self, peer: Any = None) -> Any:
+        return await defer.maybeDeferred(self.make_location, peer)
+
+    async def test_provides(self) -> None:
+        """It provides IGuardedLocation completely."""
+        self.assertTrue(verifyObject(IGuardedLocation, await self.location()))
+
+    async def test_no_view(self) -> None:
+        """Without a view of the AOR: view is None, and a guarded write writes nothing."""
+        store = await self.location()
+        self.assertIsNone(store.view("100", 0.0))
+        failure = await self.failure_of(
+            store.apply_unchanged("100", [binding("100", "a", 2e9)], [])
+        )
+        failure.trap(StaleBindings)
+        self.assertEqual(await store.bindings_for("100", 0.0), [])
+
+    async def test_view_of_own_write(self) -> None:
+        """After a write, the view is what was written, without expired bindings."""
+        store = await self.location()
+        a, b = binding("100", "a", 1500.0), binding("100", "b", 2e9)
+        await store.apply("100", [a, b], [])
+        self.assertEqual(by_key(store.view("100", 1000.0)), [a, b])
+        self.assertEqual(store.view("100", 1600.0), [b])
+
+    async def test_guarded_write_when_unchanged(self) -> None:
+        """A guarded write over an accurate view changes the bindings like apply."""
+        store = await self.location()
+        peer = await self.location(store)
+        a, b = binding("100", "a", 2e9), binding("100", "b", 2e9)
+        await peer.apply("100", [a], [])
+        self.assertEqual(await store.bindings_for("100", 0.0), [a])  # the view, from a read
+        await store.apply_unchanged("100", [b], ["a"])
+        self.assertEqual(await peer.bindings_for("100", 0.0), [b])
+        self.assertEqual(store.view("100", 0.0), [b])
+        refreshed = binding("100", "b", 3e9, cseq=2)
+        await store.apply_unchanged("100", [refreshed], [])
+        self.assertEqual(await peer.bindings_for("100", 0.0), [refreshed])
+
+    async def test_stale_view(self) -> None:
+        """
+        Another node's write makes the view stale: the guarded write writes
+        nothing, fails with StaleBindings, and the next view is the new content.
+        """
+        store = await self.location()
+        peer = await self.location(store)
+        a, b, c = (binding("100", k, 2e9) for k in "abc")
+        await store.apply("100", [a], [])
+        await peer.apply("100", [b], [])
+        self.assertEqual(store.view("100", 0.0), [a])  # unchecked
+        failure = await self.failure_of(store.apply_unchanged("100", [c], ["a"]))
+        failure.trap(StaleBindings)
+        self.assertEqual(by_key(await peer.bindings_for("100", 0.0)), [a, b])
+        self.assertEqual(by_key(store.view("100", 0.0)), [a, b])
+        await store.apply_unchanged("100", [c], ["a"])
+        self.assertEqual(by_key(await peer.bindings_for("100", 0.0)), [b, c])
+
+    async def test_removal_elsewhere_makes_stale(self) -> None:
+        """Bindings another node removed make the view stale too."""
+        store = await self.location()
+        peer = await self.location(store)
+        a = binding("100", "a", 2e9)
+        await store.apply("100", [a], [])
+        await peer.remove_aor("100")
+        failure = await self.failure_of(store.apply_unchanged("100", [a], []))
+        failure.trap(StaleBindings)
+        self.assertEqual(await peer.bindings_for("100", 0.0), [])
+        self.assertEqual(store.view("100", 0.0), [])
+
+    async def failure_of(self, d: defer.Deferred[Any]) -> Failure:
+        """The Failure ``d`` fails with (the test fails if it succeeds)."""
+        try:
+            await d
+        except Exception:
+            return Failure()
+        raise AssertionError("expected a failure")

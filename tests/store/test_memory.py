@@ -18,6 +18,7 @@ from tests.store.conformance import (
     extension,
     live_call,
 )
+from tests.store.conformance_state import GuardedLocationConformanceMixin
 from warden.errors import CallRecordNotFound, ExtensionExists
 from warden.interfaces import ICallRecordStore, IDirectory, ILiveCalls, ILocationService
 from warden.testing import (
@@ -26,6 +27,7 @@ from warden.testing import (
     MemoryLiveCalls,
     MemoryLocationService,
 )
+from warden.testing.memory import MemoryGuardedLocation
 
 
 class MemoryDirectoryConformanceTests(DirectoryConformanceMixin, TestCase):
@@ -40,6 +42,20 @@ class MemoryLocationServiceConformanceTests(LocationServiceConformanceMixin, Tes
 
     def make_store(self) -> MemoryLocationService:
         return MemoryLocationService()
+
+
+class MemoryGuardedLocationConformanceTests(LocationServiceConformanceMixin, TestCase):
+    """MemoryGuardedLocation against the ILocationService conformance suite."""
+
+    def make_store(self) -> MemoryGuardedLocation:
+        return MemoryGuardedLocation()
+
+
+class MemoryGuardedLocationGuardTests(GuardedLocationConformanceMixin, TestCase):
+    """MemoryGuardedLocation against the IGuardedLocation conformance suite."""
+
+    def make_location(self, peer: MemoryGuardedLocation | None = None) -> MemoryGuardedLocation:
+        return MemoryGuardedLocation(peer)
 
 
 class MemoryFakeTests(SynchronousTestCase):

@@ -28,6 +28,7 @@ from tests.store.conformance import (
     binding,
     live_call,
 )
+from tests.store.conformance_state import GuardedLocationConformanceMixin
 from warden.errors import StateUnavailable
 from warden.interfaces import ILiveCalls, ILocationService
 from warden.store.redis import (
@@ -76,6 +77,15 @@ class RedisLocationConformanceTests(LocationServiceConformanceMixin, RedisCase):
 
     def make_store(self) -> RedisLocationService:
         return RedisLocationService(self.connect(self.clock))
+
+
+class RedisGuardedLocationTests(GuardedLocationConformanceMixin, RedisCase):
+    """RedisLocationService against the IGuardedLocation conformance suite."""
+
+    def make_location(self, peer: RedisLocationService | None = None) -> RedisLocationService:
+        if peer is None:
+            return RedisLocationService(self.connect())
+        return RedisLocationService(self.connect(cluster=peer._state.prefix.split(":")[1]))
 
 
 class RedisLiveCallsConformanceTests(LiveCallsConformanceMixin, RedisCase):

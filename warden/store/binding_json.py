@@ -20,8 +20,12 @@ _BINDING_FIELDS = tuple(f.name for f in attrs.fields(Binding))
 _binding_values = operator.attrgetter(*_BINDING_FIELDS)
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
-# Decoded bindings kept for this many AORs at most (see BindingTexts).
-DECODED_AORS = 20_000
+# Decoded bindings kept for this many AORs at most (see BindingTexts): about
+# 1.4 KB each for an AOR with one binding, so at most about 140 MB. Phones
+# refresh in turn, so an AOR is seen again only after every other one was: with
+# fewer places than AORs, none would be found (and a refresh would need a read
+# before its write, IGuardedLocation).
+DECODED_AORS = 100_000
 
 
 def binding_json(binding: Binding) -> str:
@@ -64,6 +68,10 @@ class BindingTexts:
         if len(self._last) > self._limit:
             del self._last[next(iter(self._last))]
         return bindings
+
+    def last(self, aor: str) -> tuple[list[str], list[Binding]] | None:
+        """The texts and bindings last seen for ``aor`` (None: none are kept)."""
+        return self._last.get(aor)
 
     def forget(self, aor: str) -> None:
         """Drop what is kept for ``aor``."""

@@ -32,6 +32,7 @@ connection, scripts run by SHA-1.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import math
 import os
@@ -47,8 +48,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from warden.errors import StateUnavailable
-from warden.interfaces import IDurableLocation, ILiveCalls
+from warden.errors import StaleBindings, StateUnavailable
+from warden.interfaces import IDurableLocation, IGuardedLocation, ILiveCalls
 from warden.model import Binding, LiveCall
 from warden.store.binding_json import BindingTexts, binding_from_json, binding_json
 from warden.store.redis_wire import DirectSender, Script, direct_protocol, pack_command
@@ -333,10 +334,20 @@ class _SentinelClient:
 
 # -- bindings ------------------------------------------------------------------------
 
+# ARGV[4], when not empty, guards the write: the SHA-1 of the hash's values as
+# the writer last saw them, joined by newlines; if they differ now, nothing is
+# written and the reply is 'stale' followed by the values.
 _APPLY = """
-local aor, now, nrem = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local aor, now, nrem, guard = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local h, z = KEYS[1], KEYS[2]
-local i = 4
+if guard ~= '' then
+  local held = redis.call('HVALS', h)
+  if redis.sha1hex(table.concat(held, '\\n')) ~= guard then
+    table.insert(held, 1, 'stale')
+    return held
+  end
+end
+local i = 5
 for _ = 1, nrem do
   redis.call('HDEL', h, ARGV[i])
   redis.call('ZREM', z, aor .. '\\n' .. ARGV[i])
@@ -393,7 +404,7 @@ def _number(text: float) -> str:
     return repr(float(text))
 
 
-@implementer(IDurableLocation)
+@implementer(IDurableLocation, IGuardedLocation)
 class RedisLocationService:
     """
     Bindings in Redis, shared by every node of the cluster.
@@ -428,13 +439,40 @@ class RedisLocationService:
 
         return self._state.command("bindings_for", "HVALS", self._hash(aor)).addCallback(decode)
 
+    def view(self, aor: str, now: float) -> list[Binding] | None:
+        """The bindings of ``aor`` this node last read or wrote, unchecked; None if none."""
+        last = self._texts.last(aor)
+        if last is None:
+            return None
+        return [b for b in last[1] if b.expires_at > now]
+
     def apply(
         self, aor: str, upserts: Sequence[Binding], removals: Sequence[str]
     ) -> Deferred[None]:
         """Remove ``removals`` (keys), then add or replace ``upserts``, atomically."""
+        return self._apply(aor, upserts, removals, "")
+
+    def apply_unchanged(
+        self, aor: str, upserts: Sequence[Binding], removals: Sequence[str]
+    ) -> Deferred[None]:
+        """
+        L{apply}, in the same round trip checking that ``aor``'s hash still
+        holds what L{view} saw; fails with L{StaleBindings} otherwise.
+        """
+        last = self._texts.last(aor)
+        if last is None:
+            return defer.fail(StaleBindings(f"no view of AOR {aor!r}"))
+        held = "\n".join(last[0]).encode()
+        return self._apply(
+            aor, upserts, removals, hashlib.sha1(held, usedforsecurity=False).hexdigest()
+        )
+
+    def _apply(
+        self, aor: str, upserts: Sequence[Binding], removals: Sequence[str], guard: str
+    ) -> Deferred[None]:
         if "\n" in aor or any(b.aor != aor for b in upserts):
             return defer.fail(ValueError(f"every binding must belong to AOR {aor!r}"))
-        args: list[Any] = [aor, _number(self._state.clock.seconds()), len(removals)]
+        args: list[Any] = [aor, _number(self._state.clock.seconds()), len(removals), guard]
         args.extend(removals)
         written: dict[str, Binding] = {}
         for b in upserts:
@@ -445,6 +483,10 @@ class RedisLocationService:
         result: Deferred[None] = Deferred()
 
         def applied(reply: list[str]) -> None:
+            if reply and reply[0] == "stale":
+                self._texts.decode(aor, reply[1:], {})
+                result.errback(StaleBindings(f"the bindings of AOR {aor!r} changed"))
+                return
             self._fresh[aor] = self._texts.decode(aor, reply, written)
             try:
                 result.callback(None)

@@ -15,8 +15,14 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound
-from warden.interfaces import ICallRecordStore, IDirectory, IDurableLocation, ILiveCalls
+from warden.errors import CallRecordNotFound, ExtensionExists, ExtensionNotFound, StaleBindings
+from warden.interfaces import (
+    ICallRecordStore,
+    IDirectory,
+    IDurableLocation,
+    IGuardedLocation,
+    ILiveCalls,
+)
 from warden.model import Binding, CallRecord, Extension, LiveCall, expired_recording
 from warden.store.tables import BindingTable, extension_order, plan_upsert
 
@@ -115,6 +121,65 @@ class MemoryLocationService:
     def close(self) -> Deferred[None]:
         """Fire at once: nothing is pending."""
         return defer.succeed(None)
+
+
+@implementer(IDurableLocation, IGuardedLocation)
+class MemoryGuardedLocation(MemoryLocationService):
+    """
+    One node's handle on bindings that several nodes share (in memory, as the
+    nodes of a cluster share Redis): it remembers the bindings of each AOR as
+    it last read or wrote them (L{view}) and L{apply_unchanged} checks them.
+
+    Args:
+        shared: another node's handle, whose bindings this one shares (None:
+            bindings of its own).
+    """
+
+    def __init__(self, shared: MemoryLocationService | None = None) -> None:
+        super().__init__()
+        if shared is not None:
+            self._table = shared._table
+        self._views: dict[str, list[Binding]] = {}
+
+    def _seen(self, aor: str) -> None:
+        self._views[aor] = self._table.stored(aor)
+
+    def view(self, aor: str, now: float) -> list[Binding] | None:
+        """The bindings of ``aor`` this node last read or wrote, unchecked; None if none."""
+        seen = self._views.get(aor)
+        if seen is None:
+            return None
+        return [b for b in seen if b.expires_at > now]
+
+    def bindings_for(self, aor: str, now: float) -> Deferred[list[Binding]]:
+        """Fire with the unexpired bindings of ``aor`` (this node's view from now on)."""
+        self._seen(aor)
+        return super().bindings_for(aor, now)
+
+    def apply(
+        self, aor: str, upserts: Sequence[Binding], removals: Sequence[str]
+    ) -> Deferred[None]:
+        """Remove ``removals`` (keys), then add or replace ``upserts``."""
+        d = super().apply(aor, upserts, removals)
+        self._seen(aor)
+        return d
+
+    def apply_unchanged(
+        self, aor: str, upserts: Sequence[Binding], removals: Sequence[str]
+    ) -> Deferred[None]:
+        """L{apply}, if ``aor`` still holds what L{view} saw; else L{StaleBindings}."""
+        seen = self._views.get(aor)
+        if seen is None:
+            return defer.fail(StaleBindings(f"no view of AOR {aor!r}"))
+        held = self._table.stored(aor)
+        if _by_key(seen) != _by_key(held):
+            self._views[aor] = held
+            return defer.fail(StaleBindings(f"the bindings of AOR {aor!r} changed"))
+        return self.apply(aor, upserts, removals)
+
+
+def _by_key(bindings: Iterable[Binding]) -> list[Binding]:
+    return sorted(bindings, key=lambda b: b.key)
 
 
 def _record_order(record: CallRecord) -> tuple[float, str]:
