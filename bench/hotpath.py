@@ -248,15 +248,15 @@ def register(i: int, cseq: int, branch: str, authorization: str | None = None) -
     return "\r\n".join(lines).encode()
 
 
-def first_round(users: int, round_no: int) -> list[tuple[bytes, tuple[str, int]]]:
-    """Every user's unauthenticated REGISTER."""
-    return [(register(i, 1, f"z9hG4bK-{round_no}-{i}-1"), _source(i)) for i in range(users)]
+def first_round(users: int, round_no: int, cseq: int = 1) -> list[tuple[bytes, tuple[str, int]]]:
+    """Every user's unauthenticated REGISTER (CSeq ``cseq``)."""
+    return [(register(i, cseq, f"z9hG4bK-{round_no}-{i}-1"), _source(i)) for i in range(users)]
 
 
 def answer(
-    users: int, round_no: int, challenges: list[bytes]
+    users: int, round_no: int, challenges: list[bytes], cseq: int = 2
 ) -> list[tuple[bytes, tuple[str, int]]]:
-    """The authenticated REGISTERs answering the 401s (client work, untimed)."""
+    """The authenticated REGISTERs (CSeq ``cseq``) answering the 401s (client work, untimed)."""
     out = []
     uri = f"sip:{SERVER[0]}:{SERVER[1]}"
     for i, packet in enumerate(challenges):
@@ -264,7 +264,7 @@ def answer(
         assert response.start_line().startswith("SIP/2.0 401"), response.start_line()
         value = response.get_all("WWW-Authenticate")[0]
         auth = answer_challenge(value, _number(i), _password(i), "REGISTER", uri)
-        out.append((register(i, 2, f"z9hG4bK-{round_no}-{i}-2", auth), _source(i)))
+        out.append((register(i, cseq, f"z9hG4bK-{round_no}-{i}-2", auth), _source(i)))
     return out
 
 
