@@ -63,14 +63,20 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from bench.compare import MAX_OTHER_PCT, quiet_enough
 from bench.register import (
     SIPP_BUFFER_BYTES,
+    children,
     children_cpu_seconds,
+    combined_stats,
     failure_events,
     log,
     port_in_use,
+    share,
+    share_dirs,
     start_run,
     system_cpu_seconds,
+    worker_settings,
 )
 from tests.integration.clients import LOCALHOST, pause, poll, real_reactor
 from tests.integration.harness import (
@@ -121,7 +127,32 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--plugins", help="comma-separated [plugins] enabled for Warden (default: its default)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="cps: [sip] workers (ADR 0032), with [state] in a throwaway redis-server whose"
+        " CPU counts as Warden's (default 0: one process, as before)",
+    )
+    parser.add_argument(
+        "--sipp-procs",
+        type=int,
+        default=1,
+        help="cps: SIPp UAC processes, each from its own port with its own caller, callee"
+        " (a SIPp UAS of its own) and share of the rate (the kernel spreads the workers'"
+        " shared port by source address)",
+    )
+    parser.add_argument(
+        "--max-other-pct",
+        type=float,
+        default=MAX_OTHER_PCT,
+        help="a step is valid when the rest of the machine used less CPU than this (%% of a core)",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 0 or args.sipp_procs < 1:
+        parser.error("--workers must be 0 or more and --sipp-procs 1 or more")
+    if args.workers and args.mode != "cps":
+        parser.error("--workers measures the call rate: use it with --mode cps")
     if args.quick:
         args.step_seconds = min(args.step_seconds, 5.0)
         args.concurrent = min(args.concurrent, 20)
@@ -362,9 +393,12 @@ def _ip_checksum(header: bytes) -> int:
 
 class Rig:
     """
-    A Warden on a fresh data directory, a caller and a callee extension, and a
-    SIPp UAS registered as the callee that answers every call (echoing RTP when
-    ``echo``). Warden's media ports are ``media_range`` (None: its default).
+    A Warden on a fresh data directory (``settings`` merged over its defaults),
+    and ``procs`` pairs of a caller and a callee extension, each callee a SIPp
+    UAS of its own registered as it that answers every call (echoing RTP when
+    ``echo``): UAC process ``k`` calls callee ``k`` as caller ``k``. Warden's
+    media ports are ``media_range`` (None: its default); ``extra_pids`` are
+    processes whose CPU counts as Warden's (a Redis of its own).
     """
 
     def __init__(
@@ -373,74 +407,117 @@ class Rig:
         echo: bool,
         plugins: Sequence[str] = (),
         media_range: tuple[int, int] | None = MEDIA_RANGE,
+        *,
+        settings: dict[str, Any] | None = None,
+        procs: int = 1,
+        extra_pids: Sequence[int] = (),
     ) -> None:
         self.workdir = workdir
         self.echo = echo
-        settings: dict[str, Any] = {}
+        settings = dict(settings or {})
         if media_range is not None:  # None: Warden's default range
             settings["media"] = {"port_min": media_range[0], "port_max": media_range[1]}
         if plugins:
             settings["plugins"] = {"enabled": list(plugins)}
         self.warden = WardenProcess(workdir / "warden", settings=settings)
-        self.uas_port = free_port()
-        self.uas_media = free_port()
-        self.caller_csv = workdir / "caller.csv"
-        self._uas: Any = None
-        self._uas_child: Any = None
+        self.procs = procs
+        self.extra_pids = tuple(extra_pids)
+        self.uas_ports = [free_port() for _ in range(procs)]
+        self.uas_media = [free_port() for _ in range(procs)]
+        self.caller_csvs = [
+            workdir / ("caller.csv" if procs == 1 else f"caller{k}.csv") for k in range(procs)
+        ]
+        self._uas: list[Any] = []
+        self._uas_children: list[Any] = []
+
+    # The first UAS, as one-UAS callers knew it.
+    @property
+    def uas_port(self) -> int:
+        return self.uas_ports[0]
+
+    @property
+    def caller_csv(self) -> Path:
+        return self.caller_csvs[0]
 
     @property
     def uas_pid(self) -> int:
-        return int(self._uas.pid)
+        return int(self._uas[0].pid)
+
+    @property
+    def uas_pids(self) -> list[int]:
+        return [int(uas.pid) for uas in self._uas]
+
+    def warden_pids(self) -> dict[str, int]:
+        """Warden's processes (the supervisor and each worker), and extra_pids, by name."""
+        pids = {"warden": self.warden.pid}
+        for i, child in enumerate(children(self.warden.pid)):
+            pids[f"worker{i}"] = child
+        for i, extra in enumerate(self.extra_pids):
+            pids["redis" if i == 0 else f"redis{i}"] = extra
+        return pids
 
     async def start(self) -> None:
-        """Start Warden, provision, register and start the UAS."""
+        """Start Warden, provision, register and start the UASes."""
         log(f"starting Warden on {LOCALHOST}:{self.warden.port} ({self.warden.workdir})")
         await self.warden.start()
-        users = await provision(self.warden.config_path, 2, first=2000)
-        caller, callee = users.numbers
-        self.caller_csv.write_text(
-            f"SEQUENTIAL\n{caller};{users.passwords[caller]};{callee};"
-            f"[authentication username={caller} password={users.passwords[caller]}]\n"
-        )
-        callee_csv = self.workdir / "callee.csv"
-        password = users.passwords[callee]
+        users = await provision(self.warden.config_path, 2 * self.procs, first=2000)
+        numbers, passwords = users.numbers, users.passwords
+        for k in range(self.procs):
+            caller, callee = numbers[2 * k], numbers[2 * k + 1]
+            self.caller_csvs[k].write_text(
+                f"SEQUENTIAL\n{caller};{passwords[caller]};{callee};"
+                f"[authentication username={caller} password={passwords[caller]}]\n"
+            )
+            await self._register_uas(k, callee, passwords[callee])
+            await self._start_uas(k)
+            log(
+                f"caller {caller} -> callee {callee} (SIPp UAS on {LOCALHOST}:{self.uas_ports[k]})"
+            )
+
+    async def _register_uas(self, k: int, callee: str, password: str) -> None:
+        suffix = "" if self.procs == 1 else str(k)
+        callee_csv = self.workdir / f"callee{suffix}.csv"
         callee_csv.write_text(
             f"SEQUENTIAL\n{callee};{password};"
             f"[authentication username={callee} password={password}]\n"
         )
-        reg_dir = self.workdir / "register"
+        reg_dir = self.workdir / f"register{suffix}"
         reg_dir.mkdir()
         reg = await run_sipp(
-            sipp_register_args(self.warden.address, callee_csv, 1, 10, local_port=self.uas_port),
+            sipp_register_args(
+                self.warden.address, callee_csv, 1, 10, local_port=self.uas_ports[k]
+            ),
             reg_dir,
         )
         if reg.code != 0:
             raise RuntimeError(
                 f"registering the UAS failed: {reg.stderr}{read_sipp_errors(reg_dir)}"
             )
-        await self._start_uas()
-        log(f"caller {caller} -> callee {callee} (SIPp UAS on {LOCALHOST}:{self.uas_port})")
 
-    async def _start_uas(self) -> None:
-        uas_dir = self.workdir / "uas"
+    async def _start_uas(self, k: int) -> None:
+        uas_dir = self.workdir / ("uas" if self.procs == 1 else f"uas{k}")
         uas_dir.mkdir()
         args = [
             "-sf", str(SCENARIOS / "call_uas_bench.xml"), "-i", LOCALHOST,
-            "-p", str(self.uas_port), "-mp", str(self.uas_media),
+            "-p", str(self.uas_ports[k]), "-mp", str(self.uas_media[k]),
             "-buff_size", str(SIPP_BUFFER_BYTES), "-l", "100000",
             "-trace_err", "-trace_stat",
             *(["-rtp_echo"] if self.echo else []),
             f"{self.warden.address[0]}:{self.warden.address[1]}",
         ]  # fmt: skip
-        self._uas_child, self._uas = spawn(sipp_command(args), uas_dir)
-        if not await poll(lambda: port_in_use(self.uas_port, "udp"), 10.0):
-            raise RuntimeError(f"SIPp UAS did not start: {self._uas_child.output()}")
+        child, process = spawn(sipp_command(args), uas_dir)
+        self._uas_children.append(child)
+        self._uas.append(process)
+        if not await poll(lambda: port_in_use(self.uas_ports[k], "udp"), 10.0):
+            raise RuntimeError(f"SIPp UAS did not start: {child.output()}")
 
-    def uac_args(self, scenario: str | Path, calls: int, rate: float, timeout: float) -> list[str]:
-        """SIPp UAC arguments placing ``calls`` calls at ``rate`` through Warden."""
+    def uac_args(
+        self, scenario: str | Path, calls: int, rate: float, timeout: float, k: int = 0
+    ) -> list[str]:
+        """SIPp UAC ``k``'s arguments placing ``calls`` calls at ``rate`` through Warden."""
         return [
             f"{self.warden.address[0]}:{self.warden.address[1]}",
-            "-sf", str(SCENARIOS / scenario), "-inf", str(self.caller_csv),
+            "-sf", str(SCENARIOS / scenario), "-inf", str(self.caller_csvs[k]),
             "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()),
             "-m", str(calls), "-r", f"{rate:g}", "-rp", "1000",
             "-timeout", f"{timeout:g}s", "-timeout_error",
@@ -449,33 +526,45 @@ class Rig:
         ]  # fmt: skip
 
     def sip_drops(self) -> dict[str, int]:
-        """Datagrams dropped so far on Warden's and the UAS's SIP sockets (full buffers)."""
+        """Datagrams dropped so far on Warden's and the UASes' SIP sockets (full buffers)."""
+        warden = [self.warden.pid, *children(self.warden.pid)]
         return {
-            "warden": udp_sockets_of(self.warden.pid).get(self.warden.port, 0),
-            "sipp_uas": udp_sockets_of(self.uas_pid).get(self.uas_port, 0),
+            "warden": sum(udp_sockets_of(pid).get(self.warden.port, 0) for pid in warden),
+            "sipp_uas": sum(
+                udp_sockets_of(pid).get(port, 0)
+                for pid, port in zip(self.uas_pids, self.uas_ports)
+            ),
         }
 
     def echo_drops(self) -> int:
-        """Datagrams dropped so far on the UAS's RTP echo socket (full buffer)."""
-        return udp_sockets_of(self.uas_pid).get(self.uas_media, 0)
+        """Datagrams dropped so far on the UASes' RTP echo sockets (full buffer)."""
+        return sum(
+            udp_sockets_of(pid).get(port, 0) for pid, port in zip(self.uas_pids, self.uas_media)
+        )
 
     def check_uas(self) -> None:
-        """Raise if the UAS exited."""
-        if not self._uas_child.running:
-            raise RuntimeError(f"SIPp UAS exited: {self._uas_child.output()}")
+        """Raise if a UAS exited."""
+        for child in self._uas_children:
+            if not child.running:
+                raise RuntimeError(f"SIPp UAS exited: {child.output()}")
 
     async def stop(self) -> dict[str, Any]:
-        """Stop the UAS and Warden; what was left behind."""
+        """Stop the UASes and Warden; what was left behind."""
         leftovers: dict[str, Any] = {}
         if self.warden.running:
             # Long enough for calls that lost their ACK to end at Timer H (32 s).
             await poll(lambda: live_calls(self.warden.database_path) == 0, 45.0)
             leftovers["live_calls"] = live_calls(self.warden.database_path)
-            leftovers["media_ports_held"] = media_ports_of(self.warden.pid)
+            leftovers["media_ports_held"] = [
+                port
+                for pid in (self.warden.pid, *children(self.warden.pid))
+                for port in media_ports_of(pid)
+            ]
             leftovers["warden_rss_mib"] = round(self.warden.rss_kib() / 1024, 1)
-        if self._uas_child is not None and self._uas_child.running:
-            self._uas.signalProcess("KILL")
-            await self._uas_child.ended
+        for child, process in zip(self._uas_children, self._uas):
+            if child.running:
+                process.signalProcess("KILL")
+                await child.ended
         try:
             code = await self.warden.stop()
         except WardenFailed as e:
@@ -490,23 +579,39 @@ class Rig:
 
 
 async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, Any]:
-    """``--step-seconds`` of calls without media or pause at ``rate``; its measurements."""
+    """
+    ``--step-seconds`` of calls without media or pause at ``rate``, split over
+    the rig's UAC processes; its measurements.
+    """
     calls = max(1, int(rate * args.step_seconds))
     run_dir = rig.workdir / f"cps-{rate}"
     run_dir.mkdir()
-    sipp_args = rig.uac_args("call_uac_cps.xml", calls, rate, calls / rate * 2 + 30)
-    sipp_args += ["-l", str(max(100, rate * 5)), "-trace_rtt", "-rtt_freq", "1"]
+    dirs = share_dirs(run_dir, rig.procs)
     database = rig.warden.database_path
     rowid = max_rowid(database)
     drops_before = rig.sip_drops()
-    meter = CpuMeter({"warden": rig.warden.pid, "sipp_uas": rig.uas_pid})
-    result = await run_sipp(sipp_args, run_dir, timeout=calls / rate * 3 + 60)
+    warden = rig.warden_pids()
+    uases = {f"sipp_uas{k}": pid for k, pid in enumerate(rig.uas_pids)}
+    meter = CpuMeter({**warden, **uases})
+
+    async def run_share(k: int) -> Any:
+        n = share(calls, rig.procs, k)
+        share_rate = rate / rig.procs
+        sipp_args = rig.uac_args("call_uac_cps.xml", n, share_rate, n / share_rate * 2 + 30, k)
+        sipp_args += ["-l", str(max(100, int(share_rate * 5))), "-trace_rtt", "-rtt_freq", "1"]
+        return await run_sipp(sipp_args, dirs[k], timeout=n / share_rate * 3 + 60)
+
+    results = await defer.gatherResults(
+        [defer.Deferred.fromCoroutine(run_share(k)) for k in range(rig.procs)]
+    )
     cpu = meter.percentages(reaped_as="sipp_uac")
+    result = next((r for r in results if r.code != 0), results[0])
     drops = {k: v - drops_before[k] for k, v in rig.sip_drops().items()}
     rig.check_uas()
-    stats = read_sipp_stats(run_dir)
+    stats = combined_stats(dirs)
     records = await wait_for_records(database, rowid, stats.successful)
     answered = [r for r in records if r["disposition"] == "ANSWERED"]
+    by_process = {name: cpu[f"{name}_cpu_pct"] for name in warden}
     step: dict[str, Any] = {
         "rate": rate,
         "planned": calls,
@@ -515,8 +620,14 @@ async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, A
         "failed": stats.failed,
         "achieved_rate": float(stats.row.get("CallRate(C)", "0") or 0),
         "retransmissions": stats.retransmissions,
-        **percentiles(read_rtds(run_dir), "setup_ms", 1),
-        **{key: cpu[key] for key in cpu if key != "seconds"},
+        **percentiles([ms for d in dirs for ms in read_rtds(d)], "setup_ms", 1),
+        # Warden: the process, or the supervisor, its workers and their Redis.
+        "warden_cpu_pct": round(sum(by_process.values()), 1),
+        "cpu_pct_by_process": by_process,
+        "sipp_uac_cpu_pct": cpu["sipp_uac_cpu_pct"],
+        "sipp_uas_cpu_pct": round(sum(cpu[f"{name}_cpu_pct"] for name in uases), 1),
+        "other_cpu_pct": cpu["other_cpu_pct"],
+        "steal_pct": cpu["steal_pct"],
         "call_records": len(records),
         "dispositions": dispositions(records),
         "answered_with_relay_ports": sum(1 for r in answered if has_relay_ports(r)),
@@ -525,22 +636,37 @@ async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, A
         "warden_rss_kib": rig.warden.rss_kib(),
         "wall_seconds": cpu["seconds"],
         "sipp_exit": result.code,
+        "sipp_exits": [r.code for r in results],
     }
     step["all_ok"] = cps_ok(step)
+    step["valid"] = cps_valid(step, args.max_other_pct)
     log(
         f"cps {rate}/s: {stats.successful}/{calls} ok, {stats.failed} failed,"
         f" {step['achieved_rate']:g}/s achieved, setup p50/p95/p99"
         f" {step['setup_ms_p50']}/{step['setup_ms_p95']}/{step['setup_ms_p99']} ms,"
         f" relay ports {step['answered_with_relay_ports']}/{calls},"
         f" ended by BYE {step['ended_by_caller_bye']}, SIP drops {drops},"
-        f" Warden {cpu['warden_cpu_pct']}%, SIPp {cpu['sipp_uac_cpu_pct']}%"
-        f" + {cpu['sipp_uas_cpu_pct']}%, others {cpu['other_cpu_pct']}%"
+        f" Warden {step['warden_cpu_pct']}%"
+        + (f" {by_process}" if len(by_process) > 1 else "")
+        + f", SIPp {step['sipp_uac_cpu_pct']}% + {step['sipp_uas_cpu_pct']}%,"
+        f" others {step['other_cpu_pct']}%"
+        + ("" if step["valid"] else " (INVALID: machine busy or SIPp failed)")
     )
     if not step["all_ok"]:
         log(f"sipp exit {result.code}: {result.stderr.strip()[-300:]}")
-        for line in failure_events(read_sipp_errors(run_dir, 5_000_000)):
-            log(f"  sipp: {line}")
+        for d in dirs:
+            for line in failure_events(read_sipp_errors(d, 5_000_000)):
+                log(f"  sipp: {line}")
     return step
+
+
+def cps_valid(step: dict[str, Any], max_other_pct: float) -> bool:
+    """
+    The step's figures say something about Warden: the rest of the machine
+    stayed under ``max_other_pct`` of a core, and every SIPp process ran to its
+    end (exit 0, or 1 for failed calls; anything else is SIPp's own failure).
+    """
+    return quiet_enough(step, max_other_pct) and all(code in (0, 1) for code in step["sipp_exits"])
 
 
 def cps_ok(step: dict[str, Any]) -> bool:
@@ -570,12 +696,16 @@ async def cps_mode(rig: Rig, args: argparse.Namespace) -> dict[str, Any]:
         steps.append(step)
         if not step["all_ok"] or step["achieved_rate"] < rate / 2:
             break
-    rates = [s["rate"] for s in steps if cps_sustained(s)]
+    rates = [s["rate"] for s in steps if cps_sustained(s) and s["valid"]]
     best = max(rates) if rates else None
     return {
         "step_seconds": args.step_seconds,
+        "workers": args.workers,
+        "sipp_procs": args.sipp_procs,
         "steps": steps,
+        # Valid steps only: a busy machine or a failing SIPp says nothing sure.
         "max_rate_100pct": best,
+        "invalid_steps": sum(1 for s in steps if not s["valid"]),
         "target": {"cps": TARGET["cps"], "met": best is not None and best >= TARGET["cps"]},
     }
 
@@ -799,7 +929,16 @@ async def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict[s
     mode_dir = workdir / mode
     mode_dir.mkdir()
     plugins = [p for p in (args.plugins or "").split(",") if p]
-    rig = Rig(mode_dir, echo=mode == "media", plugins=plugins)
+    settings, extra_pids = worker_settings(args.workers)
+    procs = args.sipp_procs if mode == "cps" else 1
+    rig = Rig(
+        mode_dir,
+        echo=mode == "media",
+        plugins=plugins,
+        settings=settings,
+        procs=procs,
+        extra_pids=extra_pids,
+    )
     try:
         await rig.start()
         result = await (cps_mode(rig, args) if mode == "cps" else media_mode(rig, args))

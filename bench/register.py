@@ -272,9 +272,8 @@ class Runner:
     ) -> Any:
         """SIPp process ``k`` of the step: its users, its port, its share of rate and calls."""
         n = len(self.shares)
-        share_dir = run_dir if n == 1 else run_dir / f"sipp{k}"
-        share_dir.mkdir(exist_ok=True)
-        share_calls = calls // n + (1 if k < calls % n else 0)
+        share_dir = share_dirs(run_dir, n)[k]
+        share_calls = share(calls, n, k)
         sipp_args = sipp_register_args(
             server,
             self.shares[k],
@@ -322,16 +321,7 @@ class Runner:
         busy_after, steal_after = system_cpu_seconds()
         other_cpu = busy_after - busy - server_cpu - sipp_cpu
         dirs = [run_dir] if len(self.shares) == 1 else sorted(run_dir.glob("sipp*"))
-        parts = [read_sipp_stats(d) for d in dirs]
-        stats = SippStats(
-            created=sum(p.created for p in parts),
-            successful=sum(p.successful for p in parts),
-            failed=sum(p.failed for p in parts),
-            retransmissions=sum(p.retransmissions for p in parts),
-            row={
-                "CallRate(C)": str(sum(float(p.row.get("CallRate(C)", "0") or 0) for p in parts))
-            },
-        )
+        stats = combined_stats(dirs)
         rtts = [ms for d in dirs for ms in read_sipp_rtts(d)]
         step: dict[str, Any] = {
             "rate": rate,
@@ -387,6 +377,33 @@ class Runner:
             if not all_succeeded(step) or step["achieved_rate"] < rate / 2:
                 break
         return steps
+
+
+def combined_stats(dirs: Sequence[Path]) -> SippStats:
+    """The statistics of SIPp processes run side by side (one per directory), added up."""
+    parts = [read_sipp_stats(d) for d in dirs]
+    return SippStats(
+        created=sum(p.created for p in parts),
+        successful=sum(p.successful for p in parts),
+        failed=sum(p.failed for p in parts),
+        retransmissions=sum(p.retransmissions for p in parts),
+        row={"CallRate(C)": str(sum(float(p.row.get("CallRate(C)", "0") or 0) for p in parts))},
+    )
+
+
+def share_dirs(run_dir: Path, count: int) -> list[Path]:
+    """Where each of ``count`` SIPp processes of a step keeps its files (made here)."""
+    if count == 1:
+        return [run_dir]
+    dirs = [run_dir / f"sipp{k}" for k in range(count)]
+    for d in dirs:
+        d.mkdir(exist_ok=True)
+    return dirs
+
+
+def share(total: int, count: int, k: int) -> int:
+    """Process ``k``'s part of ``total`` split over ``count`` processes."""
+    return total // count + (1 if k < total % count else 0)
 
 
 def failure_events(errors: str, limit: int = 5) -> list[str]:
@@ -475,6 +492,26 @@ def free_port_run(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
+def worker_settings(workers: int) -> tuple[dict[str, Any], list[int]]:
+    """
+    Warden's settings for ``[sip] workers = workers`` with its state in a
+    throwaway redis-server (none for 0: one process, as by default), and the
+    processes besides Warden's own whose CPU counts as Warden's (Redis).
+    """
+    if not workers:
+        return {}, []
+    from warden.testing import servers
+
+    redis = servers.redis()
+    settings = {
+        "sip": {"workers": workers, "worker_port_base": free_port_run(workers)},
+        "state": {"url": redis.url},
+        "cluster": {"name": f"bench{os.getpid()}", "node_id": "bench"},
+        "server": {"node_id": ""},
+    }
+    return settings, [redis_pid(redis)]
+
+
 def children(pid: int) -> list[int]:
     """The child processes of ``pid`` (a supervisor's workers)."""
     try:
@@ -496,20 +533,8 @@ def distinct_aors(database: Path) -> int:
 
 async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Provision, fill, ramp against Warden; its results."""
-    settings: dict[str, Any] = {}
+    settings, extra_pids = worker_settings(args.workers)
     bindings = 0
-    extra_pids: list[int] = []
-    if args.workers:
-        from warden.testing import servers
-
-        redis = servers.redis()
-        extra_pids.append(redis_pid(redis))
-        settings = {
-            "sip": {"workers": args.workers, "worker_port_base": free_port_run(args.workers)},
-            "state": {"url": redis.url},
-            "cluster": {"name": f"bench{os.getpid()}", "node_id": "bench"},
-            "server": {"node_id": ""},
-        }
     warden = WardenProcess(workdir / "warden", settings=settings)
     log(f"starting Warden on {LOCALHOST}:{warden.port} ({warden.workdir}), workers {args.workers}")
     await warden.start()
