@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 MAX_HEADER_LINES = 128
 #: Most attempts of one registration: challenge, and one 423 retry with its challenge.
 ATTEMPTS = 4
+#: Seconds: a wheel timer fires within this of its time or later, never earlier.
+_TIME_SLACK = 1e-3
 #: The start of a response's status line.
 _STATUS_LINE = b"SIP/2.0 "
 #: Header names read (long and compact forms, lower case) and what they are kept as.
@@ -159,7 +161,9 @@ def parse_reply(data: bytes) -> Reply | None:
                 last[-1] += b" " + line.strip()
             continue
         name, colon, value = line.partition(b":")
-        key = _WANTED.get(name.strip().lower()) if colon else None
+        key = _WANTED.get(name.lower()) if colon else None
+        if key is None and colon and name[-1:] in (b" ", b"\t"):  # "Via :" is allowed too
+            key = _WANTED.get(name.rstrip().lower())
         if key is None:
             last = None
             if not colon:
@@ -212,28 +216,20 @@ def _texts(values: list[bytes] | None) -> tuple[str, ...]:
 class Exchange:
     """One REGISTER transaction in flight (RFC 3261 §17.1.2)."""
 
-    __slots__ = (
-        "call_id",
-        "cseq",
-        "data",
-        "done",
-        "interval",
-        "proceeding",
-        "retransmit",
-        "timeout",
-    )  # fmt: skip
+    __slots__ = ("call_id", "cseq", "data", "deadline", "done", "interval", "proceeding", "timer")
 
     def __init__(
-        self, data: bytes, call_id: str, cseq: int, done: Callable[[Reply | None, str], None]
-    ) -> None:
+        self, data: bytes, call_id: str, cseq: int, done: Callable[[Reply | None, str], None],
+        deadline: float,
+    ) -> None:  # fmt: skip
         self.data = data
         self.call_id = call_id
         self.cseq = cseq
         self.done = done
+        self.deadline = deadline
         self.interval = 0.0
         self.proceeding = False
-        self.retransmit: Timer | None = None
-        self.timeout: Timer | None = None
+        self.timer: Timer | None = None
 
 
 class Registrations:
@@ -283,15 +279,13 @@ class Registrations:
         except Exception:
             done(None, "transport")
             return
-        exchange = Exchange(data, call_id, cseq, done)
+        timeout = 64 * self.timers.t1  # Timer F
+        exchange = Exchange(data, call_id, cseq, done, self.wheel.clock.seconds() + timeout)
         self.pending[branch] = exchange
-        timers = self.timers
-        exchange.timeout = self.wheel.schedule(
-            64 * timers.t1, lambda: self._end(branch, None, "timeout")
-        )
-        if not self.reliable:
-            exchange.interval = timers.t1
-            exchange.retransmit = self.wheel.schedule(timers.t1, lambda: self._again(branch))
+        # One wheel timer per transaction: the next retransmission (Timer E), or
+        # Timer F when no retransmission comes first (always, over a stream).
+        exchange.interval = timeout if self.reliable else self.timers.t1
+        exchange.timer = self.wheel.schedule(exchange.interval, lambda: self._timer(branch))
 
     def datagram(self, data: bytes) -> bool:
         """Take ``data`` when it answers a pending REGISTER; False otherwise."""
@@ -323,10 +317,17 @@ class Registrations:
         for exchange in pending.values():
             exchange.done(None, "stopped")
 
-    def _again(self, branch: str) -> None:
-        """Timer E: retransmit, doubling up to T2 (T2 once provisional, §17.1.2.2)."""
+    def _timer(self, branch: str) -> None:
+        """
+        Timer F: time out. Timer E: retransmit, the interval doubling up to T2
+        (T2 once provisional, §17.1.2.2), the last one cut short by Timer F.
+        """
         exchange = self.pending.get(branch)
         if exchange is None:
+            return
+        left = exchange.deadline - self.wheel.clock.seconds()
+        if left <= _TIME_SLACK:
+            self._end(branch, None, "timeout")
             return
         try:
             self.send(exchange.data)
@@ -334,15 +335,16 @@ class Registrations:
             pass  # the next retransmission or Timer F decides
         t2 = self.timers.t2
         exchange.interval = t2 if exchange.proceeding else min(2 * exchange.interval, t2)
-        exchange.retransmit = self.wheel.schedule(exchange.interval, lambda: self._again(branch))
+        exchange.timer = self.wheel.schedule(
+            min(exchange.interval, left), lambda: self._timer(branch)
+        )
 
     def _end(self, branch: str, reply: Reply | None, cause: str) -> None:
         exchange = self.pending.pop(branch, None)
         if exchange is None:
             return
-        for timer in (exchange.retransmit, exchange.timeout):
-            if timer is not None:
-                self.wheel.cancel(timer)
+        if exchange.timer is not None:
+            self.wheel.cancel(exchange.timer)
         exchange.done(reply, cause)
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import random
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.ops.loadtest.test_agent_unit import AgentTestCase
-from warden.ops.loadtest.registration import MAX_HEADER_LINES, parse_reply
+from warden.ops.loadtest.registration import MAX_HEADER_LINES, Registrations, parse_reply
 from warden.ops.loadtest.results import RegistrationResult
 from warden.sip.auth import challenge
 from warden.sip.message import make_response
+from warden.sip.timers import TimerSettings
 
 CHALLENGE = (
     b"SIP/2.0 401 Unauthorized\r\n"
@@ -221,3 +223,34 @@ class RegistrationTransactionTests(AgentTestCase):
         self.assertIsNotNone(second.get("Proxy-Authorization"))
         self.answer(second, 200)
         self.assertTrue(self.successResultOf(d).ok)
+
+
+class ReliableTransportTests(SynchronousTestCase):
+    """Over a stream transport a REGISTER is sent once and times out at Timer F."""
+
+    def test_no_retransmission_then_timeout(self) -> None:
+        """One send; "timeout" at 64 T1 (32 s), not before; nothing left pending."""
+        clock = Clock()
+        sent: list[bytes] = []
+        outcomes: list[tuple[object, str]] = []
+        registrations = Registrations(clock, TimerSettings(), sent.append, reliable=True)
+        registrations.start(b"REGISTER", "z9hG4bKx", "c1", 1, lambda r, c: outcomes.append((r, c)))
+        for _ in range(319):
+            clock.advance(0.1)
+        self.assertEqual((sent, outcomes), ([b"REGISTER"], []))
+        clock.advance(0.2)
+        self.assertEqual(outcomes, [(None, "timeout")])
+        self.assertEqual((registrations.pending, clock.getDelayedCalls()), ({}, []))
+
+    def test_send_failure(self) -> None:
+        """A request that cannot be sent fails at once as "transport", nothing pending."""
+
+        def broken(data: bytes) -> None:
+            raise OSError("no route")
+
+        clock = Clock()
+        outcomes: list[tuple[object, str]] = []
+        registrations = Registrations(clock, TimerSettings(), broken, reliable=False)
+        registrations.start(b"REGISTER", "z9hG4bKx", "c1", 1, lambda r, c: outcomes.append((r, c)))
+        self.assertEqual(outcomes, [(None, "transport")])
+        self.assertEqual((registrations.pending, clock.getDelayedCalls()), ({}, []))
