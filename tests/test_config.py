@@ -476,7 +476,7 @@ class ErrorTests(SynchronousTestCase):
             "paging",
             "warden.toml: paging: unknown section (known: server, store, plugins,"
             " security, media, state, cluster, sip, tls, registrar, calls, dialplan, admin,"
-            " backup, ringgroups, pickupgroups, trunks, routes, emergency, stirshaken,"
+            " backup, ringgroups, pickupgroups, trunks, routes, dns, emergency, stirshaken,"
             " recording, voicemail, ivr)",
         )
 

@@ -18,6 +18,7 @@ from warden.features.trunk_config import (
     TrunksConfig,
     check_routes,
     check_targets,
+    parse_dns,
     parse_trunks,
 )
 
@@ -276,3 +277,35 @@ class TlsTrunkConfigTests(SynchronousTestCase):
         self.assertIn("trunks[0].tls_ca_file", str(error))
         error = self.assertRaises(ConfigError, self.trunk, transport="sctp")
         self.assertEqual(str(error), "trunks[0].transport: must be udp, tcp or tls, got 'sctp'")
+
+
+class DnsConfigTests(SynchronousTestCase):
+    """``[dns] servers``: IP addresses with optional ports, bounded, errors by key."""
+
+    def test_servers(self) -> None:
+        """IPv4 and IPv6 addresses, with or without a port (53)."""
+        config = parse_dns({"servers": ["192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]:54",
+                                        "2001:db8::1"]})  # fmt: skip
+        self.assertEqual(
+            config.servers,
+            (("192.0.2.53", 53), ("127.0.0.1", 5353), ("2001:db8::53", 54), ("2001:db8::1", 53)),
+        )
+        self.assertEqual(parse_dns({}).servers, ())
+
+    def test_bad(self) -> None:
+        """A name, a bad port, too many servers, an unknown key: errors naming the key."""
+        for table, message in (
+            ({"servers": ["dns.example.net"]},
+             "dns.servers: 'dns.example.net' is not an IP address with an optional :port"),
+            ({"servers": ["127.0.0.1:0"]},
+             "dns.servers: '127.0.0.1:0': the port must be 1..65535"),
+            ({"servers": ["127.0.0.1:٥٣"]},
+             "dns.servers: '127.0.0.1:٥٣': the port must be 1..65535"),
+            ({"servers": "127.0.0.1"}, "dns.servers: must be a list of at most 8 addresses"
+             " (192.0.2.53 or 127.0.0.1:5353), got '127.0.0.1'"),
+            ({"servers": ["127.0.0.1"] * 9}, None),
+            ({"timeout": 3}, None),
+        ):  # fmt: skip
+            error = self.assertRaises(ConfigError, parse_dns, table)
+            if message is not None:
+                self.assertEqual(str(error), message)

@@ -48,11 +48,11 @@ class _Zone(authority.FileAuthority):
         self.records.setdefault(ZONE.encode(), []).append(self.soa[1])
 
 
-def start_dns(targets: list[tuple[int, str, int]]) -> tuple[Any, int]:
+def start_dns(targets: list[tuple[int, str, int]], address: str = LOCALHOST) -> tuple[Any, int]:
     """
     Serve ``pbx.test`` on a free UDP port of the loopback: one SRV record of
     ``_sip._udp.pbx.test`` per ``(priority, host label, port)`` (weight 10, TTL
-    300), and an A record ``127.0.0.1`` for each ``<label>.pbx.test``.
+    300), and an A record ``address`` (127.0.0.1) for each ``<label>.pbx.test``.
 
     Returns:
         the listening port object (``stopListening`` to stop) and its port number.
@@ -61,7 +61,7 @@ def start_dns(targets: list[tuple[int, str, int]]) -> tuple[Any, int]:
     for priority, label, port in targets:
         name = f"{label}.{ZONE}".encode()
         records[SERVICE.encode()].append(dns.Record_SRV(priority, 10, port, name, ttl=300))
-        records[name] = [dns.Record_A(LOCALHOST, ttl=300)]
+        records[name] = [dns.Record_A(address, ttl=300)]
     factory = server.DNSServerFactory(authorities=[_Zone(records)])
     listening = real_reactor().listenUDP(0, dns.DNSDatagramProtocol(factory), LOCALHOST)
     return listening, listening.getHost().port

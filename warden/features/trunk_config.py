@@ -23,13 +23,16 @@ from warden.errors import ConfigError
 from warden.features.smtp import load_trust_root
 from warden.secrets import ENV_NAME, read_password
 from warden.sip.dialplan import Rule, RuleError, pattern_regex
+from warden.sip.locate import DEFAULT_PORTS
 
 __all__ = [
+    "DnsConfig",
     "InboundRoute",
     "OutboundRoute",
     "RoutesConfig",
     "TrunkConfig",
     "TrunksConfig",
+    "parse_dns",
     "parse_routes",
     "parse_trunks",
 ]
@@ -45,8 +48,6 @@ _ENV = ENV_NAME
 _APPLICATION_TARGET = re.compile(r"^([a-z][a-z0-9-]{0,31}):([0-9A-Za-z*#._-]{1,64})$")
 #: Transports a trunk may use.
 TRANSPORTS = ("udp", "tcp", "tls")
-#: The port of each transport when ``port`` is not given (RFC 3261 §19.1.2).
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 _TRUNK_KEYS = (
     "name", "host", "port", "transport", "register", "username", "password_env",
@@ -153,6 +154,64 @@ class TrunksConfig:
             if trunk.name == name:
                 return trunk
         return None
+
+
+@attrs.frozen
+class DnsConfig:
+    """
+    ``[dns]``: where Warden asks DNS questions (the trunks' servers, RFC 3263).
+
+    Attributes:
+        servers: ``(address, port)`` of the DNS servers asked, in order
+            (empty: those of ``/etc/resolv.conf``).
+    """
+
+    servers: tuple[tuple[str, int], ...] = ()
+
+
+#: DNS servers ``[dns] servers`` may list.
+MAX_DNS_SERVERS = 8
+
+
+def parse_dns(value: object) -> DnsConfig:
+    """
+    ``[dns]``: ``servers = ["192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]:53"]``.
+
+    Raises:
+        ConfigError: naming ``dns.servers`` (or an unknown key) and the problem.
+    """
+    if not isinstance(value, dict):
+        raise ConfigError("dns", "must be a table ([dns])")
+    _check_keys("dns", value, ("servers",))
+    servers = value.get("servers", [])
+    expected = f"a list of at most {MAX_DNS_SERVERS} addresses (192.0.2.53 or 127.0.0.1:5353)"
+    _want("dns.servers", isinstance(servers, list) and len(servers) <= MAX_DNS_SERVERS
+          and all(isinstance(s, str) for s in servers), expected, servers)  # fmt: skip
+    assert isinstance(servers, list)
+    return DnsConfig(tuple(_dns_server(s) for s in servers))
+
+
+def _dns_server(text: str) -> tuple[str, int]:
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            host, port = host, _dns_port(text, rest.removeprefix(":"))
+    elif text.count(":") == 1:
+        host, _, number = text.partition(":")
+        port = _dns_port(text, number)
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        raise ConfigError(
+            "dns.servers", f"{text!r} is not an IP address with an optional :port"
+        ) from None
+
+
+def _dns_port(text: str, number: str) -> int:
+    if number.isascii() and number.isdigit() and 0 < int(number) <= 65535:
+        return int(number)
+    raise ConfigError("dns.servers", f"{text!r}: the port must be 1..65535")
 
 
 @attrs.frozen

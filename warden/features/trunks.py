@@ -23,6 +23,7 @@ direction}``, ``warden_trunk_failures_total{trunk,reason}``,
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -44,12 +45,13 @@ from zope.interface import implementer
 from warden.errors import SipError, SipParseError
 from warden.features.smtp import load_trust_root
 from warden.features.trunk_config import (
-    DEFAULT_PORTS,
+    DnsConfig,
     RoutesConfig,
     TrunkConfig,
     TrunksConfig,
     check_routes,
     check_targets,
+    parse_dns,
     parse_routes,
     parse_trunks,
 )
@@ -67,6 +69,16 @@ from warden.sip.external import Destination, RouteTarget
 from warden.sip.flow import Flow
 from warden.sip.headers import parse_address
 from warden.sip.hooks import CallAttempt, CallHookBase, Vouched
+from warden.sip.locate import (
+    DEFAULT_PORTS,
+    MAX_TARGETS,
+    MAX_TTL,
+    MIN_TTL,
+    Location,
+    ServerLocator,
+    Target,
+    make_resolver,
+)
 from warden.sip.message import Request
 from warden.sip.registration import Registration, RegistrationSettings, RegistrationState
 from warden.sip.stream_opener import StreamOpener
@@ -92,8 +104,8 @@ UNKNOWN_DID = Counter(
     "warden_trunk_unknown_did_total", "Calls from a trunk to a DID no inbound route has", ["trunk"]
 )
 
-#: Seconds between two resolutions of the trunks' host names.
-RESOLVE_INTERVAL = 300.0
+#: The longest time (seconds) between two lookups of a trunk's host name.
+RESOLVE_INTERVAL = MAX_TTL
 _CALLER = re.compile(r"^\+?[0-9A-Za-z*#._-]{1,32}$")
 _TELEPHONE_NUMBER = re.compile(r"^\+?[0-9]{1,32}$")
 _DISPLAY_MAX = 64
@@ -131,19 +143,56 @@ def _ip_text(host: str) -> str:
 
 @attrs.define(eq=False)
 class Trunk:
-    """One trunk at run time: its configuration, address and registration."""
+    """
+    One trunk at run time: its configuration, servers and registration.
+
+    Attributes:
+        targets: the provider's servers in the order to try them (RFC 3263;
+            one for an IP address), empty until its host is resolved.
+        current: the index of the server in use (the next one after a
+            failure).
+        resolve_at: when to look its host up again (clock time).
+    """
 
     config: TrunkConfig
     password: str = attrs.field(repr=False)
-    address: str = ""
+    targets: tuple[Target, ...] = ()
+    current: int = 0
+    resolve_at: float = 0.0
     registration: Registration | None = None
+
+    @property
+    def target(self) -> Target | None:
+        """The server in use, once the host is resolved."""
+        return self.targets[self.current] if self.targets else None
+
+    @property
+    def address(self) -> str:
+        """The address of the server in use ("" until resolved)."""
+        target = self.target
+        return target.address if target is not None else ""
 
     @property
     def flow(self) -> Flow | None:
         """Where its requests go, once its host is resolved."""
-        return (
-            Flow(self.config.transport, self.address, self.config.port) if self.address else None
-        )
+        target = self.target
+        return None if target is None else self.flow_to(target)
+
+    def flow_to(self, target: Target) -> Flow:
+        """The flow to one of its servers."""
+        return Flow(self.config.transport, target.address, target.port)
+
+    def rotation(self) -> tuple[Target, ...]:
+        """Its servers, from the one in use on (at most L{MAX_TARGETS})."""
+        n = len(self.targets)
+        return tuple(self.targets[(self.current + i) % n] for i in range(n))[:MAX_TARGETS]
+
+    def index_of(self, host: str, port: int) -> int | None:
+        """The index of its server at ``host``:``port``, if it has one."""
+        for i, target in enumerate(self.targets):
+            if (target.address, target.port) == (host, port):
+                return i
+        return None
 
 
 class TrunkService(service.Service):
@@ -159,6 +208,8 @@ class TrunkService(service.Service):
         routes: ``[routes]``.
         fips: ``[security] fips``: only SHA-256 challenges are answered; a
             provider challenging with MD5 only fails (calls go to the next trunk).
+        locator: finds the servers of the trunks' hosts (RFC 3263; None: IP
+            addresses only).
     """
 
     log = Logger()
@@ -172,16 +223,21 @@ class TrunkService(service.Service):
         passwords: Mapping[str, str],
         routes: RoutesConfig,
         fips: bool = False,
+        locator: ServerLocator | None = None,
     ) -> None:
         self.clock = clock
+        self.locator = locator or ServerLocator(None)
         # FIPS mode answers SHA-256 challenges only (ADR 0029).
         self.algorithms = FIPS_ALGORITHMS if fips else None
         self.sip = sip
         self.directory = directory
         self.routes = routes
-        self.trunks = {
-            t.name: Trunk(t, passwords.get(t.name, ""), _ip_text(t.host)) for t in trunks.trunks
-        }
+        self.trunks = {t.name: Trunk(t, passwords.get(t.name, "")) for t in trunks.trunks}
+        for trunk in self.trunks.values():
+            address = _ip_text(trunk.config.host)
+            if address:  # an IP address is its own server (RFC 3263 §4.2)
+                trunk.targets = (Target(address, trunk.config.port, address),)
+                trunk.resolve_at = math.inf
         streams = any(t.transport in ("tcp", "tls") for t in trunks.trunks)
         connector = cast(IReactorTCP, clock)
         interface = sip.settings.interface
@@ -202,9 +258,12 @@ class TrunkService(service.Service):
     # -- running ------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Resolve host names (every few minutes), then register the trunks that do."""
+        """
+        Locate the trunks' servers (again when their DNS records' time to live
+        is over), then register the trunks that do.
+        """
         super().startService()
-        d = self._resolver.start(RESOLVE_INTERVAL, now=True)
+        d = self._resolver.start(MIN_TTL, now=True)
         d.addErrback(lambda f: self.log.failure("Trunk resolution stopped", f))
 
     def stopService(self) -> Deferred[None] | None:
@@ -219,27 +278,40 @@ class TrunkService(service.Service):
 
     async def _resolve_all(self) -> None:
         for trunk in self.trunks.values():
-            if not _ip_text(trunk.config.host):
+            if self.clock.seconds() >= trunk.resolve_at:
                 await self._resolve(trunk)
             self._start_registration(trunk)
 
     async def _resolve(self, trunk: Trunk) -> None:
+        """Locate the trunk's servers (RFC 3263); keep the old ones when none is found."""
+        config = trunk.config
         try:
-            address = await self.clock.resolve(trunk.config.host)  # type: ignore[attr-defined]
-        except Exception as e:  # DNS at an I/O boundary
-            name, host = trunk.config.name, trunk.config.host
-            self.log.warn(
-                "Trunk {trunk}: cannot resolve {host}: {error}",
-                trunk=name,
-                host=host,
-                error=str(e),
+            location = await self.locator.locate(
+                config.host, config.transport, config.port, config.port_given
             )
-            FAILURES.labels(trunk.config.name, "unresolved").inc()
+        except Exception as e:  # DNS at an I/O boundary
+            self.log.failure("Trunk {trunk}: locating {host} failed", trunk=config.name,
+                             host=config.host)  # fmt: skip
+            location = Location((), MIN_TTL)
+            del e
+        trunk.resolve_at = self.clock.seconds() + location.ttl
+        if not location.targets:
+            self.log.warn("Trunk {trunk}: cannot resolve {host}", trunk=config.name,
+                          host=config.host)  # fmt: skip
+            FAILURES.labels(config.name, "unresolved").inc()
+            trunk.resolve_at = self.clock.seconds() + MIN_TTL
             return
-        if address != trunk.address and trunk.registration is not None:
-            trunk.registration.stop()  # the provider moved: register at its new address
-            trunk.registration = None
-        trunk.address = str(address)
+        in_use = trunk.target
+        trunk.targets = location.targets
+        kept = None if in_use is None else trunk.index_of(in_use.address, in_use.port)
+        trunk.current = kept or 0
+        registration = trunk.registration
+        if registration is not None:
+            flow = registration.flow
+            if trunk.index_of(flow.host, flow.port) is None:
+                registration.stop()  # the provider moved: register at its new servers
+                trunk.registration = None
+                REGISTERED.labels(config.name).set(0)
 
     def _start_registration(self, trunk: Trunk) -> None:
         config, flow = trunk.config, trunk.flow
@@ -255,6 +327,7 @@ class TrunkService(service.Service):
             on_change=lambda r: self._registration_changed(name, r),
             on_failure=lambda reason: FAILURES.labels(name, f"register_{reason}").inc(),
             open_flow=lambda f: self._connected(f, name),
+            next_flow=lambda f: self._next_target(name, f),
         )  # fmt: skip
         trunk.registration.start()
 
@@ -271,12 +344,12 @@ class TrunkService(service.Service):
 
     def trunk_at(self, flow: Flow) -> Trunk | None:
         """
-        The trunk whose provider sends from ``flow``'s address (its host's
-        address, or one of its ``addresses``), if any.
+        The trunk whose provider sends from ``flow``'s address (one of its
+        servers' addresses, or of its ``addresses``), if any.
         """
         host = _ip_text(flow.host)
         for trunk in self.trunks.values():
-            if trunk.address and trunk.address == host:
+            if host and any(t.address == host for t in trunk.targets):
                 return trunk
         if not host:
             return None
@@ -342,11 +415,11 @@ class TrunkService(service.Service):
             destinations = tuple(
                 d for name in route.trunks
                 if self._has_room(name, calls)
-                and (d := self._destination(self.trunks[name], number, own)) is not None
+                for d in self._destinations(self.trunks[name], number, own)
             )  # fmt: skip
             if not destinations:
                 raise SipError(503, "Service Unavailable")
-            attempt.target = RouteTarget(number, destinations, _Events())
+            attempt.target = RouteTarget(number, destinations, _Events(self))
             attempt.marks.add("trunk-outbound")
             return
 
@@ -384,16 +457,15 @@ class TrunkService(service.Service):
         """
         own = self.routes.number_of(caller)
         destinations = tuple(
-            d for name in names
-            if (d := self._destination(self.trunks[name], number, own)) is not None
-        )  # fmt: skip
+            d for name in names for d in self._destinations(self.trunks[name], number, own)
+        )
         if not destinations:
             return None
         first = destinations[0].name
         limit = self.trunks[first].config.max_calls
         if limit and self.in_progress()[first] >= limit:
             self.make_room(first)
-        return RouteTarget(number, destinations, _Events())
+        return RouteTarget(number, destinations, _Events(self))
 
     def make_room(self, name: str) -> str:
         """
@@ -441,15 +513,44 @@ class TrunkService(service.Service):
     def _connection_failed(self, host: str, port: int, kind: str, error: str) -> None:
         """A connection to a trunk could not be opened, or its TLS handshake failed."""
         for trunk in self.trunks.values():
-            flow = trunk.flow
-            if flow is not None and (flow.host, flow.port) == (host, port):
+            if trunk.index_of(host, port) is not None:
                 FAILURES.labels(trunk.config.name, kind).inc()
 
-    def _destination(self, trunk: Trunk, number: str, own: str | None) -> Destination | None:
-        flow, config = trunk.flow, trunk.config
-        if flow is None:
-            FAILURES.labels(config.name, "call_unresolved").inc()
+    def _next_target(self, name: str, flow: Flow) -> Flow | None:
+        """
+        The server of trunk ``name`` after the one ``flow`` went to, which
+        failed (it becomes the one in use); None when the trunk has one.
+        """
+        trunk = self.trunks[name]
+        if len(trunk.targets) < 2:
             return None
+        index = trunk.index_of(flow.host, flow.port)
+        if index is None:
+            return trunk.flow
+        trunk.current = (index + 1) % len(trunk.targets)
+        return trunk.flow
+
+    def target_failed(self, destination: Destination) -> None:
+        """A call's destination failed: its trunk uses the next server, if it has one."""
+        trunk = self.trunks.get(destination.name)
+        if trunk is not None and trunk.target is not None:
+            flow = destination.flow
+            if (trunk.target.address, trunk.target.port) == (flow.host, flow.port):
+                self._next_target(destination.name, flow)
+
+    def _destinations(self, trunk: Trunk, number: str, own: str | None) -> list[Destination]:
+        """
+        The destinations of a call on ``trunk``: each of its servers, from the
+        one in use on (RFC 3263 §4.3: the next server when one fails).
+        """
+        config = trunk.config
+        if not trunk.targets:
+            FAILURES.labels(config.name, "call_unresolved").inc()
+            return []
+        return [self._destination(trunk, trunk.flow_to(t), number, own) for t in trunk.rotation()]
+
+    def _destination(self, trunk: Trunk, flow: Flow, number: str, own: str | None) -> Destination:
+        config = trunk.config
         return Destination(
             name=config.name, flow=flow, uri=request_uri(number, config),
             domain=config.host, caller_id=own or config.from_number or "anonymous",
@@ -483,9 +584,13 @@ class TrunkService(service.Service):
                 state = "unresolved" if not trunk.address else "unregistered"
             else:
                 state = registration.state.value
+            target = trunk.target
             out.append({
-                "name": name, "host": config.host, "port": config.port,
+                "name": name, "host": config.host,
+                "port": target.port if target is not None else config.port,
                 "transport": config.transport,
+                "target": target.name if target is not None else "",
+                "targets": [str(t) for t in trunk.targets],
                 "address": trunk.address, "register": config.register, "state": state,
                 "expires_at": registration.expires_at if registration is not None else None,
                 "last_error": registration.last_error if registration is not None else "",
@@ -534,13 +639,23 @@ def target_kinds(plugins: Sequence[object]) -> frozenset[str]:
 
 
 class _Events:
-    """Counts each outbound try and failure of a call's trunks."""
+    """
+    Counts each outbound call on a trunk (once, whichever of its servers
+    takes it) and each failure; a failed server hands over to the next.
+    """
+
+    def __init__(self, service: TrunkService) -> None:
+        self.service = service
+        self._counted: set[str] = set()
 
     def tried(self, destination: Destination) -> None:
-        CALLS.labels(destination.name, "outbound").inc()
+        if destination.name not in self._counted:
+            self._counted.add(destination.name)
+            CALLS.labels(destination.name, "outbound").inc()
 
     def failed(self, destination: Destination, reason: str) -> None:
         FAILURES.labels(destination.name, f"call_{reason}").inc()
+        self.service.target_failed(destination)
 
 
 @implementer(IPlugin, IWardenPlugin, ICallHook, IAdminEndpoints)
@@ -551,7 +666,7 @@ class TrunksPlugin(CallHookBase):
     description = (
         "SIP trunks to ITSPs: registration, outbound and inbound routes ([[trunks]], [routes])"
     )
-    sections = ("trunks", "routes")
+    sections = ("trunks", "routes", "dns")
     array_sections = ("trunks",)
     needs = ("sip", "directory")
     provides = ("trunks",)
@@ -560,9 +675,11 @@ class TrunksPlugin(CallHookBase):
         self.service: TrunkService | None = None
 
     def parse_section(self, name: str, table: object, filename: str | None) -> object:
-        """``[[trunks]]`` or ``[routes]``."""
+        """``[[trunks]]``, ``[routes]`` or ``[dns]``."""
         if name == "trunks":
             return parse_trunks(table)
+        if name == "dns":
+            return parse_dns(table)
         return parse_routes(table)
 
     def make(self, context: BuildContext) -> None:
@@ -588,9 +705,14 @@ class TrunksPlugin(CallHookBase):
         }
         sip = context.need("sip", SipService)
         directory = context.need("directory", IDirectory)
+        dns = sections.get("dns", DnsConfig())
+        assert isinstance(dns, DnsConfig)
+        names = any(not _ip_text(t.host) for t in trunks.trunks)
+        # A DNS client only when a trunk's host is a name (RFC 3263 location).
+        locator = ServerLocator(make_resolver(context.reactor, dns.servers)) if names else None
         self.service = TrunkService(
             context.reactor, sip, directory, trunks, passwords, routes,
-            context.config.security.fips,
+            context.config.security.fips, locator,
         )  # fmt: skip
         if trunks.trunks:
             context.add_service(self.service)

@@ -8,7 +8,10 @@ credentials (RFC 3261 §22.2, RFC 7616), follows a 423 to the registrar's
 Min-Expires (§10.2.8), refreshes the binding before it expires (at 80% of the
 granted lifetime), and after a failure (a refusal, a challenge its
 credentials do not satisfy, no answer, a garbled answer) tries again after an
-exponentially growing back-off.
+exponentially growing back-off. When the registrar has several servers (RFC
+3263 SRV targets), a server that does not answer, cannot be reached or
+answers 5xx is followed at once by the next one for the same registration
+(§4.3), each server once per attempt.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class Registration:
             ``rejected``, ``auth``) of each failed attempt.
         open_flow: the flow to send on for the settings' flow (a TCP
             connection to the registrar, opened when there is none).
+        next_flow: the registrar's next server after the one of a flow that
+            failed (time-out, transport, 5xx), or None when there is none.
     """
 
     log = Logger()
@@ -112,6 +117,7 @@ class Registration:
         on_change: Callable[[Registration], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
         open_flow: Callable[[Flow], Flow] | None = None,
+        next_flow: Callable[[Flow], Flow | None] | None = None,
     ) -> None:
         self.clock = clock
         self.settings = settings
@@ -120,6 +126,10 @@ class Registration:
         self._on_change = on_change
         self._on_failure = on_failure
         self._open_flow = open_flow
+        self._next_flow = next_flow
+        #: The server registered at (the settings' flow, or the next ones).
+        self.flow = settings.flow
+        self._tried: set[tuple[str, str, int]] = set()
         self.state = RegistrationState.UNREGISTERED
         self.last_error = ""
         #: When the binding expires (clock time), while registered.
@@ -164,6 +174,7 @@ class Registration:
         if self.state is not RegistrationState.REGISTERED:
             self._set(RegistrationState.REGISTERING, self.last_error)
         self._attempt += 1
+        self._tried = set()
         self._try(self._attempt, None)
 
     def _try(self, attempt: int, authorization: tuple[str, str] | None) -> None:
@@ -179,7 +190,7 @@ class Registration:
     ) -> None:
         s = self.settings
         self._cseq += 1
-        flow = s.flow if self._open_flow is None else self._open_flow(s.flow)
+        flow = self.flow if self._open_flow is None else self._open_flow(self.flow)
         host = self._via_host(flow)
         transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
         aor = f"<{self.aor}>"
@@ -205,7 +216,7 @@ class Registration:
     @property
     def _request_uri(self) -> str:
         # RFC 5630 §3.2: sip: over TLS hop by hop, the transport named.
-        tls = ";transport=tls" if self.settings.flow.transport == "tls" else ""
+        tls = ";transport=tls" if self.flow.transport == "tls" else ""
         return f"sip:{self.settings.domain}{tls}"
 
     # -- answers ------------------------------------------------------------------
@@ -217,9 +228,13 @@ class Registration:
             return
         if response is None:
             cause = waiter.cause or "timeout"
-            self._failed("timeout" if cause == "timeout" else "transport", f"no answer ({cause})")
+            reason = "timeout" if cause == "timeout" else "transport"
+            if not self._fail_over(reason, attempt):
+                self._failed(reason, f"no answer ({cause})")
             return
         status = response.status
+        if status >= 500 and self._fail_over("rejected", attempt):
+            return
         try:
             if 200 <= status < 300:
                 self._registered(response)
@@ -244,7 +259,7 @@ class Registration:
 
     def _granted(self, response: Response) -> int:
         """The lifetime the registrar granted our contact (RFC 3261 §10.2.4)."""
-        host, _, port = self._via_host(self.settings.flow).rpartition(":")
+        host, _, port = self._via_host(self.flow).rpartition(":")
         for contact in response.contacts:
             uri = contact.uri
             if (uri.user, uri.host, str(uri.port)) == (self.settings.username, host, port):
@@ -291,6 +306,27 @@ class Registration:
         self._expires = minimum
         self._try(attempt, None)
 
+    def _fail_over(self, reason: str, attempt: int) -> bool:
+        """
+        Send the attempt's REGISTER to the registrar's next server (RFC 3263
+        §4.3), one not tried yet in this attempt; False when there is none.
+        """
+        if self._next_flow is None:
+            return False
+        self._tried.add(_key(self.flow))
+        flow = self._next_flow(self.flow)
+        if flow is None or _key(flow) in self._tried:
+            return False
+        if self._on_failure is not None:
+            self._on_failure(reason)
+        self.log.info(
+            "Registration of {aor}: {server} failed ({reason}), trying {next}",
+            aor=self.aor, server=str(self.flow), reason=reason, next=str(flow),
+        )  # fmt: skip
+        self.flow = flow
+        self._try(attempt, None)
+        return True
+
     def _failed(self, reason: str, error: str) -> None:
         """Record the failure and try again after the back-off."""
         s = self.settings
@@ -318,3 +354,7 @@ class Registration:
         self.state, self.last_error = state, error
         if changed and self._on_change is not None:
             self._on_change(self)
+
+
+def _key(flow: Flow) -> tuple[str, str, int]:
+    return (flow.transport, flow.host, flow.port)
