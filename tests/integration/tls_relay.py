@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, pause
-from tests.integration.harness import free_port, require_binary, run_sipp, spawn
+from tests.integration.harness import free_port, require_binary, run_sipp, spawn, stop_spawned
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 
 BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
@@ -92,10 +93,12 @@ class TlsRelay:
             await pause(0.1)
         raise RuntimeError(f"socat did not listen on {self.address}: {self._child.output}")
 
-    def stop(self) -> None:
-        """Kill socat (and the relays it forked)."""
-        if self._child.running:
-            self._process.signalProcess("KILL")  # type: ignore[attr-defined]
+    async def stop(self) -> None:
+        """
+        Kill socat and wait until its pipes are closed (the relays it forked
+        hold them until their connections end).
+        """
+        await stop_spawned(self._child, self._process)
 
 
 async def start_relay(
@@ -117,7 +120,7 @@ async def start_relay(
     else:
         relay = TlsRelay(socat, target, cert, key, workdir)
     await relay.start()
-    testcase.addCleanup(relay.stop)
+    testcase.addCleanup(lambda: Deferred.fromCoroutine(relay.stop()))
     return relay
 
 
