@@ -8,6 +8,8 @@ that fails or stalls.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -125,3 +127,24 @@ class HandshakeReportTests(SynchronousTestCase):
         protocol.handshakeCompleted()
         protocol.connectionLost(Failure(ConnectionError()))
         self.assertEqual(reports, [])
+
+
+class ClientOptionsTests(SynchronousTestCase):
+    """The TLS client options of a trunk: the name checked and sent is ``host``."""
+
+    def test_server_name(self) -> None:
+        """
+        A host name is the name verified and the SNI sent (never the resolved
+        address); an IP address is verified as one and sends no SNI.
+        """
+        from warden.features.trunks import trunk_tls_options
+
+        named: Any = trunk_tls_options(trunk(transport="tls"), fips=False)  # type: ignore[arg-type]
+        self.assertEqual((named._hostnameASCII, named._hostnameIsDnsName, named._sendServerName),
+                         ("sip.example.net", True, True))  # fmt: skip
+        by_address: Any = trunk_tls_options(
+            trunk(transport="tls", host="192.0.2.70"),
+            fips=False,  # type: ignore[arg-type]
+        )
+        self.assertEqual((by_address._hostnameIsDnsName, by_address._sendServerName),
+                         (False, False))  # fmt: skip

@@ -7,9 +7,9 @@ certificate it checks against ``tls_ca_file`` and the trunk's host; a trunk
 whose certificate names another host, or chains to another CA, fails like a
 time-out and the call goes out on the route's next trunk.
 
-The trunk's host is an address of the loopback other than the phones'
-(127.0.0.2: a trunk is known by its address, and every name of this machine
-resolves to 127.0.0.1); its certificate names that address.
+The trunk's host is a name, ``a.pbx.test``, whose A record a local DNS server
+named in ``[dns] servers`` gives as 127.0.0.2 (a trunk is known by its
+address, and the phones are on 127.0.0.1); the certificate must name it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.features.stir_pki import Issued, make_ca, make_server
 from tests.integration.admin_client import new_admin
-from tests.integration.harness import provision
+from tests.integration.ha_srv import ZONE, start_dns
+from tests.integration.harness import LOCALHOST, WardenProcess, provision
 from tests.integration.test_trunks import (
     ACCOUNT,
     CALLER_ID,
@@ -33,19 +34,27 @@ from tests.integration.test_trunks import (
 )
 from tests.integration.tls_relay import start_relay
 
-#: The trunks' host: what the certificates must name, where socat listens.
-TRUNK_HOST = ITSP_HOST
+#: The trunks' host: what the certificates must name (A record: ITSP_HOST,
+#: where socat listens).
+TRUNK_HOST = f"a.{ZONE}"
 
 
 class TlsTrunkTests(TrunkHarness):
     """Warden opens TLS to its ITSP and verifies its certificate."""
 
     def setUp(self) -> None:
-        """A test CA and its certificate for ``localhost``."""
+        """A test CA; a DNS server giving TRUNK_HOST the address ITSP_HOST."""
         super().setUp()
         self.ca = make_ca("Test ITSP CA")
         self.ca_file = self.workdir() / "itsp-ca.pem"
         self.ca_file.write_bytes(self.ca.pem)
+        listening, self.dns_port = start_dns([(10, "a", 5061)], ITSP_HOST)
+        self.addCleanup(listening.stopListening)
+
+    async def warden_with(self, toml: str) -> WardenProcess:
+        """A Warden asking the test's DNS server (``[dns] servers``)."""
+        dns = f'[dns]\nservers = ["{LOCALHOST}:{self.dns_port}"]\n\n'
+        return await super().warden_with(dns + toml)
 
     async def terminator(self, target_port: int, issued: Issued) -> int:
         """socat serving ``issued`` over TLS, relaying to the SIPp ITSP's port; its port."""
@@ -54,7 +63,7 @@ class TlsTrunkTests(TrunkHarness):
         cert.write_bytes(issued.pem)
         key.write_bytes(issued.key_pem)
         relay = await start_relay(
-            self, (ITSP_HOST, target_port), cert, key, workdir, terminating_on=TRUNK_HOST
+            self, (ITSP_HOST, target_port), cert, key, workdir, terminating_on=ITSP_HOST
         )
         return relay.port
 
@@ -75,7 +84,7 @@ class TlsTrunkTests(TrunkHarness):
         self.assertIn("Via: SIP/2.0/TLS ", messages)
         self.assertIn(";transport=tls>", messages)
         self.assertRegex(
-            messages, r"INVITE sip:15552345678@127\.0\.0\.2:\d+;transport=tls SIP/2.0"
+            messages, r"INVITE sip:15552345678@a\.pbx\.test:\d+;transport=tls SIP/2.0"
         )
 
     async def test_refused_certificates_fail_over(self) -> None:
@@ -85,7 +94,7 @@ class TlsTrunkTests(TrunkHarness):
         without secrets), and the call goes out on the third trunk.
         """
         _, port, _ = self.itsp(ITSP_HOST, "itsp_uas.xml", 1, "t1")
-        wrong_name = await self.terminator(port, make_server(self.ca, "127.0.0.9"))
+        wrong_name = await self.terminator(port, make_server(self.ca, f"wrong.{ZONE}"))
         untrusted = await self.terminator(port, make_server(make_ca("Other CA"), TRUNK_HOST))
         good_itsp, good_port, good_dir = self.itsp(ITSP_HOST, "itsp_uas.xml", 1, "t1")
         good = await self.terminator(good_port, make_server(self.ca, TRUNK_HOST))
@@ -108,7 +117,7 @@ class TlsTrunkTests(TrunkHarness):
         log = warden.log_text()
         self.assertNotIn(PASSWORD, log)
         for relay_port in (wrong_name, untrusted):
-            self.assertIn(f"TLS handshake with trunk {TRUNK_HOST}:{relay_port} failed", log)
+            self.assertIn(f"TLS handshake with trunk {ITSP_HOST}:{relay_port} failed", log)
         state = {t["name"]: t for t in await self.trunks_state(warden)}
         self.assertEqual(state["good"]["transport"], "tls")
         admin, _ = await new_admin(warden, "metrics")
