@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, SipUdpClient, poll, real_reactor
-from tests.integration.sipp_traces import read_sipp_errors
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_messages
 from warden.ops.drtest.scratch import free_port, render_toml
 
 REALM = "warden.test"
@@ -595,6 +595,21 @@ class IntegrationTestCase(unittest.TestCase):
         await warden.start()
         return warden
 
+    def spawn_sipp(self, args: Sequence[str], run_dir: Path) -> Any:
+        """``sipp <args>`` left running in ``run_dir`` (L{spawn}'s child); stopped at the end."""
+        child, process = spawn(sipp_command(args), run_dir)
+        self.addCleanup(lambda: Deferred.fromCoroutine(stop_spawned(child, process)))
+        return child
+
+    async def sipp_finished(self, child: Any, run_dir: Path) -> None:
+        """A SIPp of L{spawn_sipp} ran every call it was given, and all succeeded."""
+        done = await poll(lambda: not child.running, 60)
+        context = (
+            f"{child.output()}\n{read_sipp_errors(run_dir)}\n{read_sipp_messages(run_dir)[-4000:]}"
+        )
+        self.assertTrue(done, context)
+        self.assertEqual(child.code, 0, context)
+
     async def sipp_callee(
         self,
         warden: WardenProcess,
@@ -619,9 +634,7 @@ class IntegrationTestCase(unittest.TestCase):
             "-mp", str(free_port()), "-m", str(calls), "-trace_err", "-trace_msg", *more,
             f"{warden.address[0]}:{warden.address[1]}",
         ]  # fmt: skip
-        phone, process = spawn(sipp_command(args), phone_dir)
-        self.addCleanup(lambda: Deferred.fromCoroutine(stop_spawned(phone, process)))
-        return phone, phone_dir
+        return self.spawn_sipp(args, phone_dir), phone_dir
 
     async def sip_client(self, warden: WardenProcess) -> SipUdpClient:
         """A SIP client for ``warden``, closed when the test ends."""

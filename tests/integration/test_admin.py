@@ -400,7 +400,7 @@ class SigtermDrainTests(_CallMixin):
         self.assertEqual((ready.status, ready.json()["status"]), (503, "draining"))
         self.assertTrue(await poll(lambda: not uac.running, 30))
         stats = read_sipp_stats(uac_dir)
-        self.assertEqual((uac.code, stats.successful, stats.failed), (0, 1, 0), uac.output)
+        self.assertEqual((uac.code, stats.successful, stats.failed), (0, 1, 0), uac.output())
         self.assertTrue(await poll(lambda: not uas.running, 15), uas.output())
         self.assertTrue(await poll(lambda: not warden.running, 15), warden.log_tail())
         connection = sqlite3.connect(warden.database_path)

@@ -137,7 +137,7 @@ class CallFeatureTestCase(IntegrationTestCase):
     async def finished(self, uas: Any) -> None:
         """The UAS took its calls and exited cleanly."""
         await poll(lambda: not uas.running, 30)
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
 
 
 class ForwardTests(CallFeatureTestCase):
@@ -285,7 +285,7 @@ class BlfTests(CallFeatureTestCase):
         subscribed = await poll(
             lambda: "2001 watches the calls of 2002" in self.warden.log_text(), 30
         )
-        self.assertTrue(subscribed, watcher.output)
+        self.assertTrue(subscribed, watcher.output())
         await self.answered("2000", "2002")
         await self.finished(target)
         await self.finished(watcher)

@@ -122,7 +122,7 @@ class CallHookTests(IntegrationTestCase):
         context = f"UAC exit {result.code}\n{result.stderr}\n{errors}"
         self.assertEqual((stats.successful, stats.failed), (3, 0), context)
         await poll(lambda: not uas.running, 15)
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
 
         # The outgoing legs carried the plugin's header, with the call's marks.
         received = "".join(p.read_text() for p in uas_dir.glob("*_messages.log"))

@@ -103,7 +103,7 @@ class SippCallTests(IntegrationTestCase):
         self.assertEqual(uac.code, 0, context)
         self.assertEqual((stats.successful, stats.failed), (calls, 0), context)
         await poll(lambda: not uas.running, 15)
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
 
     def assertRelayed(self, record: dict[str, Any], caller: str, callee: str) -> None:
         """An answered G.711 call whose RTP went both ways through Warden's ports."""
@@ -166,7 +166,7 @@ class SippCallTests(IntegrationTestCase):
         lock.execute("BEGIN EXCLUSIVE")
         self.assertTrue(await poll(lambda: not uac.running, 60), "the call did not end")
         stats = read_sipp_stats(uac_dir)
-        context = f"UAC exit {uac.code}\n{uac.output}\n{read_sipp_errors(uac_dir)}"
+        context = f"UAC exit {uac.code}\n{uac.output()}\n{read_sipp_errors(uac_dir)}"
         self.assertEqual((uac.code, stats.successful, stats.failed), (0, 1, 0), context)
         await poll(lambda: not uas.running, 15)
         # Not written: the record is in the spool, and Warden said so (once the

@@ -103,7 +103,7 @@ class DialogTests(IntegrationTestCase):
         context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(uac_dir)}"
         self.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
         self.assertTrue(await poll(lambda: not uas.running, 15), "the UAS got no call")
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
 
     async def test_requests_after_unanswered_call_get_481(self) -> None:
         """

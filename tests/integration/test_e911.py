@@ -246,7 +246,7 @@ class EmergencyCallTests(CallFeatureTestCase):
         self.assertTrue(await poll_async(answered, 30), self.warden.log_tail())
         await self.answered("2000", "911")
         await poll(lambda: not outside.running, 30)
-        self.assertEqual(outside.code, 0, outside.output)  # it got Warden's BYE
+        self.assertEqual(outside.code, 0, outside.output())  # it got Warden's BYE
         await self.finished(trunk)
         byes = [r for r in received(self.trunk_dir) if r.method == "BYE"]
         first, emergency = self.invites()

@@ -20,8 +20,6 @@ import os
 from base64 import b64encode
 from typing import Any
 
-from twisted.internet.defer import Deferred
-
 from tests.features.test_e911_notify import Call
 from tests.integration.admin_client import new_admin
 from tests.integration.clients import LOCALHOST, poll, real_reactor
@@ -31,11 +29,9 @@ from tests.integration.harness import (
     provision,
     register_sipp_phone,
     require_sipp,
-    sipp_command,
-    spawn,
 )
-from tests.integration.sipp_traces import read_sipp_errors
-from tests.integration.test_trunks import BENCH_SCENARIOS, SCENARIOS, _messages, _stopped, dial
+from tests.integration.sipp_traces import read_sipp_messages
+from tests.integration.test_trunks import BENCH_SCENARIOS, SCENARIOS, dial
 from tests.integration.webhook_server import server_certificate, start_webhook_server
 from warden.features.e911_channels import EmailChannel, WebhookChannel
 from warden.features.e911_notify import EmergencyNotifier, NotifyConfig
@@ -166,19 +162,6 @@ class EmergencyNotifyTests(IntegrationTestCase):
         super().setUp()
         require_sipp(self)
 
-    def sipp(self, args: list[str], run_dir: Any) -> Any:
-        """A SIPp left running (killed at the end)."""
-        child, process = spawn(sipp_command(args), run_dir)
-        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(child, process)))
-        return child
-
-    async def finished(self, child: Any, run_dir: Any) -> None:
-        """A SIPp ran every call it was given, and all succeeded."""
-        done = await poll(lambda: not child.running, 60)
-        context = f"{child.output}\n{read_sipp_errors(run_dir)}\n{_messages(run_dir)[-4000:]}"
-        self.assertTrue(done, context)
-        self.assertEqual(child.code, 0, context)
-
     async def test_911_and_933(self) -> None:
         """
         Each call reaches the trunk and is notified: MESSAGE to the phone,
@@ -193,7 +176,7 @@ class EmergencyNotifyTests(IntegrationTestCase):
         self.addCleanup(smtp.stop)
         (directory / "smtp.pw").write_text("relay-pw\n")
         trunk_dir, trunk_port = self.workdir(), free_port()
-        trunk = self.sipp([
+        trunk = self.spawn_sipp([
             "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", ITSP_HOST, "-p", str(trunk_port),
             "-mp", str(free_port()), "-m", "2", "-trace_err", "-trace_msg",
         ], trunk_dir)  # fmt: skip
@@ -222,7 +205,7 @@ class EmergencyNotifyTests(IntegrationTestCase):
             warden.address, "1001", users.passwords["1001"], phone_port, phone_dir
         )
         self.assertEqual(reg.code, 0, reg.stderr + errors)
-        phone = self.sipp([
+        phone = self.spawn_sipp([
             "-sf", str(SCENARIOS / "message_uas.xml"), "-i", LOCALHOST, "-p", str(phone_port),
             "-m", "2", "-trace_err", "-trace_msg",
         ], phone_dir)  # fmt: skip
@@ -233,10 +216,10 @@ class EmergencyNotifyTests(IntegrationTestCase):
         await dial(self, warden, users, "933")
         second = await smtp.next_message()
         self.assertTrue(await poll(lambda: len(hook.requests) >= 3, 20), hook.requests)
-        await self.finished(phone, phone_dir)
-        await self.finished(trunk, trunk_dir)
+        await self.sipp_finished(phone, phone_dir)
+        await self.sipp_finished(trunk, trunk_dir)
 
-        messages = _messages(phone_dir)
+        messages = read_sipp_messages(phone_dir)
         self.assertIn("EMERGENCY CALL (911): extension 1000 dialled 911", messages)
         self.assertIn("TEST CALL (933): extension 1000 dialled 933", messages)
         self.assertIn("Location: 100 Main St", messages)

@@ -251,7 +251,7 @@ class FailoverTests(IntegrationTestCase):
         await a.kill()
         self.assertTrue(await poll(lambda: not uac.running, 60), "the call did not end")
         stats = read_sipp_stats(uac_dir)
-        context = f"UAC exit {uac.code}\n{uac.output}\n{read_sipp_errors(uac_dir)}"
+        context = f"UAC exit {uac.code}\n{uac.output()}\n{read_sipp_errors(uac_dir)}"
         self.assertEqual((uac.code, stats.successful, stats.failed), (0, 1, 0), context)
 
         # A's heartbeat expires: B sees one live node.
@@ -264,7 +264,7 @@ class FailoverTests(IntegrationTestCase):
         await self.call(b, caller_csv)
 
         self.assertTrue(await poll(lambda: not uas.running, 15))
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
 
         # 4. It re-registers through B (one registration cycle) and is reached.
         await self.register(b, callee_csv, uas_port)
@@ -273,7 +273,7 @@ class FailoverTests(IntegrationTestCase):
         uas = self.answer(uas_port, b, calls=1)
         await self.call(b, caller_csv)
         self.assertTrue(await poll(lambda: not uas.running, 15))
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
 
         # A restarts on the same configuration and rejoins without manual steps.
         await a.start()
@@ -330,7 +330,7 @@ class FailoverTests(IntegrationTestCase):
         uas, uas_dir = await self.natted_phone(a, users, natted_callee)
         await self.call(b, self.caller_csv(users, caller, natted_callee), hold_ms=1000)
         self.assertTrue(await poll(lambda: not uas.running, 15))
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
         trace = "".join(f.read_text() for f in uas_dir.glob("*_messages.log"))
         self.assertIn(f"SIP/2.0/UDP {NODE_A}:{a.port};branch={HOP_BRANCH}", trace)
 
@@ -365,7 +365,7 @@ class FailoverTests(IntegrationTestCase):
         scenario.write_text(text.replace("      a=ptime:20\n", "      a=ptime:20\n" + attributes))
         await self.call(b, self.caller_csv(users, caller, callee), 1000, scenario)
         self.assertTrue(await poll(lambda: not uas.running, 15))
-        self.assertEqual(uas.code, 0, uas.output)
+        self.assertEqual(uas.code, 0, uas.output())
         trace = "".join(f.read_text() for f in uas_dir.glob("*_messages.log"))
         [size] = re.findall(r"message received \[(\d+)\] bytes :\s+INVITE ", trace)
         self.assertGreater(int(size), 5000, trace)

@@ -165,7 +165,7 @@ class PostgreSQLSippCallTests(test_calls.SippCallTests):
 
         self.assertTrue(await poll(lambda: not uac.running, 90), "the calls did not end")
         stats = read_sipp_stats(uac_dir)
-        context = f"UAC exit {uac.code}\n{uac.output}\n{read_sipp_errors(uac_dir)}"
+        context = f"UAC exit {uac.code}\n{uac.output()}\n{read_sipp_errors(uac_dir)}"
         self.assertEqual((uac.code, stats.successful, stats.failed), (0, calls, 0), context)
         await poll(lambda: not uas.running, 15)
 

@@ -36,13 +36,13 @@ from twisted.web.static import Data
 from tests.features.stir_pki import Issued, make_ca, make_leaf, make_server
 from tests.integration.clients import real_reactor
 from tests.integration.harness import WardenProcess, poll, provision, wardenctl
+from tests.integration.sipp_traces import read_sipp_messages
 from tests.integration.test_trunks import (
     CALLER_ID,
     DIALLED,
     ITSP_HOST,
     OUTSIDE_CALLER,
     TrunkHarness,
-    _messages,
     trunks_toml,
 )
 
@@ -85,8 +85,8 @@ class StirShakenTests(TrunkHarness):
         users = await provision(warden.config_path, 2, first=2000)
         before = int(time.time())
         await self.dial(warden, users, DIALLED)
-        await self.finished(itsp, itsp_dir)
-        invites = [m for m in _messages(itsp_dir).split("\n\n") if "INVITE sip:" in m]
+        await self.sipp_finished(itsp, itsp_dir)
+        invites = [m for m in read_sipp_messages(itsp_dir).split("\n\n") if "INVITE sip:" in m]
         identities = re.findall(r"^Identity: (.*)$", invites[-1], re.MULTILINE)
         self.assertEqual(len(identities), 1, invites[-1])
         token, _, params = identities[0].strip().partition(";")
@@ -207,8 +207,8 @@ class StirShakenTests(TrunkHarness):
             await self.itsp_call(warden, DID, (token, x5u), "itsp_identity_uac.xml")
             if name == "unreachable":  # waited for fetch_timeout, never longer
                 self.assertLess(time.monotonic() - started, 10)
-        self.assertTrue(await poll(lambda: not phone.running, 30), phone.output)
-        invites = [m for m in _messages(phone_dir).split("\n\n") if "INVITE sip:" in m]
+        self.assertTrue(await poll(lambda: not phone.running, 30), phone.output())
+        invites = [m for m in read_sipp_messages(phone_dir).split("\n\n") if "INVITE sip:" in m]
         verstats = [re.findall(r"^P-Asserted-Identity: .*verstat=([A-Za-z-]+)@", m, re.M)
                     for m in invites]  # fmt: skip
         expected = [["TN-Validation-Passed"]] + [["TN-Validation-Failed"]] * (len(cases) - 1)
@@ -236,7 +236,7 @@ class StirShakenTests(TrunkHarness):
         for name, token, x5u in self.cases()[1:]:
             run_dir = await self.itsp_call(warden, DID, (token, x5u), "itsp_identity_uac.xml")
             finals = [
-                line.strip() for line in _messages(run_dir).splitlines()
+                line.strip() for line in read_sipp_messages(run_dir).splitlines()
                 if re.match(r"SIP/2\.0 [4-6]", line.strip())
             ]  # fmt: skip
             self.assertEqual(finals[-1:], [f"SIP/2.0 {expected[name]}"], name)

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
-
 from tests.integration.admin_client import new_admin
 from tests.integration.clients import poll_async
 from tests.integration.harness import (
@@ -28,10 +26,7 @@ from tests.integration.harness import (
     provision,
     require_sipp,
     run_sipp,
-    sipp_command,
     sipp_uac_args,
-    spawn,
-    stop_spawned,
     wardenctl,
     write_sipp_caller,
 )
@@ -95,16 +90,7 @@ class TrunkHarness(IntegrationTestCase):
             "-i", host, "-p", str(port), "-mp", str(free_port()), "-m", str(calls),
             "-trace_err", "-trace_msg", "-t", transport,
         ]  # fmt: skip
-        child, process = spawn(sipp_command(args), run_dir)
-        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(child, process)))
-        return child, port, run_dir
-
-    async def finished(self, child: Any, run_dir: Path) -> None:
-        """The SIPp ITSP ran every call it was given, and all succeeded."""
-        done = await poll(lambda: not child.running, 60)
-        context = f"{child.output}\n{read_sipp_errors(run_dir)}\n{_messages(run_dir)[-4000:]}"
-        self.assertTrue(done, context)
-        self.assertEqual(child.code, 0, context)
+        return self.spawn_sipp(args, run_dir), port, run_dir
 
     async def dial(self, warden: WardenProcess, users: Any, number: str) -> ProcessResult:
         """The first extension dials ``number`` (SIPp UAC, digest, 1 s of audio)."""
@@ -164,8 +150,8 @@ class TrunkHarness(IntegrationTestCase):
         trunks = await self.trunks_state(warden)
         self.assertTrue(await poll_async(lambda: self.state_is(warden, "registered"), 30), trunks)
         await self.dial(warden, users, DIALLED)
-        await self.finished(itsp, itsp_dir)
-        messages = _messages(itsp_dir)
+        await self.sipp_finished(itsp, itsp_dir)
+        messages = read_sipp_messages(itsp_dir)
         self.assertEqual(messages.count("Authorization: Digest"), 2)
         self.assertNotIn(PASSWORD, warden.log_text())
         [itsp_state] = await self.trunks_state(warden)
@@ -226,9 +212,9 @@ class TrunkTests(TrunkHarness):
         callee = users.numbers[1]
         phone, _ = await self.phone(warden, users, callee)
         run_dir = await self.itsp_call(warden, "15551230001")
-        self.assertNotIn(" 407 ", _messages(run_dir))
-        self.assertTrue(await poll(lambda: not phone.running, 30), phone.output)
-        self.assertEqual(phone.code, 0, phone.output)
+        self.assertNotIn(" 407 ", read_sipp_messages(run_dir))
+        self.assertTrue(await poll(lambda: not phone.running, 30), phone.output())
+        self.assertEqual(phone.code, 0, phone.output())
         listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
         records = json.loads(listed.stdout)
         self.assertEqual(
@@ -244,11 +230,11 @@ class TrunkTests(TrunkHarness):
             [{"did": "15551230001", "to": "2001"}],
         ))  # fmt: skip
         run_dir = await self.itsp_call(warden, "15550000000")
+        messages = read_sipp_messages(run_dir)
         finals = [
-            line.strip() for line in _messages(run_dir).splitlines()
-            if line.strip().startswith("SIP/2.0 4")
-        ]  # fmt: skip
-        self.assertEqual(finals[-1:], ["SIP/2.0 404 Not Found"], _messages(run_dir)[-3000:])
+            line.strip() for line in messages.splitlines() if line.strip().startswith("SIP/2.0 4")
+        ]
+        self.assertEqual(finals[-1:], ["SIP/2.0 404 Not Found"], messages[-3000:])
 
     async def test_failover(self) -> None:
         """The first trunk answers 503: the call goes out on the second."""
@@ -265,8 +251,8 @@ class TrunkTests(TrunkHarness):
         ))  # fmt: skip
         users = await provision(warden.config_path, 2, first=2000)
         await self.dial(warden, users, DIALLED)
-        await self.finished(first, first_dir)
-        await self.finished(second, second_dir)
+        await self.sipp_finished(first, first_dir)
+        await self.sipp_finished(second, second_dir)
 
 
 async def dial(
@@ -289,8 +275,3 @@ async def dial(
     context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
     testcase.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
     return result
-
-
-#: Kept for the modules importing them from here (test_e911_notify, ...).
-_stopped = stop_spawned
-_messages = read_sipp_messages

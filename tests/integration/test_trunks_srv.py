@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from tests.integration.ha_srv import ZONE, start_dns
 from tests.integration.harness import LOCALHOST, provision
+from tests.integration.sipp_traces import read_sipp_messages
 from tests.integration.test_trunks import (
     ACCOUNT,
     CALLER_ID,
     DIALLED,
     ITSP_HOST,
     TrunkHarness,
-    _messages,
     trunks_toml,
 )
 
@@ -44,10 +44,10 @@ class SrvTrunkTests(TrunkHarness):
         warden = await self.warden_with(f'[dns]\nservers = ["{LOCALHOST}:{dns_port}"]\n\n{toml}')
         users = await provision(warden.config_path, 2, first=2000)
         await self.dial(warden, users, DIALLED)
-        await self.finished(first, first_dir)
-        await self.finished(second, second_dir)
-        self.assertIn(f"INVITE sip:15552345678@{ZONE} SIP/2.0", _messages(first_dir))
-        self.assertIn(f"INVITE sip:15552345678@{ZONE} SIP/2.0", _messages(second_dir))
+        await self.sipp_finished(first, first_dir)
+        await self.sipp_finished(second, second_dir)
+        self.assertIn(f"INVITE sip:15552345678@{ZONE} SIP/2.0", read_sipp_messages(first_dir))
+        self.assertIn(f"INVITE sip:15552345678@{ZONE} SIP/2.0", read_sipp_messages(second_dir))
         [pool] = await self.trunks_state(warden)
         self.assertEqual(
             (pool["target"], pool["address"], pool["port"]), (f"b.{ZONE}", ITSP_HOST, second_port)

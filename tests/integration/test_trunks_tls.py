@@ -22,6 +22,7 @@ from tests.features.stir_pki import Issued, make_ca, make_server
 from tests.integration.admin_client import new_admin
 from tests.integration.ha_srv import ZONE, start_dns
 from tests.integration.harness import LOCALHOST, WardenProcess, provision
+from tests.integration.sipp_traces import read_sipp_messages
 from tests.integration.test_trunks import (
     ACCOUNT,
     CALLER_ID,
@@ -29,7 +30,6 @@ from tests.integration.test_trunks import (
     ITSP_HOST,
     PASSWORD,
     TrunkHarness,
-    _messages,
     trunks_toml,
 )
 from tests.integration.tls_relay import start_relay
@@ -79,7 +79,7 @@ class TlsTrunkTests(TrunkHarness):
             return {"host": TRUNK_HOST, "port": relay_port, "tls_ca_file": str(self.ca_file)}
 
         _, itsp_dir = await self.registration_and_outbound_call("tls", behind_tls)
-        messages = _messages(itsp_dir)
+        messages = read_sipp_messages(itsp_dir)
         self.assertIn(f"REGISTER sip:{TRUNK_HOST};transport=tls SIP/2.0", messages)
         self.assertIn("Via: SIP/2.0/TLS ", messages)
         self.assertIn(";transport=tls>", messages)
@@ -113,7 +113,7 @@ class TlsTrunkTests(TrunkHarness):
         ))  # fmt: skip
         users = await provision(warden.config_path, 2, first=2000)
         await self.dial(warden, users, DIALLED)
-        await self.finished(good_itsp, good_dir)
+        await self.sipp_finished(good_itsp, good_dir)
         log = warden.log_text()
         self.assertNotIn(PASSWORD, log)
         for relay_port in (wrong_name, untrusted):

@@ -39,11 +39,8 @@ from tests.integration.harness import (
     require_binary,
     require_sipp,
     run_sipp,
-    sipp_command,
     sipp_register_args,
     sipp_uac_args,
-    spawn,
-    stop_spawned,
     wardenctl,
     write_sipp_caller,
 )
@@ -159,8 +156,7 @@ class WorkerTests(IntegrationTestCase):
             warden.address, SCENARIOS / "answered_until_bye_uac.xml", csv,
             "-t", "un", "-max_socket", "1000", "-r", str(rate), calls=calls, timeout=30,
         )  # fmt: skip
-        uac, process = spawn(sipp_command(args), run_dir)
-        self.addCleanup(lambda: Deferred.fromCoroutine(stop_spawned(uac, process)))
+        uac = self.spawn_sipp(args, run_dir)
         if during is not None:
             await poll(lambda: _acks(callee_dir) >= calls, 30)
             await during()

@@ -91,7 +91,7 @@ class TlsRelay:
             if await accepting():
                 return
             await pause(0.1)
-        raise RuntimeError(f"socat did not listen on {self.address}: {self._child.output}")
+        raise RuntimeError(f"socat did not listen on {self.address}: {self._child.output()}")
 
     async def stop(self) -> None:
         """
