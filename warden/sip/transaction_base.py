@@ -39,6 +39,10 @@ class TransactionState(enum.Enum):
     ACCEPTED = "Accepted"
     TERMINATED = "Terminated"
 
+    # Members are singletons compared by identity: hash them by identity too, in
+    # C, not by Enum's hash of the name in Python (several lookups per request).
+    __hash__ = object.__hash__
+
 
 @attrs.frozen
 class StateRule:
