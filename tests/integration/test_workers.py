@@ -104,9 +104,11 @@ class WorkerTests(IntegrationTestCase):
         require_sipp(self)
         require_binary(self, "redis-server", "redis-server")
 
-    async def start_workers(
-        self, admin: bool = False, sip: dict[str, Any] | None = None
-    ) -> WardenProcess:
+    async def start_workers(self, sip: dict[str, Any] | None = None) -> WardenProcess:
+        """
+        Warden with two SIP workers, its state in the tests' Redis server, and
+        ``sip`` added to ``[sip]``; otherwise its defaults (the admin API on).
+        """
         server = servers.redis()
         settings: dict[str, Any] = {
             "sip": {"workers": 2, "worker_port_base": _free_pair(), **(sip or {})},
@@ -114,8 +116,6 @@ class WorkerTests(IntegrationTestCase):
             # Its own keys in the Redis server the tests share.
             "cluster": {"name": uuid.uuid4().hex},
         }
-        if not admin:
-            settings["admin"] = {"enabled": False}
         warden = await self.start_warden(settings)
         await poll(lambda: self.log_lines(warden, "SIP listening on UDP") == 2, 30)
         return warden
@@ -257,7 +257,7 @@ class WorkerTests(IntegrationTestCase):
         0) counts each worker's registrations under its ``worker`` label, and
         together they are the 200 sent; both workers are up.
         """
-        warden = await self.start_workers(admin=True)
+        warden = await self.start_workers()
         users = await provision(warden.config_path, 200, first=3000)
         run_dir = self.workdir()
         reg_args = sipp_register_args(warden.address, users.sipp_csv, 200, 100, transport="un")
@@ -281,7 +281,7 @@ class WorkerTests(IntegrationTestCase):
         the drain state lists both, and 20 new calls from 20 sockets are all
         answered 503, by both workers (their 5xx counters in ``/metrics``).
         """
-        warden = await self.start_workers(admin=True)
+        warden = await self.start_workers()
         client, _ = await new_admin(warden)
         made = await wardenctl(warden.config_path, "admin", "token", "ops", "drainer",
                                "--scopes", "write")  # fmt: skip
@@ -318,7 +318,7 @@ class WorkerTests(IntegrationTestCase):
         one worker, and the INVITEs it gets name a worker's own TLS port.
         """
         tls_port, own_tls = free_port(), _free_pair()
-        warden = await self.start_workers(admin=True, sip={
+        warden = await self.start_workers(sip={
             "transports": ["udp", "tcp", "tls"], "tls_port": tls_port,
             "worker_tls_port_base": own_tls,
         })  # fmt: skip
