@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
 from warden.digits import parse_uint
 from warden.errors import SipParseError
@@ -246,12 +247,12 @@ class Registrations:
 
     def __init__(
         self,
-        clock: object,
+        clock: IReactorTime,
         timers: TimerSettings,
         send: Callable[[bytes], None],
         reliable: bool,
     ) -> None:
-        self.wheel = TimerWheel(clock)  # type: ignore[arg-type]
+        self.wheel = TimerWheel(clock)
         self.timers = timers
         self.send = send
         self.reliable = reliable
