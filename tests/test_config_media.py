@@ -99,12 +99,18 @@ class MediaEngineConfigTests(SynchronousTestCase):
         return context.optional("media", IMediaRelay)
 
     def test_default_builtin(self) -> None:
-        """The built-in relay is the default; rtpengine's address defaults to 127.0.0.1:2223."""
+        """
+        The built-in relay is the default; rtpengine's address defaults to
+        127.0.0.1:2223; relay_process = false keeps the relay in this process,
+        and rtpengine ignores it.
+        """
         from warden.rtp.relay import MediaRelay
+        from warden.rtp.rtpengine import RtpengineRelay
 
         media = parse_config_text("", "w.toml").media
         self.assertEqual((media.engine, media.rtpengine_ng), ("builtin", "127.0.0.1:2223"))
-        self.assertIsInstance(self.relay(""), MediaRelay)
+        self.assertIsInstance(self.relay("[media]\nrelay_process = false"), MediaRelay)
+        self.assertIsInstance(self.relay('[media]\nengine = "rtpengine"'), RtpengineRelay)
 
     def test_rtpengine(self) -> None:
         """engine = "rtpengine" provides the rtpengine client at the configured address."""
@@ -116,7 +122,7 @@ class MediaEngineConfigTests(SynchronousTestCase):
         self.assertEqual((relay.client.address, relay.media_timeout), (("::1", 22222), 30.0))
 
     def test_relay_process(self) -> None:
-        """relay_process = true provides the process relay and starts the media process."""
+        """By default the process relay is provided and starts the media process."""
         import sys
 
         from twisted.internet.testing import MemoryReactorClock
@@ -133,8 +139,8 @@ class MediaEngineConfigTests(SynchronousTestCase):
                 spawned.append((executable, args, kw["childFDs"]))
                 return None
 
-        self.assertFalse(parse_config_text("", "w.toml").media.relay_process)
-        text = '[media]\nrelay_process = true\nport_min = 30000\nport_max = 30099\nhold_music = ""'
+        self.assertTrue(parse_config_text("", "w.toml").media.relay_process)
+        text = '[media]\nport_min = 30000\nport_max = 30099\nhold_music = ""'
         context = BuildContext(Reactor(), parse_config_text(text, "w.toml"), None, {})
         plugin.make(context)
         relay = context.optional("media", IMediaRelay)
@@ -169,10 +175,6 @@ class MediaEngineConfigTests(SynchronousTestCase):
             '[media]\nrelay_process = "yes"': (
                 "media.relay_process",
                 'w.toml: media.relay_process: must be true or false, got "yes"',
-            ),
-            '[media]\nengine = "rtpengine"\nrelay_process = true': (
-                "media.relay_process",
-                'w.toml: media.relay_process: needs engine = "builtin" (ADR 0033)',
             ),
             '[media]\nengine = "rtpengine"\nsrtp = "required"': (
                 "media.srtp",

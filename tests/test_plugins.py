@@ -11,7 +11,6 @@ import os
 import shutil
 import sys
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +24,7 @@ from warden.interfaces import IWardenPlugin
 from warden.plugin import DEFAULT_PLUGINS, discover, enabled_plugins
 from warden.sip.service import SipService
 from warden.tap import Options, makeService
+from warden.testing.reactor import MemoryWardenReactor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ACME = os.path.join(HERE, "data", "plugins", "acme_warden.py")
@@ -78,7 +78,7 @@ class DiscoveryTests(ThirdPartyMixin, SynchronousTestCase):
         options.parseOptions(
             ["--config", path, "--data-dir", os.path.join(site, "var"), "--sip-port", "0"]
         )
-        root = makeService(options, reactor=MemoryReactorClock())
+        root = makeService(options, reactor=MemoryWardenReactor())
         self.addCleanup(root.store.close_pool)  # type: ignore[attr-defined]
         greetings = [c.greeting for c in root if hasattr(c, "greeting")]  # type: ignore[attr-defined]
         self.assertEqual(greetings, ["hi"])
@@ -93,7 +93,7 @@ class EnabledTests(ThirdPartyMixin, SynchronousTestCase):
             f.write(text)
         options = Options()
         options.parseOptions(["--config", path, "--data-dir", path + ".var", "--sip-port", "0"])
-        root = makeService(options, reactor=MemoryReactorClock())
+        root = makeService(options, reactor=MemoryWardenReactor())
         self.addCleanup(root.store.close_pool)  # type: ignore[attr-defined]
         return root
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import IServiceCollection
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
@@ -13,6 +12,7 @@ from warden.config import parse_config_text
 from warden.plugins.sip import sip_settings
 from warden.sip.service import SipService
 from warden.tap import Options, makeService
+from warden.testing.reactor import MemoryWardenReactor
 
 
 class OptionsTests(TestCase):
@@ -82,7 +82,7 @@ class MakeServiceTests(TestCase):
         data_dir = os.path.join(self.mktemp(), "var")
         options = Options()
         options.parseOptions(["--data-dir", data_dir, "--sip-port", "0"])
-        root = makeService(options, reactor=MemoryReactorClock())
+        root = makeService(options, reactor=MemoryWardenReactor())
         self.assertTrue(os.path.isdir(data_dir))
         self.assertTrue(IServiceCollection.providedBy(root))
         children = list(root)  # type: ignore[call-overload]

@@ -516,7 +516,9 @@ class MediaConfig:
         rtpengine_ng: rtpengine's ng control address, ``host:port`` (an IP
             address; ``[v6]:port`` for IPv6).
         relay_process: run the built-in relay in a media process of its own,
-            started and restarted by Warden (ADR 0033); default false.
+            started and restarted by Warden (ADR 0033); default true, false
+            relays in the SIP process (one process: tiny or embedded installs).
+            Only the built-in relay has it: ignored with rtpengine.
         hold_music: what a phone put on hold hears (ADR 0026): "default" (the
             shipped music), the path of an 8 kHz mono 16-bit WAV file, or ""
             (nothing); rtpengine reads the file itself.
@@ -561,7 +563,7 @@ class MediaConfig:
         ),
     )
     relay_process: bool = attrs.field(
-        default=False, validator=_rule(lambda v: isinstance(v, bool), "true or false")
+        default=True, validator=_rule(lambda v: isinstance(v, bool), "true or false")
     )
 
     def __attrs_post_init__(self) -> None:
@@ -569,8 +571,6 @@ class MediaConfig:
             raise _fail(self, "port_max", "must be at least media.port_min + 3")
         if self.engine == "rtpengine" and self.srtp == "required":
             raise _fail(self, "srtp", '"required" needs engine = "builtin" (SRTP, ADR 0025)')
-        if self.engine == "rtpengine" and self.relay_process:
-            raise _fail(self, "relay_process", 'needs engine = "builtin" (ADR 0033)')
 
 
 def _to_rules(value: Any) -> Any:

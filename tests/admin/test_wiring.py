@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,6 +14,7 @@ from warden.admin.service import AdminService, with_port
 from warden.config import parse_config_text
 from warden.errors import ConfigError
 from warden.tap import Options, makeService
+from warden.testing.reactor import MemoryWardenReactor
 
 
 class AdminConfigTests(SynchronousTestCase):
@@ -93,7 +93,7 @@ class MakeServiceTests(SynchronousTestCase):
         data_dir = os.path.join(self.mktemp(), "var")
         options = Options()
         options.parseOptions(["--data-dir", data_dir, "--sip-port", "0", *extra])
-        root = makeService(options, reactor=MemoryReactorClock())
+        root = makeService(options, reactor=MemoryWardenReactor())
         self.addCleanup(root.store.close_pool)  # type: ignore[attr-defined]
         return root
 

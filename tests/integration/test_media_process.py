@@ -1,13 +1,13 @@
 """
-Calls end to end with the built-in relay in its own media process
-(``[media] relay_process = true``, ADR 0033): the SIPp calls of
-tests/integration/test_calls.py through a real ``twistd warden`` whose relay
-runs in a child process, and that child killed: Warden starts it again and the
-next calls' media flows. Then the media suites (SRTP, recording, voicemail,
-IVR, hold music) and tests/integration/test_baresip.py (call records that
-count every packet and DTMF event: the media process's final counters, ADR
-0033) run again with the media process.
-Skipped locally without SIPp or baresip; an error under CI=true.
+The built-in relay's media process (``[media] relay_process``, ADR 0033), end
+to end with a real ``twistd warden``. The media process is the default, so the
+other integration suites run their calls through it; here its child is killed
+and Warden starts it again (the next calls' media flows, no process is left
+behind when Warden stops), and the opt-out, ``relay_process = false`` (the
+relay in the SIP process), runs the SIPp calls of
+tests/integration/test_calls.py and the media suites (SRTP, recording,
+voicemail, IVR, hold music, baresip's call records that count every packet and
+DTMF event). Skipped locally without SIPp or baresip; an error under CI=true.
 """
 
 from __future__ import annotations
@@ -58,10 +58,6 @@ class MediaProcessCallTests(test_calls.SippCallTests):
     # Not the other tests' ranges: they may run at once on one machine.
     media_range = (34000, 34200)
 
-    def media_config(self) -> dict[str, object]:
-        """Warden's ``[media]``: the built-in relay, out of process."""
-        return {**super().media_config(), "relay_process": True}
-
     async def test_media_process_killed_and_restarted(self) -> None:
         """A killed media process is started again, and calls' media flows through it."""
         calls = 2
@@ -74,42 +70,55 @@ class MediaProcessCallTests(test_calls.SippCallTests):
         await self.run_uac([*uac_args, "-r", "2", "-d", "3000"], calls, uas)
         await self.assertAllRelayed(warden, users, calls)
         self.assertIn("Media process ended", warden.log_tail(400))
+        (second,) = media_processes(warden.pid)
+        await warden.stop()
+        self.assertTrue(await poll(lambda: not Path(f"/proc/{second}").exists(), 15))
 
 
-PROCESS = {"relay_process": True}
+class InProcessCallTests(test_calls.SippCallTests):
+    """SIPp calls with ``relay_process = false``: the relay in the SIP process."""
+
+    media_range = (34200, 34400)
+
+    def media_config(self) -> dict[str, object]:
+        """Warden's ``[media]``: the built-in relay, in process."""
+        return {**super().media_config(), "relay_process": False}
 
 
-class MediaProcessSrtpTests(test_srtp.SrtpCallTests):
-    """SRTP calls (ADR 0019) with the relay in the media process."""
-
-    media_settings = PROCESS
+IN_PROCESS = {"relay_process": False}
 
 
-class MediaProcessRecordingTests(test_recording.RecordingTests):
-    """Call recording (the tap's audio crosses the control channel)."""
+class InProcessSrtpTests(test_srtp.SrtpCallTests):
+    """SRTP calls (ADR 0019) with the relay in the SIP process."""
 
-    media_settings = PROCESS
-
-
-class MediaProcessVoicemailTests(test_voicemail.VoicemailTests):
-    """Voicemail (Warden's endpoint is a phone to the media process)."""
-
-    media_settings = PROCESS
+    media_settings = IN_PROCESS
 
 
-class MediaProcessIvrTests(test_ivr.IvrTests):
-    """IVR menus, digits through the media process."""
+class InProcessRecordingTests(test_recording.RecordingTests):
+    """Call recording, the tap in the SIP process."""
 
-    media_settings = PROCESS
-
-
-class MediaProcessHoldMusicTests(test_hold_music.HoldMusicTests):
-    """Hold music played by the media process."""
-
-    media_settings = PROCESS
+    media_settings = IN_PROCESS
 
 
-class MediaProcessBaresipTests(test_baresip.BaresipCallTests):
-    """baresip calls; their records count every packet (the process's final counters)."""
+class InProcessVoicemailTests(test_voicemail.VoicemailTests):
+    """Voicemail with the relay in the SIP process."""
 
-    media_settings = PROCESS
+    media_settings = IN_PROCESS
+
+
+class InProcessIvrTests(test_ivr.IvrTests):
+    """IVR menus, digits counted in the SIP process."""
+
+    media_settings = IN_PROCESS
+
+
+class InProcessHoldMusicTests(test_hold_music.HoldMusicTests):
+    """Hold music played by the SIP process."""
+
+    media_settings = IN_PROCESS
+
+
+class InProcessBaresipTests(test_baresip.BaresipCallTests):
+    """baresip calls with the relay in the SIP process."""
+
+    media_settings = IN_PROCESS

@@ -8,11 +8,11 @@ L{seconds_until_changed} measures a wait on a clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -50,7 +50,8 @@ class ImmediateThreadPool(ThreadPool):
 @implementer(IWardenReactor)
 class MemoryWardenReactor(MemoryReactorClock):
     """
-    A MemoryReactorClock with UDP (on ``network``) and an immediate thread pool.
+    A MemoryReactorClock with UDP (on ``network``), an immediate thread pool and
+    Warden's media process (a loopback worker in this process).
 
     Attributes:
         network: where ``listenUDP`` binds its ports.
@@ -60,6 +61,8 @@ class MemoryWardenReactor(MemoryReactorClock):
         super().__init__()
         self.network = network if network is not None else FakeNetwork()
         self._pool = ImmediateThreadPool()
+        #: The media processes started (L{spawnProcess}).
+        self.processes: list[Any] = []
 
     def listenUDP(
         self,
@@ -85,6 +88,21 @@ class MemoryWardenReactor(MemoryReactorClock):
 
     def suggestThreadPoolSize(self, size: int) -> None:
         """Nothing to size."""
+
+    def spawnProcess(  # noqa: N802 (Twisted's name)
+        self, protocol: ProcessProtocol, executable: str, args: Sequence[str], **kw: Any
+    ) -> Any:
+        """
+        Start Warden's media process (``-m warden.rtp.mediaproc``, ADR 0033) as
+        a loopback worker on ``network``; no other program can be started.
+        """
+        from warden.testing.mediaproc import LoopbackMediaProcess
+
+        if list(args[1:]) != ["-m", "warden.rtp.mediaproc"]:
+            raise NotImplementedError(f"MemoryWardenReactor cannot run {list(args)!r}")
+        process = LoopbackMediaProcess(protocol, self, self.network.listen_udp)
+        self.processes.append(process)
+        return process
 
 
 def seconds_until_changed(clock: Clock, value: Callable[[], object], step: float) -> float:
