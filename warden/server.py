@@ -23,7 +23,7 @@ from zope.interface.interface import InterfaceClass
 from warden import fips
 from warden.admin.drain import DrainController
 from warden.config import WardenConfig
-from warden.errors import StoreError
+from warden.errors import ConfigError, StoreError
 from warden.interfaces import (
     ICallRecordStore,
     IDirectory,
@@ -267,6 +267,7 @@ def build_server(
 
     Raises:
         warden.runlock.LockFailed: a restore holds the data directory.
+        ConfigError: a plugin refused its configuration (naming ``config_path``).
     """
     fips.report(config.security.fips)
     parts: dict[str, Callable[[], object]]
@@ -287,7 +288,12 @@ def build_server(
         reactor, config, config_path, parts, plugins, features=features, listen_udp=listen_udp
     )
     for plugin in plugins:
-        plugin.make(context)
+        try:
+            plugin.make(context)
+        except ConfigError as e:  # a plugin's check of its section: name the file too
+            if e.filename is not None or config_path is None:
+                raise
+            raise ConfigError(e.path, e.problem, config_path) from None
     location = context.need("location", IDurableLocation)
     lifecycle: StoreLifecycle
     if database is None:

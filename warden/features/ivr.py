@@ -138,14 +138,11 @@ class IvrPlugin(CallHookBase):
         calls = context.need("sip", SipService).calls
         assert calls is not None
         groups = getattr(context.optional("callfeatures", object), "groups", None)
-        try:
-            check_destinations(
-                config,
-                lambda target: calls.local_target(target) is not None,
-                None if groups is None else lambda name: groups.by_name(name) is not None,
-            )
-        except ConfigError as e:
-            raise ConfigError(e.path, e.problem, context.config_path) from None
+        check_destinations(
+            config,
+            lambda target: calls.local_target(target) is not None,
+            None if groups is None else lambda name: groups.by_name(name) is not None,
+        )
         self.use(config, context.need("directory", IDirectory))
 
     def use(self, config: IvrConfig, directory: IDirectory) -> None:
