@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred, gatherResults
 
 from tests.integration.harness import (
     IntegrationTestCase,
@@ -34,6 +39,26 @@ USERS = 200
 RATE = 60
 DELAY = 0.040
 
+_T = TypeVar("_T")
+
+
+async def gather(first: Awaitable[_T], second: Awaitable[_T]) -> list[_T]:
+    """Run two coroutines at the same time; both results, in order."""
+    return await gatherResults(
+        [Deferred.fromCoroutine(first), Deferred.fromCoroutine(second)],  # type: ignore[arg-type]
+        consumeErrors=True,
+    )
+
+
+def split_users(csv: Path) -> tuple[Path, Path]:
+    """The SIPp injection file ``csv`` as two files, its first half and its second."""
+    header, *lines = csv.read_text(encoding="ascii").splitlines(keepends=True)
+    half = len(lines) // 2
+    first, second = csv.with_name("users-a.csv"), csv.with_name("users-b.csv")
+    first.write_text(header + "".join(lines[:half]), encoding="ascii")
+    second.write_text(header + "".join(lines[half:]), encoding="ascii")
+    return first, second
+
 
 class SippCrossCheckTests(IntegrationTestCase):
     """SIPp and warden-loadtest measure the same load alike."""
@@ -50,37 +75,38 @@ class SippCrossCheckTests(IntegrationTestCase):
         line = DelayLine(real_reactor(), warden.address, DELAY)
         port = line.open()
         self.addCleanup(line.close)
+        sipp_csv, ours_csv = split_users(users.sipp_csv)
         sipp_dir = self.workdir()
-        sipp = await run_sipp(
-            sipp_register_args(("127.0.0.1", port), users.sipp_csv, USERS, RATE), sipp_dir
+        ours_dir = self.workdir()
+        report_path = ours_dir / "report.json"
+        sipp, ours = await gather(
+            run_sipp(sipp_register_args(("127.0.0.1", port), sipp_csv, USERS, RATE), sipp_dir),
+            run_process(
+                loadtest_command(
+                    ours_dir,
+                    "--pbx-host",
+                    "127.0.0.1",
+                    "--sip-port",
+                    str(port),
+                    "--local-ip",
+                    "127.0.0.1",
+                    "--users",
+                    str(USERS),
+                    "--users-file",
+                    str(ours_csv),
+                    "--register-rate",
+                    str(RATE),
+                    "--save-report",
+                    str(report_path),
+                    "--no-progress",
+                ),
+                ours_dir,
+                120,
+            ),
         )
         self.assertEqual(sipp.code, 0, sipp.stderr + read_sipp_errors(sipp_dir))
         sipp_ok = read_sipp_stats(sipp_dir).successful
         sipp_p95 = percentile(read_sipp_rtts(sipp_dir), 95)
-        ours_dir = self.workdir()
-        report_path = ours_dir / "report.json"
-        ours = await run_process(
-            loadtest_command(
-                ours_dir,
-                "--pbx-host",
-                "127.0.0.1",
-                "--sip-port",
-                str(port),
-                "--local-ip",
-                "127.0.0.1",
-                "--users",
-                str(USERS),
-                "--users-file",
-                str(users.sipp_csv),
-                "--register-rate",
-                str(RATE),
-                "--save-report",
-                str(report_path),
-                "--no-progress",
-            ),
-            ours_dir,
-            120,
-        )
         self.assertEqual(ours.code, 0, ours.stderr)
         report = json.loads(report_path.read_text())
         ours_ok = report["phases"]["register"]["succeeded"]
