@@ -106,7 +106,7 @@ class ConfigTests(SynchronousTestCase):
             "notify_webhook_ca": "/ca.pem", "notify_email": ["sec@example.com"],
             "smtp_from": "pbx@example.com", "smtp_host": "mail.example.com",
             "smtp_port": 587, "smtp_username": "pbx", "smtp_password_file": "/pw",
-            "smtp_tls": "none", "smtp_ca": "", "notify_attempts": 3,
+            "smtp_tls": "starttls", "smtp_ca": "", "notify_attempts": 3,
             "notify_retry_delay": 2, "notify_timeout": 5.5,
         })  # fmt: skip
         self.assertEqual(config.notify_extensions, ("1000", "1001"))
@@ -122,6 +122,7 @@ class ConfigTests(SynchronousTestCase):
             ({"notify_extensions": [str(n) for n in range(65)]}, "notify_extensions"),
             ({"notify_extensions": ["1000", "1000"]}, "notify_extensions"),
             ({"notify_webhook": "http://h.example/x"}, "notify_webhook"),
+            ({"smtp_username": "u", "smtp_password_file": "/pw", "smtp_tls": "none"}, "smtp_tls"),
             ({"notify_webhook": "https:///x"}, "notify_webhook"),
             ({"notify_webhook": "https://h.example:99999/"}, "notify_webhook"),
             ({"notify_webhook": "https://h.example/\nx"}, "notify_webhook"),

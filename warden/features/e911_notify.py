@@ -221,6 +221,8 @@ def parse_notify(table: Mapping[str, object]) -> NotifyConfig:
         raise _fail("smtp_tls", f"must be one of {', '.join(SMTP_TLS_MODES)}")
     if values.get("smtp_username") and not values.get("smtp_password_file"):
         raise _fail("smtp_password_file", "must be set when smtp_username is")
+    if values.get("smtp_username") and values.get("smtp_tls", "starttls") != "starttls":
+        raise _fail("smtp_tls", 'must be "starttls" with smtp_username: no password in clear')
     if "smtp_port" in table:
         port = table["smtp_port"]
         if not _is_int(port) or not 1 <= port <= 65535:  # type: ignore[operator]
