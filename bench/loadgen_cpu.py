@@ -1,7 +1,7 @@
 """
 CPU per registration of one ``warden-loadtest`` process, without sockets.
 
-Runs the generator as a run does (L{ops.loadtest.runner.LoadTest}: pacer,
+Runs the generator as a run does (L{warden.ops.loadtest.runner.LoadTest}: pacer,
 agent, recorder; a ``registrations`` test of ``--users`` users) on a manual
 clock, against an in-process registrar that answers each REGISTER from its
 bytes: 401 with a fresh digest challenge (``qop="auth"``), then, once the
@@ -41,9 +41,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import DatagramProtocol
 
 from bench.hotpath import HeapClock
-from ops.loadtest.options import Options
-from ops.loadtest.results import Account
-from ops.loadtest.runner import LoadTest
+from warden.ops.loadtest.options import Options
+from warden.ops.loadtest.results import Account
+from warden.ops.loadtest.runner import LoadTest
 
 PBX = ("198.51.100.1", 5060)
 LOCAL = ("127.0.0.1", 40000)
