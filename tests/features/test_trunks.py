@@ -9,6 +9,7 @@ refused and counted.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -435,3 +436,70 @@ class GarbageTests(TrunkCallTestCase):
         sent = self.stack.deliver(self.itsp.answer(invite, 200, body=b"garbage"), ITSP)
         only(sent, ALICE, 500)
         only(sent, ITSP, "BYE")
+
+
+class WorkerTests(TrunkCallTestCase):
+    """
+    With ``[sip] workers`` above 1 only worker 0 registers the trunks (one
+    binding per account at the provider); every worker places and takes calls.
+    """
+
+    def build(self, worker: int) -> TrunkService:
+        """The trunks plugin built as SIP worker ``worker`` (-1: the only process)."""
+        import attrs
+
+        from warden.config import WardenConfig
+        from warden.plugin import BuildContext
+
+        stack = self.stack
+        sections = {
+            "trunks": parse_trunks([{"name": "itsp", "host": ITSP[0], "username": "acct",
+                                     "password_env": "WARDEN_TEST_TRUNK_PASSWORD"}]),
+            "routes": parse_routes({
+                "outbound": [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1",
+                              "trunks": ["itsp"]}],
+                "inbound": [{"did": "15551230002", "to": "1002"}],
+            }),
+        }  # fmt: skip
+        config = attrs.evolve(WardenConfig(), worker=worker, plugin_sections=sections)
+        plugin = TrunksPlugin()
+        context = BuildContext(
+            stack.clock,  # type: ignore[arg-type]
+            config, None, {"sip": lambda: stack.sip, "directory": lambda: stack.directory},
+            [plugin],
+        )  # fmt: skip
+        self.patch(os, "environ", {**os.environ, "WARDEN_TEST_TRUNK_PASSWORD": PASSWORD})
+        plugin.make(context)
+        assert plugin.service is not None
+        self.assertEqual([s for s, _ in context.services], [plugin.service])
+        plugin.service.startService()
+        self.addCleanup(plugin.service.stopService)
+        return plugin.service
+
+    def test_only_worker_0_registers(self) -> None:
+        """Two workers of one node: one REGISTER reaches the provider, from worker 0."""
+        mark = self.stack.mark()
+        zero, one = self.build(0), self.build(1)
+        only(self.stack.sent_since(mark), ITSP, "REGISTER")
+        self.assertTrue(zero.registers)
+        self.assertFalse(one.registers)
+        self.assertIsNotNone(zero.trunks["itsp"].registration)
+        self.assertIsNone(one.trunks["itsp"].registration)
+        self.stack.clock.advance(3600)  # re-resolution never makes worker 1 register
+        self.assertIsNone(one.trunks["itsp"].registration)
+
+    def test_single_process_registers(self) -> None:
+        """Without workers (``worker`` -1) the one process registers."""
+        mark = self.stack.mark()
+        service = self.build(-1)
+        self.assertTrue(service.registers)
+        only(self.stack.sent_since(mark), ITSP, "REGISTER")
+
+    def test_other_worker_calls_out_and_in(self) -> None:
+        """Worker 1 sends calls to the trunk and takes the provider's by DID."""
+        self.plugin.service = self.build(1)
+        invite = self.dial("95552345678")
+        self.assertEqual(invite.uri_text, "sip:15552345678@192.0.2.50")
+        incoming = self.itsp.invite("15551230002")
+        sent = self.stack.deliver(incoming, ITSP)
+        only(sent, BOB, "INVITE")

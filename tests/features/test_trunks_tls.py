@@ -25,6 +25,18 @@ from warden.sip.tls import SipTlsProtocol
 from warden.testing.sipstack import FakeSipStack
 
 
+def sip_protocol(factory: Any, host: str, port: int) -> tuple[SipTlsProtocol, list[str]]:
+    """
+    The SIP protocol inside the TLS connection ``factory`` builds to
+    ``host``:``port``, and the names of the layers around it.
+    """
+    layers, inner = [], factory.buildProtocol(IPv4Address("TCP", host, port))
+    while not isinstance(inner, SipTlsProtocol):
+        layers.append(type(inner).__name__)
+        inner = getattr(inner, "wrappedProtocol", None) or inner._wrappedProtocol
+    return inner, layers
+
+
 def trunk(**keys: object) -> object:
     return parse_trunks([{"name": "itsp", "host": "sip.example.net", "register": False,
                           **keys}]).trunks[0]  # fmt: skip
@@ -70,8 +82,9 @@ class TlsTrunkCallTests(TrunkCallTestCase):
         """
         The call opens one TLS connection, to the TLS trunk's port 5061 (none
         to the UDP trunk); a handshake that fails there counts
-        ``warden_trunk_failures_total{reason="tls"}`` and, the INVITE
-        unanswered, the call goes on to the next trunk after the trunk's timeout.
+        ``warden_trunk_failures_total{reason="tls"}`` and the call goes on to
+        the next trunk at once (RFC 3261 §17.1.4: a transport error, not the
+        trunk's 2 s timeout; the clock does not move).
         """
         clock = self.stack.clock
         mark = self.stack.mark()
@@ -79,23 +92,92 @@ class TlsTrunkCallTests(TrunkCallTestCase):
         self.alice.call("95552345678")
         connects = [(host, port) for host, port, *_ in clock.tcpClients]
         self.assertEqual(connects, [("192.0.2.70", 5061)])
-        factory = clock.tcpClients[0][2]
-        wrapper = factory.buildProtocol(IPv4Address("TCP", "192.0.2.70", 5061))
-        layers, inner = [], wrapper
-        while not isinstance(inner, SipTlsProtocol):
-            layers.append(type(inner).__name__)
-            inner = getattr(inner, "wrappedProtocol", None) or inner._wrappedProtocol
+        inner, layers = sip_protocol(clock.tcpClients[0][2], "192.0.2.70", 5061)
         self.assertIn("BufferingTLSTransport", layers)  # Twisted's TLSMemoryBIOProtocol
         inner.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.70", 5061)))
         inner.connectionLost(Failure(ValueError("certificate verify failed")))
         after = metric("warden_trunk_failures_total", trunk="secure", reason="tls")
         self.assertEqual(after, before + 1)
-        sent = self.stack.sent_since(mark)
-        self.assertEqual([m for m, a in sent if tuple(a) == ITSP], [])
-        clock.advance(2.001)
         invite = only(self.stack.sent_since(mark), ITSP, "INVITE")
         assert isinstance(invite, Request)
         self.assertEqual(invite.uri_text, "sip:15552345678@192.0.2.50")
+
+    def connection(self) -> tuple[Any, SipTlsProtocol]:
+        """Alice calls out: the TCP factory of the TLS trunk's connection and its SIP protocol."""
+        self.alice.call("95552345678")
+        factory = self.stack.clock.tcpClients[0][2]
+        return factory, sip_protocol(factory, "192.0.2.70", 5061)[0]
+
+    def test_connection_refused(self) -> None:
+        """
+        The TLS trunk refuses the TCP connection: counted ``connect``, and the
+        call is on the next trunk at once (the clock does not move).
+        """
+        mark = self.stack.mark()
+        before = metric("warden_trunk_failures_total", trunk="secure", reason="connect")
+        factory, _ = self.connection()
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        after = metric("warden_trunk_failures_total", trunk="secure", reason="connect")
+        self.assertEqual(after, before + 1)
+        only(self.stack.sent_since(mark), ITSP, "INVITE")
+
+    def test_lost_before_any_response(self) -> None:
+        """
+        The connection closes after its handshake, the INVITE unanswered: the
+        next trunk at once; a connection closing after the answer fails nothing.
+        """
+        mark = self.stack.mark()
+        _, inner = self.connection()
+        inner.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.70", 5061)))
+        inner.handshakeCompleted()
+        self.assertEqual([m for m, a in self.stack.sent_since(mark) if tuple(a) == ITSP], [])
+        inner.connectionLost(Failure(ConnectionError()))
+        invite = only(self.stack.sent_since(mark), ITSP, "INVITE")
+        mark = self.stack.mark()
+        self.stack.deliver(self.itsp.answer(invite, 200), ITSP)
+        assert self.plugin.service is not None
+        self.assertEqual(self.plugin.service.in_progress()["itsp"], 1)
+
+
+class TlsRegistrationTests(SynchronousTestCase):
+    """A registering TLS trunk whose connection fails."""
+
+    def test_register_fails_at_once(self) -> None:
+        """
+        The provider refuses the certificate: the REGISTER fails at once
+        (RFC 3261 §8.1.3.1), not at Timer F (32 s): state ``failed``,
+        ``register_transport`` and ``tls`` counted, the clock unmoved.
+        """
+        ca_file = self.mktemp()
+        with open(ca_file, "wb") as f:
+            f.write(make_ca("Test ITSP CA").pem)
+        stack = FakeSipStack()
+        trunks = parse_trunks([
+            {"name": "reg", "host": "192.0.2.71", "transport": "tls", "username": "acct",
+             "password_env": "X", "tls_ca_file": ca_file},
+        ])  # fmt: skip
+        service = TrunkService(
+            stack.clock, stack.sip, stack.directory, trunks, {"reg": "pw"}, parse_routes({})
+        )
+        before = {
+            reason: metric("warden_trunk_failures_total", trunk="reg", reason=reason)
+            for reason in ("tls", "register_transport")
+        }
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(host, port, factory, *_)] = stack.clock.tcpClients
+        self.assertEqual((host, port), ("192.0.2.71", 5061))
+        [state] = service.status()
+        self.assertEqual(state["state"], "registering")
+        inner, _ = sip_protocol(factory, host, port)
+        inner.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", host, port)))
+        inner.connectionLost(Failure(ValueError("certificate verify failed")))
+        [state] = service.status()
+        self.assertEqual(state["state"], "failed")
+        self.assertIn("transport", state["last_error"])
+        for reason, value in before.items():
+            after = metric("warden_trunk_failures_total", trunk="reg", reason=reason)
+            self.assertEqual(after, value + 1, reason)
 
 
 class HandshakeReportTests(SynchronousTestCase):

@@ -4,8 +4,9 @@ ITSP played by SIPp behind a TLS terminator (socat accepts TLS with a
 certificate of a test CA and relays TCP to SIPp ``-t t1``, L{start_relay}).
 Warden registers and places a call over TLS to the trunk ``localhost``, whose
 certificate it checks against ``tls_ca_file`` and the trunk's host; a trunk
-whose certificate names another host, or chains to another CA, fails like a
-time-out and the call goes out on the route's next trunk.
+whose certificate names another host, or chains to another CA, fails the
+INVITE at once (a transport error, RFC 3261 §17.1.4) and the call goes out
+on the route's next trunk.
 
 The trunk's host is a name, ``a.pbx.test``, whose A record a local DNS server
 named in ``[dns] servers`` gives as 127.0.0.2 (a trunk is known by its
@@ -91,7 +92,9 @@ class TlsTrunkTests(TrunkHarness):
         """
         The route's first trunk presents a certificate for another name, the
         second one from a CA Warden does not trust: each handshake fails (logged
-        without secrets), and the call goes out on the third trunk.
+        without secrets), failing the INVITE waiting on it at once (not at the
+        trunk's timeout: the log says the request failed with the connection),
+        and the call goes out on the third trunk.
         """
         _, port, _ = self.itsp(ITSP_HOST, "itsp_uas.xml", 1, "t1")
         wrong_name = await self.terminator(port, make_server(self.ca, f"wrong.{ZONE}"))
@@ -118,6 +121,11 @@ class TlsTrunkTests(TrunkHarness):
         self.assertNotIn(PASSWORD, log)
         for relay_port in (wrong_name, untrusted):
             self.assertIn(f"TLS handshake with trunk {ITSP_HOST}:{relay_port} failed", log)
+            self.assertIn(
+                f"Trunk connection to {ITSP_HOST}:{relay_port} failed (tls):"
+                " 1 request(s) failed at once",
+                log,
+            )
         state = {t["name"]: t for t in await self.trunks_state(warden)}
         self.assertEqual(state["good"]["transport"], "tls")
         admin, _ = await new_admin(warden, "metrics")

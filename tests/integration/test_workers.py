@@ -7,6 +7,7 @@ call so the kernel spreads them over both workers; the callee hangs up, so its
 BYE must reach the worker holding the call through the Contact that worker
 sent. A worker killed with SIGKILL is restarted by the supervisor while the
 other worker's calls go on; SIGHUP to the supervisor reaches both workers.
+Only worker 0 registers a trunk: the SIPp ITSP sees one REGISTER flow.
 SIP over TLS: both workers accept TLS on the shared port and each on its own,
 and registrations and calls over TLS complete across them.
 With the admin API (served by worker 0): ``/metrics`` shows every worker's
@@ -17,6 +18,7 @@ counters under a ``worker`` label, and ``wardenctl drain`` drains both workers
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -29,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 
 from tests.integration.admin_client import AdminClient, new_admin
+from tests.integration.clients import poll_async
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
@@ -44,8 +47,17 @@ from tests.integration.harness import (
     wardenctl,
     write_sipp_caller,
 )
-from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
+from tests.integration.sipp_traces import read_sipp_errors, read_sipp_messages, read_sipp_stats
 from tests.integration.test_tls import client_pair
+from tests.integration.test_trunks import (
+    ACCOUNT,
+    CALLER_ID,
+    DIALLED,
+    ITSP_HOST,
+    PASSWORD,
+    TrunkHarness,
+    trunks_toml,
+)
 from tests.integration.tls_client import SipTlsClient, callee_behind_nat
 from tests.integration.tls_relay import calls_through, start_relay
 from warden.testing import servers
@@ -358,3 +370,61 @@ class WorkerTests(IntegrationTestCase):
         for invite in invites:
             self.assertEqual(invite.top_via.transport.upper(), "TLS")
             self.assertIn(invite.top_via.port, (own_tls, own_tls + 1))
+
+
+class WorkerTrunkTests(TrunkHarness):
+    """A registering trunk on a Warden with two SIP workers."""
+
+    def setUp(self) -> None:
+        """SIPp (the harness) and redis-server are needed."""
+        super().setUp()
+        require_binary(self, "redis-server", "redis-server")
+
+    async def test_one_registration_per_node(self) -> None:
+        """
+        Only worker 0 registers the trunk: the SIPp ITSP receives one REGISTER
+        flow (401, then the digest), ``wardenctl trunks`` (worker 0) shows it
+        registered, and an extension's call through the shared port goes out
+        on the trunk whichever worker takes it.
+        """
+        itsp, port, itsp_dir = self.itsp(ITSP_HOST, "itsp_uas.xml", 2)
+        workdir = self.workdir()
+        password_file = workdir / "itsp.pw"
+        password_file.write_text(PASSWORD + "\n")
+        toml = trunks_toml(
+            [{"name": "itsp", "host": ITSP_HOST, "port": port, "username": ACCOUNT,
+              "password_file": str(password_file), "from_number": CALLER_ID}],
+            [{"pattern": "_9NXXNXXXXXX", "strip": 1, "prefix": "1", "trunks": ["itsp"]}],
+            [],
+        )  # fmt: skip
+        settings = {
+            "sip": {"workers": 2, "worker_port_base": _free_pair()},
+            "state": {"url": servers.redis().url},
+            "cluster": {"name": uuid.uuid4().hex},
+        }
+        warden = await self.start_warden(settings, workdir, toml)
+        logs = [warden.log_path.parent / f"warden.worker{i}.log" for i in (0, 1)]
+
+        def lines(text: str) -> list[int]:
+            return [p.read_text(errors="replace").count(text) if p.exists() else 0 for p in logs]
+
+        await poll(lambda: lines("SIP listening on UDP") == [1, 1], 30)
+        users = await provision(warden.config_path, 2, first=2000)
+        self.assertTrue(await poll_async(lambda: self.state_is(warden, "registered"), 30))
+        self.assertEqual(lines("Trunk itsp: registered"), [1, 0])
+        await self.dial(warden, users, DIALLED)
+        await self.sipp_finished(itsp, itsp_dir)
+        messages = read_sipp_messages(itsp_dir)
+        # One registration: one Call-ID, CSeq 1 (challenged) then 2 (with
+        # the digest); UDP retransmissions of either count once.
+        registers = {
+            (re.search(r"^Call-ID: (\S+)", m, re.M).group(1),  # type: ignore[union-attr]
+             re.search(r"^CSeq: (\d+) ", m, re.M).group(1))  # type: ignore[union-attr]
+            for m in messages.split("UDP message received")[1:]
+            if m.split("\n\n", 1)[-1].lstrip().startswith(f"REGISTER sip:{ITSP_HOST}")
+        }  # fmt: skip
+        self.assertEqual(len({call_id for call_id, _ in registers}), 1, messages)
+        self.assertEqual({cseq for _, cseq in registers}, {"1", "2"}, messages)
+        self.assertEqual(lines("Trunk itsp: registered"), [1, 0])
+        [state] = await self.trunks_state(warden)
+        self.assertEqual((state["state"], state["last_error"]), ("registered", ""))

@@ -378,3 +378,30 @@ class SendRequestTests(ClientTestCase):
             self.assertTrue(branch.startswith("z9hG4bK"))
             self.send(make_request("OPTIONS", branch=branch))
         self.assertEqual(len(self.h.layer), 3)
+
+
+class FlowFailedTests(ClientTestCase):
+    """A stream connection that fails fails its unanswered requests at once (§17.1.4)."""
+
+    def test_unanswered_requests_fail(self) -> None:
+        """
+        Requests on the failed TCP flow with no response yet fail (no timer
+        runs); one already answered provisionally, one over UDP and one to
+        another address are left to their timers.
+        """
+        tls = Flow("tls", "192.0.2.10", 5061, connection=object())
+        invite = self.send(make_request("INVITE", branch="z9hG4bKa"), TCP)
+        register = self.send(make_request("REGISTER", branch="z9hG4bKb"), TCP)
+        ringing = self.send(make_request("INVITE", branch="z9hG4bKc"), TCP)
+        self.h.receive(reply(ringing.request, 180), TCP)
+        udp = self.send(make_request("INVITE", branch="z9hG4bKd"), UDP)
+        other = self.send(make_request("INVITE", branch="z9hG4bKe"), tls)
+        self.assertEqual(self.h.layer.flow_failed("192.0.2.10", 5060), 2)
+        self.assertEqual(self.user.failures, [invite, register])
+        self.assertEqual(self.user.timeouts, [])
+        for txn in (invite, register):
+            self.assertIs(txn.state, S.TERMINATED)
+        self.assertIs(ringing.state, S.PROCEEDING)
+        self.assertIs(udp.state, S.CALLING)
+        self.assertIs(other.state, S.CALLING)
+        self.assertEqual(len(self.h.layer), 3)

@@ -14,6 +14,12 @@ SIP trunks to an ITSP as a feature plugin (``trunks``): ``[[trunks]]``,
   its DID (Request-URI user, else To user) rings the extension of its inbound
   route; an unknown DID is answered 404 and counted.
 
+With ``[sip] workers`` above 1 only worker 0 registers (one binding per
+account at the provider); every worker places and takes trunk calls. A
+connection to a trunk that cannot be opened, fails its TLS handshake or
+closes fails the requests waiting on it at once (RFC 3261 §17.1.4), so the
+next server or trunk is tried without waiting for the ``timeout``.
+
 Metrics: ``warden_trunk_registered{trunk}``, ``warden_trunk_calls_total{trunk,
 direction}``, ``warden_trunk_failures_total{trunk,reason}``,
 ``warden_trunk_unknown_did_total{trunk}``. State for the admin API and
@@ -210,6 +216,10 @@ class TrunkService(service.Service):
             provider challenging with MD5 only fails (calls go to the next trunk).
         locator: finds the servers of the trunks' hosts (RFC 3263; None: IP
             addresses only).
+        registers: whether this process keeps the trunks' registrations:
+            with ``[sip] workers`` above 1 only worker 0 does (one binding
+            per account at the provider, ADR 0034); the others place and take
+            calls on the trunks all the same.
     """
 
     log = Logger()
@@ -224,8 +234,10 @@ class TrunkService(service.Service):
         routes: RoutesConfig,
         fips: bool = False,
         locator: ServerLocator | None = None,
+        registers: bool = True,
     ) -> None:
         self.clock = clock
+        self.registers = registers
         self.locator = locator or ServerLocator(None)
         # FIPS mode answers SHA-256 challenges only (ADR 0029).
         self.algorithms = FIPS_ALGORITHMS if fips else None
@@ -315,7 +327,9 @@ class TrunkService(service.Service):
 
     def _start_registration(self, trunk: Trunk) -> None:
         config, flow = trunk.config, trunk.flow
-        if not config.register or flow is None or trunk.registration is not None:
+        if not (self.registers and config.register) or flow is None:
+            return
+        if trunk.registration is not None:
             return
         settings = RegistrationSettings(
             flow, config.host, config.username, trunk.password, config.expires,
@@ -511,10 +525,24 @@ class TrunkService(service.Service):
         return Flow(flow.transport, flow.host, flow.port, connection)
 
     def _connection_failed(self, host: str, port: int, kind: str, error: str) -> None:
-        """A connection to a trunk could not be opened, or its TLS handshake failed."""
-        for trunk in self.trunks.values():
-            if trunk.index_of(host, port) is not None:
-                FAILURES.labels(trunk.config.name, kind).inc()
+        """
+        A connection to a trunk could not be opened (counted ``connect``), its
+        TLS handshake failed (a refused certificate: ``tls``) or it closed
+        (``lost``): the requests sent on it and not answered yet fail at once
+        (RFC 3261 §8.1.3.1, §17.1.4), so the next server or trunk is tried
+        now (RFC 3263 §4.3) rather than after the trunk's ``timeout``.
+        """
+        if kind != "lost":
+            for trunk in self.trunks.values():
+                if trunk.index_of(host, port) is not None:
+                    FAILURES.labels(trunk.config.name, kind).inc()
+        failed = self.sip.transactions.flow_failed(host, port)
+        if failed:
+            self.log.info(
+                "Trunk connection to {host}:{port} failed ({kind}):"
+                " {count} request(s) failed at once",
+                host=host, port=port, kind=kind, count=failed,
+            )  # fmt: skip
 
     def _next_target(self, name: str, flow: Flow) -> Flow | None:
         """
@@ -713,6 +741,7 @@ class TrunksPlugin(CallHookBase):
         self.service = TrunkService(
             context.reactor, sip, directory, trunks, passwords, routes,
             context.config.security.fips, locator,
+            registers=context.config.worker <= 0,  # one worker registers (ADR 0034)
         )  # fmt: skip
         if trunks.trunks:
             context.add_service(self.service)

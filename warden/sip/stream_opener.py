@@ -8,8 +8,10 @@ L{StreamOpener.connection} returns an open connection of the transport hub
 to the peer, or one being opened: messages written while it opens wait for
 it (a bounded number); if it cannot be opened they are lost like a lost
 datagram, and the client transaction's timers report it. A connection that
-cannot be opened, or whose TLS handshake fails (the peer's certificate is
-refused), is reported to ``on_failed`` with its kind (``connect``, ``tls``). The connection is
+cannot be opened, whose TLS handshake fails (the peer's certificate is
+refused), or that closes once open, is reported to ``on_failed`` with its
+kind (``connect``, ``tls``, ``lost``), so that the requests sent on it fail
+at once (RFC 3261 §17.1.4) rather than at their timers. The connection is
 the hub's once open, so responses and the peer's requests on it reach the
 transaction layer like any other.
 """
@@ -86,7 +88,7 @@ class StreamOpener:
         on_failed: told ``(host, port, kind, error)`` when a connection cannot
             be opened (``kind`` ``connect``) or its TLS handshake fails
             (``tls``: a refused certificate, a protocol error, no handshake in
-            time).
+            time), or closes once open (``lost``).
     """
 
     log = Logger()
@@ -142,6 +144,13 @@ class StreamOpener:
                 self._report(host, port, "tls", error)
 
             protocol = SipTlsProtocol(self._hub, HANDSHAKE_TIMEOUT, refused)
+
+        def closed() -> None:
+            if isinstance(protocol, SipTlsProtocol) and not protocol.handshake_done:
+                return  # reported as a failed handshake
+            self._report(host, port, "lost", "connection closed")
+
+        protocol.on_closed = closed
         d = connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
 
         def opened(protocol: SipStreamProtocol) -> None:

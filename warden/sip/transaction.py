@@ -280,6 +280,23 @@ class TransactionLayer:
         txn = self._server.get(server_key(cancel, "INVITE"))
         return txn if isinstance(txn, InviteServerTransaction) else None
 
+    def flow_failed(self, host: str, port: int) -> int:
+        """
+        The stream connection (TCP or TLS) to ``host``:``port`` could not be
+        opened, its TLS handshake failed, or it closed: each client
+        transaction sent on it that has no response yet fails at once
+        (§8.1.3.1, §17.1.4: its user hears of a transport error, a 503,
+        rather than waiting for its timers). Returns how many failed.
+        """
+        failed = [
+            txn for txn in self._client.values()
+            if txn.flow.reliable and (txn.flow.host, txn.flow.port) == (host, port)
+            and txn.state in (TransactionState.CALLING, TransactionState.TRYING)
+        ]  # fmt: skip
+        for txn in failed:
+            txn._transport_error()
+        return len(failed)
+
     # -- housekeeping -------------------------------------------------------------
 
     def terminate_all(self) -> int:

@@ -376,6 +376,9 @@ class SipStreamProtocol(Protocol):
         self._message_deadline: IDelayedCall | None = None
         self.peer: tuple[str, int] = ("", 0)
         self._broken = False
+        #: Told when the connection closes (a connection Warden opened:
+        #: L{warden.sip.stream_opener}).
+        self.on_closed: Callable[[], None] | None = None
 
     def connectionMade(self) -> None:
         """Remember the peer and start the idle timer."""
@@ -471,6 +474,8 @@ class SipStreamProtocol(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._idle = self._message_deadline = None
+        if self.on_closed is not None:
+            self.on_closed()
 
 
 class SipStreamFactory(Factory):
