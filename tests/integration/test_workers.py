@@ -60,6 +60,7 @@ from tests.integration.test_trunks import (
 )
 from tests.integration.tls_client import SipTlsClient, callee_behind_nat
 from tests.integration.tls_relay import calls_through, start_relay
+from warden.sip.message import Request
 from warden.testing import servers
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -361,8 +362,13 @@ class WorkerTests(IntegrationTestCase):
         call_dir = self.workdir()
         csv = write_sipp_caller(call_dir, caller, callers.passwords[caller], callee)
         await calls_through(self, relay, csv, call_dir, 12, "tn")
-        invites = [r for r in phone.requests if r.method == "INVITE"]
-        byes = [r for r in phone.requests if r.method == "BYE"]
+
+        def received(method: str) -> list[Request]:
+            return [r for r in phone.requests if r.method == method]
+
+        # SIPp ends on its BYE's 200; the callee's BYE may still be on its way.
+        await poll(lambda: (len(received("INVITE")), len(received("BYE"))) == (12, 12), 10)
+        invites, byes = received("INVITE"), received("BYE")
         self.assertEqual((len(invites), len(byes)), (12, 12))
         await poll(lambda: len(self.call_records(warden)) == 12, 15)
         nodes = {r[0].rsplit("-", 1)[-1] for r in self.call_records(warden)}
