@@ -66,7 +66,6 @@ from twisted.internet import defer, task
 from bench.compare import MAX_OTHER_PCT, quiet_enough
 from bench.register import (
     SIPP_BUFFER_BYTES,
-    children,
     children_cpu_seconds,
     combined_stats,
     failure_events,
@@ -76,6 +75,7 @@ from bench.register import (
     share_dirs,
     start_run,
     system_cpu_seconds,
+    warden_processes,
     worker_settings,
 )
 from tests.integration.clients import LOCALHOST, pause, poll, real_reactor
@@ -448,10 +448,8 @@ class Rig:
         return [int(uas.pid) for uas in self._uas]
 
     def warden_pids(self) -> dict[str, int]:
-        """Warden's processes (the supervisor and each worker), and extra_pids, by name."""
-        pids = {"warden": self.warden.pid}
-        for i, child in enumerate(children(self.warden.pid)):
-            pids[f"worker{i}"] = child
+        """Warden's processes (L{warden_processes}) and extra_pids, by name."""
+        pids = warden_processes(self.warden.pid)
         for i, extra in enumerate(self.extra_pids):
             pids["redis" if i == 0 else f"redis{i}"] = extra
         return pids
@@ -527,7 +525,7 @@ class Rig:
 
     def sip_drops(self) -> dict[str, int]:
         """Datagrams dropped so far on Warden's and the UASes' SIP sockets (full buffers)."""
-        warden = [self.warden.pid, *children(self.warden.pid)]
+        warden = list(warden_processes(self.warden.pid).values())
         return {
             "warden": sum(udp_sockets_of(pid).get(self.warden.port, 0) for pid in warden),
             "sipp_uas": sum(
@@ -557,7 +555,7 @@ class Rig:
             leftovers["live_calls"] = live_calls(self.warden.database_path)
             leftovers["media_ports_held"] = [
                 port
-                for pid in (self.warden.pid, *children(self.warden.pid))
+                for pid in warden_processes(self.warden.pid).values()
                 for port in media_ports_of(pid)
             ]
             leftovers["warden_rss_mib"] = round(self.warden.rss_kib() / 1024, 1)

@@ -252,10 +252,8 @@ class Runner:
         return sum(self.cpu_by_process(pid).values())
 
     def cpu_by_process(self, pid: int) -> dict[str, float]:
-        """CPU seconds of the supervisor (or the only process), each worker, Redis."""
-        found = {"warden": process_cpu_seconds(pid)}
-        for i, child in enumerate(children(pid)):
-            found[f"worker{i}"] = process_cpu_seconds(child)
+        """CPU seconds of each of Warden's processes (L{warden_processes}) and Redis."""
+        found = {name: process_cpu_seconds(p) for name, p in warden_processes(pid).items()}
         for extra in self.extra_pids:
             found["redis"] = process_cpu_seconds(extra)
         return found
@@ -519,6 +517,37 @@ def children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def is_media_process(pid: int) -> bool:
+    """Whether ``pid`` is a media process (``python -m warden.rtp.mediaproc``, ADR 0033)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"warden.rtp.mediaproc" in command
+
+
+def warden_processes(pid: int) -> dict[str, int]:
+    """
+    Warden's processes by name: ``warden`` (the supervisor, or the only SIP
+    process), ``worker<I>`` (SIP workers), ``media`` or ``worker<I>.media``
+    (the media process of the only process or of worker I).
+    """
+    found = {"warden": pid}
+
+    def media_of(parent: int, prefix: str) -> list[int]:
+        media = [c for c in children(parent) if is_media_process(c)]
+        for j, child in enumerate(media):
+            found[prefix + ("media" if j == 0 else f"media{j}")] = child
+        return media
+
+    media = media_of(pid, "")
+    workers = [c for c in children(pid) if c not in media]
+    for i, worker in enumerate(workers):
+        found[f"worker{i}"] = worker
+        media_of(worker, f"worker{i}.")
+    return found
 
 
 def distinct_aors(database: Path) -> int:
