@@ -45,6 +45,19 @@ def _free_port(kind: socket.SocketKind) -> int:
         return int(s.getsockname()[1])
 
 
+def _free_udp_and_tcp_port() -> int:
+    """A port free for UDP that is free for TCP too (a UDP port's number may be taken for TCP)."""
+    for _ in range(100):
+        port = _free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError("no port free for both UDP and TCP")
+
+
 class ReusePortSocketTests(SynchronousTestCase):
     """Two sockets bind the same port; a plain one cannot join them."""
 
@@ -96,7 +109,7 @@ class ReusePortServiceTests(SynchronousTestCase):
     def test_adopts_udp_and_tcp(self) -> None:
         """Both kinds are adopted on the shared port, which stays bindable by another."""
         reactor = FakeAdoptingReactor()
-        port = _free_port(socket.SOCK_DGRAM)
+        port = _free_udp_and_tcp_port()
         udp = ReusePortService(reactor, "127.0.0.1", port, DatagramProtocol())
         tcp = ReusePortService(reactor, "127.0.0.1", port, ServerFactory())
         for service in (udp, tcp):
