@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import secrets
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.internet.abstract import isIPAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -120,6 +122,7 @@ class SipAgent:
         )
         self._ha1: dict[tuple[str, str, str, str], str] = {}
         self._datagrams: SipDatagramProtocol | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], object] | None = None
         self._waiting: set[ResponseWaiter] = set()
         self._local_port: int | None = None
         self._via_host: str | None = None
@@ -133,6 +136,8 @@ class SipAgent:
             protocol = self._datagrams = _AgentDatagramProtocol(self.hub, self.registrations)
             self._port = self.reactor.listenUDP(0, protocol, interface=self.local_ip)
             _enlarge_buffers(self._port)
+            if isIPAddress(self.pbx[0]):  # else the port's write() refuses it each time
+                self._sendto = _direct_sendto(self._port)
             self._learn_address(self._port.getHost().port)
             return
         endpoint = TCP4ClientEndpoint(
@@ -171,7 +176,7 @@ class SipAgent:
                 connection.transport.loseConnection()
             return defer.succeed(None)
         if self._port is not None:
-            port, self._port = self._port, None
+            port, self._port, self._sendto = self._port, None, None
             return defer.maybeDeferred(port.stopListening)
         return defer.succeed(None)
 
@@ -315,7 +320,17 @@ class SipAgent:
 
     def _send_bytes(self, data: bytes) -> None:
         """Send a request's bytes to the PBX; raises when it cannot go."""
-        if self._datagrams is not None and self._datagrams.transport is not None:
+        sendto = self._sendto
+        if sendto is not None:
+            # The port's own write() checks the address and retries EINTR per
+            # datagram; the PBX's address was checked once, when the port was bound.
+            try:
+                sendto(data, self.pbx)
+            except InterruptedError:
+                sendto(data, self.pbx)
+            except ConnectionRefusedError:
+                pass  # an ICMP error of an earlier datagram, as the port's write() ignores it
+        elif self._datagrams is not None and self._datagrams.transport is not None:
             self._datagrams.transport.write(data, self.pbx)
         elif self._connection is not None and self._connection.is_open:
             self._connection.send_message(data)
@@ -409,6 +424,17 @@ class _AgentDatagramProtocol(SipDatagramProtocol):
 def _discard(result: object, waiting: set[ResponseWaiter], waiter: ResponseWaiter) -> object:
     waiting.discard(waiter)
     return result
+
+
+def _direct_sendto(port: Any) -> Callable[[bytes, tuple[str, int]], object] | None:
+    """
+    The ``sendto`` of a UDP port's socket, for the REGISTER path (None when the
+    port has no socket, as in tests): datagrams to the PBX skip the address
+    checks of the port's ``write()``, which are the same for every one.
+    """
+    sock = getattr(port, "socket", None)
+    sendto = getattr(sock, "sendto", None)
+    return sendto if callable(sendto) else None
 
 
 def _enlarge_buffers(port: Any) -> None:

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from warden.digits import parse_uint
 from warden.errors import SipParseError
-from warden.sip.auth import answer_challenge_with_ha1, digest_hex
+from warden.sip.auth import answer_params_with_ha1, digest_hex
 from warden.sip.headers import parse_auth_params
 from warden.sip.message import Response, new_tag
 from warden.sip.timers import TimerSettings
@@ -57,6 +57,15 @@ _WANTED = {
     b"via": "via", b"v": "via", b"call-id": "call-id", b"i": "call-id", b"cseq": "cseq",
     b"www-authenticate": "www-authenticate", b"proxy-authenticate": "proxy-authenticate",
     b"contact": "contact", b"m": "contact", b"expires": "expires", b"min-expires": "min-expires",
+}  # fmt: skip
+#: Header names as registrars usually spell them, looked up before lower-casing:
+#: what is read (as in L{_WANTED}), and common ones that are not ("").
+_SPELLED = {
+    b"Via": "via", b"v": "via", b"Call-ID": "call-id", b"i": "call-id", b"CSeq": "cseq",
+    b"WWW-Authenticate": "www-authenticate", b"Proxy-Authenticate": "proxy-authenticate",
+    b"Contact": "contact", b"m": "contact", b"Expires": "expires", b"Min-Expires": "min-expires",
+    b"From": "", b"f": "", b"To": "", b"t": "", b"Content-Length": "", b"l": "", b"Server": "",
+    b"User-Agent": "", b"Date": "", b"Allow": "", b"Supported": "", b"Accept": "",
 }  # fmt: skip
 
 
@@ -157,11 +166,19 @@ def parse_reply(data: bytes) -> Reply | None:
     values: dict[str, list[bytes]] = {}
     last: list[bytes] | None = None
     for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        key = _SPELLED.get(name) if colon else None
+        if key is not None:
+            if key:
+                last = values.setdefault(key, [])
+                last.append(value.strip())
+            else:
+                last = None
+            continue
         if line[:1] in (b" ", b"\t"):  # a folded line continues the header above
             if last is not None:
                 last[-1] += b" " + line.strip()
             continue
-        name, colon, value = line.partition(b":")
         key = _WANTED.get(name.lower()) if colon else None
         if key is None and colon and name[-1:] in (b" ", b"\t"):  # "Via :" is allowed too
             key = _WANTED.get(name.rstrip().lower())
@@ -432,8 +449,8 @@ class Registration:
             _, params = parse_auth_params(chosen)
             algorithm = params.get("algorithm", "MD5").upper()
             ha1 = self.agent.ha1(self.account, params["realm"], algorithm)
-            value = answer_challenge_with_ha1(chosen, self.account.username, ha1, "REGISTER",
-                                              self.agent.register_uri)  # fmt: skip
+            value = answer_params_with_ha1(params, self.account.username, ha1, "REGISTER",
+                                           self.agent.register_uri)  # fmt: skip
         except (SipParseError, KeyError, ValueError):
             return None
         return f"{name}: {value}"

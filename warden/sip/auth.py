@@ -380,6 +380,23 @@ def answer_challenge_with_ha1(
     what a backup holds.
     """
     _, params = parse_auth_params(challenge_value)
+    return answer_params_with_ha1(params, username, ha1, method, uri, nc, cnonce)
+
+
+def answer_params_with_ha1(
+    params: dict[str, str],
+    username: str,
+    ha1: str,
+    method: str,
+    uri: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """
+    L{answer_challenge_with_ha1} from a challenge's parameters already parsed
+    (L{parse_auth_params}): the load generator reads each challenge once.
+    Raises KeyError without ``realm`` or ``nonce``.
+    """
     algorithm = params.get("algorithm", "MD5").upper()
     realm, nonce = params["realm"], params["nonce"]
     qop = "auth" if "auth" in params.get("qop", "").split(",") else None
