@@ -25,12 +25,19 @@ generator's own call sides (Kamailio does not anchor media).
    users, by each generator of ``--generators`` in turn: ``warden-loadtest`` (one
    process, ``--test-type registrations --duration``), ``warden-loadtest-2``
    (the same with ``--workers 2``) and ``sipp`` (``bench/scenarios/register.xml``);
-   each ramp stops at its first rate not sustained. A rate is *sustained* when
+   each ramp stops at its first rate not sustained. The SIPp ramp, the
+   reference, goes on past ``--rates`` (each step ``--reference-growth`` times
+   the last, up to ``--reference-ceiling``) until its own limit is found, with
+   ``--sipp-processes`` SIPp processes sharing each step (each its slice of the
+   users and its share of the rate). ``limit_found`` says which ramps ended
+   at a rate not sustained; when SIPp's did not, warden-loadtest / SIPp is
+   given only as ``ratio_one_process_to_sipp_at_most``. A rate is *sustained* when
    every registration succeeded and at least 95% of the offered rate was
    achieved. Per step: offered and achieved rate, failures, p95 of the
    authenticated REGISTER, the generator's CPU (user + system over the step's
    wall time, 100% = one core, from ``RUSAGE_CHILDREN``, which includes the
-   ``--workers`` children), the target's, and the CPU the rest of the machine
+   ``--workers`` children), the target's (also per registration, to show its
+   headroom), and the CPU the rest of the machine
    used meanwhile (``/proc/stat`` busy time minus the generator's and the
    target's). A step is *valid* when that stayed under ``--max-other-pct`` (10%
    of a core); before each step the script waits up to ``--quiet-wait`` seconds
@@ -259,18 +266,27 @@ def numbers(count: int) -> list[int]:
     return [100000 + i for i in range(count)]
 
 
-def write_users(workdir: Path, count: int) -> tuple[Path, Path]:
-    """The users file of warden-loadtest and the SIPp injection file."""
-    ours, sipp = workdir / "users.csv", workdir / "sipp-users.csv"
+def write_users(workdir: Path, count: int, sipp_processes: int = 1) -> tuple[Path, list[Path]]:
+    """
+    The users file of warden-loadtest and the SIPp injection files, one per
+    SIPp process, each a contiguous slice of the users (together each user once).
+    """
+    ours = workdir / "users.csv"
     ours.write_text("".join(f"{n};pw-{n}-secret\n" for n in numbers(count)))
-    sipp.write_text(
-        "SEQUENTIAL\n"
-        + "".join(
-            f"{n};pw-{n}-secret;[authentication username={n} password=pw-{n}-secret]\n"
-            for n in numbers(count)
+    everyone = numbers(count)
+    sipps = []
+    for index in range(sipp_processes):
+        part = everyone[index * count // sipp_processes : (index + 1) * count // sipp_processes]
+        sipp = workdir / f"sipp-users-{index}.csv"
+        sipp.write_text(
+            "SEQUENTIAL\n"
+            + "".join(
+                f"{n};pw-{n}-secret;[authentication username={n} password=pw-{n}-secret]\n"
+                for n in part
+            )
         )
-    )
-    return ours, sipp
+        sipps.append(sipp)
+    return ours, sipps
 
 
 def run_ours(
@@ -324,44 +340,71 @@ def registration_step_ours(
         "p95_ms": report["timers"].get("register_auth", {}).get("p95_ms"),
         "generator_cpu_pct": round(100 * cpu / report["duration_s"], 1),
         "target_cpu_pct": round(100 * target_cpu * share / seconds, 1),
+        "target_cpu_us_per_registration": round(
+            1e6 * target_cpu * share / max(1, phase["succeeded"]), 1
+        ),
         "other_cpu_pct": load["other_cpu_pct"],
         "steal_pct": load["steal_pct"],
     }
 
 
 def registration_step_sipp(
-    target: Target, workdir: Path, sipp_csv: Path, rate: float, seconds: float
+    target: Target, workdir: Path, sipp_csvs: list[Path], rate: float, seconds: float
 ) -> dict[str, Any]:
-    """One step of registrations by SIPp (same scenario as the integration tests)."""
+    """
+    One step of registrations by SIPp (same scenario as the integration tests):
+    one SIPp process per injection file, each at its share of ``rate``, all at
+    once; their counts and response times added up.
+    """
     step = workdir / f"sipp-{rate:g}"
-    step.mkdir()
-    calls = int(rate * seconds)
-    command = [
-        shutil.which("sipp") or "sipp", f"{LOCALHOST}:{target.port}", "-sf", str(SCENARIO),
-        "-inf", str(sipp_csv), "-i", LOCALHOST, "-p", "0", "-m", str(calls), "-r", f"{rate:g}",
-        "-rp", "1000", "-l", str(max(100, int(rate * 5))), "-timeout", f"{seconds * 4 + 60:g}s",
-        "-timeout_error", "-trace_stat", "-trace_rtt", "-rtt_freq", "1", "-nostdin",
-        "-cp", str(free_port()), "-buff_size", str(4 * 1024 * 1024),
-    ]  # fmt: skip
+    processes = []
     meter = StepMeter(target)
-    subprocess.run(command, cwd=step, capture_output=True, timeout=seconds * 4 + 120)
+    for index, csv in enumerate(sipp_csvs):
+        share = rate / len(sipp_csvs)
+        calls = int(share * seconds)
+        where = step / str(index)
+        where.mkdir(parents=True)
+        command = [
+            shutil.which("sipp") or "sipp", f"{LOCALHOST}:{target.port}", "-sf", str(SCENARIO),
+            "-inf", str(csv), "-i", LOCALHOST, "-p", "0", "-m", str(calls), "-r", f"{share:g}",
+            "-rp", "1000", "-l", str(max(100, int(share * 5))),
+            "-timeout", f"{seconds * 4 + 60:g}s", "-timeout_error", "-trace_stat", "-trace_rtt",
+            "-rtt_freq", "1", "-nostdin", "-cp", str(free_port()),
+            "-buff_size", str(4 * 1024 * 1024),
+        ]  # fmt: skip
+        quiet = subprocess.DEVNULL
+        processes.append(subprocess.Popen(command, cwd=where, stdout=quiet, stderr=quiet))
+    for process in processes:
+        try:
+            process.wait(timeout=seconds * 4 + 120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     load = meter.result()
     cpu, wall, target_cpu = load["generator_cpu_s"], load["wall_s"], load["target_cpu_s"]
     sys.path.insert(0, str(REPO))
     from tests.integration.sipp_traces import percentile, read_sipp_rtts, read_sipp_stats
 
-    stats = read_sipp_stats(step)
-    rtts = read_sipp_rtts(step)
+    created = successful = failed = 0
+    rtts: list[float] = []
+    for index in range(len(sipp_csvs)):
+        stats = read_sipp_stats(step / str(index))
+        created += stats.created
+        successful += stats.successful
+        failed += stats.failed
+        rtts += read_sipp_rtts(step / str(index))
     return {
         "generator": "sipp",
+        "processes": len(sipp_csvs),
         "offered": rate,
-        "attempted": stats.created,
-        "succeeded": stats.successful,
-        "failed": stats.failed,
-        "achieved": round(stats.successful / wall, 1),
+        "attempted": created,
+        "succeeded": successful,
+        "failed": failed,
+        "achieved": round(successful / wall, 1),
         "p95_ms": percentile(rtts, 0.95) if rtts else None,
         "generator_cpu_pct": round(100 * cpu / wall, 1),
         "target_cpu_pct": round(100 * target_cpu / wall, 1),
+        "target_cpu_us_per_registration": round(1e6 * target_cpu / max(1, successful), 1),
         "other_cpu_pct": load["other_cpu_pct"],
         "steal_pct": load["steal_pct"],
     }
@@ -372,6 +415,14 @@ def sustained(step: dict[str, Any]) -> bool:
     return bool(step["failed"] == 0 and step["achieved"] >= 0.95 * step["offered"])
 
 
+def beyond(rates: list[float], growth: float, ceiling: float) -> list[float]:
+    """``rates``, then on from the last by ``growth`` times each step up to ``ceiling``."""
+    out = list(rates)
+    while out and growth > 1 and out[-1] * growth <= ceiling:
+        out.append(float(round(out[-1] * growth, -2)))
+    return out
+
+
 def ramp(
     name: str, run: Any, rates: list[float], max_other_pct: float, quiet_wait: float
 ) -> list[dict[str, Any]]:
@@ -380,7 +431,7 @@ def ramp(
     waiting for a quiet machine, and marked valid when the rest of the machine
     stayed under ``max_other_pct`` of a core.
     """
-    steps = []
+    steps: list[dict[str, Any]] = []
     for rate in rates:
         waited = wait_quiet(max_other_pct, quiet_wait)
         step = run(rate)
@@ -406,6 +457,11 @@ def best(steps: list[dict[str, Any]]) -> float | None:
     if not steps or not all(s["valid"] for s in steps):
         return None
     return max((s["offered"] for s in steps if sustained(s)), default=0.0)
+
+
+def limit_found(steps: list[dict[str, Any]]) -> bool:
+    """True when the ramp ended at a step not sustained (its limit lies below that rate)."""
+    return bool(steps) and not sustained(steps[-1])
 
 
 def ratio(top: float | None, bottom: float | None) -> float | None:
@@ -456,6 +512,18 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--call-rate", type=float, default=100.0)
     parser.add_argument("--hold", type=float, default=30.0)
+    parser.add_argument(
+        "--sipp-processes", type=int, default=1,
+        help="SIPp processes sharing each SIPp step (each a slice of the users)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-growth", type=float, default=1.25,
+        help="the SIPp ramp goes on past --rates by this factor per step",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-ceiling", type=float, default=40000.0,
+        help="... up to this rate; a SIPp ramp still sustained there did not find its limit",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small, short steps")
     parser.add_argument("--no-calls", action="store_true")
     parser.add_argument(
@@ -479,16 +547,19 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="loadgen-"))
     users = max(a.users, 2 * a.calls)
     target = Target(a.target, workdir, users)
-    ours_csv, sipp_csv = write_users(workdir, users)
+    if a.sipp_processes < 1:
+        raise SystemExit("--sipp-processes must be at least 1")
+    ours_csv, sipp_csvs = write_users(workdir, users, a.sipp_processes)
     result: dict[str, Any] = {
         "target": a.target,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "step_seconds": a.step_seconds,
         "users": a.users,
         "max_other_pct": a.max_other_pct,
+        "sipp_processes": a.sipp_processes,
     }
     steps = {
-        "sipp": lambda r: registration_step_sipp(target, workdir, sipp_csv, r, a.step_seconds),
+        "sipp": lambda r: registration_step_sipp(target, workdir, sipp_csvs, r, a.step_seconds),
         "warden-loadtest": lambda r: registration_step_ours(
             target, workdir, ours_csv, a.users, r, a.step_seconds
         ),
@@ -503,13 +574,25 @@ def main() -> None:
         for name in a.generators.split(","):
             if name not in steps:
                 raise SystemExit(f"--generators: unknown {name!r} (one of {', '.join(steps)})")
-            ramps[name] = ramp(name, steps[name], rates, a.max_other_pct, a.quiet_wait)
+            # The reference ramps on past --rates until SIPp's own limit is found.
+            ramp_rates = (
+                beyond(rates, a.reference_growth, a.reference_ceiling) if name == "sipp" else rates
+            )
+            ramps[name] = ramp(name, steps[name], ramp_rates, a.max_other_pct, a.quiet_wait)
         tops = {name: best(found) for name, found in ramps.items()}
-        invalid = [name for name, found in ramps.items() if tops[name] is None and found]
+        found = {name: limit_found(steps) for name, steps in ramps.items()}
+        invalid = [name for name, steps in ramps.items() if tops[name] is None and steps]
+        one_to_sipp = ratio(tops.get("warden-loadtest"), tops.get("sipp"))
         result["registrations"] = {
             "steps": ramps,
             "max_rate": tops,
-            "ratio_one_process_to_sipp": ratio(tops.get("warden-loadtest"), tops.get("sipp")),
+            # A ramp that sustained its top rate did not find its limit: its
+            # max_rate is a lower bound, and a ratio over it an upper bound.
+            "limit_found": found,
+            "ratio_one_process_to_sipp": one_to_sipp if found.get("sipp") else None,
+            "ratio_one_process_to_sipp_at_most": (
+                one_to_sipp if "sipp" in found and not found["sipp"] else None
+            ),
             "ratio_two_workers_to_one": ratio(
                 tops.get("warden-loadtest-2"), tops.get("warden-loadtest")
             ),
@@ -520,6 +603,12 @@ def main() -> None:
                 else None
             ),
         }
+        if "sipp" in found and not found["sipp"]:
+            log(
+                f"SIPp sustained every rate up to {tops['sipp']}/s: its limit was not found, "
+                "so warden-loadtest / SIPp is only bounded (ratio_one_process_to_sipp_at_most); "
+                "raise --reference-ceiling or --sipp-processes"
+            )
         if not a.no_calls:
             result["calls"] = calls_phase(target, workdir, ours_csv, a)
     finally:
