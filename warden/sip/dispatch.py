@@ -335,10 +335,11 @@ class RequestDispatcher:
         # An answered error is done with: drop its traceback now, whose frames
         # (and their locals: request, transaction, the failure itself) would
         # otherwise form a cycle per challenged or refused request that only the
-        # cyclic collector frees.
+        # cyclic collector frees. Only the references go: cleanFailure() would
+        # first turn every frame into text and name every base class of the
+        # error, for each 401 challenge.
         if failure.value is not None:
             failure.value.__traceback__ = None
-        failure.cleanFailure()  # type: ignore[no-untyped-call]
         failure.tb = None
 
 
