@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.rtp.conformance import CALLEE, CALLER, MediaRelayConformanceMixin
 from warden.rtp import bencode
 from warden.rtp.errors import MediaError
-from warden.rtp.rtpengine import RtpengineRelay, RtpengineSession
+from warden.rtp.rtpengine import MAX_QUERIES, RtpengineRelay, RtpengineSession
 from warden.sip.sdp import SdpError, parse_sdp
 from warden.testing.ngserver import FakeNgServer
 from warden.testing.rtpnet import sdp_body
@@ -283,6 +283,42 @@ class StatsTests(RtpengineTestMixin, SynchronousTestCase):
         session.release()
         self.clock.pump([1.0] * 3)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def queries(self) -> list[str]:
+        """The call-id of every query the server handled, in order."""
+        return [r["call-id"].decode() for r in self.server.requests if r["command"] == b"query"]
+
+    def test_queries_bounded(self) -> None:
+        """
+        Of many sessions' queries, at most MAX_QUERIES wait for a reply at once
+        (their replies would overflow the control socket's buffer); the rest go
+        out as replies come in, each session once per check.
+        """
+        self.server = FakeNgServer(port_range=(10000, 19999))
+        self.relay = RtpengineRelay(self.clock, self.server.listen_udp, self.server.address)
+        calls = [f"call-{i}" for i in range(3 * MAX_QUERIES + 5)]
+        for call_id in calls:
+            self.answered(call_id)
+        self.server.hold = True
+        self.clock.advance(1)
+        self.assertEqual(len(self.queries()), MAX_QUERIES)
+        self.assertEqual(self.relay.client.pending, MAX_QUERIES)
+        while self.server.held:
+            self.server.release_held()
+            self.assertLessEqual(self.relay.client.pending, MAX_QUERIES)
+        self.assertEqual(sorted(self.queries()), sorted(calls))
+        self.assertEqual(self.relay.client.pending, 0)
+
+    def test_released_while_waiting_not_queried(self) -> None:
+        """A session released while its query waits for a slot is not queried."""
+        sessions = [self.answered(f"call-{i}") for i in range(MAX_QUERIES + 1)]
+        self.server.hold = True
+        self.clock.advance(1)
+        sessions[-1].release()
+        self.server.hold = False
+        self.server.release_held()
+        self.assertNotIn(sessions[-1].call_id, self.queries())
+        self.assertEqual(len(self.queries()), MAX_QUERIES)
 
 
 class TapTests(RtpengineTestMixin, SynchronousTestCase):
