@@ -1,21 +1,29 @@
 """
-Added jitter and loss of the built-in relay with many concurrent calls, the
-relay in the SIP process or in its own media process (ADR 0033); run by
-``python bench/rtp_relay.py --concurrent 250,500``.
+Added jitter and loss of a media engine with many concurrent calls: the
+built-in relay in the SIP process (``builtin-inproc``) or in its own media
+process (``builtin-process``, ADR 0033), or rtpengine (``rtpengine``, ADR
+0025); run by ``python bench/rtp_relay.py --concurrent 250,500``.
 
 Three processes per step:
 
 * the *host*, standing in for Warden's SIP process: allocates ``calls``
-  sessions (``MediaRelay``, or ``ProcessRelay`` which starts the real media
-  process), exchanges SDP naming the generator's phones on 127.0.0.1, then
-  does synthetic signalling work: every ``burst_interval`` seconds it parses
-  SIP INVITEs (Warden's parser) for ``burst_ms`` milliseconds without
-  returning to the reactor, as a burst of SIP traffic would;
+  sessions from the relay as Warden's media plugin builds it (``MediaRelay``;
+  ``ProcessRelay``, which starts the real media process; or
+  ``RtpengineRelay``, whose offers, answers and per-second queries go to
+  rtpengine over ng), exchanges SDP naming the generator's phones on
+  127.0.0.1, then does synthetic signalling work: every ``burst_interval``
+  seconds it parses SIP INVITEs (Warden's parser) for ``burst_ms``
+  milliseconds without returning to the reactor, as a burst of SIP traffic
+  would;
 * the *generator*: ``calls`` caller sockets each sending a 172-byte PCMU
   packet every 20 ms (the calls' phases spread over the 20 ms) to its session's
   side a, with its send time (``CLOCK_MONOTONIC``) in the payload, and
   ``calls`` callee sockets receiving them from side b;
-* with ``relay_process``, the media process (a child of the host).
+* the engine: with ``builtin-process`` the media process (a child of the
+  host); with ``rtpengine`` Debian's ``rtpengine`` in userspace
+  (``--table=-1``, L{warden.testing.rtpengined}) on free ports, a child of the
+  bench itself, so its CPU counts as the bench's. The step is skipped (with
+  the reason in ``skipped``) when ``rtpengine`` is not installed.
 
 Per packet, the transit time (receive minus send); *added jitter* is a packet's
 transit minus the smallest transit of its call, reported at p50/p99/max over
@@ -23,7 +31,10 @@ every packet; *loss* is the share of packets sent and never received (after a
 one-second drain). The rest of the machine's CPU during the step
 (``other_cpu_pct``: ``/proc/stat`` busy time minus this bench's processes) is
 recorded, and a step with more than ``MAX_OTHER_PCT`` % of a core is marked
-``valid: false``: its figures are not the relay's.
+``valid: false``: its figures are not the relay's. An rtpengine step also
+records the ng control traffic (requests answered, errors, timeouts,
+retransmissions, replies dropped) and the calls Warden lost to rtpengine
+(``calls_lost``; any makes the step invalid).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import functools
 import json
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -67,36 +79,73 @@ def phone_sdp(port: int, user: str) -> bytes:
 # -- host ---------------------------------------------------------------------------------
 
 
-def host(calls: int, phone_ports: list[tuple[int, int]], relay_process: bool,
-         burst_ms: float, burst_interval: float, port_min: int) -> None:  # fmt: skip
-    """The stand-in SIP process; prints the sessions' ports, runs until stdin closes."""
-    from twisted.internet import reactor, stdio, task
-    from twisted.internet.protocol import Protocol
+RELAYS = ("builtin-inproc", "builtin-process", "rtpengine")
 
+
+def make_relay(reactor: Any, relay_name: str, port_min: int, port_max: int, ng_port: int) -> Any:
+    """The relay under test, built as Warden's media plugin builds it (L{warden.plugins.media})."""
     from warden.rtp import udp
     from warden.rtp.policy import MediaPolicy
     from warden.rtp.procrelay import ProcessRelay, spawn_media_process
     from warden.rtp.relay import MediaRelay
-    from warden.sip.parser import parse_datagram
+    from warden.rtp.rtpengine import RtpengineRelay
 
     policy = MediaPolicy(own_addresses=[PHONE_HOST])
-    port_max = port_min + 4 * calls + 200
-    relay: Any
-    if relay_process:
+    listen_udp = functools.partial(udp.listen_udp, reactor)
+    if relay_name == "rtpengine":
+        return RtpengineRelay(reactor, listen_udp, (PHONE_HOST, ng_port), media_timeout=600.0)
+    if relay_name == "builtin-process":
         settings = {
             "address": PHONE_HOST, "port_min": port_min, "port_max": port_max,
             "interface": PHONE_HOST, "timeout": 600.0, "latch": policy.latch,
             "destinations": policy.destinations, "latch_packets": policy.latch_packets,
             "own_addresses": [PHONE_HOST], "srtp": policy.srtp, "hold_music": "",
         }  # fmt: skip
-        relay = ProcessRelay(
+        return ProcessRelay(
             reactor, functools.partial(spawn_media_process, reactor), settings, policy
         )
-    else:
-        relay = MediaRelay(
-            reactor, functools.partial(udp.listen_udp, reactor), PHONE_HOST,
-            port_range=(port_min, port_max), media_timeout=600.0, policy=policy,
-        )  # fmt: skip
+    return MediaRelay(
+        reactor, listen_udp, PHONE_HOST, port_range=(port_min, port_max),
+        media_timeout=600.0, policy=policy,
+    )  # fmt: skip
+
+
+def engine_figures(relay: Any) -> dict[str, Any]:
+    """rtpengine's control traffic during the step, and the calls it lost (else nothing)."""
+    from prometheus_client import REGISTRY
+
+    from warden.rtp.rtpengine import RtpengineRelay
+
+    if not isinstance(relay, RtpengineRelay):
+        return {}
+
+    def sample(name: str, **labels: str) -> int:
+        return int(REGISTRY.get_sample_value(name, labels) or 0)
+
+    requests = "warden_rtpengine_requests_total"
+    return {
+        "ng_requests_ok": sample(requests, outcome="ok"),
+        "ng_errors": sample(requests, outcome="error"),
+        "ng_timeouts": sample(requests, outcome="timeout"),
+        "ng_refused": sample(requests, outcome="refused"),
+        "ng_retransmissions": sample("warden_rtpengine_retransmissions_total"),
+        "ng_replies_dropped": sample("warden_rtpengine_replies_dropped_total"),
+        "calls_lost": sum(1 for s in relay.sessions() if s.timed_out),
+    }
+
+
+def host(calls: int, phone_ports: list[tuple[int, int]], relay_name: str, burst_ms: float,
+         burst_interval: float, port_min: int, ng_port: int) -> None:  # fmt: skip
+    """
+    The stand-in SIP process; prints the sessions' ports, runs until stdin
+    closes, then prints the engine's figures (L{engine_figures}).
+    """
+    from twisted.internet import reactor, stdio, task
+    from twisted.internet.protocol import Protocol
+
+    from warden.sip.parser import parse_datagram
+
+    relay = make_relay(reactor, relay_name, port_min, port_max_of(port_min, calls), ng_port)
 
     def burst() -> None:
         end = time.perf_counter() + burst_ms / 1000
@@ -105,6 +154,8 @@ def host(calls: int, phone_ports: list[tuple[int, int]], relay_process: bool,
 
     class Stop(Protocol):
         def connectionLost(self, reason: Any = None) -> None:
+            sys.stdout.write(json.dumps(engine_figures(relay)) + "\n")
+            sys.stdout.flush()
             relay.close()
             reactor.callLater(0.5, reactor.stop)  # type: ignore[attr-defined]
 
@@ -117,7 +168,12 @@ def host(calls: int, phone_ports: list[tuple[int, int]], relay_process: bool,
             session.offer_from("a", phone_sdp(caller, "caller"))
             session.answer_from("b", phone_sdp(callee, "callee"))
             ports.append(session.side_a.rtp_port)
-        await task.deferLater(reactor, 0.5, lambda: None)  # the process took the SDP
+        # rtpengine's offers and answers answered; the media process took the SDP.
+        for _ in range(200):
+            if not getattr(getattr(relay, "client", None), "pending", 0):
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        await task.deferLater(reactor, 0.5, lambda: None)
         sys.stdout.write(json.dumps(ports) + "\n")
         sys.stdout.flush()
         if burst_ms > 0:
@@ -227,22 +283,75 @@ def generate(
 # -- one step -----------------------------------------------------------------------------
 
 
-def step(calls: int, seconds: float, relay_process: bool, burst_ms: float,
-         burst_interval: float, phone_base: int, port_min: int) -> dict[str, Any]:  # fmt: skip
-    """One measured step: host and generator processes; the figures and the other load."""
+def port_max_of(port_min: int, calls: int) -> int:
+    """The relay's highest media port: four per call and some to spare."""
+    return port_min + 4 * calls + 200
+
+
+def step(calls: int, seconds: float, relay: str, burst_ms: float, burst_interval: float,
+         phone_base: int, port_min: int) -> dict[str, Any]:  # fmt: skip
+    """
+    One measured step: host and generator processes (and rtpengine for the
+    ``rtpengine`` relay, started here so its CPU counts as the bench's); the
+    figures and the other load. Without ``rtpengine`` installed, that step is
+    skipped: ``skipped`` says why.
+    """
+    described = {"calls": calls, "relay": relay, "burst_ms": burst_ms,
+                 "burst_interval_s": burst_interval, "seconds": seconds}  # fmt: skip
+    if relay not in RELAYS:
+        raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
+    if relay == "rtpengine" and shutil.which("rtpengine") is None:
+        reason = "rtpengine is not installed (apt-get install rtpengine-daemon)"
+        return {**described, "skipped": reason, "valid": False}
     phones = [(phone_base + 2 * i, phone_base + 2 * i + 1) for i in range(calls)]
     busy0, _ = system_cpu_seconds()
     children0 = children_cpu_seconds()
     wall0 = time.perf_counter()
+    engine = None
+    ng_port = 0
+    if relay == "rtpengine":
+        from warden.testing.rtpengined import RtpengineServer
+
+        engine = RtpengineServer((port_min, port_max_of(port_min, calls)), timeout=600)
+        engine.start()
+        ng_port = engine.ng[1]
+    try:
+        result = run_processes(calls, seconds, relay, burst_ms, burst_interval, phones,
+                               port_min, ng_port)  # fmt: skip
+    finally:
+        if engine is not None:
+            engine.destroy()  # reaped: its CPU is in children_cpu_seconds()
+    busy1, _ = system_cpu_seconds()
+    wall = time.perf_counter() - wall0
+    ours = children_cpu_seconds() - children0
+    other = max(0.0, 100 * (busy1 - busy0 - ours) / wall)
+    lost_calls = result.get("calls_lost", 0)
+    return {
+        **described,
+        **result,
+        "bench_cpu_seconds": round(ours, 2),
+        "other_cpu_pct": round(other, 1),
+        "valid": other <= MAX_OTHER_PCT and "error" not in result and not lost_calls,
+    }
+
+
+def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
+                  burst_interval: float, phones: list[tuple[int, int]], port_min: int,
+                  ng_port: int) -> dict[str, Any]:  # fmt: skip
+    """The host, then the generator until it is done; the generator's and the host's figures."""
     common = [sys.executable, __file__, json.dumps(phones)]
     host_process = subprocess.Popen(
-        [*common, "host", str(calls), str(int(relay_process)), str(burst_ms),
-         str(burst_interval), str(port_min)],
+        [*common, "host", str(calls), relay, str(burst_ms), str(burst_interval),
+         str(port_min), str(ng_port)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert host_process.stdout is not None and host_process.stdin is not None
     line = host_process.stdout.readline()
+    if not line:
+        host_process.wait()
+        return {"error": f"host exit {host_process.returncode} before its calls were set up"}
     relay_ports = json.loads(line)
+    engine: dict[str, Any] = {}
     try:
         generator = subprocess.run(
             [*common, "generator", json.dumps(relay_ports), str(seconds)],
@@ -251,39 +360,25 @@ def step(calls: int, seconds: float, relay_process: bool, burst_ms: float,
     finally:
         host_process.stdin.close()
         try:
+            engine = json.loads(host_process.stdout.readline() or "{}")
             host_process.wait(30)
         except subprocess.TimeoutExpired:
             host_process.kill()
             host_process.wait()
     if generator.returncode == 0:
-        result = json.loads(generator.stdout)
-    else:  # a phone port taken by another program, say: the step has no figures
-        lines = generator.stderr.strip().splitlines()
-        result = {"error": lines[-1] if lines else f"generator exit {generator.returncode}"}
-    busy1, _ = system_cpu_seconds()
-    wall = time.perf_counter() - wall0
-    ours = children_cpu_seconds() - children0
-    other = max(0.0, 100 * (busy1 - busy0 - ours) / wall)
-    return {
-        "calls": calls,
-        "relay_process": relay_process,
-        "burst_ms": burst_ms,
-        "burst_interval_s": burst_interval,
-        "seconds": seconds,
-        **result,
-        "bench_cpu_seconds": round(ours, 2),
-        "other_cpu_pct": round(other, 1),
-        "valid": other <= MAX_OTHER_PCT and "error" not in result,
-    }
+        return {**json.loads(generator.stdout), **engine}
+    # A phone port taken by another program, say: the step has no figures.
+    lines = generator.stderr.strip().splitlines()
+    return {"error": lines[-1] if lines else f"generator exit {generator.returncode}"}
 
 
 def child_main(argv: list[str]) -> None:
     phones = [tuple(p) for p in json.loads(argv[0])]
     role = argv[1]
     if role == "host":
-        calls, relay_process, burst_ms, interval, port_min = argv[2:7]
-        host(int(calls), phones, relay_process == "1", float(burst_ms), float(interval),  # type: ignore[arg-type]
-             int(port_min))  # fmt: skip
+        calls, relay, burst_ms, interval, port_min, ng_port = argv[2:8]
+        host(int(calls), phones, relay, float(burst_ms), float(interval), int(port_min),  # type: ignore[arg-type]
+             int(ng_port))  # fmt: skip
     else:
         print(json.dumps(generate(json.loads(argv[2]), phones, float(argv[3]))))  # type: ignore[arg-type]
 

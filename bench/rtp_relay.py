@@ -25,11 +25,12 @@ thread, runs after the timed loop and is timed on its own:
 
     python bench/rtp_relay.py [--packets N] [--window W] [--skip-loopback]
     python bench/rtp_relay.py --concurrent 250,500 [--seconds 20] [--burst-ms 20]
-        [--burst-interval 0.1]
+        [--burst-interval 0.1] [--relays builtin-inproc,builtin-process,rtpengine]
 
 ``--concurrent`` runs only the concurrent-calls steps of L{bench.relay_jitter}
-(added jitter p50/p99 and loss with the relay in the SIP process and in its own
-media process, ADR 0033, with the rest of the machine's load per step).
+(added jitter p50/p99 and loss with the relay in the SIP process, in its own
+media process, ADR 0033, and with rtpengine, ADR 0025, with the rest of the
+machine's load per step); ``--relays`` picks among them, all by default.
 
 Prints one JSON object.
 """
@@ -257,15 +258,19 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
 
 
 def concurrent(args: argparse.Namespace) -> dict[str, Any]:
-    """Each call count with the relay in process, then out of process, in one run."""
-    from bench.relay_jitter import MAX_OTHER_PCT, step
+    """Each call count with each relay of ``--relays``, in that order, in one run."""
+    from bench.relay_jitter import MAX_OTHER_PCT, RELAYS, step
 
+    relays = [name.strip() for name in args.relays.split(",") if name.strip()]
+    unknown = sorted(set(relays) - set(RELAYS))
+    if unknown:
+        raise SystemExit(f"--relays: unknown {', '.join(unknown)} (known: {', '.join(RELAYS)})")
     steps = []
     for calls in (int(n) for n in args.concurrent.split(",")):
-        for relay_process in (False, True):
+        for relay in relays:
             steps.append(
-                step(calls, args.seconds, relay_process, args.burst_ms, args.burst_interval,
-                     phone_base=40000, port_min=20000)
+                step(calls, args.seconds, relay, args.burst_ms, args.burst_interval,
+                     phone_base=args.phone_port_min, port_min=args.media_port_min)
             )  # fmt: skip
             print(json.dumps(steps[-1]), file=sys.stderr)
     return {
@@ -286,7 +291,13 @@ def main() -> None:
         "--concurrent",
         default="",
         help="comma-separated call counts: added jitter and loss of that many concurrent"
-        " calls, in-process and out-of-process relay (bench/relay_jitter.py); only that",
+        " calls, with each of --relays (bench/relay_jitter.py); only that",
+    )
+    parser.add_argument(
+        "--relays",
+        default="builtin-inproc,builtin-process,rtpengine",
+        help="comma-separated media engines of the --concurrent steps (rtpengine's is"
+        " skipped, with the reason, when rtpengine is not installed)",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="of each --concurrent step")
     parser.add_argument(
@@ -294,6 +305,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--burst-interval", type=float, default=0.1, help="seconds between bursts (--concurrent)"
+    )
+    parser.add_argument(
+        "--media-port-min", type=int, default=20000, help="the relay's ports (--concurrent)"
+    )
+    parser.add_argument(
+        "--phone-port-min", type=int, default=40000, help="the phones' ports (--concurrent)"
     )
     parser.add_argument(
         "--loopback-srtp", action="store_true", help="the loopback run with SRTP on both legs"
