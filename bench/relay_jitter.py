@@ -352,11 +352,18 @@ def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
         return {"error": f"host exit {host_process.returncode} before its calls were set up"}
     relay_ports = json.loads(line)
     engine: dict[str, Any] = {}
+    media = media_pid(host_process.pid) if relay == "builtin-process" else None
+    media0 = process_cpu_seconds(media)
+    media_cpu = 0.0
     try:
         generator = subprocess.run(
             [*common, "generator", json.dumps(relay_ports), str(seconds)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
+        if media is not None:
+            # CPU per op, valid on a busy machine too (a starved process reads
+            # more packets per wake-up, so there it errs low).
+            media_cpu = process_cpu_seconds(media) - media0
     finally:
         host_process.stdin.close()
         try:
@@ -366,10 +373,37 @@ def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
             host_process.kill()
             host_process.wait()
     if generator.returncode == 0:
-        return {**json.loads(generator.stdout), **engine}
+        result = {**json.loads(generator.stdout), **engine}
+        if media is not None and result.get("packets_received"):
+            result["media_cpu_seconds"] = round(media_cpu, 2)
+            per_packet = 1e6 * media_cpu / result["packets_received"]
+            result["media_cpu_us_per_packet"] = round(per_packet, 2)
+        return result
     # A phone port taken by another program, say: the step has no figures.
     lines = generator.stderr.strip().splitlines()
     return {"error": lines[-1] if lines else f"generator exit {generator.returncode}"}
+
+
+def media_pid(host_pid: int) -> int | None:
+    """The media process: the host's child (Linux ``/proc``), None if not found."""
+    try:
+        with open(f"/proc/{host_pid}/task/{host_pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User and system CPU time of ``pid`` so far (0 for None or a gone process)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_main(argv: list[str]) -> None:
