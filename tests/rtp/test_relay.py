@@ -425,6 +425,71 @@ class CounterTests(RelayTestMixin, SynchronousTestCase):
         self.assertEqual(session.stats()["a"]["jitter_ms_in"], 0.0)
 
 
+class _NullTap:
+    """A tap that keeps nothing: a tapped session takes the general packet path."""
+
+    def rtp(self, *args: Any) -> None:
+        pass
+
+    def close(self, now: float) -> None:
+        pass
+
+
+def _counters(session: MediaSession) -> dict[str, dict[str, Any]]:
+    """A session's stats without its own ports."""
+    return {
+        side: {k: v for k, v in stats.items() if not k.endswith("_port")}
+        for side, stats in session.stats().items()
+    }
+
+
+class FastPathTests(RelayTestMixin, SynchronousTestCase):
+    """
+    The common packet (plain RTP from the latched source, untapped; see
+    ``MediaSession._relay_plain``) is relayed and counted exactly as the
+    general path relays and counts it, whatever else is mixed in.
+    """
+
+    def mixed(self, session: MediaSession) -> list[tuple[bytes, tuple[str, int]]]:
+        """A mixed stream both ways, with gaps and irregular arrivals; what was sent."""
+        caller, callee = (CALLER, 4000), (CALLEE, 5000)
+        packets = [
+            (caller, rtp(1, 160)), (callee, rtp(50, 8000, ssrc=9)), (caller, rtp(2, 320)),
+            (caller, rtp(4, 640, marker=True)), (caller, rtp(5, 800, csrcs=(7, 8))),
+            (caller, rtp(6, 960, extension=b"\x00\x01\x02\x03")),
+            (caller, rtp(7, 1120, padding=4)), (caller, dtmf(8, 1120)),
+            (caller, dtmf(9, 1120, end=True)), (caller, rtcp_rr()), (caller, b"\x80"),
+            (caller, rtp(10, 1600, payload_type=8)), (caller, rtp(10, 1600)),
+            (("192.0.2.99", 4000), rtp(11, 1760)), ((CALLER, 4002), rtp(11, 1760)),
+            (caller, rtp(9, 1440)), (callee, rtp(51, 8160, ssrc=9, payload_type=96)),
+            (caller, rtp(3000, 480000)), (caller, rtp(12, 1920)),
+            (caller, rtp(13, 9600, payload_type=96)), (caller, rtp(14, 10560, payload_type=96)),
+            (caller, rtp(15, 11520, payload_type=96)),
+        ]  # fmt: skip
+        for i, (source, data) in enumerate(packets):
+            self.clock.advance(0.013 + 0.011 * (i % 3))
+            port = session.side_a.rtp_port if source[0] != CALLEE else session.side_b.rtp_port
+            self.network.deliver(port, data, source)
+        return self.to_callee(session) + self.to_caller(session)
+
+    def test_same_as_general_path(self) -> None:
+        """Every counter and every packet sent match a tapped session's (the general path)."""
+        start = self.clock.seconds()
+        opus = sdp_body(CALLEE, 5000).replace(b"RTP/AVP 0 8 101", b"RTP/AVP 96 0 8 101")
+        opus += b"a=rtpmap:96 opus/48000/2\r\n"
+        plain = self.call(callee_sdp=opus)
+        plain_sent = self.mixed(plain)
+        self.clock.rightNow = start
+        tapped = self.call(callee_sdp=opus)
+        tapped.tap = _NullTap()
+        tapped_sent = self.mixed(tapped)
+        self.assertEqual(plain_sent, tapped_sent)
+        self.assertEqual(_counters(plain), _counters(tapped))
+        self.assertEqual(plain.stats()["a"]["dtmf_events"], 1)
+        self.assertEqual(plain.stats()["a"]["dropped_spoofed"], 1)
+        self.assertEqual(plain.stats()["a"]["dropped_malformed"], 1)
+
+
 class TimeoutTests(RelayTestMixin, SynchronousTestCase):
     """Media timeout: fires once after media_timeout without RTP, never on hold."""
 

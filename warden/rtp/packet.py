@@ -281,13 +281,25 @@ class StreamStats:
             clock_rate: its payload's timestamp rate, if not the default.
             timing: whether its timestamp takes part in jitter.
         """
+        self.record_fields(header.sequence, header.timestamp, size, arrival, clock_rate, timing)
+
+    def record_fields(
+        self,
+        sequence: int,
+        timestamp: int,
+        size: int,
+        arrival: float,
+        clock_rate: int | None = None,
+        timing: bool = True,
+    ) -> None:
+        """L{record} from the header's sequence number and timestamp alone."""
         self.packets += 1
         self.bytes += size
         self.last_packet_at = arrival
-        if not self._sequence(header.sequence):
+        if not self._sequence(sequence):
             return
         if timing:
-            self._jitter(header.timestamp, arrival, clock_rate or self.default_clock_rate)
+            self._jitter(timestamp, arrival, clock_rate or self.default_clock_rate)
 
     def _sequence(self, seq: int) -> bool:
         """Update loss accounting; False for a duplicate or an unbelieved jump."""

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,8 @@ from warden.rtp import metrics
 from warden.rtp.errors import MediaError, RtpParseError
 from warden.rtp.music import HoldMusic, MusicPlayer, held_sides, holding_after
 from warden.rtp.packet import (
+    RTCP_MUX_RANGE,
+    RTP_HEADER_BYTES,
     DtmfCounter,
     RtpHeader,
     StreamStats,
@@ -97,6 +100,11 @@ if TYPE_CHECKING:
 
 Address = tuple[str, int]
 _SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError)
+# The fast path's packets (MediaSession._relay_plain): version 2 without
+# padding, extension or CSRCs; RTCP's second octets on a shared port (RFC 5761).
+_PLAIN_FIRST_OCTET = 0x80
+_RTCP_MUX_FIRST, _RTCP_MUX_LAST = RTCP_MUX_RANGE[0], RTCP_MUX_RANGE[-1]
+_SEQUENCE_TIMESTAMP = struct.Struct("!HI")
 # A payload type no SDP names: the default clock rate, not an event.
 _UNKNOWN_FORMAT: tuple[int | None, bool] = (None, False)
 #: RFC 4733 §3.2 event codes of the DTMF digits.
@@ -436,6 +444,17 @@ class MediaSession:
             return
         peer = self._peers[side]
         source: Address = (addr[0], addr[1])
+        if (
+            source == peer.latched_rtp
+            and not rtcp
+            and peer.srtp is None
+            and self.tap is None
+            and len(data) >= RTP_HEADER_BYTES
+            and data[0] == _PLAIN_FIRST_OCTET
+            and not _RTCP_MUX_FIRST <= data[1] <= _RTCP_MUX_LAST
+            and self._relay_plain(side, peer, data)
+        ):
+            return
         if peer.srtp is not None:
             decrypted = self._unprotect(peer, peer.srtp, rtcp, data, source)
             if decrypted is None:
@@ -465,6 +484,30 @@ class MediaSession:
         if self.players and _other(side) in self.players:
             return  # the other phone is held: it hears the music instead
         self._forward(other, other.rtp_destination(), (_other(side), False), data, now)
+
+    def _relay_plain(self, side: str, peer: _Peer, data: bytes) -> bool:
+        """
+        The common packet, relayed with the least work: plain RTP with no CSRC,
+        extension or padding from the latched source, not an RFC 4733 event, to
+        a plain-RTP phone, the session untapped. Exactly what the general path
+        does with such a packet (it would parse, need no latching and count the
+        same); False, with nothing done, for a packet that is not this case.
+        """
+        other_side = _other(side)
+        other = self._peers[other_side]
+        if other.srtp is not None:
+            return False
+        pt = data[1] & 0x7F
+        rate, event = other.formats.get(pt) or peer.formats.get(pt) or _UNKNOWN_FORMAT
+        if event:
+            return False
+        sequence, timestamp = _SEQUENCE_TIMESTAMP.unpack_from(data, 2)
+        now = self._clock.seconds()
+        self._activity = now
+        peer.rtp_in.record_fields(sequence, timestamp, len(data), now, rate)
+        if not self.players or other_side not in self.players:
+            self._forward(other, other.rtp_destination(), (other_side, False), data, now)
+        return True
 
     def _unprotect(
         self, peer: _Peer, srtp: SrtpLeg, rtcp: bool, data: bytes, source: Address
