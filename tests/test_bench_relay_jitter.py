@@ -1,0 +1,83 @@
+"""
+Tests for L{bench.relay_jitter}: the figures made of the transits, the
+generator's packets on real sockets of 127.0.0.1 (callers sending straight to
+the callees, no relay), and the rtpengine step without rtpengine.
+"""
+
+from __future__ import annotations
+
+import socket
+from unittest import mock
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bench import relay_jitter
+from bench.relay_jitter import PACKET, PACKET_SIZE, figures, generate, step
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different UDP ports of 127.0.0.1, free right now."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
+
+
+class FiguresTests(SynchronousTestCase):
+    def test_added_jitter_per_call(self) -> None:
+        """Each transit counts from its own call's smallest; loss from what was sent."""
+        ms = 1_000_000
+        transits = [[5 * ms, 5 * ms, 7 * ms], [20 * ms, 21 * ms], []]
+        result = figures(transits, sent=6)
+        self.assertEqual(result["packets_received"], 5)
+        self.assertEqual(result["loss_pct"], round(100 / 6, 4))
+        self.assertEqual(result["added_jitter_ms_p50"], 0.0)
+        self.assertEqual(result["added_jitter_ms_max"], 2.0)
+
+    def test_nothing_received(self) -> None:
+        """No packet at all: full loss, no jitter figures."""
+        result = figures([[], []], sent=4)
+        self.assertEqual(result["loss_pct"], 100.0)
+        self.assertIsNone(result["added_jitter_ms_p99"])
+
+
+class GeneratorTests(SynchronousTestCase):
+    def test_packets_sent_and_received(self) -> None:
+        """
+        Every call's packets reach its callee (here straight from the caller):
+        none lost, the stamps read back, and the CPU per packet recorded.
+        """
+        ports = free_ports(6)
+        phones = [(ports[2 * i], ports[2 * i + 1]) for i in range(3)]
+        result = generate([callee for _, callee in phones], phones, 0.1)
+        self.assertEqual(result["packets_sent"], 3 * 5)
+        self.assertEqual(result["packets_received"], 3 * 5)
+        self.assertEqual(result["loss_pct"], 0.0)
+        self.assertGreaterEqual(result["added_jitter_ms_max"], 0.0)
+        self.assertGreater(result["generator_cpu_us_per_packet"], 0.0)
+
+    def test_packet_layout(self) -> None:
+        """An RTP version-2 PCMU header, then the stamp and call index, in 172 bytes."""
+        buffer = bytearray(b"\xff" * PACKET_SIZE)
+        PACKET.pack_into(buffer, 0, 0x80, 0, 7, 1120, 0x1001, 123456789, 1)
+        self.assertEqual(len(buffer), 172)
+        self.assertEqual(buffer[:2], b"\x80\x00")
+        self.assertEqual(relay_jitter.STAMP.unpack_from(buffer, 12), (123456789, 1))
+        self.assertEqual(buffer[-1:], b"\xff")
+
+
+class RtpengineStepTests(SynchronousTestCase):
+    def test_skipped_without_rtpengine(self) -> None:
+        """Without the rtpengine binary its step says why it has no figures."""
+        with mock.patch.object(relay_jitter.shutil, "which", return_value=None):
+            result = step(10, 1.0, "rtpengine", 20.0, 0.1, phone_base=40000, port_min=20000)
+        self.assertIn("rtpengine is not installed", result["skipped"])
+        self.assertFalse(result["valid"])
+
+    def test_unknown_relay(self) -> None:
+        """A relay name the bench does not know is an error, not a silent built-in step."""
+        self.assertRaises(ValueError, step, 10, 1.0, "kamailio", 20.0, 0.1, 40000, 20000)
