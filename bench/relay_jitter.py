@@ -34,7 +34,11 @@ recorded, and a step with more than ``MAX_OTHER_PCT`` % of a core is marked
 ``valid: false``: its figures are not the relay's. An rtpengine step also
 records the ng control traffic (requests answered, errors, timeouts,
 retransmissions, replies dropped) and the calls Warden lost to rtpengine
-(``calls_lost``; any makes the step invalid).
+(``calls_lost``; any makes the step invalid). CPU per operation, meaningful on
+a busy machine too: ``generator_cpu_us_per_packet`` (the generator's sends and
+receives per packet sent) and ``media_cpu_us_per_packet`` (the media process's
+or rtpengine's CPU time per packet received, rtpengine's answering of the
+per-second queries included).
 """
 
 from __future__ import annotations
@@ -327,16 +331,16 @@ def step(calls: int, seconds: float, relay: str, burst_ms: float, burst_interval
     children0 = children_cpu_seconds()
     wall0 = time.perf_counter()
     engine = None
-    ng_port = 0
+    ng_port, engine_pid = 0, None
     if relay == "rtpengine":
         from warden.testing.rtpengined import RtpengineServer
 
         engine = RtpengineServer((port_min, port_max_of(port_min, calls)), timeout=600)
         engine.start()
-        ng_port = engine.ng[1]
+        ng_port, engine_pid = engine.ng[1], engine.pid
     try:
         result = run_processes(calls, seconds, relay, burst_ms, burst_interval, phones,
-                               port_min, ng_port)  # fmt: skip
+                               port_min, ng_port, engine_pid)  # fmt: skip
     finally:
         if engine is not None:
             engine.destroy()  # reaped: its CPU is in children_cpu_seconds()
@@ -356,8 +360,12 @@ def step(calls: int, seconds: float, relay: str, burst_ms: float, burst_interval
 
 def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
                   burst_interval: float, phones: list[tuple[int, int]], port_min: int,
-                  ng_port: int) -> dict[str, Any]:  # fmt: skip
-    """The host, then the generator until it is done; the generator's and the host's figures."""
+                  ng_port: int, engine_pid: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """
+    The host, then the generator until it is done; the generator's and the
+    host's figures, and the media engine's CPU time per packet relayed (the
+    media process's, or rtpengine's: ``engine_pid``).
+    """
     common = [sys.executable, __file__, json.dumps(phones)]
     host_process = subprocess.Popen(
         [*common, "host", str(calls), relay, str(burst_ms), str(burst_interval),
@@ -371,7 +379,7 @@ def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
         return {"error": f"host exit {host_process.returncode} before its calls were set up"}
     relay_ports = json.loads(line)
     engine: dict[str, Any] = {}
-    media = media_pid(host_process.pid) if relay == "builtin-process" else None
+    media = media_pid(host_process.pid) if relay == "builtin-process" else engine_pid
     media0 = process_cpu_seconds(media)
     media_cpu = 0.0
     try:

@@ -96,6 +96,11 @@ class RtpengineServer(ChildServer):
         self.stop()
         raise ServerError(f"rtpengine did not answer within {_ATTEMPTS} pings (log: {self.log})")
 
+    @property
+    def pid(self) -> int | None:
+        """rtpengine's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def ping(self) -> bool:
         """Whether rtpengine answers an ng ``ping`` within a short wait."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
