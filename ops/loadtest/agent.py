@@ -293,10 +293,10 @@ class SipAgent:
         authorization: str | None = None,
     ) -> bytes:  # fmt: skip
         """A REGISTER of ``user``'s contact here; ``authorization`` is a whole header line."""
-        aor = self.aor(user)
+        aor = f"<sip:{user}@{self.domain}>"  # self.aor(user), without the call
         credentials = f"{authorization}\r\n" if authorization is not None else ""
         return (
-            f"REGISTER {self.register_uri} SIP/2.0\r\n"
+            f"REGISTER sip:{self.domain} SIP/2.0\r\n"
             f"Via: {self.via(branch)}\r\n"
             "Max-Forwards: 70\r\n"
             f"From: {aor};tag={tag}\r\n"

@@ -75,13 +75,23 @@ class Histogram:
         """Add one sample (NaN and infinities are ignored; negatives count as 0 units)."""
         if not math.isfinite(value):
             return
-        units = min(MAX_UNITS, max(0, round(value * self.scale)))
-        index = bucket_index(units)
-        self.counts[index] = self.counts.get(index, 0) + 1
+        # bucket_index(), written out: this runs several times per operation.
+        units = round(value * self.scale)
+        if units < _EXACT:
+            index = units if units > 0 else 0
+        else:
+            if units > MAX_UNITS:
+                units = MAX_UNITS
+            shift = units.bit_length() - SIGNIFICANT_BITS
+            index = _EXACT + (shift - 1) * _HALF + ((units >> shift) - _HALF)
+        counts = self.counts
+        counts[index] = counts.get(index, 0) + 1
         self.count += 1
         self.total += value
-        self.min = value if self.min is None else min(self.min, value)
-        self.max = value if self.max is None else max(self.max, value)
+        if self.min is None or value < self.min:
+            self.min = value
+        if self.max is None or value > self.max:
+            self.max = value
 
     def extend(self, values: Iterable[float]) -> None:
         """Add every value of ``values``."""

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 #: Seconds between two looks at the schedule.
 TICK = 0.005
@@ -126,10 +127,11 @@ class Pacer:
         except Exception:
             self.log.failure("starting operation {index} failed", index=index)
             d = defer.succeed(None)
-        d.addErrback(lambda f: self.log.failure("operation {index} failed", f, index=index))
-        d.addBoth(self._ended)
+        d.addBoth(self._ended, index)
 
-    def _ended(self, _: object) -> None:
+    def _ended(self, result: object, index: int) -> None:
+        if isinstance(result, Failure):
+            self.log.failure("operation {index} failed", result, index=index)
         self.in_flight -= 1
         self._check_done()
 

@@ -113,6 +113,12 @@ def _with_histogram(histogram: Histogram) -> dict[str, Any]:
     return {**histogram.summary().as_dict(), "histogram": histogram.as_dict()}
 
 
+#: Status codes as the response counts' keys (the usual ones made once).
+_STATUS_TEXT = {code: str(code) for code in range(100, 700)}
+#: The timer of the authenticated request of each registration phase.
+_AUTH_TIMER = {name: f"{name}_auth" for name in ("register", "refresh", "unregister")}
+
+
 class Recorder:
     """
     Collects results. ``start`` is the clock time the measured load began;
@@ -191,10 +197,14 @@ class Recorder:
         self, phase: str, result: RegistrationResult, at: float, measured: bool = True
     ) -> None:
         """Account a registration (or unregistration) that ended."""
+        codes = self.responses.get("REGISTER")
+        if codes is None:
+            codes = self.responses["REGISTER"] = Counter()
         for status in result.statuses:
-            self.response("REGISTER", status)
-        self.time(phase, result.duration if result.ok else None)
-        self.time(f"{phase}_auth", result.auth_duration if result.ok else None)
+            codes[_STATUS_TEXT.get(status) or str(status)] += 1
+        if result.ok:
+            self.time(phase, result.duration)
+            self.time(_AUTH_TIMER.get(phase) or f"{phase}_auth", result.auth_duration)
         self.finished(phase, at, result.ok, result.cause, result.duration, measured)
 
     def call(self, result: CallResult, at: float) -> None:
