@@ -2,7 +2,8 @@
 CPU per registration of one ``warden-loadtest`` process, without sockets.
 
 Runs the generator as a run does (L{warden.ops.loadtest.runner.LoadTest}: pacer,
-agent, recorder; a ``registrations`` test of ``--users`` users) on a manual
+agent, recorder; a ``registrations`` test of ``--users`` users; the garbage
+collector set as the service sets it) on a manual
 clock, against an in-process registrar that answers each REGISTER from its
 bytes: 401 with a fresh digest challenge (``qop="auth"``), then, once the
 ``Authorization`` it carries is checked (RFC 7616 §3.4.1; a wrong answer gets
@@ -44,6 +45,7 @@ from bench.hotpath import HeapClock
 from warden.ops.loadtest.options import Options
 from warden.ops.loadtest.results import Account
 from warden.ops.loadtest.runner import LoadTest
+from warden.ops.loadtest.tap import calm_collector
 
 PBX = ("198.51.100.1", 5060)
 LOCAL = ("127.0.0.1", 40000)
@@ -214,6 +216,7 @@ def run(users: int, rate: float, profiler: cProfile.Profile | None) -> dict[str,
     registrar = Registrar()
     accounts: list[Account] = options.accounts
     test = LoadTest(options.settings, accounts, reactor, err=io.StringIO())
+    calm_collector()  # as the service does before the run
     finished = test.run()
     phase = test.recorder.phase("register")
     began = cpu_began = wall_began = registrar_began = None
