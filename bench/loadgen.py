@@ -31,7 +31,9 @@ generator's own call sides (Kamailio does not anchor media).
    ``--sipp-processes`` SIPp processes sharing each step (each its slice of the
    users and its share of the rate). ``limit_found`` says which ramps ended
    at a rate not sustained; when SIPp's did not, warden-loadtest / SIPp is
-   given only as ``ratio_one_process_to_sipp_at_most``. A rate is *sustained* when
+   given only as ``ratio_one_process_to_sipp_at_most``. SIPp's achieved rate
+   is over the time its calls ran (its statistics' start and last row), as
+   warden-loadtest's is over its schedule. A rate is *sustained* when
    every registration succeeded and at least 95% of the offered rate was
    achieved. Per step: offered and achieved rate, failures, p95 of the
    authenticated REGISTER, the generator's CPU (user + system over the step's
@@ -387,12 +389,18 @@ def registration_step_sipp(
 
     created = successful = failed = 0
     rtts: list[float] = []
+    spans = []
     for index in range(len(sipp_csvs)):
         stats = read_sipp_stats(step / str(index))
         created += stats.created
         successful += stats.successful
         failed += stats.failed
         rtts += read_sipp_rtts(step / str(index))
+        spans.append(sipp_span(stats.row))
+    # Achieved over the time SIPp ran its calls (as warden-loadtest's is over
+    # its schedule), not over the processes' start-up too.
+    starts, ends = [s[0] for s in spans if s], [s[1] for s in spans if s]
+    busy = max(ends) - min(starts) if len(starts) == len(spans) else wall
     return {
         "generator": "sipp",
         "processes": len(sipp_csvs),
@@ -400,7 +408,7 @@ def registration_step_sipp(
         "attempted": created,
         "succeeded": successful,
         "failed": failed,
-        "achieved": round(successful / wall, 1),
+        "achieved": round(successful / max(busy, 1e-3), 1),
         "p95_ms": percentile(rtts, 0.95) if rtts else None,
         "generator_cpu_pct": round(100 * cpu / wall, 1),
         "target_cpu_pct": round(100 * target_cpu / wall, 1),
@@ -408,6 +416,18 @@ def registration_step_sipp(
         "other_cpu_pct": load["other_cpu_pct"],
         "steal_pct": load["steal_pct"],
     }
+
+
+def sipp_span(row: dict[str, str]) -> tuple[float, float] | None:
+    """
+    When SIPp started and wrote its last statistics (epoch seconds, from the
+    ``StartTime`` and ``CurrentTime`` of a ``-trace_stat`` row), or None.
+    """
+    try:
+        start, end = (float(row[name].split("\t")[-1]) for name in ("StartTime", "CurrentTime"))
+    except (KeyError, ValueError):
+        return None
+    return (start, end) if end > start else None
 
 
 def sustained(step: dict[str, Any]) -> bool:
