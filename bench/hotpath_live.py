@@ -11,7 +11,9 @@ under twistd. Then the UDP listener's socket is swapped for one that only
 counts what is written, and the same datagrams as ``bench/hotpath.py`` are
 fed to the listener in windows of ``--window`` requests (the next window
 once every request of the last one is answered: with Redis the answers wait
-for its replies):
+for its replies), or with ``--rate R`` open loop at R requests per second as
+phones send them (each millisecond the requests due by then), so that the
+bindings' write-behind sees the batches a real load gives it:
 
 * phase 1: one unauthenticated REGISTER per user, each answered 401;
 * untimed: the client side answers every challenge;
@@ -28,6 +30,7 @@ reported beside it).
 Usage::
 
     python -m bench.hotpath_live --store sqlite [--users N] [--rounds R] [--profile FILE]
+    python -m bench.hotpath_live --store sqlite --rate 2000 ...
     python -m bench.hotpath_live --store redis ...
 
 Prints one JSON object.
@@ -154,11 +157,14 @@ def settings(workdir: Path, store: str, redis_url: str) -> dict[str, Any]:
 class LiveStack:
     """Warden built by ``warden.tap`` and started; its UDP listener driven directly."""
 
-    def __init__(self, reactor: Any, root: WardenService, window: int, settle: float) -> None:
+    def __init__(
+        self, reactor: Any, root: WardenService, window: int, settle: float, rate: float = 0.0
+    ) -> None:
         self.reactor = reactor
         self.root = root
         self.window = window
         self.settle = settle
+        self.rate = rate
         self.udp: Any = None
         self.transport: CountingDatagramTransport | None = None
         self._socket: Any = None
@@ -202,18 +208,38 @@ class LiveStack:
             profiler.enable()
         wall, cpu = time.perf_counter(), time.process_time()
         expected = transport.count
-        for first in range(0, len(datagrams), self.window):
-            batch = datagrams[first : first + self.window]
-            for data, addr in batch:
-                receive(data, addr)
-            expected += len(batch)
-            await transport.until(expected)
+        if self.rate:
+            await self._feed_at_rate(datagrams, receive)
+            await transport.until(expected + len(datagrams))
+        else:
+            for first in range(0, len(datagrams), self.window):
+                batch = datagrams[first : first + self.window]
+                for data, addr in batch:
+                    receive(data, addr)
+                expected += len(batch)
+                await transport.until(expected)
         await task.deferLater(self.reactor, self.settle, lambda: None)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall - self.settle
         if profiler is not None:
             profiler.disable()
         gc.callbacks.remove(collector)
         return Seconds(cpu, wall, collector.seconds)
+
+    async def _feed_at_rate(
+        self, datagrams: list[tuple[bytes, tuple[str, int]]], receive: Any
+    ) -> None:
+        """
+        Open loop, as phones send: every millisecond, the datagrams due by then at
+        ``rate`` per second, whether or not the earlier ones were answered.
+        """
+        start = time.perf_counter()
+        sent = 0
+        while sent < len(datagrams):
+            due = min(len(datagrams), int((time.perf_counter() - start) * self.rate) + 1)
+            for data, addr in datagrams[sent:due]:
+                receive(data, addr)
+            sent = max(sent, due)
+            await task.deferLater(self.reactor, 0.001, lambda: None)
 
     async def run_round(
         self, users: int, round_no: int, profiler: cProfile.Profile | None
@@ -262,7 +288,7 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     await provision(reactor, options.config, args.users)
     root = makeService(options, reactor)
     assert isinstance(root, WardenService)
-    stack = LiveStack(reactor, root, args.window, args.settle)
+    stack = LiveStack(reactor, root, args.window, args.settle, args.rate)
     await stack.start()
     # CPU time, not wall time: the waits for Redis are not our cost.
     profiler = cProfile.Profile(time.process_time) if args.profile else None
@@ -286,6 +312,7 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "users": args.users,
         "rounds": args.rounds,
         "window": args.window,
+        "rate": args.rate,
         # The first round adds every binding; the later ones refresh them, as
         # phones (and bench/register.py's steps after its fill) do.
         "first": costs(args.users, *rounds[0]),
@@ -322,6 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=int, default=50, help="requests in flight")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests per second sent open loop instead of --window in flight",
+    )
     parser.add_argument("--settle", type=float, default=0.5, help="seconds after each phase")
     parser.add_argument("--json-log", action="store_true", help="log JSON, not text")
     parser.add_argument("--profile", help="write cProfile stats here (top 30 to stderr)")

@@ -34,7 +34,7 @@ from tests.store.syncpool import SyncPool
 from warden.errors import StoreError
 from warden.interfaces import IDirectory, ILocationService
 from warden.store.directory import SQLDirectory
-from warden.store.location import SQLLocationService
+from warden.store.location import FLUSH_INTERVAL, SQLLocationService
 from warden.store.migrate import apply_migrations
 from warden.store.sqlite import open_sqlite_pool
 
@@ -244,13 +244,15 @@ class WriteBehindTests(SynchronousTestCase):
 
     def test_group_commit(self) -> None:
         """Changes made while a flush runs wait for the next one, which starts as soon
-        as the running one commits and takes them all in one transaction."""
+        as the running one commits when the last started FLUSH_INTERVAL ago, and
+        takes them all in one transaction."""
         self.pool.hold = True
         first = self.apply("100", "a")
         self.clock.advance(0)
         later = [self.apply("200", "b"), self.apply("300", "c"), self.apply("100", "d")]
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.pool.queue), 1)
+        self.clock.advance(FLUSH_INTERVAL)
         self.pool.run_next()
         self.successResultOf(first)
         for d in later:
@@ -261,6 +263,49 @@ class WriteBehindTests(SynchronousTestCase):
             self.successResultOf(d)
         self.assertEqual(self.pool.interactions, ["_flush_bindings_txn"] * 2)
         self.assertEqual(self.rows(), [("100", "a"), ("100", "d"), ("200", "b"), ("300", "c")])
+
+    def test_one_flush_per_interval(self) -> None:
+        """Under load a flush starts at most once per FLUSH_INTERVAL: the changes of
+        that time wait for it and share it; none is acknowledged before it commits."""
+        first = self.apply("100", "a")
+        self.clock.advance(0)
+        self.successResultOf(first)
+        later = [self.apply(str(200 + n), "a") for n in range(20)]
+        self.clock.advance(FLUSH_INTERVAL / 2)
+        for d in later:
+            self.assertNoResult(d)
+        self.assertEqual(self.pool.interactions, ["_flush_bindings_txn"])
+        self.clock.advance(FLUSH_INTERVAL / 2)
+        for d in later:
+            self.successResultOf(d)
+        self.assertEqual(self.pool.interactions, ["_flush_bindings_txn"] * 2)
+        self.assertEqual(len(self.rows()), 21)
+
+    def test_quiet_node_writes_at_once(self) -> None:
+        """A change FLUSH_INTERVAL or more after the last flush started is written at
+        the clock's next tick, without waiting."""
+        self.apply("100", "a")
+        self.clock.advance(0)
+        self.clock.advance(FLUSH_INTERVAL)
+        d = self.apply("200", "a")
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(self.pool.interactions, ["_flush_bindings_txn"] * 2)
+
+    def test_flush_skips_the_interval(self) -> None:
+        """flush during a running flush: the next one starts as soon as that one
+        commits, without waiting for FLUSH_INTERVAL."""
+        self.pool.hold = True
+        self.apply("100", "a")
+        self.clock.advance(0)
+        d = self.apply("200", "a")
+        flushed = self.service.flush()
+        self.pool.run_next()
+        self.assertEqual(len(self.pool.queue), 1)
+        self.pool.run_next()
+        self.successResultOf(d)
+        self.successResultOf(flushed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_flush_starts_now(self) -> None:
         """flush commits pending changes without waiting for the clock, and leaves
@@ -339,11 +384,11 @@ class WriteBehindTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.service.expire(9.0)), 0)
         d = self.service.expire(10.0)
         self.assertNoResult(d)
-        self.clock.advance(0)
+        self.clock.advance(FLUSH_INTERVAL)
         self.assertEqual(self.successResultOf(d), 1)
         self.assertEqual(self.rows(), [("100", "b"), ("200", "a")])
         d = self.service.remove_aor("200")
-        self.clock.advance(0)
+        self.clock.advance(FLUSH_INTERVAL)
         self.assertEqual(self.successResultOf(d), 1)
         self.assertEqual(self.rows(), [("100", "b")])
 
