@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from tests.sip.test_b2bua import ALICE, BOB, CallTestCase, only
+from tests.sip.test_registrar import register
 from warden.testing.callstack import Phone
 
 
@@ -63,6 +64,18 @@ class NoCyclesTests(CallTestCase):
             self.stack.clock.advance(40)
 
         self.assertNoCycles(call)
+
+    def test_challenged_registration(self) -> None:
+        """A REGISTER without credentials, answered 401 at once (the registrar
+        raises the challenge): the error's traceback is dropped once answered."""
+        cseq = iter(range(1, 100))
+
+        def challenged() -> None:
+            sent = self.stack.deliver(register(cseq=next(cseq)), ALICE)
+            only(sent, (ALICE[0], 5062), 401)  # to the Via's port (no rport)
+            self.stack.clock.advance(40)
+
+        self.assertNoCycles(challenged)
 
     def test_refused(self) -> None:
         """An unknown number: the error's traceback is dropped once answered."""

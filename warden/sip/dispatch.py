@@ -55,7 +55,10 @@ class ServerTransactionLike(Protocol):
         """Send a final response once and forget the transaction."""
 
 
-Handler = Callable[[Request, Flow], "defer.Deferred[Response]"]
+#: Answers a request: a Response now, or a Deferred firing with one; an error
+#: may be raised at once (a 401 challenge, with the directory in memory) or
+#: fail the Deferred.
+Handler = Callable[[Request, Flow], "Response | defer.Deferred[Response]"]
 
 
 class CallRequests(Protocol):
@@ -153,12 +156,19 @@ class RequestDispatcher:
             stateless = e.stateless or request.method == "INVITE"
             self._respond(transaction, self.error_response(request, e), flow, stateless)
             return
-        # As maybeDeferred, without its cost for a handler that returns a Deferred.
+        # As maybeDeferred, without its cost for a handler that answers at once.
         try:
             result = handler(request, flow)
+        except _ANSWERED as error:
+            # Refused at once (a 401 challenge): answered without a Deferred.
+            self._answer_error(error, transaction, request, flow)
+            return
         except Exception:
             d: defer.Deferred[Response] = defer.fail()
         else:
+            if isinstance(result, Response):
+                self._respond(transaction, result, flow)
+                return
             d = (
                 result
                 if isinstance(result, defer.Deferred)
@@ -312,10 +322,14 @@ class RequestDispatcher:
         else:
             transaction.respond(response)
 
-    def _handler_failed(
-        self, failure: Failure, transaction: ServerTransactionLike, request: Request, flow: Flow
+    def _answer_error(
+        self,
+        error: BaseException | None,
+        transaction: ServerTransactionLike,
+        request: Request,
+        flow: Flow,
     ) -> None:
-        error = failure.value
+        """Answer what a handler raised: its SipError, or 503, 400 or 500."""
         if isinstance(error, (StateUnavailable, StoreUnavailable)):
             # The shared state (Redis) or the database is down or slow (a
             # failover): the phone retries later (RFC 3261 §21.5.4), by which
@@ -325,13 +339,19 @@ class RequestDispatcher:
         elif isinstance(error, SipParseError):  # a header the handler found malformed
             error = SipError(400, _reason(error))
         elif not isinstance(error, SipError):
-            self.log.failure("Handler for {method} failed", failure, method=request.method)
             error = SipError(500, "Server Internal Error")
         response = self.error_response(request, error)
         if error.stateless:
             self._respond(transaction, response, flow, stateless=True)
         else:
             self._respond(transaction, response, flow)
+
+    def _handler_failed(
+        self, failure: Failure, transaction: ServerTransactionLike, request: Request, flow: Flow
+    ) -> None:
+        if not isinstance(failure.value, _ANSWERED):
+            self.log.failure("Handler for {method} failed", failure, method=request.method)
+        self._answer_error(failure.value, transaction, request, flow)
         # An answered error is done with: drop its traceback now, whose frames
         # (and their locals: request, transaction, the failure itself) would
         # otherwise form a cycle per challenged or refused request that only the
@@ -342,6 +362,9 @@ class RequestDispatcher:
             failure.value.__traceback__ = None
         failure.tb = None
 
+
+# Errors a handler raises that are answers, not bugs.
+_ANSWERED = (SipError, SipParseError, StateUnavailable, StoreUnavailable)
 
 # Seconds a phone should wait after a 503 caused by the shared state being unavailable.
 STATE_RETRY_AFTER = "5"

@@ -76,20 +76,26 @@ class Registrar:
     def handle(self, request: Request, flow: Flow) -> Deferred[Response]:
         """Fire with the final Response, or fail with SipError."""
         try:
-            to = request.to
-            if not to.uri.is_sip or to.uri.user is None:
-                raise SipError(400, "To must be a SIP URI with an extension")
-            if not self._is_local(request.uri.host) or not self._is_local(to.uri.host):
-                raise SipError(404, "Domain Not Served")
-            aor = to.uri.user_unescaped or ""
-            return as_deferred(
-                then(
-                    self._auth.check(request, flow),
-                    lambda extension: self._authenticated(request, flow, aor, extension),
-                )
-            )
+            return as_deferred(self.answer(request, flow))
         except Exception:
             return defer.fail()
+
+    def answer(self, request: Request, flow: Flow) -> Response | Deferred[Response]:
+        """
+        L{handle} without a Deferred when the stores answer at once: the final
+        Response is returned, or SipError raised (a 401 challenge), now.
+        Otherwise a Deferred that fires or fails as L{handle}'s.
+        """
+        to = request.to
+        if not to.uri.is_sip or to.uri.user is None:
+            raise SipError(400, "To must be a SIP URI with an extension")
+        if not self._is_local(request.uri.host) or not self._is_local(to.uri.host):
+            raise SipError(404, "Domain Not Served")
+        aor = to.uri.user_unescaped or ""
+        return then(
+            self._auth.check(request, flow),
+            lambda extension: self._authenticated(request, flow, aor, extension),
+        )
 
     # Each step below answers at once when the stores do, else with a Deferred.
 

@@ -259,7 +259,7 @@ class SipService(service.MultiService):
             is_local_domain,
             settings.node_id,
         )
-        self.dispatcher.register_handler("REGISTER", self.registrar.handle)
+        self.dispatcher.register_handler("REGISTER", self.registrar.answer)
         self.calls: CallController | None = None
         self.qualifier: Qualifier | None = None
         if call_services is not None:
