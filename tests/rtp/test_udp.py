@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Any
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from warden.rtp.udp import MediaPort, listen_udp
+from warden.rtp.udp import MediaPort, MediaSockets, listen_udp
 
 
 class FakeReactor:
@@ -113,3 +115,95 @@ class MediaPortTests(SynchronousTestCase):
         self.addCleanup(port.stopListening)
         self.assertEqual(port.getHost().type, "UDP")
         self.assertEqual(port.getHost().host, "::1")
+
+
+class Failing(Collector):
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        raise ZeroDivisionError()
+
+
+class MediaSocketsTests(SynchronousTestCase):
+    """The media process's sockets, read through one epoll set (Linux)."""
+
+    def setUp(self) -> None:
+        if not hasattr(select, "epoll"):
+            self.skipTest("no epoll here")
+        self.reactor = FakeReactor()
+        self.sockets = MediaSockets(self.reactor)
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.peer.bind(("127.0.0.1", 0))
+        self.addCleanup(self.peer.close)
+
+    def bind(self, protocol: Collector | None = None) -> tuple[MediaPort, Collector]:
+        protocol = protocol or Collector()
+        port = self.sockets.listen_udp(0, protocol, "127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port, protocol
+
+    def send(self, port: MediaPort, *datagrams: bytes) -> None:
+        assert port.socket is not None
+        for data in datagrams:
+            self.peer.sendto(data, port.socket.getsockname())
+
+    def test_one_reader_while_bound(self) -> None:
+        """The set is the reactor's only reader while a socket is bound, then none."""
+        self.assertEqual(self.sockets.fileno(), -1)
+        first, _ = self.bind()
+        second, _ = self.bind()
+        self.assertEqual(self.reactor.readers, {self.sockets})
+        self.assertNotEqual(self.sockets.fileno(), -1)
+        first.stopListening()
+        self.assertEqual(self.reactor.readers, {self.sockets})
+        second.stopListening()
+        self.assertEqual(self.reactor.readers, set())
+        self.assertEqual(self.sockets.fileno(), -1)
+        self.bind()
+        self.assertEqual(self.reactor.readers, {self.sockets})
+
+    def test_reads_every_socket(self) -> None:
+        """One doRead delivers every waiting datagram of every socket, with (host, port)."""
+        first, one = self.bind()
+        second, two = self.bind()
+        self.send(first, b"1", b"2", b"3")
+        self.send(second, b"x")
+        self.sockets.doRead()
+        self.assertEqual([d for d, _ in one.received], [b"1", b"2", b"3"])
+        self.assertEqual(two.received, [(b"x", self.peer.getsockname())])
+        self.sockets.doRead()  # nothing waiting: returns
+        self.assertEqual(len(one.received) + len(two.received), 4)
+
+    def test_rounds_bounded(self) -> None:
+        """A wake-up reads at most max_rounds datagrams of one socket; the rest next time."""
+        port, protocol = self.bind()
+        self.sockets.max_rounds = 2
+        self.send(port, b"1", b"2", b"3")
+        self.sockets.doRead()
+        self.assertEqual([d for d, _ in protocol.received], [b"1", b"2"])
+        self.sockets.doRead()
+        self.assertEqual([d for d, _ in protocol.received], [b"1", b"2", b"3"])
+
+    def test_failing_protocol_closes_its_port(self) -> None:
+        """A protocol raising closes its port (logged), as the reactor would; others read on."""
+        bad, failing = self.bind(Failing())
+        good, protocol = self.bind()
+        self.send(bad, b"boom")
+        self.send(good, b"fine")
+        self.sockets.doRead()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(bad.fileno(), -1)
+        self.assertEqual(failing.stopped, 1)
+        self.assertEqual(protocol.received, [(b"fine", self.peer.getsockname())])
+        self.assertEqual(self.reactor.readers, {self.sockets})
+
+    def test_connection_lost_closes_every_port(self) -> None:
+        """Should the reactor give up on the set, every socket closes."""
+        first, _ = self.bind()
+        second, _ = self.bind()
+        self.sockets.connectionLost(Failure(ZeroDivisionError()))
+        self.assertEqual((first.fileno(), second.fileno()), (-1, -1))
+        self.assertEqual(self.sockets.fileno(), -1)
+
+    def test_interface(self) -> None:
+        """A reader the reactor can poll, with a log prefix."""
+        self.assertTrue(verifyObject(IReadDescriptor, self.sockets))
+        self.assertEqual(self.sockets.logPrefix(), "MediaSockets")

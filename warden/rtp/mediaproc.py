@@ -344,15 +344,13 @@ class ControlProtocol(Protocol):
 
 def main() -> None:  # pragma: no cover - run as a process by the integration tests
     """Run the media process until standard input closes."""
-    import functools
-
     from twisted.internet import reactor, stdio
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from warden.rtp import udp
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    listen = functools.partial(udp.listen_udp, reactor)
+    listen = udp.MediaSockets(reactor).listen_udp
     stdio.StandardIO(  # type: ignore[no-untyped-call]
         ControlProtocol(lambda send: MediaWorker(reactor, listen, send))
     )

@@ -10,11 +10,19 @@ in bursts), and offers what the relay uses of an ``IListeningPort`` and
 ``IUDPTransport`` (``write``, ``stopListening``, ``getHost``).
 
 Use L{listen_udp} (bound to a reactor) as the relay's ``listen_udp``.
+
+The media process (ADR 0033) binds its sockets through L{MediaSockets}
+instead: every socket in one epoll set of its own, registered with the reactor
+as one reader. A wake-up then costs the reactor's dispatch once, however many
+calls have a packet waiting, and each ready socket is read once per round of
+that set (a round that finds nothing ends the wake-up), so no read fails with
+``EAGAIN`` in the common case of one packet per socket.
 """
 
 from __future__ import annotations
 
 import errno
+import select
 import socket
 from typing import Any
 
@@ -22,10 +30,11 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["MediaPort", "listen_udp"]
+__all__ = ["MediaPort", "MediaSockets", "listen_udp"]
 
 # recvfrom errors that concern one datagram (an ICMP error for an earlier send,
 # a signal): skip it and read on.
@@ -43,12 +52,19 @@ class MediaPort:
         port: the port to bind.
         protocol: receives ``datagramReceived(data, (host, port))``.
         interface: the address to bind ("" for every IPv4 address).
+        sockets: the L{MediaSockets} that reads it (None: the reactor does).
     """
 
     max_reads = 64
+    log = Logger()
 
     def __init__(
-        self, reactor: Any, port: int, protocol: DatagramProtocol, interface: str
+        self,
+        reactor: Any,
+        port: int,
+        protocol: DatagramProtocol,
+        interface: str,
+        sockets: MediaSockets | None = None,
     ) -> None:
         self.reactor = reactor
         self.port = port
@@ -56,6 +72,7 @@ class MediaPort:
         self.interface = interface
         self.family = socket.AF_INET6 if ":" in interface else socket.AF_INET
         self.socket: socket.socket | None = None
+        self._sockets = sockets
 
     def startListening(self) -> None:
         """Bind, start reading and connect the protocol; CannotListenError on failure."""
@@ -69,7 +86,10 @@ class MediaPort:
             raise error from e
         self.socket = sock
         self.protocol.makeConnection(self)  # type: ignore[arg-type]
-        self.reactor.addReader(self)
+        if self._sockets is not None:
+            self._sockets.add(self)
+        else:
+            self.reactor.addReader(self)
 
     # -- IReadDescriptor ---------------------------------------------------------------
 
@@ -92,6 +112,31 @@ class MediaPort:
                     continue
                 raise
             self.protocol.datagramReceived(data, (addr[0], addr[1]))
+
+    def read_one(self) -> None:
+        """
+        Deliver one waiting datagram (L{MediaSockets}' read). An error the
+        reactor would have closed the port for closes it, logged.
+        """
+        sock = self.socket
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(_MAX_DATAGRAM)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno not in _TRANSIENT:
+                self._fail()
+            return
+        try:
+            self.protocol.datagramReceived(data, (addr[0], addr[1]))
+        except Exception:
+            self._fail()
+
+    def _fail(self) -> None:
+        self.log.failure("Media port {port} failed and is closed", port=self.port)
+        self._close()
 
     def connectionLost(self, reason: Failure) -> None:
         """The reactor gave up on the descriptor: close."""
@@ -133,7 +178,10 @@ class MediaPort:
         sock, self.socket = self.socket, None
         if sock is None:
             return
-        self.reactor.removeReader(self)
+        if self._sockets is not None:
+            self._sockets.remove(self, sock)
+        else:
+            self.reactor.removeReader(self)
         sock.close()
         self.protocol.doStop()  # type: ignore[no-untyped-call]
         self.protocol.transport = None
@@ -144,3 +192,80 @@ def listen_udp(reactor: Any, port: int, protocol: DatagramProtocol, interface: s
     media_port = MediaPort(reactor, port, protocol, interface)
     media_port.startListening()
     return media_port
+
+
+@implementer(IReadDescriptor)
+class MediaSockets:
+    """
+    The media sockets of one reactor behind one descriptor: an epoll set the
+    reactor reads while any socket is bound (Linux; elsewhere each socket is the
+    reactor's own reader, as with L{listen_udp}).
+
+    Args:
+        reactor: an IReactorFDSet.
+    """
+
+    #: Rounds of the set per wake-up, each reading one datagram per ready socket.
+    max_rounds = 64
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._epoll: Any = None
+        self._ports: dict[int, MediaPort] = {}
+
+    def listen_udp(self, port: int, protocol: DatagramProtocol, interface: str) -> MediaPort:
+        """Bind a L{MediaPort} read through this set (a relay's ``listen_udp``)."""
+        sockets = self if hasattr(select, "epoll") else None
+        media_port = MediaPort(self.reactor, port, protocol, interface, sockets)
+        media_port.startListening()
+        return media_port
+
+    def add(self, port: MediaPort) -> None:
+        """Read ``port`` (bound) from now on."""
+        if self._epoll is None:
+            self._epoll = select.epoll()
+            self.reactor.addReader(self)
+        fd = port.fileno()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._ports[fd] = port
+
+    def remove(self, port: MediaPort, sock: socket.socket) -> None:
+        """Stop reading ``port``, whose socket ``sock`` is about to close."""
+        fd = sock.fileno()
+        if self._ports.pop(fd, None) is None or self._epoll is None:
+            return
+        self._epoll.unregister(fd)
+        if not self._ports:
+            self.reactor.removeReader(self)
+            self._epoll.close()
+            self._epoll = None
+
+    # -- IReadDescriptor ---------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The epoll set's descriptor (-1 while no socket is bound)."""
+        return self._epoll.fileno() if self._epoll is not None else -1
+
+    def doRead(self) -> None:
+        """Read every ready socket once per round, until a round finds none."""
+        ports = self._ports
+        for _ in range(self.max_rounds):
+            epoll = self._epoll
+            if epoll is None:
+                return
+            events = epoll.poll(0)
+            if not events:
+                return
+            for fd, _ in events:
+                port = ports.get(fd)
+                if port is not None:
+                    port.read_one()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The reactor gave up on the set (never in normal operation): close every socket."""
+        for port in list(self._ports.values()):
+            port.stopListening()
+
+    def logPrefix(self) -> str:
+        """For the reactor's log of an error in ``doRead``."""
+        return "MediaSockets"
