@@ -30,8 +30,9 @@ generator's own call sides (Kamailio does not anchor media).
    the last, up to ``--reference-ceiling``) until its own limit is found, with
    ``--sipp-processes`` SIPp processes sharing each step (each its slice of the
    users and its share of the rate). ``limit_found`` says which ramps ended
-   at a rate not sustained; when SIPp's did not, warden-loadtest / SIPp is
-   given only as ``ratio_one_process_to_sipp_at_most``. SIPp's achieved rate
+   at a rate not sustained; a ratio is given only when both its ramps found
+   their limit, except that warden-loadtest / SIPp is given as
+   ``ratio_one_process_to_sipp_at_most`` when only SIPp's limit was not found. SIPp's achieved rate
    is over the time its calls ran (its statistics' start and last row), as
    warden-loadtest's is over its schedule. A rate is *sustained* when
    every registration succeeded and at least 95% of the offered rate was
@@ -609,12 +610,18 @@ def main() -> None:
             # A ramp that sustained its top rate did not find its limit: its
             # max_rate is a lower bound, and a ratio over it an upper bound.
             "limit_found": found,
-            "ratio_one_process_to_sipp": one_to_sipp if found.get("sipp") else None,
-            "ratio_one_process_to_sipp_at_most": (
-                one_to_sipp if "sipp" in found and not found["sipp"] else None
+            "ratio_one_process_to_sipp": (
+                one_to_sipp if found.get("sipp") and found.get("warden-loadtest") else None
             ),
-            "ratio_two_workers_to_one": ratio(
-                tops.get("warden-loadtest-2"), tops.get("warden-loadtest")
+            "ratio_one_process_to_sipp_at_most": (
+                one_to_sipp
+                if found.get("warden-loadtest") and "sipp" in found and not found["sipp"]
+                else None
+            ),
+            "ratio_two_workers_to_one": (
+                ratio(tops.get("warden-loadtest-2"), tops.get("warden-loadtest"))
+                if found.get("warden-loadtest-2") and found.get("warden-loadtest")
+                else None
             ),
             "invalid": (
                 f"ramps with a step where the rest of the machine used more than "
