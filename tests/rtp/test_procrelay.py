@@ -181,6 +181,54 @@ class ProcessEventTests(ProcessRelayMixin, test_relay.RelayTestMixin, Synchronou
         self.assertEqual(stats["a"]["direction"], "sendrecv")
         self.assertEqual(stats, self.worker_session(session).stats())
 
+    def test_reports_only_changes(self) -> None:
+        """
+        After a session's first report, one carries only the counters that
+        changed, by side, and none for a session where nothing did; Warden's
+        merged copy stays equal to the process's.
+        """
+        session = self.call()
+        quiet = self.call()
+        for seq in range(1, 6):
+            self.from_caller(session, rtp(seq, 160 * seq))
+        self.clock.advance(1.0)
+        worker = self.spawner.current.worker
+        reports: list[dict[str, Any]] = []
+        send = worker.send
+        worker.send = lambda message: (reports.append(message), send(message))
+        self.clock.advance(1.0)
+        quiet_reports = [r["sessions"] for r in reports if r["op"] == "stats"]
+        self.assertTrue(quiet_reports)
+        self.assertEqual(quiet_reports, [{}] * len(quiet_reports))
+        self.clock.advance(0.5)
+        self.from_callee(session, rtp(1, 160, ssrc=9))
+        del reports[:]
+        self.clock.advance(1.0)
+        told = [r["sessions"] for r in reports if r["op"] == "stats" and r["sessions"]]
+        self.assertEqual(len(told), 1)
+        self.assertEqual(list(told[0]), [str(session.number)])
+        changes = told[0][str(session.number)]
+        self.assertEqual(
+            sorted(changes["b"]),
+            ["bytes_in", "last_packet_at_in", "latched", "packets_in"],
+        )
+        self.assertEqual(sorted(changes["a"]), ["bytes_out", "last_packet_at_out", "packets_out"])
+        self.assertEqual(ProcessSession.stats(session), self.worker_session(session).stats())
+        self.assertEqual(ProcessSession.stats(quiet), self.worker_session(quiet).stats())
+
+    def test_report_sends_everything(self) -> None:
+        """The report command (Warden's flush) carries every counter of every session."""
+        session = self.call()
+        self.clock.advance(1.0)
+        worker = self.spawner.current.worker
+        reports: list[dict[str, Any]] = []
+        send = worker.send
+        worker.send = lambda message: (reports.append(message), send(message))
+        self.relay.flush_metrics()
+        self.assertEqual(
+            reports[-1]["sessions"], {str(session.number): self.worker_session(session).stats()}
+        )
+
     def test_packet_metrics_forwarded_once(self) -> None:
         """The process's counter totals reach Warden's metrics as increments."""
         before = test_relay.value(metrics.PACKETS_RELAYED)

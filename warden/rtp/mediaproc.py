@@ -22,7 +22,9 @@ Commands (Warden to the process), each naming a session by Warden's number
 
 Events (the process to Warden): ``allocated``; ``released``; ``stats`` (each session's
 counters once per check interval, a tenth of the sessions every tenth of it,
-and the process's packet metrics once per interval); ``dtmf`` (``side``,
+and the process's packet metrics once per interval; a session's first report
+and ``report``'s carry every counter, the periodic ones after only the
+counters that changed, by side, and nothing for a session where none did); ``dtmf`` (``side``,
 ``digit``); ``timeout``; ``rtp`` (a tapped packet); ``lost`` (a command this
 process could not apply: the session's media is no longer what Warden thinks).
 """
@@ -143,6 +145,9 @@ class MediaWorker:
         self._stats = LoopingCall.withCount(self._report_slices)
         self._stats.clock = clock
         self._tick = 0
+        # What Warden was last told of each session's counters: a periodic
+        # report carries only what changed since (Warden merges it).
+        self._sent: dict[int, dict[str, dict[str, Any]]] = {}
 
     def handle(self, message: dict[str, Any]) -> None:
         """Apply one command; a bad one is logged and its session reported lost."""
@@ -236,6 +241,7 @@ class MediaWorker:
     def _release(self, session: MediaSession, message: dict[str, Any]) -> None:
         number = _number(message)
         del self.sessions[number]
+        self._sent.pop(number, None)
         session.release()
         # Every packet of the session is counted now: the call record's counters.
         self.send({"op": "released", "id": number, "stats": session.stats()})
@@ -249,24 +255,45 @@ class MediaWorker:
         """
         parts = {(self._tick + i) % SLICES for i in range(min(count, SLICES))}
         self._tick += count
+        changes = (
+            (n, self._changes(n, s)) for n, s in self.sessions.items() if n % SLICES in parts
+        )
         message: dict[str, Any] = {
             "op": "stats",
-            "sessions": {
-                str(n): s.stats() for n, s in self.sessions.items() if n % SLICES in parts
-            },
+            "sessions": {str(n): c for n, c in changes if c},
         }
         if 0 in parts:
             message["metrics"] = metric_totals()
         self.send(message)
 
+    def _changes(self, number: int, session: MediaSession) -> dict[str, dict[str, Any]]:
+        """
+        The counters of ``session`` (Warden's ``number``) that changed since
+        Warden was last told, by side (all of them the first time; none: {}).
+        """
+        stats = session.stats()
+        last = self._sent.get(number)
+        self._sent[number] = stats
+        if last is None:
+            return stats
+        changes = {}
+        for side, counters in stats.items():
+            before = last[side]
+            changed = {k: v for k, v in counters.items() if before.get(k) != v}
+            if changed:
+                changes[side] = changed
+        return changes
+
     def report(self) -> None:
-        """Send every session's counters and the packet metrics now."""
+        """Send every session's counters (all of them) and the packet metrics now."""
         if self.relay is not None:
             self.relay.flush_metrics()
+        sessions = {n: s.stats() for n, s in self.sessions.items()}
+        self._sent.update(sessions)
         self.send(
             {
                 "op": "stats",
-                "sessions": {str(n): s.stats() for n, s in self.sessions.items()},
+                "sessions": {str(n): stats for n, stats in sessions.items()},
                 "metrics": metric_totals(),
             }
         )

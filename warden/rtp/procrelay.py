@@ -308,7 +308,7 @@ class ProcessRelay:
         for number, stats in sessions.items():
             session = self._live.get(int(number))
             if session is not None and isinstance(stats, dict):
-                session.remote_stats = stats
+                session.merge_stats(stats)
         totals = message.get("metrics")
         if isinstance(totals, dict):
             for key, counter in _COUNTERS.items():
@@ -452,6 +452,16 @@ class ProcessSession(MediaSession):
             side: {**self.remote_stats.get(side, {}), "direction": own[side]["direction"]}
             for side in SIDES
         }
+
+    def merge_stats(self, changes: dict[str, Any]) -> None:
+        """A periodic report's counters of this session: those that changed, by side."""
+        remote = dict(self.remote_stats or {})
+        for side in SIDES:
+            counters = changes.get(side)
+            if isinstance(counters, dict):
+                remote[side] = {**remote.get(side, {}), **counters}
+        if remote:
+            self.remote_stats = remote
 
     def final_stats(self) -> defer.Deferred[dict[str, dict[str, Any]]]:
         """

@@ -105,6 +105,8 @@ _SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError)
 _PLAIN_FIRST_OCTET = 0x80
 _RTCP_MUX_FIRST, _RTCP_MUX_LAST = RTCP_MUX_RANGE[0], RTCP_MUX_RANGE[-1]
 _SEQUENCE_TIMESTAMP = struct.Struct("!HI")
+# The stats keys of the drop counters, in metrics.DROP_REASONS' order (as _Peer.dropped).
+_DROPPED_KEYS = tuple(f"dropped_{reason}" for reason in metrics.DROP_REASONS)
 # A payload type no SDP names: the default clock rate, not an event.
 _UNKNOWN_FORMAT: tuple[int | None, bool] = (None, False)
 #: RFC 4733 §3.2 event codes of the DTMF digits.
@@ -707,7 +709,7 @@ class MediaSession:
             "dtmf_events": peer.dtmf.events,
             "media_encrypted": peer.srtp is not None,
         }
-        out.update({f"dropped_{reason}": n for reason, n in peer.dropped.items()})
+        out.update(zip(_DROPPED_KEYS, peer.dropped.values(), strict=True))
         return out
 
     def idle_for(self, now: float) -> float:
