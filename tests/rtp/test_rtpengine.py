@@ -180,6 +180,32 @@ class FailureTests(RtpengineTestMixin, SynchronousTestCase):
         self.assertIn("Ran out of ports", str(failure.value))
         self.assertEqual(list(server.calls), ["call-1"])
 
+    def test_out_of_ports_retried_after_deletes_in_flight(self) -> None:
+        """
+        An offer refused while a released call's delete is not yet answered
+        (rtpengine took the later request first) is tried again once it is.
+        """
+        server = FakeNgServer(port_range=(10000, 10003))
+        server.postpone = {b"delete"}
+        relay = RtpengineRelay(self.clock, server.listen_udp, server.address)
+        self.successResultOf(relay.allocate("call-1")).release()
+        d = relay.allocate("call-2")
+        self.assertNoResult(d)
+        self.assertEqual(list(server.calls), ["call-1"])
+        server.run_postponed()
+        session = self.successResultOf(d)
+        self.assertEqual(list(server.calls), ["call-2"])
+        self.assertEqual(relay.sessions(), [session])
+
+    def test_out_of_ports_without_deletes_in_flight_fails_at_once(self) -> None:
+        """With no delete outstanding, "Ran out of ports" is final: one offer, no retry."""
+        server = FakeNgServer(port_range=(10000, 10003))
+        relay = RtpengineRelay(self.clock, server.listen_udp, server.address)
+        self.successResultOf(relay.allocate("call-1"))
+        self.failureResultOf(relay.allocate("call-2"), MediaError)
+        offers = [r for r in server.requests if r["command"] == b"offer"]
+        self.assertEqual(len(offers), 2)
+
     def test_unusable_allocation_reply(self) -> None:
         """A reply without usable SDP fails the allocation."""
         self.server.hold = True

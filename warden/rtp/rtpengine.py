@@ -125,6 +125,9 @@ class RtpengineRelay:
         self.client = client if client is not None else NgClient(clock, address)
         self._listen_udp = listen_udp
         self._query_slots = defer.DeferredSemaphore(max_queries)
+        # Deletes sent and not yet answered, by call-id: their ports are
+        # still rtpengine's until it has processed them.
+        self._deleting: dict[str, defer.Deferred[None]] = {}
         self._checks: SessionChecks[RtpengineSession] = SessionChecks(
             clock, check_interval, self._check, self.ports_in_use, "rtpengine session check"
         )
@@ -180,21 +183,52 @@ class RtpengineRelay:
             "replace": ["zero-address"],
         }
         try:
-            offered = await self.client.request("offer", {**base, "sdp": PLACEHOLDER_SDP})
-            side_b = _side_of(offered)
-            answered = await self.client.request(
-                "answer", {**base, "to-tag": TAGS["b"], "sdp": PLACEHOLDER_SDP}
-            )
-            side_a = _side_of(answered)
+            return await self._offer_and_answer(call_id, base)
+        except MediaError as e:
+            # rtpengine works its control socket with several threads, so a
+            # delete sent just before may not have freed its ports yet (the
+            # error is "Ran out of ports" in a small range). Once the deletes
+            # in flight when the offer failed are answered, try once more.
+            pending = list(self._deleting.values())
+            deleted = self._delete(call_id)
+            if isinstance(e, NgTimeout) or not isinstance(e, NgError) or not pending:
+                raise
+            await deleted
+            await defer.DeferredList(pending, consumeErrors=True)
+        try:
+            return await self._offer_and_answer(call_id, base)
         except MediaError:
             self._delete(call_id)
             raise
+
+    async def _offer_and_answer(self, call_id: str, base: dict[str, Any]) -> RtpengineSession:
+        offered = await self.client.request("offer", {**base, "sdp": PLACEHOLDER_SDP})
+        side_b = _side_of(offered)
+        answered = await self.client.request(
+            "answer", {**base, "to-tag": TAGS["b"], "sdp": PLACEHOLDER_SDP}
+        )
+        side_a = _side_of(answered)
         return RtpengineSession(self, call_id, self.clock, side_a, side_b)
 
-    def _delete(self, call_id: str) -> None:
-        """Delete ``call_id`` in rtpengine, at once; failures are only logged."""
-        d = self.client.request("delete", {"call-id": call_id, "delete-delay": 0})
-        d.addErrback(self._delete_failed, call_id)
+    def _delete(self, call_id: str) -> defer.Deferred[None]:
+        """
+        Delete ``call_id`` in rtpengine, at once; failures are only logged.
+        The Deferred fires (never fails) once rtpengine answered or the
+        request timed out.
+        """
+        request = self.client.request("delete", {"call-id": call_id, "delete-delay": 0})
+        d: defer.Deferred[None] = request.addCallbacks(
+            lambda _: None, self._delete_failed, errbackArgs=(call_id,)
+        )
+        self._deleting[call_id] = d
+
+        def done(result: None) -> None:
+            if self._deleting.get(call_id) is d:
+                del self._deleting[call_id]
+            return result
+
+        d.addBoth(done)
+        return d
 
     def _delete_failed(self, failure: Failure, call_id: str) -> None:
         if not isinstance(failure.value, NgTimeout):

@@ -92,6 +92,10 @@ class FakeNgServer:
         self.hold = False
         self.held: list[tuple[FakeNgPort, bytes]] = []
         self.down = False
+        # Commands handled only on run_postponed(), as rtpengine's control
+        # threads may take a request after one sent later.
+        self.postpone: set[bytes] = set()
+        self.postponed: list[tuple[FakeNgPort, bytes]] = []
 
     def listen_udp(self, port: int, protocol: DatagramProtocol, interface: str) -> FakeNgPort:
         """Bind the client's control socket (``reactor.listenUDP``'s signature)."""
@@ -103,6 +107,11 @@ class FakeNgServer:
     def receive(self, port: FakeNgPort, datagram: bytes) -> None:
         """Answer one request (unless down); held while ``hold`` is set."""
         if self.down:
+            return
+        if self.postpone and bencode.decode(datagram.partition(b" ")[2]).get("command") in (
+            self.postpone
+        ):
+            self.postponed.append((port, datagram))
             return
         cookie, _, body = datagram.partition(b" ")
         reply = self.replies.get(cookie)
@@ -120,6 +129,16 @@ class FakeNgServer:
         """Hand ``datagram`` to the client as if from ``source`` (default: the server)."""
         if not port.closed:
             port.protocol.datagramReceived(datagram, source or self.address)
+
+    def run_postponed(self) -> None:
+        """Handle every postponed request now, in the order they came."""
+        postponed, self.postponed = self.postponed, []
+        commands, self.postpone = self.postpone, set()
+        try:
+            for port, datagram in postponed:
+                self.receive(port, datagram)
+        finally:
+            self.postpone = commands
 
     def release_held(self) -> None:
         """Deliver every held reply."""
