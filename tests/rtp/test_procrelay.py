@@ -8,6 +8,8 @@ out-of-process relay does (events, restarts, a broken channel).
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from warden.rtp.policy import MediaPolicy
 from warden.rtp.procrelay import (
     ALLOCATE_TIMEOUT,
     FINAL_STATS_TIMEOUT,
+    MediaProcessProtocol,
     ProcessRelay,
     ProcessSession,
 )
@@ -92,6 +95,17 @@ class ProcessRelayMixin:
         relay, self.spawner = process_relay(
             self.clock, self.network, port_min=port_range[0], port_max=port_range[1], **kw
         )
+        if not getattr(self.network, "turns_end", False):
+            # A packet comes in a later reactor turn than the signalling before
+            # it: what the relay holds back until the turn's end is sent first.
+            deliver = self.network.deliver
+
+            def in_a_later_turn(port: int, datagram: bytes, source: Any) -> None:
+                self.clock.advance(0)
+                deliver(port, datagram, source)
+
+            self.network.deliver = in_a_later_turn  # type: ignore[method-assign]
+            self.network.turns_end = True  # type: ignore[attr-defined]
         return relay
 
     def exported(self, metric: Any) -> float:
@@ -531,6 +545,135 @@ class ProcessLifeTests(SynchronousTestCase):
         self.clock.advance(120)
         self.assertEqual(len(self.spawner.processes), 1)
         self.failureResultOf(self.relay.allocate("call-2"), MediaError)
+
+
+class BatchedWritesTests(SynchronousTestCase):
+    """Signalling notices ride with the next description: fewer writes, same order."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = FakeNetwork()
+        self.relay, self.spawner = process_relay(self.clock, self.network)
+        self.writes: list[bytes] = []
+        process = self.spawner.current
+        write = process.write
+
+        def counted(data: bytes) -> None:
+            self.writes.append(data)
+            write(data)
+
+        process.write = counted  # type: ignore[method-assign]
+
+    def ops(self) -> list[list[str]]:
+        return [[m["op"] for m in FrameReader().feed(data)] for data in self.writes]
+
+    def test_signalling_goes_with_the_description(self) -> None:
+        """signalling and encrypted are held and written with the SDP, in order."""
+        session = self.successResultOf(self.relay.allocate("call-1"))
+        session.signalling_from("a", CALLER)
+        session.signalling_encrypted("a", False)
+        self.assertEqual(self.ops(), [["allocate"]])
+        session.offer_from("a", sdp_body(CALLER, 4000))
+        self.assertEqual(self.ops(), [["allocate"], ["signalling", "encrypted", "sdp"]])
+
+    def test_held_until_the_turn_ends(self) -> None:
+        """With nothing sent after them, held notices go when the reactor's turn ends."""
+        session = self.successResultOf(self.relay.allocate("call-1"))
+        session.signalling_from("b", "198.51.100.20")
+        self.assertEqual(self.ops(), [["allocate"]])
+        self.clock.advance(0)
+        self.assertEqual(self.ops(), [["allocate"], ["signalling"]])
+        self.clock.advance(0)
+        self.assertEqual(len(self.writes), 2)
+
+    def test_dropped_when_the_process_ends(self) -> None:
+        """A process that ends with notices held gets none of them; nothing raises."""
+        session = self.successResultOf(self.relay.allocate("call-1"))
+        session.signalling_from("b", "198.51.100.20")
+        self.spawner.current.signalProcess("KILL")
+        self.clock.advance(0)
+        self.assertEqual(self.ops(), [["allocate"]])
+
+
+class _PipeWriter:
+    """The parts of Twisted's process writer the protocol uses, on a real pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataBuffer: list[bytes] = []
+        self.do_writes = 0
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doWrite(self) -> None:  # noqa: N802 (Twisted's name)
+        self.do_writes += 1
+
+
+class _PipeTransport:
+    def __init__(self, writer: _PipeWriter) -> None:
+        self.pipes = {0: writer}
+        self.buffered: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.pipes[0]._tempDataBuffer.append(data)
+        self.buffered.append(data)
+
+
+class DirectPipeWriteTests(SynchronousTestCase):
+    """Frames go straight to the pipe while Twisted's writer holds nothing."""
+
+    def setUp(self) -> None:
+        self.read_end, write_end = os.pipe()
+        fcntl.fcntl(
+            write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK
+        )
+        fcntl.fcntl(
+            self.read_end, fcntl.F_SETFL, fcntl.fcntl(self.read_end, fcntl.F_GETFL) | os.O_NONBLOCK
+        )
+        self.addCleanup(os.close, self.read_end)
+        self.addCleanup(os.close, write_end)
+        self.writer = _PipeWriter(write_end)
+        self.transport = _PipeTransport(self.writer)
+        relay, _ = process_relay(Clock(), FakeNetwork())
+        self.protocol = MediaProcessProtocol(relay)
+        self.protocol.transport = self.transport  # type: ignore[assignment]
+
+    def read_all(self) -> bytes:
+        out = b""
+        while True:
+            try:
+                chunk = os.read(self.read_end, 65536)
+            except BlockingIOError:
+                return out
+            out += chunk
+
+    def test_straight_to_the_pipe(self) -> None:
+        """A frame is written by the protocol itself: Twisted's writer is not involved."""
+        self.protocol.send({"op": "report"})
+        self.assertEqual(self.read_all(), frame({"op": "report"}))
+        self.assertEqual((self.transport.buffered, self.writer.do_writes), ([], 0))
+
+    def test_full_pipe_left_to_twisted(self) -> None:
+        """What the pipe cannot take goes to Twisted's writer, which is told to write."""
+        filler = b"x" * 65536
+        while True:
+            try:
+                os.write(self.writer.fd, filler)
+            except BlockingIOError:
+                break
+        self.protocol.send({"op": "report"})
+        self.assertEqual(self.transport.buffered, [frame({"op": "report"})])
+        self.assertEqual(self.writer.do_writes, 1)
+
+    def test_order_kept_behind_a_buffer(self) -> None:
+        """While Twisted's writer holds data, new frames queue behind it, not past it."""
+        self.writer._tempDataBuffer.append(b"earlier")
+        self.protocol.send({"op": "report"})
+        self.assertEqual(self.read_all(), b"")
+        self.assertEqual(self.transport.buffered, [frame({"op": "report"})])
 
 
 class FramingTests(SynchronousTestCase):

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from warden.iplit import ip_literal
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 LATCH_MODES = ("signalling", "any")
@@ -49,9 +51,8 @@ _BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 def ip_of(host: str) -> IPAddress | None:
     """``host`` as an address (IPv4-mapped IPv6 as IPv4); None when it is no IP literal."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
+    ip = ip_literal(host)
+    if ip is None:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped

@@ -73,6 +73,14 @@ _COUNTERS: dict[str, Any] = {
 assert set(_COUNTERS) == {metric_key(n, labels) for n, labels in FORWARDED_METRICS}
 
 
+def _buffer_empty(writer: Any) -> bool:
+    """Whether Twisted's writer for the pipe holds nothing not yet written."""
+    try:
+        return not writer._tempDataBuffer and writer.offset >= len(writer.dataBuffer)
+    except AttributeError:  # another writer: let it keep the order
+        return False
+
+
 def spawn_media_process(reactor: Any, protocol: ProcessProtocol) -> IProcessTransport:
     """Start ``python -m warden.rtp.mediaproc`` with pipes on 0, 1 and 2."""
     executable = sys.executable
@@ -95,16 +103,57 @@ class MediaProcessProtocol(ProcessProtocol):
         self.reader = FrameReader()
         self._err = b""
         self.ended = False
+        # Frames held back until the next frame sent at once, or the end of
+        # the reactor's turn (L{send} with ``now=False``).
+        self._held: list[bytes] = []
+        self._flush_call: IDelayedCall | None = None
 
-    def send(self, message: dict[str, Any]) -> None:
-        if self.transport is not None and not self.ended:
-            self.transport.write(frame(message))
-            # Write to the pipe now, not at the reactor's next turn: the SDP a
-            # phone is about to get (in the same turn, over UDP) must reach the
-            # media process before the phone's first packet does.
-            writer = getattr(self.transport, "pipes", {}).get(0)
-            if writer is not None:
-                writer.doWrite()
+    def send(self, message: dict[str, Any], now: bool = True) -> None:
+        """
+        Write ``message`` to the process. ``now``: written before this returns
+        (an SDP a phone is about to get over UDP in the same turn must reach
+        the process before the phone's first packet does; an allocation is
+        waited for). Otherwise it goes with the next message sent at once, or
+        at the end of the turn, whichever comes first: one write, one wake-up
+        of the process, instead of one per message.
+        """
+        if self.transport is None or self.ended:
+            return
+        self._held.append(frame(message))
+        if now:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self.relay.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Write every held frame to the pipe now."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        if not self._held or self.transport is None or self.ended:
+            self._held.clear()
+            return
+        data = b"".join(self._held) if len(self._held) > 1 else self._held[0]
+        self._held.clear()
+        writer = getattr(self.transport, "pipes", {}).get(0)
+        if writer is None:  # not a real process (tests): its transport takes it
+            self.transport.write(data)
+            return
+        if _buffer_empty(writer):
+            # Straight to the (non-blocking) pipe: when it all fits, as it
+            # does unless the process is far behind, the reactor never has
+            # to watch the pipe for room (two epoll changes per message).
+            try:
+                written = os.write(writer.fileno(), data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                written = 0  # the writer sees the error too, and reports the loss
+            data = data[written:]
+        if data:
+            self.transport.write(data)
+            writer.doWrite()
 
     def outReceived(self, data: bytes) -> None:
         try:
@@ -131,6 +180,10 @@ class MediaProcessProtocol(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.ended = True
+        self._held.clear()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
         self.relay.process_ended(self, reason)
 
 
@@ -233,10 +286,11 @@ class ProcessRelay:
             session.lost("the media process ended")
         self._schedule_restart()
 
-    def send(self, message: dict[str, Any]) -> None:
-        """A command to the media process (dropped while it is down)."""
+    def send(self, message: dict[str, Any], now: bool = True) -> None:
+        """A command to the media process (dropped while it is down); see
+        L{MediaProcessProtocol.send} for ``now``."""
         if self._process is not None:
-            self._process.send(message)
+            self._process.send(message, now)
 
     def event(self, process: MediaProcessProtocol, message: dict[str, Any]) -> None:
         """A message from the media process."""
@@ -357,6 +411,7 @@ class ProcessRelay:
             self._restart.cancel()
         process, self._process = self._process, None
         if process is not None and process.transport is not None and not process.ended:
+            process.flush()
             process.transport.closeStdin()  # the process stops when its input closes
 
     def forget(self, session: MediaSession) -> None:
@@ -420,8 +475,8 @@ class ProcessSession(MediaSession):
         if (was is None) != (tap is None) and not self.released:
             self._command({"op": "tap", "on": tap is not None})
 
-    def _command(self, message: dict[str, Any]) -> None:
-        self._process_relay.send({**message, "id": self.number})
+    def _command(self, message: dict[str, Any], now: bool = True) -> None:
+        self._process_relay.send({**message, "id": self.number}, now)
 
     def _description_from(self, side: str, data: bytes, offer: bool) -> bytes:
         onward = super()._description_from(side, data, offer)
@@ -435,12 +490,13 @@ class ProcessSession(MediaSession):
     def signalling_from(self, side: str, *hosts: str) -> None:
         """The phone on ``side`` sends its SIP from ``hosts``; the process is told too."""
         super().signalling_from(side, *hosts)
-        self._command({"op": "signalling", "side": side, "hosts": list(hosts)})
+        # With the next description (sent at once) or at the turn's end.
+        self._command({"op": "signalling", "side": side, "hosts": list(hosts)}, now=False)
 
     def signalling_encrypted(self, side: str, encrypted: bool) -> None:
         """Whether ``side``'s phone sends its SIP over TLS; the process is told too."""
         super().signalling_encrypted(side, encrypted)
-        self._command({"op": "encrypted", "side": side, "on": encrypted})
+        self._command({"op": "encrypted", "side": side, "on": encrypted}, now=False)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """The media process's last counters (at most one check interval old)."""

@@ -63,7 +63,6 @@ Where a side's media goes and where it may come from (symmetric RTP latching,
 from __future__ import annotations
 
 import functools
-import ipaddress
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -76,6 +75,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from warden.interfaces import IMediaSession, IMediaTap
+from warden.iplit import ip_literal
 from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError, RtpParseError
@@ -171,7 +171,7 @@ class _Peer:
 
     def __init__(self, side: MediaSide, clock_rate: int) -> None:
         self.side = side
-        self.family = ipaddress.ip_address(side.address).version
+        self.family = _family(side.address)
         # Where the phone's SIP comes from, and what its SDP asked for.
         self.signalling: tuple[str, ...] = ()
         self.sdp_rtp: Address | None = None
@@ -808,8 +808,12 @@ def _usable(address: Address | None, family: int) -> bool:
     """Whether media can be sent to ``address`` from a socket of IP ``family``."""
     if address is None:
         return False
-    try:
-        ip = ipaddress.ip_address(address[0])
-    except ValueError:
-        return False
-    return ip.version == family and not ip.is_unspecified
+    ip = ip_literal(address[0])
+    return ip is not None and ip.version == family and not ip.is_unspecified
+
+
+def _family(address: str) -> int:
+    ip = ip_literal(address)
+    if ip is None:
+        raise ValueError(f"{address!r} does not appear to be an IPv4 or IPv6 address")
+    return ip.version

@@ -9,12 +9,12 @@ or the clock.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from enum import Enum
 
 import attrs
 
+from warden.iplit import ip_literal
 from warden.sip.flow import Flow
 from warden.sip.headers import parse_address, quote_string
 from warden.sip.message import Request, Response
@@ -155,10 +155,8 @@ class Dialog:
 
 def _ip_text(host: str) -> str:
     """An IP address in its canonical text form (any other host as it is)."""
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return host.lower()
+    ip = ip_literal(host.strip("[]"))
+    return host.lower() if ip is None else str(ip)
 
 
 def strip_tag(header_value: str) -> str:

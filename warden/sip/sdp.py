@@ -25,7 +25,6 @@ Anything malformed raises L{SdpError}, which the B2BUA answers with 488.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from itertools import pairwise
@@ -34,6 +33,7 @@ import attrs
 
 from warden.digits import parse_decimal, parse_uint
 from warden.errors import WardenError
+from warden.iplit import ip_literal
 
 
 class SdpError(WardenError):
@@ -123,10 +123,8 @@ class Connection:
     @property
     def unspecified(self) -> bool:
         """``0.0.0.0`` or ``::``: the RFC 2543 way of putting a call on hold."""
-        try:
-            return ipaddress.ip_address(self.address).is_unspecified
-        except ValueError:
-            return False
+        ip = ip_literal(self.address)
+        return ip is not None and ip.is_unspecified
 
     def value(self) -> str:
         """The ``c=`` value."""
@@ -339,10 +337,9 @@ def _parse_address(nettype: str, addrtype: str, address: str, where: str) -> Non
     if addrtype not in ("IP4", "IP6"):
         raise SdpError(f"{where} address type {addrtype!r} is not IP4 or IP6")
     if ":" in address or re.fullmatch(r"[0-9.]+", address):
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            raise SdpError(f"{where} address {address!r} is not an IP address") from None
+        ip = ip_literal(address)
+        if ip is None:
+            raise SdpError(f"{where} address {address!r} is not an IP address")
         if ip.version != (4 if addrtype == "IP4" else 6):
             raise SdpError(f"{where} address {address!r} is not {addrtype}")
     elif not _HOSTNAME.fullmatch(address):
@@ -552,7 +549,10 @@ def rewrite(
     Raises:
         ValueError: ``address`` is not an IP literal, or a port is out of range.
     """
-    addrtype = "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
+    ip = ip_literal(address)
+    if ip is None:
+        raise ValueError(f"{address!r} does not appear to be an IPv4 or IPv6 address")
+    addrtype = "IP6" if ip.version == 6 else "IP4"
     for port in [*ports.values(), *(rtcp_ports or {}).values()]:
         if not 0 < port <= 65535:
             raise ValueError(f"port {port} out of range")
