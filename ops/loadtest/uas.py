@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from .results import Account
 
 #: After a BYE, keep receiving this long so packets still in flight are counted.
-MEDIA_GRACE = 0.1
+#: The PBX answers the BYE at once, but its media relay may be busy for longer
+#: than a packet time: 100 ms counted packets it relayed later as lost (1 of 51
+#: in a test on a loaded machine); half a second is the budget for that.
+MEDIA_GRACE = 0.5
 
 
 class IncomingCall:
@@ -61,6 +64,8 @@ class Answerer:
         self.calls: dict[str, IncomingCall] = {}
         self.answered = 0
         self.unacknowledged = 0
+        # Ended calls' streams still receiving for MEDIA_GRACE: their closes.
+        self._closing: dict[RtpStream, IDelayedCall] = {}
 
     def request_received(
         self, transaction: ServerTransaction, request: Request, flow: Flow
@@ -176,12 +181,24 @@ class Answerer:
         media = self.agent.media
         if stream is not None and media is not None:
             stream.sending = False
-            self.agent.clock.callLater(MEDIA_GRACE, _close_quietly, media, stream)
+            self._closing[stream] = self.agent.clock.callLater(
+                MEDIA_GRACE, self._close_stream, media, stream
+            )
+
+    def _close_stream(self, media: Any, stream: RtpStream) -> None:
+        self._closing.pop(stream, None)
+        _close_quietly(media, stream)
 
     def end_all(self) -> None:
-        """Forget every answered call (the agent is stopping)."""
+        """Forget every answered call and close its stream now (the agent is stopping)."""
         for call_id in list(self.calls):
             self._end(call_id)
+        media = self.agent.media
+        for stream, timer in list(self._closing.items()):
+            if timer.active():
+                timer.cancel()
+            if media is not None:
+                self._close_stream(media, stream)
 
     @staticmethod
     def _cancel_timer(call: IncomingCall) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 from typing import Any
@@ -9,11 +10,14 @@ from typing import Any
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from warden.rtp.relay import MediaRelay
 from warden.rtp.udp import MediaPort, MediaSockets, listen_udp
+from warden.testing.rtpnet import rtp, sdp_body
 
 
 class FakeReactor:
@@ -207,3 +211,49 @@ class MediaSocketsTests(SynchronousTestCase):
         """A reader the reactor can poll, with a log prefix."""
         self.assertTrue(verifyObject(IReadDescriptor, self.sockets))
         self.assertEqual(self.sockets.logPrefix(), "MediaSockets")
+
+
+class DrainTests(SynchronousTestCase):
+    """What waits on a socket when a session is released is still relayed."""
+
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        self.phones = {}
+        for name in ("caller", "callee"):
+            phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            phone.bind(("127.0.0.1", 0))
+            phone.settimeout(5)
+            self.addCleanup(phone.close)
+            self.phones[name] = phone
+
+    def test_drain_delivers_what_waits(self) -> None:
+        """drain() hands every waiting datagram to the protocol, then returns."""
+        protocol = Collector()
+        port = listen_udp(self.reactor, 0, protocol, "127.0.0.1")
+        self.addCleanup(port.stopListening)
+        assert port.socket is not None
+        for n in range(3):
+            self.phones["caller"].sendto(b"%d" % n, port.socket.getsockname())
+        port.drain()
+        self.assertEqual([d for d, _ in protocol.received], [b"0", b"1", b"2"])
+        port.drain()
+        self.assertEqual(len(protocol.received), 3)
+
+    def test_packet_before_release_is_relayed(self) -> None:
+        """A packet that reached the relay before the release goes on to the callee."""
+        # The relay on 127.0.0.2: packets from its own address would be refused.
+        relay = MediaRelay(
+            Clock(), functools.partial(listen_udp, self.reactor), "127.0.0.2", (31000, 31999)
+        )
+        session = self.successResultOf(relay.allocate("call-1"))
+        caller, callee = (self.phones[n].getsockname()[1] for n in ("caller", "callee"))
+        for side in ("a", "b"):
+            session.signalling_from(side, "127.0.0.1")
+        session.offer_from("a", sdp_body("127.0.0.1", caller))
+        session.answer_from("b", sdp_body("127.0.0.1", callee))
+        side_a, side_b = session.side_a, session.side_b
+        self.phones["caller"].sendto(rtp(1), (side_a.address, side_a.rtp_port))
+        session.release()  # nobody read the socket: the release does
+        data, source = self.phones["callee"].recvfrom(2048)
+        self.assertEqual((data, source), (rtp(1), (side_b.address, side_b.rtp_port)))
+        self.assertEqual(session.stats()["a"]["packets_in"], 1)

@@ -745,6 +745,12 @@ class MediaSession:
         """Close both sides' sockets and return the ports. Idempotent."""
         if self.released:
             return
+        # Packets already waiting on the sockets came before the release:
+        # relay them (and count them) before the sockets close.
+        for port in self._ports:
+            drain = getattr(port, "drain", None)
+            if drain is not None:
+                drain()
         self.released = True
         for player in self.players.values():
             player.stop()

@@ -134,6 +134,26 @@ class MediaPort:
         except Exception:
             self._fail()
 
+    def drain(self, limit: int = 64) -> None:
+        """
+        Deliver what is already waiting (at most ``limit`` datagrams), as a
+        session does before it closes: a packet that came before the call's
+        release is relayed, not dropped with the socket.
+        """
+        for _ in range(limit):
+            sock = self.socket
+            if sock is None:
+                return
+            try:
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except OSError:  # nothing waiting (or an error the close ends anyway)
+                return
+            try:
+                self.protocol.datagramReceived(data, (addr[0], addr[1]))
+            except Exception:
+                self._fail()
+                return
+
     def _fail(self) -> None:
         self.log.failure("Media port {port} failed and is closed", port=self.port)
         self._close()
