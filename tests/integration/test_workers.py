@@ -138,6 +138,18 @@ class WorkerTests(IntegrationTestCase):
         logs = [warden.log_path, *warden.log_path.parent.glob("warden.worker*.log")]
         return sum(p.read_text(errors="replace").count(text) for p in logs if p.exists())
 
+    def log_problems(self, warden: WardenProcess, last: int = 40) -> str:
+        """The last warnings and errors of the logs (for a failure's message)."""
+        logs = [warden.log_path, *warden.log_path.parent.glob("warden.worker*.log")]
+        lines = [
+            f"{p.name}: {line}"
+            for p in logs
+            if p.exists()
+            for line in p.read_text(errors="replace").splitlines()
+            if any(w in line.lower() for w in ("error", "warn", "fail", "timed out", "traceback"))
+        ]
+        return "\n".join(lines[-last:])
+
     def call_records(self, warden: WardenProcess) -> list[tuple[str, str, str]]:
         """(node_id, disposition, hangup_side) of every call record."""
         with sqlite3.connect(warden.database_path) as db:
@@ -369,10 +381,20 @@ class WorkerTests(IntegrationTestCase):
         # SIPp ends on its BYE's 200; the callee's BYE may still be on its way.
         await poll(lambda: (len(received("INVITE")), len(received("BYE"))) == (12, 12), 10)
         invites, byes = received("INVITE"), received("BYE")
-        self.assertEqual((len(invites), len(byes)), (12, 12))
+        if (len(invites), len(byes)) != (12, 12):
+            await poll(lambda: len(self.call_records(warden)) == 12, 15)
+            self.fail(
+                f"the callee got {len(invites)} INVITEs and {len(byes)} BYEs of 12 calls;"
+                f" call records {self.call_records(warden)}\n{self.log_problems(warden)}"
+            )
         await poll(lambda: len(self.call_records(warden)) == 12, 15)
         nodes = {r[0].rsplit("-", 1)[-1] for r in self.call_records(warden)}
-        self.assertEqual(nodes, {"w0", "w1"})
+        self.assertEqual(
+            nodes,
+            {"w0", "w1"},
+            f"call records {self.call_records(warden)}; registrations by worker {counted};"
+            f" INVITEs' Vias {[i.top_via.port for i in invites]}\n{self.log_problems(warden)}",
+        )
         for invite in invites:
             self.assertEqual(invite.top_via.transport.upper(), "TLS")
             self.assertIn(invite.top_via.port, (own_tls, own_tls + 1))
