@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
 
+from tests.integration.baresip import free_port_range
 from tests.integration.clients import real_reactor
 from tests.integration.harness import (
     LOCALHOST,
@@ -120,7 +121,7 @@ class RtpengineHoldMusicTests(HoldMusicTests):
     def setUp(self) -> None:
         """rtpengine runs for the test."""
         super().setUp()
-        self.rtpengine = RtpengineServer((33400, 33500))
+        self.rtpengine = RtpengineServer(free_port_range(100))  # below the ephemeral ports
         self.addCleanup(self.rtpengine.destroy)
         self.rtpengine.start()
 

@@ -25,6 +25,7 @@ from tests.integration import (
     test_srtp,
     test_voicemail,
 )
+from tests.integration.baresip import free_port_range
 from tests.integration.harness import poll
 
 
@@ -55,8 +56,10 @@ def media_processes(pid: int) -> set[int]:
 class MediaProcessCallTests(test_calls.SippCallTests):
     """SIPp UAC -> Warden (B2BUA) with the relay in the media process -> SIPp UAS."""
 
-    # Not the other tests' ranges: they may run at once on one machine.
-    media_range = (34000, 34200)
+    def setUp(self) -> None:
+        super().setUp()
+        # Free ports below the ephemeral range, not the other tests' ranges.
+        self.media_range = free_port_range(200)
 
     async def test_media_process_killed_and_restarted(self) -> None:
         """A killed media process is started again, and calls' media flows through it."""
@@ -78,7 +81,9 @@ class MediaProcessCallTests(test_calls.SippCallTests):
 class InProcessCallTests(test_calls.SippCallTests):
     """SIPp calls with ``relay_process = false``: the relay in the SIP process."""
 
-    media_range = (34200, 34400)
+    def setUp(self) -> None:
+        super().setUp()
+        self.media_range = free_port_range(200)
 
     def media_config(self) -> dict[str, object]:
         """Warden's ``[media]``: the built-in relay, in process."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration import test_calls
+from tests.integration.baresip import free_port_range
 from tests.integration.clients import SipUdpClient
 from tests.integration.harness import LOCALHOST, IntegrationTestCase, provision
 from warden.sip.auth import answer_challenge
@@ -24,12 +25,12 @@ from warden.testing.rtpnet import sdp_body
 class RtpengineCallTests(test_calls.SippCallTests):
     """SIPp UAC -> Warden (B2BUA) with rtpengine relaying the media -> SIPp UAS."""
 
-    # Not the built-in tests' range: both may run at once on one machine.
-    media_range = (33000, 33200)
-
     def setUp(self) -> None:
         """SIPp, its pcap and rtpengine are needed; rtpengine runs for the test."""
         super().setUp()
+        # Free ports below the ephemeral range (a fixed range inside it was
+        # once held by some client's socket when the test checked it).
+        self.media_range = free_port_range(200)
         self.rtpengine = RtpengineServer(self.media_range)
         self.addCleanup(self.rtpengine.destroy)
         self.rtpengine.start()
