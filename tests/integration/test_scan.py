@@ -106,7 +106,9 @@ class SipviciousScanTests(IntegrationTestCase):
             self.assertEqual(_FOUND_ROW.findall(output), [], output)
             self.assertNotIn("exists", output)
             for number in users.numbers:
-                self.assertNotIn(number, output)
+                # As a number of its own: svwar's random Via branches and
+                # tags may contain the digits (z9hG4bK-263962002).
+                self.assertIsNone(re.search(rf"(?<![0-9]){number}(?![0-9])", output), output)
 
     async def test_svcrack_blocked_while_the_phone_works(self) -> None:
         """
