@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-__all__ = ["CACHED", "IPAddress", "ip_literal"]
+__all__ = ["CACHED", "IPAddress", "ip_address", "ip_literal"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -29,3 +29,11 @@ def ip_literal(text: str) -> IPAddress | None:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+def ip_address(text: str) -> IPAddress:
+    """L{ip_literal}, raising ValueError (as ``ipaddress.ip_address``) for a non-literal."""
+    ip = ip_literal(text)
+    if ip is None:
+        raise ValueError(f"{text!r} does not appear to be an IPv4 or IPv6 address")
+    return ip

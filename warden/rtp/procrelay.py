@@ -146,10 +146,8 @@ class MediaProcessProtocol(ProcessProtocol):
             # to watch the pipe for room (two epoll changes per message).
             try:
                 written = os.write(writer.fileno(), data)
-            except BlockingIOError:
+            except OSError:  # full (EAGAIN), or broken: the writer reports that
                 written = 0
-            except OSError:
-                written = 0  # the writer sees the error too, and reports the loss
             data = data[written:]
         if data:
             self.transport.write(data)

@@ -75,7 +75,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from warden.interfaces import IMediaSession, IMediaTap
-from warden.iplit import ip_literal
+from warden.iplit import ip_address, ip_literal
 from warden.model.media import SIDES, HoldState, MediaSide
 from warden.rtp import metrics
 from warden.rtp.errors import MediaError, RtpParseError
@@ -171,7 +171,7 @@ class _Peer:
 
     def __init__(self, side: MediaSide, clock_rate: int) -> None:
         self.side = side
-        self.family = _family(side.address)
+        self.family = ip_address(side.address).version
         # Where the phone's SIP comes from, and what its SDP asked for.
         self.signalling: tuple[str, ...] = ()
         self.sdp_rtp: Address | None = None
@@ -816,10 +816,3 @@ def _usable(address: Address | None, family: int) -> bool:
         return False
     ip = ip_literal(address[0])
     return ip is not None and ip.version == family and not ip.is_unspecified
-
-
-def _family(address: str) -> int:
-    ip = ip_literal(address)
-    if ip is None:
-        raise ValueError(f"{address!r} does not appear to be an IPv4 or IPv6 address")
-    return ip.version

@@ -113,26 +113,29 @@ class MediaPort:
                 raise
             self.protocol.datagramReceived(data, (addr[0], addr[1]))
 
-    def read_one(self) -> None:
+    def read_one(self) -> bool:
         """
-        Deliver one waiting datagram (L{MediaSockets}' read). An error the
-        reactor would have closed the port for closes it, logged.
+        Deliver one waiting datagram (L{MediaSockets}' read); False when none
+        was. An error the reactor would have closed the port for closes it,
+        logged.
         """
         sock = self.socket
         if sock is None:
-            return
+            return False
         try:
             data, addr = sock.recvfrom(_MAX_DATAGRAM)
         except BlockingIOError:
-            return
+            return False
         except OSError as e:
             if e.errno not in _TRANSIENT:
                 self._fail()
-            return
+            return False
         try:
             self.protocol.datagramReceived(data, (addr[0], addr[1]))
         except Exception:
             self._fail()
+            return False
+        return True
 
     def drain(self, limit: int = 64) -> None:
         """
@@ -141,17 +144,7 @@ class MediaPort:
         release is relayed, not dropped with the socket.
         """
         for _ in range(limit):
-            sock = self.socket
-            if sock is None:
-                return
-            try:
-                data, addr = sock.recvfrom(_MAX_DATAGRAM)
-            except OSError:  # nothing waiting (or an error the close ends anyway)
-                return
-            try:
-                self.protocol.datagramReceived(data, (addr[0], addr[1]))
-            except Exception:
-                self._fail()
+            if not self.read_one():
                 return
 
     def _fail(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from warden.digits import parse_uint
 from warden.errors import SipParseError
-from warden.iplit import ip_literal
+from warden.iplit import ip_address, ip_literal
 from warden.model import Binding
 from warden.sip.flow import Flow
 from warden.sip.uri import parse_uri
@@ -118,10 +118,7 @@ def behind_nat(binding: Binding, mode: str = "auto") -> bool:
     sent_ip = _ip(sent_by[1]) if sent_by is not None else None
     if sent_by is None or sent_ip is None or (str(sent_ip), sent_by[2]) != source:
         return True
-    contact_ip = ip_literal(contact[0])
-    if contact_ip is None:
-        raise ValueError(f"{contact[0]!r} does not appear to be an IPv4 or IPv6 address")
-    return _unroutable(contact_ip) and not _unroutable(source_ip)
+    return _unroutable(ip_address(contact[0])) and not _unroutable(source_ip)
 
 
 def binding_host(binding: Binding, flow: Flow) -> str:

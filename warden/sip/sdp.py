@@ -33,7 +33,7 @@ import attrs
 
 from warden.digits import parse_decimal, parse_uint
 from warden.errors import WardenError
-from warden.iplit import ip_literal
+from warden.iplit import ip_address, ip_literal
 
 
 class SdpError(WardenError):
@@ -549,10 +549,7 @@ def rewrite(
     Raises:
         ValueError: ``address`` is not an IP literal, or a port is out of range.
     """
-    ip = ip_literal(address)
-    if ip is None:
-        raise ValueError(f"{address!r} does not appear to be an IPv4 or IPv6 address")
-    addrtype = "IP6" if ip.version == 6 else "IP4"
+    addrtype = "IP6" if ip_address(address).version == 6 else "IP4"
     for port in [*ports.values(), *(rtcp_ports or {}).values()]:
         if not 0 < port <= 65535:
             raise ValueError(f"port {port} out of range")
