@@ -86,6 +86,10 @@ class IDirectory(Interface):
     def count_extensions() -> Deferred[int]:
         """Fire with the number of extensions."""
 
+    def qualified_numbers() -> Deferred[list[str]]:
+        """Fire with the numbers of the extensions with ``qualify`` on, ordered
+        as L{list_extensions} orders them (for the qualify rounds)."""
+
 
 class ILocationService(Interface):
     """

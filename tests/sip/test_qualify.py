@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import attrs
+from twisted.internet.defer import fail
 
 from tests.sip.test_b2bua import BOB, BOB2, CallTestCase, only
+from warden.errors import StoreError
+from warden.sip import qualify
 from warden.testing.callstack import Phone
 
 
@@ -71,6 +74,66 @@ class QualifyTests(CallTestCase):
         self.stack.clock.advance(32.1)
         _, sent = self.alice.call("1002")
         only(sent, self.alice.address, 480)
+
+    def count_reads(self) -> dict[str, int]:
+        """Count the location's bulk and per-extension reads from now on."""
+        counts = {"all_bindings": 0, "bindings_for": 0}
+        location = self.stack.location
+        for name in counts:
+            real = getattr(location, name)
+
+            def counted(*args, _real=real, _name=name):  # type: ignore[no-untyped-def]
+                counts[_name] += 1
+                return _real(*args)
+
+            self.patch(location, name, counted)
+        return counts
+
+    def test_reads_only_qualified_extensions(self) -> None:
+        """A round reads the bindings of the qualified extensions, not every binding."""
+        self.stack.register("1003", ("192.0.2.30", 5060))
+        counts = self.count_reads()
+        only(self.ping(), BOB, "OPTIONS")
+        self.assertEqual(counts, {"all_bindings": 0, "bindings_for": 1})
+
+    def test_no_qualified_extension_reads_nothing(self) -> None:
+        """With qualify off everywhere a round reads no binding at all."""
+        ext = self.stack.successResultOf_(self.stack.directory.get_extension("1002"))
+        self.stack.successResultOf_(
+            self.stack.directory.update_extension(attrs.evolve(ext, qualify=False))
+        )
+        counts = self.count_reads()
+        self.assertEqual(self.ping(), [])
+        self.assertEqual(counts, {"all_bindings": 0, "bindings_for": 0})
+
+    def test_many_qualified_extensions_read_in_bulk(self) -> None:
+        """Past BULK_READ qualified extensions, one read of every binding; only
+        the qualified extensions' bindings are pinged."""
+        self.patch(qualify, "BULK_READ", 0)
+        self.stack.register("1003", ("192.0.2.30", 5060))
+        counts = self.count_reads()
+        only(self.ping(), BOB, "OPTIONS")
+        self.assertEqual(counts, {"all_bindings": 1, "bindings_for": 0})
+
+    def test_failed_read_keeps_the_rounds_going(self) -> None:
+        """A round whose read fails is logged; the next round pings as usual."""
+        location = self.stack.location
+        real = location.bindings_for
+        down = [True]
+
+        def bindings_for(aor, now):  # type: ignore[no-untyped-def]
+            return fail(StoreError("down")) if down[0] else real(aor, now)
+
+        self.patch(location, "bindings_for", bindings_for)
+        self.stack.qualifier.start()
+        self.addCleanup(self.stack.qualifier.stop)
+        mark = self.stack.mark()
+        self.stack.clock.advance(30)
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+        self.assertEqual(self.stack.sent_since(mark), [])
+        down[0] = False
+        self.stack.clock.advance(30)
+        only(self.stack.sent_since(mark), BOB, "OPTIONS")
 
     def binding(self, address: tuple[str, int]):  # type: ignore[no-untyped-def]
         """The binding of 1002 at ``address``."""

@@ -103,6 +103,19 @@ class DirectoryConformanceMixin:
             await directory.add_extension(extension(number))
         self.assertEqual(await directory.count_extensions(), 3)
 
+    async def test_qualified_numbers(self) -> None:
+        """qualified_numbers lists the extensions with qualify on, in list order,
+        and follows updates and removals."""
+        directory = await self.store()
+        self.assertEqual(await directory.qualified_numbers(), [])
+        for number in ["200", "30", "1000", "31"]:
+            await directory.add_extension(attrs.evolve(extension(number), qualify=number != "31"))
+        self.assertEqual(await directory.qualified_numbers(), ["30", "200", "1000"])
+        await directory.update_extension(extension("200"))
+        await directory.update_extension(attrs.evolve(extension("31"), qualify=True))
+        await directory.remove_extension("1000")
+        self.assertEqual(await directory.qualified_numbers(), ["30", "31"])
+
     async def test_update(self) -> None:
         """update_extension replaces every field of the stored extension."""
         directory = await self.store()

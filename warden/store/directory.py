@@ -92,6 +92,13 @@ async def _list_extensions_txn(cursor: Cursor) -> list[Extension]:
     return [_extension_from_row(row) for row in cursor.fetchall()]
 
 
+async def _qualified_numbers_txn(cursor: Cursor) -> list[str]:
+    await cursor.execute(
+        "SELECT number FROM extensions WHERE qualify = ? ORDER BY length(number), number", (True,)
+    )
+    return [str(row[0]) for row in cursor.fetchall()]
+
+
 async def _update_extension_txn(cursor: Cursor, extension: Extension) -> None:
     number, *rest = _extension_row(extension)
     await cursor.execute(
@@ -156,6 +163,10 @@ class SQLDirectory:
     def list_extensions(self) -> Deferred[list[Extension]]:
         """Fire with every extension, ordered by number (shorter numbers first)."""
         return self._db.run("list_extensions", _list_extensions_txn)
+
+    def qualified_numbers(self) -> Deferred[list[str]]:
+        """Fire with the numbers of the extensions with qualify on, in list order."""
+        return self._db.run("qualified_numbers", _qualified_numbers_txn)
 
     def update_extension(self, extension: Extension) -> Deferred[None]:
         """Replace the extension with the same number; fail if there is none."""

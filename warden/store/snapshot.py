@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from warden.interfaces import IDirectory
 from warden.model import Extension
+from warden.store.tables import qualified_numbers
 
 # Numbers remembered as absent at most (a scanner trying random numbers).
 MAX_ABSENT = 100_000
@@ -134,6 +135,13 @@ class SnapshotDirectory:
     def count_extensions(self) -> Deferred[int]:
         """From the store."""
         return self._inner.count_extensions()
+
+    def qualified_numbers(self) -> Deferred[list[str]]:
+        """From memory (the qualify rounds ask every ``interval``; the store is
+        asked only until the first load)."""
+        if not self.loaded:
+            return self._inner.qualified_numbers()
+        return defer.succeed(qualified_numbers(self._extensions.values()))
 
     def add_extension(self, extension: Extension) -> Deferred[None]:
         """Through to the store, then into memory."""

@@ -24,6 +24,11 @@ def extension_order(number: str) -> tuple[int, str]:
     return (len(number), number)
 
 
+def qualified_numbers(extensions: Iterable[Extension]) -> list[str]:
+    """The numbers of ``extensions`` with qualify on, in L{extension_order}."""
+    return sorted((e.number for e in extensions if e.qualify), key=extension_order)
+
+
 def plan_upsert(
     existing: Mapping[str, Extension], extensions: Iterable[Extension]
 ) -> tuple[int, int, dict[str, Extension]]:

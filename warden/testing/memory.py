@@ -24,7 +24,7 @@ from warden.interfaces import (
     ILiveCalls,
 )
 from warden.model import Binding, CallRecord, Extension, LiveCall, expired_recording
-from warden.store.tables import BindingTable, extension_order, plan_upsert
+from warden.store.tables import BindingTable, extension_order, plan_upsert, qualified_numbers
 
 
 @implementer(IDirectory)
@@ -70,6 +70,10 @@ class MemoryDirectory:
     def count_extensions(self) -> Deferred[int]:
         """Fire with the number of extensions."""
         return defer.succeed(len(self._extensions))
+
+    def qualified_numbers(self) -> Deferred[list[str]]:
+        """Fire with the numbers of the extensions with qualify on, in list order."""
+        return defer.succeed(qualified_numbers(self._extensions.values()))
 
 
 @implementer(IDurableLocation)
