@@ -272,6 +272,11 @@ async def dial(
     )  # fmt: skip
     result = await run_sipp(args, run_dir, timeout=90)
     stats = read_sipp_stats(run_dir)
-    context = f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}"
-    testcase.assertEqual((result.code, stats.successful, stats.failed), (0, 1, 0), context)
+    if (result.code, stats.successful, stats.failed) != (0, 1, 0):
+        # Warden's own account of the call (trunks tried, why each failed).
+        log = "\n".join(warden.log_text().splitlines()[-80:])
+        testcase.fail(
+            f"UAC exit {result.code}, {stats.successful} answered, {stats.failed} failed\n"
+            f"{result.stderr}\n{read_sipp_errors(run_dir)}\n--- Warden's log (tail) ---\n{log}"
+        )
     return result
