@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from warden.errors import SipParseError
 from warden.sip.auth import answer_challenge
-from warden.sip.message import Message, Request, Response, new_tag
+from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
 
 LOCALHOST = "127.0.0.1"
@@ -102,6 +102,10 @@ class SipUdpClient(protocol.DatagramProtocol):
         """The client's own port."""
         return int(self._port.getHost().port)
 
+    def sent_by(self) -> str:
+        """The ``host:port`` of our Via."""
+        return f"{self.local_host}:{self.local_port}"
+
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Hand a final response to whoever waits for its branch."""
         try:
@@ -134,7 +138,7 @@ class SipUdpClient(protocol.DatagramProtocol):
         response or fails with ``defer.TimeoutError``.
         """
         branch = new_branch()
-        via = f"SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch};rport"
+        via = f"SIP/2.0/UDP {self.sent_by()};branch={branch};rport"
         top = [("Via", via), ("Max-Forwards", "70"), *headers]
         if body:
             top.append(("Content-Length", str(len(body))))
@@ -215,6 +219,70 @@ class SipUdpClient(protocol.DatagramProtocol):
             [*common, ("CSeq", "2 REGISTER"), ("Authorization", authorization)],
             timeout,
         )
+
+
+#: The SDP a test phone answers with (PCMA on a port nobody listens to).
+ANSWER_SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 9 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+).encode("ascii")
+
+
+class NatPhone(SipUdpClient):
+    """
+    A phone behind a port-restricted NAT (RFC 4787 "address and port-dependent
+    filtering"): it takes datagrams only from addresses it sent to (the others
+    are listed in L{dropped}, with their first line), and its Via names its
+    private address, as such a phone's does, so Warden sees the NAT (the
+    source differs from the Via).
+    It picks up every INVITE at once (200 with an answer, its Contact at the
+    private address) and accepts OPTIONS, BYE and CANCEL, answering to where
+    each request came from; L{requests} lists what it took, with the source.
+    """
+
+    PRIVATE = "10.0.0.5:5060"
+
+    def __init__(self, server: tuple[str, int], local_host: str = LOCALHOST) -> None:
+        super().__init__(server, local_host)
+        self.tag = new_tag()
+        self.sent_to: set[tuple[str, int]] = set()
+        #: (source, first line) of each datagram the NAT let not in.
+        self.dropped: list[tuple[tuple[str, int], str]] = []
+        self.requests: list[tuple[Request, tuple[str, int]]] = []
+
+    def sent_by(self) -> str:
+        """The private address, which Warden cannot reach."""
+        return self.PRIVATE
+
+    def send_raw(self, data: bytes) -> None:
+        """Send to the server, opening the NAT to it."""
+        self.sent_to.add(self.server)
+        super().send_raw(data)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """Drop what comes from elsewhere than where we sent; answer requests."""
+        source = (addr[0], addr[1])
+        if source not in self.sent_to:
+            first = datagram.split(b"\r\n", 1)[0].decode("ascii", "replace")
+            self.dropped.append((source, first))
+            return
+        try:
+            message = parse_datagram(datagram)
+        except SipParseError:
+            return
+        if not isinstance(message, Request):
+            super().datagramReceived(datagram, addr)
+            return
+        self.requests.append((message, source))
+        if message.method == "INVITE":
+            contact = ("Contact", f"<sip:phone@{self.PRIVATE}>")
+            response = make_response(message, 200, "OK", self.tag, [contact])
+            response.set_body(ANSWER_SDP, "application/sdp")
+        elif message.method in ("OPTIONS", "BYE", "CANCEL"):
+            response = make_response(message, 200, "OK", self.tag)
+        else:
+            return  # ACK
+        self.transport.write(response.to_bytes(), source)  # type: ignore[union-attr]
 
 
 def _first_challenge(response: Message) -> str:

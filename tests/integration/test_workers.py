@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 
 from tests.integration.admin_client import AdminClient, new_admin
-from tests.integration.clients import poll_async
+from tests.integration.clients import NatPhone, poll_async
 from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
@@ -100,6 +100,11 @@ async def worker_samples(client: AdminClient, name: str, **labels: str) -> dict[
                 worker = sample.labels.get("worker", "")
                 found[worker] = found.get(worker, 0.0) + sample.value
     return found
+
+
+async def _total(samples: Awaitable[dict[str, float]], wanted: float) -> bool:
+    """Whether the samples add up to ``wanted``."""
+    return sum((await samples).values()) == wanted
 
 
 def worker_pids(supervisor: int) -> list[int]:
@@ -275,6 +280,85 @@ class WorkerTests(IntegrationTestCase):
         ]  # fmt: skip
         result = await run_sipp(args, run_dir)
         return result.code, f"{result.stderr}\n{read_sipp_errors(run_dir)}"
+
+    async def test_phone_behind_port_restricted_nat(self) -> None:
+        """
+        A phone behind a port-restricted NAT (it takes packets only from where
+        it sent them) registers through the shared port: its 401 and 200 come
+        from that port. 16 calls to it from 16 SIPp sockets, which both
+        workers take, reach it and are answered; the caller hangs up. Every
+        INVITE and BYE reaches the phone from the shared port (the worker
+        holding its binding sends them, ADR 0010), and nothing is dropped.
+        """
+        warden = await self.start_workers()
+        users = await provision(warden.config_path, 2, first=2000)
+        caller, callee = users.numbers
+        phone = await NatPhone.open(warden.address)
+        self.addCleanup(lambda: Deferred.fromCoroutine(phone.close()))
+        contact = f"<sip:{callee}@{NatPhone.PRIVATE}>"
+        registered = await phone.register(callee, users.passwords[callee], contact)
+        self.assertEqual(registered.status, 200, f"dropped from {phone.dropped}")
+        run_dir = self.workdir()
+        csv = write_sipp_caller(run_dir, caller, users.passwords[caller], callee)
+        args = sipp_uac_args(
+            warden.address, BENCH / "call_uac.xml", csv,
+            "-t", "un", "-max_socket", "100", "-r", "16", "-d", "200", calls=16, timeout=30,
+        )  # fmt: skip
+        result = await run_sipp(args, run_dir)
+
+        def sources(method: str) -> list[tuple[str, int]]:
+            return [source for r, source in phone.requests if r.method == method]
+
+        def calls(method: str) -> set[str]:
+            return {r.call_id for r, _ in phone.requests if r.method == method}
+
+        await poll(lambda: len(calls("BYE")) == 16, 10)
+        await poll(lambda: len(self.call_records(warden)) == 16, 15)
+        stats = read_sipp_stats(run_dir)
+        context = (
+            f"UAC exit {result.code}\n{result.stderr}\n{read_sipp_errors(run_dir)}\n"
+            f"dropped from {phone.dropped}; INVITEs from {sources('INVITE')};"
+            f" BYEs from {sources('BYE')}; call records {self.call_records(warden)}\n"
+            f"{self.log_problems(warden)}"
+        )
+        self.assertEqual((result.code, stats.successful, stats.failed), (0, 16, 0), context)
+        for method in ("INVITE", "BYE"):
+            self.assertEqual(len(calls(method)), 16, context)
+            self.assertEqual(set(sources(method)), {warden.address}, context)
+        self.assertEqual(phone.dropped, [], context)
+        records = self.call_records(warden)
+        self.assertEqual({(r[1], r[2]) for r in records}, {("ANSWERED", "caller")}, context)
+        self.assertEqual({r[0].rsplit("-", 1)[-1] for r in records}, {"w0", "w1"}, context)
+
+    async def test_response_goes_to_the_worker_its_via_names(self) -> None:
+        """
+        Responses that reach the shared port go on to the worker whose own
+        port their top Via names (as a phone's answer does after the kernel
+        moved the phone to another worker): from 8 sockets, one response
+        naming each worker's port; whichever worker each socket reaches, it
+        passes on the one naming the other, so both workers together pass
+        on exactly 8 (``warden_sip_responses_passed_on_total``).
+        """
+        base = _free_pair()
+        warden = await self.start_workers(sip={"worker_port_base": base})
+        client, _ = await new_admin(warden)
+        response = (
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-{n}-{port};rport\r\n"
+            "To: <sip:2001@{host}>;tag=b\r\nFrom: <sip:2000@{host}>;tag=a\r\n"
+            "Call-ID: passed-on-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        for n in range(8):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((LOCALHOST, 0))
+                for port in (base, base + 1):
+                    data = response.format(host=LOCALHOST, port=port, n=n).encode()
+                    sock.sendto(data, warden.address)
+
+        async def passed_on() -> dict[str, float]:
+            return await worker_samples(client, "warden_sip_responses_passed_on_total")
+
+        await poll_async(lambda: _total(passed_on(), 8), 15)
+        self.assertEqual(sum((await passed_on()).values()), 8, await passed_on())
 
     async def test_metrics_of_every_worker(self) -> None:
         """

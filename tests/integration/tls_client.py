@@ -16,19 +16,21 @@ from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.integration.clients import LOCALHOST, SipUdpClient, new_branch, poll, real_reactor
+from tests.integration.clients import (
+    ANSWER_SDP,
+    LOCALHOST,
+    SipUdpClient,
+    new_branch,
+    poll,
+    real_reactor,
+)
 from warden.errors import SipParseError
 from warden.sip.message import Request, Response, make_response, new_tag
 from warden.sip.parser import StreamFramer
 from warden.tls import fingerprint
 
+
 #: The answer of an auto-answering client: G.711 A-law at a port nobody uses.
-ANSWER_SDP = (
-    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    "m=audio 9 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
-).encode("ascii")
-
-
 class SipTlsClient(protocol.Protocol):
     """
     One TLS connection to Warden's SIP listener. Requests Warden sends on it

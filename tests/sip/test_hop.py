@@ -190,6 +190,46 @@ class CallingNodeTests(unittest.TestCase):
         self.wire.connection = None
         self.assertIsNone(addressing.reach(TCP_BINDING, CALL_ID))
 
+    def test_holders_known_fetches_an_unknown_holder(self) -> None:
+        """A binding held by a node not (yet) known makes one fetch of the live
+        nodes, shared by every call waiting meanwhile; once it is done the
+        holder is a route. Known holders, bindings dialled directly and a
+        fetch less than a second after the last one wait for nothing."""
+        fetches: list[Deferred[None]] = []
+
+        def refresh() -> Deferred[None]:
+            fetches.append(Deferred())
+            return fetches[-1]
+
+        clock = Clock()
+        hop = make_hop(self.wire, "b", clock)
+        hop.refresh_nodes = refresh
+        hop.set_nodes({"b": "127.0.0.3:5070"})  # A's heartbeat not seen yet
+        direct = binding("udp:127.0.0.1:40000", contact="sip:1001@127.0.0.1:40000")
+        self.successResultOf(hop.holders_known([direct]))
+        first, second = hop.holders_known([TCP_BINDING]), hop.holders_known([TCP_BINDING])
+        self.assertEqual(len(fetches), 1)
+        self.assertNoResult(first)
+        hop.set_nodes({"a": "127.0.0.2:5060", "b": "127.0.0.3:5070"})
+        fetches[0].callback(None)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertIsNotNone(hop.route(TCP_BINDING, CALL_ID))
+        self.successResultOf(hop.holders_known([TCP_BINDING]))
+        self.assertEqual(len(fetches), 1)
+        gone = binding("tcp:127.0.0.1:40000", node_id="z")
+        self.successResultOf(hop.holders_known([gone]))  # fetched under a second ago
+        clock.advance(1.0)
+        waiting = hop.holders_known([gone])
+        fetches[1].errback(Failure(StateUnavailable("redis down")))
+        self.successResultOf(waiting)
+        self.assertIsNone(hop.route(gone, CALL_ID))
+
+    def test_holders_known_outside_a_cluster(self) -> None:
+        """A single node (no way to fetch nodes) never waits."""
+        self.assertIsNone(self.hop.refresh_nodes)
+        self.successResultOf(self.hop.holders_known([binding("tcp:127.0.0.1:40000", "z")]))
+
     def test_preloaded_route_kept(self) -> None:
         """A 2xx without Record-Route keeps the pre-loaded route; one with it replaces it."""
         dialog = Dialog(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from warden.sip import metrics
+from warden.sip import metrics, transport
+from warden.sip.flow import Flow
 from warden.sip.parser import parse_datagram
+from warden.sip.transport import SipDatagramProtocol
 from warden.testing.sipstack import FakeSipStack
 
 OPTIONS = (
@@ -82,6 +85,94 @@ class UdpTests(SynchronousTestCase):
             b"Content-Length: 0", b"X-Pad: " + b"a" * 2000 + b"\r\nContent-Length: 0"
         )
         self.assertEqual(stack.send_udp(data), [])
+
+
+class SharedPortTests(SynchronousTestCase):
+    """
+    A worker's shared UDP port (ADR 0032): what goes to a peer that sent to
+    it goes from it, so a phone behind a port-restricted NAT gets Warden's
+    packets from the port it sends to; the rest goes from the worker's own.
+    """
+
+    def setUp(self) -> None:
+        self.stack = FakeSipStack()
+        self.shared = SipDatagramProtocol(self.stack.hub, shared=True)
+        self.shared_transport = FakeDatagramTransport()
+        self.shared.makeConnection(self.shared_transport)
+
+    def on_shared(self, data: bytes, source: tuple[str, int]) -> list[tuple[bytes, object]]:
+        """Deliver ``data`` on the shared port; what went out of it in answer."""
+        before = len(self.shared_transport.written)
+        self.shared.datagramReceived(data, source)
+        return self.shared_transport.written[before:]
+
+    def send_to(self, peer: tuple[str, int]) -> str:
+        """Send a request to ``peer``; which port it left from ("own" or "shared")."""
+        own, shared = len(self.stack.udp_transport.written), len(self.shared_transport.written)
+        request = parse_datagram(options(77))
+        self.stack.hub.send(request, Flow("udp", *peer))
+        if len(self.shared_transport.written) > shared:
+            self.assertEqual(self.shared_transport.written[-1][1], peer)
+            return "shared"
+        self.assertEqual(len(self.stack.udp_transport.written), own + 1)
+        return "own"
+
+    def test_answer_leaves_from_the_shared_port(self) -> None:
+        """A request on the shared port is answered from it; the own port sends nothing."""
+        before = len(self.stack.udp_transport.written)
+        ((packet, address),) = self.on_shared(options(), ("203.0.113.7", 40123))
+        self.assertEqual(address, ("203.0.113.7", 40123))
+        self.assertEqual(parse_datagram(packet).status, 200)
+        self.assertEqual(len(self.stack.udp_transport.written), before)
+
+    def test_requests_follow_what_was_heard(self) -> None:
+        """Requests to a peer heard on the shared port leave from it (a keep-alive
+        counts); to any other peer, or another port of that host, from the own port."""
+        self.on_shared(b"\r\n\r\n", ("203.0.113.7", 40123))
+        self.assertEqual(self.send_to(("203.0.113.7", 40123)), "shared")
+        self.assertEqual(self.send_to(("203.0.113.7", 40124)), "own")
+        self.assertEqual(self.send_to(("198.51.100.1", 5060)), "own")
+        self.stack.send_udp(options(), ("198.51.100.1", 5060))  # on the own port
+        self.assertEqual(self.send_to(("198.51.100.1", 5060)), "own")
+
+    def test_peers_are_bounded(self) -> None:
+        """Past MAX_SHARED_PEERS the least recently heard peer is forgotten (and
+        sent to from the own port again)."""
+        self.patch(transport, "MAX_SHARED_PEERS", 2)
+        a, b, c = ("192.0.2.1", 5060), ("192.0.2.2", 5060), ("192.0.2.3", 5060)
+        for peer in (a, b, a, c):
+            self.on_shared(b"\r\n", peer)
+        self.assertEqual(list(self.shared.peers), [a, c])
+        self.assertEqual([self.send_to(p) for p in (a, b, c)], ["shared", "own", "shared"])
+
+    def test_response_for_another_worker_passed_on(self) -> None:
+        """A response whose top Via names another worker's own port goes on to
+        it, byte for byte, on the local address; one naming any other port is
+        this worker's to handle (here: no transaction, so it goes nowhere)."""
+        shared = SipDatagramProtocol(
+            self.stack.hub, shared=True, siblings=("127.0.0.1", {5071, 5072})
+        )
+        written = FakeDatagramTransport()
+        shared.makeConnection(written)
+        before = metrics.RESPONSES_PASSED_ON._value.get()
+        response = (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.99:%d;branch=z9hG4bK-x;rport\r\n"
+            b"To: <sip:1001@pbx.test>;tag=2\r\nFrom: <sip:w@pbx.test>;tag=1\r\n"
+            b"Call-ID: passed\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        shared.datagramReceived(response % 5072, ("203.0.113.7", 40123))
+        self.assertEqual(written.written, [(response % 5072, ("127.0.0.1", 5072))])
+        for port in (5070, 5060, 40000):
+            shared.datagramReceived(response % port, ("203.0.113.7", 40123))
+        self.assertEqual(len(written.written), 1)
+        self.assertEqual(metrics.RESPONSES_PASSED_ON._value.get(), before + 1)
+
+    def test_single_process_unchanged(self) -> None:
+        """Without a shared port (one process) everything leaves from the one socket."""
+        stack = FakeSipStack()
+        stack.send_udp(options(), ("203.0.113.7", 40123))
+        stack.hub.send(parse_datagram(options(78)), Flow("udp", "203.0.113.7", 40123))
+        self.assertEqual(stack.sent_udp()[-1][1], ("203.0.113.7", 40123))
 
 
 class TcpTests(SynchronousTestCase):

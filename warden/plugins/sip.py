@@ -126,6 +126,9 @@ def sip_settings(config: WardenConfig) -> SipSettings:
         tls=tls_settings(config),
         reuse_port=config.worker >= 0,
         worker_port=sip.worker_port_base + config.worker if config.worker >= 0 else 0,
+        worker_ports=tuple(sip.worker_port_base + i for i in range(sip.workers))
+        if config.worker >= 0
+        else (),
         worker_tls_port=sip.worker_tls_base() + config.worker if config.worker >= 0 else 0,
     )
 

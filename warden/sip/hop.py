@@ -46,11 +46,11 @@ import hashlib
 import hmac
 import json
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -170,6 +170,7 @@ class NodeHop:
         self.refresh_nodes = refresh_nodes
         self._refreshed_at = -math.inf
         self._waiting: list[tuple[Request, Flow]] | None = None
+        self._holder_waiters: list[Deferred[None]] | None = None
 
     # -- cluster membership -------------------------------------------------------
 
@@ -265,6 +266,40 @@ class NodeHop:
             return False
         transport = binding.received.partition(":")[0]
         return transport in RELIABLE_TRANSPORTS or behind_nat(binding, self.nat)
+
+    def holders_known(self, bindings: Iterable[Binding]) -> Deferred[None]:
+        """
+        Fires once every node holding one of ``bindings`` that must be reached
+        through it (L{wanted}) is known, or the live nodes were fetched again
+        trying: a node that started after our last heartbeat (a restarted
+        worker, a new node) is then a route at once, instead of its phones
+        being dialled directly, which fails for a phone behind a NAT or on a
+        stream. Fetches at most once per L{NODE_REFRESH_INTERVAL}; waiters
+        share a fetch in flight; a failed fetch is logged, and the call goes on
+        with what is known.
+        """
+        if self.refresh_nodes is None or all(
+            b.node_id in self.nodes or not self.wanted(b) for b in bindings
+        ):
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        if self._holder_waiters is not None:
+            self._holder_waiters.append(waiter)
+            return waiter
+        if self._clock.seconds() - self._refreshed_at < NODE_REFRESH_INTERVAL:
+            return succeed(None)
+        self._holder_waiters = [waiter]
+        d = self.refresh_nodes()
+        d.addErrback(lambda f: self.log.info("Could not fetch the live nodes: {error}",
+                                             error=f.getErrorMessage()))  # fmt: skip
+        d.addBoth(lambda _: self._holders_refreshed())
+        return waiter
+
+    def _holders_refreshed(self) -> None:
+        self._refreshed_at = self._clock.seconds()
+        waiters, self._holder_waiters = self._holder_waiters or [], None
+        for waiter in waiters:
+            waiter.callback(None)
 
     def route(self, binding: Binding, call_id: str) -> tuple[Flow, str] | None:
         """

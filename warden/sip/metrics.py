@@ -52,6 +52,10 @@ AUTH_FIPS_REFUSED = Counter(
 THROTTLED = Counter(
     "warden_sip_throttled_total", "Requests dropped from sources blocked for failed auth"
 )
+RESPONSES_PASSED_ON = Counter(
+    "warden_sip_responses_passed_on_total",
+    "Responses that reached a worker's shared port and went on to the worker their Via names",
+)
 THROTTLED_SOURCES = Gauge(
     "warden_sip_throttled_sources", "Source addresses currently blocked for failed auth"
 )

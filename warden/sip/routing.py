@@ -9,7 +9,7 @@ implementations consulted in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -29,6 +29,9 @@ class ExtensionRouter:
         directory: the extensions.
         location: their bindings.
         is_reachable: whether a binding may be rung (qualify marks some as not).
+        prepare: awaited with the bindings to ring before they are returned (a
+            cluster node makes sure it knows the nodes holding them:
+            L{warden.sip.hop.NodeHop.holders_known}).
     """
 
     def __init__(
@@ -37,11 +40,13 @@ class ExtensionRouter:
         directory: IDirectory,
         location: ILocationService,
         is_reachable: Callable[[Binding], bool] | None = None,
+        prepare: Callable[[Sequence[Binding]], Deferred[None]] | None = None,
     ) -> None:
         self._clock = clock
         self._directory = directory
         self._location = location
         self._is_reachable = is_reachable
+        self._prepare = prepare
 
     def route(self, dialled: str, caller: Extension) -> Deferred[Route]:
         """Extension number -> its reachable bindings; 404 / 480 otherwise."""
@@ -57,4 +62,6 @@ class ExtensionRouter:
         if not bindings:
             return Route(480, "Temporarily Unavailable", extension)
         ordered = tuple(sorted(bindings, key=lambda b: -b.q))
+        if self._prepare is not None:
+            await self._prepare(ordered)
         return Route(0, "", extension, ordered)

@@ -99,6 +99,9 @@ class SipSettings:
     #: The worker's own port (0: none): it sends from it and names it in Via,
     #: Contact and Record-Route, so a dialog's requests come back to it.
     worker_port: int = 0
+    #: Every worker's own port (``worker_port`` among them): a response that
+    #: reaches the shared port of the wrong worker goes on to the one its Via names.
+    worker_ports: tuple[int, ...] = ()
     #: The worker's own TLS port (0: none), named in what it sends over TLS;
     #: ``tls_port`` is then shared with the other workers.
     worker_tls_port: int = 0
@@ -276,7 +279,9 @@ class SipService(service.MultiService):
             self.clock, self.transactions, location, directory, self.addressing,
             s.qualify_interval, s.realm, s.node_id,
         )  # fmt: skip
-        extensions = ExtensionRouter(self.clock, directory, location, self.qualifier.is_reachable)
+        extensions = ExtensionRouter(
+            self.clock, directory, location, self.qualifier.is_reachable, self.hop.holders_known
+        )
         router = DialplanRouter(s.dialplan, extensions)
         call_settings = CallSettings(
             ring_timeout=s.ring_timeout,
@@ -367,7 +372,8 @@ class SipService(service.MultiService):
     def _add_worker_listeners(self, interface: str) -> None:
         """
         A worker's listeners: its own port first (the UDP socket it sends
-        from), then the shared port (L{warden.reuseport}).
+        from), then the shared port (L{warden.reuseport}), which it sends
+        from to the peers that sent to it.
         """
         s = self.settings
         ipv6 = ":" in s.interface
@@ -375,7 +381,10 @@ class SipService(service.MultiService):
             own = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
             udp = udp_server(s.worker_port, own, interface, s.max_message_bytes, self.clock)
             udp.setServiceParent(self)  # type: ignore[no-untyped-call]
-            shared = SipDatagramProtocol(self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer)
+            shared = SipDatagramProtocol(
+                self.hub, ipv6=ipv6, receive_buffer=s.udp_receive_buffer, shared=True,
+                siblings=(_loopback_or(interface), set(s.worker_ports) - {s.worker_port}),
+            )  # fmt: skip
             ReusePortService(
                 self.clock, interface, s.port, shared, s.max_message_bytes + 1
             ).setServiceParent(self)  # type: ignore[no-untyped-call]
@@ -459,3 +468,12 @@ class SipService(service.MultiService):
         metrics.THROTTLED_SOURCES.set(self.throttle.blocked_count)
         count = await self.location.count(now)
         metrics.BINDINGS.set(count)
+
+
+def _loopback_or(interface: str) -> str:
+    """Where this machine's workers are reached: ``interface``, or loopback for all."""
+    if interface == "0.0.0.0":
+        return "127.0.0.1"
+    if interface == "::":
+        return "::1"
+    return interface

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -34,7 +34,7 @@ from warden.sip import metrics
 from warden.sip.dispatch import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import Flow
 from warden.sip.headers import split_commas
-from warden.sip.message import Message, Request
+from warden.sip.message import Message, Request, Response
 from warden.sip.parser import StreamFramer, UnsupportedVersion, parse_datagram
 
 Receiver = Callable[[Message, Flow], None]
@@ -42,6 +42,10 @@ Receiver = Callable[[Message, Flow], None]
 #: Connections one source IP may hold open: enough for an office of TCP phones
 #: behind one NAT address ([sip] tcp_connections_per_ip).
 DEFAULT_TCP_CONNECTIONS_PER_IP = 64
+#: Peers a worker's shared UDP port remembers (about 200 bytes each): a phone
+#: forgotten (scanners' spoofed sources can push phones out) is sent to from
+#: the worker's own port until it sends again (a REGISTER refresh, a keep-alive).
+MAX_SHARED_PEERS = 65_536
 #: Seconds from a message's first byte to its last on TCP ([sip] tcp_message_timeout;
 #: Kamailio's tcp_msg_read_timeout is the same 20 s).
 DEFAULT_TCP_MESSAGE_TIMEOUT = 20.0
@@ -251,7 +255,7 @@ class TransportHub:
         if flow.transport == "udp" and self.choose_flow is not None:
             flow, data = self.choose_flow(message, flow, data)
         if flow.transport == "udp":
-            proto = self._udp_for(flow.host)
+            proto = self._udp_for(flow.host, flow.port)
             if proto is None or proto.transport is None:
                 raise TransportError("no UDP socket")
             try:
@@ -271,12 +275,23 @@ class TransportHub:
                 return connection
         return None
 
-    def _udp_for(self, host: str) -> SipDatagramProtocol | None:
+    def _udp_for(self, host: str, port: int) -> SipDatagramProtocol | None:
+        """
+        The socket to send to ``host``:``port`` from: the shared port's (a
+        worker's, L{SipDatagramProtocol.shared}) when that peer sent to it, so
+        a phone behind a port-restricted NAT gets Warden's packets from the
+        port it sends to; otherwise the first socket of the address family.
+        """
         want_v6 = ":" in host
+        first = None
         for proto in self.udp:
-            if proto.ipv6 == want_v6:
+            if proto.ipv6 != want_v6:
+                continue
+            if proto.shared and (host, port) in proto.peers:
                 return proto
-        return None
+            if first is None and not proto.shared:
+                first = proto
+        return first
 
 
 class SipDatagramProtocol(DatagramProtocol):
@@ -288,6 +303,17 @@ class SipDatagramProtocol(DatagramProtocol):
         ipv6: whether the socket is IPv6.
         receive_buffer: the kernel receive buffer asked for at start (0: the default).
         read_tables: the texts of /proc/net/udp and udp6, for the drop count.
+        shared: the SIP port a worker shares with the others (ADR 0032). It
+            remembers who sent to it (L{peers}, at most L{MAX_SHARED_PEERS},
+            the least recently heard forgotten first), and the hub sends to
+            them from it: the kernel hands their datagrams to the port to
+            this worker (it picks by the peer's address), and a phone behind
+            a port-restricted NAT only takes packets from the port it sent to.
+        siblings: for the shared port, the local address the workers listen
+            on and the other workers' own ports: a response whose top Via
+            names one of those ports (a phone answering to the port a request
+            came from, after the kernel moved that phone to another worker)
+            is passed on there unchanged.
     """
 
     log = Logger()
@@ -298,9 +324,15 @@ class SipDatagramProtocol(DatagramProtocol):
         ipv6: bool = False,
         receive_buffer: int = 0,
         read_tables: Callable[[], list[str]] = read_udp_tables,
+        shared: bool = False,
+        siblings: tuple[str, Collection[int]] = ("", ()),
     ) -> None:
         self.hub = hub
         self.ipv6 = ipv6
+        self.shared = shared
+        self._sibling_host, self._sibling_ports = siblings[0], frozenset(siblings[1])
+        #: Peers heard on the shared port, least recently heard first.
+        self.peers: dict[tuple[str, int], None] = {}
         self.receive_buffer = receive_buffer
         self._read_tables = read_tables
         self._inode: int | None = None
@@ -349,6 +381,8 @@ class SipDatagramProtocol(DatagramProtocol):
         if not self.hub.accepting:
             return  # still starting: the sender retransmits (RFC 3261 §17)
         host, port = addr[0], addr[1]
+        if self.shared:
+            self._heard(host, port)
         if not datagram.strip(b"\r\n\x00 "):
             return  # keep-alive (RFC 5626 §4.4.2 CRLF)
         try:
@@ -360,7 +394,33 @@ class SipDatagramProtocol(DatagramProtocol):
             metrics.PARSE_ERRORS.labels("udp").inc()
             self.log.failure("Parsing a datagram from {host} failed", host=host)
             return
+        if self._sibling_ports and isinstance(message, Response):
+            if self._passed_on(message, datagram):
+                return
         self.hub.message_received(message, "udp", host, port)
+
+    def _passed_on(self, response: Response, datagram: bytes) -> bool:
+        """Pass ``response`` to the worker its top Via names, if another; whether it was."""
+        try:
+            port = response.top_via.port
+        except SipParseError:
+            return False
+        if port not in self._sibling_ports or self.transport is None:
+            return False
+        metrics.RESPONSES_PASSED_ON.inc()
+        try:
+            self.transport.write(datagram, (self._sibling_host, port))
+        except OSError:
+            pass  # the worker's transaction retransmits or times out
+        return True
+
+    def _heard(self, host: str, port: int) -> None:
+        peers, peer = self.peers, (host, port)
+        if peer in peers:
+            del peers[peer]  # to the end: heard most recently
+        elif len(peers) >= MAX_SHARED_PEERS:
+            del peers[next(iter(peers))]
+        peers[peer] = None
 
 
 class SipStreamProtocol(Protocol):
