@@ -169,8 +169,10 @@ class NodeHop:
         #: L{warden.cluster}); asked when a valid token comes from an unknown address.
         self.refresh_nodes = refresh_nodes
         self._refreshed_at = -math.inf
-        self._waiting: list[tuple[Request, Flow]] | None = None
-        self._holder_waiters: list[Deferred[None]] | None = None
+        #: Requests held until a fetch of the live nodes ends (at most MAX_WAITING).
+        self._waiting = 0
+        #: Told when the fetch of the live nodes in flight ends (None: none is).
+        self._fetch_waiters: list[Deferred[None]] | None = None
 
     # -- cluster membership -------------------------------------------------------
 
@@ -278,26 +280,36 @@ class NodeHop:
         share a fetch in flight; a failed fetch is logged, and the call goes on
         with what is known.
         """
-        if self.refresh_nodes is None or all(
-            b.node_id in self.nodes or not self.wanted(b) for b in bindings
-        ):
+        if all(b.node_id in self.nodes or not self.wanted(b) for b in bindings):
             return succeed(None)
+        return self._fetch_nodes() or succeed(None)
+
+    def _fetch_nodes(self) -> Deferred[None] | None:
+        """
+        Fetch the live nodes again (L{refresh_nodes}), or join the fetch in
+        flight: fires when it ends, failed or not (a failure is logged). None
+        when there is no way to fetch, or the last fetch ended less than
+        L{NODE_REFRESH_INTERVAL} ago.
+        """
+        if self.refresh_nodes is None:
+            return None
+        if self._fetch_waiters is None:
+            if self._clock.seconds() - self._refreshed_at < NODE_REFRESH_INTERVAL:
+                return None
+            self._fetch_waiters = []
+            d = self.refresh_nodes()
+            d.addErrback(lambda f: self.log.info("Could not fetch the live nodes: {error}",
+                                                 error=f.getErrorMessage()))  # fmt: skip
+            d.addBoth(lambda _: self._fetched())
+            if self._fetch_waiters is None:  # it ended at once
+                return succeed(None)
         waiter: Deferred[None] = Deferred()
-        if self._holder_waiters is not None:
-            self._holder_waiters.append(waiter)
-            return waiter
-        if self._clock.seconds() - self._refreshed_at < NODE_REFRESH_INTERVAL:
-            return succeed(None)
-        self._holder_waiters = [waiter]
-        d = self.refresh_nodes()
-        d.addErrback(lambda f: self.log.info("Could not fetch the live nodes: {error}",
-                                             error=f.getErrorMessage()))  # fmt: skip
-        d.addBoth(lambda _: self._holders_refreshed())
+        self._fetch_waiters.append(waiter)
         return waiter
 
-    def _holders_refreshed(self) -> None:
+    def _fetched(self) -> None:
         self._refreshed_at = self._clock.seconds()
-        waiters, self._holder_waiters = self._holder_waiters or [], None
+        waiters, self._fetch_waiters = self._fetch_waiters or [], None
         for waiter in waiters:
             waiter.callback(None)
 
@@ -408,28 +420,19 @@ class NodeHop:
         heartbeat is known after that. False, to refuse it now, when the nodes
         were fetched less than L{NODE_REFRESH_INTERVAL} ago or too much waits.
         """
-        if self.refresh_nodes is None:
+        if self._waiting >= MAX_WAITING:
             return False
-        if self._clock.seconds() - self._refreshed_at < NODE_REFRESH_INTERVAL:
+        fetched = self._fetch_nodes()
+        if fetched is None:
             return False
-        if self._waiting is None:
-            self._waiting = [(request, flow)]
-            d = self.refresh_nodes()
-            d.addErrback(lambda f: self.log.info("Could not fetch the live nodes: {error}",
-                                                 error=f.getErrorMessage()))  # fmt: skip
-            d.addBoth(lambda _: self._nodes_refreshed())
-            return True
-        if len(self._waiting) >= MAX_WAITING:
-            return False
-        self._waiting.append((request, flow))
-        return True
+        self._waiting += 1
 
-    def _nodes_refreshed(self) -> None:
-        """Handle what waited for the live nodes (refused if still unknown)."""
-        self._refreshed_at = self._clock.seconds()
-        waiting, self._waiting = self._waiting or [], None
-        for request, flow in waiting:
-            self.receive(request, flow)
+        def handle(_: None) -> None:
+            self._waiting -= 1
+            self.receive(request, flow)  # refused if its sender is still unknown
+
+        fetched.addCallback(handle)
+        return True
 
     def _node_target(self, request: Request, rest: list[str]) -> Flow | None:
         """The flow to the next hop (Route, else Request-URI) when it is a live node."""
