@@ -82,6 +82,7 @@ from tests.integration.clients import LOCALHOST, pause, poll, real_reactor
 from tests.integration.harness import (
     WardenFailed,
     WardenProcess,
+    free_media_port,
     free_port,
     process_cpu_seconds,
     process_rss_kib,
@@ -423,7 +424,7 @@ class Rig:
         self.procs = procs
         self.extra_pids = tuple(extra_pids)
         self.uas_ports = [free_port() for _ in range(procs)]
-        self.uas_media = [free_port() for _ in range(procs)]
+        self.uas_media = [free_media_port() for _ in range(procs)]
         self.caller_csvs = [
             workdir / ("caller.csv" if procs == 1 else f"caller{k}.csv") for k in range(procs)
         ]
@@ -516,7 +517,7 @@ class Rig:
         return [
             f"{self.warden.address[0]}:{self.warden.address[1]}",
             "-sf", str(SCENARIOS / scenario), "-inf", str(self.caller_csvs[k]),
-            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()),
+            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_media_port()),
             "-m", str(calls), "-r", f"{rate:g}", "-rp", "1000",
             "-timeout", f"{timeout:g}s", "-timeout_error",
             "-buff_size", str(SIPP_BUFFER_BYTES),

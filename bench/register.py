@@ -51,7 +51,6 @@ import platform
 import resource
 import shlex
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -83,6 +82,7 @@ from tests.integration.sipp_traces import (
     read_sipp_rtts,
     read_sipp_stats,
 )
+from warden.ops.drtest.scratch import free_port_run, port_in_use
 
 SCENARIOS = REGISTER_SCENARIO.parent
 RATES = (100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6000)
@@ -214,17 +214,6 @@ def children_cpu_seconds() -> float:
     """CPU time of every child process this one has reaped so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def port_in_use(port: int, transport: str) -> bool:
-    """True when something is bound to ``port`` on 127.0.0.1."""
-    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        try:
-            s.bind((LOCALHOST, port))
-        except OSError:
-            return True
-    return False
 
 
 class Runner:
@@ -477,17 +466,6 @@ def redis_pid(server: Any) -> int:
     if process is None:
         raise RuntimeError("redis-server is not running")
     return int(process.pid)
-
-
-def free_port_run(count: int) -> int:
-    """A port ``p`` such that ``p .. p + count - 1`` are free for UDP and TCP."""
-    for _ in range(100):
-        first = free_port()
-        if first + count > 65535:
-            continue
-        if not any(port_in_use(first + i, t) for i in range(count) for t in ("udp", "tcp")):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def worker_settings(workers: int) -> tuple[dict[str, Any], list[int]]:

@@ -78,7 +78,14 @@ from bench.calls import (
 from bench.compare import MAX_OTHER_PCT, quiet_enough, wait_quiet
 from bench.register import failure_events, log, start_run
 from tests.integration.clients import pause, poll, real_reactor
-from tests.integration.harness import Users, free_port, provision, sipp_command, spawn
+from tests.integration.harness import (
+    Users,
+    free_media_port,
+    free_port,
+    provision,
+    sipp_command,
+    spawn,
+)
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 from warden.rtp import g711
 
@@ -377,7 +384,7 @@ async def exchange(rig: Rig, args: argparse.Namespace, workdir: Path) -> dict[st
     )
     vm_args = voicemail_uac_args(
         rig.warden.address, vm_dir, inf, args.callers, vm_rate, args.message_seconds,
-        free_port(), free_port(),
+        free_port(), free_media_port(),
     )  # fmt: skip
     vm = spawn(sipp_command(vm_args), vm_dir)
     running = [vm[1]] + ([relay[1]] if relay is not None else [])

@@ -44,6 +44,36 @@ def free_port() -> int:
     raise OSError("no port free for both TCP and UDP on 127.0.0.1")
 
 
+def port_in_use(port: int, transport: str) -> bool:
+    """True when something is bound to ``port`` on 127.0.0.1 (``"udp"`` or ``"tcp"``)."""
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((LOCALHOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port_run(count: int) -> int:
+    """A port ``p`` such that ``p .. p + count - 1`` are free for UDP and TCP."""
+    for _ in range(100):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        if not any(port_in_use(first + i, t) for i in range(count) for t in ("udp", "tcp")):
+            return first
+    raise OSError(f"no {count} consecutive ports free on 127.0.0.1")
+
+
+def free_media_port() -> int:
+    """
+    A port for SIPp's ``-mp``: SIPp binds it and the three above it (RTCP,
+    video RTP and RTCP), so all four must be free, not just the first.
+    """
+    return free_port_run(4)
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

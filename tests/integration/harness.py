@@ -3,7 +3,8 @@ Real processes on real sockets for Warden's integration tests and benchmarks.
 
 Everything listens on and talks to 127.0.0.1 only:
 
-- L{free_port}: a port free for both UDP and TCP.
+- L{free_port}: a port free for both UDP and TCP; L{free_media_port}: one
+  for SIPp's ``-mp``, with the three ports above it free as well.
 - L{WardenProcess}: ``twistd -n warden`` on a fresh configuration and data
   directory; started, probed with OPTIONS until it answers, stopped with SIGTERM.
 - L{provision}: writes a SIPp injection file and imports the same extensions
@@ -36,7 +37,11 @@ from twisted.trial import unittest
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, SipUdpClient, poll, real_reactor
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_messages
-from warden.ops.drtest.scratch import free_port, render_toml
+from warden.ops.drtest.scratch import (
+    free_media_port,
+    free_port,
+    render_toml,
+)
 
 REALM = "warden.test"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -537,7 +542,7 @@ def sipp_uac_args(
         "-sf", str(scenario),
         "-inf", str(fields),
         "-i", host,
-        "-mp", str(free_port()),
+        "-mp", str(free_media_port()),
         "-m", str(calls),
         "-timeout", f"{timeout:g}s",
         "-timeout_error",
@@ -631,7 +636,7 @@ class IntegrationTestCase(unittest.TestCase):
         self.assertEqual(reg.code, 0, reg.stderr + errors)
         args = [
             "-sf", str(scenario), "-i", LOCALHOST, "-p", str(phone_port),
-            "-mp", str(free_port()), "-m", str(calls), "-trace_err", "-trace_msg", *more,
+            "-mp", str(free_media_port()), "-m", str(calls), "-trace_err", "-trace_msg", *more,
             f"{warden.address[0]}:{warden.address[1]}",
         ]  # fmt: skip
         return self.spawn_sipp(args, phone_dir), phone_dir

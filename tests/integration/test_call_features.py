@@ -21,6 +21,7 @@ from tests.integration.harness import (
     IntegrationTestCase,
     Users,
     WardenProcess,
+    free_media_port,
     free_port,
     poll,
     provision,
@@ -72,7 +73,7 @@ class CallFeatureTestCase(IntegrationTestCase):
         args = [
             f"{self.warden.address[0]}:{self.warden.address[1]}",
             "-sf", str(scenario), "-inf", str(self.injection(caller, dialled)),
-            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_media_port()), "-m", "1",
             "-timeout", "90s", "-timeout_error", "-trace_stat", "-trace_err", "-trace_msg",
         ]  # fmt: skip
         result = await run_sipp(args, run_dir, timeout=120)
@@ -110,7 +111,7 @@ class CallFeatureTestCase(IntegrationTestCase):
         if not path.exists():
             path = SCENARIOS / scenario
         args = [
-            "-sf", str(path), "-i", LOCALHOST, "-p", str(port), "-mp", str(free_port()),
+            "-sf", str(path), "-i", LOCALHOST, "-p", str(port), "-mp", str(free_media_port()),
             "-m", str(calls), "-trace_err", "-trace_msg",
             f"{self.warden.address[0]}:{self.warden.address[1]}",
         ]  # fmt: skip
@@ -310,7 +311,7 @@ class PickupTests(CallFeatureTestCase):
             f"{self.warden.address[0]}:{self.warden.address[1]}",
             "-sf", str(BENCH_SCENARIOS / "call_uac.xml"),
             "-inf", str(self.injection("2000", "2001")), "-i", LOCALHOST,
-            "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-d", "2000",
+            "-p", str(free_port()), "-mp", str(free_media_port()), "-m", "1", "-d", "2000",
             "-timeout", "90s", "-timeout_error", "-trace_stat", "-trace_err",
         ]  # fmt: skip
         caller, process = spawn(sipp_command(args), run_dir)

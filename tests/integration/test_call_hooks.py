@@ -20,6 +20,7 @@ from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
     WardenProcess,
+    free_media_port,
     free_port,
     poll,
     provision,
@@ -81,7 +82,7 @@ class CallHookTests(IntegrationTestCase):
         args = [
             f"{warden.address[0]}:{warden.address[1]}",
             "-sf", str(SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv), "-i", LOCALHOST,
-            "-p", str(free_port()), "-mp", str(free_port()), "-m", str(calls), "-l", "1",
+            "-p", str(free_port()), "-mp", str(free_media_port()), "-m", str(calls), "-l", "1",
             "-d", "200", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
         ]  # fmt: skip
         result = await run_sipp(args, run_dir, timeout=90)
@@ -112,7 +113,7 @@ class CallHookTests(IntegrationTestCase):
         uas_dir = self.workdir()
         uas_args = [
             "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
-            "-mp", str(free_port()), "-rtp_echo", "-m", "3", "-trace_msg", "-trace_err",
+            "-mp", str(free_media_port()), "-rtp_echo", "-m", "3", "-trace_msg", "-trace_err",
             f"{warden.address[0]}:{warden.address[1]}",
         ]  # fmt: skip
         uas, uas_process = spawn(sipp_command(uas_args), uas_dir)

@@ -20,6 +20,7 @@ from tests.integration.harness import (
     IntegrationTestCase,
     Users,
     WardenProcess,
+    free_media_port,
     free_port,
     poll,
     provision,
@@ -65,7 +66,7 @@ class SippCallTests(IntegrationTestCase):
         users = await provision(warden.config_path, 2, first=2000)
         caller, callee = users.numbers
         run_dir = self.workdir()
-        uas_port, uas_media = free_port(), free_port()
+        uas_port, uas_media = free_port(), free_media_port()
         self.uas_media = uas_media
         # Register the callee from the port its SIPp UAS will listen on.
         reg, errors = await register_sipp_phone(
@@ -89,7 +90,7 @@ class SippCallTests(IntegrationTestCase):
         uac_args = [
             f"{warden.address[0]}:{warden.address[1]}",
             "-sf", str(SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv), "-i", LOCALHOST,
-            "-p", str(free_port()), "-mp", str(free_port()), "-m", str(calls),
+            "-p", str(free_port()), "-mp", str(free_media_port()), "-m", str(calls),
             "-l", str(calls), "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
         ]  # fmt: skip
         return warden, users, uas, uac_args

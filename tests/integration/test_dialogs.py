@@ -18,6 +18,7 @@ from tests.integration.harness import (
     LOCALHOST,
     IntegrationTestCase,
     WardenProcess,
+    free_media_port,
     free_port,
     provision,
     require_sipp,
@@ -72,7 +73,7 @@ class DialogTests(IntegrationTestCase):
         args = [
             f"{warden.address[0]}:{warden.address[1]}",
             "-sf", str(scenario), "-inf", str(users), "-i", LOCALHOST,
-            "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-l", "1",
+            "-p", str(free_port()), "-mp", str(free_media_port()), "-m", "1", "-l", "1",
             "-d", "500", "-timeout", "90s", "-timeout_error", "-trace_stat", "-trace_err",
         ]  # fmt: skip
         return await run_sipp(args, run_dir, timeout=120), run_dir
@@ -91,7 +92,7 @@ class DialogTests(IntegrationTestCase):
         uas_dir = self.workdir()
         uas_args = [
             "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
-            "-mp", str(free_port()), "-m", "1", "-trace_err",
+            "-mp", str(free_media_port()), "-m", "1", "-trace_err",
             f"{warden.address[0]}:{warden.address[1]}",
         ]  # fmt: skip
         uas, uas_process = spawn(sipp_command(uas_args), uas_dir)

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.clients import poll_async
 from tests.integration.harness import (
     LOCALHOST,
+    free_media_port,
     free_port,
     poll,
     provision,
@@ -120,7 +121,7 @@ class EmergencyCallTests(CallFeatureTestCase):
             self.assertEqual(added.code, 0, added.stderr)
         args = [
             "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", ITSP_HOST, "-p", str(trunk_port),
-            "-mp", str(free_port()), "-m", str(calls), "-trace_err", "-trace_msg",
+            "-mp", str(free_media_port()), "-m", str(calls), "-trace_err", "-trace_msg",
         ]  # fmt: skip
         trunk, process = spawn(sipp_command(args), self.trunk_dir)
         self.addCleanup(lambda: process.signalProcess("KILL") if trunk.running else None)
@@ -233,7 +234,7 @@ class EmergencyCallTests(CallFeatureTestCase):
             f"{self.warden.address[0]}:{self.warden.address[1]}",
             "-sf", str(SCENARIOS / "answered_until_bye_uac.xml"),
             "-inf", str(self.injection("2001", "95552345678")),
-            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+            "-i", LOCALHOST, "-p", str(free_port()), "-mp", str(free_media_port()), "-m", "1",
             "-timeout", "90s", "-timeout_error", "-trace_err", "-trace_msg",
         ]  # fmt: skip
         outside, process = spawn(sipp_command(args), run_dir)

@@ -25,6 +25,7 @@ from tests.integration.admin_client import new_admin
 from tests.integration.clients import LOCALHOST, poll, real_reactor
 from tests.integration.harness import (
     IntegrationTestCase,
+    free_media_port,
     free_port,
     provision,
     register_sipp_phone,
@@ -178,7 +179,7 @@ class EmergencyNotifyTests(IntegrationTestCase):
         trunk_dir, trunk_port = self.workdir(), free_port()
         trunk = self.spawn_sipp([
             "-sf", str(BENCH_SCENARIOS / "call_uas.xml"), "-i", ITSP_HOST, "-p", str(trunk_port),
-            "-mp", str(free_port()), "-m", "2", "-trace_err", "-trace_msg",
+            "-mp", str(free_media_port()), "-m", "2", "-trace_err", "-trace_msg",
         ], trunk_dir)  # fmt: skip
         warden = await self.start_warden({
             "trunks": [{"name": "itsp", "host": ITSP_HOST, "port": trunk_port,

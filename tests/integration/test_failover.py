@@ -31,6 +31,7 @@ from tests.integration.harness import (
     REGISTER_SCENARIO,
     IntegrationTestCase,
     WardenProcess,
+    free_media_port,
     free_port,
     provision,
     require_sipp,
@@ -136,7 +137,7 @@ class FailoverTests(IntegrationTestCase):
         """A SIPp UAS on ``port`` answering ``calls`` calls, echoing their RTP."""
         uas_args = [
             "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(port),
-            "-mp", str(free_port()), "-rtp_echo", "-m", str(calls), "-trace_err",
+            "-mp", str(free_media_port()), "-rtp_echo", "-m", str(calls), "-trace_err",
             f"{node.host}:{node.port}",
         ]  # fmt: skip
         uas, process = spawn(sipp_command(uas_args), self.workdir())
@@ -153,7 +154,7 @@ class FailoverTests(IntegrationTestCase):
         return [
             f"{node.host}:{node.port}",
             "-sf", str(scenario), "-inf", str(caller_csv), "-i", LOCALHOST,
-            "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-l", "1",
+            "-p", str(free_port()), "-mp", str(free_media_port()), "-m", "1", "-l", "1",
             "-d", str(hold_ms), "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
         ]  # fmt: skip
 
@@ -202,7 +203,8 @@ class FailoverTests(IntegrationTestCase):
         uas_dir = self.workdir()
         uas_args = [
             "-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p", str(uas_port),
-            "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-trace_msg", f"{a.host}:{a.port}",
+            "-mp", str(free_media_port()), "-rtp_echo", "-m", "1", "-trace_msg",
+            f"{a.host}:{a.port}",
         ]  # fmt: skip
         uas, process = spawn(sipp_command(uas_args), uas_dir)
         self.addCleanup(lambda: process.signalProcess("KILL") if uas.running else None)

@@ -21,6 +21,7 @@ from tests.integration.harness import (
     IntegrationTestCase,
     ProcessResult,
     WardenProcess,
+    free_media_port,
     free_port,
     poll,
     provision,
@@ -87,7 +88,7 @@ class TrunkHarness(IntegrationTestCase):
         port = free_port()
         args = [
             "-sf", str(SCENARIOS / scenario), "-inf", str(run_dir / "itsp.csv"),
-            "-i", host, "-p", str(port), "-mp", str(free_port()), "-m", str(calls),
+            "-i", host, "-p", str(port), "-mp", str(free_media_port()), "-m", str(calls),
             "-trace_err", "-trace_msg", "-t", transport,
         ]  # fmt: skip
         return self.spawn_sipp(args, run_dir), port, run_dir

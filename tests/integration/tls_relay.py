@@ -18,7 +18,14 @@ from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from tests.integration.clients import LOCALHOST, RawTcpClient, pause
-from tests.integration.harness import free_port, require_binary, run_sipp, spawn, stop_spawned
+from tests.integration.harness import (
+    free_media_port,
+    free_port,
+    require_binary,
+    run_sipp,
+    spawn,
+    stop_spawned,
+)
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_stats
 
 BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
@@ -141,7 +148,7 @@ async def calls_through(
         f"{relay.address[0]}:{relay.address[1]}",
         "-sf", str(BENCH_SCENARIOS / "call_uac.xml"), "-inf", str(caller_csv),
         "-t", transport, "-max_socket", "100", "-i", LOCALHOST, "-p", str(free_port()),
-        "-mp", str(free_port()), "-m", str(calls), "-l", str(calls), "-r", str(calls),
+        "-mp", str(free_media_port()), "-m", str(calls), "-l", str(calls), "-r", str(calls),
         "-d", "500", "-timeout", "60s", "-timeout_error", "-trace_stat", "-trace_err",
     ]  # fmt: skip
     result = await run_sipp(args, run_dir, timeout=90)

@@ -22,6 +22,7 @@ from tests.integration.harness import (
     TWISTD,
     IntegrationTestCase,
     ProcessResult,
+    free_media_port,
     free_port,
     poll,
     provision,
@@ -97,7 +98,7 @@ async def traffic_backup_drill(
     calls = 6
     uas, uas_process = spawn(
         sipp_command(["-sf", str(SCENARIOS / "call_uas.xml"), "-i", LOCALHOST, "-p",
-                      str(uas_port), "-mp", str(free_port()), "-rtp_echo", "-m", str(calls),
+                      str(uas_port), "-mp", str(free_media_port()), "-rtp_echo", "-m", str(calls),
                       f"{LOCALHOST}:{warden.port}"]),
         case.workdir(),
     )  # fmt: skip
@@ -111,7 +112,7 @@ async def traffic_backup_drill(
     uac, _ = spawn(
         sipp_command([f"{LOCALHOST}:{warden.port}", "-sf", str(SCENARIOS / "call_uac.xml"),
                       "-inf", str(caller_csv), "-i", LOCALHOST, "-p", str(free_port()),
-                      "-mp", str(free_port()), "-m", str(calls), "-r", "2", "-d", "1500",
+                      "-mp", str(free_media_port()), "-m", str(calls), "-r", "2", "-d", "1500",
                       "-l", str(calls), "-timeout", "60s", "-timeout_error", "-trace_stat",
                       "-trace_err"]),
         uac_dir,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.backup.helpers import REALM, password
-from warden.ops.drtest.probe import Identity, ProbeFailed, authorization
+from warden.ops.drtest import scratch
+from warden.ops.drtest.probe import LOCALHOST, Identity, ProbeFailed, authorization
 from warden.ops.drtest.report import Report, Step
+from warden.ops.drtest.scratch import free_media_port, free_port_run, port_in_use
 from warden.ops.drtest.tap import EXIT_USAGE, Options
 from warden.sip.auth import challenge, expected_response, parse_credentials
 from warden.store.credentials import make_extension
@@ -101,3 +104,40 @@ class ReportTests(SynchronousTestCase):
         report = Report("full", 60.0, 300.0, NOW, rto=1.0, rpo=1.0)
         report.steps.append(Step("verify-backup", False, 0.1, "x: missing"))
         self.assertFalse(report.passed)
+
+
+class FreePortTests(SynchronousTestCase):
+    """
+    L{free_port_run} and L{free_media_port}: every port of the run is free,
+    not only the first (SIPp's ``-mp`` binds the three ports above it too).
+    """
+
+    def test_every_port_of_the_run_is_free(self) -> None:
+        first = free_port_run(4)
+        self.assertEqual(
+            [p for p in range(first, first + 4) for t in ("udp", "tcp") if port_in_use(p, t)],
+            [],
+        )
+
+    def test_skips_a_run_with_a_port_held(self) -> None:
+        """
+        A first port whose run holds a bound port (two above it, where SIPp
+        puts video RTP) is passed over for the next candidate.
+        """
+        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(blocker.close)
+        blocker.bind((LOCALHOST, 0))
+        held = blocker.getsockname()[1]
+        candidates = iter([held - 2])
+        real_free_port = scratch.free_port
+        self.patch(scratch, "free_port", lambda: next(candidates, None) or real_free_port())
+        first = free_media_port()
+        self.assertNotEqual(first, held - 2)
+        self.assertNotIn(held, range(first, first + 4))
+
+    def test_port_in_use(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((LOCALHOST, 0))
+            port = sock.getsockname()[1]
+            self.assertTrue(port_in_use(port, "udp"))
+        self.assertFalse(port_in_use(port, "udp"))

@@ -15,6 +15,7 @@ from bench.voicemail import measure_message, voicemail_uac_args, write_callers, 
 from tests.integration.harness import (
     IntegrationTestCase,
     WardenProcess,
+    free_media_port,
     free_port,
     poll,
     provision,
@@ -76,7 +77,7 @@ class VoicemailDrillOnPostgreSQLTests(IntegrationTestCase):
         inf = run_dir / "callers.csv"
         write_callers(inf, users, [caller], [mailbox])
         args = voicemail_uac_args(
-            warden.address, run_dir, inf, 1, 1.0, MESSAGE_SECONDS, free_port(), free_port()
+            warden.address, run_dir, inf, 1, 1.0, MESSAGE_SECONDS, free_port(), free_media_port()
         )
         left = await run_sipp(args, run_dir, timeout=60)
         self.assertEqual(left.code, 0, left.stderr + read_sipp_errors(run_dir))
