@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from warden.interfaces import ICallHook, ILocalApplication
+from warden.interfaces import ICallHook, ILocalApplication, IMediaRelay
 from warden.model import Binding
 from warden.sip.auth import answer_challenge
 from warden.sip.dialplan import Rule
@@ -17,6 +17,7 @@ from warden.sip.hooks import CallHooks
 from warden.sip.message import Message, Request, Response, make_response, new_tag
 from warden.sip.parser import parse_datagram
 from warden.store.credentials import make_extension
+from warden.testing.reactor import MemoryWardenReactor
 from warden.testing.rtpnet import sdp_body
 from warden.testing.sipstack import MEDIA_ADDRESS, REALM, FakeSipStack, stack_config
 
@@ -36,6 +37,7 @@ class CallStack(FakeSipStack):
         dialplan: tuple[Rule, ...] = (),
         hooks: Sequence[ICallHook] | CallHooks = (),
         applications: Sequence[ILocalApplication] = (),
+        media_factory: Callable[[MemoryWardenReactor], IMediaRelay] | None = None,
     ) -> None:
         local = frozenset({REALM, WARDEN[0]})
         config = stack_config(
@@ -44,7 +46,7 @@ class CallStack(FakeSipStack):
         )  # fmt: skip
         super().__init__(
             local, interface=WARDEN[0], port=WARDEN[1], config=config, hooks=hooks,
-            applications=applications, media_timeout=media_timeout,
+            applications=applications, media_timeout=media_timeout, media_factory=media_factory,
         )  # fmt: skip
         for number in ("1002", "1003", "1004"):
             self.successResultOf_(
