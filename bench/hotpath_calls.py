@@ -29,6 +29,14 @@ except for its own timers (the per-interval checks), which run with Warden's.
 Usage::
 
     python -m bench.hotpath_calls [--calls N] [--rate R] [--rounds K] [--profile FILE]
+        [--media process|inproc] [--callgrind LIBRARY]
+
+Instructions per call, which do not depend on what else the machine runs (the
+library is the one ``bench/compare.py`` builds from ``valgrind/callgrind.h``)::
+
+    valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=OUT \\
+        python -m bench.hotpath_calls --calls 300 --rounds 1 --callgrind LIBRARY
+    callgrind_annotate OUT | grep 'PROGRAM TOTALS'   # then divide by the calls
 
 Prints one JSON object: µs of CPU per call (best of the rounds, a fresh stack each
 round), the same per message kind, and the wall time. To measure another revision
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import gc
 import json
 import pstats
@@ -96,12 +105,17 @@ class TimedMediaProcess(LoopbackMediaProcess):
             return
         started = time.process_time()
         self.inside += 1
+        collecting = self.meter.collecting
+        if collecting:
+            self.meter.collect(False)
         try:
             for message in self.reader.feed(data):
                 self.worker.handle(message)
         finally:
             self.inside -= 1
             self.meter.media_cpu += time.process_time() - started
+            if collecting:
+                self.meter.collect(True)
         while self.pending and not self.inside:
             self.protocol.outReceived(self.pending.pop(0))
 
@@ -109,8 +123,10 @@ class TimedMediaProcess(LoopbackMediaProcess):
 class TimedStack(CallStack):
     """A L{CallStack} that adds up the CPU time Warden spends, by message kind."""
 
-    def __init__(self, profiler: cProfile.Profile | None, media: str) -> None:
+    def __init__(self, profiler: cProfile.Profile | None, media: str, toggle: Any = None) -> None:
         self.profiler = profiler
+        self.toggle = toggle
+        self.collecting = False
         self.cpu: defaultdict[str, float] = defaultdict(float)
         self.wall = 0.0
         self.media_cpu = 0.0
@@ -139,12 +155,20 @@ class TimedStack(CallStack):
 
         return ProcessRelay(reactor, spawn, process_settings(config, policy), policy)
 
+    def collect(self, on: bool) -> None:
+        """Turn callgrind's collection on or off (with ``--callgrind``)."""
+        if self.toggle is not None and on != self.collecting:
+            self.toggle()
+        self.collecting = on
+
     def _timed(self, kind: str, work: Any, *args: Any) -> Any:
         profiler = self.profiler
         if profiler is not None:
             profiler.enable()
         wall, cpu, media = time.perf_counter(), time.process_time(), self.media_cpu
+        self.collect(True)
         result = work(*args)
+        self.collect(False)
         media = self.media_cpu - media
         self.cpu[kind] += time.process_time() - cpu - media
         self.wall += time.perf_counter() - wall - media
@@ -209,10 +233,14 @@ def one_call(stack: TimedStack, caller: Phone, callee: Phone) -> None:
 
 
 def run_round(
-    calls: int, rate: float, media: str, profiler: cProfile.Profile | None
+    calls: int,
+    rate: float,
+    media: str,
+    profiler: cProfile.Profile | None,
+    toggle: Any = None,
 ) -> TimedStack:
     """A fresh stack, ``calls`` calls at ``rate`` per simulated second; the stack."""
-    stack = TimedStack(profiler, media)
+    stack = TimedStack(profiler, media, toggle)
     callers = [
         Phone(stack, caller_number(i), (f"192.0.2.{10 + i % 200}", 5060 + i))
         for i in range(PHONES)
@@ -255,12 +283,18 @@ def main(argv: list[str] | None = None) -> None:
         help="the built-in relay in its media process (Warden's default) or in the SIP process",
     )  # fmt: skip
     parser.add_argument("--profile", help="write cProfile stats here (top 30 to stderr)")
+    parser.add_argument(
+        "--callgrind", metavar="LIBRARY",
+        help="under valgrind --tool=callgrind --collect-atstart=no: collect only while"
+        " Warden works, toggled by LIBRARY's warden_callgrind_toggle (bench/compare.py)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     profiler = cProfile.Profile() if args.profile else None
+    toggle = ctypes.CDLL(args.callgrind).warden_callgrind_toggle if args.callgrind else None
     best: TimedStack | None = None
     totals = []
     for _ in range(args.rounds):
-        stack = run_round(args.calls, args.rate, args.media, profiler)
+        stack = run_round(args.calls, args.rate, args.media, profiler, toggle)
         total = sum(stack.cpu.values())
         totals.append(total)
         if best is None or total < sum(best.cpu.values()):

@@ -571,10 +571,31 @@ class BatchedWritesTests(SynchronousTestCase):
         """signalling and encrypted are held and written with the SDP, in order."""
         session = self.successResultOf(self.relay.allocate("call-1"))
         session.signalling_from("a", CALLER)
-        session.signalling_encrypted("a", False)
+        session.signalling_encrypted("a", True)
         self.assertEqual(self.ops(), [["allocate"]])
         session.offer_from("a", sdp_body(CALLER, 4000))
         self.assertEqual(self.ops(), [["allocate"], ["signalling", "encrypted", "sdp"]])
+
+    def test_nothing_new_is_not_sent(self) -> None:
+        """
+        A notice that changes nothing in the mirror (so nothing in the process's
+        copy, which started the same) is not sent: the same addresses again,
+        unencrypted signalling before anything else was said.
+        """
+        session = self.successResultOf(self.relay.allocate("call-1"))
+        session.signalling_encrypted("a", False)
+        session.signalling_from("a", CALLER)
+        session.offer_from("a", sdp_body(CALLER, 4000))
+        session.signalling_from("a", CALLER)
+        session.signalling_encrypted("a", False)
+        session.answer_from("b", sdp_body("198.51.100.20", 5000))
+        self.assertEqual(self.ops(), [["allocate"], ["signalling", "sdp"], ["sdp"]])
+        session.signalling_encrypted("a", True)
+        session.signalling_from("a", CALLER, "192.0.2.77")
+        self.clock.advance(0)
+        self.assertEqual(self.ops()[-1], ["encrypted", "signalling"])
+        worker_session = self.spawner.current.worker.sessions[session.number]
+        self.assertEqual(worker_session._peers["a"].signalling, session._peers["a"].signalling)
 
     def test_held_until_the_turn_ends(self) -> None:
         """With nothing sent after them, held notices go when the reactor's turn ends."""

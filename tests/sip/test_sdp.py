@@ -357,6 +357,68 @@ class RewriteTests(SynchronousTestCase):
         self.assertRaises(ValueError, rewrite, parsed, "relay.example", {0: 12000})
         self.assertRaises(ValueError, rewrite, parsed, "203.0.113.5", {0: 70000})
 
+    def test_output_parses_to_itself(self) -> None:
+        """
+        A rewritten description (built without the parser's checks) equals what
+        parsing its bytes gives, field for field: what lets L{sdp.serialised}
+        keep it as that parse. Every realistic body, every stream relayed or
+        disabled, with and without a port count and an a=rtcp address.
+        """
+        bodies = dict(REALISTIC)
+        bodies["port count"] = SIPP.replace(b"m=audio 6000 ", b"m=audio 6000/2 ")
+        bodies["rtcp address"] = SIPP + b"a=rtcp:6001 IN IP4 192.0.2.9\r\n"
+        bodies["rtcp on hold"] = SIPP + b"a=rtcp:6001 IN IP4 0.0.0.0\r\n"
+        for name, body in bodies.items():
+            parsed = parse_sdp(body)
+            for ports in ({}, {0: 12000}, {i: 12000 + 2 * i for i in range(len(parsed.media))}):
+                for address in ("203.0.113.5", "2001:db8::5"):
+                    with self.subTest(name, ports=ports, address=address):
+                        out = rewrite(parsed, address, ports)
+                        self.assertEqual(sdp._parse_sdp(out.to_bytes()), out)
+
+
+class ParseCacheTests(SynchronousTestCase):
+    """parse_sdp keeps the descriptions it parsed lately, by their bytes."""
+
+    def setUp(self) -> None:
+        sdp._parsed.clear()
+        self.addCleanup(sdp._parsed.clear)
+
+    def test_same_bytes_same_value(self) -> None:
+        """Parsing the same bytes again gives the value already built."""
+        self.assertIs(parse_sdp(SIPP), parse_sdp(bytes(SIPP)))
+        self.assertEqual(parse_sdp(bytearray(SIPP)), parse_sdp(SIPP))  # type: ignore[arg-type]
+
+    def test_bounded_oldest_out(self) -> None:
+        """At most PARSED_KEPT are kept; the oldest goes first."""
+        bodies = [SIPP.replace(b"53655765", str(n).encode()) for n in range(sdp.PARSED_KEPT + 1)]
+        first = parse_sdp(bodies[0])
+        for body in bodies[1:]:
+            parse_sdp(body)
+        self.assertEqual(len(sdp._parsed), sdp.PARSED_KEPT)
+        self.assertIsNot(parse_sdp(bodies[0]), first)
+        self.assertEqual(parse_sdp(bodies[0]), first)
+
+    def test_large_not_kept(self) -> None:
+        """A description over PARSED_MAX_BYTES is parsed each time, not held."""
+        body = SIPP + b"a=x-pad:" + b"p" * sdp.PARSED_MAX_BYTES + b"\r\n"
+        self.assertEqual(parse_sdp(body), parse_sdp(body))
+        self.assertIsNot(parse_sdp(body), parse_sdp(body))
+        self.assertEqual(sdp._parsed, {})
+
+    def test_failures_not_kept(self) -> None:
+        """A body that does not parse raises every time and is not kept."""
+        for _ in range(2):
+            self.assertRaises(SdpError, parse_sdp, b"v=1\r\n")
+        self.assertEqual(sdp._parsed, {})
+
+    def test_serialised_is_kept_as_its_parse(self) -> None:
+        """serialised() gives the bytes, and parsing them gives the rewritten value."""
+        out = rewrite(parse_sdp(BARESIP), "203.0.113.5", {0: 12000})
+        data = sdp.serialised(out)
+        self.assertEqual(data, out.to_bytes())
+        self.assertIs(parse_sdp(data), out)
+
 
 MALFORMED: list[tuple[str, bytes]] = [
     ("empty", b""),

@@ -9,6 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from warden.sip import metrics, transport
 from warden.sip.flow import Flow
+from warden.sip.headers import parse_via
+from warden.sip.message import Request
 from warden.sip.parser import parse_datagram
 from warden.sip.transport import SipDatagramProtocol
 from warden.testing.sipstack import FakeSipStack
@@ -257,3 +259,49 @@ class TcpTests(SynchronousTestCase):
         self.assertEqual(response.status, 400)
         self.assertTrue(peer.closed)
         self.assertEqual(parse_datagram(response.to_bytes()).call_id, "opt-1")
+
+
+class StampViaTests(SynchronousTestCase):
+    """
+    stamp_via adds received/rport (RFC 3261 §18.2.1, RFC 3581 §4) and keeps the
+    stamped top Via parsed: it equals what parsing the new header text gives.
+    """
+
+    VIAS = (
+        "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKa;rport",
+        "SIP/2.0/UDP phone.example;branch=z9hG4bKb",
+        "SIP/2.0/UDP 192.0.2.99:5062;received=192.0.2.1;rport=9;branch=z9hG4bKc",
+        "SIP/2.0/TCP [2001:db8::7]:5070;branch=z9hG4bKd;rport",
+        "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKe, SIP/2.0/UDP 198.51.100.2;branch=z9hG4bKf",
+    )
+
+    def request(self, via: str) -> Request:
+        data = (
+            f"OPTIONS sip:pbx.test SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@pbx.test>;tag=1\r\n"
+            "To: <sip:pbx.test>\r\nCall-ID: s1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        request = parse_datagram(data)
+        assert isinstance(request, Request)
+        return request
+
+    def test_stamped_via_as_parsed(self) -> None:
+        for via in self.VIAS:
+            for host in ("192.0.2.10", "203.0.113.4", "2001:db8::7"):
+                with self.subTest(via=via, host=host):
+                    request = self.request(via)
+                    transport.stamp_via(request, "udp", host, 40000)
+                    kept = request.vias
+                    self.assertEqual(kept, [parse_via(v) for v in request.get_all("Via")])
+                    reparsed = parse_datagram(request.to_bytes())
+                    self.assertEqual(kept, reparsed.vias)
+
+    def test_received_and_rport(self) -> None:
+        request = self.request(self.VIAS[0])
+        flow = transport.stamp_via(request, "udp", "203.0.113.4", 40000)
+        self.assertEqual(flow, Flow("udp", "203.0.113.4", 40000))
+        self.assertEqual(request.top_via.param("received"), "203.0.113.4")
+        self.assertEqual(request.top_via.param("rport"), "40000")
+        self.assertIn(
+            "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKa;rport=40000;received=203.0.113.4",
+            request.to_bytes().decode(),
+        )

@@ -31,9 +31,13 @@ class ControlError(ValueError):
     """A frame that breaks the protocol: too long, not JSON, not a message."""
 
 
+# One encoder for every frame: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def frame(message: dict[str, Any]) -> bytes:
     """``message`` as one frame."""
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    data = _ENCODER.encode(message).encode("ascii")
     if len(data) > MAX_FRAME:
         raise ControlError(f"message of {len(data)} bytes is over {MAX_FRAME}")
     return _LENGTH.pack(len(data)) + data

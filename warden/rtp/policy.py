@@ -21,6 +21,7 @@ Two questions, asked per phone, never per packet:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -59,12 +60,16 @@ def ip_of(host: str) -> IPAddress | None:
     return ip
 
 
+# Both are asked of the same few addresses for every description and packet
+# source; bounded caches, as warden.iplit's for the literals themselves.
+@functools.lru_cache(maxsize=4096)
 def normal_host(host: str) -> str:
     """The canonical text of an IP literal (as sockets report sources); else ``host``."""
     ip = ip_of(host)
     return host if ip is None else str(ip)
 
 
+@functools.lru_cache(maxsize=4096)
 def address_class(ip: IPAddress) -> str:
     """
     One of ``unspecified``, ``multicast``, ``broadcast``, ``loopback``,

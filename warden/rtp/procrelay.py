@@ -487,13 +487,19 @@ class ProcessSession(MediaSession):
 
     def signalling_from(self, side: str, *hosts: str) -> None:
         """The phone on ``side`` sends its SIP from ``hosts``; the process is told too."""
+        before = self._peers[side].signalling
         super().signalling_from(side, *hosts)
+        if self._peers[side].signalling == before:
+            return  # nothing changed here, so nothing changes there either
         # With the next description (sent at once) or at the turn's end.
         self._command({"op": "signalling", "side": side, "hosts": list(hosts)}, now=False)
 
     def signalling_encrypted(self, side: str, encrypted: bool) -> None:
         """Whether ``side``'s phone sends its SIP over TLS; the process is told too."""
+        before = self._crypto.is_signalling_encrypted(side)
         super().signalling_encrypted(side, encrypted)
+        if encrypted == before:
+            return  # the process's copy already holds this
         self._command({"op": "encrypted", "side": side, "on": encrypted}, now=False)
 
     def stats(self) -> dict[str, dict[str, Any]]:

@@ -355,9 +355,9 @@ class MediaSession:
         self._activity = self._clock.seconds()
         other = self._peers[_other(side)].side
         if index is None:
-            return sdplib.rewrite(onward, other.address, {}).to_bytes()
+            return sdplib.serialised(sdplib.rewrite(onward, other.address, {}))
         ports, rtcp_ports = {index: other.rtp_port}, {index: other.rtcp_port}
-        return sdplib.rewrite(onward, other.address, ports, rtcp_ports).to_bytes()
+        return sdplib.serialised(sdplib.rewrite(onward, other.address, ports, rtcp_ports))
 
     def _learn(self, peer: _Peer, parsed: sdplib.SessionDescription, index: int | None) -> None:
         """Remember where ``peer``'s phone wants its media, and what it sends."""

@@ -188,6 +188,10 @@ class MediaCrypto:
         """Whether the SIP of ``side``'s phone travels over TLS (rule 1)."""
         self._legs[side].secure_signalling = encrypted
 
+    def is_signalling_encrypted(self, side: str) -> bool:
+        """What L{signalling_encrypted} last said of ``side`` (False before)."""
+        return self._legs[side].secure_signalling
+
     def keys(self, side: str) -> dict[str, bytes]:
         """Warden's master keys for ``side``'s leg so far, by suite."""
         return dict(self._legs[side].keys)

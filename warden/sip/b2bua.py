@@ -840,13 +840,14 @@ class CallController:
         state = call.state.value
         if call.media.hold_state.on_hold:
             state = "on hold"
+        stats = call.media.stats()
         # Whether each leg's media is encrypted (ADR 0019); known once answered.
-        stats = call.media.stats() if call.answered_at is not None else {}
-        media = {side: _media_kind(stats.get(side)) for side in ("a", "b")}
+        answered = call.answered_at is not None
+        media = {side: _media_kind(stats.get(side) if answered else None) for side in ("a", "b")}
         summary = LiveCall(
             call_id=call.call_id, caller=call.caller.number, callee=call.callee.number,
             dialled=call.dialled, state=state, started_at=call.started_at,
-            answered_at=call.answered_at, codec=call.codec, packets=self._packets(call),
+            answered_at=call.answered_at, codec=call.codec, packets=_packets(stats),
             node_id=self.settings.node_id, updated_at=now, caller_media=media["a"],
             callee_media=media["b"], caller_signalling=leg_transport(call, "a"),
             callee_signalling=leg_transport(call, "b"), recording=bool(call.attempt.recording),
@@ -868,11 +869,6 @@ class CallController:
         for call in list(self.calls.values()):
             if call.state is CallState.ANSWERED:
                 self._publish(call)
-
-    @staticmethod
-    def _packets(call: Call) -> int:
-        stats = call.media.stats()
-        return int(sum(side.get("packets_in", 0) for side in stats.values()))
 
     def _ended(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
@@ -979,6 +975,11 @@ class CallController:
             call.fail(503, "Service Unavailable", cause)
         else:
             call.hangup(None, cause)
+
+
+def _packets(stats: dict[str, dict[str, Any]]) -> int:
+    """Packets received on both legs, from a session's counters."""
+    return int(sum(side.get("packets_in", 0) for side in stats.values()))
 
 
 # Exceptions that mean a bug rather than an unavailable store.

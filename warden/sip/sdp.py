@@ -25,6 +25,7 @@ Anything malformed raises L{SdpError}, which the B2BUA answers with 488.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from itertools import pairwise
@@ -66,7 +67,8 @@ STATIC_PAYLOAD_TYPES: Mapping[int, tuple[str, int, int]] = {
 # Type letters whose value is free text and may use another charset (RFC 8866 §5).
 _TEXT_KINDS = frozenset("siuepka")
 _SESSION_ONLY = frozenset("vosuepztr")
-_LINE = re.compile(r"([a-z])=(.*)", re.DOTALL)
+# The type letter of a line (RFC 8866 §5: one lower-case letter).
+_KINDS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _DIGITS = re.compile(r"[0-9]+")
@@ -179,17 +181,24 @@ class MediaDescription:
         """Whether the transport protocol is RTP-based (RFC 3551 and its profiles)."""
         return _is_rtp(self.proto)
 
+    @functools.cached_property
+    def _attribute_pairs(self) -> tuple[tuple[str, str | None], ...]:
+        # Read once per section: the relay, the controller and the records ask often.
+        return tuple(_attributes(self.lines))
+
     def attributes(self) -> list[tuple[str, str | None]]:
         """``(name, value)`` of each ``a=`` line in order; value None for flags."""
-        return _attributes(self.lines)
+        return list(self._attribute_pairs)
 
     def attribute_values(self, name: str) -> list[str]:
         """Values of every ``a=<name>`` line (``""`` for a flag), in order."""
-        return _attribute_values(self.lines, name)
+        wanted = name.lower()
+        return [v or "" for n, v in self._attribute_pairs if n == wanted]
 
     def has_attribute(self, name: str) -> bool:
         """Whether an ``a=<name>`` line is present, with or without a value."""
-        return any(n == name.lower() for n, _ in self.attributes())
+        wanted = name.lower()
+        return any(n == wanted for n, _ in self._attribute_pairs)
 
 
 @attrs.frozen
@@ -237,15 +246,60 @@ class SessionDescription:
 # -- parsing -------------------------------------------------------------------------
 
 
+#: How many descriptions L{parse_sdp} keeps, by their bytes, and the largest
+#: kept (a phone's description is a few hundred bytes; a larger one is parsed
+#: each time rather than held).
+PARSED_KEPT = 64
+PARSED_MAX_BYTES = 4096
+
+# Descriptions parsed lately. A call reads the same body again within moments (the
+# B2BUA's codec for the call record after the relay's rewrite, a re-INVITE or a
+# handover repeating it); the values are immutable, so one parse serves them all.
+# Bounded in count and size, oldest out first; a body that fails to parse is
+# not kept.
+_parsed: dict[bytes, SessionDescription] = {}
+
+
 def parse_sdp(data: bytes) -> SessionDescription:
     """
-    Parse an SDP body.
+    Parse an SDP body (the same bytes parsed lately: the same value again).
 
     Raises:
         SdpError: missing ``v=``/``o=``/``s=``, a bad ``m=`` or ``c=`` line, a port
             out of range, a non-numeric field, control characters or binary garbage,
             or a media stream with a port but no connection address.
     """
+    if type(data) is not bytes:
+        return _parse_sdp(data)
+    found = _parsed.get(data)
+    if found is not None:
+        return found
+    sdp = _parse_sdp(data)
+    _remember(data, sdp)
+    return sdp
+
+
+def serialised(sdp: SessionDescription) -> bytes:
+    """
+    ``sdp.to_bytes()``, kept as what L{parse_sdp} gives for those bytes. Only for
+    descriptions built from parsed ones by L{rewrite} or L{with_media_lines},
+    whose bytes parse to an equal value: reading them again (the codec for the
+    call record) then costs no parse.
+    """
+    data = sdp.to_bytes()
+    _remember(data, sdp)
+    return data
+
+
+def _remember(data: bytes, sdp: SessionDescription) -> None:
+    if len(data) > PARSED_MAX_BYTES:
+        return
+    if len(_parsed) >= PARSED_KEPT:
+        _parsed.pop(next(iter(_parsed)), None)
+    _parsed[data] = sdp
+
+
+def _parse_sdp(data: bytes) -> SessionDescription:
     text = data.decode("utf-8", "surrogateescape")
     raw_lines, trailer = _split_lines(text)
     if not raw_lines:
@@ -265,12 +319,17 @@ def parse_sdp(data: bytes) -> SessionDescription:
 
 
 def _split_lines(text: str) -> tuple[list[tuple[str, str]], str]:
+    # Each line with its own ending: CRLF, a bare LF, or none for a last line
+    # without one (a CR elsewhere stays in the line, where it is refused).
     pieces: list[tuple[str, str]] = []
-    for match in re.finditer(r"([^\n]*?)(\r\n|\n|\Z)", text):
-        body, eol = match.group(1), match.group(2)
-        if not body and not eol:
-            continue
-        pieces.append((body, eol))
+    *ended, last = text.split("\n")
+    for body in ended:
+        if body.endswith("\r"):
+            pieces.append((body[:-1], "\r\n"))
+        else:
+            pieces.append((body, "\n"))
+    if last:
+        pieces.append((last, ""))
     trailer = ""
     while pieces and pieces[-1][0] == "":
         body, eol = pieces.pop()
@@ -279,10 +338,9 @@ def _split_lines(text: str) -> tuple[list[tuple[str, str]], str]:
 
 
 def _parse_line(number: int, body: str, eol: str) -> SdpLine:
-    match = _LINE.fullmatch(body)
-    if match is None:
+    if body[1:2] != "=" or body[:1] not in _KINDS:
         raise SdpError(f"line {number} is not <type>=<value>")
-    kind, value = match.group(1), match.group(2)
+    kind, value = body[0], body[2:]
     if _CONTROL.search(value):
         raise SdpError(f"line {number} contains control characters")
     if kind not in _TEXT_KINDS and not value.isascii():
@@ -589,10 +647,20 @@ def _rewrite_c(line: SdpLine, addrtype: str, address: str) -> SdpLine:
     return attrs.evolve(line, value=f"IN {addrtype} {address}")
 
 
-def _with_port(section: MediaDescription, port: int) -> MediaDescription:
+# The rewritten sections below are built from a section already checked (parsed)
+# with lines Warden writes itself, so they skip the parser's checks; a test holds
+# that parsing their bytes gives the same value.
+
+
+def _m_line_with_port(section: MediaDescription, port: int) -> SdpLine:
     first = section.lines[0]
     value = _M_PORT.sub(lambda m: f"{m.group(1)}{port}", first.value, count=1)
-    return _build_media((attrs.evolve(first, value=value), *section.lines[1:]))
+    return attrs.evolve(first, value=value)
+
+
+def _with_port(section: MediaDescription, port: int) -> MediaDescription:
+    lines = (_m_line_with_port(section, port), *section.lines[1:])
+    return attrs.evolve(section, port=port, port_count=None, lines=lines)
 
 
 def _rewrite_media(
@@ -608,5 +676,11 @@ def _rewrite_media(
                 value += " " + (connection.value() if kept else f"IN {addrtype} {address}")
             line = attrs.evolve(line, value=value)
         lines.append(_rewrite_c(line, addrtype, address))
-    first = _with_port(section, port).lines[0]
-    return _build_media((first, *lines))
+    rest = tuple(lines)
+    return attrs.evolve(
+        section,
+        port=port,
+        port_count=None,
+        lines=(_m_line_with_port(section, port), *rest),
+        connections=_connections(rest),
+    )

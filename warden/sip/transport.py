@@ -33,7 +33,7 @@ from warden.netutil import read_udp_tables, set_receive_buffer, udp_drops
 from warden.sip import metrics
 from warden.sip.dispatch import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import Flow
-from warden.sip.headers import split_commas
+from warden.sip.headers import Via, split_commas
 from warden.sip.message import Message, Request, Response
 from warden.sip.parser import StreamFramer, UnsupportedVersion, parse_datagram
 
@@ -74,19 +74,20 @@ def stamp_via(request: Request, transport: str, host: str, port: int) -> Flow:
         if rport is not None:
             params.append(("rport", str(port)))
         params.append(("received", host))
-        text = "SIP/2.0/{} {}{}".format(
-            via.transport,
-            via.host if via.port is None else f"{via.host}:{via.port}",
-            "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params),
-        )
-        replace_top_via(request, text)
+        stamped = Via(via.transport, via.host, via.port, tuple(params))
+        replace_top_via(request, str(stamped), stamped)
     if transport != "udp" or rport is not None:
         return Flow(transport, host, port)
     return Flow(transport, host, via.port or 5060)
 
 
-def replace_top_via(message: Message, text: str | None) -> None:
-    """Replace the top Via value of ``message`` with ``text``, or remove it (None)."""
+def replace_top_via(message: Message, text: str | None, parsed: Via | None = None) -> None:
+    """
+    Replace the top Via value of ``message`` with ``text``, or remove it (None).
+    ``parsed``: the Via ``text`` parses to, when the caller built it: kept with
+    the message's parsed Vias instead of parsing them all again.
+    """
+    vias = message._cache.get("via") if parsed is not None else None
     headers = message.headers
     for i, (name, value) in enumerate(headers):
         if name == "Via":
@@ -99,7 +100,10 @@ def replace_top_via(message: Message, text: str | None) -> None:
                 del headers[i]
             break
     message.raw = None
-    message._cache.pop("via", None)
+    if vias:
+        message._cache["via"] = [parsed, *vias[1:]]
+    else:
+        message._cache.pop("via", None)
 
 
 class TransportHub:
