@@ -203,8 +203,12 @@ class CallRecord:
         return max(0.0, self.ended_at - self.answered_at)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Every field, as a JSON object (what the CDR spool writes per line)."""
-        return attrs.asdict(self)
+        """
+        Every field, as a JSON object (what the CDR spool writes per line). The
+        two objects in it (``media``, ``recording_info``) are the record's own,
+        already JSON-shaped: not copied again for each record written.
+        """
+        return attrs.asdict(self, recurse=False)
 
     @classmethod
     def from_json_dict(cls, data: Any) -> CallRecord:
