@@ -487,8 +487,9 @@ class ProcessSession(MediaSession):
 
     def signalling_from(self, side: str, *hosts: str) -> None:
         """The phone on ``side`` sends its SIP from ``hosts``; the process is told too."""
-        before = self._peers[side].signalling
-        super().signalling_from(side, *hosts)
+        peer = self._peers.get(side)
+        before = peer.signalling if peer is not None else None
+        super().signalling_from(side, *hosts)  # ValueError for a side that is not a or b
         if self._peers[side].signalling == before:
             return  # nothing changed here, so nothing changes there either
         # With the next description (sent at once) or at the turn's end.
@@ -496,8 +497,8 @@ class ProcessSession(MediaSession):
 
     def signalling_encrypted(self, side: str, encrypted: bool) -> None:
         """Whether ``side``'s phone sends its SIP over TLS; the process is told too."""
-        before = self._crypto.is_signalling_encrypted(side)
-        super().signalling_encrypted(side, encrypted)
+        before = self._crypto.is_signalling_encrypted(side) if side in SIDES else None
+        super().signalling_encrypted(side, encrypted)  # ValueError for a side not a or b
         if encrypted == before:
             return  # the process's copy already holds this
         self._command({"op": "encrypted", "side": side, "on": encrypted}, now=False)
