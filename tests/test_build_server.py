@@ -6,6 +6,7 @@ reactor of L{warden.testing.reactor}; and that reactor itself.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import attrs
@@ -86,10 +87,17 @@ class BuiltStackTests(SynchronousTestCase):
     def test_start_and_stop(self) -> None:
         """The root loads the memory bindings, starts the SIP service; stop closes the relay."""
         stack = FakeSipStack()
+        # The stack's UDP listener is fed directly, on a fake socket of its own;
+        # starting the root binds it on the reactor's fake network instead.
+        stack.udp.transport = None
         stack.root.startService()
         self.assertTrue(stack.sip.running)
+        self.assertTrue(stack.udp.transport is not None)
         self.successResultOf(stack.root.stopService())
         self.assertFalse(stack.sip.running)
+        # Nothing failed unseen: a failure left in a Deferred is logged when collected.
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_features_are_providers(self) -> None:
         """A feature object given to build_server runs as a call hook of the calls."""

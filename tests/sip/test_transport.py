@@ -128,22 +128,49 @@ class SharedPortTests(SynchronousTestCase):
         self.assertEqual(len(self.stack.udp_transport.written), before)
 
     def test_requests_follow_what_was_heard(self) -> None:
-        """Requests to a peer heard on the shared port leave from it (a keep-alive
-        counts); to any other peer, or another port of that host, from the own port."""
-        self.on_shared(b"\r\n\r\n", ("203.0.113.7", 40123))
+        """
+        Requests to a peer heard on the shared port behind a NAT (its Via names
+        another address) leave from it; to any other peer, or another port of
+        that host, from the own port.
+        """
+        self.on_shared(options(), ("203.0.113.7", 40123))
         self.assertEqual(self.send_to(("203.0.113.7", 40123)), "shared")
         self.assertEqual(self.send_to(("203.0.113.7", 40124)), "own")
         self.assertEqual(self.send_to(("198.51.100.1", 5060)), "own")
-        self.stack.send_udp(options(), ("198.51.100.1", 5060))  # on the own port
+        self.stack.send_udp(options(2), ("198.51.100.1", 5060))  # on the own port
         self.assertEqual(self.send_to(("198.51.100.1", 5060)), "own")
+
+    def test_sender_at_its_own_address_gets_the_own_port(self) -> None:
+        """
+        A sender at the address its Via names is sent to from the worker's own
+        port (in Warden's Contact), so its in-dialog requests reach this worker
+        even when the kernel would pick another one for it on the shared port.
+        """
+        at_itself = options().replace(b"10.0.0.5:5062", b"192.0.2.8:5062")
+        self.on_shared(at_itself, ("192.0.2.8", 5062))
+        self.assertEqual(list(self.shared.peers), [])
+        self.assertEqual(self.send_to(("192.0.2.8", 5062)), "own")
+        no_port = options(2).replace(b"10.0.0.5:5062", b"192.0.2.9")
+        self.on_shared(no_port, ("192.0.2.9", 5060))
+        self.assertEqual(list(self.shared.peers), [])
+
+    def test_keep_alive_refreshes_a_known_peer_only(self) -> None:
+        """A CRLF keep-alive keeps a NATed peer known; it does not make one known."""
+        self.on_shared(b"\r\n\r\n", ("198.51.100.9", 5060))
+        self.assertEqual(list(self.shared.peers), [])
+        a, b = ("203.0.113.7", 40123), ("203.0.113.8", 40123)
+        self.on_shared(options(1), a)
+        self.on_shared(options(2), b)
+        self.on_shared(b"\r\n\r\n", a)
+        self.assertEqual(list(self.shared.peers), [b, a])
 
     def test_peers_are_bounded(self) -> None:
         """Past MAX_SHARED_PEERS the least recently heard peer is forgotten (and
         sent to from the own port again)."""
         self.patch(transport, "MAX_SHARED_PEERS", 2)
         a, b, c = ("192.0.2.1", 5060), ("192.0.2.2", 5060), ("192.0.2.3", 5060)
-        for peer in (a, b, a, c):
-            self.on_shared(b"\r\n", peer)
+        for n, peer in enumerate((a, b, a, c)):
+            self.on_shared(options(n), peer)
         self.assertEqual(list(self.shared.peers), [a, c])
         self.assertEqual([self.send_to(p) for p in (a, b, c)], ["shared", "own", "shared"])
 

@@ -385,9 +385,9 @@ class SipDatagramProtocol(DatagramProtocol):
         if not self.hub.accepting:
             return  # still starting: the sender retransmits (RFC 3261 §17)
         host, port = addr[0], addr[1]
-        if self.shared:
-            self._heard(host, port)
         if not datagram.strip(b"\r\n\x00 "):
+            if self.shared and (host, port) in self.peers:
+                self._heard(host, port)  # a NATed phone keeping its binding open
             return  # keep-alive (RFC 5626 §4.4.2 CRLF)
         try:
             message = parse_datagram(datagram, self.hub.max_message_bytes)
@@ -401,7 +401,26 @@ class SipDatagramProtocol(DatagramProtocol):
         if self._sibling_ports and isinstance(message, Response):
             if self._passed_on(message, datagram):
                 return
+        if self.shared and isinstance(message, Request):
+            self._heard_request(message, host, port)
         self.hub.message_received(message, "udp", host, port)
+
+    def _heard_request(self, request: Request, host: str, port: int) -> None:
+        """
+        Remember a sender whose address is not the one its Via names (a NAT
+        rewrote it): it may take packets only from the address it sent to, this
+        shared port. A sender at the address it names is sent to from the
+        worker's own port, the one in Warden's Contact, where its in-dialog
+        requests then come straight back, whichever worker the kernel would pick
+        for it on the shared port (that changes when a worker restarts).
+        """
+        try:
+            via = request.top_via
+        except SipParseError:
+            return  # answered 400 further on
+        sent_host = via.host[1:-1] if via.host.startswith("[") else via.host
+        if (host, port) in self.peers or (sent_host, via.port or 5060) != (host, port):
+            self._heard(host, port)
 
     def _passed_on(self, response: Response, datagram: bytes) -> bool:
         """Pass ``response`` to the worker its top Via names, if another; whether it was."""

@@ -113,27 +113,44 @@ class FreePortTests(SynchronousTestCase):
     """
 
     def test_every_port_of_the_run_is_free(self) -> None:
-        first = free_port_run(4)
-        self.assertEqual(
-            [p for p in range(first, first + 4) for t in ("udp", "tcp") if port_in_use(p, t)],
-            [],
-        )
+        for first in (free_port_run(4), free_media_port()):
+            self.assertEqual(
+                [p for p in range(first, first + 4) for t in ("udp", "tcp") if port_in_use(p, t)],
+                [],
+            )
+
+    def test_media_port_below_the_ephemeral_ports(self) -> None:
+        """Even, in MEDIA_PORTS: apart from what free_port and connections get."""
+        for _ in range(20):
+            first = free_media_port()
+            self.assertEqual(first % 2, 0)
+            self.assertTrue(scratch.MEDIA_PORTS[0] <= first < first + 3 < 32768)
 
     def test_skips_a_run_with_a_port_held(self) -> None:
         """
-        A first port whose run holds a bound port (two above it, where SIPp
-        puts video RTP) is passed over for the next candidate.
+        A candidate whose run holds a bound port (two above it, where SIPp puts
+        video RTP) is passed over for the next one.
         """
         blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(blocker.close)
-        blocker.bind((LOCALHOST, 0))
-        held = blocker.getsockname()[1]
-        candidates = iter([held - 2])
-        real_free_port = scratch.free_port
-        self.patch(scratch, "free_port", lambda: next(candidates, None) or real_free_port())
+        held = None
+        for port in range(scratch.MEDIA_PORTS[0] + 2, scratch.MEDIA_PORTS[1], 2):
+            try:
+                blocker.bind((LOCALHOST, port))
+            except OSError:
+                continue
+            held = port
+            break
+        assert held is not None
+        candidates = iter([held - 2, held - 4])
+
+        class Picks:
+            def randrange(self, *args: int) -> int:
+                return next(candidates)
+
+        self.patch(scratch, "_media_random", Picks())
         first = free_media_port()
-        self.assertNotEqual(first, held - 2)
-        self.assertNotIn(held, range(first, first + 4))
+        self.assertEqual(first, held - 4)
 
     def test_port_in_use(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
