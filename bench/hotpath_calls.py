@@ -62,7 +62,6 @@ from warden.rtp.control import frame
 from warden.rtp.procrelay import ProcessRelay
 from warden.sip.message import Request, Response, new_tag
 from warden.store.credentials import make_extension
-from warden.testing import sipstack
 from warden.testing.callstack import WARDEN, CallStack, Phone
 from warden.testing.mediaproc import LoopbackMediaProcess
 from warden.testing.sipstack import REALM, stack_config
@@ -130,13 +129,9 @@ class TimedStack(CallStack):
         self.cpu: defaultdict[str, float] = defaultdict(float)
         self.wall = 0.0
         self.media_cpu = 0.0
-        factory = self._process_relay if media == "process" else None
-        real = sipstack.MemoryWardenReactor
-        sipstack.MemoryWardenReactor = HeapReactor  # type: ignore[misc]
-        try:
-            super().__init__(media_factory=factory)
-        finally:
-            sipstack.MemoryWardenReactor = real  # type: ignore[misc]
+        reactor = HeapReactor()
+        relay = self._process_relay(reactor) if media == "process" else None
+        super().__init__(media=relay, reactor=reactor)
         for i in range(PHONES):
             for number in (caller_number(i), callee_number(i)):
                 self.successResultOf_(

@@ -64,10 +64,10 @@ from bench.hotpath import (
     answer,
     first_round,
 )
-from bench.register import free_port_run, redis_pid
+from bench.register import redis_pid
 from tests.integration.harness import free_port, process_cpu_seconds
 from warden.config import WardenConfig
-from warden.ops.drtest.scratch import render_toml
+from warden.ops.drtest.scratch import free_port_run, render_toml
 from warden.server import WardenService
 from warden.sip.service import SipService
 from warden.store.backend import open_stores

@@ -60,11 +60,14 @@ def free_port_run(count: int) -> int:
     """A port ``p`` such that ``p .. p + count - 1`` are free for UDP and TCP."""
     for _ in range(100):
         first = free_port()
-        if first + count > 65535:
-            continue
-        if not any(port_in_use(first + i, t) for i in range(count) for t in ("udp", "tcp")):
+        if first + count <= 65535 and _run_free(first, count):
             return first
     raise OSError(f"no {count} consecutive ports free on 127.0.0.1")
+
+
+def _run_free(first: int, count: int) -> bool:
+    """Whether ``first .. first + count - 1`` are all free for UDP and TCP."""
+    return not any(port_in_use(first + i, t) for i in range(count) for t in ("udp", "tcp"))
 
 
 #: Where L{free_media_port} looks: below Linux's ephemeral ports (32768 up), so
@@ -83,7 +86,7 @@ def free_media_port() -> int:
     """
     for _ in range(200):
         first = _media_random.randrange(MEDIA_PORTS[0], MEDIA_PORTS[1], 2)
-        if not any(port_in_use(first + i, t) for i in range(4) for t in ("udp", "tcp")):
+        if _run_free(first, 4):
             return first
     raise OSError(f"no 4 consecutive ports free in {MEDIA_PORTS} on 127.0.0.1")
 

@@ -115,10 +115,21 @@ def behind_nat(binding: Binding, mode: str = "auto") -> bool:
     if not binding.sent_by:
         return contact != source
     sent_by = parse_flow_text(f"udp:{binding.sent_by}")
-    sent_ip = _ip(sent_by[1]) if sent_by is not None else None
-    if sent_by is None or sent_ip is None or (str(sent_ip), sent_by[2]) != source:
+    if sent_by is None or not_at_sent_by(host, port, sent_by[1], sent_by[2]):
         return True
     return _unroutable(ip_address(contact[0])) and not _unroutable(source_ip)
+
+
+def not_at_sent_by(source_host: str, source_port: int, sent_host: str, sent_port: int) -> bool:
+    """
+    Whether a message from ``source_host:source_port`` names another address
+    in its Via sent-by (RFC 3581): a NAT rewrote its source, or it names itself
+    by something other than an IP literal. Rule (1) of L{behind_nat}.
+    """
+    source_ip, sent_ip = _ip(source_host), _ip(sent_host)
+    if source_ip is None or sent_ip is None:
+        return True
+    return (sent_ip, sent_port) != (source_ip, source_port)
 
 
 def binding_host(binding: Binding, flow: Flow) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from itertools import pairwise
 
 import attrs
@@ -192,8 +192,7 @@ class MediaDescription:
 
     def attribute_values(self, name: str) -> list[str]:
         """Values of every ``a=<name>`` line (``""`` for a flag), in order."""
-        wanted = name.lower()
-        return [v or "" for n, v in self._attribute_pairs if n == wanted]
+        return _values_named(self._attribute_pairs, name)
 
     def has_attribute(self, name: str) -> bool:
         """Whether an ``a=<name>`` line is present, with or without a value."""
@@ -472,8 +471,12 @@ def _attributes(lines: tuple[SdpLine, ...]) -> list[tuple[str, str | None]]:
 
 
 def _attribute_values(lines: tuple[SdpLine, ...], name: str) -> list[str]:
+    return _values_named(_attributes(lines), name)
+
+
+def _values_named(pairs: Iterable[tuple[str, str | None]], name: str) -> list[str]:
     wanted = name.lower()
-    return [v or "" for n, v in _attributes(lines) if n == wanted]
+    return [v or "" for n, v in pairs if n == wanted]
 
 
 def _is_rtp(proto: str) -> bool:

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from warden.errors import SipParseError, WardenError
 from warden.netutil import read_udp_tables, set_receive_buffer, udp_drops
 from warden.sip import metrics
+from warden.sip.addressing import not_at_sent_by
 from warden.sip.dispatch import SERVER_HEADER, build_stateless_error
 from warden.sip.flow import Flow
 from warden.sip.headers import Via, split_commas
@@ -74,19 +75,19 @@ def stamp_via(request: Request, transport: str, host: str, port: int) -> Flow:
         if rport is not None:
             params.append(("rport", str(port)))
         params.append(("received", host))
-        stamped = Via(via.transport, via.host, via.port, tuple(params))
-        replace_top_via(request, str(stamped), stamped)
+        replace_top_via(request, Via(via.transport, via.host, via.port, tuple(params)))
     if transport != "udp" or rport is not None:
         return Flow(transport, host, port)
     return Flow(transport, host, via.port or 5060)
 
 
-def replace_top_via(message: Message, text: str | None, parsed: Via | None = None) -> None:
+def replace_top_via(message: Message, via: Via | str | None) -> None:
     """
-    Replace the top Via value of ``message`` with ``text``, or remove it (None).
-    ``parsed``: the Via ``text`` parses to, when the caller built it: kept with
-    the message's parsed Vias instead of parsing them all again.
+    Replace the top Via value of ``message`` with ``via``, or remove it (None).
+    A L{Via} the caller built is kept with the message's parsed Vias, which
+    are then not parsed again.
     """
+    parsed, text = (via, str(via)) if isinstance(via, Via) else (None, via)
     vias = message._cache.get("via") if parsed is not None else None
     headers = message.headers
     for i, (name, value) in enumerate(headers):
@@ -418,8 +419,7 @@ class SipDatagramProtocol(DatagramProtocol):
             via = request.top_via
         except SipParseError:
             return  # answered 400 further on
-        sent_host = via.host[1:-1] if via.host.startswith("[") else via.host
-        if (host, port) in self.peers or (sent_host, via.port or 5060) != (host, port):
+        if (host, port) in self.peers or not_at_sent_by(host, port, via.host, via.port or 5060):
             self._heard(host, port)
 
     def _passed_on(self, response: Response, datagram: bytes) -> bool:

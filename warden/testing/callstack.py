@@ -37,7 +37,8 @@ class CallStack(FakeSipStack):
         dialplan: tuple[Rule, ...] = (),
         hooks: Sequence[ICallHook] | CallHooks = (),
         applications: Sequence[ILocalApplication] = (),
-        media_factory: Callable[[MemoryWardenReactor], IMediaRelay] | None = None,
+        media: IMediaRelay | None = None,
+        reactor: MemoryWardenReactor | None = None,
     ) -> None:
         local = frozenset({REALM, WARDEN[0]})
         config = stack_config(
@@ -46,7 +47,7 @@ class CallStack(FakeSipStack):
         )  # fmt: skip
         super().__init__(
             local, interface=WARDEN[0], port=WARDEN[1], config=config, hooks=hooks,
-            applications=applications, media_timeout=media_timeout, media_factory=media_factory,
+            applications=applications, media_timeout=media_timeout, media=media, reactor=reactor,
         )  # fmt: skip
         for number in ("1002", "1003", "1004"):
             self.successResultOf_(

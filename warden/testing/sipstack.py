@@ -8,7 +8,7 @@ a StringTransport, responses out as parsed messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort
@@ -112,8 +112,8 @@ class FakeSipStack:
         config: the configuration (None: L{stack_config} of the arguments above).
         media: the media relay (None: one on the reactor's fake network, at
             L{MEDIA_ADDRESS}).
-        media_factory: makes the media relay from the stack's reactor (instead
-            of ``media``).
+        reactor: the reactor (None: a new L{MemoryWardenReactor} at
+            1,700,000,000 s); ``media`` may be built on it beforehand.
         hooks: the call hooks, in order (a sequence, or a L{CallHooks}).
         applications: the local applications (L{warden.sip.local}); their
             endpoints bind on the reactor's fake network.
@@ -134,13 +134,13 @@ class FakeSipStack:
         hooks: Sequence[ICallHook] | CallHooks = (),
         applications: Sequence[ILocalApplication] = (),
         media_timeout: float = 60.0,
-        media_factory: Callable[[MemoryWardenReactor], IMediaRelay] | None = None,
+        reactor: MemoryWardenReactor | None = None,
     ) -> None:
-        self.clock = MemoryWardenReactor()
-        self.clock.advance(1_700_000_000)
+        if reactor is None:
+            reactor = MemoryWardenReactor()
+            reactor.advance(1_700_000_000)
+        self.clock = reactor
         self.network = self.clock.network
-        if media_factory is not None:
-            media = media_factory(self.clock)
         self.directory = MemoryDirectory([make_extension("1001", "Test", REALM, "secret1001")])
         self.location = MemoryLocationService()
         self.records = MemoryCallRecordStore()
