@@ -45,7 +45,7 @@ from bench.hotpath import HeapClock
 from warden.ops.loadtest.options import Options
 from warden.ops.loadtest.results import Account
 from warden.ops.loadtest.runner import LoadTest
-from warden.ops.loadtest.tap import calm_collector
+from warden.process import calm_collector
 
 PBX = ("198.51.100.1", 5060)
 LOCAL = ("127.0.0.1", 40000)

@@ -6,7 +6,6 @@ its final collaborators; L{WardenService} runs it.
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
@@ -34,7 +33,7 @@ from warden.interfaces import (
     IWardenReactor,
 )
 from warden.plugin import BuildContext
-from warden.process import process_exit
+from warden.process import calm_collector, process_exit
 from warden.rtp.endpoint import ListenUDP
 from warden.runlock import RunLocks, run_locks
 from warden.store.backend import Stores, open_stores
@@ -182,14 +181,7 @@ class WardenService(service.MultiService):
 
     def _ready(self, loaded: int) -> None:
         self.log.info("Store ready; {count} bindings restored", count=loaded)
-        # Everything loaded so far lives as long as the process: keep it out of
-        # the collector's way, and collect the youngest generation less often
-        # (each lingering transaction is a few objects). The older generations
-        # keep their default ratios so that cyclic garbage of ended calls is
-        # still collected promptly.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
+        calm_collector()  # everything loaded so far lives as long as the process
         for child in self:
             child.startService()
 

@@ -9,7 +9,6 @@ hangs up its calls with BYE, unregisters, and the reports are still written.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from warden.process import process_exit
+from warden.process import calm_collector, process_exit
 
 from .html import render
 from .metrics import serve_metrics
@@ -152,21 +151,6 @@ class LoadTestService(service.Service):
         if self.test is not None:
             self.test.interrupt("interrupted by a signal")
         return waiting_for(self.done)
-
-
-def calm_collector() -> None:
-    """
-    Keep the garbage collector from pausing the load, as Warden's server does:
-    what the process holds before the load (modules, users) is frozen out of
-    the collector's scans, and the youngest generation is collected less often,
-    so fewer in-flight registrations are promoted to the oldest generation.
-    Its full collections had paused a run for up to 150 ms at a time, long
-    enough at thousands of registrations a second to leave a backlog that took
-    the rest of the second to clear. Cyclic garbage is still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 def waiting_for(done: defer.Deferred[int]) -> defer.Deferred[int]:

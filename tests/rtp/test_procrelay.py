@@ -21,6 +21,7 @@ from tests.rtp.conformance import CALLER, MediaRelayConformanceMixin
 from warden.rtp import g711, metrics
 from warden.rtp.control import ControlError, FrameReader, frame, pack, unpack
 from warden.rtp.errors import MediaError
+from warden.rtp.mediaproc import MediaWorker
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.procrelay import (
     ALLOCATE_TIMEOUT,
@@ -724,3 +725,17 @@ class FramingTests(SynchronousTestCase):
         for value in ("@@", 5, "é"):
             with self.assertRaises(ControlError):
                 unpack(value)
+
+
+class ConfigureTests(SynchronousTestCase):
+    """The media process once configured."""
+
+    def test_collector_calmed_once_configured(self) -> None:
+        """What the configured process holds is frozen out of the collector's scans."""
+        calmed: list[bool] = []
+        worker = MediaWorker(
+            Clock(), FakeNetwork().listen_udp, lambda m: None, lambda: calmed.append(True)
+        )
+        self.assertEqual(calmed, [])
+        worker.handle({"op": "configure", "settings": settings()})
+        self.assertEqual(calmed, [True])

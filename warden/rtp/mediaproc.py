@@ -128,14 +128,23 @@ class MediaWorker:
         clock: the relay's clock.
         listen_udp: binds the media sockets (the reactor's, or a fake).
         send: writes one message to Warden.
+        calm_collector: called once configured (the process's own:
+            L{warden.process.calm_collector}; None in tests).
     """
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, listen_udp: ListenUDP, send: Send) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        listen_udp: ListenUDP,
+        send: Send,
+        calm_collector: Callable[[], None] | None = None,
+    ) -> None:
         self.clock = clock
         self.listen_udp = listen_udp
         self.send = send
+        self.calm_collector = calm_collector
         self.relay: MediaRelay | None = None
         self.sessions: dict[int, MediaSession] = {}
         self._interval = 1.0
@@ -190,6 +199,8 @@ class MediaWorker:
             hold_music=HoldMusic(_music_frames(music)) if music else None,
         )  # fmt: skip
         self._interval = interval
+        if self.calm_collector is not None:
+            self.calm_collector()  # the relay and its music live as long as the process
 
     def _allocate(self, message: dict[str, Any]) -> None:
         number, call_id = _number(message), message["call"]
@@ -374,12 +385,13 @@ def main() -> None:  # pragma: no cover - run as a process by the integration te
     from twisted.internet import reactor, stdio
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
+    from warden.process import calm_collector
     from warden.rtp import udp
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     listen = udp.MediaSockets(reactor).listen_udp
     stdio.StandardIO(  # type: ignore[no-untyped-call]
-        ControlProtocol(lambda send: MediaWorker(reactor, listen, send))
+        ControlProtocol(lambda send: MediaWorker(reactor, listen, send, calm_collector))
     )
     reactor.run()
 
