@@ -26,11 +26,16 @@ thread, runs after the timed loop and is timed on its own:
     python bench/rtp_relay.py [--packets N] [--window W] [--skip-loopback]
     python bench/rtp_relay.py --concurrent 250,500 [--seconds 20] [--burst-ms 20]
         [--burst-interval 0.1] [--relays builtin-inproc,builtin-process,rtpengine]
+        [--repeat N]
 
 ``--concurrent`` runs only the concurrent-calls steps of L{bench.relay_jitter}
 (added jitter p50/p99 and loss with the relay in the SIP process, in its own
 media process, ADR 0033, and with rtpengine, ADR 0025, with the rest of the
 machine's load per step); ``--relays`` picks among them, all by default.
+``--repeat N`` runs all the steps N times, round after round, and adds a
+``summary`` per call count and relay: the valid runs' p99 (median, least,
+most) and in how many of them the media target (p99 under 5 ms, loss under
+0.1%) was met.
 
 Prints one JSON object.
 """
@@ -258,26 +263,52 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
 
 
 def concurrent(args: argparse.Namespace) -> dict[str, Any]:
-    """Each call count with each relay of ``--relays``, in that order, in one run."""
-    from bench.relay_jitter import MAX_OTHER_PCT, RELAYS, step
+    """
+    Each call count with each relay of ``--relays``, in that order, ``--repeat``
+    times over (round after round, so that a change in the machine meets every
+    relay alike), in one run; each step as it ends on stderr, with a progress
+    line.
+    """
+    from bench.relay_jitter import (
+        MAX_OTHER_PCT,
+        RELAYS,
+        TARGET_LOSS_PCT,
+        TARGET_P99_MS,
+        step,
+        summarise,
+    )
 
     relays = [name.strip() for name in args.relays.split(",") if name.strip()]
     unknown = sorted(set(relays) - set(RELAYS))
     if unknown:
         raise SystemExit(f"--relays: unknown {', '.join(unknown)} (known: {', '.join(RELAYS)})")
+    if args.repeat < 1:
+        raise SystemExit("--repeat: at least 1")
+    counts = [int(n) for n in args.concurrent.split(",")]
     steps = []
-    for calls in (int(n) for n in args.concurrent.split(",")):
-        for relay in relays:
-            steps.append(
-                step(calls, args.seconds, relay, args.burst_ms, args.burst_interval,
-                     phone_base=args.phone_port_min, port_min=args.media_port_min)
-            )  # fmt: skip
-            print(json.dumps(steps[-1]), file=sys.stderr)
+    total = args.repeat * len(counts) * len(relays)
+    for round_number in range(1, args.repeat + 1):
+        for calls in counts:
+            for relay in relays:
+                result = step(
+                    calls, args.seconds, relay, args.burst_ms, args.burst_interval,
+                    phone_base=args.phone_port_min, port_min=args.media_port_min,
+                )  # fmt: skip
+                steps.append({**result, "round": round_number})
+                print(json.dumps(steps[-1]), file=sys.stderr)
+                print(
+                    f"[{len(steps)}/{total}] round {round_number}: {calls} calls, {relay}:"
+                    f" p99 {result.get('added_jitter_ms_p99')} ms,"
+                    f" valid {result.get('valid')}",
+                    file=sys.stderr,
+                )
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "max_other_cpu_pct": MAX_OTHER_PCT,
+        "target": {"added_jitter_ms_p99_below": TARGET_P99_MS, "loss_pct_below": TARGET_LOSS_PCT},
+        "summary": summarise(steps),
         "steps": steps,
     }
 
@@ -311,6 +342,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--phone-port-min", type=int, default=40000, help="the phones' ports (--concurrent)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the --concurrent steps; the summary judges the target by them together",
     )
     parser.add_argument(
         "--loopback-srtp", action="store_true", help="the loopback run with SRTP on both legs"

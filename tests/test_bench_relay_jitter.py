@@ -12,7 +12,7 @@ from unittest import mock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench import relay_jitter
-from bench.relay_jitter import PACKET, PACKET_SIZE, figures, generate, step
+from bench.relay_jitter import PACKET, PACKET_SIZE, figures, generate, step, summarise
 
 
 def free_ports(count: int) -> list[int]:
@@ -81,3 +81,50 @@ class RtpengineStepTests(SynchronousTestCase):
     def test_unknown_relay(self) -> None:
         """A relay name the bench does not know is an error, not a silent built-in step."""
         self.assertRaises(ValueError, step, 10, 1.0, "kamailio", 20.0, 0.1, 40000, 20000)
+
+
+def run(calls: int, relay: str, p99: float | None, loss: float = 0.0, valid: bool = True,
+        media: float | None = None) -> dict[str, object]:  # fmt: skip
+    """One step's result, as far as the summary reads it."""
+    result: dict[str, object] = {
+        "calls": calls, "relay": relay, "added_jitter_ms_p99": p99, "loss_pct": loss,
+        "valid": valid,
+    }  # fmt: skip
+    if media is not None:
+        result["media_cpu_us_per_packet"] = media
+    return result
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_runs_judged_together(self) -> None:
+        """Per call count and relay: valid runs only, the p99's spread, the target's count."""
+        steps = [
+            run(500, "builtin-process", 4.4, media=26.0),
+            run(500, "rtpengine", 1.1),
+            run(500, "builtin-process", 7.7, media=27.0),
+            run(500, "builtin-process", 5.2, media=25.0),
+            run(500, "builtin-process", 1.0, valid=False, media=10.0),  # a busy machine
+            run(500, "builtin-process", 4.9, loss=0.2, media=24.0),  # too much loss
+        ]
+        by_relay = {each["relay"]: each for each in summarise(steps)}
+        builtin = by_relay["builtin-process"]
+        self.assertEqual((builtin["runs"], builtin["valid_runs"]), (5, 4))
+        self.assertEqual(
+            (builtin["p99_ms_median"], builtin["p99_ms_min"], builtin["p99_ms_max"]),
+            (5.05, 4.4, 7.7),
+        )
+        self.assertEqual(builtin["loss_pct_max"], 0.2)
+        self.assertEqual(builtin["media_cpu_us_per_packet_median"], 25.5)
+        self.assertEqual(builtin["target_met_runs"], 1)
+        engine = by_relay["rtpengine"]
+        self.assertEqual((engine["p99_ms_median"], engine["target_met_runs"]), (1.1, 1))
+        self.assertIsNone(engine["media_cpu_us_per_packet_median"])
+
+    def test_no_valid_run(self) -> None:
+        """Only invalid or failed runs: counted, and no figure is made up."""
+        (only,) = summarise(
+            [run(250, "builtin-inproc", None), run(250, "builtin-inproc", 3.0, valid=False)]
+        )
+        self.assertEqual((only["runs"], only["valid_runs"], only["target_met_runs"]), (2, 0, 0))
+        self.assertIsNone(only["p99_ms_median"])
+        self.assertIsNone(only["p99_ms_max"])
