@@ -1,7 +1,8 @@
 """
 Added jitter and loss of a media engine with many concurrent calls: the
 built-in relay in the SIP process (``builtin-inproc``) or in its own media
-process (``builtin-process``, ADR 0033), or rtpengine (``rtpengine``, ADR
+process (``builtin-process``, ADR 0033; ``builtin-process:N`` for N media
+processes, ``[media] relay_processes``), or rtpengine (``rtpengine``, ADR
 0025); run by ``python bench/rtp_relay.py --concurrent 250,500``.
 
 Three processes per step:
@@ -19,11 +20,12 @@ Three processes per step:
   packet every 20 ms (the calls' phases spread over the 20 ms) to its session's
   side a, with its send time (``CLOCK_MONOTONIC``) in the payload, and
   ``calls`` callee sockets receiving them from side b;
-* the engine: with ``builtin-process`` the media process (a child of the
-  host); with ``rtpengine`` Debian's ``rtpengine`` in userspace
-  (``--table=-1``, L{warden.testing.rtpengined}) on free ports, a child of the
-  bench itself, so its CPU counts as the bench's. The step is skipped (with
-  the reason in ``skipped``) when ``rtpengine`` is not installed.
+* the engine: with ``builtin-process`` the media process or processes
+  (children of the host, their CPU added up); with ``rtpengine`` Debian's
+  ``rtpengine`` in userspace (``--table=-1``, L{warden.testing.rtpengined}) on
+  free ports, a child of the bench itself, so its CPU counts as the bench's.
+  The step is skipped (with the reason in ``skipped``) when ``rtpengine`` is
+  not installed.
 
 Per packet, the transit time (receive minus send); *added jitter* is a packet's
 transit minus the smallest transit of its call, reported at p50/p99/max over
@@ -92,11 +94,24 @@ def phone_sdp(port: int, user: str) -> bytes:
 RELAYS = ("builtin-inproc", "builtin-process", "rtpengine")
 
 
+def relay_kind(relay_name: str) -> tuple[str, int]:
+    """
+    A relay name and its media processes: ``builtin-process:2`` is
+    ``("builtin-process", 2)``, any other name has 1 (ValueError for a bad count).
+    """
+    kind, _, count = relay_name.partition(":")
+    if not count:
+        return kind, 1
+    if kind != "builtin-process" or not count.isdigit() or not 1 <= int(count) <= 16:
+        raise ValueError(f"relay {relay_name!r}: only builtin-process:N, N 1..16")
+    return kind, int(count)
+
+
 def make_relay(reactor: Any, relay_name: str, port_min: int, port_max: int, ng_port: int) -> Any:
     """The relay under test, built as Warden's media plugin builds it (L{warden.plugins.media})."""
     from warden.rtp import udp
     from warden.rtp.policy import MediaPolicy
-    from warden.rtp.procrelay import ProcessRelay, spawn_media_process
+    from warden.rtp.procrelay import process_relay, spawn_media_process
     from warden.rtp.relay import MediaRelay
     from warden.rtp.rtpengine import RtpengineRelay
 
@@ -104,16 +119,16 @@ def make_relay(reactor: Any, relay_name: str, port_min: int, port_max: int, ng_p
     listen_udp = functools.partial(udp.listen_udp, reactor)
     if relay_name == "rtpengine":
         return RtpengineRelay(reactor, listen_udp, (PHONE_HOST, ng_port), media_timeout=600.0)
-    if relay_name == "builtin-process":
+    kind, processes = relay_kind(relay_name)
+    if kind == "builtin-process":
         settings = {
             "address": PHONE_HOST, "port_min": port_min, "port_max": port_max,
             "interface": PHONE_HOST, "timeout": 600.0, "latch": policy.latch,
             "destinations": policy.destinations, "latch_packets": policy.latch_packets,
             "own_addresses": [PHONE_HOST], "srtp": policy.srtp, "hold_music": "",
         }  # fmt: skip
-        return ProcessRelay(
-            reactor, functools.partial(spawn_media_process, reactor), settings, policy
-        )
+        spawn = functools.partial(spawn_media_process, reactor)
+        return process_relay(reactor, spawn, settings, policy, processes)
     return MediaRelay(
         reactor, listen_udp, PHONE_HOST, port_range=(port_min, port_max),
         media_timeout=600.0, policy=policy,
@@ -372,7 +387,7 @@ def step(calls: int, seconds: float, relay: str, burst_ms: float, burst_interval
     """
     described = {"calls": calls, "relay": relay, "burst_ms": burst_ms,
                  "burst_interval_s": burst_interval, "seconds": seconds}  # fmt: skip
-    if relay not in RELAYS:
+    if relay_kind(relay)[0] not in RELAYS:
         raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
     if relay == "rtpengine" and shutil.which("rtpengine") is None:
         reason = "rtpengine is not installed (apt-get install rtpengine-daemon)"
@@ -430,18 +445,17 @@ def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
         return {"error": f"host exit {host_process.returncode} before its calls were set up"}
     relay_ports = json.loads(line)
     engine: dict[str, Any] = {}
-    media = media_pid(host_process.pid) if relay == "builtin-process" else engine_pid
-    media0 = process_cpu_seconds(media)
+    media = media_pids(host_process.pid) if relay != "rtpengine" else [engine_pid]
+    media0 = sum(process_cpu_seconds(pid) for pid in media)
     media_cpu = 0.0
     try:
         generator = subprocess.run(
             [*common, "generator", json.dumps(relay_ports), str(seconds)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-        if media is not None:
-            # CPU per op, valid on a busy machine too (a starved process reads
-            # more packets per wake-up, so there it errs low).
-            media_cpu = process_cpu_seconds(media) - media0
+        # CPU per op, valid on a busy machine too (a starved process reads
+        # more packets per wake-up, so there it errs low).
+        media_cpu = sum(process_cpu_seconds(pid) for pid in media) - media0
     finally:
         host_process.stdin.close()
         try:
@@ -452,7 +466,7 @@ def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
             host_process.wait()
     if generator.returncode == 0:
         result = {**json.loads(generator.stdout), **engine}
-        if media is not None and result.get("packets_received"):
+        if relay != "builtin-inproc" and result.get("packets_received"):
             result["media_cpu_seconds"] = round(media_cpu, 2)
             per_packet = 1e6 * media_cpu / result["packets_received"]
             result["media_cpu_us_per_packet"] = round(per_packet, 2)
@@ -462,14 +476,13 @@ def run_processes(calls: int, seconds: float, relay: str, burst_ms: float,
     return {"error": lines[-1] if lines else f"generator exit {generator.returncode}"}
 
 
-def media_pid(host_pid: int) -> int | None:
-    """The media process: the host's child (Linux ``/proc``), None if not found."""
+def media_pids(host_pid: int) -> list[int]:
+    """The media processes: the host's children (Linux ``/proc``; none found: [])."""
     try:
         with open(f"/proc/{host_pid}/task/{host_pid}/children") as f:
-            children = f.read().split()
+            return [int(child) for child in f.read().split()]
     except OSError:
-        return None
-    return int(children[0]) if children else None
+        return []
 
 
 def process_cpu_seconds(pid: int | None) -> float:

@@ -274,12 +274,16 @@ def concurrent(args: argparse.Namespace) -> dict[str, Any]:
         RELAYS,
         TARGET_LOSS_PCT,
         TARGET_P99_MS,
+        relay_kind,
         step,
         summarise,
     )
 
     relays = [name.strip() for name in args.relays.split(",") if name.strip()]
-    unknown = sorted(set(relays) - set(RELAYS))
+    try:
+        unknown = sorted({name for name in relays if relay_kind(name)[0] not in RELAYS})
+    except ValueError as e:
+        raise SystemExit(f"--relays: {e}") from None
     if unknown:
         raise SystemExit(f"--relays: unknown {', '.join(unknown)} (known: {', '.join(RELAYS)})")
     if args.repeat < 1:
@@ -328,7 +332,8 @@ def main() -> None:
         "--relays",
         default="builtin-inproc,builtin-process,rtpengine",
         help="comma-separated media engines of the --concurrent steps (rtpengine's is"
-        " skipped, with the reason, when rtpengine is not installed)",
+        " skipped, with the reason, when rtpengine is not installed); builtin-process:N"
+        " runs N media processes",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="of each --concurrent step")
     parser.add_argument(

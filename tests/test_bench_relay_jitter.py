@@ -82,6 +82,13 @@ class RtpengineStepTests(SynchronousTestCase):
         """A relay name the bench does not know is an error, not a silent built-in step."""
         self.assertRaises(ValueError, step, 10, 1.0, "kamailio", 20.0, 0.1, 40000, 20000)
 
+    def test_relay_kinds(self) -> None:
+        """builtin-process:N names N media processes; a bad count is an error."""
+        self.assertEqual(relay_jitter.relay_kind("builtin-process:2"), ("builtin-process", 2))
+        self.assertEqual(relay_jitter.relay_kind("builtin"), ("builtin", 1))
+        for bad in ("builtin-process:0", "builtin-process:x", "builtin:2", "builtin-process:17"):
+            self.assertRaises(ValueError, relay_jitter.relay_kind, bad)
+
 
 def run(calls: int, relay: str, p99: float | None, loss: float = 0.0, valid: bool = True,
         media: float | None = None) -> dict[str, object]:  # fmt: skip

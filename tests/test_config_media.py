@@ -189,3 +189,71 @@ class MediaEngineConfigTests(SynchronousTestCase):
                 ConfigError, parse_config_text, f'[media]\nrtpengine_ng = "{bad}"', "w.toml"
             )
             self.assertEqual(error.path, "media.rtpengine_ng")
+
+
+class RelayProcessesConfigTests(SynchronousTestCase):
+    """``[media] relay_processes`` (ADR 0033, amendment of 7 December)."""
+
+    def test_default_and_values(self) -> None:
+        """One media process by default; a number; "auto" is one per core, at most 4."""
+        from unittest import mock
+
+        from warden import config as config_module
+
+        self.assertEqual(parse_config_text("", "w.toml").media.relay_processes, 1)
+        media = parse_config_text("[media]\nrelay_processes = 3", "w.toml").media
+        self.assertEqual(media.relay_processes, 3)
+        for cores, expected in ((1, 1), (2, 2), (64, 4), (None, 1)):
+            with mock.patch.object(config_module.os, "cpu_count", return_value=cores):
+                media = parse_config_text('[media]\nrelay_processes = "auto"', "w.toml").media
+            self.assertEqual(media.relay_processes, expected)
+
+    def test_bad_values(self) -> None:
+        """A bad count names the file, the key and what is expected."""
+        expected = 'must be an integer 1..16 or "auto"'
+        for bad in ("0", "17", "true", '"2"', "1.5"):
+            error = self.assertRaises(
+                ConfigError, parse_config_text, f"[media]\nrelay_processes = {bad}", "w.toml"
+            )
+            self.assertEqual(error.path, "media.relay_processes")
+            self.assertIn(expected, str(error))
+        text = "[media]\nport_min = 30000\nport_max = 30010\nrelay_processes = 3"
+        error = self.assertRaises(ConfigError, parse_config_text, text, "w.toml")
+        self.assertEqual(
+            (error.path, str(error)),
+            (
+                "media.relay_processes",
+                "w.toml: media.relay_processes: needs 4 ports per process in"
+                " media.port_min..port_max",
+            ),
+        )
+        # In the SIP process (relay_process = false) there is one relay whatever the count.
+        text += "\nrelay_process = false"
+        self.assertEqual(parse_config_text(text, "w.toml").media.relay_processes, 3)
+
+    def test_plugin_starts_each_process(self) -> None:
+        """The media plugin provides one relay over that many processes, each its own ports."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from warden.interfaces import IMediaRelay
+        from warden.plugin import BuildContext
+        from warden.plugins.media import plugin
+        from warden.rtp.procrelay import ProcessRelays
+
+        spawned: list[Any] = []
+
+        class Reactor(MemoryReactorClock):
+            def spawnProcess(self, protocol: Any, *args: Any, **kw: Any) -> Any:  # noqa: N802
+                spawned.append(protocol)
+                return None
+
+        text = '[media]\nport_min = 30000\nport_max = 30099\nhold_music = ""\nrelay_processes = 2'
+        context = BuildContext(Reactor(), parse_config_text(text, "w.toml"), None, {})
+        plugin.make(context)
+        relay = context.optional("media", IMediaRelay)
+        assert isinstance(relay, ProcessRelays)
+        self.assertEqual(len(spawned), 2)
+        self.assertEqual(
+            [(r.settings["port_min"], r.settings["port_max"]) for r in relay.relays],
+            [(30000, 30049), (30050, 30099)],
+        )

@@ -478,6 +478,16 @@ class CallsConfig:
 
 #: Values of ``[media] engine``.
 MEDIA_ENGINES = ("builtin", "rtpengine")
+#: The most ``[media] relay_processes``; ``"auto"`` gives one per core up to it.
+MAX_RELAY_PROCESSES = 16
+AUTO_RELAY_PROCESSES = 4
+
+
+def _to_relay_processes(value: Any) -> Any:
+    """``[media] relay_processes = "auto"``: one per core, at most 4."""
+    if value == "auto":
+        return min(os.cpu_count() or 1, AUTO_RELAY_PROCESSES)
+    return value
 
 
 def _is_ng_address(value: object) -> bool:
@@ -519,6 +529,10 @@ class MediaConfig:
             started and restarted by Warden (ADR 0033); default true, false
             relays in the SIP process (one process: tiny or embedded installs).
             Only the built-in relay has it: ignored with rtpengine.
+        relay_processes: how many media processes (ADR 0033, amendment of 7
+            December): each owns a slice of ``port_min``..``port_max`` and
+            takes new calls when it holds the fewest; ``"auto"`` is one per
+            core, at most 4. Default 1. Ignored without ``relay_process``.
         hold_music: what a phone put on hold hears (ADR 0026): "default" (the
             shipped music), the path of an 8 kHz mono 16-bit WAV file, or ""
             (nothing); rtpengine reads the file itself.
@@ -565,10 +579,22 @@ class MediaConfig:
     relay_process: bool = attrs.field(
         default=True, validator=_rule(lambda v: isinstance(v, bool), "true or false")
     )
+    relay_processes: int = attrs.field(
+        default=1,
+        converter=_to_relay_processes,
+        validator=_rule(
+            lambda v: _is_int(v) and 1 <= v <= MAX_RELAY_PROCESSES,
+            f'an integer 1..{MAX_RELAY_PROCESSES} or "auto"',
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.port_max - self.port_min < 3:
             raise _fail(self, "port_max", "must be at least media.port_min + 3")
+        if self.relay_process and self.port_max - self.port_min + 1 < 4 * self.relay_processes:
+            raise _fail(
+                self, "relay_processes", "needs 4 ports per process in media.port_min..port_max"
+            )
         if self.engine == "rtpengine" and self.srtp == "required":
             raise _fail(self, "srtp", '"required" needs engine = "builtin" (SRTP, ADR 0025)')
 

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.rtp import test_music, test_relay, test_srtp
 from tests.rtp.conformance import CALLER, MediaRelayConformanceMixin
-from warden.rtp import g711, metrics
+from warden.rtp import g711, metrics, procrelay
 from warden.rtp.control import ControlError, FrameReader, frame, pack, unpack
 from warden.rtp.errors import MediaError
 from warden.rtp.mediaproc import MediaWorker
@@ -739,3 +739,166 @@ class ConfigureTests(SynchronousTestCase):
         self.assertEqual(calmed, [])
         worker.handle({"op": "configure", "settings": settings()})
         self.assertEqual(calmed, [True])
+
+
+def process_relays(
+    clock: Clock, network: FakeNetwork, processes: int = 2, **kw: Any
+) -> tuple[procrelay.ProcessRelays, LoopbackSpawner]:
+    """``processes`` loopback media processes, as ``[media] relay_processes`` makes them."""
+    spawner = LoopbackSpawner(clock, network.listen_udp)
+    config = settings(**kw)
+    policy = MediaPolicy(config["latch"], config["destinations"], config["latch_packets"],
+                         config["own_addresses"], config["srtp"])  # fmt: skip
+    relays = procrelay.process_relay(clock, spawner, config, policy, processes)
+    assert isinstance(relays, procrelay.ProcessRelays)
+    return relays, spawner
+
+
+class SplitPortsTests(SynchronousTestCase):
+    """L{procrelay.split_ports}: each media process's slice of the range."""
+
+    def test_even_slices(self) -> None:
+        """Slices start on even ports; the last takes what is left."""
+        self.assertEqual(procrelay.split_ports(10000, 20000, 2), [(10000, 14999), (15000, 20000)])
+        self.assertEqual(
+            procrelay.split_ports(10000, 10099, 3),
+            [(10000, 10031), (10032, 10063), (10064, 10099)],
+        )
+        self.assertEqual(procrelay.split_ports(10000, 10099, 1), [(10000, 10099)])
+
+    def test_odd_start(self) -> None:
+        """An odd port_min is skipped: RTP ports are even."""
+        self.assertEqual(procrelay.split_ports(10001, 10100, 2), [(10002, 10051), (10052, 10100)])
+
+    def test_too_small(self) -> None:
+        """Fewer than four ports for a process, or no process, is a ValueError."""
+        for port_min, port_max, count in ((10000, 10006, 2), (10001, 10008, 2), (10000, 10099, 0)):
+            self.assertRaises(ValueError, procrelay.split_ports, port_min, port_max, count)
+        self.assertEqual(procrelay.split_ports(10000, 10007, 2), [(10000, 10003), (10004, 10007)])
+
+
+class ProcessRelaysConformanceTests(MediaRelayConformanceMixin, TestCase):
+    """ProcessRelays (two media processes) against the IMediaRelay/IMediaSession suite."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = FakeNetwork()
+
+    def make_relay(self, port_range: tuple[int, int] = (10000, 10099)) -> procrelay.ProcessRelays:
+        low, high = port_range
+        if high - low + 1 >= 8:
+            relays, _ = process_relays(self.clock, self.network, port_min=low, port_max=high)
+            return relays
+        # Too few ports to split (the exhaustion test): the second process's
+        # slice is taken by another program, so every call falls back to the first.
+        relays, _ = process_relays(self.clock, self.network, port_min=low, port_max=high + 4)
+        self.network.refused.update(range(high + 1, high + 5))
+        return relays
+
+
+class ProcessRelaysTests(SynchronousTestCase):
+    """Calls spread over several media processes; each lives and dies on its own."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = FakeNetwork()
+        self.relays, self.spawner = process_relays(self.clock, self.network)
+
+    def allocate(self, call_id: str) -> ProcessSession:
+        session = self.successResultOf(self.relays.allocate(call_id))
+        assert isinstance(session, ProcessSession)
+        return session
+
+    def test_one_process_each_with_its_ports(self) -> None:
+        """Each process is configured with its own slice of the range."""
+        self.assertEqual(len(self.spawner.processes), 2)
+        configured = [p.commands[0]["settings"] for p in self.spawner.processes]
+        self.assertEqual(
+            [(c["port_min"], c["port_max"]) for c in configured], [(10000, 10049), (10050, 10099)]
+        )
+
+    def test_calls_go_to_the_least_busy(self) -> None:
+        """New calls alternate while the processes are even, then fill the emptier one."""
+        first, second = self.relays.relays
+        calls = [self.allocate(f"call-{i}") for i in range(4)]
+        self.assertEqual((first.load, second.load), (2, 2))
+        for session in calls:
+            port = session.side_a.rtp_port
+            self.assertTrue(10000 <= port <= 10099)
+        self.assertEqual(
+            sorted(s.side_a.rtp_port < 10050 for s in calls), [False, False, True, True]
+        )
+        for session in first.sessions():
+            session.release()
+        self.allocate("call-4")
+        self.allocate("call-5")
+        self.assertEqual((first.load, second.load), (2, 2))
+        self.assertEqual(len(self.relays.sessions()), 4)
+        self.assertEqual(self.relays.ports_in_use(), 16)
+
+    def test_full_process_falls_back(self) -> None:
+        """A process that cannot bind (its ports taken) hands the call to the next."""
+        self.network.refused.update(range(10000, 10050))
+        sessions = [self.allocate(f"call-{i}") for i in range(3)]
+        self.assertTrue(all(s.side_a.rtp_port >= 10050 for s in sessions))
+
+    def test_every_process_full_is_media_error(self) -> None:
+        """With no port anywhere, the call fails with MediaError (503)."""
+        self.network.refused.update(range(10000, 10100))
+        self.failureResultOf(self.relays.allocate("call-1"), MediaError)
+
+    def test_dead_process_hangs_up_only_its_calls(self) -> None:
+        """A dead process's calls end; the other's go on; it is passed over until restarted."""
+        first, second = self.relays.relays
+        a, b = self.allocate("call-a"), self.allocate("call-b")
+        ended: list[str] = []
+        a.on_timeout = lambda: (ended.append("a"), a.release())  # the call hangs up
+        b.on_timeout = lambda: (ended.append("b"), b.release())
+        dying = self.spawner.processes[0]
+        dying.signalProcess("KILL")
+        self.assertEqual(ended, ["a"])
+        self.assertFalse(first.running)
+        calls = [self.allocate(f"call-{i}") for i in range(3)]
+        self.assertEqual(second.load, 4)
+        self.assertEqual(self.relays.sessions(), [b, *calls])
+        self.clock.advance(1.0)
+        self.assertEqual((len(self.spawner.processes), self.relays.restarts), (3, 1))
+        self.assertTrue(first.running)
+        self.allocate("call-new")
+        self.assertEqual(first.load, 1)
+
+    def test_none_running_is_media_error(self) -> None:
+        """With every process down, allocation fails at once with MediaError."""
+        for process in list(self.spawner.processes):
+            process.signalProcess("KILL")
+        self.failureResultOf(self.relays.allocate("call-1"), MediaError)
+
+    def test_gauges_count_every_process(self) -> None:
+        """The sessions and ports gauges show the total of all the processes."""
+        sessions = [self.allocate(f"call-{i}") for i in range(3)]
+        self.assertEqual(test_relay.value(metrics.SESSIONS), 3)
+        self.assertEqual(test_relay.value(metrics.PORTS_IN_USE), 12)
+        for process in self.spawner.processes:
+            process.stuck = True  # its own relay's gauges (this process's here) stay as they are
+        sessions[0].release()
+        self.assertEqual(test_relay.value(metrics.SESSIONS), 2)
+        self.assertEqual(test_relay.value(metrics.PORTS_IN_USE), 8)
+
+    def test_flush_and_close_reach_every_process(self) -> None:
+        """flush_metrics asks every process; close stops them all and hangs up."""
+        self.allocate("call-1")
+        self.allocate("call-2")
+        self.relays.flush_metrics()
+        for process in self.spawner.processes:
+            self.assertIn("report", [c["op"] for c in process.commands])
+        self.relays.close()
+        self.assertEqual(self.relays.sessions(), [])
+        self.assertTrue(all(p.ended for p in self.spawner.processes))
+        self.failureResultOf(self.relays.allocate("call-3"), MediaError)
+
+    def test_one_process_is_a_plain_process_relay(self) -> None:
+        """relay_processes = 1 (the default) is the one ProcessRelay, with the whole range."""
+        spawner = LoopbackSpawner(self.clock, self.network.listen_udp)
+        relay = procrelay.process_relay(self.clock, spawner, settings(), MediaPolicy())
+        self.assertIsInstance(relay, ProcessRelay)
+        self.assertEqual(spawner.current.commands[0]["settings"]["port_max"], 10099)

@@ -20,7 +20,7 @@ from warden.rtp import udp as media_udp
 from warden.rtp.music import MAX_MUSIC_SECONDS, HoldMusic, shipped_music, shipped_path
 from warden.rtp.ng import parse_address
 from warden.rtp.policy import MediaPolicy
-from warden.rtp.procrelay import ProcessRelay, spawn_media_process
+from warden.rtp.procrelay import process_relay, spawn_media_process
 from warden.rtp.relay import MediaRelay
 from warden.rtp.rtpengine import RtpengineRelay
 
@@ -56,11 +56,12 @@ class MediaPlugin(BuiltinPlugin):
             hold_music(config, context.config_path)  # a bad file fails here, at start-up
             context.provide(
                 "media",
-                ProcessRelay(
+                process_relay(
                     context.reactor,
                     functools.partial(spawn_media_process, context.reactor),
                     process_settings(config, policy),
                     policy,
+                    config.media.relay_processes,
                 ),
             )
             return

@@ -30,6 +30,8 @@ class SessionChecks(Generic[S]):
         visit: called with each session and the time at every check.
         ports_in_use: the relay's ports held now (for the gauge).
         what: names the check in the log when it fails.
+        count: the sessions for the gauge (default: these); a relay that is
+            one of several gives the total of them all.
     """
 
     log = Logger()
@@ -41,12 +43,14 @@ class SessionChecks(Generic[S]):
         visit: Callable[[S, float], object],
         ports_in_use: Callable[[], int],
         what: str,
+        count: Callable[[], int] | None = None,
     ) -> None:
         self.clock = clock
         self.interval = interval
         self._visit = visit
         self._ports_in_use = ports_in_use
         self._what = what
+        self._count = count
         self._sessions: dict[int, S] = {}
         self._loop = LoopingCall(self._check)
         self._loop.clock = clock
@@ -72,7 +76,7 @@ class SessionChecks(Generic[S]):
     def changed(self) -> None:
         """Export the gauges; with no session left, stop checking."""
         metrics.PORTS_IN_USE.set(self._ports_in_use())
-        metrics.SESSIONS.set(len(self._sessions))
+        metrics.SESSIONS.set(len(self._sessions) if self._count is None else self._count())
         if not self._sessions and self._loop.running and not self._checking:
             self._loop.stop()
 

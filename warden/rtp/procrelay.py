@@ -21,13 +21,18 @@ When the media process dies, every call's media is gone: each live session's
 ``on_timeout`` fires (the calls are hung up), allocations waiting fail with
 L{MediaError} (503), and the process is started again after ``restart_delay``
 seconds (doubling, up to a minute, while it keeps dying within ten seconds).
+
+With ``[media] relay_processes`` above 1, L{ProcessRelays} runs that many
+media processes, each a L{ProcessRelay} with its own slice of the port range
+(L{split_ports}); each call goes to the one holding the fewest sessions (ADR
+0033, amendment of 7 December).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -47,7 +52,15 @@ from warden.rtp.mediaproc import FORWARDED_METRICS, metric_key
 from warden.rtp.policy import MediaPolicy
 from warden.rtp.session import MediaSession, RelayProtocol
 
-__all__ = ["MediaProcessProtocol", "ProcessRelay", "ProcessSession", "spawn_media_process"]
+__all__ = [
+    "MediaProcessProtocol",
+    "ProcessRelay",
+    "ProcessRelays",
+    "ProcessSession",
+    "process_relay",
+    "spawn_media_process",
+    "split_ports",
+]
 
 #: Starts the media process with this protocol; returns its transport.
 Spawn = Callable[[ProcessProtocol], object]
@@ -226,10 +239,29 @@ class ProcessRelay:
         # Released sessions waiting for their final counters, by number.
         self._releasing: dict[int, tuple[ProcessSession, IDelayedCall, MediaProcessProtocol]] = {}
         self._metric_totals: dict[str, float] = {}
+        #: The relays this one is one of (L{ProcessRelays}); the gauges count them all.
+        self.group: ProcessRelays | None = None
         self._checks: SessionChecks[ProcessSession] = SessionChecks(
-            clock, 60.0, lambda s, now: None, self.ports_in_use, "Media process gauges"
-        )
+            clock, 60.0, lambda s, now: None, self._gauge_ports, "Media process gauges",
+            self._gauge_sessions,
+        )  # fmt: skip
         self._start()
+
+    def _gauge_ports(self) -> int:
+        return self.ports_in_use() if self.group is None else self.group.ports_in_use()
+
+    def _gauge_sessions(self) -> int:
+        return len(self._live) if self.group is None else len(self.group.sessions())
+
+    @property
+    def running(self) -> bool:
+        """Whether the media process is up (a call can be allocated)."""
+        return self._process is not None and not self._closed
+
+    @property
+    def load(self) -> int:
+        """Sessions held and allocations waiting for the process's answer."""
+        return len(self._live) + len(self._waiting)
 
     # -- the process ---------------------------------------------------------------------
 
@@ -615,3 +647,119 @@ def _side_of(value: object) -> MediaSide:
     ):
         raise ValueError("a side is [address, rtp port, rtcp port]")
     return MediaSide(address, rtp, rtcp)
+
+
+def split_ports(port_min: int, port_max: int, count: int) -> list[tuple[int, int]]:
+    """
+    ``port_min``..``port_max`` cut into ``count`` slices, one per media
+    process: each starts on an even port (RTP) and holds at least four; the
+    last takes what is left over.
+
+    Raises:
+        ValueError: when the range cannot give every slice four ports.
+    """
+    if count < 1:
+        raise ValueError("at least one media process")
+    size = (port_max - port_min + 1) // count & ~1
+    if size < 4:
+        raise ValueError(f"{port_min}-{port_max} cannot give {count} media processes 4 ports each")
+    first = port_min + (port_min & 1)
+    slices = [(first + i * size, first + (i + 1) * size - 1) for i in range(count)]
+    slices[-1] = (slices[-1][0], port_max)
+    if slices[-1][1] - slices[-1][0] < 3:
+        raise ValueError(f"{port_min}-{port_max} cannot give {count} media processes 4 ports each")
+    return slices
+
+
+@implementer(IMediaRelay)
+class ProcessRelays:
+    """
+    The built-in relay in several media processes (``[media] relay_processes``):
+    each call goes to the running one holding the fewest sessions, the next in
+    turn among equals. One that is down (restarting) is passed over; with
+    none running, allocation fails with L{MediaError} (503). Each process is
+    restarted on its own, and a dead one hangs up only its own calls.
+
+    Args:
+        relays: one L{ProcessRelay} per media process, each with its own ports.
+    """
+
+    def __init__(self, relays: Sequence[ProcessRelay]) -> None:
+        if not relays:
+            raise ValueError("at least one media process")
+        self.relays = list(relays)
+        self._turn = 0
+        for relay in self.relays:
+            relay.group = self
+
+    def allocate(self, call_id: str) -> defer.Deferred[IMediaSession]:
+        """
+        Bind a session in the least busy running media process; when that
+        one cannot (its ports are taken), in the next least busy, and so on.
+        """
+        count = len(self.relays)
+        start, self._turn = self._turn, (self._turn + 1) % count
+        order = [self.relays[(start + i) % count] for i in range(count)]
+        running = sorted((relay for relay in order if relay.running), key=lambda r: r.load)
+        if not running:
+            return order[0].allocate(call_id)  # fails: none is running
+        return self._allocate_in(running, call_id)
+
+    def _allocate_in(
+        self, relays: list[ProcessRelay], call_id: str
+    ) -> defer.Deferred[IMediaSession]:
+        d = relays[0].allocate(call_id)
+        if len(relays) > 1:
+
+            def next_one(failure: Failure) -> defer.Deferred[IMediaSession]:
+                failure.trap(MediaError)  # type: ignore[no-untyped-call]
+                return self._allocate_in(relays[1:], call_id)
+
+            d.addErrback(next_one)
+        return d
+
+    def sessions(self) -> list[IMediaSession]:
+        """Every session allocated and not released, in every process."""
+        return [session for relay in self.relays for session in relay.sessions()]
+
+    def ports_in_use(self) -> int:
+        """The ports held for calls in every process."""
+        return sum(relay.ports_in_use() for relay in self.relays)
+
+    def flush_metrics(self) -> None:
+        """Ask every media process for its counters now."""
+        for relay in self.relays:
+            relay.flush_metrics()
+
+    def close(self) -> None:
+        """Release every session and stop every media process (at shutdown)."""
+        for relay in self.relays:
+            relay.close()
+
+    @property
+    def restarts(self) -> int:
+        """Restarts of all the media processes."""
+        return sum(relay.restarts for relay in self.relays)
+
+
+def process_relay(
+    clock: IReactorTime,
+    spawn: Spawn,
+    settings: Mapping[str, Any],
+    policy: MediaPolicy,
+    processes: int = 1,
+) -> ProcessRelay | ProcessRelays:
+    """
+    The built-in relay in ``processes`` media processes: one L{ProcessRelay},
+    or L{ProcessRelays} over that many, each with its slice of the settings'
+    port range (L{split_ports}; ValueError when it is too small).
+    """
+    if processes == 1:
+        return ProcessRelay(clock, spawn, settings, policy)
+    slices = split_ports(settings["port_min"], settings["port_max"], processes)
+    return ProcessRelays(
+        [
+            ProcessRelay(clock, spawn, {**settings, "port_min": low, "port_max": high}, policy)
+            for low, high in slices
+        ]
+    )
