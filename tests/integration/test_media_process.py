@@ -12,6 +12,7 @@ DTMF event). Skipped locally without SIPp or baresip; an error under CI=true.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.integration import (
     test_voicemail,
 )
 from tests.integration.baresip import free_port_range
-from tests.integration.harness import poll
+from tests.integration.harness import poll, wardenctl
 
 
 def children(pid: int) -> set[int]:
@@ -76,6 +77,53 @@ class MediaProcessCallTests(test_calls.SippCallTests):
         (second,) = media_processes(warden.pid)
         await warden.stop()
         self.assertTrue(await poll(lambda: not Path(f"/proc/{second}").exists(), 15))
+
+
+class MediaProcessesCallTests(test_calls.SippCallTests):
+    """
+    ``[media] relay_processes = 2``: two media processes, each with half the
+    ports; calls go to both, and one killed is started again on its own.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.media_range = free_port_range(200)
+
+    def media_config(self) -> dict[str, object]:
+        """Warden's ``[media]``: the built-in relay in two media processes."""
+        return {**super().media_config(), "relay_processes": 2}
+
+    async def test_calls_spread_and_one_process_restarted(self) -> None:
+        """Calls' media goes through both processes' ports; a killed one comes back."""
+        calls = 4
+        warden, users, uas, uac_args = await self.call_setup(calls)
+        self.assertTrue(await poll(lambda: len(media_processes(warden.pid)) == 2, 15))
+        before = media_processes(warden.pid)
+        killed = min(before)
+        os.kill(killed, signal.SIGKILL)
+        restarted = await poll(
+            lambda: len(media_processes(warden.pid) - before) == 1
+            and len(media_processes(warden.pid)) == 2,
+            15,
+        )
+        self.assertTrue(restarted, warden.log_tail())
+        self.assertIn(max(before), media_processes(warden.pid))  # the other lived on
+        await self.run_uac([*uac_args, "-r", "2", "-d", "3000"], calls, uas)
+        await self.assertAllRelayed(warden, users, calls)
+        listed = await wardenctl(warden.config_path, "cdr", "list", "--json")
+        low, high = self.media_range
+        middle = low + (high - low + 1) // 2
+        halves = {
+            record["media"][side]["rtp_port"] < middle
+            for record in json.loads(listed.stdout)
+            for side in ("a", "b")
+        }
+        self.assertEqual(halves, {True, False}, listed.stdout)  # both processes relayed
+        remaining = media_processes(warden.pid)
+        await warden.stop()
+        self.assertTrue(
+            await poll(lambda: not any(Path(f"/proc/{p}").exists() for p in remaining), 15)
+        )
 
 
 class InProcessCallTests(test_calls.SippCallTests):
