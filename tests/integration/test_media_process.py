@@ -102,8 +102,10 @@ class MediaProcessesCallTests(test_calls.SippCallTests):
         killed = min(before)
         os.kill(killed, signal.SIGKILL)
         restarted = await poll(
-            lambda: len(media_processes(warden.pid) - before) == 1
-            and len(media_processes(warden.pid)) == 2,
+            lambda: (
+                len(media_processes(warden.pid) - before) == 1
+                and len(media_processes(warden.pid)) == 2
+            ),
             15,
         )
         self.assertTrue(restarted, warden.log_tail())
