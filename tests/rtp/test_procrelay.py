@@ -842,6 +842,23 @@ class ProcessRelaysTests(SynchronousTestCase):
         sessions = [self.allocate(f"call-{i}") for i in range(3)]
         self.assertTrue(all(s.side_a.rtp_port >= 10050 for s in sessions))
 
+    def test_failure_counted_once_per_call(self) -> None:
+        """A process that does not answer passes the call on, uncounted; the last try counts."""
+        before = test_relay.value(metrics.ALLOCATION_FAILURES)
+        self.spawner.processes[0].stuck = True
+        d = self.relays.allocate("call-1")
+        self.clock.advance(ALLOCATE_TIMEOUT)
+        session = self.successResultOf(d)
+        self.assertIn(session, self.relays.relays[1].sessions())
+        self.assertEqual(test_relay.value(metrics.ALLOCATION_FAILURES), before)
+        self.spawner.processes[1].stuck = True
+        d = self.relays.allocate("call-2")
+        self.clock.advance(ALLOCATE_TIMEOUT)
+        self.assertNoResult(d)
+        self.clock.advance(ALLOCATE_TIMEOUT)
+        self.failureResultOf(d, MediaError)
+        self.assertEqual(test_relay.value(metrics.ALLOCATION_FAILURES), before + 1)
+
     def test_every_process_full_is_media_error(self) -> None:
         """With no port anywhere, the call fails with MediaError (503)."""
         self.network.refused.update(range(10000, 10100))

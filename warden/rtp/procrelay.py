@@ -235,6 +235,8 @@ class ProcessRelay:
         self._closed = False
         self._next = 0
         self._waiting: dict[int, tuple[str, defer.Deferred[IMediaSession], IDelayedCall]] = {}
+        # Allocations whose failure another relay of the group may still make good.
+        self._uncounted: set[int] = set()
         self._live: dict[int, ProcessSession] = {}
         # Released sessions waiting for their final counters, by number.
         self._releasing: dict[int, tuple[ProcessSession, IDelayedCall, MediaProcessProtocol]] = {}
@@ -308,6 +310,7 @@ class ProcessRelay:
             reason=reason.getErrorMessage(),
             n=len(self._live),
         )
+        self._uncounted.clear()
         for number, (_, d, timer) in list(self._waiting.items()):
             del self._waiting[number]
             timer.cancel()
@@ -344,22 +347,32 @@ class ProcessRelay:
 
     # -- IMediaRelay -----------------------------------------------------------------------
 
-    def allocate(self, call_id: str) -> defer.Deferred[IMediaSession]:
-        """Bind a session in the media process; MediaError when it cannot (503)."""
+    def allocate(self, call_id: str, counted: bool = True) -> defer.Deferred[IMediaSession]:
+        """
+        Bind a session in the media process; MediaError when it cannot (503).
+        ``counted=False``: a failure is not counted in
+        ``warden_media_allocation_failures_total`` (L{ProcessRelays} counts a
+        call's failure once, when no process could take it).
+        """
         if self._process is None or self._closed:
-            metrics.ALLOCATION_FAILURES.inc()
+            if counted:
+                metrics.ALLOCATION_FAILURES.inc()
             return defer.fail(MediaError("the media process is not running"))
         self._next += 1
         number = self._next
         d: defer.Deferred[IMediaSession] = defer.Deferred()
         timer = self.clock.callLater(ALLOCATE_TIMEOUT, self._allocate_timeout, number)
         self._waiting[number] = (call_id, d, timer)
+        if not counted:
+            self._uncounted.add(number)
         self.send({"op": "allocate", "id": number, "call": call_id})
         return d
 
     def _allocate_timeout(self, number: int) -> None:
         _, d, _ = self._waiting.pop(number)
-        metrics.ALLOCATION_FAILURES.inc()
+        if number not in self._uncounted:
+            metrics.ALLOCATION_FAILURES.inc()
+        self._uncounted.discard(number)
         self.send({"op": "release", "id": number})  # if it comes late after all
         d.errback(MediaError("the media process did not answer"))
 
@@ -370,8 +383,11 @@ class ProcessRelay:
             return
         call_id, d, timer = waiting
         timer.cancel()
+        counted = number not in self._uncounted
+        self._uncounted.discard(number)
         if "error" in message:
-            metrics.ALLOCATION_FAILURES.inc()
+            if counted:
+                metrics.ALLOCATION_FAILURES.inc()
             d.errback(MediaError(str(message["error"])[:200]))
             return
         try:
@@ -708,7 +724,8 @@ class ProcessRelays:
     def _allocate_in(
         self, relays: list[ProcessRelay], call_id: str
     ) -> defer.Deferred[IMediaSession]:
-        d = relays[0].allocate(call_id)
+        # Only the last try's failure is the call's, and counted.
+        d = relays[0].allocate(call_id, counted=len(relays) == 1)
         if len(relays) > 1:
 
             def next_one(failure: Failure) -> defer.Deferred[IMediaSession]:
