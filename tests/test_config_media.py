@@ -217,6 +217,10 @@ class RelayProcessesConfigTests(SynchronousTestCase):
             )
             self.assertEqual(error.path, "media.relay_processes")
             self.assertIn(expected, str(error))
+        # 8 ports from an odd port: RTP starts at 30002, leaving 3 for the second process.
+        odd = "[media]\nport_min = 30001\nport_max = 30008\nrelay_processes = 2"
+        error = self.assertRaises(ConfigError, parse_config_text, odd, "w.toml")
+        self.assertEqual(error.path, "media.relay_processes")
         text = "[media]\nport_min = 30000\nport_max = 30010\nrelay_processes = 3"
         error = self.assertRaises(ConfigError, parse_config_text, text, "w.toml")
         self.assertEqual(

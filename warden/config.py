@@ -29,6 +29,7 @@ import attrs
 from warden.errors import ConfigError, ConfigFileError
 from warden.rtp.ng import parse_address
 from warden.rtp.policy import DESTINATION_MODES, LATCH_MODES, SRTP_MODES
+from warden.rtp.ports import split_ports
 from warden.sip.addressing import NAT_MODES
 from warden.sip.dialplan import Rule, RuleError
 from warden.sip.transport import DEFAULT_TCP_CONNECTIONS_PER_IP, DEFAULT_TCP_MESSAGE_TIMEOUT
@@ -591,10 +592,12 @@ class MediaConfig:
     def __attrs_post_init__(self) -> None:
         if self.port_max - self.port_min < 3:
             raise _fail(self, "port_max", "must be at least media.port_min + 3")
-        if self.relay_process and self.port_max - self.port_min + 1 < 4 * self.relay_processes:
-            raise _fail(
-                self, "relay_processes", "needs 4 ports per process in media.port_min..port_max"
-            )
+        if self.relay_process:
+            try:
+                split_ports(self.port_min, self.port_max, self.relay_processes)
+            except ValueError:
+                why = "needs 4 ports per process in media.port_min..port_max"
+                raise _fail(self, "relay_processes", why) from None
         if self.engine == "rtpengine" and self.srtp == "required":
             raise _fail(self, "srtp", '"required" needs engine = "builtin" (SRTP, ADR 0025)')
 

@@ -23,6 +23,7 @@ from warden.rtp.control import ControlError, FrameReader, frame, pack, unpack
 from warden.rtp.errors import MediaError
 from warden.rtp.mediaproc import MediaWorker
 from warden.rtp.policy import MediaPolicy
+from warden.rtp.ports import split_ports
 from warden.rtp.procrelay import (
     ALLOCATE_TIMEOUT,
     FINAL_STATS_TIMEOUT,
@@ -755,26 +756,26 @@ def process_relays(
 
 
 class SplitPortsTests(SynchronousTestCase):
-    """L{procrelay.split_ports}: each media process's slice of the range."""
+    """L{warden.rtp.ports.split_ports}: each media process's slice of the range."""
 
     def test_even_slices(self) -> None:
         """Slices start on even ports; the last takes what is left."""
-        self.assertEqual(procrelay.split_ports(10000, 20000, 2), [(10000, 14999), (15000, 20000)])
+        self.assertEqual(split_ports(10000, 20000, 2), [(10000, 14999), (15000, 20000)])
         self.assertEqual(
-            procrelay.split_ports(10000, 10099, 3),
+            split_ports(10000, 10099, 3),
             [(10000, 10031), (10032, 10063), (10064, 10099)],
         )
-        self.assertEqual(procrelay.split_ports(10000, 10099, 1), [(10000, 10099)])
+        self.assertEqual(split_ports(10000, 10099, 1), [(10000, 10099)])
 
     def test_odd_start(self) -> None:
         """An odd port_min is skipped: RTP ports are even."""
-        self.assertEqual(procrelay.split_ports(10001, 10100, 2), [(10002, 10051), (10052, 10100)])
+        self.assertEqual(split_ports(10001, 10100, 2), [(10002, 10051), (10052, 10100)])
 
     def test_too_small(self) -> None:
         """Fewer than four ports for a process, or no process, is a ValueError."""
         for port_min, port_max, count in ((10000, 10006, 2), (10001, 10008, 2), (10000, 10099, 0)):
-            self.assertRaises(ValueError, procrelay.split_ports, port_min, port_max, count)
-        self.assertEqual(procrelay.split_ports(10000, 10007, 2), [(10000, 10003), (10004, 10007)])
+            self.assertRaises(ValueError, split_ports, port_min, port_max, count)
+        self.assertEqual(split_ports(10000, 10007, 2), [(10000, 10003), (10004, 10007)])
 
 
 class ProcessRelaysConformanceTests(MediaRelayConformanceMixin, TestCase):

@@ -93,3 +93,25 @@ class PortPool:
         self._cooling.append(port)
         if len(self._cooling) > self._cooling_limit:
             self._free.append(self._cooling.popleft())
+
+
+def split_ports(port_min: int, port_max: int, count: int) -> list[tuple[int, int]]:
+    """
+    ``port_min``..``port_max`` cut into ``count`` slices, one per media
+    process: each starts on an even port (RTP) and holds at least four; the
+    last takes what is left over.
+
+    Raises:
+        ValueError: when the range cannot give every slice four ports.
+    """
+    if count < 1:
+        raise ValueError("at least one media process")
+    size = (port_max - port_min + 1) // count & ~1
+    if size < 4:
+        raise ValueError(f"{port_min}-{port_max} cannot give {count} media processes 4 ports each")
+    first = port_min + (port_min & 1)
+    slices = [(first + i * size, first + (i + 1) * size - 1) for i in range(count)]
+    slices[-1] = (slices[-1][0], port_max)
+    if slices[-1][1] - slices[-1][0] < 3:
+        raise ValueError(f"{port_min}-{port_max} cannot give {count} media processes 4 ports each")
+    return slices

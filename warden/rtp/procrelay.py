@@ -24,7 +24,7 @@ seconds (doubling, up to a minute, while it keeps dying within ten seconds).
 
 With ``[media] relay_processes`` above 1, L{ProcessRelays} runs that many
 media processes, each a L{ProcessRelay} with its own slice of the port range
-(L{split_ports}); each call goes to the one holding the fewest sessions (ADR
+(L{warden.rtp.ports.split_ports}); each call goes to the one holding the fewest sessions (ADR
 0033, amendment of 7 December).
 """
 
@@ -50,6 +50,7 @@ from warden.rtp.control import ControlError, FrameReader, frame, pack, unpack
 from warden.rtp.errors import MediaError
 from warden.rtp.mediaproc import FORWARDED_METRICS, metric_key
 from warden.rtp.policy import MediaPolicy
+from warden.rtp.ports import split_ports
 from warden.rtp.session import MediaSession, RelayProtocol
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
     "ProcessSession",
     "process_relay",
     "spawn_media_process",
-    "split_ports",
 ]
 
 #: Starts the media process with this protocol; returns its transport.
@@ -665,28 +665,6 @@ def _side_of(value: object) -> MediaSide:
     return MediaSide(address, rtp, rtcp)
 
 
-def split_ports(port_min: int, port_max: int, count: int) -> list[tuple[int, int]]:
-    """
-    ``port_min``..``port_max`` cut into ``count`` slices, one per media
-    process: each starts on an even port (RTP) and holds at least four; the
-    last takes what is left over.
-
-    Raises:
-        ValueError: when the range cannot give every slice four ports.
-    """
-    if count < 1:
-        raise ValueError("at least one media process")
-    size = (port_max - port_min + 1) // count & ~1
-    if size < 4:
-        raise ValueError(f"{port_min}-{port_max} cannot give {count} media processes 4 ports each")
-    first = port_min + (port_min & 1)
-    slices = [(first + i * size, first + (i + 1) * size - 1) for i in range(count)]
-    slices[-1] = (slices[-1][0], port_max)
-    if slices[-1][1] - slices[-1][0] < 3:
-        raise ValueError(f"{port_min}-{port_max} cannot give {count} media processes 4 ports each")
-    return slices
-
-
 @implementer(IMediaRelay)
 class ProcessRelays:
     """
@@ -769,7 +747,7 @@ def process_relay(
     """
     The built-in relay in ``processes`` media processes: one L{ProcessRelay},
     or L{ProcessRelays} over that many, each with its slice of the settings'
-    port range (L{split_ports}; ValueError when it is too small).
+    port range (L{warden.rtp.ports.split_ports}; ValueError when it is too small).
     """
     if processes == 1:
         return ProcessRelay(clock, spawn, settings, policy)
