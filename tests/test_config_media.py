@@ -203,8 +203,8 @@ class RelayProcessesConfigTests(SynchronousTestCase):
         self.assertEqual(parse_config_text("", "w.toml").media.relay_processes, 1)
         media = parse_config_text("[media]\nrelay_processes = 3", "w.toml").media
         self.assertEqual(media.relay_processes, 3)
-        for cores, expected in ((1, 1), (2, 2), (64, 4), (None, 1)):
-            with mock.patch.object(config_module.os, "cpu_count", return_value=cores):
+        for cores, expected in ((1, 1), (2, 2), (64, 4)):
+            with mock.patch.object(config_module, "usable_cores", return_value=cores):
                 media = parse_config_text('[media]\nrelay_processes = "auto"', "w.toml").media
             self.assertEqual(media.relay_processes, expected)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from unittest import mock
 
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
@@ -16,6 +17,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from warden import config as config_module
 from warden.config import parse_config_text
 from warden.errors import ConfigError
 from warden.server import spool_path
@@ -209,7 +211,11 @@ class WorkersConfigTests(SynchronousTestCase):
     def test_auto(self) -> None:
         """ "auto" is one worker per core."""
         config = parse_config_text('[sip]\nworkers = "auto"\n' + self.state)
-        self.assertEqual(config.sip.workers, os.cpu_count() or 1)
+        self.assertEqual(config.sip.workers, len(os.sched_getaffinity(0)))
+        for cores, expected in ((3, 3), (200, 64)):  # a big machine: at most 64
+            with mock.patch.object(config_module, "usable_cores", return_value=cores):
+                config = parse_config_text('[sip]\nworkers = "auto"\n' + self.state)
+            self.assertEqual(config.sip.workers, expected)
 
     def test_bad_value(self) -> None:
         """Anything but 1..64 or "auto" names the key."""

@@ -126,10 +126,25 @@ def _to_float(value: Any) -> Any:
     return float(value) if _is_int(value) else value
 
 
+def usable_cores() -> int:
+    """
+    The cores this process may run on: its CPU affinity (a container's or a
+    service's CPU set, ``taskset``), else every core the machine has.
+    """
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+#: The most ``[sip] workers``; ``"auto"`` gives one per usable core up to it.
+MAX_WORKERS = 64
+
+
 def _to_workers(value: Any) -> Any:
     """``[sip] workers = "auto"``: one worker per core; the rest is left to the validator."""
     if value == "auto":
-        return os.cpu_count() or 1
+        return min(usable_cores(), MAX_WORKERS)
     return value
 
 
@@ -296,7 +311,7 @@ class SipConfig:
         validator=_rule(lambda v: v in NAT_MODES, f"one of {', '.join(NAT_MODES)}"),
     )
     tls_port: int = attrs.field(default=5061, validator=_int_in(0, 65535))
-    workers: int = attrs.field(default=1, converter=_to_workers, validator=_int_in(1, 64))
+    workers: int = attrs.field(default=1, converter=_to_workers, validator=_int_in(1, MAX_WORKERS))
     worker_port_base: int = attrs.field(default=5070, validator=_int_in(1, 65535))
     worker_tls_port_base: int = attrs.field(default=0, validator=_int_in(0, 65535))
 
@@ -487,7 +502,7 @@ AUTO_RELAY_PROCESSES = 4
 def _to_relay_processes(value: Any) -> Any:
     """``[media] relay_processes = "auto"``: one per core, at most 4."""
     if value == "auto":
-        return min(os.cpu_count() or 1, AUTO_RELAY_PROCESSES)
+        return min(usable_cores(), AUTO_RELAY_PROCESSES)
     return value
 
 
