@@ -56,6 +56,7 @@ import sqlite3
 import struct
 import sys
 import time
+import tomllib
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -144,12 +145,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         " shared port by source address)",
     )
     parser.add_argument(
+        "--media",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [media] setting for Warden, VALUE in TOML (relay_processes=2,"
+        " relay_process=false); repeatable",
+    )
+    parser.add_argument(
         "--max-other-pct",
         type=float,
         default=MAX_OTHER_PCT,
         help="a step is valid when the rest of the machine used less CPU than this (%% of a core)",
     )
     args = parser.parse_args(argv)
+    try:
+        args.media = media_settings(args.media)
+    except ValueError as e:
+        parser.error(f"--media: {e}")
     if args.workers < 0 or args.sipp_procs < 1:
         parser.error("--workers must be 0 or more and --sipp-procs 1 or more")
     if args.workers and args.mode != "cps":
@@ -392,6 +405,20 @@ def _ip_checksum(header: bytes) -> int:
 # -- Warden with a caller and a registered callee -----------------------------------
 
 
+def media_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--media KEY=VALUE`` options as a ``[media]`` table (VALUE is TOML)."""
+    table: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+        try:
+            table[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{pair!r}: the value is not TOML ({e})") from None
+    return table
+
+
 class Rig:
     """
     A Warden on a fresh data directory (``settings`` merged over its defaults),
@@ -417,7 +444,8 @@ class Rig:
         self.echo = echo
         settings = dict(settings or {})
         if media_range is not None:  # None: Warden's default range
-            settings["media"] = {"port_min": media_range[0], "port_max": media_range[1]}
+            ports = {"port_min": media_range[0], "port_max": media_range[1]}
+            settings["media"] = {**ports, **settings.get("media", {})}
         if plugins:
             settings["plugins"] = {"enabled": list(plugins)}
         self.warden = WardenProcess(workdir / "warden", settings=settings)
@@ -929,6 +957,8 @@ async def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict[s
     mode_dir.mkdir()
     plugins = [p for p in (args.plugins or "").split(",") if p]
     settings, extra_pids = worker_settings(args.workers)
+    if args.media:
+        settings["media"] = dict(args.media)
     procs = args.sipp_procs if mode == "cps" else 1
     rig = Rig(
         mode_dir,
