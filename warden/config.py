@@ -141,11 +141,17 @@ def usable_cores() -> int:
 MAX_WORKERS = 64
 
 
+def _auto_count(value: Any, most: int) -> Any:
+    """
+    A process count where ``"auto"`` is one per usable core, at most
+    ``most``; the rest is left to the validator.
+    """
+    return min(usable_cores(), most) if value == "auto" else value
+
+
 def _to_workers(value: Any) -> Any:
-    """``[sip] workers = "auto"``: one worker per core; the rest is left to the validator."""
-    if value == "auto":
-        return min(usable_cores(), MAX_WORKERS)
-    return value
+    """``[sip] workers``: ``"auto"`` is one worker per core."""
+    return _auto_count(value, MAX_WORKERS)
 
 
 def _to_tuple(value: Any) -> Any:
@@ -500,10 +506,8 @@ AUTO_RELAY_PROCESSES = 4
 
 
 def _to_relay_processes(value: Any) -> Any:
-    """``[media] relay_processes = "auto"``: one per core, at most 4."""
-    if value == "auto":
-        return min(usable_cores(), AUTO_RELAY_PROCESSES)
-    return value
+    """``[media] relay_processes``: ``"auto"`` is one per core, at most 4."""
+    return _auto_count(value, AUTO_RELAY_PROCESSES)
 
 
 def _is_ng_address(value: object) -> bool:

@@ -54,10 +54,14 @@ def process_relay(
 ) -> tuple[ProcessRelay, LoopbackSpawner]:
     """A ProcessRelay whose media process is a loopback worker on ``network``."""
     spawner = LoopbackSpawner(clock, network.listen_udp)
-    policy_keys = ("latch", "destinations", "latch_packets", "own_addresses", "srtp")
     config = settings(**kw)
-    policy = MediaPolicy(*(config[k] for k in policy_keys))
-    return ProcessRelay(clock, spawner, config, policy), spawner
+    return ProcessRelay(clock, spawner, config, policy_of(config)), spawner
+
+
+def policy_of(config: dict[str, Any]) -> MediaPolicy:
+    """The media policy the process's settings carry."""
+    keys = ("latch", "destinations", "latch_packets", "own_addresses", "srtp")
+    return MediaPolicy(*(config[k] for k in keys))
 
 
 class ProcessConformanceTests(MediaRelayConformanceMixin, TestCase):
@@ -748,9 +752,7 @@ def process_relays(
     """``processes`` loopback media processes, as ``[media] relay_processes`` makes them."""
     spawner = LoopbackSpawner(clock, network.listen_udp)
     config = settings(**kw)
-    policy = MediaPolicy(config["latch"], config["destinations"], config["latch_packets"],
-                         config["own_addresses"], config["srtp"])  # fmt: skip
-    relays = procrelay.process_relay(clock, spawner, config, policy, processes)
+    relays = procrelay.process_relay(clock, spawner, config, policy_of(config), processes)
     assert isinstance(relays, procrelay.ProcessRelays)
     return relays, spawner
 

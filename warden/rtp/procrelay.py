@@ -234,9 +234,12 @@ class ProcessRelay:
         self._restart: IDelayedCall | None = None
         self._closed = False
         self._next = 0
-        self._waiting: dict[int, tuple[str, defer.Deferred[IMediaSession], IDelayedCall]] = {}
-        # Allocations whose failure another relay of the group may still make good.
-        self._uncounted: set[int] = set()
+        # Allocations waiting for the process's answer: call, Deferred, timer, and
+        # whether a failure is counted (not when another relay of the group may
+        # still take the call).
+        self._waiting: dict[
+            int, tuple[str, defer.Deferred[IMediaSession], IDelayedCall, bool]
+        ] = {}
         self._live: dict[int, ProcessSession] = {}
         # Released sessions waiting for their final counters, by number.
         self._releasing: dict[int, tuple[ProcessSession, IDelayedCall, MediaProcessProtocol]] = {}
@@ -250,10 +253,14 @@ class ProcessRelay:
         self._start()
 
     def _gauge_ports(self) -> int:
-        return self.ports_in_use() if self.group is None else self.group.ports_in_use()
+        return (self.group or self).ports_in_use()
 
     def _gauge_sessions(self) -> int:
-        return len(self._live) if self.group is None else len(self.group.sessions())
+        return (self.group or self).session_count()
+
+    def session_count(self) -> int:
+        """Sessions allocated and not released."""
+        return len(self._live)
 
     @property
     def running(self) -> bool:
@@ -310,8 +317,7 @@ class ProcessRelay:
             reason=reason.getErrorMessage(),
             n=len(self._live),
         )
-        self._uncounted.clear()
-        for number, (_, d, timer) in list(self._waiting.items()):
+        for number, (_, d, timer, _) in list(self._waiting.items()):
             del self._waiting[number]
             timer.cancel()
             d.errback(MediaError("the media process ended"))
@@ -362,17 +368,14 @@ class ProcessRelay:
         number = self._next
         d: defer.Deferred[IMediaSession] = defer.Deferred()
         timer = self.clock.callLater(ALLOCATE_TIMEOUT, self._allocate_timeout, number)
-        self._waiting[number] = (call_id, d, timer)
-        if not counted:
-            self._uncounted.add(number)
+        self._waiting[number] = (call_id, d, timer, counted)
         self.send({"op": "allocate", "id": number, "call": call_id})
         return d
 
     def _allocate_timeout(self, number: int) -> None:
-        _, d, _ = self._waiting.pop(number)
-        if number not in self._uncounted:
+        _, d, _, counted = self._waiting.pop(number)
+        if counted:
             metrics.ALLOCATION_FAILURES.inc()
-        self._uncounted.discard(number)
         self.send({"op": "release", "id": number})  # if it comes late after all
         d.errback(MediaError("the media process did not answer"))
 
@@ -381,10 +384,8 @@ class ProcessRelay:
         waiting = self._waiting.pop(number, None) if isinstance(number, int) else None
         if waiting is None:
             return
-        call_id, d, timer = waiting
+        call_id, d, timer, counted = waiting
         timer.cancel()
-        counted = number not in self._uncounted
-        self._uncounted.discard(number)
         if "error" in message:
             if counted:
                 metrics.ALLOCATION_FAILURES.inc()
@@ -716,6 +717,10 @@ class ProcessRelays:
     def sessions(self) -> list[IMediaSession]:
         """Every session allocated and not released, in every process."""
         return [session for relay in self.relays for session in relay.sessions()]
+
+    def session_count(self) -> int:
+        """Sessions allocated and not released, in every process."""
+        return sum(relay.session_count() for relay in self.relays)
 
     def ports_in_use(self) -> int:
         """The ports held for calls in every process."""
