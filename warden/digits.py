@@ -18,6 +18,9 @@ from __future__ import annotations
 import re
 
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+#: How many digits each ``maximum`` given to L{parse_uint} has (the callers
+#: pass a few constants; at most 64 are kept).
+_WIDTHS: dict[int, int] = {}
 
 
 def is_digits(text: str) -> bool:
@@ -32,7 +35,14 @@ def parse_uint(text: str, maximum: int, max_digits: int | None = None) -> int | 
     long (by default as many as ``maximum`` has) and at most ``maximum``;
     otherwise None. No sign, space, underscore or non-ASCII digit is accepted.
     """
-    limit = len(str(maximum)) if max_digits is None else max_digits
+    if max_digits is None:
+        limit = _WIDTHS.get(maximum)
+        if limit is None:
+            limit = len(str(maximum))
+            if len(_WIDTHS) < 64:
+                _WIDTHS[maximum] = limit
+    else:
+        limit = max_digits
     if len(text) > limit or not (text.isascii() and text.isdigit()):
         return None
     value = int(text)

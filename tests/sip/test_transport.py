@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+from typing import Any
 
+from twisted.internet.error import InvalidAddressError
+from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -12,7 +16,7 @@ from warden.sip.flow import Flow
 from warden.sip.headers import parse_via
 from warden.sip.message import Request
 from warden.sip.parser import parse_datagram
-from warden.sip.transport import SipDatagramProtocol
+from warden.sip.transport import SipDatagramProtocol, TransportError, TransportHub
 from warden.testing.sipstack import FakeSipStack
 
 OPTIONS = (
@@ -87,6 +91,78 @@ class UdpTests(SynchronousTestCase):
             b"Content-Length: 0", b"X-Pad: " + b"a" * 2000 + b"\r\nContent-Length: 0"
         )
         self.assertEqual(stack.send_udp(data), [])
+
+
+class _CheckingPort:
+    """
+    What the protocol uses of Twisted's UDP port: its socket, and a ``write``
+    that checks the host as the port does before sending on the socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.written: list[tuple[bytes, Any]] = []
+
+    def write(self, data: bytes, addr: Any) -> None:
+        if addr[0] != "127.0.0.1":
+            raise InvalidAddressError(addr, "not an IPv4 literal")
+        self.written.append((data, addr))
+        self.socket.sendto(data, addr)
+
+
+class UdpSendTests(SynchronousTestCase):
+    """Datagrams leave on the listening socket itself once the port checked their host."""
+
+    def setUp(self) -> None:
+        self.hub = TransportHub(Clock(), 65535, 600.0)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.sock.close)
+        self.sock.bind(("127.0.0.1", 0))
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.peer.close)
+        self.peer.bind(("127.0.0.1", 0))
+        self.peer.settimeout(5)
+        self.port = _CheckingPort(self.sock)
+        self.proto = SipDatagramProtocol(self.hub, read_tables=lambda: [])
+        self.proto.makeConnection(self.port)  # type: ignore[arg-type]
+
+    def test_first_write_checked_then_direct(self) -> None:
+        """The first datagram to a host goes through the port's checks; later ones
+        go straight to the socket, and all of them arrive, in order."""
+        address = self.peer.getsockname()
+        for n in range(3):
+            self.proto.write_to(b"datagram %d" % n, address)
+        self.assertEqual([data for data, _ in self.port.written], [b"datagram 0"])
+        received = [self.peer.recvfrom(100)[0] for _ in range(3)]
+        self.assertEqual(received, [b"datagram 0", b"datagram 1", b"datagram 2"])
+
+    def test_bad_host_stays_checked(self) -> None:
+        """A host the port refused is checked again on every write."""
+        for _ in range(2):
+            self.assertRaises(InvalidAddressError, self.proto.write_to, b"x", ("pbx.test", 5060))
+        self.assertEqual(self.proto._checked_hosts, set())
+
+    def test_too_large_is_a_transport_error(self) -> None:
+        """A datagram the kernel refuses as too large fails the hub's send with
+        TransportError, on the checked path too."""
+        address = self.peer.getsockname()
+        self.proto.write_to(b"small", address)
+        message = parse_datagram(options())
+        message.set("X-Pad", "a" * 70000)
+        flow = Flow("udp", address[0], address[1])
+        self.assertRaises(TransportError, self.hub.send, message, flow)
+
+    def test_stopped_port_forgets_socket(self) -> None:
+        """Once the port stops, the protocol lets its socket go: the hub has no
+        UDP socket to send from, and a port started again is checked again."""
+        address = self.peer.getsockname()
+        self.proto.write_to(b"one", address)
+        self.proto.doStop()
+        flow = Flow("udp", address[0], address[1])
+        self.assertRaises(TransportError, self.hub.send, parse_datagram(options()), flow)
+        self.proto.makeConnection(self.port)  # type: ignore[arg-type]
+        self.proto.write_to(b"two", address)
+        self.assertEqual([data for data, _ in self.port.written], [b"one", b"two"])
 
 
 class SharedPortTests(SynchronousTestCase):

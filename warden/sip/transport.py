@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable, Collection
 from typing import Any
 
+from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -264,8 +265,8 @@ class TransportHub:
             if proto is None or proto.transport is None:
                 raise TransportError("no UDP socket")
             try:
-                proto.transport.write(data, (flow.host, flow.port))
-            except OSError as e:
+                proto.write_to(data, (flow.host, flow.port))
+            except (OSError, MessageLengthError) as e:
                 raise TransportError(str(e)) from e
             return
         connection = flow.connection
@@ -297,6 +298,11 @@ class TransportHub:
             if first is None and not proto.shared:
                 first = proto
         return first
+
+
+#: Hosts a UDP socket remembers as checked (L{SipDatagramProtocol.write_to});
+#: past that, the others are checked on every write.
+_MAX_CHECKED_HOSTS = 4096
 
 
 class SipDatagramProtocol(DatagramProtocol):
@@ -342,6 +348,10 @@ class SipDatagramProtocol(DatagramProtocol):
         self._read_tables = read_tables
         self._inode: int | None = None
         self._drops = 0
+        #: The listening socket, once started on a real one (see L{write_to}).
+        self._socket: socket.socket | None = None
+        #: Hosts Twisted's UDP port checked as literals of this socket's family.
+        self._checked_hosts: set[str] = set()
         hub.udp.append(self)
 
     def startProtocol(self) -> None:
@@ -349,6 +359,7 @@ class SipDatagramProtocol(DatagramProtocol):
         handle = getattr(self.transport, "socket", None)
         if not isinstance(handle, socket.socket):
             return
+        self._socket = handle
         if self.receive_buffer:
             granted = set_receive_buffer(handle, self.receive_buffer)
             # Linux reports twice the usable size it reserved (bookkeeping overhead).
@@ -361,6 +372,36 @@ class SipDatagramProtocol(DatagramProtocol):
                 )
         self._inode = os.fstat(handle.fileno()).st_ino
         self._drops = udp_drops(self._inode, self._read_tables()) or 0
+
+    def stopProtocol(self) -> None:
+        """Forget the socket: the port closed it."""
+        self._socket = None
+        self._checked_hosts.clear()
+
+    def write_to(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        Send one datagram to ``addr``, as the UDP port's ``write`` does.
+
+        The port checks on every write that the host is an IP literal of the
+        socket's family (two parsers of the text), which the hub's hosts
+        always are: a host the port accepted once is sent to straight on the
+        socket afterwards. A refused port (an ICMP error from an earlier
+        datagram) is ignored, as the port ignores it; a datagram too large
+        for the socket raises OSError (EMSGSIZE), like any other error.
+        """
+        sock = self._socket
+        if sock is not None and addr[0] in self._checked_hosts:
+            while True:
+                try:
+                    sock.sendto(data, addr)
+                    return
+                except InterruptedError:
+                    continue
+                except ConnectionRefusedError:
+                    return
+        self.transport.write(data, addr)  # type: ignore[union-attr]
+        if sock is not None and len(self._checked_hosts) < _MAX_CHECKED_HOSTS:
+            self._checked_hosts.add(addr[0])
 
     def check_drops(self) -> int:
         """
@@ -432,7 +473,7 @@ class SipDatagramProtocol(DatagramProtocol):
             return False
         metrics.RESPONSES_PASSED_ON.inc()
         try:
-            self.transport.write(datagram, (self._sibling_host, port))
+            self.write_to(datagram, (self._sibling_host, port))
         except OSError:
             pass  # the worker's transaction retransmits or times out
         return True

@@ -35,10 +35,15 @@ INTERACTION_SECONDS = Histogram(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def _timed(
     name: str, interaction: Callable[Concatenate[adbapi.Transaction, _P], _T]
 ) -> Callable[Concatenate[adbapi.Transaction, _P], _T]:
-    """``interaction``, timed by prometheus_client's timer where it runs (the pool's thread)."""
+    """
+    ``interaction``, timed by prometheus_client's timer where it runs (the
+    pool's thread); made once per name and interaction (the stores pass the
+    same functions every time).
+    """
     histogram = INTERACTION_SECONDS.labels(name)
 
     @functools.wraps(interaction)
@@ -49,8 +54,14 @@ def _timed(
     return timed
 
 
+@functools.lru_cache(maxsize=512)
+def _counter(name: str, outcome: str) -> Counter:
+    """The interactions counter's child for ``name`` and ``outcome``, looked up once."""
+    return INTERACTIONS.labels(interaction=name, outcome=outcome)
+
+
 def _count(name: str, outcome: str) -> None:
-    INTERACTIONS.labels(interaction=name, outcome=outcome).inc()
+    _counter(name, outcome).inc()
 
 
 def run_interaction(

@@ -181,6 +181,8 @@ class SpooledCallRecordStore:
         self._pending: dict[int, _Entry] = {}
         self._seq = 0
         self._done_lines = 0
+        #: The spool file's size, as this process wrote it (to undo a torn append).
+        self._size = 0
         self._retry: IDelayedCall | None = None
         self._draining = False
         self._rescan = False
@@ -291,8 +293,12 @@ class SpooledCallRecordStore:
                 count=len(found),
                 path=self._path,
             )
-        d = self._drain()
-        return d.addCallback(lambda _: len(found))
+
+        def replayed(_: None) -> int:
+            self._truncate_if_settled()
+            return len(found)
+
+        return self._drain().addCallback(replayed)
 
     def flush(self) -> Deferred[None]:
         """
@@ -303,6 +309,7 @@ class SpooledCallRecordStore:
         L{close}; what is left stays in the spool for the next start.
         """
         if not self._pending:
+            self._truncate_if_settled()
             return defer.succeed(None)
 
         def cancel(d: Deferred[None]) -> None:
@@ -325,6 +332,7 @@ class SpooledCallRecordStore:
         self._closed = True
         self._cancel_retry()
         if self._fd is not None:
+            self._truncate_if_settled()
             os.close(self._fd)
             self._fd = None
         waiters, self._flush_waiters = self._flush_waiters, []
@@ -379,7 +387,13 @@ class SpooledCallRecordStore:
 
     def _open(self) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        return os.open(self._path, flags, 0o600)
+        fd = os.open(self._path, flags, 0o600)
+        try:
+            self._size = os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def _rewrite(self, data: bytes) -> None:
         """Replace the spool with ``data`` atomically and durably, and reopen it."""
@@ -399,9 +413,8 @@ class SpooledCallRecordStore:
     def _append(self, record: CallRecord, line: bytes) -> bool:
         """Append ``line`` (L{_request_sync} makes it durable); undo a partial write."""
         assert self._fd is not None
-        size = None
+        size = self._size
         try:
-            size = os.fstat(self._fd).st_size
             _write_all(self._fd, line)
         except OSError as e:
             self._log.error(
@@ -410,12 +423,12 @@ class SpooledCallRecordStore:
                 path=self._path,
                 error=str(e),
             )
-            if size is not None:
-                try:
-                    os.ftruncate(self._fd, size)
-                except OSError:
-                    pass
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
             return False
+        self._size = size + len(line)
         return True
 
     def _request_sync(self) -> Deferred[bool]:
@@ -456,14 +469,28 @@ class SpooledCallRecordStore:
         if self._unsynced:
             self._start_sync()
 
+    def _truncate_if_settled(self) -> None:
+        """Empty the spool when it holds only stored lines (after the replay, at close)."""
+        if self._fd is None or self._pending or not self._done_lines:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            return  # the stored lines are replayed harmlessly at the next start
+        self._size = 0
+        self._done_lines = 0
+
     def _compact(self) -> None:
         """Drop stored records from the spool (see the module docstring)."""
         if self._fd is None or not self._done_lines:
             return
         try:
             if not self._pending:
+                if self._done_lines < self._compact_after:
+                    return
                 # Not fsynced: should the truncation be lost, the replay is harmless.
                 os.ftruncate(self._fd, 0)
+                self._size = 0
             elif self._done_lines >= max(self._compact_after, len(self._pending)):
                 entries = list(self._pending.values())
                 self._rewrite(b"".join(e.line for e in entries))
@@ -527,6 +554,8 @@ class SpooledCallRecordStore:
         self._compact()
         if not self._pending:
             self._cancel_retry()
+            if self._flush_waiters:
+                self._truncate_if_settled()
             waiters, self._flush_waiters = self._flush_waiters, []
             for waiter in waiters:
                 waiter.callback(None)
