@@ -12,7 +12,7 @@ Run from the repository root (or through ``bench/calls.sh``)::
     python -m bench.calls --plugins sip,media,admin   # another [plugins] enabled
 
 Both modes, on 127.0.0.1: start ``twistd warden`` on a fresh data directory
-(media ports 10000-30000, other settings default), import a caller and a callee
+(media ports 10000-20000, other settings default), import a caller and a callee
 extension with ``wardenctl``, register a SIPp UAS (``call_uas_bench.xml``) as the
 callee and drive a SIPp UAC at it through Warden: INVITE, 407, INVITE with
 digest credentials, 180, 200, ACK, BYE. Warden is a B2BUA and anchors the
@@ -99,7 +99,11 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 CPS_RATES = (50, 100, 150, 200, 300, 400, 500, 600, 800)
 QUICK_CPS_RATES = (20, 50)
 CONCURRENCY = (50, 100, 150, 200, 300, 500)
-MEDIA_RANGE = (10000, 30000)
+#: Warden's relay ports here: its default range, below the ports SIPp's
+#: ``-mp`` takes (``free_media_port``, 20002 up). A range reaching into those
+#: let the relay take a port a SIPp process was about to bind, which then
+#: exited with 254 (cannot bind) and made the step invalid.
+MEDIA_RANGE = (10000, 20000)
 TARGET = {
     "cps": 500,
     "concurrent": 500,

@@ -7,6 +7,8 @@ checked against the general path it stands in for).
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -29,8 +31,11 @@ from warden.testing.memory import MemoryLocationService
 S = TransactionState
 
 
-class LingerQueueTests(SynchronousTestCase):
-    """Timer J of many transactions served by one shared timer (RFC 3261 §17.2.2)."""
+class AnswerEchoTests(SynchronousTestCase):
+    """
+    Timer J of many non-INVITE server transactions over UDP (RFC 3261 §17.2.2),
+    kept by the layer's answer echoes with one shared timer.
+    """
 
     def setUp(self) -> None:
         self.h = Harness()
@@ -43,63 +48,98 @@ class LingerQueueTests(SynchronousTestCase):
         txn.respond(make_response(txn.request, 200, to_tag="t"))
         return txn
 
+    def answered_again(self, branch: str) -> bool:
+        """Whether a retransmission of ``branch`` is answered without the TU."""
+        requests, sent = len(self.h.tu.requests), len(self.h.send.sent)
+        self.h.receive(make_request("OPTIONS", branch=branch))
+        if len(self.h.tu.requests) > requests:
+            txn = self.h.tu.transactions[-1]  # a new transaction: end it over TCP-like
+            txn.respond(make_response(txn.request, 200, to_tag="t"))
+            return False
+        return len(self.h.send.sent) > sent
+
+    def test_transaction_ends_at_once(self) -> None:
+        """The answered transaction ends at once; the layer counts it as live."""
+        txn = self.complete("z9hG4bKa", 1.0)
+        self.assertIs(txn.state, S.TERMINATED)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.h.layer), 1)
+
     def test_each_ends_at_its_own_deadline(self) -> None:
-        """Transactions completed at different times each end exactly 32 s later."""
-        txns = [self.complete(f"z9hG4bK{i}", at) for i, at in enumerate([1.0, 1.5, 7.25])]
+        """Transactions completed at different times are each answered again until
+        exactly 32 s later, on one timer."""
+        branches = ["z9hG4bK0", "z9hG4bK1", "z9hG4bK2"]
+        for branch, at in zip(branches, [1.0, 1.5, 7.25]):
+            self.complete(branch, at)
         self.assertEqual(len(self.h.clock.getDelayedCalls()), 1)
-        for txn, deadline in zip(txns, [33.0, 33.5, 39.25]):
+        for branch, deadline in zip(branches, [33.0, 33.5, 39.25]):
             self.h.advance_to(deadline - EPSILON)
-            self.assertIs(txn.state, S.COMPLETED)  # type: ignore[attr-defined]
+            self.assertTrue(self.answered_again(branch))
             self.h.advance_to(deadline)
-            self.assertIs(txn.state, S.TERMINATED)  # type: ignore[attr-defined]
+            self.assertNotIn(branch, [k[0] for k in self.h.layer._echoes._answers])
+        self.h.advance_to(80)
         self.assertEqual(len(self.h.layer), 0)
         self.assertEqual(self.h.clock.getDelayedCalls(), [])
 
     def test_early_end_leaves_no_timer(self) -> None:
-        """A lingering transaction that ends early (send failure) leaves no timer."""
-        txn = self.complete("z9hG4bKa", 1.0)
+        """A waiting answer whose resend fails ends, and leaves no timer."""
+        self.complete("z9hG4bKa", 1.0)
         self.h.send.fail = True
         self.h.receive(make_request("OPTIONS", branch="z9hG4bKa"))  # resend fails
-        self.assertIs(txn.state, S.TERMINATED)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.h.layer), 0)
         self.assertEqual(self.h.clock.getDelayedCalls(), [])
 
     def test_early_end_keeps_the_others(self) -> None:
-        """When one of several lingering transactions ends early the rest still expire."""
-        first = self.complete("z9hG4bKa", 1.0)
-        second = self.complete("z9hG4bKb", 2.0)
+        """When one of several waiting answers ends early the rest still expire."""
+        self.complete("z9hG4bKa", 1.0)
+        self.complete("z9hG4bKb", 2.0)
         self.h.send.fail = True
         self.h.receive(make_request("OPTIONS", branch="z9hG4bKa"))
-        self.assertIs(first.state, S.TERMINATED)  # type: ignore[attr-defined]
+        self.h.send.fail = False
+        self.assertEqual(len(self.h.layer), 1)
         self.h.advance_to(34 - EPSILON)
-        self.assertIs(second.state, S.COMPLETED)  # type: ignore[attr-defined]
+        self.assertTrue(self.answered_again("z9hG4bKb"))
         self.h.advance_to(34)
-        self.assertIs(second.state, S.TERMINATED)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.h.layer), 0)
         self.assertEqual(self.h.clock.getDelayedCalls(), [])
 
     def test_queue_restarts_after_draining(self) -> None:
         """After every wait is over, a new one gets a timer again."""
         self.complete("z9hG4bKa", 1.0)
         self.h.advance_to(40)
-        txn = self.complete("z9hG4bKb", 50.0)
+        self.complete("z9hG4bKb", 50.0)
+        self.assertEqual(len(self.h.clock.getDelayedCalls()), 1)
+        self.h.advance_to(82 - EPSILON)
+        self.assertTrue(self.answered_again("z9hG4bKb"))
         self.h.advance_to(82)
-        self.assertIs(txn.state, S.TERMINATED)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.h.layer), 0)
 
-    def test_lingering_messages_are_compacted(self) -> None:
-        """
-        In Completed the request and response keep only what retransmissions
-        need, and still read back as they were.
-        """
-        request = make_request("OPTIONS")
-        headers = list(request.headers)
-        self.h.receive(request)
+    def test_answer_is_the_bytes_sent(self) -> None:
+        """A retransmission gets the very bytes of the final response, to the flow
+        the request came from."""
+        self.h.receive(make_request("OPTIONS"))
         txn = self.h.tu.transactions[-1]
         response = make_response(txn.request, 200, to_tag="t")
         sent = response.to_bytes()
         txn.respond(response)
         self.h.receive(make_request("OPTIONS"))
-        self.assertEqual(self.h.send.last.to_bytes(), sent)
-        self.assertEqual(txn.request.headers, headers)
-        self.assertEqual(txn.request.to.uri.user, "bob")
+        _, message, flow = self.h.send.sent[-1]
+        self.assertEqual((message.to_bytes(), flow), (sent, UDP))
+
+    def test_not_tracked_by_the_collector(self) -> None:
+        """What waits holds no object the cyclic garbage collector walks."""
+        for n in range(20):
+            self.complete(f"z9hG4bK{n}", 1.0)
+        gc.collect()
+        answers = self.h.layer._echoes._answers
+        self.assertEqual(len(answers), 20)
+        self.assertFalse(any(gc.is_tracked(v) for v in answers.values()))
+        self.assertFalse(any(gc.is_tracked(k) for k in answers))
+
+    def test_terminate_all(self) -> None:
+        """terminate_all ends the waiting answers too, and counts them."""
+        self.complete("z9hG4bKa", 1.0)
+        self.assertEqual(self.h.layer.terminate_all(), 1)
+        self.assertEqual((len(self.h.layer), self.h.clock.getDelayedCalls()), (0, []))
 
     def test_reliable_is_not_queued(self) -> None:
         """Over TCP the transaction ends with its final response; nothing is queued."""

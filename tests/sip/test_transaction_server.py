@@ -80,25 +80,32 @@ class NonInviteServerTests(ServerTestCase):
         self.assertIs(txn.state, S.PROCEEDING)
         self.h.receive(make_request("REGISTER"))
         txn.respond(make_response(txn.request, 200, to_tag="t"))
-        self.assertIs(txn.state, S.COMPLETED)
+        # Completed is kept by the layer (AnswerEchoes): the transaction ends.
+        self.assertIs(txn.state, S.TERMINATED)
         self.h.receive(make_request("REGISTER"))
         self.h.receive(make_request("REGISTER"))
         self.assertEqual(self.statuses(), [100, 100, 200, 200, 200])
-        self.assertIs(self.h.send.last, txn.last_response)
+        assert txn.last_response is not None
+        self.assertEqual(self.h.send.last.to_bytes(), txn.last_response.to_bytes())
         self.assertEqual(self.h.layer.absorbed, 3)
         self.assertEqual(len(self.h.tu.requests), 1)
-        self.assertTrue(all(flow is UDP for _, _, flow in self.h.send.sent))
+        self.assertTrue(all(flow == UDP for _, _, flow in self.h.send.sent))
 
     def test_timer_j(self) -> None:
-        """Completed lasts Timer J (64*T1 = 32 s over UDP), then the transaction is gone."""
+        """Completed lasts Timer J (64*T1 = 32 s over UDP): until then a retransmission
+        is answered again and counted as a live transaction, then it is gone."""
         txn = self.arrive(make_request("OPTIONS"))
         self.h.advance_to(2)
         txn.respond(make_response(txn.request, 200, to_tag="t"))
         self.h.advance_to(34 - EPSILON)
-        self.assertIs(txn.state, S.COMPLETED)
+        self.assertEqual(len(self.h.layer), 1)
+        self.assertEqual(self.statuses(), [200])  # a final response is never retransmitted
+        self.h.receive(make_request("OPTIONS"))
+        self.assertEqual((self.statuses(), len(self.h.tu.requests)), ([200, 200], 1))
         self.h.advance_to(34 + EPSILON)
         self.assert_gone(txn)
-        self.assertEqual(self.statuses(), [200])  # a final response is never retransmitted
+        self.h.receive(make_request("OPTIONS"))  # now a new transaction
+        self.assertEqual(len(self.h.tu.requests), 2)
 
     def test_reliable_terminates_at_once(self) -> None:
         """Over TCP Timer J is zero: the final response ends the transaction."""
@@ -120,7 +127,8 @@ class NonInviteServerTests(ServerTestCase):
         txn.respond(make_response(txn.request, 200, to_tag="t"))
         txn.respond(make_response(txn.request, 500, to_tag="t"))
         self.assertEqual(self.statuses(), [200])
-        self.assertIs(txn.state, S.COMPLETED)
+        self.h.receive(make_request("OPTIONS"))
+        self.assertEqual(self.statuses(), [200, 200])
 
     def test_respond_after_termination_dropped(self) -> None:
         """A TU that answers after the transaction ended sends nothing."""
@@ -386,7 +394,7 @@ class TransactionUserSilentTests(ServerTestCase):
         self.h.advance_to(10.0)
         txn.respond(make_response(txn.request, 200))
         self.h.advance_to(10.0 + self.h.settings.timer_j(False) - EPSILON)
-        self.assertIs(txn.state, S.COMPLETED)
+        self.assertEqual(len(self.h.layer), 1)
         self.h.advance_to(10.0 + self.h.settings.timer_j(False))
         self.assert_gone(txn)
 

@@ -26,9 +26,11 @@ from warden.errors import SipParseError
 from warden.interfaces import IClientTransactionUser, ITransactionObserver, ITransactionUser
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request, Response
+from warden.sip.parser import parse_datagram
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction_base import (
     NO_OBSERVER,
+    AnswerEchoes,
     StateRule,
     Transaction,
     TransactionContext,
@@ -152,7 +154,10 @@ class TransactionLayer:
         tu: ITransactionUser,
         observer: ITransactionObserver = NO_OBSERVER,
     ) -> None:
-        self._context = TransactionContext(clock, settings, send, self._forget, observer)
+        self._echoes = AnswerEchoes(clock)
+        self._context = TransactionContext(
+            clock, settings, send, self._forget, observer, self._echoes
+        )
         self._tu = tu
         self._server: dict[Hashable, ServerTransaction] = {}
         self._client: dict[Hashable, ClientTransaction] = {}
@@ -168,8 +173,8 @@ class TransactionLayer:
         return self._context.absorbed
 
     def __len__(self) -> int:
-        """The number of live transactions."""
-        return len(self._server) + len(self._client)
+        """The number of live transactions (those waiting out Timer J as echoes too)."""
+        return len(self._server) + len(self._client) + len(self._echoes)
 
     def new_branch(self) -> str:
         """A fresh branch: the magic cookie and 96 random bits (§8.1.1.7)."""
@@ -197,6 +202,9 @@ class TransactionLayer:
                 self._tu.ack_received(request, flow)
             return
         key = server_key(request, request.method)
+        if self._echoes and key in self._echoes:
+            self._answer_again(key)
+            return
         existing = self._server.get(key)
         if existing is not None:
             existing.handle_request(request, flow)
@@ -212,6 +220,21 @@ class TransactionLayer:
             self._tu.request_received(txn, request, flow)
         finally:
             txn.limit_wait()  # the transaction ends even if the TU never answers
+
+    def _answer_again(self, key: Hashable) -> None:
+        """A retransmission of a request answered in a transaction now an echo (§17.2.2)."""
+        answer = self._echoes.answer(key)
+        if answer is None:
+            return
+        data, flow = answer
+        self._context.absorbed += 1
+        try:
+            self._context.send(parse_datagram(data, len(data)), flow)
+        except Exception as e:  # the transport boundary, as Transaction._transmit
+            self.log.info(
+                "Answering a retransmission on {flow} failed: {error!r}", flow=str(flow), error=e
+            )
+            self._echoes.discard(key)
 
     def _match_ack(self, ack: Request) -> ServerTransaction | None:
         """
@@ -307,7 +330,9 @@ class TransactionLayer:
         live: list[Transaction] = [*self._server.values(), *self._client.values()]
         for txn in live:
             txn._terminate()
-        return len(live)
+        echoes = len(self._echoes)
+        self._echoes.clear()
+        return len(live) + echoes
 
     def _forget(self, txn: Transaction) -> None:
         table: dict[Hashable, ServerTransaction] | dict[Hashable, ClientTransaction]

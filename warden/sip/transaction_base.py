@@ -148,6 +148,81 @@ class LingerQueue:
             self._call = self._clock.callLater(waiting[0].deadline - now, self._expire)
 
 
+class AnswerEchoes:
+    """
+    Non-INVITE server transactions waiting out Timer J on an unreliable
+    transport (RFC 3261 §17.2.2, Completed), reduced to what that state does:
+    answer a retransmitted request with the final response, then end.
+
+    A busy registrar has tens of thousands of them at any time (Timer J is 32 s
+    on UDP). Kept as transactions, each held five objects the cyclic garbage
+    collector tracks (the transaction, its request, response, flow and queue
+    entry): with 50,000 bindings, collections of the older generations that
+    walked them paused the reactor for 0.2-0.6 s at a time. Here each is a
+    tuple of the response's bytes and the peer's address, filed under the
+    transaction's key: tuples of such values are not tracked by the collector.
+
+    The waits end in the order they began (the same Timer J for every entry),
+    so one DelayedCall at the earliest deadline serves them all; an entry added
+    with a shorter delay than those before it (the timers changed on a reload)
+    ends when those before it do.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._answers: dict[Hashable, tuple[bytes, str, str, int]] = {}
+        self._deadlines: deque[tuple[float, Hashable]] = deque()
+        self._call: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        """Transactions waiting."""
+        return len(self._answers)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._answers
+
+    def add(self, key: Hashable, data: bytes, flow: Flow, delay: float) -> None:
+        """Answer retransmissions of the request ``key`` with ``data`` for ``delay`` seconds."""
+        self._answers[key] = (data, flow.transport, flow.host, flow.port)
+        deadline = self._clock.seconds() + delay
+        self._deadlines.append((deadline, key))
+        if self._call is None:
+            self._call = self._clock.callLater(delay, self._expire)
+
+    def answer(self, key: Hashable) -> tuple[bytes, Flow] | None:
+        """The response to send again for a retransmission of ``key``, and where; None if none."""
+        entry = self._answers.get(key)
+        if entry is None:
+            return None
+        data, transport, host, port = entry
+        return data, Flow(transport, host, port)
+
+    def discard(self, key: Hashable) -> None:
+        """End the wait of ``key`` early (a send failed)."""
+        self._answers.pop(key, None)
+        if not self._answers:
+            self.clear()
+
+    def clear(self) -> None:
+        """End every wait (shutdown)."""
+        self._answers.clear()
+        self._deadlines.clear()
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+
+    def _expire(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        deadlines, answers = self._deadlines, self._answers
+        while deadlines and deadlines[0][0] <= now:
+            _, key = deadlines.popleft()
+            answers.pop(key, None)
+        if deadlines:
+            self._call = self._clock.callLater(deadlines[0][0] - now, self._expire)
+
+
 @implementer(ITransactionObserver)
 class NoObserver:
     """The observer of a layer nobody monitors: every report goes nowhere."""
@@ -173,6 +248,8 @@ class TransactionContext:
         send: hands a message to the transport layer; raises on failure.
         forget: called once when a transaction enters ``Terminated``.
         observer: what responses and latencies are reported to (monitoring).
+        echoes: where non-INVITE server transactions wait out Timer J on an
+            unreliable transport once they answered (None: as transactions).
         retransmissions: messages sent again because a timer fired.
         absorbed: received retransmissions that went no further.
     """
@@ -182,6 +259,7 @@ class TransactionContext:
     send: Callable[[Message, Flow], None]
     forget: Callable[[Transaction], None]
     observer: ITransactionObserver = NO_OBSERVER
+    echoes: AnswerEchoes | None = None
     retransmissions: int = 0
     absorbed: int = 0
     _lingering: dict[float, LingerQueue] = attrs.field(init=False, factory=dict)

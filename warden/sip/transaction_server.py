@@ -246,7 +246,14 @@ class NonInviteServerTransaction(ServerTransaction):
         if response.status >= 200:
             self._enter(_S.COMPLETED)
             linger = self.settings.timer_j(self.flow.reliable)
-            if linger > 0:  # only retransmissions to answer from now on
+            echoes = self._context.echoes
+            if linger > 0 and echoes is not None:
+                # Only retransmissions to answer from now on: the layer's echoes
+                # do that, and this transaction ends (see AnswerEchoes).
+                echoes.add(self.key, response.to_bytes(), self.flow, linger)
+                self._enter(_S.TERMINATED)
+                return
+            if linger > 0:
                 self.request.compact()
                 response.compact()
             self._linger("J", linger)
