@@ -141,6 +141,25 @@ class AnswerEchoTests(SynchronousTestCase):
         self.assertEqual(self.h.layer.terminate_all(), 1)
         self.assertEqual((len(self.h.layer), self.h.clock.getDelayedCalls()), (0, []))
 
+    def test_accepted_invites_share_one_timer(self) -> None:
+        """INVITE server and client transactions in Accepted (Timers L and M, RFC
+        6026) wait on shared linger queues: one timer however many, each ending
+        exactly 32 s after its 2xx."""
+        txns = []
+        for n, at in enumerate([1.0, 2.5, 4.0]):
+            self.h.advance_to(at)
+            self.h.receive(make_request("INVITE", branch=f"z9hG4bKi{n}"))
+            txn = self.h.tu.transactions[-1]
+            txn.respond(make_response(txn.request, 200, to_tag="t"))
+            txns.append(txn)
+        self.assertEqual(len(self.h.clock.getDelayedCalls()), 1)
+        for txn, deadline in zip(txns, [33.0, 34.5, 36.0]):
+            self.h.advance_to(deadline - EPSILON)
+            self.assertIs(txn.state, S.ACCEPTED)
+            self.h.advance_to(deadline)
+            self.assertIs(txn.state, S.TERMINATED)
+        self.assertEqual(self.h.clock.getDelayedCalls(), [])
+
     def test_reliable_is_not_queued(self) -> None:
         """Over TCP the transaction ends with its final response; nothing is queued."""
         self.h.receive(make_request("OPTIONS"), TCP)

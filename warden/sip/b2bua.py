@@ -893,9 +893,14 @@ class CallController:
         session.on_timeout = session.on_dtmf = None  # break the call <-> session cycle
         call.attempt.media = None
         call.on_ended = None
+        winner = call.winner
         for branch in call.branches:
-            # The transaction may linger (timer D, late 2xx) with its user, which
-            # points back at the branch: let it go when the transaction does.
+            # The transaction may linger (timer D, Accepted for a late 2xx) with
+            # its user: the user lets the call go (only a losing fork's late 2xx
+            # still needs an answer), and the branch lets the transaction go.
+            txn = branch.txn
+            if txn is not None and isinstance(txn.user, _BranchUser):
+                txn.user.call_ended(self, branch is winner)
             branch.txn = None
         if self.live is not None:
             self._quiet(self.live.remove(call.call_id), "remove live call")
@@ -991,20 +996,44 @@ class _BranchUser:
     """Reports one forked INVITE's transaction to its call."""
 
     def __init__(self, call: Call, branch: Branch) -> None:
-        self.call = call
+        self.call: Call | None = call
         self.branch = branch
+        self._controller: CallController | None = None
+        self._winner = False
+
+    def call_ended(self, controller: CallController, winner: bool) -> None:
+        """
+        The call ended while the transaction lingers: forget it, so that the
+        ended call (its dialogs, media session, records) is not kept for the
+        32 s of Accepted. What the call would still do is kept: a late 2xx of
+        a fork that lost is acknowledged and hung up; the winner's dialog is
+        over (its 2xx retransmissions were answered while the call lived).
+        """
+        self.call = None
+        self._controller = controller
+        self._winner = winner
 
     def response_received(self, transaction: ClientTransaction, response: Response) -> None:
+        call = self.call
+        if call is None:
+            if self._controller is not None and not self._winner and 200 <= response.status < 300:
+                try:
+                    self._controller.ack_and_bye(self.branch, response)
+                except SipParseError:
+                    pass
+            return
         try:
-            self.call.branch_response(self.branch, response)
+            call.branch_response(self.branch, response)
         except SipParseError:
-            self.call.branch_timed_out(self.branch)
+            call.branch_timed_out(self.branch)
 
     def timed_out(self, transaction: ClientTransaction) -> None:
-        self.call.branch_timed_out(self.branch)
+        if self.call is not None:
+            self.call.branch_timed_out(self.branch)
 
     def transport_failed(self, transaction: ClientTransaction) -> None:
-        self.call.branch_timed_out(self.branch)
+        if self.call is not None:
+            self.call.branch_timed_out(self.branch)
 
 
 @implementer(IClientTransactionUser)

@@ -157,7 +157,7 @@ class InviteClientTransaction(ClientTransaction):
                     self._enter(_S.PROCEEDING)
             elif status < 300:
                 self._enter(_S.ACCEPTED)
-                self._start_timer("M", self.settings.timer_m, self._terminate)
+                self._linger("M", self.settings.timer_m)  # one shared timer (as L)
             else:
                 self._ack = make_ack(self.request, response)
                 self._enter(_S.COMPLETED)

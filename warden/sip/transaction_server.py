@@ -174,7 +174,9 @@ class InviteServerTransaction(ServerTransaction):
                 return
             if status < 300:
                 self._enter(_S.ACCEPTED)
-                self._start_timer("L", self.settings.timer_l, self._terminate)
+                # One shared timer for every transaction in Accepted (a
+                # DelayedCall each kept ended calls alive in the reactor's heap).
+                self._linger("L", self.settings.timer_l)
             else:
                 self._enter(_S.COMPLETED)
                 if not self.flow.reliable:
