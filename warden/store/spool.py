@@ -8,10 +8,17 @@ L{Syncer} that the server runs in a thread and that serves every record
 appended while the previous ``fsync`` ran (group commit), so a slow disk never
 stalls the reactor. ``add`` fires once the record is stored, or once it is
 durable in the spool; a record the inner store refuses stays in the
-spool and is retried every ``retry_delay`` seconds until it is accepted. When the
-last spooled record has been stored the file is truncated; under a load that
-never lets it empty, it is rewritten without the stored records once they
-outnumber the pending ones (and number at least ``compact_after``).
+spool and is retried every ``retry_delay`` seconds until it is accepted.
+
+The file is truncated once nothing in it is pending and at least
+``compact_after`` of its lines are stored, and also, with nothing pending,
+once a backlog of retried records is stored, after the replay at start-up,
+by L{SpooledCallRecordStore.flush} and at L{SpooledCallRecordStore.close}.
+Under a load that never lets it empty, it is rewritten without the stored
+records once they outnumber the pending ones (and number at least
+``compact_after``). Stored lines left in it are replayed harmlessly at the
+next start. Not truncating after every record keeps the reactor from
+waiting on the file while the syncer's ``fsync`` of it is written out.
 
 At start-up L{SpooledCallRecordStore.recover} replays whatever the spool holds: a
 crash between the spool write and the database write loses nothing, and since
@@ -153,8 +160,9 @@ class SpooledCallRecordStore:
         spool_path: the spool file, normally L{default_spool_path} of the data
             directory; its directory is created if needed.
         retry_delay: seconds between attempts while ``inner`` refuses records.
-        compact_after: rewrite the spool once this many of its lines are stored
-            (and they outnumber the pending ones) even if it never empties.
+        compact_after: truncate the spool once this many of its lines are
+            stored and none is pending, or rewrite it once they also outnumber
+            the pending ones, if it never empties.
         sync: makes appended lines durable; L{fsync_now} unless given (the
             server passes L{fsync_in_thread}).
     """
@@ -470,7 +478,7 @@ class SpooledCallRecordStore:
             self._start_sync()
 
     def _truncate_if_settled(self) -> None:
-        """Empty the spool when it holds only stored lines (after the replay, at close)."""
+        """Empty the spool when it holds only stored lines (see the module docstring)."""
         if self._fd is None or self._pending or not self._done_lines:
             return
         try:
@@ -586,6 +594,8 @@ class SpooledCallRecordStore:
 
         def finished(result: Failure | None) -> Failure | None:
             self._draining = False
+            # A backlog (an outage, a replay) stored in full: empty the spool now.
+            self._truncate_if_settled()
             return result
 
         return Deferred.fromCoroutine(self._drain_passes()).addBoth(finished)
