@@ -194,6 +194,25 @@ class SpoolTests(SynchronousTestCase):
         self.assertEqual(self.lines(), [encode_record(records[3])])
         self.assertEqual(len(self.successResultOf(inner.list())), 4)
 
+    def test_emptied_once_an_outage_is_over(self) -> None:
+        """After the store refused records, the spool is emptied as soon as nothing
+        is pending, even when the last record was stored at its first attempt."""
+        inner = HeldStore()
+        store = self.spooled(inner, retry_delay=1.0)
+        store.add(call_record("c1", 1.0))
+        inner.held.pop()[1].errback(sqlite3.OperationalError("database is locked"))
+        store.add(call_record("c2", 2.0))
+        self.clock.advance(1.0)  # the retry of c1 runs while c2's first attempt waits
+        self.assertEqual([r.call_id for r, _ in inner.held], ["c2", "c1"])
+        record, d = inner.held.pop(1)  # the retry of c1 is stored first
+        MemoryCallRecordStore.add(inner, record).chainDeferred(d)
+        self.assertEqual((store.spool_depth, len(self.lines())), (1, 2))
+        inner.answer()  # then c2, at its first attempt
+        self.assertEqual((store.spool_depth, self.lines()), (0, []))
+        store.add(call_record("c3", 3.0))
+        inner.answer()
+        self.assertEqual(len(self.lines()), 1)  # no outage since: kept until compact_after
+
     def test_stored_lines_replayed_harmlessly(self) -> None:
         """Stored lines a crash left in the spool are replayed at the next start
         without duplicating the records."""

@@ -11,9 +11,11 @@ durable in the spool; a record the inner store refuses stays in the
 spool and is retried every ``retry_delay`` seconds until it is accepted.
 
 The file is truncated once nothing in it is pending and at least
-``compact_after`` of its lines are stored, and also, with nothing pending,
-once a backlog of retried records is stored, after the replay at start-up,
-by L{SpooledCallRecordStore.flush} and at L{SpooledCallRecordStore.close}.
+``compact_after`` of its lines are stored; also, with nothing pending,
+as soon as the store has refused a record since it was last emptied (once
+an outage's backlog and whatever came after it are stored), after the
+replay at start-up, by L{SpooledCallRecordStore.flush} and at
+L{SpooledCallRecordStore.close}.
 Under a load that never lets it empty, it is rewritten without the stored
 records once they outnumber the pending ones (and number at least
 ``compact_after``). Stored lines left in it are replayed harmlessly at the
@@ -191,6 +193,8 @@ class SpooledCallRecordStore:
         self._done_lines = 0
         #: The spool file's size, as this process wrote it (to undo a torn append).
         self._size = 0
+        #: The store refused a record since the spool was last emptied (an outage).
+        self._backlog = False
         self._retry: IDelayedCall | None = None
         self._draining = False
         self._rescan = False
@@ -487,6 +491,7 @@ class SpooledCallRecordStore:
             return  # the stored lines are replayed harmlessly at the next start
         self._size = 0
         self._done_lines = 0
+        self._backlog = False
 
     def _compact(self) -> None:
         """Drop stored records from the spool (see the module docstring)."""
@@ -494,11 +499,12 @@ class SpooledCallRecordStore:
             return
         try:
             if not self._pending:
-                if self._done_lines < self._compact_after:
+                if self._done_lines < self._compact_after and not self._backlog:
                     return
                 # Not fsynced: should the truncation be lost, the replay is harmless.
                 os.ftruncate(self._fd, 0)
                 self._size = 0
+                self._backlog = False
             elif self._done_lines >= max(self._compact_after, len(self._pending)):
                 entries = list(self._pending.values())
                 self._rewrite(b"".join(e.line for e in entries))
@@ -536,6 +542,7 @@ class SpooledCallRecordStore:
 
         def failed(reason: Failure) -> bool:
             entry.in_flight = False
+            self._backlog = True
             WRITE_FAILURES.inc()
             self._log.error(
                 "could not store call record {call_id} ({error}); it stays in the"
@@ -594,8 +601,6 @@ class SpooledCallRecordStore:
 
         def finished(result: Failure | None) -> Failure | None:
             self._draining = False
-            # A backlog (an outage, a replay) stored in full: empty the spool now.
-            self._truncate_if_settled()
             return result
 
         return Deferred.fromCoroutine(self._drain_passes()).addBoth(finished)
