@@ -30,7 +30,6 @@ from warden.sip.parser import parse_datagram
 from warden.sip.timers import TimerSettings
 from warden.sip.transaction_base import (
     NO_OBSERVER,
-    AnswerEchoes,
     StateRule,
     Transaction,
     TransactionContext,
@@ -154,10 +153,8 @@ class TransactionLayer:
         tu: ITransactionUser,
         observer: ITransactionObserver = NO_OBSERVER,
     ) -> None:
-        self._echoes = AnswerEchoes(clock)
-        self._context = TransactionContext(
-            clock, settings, send, self._forget, observer, self._echoes
-        )
+        self._context = TransactionContext(clock, settings, send, self._forget, observer)
+        self._echoes = self._context.echoes
         self._tu = tu
         self._server: dict[Hashable, ServerTransaction] = {}
         self._client: dict[Hashable, ClientTransaction] = {}
@@ -202,7 +199,7 @@ class TransactionLayer:
                 self._tu.ack_received(request, flow)
             return
         key = server_key(request, request.method)
-        if self._echoes and key in self._echoes:
+        if key in self._echoes:
             self._answer_again(key)
             return
         existing = self._server.get(key)

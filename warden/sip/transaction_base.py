@@ -249,7 +249,7 @@ class TransactionContext:
         forget: called once when a transaction enters ``Terminated``.
         observer: what responses and latencies are reported to (monitoring).
         echoes: where non-INVITE server transactions wait out Timer J on an
-            unreliable transport once they answered (None: as transactions).
+            unreliable transport once they answered (one per layer).
         retransmissions: messages sent again because a timer fired.
         absorbed: received retransmissions that went no further.
     """
@@ -259,7 +259,9 @@ class TransactionContext:
     send: Callable[[Message, Flow], None]
     forget: Callable[[Transaction], None]
     observer: ITransactionObserver = NO_OBSERVER
-    echoes: AnswerEchoes | None = None
+    echoes: AnswerEchoes = attrs.field(
+        default=attrs.Factory(lambda self: AnswerEchoes(self.clock), takes_self=True)
+    )
     retransmissions: int = 0
     absorbed: int = 0
     _lingering: dict[float, LingerQueue] = attrs.field(init=False, factory=dict)

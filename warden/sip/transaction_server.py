@@ -248,17 +248,11 @@ class NonInviteServerTransaction(ServerTransaction):
         if response.status >= 200:
             self._enter(_S.COMPLETED)
             linger = self.settings.timer_j(self.flow.reliable)
-            echoes = self._context.echoes
-            if linger > 0 and echoes is not None:
+            if linger > 0:
                 # Only retransmissions to answer from now on: the layer's echoes
                 # do that, and this transaction ends (see AnswerEchoes).
-                echoes.add(self.key, response.to_bytes(), self.flow, linger)
-                self._enter(_S.TERMINATED)
-                return
-            if linger > 0:
-                self.request.compact()
-                response.compact()
-            self._linger("J", linger)
+                self._context.echoes.add(self.key, response.to_bytes(), self.flow, linger)
+            self._enter(_S.TERMINATED)
         elif self._state is _S.TRYING:
             self._enter(_S.PROCEEDING)
 

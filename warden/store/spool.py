@@ -486,40 +486,42 @@ class SpooledCallRecordStore:
         if self._fd is None or self._pending or not self._done_lines:
             return
         try:
+            # Not fsynced: should the truncation be lost, the replay is harmless.
             os.ftruncate(self._fd, 0)
-        except OSError:
-            return  # the stored lines are replayed harmlessly at the next start
+        except OSError as e:
+            self._compact_failed(e)
+            return
         self._size = 0
         self._done_lines = 0
         self._backlog = False
+
+    def _compact_failed(self, error: OSError) -> None:
+        self._log.error(
+            "could not compact the CDR spool {path} ({error});"
+            " stored records in it are replayed harmlessly at the next start",
+            path=self._path,
+            error=str(error),
+        )
 
     def _compact(self) -> None:
         """Drop stored records from the spool (see the module docstring)."""
         if self._fd is None or not self._done_lines:
             return
+        if not self._pending:
+            if self._done_lines >= self._compact_after or self._backlog:
+                self._truncate_if_settled()
+            return
+        if self._done_lines < max(self._compact_after, len(self._pending)):
+            return
+        entries = list(self._pending.values())
         try:
-            if not self._pending:
-                if self._done_lines < self._compact_after and not self._backlog:
-                    return
-                # Not fsynced: should the truncation be lost, the replay is harmless.
-                os.ftruncate(self._fd, 0)
-                self._size = 0
-                self._backlog = False
-            elif self._done_lines >= max(self._compact_after, len(self._pending)):
-                entries = list(self._pending.values())
-                self._rewrite(b"".join(e.line for e in entries))
-                for entry in entries:
-                    entry.spooled = True
-            else:
-                return
-            self._done_lines = 0
+            self._rewrite(b"".join(e.line for e in entries))
         except OSError as e:
-            self._log.error(
-                "could not compact the CDR spool {path} ({error});"
-                " stored records in it are replayed harmlessly at the next start",
-                path=self._path,
-                error=str(e),
-            )
+            self._compact_failed(e)
+            return
+        for entry in entries:
+            entry.spooled = True
+        self._done_lines = 0
 
     # -- writing to the inner store ------------------------------------------------
 
