@@ -24,7 +24,10 @@ call failed. Per step: calls attempted, succeeded and failed (``-trace_stat``),
 call setup time p50/p95/p99 (``-trace_rtt`` measure 1: authenticated INVITE to
 200), Warden's CPU and both SIPp processes' CPU over the step, and, from the
 call records in ``data/warden.db``, that every call was answered with a relay
-port on each side.
+port on each side. ``--cpu-cap CORES`` caps each SIP worker (or the one SIP
+process) at CORES cores in a cgroup of its own (``bench/cpucap.py``): 1 vs 2
+workers then compares equal budgets per process on a machine whose cores
+SIPp also needs; each step reports how often each capped process was throttled.
 
 ``--mode media``: at each concurrency of ``--concurrency-steps`` (up to
 ``--concurrent``), that many calls are set up at ``--ramp-rate`` per second and
@@ -65,8 +68,10 @@ from typing import Any
 from twisted.internet import defer, task
 
 from bench.compare import MAX_OTHER_PCT, quiet_enough
+from bench.cpucap import CpuCaps
 from bench.register import (
     SIPP_BUFFER_BYTES,
+    cap_sip_processes,
     children_cpu_seconds,
     combined_stats,
     failure_events,
@@ -155,6 +160,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a [media] setting for Warden, VALUE in TOML (relay_processes=2,"
         " relay_process=false); repeatable",
+    )
+    parser.add_argument(
+        "--cpu-cap",
+        type=float,
+        help="cps: cap each SIP worker (or the one SIP process) at this many cores, each in a"
+        " cgroup of its own (bench/cpucap.py; needs root); media processes stay uncapped",
     )
     parser.add_argument(
         "--max-other-pct",
@@ -462,6 +473,8 @@ class Rig:
         ]
         self._uas: list[Any] = []
         self._uas_children: list[Any] = []
+        #: CPU caps on Warden's SIP processes (``--cpu-cap``), removed by L{stop}.
+        self.caps: CpuCaps | None = None
 
     # The first UAS, as one-UAS callers knew it.
     @property
@@ -603,6 +616,9 @@ class Rig:
             code = None
         log(f"Warden stopped (exit {code})")
         leftovers["warden_exit"] = code
+        if self.caps is not None:
+            leftovers["cpu_cap"] = self.caps.describe()
+            self.caps.remove()
         return leftovers
 
 
@@ -624,6 +640,8 @@ async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, A
     warden = rig.warden_pids()
     uases = {f"sipp_uas{k}": pid for k, pid in enumerate(rig.uas_pids)}
     meter = CpuMeter({**warden, **uases})
+    if rig.caps is not None:
+        rig.caps.mark()
 
     async def run_share(k: int) -> Any:
         n = share(calls, rig.procs, k)
@@ -669,6 +687,8 @@ async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, A
         "sipp_exit": result.code,
         "sipp_exits": [r.code for r in results],
     }
+    if rig.caps is not None:
+        step["cpu_cap"] = rig.caps.since_mark()
     step["all_ok"] = cps_ok(step)
     step["valid"] = cps_valid(step, args.max_other_pct)
     log(
@@ -681,6 +701,7 @@ async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, A
         + (f" {by_process}" if len(by_process) > 1 else "")
         + f", SIPp {step['sipp_uac_cpu_pct']}% + {step['sipp_uas_cpu_pct']}%,"
         f" others {step['other_cpu_pct']}%"
+        + (f", throttled {step['cpu_cap']}" if "cpu_cap" in step else "")
         + ("" if step["valid"] else " (INVALID: machine busy or SIPp failed)")
     )
     if not step["all_ok"]:
@@ -732,6 +753,7 @@ async def cps_mode(rig: Rig, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "step_seconds": args.step_seconds,
         "workers": args.workers,
+        "cpu_cap_cores": args.cpu_cap,
         "sipp_procs": args.sipp_procs,
         "steps": steps,
         # Valid steps only: a busy machine or a failing SIPp says nothing sure.
@@ -974,6 +996,8 @@ async def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict[s
     )
     try:
         await rig.start()
+        if args.cpu_cap and mode == "cps":
+            rig.caps = cap_sip_processes(rig.warden.pid, args.cpu_cap)
         result = await (cps_mode(rig, args) if mode == "cps" else media_mode(rig, args))
     finally:
         leftovers = await rig.stop()

@@ -48,6 +48,13 @@ generator's own call sides (Kamailio does not anchor media).
    (warden-loadtest / SIPp, target >= 0.40; ``--workers 2`` / one process,
    target >= 1.7) use valid steps only; when a ramp has an invalid step, its
    best rate and the ratios that use it are null, with the reason.
+   ``--cpu-cap CORES`` gives each generator CORES cores per process in a
+   cgroup of its own (``bench/cpucap.py``): warden-loadtest CORES,
+   ``--workers 2`` twice CORES (its two generators and their parent),
+   SIPp CORES per process. On a machine whose cores the target also needs,
+   this is how ``--workers 2`` / one process measures the generator's design
+   rather than the cores left; each step reports how often the generator was
+   throttled (``cpu_cap.throttled_pct``).
 2. Calls: ``--calls`` concurrent calls with ``--rtp`` (G.711, 20 ms, both ways),
    held ``--hold`` seconds, placed at ``--call-rate``; reports answered calls, RTP
    loss, jitter, MOS and the generator's CPU.
@@ -70,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import wait_quiet
+from bench.cpucap import CpuCap, CpuCaps, throttled_between
 from bench.register import children_cpu_seconds, system_cpu_seconds
 from warden.ops.drtest.scratch import free_port
 
@@ -153,21 +161,36 @@ class StepMeter:
     the machine (``/proc/stat`` busy time minus those two), in % of one core.
     """
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, cap: CpuCap | None = None) -> None:
         self.target = target
+        #: The generator's CPU cap (``--cpu-cap``), whose throttling the step reports.
+        self.cap = cap
+        self.cap_before = cap.stats() if cap is not None else None
         self.busy, self.steal = system_cpu_seconds()
         self.generator = children_cpu_seconds()
         self.target_cpu = cpu_of(target.pids())
         self.wall = time.monotonic()
 
-    def result(self) -> dict[str, float]:
-        """Seconds of CPU of the generator and the target, wall seconds, others' % of a core."""
+    def result(self) -> dict[str, Any]:
+        """
+        Seconds of CPU of the generator and the target, wall seconds, others' %
+        of a core, and how much the generator's cap throttled it.
+        """
         busy, steal = system_cpu_seconds()
         wall = time.monotonic() - self.wall
         generator = children_cpu_seconds() - self.generator
         target = cpu_of(self.target.pids()) - self.target_cpu
         others = busy - self.busy - generator - target
+        capped: dict[str, Any] = {}
+        if self.cap is not None and self.cap_before is not None:
+            capped = {
+                "cpu_cap": {
+                    "cores": self.cap.cores,
+                    **throttled_between(self.cap_before, self.cap.stats()),
+                }
+            }
         return {
+            **capped,
             "generator_cpu_s": generator,
             "target_cpu_s": target,
             "wall_s": wall,
@@ -293,16 +316,30 @@ def write_users(workdir: Path, count: int, sipp_processes: int = 1) -> tuple[Pat
 
 
 def run_ours(
-    target: Target, workdir: Path, users_csv: Path, args: list[str], timeout: float
+    target: Target,
+    workdir: Path,
+    users_csv: Path,
+    args: list[str],
+    timeout: float,
+    cap: CpuCap | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Run warden-loadtest; (its report, the step's L{StepMeter} figures)."""
+    """
+    Run warden-loadtest (in ``cap``'s cgroup, with its ``--workers`` children,
+    when given); (its report, the step's L{StepMeter} figures).
+    """
     report = workdir / f"report-{len(list(workdir.glob('report-*')))}.json"
     command = [*TWISTD, "-n", "--pidfile=", f"--logfile={workdir / 'loadtest.log'}"]
     command += ["warden-loadtest", "--pbx-host", LOCALHOST, "--sip-port", str(target.port)]
     command += ["--local-ip", LOCALHOST, "--users-file", str(users_csv), "--no-progress"]
     command += ["--save-report", str(report), *args]
-    meter = StepMeter(target)
-    done = subprocess.run(command, cwd=workdir, capture_output=True, timeout=timeout)
+    meter = StepMeter(target, cap)
+    done = subprocess.run(
+        command,
+        cwd=workdir,
+        capture_output=True,
+        timeout=timeout,
+        preexec_fn=None if cap is None else cap.join,
+    )
     load = meter.result()
     if not report.exists():
         raise SystemExit(f"warden-loadtest wrote no report: {done.stderr.decode()[-2000:]}")
@@ -317,12 +354,13 @@ def registration_step_ours(
     rate: float,
     seconds: float,
     workers: int = 1,
+    cap: CpuCap | None = None,
 ) -> dict[str, Any]:
-    """One step of registrations by warden-loadtest (``workers`` processes)."""
+    """One step of registrations by warden-loadtest (``workers`` processes, in ``cap``)."""
     args = ["--test-type", "registrations", "--users", str(users), "--register-rate", f"{rate:g}"]
     args += ["--duration", f"{seconds:g}", "--max-pending", "5000", "--expires", "3600"]
     args += ["--workers", str(workers)]
-    report, load = run_ours(target, workdir, users_csv, args, seconds * 4 + 120)
+    report, load = run_ours(target, workdir, users_csv, args, seconds * 4 + 120, cap)
     cpu, target_cpu = load["generator_cpu_s"], load["target_cpu_s"]
     phase = report["phases"]["register"]
     timeline = report["timeline"]
@@ -348,20 +386,26 @@ def registration_step_ours(
         ),
         "other_cpu_pct": load["other_cpu_pct"],
         "steal_pct": load["steal_pct"],
+        **({"cpu_cap": load["cpu_cap"]} if "cpu_cap" in load else {}),
     }
 
 
 def registration_step_sipp(
-    target: Target, workdir: Path, sipp_csvs: list[Path], rate: float, seconds: float
+    target: Target,
+    workdir: Path,
+    sipp_csvs: list[Path],
+    rate: float,
+    seconds: float,
+    cap: CpuCap | None = None,
 ) -> dict[str, Any]:
     """
     One step of registrations by SIPp (same scenario as the integration tests):
     one SIPp process per injection file, each at its share of ``rate``, all at
-    once; their counts and response times added up.
+    once (all in ``cap``, when given); their counts and response times added up.
     """
     step = workdir / f"sipp-{rate:g}"
     processes = []
-    meter = StepMeter(target)
+    meter = StepMeter(target, cap)
     for index, csv in enumerate(sipp_csvs):
         share = rate / len(sipp_csvs)
         calls = int(share * seconds)
@@ -376,7 +420,15 @@ def registration_step_sipp(
             "-buff_size", str(4 * 1024 * 1024),
         ]  # fmt: skip
         quiet = subprocess.DEVNULL
-        processes.append(subprocess.Popen(command, cwd=where, stdout=quiet, stderr=quiet))
+        processes.append(
+            subprocess.Popen(
+                command,
+                cwd=where,
+                stdout=quiet,
+                stderr=quiet,
+                preexec_fn=None if cap is None else cap.join,
+            )
+        )
     for process in processes:
         try:
             process.wait(timeout=seconds * 4 + 120)
@@ -416,6 +468,7 @@ def registration_step_sipp(
         "target_cpu_us_per_registration": round(1e6 * target_cpu / max(1, successful), 1),
         "other_cpu_pct": load["other_cpu_pct"],
         "steal_pct": load["steal_pct"],
+        **({"cpu_cap": load["cpu_cap"]} if "cpu_cap" in load else {}),
     }
 
 
@@ -463,7 +516,8 @@ def ramp(
             f"{name} {rate:g}/s: achieved {step['achieved']}/s, failed {step['failed']}, "
             f"p95 {step['p95_ms']} ms, generator CPU {step['generator_cpu_pct']}%, "
             f"target CPU {step['target_cpu_pct']}%, others {step['other_cpu_pct']}%"
-            f"{'' if step['valid'] else ' (INVALID: machine busy)'}"
+            + (f", throttled {step['cpu_cap']}" if "cpu_cap" in step else "")
+            + f"{'' if step['valid'] else ' (INVALID: machine busy)'}"
         )
         if not sustained(step):
             break
@@ -561,6 +615,12 @@ def main() -> None:
         "--quiet-wait", type=float, default=30.0,
         help="seconds to wait for a quiet machine before each step",
     )  # fmt: skip
+    parser.add_argument(
+        "--cpu-cap", type=float,
+        help="give every generator this many cores per process, in a cgroup of its own"
+        " (bench/cpucap.py; needs root): warden-loadtest CORES, --workers 2 twice CORES,"
+        " SIPp CORES per --sipp-processes; the target stays uncapped",
+    )  # fmt: skip
     a = parser.parse_args()
     if a.quick:
         a.users, a.rates, a.step_seconds, a.calls, a.hold = 1000, "250,500", 4.0, 50, 5.0
@@ -579,13 +639,23 @@ def main() -> None:
         "max_other_pct": a.max_other_pct,
         "sipp_processes": a.sipp_processes,
     }
+    caps = CpuCaps(a.cpu_cap) if a.cpu_cap else None
+
+    def cap(name: str, processes: int) -> CpuCap | None:
+        """The generator's cgroup: ``--cpu-cap`` cores per process."""
+        return None if caps is None else caps.group(name, caps.cores * processes)
+
+    if caps is not None:
+        result["cpu_cap_cores_per_process"] = caps.cores
     steps = {
-        "sipp": lambda r: registration_step_sipp(target, workdir, sipp_csvs, r, a.step_seconds),
+        "sipp": lambda r: registration_step_sipp(
+            target, workdir, sipp_csvs, r, a.step_seconds, cap("sipp", len(sipp_csvs))
+        ),
         "warden-loadtest": lambda r: registration_step_ours(
-            target, workdir, ours_csv, a.users, r, a.step_seconds
+            target, workdir, ours_csv, a.users, r, a.step_seconds, cap=cap("warden-loadtest", 1)
         ),
         "warden-loadtest-2": lambda r: registration_step_ours(
-            target, workdir, ours_csv, a.users, r, a.step_seconds, workers=2
+            target, workdir, ours_csv, a.users, r, a.step_seconds, 2, cap("warden-loadtest-2", 2)
         ),
     }
     target.start()
@@ -640,6 +710,8 @@ def main() -> None:
             result["calls"] = calls_phase(target, workdir, ours_csv, a)
     finally:
         target.stop()
+        if caps is not None:
+            caps.remove()
     print(json.dumps(result, indent=2))
 
 

@@ -40,6 +40,12 @@ SIPp's response times come in steps of the kernel's coarse clock tick (4 ms at
 throwaway redis-server (ADR 0032; docs/PERFORMANCE.md "SIP worker
 processes"); ``--sipp-procs K`` splits users and rate over K SIPp processes,
 each from its own port, so the kernel spreads them over the workers.
+
+``--cpu-cap CORES`` gives each SIP worker (or, without workers, the one SIP
+process) a cgroup of its own capped at CORES cores (``bench/cpucap.py``), so
+that 1 vs 2 workers measures how the design scales and not how many cores the
+machine has left beside SIPp and Redis; each step reports how often each
+capped process was throttled (``cpu_cap``).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from bench.cpucap import CpuCaps
 from tests.integration.clients import LOCALHOST, poll
 from tests.integration.harness import (
     REGISTER_SCENARIO,
@@ -123,6 +130,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=1,
         help="SIPp processes, each from its own port with its share of users and rate"
         " (the kernel spreads the workers' shared port by source address)",
+    )
+    parser.add_argument(
+        "--cpu-cap",
+        type=float,
+        help="cap each SIP worker (or the one SIP process) at this many cores, each in a"
+        " cgroup of its own (bench/cpucap.py; needs root)",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -235,6 +248,8 @@ class Runner:
         procs = max(1, getattr(args, "sipp_procs", 1))
         self.shares = split_users(users_csv, procs) if procs > 1 else [users_csv]
         self.ports = [self.sipp_port, *(free_port() for _ in self.shares[1:])]
+        #: The run's CPU caps (``--cpu-cap``), whose throttling each step reports.
+        self.caps: CpuCaps | None = None
 
     def server_cpu(self, pid: int) -> float:
         """CPU seconds of ``pid``, its children (the SIP workers) and extra_pids."""
@@ -290,6 +305,8 @@ class Runner:
         seconds = calls / rate
         by_process = self.cpu_by_process(server_pid)
         server_cpu, sipp_cpu = sum(by_process.values()), children_cpu_seconds()
+        if self.caps is not None:
+            self.caps.mark()
         (busy, steal), started = system_cpu_seconds(), time.monotonic()
         results = await defer.gatherResults(
             [
@@ -329,12 +346,15 @@ class Runner:
             "wall_seconds": round(wall, 2),
             "sipp_exit": result.code,
         }
+        if self.caps is not None:
+            step["cpu_cap"] = self.caps.since_mark()
         log(
             f"{label} {rate:g}/s: {stats.successful}/{calls} ok, {stats.failed} failed,"
             f" p50/p95/p99 {step['p50_ms']}/{step['p95_ms']}/{step['p99_ms']} ms,"
             f" {cpu_key} {step[cpu_key]}%, sipp {step['sipp_cpu_pct']}%,"
             f" others {step['other_cpu_pct']}%, steal {step['steal_pct']}%"
             + (f", by process {split}" if len(split) > 1 else "")
+            + (f", throttled {step['cpu_cap']}" if "cpu_cap" in step else "")
         )
         if stats.failed or result.code != 0:
             log(f"sipp exit {result.code}: {result.stderr.strip()[-300:]}")
@@ -528,6 +548,29 @@ def warden_processes(pid: int) -> dict[str, int]:
     return found
 
 
+def sip_processes(pid: int) -> dict[str, int]:
+    """
+    The processes that run Warden's SIP stack: its workers, or the one
+    process when it has none (L{warden_processes} without the media processes).
+    """
+    found = warden_processes(pid)
+    workers = {k: v for k, v in found.items() if k.startswith("worker") and "." not in k}
+    return workers or {"warden": pid}
+
+
+def cap_sip_processes(pid: int, cores: float) -> CpuCaps:
+    """A cgroup capped at ``cores`` for each of Warden's SIP processes."""
+    caps = CpuCaps(cores)
+    try:
+        for name, process in sip_processes(pid).items():
+            caps.cap(name, process)
+    except BaseException:
+        caps.remove()
+        raise
+    log(f"CPU caps: {caps.describe()}")
+    return caps
+
+
 def distinct_aors(database: Path) -> int:
     """AORs with at least one binding."""
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
@@ -542,12 +585,17 @@ async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any
     """Provision, fill, ramp against Warden; its results."""
     settings, extra_pids = worker_settings(args.workers)
     bindings = 0
+    caps: CpuCaps | None = None
+    described = None
     warden = WardenProcess(workdir / "warden", settings=settings)
     log(f"starting Warden on {LOCALHOST}:{warden.port} ({warden.workdir}), workers {args.workers}")
     await warden.start()
     try:
+        if args.cpu_cap:
+            caps = cap_sip_processes(warden.pid, args.cpu_cap)
         users_csv = await provision_in_batches(warden, args.users)
         runner = Runner(args, workdir, users_csv, extra_pids)
+        runner.caps = caps
         log(f"fill: registering {args.users} extensions at {args.fill_rate:g}/s")
         fill = await runner.step(
             "fill", warden.address, warden.pid, REGISTER_SCENARIO, args.fill_rate, args.users
@@ -558,8 +606,12 @@ async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any
             bindings = await redis_bindings(settings)
     finally:
         code = await warden.stop()
+        if caps is not None:
+            described = caps.describe()
+            caps.remove()
     log(f"Warden stopped (exit {code})")
     return {
+        "cpu_cap": described,
         "fill": fill,
         "steps": steps,
         "max_rate_100pct": max_rate(steps),

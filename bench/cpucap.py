@@ -1,0 +1,199 @@
+"""
+CPU caps for benchmark processes: a scaling factor on a machine with too few cores.
+
+Issue 18 asks for 1 vs 2 SIP workers and one vs two load-generator processes.
+On a 2-core machine that also runs SIPp (and Redis), two uncapped processes
+fill both cores, and the ratio measures the machine, not the design. A cap
+gives each measured process the same CPU budget, ``--cpu-cap`` cores (for
+example 0.4), in a cgroup of its own, and leaves the rest of the machine to the
+peers: one worker at 0.4 core against two workers at 0.4 core each then says
+how the design scales while cores are not what limits it. The report names the
+cap and, per step, how often each capped group was throttled
+(``throttled_pct``: the share of scheduler periods in which it ran out of
+budget). A step where the capped group was seldom throttled did not reach the
+cap, so the rate there is not the capped process's limit.
+
+The cap is CFS bandwidth control: cgroup v2 (``cpu.max``) or v1
+(``cpu/cpu.cfs_quota_us``), with a 10 ms period so that a throttled process
+waits at most about 6 ms (at 0.4 core) before it runs again: a 100 ms period
+(the default) would add up to 60 ms to the latency of whatever it was doing.
+Creating a group needs root; L{CpuCap} raises L{CapUnavailable} with the
+reason when the machine offers no writable CPU controller.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+#: The scheduler period of a capped group, in microseconds.
+PERIOD_US = 10_000
+#: Where the cgroup hierarchies are mounted.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class CapUnavailable(RuntimeError):
+    """This machine offers no writable cgroup with a CPU controller."""
+
+
+def _hierarchy(root: Path) -> tuple[str, Path]:
+    """
+    Which cgroup interface ``root`` offers: ``("v2", root)`` when its
+    controllers include ``cpu``, ``("v1", root / "cpu")`` when the v1 CPU
+    controller is mounted there; L{CapUnavailable} otherwise.
+    """
+    controllers = root / "cgroup.controllers"
+    if controllers.exists():
+        if "cpu" not in controllers.read_text(encoding="ascii").split():
+            raise CapUnavailable(f"{controllers} has no cpu controller")
+        return "v2", root
+    v1 = root / "cpu"
+    if (v1 / "cpu.cfs_quota_us").exists():
+        return "v1", v1
+    raise CapUnavailable(f"no CPU controller under {root} (neither cgroup v2 nor v1)")
+
+
+class CpuCap:
+    """
+    One cgroup whose processes share ``cores`` cores: ``add`` moves a process
+    (and its threads) in, ``stats`` reads how often the group was throttled,
+    ``remove`` moves what is left back to the root and deletes the group.
+    """
+
+    def __init__(
+        self, name: str, cores: float, period_us: int = PERIOD_US, root: Path = CGROUP_ROOT
+    ) -> None:
+        if not 0.01 <= cores <= (os.cpu_count() or 1):
+            raise ValueError(f"a CPU cap of {cores} cores is out of range")
+        self.name = name
+        self.cores = cores
+        self.period_us = period_us
+        self.version, self.base = _hierarchy(root)
+        self.path = self.base / f"warden-bench-{os.getpid()}-{name}"
+        quota = max(1000, round(cores * period_us))
+        try:
+            self.path.mkdir()
+            if self.version == "v2":
+                (self.path / "cpu.max").write_text(f"{quota} {period_us}\n", encoding="ascii")
+            else:
+                (self.path / "cpu.cfs_period_us").write_text(f"{period_us}\n", encoding="ascii")
+                (self.path / "cpu.cfs_quota_us").write_text(f"{quota}\n", encoding="ascii")
+        except OSError as e:
+            self._rmdir()
+            raise CapUnavailable(f"cannot create {self.path}: {e.strerror}") from None
+        self.pids: list[int] = []
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (every thread of it) into the group."""
+        (self.path / "cgroup.procs").write_text(f"{pid}\n", encoding="ascii")
+        self.pids.append(pid)
+
+    def join(self) -> None:
+        """
+        Move the calling process into the group: a ``preexec_fn`` for
+        ``subprocess``, so that the child and everything it forks start capped.
+        """
+        (self.path / "cgroup.procs").write_text(f"{os.getpid()}\n", encoding="ascii")
+
+    def stats(self) -> dict[str, int]:
+        """The group's counters so far: periods, throttled periods, throttled microseconds."""
+        values: dict[str, int] = {}
+        for line in (self.path / "cpu.stat").read_text(encoding="ascii").splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                values[key] = int(value)
+        throttled_us = values.get("throttled_usec")
+        if throttled_us is None:  # v1 counts nanoseconds
+            throttled_us = values.get("throttled_time", 0) // 1000
+        return {
+            "periods": values.get("nr_periods", 0),
+            "throttled_periods": values.get("nr_throttled", 0),
+            "throttled_us": throttled_us,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The cap for the report."""
+        return {
+            "name": self.name,
+            "cores": self.cores,
+            "period_us": self.period_us,
+            "cgroup": self.version,
+            "pids": list(self.pids),
+        }
+
+    def remove(self) -> None:
+        """Move every process still in the group back to the root, then delete it."""
+        procs = self.path / "cgroup.procs"
+        try:
+            left = procs.read_text(encoding="ascii").split()
+        except OSError:
+            left = []
+        for pid in left:
+            try:
+                (self.base / "cgroup.procs").write_text(f"{pid}\n", encoding="ascii")
+            except OSError:
+                continue  # it has exited meanwhile
+        self._rmdir()
+
+    def _rmdir(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+def throttled_between(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """
+    What happened in the group between two L{CpuCap.stats}: the share of
+    scheduler periods in which it was throttled, in percent, and for how long.
+    """
+    periods = after["periods"] - before["periods"]
+    throttled = after["throttled_periods"] - before["throttled_periods"]
+    return {
+        "throttled_pct": round(100 * throttled / periods, 1) if periods else 0.0,
+        "throttled_s": round((after["throttled_us"] - before["throttled_us"]) / 1e6, 2),
+    }
+
+
+class CpuCaps:
+    """The caps of one benchmark run, by name; all removed together."""
+
+    def __init__(self, cores: float, root: Path = CGROUP_ROOT) -> None:
+        self.cores = cores
+        self.root = root
+        self.caps: dict[str, CpuCap] = {}
+        self._marks: dict[str, dict[str, int]] = {}
+
+    def group(self, name: str, cores: float | None = None) -> CpuCap:
+        """The group named ``name``, created at ``cores`` (or the run's cap) the first time."""
+        if name not in self.caps:
+            self.caps[name] = CpuCap(name, self.cores if cores is None else cores, root=self.root)
+        return self.caps[name]
+
+    def cap(self, name: str, pid: int, cores: float | None = None) -> CpuCap:
+        """Put ``pid`` in the group named ``name`` (L{group})."""
+        group = self.group(name, cores)
+        group.add(pid)
+        return group
+
+    def mark(self) -> None:
+        """Remember every group's counters: the start of a step."""
+        self._marks = {name: cap.stats() for name, cap in self.caps.items()}
+
+    def since_mark(self) -> dict[str, dict[str, float]]:
+        """Per group, how much it was throttled since L{mark}."""
+        return {
+            name: throttled_between(self._marks.get(name, cap.stats()), cap.stats())
+            for name, cap in self.caps.items()
+        }
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every cap, for the report."""
+        return [cap.describe() for cap in self.caps.values()]
+
+    def remove(self) -> None:
+        """Remove every group."""
+        for cap in self.caps.values():
+            cap.remove()
+        self.caps.clear()
