@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench.calls import media_settings, parse_args
+from bench.calls import Rig, media_settings, parse_args
 
 
 class MediaSettingsTests(SynchronousTestCase):
@@ -30,3 +32,26 @@ class MediaSettingsTests(SynchronousTestCase):
         self.assertEqual(parse_args(["--mode", "cps"]).media, {})
         with self.assertRaises(SystemExit):
             parse_args(["--media", "nonsense"])
+
+
+class SocketPerCallTests(SynchronousTestCase):
+    """``--socket-per-call``: each UAC call from a socket of its own (SIPp's ``-t un``)."""
+
+    def rig(self, per_call: bool) -> Rig:
+        rig = Rig(Path(self.mktemp()), echo=False)
+        rig.socket_per_call = per_call
+        return rig
+
+    def test_uac_arguments(self) -> None:
+        """With it the UAC runs ``-t un`` with room for the sockets; without it, SIPp's default."""
+        args = self.rig(True).uac_args("call_uac_cps.xml", 10, 5.0, 30.0)
+        self.assertEqual(args[args.index("-t") + 1], "un")
+        self.assertEqual(args[args.index("-max_socket") + 1], "10000")
+        plain = self.rig(False).uac_args("call_uac_cps.xml", 10, 5.0, 30.0)
+        self.assertNotIn("-t", plain)
+        self.assertNotIn("-max_socket", plain)
+
+    def test_option(self) -> None:
+        self.assertTrue(parse_args(["--mode", "cps", "--socket-per-call"]).socket_per_call)
+        self.assertFalse(parse_args(["--mode", "cps"]).socket_per_call)
+        self.assertEqual(parse_args(["--mode", "cps", "--cpu-cap", "0.4"]).cpu_cap, 0.4)

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from bench.cpucap import CapUnavailable, CpuCap, CpuCaps, throttled_between
+from bench.cpucap import (
+    CapUnavailable,
+    CpuCap,
+    CpuCaps,
+    bandwidth_slice_us,
+    period_for,
+    throttled_between,
+)
 
 
 def fake_v1(root: Path) -> Path:
@@ -40,9 +47,9 @@ class FakeTreeTests(unittest.TestCase):
         self.root = Path(self.mktemp())
 
     def test_v1_quota_and_period(self) -> None:
-        """v1: the period is 10 ms and the quota the cores' share of it."""
+        """v1: the period and the quota, the cores' share of it, in two files."""
         fake_v1(self.root)
-        cap = CpuCap("worker0", 0.4, root=self.root)
+        cap = CpuCap("worker0", 0.4, period_us=10_000, root=self.root)
         self.assertEqual(cap.version, "v1")
         self.assertEqual(cap.path.parent, self.root / "cpu")
         self.assertEqual((cap.path / "cpu.cfs_period_us").read_text(), "10000\n")
@@ -51,9 +58,34 @@ class FakeTreeTests(unittest.TestCase):
     def test_v2_cpu_max(self) -> None:
         """v2: one file, ``quota period``."""
         fake_v2(self.root)
-        cap = CpuCap("gen", 1.5, root=self.root)
+        cap = CpuCap("gen", 1.5, period_us=10_000, root=self.root)
         self.assertEqual(cap.version, "v2")
         self.assertEqual((cap.path / "cpu.max").read_text(), "15000 10000\n")
+
+    def test_default_period_holds_two_slices(self) -> None:
+        """Without a period, the quota is at least two of the kernel's bandwidth slices."""
+        fake_v2(self.root)
+        cap = CpuCap("w", 0.4, root=self.root)
+        quota, period = map(int, (cap.path / "cpu.max").read_text().split())
+        self.assertGreaterEqual(quota, 2 * bandwidth_slice_us())
+        self.assertAlmostEqual(quota / period, 0.4, places=2)
+
+    def test_period_for(self) -> None:
+        """10 ms at least; longer when the quota would hold fewer than two slices."""
+        self.assertEqual(period_for(0.4, 5_000), 25_000)
+        self.assertEqual(period_for(0.45, 5_000), 23_000)
+        self.assertEqual(period_for(1.0, 5_000), 10_000)
+        self.assertEqual(period_for(2.0, 1_000), 10_000)
+        self.assertEqual(period_for(0.4, 1_000), 10_000)
+
+    def test_bandwidth_slice_setting(self) -> None:
+        """The kernel's slice, or 5 ms when the setting is missing or not a number."""
+        setting = Path(self.mktemp())
+        self.assertEqual(bandwidth_slice_us(setting), 5_000)
+        setting.write_text("3000\n")
+        self.assertEqual(bandwidth_slice_us(setting), 3_000)
+        setting.write_text("\u0663000\n")  # Arabic-Indic digits are not ASCII
+        self.assertEqual(bandwidth_slice_us(setting), 5_000)
 
     def test_add_writes_the_pid(self) -> None:
         fake_v1(self.root)
