@@ -31,7 +31,9 @@ reason when the machine offers no writable CPU controller.
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +192,48 @@ def throttled_between(before: dict[str, int], after: dict[str, int]) -> dict[str
     }
 
 
+#: The name of a group a run made: ``warden-bench-<the run's pid>-<name>``.
+_GROUP_NAME = re.compile(r"warden-bench-([0-9]+)-")
+
+
+def sweep_stale(root: Path = CGROUP_ROOT) -> list[str]:
+    """
+    Delete the groups of runs that are no longer running (killed before they
+    could remove them): empty groups whose run's process has gone. Returns
+    their names. A group that still holds a process is left alone.
+    """
+    try:
+        _, base = _hierarchy(root)
+        entries = list(base.iterdir())
+    except (CapUnavailable, OSError):
+        return []
+    swept = []
+    for entry in entries:
+        found = _GROUP_NAME.match(entry.name)
+        if found is None or not entry.is_dir() or Path(f"/proc/{found.group(1)}").exists():
+            continue
+        try:
+            entry.rmdir()  # fails while a process is in it
+        except OSError:
+            continue
+        swept.append(entry.name)
+    return swept
+
+
 class CpuCaps:
-    """The caps of one benchmark run, by name; all removed together."""
+    """
+    The caps of one benchmark run, by name; all removed together, by
+    L{remove} or at the interpreter's exit. Groups that killed runs left
+    behind are swept first.
+    """
 
     def __init__(self, cores: float, root: Path = CGROUP_ROOT) -> None:
         self.cores = cores
         self.root = root
         self.caps: dict[str, CpuCap] = {}
         self._marks: dict[str, dict[str, int]] = {}
+        sweep_stale(root)
+        atexit.register(self.remove)
 
     def group(self, name: str, cores: float | None = None) -> CpuCap:
         """The group named ``name``, created at ``cores`` (or the run's cap) the first time."""

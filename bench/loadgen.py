@@ -68,6 +68,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -577,8 +578,14 @@ def calls_phase(target: Target, workdir: Path, users_csv: Path, a: argparse.Name
     }
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM: unwind, so that the target stops and the CPU caps are removed."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Parse arguments, run, print the JSON result."""
+    signal.signal(signal.SIGTERM, _terminated)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=("kamailio", "warden"), default="kamailio")
     parser.add_argument("--users", type=int, default=5000)

@@ -19,6 +19,7 @@ from bench.cpucap import (
     CpuCaps,
     bandwidth_slice_us,
     period_for,
+    sweep_stale,
     throttled_between,
 )
 
@@ -157,6 +158,38 @@ class FakeTreeTests(unittest.TestCase):
         self.assertEqual(
             caps.since_mark(), {"worker0": {"throttled_pct": 25.0, "throttled_s": 0.1}}
         )
+
+
+class SweepTests(unittest.TestCase):
+    """Groups left behind by runs that were killed."""
+
+    def test_sweeps_empty_groups_of_dead_runs(self) -> None:
+        root = Path(self.mktemp())
+        cpu = fake_v1(root)
+        dead = cpu / "warden-bench-99999999-worker0"  # no such process
+        dead.mkdir()
+        busy = cpu / "warden-bench-99999998-worker1"  # a process still in it
+        busy.mkdir()
+        (busy / "cgroup.procs").write_text("4242\n")
+        ours = cpu / f"warden-bench-{os.getpid()}-worker0"
+        ours.mkdir()
+        other = cpu / "somebody-else"
+        other.mkdir()
+        self.assertEqual(sweep_stale(root), ["warden-bench-99999999-worker0"])
+        self.assertFalse(dead.exists())
+        self.assertTrue(busy.exists())
+        self.assertTrue(ours.exists())
+        self.assertTrue(other.exists())
+
+    def test_no_hierarchy(self) -> None:
+        self.assertEqual(sweep_stale(Path(self.mktemp())), [])
+
+    def test_caps_sweep_when_made(self) -> None:
+        root = Path(self.mktemp())
+        cpu = fake_v1(root)
+        (cpu / "warden-bench-99999999-gen").mkdir()
+        CpuCaps(0.4, root=root)
+        self.assertFalse((cpu / "warden-bench-99999999-gen").exists())
 
 
 def real_cgroups_or_skip() -> None:
