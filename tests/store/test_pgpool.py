@@ -89,6 +89,15 @@ def _retries(name: str) -> float:
     return REGISTRY.get_sample_value("warden_store_retries_total", {"interaction": name}) or 0.0
 
 
+def _interactions(name: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "warden_store_interactions_total", {"interaction": name, "outcome": outcome}
+        )
+        or 0.0
+    )
+
+
 class PoolTests(SynchronousTestCase):
     """The pool's behaviour, step by step on a Clock."""
 
@@ -178,6 +187,22 @@ class PoolTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.clock.advance(0.75)
         self.assertEqual(self.successResultOf(d), 0)
+
+    def test_interactions_counted(self) -> None:
+        """Each interaction is counted once by its name and outcome, retries or not."""
+        ok, error = _interactions("counted", "ok"), _interactions("counted", "error")
+        self.successResultOf(self.pool.run("counted", which))
+        self.connect.made[0].fail_with = psycopg2.errors.SerializationFailure("conflict")
+        d = self.pool.run("counted", which)
+        self.clock.advance(0.5)
+        self.successResultOf(d)
+
+        async def bad(cursor: Any) -> None:
+            raise ValueError("bug")
+
+        self.failureResultOf(self.pool.run("counted", bad), ValueError)
+        self.assertEqual(_interactions("counted", "ok") - ok, 2)
+        self.assertEqual(_interactions("counted", "error") - error, 1)
 
     def test_sql_error_not_retried(self) -> None:
         """An error in the SQL fails at once and keeps the connection."""

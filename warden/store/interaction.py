@@ -60,7 +60,8 @@ def _counter(name: str, outcome: str) -> Counter:
     return INTERACTIONS.labels(interaction=name, outcome=outcome)
 
 
-def _count(name: str, outcome: str) -> None:
+def count_interaction(name: str, outcome: str) -> None:
+    """Count one interaction named ``name`` that ended ``ok`` or in ``error``."""
     _counter(name, outcome).inc()
 
 
@@ -87,11 +88,11 @@ def run_interaction(
     )
 
     def ok(result: _T) -> _T:
-        _count(name, "ok")
+        count_interaction(name, "ok")
         return result
 
     def failed(reason: Failure) -> Failure:
-        _count(name, "error")
+        count_interaction(name, "error")
         return reason
 
     d.addCallbacks(ok, failed)

@@ -36,7 +36,7 @@ from txpostgres import txpostgres
 from txpostgres.reconnection import ConnectionDead
 
 from warden.errors import StoreError, StoreUnavailable
-from warden.store.interaction import INTERACTIONS
+from warden.store.interaction import count_interaction
 
 __all__ = [
     "Cursor",
@@ -246,11 +246,11 @@ class PostgreSQLPool:
         d = Deferred.fromCoroutine(self._run(name, interaction, args, kwargs))
 
         def ok(result: _T) -> _T:
-            INTERACTIONS.labels(interaction=name, outcome="ok").inc()
+            count_interaction(name, "ok")
             return result
 
         def failed(reason: Failure) -> Failure:
-            INTERACTIONS.labels(interaction=name, outcome="error").inc()
+            count_interaction(name, "error")
             return reason
 
         d.addCallbacks(ok, failed)
