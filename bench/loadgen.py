@@ -80,7 +80,7 @@ from typing import Any
 from bench.compare import wait_quiet
 from bench.cpucap import CpuCap, CpuCaps, throttled_between
 from bench.register import children_cpu_seconds, system_cpu_seconds
-from warden.ops.drtest.scratch import free_port
+from warden.ops.drtest.scratch import free_control_port, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "bench" / "scenarios" / "register.xml"
@@ -417,7 +417,7 @@ def registration_step_sipp(
             "-inf", str(csv), "-i", LOCALHOST, "-p", "0", "-m", str(calls), "-r", f"{share:g}",
             "-rp", "1000", "-l", str(max(100, int(share * 5))),
             "-timeout", f"{seconds * 4 + 60:g}s", "-timeout_error", "-trace_stat", "-trace_rtt",
-            "-rtt_freq", "1", "-nostdin", "-cp", str(free_port()),
+            "-rtt_freq", "1", "-nostdin", "-cp", str(free_control_port()),
             "-buff_size", str(4 * 1024 * 1024),
         ]  # fmt: skip
         quiet = subprocess.DEVNULL

@@ -91,6 +91,28 @@ def free_media_port() -> int:
     raise OSError(f"no 4 consecutive ports free in {MEDIA_PORTS} on 127.0.0.1")
 
 
+#: Where L{free_control_port} looks: above Linux's ephemeral ports (32768-60999
+#: by default, ``net.ipv4.ip_local_port_range``), so that no socket bound to
+#: port 0 (an outgoing connection, a client's socket, a port L{free_port} is
+#: probing) can take a control port between its pick and the bind.
+CONTROL_PORTS = (61000, 65000)
+_control_random = random.Random()
+
+
+def free_control_port() -> int:
+    """
+    A port for SIPp's remote-control socket (``-cp``, UDP), free now and
+    outside the ephemeral range: L{free_port}'s pick could be handed to any
+    socket bound to port 0 before SIPp binds it (seen in CI: "Unable to bind
+    remote control socket ... Address already in use", SIPp exit 254).
+    """
+    for _ in range(200):
+        port = _control_random.randrange(*CONTROL_PORTS)
+        if not port_in_use(port, "udp"):
+            return port
+    raise OSError(f"no port free in {CONTROL_PORTS} on 127.0.0.1")
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -38,6 +38,7 @@ from twisted.trial import unittest
 from tests.integration.clients import LOCALHOST, RawTcpClient, SipUdpClient, poll, real_reactor
 from tests.integration.sipp_traces import read_sipp_errors, read_sipp_messages
 from warden.ops.drtest.scratch import (
+    free_control_port,
     free_media_port,
     free_port,
     render_toml,
@@ -448,7 +449,7 @@ def sipp_command(args: Sequence[str]) -> list[str]:
     sipp = shutil.which("sipp")
     if sipp is None:
         raise FileNotFoundError("sipp")
-    return [sipp, *args, "-nostdin", "-cp", str(free_port())]
+    return [sipp, *args, "-nostdin", "-cp", str(free_control_port())]
 
 
 async def run_sipp(args: Sequence[str], cwd: Path, timeout: float = 120.0) -> ProcessResult:

@@ -12,7 +12,12 @@ from tests.backup.helpers import REALM, password
 from warden.ops.drtest import scratch
 from warden.ops.drtest.probe import LOCALHOST, Identity, ProbeFailed, authorization
 from warden.ops.drtest.report import Report, Step
-from warden.ops.drtest.scratch import free_media_port, free_port_run, port_in_use
+from warden.ops.drtest.scratch import (
+    free_control_port,
+    free_media_port,
+    free_port_run,
+    port_in_use,
+)
 from warden.ops.drtest.tap import EXIT_USAGE, Options
 from warden.sip.auth import challenge, expected_response, parse_credentials
 from warden.store.credentials import make_extension
@@ -151,6 +156,35 @@ class FreePortTests(SynchronousTestCase):
         self.patch(scratch, "_media_random", Picks())
         first = free_media_port()
         self.assertEqual(first, held - 4)
+
+    def test_control_port_above_the_ephemeral_ports(self) -> None:
+        """In CONTROL_PORTS, above what the kernel hands a socket bound to port 0, and free."""
+        low, high = (
+            int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        )
+        for _ in range(20):
+            port = free_control_port()
+            self.assertTrue(scratch.CONTROL_PORTS[0] <= port < scratch.CONTROL_PORTS[1])
+            self.assertFalse(low <= port <= high, (port, low, high))
+            self.assertFalse(port_in_use(port, "udp"))
+
+    def test_control_port_passes_over_a_held_port(self) -> None:
+        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(blocker.close)
+        held = next(
+            port
+            for port in range(scratch.CONTROL_PORTS[0], scratch.CONTROL_PORTS[1])
+            if not port_in_use(port, "udp")
+        )
+        blocker.bind((LOCALHOST, held))
+        candidates = iter([held, held + 1])
+
+        class Picks:
+            def randrange(self, *args: int) -> int:
+                return next(candidates)
+
+        self.patch(scratch, "_control_random", Picks())
+        self.assertEqual(free_control_port(), held + 1)
 
     def test_port_in_use(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
