@@ -68,7 +68,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from bench.compare import MAX_OTHER_PCT, quiet_enough
-from bench.cpucap import CpuCaps
+from bench.cpucap import CpuCaps, throttle_note
 from bench.register import (
     SIPP_BUFFER_BYTES,
     cap_sip_processes,
@@ -448,7 +448,8 @@ class Rig:
     UAS of its own registered as it that answers every call (echoing RTP when
     ``echo``): UAC process ``k`` calls callee ``k`` as caller ``k``. Warden's
     media ports are ``media_range`` (None: its default); ``extra_pids`` are
-    processes whose CPU counts as Warden's (a Redis of its own).
+    processes whose CPU counts as Warden's (a Redis of its own); with
+    ``socket_per_call`` each UAC call comes from a socket of its own.
     """
 
     def __init__(
@@ -461,6 +462,7 @@ class Rig:
         settings: dict[str, Any] | None = None,
         procs: int = 1,
         extra_pids: Sequence[int] = (),
+        socket_per_call: bool = False,
     ) -> None:
         self.workdir = workdir
         self.echo = echo
@@ -483,7 +485,7 @@ class Rig:
         #: CPU caps on Warden's SIP processes (``--cpu-cap``), removed by L{stop}.
         self.caps: CpuCaps | None = None
         #: Each UAC call from a socket of its own (``--socket-per-call``).
-        self.socket_per_call = False
+        self.socket_per_call = socket_per_call
 
     # The first UAS, as one-UAS callers knew it.
     @property
@@ -711,7 +713,7 @@ async def cps_step(rig: Rig, rate: int, args: argparse.Namespace) -> dict[str, A
         + (f" {by_process}" if len(by_process) > 1 else "")
         + f", SIPp {step['sipp_uac_cpu_pct']}% + {step['sipp_uas_cpu_pct']}%,"
         f" others {step['other_cpu_pct']}%"
-        + (f", throttled {step['cpu_cap']}" if "cpu_cap" in step else "")
+        + throttle_note(step)
         + ("" if step["valid"] else " (INVALID: machine busy or SIPp failed)")
     )
     if not step["all_ok"]:
@@ -1004,8 +1006,8 @@ async def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict[s
         settings=settings,
         procs=procs,
         extra_pids=extra_pids,
+        socket_per_call=args.socket_per_call,
     )
-    rig.socket_per_call = args.socket_per_call
     try:
         await rig.start()
         if args.cpu_cap and mode == "cps":

@@ -84,6 +84,11 @@ def period_for(cores: float, slice_us: int) -> int:
     return max(PERIOD_US, -(-int(needed) // 1000) * 1000)
 
 
+def _move(pid: int, group: Path) -> None:
+    """Move process ``pid`` (every thread of it) into the cgroup at ``group``."""
+    (group / "cgroup.procs").write_text(f"{pid}\n", encoding="ascii")
+
+
 class CpuCap:
     """
     One cgroup whose processes share ``cores`` cores: ``add`` moves a process
@@ -122,7 +127,7 @@ class CpuCap:
 
     def add(self, pid: int) -> None:
         """Move process ``pid`` (every thread of it) into the group."""
-        (self.path / "cgroup.procs").write_text(f"{pid}\n", encoding="ascii")
+        _move(pid, self.path)
         self.pids.append(pid)
 
     def join(self) -> None:
@@ -130,7 +135,7 @@ class CpuCap:
         Move the calling process into the group: a ``preexec_fn`` for
         ``subprocess``, so that the child and everything it forks start capped.
         """
-        (self.path / "cgroup.procs").write_text(f"{os.getpid()}\n", encoding="ascii")
+        _move(os.getpid(), self.path)
 
     def stats(self) -> dict[str, int]:
         """The group's counters so far: periods, throttled periods, throttled microseconds."""
@@ -167,7 +172,7 @@ class CpuCap:
             left = []
         for pid in left:
             try:
-                (self.base / "cgroup.procs").write_text(f"{pid}\n", encoding="ascii")
+                _move(int(pid), self.base)
             except OSError:
                 continue  # it has exited meanwhile
         self._rmdir()
@@ -190,6 +195,11 @@ def throttled_between(before: dict[str, int], after: dict[str, int]) -> dict[str
         "throttled_pct": round(100 * throttled / periods, 1) if periods else 0.0,
         "throttled_s": round((after["throttled_us"] - before["throttled_us"]) / 1e6, 2),
     }
+
+
+def throttle_note(step: dict[str, Any]) -> str:
+    """The part of a step's progress line that says how much its caps throttled."""
+    return f", throttled {step['cpu_cap']}" if "cpu_cap" in step else ""
 
 
 #: The name of a group a run made: ``warden-bench-<the run's pid>-<name>``.
@@ -253,10 +263,11 @@ class CpuCaps:
 
     def since_mark(self) -> dict[str, dict[str, float]]:
         """Per group, how much it was throttled since L{mark}."""
-        return {
-            name: throttled_between(self._marks.get(name, cap.stats()), cap.stats())
-            for name, cap in self.caps.items()
-        }
+        since = {}
+        for name, cap in self.caps.items():
+            now = cap.stats()
+            since[name] = throttled_between(self._marks.get(name, now), now)
+        return since
 
     def describe(self) -> list[dict[str, Any]]:
         """Every cap, for the report."""

@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import wait_quiet
-from bench.cpucap import CpuCap, CpuCaps, throttled_between
+from bench.cpucap import CpuCap, CpuCaps, throttle_note, throttled_between
 from bench.register import children_cpu_seconds, system_cpu_seconds
 from warden.ops.drtest.scratch import free_control_port, free_port
 
@@ -166,7 +166,7 @@ class StepMeter:
         self.target = target
         #: The generator's CPU cap (``--cpu-cap``), whose throttling the step reports.
         self.cap = cap
-        self.cap_before = cap.stats() if cap is not None else None
+        self.cap_before = cap.stats() if cap is not None else {}
         self.busy, self.steal = system_cpu_seconds()
         self.generator = children_cpu_seconds()
         self.target_cpu = cpu_of(target.pids())
@@ -183,7 +183,7 @@ class StepMeter:
         target = cpu_of(self.target.pids()) - self.target_cpu
         others = busy - self.busy - generator - target
         capped: dict[str, Any] = {}
-        if self.cap is not None and self.cap_before is not None:
+        if self.cap is not None:
             capped = {
                 "cpu_cap": {
                     "cores": self.cap.cores,
@@ -316,6 +316,12 @@ def write_users(workdir: Path, count: int, sipp_processes: int = 1) -> tuple[Pat
     return ours, sipps
 
 
+def machine_load(load: dict[str, Any]) -> dict[str, Any]:
+    """What a step reports of L{StepMeter.result} beside its CPU: others, steal, the cap."""
+    keys = ("other_cpu_pct", "steal_pct", "cpu_cap")
+    return {key: load[key] for key in keys if key in load}
+
+
 def run_ours(
     target: Target,
     workdir: Path,
@@ -385,9 +391,7 @@ def registration_step_ours(
         "target_cpu_us_per_registration": round(
             1e6 * target_cpu * share / max(1, phase["succeeded"]), 1
         ),
-        "other_cpu_pct": load["other_cpu_pct"],
-        "steal_pct": load["steal_pct"],
-        **({"cpu_cap": load["cpu_cap"]} if "cpu_cap" in load else {}),
+        **machine_load(load),
     }
 
 
@@ -467,9 +471,7 @@ def registration_step_sipp(
         "generator_cpu_pct": round(100 * cpu / wall, 1),
         "target_cpu_pct": round(100 * target_cpu / wall, 1),
         "target_cpu_us_per_registration": round(1e6 * target_cpu / max(1, successful), 1),
-        "other_cpu_pct": load["other_cpu_pct"],
-        "steal_pct": load["steal_pct"],
-        **({"cpu_cap": load["cpu_cap"]} if "cpu_cap" in load else {}),
+        **machine_load(load),
     }
 
 
@@ -517,7 +519,7 @@ def ramp(
             f"{name} {rate:g}/s: achieved {step['achieved']}/s, failed {step['failed']}, "
             f"p95 {step['p95_ms']} ms, generator CPU {step['generator_cpu_pct']}%, "
             f"target CPU {step['target_cpu_pct']}%, others {step['other_cpu_pct']}%"
-            + (f", throttled {step['cpu_cap']}" if "cpu_cap" in step else "")
+            + throttle_note(step)
             + f"{'' if step['valid'] else ' (INVALID: machine busy)'}"
         )
         if not sustained(step):

@@ -68,7 +68,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from bench.cpucap import CpuCaps
+from bench.cpucap import CpuCaps, throttle_note
 from tests.integration.clients import LOCALHOST, poll
 from tests.integration.harness import (
     REGISTER_SCENARIO,
@@ -238,6 +238,7 @@ class Runner:
         workdir: Path,
         users_csv: Path,
         extra_pids: Sequence[int] = (),
+        caps: CpuCaps | None = None,
     ) -> None:
         self.args = args
         self.workdir = workdir
@@ -249,7 +250,7 @@ class Runner:
         self.shares = split_users(users_csv, procs) if procs > 1 else [users_csv]
         self.ports = [self.sipp_port, *(free_port() for _ in self.shares[1:])]
         #: The run's CPU caps (``--cpu-cap``), whose throttling each step reports.
-        self.caps: CpuCaps | None = None
+        self.caps = caps
 
     def server_cpu(self, pid: int) -> float:
         """CPU seconds of ``pid``, its children (the SIP workers) and extra_pids."""
@@ -354,7 +355,7 @@ class Runner:
             f" {cpu_key} {step[cpu_key]}%, sipp {step['sipp_cpu_pct']}%,"
             f" others {step['other_cpu_pct']}%, steal {step['steal_pct']}%"
             + (f", by process {split}" if len(split) > 1 else "")
-            + (f", throttled {step['cpu_cap']}" if "cpu_cap" in step else "")
+            + throttle_note(step)
         )
         if stats.failed or result.code != 0:
             log(f"sipp exit {result.code}: {result.stderr.strip()[-300:]}")
@@ -594,8 +595,7 @@ async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         if args.cpu_cap:
             caps = cap_sip_processes(warden.pid, args.cpu_cap)
         users_csv = await provision_in_batches(warden, args.users)
-        runner = Runner(args, workdir, users_csv, extra_pids)
-        runner.caps = caps
+        runner = Runner(args, workdir, users_csv, extra_pids, caps)
         log(f"fill: registering {args.users} extensions at {args.fill_rate:g}/s")
         fill = await runner.step(
             "fill", warden.address, warden.pid, REGISTER_SCENARIO, args.fill_rate, args.users

@@ -38,9 +38,7 @@ class SocketPerCallTests(SynchronousTestCase):
     """``--socket-per-call``: each UAC call from a socket of its own (SIPp's ``-t un``)."""
 
     def rig(self, per_call: bool) -> Rig:
-        rig = Rig(Path(self.mktemp()), echo=False)
-        rig.socket_per_call = per_call
-        return rig
+        return Rig(Path(self.mktemp()), echo=False, socket_per_call=per_call)
 
     def test_uac_arguments(self) -> None:
         """With it the UAC runs ``-t un`` with room for the sockets; without it, SIPp's default."""
