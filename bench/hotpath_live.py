@@ -168,6 +168,7 @@ class LiveStack:
         self.udp: Any = None
         self.transport: CountingDatagramTransport | None = None
         self._socket: Any = None
+        self._direct: Any = None
 
     async def start(self) -> None:
         """Start Warden; wait until the SIP service serves; swap its socket."""
@@ -188,11 +189,17 @@ class LiveStack:
         self._socket = self.udp.transport
         self.transport = CountingDatagramTransport(self._socket.getHost())
         self.udp.transport = self.transport
+        # The listener sends straight on its socket once a host is checked
+        # (SipDatagramProtocol.write_to): without one, every write goes
+        # through the counting transport.
+        self._direct = self.udp._socket
+        self.udp._socket = None
 
     async def stop(self) -> None:
         """Give the listener its socket back and stop Warden."""
         if self.udp is not None:
             self.udp.transport = self._socket
+            self.udp._socket = self._direct
         await self.root.stopService()
 
     async def feed(
