@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet.error import InvalidAddressError
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.sip import metrics, transport
@@ -16,7 +17,12 @@ from warden.sip.flow import Flow
 from warden.sip.headers import parse_via
 from warden.sip.message import Request
 from warden.sip.parser import parse_datagram
-from warden.sip.transport import SipDatagramProtocol, TransportError, TransportHub
+from warden.sip.transport import (
+    BATCHED_BYTES,
+    SipDatagramProtocol,
+    TransportError,
+    TransportHub,
+)
 from warden.testing.sipstack import FakeSipStack
 
 OPTIONS = (
@@ -114,7 +120,8 @@ class UdpSendTests(SynchronousTestCase):
     """Datagrams leave on the listening socket itself once the port checked their host."""
 
     def setUp(self) -> None:
-        self.hub = TransportHub(Clock(), 65535, 600.0)
+        self.clock = Clock()
+        self.hub = TransportHub(self.clock, 65535, 600.0)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(self.sock.close)
         self.sock.bind(("127.0.0.1", 0))
@@ -133,8 +140,89 @@ class UdpSendTests(SynchronousTestCase):
         for n in range(3):
             self.proto.write_to(b"datagram %d" % n, address)
         self.assertEqual([data for data, _ in self.port.written], [b"datagram 0"])
+        self.clock.advance(0)  # the end of the reactor's turn
         received = [self.peer.recvfrom(100)[0] for _ in range(3)]
         self.assertEqual(received, [b"datagram 0", b"datagram 1", b"datagram 2"])
+
+    def _waiting(self) -> bool:
+        """Whether anything reached the peer yet."""
+        self.peer.setblocking(False)
+        try:
+            self.peer.recvfrom(100)
+        except BlockingIOError:
+            return False
+        finally:
+            self.peer.settimeout(5)
+        return True
+
+    def test_sent_at_end_of_turn(self) -> None:
+        """Checked datagrams wait for the end of the reactor's turn, then all
+        leave in the order written, from one scheduled call."""
+        address = self.peer.getsockname()
+        self.proto.write_to(b"first", address)  # checked by the port, sent at once
+        self.assertEqual(self.peer.recvfrom(100)[0], b"first")
+        for n in range(3):
+            self.proto.write_to(b"batched %d" % n, address)
+        self.assertFalse(self._waiting())
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0)
+        self.assertEqual(
+            [self.peer.recvfrom(100)[0] for _ in range(3)],
+            [b"batched 0", b"batched 1", b"batched 2"],
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_large_datagram_keeps_order(self) -> None:
+        """A datagram above BATCHED_BYTES leaves at once, after those waiting."""
+        address = self.peer.getsockname()
+        self.proto.write_to(b"first", address)
+        self.peer.recvfrom(100)
+        self.proto.write_to(b"small", address)
+        large = b"L" * (BATCHED_BYTES + 1)
+        self.proto.write_to(large, address)
+        self.assertEqual([self.peer.recvfrom(2000)[0] for _ in range(2)], [b"small", large])
+        self.clock.advance(0)  # nothing is sent twice
+        self.assertFalse(self._waiting())
+
+    def test_failed_batched_send_logged(self) -> None:
+        """A datagram that fails at the end of the turn is logged, and the rest still go."""
+        address = self.peer.getsockname()
+        self.proto.write_to(b"first", address)
+        self.peer.recvfrom(100)
+        real = self.proto._socket
+        assert real is not None
+        calls: list[bytes] = []
+
+        class FailingOnce:
+            def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+                calls.append(data)
+                if len(calls) == 1:
+                    raise BlockingIOError(11, "Resource temporarily unavailable")
+                return real.sendto(data, addr)
+
+        self.proto._socket = FailingOnce()  # type: ignore[assignment]
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.proto.write_to(b"lost", address)
+        self.proto.write_to(b"kept", address)
+        self.clock.advance(0)
+        self.assertEqual(calls, [b"lost", b"kept"])
+        self.assertEqual(self.peer.recvfrom(100)[0], b"kept")
+        failed = [e for e in events if "failed" in str(e.get("log_format", ""))]
+        self.assertEqual(len(failed), 1)
+        self.assertEqual(failed[0]["host"], address[0])
+
+    def test_stop_sends_what_waits(self) -> None:
+        """Stopping the port first sends the datagrams waiting for the turn's end."""
+        address = self.peer.getsockname()
+        self.proto.write_to(b"first", address)
+        self.peer.recvfrom(100)
+        self.proto.write_to(b"last words", address)
+        self.proto.doStop()
+        self.assertEqual(self.peer.recvfrom(100)[0], b"last words")
+        self.clock.advance(0)  # the scheduled flush finds nothing to send
+        self.assertFalse(self._waiting())
 
     def test_bad_host_stays_checked(self) -> None:
         """A host the port refused is checked again on every write."""

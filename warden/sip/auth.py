@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from warden.errors import SipParseError, StateUnavailable
+from warden.randomness import random_hex
 from warden.sip.headers import parse_auth_params
 
 ALGORITHMS: dict[str, str] = {"MD5": "md5", "SHA-256": "sha256"}
@@ -98,7 +99,7 @@ class NonceManager:
         for nonce-count checks.
         """
         stamp = format(int(self._clock.seconds() * 1000), "x")
-        salt = os.urandom(8).hex()
+        salt = random_hex(8)
         nonce = f"{stamp}.{salt}.{self._mac(stamp, salt, source)}"
         counts = self._counts
         counts[nonce] = 0
@@ -409,7 +410,7 @@ def answer_params_with_ha1(
         algorithm=algorithm,
         qop=qop,
         nc=f"{nc:08x}" if qop else None,
-        cnonce=(cnonce or os.urandom(8).hex()) if qop else None,
+        cnonce=(cnonce or random_hex(8)) if qop else None,
     )
     response = expected_response(creds, ha1, method)
     fields = [

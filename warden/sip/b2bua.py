@@ -32,6 +32,7 @@ from warden.interfaces import (
     IRouter,
 )
 from warden.model import Binding, CallRecord, Extension, Route
+from warden.randomness import random_hex
 from warden.rtp import metrics as rtp_metrics
 from warden.rtp.errors import MediaError
 from warden.sip import metrics as sip_metrics
@@ -226,7 +227,7 @@ class CallController:
         assert callee is not None  # a routed number names its extension
         if not attempt.emergency and self._at_limit(callee.number):
             raise SipError(486, "Busy Here")
-        call_id = f"{new_tag()}{new_tag()}"
+        call_id = random_hex(12)
         try:
             session = await self.media.allocate(call_id)
         except MediaError as e:

@@ -9,6 +9,7 @@ Values are kept as text in the message and parsed here on demand: ``Via``,
 
 from __future__ import annotations
 
+import functools
 import re
 
 import attrs
@@ -366,11 +367,27 @@ class Address:
 _DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~ \t]*\Z")
 
 
+#: Header values L{parse_address} remembers, and the longest it remembers.
+ADDRESSES_CACHED = 4096
+CACHED_ADDRESS_LENGTH = 256
+
+
 def parse_address(value: str) -> Address:
     """
     Parse ``name-addr`` / ``addr-spec`` followed by header parameters
     (RFC 3261 §20.10, §20.20, §20.39).
+
+    Addresses are immutable, so recent answers are kept (the last
+    L{ADDRESSES_CACHED} values of at most L{CACHED_ADDRESS_LENGTH} characters;
+    errors are not kept): a REGISTER's authenticated retry repeats its From,
+    To and Contact, and a phone's next REGISTER its To and Contact.
     """
+    if len(value) <= CACHED_ADDRESS_LENGTH:
+        return _cached_address(value)
+    return _parse_address(value)
+
+
+def _parse_address(value: str) -> Address:
     text = value.strip()
     if text.startswith("<"):
         # ``<uri>;params``, as the general path below reads it.
@@ -413,6 +430,9 @@ def parse_address(value: str) -> Address:
         uri = parse_uri(uri_text)
         params = parse_params(";" + rest) if semi else ()
     return Address(uri=uri, display=display, params=params)
+
+
+_cached_address = functools.lru_cache(maxsize=ADDRESSES_CACHED)(_parse_address)
 
 
 def _closing_quote(text: str) -> int:

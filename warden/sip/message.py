@@ -13,12 +13,12 @@ in case it is needed again (a transaction waiting for retransmissions).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Iterable
 from typing import Any, SupportsIndex
 
 from warden.digits import parse_uint
 from warden.errors import SipParseError
+from warden.randomness import random_hex
 from warden.sip.headers import (
     MULTI_VALUED,
     USUAL_SPELLINGS,
@@ -519,7 +519,7 @@ def _lacks_to_tag(request: Request) -> bool:
 
 def new_tag() -> str:
     """A random From/To tag (RFC 3261 §19.3: at least 32 bits of randomness)."""
-    return os.urandom(6).hex()
+    return random_hex(6)
 
 
 def out_of_dialog_request(

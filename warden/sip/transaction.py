@@ -15,7 +15,6 @@ L{warden.sip.transaction_client}; this module re-exports them.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Hashable
 from typing import TypeGuard
 
@@ -24,6 +23,7 @@ from twisted.logger import Logger
 
 from warden.errors import SipParseError
 from warden.interfaces import IClientTransactionUser, ITransactionObserver, ITransactionUser
+from warden.randomness import random_hex
 from warden.sip.flow import Flow
 from warden.sip.message import Message, Request, Response
 from warden.sip.parser import parse_datagram
@@ -175,7 +175,7 @@ class TransactionLayer:
 
     def new_branch(self) -> str:
         """A fresh branch: the magic cookie and 96 random bits (§8.1.1.7)."""
-        return MAGIC_COOKIE + secrets.token_hex(12)
+        return MAGIC_COOKIE + random_hex(12)
 
     # -- from the transport layer -------------------------------------------------
 

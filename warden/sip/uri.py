@@ -187,16 +187,28 @@ class URI:
         return mine_h == theirs_h
 
 
-@functools.lru_cache(maxsize=4096)
+#: URIs L{parse_uri} remembers, and the longest it remembers.
+URIS_CACHED = 4096
+CACHED_URI_LENGTH = 256
+
+
 def parse_uri(text: str) -> URI:
     """
     Parse a URI (RFC 3261 §19.1.1 for sip/sips; any ``scheme:opaque`` otherwise).
 
     Raises SipParseError on malformed input. URIs are immutable, so recent results
-    are cached: a message names the same URI several times (To and From of a
-    REGISTER, the Request-URI of every request to the PBX), and a retransmission
-    or an authenticated retry repeats them.
+    are cached (the last L{URIS_CACHED} of at most L{CACHED_URI_LENGTH}
+    characters, so that long hostile texts cannot fill memory): a message names
+    the same URI several times (To and From of a REGISTER, the Request-URI of
+    every request to the PBX), and a retransmission or an authenticated retry
+    repeats them.
     """
+    if len(text) <= CACHED_URI_LENGTH:
+        return _cached_uri(text)
+    return _parse_uri(text)
+
+
+def _parse_uri(text: str) -> URI:
     fast = _parse_plain_sip_uri(text)
     if fast is not None:
         return fast
@@ -247,6 +259,9 @@ def parse_uri(text: str) -> URI:
         params=tuple(params),
         headers=tuple(headers),
     )
+
+
+_cached_uri = functools.lru_cache(maxsize=URIS_CACHED)(_parse_uri)
 
 
 # The usual SIP URI: lower-case scheme, an optional user of plain characters, a
