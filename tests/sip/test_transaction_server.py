@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.transaction_fakes import EPSILON, TCP, UDP, Harness, make_request
+from warden.sip import transaction as transaction_module
 from warden.sip.flow import Flow
 from warden.sip.message import Request, make_response
 from warden.sip.timers import TimerSettings
@@ -14,6 +15,7 @@ from warden.sip.transaction import (
     InviteServerTransaction,
     NonInviteServerTransaction,
     ServerTransaction,
+    TransactionLayer,
     TransactionState,
 )
 
@@ -486,3 +488,54 @@ class CancelTests(ServerTestCase):
         self.assertIs(self.h.layer.find_invite_server_transaction(cancel), invite_txn)
         other = make_request("CANCEL", branch=None, cseq=2)
         self.assertIsNone(self.h.layer.find_invite_server_transaction(other))
+
+
+class EchoBytesTests(SynchronousTestCase):
+    """
+    With ``send_data``, a retransmission answered from a transaction's echo
+    goes out as the stored bytes, without parsing them again.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness()
+        self.data: list[tuple[bytes, Flow]] = []
+        self.fail = False
+
+        def send_data(data: bytes, flow: Flow) -> None:
+            if self.fail:
+                raise ConnectionError("network unreachable")
+            self.data.append((data, flow))
+
+        self.h.layer = TransactionLayer(
+            self.h.clock, self.h.settings, self.h.send, self.h.tu, send_data=send_data
+        )
+
+    def answered(self) -> bytes:
+        """A REGISTER answered 200 (the transaction now an echo); the bytes sent."""
+        self.h.receive(make_request("REGISTER"))
+        txn = self.h.tu.transactions[-1]
+        txn.respond(make_response(txn.request, 200, to_tag="t"))
+        return self.h.send.last.to_bytes()
+
+    def test_stored_bytes_sent(self) -> None:
+        """Each retransmission gets the final response's bytes, never parsed again."""
+        sent = self.answered()
+        self.patch(transaction_module, "parse_datagram", self.fail_parse)
+        self.h.receive(make_request("REGISTER"))
+        self.h.receive(make_request("REGISTER"))
+        self.assertEqual(self.data, [(sent, UDP), (sent, UDP)])
+        self.assertEqual(len(self.h.send.sent), 1)  # the first answer only
+        self.assertEqual(self.h.layer.absorbed, 2)
+
+    def test_failure_forgets_echo(self) -> None:
+        """A send that fails ends the echo, as with ``send``: the next copy is new."""
+        self.answered()
+        self.fail = True
+        self.h.receive(make_request("REGISTER"))
+        self.assertEqual(self.data, [])
+        self.fail = False
+        self.h.receive(make_request("REGISTER"))
+        self.assertEqual(len(self.h.tu.requests), 2)
+
+    def fail_parse(self, data: bytes, size: int) -> object:
+        raise AssertionError("the echo was parsed again")

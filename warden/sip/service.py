@@ -218,7 +218,12 @@ class SipService(service.MultiService):
         # The transaction layer counts nothing itself: its reports are bound here
         # to the SIP metrics (responses sent, transaction latency).
         self.transactions = TransactionLayer(
-            clock, settings.timers, self.hub.send, self.dispatcher, metrics.TransactionMetrics()
+            clock,
+            settings.timers,
+            self.hub.send,
+            self.dispatcher,
+            metrics.TransactionMetrics(),
+            send_data=self.hub.send_data,
         )
         # In a cluster, requests another node routes through this one to a phone
         # it holds, and their responses, are forwarded by the hop, which passes

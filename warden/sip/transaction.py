@@ -141,6 +141,10 @@ class TransactionLayer:
         tu: receives new requests, ACKs for 2xx and stray responses.
         observer: told of every response sent and every transaction's latency
             (the SIP service binds it to its metrics); by default, nobody.
+        send_data: sends a serialised response for a flow, raising as ``send``
+            does; a retransmitted request answered again from a transaction's
+            echo (L{AnswerEchoes}) goes out through it without parsing the
+            stored bytes again. Without it they are parsed and go to ``send``.
     """
 
     log = Logger()
@@ -152,8 +156,10 @@ class TransactionLayer:
         send: Callable[[Message, Flow], None],
         tu: ITransactionUser,
         observer: ITransactionObserver = NO_OBSERVER,
+        send_data: Callable[[bytes, Flow], None] | None = None,
     ) -> None:
         self._context = TransactionContext(clock, settings, send, self._forget, observer)
+        self._send_data = send_data
         self._echoes = self._context.echoes
         self._tu = tu
         self._server: dict[Hashable, ServerTransaction] = {}
@@ -226,7 +232,10 @@ class TransactionLayer:
         data, flow = answer
         self._context.absorbed += 1
         try:
-            self._context.send(parse_datagram(data, len(data)), flow)
+            if self._send_data is not None:
+                self._send_data(data, flow)
+            else:
+                self._context.send(parse_datagram(data, len(data)), flow)
         except Exception as e:  # the transport boundary, as Transaction._transmit
             self.log.info(
                 "Answering a retransmission on {flow} failed: {error!r}", flow=str(flow), error=e

@@ -260,6 +260,14 @@ class TransportHub:
         data = message.to_bytes()
         if flow.transport == "udp" and self.choose_flow is not None:
             flow, data = self.choose_flow(message, flow, data)
+        self.send_data(data, flow)
+
+    def send_data(self, data: bytes, flow: Flow) -> None:
+        """
+        Send a response already serialised (one sent before, now sent again to
+        a retransmitted request) on ``flow``, as L{send} sends it: the choice of
+        flow concerns requests only. Raises TransportError when it cannot.
+        """
         if flow.transport == "udp":
             proto = self._udp_for(flow.host, flow.port)
             if proto is None or proto.transport is None:
