@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.errors import SipParseError
+from warden.sip import headers, uri
 from warden.sip.headers import parse_address, parse_via, split_commas
 from warden.sip.message import Request, make_response
 from warden.sip.parser import StreamFramer, UnsupportedVersion, parse_datagram
@@ -268,8 +269,6 @@ class ParseCacheTests(SynchronousTestCase):
     """parse_address and parse_uri remember recent answers, within bounds."""
 
     def setUp(self) -> None:
-        from warden.sip import headers, uri
-
         self.caches = (headers._cached_address, uri._cached_uri)
         for cache in self.caches:
             cache.cache_clear()
@@ -277,8 +276,6 @@ class ParseCacheTests(SynchronousTestCase):
 
     def test_same_text_same_value(self) -> None:
         """A repeated header value is parsed once and gives the same immutable value."""
-        from warden.sip import headers
-
         text = "<sip:1000@192.0.2.1:5060;transport=udp>;expires=60"
         first = parse_address(text)
         self.assertIs(parse_address(text), first)
@@ -287,8 +284,6 @@ class ParseCacheTests(SynchronousTestCase):
 
     def test_errors_not_kept(self) -> None:
         """A bad value raises every time."""
-        from warden.sip import headers
-
         for _ in range(2):
             self.assertRaises(SipParseError, parse_address, "<sip:1000@example.com")
             self.assertRaises(SipParseError, parse_uri, "sip:")
@@ -296,8 +291,6 @@ class ParseCacheTests(SynchronousTestCase):
 
     def test_long_values_not_kept(self) -> None:
         """Values longer than the bound are parsed each time and never kept."""
-        from warden.sip import headers, uri
-
         long_uri = "sip:1000@example.com;x=" + "a" * uri.CACHED_URI_LENGTH
         long_address = f"<{long_uri}>"
         self.assertEqual(parse_address(long_address).uri.param("x"), "a" * uri.CACHED_URI_LENGTH)
@@ -307,8 +300,6 @@ class ParseCacheTests(SynchronousTestCase):
 
     def test_bounded(self) -> None:
         """However many different values come, at most the bound are kept."""
-        from warden.sip import headers, uri
-
         for n in range(headers.ADDRESSES_CACHED + 100):
             parse_address(f"<sip:{n}@example.com>")
         self.assertEqual(headers._cached_address.cache_info().currsize, headers.ADDRESSES_CACHED)

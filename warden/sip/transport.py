@@ -264,9 +264,10 @@ class TransportHub:
 
     def send_data(self, data: bytes, flow: Flow) -> None:
         """
-        Send a response already serialised (one sent before, now sent again to
-        a retransmitted request) on ``flow``, as L{send} sends it: the choice of
-        flow concerns requests only. Raises TransportError when it cannot.
+        Send ``data``, a message already serialised, on ``flow`` as it is: the
+        second half of L{send}, after the choice of flow (which concerns
+        requests only, so a response sent again to a retransmitted request
+        comes here directly). Raises TransportError when it cannot.
         """
         if flow.transport == "udp":
             proto = self._udp_for(flow.host, flow.port)
@@ -316,6 +317,22 @@ _MAX_CHECKED_HOSTS = 4096
 #: the reactor's turn: RFC 3261 §18.1.1's bound for UDP, far below anything a
 #: socket refuses as too large, so that such an error still reaches the sender.
 BATCHED_BYTES = 1300
+
+
+def _sendto(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
+    """
+    Send one datagram on ``sock``, as Twisted's UDP port does: retried when a
+    signal interrupts it; a refused port (an ICMP error from an earlier
+    datagram) ignored; any other error raised.
+    """
+    while True:
+        try:
+            sock.sendto(data, addr)
+            return
+        except InterruptedError:
+            continue
+        except ConnectionRefusedError:
+            return
 
 
 class SipDatagramProtocol(DatagramProtocol):
@@ -418,25 +435,17 @@ class SipDatagramProtocol(DatagramProtocol):
         large for the socket raises OSError (EMSGSIZE), like any other error.
         """
         sock = self._socket
-        pending = self._pending
         if sock is not None and addr[0] in self._checked_hosts:
             if len(data) <= BATCHED_BYTES:
+                pending = self._pending
                 pending.append((data, addr))
                 if len(pending) == 1:
                     self.hub.clock.callLater(0, self.flush)
                 return
-            if pending:
-                self.flush()
-            while True:
-                try:
-                    sock.sendto(data, addr)
-                    return
-                except InterruptedError:
-                    continue
-                except ConnectionRefusedError:
-                    return
-        if pending:
             self.flush()
+            _sendto(sock, data, addr)
+            return
+        self.flush()
         self.transport.write(data, addr)  # type: ignore[union-attr]
         if sock is not None and len(self._checked_hosts) < _MAX_CHECKED_HOSTS:
             self._checked_hosts.add(addr[0])
@@ -454,21 +463,15 @@ class SipDatagramProtocol(DatagramProtocol):
             )
             return
         for data, addr in pending:
-            while True:
-                try:
-                    sock.sendto(data, addr)
-                except InterruptedError:
-                    continue
-                except ConnectionRefusedError:
-                    pass
-                except OSError as e:
-                    self.log.info(
-                        "Sending a SIP datagram to {host}:{port} failed: {error}",
-                        host=addr[0],
-                        port=addr[1],
-                        error=e,
-                    )
-                break
+            try:
+                _sendto(sock, data, addr)
+            except OSError as e:
+                self.log.info(
+                    "Sending a SIP datagram to {host}:{port} failed: {error}",
+                    host=addr[0],
+                    port=addr[1],
+                    error=e,
+                )
 
     def check_drops(self) -> int:
         """
