@@ -5,7 +5,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from warden.errors import SipParseError
-from warden.sip import headers, uri
+from warden.sip import headers as headers_module
+from warden.sip import uri as uri_module
 from warden.sip.headers import parse_address, parse_via, split_commas
 from warden.sip.message import Request, make_response
 from warden.sip.parser import StreamFramer, UnsupportedVersion, parse_datagram
@@ -269,7 +270,7 @@ class ParseCacheTests(SynchronousTestCase):
     """parse_address and parse_uri remember recent answers, within bounds."""
 
     def setUp(self) -> None:
-        self.caches = (headers._cached_address, uri._cached_uri)
+        self.caches = (headers_module._cached_address, uri_module._cached_uri)
         for cache in self.caches:
             cache.cache_clear()
             self.addCleanup(cache.cache_clear)
@@ -279,7 +280,7 @@ class ParseCacheTests(SynchronousTestCase):
         text = "<sip:1000@192.0.2.1:5060;transport=udp>;expires=60"
         first = parse_address(text)
         self.assertIs(parse_address(text), first)
-        self.assertEqual(headers._cached_address.cache_info().hits, 1)
+        self.assertEqual(headers_module._cached_address.cache_info().hits, 1)
         self.assertIs(parse_uri("sip:1000@pbx.example.com"), parse_uri("sip:1000@pbx.example.com"))
 
     def test_errors_not_kept(self) -> None:
@@ -287,20 +288,24 @@ class ParseCacheTests(SynchronousTestCase):
         for _ in range(2):
             self.assertRaises(SipParseError, parse_address, "<sip:1000@example.com")
             self.assertRaises(SipParseError, parse_uri, "sip:")
-        self.assertEqual(headers._cached_address.cache_info().currsize, 0)
+        self.assertEqual(headers_module._cached_address.cache_info().currsize, 0)
 
     def test_long_values_not_kept(self) -> None:
         """Values longer than the bound are parsed each time and never kept."""
-        long_uri = "sip:1000@example.com;x=" + "a" * uri.CACHED_URI_LENGTH
+        long_uri = "sip:1000@example.com;x=" + "a" * uri_module.CACHED_URI_LENGTH
         long_address = f"<{long_uri}>"
-        self.assertEqual(parse_address(long_address).uri.param("x"), "a" * uri.CACHED_URI_LENGTH)
+        self.assertEqual(
+            parse_address(long_address).uri.param("x"), "a" * uri_module.CACHED_URI_LENGTH
+        )
         self.assertEqual(parse_uri(long_uri), parse_address(long_address).uri)
-        self.assertEqual(headers._cached_address.cache_info().currsize, 0)
-        self.assertEqual(uri._cached_uri.cache_info().currsize, 0)
+        self.assertEqual(headers_module._cached_address.cache_info().currsize, 0)
+        self.assertEqual(uri_module._cached_uri.cache_info().currsize, 0)
 
     def test_bounded(self) -> None:
         """However many different values come, at most the bound are kept."""
-        for n in range(headers.ADDRESSES_CACHED + 100):
+        for n in range(headers_module.ADDRESSES_CACHED + 100):
             parse_address(f"<sip:{n}@example.com>")
-        self.assertEqual(headers._cached_address.cache_info().currsize, headers.ADDRESSES_CACHED)
-        self.assertEqual(uri._cached_uri.cache_info().currsize, uri.URIS_CACHED)
+        self.assertEqual(
+            headers_module._cached_address.cache_info().currsize, headers_module.ADDRESSES_CACHED
+        )
+        self.assertEqual(uri_module._cached_uri.cache_info().currsize, uri_module.URIS_CACHED)
