@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -569,15 +570,28 @@ class BindingTests(RegistrarTestCase):
 
 
 class CountingGuardedLocation(MemoryGuardedLocation):
-    """A node's guarded handle on shared bindings that counts its reads."""
+    """
+    A node's guarded handle on shared bindings that counts its reads and its
+    guarded writes, and runs ``before_guarded`` (another node's write, say)
+    before each guarded write.
+    """
 
     def __init__(self, shared: MemoryGuardedLocation | None = None) -> None:
         super().__init__(shared)
         self.reads = 0
+        self.guarded = 0
+        self.before_guarded: Callable[[], object] = lambda: None
 
     def bindings_for(self, aor: str, now: float) -> Deferred[list[Binding]]:
         self.reads += 1
         return super().bindings_for(aor, now)
+
+    def apply_unchanged(
+        self, aor: str, upserts: Sequence[Binding], removals: Sequence[str]
+    ) -> Deferred[None]:
+        self.guarded += 1
+        self.before_guarded()
+        return super().apply_unchanged(aor, upserts, removals)
 
 
 class GuardedBindingTests(BindingTests):
@@ -625,14 +639,55 @@ class GuardedBindingTests(BindingTests):
     def test_other_node_wrote_in_between(self) -> None:
         """
         When another node changed the AOR since this node's view, the write is
-        refused, the bindings are read again, and the answer lists both nodes'.
+        refused; the changes are worked out again from the bindings the refusal
+        brought and written guarded again, without a read, and the answer lists
+        both nodes' bindings.
         """
         self.bound_on_both_nodes()
+        self.location.reads = self.location.guarded = 0
         response = self.authed(contact="<sip:a@192.0.2.1>;expires=600", cseq=4)
         self.assertEqual(response.status, 200)
         self.assertEqual(
             sorted(response.get_all("Contact")),
             ["<sip:a@192.0.2.1>;expires=600", "<sip:b@192.0.2.2>;expires=3600"],
+        )
+        self.assertEqual(self.location.guarded, 2)
+        # The one read is the answer's, served from the write just made.
+        self.assertEqual(self.location.reads, 1)
+
+    def test_stale_twice_reads_and_writes(self) -> None:
+        """
+        When another node writes the AOR before each guarded write (a phone
+        registering through several nodes at once), the second refusal falls
+        back to a read and an unguarded write: no third guarded attempt, and
+        nothing written by either node is lost.
+        """
+        self.authed(contact="<sip:a@192.0.2.1>", cseq=2)
+        peer = MemoryGuardedLocation(self.location)
+        extra = iter(range(10))
+
+        def peer_writes() -> None:
+            n = next(extra)
+            binding = Binding(
+                aor="1001", contact=f"sip:x{n}@192.0.2.9", key=f"sip:x{n}@192.0.2.9",
+                expires_at=self.clock.seconds() + 3600, q=1.0, call_id=f"peer-{n}",
+                cseq=1, received="udp:192.0.2.9:5060", user_agent="", node_id="node-b",
+                sent_by="192.0.2.9",
+            )  # fmt: skip
+            peer.apply("1001", [binding], [])
+
+        self.location.before_guarded = peer_writes
+        self.location.reads = self.location.guarded = 0
+        response = self.authed(contact="<sip:a@192.0.2.1>;expires=600", cseq=4)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.location.guarded, 2)
+        self.assertEqual(
+            sorted(response.get_all("Contact")),
+            [
+                "<sip:a@192.0.2.1>;expires=600",
+                "<sip:x0@192.0.2.9>;expires=3600",
+                "<sip:x1@192.0.2.9>;expires=3600",
+            ],
         )
 
     def test_cseq_order_against_other_node_write(self) -> None:

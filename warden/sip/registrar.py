@@ -106,11 +106,9 @@ class Registrar:
             raise SipError(403, "Authenticated User Does Not Match To")
         now = self._clock.seconds()
         if self._guarded is not None:
-            view = self._guarded.view(aor, now)
-            if view is not None:
-                guarded = self._update_view(self._guarded, request, flow, aor, view, now)
-                if guarded is not None:
-                    return guarded
+            guarded = self._update_view(self._guarded, request, flow, aor, now, retry=True)
+            if guarded is not None:
+                return guarded
         return self._read_and_update(request, flow, aor, now)
 
     def _read_and_update(
@@ -127,16 +125,23 @@ class Registrar:
         request: Request,
         flow: Flow,
         aor: str,
-        view: list[Binding],
         now: float,
+        retry: bool,
     ) -> Deferred[Response] | None:
         """
         The changes worked out from this node's view of the bindings, written
-        in one round trip that checks the view is still right; when it was not,
-        the bindings are read and the changes worked out again. None: the view
-        cannot decide (a query, or an error that the current bindings might
-        not give), so the caller reads them.
+        in one round trip that checks the view is still right. A stale view
+        fails that write, whose answer brings the bindings Redis holds: with
+        ``retry``, the changes are worked out again from those and written the
+        same way, so another node's write costs one more round trip, not a read
+        and a write. A second stale answer (the AOR is being written on several
+        nodes at once) falls back to reading the bindings and writing
+        unguarded. None: there is no view, or it cannot decide (a query, or an
+        error that the current bindings might not give), so the caller reads them.
         """
+        view = location.view(aor, now)
+        if view is None:
+            return None
         try:
             upserts, removals, kind = self._changes(request, flow, aor, view, now)
         except SipError:
@@ -153,7 +158,12 @@ class Registrar:
 
         def stale(failure: Failure) -> Response | Deferred[Response]:
             failure.trap(StaleBindings)  # type: ignore[no-untyped-call]
-            return self._read_and_update(request, flow, aor, now)
+            again = (
+                self._update_view(location, request, flow, aor, now, retry=False)
+                if retry
+                else None
+            )
+            return again if again is not None else self._read_and_update(request, flow, aor, now)
 
         return d.addCallbacks(written, stale)
 
