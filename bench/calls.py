@@ -67,12 +67,11 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from bench.compare import MAX_OTHER_PCT, quiet_enough
 from bench.cpucap import CpuCaps, throttle_note
+from bench.machine import MAX_OTHER_PCT, children_cpu_seconds, quiet_enough, system_cpu_seconds
 from bench.register import (
     SIPP_BUFFER_BYTES,
     cap_sip_processes,
-    children_cpu_seconds,
     combined_stats,
     failure_events,
     log,
@@ -80,7 +79,6 @@ from bench.register import (
     share,
     share_dirs,
     start_run,
-    system_cpu_seconds,
     warden_processes,
     worker_settings,
 )

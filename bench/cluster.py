@@ -32,12 +32,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
 
+from bench.machine import invalid_note, server_pids
 from bench.register import (
     REGISTER_SCENARIO,
     Runner,
@@ -45,6 +46,7 @@ from bench.register import (
     machine,
     max_rate,
     provision_in_batches,
+    warden_processes,
 )
 from tests.integration.harness import WardenProcess
 from tests.integration.test_failover import NODE_A, NODE_B, NodeProcess
@@ -82,15 +84,19 @@ def shared_settings(cluster: str, timeout: float) -> dict[str, dict[str, object]
 
 
 async def single_phase(
-    args: argparse.Namespace, workdir: Path, label: str, settings: dict[str, dict[str, object]]
+    args: argparse.Namespace,
+    workdir: Path,
+    label: str,
+    settings: dict[str, dict[str, object]],
+    peers: Callable[[], Iterable[int]] = tuple,
 ) -> dict[str, Any]:
-    """Provision, fill and ramp against one node."""
+    """Provision, fill and ramp against one node (``peers``: its PostgreSQL and Redis)."""
     warden = WardenProcess(workdir / label, settings=settings)
     log(f"{label}: starting Warden on {warden.address} ({warden.workdir})")
     await warden.start()
     try:
         users_csv = await provision_in_batches(warden, args.users)
-        runner = Runner(args, workdir / label, users_csv)
+        runner = Runner(args, workdir / label, users_csv, peers=peers)
         fill = await runner.step(
             "fill", warden.address, warden.pid, REGISTER_SCENARIO, args.fill_rate, args.users
         )
@@ -125,6 +131,9 @@ def combine(rate: int, steps: list[dict[str, Any]]) -> dict[str, Any]:
         "node_a_cpu_pct": steps[0]["warden_cpu_pct"],
         "node_b_cpu_pct": steps[1]["warden_cpu_pct"],
         "sipp_cpu_pct": round(steps[0]["sipp_cpu_pct"], 1),
+        "other_cpu_pct": max(s["other_cpu_pct"] for s in steps),
+        "steal_pct": max(s["steal_pct"] for s in steps),
+        "valid": all(s["valid"] for s in steps),
         "per_node": steps,
     }
 
@@ -143,7 +152,18 @@ async def pair_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         users_csv = await provision_in_batches(a, args.users)
         halves = split_csv(users_csv)
-        runners = [Runner(args, workdir / f"node-{n}", h) for n, h in zip("ab", halves)]
+
+        # Each node's runner counts the other node, its SIPp and the shared
+        # servers as the step's own: both steps run at once.
+        def everything() -> list[int]:
+            found = shared_servers()
+            for node in nodes:
+                found.extend(warden_processes(node.pid).values())
+            return found
+
+        runners = [
+            Runner(args, workdir / f"node-{n}", h, peers=everything) for n, h in zip("ab", halves)
+        ]
         fills = await defer.gatherResults(
             [
                 defer.Deferred.fromCoroutine(
@@ -175,7 +195,7 @@ async def pair_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             step = combine(rate, both)
             log(f"two nodes {rate}/s: {step['succeeded']}/{step['planned']} ok,"
                 f" achieved {step['achieved_rate']}/s, CPU a {step['node_a_cpu_pct']}%"
-                f" b {step['node_b_cpu_pct']}%")  # fmt: skip
+                f" b {step['node_b_cpu_pct']}%{invalid_note(step)}")  # fmt: skip
             steps.append(step)
             if step["failed"] or step["achieved_rate"] < rate / 2:
                 break
@@ -189,6 +209,11 @@ async def pair_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 #: RFC 3261 §17.1.1.1): beyond it more than 5% of REGISTERs are retransmitted
 #: by SIPp, i.e. the registrar is queueing, not keeping up.
 RESPONSIVE_P95_MS = 500.0
+
+
+def shared_servers() -> list[int]:
+    """The processes of the throwaway PostgreSQL and Redis the nodes share."""
+    return [*server_pids(servers.postgresql()), *server_pids(servers.redis())]
 
 
 def max_responsive_rate(steps: Sequence[dict[str, Any]]) -> float | None:
@@ -227,7 +252,9 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
     try:
         sqlite = await single_phase(args, workdir, "sqlite", {})
         redis_settings = shared_settings(uuid.uuid4().hex, args.state_timeout)
-        redis = await single_phase(args, workdir, "postgresql-redis", redis_settings)
+        redis = await single_phase(
+            args, workdir, "postgresql-redis", redis_settings, shared_servers
+        )
         pair = await pair_phase(args, workdir)
     finally:
         if args.workdir is None:

@@ -69,7 +69,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.register import children_cpu_seconds, log, machine, system_cpu_seconds  # noqa: E402
+from bench.machine import (  # noqa: E402
+    MAX_OTHER_PCT,
+    children_cpu_seconds,
+    quiet_enough,
+    system_cpu_seconds,
+)
+from bench.register import log, machine  # noqa: E402
 
 KINDS = ("callgrind", "hotpath", "cps", "cps_callgrind")
 TOLERANCE = 1.05
@@ -96,9 +102,6 @@ METRICS = {
     "cps_callgrind": ("instructions_per_call",),
 }
 LOAD_INDEPENDENT = ("callgrind", "cps_callgrind")
-#: A step's figures may be published when everything else on the machine used
-#: less than this (% of one core) meanwhile.
-MAX_OTHER_PCT = 10.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -350,14 +353,6 @@ def is_valid(kind: str, step: dict[str, Any], max_other_pct: float) -> bool:
     if kind == "cps" and not step["all_ok"]:
         return False
     return quiet_enough(step, max_other_pct)
-
-
-def quiet_enough(step: dict[str, Any], max_other_pct: float = MAX_OTHER_PCT) -> bool:
-    """
-    Everything else on the machine (``other_cpu_pct``: ``/proc/stat`` busy time
-    minus the step's own processes) used less than ``max_other_pct`` of a core.
-    """
-    return bool(step["other_cpu_pct"] < max_other_pct)
 
 
 def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:

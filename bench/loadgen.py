@@ -79,7 +79,7 @@ from typing import Any
 
 from bench.compare import wait_quiet
 from bench.cpucap import CpuCap, CpuCaps, throttle_note, throttled_between
-from bench.register import children_cpu_seconds, system_cpu_seconds
+from bench.machine import children_cpu_seconds, quiet_enough, system_cpu_seconds
 from warden.ops.drtest.scratch import free_control_port, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -506,14 +506,14 @@ def ramp(
     """
     Steps at increasing rates until the first that is not sustained; each after
     waiting for a quiet machine, and marked valid when the rest of the machine
-    stayed under ``max_other_pct`` of a core.
+    and the stolen time stayed under ``max_other_pct`` of a core together.
     """
     steps: list[dict[str, Any]] = []
     for rate in rates:
         waited = wait_quiet(max_other_pct, quiet_wait)
         step = run(rate)
         step.update(waited)
-        step["valid"] = step["other_cpu_pct"] <= max_other_pct
+        step["valid"] = quiet_enough(step, max_other_pct)
         steps.append(step)
         log(
             f"{name} {rate:g}/s: achieved {step['achieved']}/s, failed {step['failed']}, "

@@ -24,7 +24,9 @@ Phases, all on 127.0.0.1:
    (``/proc/<pid>/stat``), by SIPp (``RUSAGE_CHILDREN``) and by everything
    else on the machine (``/proc/stat``) over the step's wall time (100% = one
    core). A rate counts as sustained when every call succeeded and SIPp kept
-   95% of it.
+   95% of it, in a valid step: one in which everything else on the machine
+   and the hypervisor's stolen time stayed under 10% of a core together
+   (``bench.machine``); other steps are reported, marked ``valid: false``.
 4. Reference: the same rates against SIPp itself as the registrar, twice: a UAS
    answering each REGISTER with 200 directly (``register_uas.xml`` with
    ``register_noauth.xml``), and one that mirrors Warden's exchange with a 401
@@ -54,7 +56,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import sqlite3
@@ -62,13 +63,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
 
 from bench.cpucap import CpuCaps, throttle_note
+from bench.machine import MachineMeter, children_cpu_seconds, invalid_note
 from tests.integration.clients import LOCALHOST, poll
 from tests.integration.harness import (
     REGISTER_SCENARIO,
@@ -168,18 +170,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def system_cpu_seconds() -> tuple[float, float]:
-    """
-    CPU time of the whole machine so far: (busy, stolen), summed over all cores
-    (``/proc/stat``; busy is user + nice + system + irq + softirq).
-    """
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
-
-
 def source_state() -> dict[str, Any]:
     """The commit measured, and the files of ``warden/`` that differ from it."""
     root = str(REGISTER_SCENARIO.parents[2])
@@ -223,12 +213,6 @@ def start_run(
     }
 
 
-def children_cpu_seconds() -> float:
-    """CPU time of every child process this one has reaped so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 class Runner:
     """Runs SIPp steps from one fixed local port against one registrar."""
 
@@ -239,6 +223,7 @@ class Runner:
         users_csv: Path,
         extra_pids: Sequence[int] = (),
         caps: CpuCaps | None = None,
+        peers: Callable[[], Iterable[int]] = tuple,
     ) -> None:
         self.args = args
         self.workdir = workdir
@@ -251,6 +236,9 @@ class Runner:
         self.ports = [self.sipp_port, *(free_port() for _ in self.shares[1:])]
         #: The run's CPU caps (``--cpu-cap``), whose throttling each step reports.
         self.caps = caps
+        #: Processes of the step that are neither Warden's nor SIPp's (a
+        #: PostgreSQL, another node): not "others" for the step's validity.
+        self.peers = peers
 
     def server_cpu(self, pid: int) -> float:
         """CPU seconds of ``pid``, its children (the SIP workers) and extra_pids."""
@@ -308,7 +296,10 @@ class Runner:
         server_cpu, sipp_cpu = sum(by_process.values()), children_cpu_seconds()
         if self.caps is not None:
             self.caps.mark()
-        (busy, steal), started = system_cpu_seconds(), time.monotonic()
+        meter = MachineMeter(
+            lambda: [*warden_processes(server_pid).values(), *self.extra_pids, *self.peers()]
+        )
+        started = time.monotonic()
         results = await defer.gatherResults(
             [
                 defer.Deferred.fromCoroutine(
@@ -323,8 +314,7 @@ class Runner:
         server_cpu = sum(after.values()) - server_cpu
         split = {k: round(100 * (v - by_process.get(k, 0.0)) / wall, 1) for k, v in after.items()}
         sipp_cpu = children_cpu_seconds() - sipp_cpu
-        busy_after, steal_after = system_cpu_seconds()
-        other_cpu = busy_after - busy - server_cpu - sipp_cpu
+        load = meter.result()
         dirs = [run_dir] if len(self.shares) == 1 else sorted(run_dir.glob("sipp*"))
         stats = combined_stats(dirs)
         rtts = [ms for d in dirs for ms in read_sipp_rtts(d)]
@@ -342,8 +332,9 @@ class Runner:
             cpu_key: round(100 * server_cpu / wall, 1),
             "sipp_cpu_pct": round(100 * sipp_cpu / wall, 1),
             "cpu_pct_by_process": split,
-            "other_cpu_pct": round(max(0.0, 100 * other_cpu / wall), 1),
-            "steal_pct": round(100 * (steal_after - steal) / wall, 1),
+            "other_cpu_pct": load["other_cpu_pct"],
+            "steal_pct": load["steal_pct"],
+            "valid": load["valid"],
             "wall_seconds": round(wall, 2),
             "sipp_exit": result.code,
         }
@@ -356,6 +347,7 @@ class Runner:
             f" others {step['other_cpu_pct']}%, steal {step['steal_pct']}%"
             + (f", by process {split}" if len(split) > 1 else "")
             + throttle_note(step)
+            + invalid_note(step)
         )
         if stats.failed or result.code != 0:
             log(f"sipp exit {result.code}: {result.stderr.strip()[-300:]}")
@@ -435,8 +427,8 @@ def sustained(step: dict[str, Any]) -> bool:
 
 
 def max_rate(steps: Sequence[dict[str, Any]]) -> float | None:
-    """The highest rate sustained with every call successful."""
-    rates = [s["rate"] for s in steps if sustained(s)]
+    """The highest rate sustained with every call successful, in a valid step."""
+    rates = [s["rate"] for s in steps if sustained(s) and s.get("valid", True)]
     return max(rates) if rates else None
 
 
@@ -614,6 +606,7 @@ async def warden_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         "cpu_cap": described,
         "fill": fill,
         "steps": steps,
+        "invalid_steps": sum(1 for s in steps if not s["valid"]),
         "max_rate_100pct": max_rate(steps),
         # With workers the bindings are in Redis, not in the database.
         "bindings_held": bindings if args.workers else warden.count_bindings(),
@@ -657,6 +650,7 @@ async def reference_phase(
     return {
         "scenario": f"{uac} against a SIPp UAS running {uas}",
         "steps": steps,
+        "invalid_steps": sum(1 for s in steps if not s["valid"]),
         "max_rate_100pct": max_rate(steps),
     }
 
@@ -668,6 +662,7 @@ def target_met(result: dict[str, Any]) -> bool:
     return any(
         s["rate"] >= TARGET["rate"]
         and sustained(s)
+        and s.get("valid", True)
         and s["p95_ms"] is not None
         and s["p95_ms"] < TARGET["p95_ms"]
         for s in result["steps"]

@@ -32,7 +32,8 @@ transit minus the smallest transit of its call, reported at p50/p99/max over
 every packet; *loss* is the share of packets sent and never received (after a
 one-second drain). The rest of the machine's CPU during the step
 (``other_cpu_pct``: ``/proc/stat`` busy time minus this bench's processes) is
-recorded, and a step with more than ``MAX_OTHER_PCT`` % of a core is marked
+recorded with the hypervisor's stolen time (``steal_pct``), and a step in
+which the two reached ``bench.machine.MAX_OTHER_PCT`` % of a core is marked
 ``valid: false``: its figures are not the relay's. An rtpengine step also
 records the ng control traffic (requests answered, errors, timeouts,
 retransmissions, replies dropped) and the calls Warden lost to rtpengine
@@ -59,9 +60,8 @@ from typing import Any
 
 sys.path.insert(0, ".")
 
-from bench.register import children_cpu_seconds, system_cpu_seconds
+from bench.machine import MachineMeter, children_cpu_seconds, process_cpu_seconds
 
-MAX_OTHER_PCT = 10.0
 #: Issue 18's media target: added jitter p99 under 5 ms, loss under 0.1%.
 TARGET_P99_MS = 5.0
 TARGET_LOSS_PCT = 0.1
@@ -393,9 +393,8 @@ def step(calls: int, seconds: float, relay: str, burst_ms: float, burst_interval
         reason = "rtpengine is not installed (apt-get install rtpengine-daemon)"
         return {**described, "skipped": reason, "valid": False}
     phones = [(phone_base + 2 * i, phone_base + 2 * i + 1) for i in range(calls)]
-    busy0, _ = system_cpu_seconds()
+    meter = MachineMeter()
     children0 = children_cpu_seconds()
-    wall0 = time.perf_counter()
     engine = None
     ng_port, engine_pid = 0, None
     if relay == "rtpengine":
@@ -410,17 +409,16 @@ def step(calls: int, seconds: float, relay: str, burst_ms: float, burst_interval
     finally:
         if engine is not None:
             engine.destroy()  # reaped: its CPU is in children_cpu_seconds()
-    busy1, _ = system_cpu_seconds()
-    wall = time.perf_counter() - wall0
+    load = meter.result()
     ours = children_cpu_seconds() - children0
-    other = max(0.0, 100 * (busy1 - busy0 - ours) / wall)
     lost_calls = result.get("calls_lost", 0)
     return {
         **described,
         **result,
         "bench_cpu_seconds": round(ours, 2),
-        "other_cpu_pct": round(other, 1),
-        "valid": other <= MAX_OTHER_PCT and "error" not in result and not lost_calls,
+        "other_cpu_pct": load["other_cpu_pct"],
+        "steal_pct": load["steal_pct"],
+        "valid": load["valid"] and "error" not in result and not lost_calls,
     }
 
 
@@ -483,18 +481,6 @@ def media_pids(host_pid: int) -> list[int]:
             return [int(child) for child in f.read().split()]
     except OSError:
         return []
-
-
-def process_cpu_seconds(pid: int | None) -> float:
-    """User and system CPU time of ``pid`` so far (0 for None or a gone process)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_main(argv: list[str]) -> None:

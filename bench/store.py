@@ -8,7 +8,8 @@ run against one Warden node keeping its data
    PostgreSQL, no Redis),
 
 with the same extensions, fill and step rates. Per step, the CPU of Warden,
-SIPp and everything else (PostgreSQL's processes count as "others"); after the
+SIPp and everything else (PostgreSQL's processes count as the step's own, not
+as "others", for its validity: ``bench.machine``); after the
 ramp, the number of AORs whose bindings reached the database, so a fast but
 lossy write-behind would show.
 
@@ -31,12 +32,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
 
+from bench.machine import server_pids
 from bench.register import (
     REGISTER_SCENARIO,
     Runner,
@@ -82,7 +84,11 @@ def postgresql_aors(database: str) -> int:
 
 
 async def phase(
-    args: argparse.Namespace, workdir: Path, label: str, settings: dict[str, dict[str, object]]
+    args: argparse.Namespace,
+    workdir: Path,
+    label: str,
+    settings: dict[str, dict[str, object]],
+    peers: Callable[[], Iterable[int]] = tuple,
 ) -> tuple[WardenProcess, dict[str, Any]]:
     """Provision, fill and ramp against one node; the (stopped) node and its results."""
     warden = WardenProcess(workdir / label, settings=settings)
@@ -90,7 +96,7 @@ async def phase(
     await warden.start()
     try:
         users_csv = await provision_in_batches(warden, args.users)
-        runner = Runner(args, workdir / label, users_csv)
+        runner = Runner(args, workdir / label, users_csv, peers=peers)
         fill = await runner.step(
             "fill", warden.address, warden.pid, REGISTER_SCENARIO, args.fill_rate, args.users
         )
@@ -113,7 +119,13 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
         sqlite["aors_in_database"] = sqlite_aors(warden)
         database = f"bench_store_{uuid.uuid4().hex[:12]}"
         url = servers.postgresql().create_database(database)
-        warden, postgresql = await phase(args, workdir, "postgresql", {"store": {"url": url}})
+        warden, postgresql = await phase(
+            args,
+            workdir,
+            "postgresql",
+            {"store": {"url": url}},
+            lambda: server_pids(servers.postgresql()),
+        )
         await poll(lambda: postgresql_aors(database) >= args.users, 10)
         postgresql["aors_in_database"] = postgresql_aors(database)
     finally:

@@ -75,7 +75,8 @@ from bench.calls import (
     wait_for_records,
     write_rtp_pcap,
 )
-from bench.compare import MAX_OTHER_PCT, quiet_enough, wait_quiet
+from bench.compare import wait_quiet
+from bench.machine import MAX_OTHER_PCT, quiet_enough
 from bench.register import failure_events, log, start_run
 from tests.integration.clients import pause, poll, real_reactor
 from tests.integration.harness import (
