@@ -2,7 +2,10 @@
 Failover, measured: the high-availability scenarios of
 ``tests.integration.ha_cluster`` run ``--repeat`` times each on a fresh private
 network (network namespaces; root only), with the machine's load recorded
-before each run.
+before each run. Each run also records the load of the rest of the machine
+while the scenario ran (L{bench.machine}: all but the bench and the processes
+it started, plus stolen time); a run in which that reached 10% of a core is
+invalid, and each scenario's min, median and max come only from valid runs.
 
 1. ``active-passive``: two nodes behind a keepalived virtual IP
    (``deploy/keepalived``); the active node's Warden is SIGKILLed; the failover
@@ -67,6 +70,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from bench.machine import MachineMeter, descendants, invalid_note, server_pids
 from tests.integration.ha_cluster import HaSite, active_active, active_passive, machine_load
 from tests.integration.ha_patroni import database_switchover
 from tests.integration.ha_sentinel import sentinel_failover
@@ -102,17 +106,42 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def with_load(outcome: dict[str, Any], meter: MachineMeter) -> dict[str, Any]:
+    """``outcome`` with the load of the rest of the machine that ``meter`` saw."""
+    load = meter.result()
+    return {**outcome, **{key: load[key] for key in ("other_cpu_pct", "steal_pct", "valid")}}
+
+
 async def one_run(
     scenario: Callable[[HaSite], Awaitable[dict[str, Any]]], workdir: Path, name: str
 ) -> dict[str, Any]:
-    """One scenario on a fresh site, removed afterwards."""
+    """
+    One scenario on a fresh site, removed afterwards; the load of the rest of
+    the machine is measured while the scenario runs on the site.
+    """
     site = HaSite(workdir)
+
+    def own() -> list[int]:
+        # The shared PostgreSQL runs detached from the bench (pg_ctl).
+        database = [] if site.postgres is None else server_pids(site.postgres)
+        return [*descendants(os.getpid()), *database]
+
     try:
         labels = LABELS.get(name, ["a", "b"])
         site.create(labels, shared_servers=name not in LABELS)
-        return await scenario(site)
+        meter = MachineMeter(own)
+        return with_load(await scenario(site), meter)
     finally:
         await site.close()
+
+
+async def loopback_run(
+    scenario: Callable[[Path], Awaitable[dict[str, Any]]], workdir: Path
+) -> dict[str, Any]:
+    """One loopback scenario (it starts and stops its own servers) and the machine's load."""
+    workdir.mkdir(parents=True)
+    meter = MachineMeter(lambda: descendants(os.getpid()))
+    return with_load(await scenario(workdir), meter)
 
 
 def summary(values: Sequence[float | None]) -> dict[str, float | None]:
@@ -156,17 +185,21 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
                 sys.stderr.write(f"{name} run {index + 1}/{args.repeat}\n")
                 workdir = root / f"{name}-{index}"
                 if name in LOOPBACK:
-                    workdir.mkdir(parents=True)
-                    outcome = await LOOPBACK[name](workdir)
+                    outcome = await loopback_run(LOOPBACK[name], workdir)
                 else:
                     outcome = await one_run(runners[name], workdir, name)
                 outcome.pop("loadtest_stderr", None)
-                sys.stderr.write(json.dumps(outcome) + "\n")
+                sys.stderr.write(json.dumps(outcome) + invalid_note(outcome) + "\n")
                 runs.append(outcome)
             key = MEASURE.get(name, "failover_s")
-            document[name] = {key: summary([r[key] for r in runs]), "runs": runs}
+            document[name] = {
+                key: summary([r[key] for r in runs if r["valid"]]),
+                "invalid_steps": sum(not r["valid"] for r in runs),
+                "runs": runs,
+            }
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    document["invalid_steps"] = sum(document[name]["invalid_steps"] for name in chosen)
     document["load_at_end"] = machine_load()
     print(json.dumps(document, indent=2))
 

@@ -27,6 +27,14 @@ included) over each phase plus ``--settle`` seconds after it, for writes
 behind; Redis runs in its own process and is not counted (its CPU is
 reported beside it).
 
+Each round records the rest of the machine's load (L{bench.machine}: CPU of
+processes other than this one and its children, Redis and Warden's media
+process, and stolen time): ``each_round``
+gives ``other_cpu_pct``, ``steal_pct`` and ``valid`` per round, a round the
+load made invalid is marked ``INVALID`` on stderr, and ``refresh`` is the best
+of the valid later rounds only; ``valid`` says whether both figures come from
+valid rounds.
+
 Usage::
 
     python -m bench.hotpath_live --store sqlite [--users N] [--rounds R] [--profile FILE]
@@ -63,7 +71,9 @@ from bench.hotpath import (
     _password,
     answer,
     first_round,
+    machine_load,
 )
+from bench.machine import MachineMeter, invalid_note
 from bench.register import redis_pid
 from tests.integration.harness import free_port, process_cpu_seconds
 from warden.config import WardenConfig
@@ -299,21 +309,34 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     await stack.start()
     # CPU time, not wall time: the waits for Redis are not our cost.
     profiler = cProfile.Profile(time.process_time) if args.profile else None
-    redis_cpu = process_cpu_seconds(redis_pid(redis)) if redis is not None else 0.0
-    rounds: list[tuple[Seconds, Seconds]] = []
+    pid = redis_pid(redis) if redis is not None else None
+    redis_cpu = process_cpu_seconds(pid) if pid is not None else 0.0
+    rounds: list[tuple[Seconds, Seconds, dict[str, Any]]] = []
     try:
         for round_no in range(args.rounds):
+            meter = MachineMeter(child_pids)
             t1, t2 = await stack.run_round(args.users, round_no, profiler)
-            print(f"round {round_no}: 401 {t1}, 200 {t2}", file=sys.stderr)
-            rounds.append((t1, t2))
+            load = machine_load(meter.result())
+            print(f"round {round_no}: 401 {t1}, 200 {t2}{invalid_note(load)}", file=sys.stderr)
+            rounds.append((t1, t2, load))
     finally:
         await stack.stop()
         log_file.close()
-    if redis is not None:
-        redis_cpu = process_cpu_seconds(redis_pid(redis)) - redis_cpu
+    if pid is not None:
+        redis_cpu = process_cpu_seconds(pid) - redis_cpu
     if profiler is not None:
         profiler.dump_stats(args.profile)
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+    first = {**costs(args.users, rounds[0][0], rounds[0][1]), **rounds[0][2]}
+    later = [r for r in rounds[1:] if r[2]["valid"]]
+    refresh = {
+        **costs(
+            args.users,
+            min(t1 for t1, _, _ in later or rounds[1:]),
+            min(t2 for _, t2, _ in later or rounds[1:]),
+        ),
+        "valid": bool(later),
+    }
     return {
         "store": args.store,
         "users": args.users,
@@ -321,18 +344,31 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "window": args.window,
         "rate": args.rate,
         # The first round adds every binding; the later ones refresh them, as
-        # phones (and bench/register.py's steps after its fill) do.
-        "first": costs(args.users, *rounds[0]),
-        "refresh": costs(
-            args.users,
-            min(t1 for t1, _ in rounds[1:]),
-            min(t2 for _, t2 in rounds[1:]),
-        ),
+        # phones (and bench/register.py's steps after its fill) do. The refresh
+        # figures are the best of the later rounds the load left valid.
+        "first": first,
+        "refresh": refresh,
+        "valid": first["valid"] and refresh["valid"],
+        "each_round": [
+            {"us_per_registration": costs(args.users, t1, t2)["us_per_registration"], **load}
+            for t1, t2, load in rounds
+        ],
         "redis_us_per_registration_all_rounds": round(
             redis_cpu / (args.users * args.rounds) * 1e6, 1
         ),
         "workdir": str(workdir),
     }
+
+
+def child_pids() -> list[int]:
+    """This process's children: Redis and Warden's media process, part of each round."""
+    pids: list[int] = []
+    for children in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids += [int(p) for p in children.read_text(encoding="ascii").split()]
+        except OSError:
+            continue  # a thread that ended
+    return pids
 
 
 def costs(users: int, phase1: Seconds, phase2: Seconds) -> dict[str, Any]:

@@ -20,7 +20,9 @@ Usage::
 
     python bench/loadgen_cpu.py [--users 20000] [--rate 10000] [--profile FILE]
 
-Prints one JSON object. To measure another revision, put its checkout first on
+Prints one JSON object, with the load of the rest of the machine during the
+measured run (``other_cpu_pct``, ``steal_pct``) and ``valid`` (together under
+10% of a core, ``bench.machine``). To measure another revision, put its checkout first on
 the path: ``PYTHONPATH=/path/to/old python bench/loadgen_cpu.py``.
 """
 
@@ -42,6 +44,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import DatagramProtocol
 
 from bench.hotpath import HeapClock
+from bench.machine import MachineMeter, invalid_note
 from warden.ops.loadtest.options import Options
 from warden.ops.loadtest.results import Account
 from warden.ops.loadtest.runner import LoadTest
@@ -276,7 +279,13 @@ def main() -> None:
     if a.warmup:
         run(a.warmup, a.rate, None)
     profiler = cProfile.Profile() if a.profile else None
+    meter = MachineMeter()
     result = run(a.users, a.rate, profiler)
+    load = meter.result()
+    result.update(other_cpu_pct=load["other_cpu_pct"], steal_pct=load["steal_pct"])
+    result["valid"] = load["valid"]
+    if not load["valid"]:
+        sys.stderr.write(f"loadgen_cpu{invalid_note(result)}\n")
     if profiler is not None:
         profiler.dump_stats(a.profile)
         stream = io.StringIO()

@@ -62,8 +62,12 @@ def system_cpu_seconds(stat: str | None = None) -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
-def process_cpu_seconds(pid: int | None) -> float:
-    """User and system CPU time of ``pid`` so far (0 for None or a gone process)."""
+def process_cpu_seconds(pid: int | None, reaped: bool = False) -> float:
+    """
+    User and system CPU time of ``pid`` so far (0 for None or a gone process);
+    with ``reaped``, that of the children it has reaped too (a PostgreSQL's
+    short-lived backends, a relay's per-connection processes).
+    """
     if pid is None:
         return 0.0
     try:
@@ -71,7 +75,14 @@ def process_cpu_seconds(pid: int | None) -> float:
             fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _with_reaped(pid: int) -> float:
+    return process_cpu_seconds(pid, reaped=True)
 
 
 def children_cpu_seconds() -> float:
@@ -109,7 +120,7 @@ class MachineSources:
     """Where a L{MachineMeter} reads the machine: ``/proc`` and this process."""
 
     system: Callable[[], tuple[float, float]] = system_cpu_seconds
-    process: Callable[[int], float] = process_cpu_seconds
+    process: Callable[[int], float] = _with_reaped
     own: Callable[[], float] = own_cpu_seconds
     children: Callable[[], float] = children_cpu_seconds
     clock: Callable[[], float] = time.monotonic
@@ -123,8 +134,10 @@ class MachineMeter:
         pids: the processes the step is made of besides this one and the
             children it reaps (Warden, Redis, ...): their ids, or a function
             giving them (asked at the start and at the end, so processes that
-            come and go count while they live). A process that ends during the
-            step counts up to its last reading.
+            come and go count while they live), each with the children it
+            reaps during the step (short-lived ones are never among those
+            asked for). A process that ends during the step counts up to its
+            last reading.
         load_independent: the step's figures do not depend on the load
             (instruction counts); the load is recorded and the step stays valid.
         max_other_pct: the validity bound, in % of one core.

@@ -28,6 +28,12 @@ thread, runs after the timed loop and is timed on its own:
         [--burst-interval 0.1] [--relays builtin-inproc,builtin-process,rtpengine]
         [--repeat N]
 
+Each run records the rest of the machine's load over its timed part
+(L{bench.machine}: ``other_cpu_pct``, ``steal_pct``, ``valid``); a run in
+which it reached ``bench.machine.MAX_OTHER_PCT`` of a core is marked
+``INVALID`` on stderr, a ratio is valid when both its runs are, and ``valid``
+says whether every run was.
+
 ``--concurrent`` runs only the concurrent-calls steps of L{bench.relay_jitter}
 (added jitter p50/p99 and loss with the relay in the SIP process, in its own
 media process, ADR 0033, and with rtpengine, ADR 0025, with the rest of the
@@ -59,6 +65,7 @@ from twisted.internet.task import Clock
 
 sys.path.insert(0, ".")
 
+from bench.machine import MAX_OTHER_PCT, MachineMeter, invalid_note, quiet_enough
 from warden.rtp.recorder import CallRecorder, RecorderLimits
 from warden.rtp.relay import MediaRelay
 from warden.rtp.sdes import Crypto
@@ -136,6 +143,7 @@ def bench_fake(count: int, srtp: bool = False, recording: bool = False) -> dict[
     if recording:  # no batch is dropped: the writer runs after the loop
         limits = RecorderLimits(max_batches=count)
         session.tap = CallRecorder(path, clock.seconds(), work.append, limits)
+    meter = MachineMeter()
     start = time.perf_counter()
     for i, data in enumerate(packets):
         clock.rightNow += 0.01
@@ -154,6 +162,7 @@ def bench_fake(count: int, srtp: bool = False, recording: bool = False) -> dict[
     for each in work:
         each()
     writer_seconds = time.perf_counter() - finished
+    load = meter.result()
     wav_bytes = os.path.getsize(path) if recording else 0
     directory.cleanup()
     extra = {
@@ -169,6 +178,7 @@ def bench_fake(count: int, srtp: bool = False, recording: bool = False) -> dict[
         "seconds": round(elapsed, 4),
         "packets_per_second": round(count / elapsed),
         "microseconds_per_packet": round(1e6 * elapsed / count, 2),
+        **machine_load(load),
     }
 
 
@@ -226,6 +236,7 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
     callee.caller = probe
     result: dict[str, Any] = {}
     state = {"last": -1, "start": 0.0}
+    meter = MachineMeter()
 
     def watchdog() -> None:
         # Packets lost in the kernel would stall the window: refill, or finish.
@@ -239,6 +250,7 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
 
     def finish() -> None:
         elapsed = time.perf_counter() - state["start"]
+        load = meter.result()
         result.update(
             srtp=srtp,
             packets_sent=probe.sent,
@@ -246,6 +258,7 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
             seconds=round(elapsed, 4),
             packets_per_second=round(callee.received / elapsed),
             window=window,
+            **machine_load(load),
         )
         session.release()
         caller_port.stopListening()
@@ -253,6 +266,7 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
         reactor.callLater(0.01, reactor.stop)  # type: ignore[attr-defined]
 
     def begin() -> None:
+        meter.start()
         state["start"] = time.perf_counter()
         probe.top_up(0)
         reactor.callLater(0.05, watchdog)  # type: ignore[attr-defined]
@@ -270,7 +284,6 @@ def concurrent(args: argparse.Namespace) -> dict[str, Any]:
     line.
     """
     from bench.relay_jitter import (
-        MAX_OTHER_PCT,
         RELAYS,
         TARGET_LOSS_PCT,
         TARGET_P99_MS,
@@ -303,7 +316,8 @@ def concurrent(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"[{len(steps)}/{total}] round {round_number}: {calls} calls, {relay}:"
                     f" p99 {result.get('added_jitter_ms_p99')} ms,"
-                    f" valid {result.get('valid')}",
+                    f" valid {result.get('valid')}"
+                    + (invalid_note(result) if not quiet_enough_step(result) else ""),
                     file=sys.stderr,
                 )
     return {
@@ -312,9 +326,20 @@ def concurrent(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "max_other_cpu_pct": MAX_OTHER_PCT,
         "target": {"added_jitter_ms_p99_below": TARGET_P99_MS, "loss_pct_below": TARGET_LOSS_PCT},
+        "valid": all(s.get("valid") for s in steps if "skipped" not in s),
         "summary": summarise(steps),
         "steps": steps,
     }
+
+
+def machine_load(step: dict[str, Any]) -> dict[str, Any]:
+    """The rest of the machine's load over a run, from L{MachineMeter.result}."""
+    return {key: step[key] for key in ("other_cpu_pct", "steal_pct", "valid")}
+
+
+def quiet_enough_step(step: dict[str, Any]) -> bool:
+    """A --concurrent step the load did not make invalid (a skipped step has no load)."""
+    return "other_cpu_pct" not in step or quiet_enough(step)
 
 
 def main() -> None:
@@ -366,21 +391,27 @@ def main() -> None:
     report: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
         "fake_sockets": plain,
         "fake_sockets_srtp": srtp,
         "fake_sockets_srtp_vs_plain": round(
             srtp["packets_per_second"] / plain["packets_per_second"], 3
         ),
+        "fake_sockets_srtp_vs_plain_valid": srtp["valid"] and plain["valid"],
         "fake_sockets_recording": recorded,
         "fake_sockets_recording_vs_plain": round(
             recorded["packets_per_second"] / plain["packets_per_second"], 3
         ),
+        "fake_sockets_recording_vs_plain_valid": recorded["valid"] and plain["valid"],
     }
     if not args.skip_loopback:
         # One reactor run per process: the SRTP loopback run is --loopback-srtp.
         key = "loopback_srtp" if args.loopback_srtp else "loopback"
         report[key] = bench_loopback(args.packets, args.window, srtp=args.loopback_srtp)
+    runs = {name: part for name, part in report.items() if isinstance(part, dict)}
+    for name, part in runs.items():
+        if not part["valid"]:
+            print(f"{name}:{invalid_note(part)}", file=sys.stderr)
+    report["valid"] = all(part["valid"] for part in runs.values())
     print(json.dumps(report, indent=2))
 
 

@@ -14,7 +14,10 @@ flows; a reply with media counters is the same size. Usage::
     python bench/rtpengine_poll.py [--calls N] [--rounds R]
 
 Prints one JSON object: ``cpu_us_per_query`` and ``core_percent_at_500_calls``
-(500 calls queried once a second), with the reply size.
+(500 calls queried once a second), with the reply size, and the rest of the
+machine's load over the polls (processes other than this one and rtpengine, and
+stolen time: ``other_cpu_pct``, ``steal_pct``; L{bench.machine}); ``valid`` is
+false, with ``INVALID`` on stderr, when it reached 10% of a core.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
@@ -31,6 +36,13 @@ from warden.rtp import udp as media_udp
 from warden.rtp.rtpengine import RtpengineRelay, RtpengineSession
 from warden.testing.rtpengined import RtpengineServer
 from warden.testing.rtpnet import sdp_body
+
+# Run as ``python bench/rtpengine_poll.py``, the path starts at bench/.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
+
+from bench.machine import MachineMeter, invalid_note  # noqa: E402
 
 
 async def run(reactor: Any, calls: int, rounds: int) -> dict[str, Any]:
@@ -56,10 +68,14 @@ async def run(reactor: Any, calls: int, rounds: int) -> dict[str, Any]:
             original(datagram, addr)
 
         relay.client.datagramReceived = measured  # type: ignore[method-assign]
+        meter = MachineMeter([server.pid] if server.pid is not None else [])
         start = time.process_time()
         for _ in range(rounds):
             await defer.DeferredList([session.poll() for session in sessions])
         cpu = time.process_time() - start
+        load = meter.result()
+        if not load["valid"]:
+            print(f"polls:{invalid_note(load)}", file=sys.stderr)
         queries = calls * rounds
         per_query = cpu / queries
         return {
@@ -68,6 +84,9 @@ async def run(reactor: Any, calls: int, rounds: int) -> dict[str, Any]:
             "reply_bytes": round(sum(sizes) / max(len(sizes), 1)),
             "cpu_us_per_query": round(per_query * 1e6, 1),
             "core_percent_at_500_calls": round(per_query * 500 * 100, 1),
+            "other_cpu_pct": load["other_cpu_pct"],
+            "steal_pct": load["steal_pct"],
+            "valid": load["valid"],
         }
     finally:
         relay.close()

@@ -11,7 +11,10 @@ reactor against a throwaway ``redis-server`` (``warden.testing.servers``).
 The figure that matters is ``cpu_us_per_register``: this process's CPU time
 (user + system) per REGISTER, which is Warden's share of the cost; Redis's own
 CPU is not counted. ``--store memory`` runs the same loop over the in-process
-store for comparison.
+store for comparison. The timed rounds record the rest of the machine's load
+(processes other than this one and Redis, and stolen time: ``other_cpu_pct``,
+``steal_pct``; L{bench.machine}); ``valid`` is false, with ``INVALID`` on
+stderr, when it reached 10% of a core.
 
 Usage::
 
@@ -39,6 +42,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from bench.machine import MachineMeter, invalid_note
+from bench.register import redis_pid
 from warden.interfaces import ILocationService
 from warden.model import Binding
 from warden.testing import servers
@@ -120,6 +125,7 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             await location.load()  # connected
         await run_all(location, reactor, aors, 1, args.window)
         profiler = cProfile.Profile() if args.profile else None
+        meter = MachineMeter([redis_pid(servers.redis())] if state is not None else [])
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         if profiler:
             profiler.enable()
@@ -128,6 +134,9 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         if profiler:
             profiler.disable()
         cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
+        load = meter.result()
+        if not load["valid"]:
+            print(f"timed rounds:{invalid_note(load)}", file=sys.stderr)
         if profiler:
             profiler.dump_stats(args.profile)
             pstats.Stats(args.profile, stream=sys.stderr).sort_stats("tottime").print_stats(25)
@@ -143,6 +152,9 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "registers": registers,
         "cpu_us_per_register": round(cpu / registers * 1e6, 1),
         "wall_us_per_register": round(wall / registers * 1e6, 1),
+        "other_cpu_pct": load["other_cpu_pct"],
+        "steal_pct": load["steal_pct"],
+        "valid": load["valid"],
     }
 
 

@@ -21,8 +21,15 @@ class RunRoundTests(SynchronousTestCase):
              "200 BYE", "timers"},
         )  # fmt: skip
         self.assertEqual(len(stack.transactions), 0)
+        self.assertEqual(set(stack.load), {"other_cpu_pct", "steal_pct", "valid"})
 
     def test_relay_in_process(self) -> None:
         """With the relay in the SIP process there is no media process to count."""
         stack = run_round(10, 150.0, "inproc", None)
         self.assertEqual(stack.media_cpu, 0)
+
+    def test_load_independent(self) -> None:
+        """Under callgrind the machine's load is recorded and the round stays valid."""
+        stack = run_round(5, 150.0, "inproc", None, load_independent=True)
+        self.assertIs(stack.load["valid"], True)
+        self.assertGreaterEqual(stack.load["other_cpu_pct"], 0.0)

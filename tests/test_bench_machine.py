@@ -18,6 +18,7 @@ from bench.machine import (
     MachineMeter,
     MachineSources,
     invalid_note,
+    process_cpu_seconds,
     quiet_enough,
     server_pids,
     system_cpu_seconds,
@@ -209,3 +210,37 @@ class ProcTests(SynchronousTestCase):
             _process = None
 
         self.assertEqual(server_pids(Server()), [])
+
+
+#: Modules of bench/ that measure nothing themselves: this meter, the CPU caps,
+#: and the tool that repeats a test to find flakes.
+NOT_BENCHMARKS = {"machine.py", "cpucap.py", "repeat_test.py"}
+
+
+class EveryBenchTests(SynchronousTestCase):
+    def test_every_bench_meters_the_machine(self) -> None:
+        """
+        Every benchmark in bench/ records the rest of the machine's load through
+        bench.machine and says whether its figures are valid.
+        """
+        missing = []
+        for path in sorted(BENCH.glob("*.py")):
+            if path.name in NOT_BENCHMARKS:
+                continue
+            source = path.read_text(encoding="utf-8")
+            if not ("bench.machine" in source and "valid" in source):
+                missing.append(path.name)
+        self.assertEqual(missing, [])
+
+
+class ReapedTests(SynchronousTestCase):
+    def test_reaped_children_count(self) -> None:
+        """With reaped, a process's figure includes the CPU of the children it reaped."""
+        before = process_cpu_seconds(os.getpid(), reaped=True) - process_cpu_seconds(os.getpid())
+        subprocess.run(
+            [sys.executable, "-c", "import time\nt = time.process_time()\n"
+             "while time.process_time() - t < 0.3: pass"],
+            check=True,
+        )  # fmt: skip
+        after = process_cpu_seconds(os.getpid(), reaped=True) - process_cpu_seconds(os.getpid())
+        self.assertGreaterEqual(after - before, 0.25)
