@@ -36,6 +36,7 @@ __all__ = [
     "children_cpu_seconds",
     "descendants",
     "invalid_note",
+    "probe",
     "process_cpu_seconds",
     "quiet_enough",
     "server_pids",
@@ -240,3 +241,66 @@ def server_pids(server: Any) -> list[int]:
     except (OSError, ValueError):
         return []
     return [postmaster, *descendants(postmaster)]
+
+
+def _pipe_round_trip_us(cpus: tuple[int, int], rounds: int) -> float:
+    """Mean wall time of one byte there and back between two processes pinned to ``cpus``."""
+    there_r, there_w = os.pipe()
+    back_r, back_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the echo
+        try:
+            os.sched_setaffinity(0, {cpus[1]})
+            for _ in range(rounds + 1):
+                os.read(there_r, 1)
+                os.write(back_w, b"y")
+        finally:
+            os._exit(0)
+    mask = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {cpus[0]})
+        os.write(there_w, b"x")  # the first round trip only wakes both up
+        os.read(back_r, 1)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            os.write(there_w, b"x")
+            os.read(back_r, 1)
+        return 1e6 * (time.perf_counter() - started) / rounds
+    finally:
+        os.sched_setaffinity(0, mask)
+        os.waitpid(pid, 0)
+        for fd in (there_r, there_w, back_r, back_w):
+            os.close(fd)
+
+
+def _python_speed_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python workload (dict, str and call heavy)."""
+
+    def work(i: int) -> str:
+        return f"{i}:{i % 7}".partition(":")[0]
+
+    started = time.process_time()
+    table: dict[str, int] = {}
+    for i in range(200_000):
+        table[work(i)] = i
+    return round(1000 * (time.process_time() - started), 1)
+
+
+def probe() -> dict[str, Any]:
+    """
+    What makes this machine's figures differ from another's, measured in
+    about half a second: the wall time of a wake-up round trip between two
+    processes on the same CPU and on two CPUs (a virtual machine's
+    inter-processor interrupts can make the second several times the first,
+    and every datagram or Redis reply between Warden, SIPp and Redis is such
+    a wake-up), and the CPU time of a fixed piece of Python.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    figures: dict[str, Any] = {
+        "pipe_round_trip_us_same_cpu": round(_pipe_round_trip_us((cpus[0], cpus[0]), 3000), 1),
+        "python_workload_ms": _python_speed_ms(),
+    }
+    if len(cpus) > 1:
+        across = _pipe_round_trip_us((cpus[0], cpus[1]), 3000)
+        figures["pipe_round_trip_us_across_cpus"] = round(across, 1)
+    return figures

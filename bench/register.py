@@ -70,7 +70,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from bench.cpucap import CpuCaps, throttle_note
-from bench.machine import MachineMeter, children_cpu_seconds, invalid_note
+from bench.machine import MachineMeter, children_cpu_seconds, invalid_note, probe
 from tests.integration.clients import LOCALHOST, poll
 from tests.integration.harness import (
     REGISTER_SCENARIO,
@@ -167,6 +167,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
+        **probe(),
     }
 
 

@@ -18,6 +18,7 @@ from bench.machine import (
     MachineMeter,
     MachineSources,
     invalid_note,
+    probe,
     process_cpu_seconds,
     quiet_enough,
     server_pids,
@@ -244,3 +245,16 @@ class ReapedTests(SynchronousTestCase):
         )  # fmt: skip
         after = process_cpu_seconds(os.getpid(), reaped=True) - process_cpu_seconds(os.getpid())
         self.assertGreaterEqual(after - before, 0.25)
+
+
+class ProbeTests(SynchronousTestCase):
+    def test_probe(self) -> None:
+        """The machine's wake-up round trips and Python speed, as positive figures."""
+        before = os.sched_getaffinity(0)
+        figures = probe()
+        self.assertGreater(figures["pipe_round_trip_us_same_cpu"], 0)
+        self.assertGreater(figures["python_workload_ms"], 0)
+        if len(os.sched_getaffinity(0)) > 1:
+            self.assertGreater(figures["pipe_round_trip_us_across_cpus"], 0)
+        # The probe leaves this process's CPUs as they were.
+        self.assertEqual(os.sched_getaffinity(0), before)
