@@ -138,7 +138,11 @@ class MachineMeter:
             come and go count while they live), each with the children it
             reaps during the step (short-lived ones are never among those
             asked for). A process that ends during the step counts up to its
-            last reading.
+            last reading; one that this process reaps during the step counts
+            its whole life through ``RUSAGE_CHILDREN``, which overstates the
+            step's own share (name children that outlive the step, such as
+            Warden, and let those that end within it, such as SIPp, count as
+            reaped).
         load_independent: the step's figures do not depend on the load
             (instruction counts); the load is recorded and the step stays valid.
         max_other_pct: the validity bound, in % of one core.
