@@ -161,12 +161,6 @@ def load_line(step: dict[str, Any]) -> str:
     )
 
 
-def machine_load(meter: MachineMeter) -> dict[str, Any]:
-    """What a phase's dictionary records of L{MachineMeter}'s result."""
-    figures = meter.result()
-    return {key: figures[key] for key in ("other_cpu_pct", "steal_pct", "valid")}
-
-
 def registration_rate(step: dict[str, Any]) -> float:
     """Successful registrations per second of wall time."""
     return round(step["succeeded"] / step["wall_seconds"], 1)
@@ -221,7 +215,7 @@ async def run(reactor: Any, args: argparse.Namespace, workdir: Path) -> dict[str
         cpu = warden.cpu_seconds()
         meter = MachineMeter(own)
         api_alone = await load.run(args.api_rate, args.seconds)
-        api_alone.update(machine_load(meter))
+        api_alone.update(meter.load())
         api_alone["warden_cpu_ms_per_request"] = round(
             1000 * (warden.cpu_seconds() - cpu) / max(1, api_alone["requests"]), 3
         )
@@ -236,7 +230,7 @@ async def run(reactor: Any, args: argparse.Namespace, workdir: Path) -> dict[str
         both_cpu = warden.cpu_seconds() - cpu
         # One phase, both runs sharing its load: SIPp's step alone would count
         # wrk, still running when SIPp ends, as load of the rest of the machine.
-        both_load = machine_load(meter)
+        both_load = meter.load()
         api_during.update(both_load)
         during.update(both_load)
         log(f"{api_line(api_during)}; reg-with-api and API: {load_line(during)}")

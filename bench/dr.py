@@ -161,12 +161,6 @@ def make_voicemail(directory: Path, mib: int) -> int:
     return count
 
 
-def machine_load(meter: MachineMeter) -> dict[str, Any]:
-    """What a phase's dictionary records of L{MachineMeter}'s result."""
-    figures = meter.result()
-    return {key: figures[key] for key in ("other_cpu_pct", "steal_pct", "valid")}
-
-
 async def registration_p95(warden: WardenProcess, users_csv: Path, workdir: Path,
                            calls: int, rate: float) -> dict[str, Any]:  # fmt: skip
     """SIPp registrations at ``rate``: success counts and response-time percentiles."""
@@ -265,7 +259,7 @@ async def store_phase(store: str, args: argparse.Namespace, workdir: Path) -> di
         calls = int(args.register_rate * args.register_seconds)
         meter = MachineMeter(own)
         idle = await registration_p95(warden, users.sipp_csv, workdir, calls, args.register_rate)
-        idle.update(machine_load(meter))
+        idle.update(meter.load())
         log(f"{store}: idle registrations {idle}{invalid_note(idle)}")
         meter = MachineMeter(own)
         load = defer.ensureDeferred(
@@ -274,7 +268,7 @@ async def store_phase(store: str, args: argparse.Namespace, workdir: Path) -> di
         full, full_seconds = await timed(wardenctl(warden.config_path, "backup"))
         during = await load
         # One phase: the full backup's figures share the registrations' load.
-        during.update(machine_load(meter))
+        during.update(meter.load())
         log(
             f"{store}: full backup {full_seconds:.1f}s; registrations during it {during}"
             + invalid_note(during)
@@ -285,7 +279,7 @@ async def store_phase(store: str, args: argparse.Namespace, workdir: Path) -> di
         database, database_seconds = await timed(
             wardenctl(warden.config_path, "backup", "--type", "database")
         )
-        database_load = machine_load(meter)
+        database_load = meter.load()
         if database.code != 0:
             raise RuntimeError(f"database backup failed: {database.stderr}")
         log(
@@ -299,7 +293,7 @@ async def store_phase(store: str, args: argparse.Namespace, workdir: Path) -> di
             looped = await registrations_during_database_backups(
                 warden, users.sipp_csv, workdir, calls, args.register_rate
             )
-            looped.update(machine_load(meter))
+            looped.update(meter.load())
             log(
                 f"{store}: registrations during back-to-back database backups {looped}"
                 + invalid_note(looped)
@@ -315,7 +309,7 @@ async def store_phase(store: str, args: argparse.Namespace, workdir: Path) -> di
                 workdir, 900,
             )
         )  # fmt: skip
-        drill_load = machine_load(meter)
+        drill_load = meter.load()
         report = json.loads(report_path.read_text())
         rto = report["rto_seconds"]
         log(

@@ -108,8 +108,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def with_load(outcome: dict[str, Any], meter: MachineMeter) -> dict[str, Any]:
     """``outcome`` with the load of the rest of the machine that ``meter`` saw."""
-    load = meter.result()
-    return {**outcome, **{key: load[key] for key in ("other_cpu_pct", "steal_pct", "valid")}}
+    return {**outcome, **meter.load()}
 
 
 async def one_run(

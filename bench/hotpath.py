@@ -315,7 +315,7 @@ def timing(users: int, rounds: int, profile: str | None) -> dict[str, Any]:
         meter = MachineMeter()
         t1, t2 = run_round(stack, users, round_no)
         rss = _rss_bytes() - rss
-        load = machine_load(meter.result())
+        load = meter.load()
         if not load["valid"]:
             print(f"round {round_no}:{invalid_note(load)}", file=sys.stderr)
         measured.append((t1, t2, load))
@@ -347,11 +347,6 @@ def timing(users: int, rounds: int, profile: str | None) -> dict[str, Any]:
             for t1, t2, load in measured
         ],
     }
-
-
-def machine_load(step: dict[str, Any]) -> dict[str, Any]:
-    """The rest of the machine's load over a step, from L{MachineMeter.result}."""
-    return {key: step[key] for key in ("other_cpu_pct", "steal_pct", "valid")}
 
 
 def _rss_bytes() -> int:

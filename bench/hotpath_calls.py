@@ -60,7 +60,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from bench.hotpath import GcTimer, HeapReactor, machine_load
+from bench.hotpath import GcTimer, HeapReactor
 from bench.machine import MachineMeter, invalid_note
 from warden.plugins.media import media_policy, process_settings
 from warden.rtp.control import frame
@@ -268,7 +268,7 @@ def run_round(
             one_call(stack, callers[n % PHONES], callees[(n * 7 + 3) % PHONES])
             stack.advance(1.0 / rate)
         stack.advance(SETTLE)
-        stack.load = machine_load(meter.result())
+        stack.load = meter.load()
         stack.gc_seconds = collector.seconds  # type: ignore[attr-defined]
     finally:
         gc.callbacks.remove(collector)

@@ -50,6 +50,7 @@ import argparse
 import cProfile
 import gc
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -71,9 +72,8 @@ from bench.hotpath import (
     _password,
     answer,
     first_round,
-    machine_load,
 )
-from bench.machine import MachineMeter, invalid_note
+from bench.machine import MachineMeter, descendants, invalid_note
 from bench.register import redis_pid
 from tests.integration.harness import free_port, process_cpu_seconds
 from warden.config import WardenConfig
@@ -314,9 +314,9 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     rounds: list[tuple[Seconds, Seconds, dict[str, Any]]] = []
     try:
         for round_no in range(args.rounds):
-            meter = MachineMeter(child_pids)
+            meter = MachineMeter(lambda: descendants(os.getpid()))
             t1, t2 = await stack.run_round(args.users, round_no, profiler)
-            load = machine_load(meter.result())
+            load = meter.load()
             print(f"round {round_no}: 401 {t1}, 200 {t2}{invalid_note(load)}", file=sys.stderr)
             rounds.append((t1, t2, load))
     finally:
@@ -358,17 +358,6 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         ),
         "workdir": str(workdir),
     }
-
-
-def child_pids() -> list[int]:
-    """This process's children: Redis and Warden's media process, part of each round."""
-    pids: list[int] = []
-    for children in Path("/proc/self/task").glob("*/children"):
-        try:
-            pids += [int(p) for p in children.read_text(encoding="ascii").split()]
-        except OSError:
-            continue  # a thread that ended
-    return pids
 
 
 def costs(users: int, phase1: Seconds, phase2: Seconds) -> dict[str, Any]:

@@ -281,9 +281,8 @@ def main() -> None:
     profiler = cProfile.Profile() if a.profile else None
     meter = MachineMeter()
     result = run(a.users, a.rate, profiler)
-    load = meter.result()
-    result.update(other_cpu_pct=load["other_cpu_pct"], steal_pct=load["steal_pct"])
-    result["valid"] = load["valid"]
+    load = meter.load()
+    result.update(load)
     if not load["valid"]:
         sys.stderr.write(f"loadgen_cpu{invalid_note(result)}\n")
     if profiler is not None:

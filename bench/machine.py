@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "LOAD_KEYS",
     "MAX_OTHER_PCT",
     "MachineMeter",
     "MachineSources",
@@ -46,6 +47,8 @@ __all__ = [
 #: A step's figures may be published when everything else on the machine,
 #: stolen time included, used less than this (% of one core) meanwhile.
 MAX_OTHER_PCT = 10.0
+#: What a step records of the machine's load (L{MachineMeter.load}).
+LOAD_KEYS = ("other_cpu_pct", "steal_pct", "valid")
 
 
 def system_cpu_seconds(stat: str | None = None) -> tuple[float, float]:
@@ -210,20 +213,28 @@ class MachineMeter:
         figures["valid"] = self.load_independent or quiet_enough(figures, self.max_other_pct)
         return figures
 
+    def load(self) -> dict[str, Any]:
+        """What a step records of L{result}: ``other_cpu_pct``, ``steal_pct``, ``valid``."""
+        figures = self.result()
+        return {key: figures[key] for key in LOAD_KEYS}
+
 
 def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children, theirs, ...), read from ``/proc``."""
+    """
+    Every process below ``pid`` (children, theirs, ...), read from ``/proc``:
+    the children of each of a process's threads, not only its main thread's.
+    """
     found: list[int] = []
     queue = [pid]
     while queue:
         parent = queue.pop()
-        try:
-            text = Path(f"/proc/{parent}/task/{parent}/children").read_text(encoding="ascii")
-        except OSError:
-            continue
-        kids = [int(p) for p in text.split()]
-        found.extend(kids)
-        queue.extend(kids)
+        for tasks in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(p) for p in tasks.read_text(encoding="ascii").split()]
+            except OSError:
+                continue  # a thread that ended
+            found.extend(kids)
+            queue.extend(kids)
     return found
 
 

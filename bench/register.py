@@ -315,7 +315,7 @@ class Runner:
         server_cpu = sum(after.values()) - server_cpu
         split = {k: round(100 * (v - by_process.get(k, 0.0)) / wall, 1) for k, v in after.items()}
         sipp_cpu = children_cpu_seconds() - sipp_cpu
-        load = meter.result()
+        load = meter.load()
         dirs = [run_dir] if len(self.shares) == 1 else sorted(run_dir.glob("sipp*"))
         stats = combined_stats(dirs)
         rtts = [ms for d in dirs for ms in read_sipp_rtts(d)]
@@ -333,9 +333,7 @@ class Runner:
             cpu_key: round(100 * server_cpu / wall, 1),
             "sipp_cpu_pct": round(100 * sipp_cpu / wall, 1),
             "cpu_pct_by_process": split,
-            "other_cpu_pct": load["other_cpu_pct"],
-            "steal_pct": load["steal_pct"],
-            "valid": load["valid"],
+            **load,
             "wall_seconds": round(wall, 2),
             "sipp_exit": result.code,
         }

@@ -409,15 +409,14 @@ def step(calls: int, seconds: float, relay: str, burst_ms: float, burst_interval
     finally:
         if engine is not None:
             engine.destroy()  # reaped: its CPU is in children_cpu_seconds()
-    load = meter.result()
+    load = meter.load()
     ours = children_cpu_seconds() - children0
     lost_calls = result.get("calls_lost", 0)
     return {
         **described,
         **result,
         "bench_cpu_seconds": round(ours, 2),
-        "other_cpu_pct": load["other_cpu_pct"],
-        "steal_pct": load["steal_pct"],
+        **load,
         "valid": load["valid"] and "error" not in result and not lost_calls,
     }
 

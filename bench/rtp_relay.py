@@ -162,7 +162,7 @@ def bench_fake(count: int, srtp: bool = False, recording: bool = False) -> dict[
     for each in work:
         each()
     writer_seconds = time.perf_counter() - finished
-    load = meter.result()
+    load = meter.load()
     wav_bytes = os.path.getsize(path) if recording else 0
     directory.cleanup()
     extra = {
@@ -178,7 +178,7 @@ def bench_fake(count: int, srtp: bool = False, recording: bool = False) -> dict[
         "seconds": round(elapsed, 4),
         "packets_per_second": round(count / elapsed),
         "microseconds_per_packet": round(1e6 * elapsed / count, 2),
-        **machine_load(load),
+        **load,
     }
 
 
@@ -250,7 +250,7 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
 
     def finish() -> None:
         elapsed = time.perf_counter() - state["start"]
-        load = meter.result()
+        load = meter.load()
         result.update(
             srtp=srtp,
             packets_sent=probe.sent,
@@ -258,7 +258,7 @@ def bench_loopback(count: int, window: int, srtp: bool = False) -> dict[str, Any
             seconds=round(elapsed, 4),
             packets_per_second=round(callee.received / elapsed),
             window=window,
-            **machine_load(load),
+            **load,
         )
         session.release()
         caller_port.stopListening()
@@ -330,11 +330,6 @@ def concurrent(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summarise(steps),
         "steps": steps,
     }
-
-
-def machine_load(step: dict[str, Any]) -> dict[str, Any]:
-    """The rest of the machine's load over a run, from L{MachineMeter.result}."""
-    return {key: step[key] for key in ("other_cpu_pct", "steal_pct", "valid")}
 
 
 def quiet_enough_step(step: dict[str, Any]) -> bool:

@@ -73,7 +73,7 @@ async def run(reactor: Any, calls: int, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             await defer.DeferredList([session.poll() for session in sessions])
         cpu = time.process_time() - start
-        load = meter.result()
+        load = meter.load()
         if not load["valid"]:
             print(f"polls:{invalid_note(load)}", file=sys.stderr)
         queries = calls * rounds
@@ -84,9 +84,7 @@ async def run(reactor: Any, calls: int, rounds: int) -> dict[str, Any]:
             "reply_bytes": round(sum(sizes) / max(len(sizes), 1)),
             "cpu_us_per_query": round(per_query * 1e6, 1),
             "core_percent_at_500_calls": round(per_query * 500 * 100, 1),
-            "other_cpu_pct": load["other_cpu_pct"],
-            "steal_pct": load["steal_pct"],
-            "valid": load["valid"],
+            **load,
         }
     finally:
         relay.close()

@@ -134,7 +134,7 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         if profiler:
             profiler.disable()
         cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
-        load = meter.result()
+        load = meter.load()
         if not load["valid"]:
             print(f"timed rounds:{invalid_note(load)}", file=sys.stderr)
         if profiler:
@@ -152,9 +152,7 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "registers": registers,
         "cpu_us_per_register": round(cpu / registers * 1e6, 1),
         "wall_us_per_register": round(wall / registers * 1e6, 1),
-        "other_cpu_pct": load["other_cpu_pct"],
-        "steal_pct": load["steal_pct"],
-        "valid": load["valid"],
+        **load,
     }
 
 

@@ -94,7 +94,7 @@ async def one_round(
     started = time.monotonic()
     result = await run_sipp(sipp, run_dir, timeout=600)
     wall = time.monotonic() - started
-    load = meter.result()
+    load = meter.load()
     stats = read_sipp_stats(run_dir)
     return {
         "sipp_exit": result.code,
@@ -103,9 +103,7 @@ async def one_round(
         "seconds": round(wall, 2),
         "rate": round(stats.successful / wall, 1),
         "warden_cpu_seconds": round(process_cpu_seconds(warden.pid) - cpu, 2),
-        "other_cpu_pct": load["other_cpu_pct"],
-        "steal_pct": load["steal_pct"],
-        "valid": load["valid"],
+        **load,
     }
 
 

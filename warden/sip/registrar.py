@@ -158,12 +158,11 @@ class Registrar:
 
         def stale(failure: Failure) -> Response | Deferred[Response]:
             failure.trap(StaleBindings)  # type: ignore[no-untyped-call]
-            again = (
-                self._update_view(location, request, flow, aor, now, retry=False)
-                if retry
-                else None
-            )
-            return again if again is not None else self._read_and_update(request, flow, aor, now)
+            if retry:
+                again = self._update_view(location, request, flow, aor, now, retry=False)
+                if again is not None:
+                    return again
+            return self._read_and_update(request, flow, aor, now)
 
         return d.addCallbacks(written, stale)
 
